@@ -1,0 +1,145 @@
+//! The one place where errors become HTTP statuses, JSON bodies and GraphQL error codes.
+
+use async_graphql::ErrorExtensions;
+use axum::Json;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::domain::DomainError;
+use crate::service::ServiceError;
+
+/// What an HTTP handler can fail with.
+#[derive(Debug)]
+pub enum ApiError {
+    Service(ServiceError),
+    /// A malformed path or body: 400.
+    BadRequest(String),
+    /// A request that is well-formed but misses or mistypes a parameter: 422, like the original FastAPI service.
+    Unprocessable(String),
+    /// A `Range` that selects nothing of a file of `size` bytes: 416.
+    RangeNotSatisfiable {
+        size: u64,
+    },
+    NoRoute,
+    MethodNotAllowed,
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        ApiError::Service(e)
+    }
+}
+
+impl From<DomainError> for ApiError {
+    fn from(e: DomainError) -> Self {
+        ApiError::Service(e.into())
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(e: PathRejection) -> Self {
+        ApiError::BadRequest(e.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(e: QueryRejection) -> Self {
+        ApiError::Unprocessable(e.body_text())
+    }
+}
+
+/// The machine-readable code of a service error: `extensions.code` in GraphQL, `code` in REST bodies.
+pub fn error_code(e: &ServiceError) -> &'static str {
+    match e {
+        ServiceError::NotFound(_) => "NOT_FOUND",
+        ServiceError::AlreadyExists(_) => "ALREADY_EXISTS",
+        ServiceError::InvalidInput(_) => "INVALID_INPUT",
+        ServiceError::PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
+        ServiceError::Unavailable(_) => "UNAVAILABLE",
+        ServiceError::Internal(_) => "INTERNAL",
+    }
+}
+
+pub fn status_of(e: &ServiceError) -> StatusCode {
+    match e {
+        ServiceError::NotFound(_) => StatusCode::NOT_FOUND,
+        ServiceError::AlreadyExists(_) => StatusCode::CONFLICT,
+        ServiceError::InvalidInput(_) => StatusCode::BAD_REQUEST,
+        ServiceError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        ServiceError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        ServiceError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// Server faults are logged once, here, with their cause; clients see only the public message.
+pub fn log_if_server_fault(e: &ServiceError) {
+    match e {
+        ServiceError::Internal(source) => tracing::error!(error = %source, "internal error"),
+        ServiceError::Unavailable(source) => tracing::warn!(error = %source, "storage unavailable"),
+        _ => {}
+    }
+}
+
+/// A service error as a GraphQL error with `extensions.code`.
+pub fn graphql_error(e: &ServiceError) -> async_graphql::Error {
+    log_if_server_fault(e);
+    let code = error_code(e);
+    async_graphql::Error::new(e.to_string()).extend_with(|_, ext| ext.set("code", code))
+}
+
+/// `.gql()` turns our errors into GraphQL errors with a code. (A bare `?` would also compile, through
+/// async-graphql's blanket conversion, but would lose the code; resolvers always go through here.)
+pub trait GqlResultExt<T> {
+    fn gql(self) -> async_graphql::Result<T>;
+}
+
+impl<T> GqlResultExt<T> for Result<T, ServiceError> {
+    fn gql(self) -> async_graphql::Result<T> {
+        self.map_err(|e| graphql_error(&e))
+    }
+}
+
+impl<T> GqlResultExt<T> for Result<T, DomainError> {
+    fn gql(self) -> async_graphql::Result<T> {
+        self.map_err(|e| graphql_error(&e.into()))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, detail) = match &self {
+            ApiError::Service(e) => {
+                log_if_server_fault(e);
+                (status_of(e), error_code(e), e.to_string())
+            }
+            ApiError::BadRequest(msg) => (StatusCode::BAD_REQUEST, "INVALID_INPUT", msg.clone()),
+            ApiError::Unprocessable(msg) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "INVALID_INPUT",
+                msg.clone(),
+            ),
+            ApiError::RangeNotSatisfiable { size } => (
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "RANGE_NOT_SATISFIABLE",
+                format!("the requested range is not within the file's {size} bytes"),
+            ),
+            ApiError::NoRoute => (StatusCode::NOT_FOUND, "NOT_FOUND", "Not Found".to_owned()),
+            ApiError::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "METHOD_NOT_ALLOWED",
+                "Method Not Allowed".to_owned(),
+            ),
+        };
+        // `detail` is the original FastAPI service's error field, which existing clients print.
+        let mut response =
+            (status, Json(json!({ "detail": detail, "code": code }))).into_response();
+        if let ApiError::RangeNotSatisfiable { size } = self {
+            if let Ok(value) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                response.headers_mut().insert(header::CONTENT_RANGE, value);
+            }
+        }
+        response
+    }
+}

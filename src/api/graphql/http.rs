@@ -1,0 +1,129 @@
+//! `POST /graphql` (JSON or multipart) and `GET /graphql` (queries only).
+
+use async_graphql::dataloader::DataLoader;
+use async_graphql::parser::types::OperationType;
+use async_graphql::{BatchRequest, BatchResponse, ErrorExtensionValues, Request, Value};
+use async_graphql_axum::GraphQLResponse;
+use axum::extract::{RawQuery, Request as HttpRequest, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::loader::ModelLoader;
+use super::multipart::{self, MAX_OPERATIONS_BYTES};
+use crate::api::AppState;
+use crate::api::error::{error_code, log_if_server_fault, status_of};
+use crate::service::ServiceError;
+
+/// A request that could not even be read answers with a GraphQL-shaped error and a 4xx status.
+fn request_error(e: ServiceError) -> Response {
+    log_if_server_fault(&e);
+    let body = serde_json::json!({
+        "errors": [{ "message": e.to_string(), "extensions": { "code": error_code(&e) } }]
+    });
+    (status_of(&e), axum::Json(body)).into_response()
+}
+
+fn is_multipart(request: &HttpRequest) -> bool {
+    request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            ct.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("multipart/form-data")
+        })
+}
+
+pub async fn graphql_post(State(state): State<AppState>, request: HttpRequest) -> Response {
+    let batch = if is_multipart(&request) {
+        multipart::read(&state.service, request).await
+    } else {
+        read_json(request).await
+    };
+    match batch {
+        Ok(batch) => execute(&state, batch).await,
+        Err(e) => request_error(e),
+    }
+}
+
+async fn read_json(request: HttpRequest) -> Result<BatchRequest, ServiceError> {
+    let bytes = axum::body::to_bytes(request.into_body(), MAX_OPERATIONS_BYTES)
+        .await
+        .map_err(|_| {
+            ServiceError::InvalidInput(format!(
+                "the request body is not a readable JSON document of at most {MAX_OPERATIONS_BYTES} bytes; files go in multipart requests"
+            ))
+        })?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ServiceError::InvalidInput(format!("the body is not a GraphQL request: {e}")))
+}
+
+pub async fn graphql_get(State(state): State<AppState>, RawQuery(query): RawQuery) -> Response {
+    let request =
+        match async_graphql::http::parse_query_string(query.as_deref().unwrap_or_default()) {
+            Ok(request) => request,
+            Err(e) => {
+                return request_error(ServiceError::InvalidInput(format!("query string: {e}")));
+            }
+        };
+    if is_mutation(&request) {
+        // A GET must not change anything: it can be triggered by a link or an <img> on another site.
+        return request_error(ServiceError::InvalidInput(
+            "mutations must be sent with POST".into(),
+        ));
+    }
+    execute(&state, BatchRequest::Single(request)).await
+}
+
+fn is_mutation(request: &Request) -> bool {
+    let Ok(document) = async_graphql::parser::parse_query(&request.query) else {
+        return false; // execution reports the syntax error
+    };
+    document
+        .operations
+        .iter()
+        .any(|(_, operation)| operation.node.ty == OperationType::Mutation)
+}
+
+async fn execute(state: &AppState, mut batch: BatchRequest) -> Response {
+    for request in batch.iter_mut() {
+        // One loader per request: batching within a response, no cache shared between clients.
+        let loader = DataLoader::new(
+            ModelLoader {
+                service: state.service.clone(),
+            },
+            tokio::spawn,
+        );
+        request.data.insert(loader);
+    }
+    let mut response = state.schema.execute_batch(batch).await;
+    label_uncoded_errors(&mut response);
+    let mut http = GraphQLResponse::from(response).into_response();
+    if http.status() == StatusCode::OK {
+        http.headers_mut().insert(
+            header::CACHE_CONTROL,
+            header::HeaderValue::from_static("no-store"),
+        );
+    }
+    http
+}
+
+/// Errors raised by async-graphql itself (syntax, validation, variable coercion) are the client's; give them a code
+/// too, so that every error a client sees has `extensions.code`.
+fn label_uncoded_errors(response: &mut BatchResponse) {
+    let responses: Vec<&mut async_graphql::Response> = match response {
+        BatchResponse::Single(r) => vec![r],
+        BatchResponse::Batch(rs) => rs.iter_mut().collect(),
+    };
+    for r in responses {
+        for error in &mut r.errors {
+            let extensions = error
+                .extensions
+                .get_or_insert_with(ErrorExtensionValues::default);
+            if extensions.get("code").is_none() {
+                extensions.set("code", Value::from("INVALID_INPUT"));
+            }
+        }
+    }
+}

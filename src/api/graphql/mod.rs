@@ -1,0 +1,36 @@
+//! The GraphQL API: schema, resolvers, DataLoader and the streaming multipart reader.
+
+mod http;
+mod inputs;
+mod loader;
+mod multipart;
+mod mutation;
+mod query;
+mod types;
+
+use std::sync::Arc;
+
+use async_graphql::{EmptySubscription, Schema};
+
+pub use self::http::{graphql_get, graphql_post};
+use self::mutation::MutationRoot;
+use self::query::QueryRoot;
+use crate::api::Links;
+use crate::service::RepositoryService;
+
+pub type AppSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
+
+/// The schema with what resolvers reach through the context.
+pub fn schema(service: Arc<RepositoryService>, links: Links) -> AppSchema {
+    Schema::build(QueryRoot, MutationRoot, EmptySubscription)
+        .data(service)
+        .data(links)
+        .finish()
+}
+
+/// The SDL of the public contract, as committed in `schema.graphql`.
+pub fn sdl() -> String {
+    Schema::build(QueryRoot, MutationRoot, EmptySubscription)
+        .finish()
+        .sdl()
+}

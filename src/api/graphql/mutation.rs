@@ -1,0 +1,292 @@
+use std::sync::Arc;
+
+use async_graphql::{Context, ID, Object, Upload};
+
+use super::inputs::{
+    CreateInferencerInput, CreateModelInput, CreateServiceInput, CreateTransformationInput,
+    UpdateInferencerInput, UpdateModelInput, UpdateServiceInput, UpdateTransformationInput,
+    replace,
+};
+use super::multipart::StagedUploads;
+use super::types::{FromNode, Inferencer, Model, Node, Service, Transformation};
+use crate::api::Links;
+use crate::api::error::GqlResultExt;
+use crate::domain::{ComponentKey, DomainError, Kind, Spec};
+use crate::service::{RepositoryService, ServiceError};
+use crate::store::SpecUpdate;
+
+pub struct MutationRoot;
+
+fn service<'a>(ctx: &Context<'a>) -> async_graphql::Result<&'a Arc<RepositoryService>> {
+    ctx.data::<Arc<RepositoryService>>()
+}
+
+fn node<T: FromNode>(
+    ctx: &Context<'_>,
+    component: crate::domain::Component,
+) -> async_graphql::Result<T> {
+    T::from_node(Node::new(component, ctx.data::<Links>()?))
+}
+
+async fn create<T: FromNode>(
+    ctx: &Context<'_>,
+    key: Result<ComponentKey, DomainError>,
+    spec: Result<Spec, DomainError>,
+) -> async_graphql::Result<T> {
+    let (key, spec) = (key.gql()?, spec.gql()?);
+    let created = service(ctx)?.create(key, spec).await.gql()?;
+    node(ctx, created)
+}
+
+async fn update<T: FromNode>(
+    ctx: &Context<'_>,
+    key: Result<ComponentKey, DomainError>,
+    update: SpecUpdate,
+) -> async_graphql::Result<T> {
+    let key = key.gql()?;
+    let updated = service(ctx)?.update(&key, update).await.gql()?;
+    node(ctx, updated)
+}
+
+async fn delete(
+    ctx: &Context<'_>,
+    key: Result<ComponentKey, DomainError>,
+) -> async_graphql::Result<bool> {
+    let key = key.gql()?;
+    service(ctx)?.delete(&key).await.gql()?;
+    Ok(true)
+}
+
+/// Attaches the file that the multipart request staged for `file`.
+async fn upload<T: FromNode>(
+    ctx: &Context<'_>,
+    key: Result<ComponentKey, DomainError>,
+    file: Upload,
+) -> async_graphql::Result<T> {
+    let key = key.gql()?;
+    // Only uploads that our multipart reader staged are accepted: a client that forges an upload reference in a
+    // plain JSON request gets a clear error instead of reaching async-graphql's upload table.
+    let staged = ctx
+        .data_opt::<StagedUploads>()
+        .and_then(|staged| staged.take(file.0))
+        .ok_or_else(|| {
+            ServiceError::InvalidInput(
+                "file: send the file in a multipart request (GraphQL multipart request spec)"
+                    .into(),
+            )
+        })
+        .gql()?;
+    let value = file.value(ctx)?;
+    let updated = service(ctx)?
+        .attach_file(
+            &key,
+            staged,
+            Some(&value.filename),
+            value.content_type.as_deref(),
+        )
+        .await
+        .gql()?;
+    node(ctx, updated)
+}
+
+/// A metadata update that only applies to one kind of spec.
+fn update_of<S: 'static>(
+    pick: fn(&mut Spec) -> Option<&mut S>,
+    apply: impl FnOnce(&mut S) -> Result<(), DomainError> + Send + 'static,
+) -> SpecUpdate {
+    Box::new(move |spec| match pick(spec) {
+        Some(inner) => apply(inner),
+        None => Err(DomainError::new("kind", "metadata of another kind")),
+    })
+}
+
+#[Object]
+impl MutationRoot {
+    /// Registers a model; its file is uploaded with `uploadModelFile`.
+    async fn create_model(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateModelInput,
+    ) -> async_graphql::Result<Model> {
+        create(
+            ctx,
+            ComponentKey::model(&input.name, &input.version),
+            Ok(input.spec()),
+        )
+        .await
+    }
+
+    /// Changes the metadata of a model; fields left out stay as they are.
+    async fn update_model(
+        &self,
+        ctx: &Context<'_>,
+        name: String,
+        version: String,
+        input: UpdateModelInput,
+    ) -> async_graphql::Result<Model> {
+        let change = update_of(
+            |s| match s {
+                Spec::Model(m) => Some(m),
+                _ => None,
+            },
+            move |m| {
+                replace(&mut m.library, input.library);
+                replace(&mut m.description, input.description);
+                Ok(())
+            },
+        );
+        update(ctx, ComponentKey::model(name, version), change).await
+    }
+
+    /// Deletes a model and its file.
+    async fn delete_model(
+        &self,
+        ctx: &Context<'_>,
+        name: String,
+        version: String,
+    ) -> async_graphql::Result<bool> {
+        delete(ctx, ComponentKey::model(name, version)).await
+    }
+
+    /// Uploads (or replaces) the file of a model. Send as a multipart request.
+    async fn upload_model_file(
+        &self,
+        ctx: &Context<'_>,
+        name: String,
+        version: String,
+        file: Upload,
+    ) -> async_graphql::Result<Model> {
+        upload(ctx, ComponentKey::model(name, version), file).await
+    }
+
+    async fn create_transformation(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateTransformationInput,
+    ) -> async_graphql::Result<Transformation> {
+        let key = ComponentKey::with_id(Kind::Transformation, input.id.0.clone());
+        create(ctx, key, input.into_spec()).await
+    }
+
+    async fn update_transformation(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        input: UpdateTransformationInput,
+    ) -> async_graphql::Result<Transformation> {
+        let change = update_of(
+            |s| match s {
+                Spec::Transformation(t) => Some(t),
+                _ => None,
+            },
+            move |t| input.apply(t),
+        );
+        update(
+            ctx,
+            ComponentKey::with_id(Kind::Transformation, id.0),
+            change,
+        )
+        .await
+    }
+
+    async fn delete_transformation(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+    ) -> async_graphql::Result<bool> {
+        delete(ctx, ComponentKey::with_id(Kind::Transformation, id.0)).await
+    }
+
+    async fn upload_transformation_file(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        file: Upload,
+    ) -> async_graphql::Result<Transformation> {
+        upload(ctx, ComponentKey::with_id(Kind::Transformation, id.0), file).await
+    }
+
+    async fn create_service(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateServiceInput,
+    ) -> async_graphql::Result<Service> {
+        let key = ComponentKey::with_id(Kind::Service, input.id.0.clone());
+        create(ctx, key, input.into_spec()).await
+    }
+
+    async fn update_service(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        input: UpdateServiceInput,
+    ) -> async_graphql::Result<Service> {
+        let change = update_of(
+            |s| match s {
+                Spec::Service(s) => Some(s),
+                _ => None,
+            },
+            move |s| {
+                replace(&mut s.description, input.description);
+                input.needs.unwrap_or_default().apply(&mut s.needs)
+            },
+        );
+        update(ctx, ComponentKey::with_id(Kind::Service, id.0), change).await
+    }
+
+    async fn delete_service(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<bool> {
+        delete(ctx, ComponentKey::with_id(Kind::Service, id.0)).await
+    }
+
+    async fn upload_service_file(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        file: Upload,
+    ) -> async_graphql::Result<Service> {
+        upload(ctx, ComponentKey::with_id(Kind::Service, id.0), file).await
+    }
+
+    async fn create_inferencer(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateInferencerInput,
+    ) -> async_graphql::Result<Inferencer> {
+        let key = ComponentKey::with_id(Kind::Inferencer, input.id.0.clone());
+        create(ctx, key, input.into_spec()).await
+    }
+
+    async fn update_inferencer(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        input: UpdateInferencerInput,
+    ) -> async_graphql::Result<Inferencer> {
+        let change = update_of(
+            |s| match s {
+                Spec::Inferencer(i) => Some(i),
+                _ => None,
+            },
+            move |i| {
+                replace(&mut i.description, input.description);
+                replace(&mut i.library, input.library);
+                replace(&mut i.use_cuda, input.use_cuda);
+                input.needs.unwrap_or_default().apply(&mut i.needs)
+            },
+        );
+        update(ctx, ComponentKey::with_id(Kind::Inferencer, id.0), change).await
+    }
+
+    async fn delete_inferencer(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<bool> {
+        delete(ctx, ComponentKey::with_id(Kind::Inferencer, id.0)).await
+    }
+
+    async fn upload_inferencer_file(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        file: Upload,
+    ) -> async_graphql::Result<Inferencer> {
+        upload(ctx, ComponentKey::with_id(Kind::Inferencer, id.0), file).await
+    }
+}

@@ -1,0 +1,171 @@
+use std::sync::Arc;
+
+use async_graphql::{Context, ID, Object};
+
+use super::inputs::{
+    ComponentFilterInput, DeviceInput, InferencerFilter, ModelFilter, RunnableKind,
+};
+use super::types::{FromNode, Inferencer, Model, Node, Page, Service, Transformation, page};
+use crate::api::Links;
+use crate::api::error::GqlResultExt;
+use crate::domain::{ComponentFilter, ComponentKey, Kind};
+use crate::service::RepositoryService;
+
+pub struct QueryRoot;
+
+/// One component by key, as the GraphQL type `T`; null when absent.
+async fn one<T: FromNode>(
+    ctx: &Context<'_>,
+    key: Result<ComponentKey, crate::domain::DomainError>,
+) -> async_graphql::Result<Option<T>> {
+    let key = key.gql()?;
+    let service = ctx.data::<Arc<RepositoryService>>()?;
+    let links = ctx.data::<Links>()?;
+    service
+        .find(&key)
+        .await
+        .gql()?
+        .map(|c| T::from_node(Node::new(c, links)))
+        .transpose()
+}
+
+async fn listing<T: FromNode + async_graphql::OutputType>(
+    ctx: &Context<'_>,
+    kind: Kind,
+    filter: ComponentFilter,
+    first: Option<i32>,
+    after: Option<String>,
+) -> async_graphql::Result<Page<T>> {
+    let service = ctx.data::<Arc<RepositoryService>>()?;
+    let links = ctx.data::<Links>()?;
+    let listing = service.list(kind, filter, first, after.as_deref()).await;
+    page(listing, after.as_deref(), links)
+}
+
+/// Pages take `first` (default 20, at most 100) and `after` (the `endCursor` of the previous page).
+#[Object]
+impl QueryRoot {
+    /// One model by name and version.
+    async fn model(
+        &self,
+        ctx: &Context<'_>,
+        name: String,
+        version: String,
+    ) -> async_graphql::Result<Option<Model>> {
+        one(ctx, ComponentKey::model(name, version)).await
+    }
+
+    async fn transformation(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+    ) -> async_graphql::Result<Option<Transformation>> {
+        one(ctx, ComponentKey::with_id(Kind::Transformation, id.0)).await
+    }
+
+    async fn service(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Service>> {
+        one(ctx, ComponentKey::with_id(Kind::Service, id.0)).await
+    }
+
+    async fn inferencer(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+    ) -> async_graphql::Result<Option<Inferencer>> {
+        one(ctx, ComponentKey::with_id(Kind::Inferencer, id.0)).await
+    }
+
+    /// Models ordered by name, then version. `filter: {name: "..."}` lists the versions of one model.
+    async fn models(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<ModelFilter>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<Page<Model>> {
+        listing(
+            ctx,
+            Kind::Model,
+            filter.unwrap_or_default().into(),
+            first,
+            after,
+        )
+        .await
+    }
+
+    /// Transformations ordered by id.
+    async fn transformations(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<ComponentFilterInput>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<Page<Transformation>> {
+        listing(
+            ctx,
+            Kind::Transformation,
+            filter.unwrap_or_default().into(),
+            first,
+            after,
+        )
+        .await
+    }
+
+    /// Services ordered by id.
+    async fn services(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<ComponentFilterInput>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<Page<Service>> {
+        listing(
+            ctx,
+            Kind::Service,
+            filter.unwrap_or_default().into(),
+            first,
+            after,
+        )
+        .await
+    }
+
+    /// Inferencers ordered by id.
+    async fn inferencers(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<InferencerFilter>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<Page<Inferencer>> {
+        listing(
+            ctx,
+            Kind::Inferencer,
+            filter.unwrap_or_default().into(),
+            first,
+            after,
+        )
+        .await
+    }
+
+    /// Every transformation, service and inferencer whose needs `device` satisfies (restricted to `kinds` when
+    /// given), ordered by kind and then id. A device satisfies needs when: it has a GPU if one is needed; its RAM
+    /// and storage are at least the need (when the device states them); every needed library is installed in a
+    /// version the requirement accepts (PEP 440: `2.12.0` means `==2.12.0`, ranges like `>=2.12,<3`, empty or `*`
+    /// for any); every needed model is present in exactly the named version.
+    async fn runnable_on(
+        &self,
+        ctx: &Context<'_>,
+        device: DeviceInput,
+        kinds: Option<Vec<RunnableKind>>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<Page<Node>> {
+        let service = ctx.data::<Arc<RepositoryService>>()?;
+        let links = ctx.data::<Links>()?;
+        let kinds = kinds.map(|ks| ks.into_iter().map(Kind::from).collect());
+        let listing = service
+            .runnable_on(device.into(), kinds, first, after.as_deref())
+            .await;
+        page(listing, after.as_deref(), links)
+    }
+}

@@ -1,0 +1,324 @@
+//! GraphQL output types, converted from the domain in one place.
+
+use std::collections::BTreeMap;
+
+use async_graphql::connection::{Connection, Edge};
+use async_graphql::dataloader::DataLoader;
+use async_graphql::{
+    Context, ID, InputValueError, InputValueResult, Json, Object, Scalar, ScalarType, SimpleObject,
+    Union, Value,
+};
+use chrono::{DateTime, Utc};
+
+use super::loader::ModelLoader;
+use crate::api::Links;
+use crate::api::error::{GqlResultExt, graphql_error};
+use crate::domain::{self, Component, ComponentKey, ModelKey, Spec};
+use crate::service::{Listing, ServiceError};
+use crate::store::StoreError;
+
+/// A 64-bit unsigned integer (GraphQL's `Int` is 32-bit), serialised as a JSON number: exact in every JSON client
+/// up to 2^53, far beyond any file this repository stores.
+pub struct Long(pub u64);
+
+#[Scalar(name = "Long")]
+impl ScalarType for Long {
+    fn parse(value: Value) -> InputValueResult<Self> {
+        match &value {
+            Value::Number(n) => n
+                .as_u64()
+                .map(Long)
+                .ok_or_else(|| InputValueError::expected_type(value)),
+            _ => Err(InputValueError::expected_type(value)),
+        }
+    }
+
+    fn to_value(&self) -> Value {
+        Value::Number(self.0.into())
+    }
+}
+
+/// The binary object of a component.
+#[derive(SimpleObject)]
+pub struct File {
+    /// Size in bytes.
+    pub size: Long,
+    /// Lower-case hex sha256 of the bytes; also the download's ETag.
+    pub sha256: String,
+    pub content_type: String,
+    /// The filename given at upload, without directories.
+    pub filename: String,
+    pub uploaded_at: DateTime<Utc>,
+    /// Where to download it: the REST route `GET /{kind}/{id}` (`/model/{name}/{version}` for models).
+    pub download_url: String,
+}
+
+/// A library and the version a component needs (a PEP 440 version or range; empty or `*` for any).
+#[derive(SimpleObject)]
+pub struct Library {
+    pub name: String,
+    pub version: String,
+}
+
+/// A model that must be present where a component runs.
+pub struct ModelRequirement {
+    key: ModelKey,
+}
+
+#[Object]
+impl ModelRequirement {
+    async fn name(&self) -> &str {
+        &self.key.name
+    }
+
+    async fn version(&self) -> &str {
+        &self.key.version
+    }
+
+    /// The model as stored in this repository, or null when it is not (yet) here. Batched per request.
+    async fn model(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Model>> {
+        let loader = ctx.data::<DataLoader<ModelLoader>>()?;
+        let links = ctx.data::<Links>()?;
+        let found = loader
+            .load_one(self.key.clone())
+            .await
+            .map_err(|e| graphql_error(&e))?;
+        found
+            .map(|c| Model::from_node(Node::new(c, links)))
+            .transpose()
+    }
+}
+
+/// What a component needs from the device that runs it.
+#[derive(SimpleObject)]
+pub struct Needs {
+    /// Extra storage in GB.
+    pub storage: Option<f64>,
+    /// RAM in GB.
+    pub ram: Option<f64>,
+    pub gpu: bool,
+    pub preinstalled_libraries: Vec<Library>,
+    pub available_models: Vec<ModelRequirement>,
+}
+
+impl From<domain::Needs> for Needs {
+    fn from(n: domain::Needs) -> Self {
+        Self {
+            storage: n.storage,
+            ram: n.ram,
+            gpu: n.gpu,
+            preinstalled_libraries: n
+                .preinstalled_libraries
+                .into_iter()
+                .map(|(name, version)| Library { name, version })
+                .collect(),
+            available_models: n
+                .available_models
+                .into_iter()
+                .map(|(name, version)| ModelRequirement {
+                    key: ModelKey { name, version },
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A trained model, keyed by name and version.
+#[derive(SimpleObject)]
+pub struct Model {
+    pub name: String,
+    pub version: String,
+    /// The library the model was saved with and is loaded by (e.g. `keras`, `torch`).
+    pub library: String,
+    pub description: String,
+    /// Null until a file is uploaded.
+    pub file: Option<File>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A pre- or post-processing step of a pipeline.
+#[derive(SimpleObject)]
+pub struct Transformation {
+    pub id: ID,
+    pub description: String,
+    /// Parameter name -> type name.
+    pub parameter_types: Json<BTreeMap<String, String>>,
+    /// Parameter name -> default value (any JSON).
+    pub default_values: Json<serde_json::Map<String, serde_json::Value>>,
+    pub outputs: Vec<String>,
+    pub needs: Needs,
+    pub file: Option<File>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A gRPC servicer that exposes a pipeline.
+#[derive(SimpleObject)]
+pub struct Service {
+    pub id: ID,
+    pub description: String,
+    pub needs: Needs,
+    pub file: Option<File>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Code that loads and runs models of one library.
+#[derive(SimpleObject)]
+pub struct Inferencer {
+    pub id: ID,
+    pub description: String,
+    pub library: String,
+    pub use_cuda: bool,
+    pub needs: Needs,
+    pub file: Option<File>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Any stored component.
+#[derive(Union)]
+#[graphql(name = "Component")]
+pub enum Node {
+    Model(Model),
+    Transformation(Transformation),
+    Service(Service),
+    Inferencer(Inferencer),
+}
+
+impl Node {
+    pub fn new(c: Component, links: &Links) -> Self {
+        let file = c.file.map(|f| File {
+            size: Long(f.size),
+            download_url: links.download_url(&c.key),
+            sha256: f.sha256,
+            content_type: f.content_type,
+            filename: f.filename,
+            uploaded_at: f.uploaded_at,
+        });
+        let (created_at, updated_at) = (c.created_at, c.updated_at);
+        let id = match &c.key {
+            ComponentKey::Model(_) => ID::default(),
+            ComponentKey::Transformation { id }
+            | ComponentKey::Service { id }
+            | ComponentKey::Inferencer { id } => ID(id.clone()),
+        };
+        match (c.key, c.spec) {
+            (ComponentKey::Model(key), Spec::Model(spec)) => Node::Model(Model {
+                name: key.name,
+                version: key.version,
+                library: spec.library,
+                description: spec.description,
+                file,
+                created_at,
+                updated_at,
+            }),
+            (_, Spec::Transformation(spec)) => Node::Transformation(Transformation {
+                id,
+                description: spec.description,
+                parameter_types: Json(spec.parameter_types),
+                default_values: Json(spec.default_values),
+                outputs: spec.outputs,
+                needs: spec.needs.into(),
+                file,
+                created_at,
+                updated_at,
+            }),
+            (_, Spec::Service(spec)) => Node::Service(Service {
+                id,
+                description: spec.description,
+                needs: spec.needs.into(),
+                file,
+                created_at,
+                updated_at,
+            }),
+            (_, Spec::Inferencer(spec)) => Node::Inferencer(Inferencer {
+                id,
+                description: spec.description,
+                library: spec.library,
+                use_cuda: spec.use_cuda,
+                needs: spec.needs.into(),
+                file,
+                created_at,
+                updated_at,
+            }),
+            (key, Spec::Model(_)) => Node::Model(Model {
+                // Unreachable through the service, which checks that key and spec agree; kept total, not panicking.
+                name: key.to_string(),
+                version: String::new(),
+                library: String::new(),
+                description: String::new(),
+                file,
+                created_at,
+                updated_at,
+            }),
+        }
+    }
+}
+
+/// Picks the expected kind out of a [`Node`].
+pub trait FromNode: Sized {
+    fn from_node(node: Node) -> async_graphql::Result<Self>;
+}
+
+impl FromNode for Node {
+    fn from_node(node: Node) -> async_graphql::Result<Self> {
+        Ok(node)
+    }
+}
+
+macro_rules! node_variant {
+    ($variant:ident) => {
+        impl FromNode for $variant {
+            fn from_node(node: Node) -> async_graphql::Result<Self> {
+                match node {
+                    Node::$variant(inner) => Ok(inner),
+                    _ => Err(graphql_error(&ServiceError::Internal(StoreError::Backend(
+                        concat!("a stored record is not a ", stringify!($variant)).into(),
+                    )))),
+                }
+            }
+        }
+    };
+}
+
+node_variant!(Model);
+node_variant!(Transformation);
+node_variant!(Service);
+node_variant!(Inferencer);
+
+/// Extra field of every connection.
+#[derive(SimpleObject)]
+pub struct TotalCount {
+    /// How many components match the filter in all, across every page.
+    pub total_count: u64,
+}
+
+pub type Page<T> = Connection<String, T, TotalCount>;
+
+/// Turns a listing into a Relay connection of `T`.
+pub fn page<T>(
+    listing: Result<Listing, ServiceError>,
+    after: Option<&str>,
+    links: &Links,
+) -> async_graphql::Result<Page<T>>
+where
+    T: FromNode + async_graphql::OutputType,
+{
+    let listing = listing.gql()?;
+    let mut connection = Connection::with_additional_fields(
+        after.is_some(),
+        listing.has_next,
+        TotalCount {
+            total_count: listing.total,
+        },
+    );
+    for (cursor, component) in listing.items {
+        connection.edges.push(Edge::new(
+            cursor,
+            T::from_node(Node::new(component, links))?,
+        ));
+    }
+    Ok(connection)
+}

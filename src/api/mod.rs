@@ -1,0 +1,140 @@
+//! Transports: GraphQL, the REST routes of the original service, health checks.
+
+mod download;
+pub mod error;
+pub mod graphql;
+mod rest;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{Request, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
+use serde_json::json;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use self::error::ApiError;
+use self::graphql::AppSchema;
+use crate::domain::ComponentKey;
+use crate::service::RepositoryService;
+
+/// How the API builds links to itself.
+#[derive(Debug, Clone, Default)]
+pub struct Links {
+    /// Prefix of absolute links, such as `https://repo.example.org`; empty for paths relative to the server.
+    pub public_url: String,
+}
+
+/// Characters escaped in a path segment (RFC 3986 `pchar` keeps the rest).
+const SEGMENT: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'/')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'\\')
+    .add(b'^')
+    .add(b'`')
+    .add(b'{')
+    .add(b'|')
+    .add(b'}');
+
+impl Links {
+    /// The REST download route of a component.
+    pub fn download_url(&self, key: &ComponentKey) -> String {
+        let mut url = format!("{}/{}", self.public_url.trim_end_matches('/'), key.kind());
+        for segment in key.path_segments() {
+            url.push('/');
+            url.extend(utf8_percent_encode(segment, SEGMENT));
+        }
+        url
+    }
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub service: Arc<RepositoryService>,
+    pub schema: AppSchema,
+}
+
+/// The whole HTTP application.
+pub fn router(service: Arc<RepositoryService>, links: Links) -> Router {
+    let schema = graphql::schema(service.clone(), links);
+    let state = AppState { service, schema };
+    Router::new()
+        .route(
+            "/graphql",
+            // Multipart uploads are limited per file by the service while they stream, not by a body limit.
+            get(graphql::graphql_get)
+                .post(graphql::graphql_post)
+                .layer(DefaultBodyLimit::disable()),
+        )
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .merge(rest::routes())
+        .fallback(|| async { ApiError::NoRoute })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .with_state(state)
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+                    let request_id = request
+                        .headers()
+                        .get("x-request-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default();
+                    tracing::info_span!("request", method = %request.method(), uri = %request.uri(), request_id)
+                }))
+                .layer(PropagateRequestIdLayer::x_request_id()),
+        )
+}
+
+/// Alive: the process answers.
+async fn healthz() -> Response {
+    axum::Json(json!({ "status": "ok" })).into_response()
+}
+
+/// Ready: the store answers too.
+async fn readyz(State(state): State<AppState>) -> Response {
+    let backend = state.service.backend();
+    match state.service.ready().await {
+        Ok(()) => axum::Json(json!({ "status": "ready", "backend": backend })).into_response(),
+        Err(e) => {
+            error::log_if_server_fault(&e);
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(
+                    json!({ "status": "unavailable", "backend": backend, "detail": e.to_string() }),
+                ),
+            )
+                .into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn download_urls_escape_segments() {
+        let links = Links {
+            public_url: "https://repo.example/".into(),
+        };
+        let key = ComponentKey::model("fall detection", "v#1").unwrap();
+        assert_eq!(
+            links.download_url(&key),
+            "https://repo.example/model/fall%20detection/v%231"
+        );
+        let key = ComponentKey::with_id(crate::domain::Kind::Service, "a.b_c").unwrap();
+        assert_eq!(Links::default().download_url(&key), "/service/a.b_c");
+    }
+}

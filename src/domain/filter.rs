@@ -1,0 +1,218 @@
+//! Which components a listing returns: filters over metadata and needs, and the device match behind `runnableOn`.
+
+use std::collections::BTreeMap;
+
+use super::version::{Requirement, requirement_matches};
+use super::{Component, Needs};
+
+/// What a device offers. `runnableOn` returns the components whose needs it satisfies:
+/// - `gpu`: a component that needs a GPU runs only where `gpu` is true;
+/// - `ram`, `storage` (GB): a component's need must be at most the device's figure; `None` leaves it unchecked;
+/// - `libraries`: every library the component needs is installed, in a version its requirement accepts
+///   (see [`super::version`]);
+/// - `models`: every model the component needs is present in exactly the version named (model versions such as
+///   `pilot-2-1` are labels, not PEP 440); a required version of `*` or empty accepts any version.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Device {
+    pub gpu: bool,
+    pub ram: Option<f64>,
+    pub storage: Option<f64>,
+    pub libraries: BTreeMap<String, String>,
+    pub models: Vec<(String, String)>,
+}
+
+impl Device {
+    pub fn satisfies(&self, needs: &Needs) -> bool {
+        let fits = |need: Option<f64>, has: Option<f64>| match has {
+            Some(has) => need.unwrap_or(0.0) <= has,
+            None => true,
+        };
+        (!needs.gpu || self.gpu)
+            && fits(needs.ram, self.ram)
+            && fits(needs.storage, self.storage)
+            && needs.preinstalled_libraries.iter().all(|(name, required)| {
+                self.libraries.get(name).is_some_and(|installed| {
+                    Requirement::parse(required).is_satisfied_by(installed)
+                })
+            })
+            && needs.available_models.iter().all(|(name, version)| {
+                self.models.iter().any(|(have_name, have_version)| {
+                    have_name == name && version_label_matches(version, have_version)
+                })
+            })
+    }
+}
+
+fn version_label_matches(required: &str, present: &str) -> bool {
+    let required = required.trim();
+    required.is_empty() || required == "*" || required == present
+}
+
+/// A library a component must need; `version` (a version or a range) narrows it down.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LibraryWanted {
+    pub name: String,
+    pub version: Option<String>,
+}
+
+/// A model a component must need; `version` narrows it down to one version.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelWanted {
+    pub name: String,
+    pub version: Option<String>,
+}
+
+/// Filters over needs; every field that is set must hold.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NeedsFilter {
+    pub gpu: Option<bool>,
+    pub max_ram: Option<f64>,
+    pub max_storage: Option<f64>,
+    pub libraries: Vec<LibraryWanted>,
+    pub models: Vec<ModelWanted>,
+    pub runnable_on: Option<Device>,
+}
+
+impl NeedsFilter {
+    pub fn is_empty(&self) -> bool {
+        *self == NeedsFilter::default()
+    }
+
+    pub fn matches(&self, needs: &Needs) -> bool {
+        let at_most =
+            |need: Option<f64>, max: Option<f64>| max.is_none_or(|max| need.unwrap_or(0.0) <= max);
+        self.gpu.is_none_or(|gpu| needs.gpu == gpu)
+            && at_most(needs.ram, self.max_ram)
+            && at_most(needs.storage, self.max_storage)
+            && self.libraries.iter().all(|wanted| {
+                needs
+                    .preinstalled_libraries
+                    .get(&wanted.name)
+                    .is_some_and(|required| {
+                        wanted
+                            .version
+                            .as_deref()
+                            .is_none_or(|version| requirement_matches(required, version))
+                    })
+            })
+            && self.models.iter().all(|wanted| {
+                needs
+                    .available_models
+                    .get(&wanted.name)
+                    .is_some_and(|required| wanted.version.as_deref().is_none_or(|v| v == required))
+            })
+            && self
+                .runnable_on
+                .as_ref()
+                .is_none_or(|device| device.satisfies(needs))
+    }
+}
+
+/// Everything a listing can filter on. Fields that do not apply to a kind are refused by the service before a
+/// filter reaches a store, so a store may assume that only applicable fields are set.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ComponentFilter {
+    /// Case-insensitive substring of the id (models: name or version) or the description.
+    pub search: Option<String>,
+    /// Models only: exactly this name (lists the versions of one model).
+    pub name: Option<String>,
+    /// Models and inferencers: exactly this library (case-insensitive).
+    pub library: Option<String>,
+    /// Transformations, services and inferencers.
+    pub needs: NeedsFilter,
+}
+
+impl ComponentFilter {
+    pub fn matches(&self, component: &Component) -> bool {
+        let search_ok = self.search.as_deref().is_none_or(|search| {
+            let search = search.to_lowercase();
+            component
+                .key
+                .search_text()
+                .iter()
+                .chain(std::iter::once(&component.spec.description()))
+                .any(|text| text.to_lowercase().contains(&search))
+        });
+        let name_ok = self.name.as_deref().is_none_or(|name| {
+            matches!(&component.key, crate::domain::ComponentKey::Model(m) if m.name == name)
+        });
+        let library_ok = self.library.as_deref().is_none_or(|library| {
+            component
+                .spec
+                .library()
+                .is_some_and(|l| l.eq_ignore_ascii_case(library))
+        });
+        let needs_ok = match component.spec.needs() {
+            Some(needs) => self.needs.matches(needs),
+            None => self.needs.is_empty(),
+        };
+        search_ok && name_ok && library_ok && needs_ok
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn needs(gpu: bool, ram: f64, libs: &[(&str, &str)], models: &[(&str, &str)]) -> Needs {
+        Needs {
+            storage: Some(1.0),
+            ram: Some(ram),
+            gpu,
+            preinstalled_libraries: libs
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+            available_models: models
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    fn device() -> Device {
+        Device {
+            gpu: false,
+            ram: Some(4.0),
+            storage: Some(10.0),
+            libraries: [("tensorflow".to_string(), "2.13.1".to_string())].into(),
+            models: vec![("fall-detection".into(), "pilot-2-1".into())],
+        }
+    }
+
+    #[test]
+    fn device_satisfies_needs_within_its_means() {
+        let d = device();
+        assert!(d.satisfies(&needs(false, 2.0, &[("tensorflow", ">=2.12,<3")], &[])));
+        assert!(d.satisfies(&needs(false, 4.0, &[], &[("fall-detection", "pilot-2-1")])));
+        assert!(!d.satisfies(&needs(true, 2.0, &[], &[])), "no gpu");
+        assert!(!d.satisfies(&needs(false, 4.5, &[], &[])), "too little ram");
+        assert!(!d.satisfies(&needs(false, 1.0, &[("tensorflow", "2.12.0")], &[])));
+        assert!(
+            !d.satisfies(&needs(false, 1.0, &[("torch", "")], &[])),
+            "missing lib"
+        );
+        assert!(!d.satisfies(&needs(false, 1.0, &[], &[("fall-detection", "pilot-3")])));
+    }
+
+    #[test]
+    fn needs_filter_combines_all_fields() {
+        let n = needs(true, 8.0, &[("torch", "2.1.0")], &[("yolo", "v8")]);
+        let mut f = NeedsFilter {
+            gpu: Some(true),
+            max_ram: Some(8.0),
+            ..NeedsFilter::default()
+        };
+        assert!(f.matches(&n));
+        f.libraries.push(LibraryWanted {
+            name: "torch".into(),
+            version: Some(">=2,<3".into()),
+        });
+        assert!(f.matches(&n));
+        f.models.push(ModelWanted {
+            name: "yolo".into(),
+            version: Some("v5".into()),
+        });
+        assert!(!f.matches(&n));
+    }
+}

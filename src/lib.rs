@@ -1,0 +1,13 @@
+//! component-repository: stores the reusable parts of ML inference pipelines (models, data transformations,
+//! services, inferencers) and hands them to the machines that run them.
+//!
+//! Layers, each depending only on the ones before it: [`domain`] (types, validation, needs matching) ->
+//! [`store`] (the storage trait and its backends) -> [`service`] (use cases) -> [`api`] (GraphQL, REST) ->
+//! [`server`] and the binary.
+
+pub mod api;
+pub mod cli;
+pub mod domain;
+pub mod server;
+pub mod service;
+pub mod store;

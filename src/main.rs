@@ -1,0 +1,50 @@
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use component_repository::cli::{Cli, Command, ServeArgs};
+use component_repository::{api, server};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Schema => {
+            print!("{}", api::graphql::sdl());
+            Ok(())
+        }
+        Command::Serve => run(cli.serve).await,
+    }
+}
+
+async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&args.log_level))
+        .context("--log-level is not a valid log filter")?;
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+    // Nothing here is secret yet; credentials (tokens, database URIs) must be redacted when they are added.
+    tracing::info!(
+        bind = %args.bind,
+        data_dir = %args.data_dir.display(),
+        max_upload_size = %args.max_upload_size,
+        public_url = %args.public_url,
+        shutdown_grace_secs = args.shutdown_grace_secs,
+        version = env!("CARGO_PKG_VERSION"),
+        "starting component-repository"
+    );
+    let store = server::open_store(&args).await?;
+    tracing::info!(backend = store.backend(), "store ready");
+    let app = server::app(store, &args);
+    let listener = tokio::net::TcpListener::bind(args.bind)
+        .await
+        .with_context(|| format!("binding {}", args.bind))?;
+    tracing::info!(address = %listener.local_addr()?, "listening; GraphQL at /graphql");
+    server::serve(
+        listener,
+        app,
+        server::shutdown_signal(),
+        Duration::from_secs(args.shutdown_grace_secs),
+    )
+    .await
+}

@@ -1,0 +1,88 @@
+//! Wiring: store -> service -> HTTP application, and serving with graceful shutdown.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::api::{self, Links};
+use crate::cli::ServeArgs;
+use crate::service::RepositoryService;
+use crate::store::Store;
+use crate::store::embedded::EmbeddedStore;
+
+/// Opens the store the configuration names.
+pub async fn open_store(args: &ServeArgs) -> anyhow::Result<Arc<dyn Store>> {
+    let store = EmbeddedStore::open(&args.data_dir)
+        .await
+        .with_context(|| format!("opening the embedded store in {}", args.data_dir.display()))?;
+    Ok(Arc::new(store))
+}
+
+pub fn app(store: Arc<dyn Store>, args: &ServeArgs) -> axum::Router {
+    let service = Arc::new(RepositoryService::new(store, args.max_upload_size.as_u64()));
+    api::router(
+        service,
+        Links {
+            public_url: args.public_url.clone(),
+        },
+    )
+}
+
+/// Serves until `shutdown` completes, then lets in-flight requests finish for at most `grace`.
+pub async fn serve(
+    listener: TcpListener,
+    app: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> anyhow::Result<()> {
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let graceful = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = stopping_tx.send(());
+    });
+    let server = tokio::spawn(async move { graceful.await });
+    let deadline = async move {
+        if stopping_rx.await.is_ok() {
+            tokio::time::sleep(grace).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        result = server => result.context("server task")?.context("serving HTTP")?,
+        () = deadline => tracing::warn!(?grace, "in-flight requests outlived the shutdown grace period"),
+    }
+    Ok(())
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut sigterm) => {
+                sigterm.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down: no new connections, finishing in-flight requests");
+}

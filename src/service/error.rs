@@ -1,0 +1,50 @@
+use thiserror::Error;
+
+use crate::domain::DomainError;
+use crate::store::StoreError;
+
+/// Everything a use case can answer besides success. Transports map it to HTTP statuses and GraphQL codes in one
+/// place each (`api::error`).
+#[derive(Debug, Error)]
+pub enum ServiceError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    InvalidInput(String),
+    #[error("the upload is larger than the limit of {limit} bytes")]
+    PayloadTooLarge { limit: u64 },
+    #[error("the storage backend is unavailable; try again later")]
+    Unavailable(#[source] StoreError),
+    /// A fault of ours: logged in full, shown to clients only as "internal error".
+    #[error("internal error")]
+    Internal(#[source] StoreError),
+}
+
+impl From<DomainError> for ServiceError {
+    fn from(e: DomainError) -> Self {
+        ServiceError::InvalidInput(e.to_string())
+    }
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(key) => ServiceError::NotFound(format!("{key} not found")),
+            StoreError::AlreadyExists(key) => {
+                ServiceError::AlreadyExists(format!("{key} already exists"))
+            }
+            StoreError::Invalid(e) => e.into(),
+            StoreError::TooLarge { limit } => ServiceError::PayloadTooLarge { limit },
+            StoreError::BodyInterrupted(e) => {
+                ServiceError::InvalidInput(format!("the upload could not be read: {e}"))
+            }
+            StoreError::BlobMissing(key) => {
+                ServiceError::NotFound(format!("the file of {key} is no longer stored"))
+            }
+            e @ StoreError::Unavailable(_) => ServiceError::Unavailable(e),
+            e @ (StoreError::Io(_) | StoreError::Backend(_)) => ServiceError::Internal(e),
+        }
+    }
+}

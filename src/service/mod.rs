@@ -1,0 +1,344 @@
+//! The use cases, shared by every transport (GraphQL, REST). Transports never reach a store directly.
+
+mod cursor;
+mod error;
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use chrono::Utc;
+
+pub use self::error::ServiceError;
+use crate::domain::{
+    Component, ComponentFilter, ComponentKey, Device, Kind, ModelKey, NeedsFilter, Spec, StoredFile,
+};
+use crate::store::{
+    ByteStream, FileMeta, PageRequest, SpecUpdate, StagedBlob, Store, UploadStream,
+};
+
+/// Page size when a client does not ask for one.
+pub const DEFAULT_PAGE_SIZE: usize = 20;
+/// Largest page a client may ask for: bounds the work and the response of one request.
+pub const MAX_PAGE_SIZE: usize = 100;
+/// Longest accepted text search.
+const MAX_SEARCH_BYTES: usize = 256;
+/// Longest accepted filename and content type of an upload.
+const MAX_FILE_LABEL_BYTES: usize = 255;
+const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
+
+/// One page of a listing, each item with the cursor that points at it.
+#[derive(Debug)]
+pub struct Listing {
+    pub items: Vec<(String, Component)>,
+    pub has_next: bool,
+    pub total: u64,
+}
+
+pub struct RepositoryService {
+    store: Arc<dyn Store>,
+    max_upload_bytes: u64,
+}
+
+impl RepositoryService {
+    pub fn new(store: Arc<dyn Store>, max_upload_bytes: u64) -> Self {
+        Self {
+            store,
+            max_upload_bytes,
+        }
+    }
+
+    pub fn backend(&self) -> &'static str {
+        self.store.backend()
+    }
+
+    pub fn max_upload_bytes(&self) -> u64 {
+        self.max_upload_bytes
+    }
+
+    pub async fn ready(&self) -> Result<(), ServiceError> {
+        self.store.ping().await.map_err(ServiceError::from)
+    }
+
+    pub async fn create(&self, key: ComponentKey, spec: Spec) -> Result<Component, ServiceError> {
+        let component = Component::new(key, spec, Utc::now())?;
+        self.store.insert(component.clone()).await?;
+        Ok(component)
+    }
+
+    pub async fn find(&self, key: &ComponentKey) -> Result<Option<Component>, ServiceError> {
+        Ok(self.store.get(key).await?)
+    }
+
+    pub async fn get(&self, key: &ComponentKey) -> Result<Component, ServiceError> {
+        self.find(key)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(format!("{key} not found")))
+    }
+
+    /// The models behind many references, in one store round trip.
+    pub async fn models(&self, keys: &[ModelKey]) -> Result<Vec<Component>, ServiceError> {
+        Ok(self.store.get_models(keys).await?)
+    }
+
+    pub async fn list(
+        &self,
+        kind: Kind,
+        filter: ComponentFilter,
+        first: Option<i32>,
+        after: Option<&str>,
+    ) -> Result<Listing, ServiceError> {
+        check_filter(kind, &filter)?;
+        let limit = page_size(first)?;
+        let after = after
+            .map(|cursor| cursor::decode(cursor, &[kind]))
+            .transpose()?
+            .map(|(_, sort_key)| sort_key);
+        let page = self
+            .store
+            .list(kind, &filter, PageRequest { after, limit })
+            .await?;
+        Ok(Listing {
+            items: page
+                .items
+                .into_iter()
+                .map(|c| (cursor::encode(&c.key), c))
+                .collect(),
+            has_next: page.has_next,
+            total: page.total,
+        })
+    }
+
+    /// Every transformation, service and inferencer (or those of `kinds`) whose needs `device` satisfies, in one
+    /// listing ordered by kind, then key.
+    pub async fn runnable_on(
+        &self,
+        device: Device,
+        kinds: Option<Vec<Kind>>,
+        first: Option<i32>,
+        after: Option<&str>,
+    ) -> Result<Listing, ServiceError> {
+        let mut kinds = kinds.unwrap_or_else(|| Kind::WITH_NEEDS.to_vec());
+        if kinds.contains(&Kind::Model) {
+            return Err(ServiceError::InvalidInput(
+                "kinds: models have no needs; runnableOn lists transformations, services and inferencers".into(),
+            ));
+        }
+        kinds.sort();
+        kinds.dedup();
+        let filter = ComponentFilter {
+            needs: NeedsFilter {
+                runnable_on: Some(device),
+                ..NeedsFilter::default()
+            },
+            ..ComponentFilter::default()
+        };
+        check_filter(Kind::Service, &filter)?;
+        let limit = page_size(first)?;
+        let cursor = after.map(|c| cursor::decode(c, &kinds)).transpose()?;
+        let mut listing = Listing {
+            items: Vec::new(),
+            has_next: false,
+            total: 0,
+        };
+        for kind in kinds {
+            // Kinds before the cursor's only count towards the total; the cursor's kind resumes after its key.
+            let (after, limit) = match &cursor {
+                Some((cursor_kind, _)) if kind < *cursor_kind => (None, 0),
+                Some((cursor_kind, key)) if kind == *cursor_kind => {
+                    (Some(key.clone()), limit - listing.items.len())
+                }
+                _ => (None, limit - listing.items.len()),
+            };
+            let before_cursor = cursor.as_ref().is_some_and(|(k, _)| kind < *k);
+            let page = self
+                .store
+                .list(kind, &filter, PageRequest { after, limit })
+                .await?;
+            listing.total += page.total;
+            if !before_cursor {
+                listing.has_next |= page.has_next;
+                listing
+                    .items
+                    .extend(page.items.into_iter().map(|c| (cursor::encode(&c.key), c)));
+            }
+        }
+        Ok(listing)
+    }
+
+    pub async fn update(
+        &self,
+        key: &ComponentKey,
+        update: SpecUpdate,
+    ) -> Result<Component, ServiceError> {
+        Ok(self.store.update(key, update).await?)
+    }
+
+    pub async fn delete(&self, key: &ComponentKey) -> Result<Component, ServiceError> {
+        self.store
+            .delete(key)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(format!("{key} not found")))
+    }
+
+    /// Streams an upload into staging with the configured size limit. The result is attached with
+    /// [`RepositoryService::attach_file`] or discarded by dropping it.
+    pub async fn stage_upload(&self, body: UploadStream<'_>) -> Result<StagedBlob, ServiceError> {
+        Ok(self.store.stage(body, self.max_upload_bytes).await?)
+    }
+
+    pub async fn attach_file(
+        &self,
+        key: &ComponentKey,
+        staged: StagedBlob,
+        filename: Option<&str>,
+        content_type: Option<&str>,
+    ) -> Result<Component, ServiceError> {
+        let meta = FileMeta {
+            filename: clean_filename(filename).unwrap_or_else(|| default_filename(key)),
+            content_type: clean_content_type(content_type),
+        };
+        Ok(self.store.attach(key, staged, meta).await?)
+    }
+
+    /// The component and its file, for a download.
+    pub async fn file(&self, key: &ComponentKey) -> Result<StoredFile, ServiceError> {
+        self.get(key)
+            .await?
+            .file
+            .ok_or_else(|| ServiceError::NotFound(format!("{key} has no file yet")))
+    }
+
+    pub async fn read(
+        &self,
+        key: &ComponentKey,
+        file: &StoredFile,
+        range: Range<u64>,
+    ) -> Result<ByteStream, ServiceError> {
+        Ok(self.store.read(key, file, range).await?)
+    }
+}
+
+fn page_size(first: Option<i32>) -> Result<usize, ServiceError> {
+    match first {
+        None => Ok(DEFAULT_PAGE_SIZE),
+        Some(n) if (0..=MAX_PAGE_SIZE as i32).contains(&n) => Ok(n as usize),
+        Some(n) => Err(ServiceError::InvalidInput(format!(
+            "first: must be between 0 and {MAX_PAGE_SIZE}, got {n}"
+        ))),
+    }
+}
+
+/// Refuses filters that cannot apply to a kind, and nonsensical figures.
+fn check_filter(kind: Kind, filter: &ComponentFilter) -> Result<(), ServiceError> {
+    let invalid = |msg: &str| Err(ServiceError::InvalidInput(msg.to_owned()));
+    if filter
+        .search
+        .as_ref()
+        .is_some_and(|s| s.len() > MAX_SEARCH_BYTES)
+    {
+        return invalid(&format!(
+            "filter.search: must be at most {MAX_SEARCH_BYTES} bytes long"
+        ));
+    }
+    if filter.name.is_some() && kind != Kind::Model {
+        return invalid("filter.name: only models are filtered by name");
+    }
+    if filter.library.is_some() && !matches!(kind, Kind::Model | Kind::Inferencer) {
+        return invalid("filter.library: only models and inferencers have a library");
+    }
+    if !filter.needs.is_empty() && kind == Kind::Model {
+        return invalid("filter.needs: models have no needs");
+    }
+    let needs = &filter.needs;
+    let device = needs.runnable_on.as_ref();
+    for (field, value) in [
+        ("filter.needs.maxRam", needs.max_ram),
+        ("filter.needs.maxStorage", needs.max_storage),
+        ("device.ram", device.and_then(|d| d.ram)),
+        ("device.storage", device.and_then(|d| d.storage)),
+    ] {
+        if value.is_some_and(|v| !v.is_finite() || v < 0.0) {
+            return invalid(&format!("{field}: must be a non-negative number of GB"));
+        }
+    }
+    Ok(())
+}
+
+/// Keeps only the last path component of a client's filename, without control characters.
+fn clean_filename(filename: Option<&str>) -> Option<String> {
+    let name = filename?.rsplit(['/', '\\']).next()?;
+    let name: String = name.chars().filter(|c| !c.is_control()).collect();
+    let name = name.trim();
+    if name.is_empty() || name == "." || name == ".." {
+        return None;
+    }
+    let mut end = name.len().min(MAX_FILE_LABEL_BYTES);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    Some(name[..end].to_owned())
+}
+
+fn default_filename(key: &ComponentKey) -> String {
+    key.path_segments().join("-")
+}
+
+/// The content type becomes a response header on download, so only a plausible `type/subtype` in visible ASCII is
+/// kept.
+fn clean_content_type(content_type: Option<&str>) -> String {
+    content_type
+        .map(str::trim)
+        .filter(|ct| {
+            !ct.is_empty()
+                && ct.len() <= MAX_FILE_LABEL_BYTES
+                && ct.contains('/')
+                && ct.bytes().all(|b| (0x20..0x7f).contains(&b))
+        })
+        .unwrap_or(DEFAULT_CONTENT_TYPE)
+        .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filenames_lose_their_directories() {
+        assert_eq!(
+            clean_filename(Some("../../etc/passwd")).as_deref(),
+            Some("passwd")
+        );
+        assert_eq!(
+            clean_filename(Some("C:\\models\\m.zip")).as_deref(),
+            Some("m.zip")
+        );
+        assert_eq!(
+            clean_filename(Some("a\r\nb.zip")).as_deref(),
+            Some("ab.zip")
+        );
+        assert_eq!(clean_filename(Some("dir/")), None);
+        assert_eq!(clean_filename(Some("..")), None);
+    }
+
+    #[test]
+    fn content_types_must_be_safe_header_values() {
+        assert_eq!(
+            clean_content_type(Some("application/zip")),
+            "application/zip"
+        );
+        assert_eq!(
+            clean_content_type(Some("evil\r\nx: y")),
+            DEFAULT_CONTENT_TYPE
+        );
+        assert_eq!(clean_content_type(Some("zip")), DEFAULT_CONTENT_TYPE);
+        assert_eq!(clean_content_type(None), DEFAULT_CONTENT_TYPE);
+    }
+
+    #[test]
+    fn page_sizes_are_bounded() {
+        assert_eq!(page_size(None).unwrap(), DEFAULT_PAGE_SIZE);
+        assert_eq!(page_size(Some(100)).unwrap(), 100);
+        assert!(page_size(Some(101)).is_err());
+        assert!(page_size(Some(-1)).is_err());
+    }
+}

@@ -1,0 +1,127 @@
+//! Storage behind one trait. Each backend lives in its own module; the service layer is the only caller.
+
+pub mod embedded;
+mod staging;
+
+use std::io;
+use std::ops::Range;
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::Stream;
+use thiserror::Error;
+
+use crate::domain::{
+    Component, ComponentFilter, ComponentKey, DomainError, Kind, ModelKey, Spec, StoredFile,
+};
+
+pub use staging::{StagedBlob, StagedLocation, stage_to_file};
+
+/// A stream of bytes coming out of a store.
+pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
+
+/// A stream of bytes going into a store; it may borrow from the request it is read from.
+pub type UploadStream<'a> = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send + 'a>>;
+
+/// A change to a component's metadata, applied inside the store's own transaction so that concurrent uploads and
+/// updates never overwrite each other.
+pub type SpecUpdate = Box<dyn FnOnce(&mut Spec) -> Result<(), DomainError> + Send>;
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("{0} not found")]
+    NotFound(ComponentKey),
+    #[error("{0} already exists")]
+    AlreadyExists(ComponentKey),
+    #[error(transparent)]
+    Invalid(#[from] DomainError),
+    #[error("the upload is larger than the limit of {limit} bytes")]
+    TooLarge { limit: u64 },
+    /// The client's body broke off or could not be read: the client's fault, nothing was stored.
+    #[error("the upload could not be read: {0}")]
+    BodyInterrupted(#[source] io::Error),
+    #[error("the stored file of {0} is missing")]
+    BlobMissing(ComponentKey),
+    #[error("the storage backend is unavailable: {0}")]
+    Unavailable(String),
+    #[error("storage I/O failed: {0}")]
+    Io(#[from] io::Error),
+    #[error("storage backend failed: {0}")]
+    Backend(String),
+}
+
+/// Which slice of a listing to return, in sort-key order.
+#[derive(Debug, Clone, Default)]
+pub struct PageRequest {
+    /// Return only components whose sort key is greater than this.
+    pub after: Option<String>,
+    pub limit: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub items: Vec<Component>,
+    pub has_next: bool,
+    /// How many components match the filter in all, regardless of the page.
+    pub total: u64,
+}
+
+/// What an upload records about the file besides its bytes.
+#[derive(Debug, Clone)]
+pub struct FileMeta {
+    pub filename: String,
+    pub content_type: String,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// A short name for logs and `/readyz`.
+    fn backend(&self) -> &'static str;
+
+    /// Succeeds when the store can serve requests.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Inserts a new component; [`StoreError::AlreadyExists`] when the key is taken.
+    async fn insert(&self, component: Component) -> Result<(), StoreError>;
+
+    async fn get(&self, key: &ComponentKey) -> Result<Option<Component>, StoreError>;
+
+    /// Fetches many models in one round trip; absent keys are left out of the answer.
+    async fn get_models(&self, keys: &[ModelKey]) -> Result<Vec<Component>, StoreError>;
+
+    /// One page of the components of `kind` that match `filter`, in sort-key order.
+    async fn list(
+        &self,
+        kind: Kind,
+        filter: &ComponentFilter,
+        page: PageRequest,
+    ) -> Result<Page, StoreError>;
+
+    /// Applies `update` to the metadata of a component atomically and returns the result.
+    async fn update(&self, key: &ComponentKey, update: SpecUpdate)
+    -> Result<Component, StoreError>;
+
+    /// Deletes the component and its file; `None` when there was no such component.
+    async fn delete(&self, key: &ComponentKey) -> Result<Option<Component>, StoreError>;
+
+    /// Streams an upload into a staging area, hashing it on the way. Nothing refers to it yet: dropping the staged
+    /// blob discards it.
+    async fn stage(&self, body: UploadStream<'_>, limit: u64) -> Result<StagedBlob, StoreError>;
+
+    /// Makes a staged blob the file of a component, replacing (and reclaiming) any previous one.
+    async fn attach(
+        &self,
+        key: &ComponentKey,
+        staged: StagedBlob,
+        meta: FileMeta,
+    ) -> Result<Component, StoreError>;
+
+    /// Streams `range` of a stored file.
+    async fn read(
+        &self,
+        key: &ComponentKey,
+        file: &StoredFile,
+        range: Range<u64>,
+    ) -> Result<ByteStream, StoreError>;
+}

@@ -1,0 +1,60 @@
+//! Streaming an upload to a temporary file while computing its size and sha256.
+
+use std::path::Path;
+
+use futures_util::StreamExt;
+use sha2::{Digest, Sha256};
+use tempfile::TempPath;
+use tokio::io::{AsyncWriteExt, BufWriter};
+
+use super::{StoreError, UploadStream};
+
+/// Buffer between the network and the disk: large enough for sequential writes, small enough to keep memory flat.
+const WRITE_BUFFER: usize = 256 * 1024;
+
+/// An upload that has been fully received and hashed but that nothing refers to yet.
+#[derive(Debug)]
+pub struct StagedBlob {
+    pub sha256: String,
+    pub size: u64,
+    pub location: StagedLocation,
+}
+
+/// Where a backend keeps a staged blob until it is attached.
+#[derive(Debug)]
+pub enum StagedLocation {
+    /// A fsynced temporary file, deleted when dropped unless it is persisted.
+    File(TempPath),
+}
+
+/// Writes `body` to a new temporary file in `dir`, refusing more than `limit` bytes. On any error the temporary
+/// file is removed before returning.
+pub async fn stage_to_file(
+    dir: &Path,
+    mut body: UploadStream<'_>,
+    limit: u64,
+) -> Result<StagedBlob, StoreError> {
+    let temp = tempfile::Builder::new()
+        .prefix("upload-")
+        .tempfile_in(dir)?;
+    let (file, path) = temp.into_parts();
+    let mut writer = BufWriter::with_capacity(WRITE_BUFFER, tokio::fs::File::from_std(file));
+    let mut hasher = Sha256::new();
+    let mut size: u64 = 0;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(StoreError::BodyInterrupted)?;
+        size += chunk.len() as u64;
+        if size > limit {
+            return Err(StoreError::TooLarge { limit });
+        }
+        hasher.update(&chunk);
+        writer.write_all(&chunk).await?;
+    }
+    writer.flush().await?;
+    writer.into_inner().sync_all().await?;
+    Ok(StagedBlob {
+        sha256: hex::encode(hasher.finalize()),
+        size,
+        location: StagedLocation::File(path),
+    })
+}
