@@ -1,0 +1,165 @@
+//! Starts the real server on a random port and talks to it over HTTP, like a client.
+#![allow(dead_code)] // each test crate uses a different part of this module
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use component_repository::cli::ServeArgs;
+use component_repository::server;
+use component_repository::store::Store;
+use component_repository::store::embedded::EmbeddedStore;
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+/// Settings a test may change; the rest are the defaults of `serve`.
+#[derive(Clone)]
+pub struct Options {
+    pub max_upload_size: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            max_upload_size: 64 * 1024 * 1024,
+        }
+    }
+}
+
+pub fn serve_args(data_dir: PathBuf, options: &Options) -> ServeArgs {
+    ServeArgs {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        data_dir,
+        max_upload_size: ByteSize::b(options.max_upload_size),
+        log_level: "warn".into(),
+        public_url: String::new(),
+        shutdown_grace_secs: 5,
+    }
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    /// Where the embedded store keeps its files (for tests that look at the disk).
+    pub data_dir: Option<PathBuf>,
+    _dir: TempDir,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// The embedded store in a fresh temporary directory.
+pub async fn embedded(options: Options) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let store = Arc::new(EmbeddedStore::open(&data_dir).await.unwrap());
+    TestApp::start(store, dir, Some(data_dir), options).await
+}
+
+impl TestApp {
+    pub async fn start(store: Arc<dyn Store>, dir: TempDir, data_dir: Option<PathBuf>, options: Options) -> TestApp {
+        let args = serve_args(dir.path().join("unused"), &options);
+        let app = server::app(store, &args);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(server::serve(
+            listener,
+            app,
+            async {
+                let _ = rx.await;
+            },
+            Duration::from_secs(1),
+        ));
+        TestApp {
+            addr,
+            client: reqwest::Client::new(),
+            data_dir,
+            _dir: dir,
+            shutdown: Some(tx),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Runs a GraphQL operation and returns the whole response body.
+    pub async fn gql(&self, query: &str, variables: Value) -> Value {
+        let response = self
+            .client
+            .post(self.url("/graphql"))
+            .json(&json!({ "query": query, "variables": variables }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "GraphQL over HTTP answers 200");
+        response.json().await.unwrap()
+    }
+
+    /// Runs an operation that must succeed and returns its `data`.
+    pub async fn ok(&self, query: &str, variables: Value) -> Value {
+        let body = self.gql(query, variables).await;
+        assert!(body.get("errors").is_none(), "unexpected errors: {body:#}");
+        body["data"].clone()
+    }
+
+    /// Runs an operation that must fail and returns the `extensions.code` of its first error.
+    pub async fn error_code(&self, query: &str, variables: Value) -> String {
+        let body = self.gql(query, variables).await;
+        let code = &body["errors"][0]["extensions"]["code"];
+        assert!(code.is_string(), "expected an error with a code: {body:#}");
+        code.as_str().unwrap().to_owned()
+    }
+
+    /// Sends a multipart upload request (GraphQL multipart request spec) with one file in variable `file`.
+    pub async fn upload(&self, mutation: &str, variables: Value, bytes: Vec<u8>, filename: &str) -> reqwest::Response {
+        let mut variables = variables;
+        variables["file"] = Value::Null;
+        let operations = json!({ "query": mutation, "variables": variables });
+        let form = reqwest::multipart::Form::new()
+            .text("operations", operations.to_string())
+            .text("map", json!({ "0": ["variables.file"] }).to_string())
+            .part(
+                "0",
+                reqwest::multipart::Part::bytes(bytes)
+                    .file_name(filename.to_owned())
+                    .mime_str("application/zip")
+                    .unwrap(),
+            );
+        self.client
+            .post(self.url("/graphql"))
+            .multipart(form)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.unwrap()
+    }
+}
+
+/// Deterministic pseudo-random bytes, so that failures reproduce.
+pub fn bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    (0..len)
+        .map(|_| {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (state >> 33) as u8
+        })
+        .collect()
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}

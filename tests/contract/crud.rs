@@ -1,0 +1,268 @@
+use serde_json::json;
+
+use super::Starter;
+use crate::common::Options;
+
+pub const MODEL_FIELDS: &str = "name version library description createdAt updatedAt file { size sha256 }";
+pub const NEEDS_FIELDS: &str =
+    "needs { storage ram gpu preinstalledLibraries { name version } availableModels { name version } }";
+
+pub async fn creates_and_fetches_every_kind(start: Starter) {
+    let app = start(Options::default()).await;
+    let created = app
+        .ok(
+            &format!(
+                "mutation {{ createModel(input: {{name: \"fall-detection\", version: \"pilot-2-1\", library: \"keras\",
+                   description: \"A CNN\"}}) {{ {MODEL_FIELDS} }} }}"
+            ),
+            json!({}),
+        )
+        .await;
+    let model = &created["createModel"];
+    assert_eq!(model["library"], "keras");
+    assert_eq!(model["file"], json!(null));
+    assert_eq!(model["createdAt"], model["updatedAt"]);
+
+    let fetched = app
+        .ok(
+            &format!("{{ model(name: \"fall-detection\", version: \"pilot-2-1\") {{ {MODEL_FIELDS} }} }}"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(&fetched["model"], model);
+
+    let needs = json!({
+        "storage": 1.5, "ram": 2.0, "gpu": true,
+        "preinstalledLibraries": [{"name": "tensorflow", "version": "2.12.0"}],
+        "availableModels": [{"name": "fall-detection", "version": "pilot-2-1"}]
+    });
+    let transformation = app
+        .ok(
+            &format!(
+                "mutation($needs: NeedsInput!) {{ createTransformation(input: {{
+                    id: \"custom.preprocess_tensorflow_tensor\", description: \"reshape\",
+                    parameterTypes: {{axis: \"int\"}}, defaultValues: {{axis: 0, names: [\"a\"]}},
+                    outputs: [\"np.ndarray\"], needs: $needs}}) {{
+                    id description parameterTypes defaultValues outputs {NEEDS_FIELDS} }} }}"
+            ),
+            json!({ "needs": needs }),
+        )
+        .await;
+    assert_eq!(
+        transformation["createTransformation"],
+        json!({
+            "id": "custom.preprocess_tensorflow_tensor", "description": "reshape",
+            "parameterTypes": {"axis": "int"}, "defaultValues": {"axis": 0, "names": ["a"]},
+            "outputs": ["np.ndarray"], "needs": needs
+        })
+    );
+    app.ok(
+        "mutation { createService(input: {id: \"inference_application.code.services.extended_inference_svc\",
+            description: \"gRPC\"}) { id } }",
+        json!({}),
+    )
+    .await;
+    app.ok(
+        "mutation { createInferencer(input: {id: \"inference_application.code.inferencers.torch_rcnn_inferencer\",
+            library: \"torch\", useCuda: true, needs: {gpu: true}}) { id } }",
+        json!({}),
+    )
+    .await;
+
+    let all = app
+        .ok(
+            &format!(
+                "{{ transformation(id: \"custom.preprocess_tensorflow_tensor\") {{ id {NEEDS_FIELDS} }}
+                   service(id: \"inference_application.code.services.extended_inference_svc\") {{ id description {NEEDS_FIELDS} file {{ size }} }}
+                   inferencer(id: \"inference_application.code.inferencers.torch_rcnn_inferencer\") {{ library useCuda needs {{ gpu }} }}
+                   missing: service(id: \"nope\") {{ id }} }}"
+            ),
+            json!({}),
+        )
+        .await;
+    assert_eq!(all["transformation"]["needs"], needs);
+    assert_eq!(all["service"]["description"], "gRPC");
+    assert_eq!(
+        all["service"]["needs"],
+        json!({"storage": null, "ram": null, "gpu": false, "preinstalledLibraries": [], "availableModels": []})
+    );
+    assert_eq!(all["service"]["file"], json!(null));
+    assert_eq!(all["inferencer"], json!({"library": "torch", "useCuda": true, "needs": {"gpu": true}}));
+    assert_eq!(all["missing"], json!(null));
+}
+
+pub async fn refuses_duplicate_keys(start: Starter) {
+    let app = start(Options::default()).await;
+    let create = "mutation { createService(input: {id: \"svc\"}) { id } }";
+    app.ok(create, json!({})).await;
+    assert_eq!(app.error_code(create, json!({})).await, "ALREADY_EXISTS");
+    let model = "mutation { createModel(input: {name: \"m\", version: \"1\"}) { name } }";
+    app.ok(model, json!({})).await;
+    assert_eq!(app.error_code(model, json!({})).await, "ALREADY_EXISTS");
+    // The same id in another kind is another component.
+    app.ok("mutation { createInferencer(input: {id: \"svc\"}) { id } }", json!({})).await;
+}
+
+pub async fn concurrent_creates_have_one_winner(start: Starter) {
+    let app = start(Options::default()).await;
+    let attempts = (0..8).map(|i| {
+        app.gql(
+            "mutation($d: String!) { createService(input: {id: \"race\", description: $d}) { id } }",
+            json!({ "d": format!("attempt {i}") }),
+        )
+    });
+    let results = futures_util::future::join_all(attempts).await;
+    let winners = results.iter().filter(|r| r.get("errors").is_none()).count();
+    assert_eq!(winners, 1, "{results:#?}");
+    for loser in results.iter().filter(|r| r.get("errors").is_some()) {
+        assert_eq!(loser["errors"][0]["extensions"]["code"], "ALREADY_EXISTS");
+    }
+}
+
+pub async fn refuses_invalid_keys(start: Starter) {
+    let app = start(Options::default()).await;
+    let long = "x".repeat(300);
+    for id in ["", "a/b", "..", "a..b", "back\\slash", "line\nbreak", " padded", long.as_str()] {
+        let code = app
+            .error_code(
+                "mutation($id: ID!) { createService(input: {id: $id}) { id } }",
+                json!({ "id": id }),
+            )
+            .await;
+        assert_eq!(code, "INVALID_INPUT", "{id:?}");
+    }
+    for (name, version) in [("", "1"), ("m", ""), ("a/b", "1"), ("m", "..")] {
+        let code = app
+            .error_code(
+                "mutation($n: String!, $v: String!) { createModel(input: {name: $n, version: $v}) { name } }",
+                json!({ "n": name, "v": version }),
+            )
+            .await;
+        assert_eq!(code, "INVALID_INPUT", "{name:?} {version:?}");
+    }
+    let listing = app.ok("{ services { totalCount } models { totalCount } }", json!({})).await;
+    assert_eq!(listing, json!({"services": {"totalCount": 0}, "models": {"totalCount": 0}}));
+    // REST paths with such ids are refused cleanly too.
+    let response = app.get("/service/a..b").await;
+    assert_eq!(response.status(), 400);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["code"], "INVALID_INPUT");
+    assert!(body["detail"].as_str().unwrap().contains(".."));
+}
+
+pub async fn updates_only_what_is_given(start: Starter) {
+    let app = start(Options::default()).await;
+    app.ok(
+        "mutation { createInferencer(input: {id: \"inf\", description: \"old\", library: \"torch\",
+            needs: {ram: 4, storage: 2, gpu: true, preinstalledLibraries: [{name: \"torch\", version: \"2.1.0\"}]}}) { id } }",
+        json!({}),
+    )
+    .await;
+    let before = app.ok("{ inferencer(id: \"inf\") { updatedAt } }", json!({})).await;
+    let updated = app
+        .ok(
+            &format!(
+                "mutation {{ updateInferencer(id: \"inf\", input: {{description: \"new\", needs: {{ram: null, gpu: false}}}}) {{
+                    description library useCuda updatedAt {NEEDS_FIELDS} }} }}"
+            ),
+            json!({}),
+        )
+        .await;
+    let inferencer = &updated["updateInferencer"];
+    assert_eq!(inferencer["description"], "new");
+    assert_eq!(inferencer["library"], "torch", "not given, kept");
+    assert_eq!(inferencer["needs"]["ram"], json!(null), "explicit null clears");
+    assert_eq!(inferencer["needs"]["storage"], 2.0, "not given, kept");
+    assert_eq!(inferencer["needs"]["gpu"], false);
+    assert_eq!(inferencer["needs"]["preinstalledLibraries"], json!([{"name": "torch", "version": "2.1.0"}]));
+    assert_ne!(inferencer["updatedAt"], before["inferencer"]["updatedAt"]);
+
+    app.ok("mutation { createModel(input: {name: \"m\", version: \"1\", library: \"keras\"}) { name } }", json!({}))
+        .await;
+    let model = app
+        .ok(
+            "mutation { updateModel(name: \"m\", version: \"1\", input: {description: \"d\"}) { library description } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(model["updateModel"], json!({"library": "keras", "description": "d"}));
+
+    let code = app
+        .error_code("mutation { updateService(id: \"nope\", input: {description: \"x\"}) { id } }", json!({}))
+        .await;
+    assert_eq!(code, "NOT_FOUND");
+    let code = app
+        .error_code(
+            "mutation { updateInferencer(id: \"inf\", input: {needs: {ram: -1}}) { id } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(code, "INVALID_INPUT");
+    let kept = app.ok("{ inferencer(id: \"inf\") { needs { ram } } }", json!({})).await;
+    assert_eq!(kept["inferencer"]["needs"]["ram"], json!(null), "a refused update changes nothing");
+}
+
+pub async fn deletes_component_and_file(start: Starter) {
+    let app = start(Options::default()).await;
+    app.ok("mutation { createService(input: {id: \"svc\"}) { id } }", json!({})).await;
+    let response = app
+        .upload(
+            "mutation($file: Upload!) { uploadServiceFile(id: \"svc\", file: $file) { id } }",
+            json!({}),
+            b"service code".to_vec(),
+            "svc.zip",
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(app.get("/service/svc").await.status(), 200);
+    let deleted = app.ok("mutation { deleteService(id: \"svc\") }", json!({})).await;
+    assert_eq!(deleted["deleteService"], true);
+    assert_eq!(app.ok("{ service(id: \"svc\") { id } }", json!({})).await["service"], json!(null));
+    assert_eq!(app.get("/service/svc").await.status(), 404);
+    assert_eq!(app.error_code("mutation { deleteService(id: \"svc\") }", json!({})).await, "NOT_FOUND");
+    // The id is free again.
+    app.ok("mutation { createService(input: {id: \"svc\"}) { id file { size } } }", json!({})).await;
+    assert_eq!(app.get("/service/svc").await.status(), 404, "the new component has no file");
+}
+
+pub async fn errors_have_codes(start: Starter) {
+    let app = start(Options::default()).await;
+    assert_eq!(app.error_code("{ nonsense }", json!({})).await, "INVALID_INPUT");
+    assert_eq!(app.error_code("{ models(first: 101) { totalCount } }", json!({})).await, "INVALID_INPUT");
+    assert_eq!(app.error_code("{ models(first: -1) { totalCount } }", json!({})).await, "INVALID_INPUT");
+    assert_eq!(
+        app.error_code("{ models(after: \"bm90IGEgY3Vyc29y\") { totalCount } }", json!({})).await,
+        "INVALID_INPUT"
+    );
+    assert_eq!(
+        app.error_code(
+            "mutation { createTransformation(input: {id: \"t\", parameterTypes: {axis: 1}}) { id } }",
+            json!({})
+        )
+        .await,
+        "INVALID_INPUT",
+        "parameter types are names of types"
+    );
+    assert_eq!(
+        app.error_code("{ services(filter: {needs: {maxRam: -2}}) { totalCount } }", json!({})).await,
+        "INVALID_INPUT"
+    );
+    // A body that is not JSON is a 400 with a GraphQL-shaped error.
+    let response = app
+        .client
+        .post(app.url("/graphql"))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["errors"][0]["extensions"]["code"], "INVALID_INPUT");
+    // Unknown routes and methods answer in JSON.
+    let response = app.get("/nowhere").await;
+    assert_eq!(response.status(), 404);
+    assert_eq!(response.json::<serde_json::Value>().await.unwrap()["detail"], "Not Found");
+    let response = app.client.delete(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(response.status(), 405);
+}

@@ -1,0 +1,57 @@
+//! The contract every storage backend passes, driven over HTTP. A backend's test file instantiates it with
+//! `contract_suite!(starter)`, where `starter` starts a server on that backend.
+
+mod crud;
+mod files;
+mod listing;
+
+pub use crud::*;
+pub use files::*;
+pub use listing::*;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::common::{Options, TestApp};
+
+/// Starts a fresh server (with empty storage) on the backend under test.
+pub type Starter = fn(Options) -> Pin<Box<dyn Future<Output = TestApp> + Send>>;
+
+#[macro_export]
+macro_rules! contract_suite {
+    ($starter:path) => {
+        $crate::contract_suite!(@tests $starter;
+            creates_and_fetches_every_kind,
+            refuses_duplicate_keys,
+            concurrent_creates_have_one_winner,
+            refuses_invalid_keys,
+            updates_only_what_is_given,
+            deletes_component_and_file,
+            errors_have_codes,
+            uploads_and_downloads_files,
+            serves_conditional_and_range_requests,
+            missing_files_are_clean_404s,
+            oversize_uploads_are_refused_and_keep_the_previous_file,
+            uploads_to_missing_components_are_not_found,
+            forged_and_malformed_uploads_are_refused,
+            identical_bytes_are_deduplicated_per_component,
+            model_meta_route_keeps_the_original_shape,
+            graphql_over_get_runs_queries_only,
+            filters_by_needs,
+            filters_by_library_versions_as_versions,
+            filters_models_and_inferencers,
+            paginates_with_cursors,
+            runnable_on_matches_devices,
+            runnable_on_paginates_across_kinds,
+            available_models_resolve_to_models,
+        );
+    };
+    (@tests $starter:path; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                contract::$name($starter).await;
+            }
+        )*
+    };
+}
