@@ -1,3 +1,4 @@
+use std::io::IsTerminal;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -22,7 +23,11 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&args.log_level))
         .context("--log-level is not a valid log filter")?;
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    // Colours only for people at a terminal; log collectors get plain text.
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stdout().is_terminal())
+        .init();
     // Nothing here is secret yet; credentials (tokens, database URIs) must be redacted when they are added.
     tracing::info!(
         bind = %args.bind,

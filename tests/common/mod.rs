@@ -1,6 +1,8 @@
 //! Starts the real server on a random port and talks to it over HTTP, like a client.
 #![allow(dead_code)] // each test crate uses a different part of this module
 
+pub mod process;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -46,6 +48,7 @@ pub struct TestApp {
     pub data_dir: Option<PathBuf>,
     _dir: TempDir,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
 impl Drop for TestApp {
@@ -65,13 +68,18 @@ pub async fn embedded(options: Options) -> TestApp {
 }
 
 impl TestApp {
-    pub async fn start(store: Arc<dyn Store>, dir: TempDir, data_dir: Option<PathBuf>, options: Options) -> TestApp {
+    pub async fn start(
+        store: Arc<dyn Store>,
+        dir: TempDir,
+        data_dir: Option<PathBuf>,
+        options: Options,
+    ) -> TestApp {
         let args = serve_args(dir.path().join("unused"), &options);
         let app = server::app(store, &args);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(server::serve(
+        let server = tokio::spawn(server::serve(
             listener,
             app,
             async {
@@ -85,6 +93,17 @@ impl TestApp {
             data_dir,
             _dir: dir,
             shutdown: Some(tx),
+            server: Some(server),
+        }
+    }
+
+    /// Stops the server and waits until it has released the store.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.unwrap().unwrap();
         }
     }
 
@@ -121,7 +140,13 @@ impl TestApp {
     }
 
     /// Sends a multipart upload request (GraphQL multipart request spec) with one file in variable `file`.
-    pub async fn upload(&self, mutation: &str, variables: Value, bytes: Vec<u8>, filename: &str) -> reqwest::Response {
+    pub async fn upload(
+        &self,
+        mutation: &str,
+        variables: Value,
+        bytes: Vec<u8>,
+        filename: &str,
+    ) -> reqwest::Response {
         let mut variables = variables;
         variables["file"] = Value::Null;
         let operations = json!({ "query": mutation, "variables": variables });
@@ -150,10 +175,14 @@ impl TestApp {
 
 /// Deterministic pseudo-random bytes, so that failures reproduce.
 pub fn bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..len)
         .map(|_| {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             (state >> 33) as u8
         })
         .collect()

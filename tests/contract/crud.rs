@@ -3,9 +3,9 @@ use serde_json::json;
 use super::Starter;
 use crate::common::Options;
 
-pub const MODEL_FIELDS: &str = "name version library description createdAt updatedAt file { size sha256 }";
-pub const NEEDS_FIELDS: &str =
-    "needs { storage ram gpu preinstalledLibraries { name version } availableModels { name version } }";
+pub const MODEL_FIELDS: &str =
+    "name version library description createdAt updatedAt file { size sha256 }";
+pub const NEEDS_FIELDS: &str = "needs { storage ram gpu preinstalledLibraries { name version } availableModels { name version } }";
 
 pub async fn creates_and_fetches_every_kind(start: Starter) {
     let app = start(Options::default()).await;
@@ -25,7 +25,9 @@ pub async fn creates_and_fetches_every_kind(start: Starter) {
 
     let fetched = app
         .ok(
-            &format!("{{ model(name: \"fall-detection\", version: \"pilot-2-1\") {{ {MODEL_FIELDS} }} }}"),
+            &format!(
+                "{{ model(name: \"fall-detection\", version: \"pilot-2-1\") {{ {MODEL_FIELDS} }} }}"
+            ),
             json!({}),
         )
         .await;
@@ -87,7 +89,10 @@ pub async fn creates_and_fetches_every_kind(start: Starter) {
         json!({"storage": null, "ram": null, "gpu": false, "preinstalledLibraries": [], "availableModels": []})
     );
     assert_eq!(all["service"]["file"], json!(null));
-    assert_eq!(all["inferencer"], json!({"library": "torch", "useCuda": true, "needs": {"gpu": true}}));
+    assert_eq!(
+        all["inferencer"],
+        json!({"library": "torch", "useCuda": true, "needs": {"gpu": true}})
+    );
     assert_eq!(all["missing"], json!(null));
 }
 
@@ -100,7 +105,11 @@ pub async fn refuses_duplicate_keys(start: Starter) {
     app.ok(model, json!({})).await;
     assert_eq!(app.error_code(model, json!({})).await, "ALREADY_EXISTS");
     // The same id in another kind is another component.
-    app.ok("mutation { createInferencer(input: {id: \"svc\"}) { id } }", json!({})).await;
+    app.ok(
+        "mutation { createInferencer(input: {id: \"svc\"}) { id } }",
+        json!({}),
+    )
+    .await;
 }
 
 pub async fn concurrent_creates_have_one_winner(start: Starter) {
@@ -122,7 +131,16 @@ pub async fn concurrent_creates_have_one_winner(start: Starter) {
 pub async fn refuses_invalid_keys(start: Starter) {
     let app = start(Options::default()).await;
     let long = "x".repeat(300);
-    for id in ["", "a/b", "..", "a..b", "back\\slash", "line\nbreak", " padded", long.as_str()] {
+    for id in [
+        "",
+        "a/b",
+        "..",
+        "a..b",
+        "back\\slash",
+        "line\nbreak",
+        " padded",
+        long.as_str(),
+    ] {
         let code = app
             .error_code(
                 "mutation($id: ID!) { createService(input: {id: $id}) { id } }",
@@ -140,8 +158,16 @@ pub async fn refuses_invalid_keys(start: Starter) {
             .await;
         assert_eq!(code, "INVALID_INPUT", "{name:?} {version:?}");
     }
-    let listing = app.ok("{ services { totalCount } models { totalCount } }", json!({})).await;
-    assert_eq!(listing, json!({"services": {"totalCount": 0}, "models": {"totalCount": 0}}));
+    let listing = app
+        .ok(
+            "{ services { totalCount } models { totalCount } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        listing,
+        json!({"services": {"totalCount": 0}, "models": {"totalCount": 0}})
+    );
     // REST paths with such ids are refused cleanly too.
     let response = app.get("/service/a..b").await;
     assert_eq!(response.status(), 400);
@@ -158,7 +184,9 @@ pub async fn updates_only_what_is_given(start: Starter) {
         json!({}),
     )
     .await;
-    let before = app.ok("{ inferencer(id: \"inf\") { updatedAt } }", json!({})).await;
+    let before = app
+        .ok("{ inferencer(id: \"inf\") { updatedAt } }", json!({}))
+        .await;
     let updated = app
         .ok(
             &format!(
@@ -171,10 +199,17 @@ pub async fn updates_only_what_is_given(start: Starter) {
     let inferencer = &updated["updateInferencer"];
     assert_eq!(inferencer["description"], "new");
     assert_eq!(inferencer["library"], "torch", "not given, kept");
-    assert_eq!(inferencer["needs"]["ram"], json!(null), "explicit null clears");
+    assert_eq!(
+        inferencer["needs"]["ram"],
+        json!(null),
+        "explicit null clears"
+    );
     assert_eq!(inferencer["needs"]["storage"], 2.0, "not given, kept");
     assert_eq!(inferencer["needs"]["gpu"], false);
-    assert_eq!(inferencer["needs"]["preinstalledLibraries"], json!([{"name": "torch", "version": "2.1.0"}]));
+    assert_eq!(
+        inferencer["needs"]["preinstalledLibraries"],
+        json!([{"name": "torch", "version": "2.1.0"}])
+    );
     assert_ne!(inferencer["updatedAt"], before["inferencer"]["updatedAt"]);
 
     app.ok("mutation { createModel(input: {name: \"m\", version: \"1\", library: \"keras\"}) { name } }", json!({}))
@@ -185,10 +220,16 @@ pub async fn updates_only_what_is_given(start: Starter) {
             json!({}),
         )
         .await;
-    assert_eq!(model["updateModel"], json!({"library": "keras", "description": "d"}));
+    assert_eq!(
+        model["updateModel"],
+        json!({"library": "keras", "description": "d"})
+    );
 
     let code = app
-        .error_code("mutation { updateService(id: \"nope\", input: {description: \"x\"}) { id } }", json!({}))
+        .error_code(
+            "mutation { updateService(id: \"nope\", input: {description: \"x\"}) { id } }",
+            json!({}),
+        )
         .await;
     assert_eq!(code, "NOT_FOUND");
     let code = app
@@ -198,13 +239,23 @@ pub async fn updates_only_what_is_given(start: Starter) {
         )
         .await;
     assert_eq!(code, "INVALID_INPUT");
-    let kept = app.ok("{ inferencer(id: \"inf\") { needs { ram } } }", json!({})).await;
-    assert_eq!(kept["inferencer"]["needs"]["ram"], json!(null), "a refused update changes nothing");
+    let kept = app
+        .ok("{ inferencer(id: \"inf\") { needs { ram } } }", json!({}))
+        .await;
+    assert_eq!(
+        kept["inferencer"]["needs"]["ram"],
+        json!(null),
+        "a refused update changes nothing"
+    );
 }
 
 pub async fn deletes_component_and_file(start: Starter) {
     let app = start(Options::default()).await;
-    app.ok("mutation { createService(input: {id: \"svc\"}) { id } }", json!({})).await;
+    app.ok(
+        "mutation { createService(input: {id: \"svc\"}) { id } }",
+        json!({}),
+    )
+    .await;
     let response = app
         .upload(
             "mutation($file: Upload!) { uploadServiceFile(id: \"svc\", file: $file) { id } }",
@@ -215,23 +266,55 @@ pub async fn deletes_component_and_file(start: Starter) {
         .await;
     assert_eq!(response.status(), 200);
     assert_eq!(app.get("/service/svc").await.status(), 200);
-    let deleted = app.ok("mutation { deleteService(id: \"svc\") }", json!({})).await;
+    let deleted = app
+        .ok("mutation { deleteService(id: \"svc\") }", json!({}))
+        .await;
     assert_eq!(deleted["deleteService"], true);
-    assert_eq!(app.ok("{ service(id: \"svc\") { id } }", json!({})).await["service"], json!(null));
+    assert_eq!(
+        app.ok("{ service(id: \"svc\") { id } }", json!({})).await["service"],
+        json!(null)
+    );
     assert_eq!(app.get("/service/svc").await.status(), 404);
-    assert_eq!(app.error_code("mutation { deleteService(id: \"svc\") }", json!({})).await, "NOT_FOUND");
+    assert_eq!(
+        app.error_code("mutation { deleteService(id: \"svc\") }", json!({}))
+            .await,
+        "NOT_FOUND"
+    );
     // The id is free again.
-    app.ok("mutation { createService(input: {id: \"svc\"}) { id file { size } } }", json!({})).await;
-    assert_eq!(app.get("/service/svc").await.status(), 404, "the new component has no file");
+    app.ok(
+        "mutation { createService(input: {id: \"svc\"}) { id file { size } } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        app.get("/service/svc").await.status(),
+        404,
+        "the new component has no file"
+    );
 }
 
 pub async fn errors_have_codes(start: Starter) {
     let app = start(Options::default()).await;
-    assert_eq!(app.error_code("{ nonsense }", json!({})).await, "INVALID_INPUT");
-    assert_eq!(app.error_code("{ models(first: 101) { totalCount } }", json!({})).await, "INVALID_INPUT");
-    assert_eq!(app.error_code("{ models(first: -1) { totalCount } }", json!({})).await, "INVALID_INPUT");
     assert_eq!(
-        app.error_code("{ models(after: \"bm90IGEgY3Vyc29y\") { totalCount } }", json!({})).await,
+        app.error_code("{ nonsense }", json!({})).await,
+        "INVALID_INPUT"
+    );
+    assert_eq!(
+        app.error_code("{ models(first: 101) { totalCount } }", json!({}))
+            .await,
+        "INVALID_INPUT"
+    );
+    assert_eq!(
+        app.error_code("{ models(first: -1) { totalCount } }", json!({}))
+            .await,
+        "INVALID_INPUT"
+    );
+    assert_eq!(
+        app.error_code(
+            "{ models(after: \"bm90IGEgY3Vyc29y\") { totalCount } }",
+            json!({})
+        )
+        .await,
         "INVALID_INPUT"
     );
     assert_eq!(
@@ -244,7 +327,11 @@ pub async fn errors_have_codes(start: Starter) {
         "parameter types are names of types"
     );
     assert_eq!(
-        app.error_code("{ services(filter: {needs: {maxRam: -2}}) { totalCount } }", json!({})).await,
+        app.error_code(
+            "{ services(filter: {needs: {maxRam: -2}}) { totalCount } }",
+            json!({})
+        )
+        .await,
         "INVALID_INPUT"
     );
     // A body that is not JSON is a 400 with a GraphQL-shaped error.
@@ -262,7 +349,10 @@ pub async fn errors_have_codes(start: Starter) {
     // Unknown routes and methods answer in JSON.
     let response = app.get("/nowhere").await;
     assert_eq!(response.status(), 404);
-    assert_eq!(response.json::<serde_json::Value>().await.unwrap()["detail"], "Not Found");
+    assert_eq!(
+        response.json::<serde_json::Value>().await.unwrap()["detail"],
+        "Not Found"
+    );
     let response = app.client.delete(app.url("/healthz")).send().await.unwrap();
     assert_eq!(response.status(), 405);
 }

@@ -18,7 +18,14 @@ pub async fn uploads_and_downloads_files(start: Starter) {
     let app = start(Options::default()).await;
     create_model(&app).await;
     let data = bytes(300_001, 1);
-    let response = app.upload(UPLOAD_MODEL, json!({}), data.clone(), "../weights/model v1.zip").await;
+    let response = app
+        .upload(
+            UPLOAD_MODEL,
+            json!({}),
+            data.clone(),
+            "../weights/model v1.zip",
+        )
+        .await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
     let file = &body["data"]["uploadModelFile"]["file"];
@@ -36,28 +43,51 @@ pub async fn uploads_and_downloads_files(start: Starter) {
     assert_eq!(headers["etag"], format!("\"{}\"", sha256_hex(&data)));
     assert_eq!(headers["accept-ranges"], "bytes");
     let disposition = headers["content-disposition"].to_str().unwrap();
-    assert!(disposition.starts_with("attachment; filename=\"model v1.zip\""), "{disposition}");
+    assert!(
+        disposition.starts_with("attachment; filename=\"model v1.zip\""),
+        "{disposition}"
+    );
     assert_eq!(response.bytes().await.unwrap().as_ref(), data.as_slice());
 
     // HEAD answers the same headers without the body.
-    let head = app.client.head(app.url("/model/fall-detection/pilot-2-1")).send().await.unwrap();
+    let head = app
+        .client
+        .head(app.url("/model/fall-detection/pilot-2-1"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(head.status(), 200);
     assert_eq!(head.headers()["content-length"], "300001");
 
     // Replacing the file serves the new bytes.
     let replacement = bytes(1234, 2);
-    let response = app.upload(UPLOAD_MODEL, json!({}), replacement.clone(), "model.zip").await;
+    let response = app
+        .upload(UPLOAD_MODEL, json!({}), replacement.clone(), "model.zip")
+        .await;
     assert_eq!(response.status(), 200);
-    let downloaded = app.get("/model/fall-detection/pilot-2-1").await.bytes().await.unwrap();
+    let downloaded = app
+        .get("/model/fall-detection/pilot-2-1")
+        .await
+        .bytes()
+        .await
+        .unwrap();
     assert_eq!(downloaded.as_ref(), replacement.as_slice());
 
     // Every kind has its upload mutation and download route.
     for (kind, create, upload) in [
-        ("transformation", "createTransformation", "uploadTransformationFile"),
+        (
+            "transformation",
+            "createTransformation",
+            "uploadTransformationFile",
+        ),
         ("service", "createService", "uploadServiceFile"),
         ("inferencer", "createInferencer", "uploadInferencerFile"),
     ] {
-        app.ok(&format!("mutation {{ {create}(input: {{id: \"{kind}.x\"}}) {{ id }} }}"), json!({})).await;
+        app.ok(
+            &format!("mutation {{ {create}(input: {{id: \"{kind}.x\"}}) {{ id }} }}"),
+            json!({}),
+        )
+        .await;
         let content = format!("{kind} code").into_bytes();
         let response = app
             .upload(
@@ -68,8 +98,16 @@ pub async fn uploads_and_downloads_files(start: Starter) {
             )
             .await;
         let body: Value = response.json().await.unwrap();
-        assert_eq!(body["data"][upload]["file"]["downloadUrl"], format!("/{kind}/{kind}.x"));
-        let downloaded = app.get(&format!("/{kind}/{kind}.x")).await.bytes().await.unwrap();
+        assert_eq!(
+            body["data"][upload]["file"]["downloadUrl"],
+            format!("/{kind}/{kind}.x")
+        );
+        let downloaded = app
+            .get(&format!("/{kind}/{kind}.x"))
+            .await
+            .bytes()
+            .await
+            .unwrap();
         assert_eq!(downloaded.as_ref(), content.as_slice());
     }
 }
@@ -78,30 +116,64 @@ pub async fn serves_conditional_and_range_requests(start: Starter) {
     let app = start(Options::default()).await;
     create_model(&app).await;
     let data = bytes(10_000, 3);
-    app.upload(UPLOAD_MODEL, json!({}), data.clone(), "m.zip").await;
+    app.upload(UPLOAD_MODEL, json!({}), data.clone(), "m.zip")
+        .await;
     let url = app.url("/model/fall-detection/pilot-2-1");
     let etag = format!("\"{}\"", sha256_hex(&data));
 
-    let response = app.client.get(&url).header("if-none-match", &etag).send().await.unwrap();
+    let response = app
+        .client
+        .get(&url)
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 304);
     assert_eq!(response.headers()["etag"], etag.as_str());
-    let response = app.client.get(&url).header("if-none-match", "\"other\"").send().await.unwrap();
+    let response = app
+        .client
+        .get(&url)
+        .header("if-none-match", "\"other\"")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
 
-    let response = app.client.get(&url).header("range", "bytes=100-199").send().await.unwrap();
+    let response = app
+        .client
+        .get(&url)
+        .header("range", "bytes=100-199")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 206);
     assert_eq!(response.headers()["content-range"], "bytes 100-199/10000");
     assert_eq!(response.headers()["content-length"], "100");
     assert_eq!(response.bytes().await.unwrap().as_ref(), &data[100..200]);
 
-    let response = app.client.get(&url).header("range", "bytes=-10").send().await.unwrap();
+    let response = app
+        .client
+        .get(&url)
+        .header("range", "bytes=-10")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 206);
     assert_eq!(response.bytes().await.unwrap().as_ref(), &data[9_990..]);
 
-    let response = app.client.get(&url).header("range", "bytes=10000-").send().await.unwrap();
+    let response = app
+        .client
+        .get(&url)
+        .header("range", "bytes=10000-")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 416);
     assert_eq!(response.headers()["content-range"], "bytes */10000");
-    assert_eq!(response.json::<Value>().await.unwrap()["code"], "RANGE_NOT_SATISFIABLE");
+    assert_eq!(
+        response.json::<Value>().await.unwrap()["code"],
+        "RANGE_NOT_SATISFIABLE"
+    );
 
     // A partial copy of other bytes (stale If-Range) gets the whole file.
     let response = app
@@ -118,18 +190,33 @@ pub async fn serves_conditional_and_range_requests(start: Starter) {
 
 pub async fn missing_files_are_clean_404s(start: Starter) {
     let app = start(Options::default()).await;
-    for path in ["/model/none/1", "/transformation/none", "/service/none", "/inferencer/none"] {
+    for path in [
+        "/model/none/1",
+        "/transformation/none",
+        "/service/none",
+        "/inferencer/none",
+    ] {
         let response = app.get(path).await;
         assert_eq!(response.status(), 404, "{path}");
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["code"], "NOT_FOUND");
-        assert!(body["detail"].as_str().unwrap().contains("not found"), "{body}");
+        assert!(
+            body["detail"].as_str().unwrap().contains("not found"),
+            "{body}"
+        );
     }
     create_model(&app).await;
     let response = app.get("/model/fall-detection/pilot-2-1").await;
-    assert_eq!(response.status(), 404, "a component without a file is a 404, not a 500");
+    assert_eq!(
+        response.status(),
+        404,
+        "a component without a file is a 404, not a 500"
+    );
     let body: Value = response.json().await.unwrap();
-    assert!(body["detail"].as_str().unwrap().contains("no file"), "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("no file"),
+        "{body}"
+    );
 }
 
 pub async fn oversize_uploads_are_refused_and_keep_the_previous_file(start: Starter) {
@@ -139,23 +226,43 @@ pub async fn oversize_uploads_are_refused_and_keep_the_previous_file(start: Star
     .await;
     create_model(&app).await;
     let first = bytes(100_000, 4);
-    let response = app.upload(UPLOAD_MODEL, json!({}), first.clone(), "m.zip").await;
+    let response = app
+        .upload(UPLOAD_MODEL, json!({}), first.clone(), "m.zip")
+        .await;
     assert_eq!(response.status(), 200, "exactly the limit is accepted");
 
-    let response = app.upload(UPLOAD_MODEL, json!({}), bytes(100_001, 5), "big.zip").await;
+    let response = app
+        .upload(UPLOAD_MODEL, json!({}), bytes(100_001, 5), "big.zip")
+        .await;
     assert_eq!(response.status(), 413);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["errors"][0]["extensions"]["code"], "PAYLOAD_TOO_LARGE");
 
-    let downloaded = app.get("/model/fall-detection/pilot-2-1").await.bytes().await.unwrap();
-    assert_eq!(downloaded.as_ref(), first.as_slice(), "the previous file is intact");
-    let meta = app.ok("{ model(name: \"fall-detection\", version: \"pilot-2-1\") { file { filename } } }", json!({})).await;
+    let downloaded = app
+        .get("/model/fall-detection/pilot-2-1")
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(
+        downloaded.as_ref(),
+        first.as_slice(),
+        "the previous file is intact"
+    );
+    let meta = app
+        .ok(
+            "{ model(name: \"fall-detection\", version: \"pilot-2-1\") { file { filename } } }",
+            json!({}),
+        )
+        .await;
     assert_eq!(meta["model"]["file"]["filename"], "m.zip");
 }
 
 pub async fn uploads_to_missing_components_are_not_found(start: Starter) {
     let app = start(Options::default()).await;
-    let response = app.upload(UPLOAD_MODEL, json!({}), bytes(1000, 6), "m.zip").await;
+    let response = app
+        .upload(UPLOAD_MODEL, json!({}), bytes(1000, 6), "m.zip")
+        .await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["errors"][0]["extensions"]["code"], "NOT_FOUND");
@@ -172,26 +279,55 @@ pub async fn forged_and_malformed_uploads_are_refused(start: Starter) {
             json!({ "file": "#__graphql_file__:0" }),
         )
         .await;
-    assert_eq!(body["errors"][0]["extensions"]["code"], "INVALID_INPUT", "{body}");
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "INVALID_INPUT",
+        "{body}"
+    );
 
     let send = |operations: String, map: String, part: Option<&'static str>| {
-        let mut form = reqwest::multipart::Form::new().text("operations", operations).text("map", map);
+        let mut form = reqwest::multipart::Form::new()
+            .text("operations", operations)
+            .text("map", map);
         if let Some(name) = part {
-            form = form.part(name, reqwest::multipart::Part::bytes(b"x".to_vec()).file_name("x"));
+            form = form.part(
+                name,
+                reqwest::multipart::Part::bytes(b"x".to_vec()).file_name("x"),
+            );
         }
         app.client.post(app.url("/graphql")).multipart(form).send()
     };
     let operations = json!({ "query": UPLOAD_MODEL, "variables": { "file": null } }).to_string();
     for (map, part, why) in [
-        (json!({ "0": ["variables.nothing"] }), Some("0"), "path names no variable"),
-        (json!({ "1": ["variables.file"] }), Some("0"), "part not in the map"),
-        (json!({ "0": ["variables.file"] }), None, "mapped part never sent"),
-        (json!({ "0": ["variables.file", "variables.file"] }), Some("0"), "one file, two variables"),
+        (
+            json!({ "0": ["variables.nothing"] }),
+            Some("0"),
+            "path names no variable",
+        ),
+        (
+            json!({ "1": ["variables.file"] }),
+            Some("0"),
+            "part not in the map",
+        ),
+        (
+            json!({ "0": ["variables.file"] }),
+            None,
+            "mapped part never sent",
+        ),
+        (
+            json!({ "0": ["variables.file", "variables.file"] }),
+            Some("0"),
+            "one file, two variables",
+        ),
     ] {
-        let response = send(operations.clone(), map.to_string(), part).await.unwrap();
+        let response = send(operations.clone(), map.to_string(), part)
+            .await
+            .unwrap();
         assert_eq!(response.status(), 400, "{why}");
         let body: Value = response.json().await.unwrap();
-        assert_eq!(body["errors"][0]["extensions"]["code"], "INVALID_INPUT", "{why}: {body}");
+        assert_eq!(
+            body["errors"][0]["extensions"]["code"], "INVALID_INPUT",
+            "{why}: {body}"
+        );
     }
     let response = send("not json".into(), "{}".into(), None).await.unwrap();
     assert_eq!(response.status(), 400);
@@ -206,13 +342,21 @@ pub async fn forged_and_malformed_uploads_are_refused(start: Starter) {
     let response = app
         .client
         .post(app.url("/graphql"))
-        .header("content-type", format!("multipart/form-data; boundary={boundary}"))
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
         .body(truncated)
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 400);
-    let meta = app.ok("{ model(name: \"fall-detection\", version: \"pilot-2-1\") { file { size } } }", json!({})).await;
+    let meta = app
+        .ok(
+            "{ model(name: \"fall-detection\", version: \"pilot-2-1\") { file { size } } }",
+            json!({}),
+        )
+        .await;
     assert_eq!(meta["model"]["file"], json!(null), "nothing was attached");
 }
 
@@ -220,7 +364,11 @@ pub async fn identical_bytes_are_deduplicated_per_component(start: Starter) {
     let app = start(Options::default()).await;
     let data = bytes(5000, 7);
     for id in ["a", "b"] {
-        app.ok(&format!("mutation {{ createService(input: {{id: \"{id}\"}}) {{ id }} }}"), json!({})).await;
+        app.ok(
+            &format!("mutation {{ createService(input: {{id: \"{id}\"}}) {{ id }} }}"),
+            json!({}),
+        )
+        .await;
         app.upload(
             &format!("mutation($file: Upload!) {{ uploadServiceFile(id: \"{id}\", file: $file) {{ id }} }}"),
             json!({}),
@@ -230,7 +378,8 @@ pub async fn identical_bytes_are_deduplicated_per_component(start: Starter) {
         .await;
     }
     // Deleting one of two components that share bytes leaves the other's file intact.
-    app.ok("mutation { deleteService(id: \"a\") }", json!({})).await;
+    app.ok("mutation { deleteService(id: \"a\") }", json!({}))
+        .await;
     let downloaded = app.get("/service/b").await.bytes().await.unwrap();
     assert_eq!(downloaded.as_ref(), data.as_slice());
 }
@@ -242,18 +391,26 @@ pub async fn model_meta_route_keeps_the_original_shape(start: Starter) {
         json!({}),
     )
     .await;
-    let response = app.get("/model/meta?model_name=base&model_version=base2").await;
+    let response = app
+        .get("/model/meta?model_name=base&model_version=base2")
+        .await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
     assert_eq!(
         body,
         json!({"meta": {"library": "keras", "description": "CIFAR"}, "model_name": "base", "model_version": "base2", "model_id": null})
     );
-    let response = app.get("/model/meta?model_name=base&model_version=nope").await;
+    let response = app
+        .get("/model/meta?model_name=base&model_version=nope")
+        .await;
     assert_eq!(response.status(), 404);
     assert!(response.json::<Value>().await.unwrap()["detail"].is_string());
     let response = app.get("/model/meta?model_name=base").await;
-    assert_eq!(response.status(), 422, "a missing parameter, as FastAPI answered");
+    assert_eq!(
+        response.status(),
+        422,
+        "a missing parameter, as FastAPI answered"
+    );
 }
 
 pub async fn graphql_over_get_runs_queries_only(start: Starter) {
@@ -266,16 +423,25 @@ pub async fn graphql_over_get_runs_queries_only(start: Starter) {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    assert_eq!(response.json::<Value>().await.unwrap()["data"]["models"]["totalCount"], 0);
+    assert_eq!(
+        response.json::<Value>().await.unwrap()["data"]["models"]["totalCount"],
+        0
+    );
     let response = app
         .client
         .get(app.url("/graphql"))
-        .query(&[("query", "mutation { createService(input: {id: \"x\"}) { id } }")])
+        .query(&[(
+            "query",
+            "mutation { createService(input: {id: \"x\"}) { id } }",
+        )])
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 400);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["errors"][0]["extensions"]["code"], "INVALID_INPUT");
-    assert_eq!(app.ok("{ services { totalCount } }", json!({})).await["services"]["totalCount"], 0);
+    assert_eq!(
+        app.ok("{ services { totalCount } }", json!({})).await["services"]["totalCount"],
+        0
+    );
 }

@@ -17,7 +17,13 @@ fn ids(connection: &Value) -> Vec<String> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| e["node"]["id"].as_str().or(e["node"]["name"].as_str()).unwrap().to_owned())
+        .map(|e| {
+            e["node"]["id"]
+                .as_str()
+                .or(e["node"]["name"].as_str())
+                .unwrap()
+                .to_owned()
+        })
         .collect()
 }
 
@@ -29,26 +35,74 @@ async fn services_matching(app: &TestApp, filter: Value) -> Vec<String> {
         )
         .await;
     let found = ids(&data["services"]);
-    assert_eq!(data["services"]["totalCount"], found.len(), "totalCount counts matches");
+    assert_eq!(
+        data["services"]["totalCount"],
+        found.len(),
+        "totalCount counts matches"
+    );
     found
 }
 
 pub async fn filters_by_needs(start: Starter) {
     let app = start(Options::default()).await;
     service(&app, "small", json!({"ram": 0.5, "storage": 1})).await;
-    service(&app, "big-gpu", json!({"ram": 16, "storage": 20, "gpu": true})).await;
-    service(&app, "uses-yolo", json!({"ram": 2, "availableModels": [{"name": "yolo", "version": "v8"}]})).await;
+    service(
+        &app,
+        "big-gpu",
+        json!({"ram": 16, "storage": 20, "gpu": true}),
+    )
+    .await;
+    service(
+        &app,
+        "uses-yolo",
+        json!({"ram": 2, "availableModels": [{"name": "yolo", "version": "v8"}]}),
+    )
+    .await;
     service(&app, "nothing", json!({})).await;
 
-    assert_eq!(services_matching(&app, json!({"needs": {"gpu": true}})).await, ["big-gpu"]);
-    assert_eq!(services_matching(&app, json!({"needs": {"gpu": false}})).await, ["nothing", "small", "uses-yolo"]);
-    assert_eq!(services_matching(&app, json!({"needs": {"maxRam": 2}})).await, ["nothing", "small", "uses-yolo"]);
-    assert_eq!(services_matching(&app, json!({"needs": {"maxStorage": 1}})).await, ["nothing", "small", "uses-yolo"]);
-    assert_eq!(services_matching(&app, json!({"needs": {"maxRam": 0.5, "maxStorage": 0.5}})).await, ["nothing"]);
-    assert_eq!(services_matching(&app, json!({"needs": {"models": [{"name": "yolo"}]}})).await, ["uses-yolo"]);
-    assert!(services_matching(&app, json!({"needs": {"models": [{"name": "yolo", "version": "v5"}]}})).await.is_empty());
-    assert_eq!(services_matching(&app, json!({"search": "YOLO"})).await, ["uses-yolo"]);
-    assert_eq!(services_matching(&app, json!({"search": "svc"})).await.len(), 4, "search covers descriptions");
+    assert_eq!(
+        services_matching(&app, json!({"needs": {"gpu": true}})).await,
+        ["big-gpu"]
+    );
+    assert_eq!(
+        services_matching(&app, json!({"needs": {"gpu": false}})).await,
+        ["nothing", "small", "uses-yolo"]
+    );
+    assert_eq!(
+        services_matching(&app, json!({"needs": {"maxRam": 2}})).await,
+        ["nothing", "small", "uses-yolo"]
+    );
+    assert_eq!(
+        services_matching(&app, json!({"needs": {"maxStorage": 1}})).await,
+        ["nothing", "small", "uses-yolo"]
+    );
+    assert_eq!(
+        services_matching(&app, json!({"needs": {"maxRam": 0.5, "maxStorage": 0.5}})).await,
+        ["nothing"]
+    );
+    assert_eq!(
+        services_matching(&app, json!({"needs": {"models": [{"name": "yolo"}]}})).await,
+        ["uses-yolo"]
+    );
+    assert!(
+        services_matching(
+            &app,
+            json!({"needs": {"models": [{"name": "yolo", "version": "v5"}]}})
+        )
+        .await
+        .is_empty()
+    );
+    assert_eq!(
+        services_matching(&app, json!({"search": "YOLO"})).await,
+        ["uses-yolo"]
+    );
+    assert_eq!(
+        services_matching(&app, json!({"search": "svc"}))
+            .await
+            .len(),
+        4,
+        "search covers descriptions"
+    );
 }
 
 pub async fn filters_by_library_versions_as_versions(start: Starter) {
@@ -58,15 +112,36 @@ pub async fn filters_by_library_versions_as_versions(start: Starter) {
     service(&app, "tf-2.12", tf("2.12.0")).await;
     service(&app, "tf-2.15", tf("2.15.1")).await;
     service(&app, "tf-3", tf("3.0.0")).await;
-    service(&app, "torch", json!({"preinstalledLibraries": [{"name": "torch", "version": "2.1.0"}]})).await;
+    service(
+        &app,
+        "torch",
+        json!({"preinstalledLibraries": [{"name": "torch", "version": "2.1.0"}]}),
+    )
+    .await;
 
     let with = |version: Option<&str>| json!({"needs": {"libraries": [{"name": "tensorflow", "version": version}]}});
-    assert_eq!(services_matching(&app, with(None)).await, ["tf-2.12", "tf-2.15", "tf-2.9", "tf-3"]);
+    assert_eq!(
+        services_matching(&app, with(None)).await,
+        ["tf-2.12", "tf-2.15", "tf-2.9", "tf-3"]
+    );
     // "2.9.0" > "2.12" as strings, but not as versions.
-    assert_eq!(services_matching(&app, with(Some(">=2.12,<3"))).await, ["tf-2.12", "tf-2.15"]);
-    assert_eq!(services_matching(&app, with(Some("2.12"))).await, ["tf-2.12"], "2.12 equals 2.12.0");
-    assert_eq!(services_matching(&app, with(Some("<2.10"))).await, ["tf-2.9"]);
-    assert_eq!(services_matching(&app, with(Some("~=2.12"))).await, ["tf-2.12", "tf-2.15"]);
+    assert_eq!(
+        services_matching(&app, with(Some(">=2.12,<3"))).await,
+        ["tf-2.12", "tf-2.15"]
+    );
+    assert_eq!(
+        services_matching(&app, with(Some("2.12"))).await,
+        ["tf-2.12"],
+        "2.12 equals 2.12.0"
+    );
+    assert_eq!(
+        services_matching(&app, with(Some("<2.10"))).await,
+        ["tf-2.9"]
+    );
+    assert_eq!(
+        services_matching(&app, with(Some("~=2.12"))).await,
+        ["tf-2.12", "tf-2.15"]
+    );
 }
 
 pub async fn filters_models_and_inferencers(start: Starter) {
@@ -90,11 +165,28 @@ pub async fn filters_models_and_inferencers(start: Starter) {
         )
         .await;
     assert_eq!(versions["models"]["totalCount"], 2);
-    assert_eq!(versions["models"]["edges"][0]["node"]["version"], "pilot-2-1");
+    assert_eq!(
+        versions["models"]["edges"][0]["node"]["version"],
+        "pilot-2-1"
+    );
     assert_eq!(versions["models"]["edges"][1]["node"]["version"], "pilot-3");
-    let torch = app.ok("{ models(filter: {library: \"torch\"}) { edges { node { name } } } }", json!({})).await;
-    assert_eq!(ids(&torch["models"]), ["fall", "yolo"], "library matches case-insensitively; sorted by name");
-    let search = app.ok("{ models(filter: {search: \"pilot\"}) { totalCount } }", json!({})).await;
+    let torch = app
+        .ok(
+            "{ models(filter: {library: \"torch\"}) { edges { node { name } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        ids(&torch["models"]),
+        ["fall", "yolo"],
+        "library matches case-insensitively; sorted by name"
+    );
+    let search = app
+        .ok(
+            "{ models(filter: {search: \"pilot\"}) { totalCount } }",
+            json!({}),
+        )
+        .await;
     assert_eq!(search["models"]["totalCount"], 2);
 
     for (id, library) in [("inf.keras", "keras"), ("inf.torch", "torch")] {
@@ -105,7 +197,10 @@ pub async fn filters_models_and_inferencers(start: Starter) {
         .await;
     }
     let found = app
-        .ok("{ inferencers(filter: {library: \"torch\"}) { edges { node { id } } } }", json!({}))
+        .ok(
+            "{ inferencers(filter: {library: \"torch\"}) { edges { node { id } } } }",
+            json!({}),
+        )
         .await;
     assert_eq!(ids(&found["inferencers"]), ["inf.torch"]);
 }
@@ -127,7 +222,10 @@ pub async fn paginates_with_cursors(start: Starter) {
         seen.extend(ids(connection));
         pages += 1;
         let edges = connection["edges"].as_array().unwrap();
-        assert_eq!(connection["pageInfo"]["endCursor"], edges.last().unwrap()["cursor"]);
+        assert_eq!(
+            connection["pageInfo"]["endCursor"],
+            edges.last().unwrap()["cursor"]
+        );
         if connection["pageInfo"]["hasNextPage"] == false {
             break;
         }
@@ -137,12 +235,26 @@ pub async fn paginates_with_cursors(start: Starter) {
     let expected: Vec<String> = (0..25).map(|i| format!("svc-{i:02}")).collect();
     assert_eq!(seen, expected, "every item once, in order");
 
-    let default_page = app.ok("{ services { edges { node { id } } } }", json!({})).await;
-    assert_eq!(default_page["services"]["edges"].as_array().unwrap().len(), 20);
-    let models_cursor = app.ok("{ services(first: 1) { pageInfo { endCursor } } }", json!({})).await;
+    let default_page = app
+        .ok("{ services { edges { node { id } } } }", json!({}))
+        .await;
+    assert_eq!(
+        default_page["services"]["edges"].as_array().unwrap().len(),
+        20
+    );
+    let models_cursor = app
+        .ok(
+            "{ services(first: 1) { pageInfo { endCursor } } }",
+            json!({}),
+        )
+        .await;
     let cursor = models_cursor["services"]["pageInfo"]["endCursor"].clone();
     assert_eq!(
-        app.error_code("query($c: String) { models(after: $c) { totalCount } }", json!({ "c": cursor })).await,
+        app.error_code(
+            "query($c: String) { models(after: $c) { totalCount } }",
+            json!({ "c": cursor })
+        )
+        .await,
         "INVALID_INPUT",
         "a cursor of one listing is refused by another"
     );
@@ -164,8 +276,18 @@ async fn seed_runnable(app: &TestApp) {
     let tf = json!({"ram": 1, "preinstalledLibraries": [{"name": "tensorflow", "version": ">=2.12,<3"}]});
     service(app, "svc.light", tf).await;
     service(app, "svc.gpu", json!({"gpu": true})).await;
-    service(app, "svc.old-tf", json!({"preinstalledLibraries": [{"name": "tensorflow", "version": "2.9.0"}]})).await;
-    service(app, "svc.yolo", json!({"availableModels": [{"name": "yolo", "version": "v8"}]})).await;
+    service(
+        app,
+        "svc.old-tf",
+        json!({"preinstalledLibraries": [{"name": "tensorflow", "version": "2.9.0"}]}),
+    )
+    .await;
+    service(
+        app,
+        "svc.yolo",
+        json!({"availableModels": [{"name": "yolo", "version": "v8"}]}),
+    )
+    .await;
 }
 
 pub async fn runnable_on_matches_devices(start: Starter) {
@@ -177,15 +299,28 @@ pub async fn runnable_on_matches_devices(start: Starter) {
         "models": [{"name": "yolo", "version": "v8"}]});
     let data = app.ok(DEVICE_QUERY, json!({ "device": edge_device })).await;
     let found = &data["runnableOn"];
-    assert_eq!(ids(found), ["tr.any", "svc.light", "svc.yolo"], "ordered by kind, then id");
+    assert_eq!(
+        ids(found),
+        ["tr.any", "svc.light", "svc.yolo"],
+        "ordered by kind, then id"
+    );
     assert_eq!(found["edges"][0]["node"]["__typename"], "Transformation");
     assert_eq!(found["totalCount"], 3);
 
-    let gpu_server = json!({"gpu": true, "ram": 128, "libraries": [{"name": "tensorflow", "version": "2.9.0"}]});
+    let gpu_server =
+        json!({"gpu": true, "ram": 128, "libraries": [{"name": "tensorflow", "version": "2.9.0"}]});
     let data = app.ok(DEVICE_QUERY, json!({ "device": gpu_server })).await;
-    assert_eq!(ids(&data["runnableOn"]), ["tr.any", "svc.gpu", "svc.old-tf", "inf.big"]);
+    assert_eq!(
+        ids(&data["runnableOn"]),
+        ["tr.any", "svc.gpu", "svc.old-tf", "inf.big"]
+    );
 
-    let data = app.ok(DEVICE_QUERY, json!({ "device": gpu_server, "kinds": ["INFERENCER"] })).await;
+    let data = app
+        .ok(
+            DEVICE_QUERY,
+            json!({ "device": gpu_server, "kinds": ["INFERENCER"] }),
+        )
+        .await;
     assert_eq!(ids(&data["runnableOn"]), ["inf.big"]);
 
     // The same device filter on one listing.
@@ -206,7 +341,12 @@ pub async fn runnable_on_paginates_across_kinds(start: Starter) {
     let mut after = Value::Null;
     let mut seen = Vec::new();
     loop {
-        let data = app.ok(DEVICE_QUERY, json!({ "device": anything, "first": 2, "after": after })).await;
+        let data = app
+            .ok(
+                DEVICE_QUERY,
+                json!({ "device": anything, "first": 2, "after": after }),
+            )
+            .await;
         let page = &data["runnableOn"];
         assert_eq!(page["totalCount"], 5);
         seen.extend(ids(page));
@@ -215,7 +355,10 @@ pub async fn runnable_on_paginates_across_kinds(start: Starter) {
         }
         after = page["pageInfo"]["endCursor"].clone();
     }
-    assert_eq!(seen, ["tr.any", "svc.gpu", "svc.light", "svc.yolo", "inf.big"]);
+    assert_eq!(
+        seen,
+        ["tr.any", "svc.gpu", "svc.light", "svc.yolo", "inf.big"]
+    );
 }
 
 pub async fn available_models_resolve_to_models(start: Starter) {

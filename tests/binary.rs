@@ -1,0 +1,192 @@
+//! The binary as operators run it: start-up, signals, crashes.
+
+mod common;
+
+use std::time::Duration;
+
+use common::process::ServerProcess;
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+async fn gql(base: &str, query: &str) -> Value {
+    reqwest::Client::new()
+        .post(format!("{base}/graphql"))
+        .json(&json!({ "query": query }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Starts an upload of `first` to service `id` whose remaining bytes are sent through the returned channel.
+fn slow_upload(
+    base: &str,
+    id: &str,
+    first: Vec<u8>,
+) -> (
+    mpsc::Sender<Vec<u8>>,
+    tokio::task::JoinHandle<reqwest::Result<reqwest::Response>>,
+) {
+    let (tx, rx) = mpsc::channel::<Vec<u8>>(4);
+    let rest = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| (chunk, rx))
+    });
+    let body = futures_util::stream::once(async move { first })
+        .chain(rest)
+        .map(|chunk| Ok::<_, std::io::Error>(bytes::Bytes::from(chunk)));
+    let operations = json!({
+        "query": format!("mutation($file: Upload!) {{ uploadServiceFile(id: \"{id}\", file: $file) {{ file {{ size sha256 }} }} }}"),
+        "variables": { "file": null }
+    });
+    let form = reqwest::multipart::Form::new()
+        .text("operations", operations.to_string())
+        .text("map", json!({ "0": ["variables.file"] }).to_string())
+        .part(
+            "0",
+            reqwest::multipart::Part::stream(reqwest::Body::wrap_stream(body)).file_name("big.zip"),
+        );
+    let url = format!("{base}/graphql");
+    let request = tokio::spawn(async move {
+        reqwest::Client::new()
+            .post(url)
+            .multipart(form)
+            .send()
+            .await
+    });
+    (tx, request)
+}
+
+#[tokio::test]
+async fn sigterm_lets_in_flight_uploads_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = ServerProcess::start(dir.path(), &[]);
+    let base = server.base.clone();
+    gql(
+        &base,
+        "mutation { createService(input: {id: \"svc\"}) { id } }",
+    )
+    .await;
+
+    let data = common::bytes(2_000_000, 1);
+    let (tx, upload) = slow_upload(&base, "svc", data[..1_000_000].to_vec());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        reqwest::get(format!("{base}/healthz")).await.is_err(),
+        "after SIGTERM the server accepts no new connections"
+    );
+    tx.send(data[1_000_000..].to_vec()).await.unwrap();
+    drop(tx);
+    let response = upload.await.unwrap().unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body["data"]["uploadServiceFile"]["file"]["sha256"],
+        common::sha256_hex(&data),
+        "{body}"
+    );
+    assert_eq!(
+        server.wait_exit(Duration::from_secs(10)),
+        Some(0),
+        "a clean exit"
+    );
+
+    let restarted = ServerProcess::start(dir.path(), &[]);
+    let downloaded = reqwest::get(format!("{}/service/svc", restarted.base))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(
+        downloaded.as_ref(),
+        data.as_slice(),
+        "the upload that finished during shutdown is stored"
+    );
+}
+
+#[tokio::test]
+async fn sigkill_during_an_upload_keeps_the_previous_file_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = ServerProcess::start(dir.path(), &[]);
+    let base = server.base.clone();
+    gql(
+        &base,
+        "mutation { createService(input: {id: \"svc\"}) { id } }",
+    )
+    .await;
+    let previous = common::bytes(300_000, 2);
+    let (tx, upload) = slow_upload(&base, "svc", previous.clone());
+    drop(tx);
+    assert_eq!(upload.await.unwrap().unwrap().status(), 200);
+
+    let (tx, upload) = slow_upload(&base, "svc", common::bytes(3_000_000, 3));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let staging = dir.path().join("tmp");
+    assert_eq!(
+        std::fs::read_dir(&staging).unwrap().count(),
+        1,
+        "the upload is being staged"
+    );
+    server.signal("KILL");
+    assert_eq!(
+        server.wait_exit(Duration::from_secs(10)),
+        None,
+        "killed by the signal"
+    );
+    drop(tx);
+    assert!(
+        upload.await.unwrap().is_err(),
+        "the client sees the connection break"
+    );
+
+    let restarted = ServerProcess::start(dir.path(), &[]);
+    assert_eq!(
+        std::fs::read_dir(&staging).unwrap().count(),
+        0,
+        "start-up removed the partial upload"
+    );
+    let meta = gql(
+        &restarted.base,
+        "{ service(id: \"svc\") { file { size sha256 } } }",
+    )
+    .await;
+    assert_eq!(
+        meta["data"]["service"]["file"],
+        json!({"size": 300_000, "sha256": common::sha256_hex(&previous)})
+    );
+    let downloaded = reqwest::get(format!("{}/service/svc", restarted.base))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(downloaded.as_ref(), previous.as_slice());
+}
+
+#[test]
+fn schema_subcommand_prints_the_committed_schema() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_component-repository"))
+        .arg("schema")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let committed =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schema.graphql")).unwrap();
+    assert_eq!(String::from_utf8(output.stdout).unwrap(), committed);
+}
+
+#[test]
+fn bad_configuration_is_refused_with_a_clear_message() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_component-repository"))
+        .args(["--max-upload-size", "lots"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--max-upload-size"), "{stderr}");
+}

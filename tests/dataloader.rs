@@ -1,0 +1,156 @@
+//! `availableModels { model }` costs a constant number of store round trips per response, not one per reference.
+//! The store is the real embedded store, wrapped to count the calls that reach it.
+
+mod common;
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+use component_repository::domain::{
+    Component, ComponentFilter, ComponentKey, Kind, ModelKey, StoredFile,
+};
+use component_repository::store::embedded::EmbeddedStore;
+use component_repository::store::{
+    ByteStream, FileMeta, Page, PageRequest, SpecUpdate, StagedBlob, Store, StoreError,
+    UploadStream,
+};
+use serde_json::json;
+
+struct CountingStore {
+    inner: EmbeddedStore,
+    gets: AtomicUsize,
+    model_batches: AtomicUsize,
+}
+
+#[async_trait]
+impl Store for CountingStore {
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping().await
+    }
+    async fn insert(&self, component: Component) -> Result<(), StoreError> {
+        self.inner.insert(component).await
+    }
+    async fn get(&self, key: &ComponentKey) -> Result<Option<Component>, StoreError> {
+        self.gets.fetch_add(1, Ordering::SeqCst);
+        self.inner.get(key).await
+    }
+    async fn get_models(&self, keys: &[ModelKey]) -> Result<Vec<Component>, StoreError> {
+        self.model_batches.fetch_add(1, Ordering::SeqCst);
+        self.inner.get_models(keys).await
+    }
+    async fn list(
+        &self,
+        kind: Kind,
+        filter: &ComponentFilter,
+        page: PageRequest,
+    ) -> Result<Page, StoreError> {
+        self.inner.list(kind, filter, page).await
+    }
+    async fn update(
+        &self,
+        key: &ComponentKey,
+        update: SpecUpdate,
+    ) -> Result<Component, StoreError> {
+        self.inner.update(key, update).await
+    }
+    async fn delete(&self, key: &ComponentKey) -> Result<Option<Component>, StoreError> {
+        self.inner.delete(key).await
+    }
+    async fn stage(&self, body: UploadStream<'_>, limit: u64) -> Result<StagedBlob, StoreError> {
+        self.inner.stage(body, limit).await
+    }
+    async fn attach(
+        &self,
+        key: &ComponentKey,
+        staged: StagedBlob,
+        meta: FileMeta,
+    ) -> Result<Component, StoreError> {
+        self.inner.attach(key, staged, meta).await
+    }
+    async fn read(
+        &self,
+        key: &ComponentKey,
+        file: &StoredFile,
+        range: Range<u64>,
+    ) -> Result<ByteStream, StoreError> {
+        self.inner.read(key, file, range).await
+    }
+}
+
+#[tokio::test]
+async fn model_references_of_a_page_are_loaded_in_one_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(CountingStore {
+        inner: EmbeddedStore::open(&dir.path().join("data")).await.unwrap(),
+        gets: AtomicUsize::new(0),
+        model_batches: AtomicUsize::new(0),
+    });
+    let app = common::TestApp::start(store.clone(), dir, None, common::Options::default()).await;
+    for i in 0..10 {
+        app.ok(
+            "mutation($n: String!) { createModel(input: {name: $n, version: \"1\"}) { name } }",
+            json!({ "n": format!("model-{i}") }),
+        )
+        .await;
+    }
+    // 30 services, each needing 2 of the 10 models (one of them shared by all) and one model that is absent.
+    for i in 0..30 {
+        let needs = json!({ "availableModels": [
+            {"name": "model-0", "version": "1"},
+            {"name": format!("model-{}", 1 + i % 9), "version": "1"},
+            {"name": "absent", "version": "1"},
+        ]});
+        app.ok(
+            "mutation($id: ID!, $needs: NeedsInput!) { createService(input: {id: $id, needs: $needs}) { id } }",
+            json!({ "id": format!("svc-{i:02}"), "needs": needs }),
+        )
+        .await;
+    }
+    let gets_before = store.gets.load(Ordering::SeqCst);
+    let data = app
+        .ok(
+            "{ services(first: 30) { edges { node { id needs { availableModels { name model { name } } } } } } }",
+            json!({}),
+        )
+        .await;
+    let edges = data["services"]["edges"].as_array().unwrap();
+    assert_eq!(edges.len(), 30);
+    let mut resolved = 0;
+    for edge in edges {
+        for requirement in edge["node"]["needs"]["availableModels"].as_array().unwrap() {
+            if requirement["name"] == "absent" {
+                assert_eq!(requirement["model"], json!(null));
+            } else {
+                assert_eq!(requirement["model"]["name"], requirement["name"]);
+                resolved += 1;
+            }
+        }
+    }
+    assert_eq!(
+        resolved, 60,
+        "90 references on the page, 60 of them to stored models"
+    );
+    assert_eq!(
+        store.model_batches.load(Ordering::SeqCst),
+        1,
+        "one batched lookup for the whole page"
+    );
+    assert_eq!(
+        store.gets.load(Ordering::SeqCst),
+        gets_before,
+        "no lookups one by one"
+    );
+
+    // Without asking for `model`, no lookup at all.
+    app.ok(
+        "{ services(first: 30) { edges { node { needs { availableModels { name } } } } } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(store.model_batches.load(Ordering::SeqCst), 1);
+}
