@@ -27,12 +27,23 @@ fn tour_blocks(readme: &str) -> Vec<String> {
 #[test]
 fn readme_tour_runs_as_written() {
     for tool in ["curl", "jq", "cmp"] {
-        let found = std::process::Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().unwrap();
-        assert!(found.status.success(), "the README tour needs `{tool}` on the PATH (.ci/run installs it)");
+        let found = std::process::Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .unwrap();
+        assert!(
+            found.status.success(),
+            "the README tour needs `{tool}` on the PATH (.ci/run installs it)"
+        );
     }
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     let blocks = tour_blocks(&readme);
-    assert!(blocks.len() >= 6, "the tour has its examples: {}", blocks.len());
+    assert!(
+        blocks.len() >= 6,
+        "the tour has its examples: {}",
+        blocks.len()
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(&dir.path().join("data"), &[]);

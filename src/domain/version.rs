@@ -12,6 +12,19 @@ use std::str::FromStr;
 
 use pep440_rs::{Version, VersionSpecifier, VersionSpecifiers};
 
+/// A library requirement of a component.
+///
+/// ```
+/// use component_repository::domain::version::Requirement;
+///
+/// let range = Requirement::parse(">=2.12,<3");
+/// assert!(range.is_satisfied_by("2.15.1"));
+/// assert!(!range.is_satisfied_by("2.9.0")); // compared as versions, not strings
+///
+/// let pinned = Requirement::parse("2.1.0");
+/// assert!(pinned.is_satisfied_by("2.1.0+cu118")); // local labels are ignored
+/// assert!(!pinned.is_satisfied_by("2.1.1"));
+/// ```
 #[derive(Debug, Clone)]
 pub enum Requirement {
     Any,

@@ -1,7 +1,8 @@
+#![allow(dead_code)] // shared by several test crates and the benchmark, each using a part
 //! Runs the real binary, as an operator would.
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -10,14 +11,37 @@ pub struct ServerProcess {
     pub base: String,
 }
 
+/// The server binary: cargo names it for integration tests; other targets built beside it (the benchmark example)
+/// find it in the same target directory.
+pub fn binary() -> PathBuf {
+    match option_env!("CARGO_BIN_EXE_component-repository") {
+        Some(path) => PathBuf::from(path),
+        None => {
+            let exe = std::env::current_exe().expect("the running executable has a path");
+            let profile_dir = exe
+                .parent()
+                .and_then(Path::parent)
+                .expect("examples live in <target>/<profile>/examples");
+            profile_dir.join("component-repository")
+        }
+    }
+}
+
 impl ServerProcess {
     /// Starts `component-repository serve` on a free port with `data_dir`, and waits until it listens.
     pub fn start(data_dir: &Path, extra: &[&str]) -> ServerProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_component-repository"))
+        let binary = binary();
+        assert!(
+            binary.exists(),
+            "{} is missing: build it first (cargo build --release --bins)",
+            binary.display()
+        );
+        let mut child = Command::new(&binary)
             .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(extra)
             .env_remove("RUST_LOG")
+            .env("REPOSITORY_LOG_LEVEL", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

@@ -1,0 +1,311 @@
+//! Pushes one file through the HTTP API and prints what it costs.
+//!
+//! ```sh
+//! cargo build --release --bins --examples && target/release/examples/bench 1GiB [-- extra server flags]
+//! ```
+//!
+//! Prints upload and download MB/s, each as a ratio to reading the same file from local disk in the same run, and
+//! the server's peak RSS above its idle RSS during each phase (sampled from /proc every 2 ms). Targets: less than
+//! 64 MiB above idle whatever the size; download at least half the raw read rate.
+
+#[path = "../tests/common/process.rs"]
+mod process;
+
+use std::io::{Read, Write};
+#[cfg(not(target_os = "linux"))]
+compile_error!("the benchmark reads /proc and uses O_DIRECT: Linux only");
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bytesize::ByteSize;
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+const CHUNK: usize = 1024 * 1024;
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// Samples a process's resident set size and keeps the peak since the last reset.
+struct RssSampler {
+    peak: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    pid: u32,
+}
+
+fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+impl RssSampler {
+    fn start(pid: u32) -> Self {
+        let peak = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (p, s) = (peak.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                if let Some(rss) = rss_bytes(pid) {
+                    p.fetch_max(rss, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        });
+        Self { peak, stop, pid }
+    }
+
+    fn reset(&self) {
+        self.peak
+            .store(rss_bytes(self.pid).unwrap_or(0), Ordering::Relaxed);
+    }
+
+    fn peak(&self) -> u64 {
+        self.peak.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for RssSampler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Writes `size` pseudo-random (incompressible) bytes and returns their sha256.
+fn write_input(path: &std::path::Path, size: u64) -> anyhow::Result<String> {
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut hasher = Sha256::new();
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut buffer = vec![0u8; CHUNK];
+    let mut left = size;
+    while left > 0 {
+        for word in buffer.chunks_exact_mut(8) {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            word.copy_from_slice(&state.to_le_bytes());
+        }
+        let n = left.min(CHUNK as u64) as usize;
+        file.write_all(&buffer[..n])?;
+        hasher.update(&buffer[..n]);
+        left -= n as u64;
+    }
+    file.flush()?;
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// Reads the whole file and returns MiB/s: from the disk itself when `direct` (O_DIRECT bypasses the page cache),
+/// else through the page cache.
+fn disk_read_rate(path: &std::path::Path, direct: bool) -> anyhow::Result<f64> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    if direct {
+        options.custom_flags(libc::O_DIRECT);
+    }
+    let mut file = options.open(path)?;
+    let mut buffer = AlignedBuffer::new(CHUNK);
+    let buffer = buffer.as_mut_slice();
+    let started = Instant::now();
+    let mut total = 0u64;
+    loop {
+        let n = file.read(buffer)?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+    }
+    Ok(total as f64 / MIB / started.elapsed().as_secs_f64())
+}
+
+/// O_DIRECT reads need a buffer aligned to the device's block size; 4096 covers every common device.
+struct AlignedBuffer {
+    ptr: *mut u8,
+    layout: std::alloc::Layout,
+}
+
+impl AlignedBuffer {
+    fn new(len: usize) -> Self {
+        let layout = std::alloc::Layout::from_size_align(len, 4096).expect("a valid layout");
+        // SAFETY: the layout has a non-zero size; the pointer is checked below and freed in Drop.
+        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+        assert!(!ptr.is_null(), "allocation failed");
+        Self { ptr, layout }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: ptr points at layout.size() initialised (zeroed) bytes that this struct owns.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.layout.size()) }
+    }
+}
+
+impl Drop for AlignedBuffer {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this very layout.
+        unsafe { std::alloc::dealloc(self.ptr, self.layout) }
+    }
+}
+
+/// Makes the next read of `path` come from the disk: drops the whole page cache when permitted (root), else evicts
+/// just this file. Returns how it was done, for the report.
+fn make_cold(path: &std::path::Path) -> anyhow::Result<&'static str> {
+    // SAFETY: sync(2) takes no arguments and cannot fail.
+    unsafe { libc::sync() };
+    if std::fs::write("/proc/sys/vm/drop_caches", "3").is_ok() {
+        return Ok("page cache dropped");
+    }
+    evict_from_page_cache(path)?;
+    Ok("file evicted with posix_fadvise (no root: less reliable)")
+}
+
+/// Writes a file's dirty pages out and drops it from the page cache.
+fn evict_from_page_cache(path: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::File::open(path)?;
+    file.sync_all()?;
+    // SAFETY: a plain syscall on a file descriptor that stays open for the call.
+    let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    if rc != 0 {
+        bail!("posix_fadvise failed with {rc}");
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let size: ByteSize = args
+        .next()
+        .unwrap_or_else(|| "1GiB".into())
+        .parse()
+        .map_err(anyhow::Error::msg)?;
+    let server_args: Vec<String> = args.skip_while(|a| a != "--").skip(1).collect();
+    let size = size.as_u64();
+
+    let dir = tempfile::tempdir_in(".").context("a scratch directory beside the target")?;
+    let input = dir.path().join("input.bin");
+    println!("writing a {} test file...", ByteSize::b(size));
+    let expected_sha = write_input(&input, size)?;
+    // The baseline is what any program gets reading the file cold: buffered reads with the kernel's read-ahead.
+    let cold = make_cold(&input)?;
+    let disk = disk_read_rate(&input, false)?;
+    make_cold(&input)?;
+    let direct = disk_read_rate(&input, true)?;
+
+    let mut flags = vec!["--max-upload-size".to_owned(), format!("{}", size + 1)];
+    flags.extend(server_args);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let server = process::ServerProcess::start(&dir.path().join("data"), &flags);
+    let base = server.base.clone();
+    let rss = RssSampler::start(server.child.id());
+    let client = reqwest::Client::new();
+    let created: Value = client
+        .post(format!("{base}/graphql"))
+        .json(&json!({ "query": "mutation { createModel(input: {name: \"bench\", version: \"1\"}) { name } }" }))
+        .send()
+        .await?
+        .json()
+        .await?;
+    if created.get("errors").is_some() {
+        bail!("creating the model failed: {created}");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let idle = rss_bytes(server.child.id()).context("reading the server's RSS")?;
+
+    // Upload.
+    rss.reset();
+    let file = tokio::fs::File::open(&input).await?;
+    let stream = tokio_util::io::ReaderStream::with_capacity(file, CHUNK);
+    let operations = json!({
+        "query": "mutation($file: Upload!) { uploadModelFile(name: \"bench\", version: \"1\", file: $file) { file { size sha256 } } }",
+        "variables": { "file": null }
+    });
+    let form = reqwest::multipart::Form::new()
+        .text("operations", operations.to_string())
+        .text("map", json!({ "0": ["variables.file"] }).to_string())
+        .part(
+            "0",
+            reqwest::multipart::Part::stream_with_length(reqwest::Body::wrap_stream(stream), size)
+                .file_name("bench.bin"),
+        );
+    let started = Instant::now();
+    let response: Value = client
+        .post(format!("{base}/graphql"))
+        .multipart(form)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let upload_secs = started.elapsed().as_secs_f64();
+    let upload_peak = rss.peak();
+    if response["data"]["uploadModelFile"]["file"]["sha256"] != expected_sha {
+        bail!("the server stored other bytes: {response}");
+    }
+
+    // Download, cold: the stored blob comes from the disk, as the baseline does.
+    let blob = dir
+        .path()
+        .join("data/blobs")
+        .join(&expected_sha[..2])
+        .join(&expected_sha);
+    if blob.exists() {
+        make_cold(&blob)?;
+    }
+    rss.reset();
+    let started = Instant::now();
+    let response = client
+        .get(format!("{base}/model/bench/1"))
+        .send()
+        .await?
+        .error_for_status()?;
+    let mut body = response.bytes_stream();
+    let mut hasher = Sha256::new();
+    let mut received = 0u64;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk?;
+        received += chunk.len() as u64;
+        hasher.update(&chunk);
+    }
+    let download_secs = started.elapsed().as_secs_f64();
+    let download_peak = rss.peak();
+    let verified = received == size && hex::encode(hasher.finalize()) == expected_sha;
+
+    let mb = size as f64 / MIB;
+    let (up, down) = (mb / upload_secs, mb / download_secs);
+    let above = |peak: u64| peak.saturating_sub(idle) as f64 / MIB;
+    println!("file size            {}", ByteSize::b(size));
+    println!(
+        "local disk read      {disk:>9.1} MiB/s  (cold, buffered: {cold}; {direct:.1} MiB/s with O_DIRECT)"
+    );
+    println!(
+        "upload (multipart)   {up:>9.1} MiB/s  = {:.2} x disk read   server peak RSS {:.1} MiB above idle",
+        up / disk,
+        above(upload_peak)
+    );
+    println!(
+        "download (cold)      {down:>9.1} MiB/s  = {:.2} x disk read   server peak RSS {:.1} MiB above idle",
+        down / disk,
+        above(download_peak)
+    );
+    println!("server idle RSS      {:.1} MiB", idle as f64 / MIB);
+    println!(
+        "sha256 verified      {}",
+        if verified { "yes" } else { "NO" }
+    );
+    let rss_ok = above(upload_peak.max(download_peak)) < 64.0;
+    let download_ok = down >= disk / 2.0;
+    println!(
+        "target: peak RSS < 64 MiB above idle         {}",
+        if rss_ok { "met" } else { "MISSED" }
+    );
+    println!(
+        "target: download >= 0.5 x disk read          {}",
+        if download_ok { "met" } else { "MISSED" }
+    );
+    if !verified {
+        bail!("the downloaded bytes differ from the uploaded ones");
+    }
+    Ok(())
+}
