@@ -65,6 +65,14 @@ impl Requirement {
 /// Components usually pin one version (`2.12.0`): it matches when it satisfies `wanted` (`>=2.12,<3`). A component
 /// that itself asks for a range matches a search for a single version that the range accepts. Two ranges match only
 /// when they are written the same way: overlap of ranges is not what users search for.
+///
+/// ```
+/// use component_repository::domain::version::requirement_matches;
+///
+/// assert!(requirement_matches("2.13.0", ">=2.12,<3"));
+/// assert!(requirement_matches(">=2.12", "2.13.0"));
+/// assert!(!requirement_matches("3.0.0", ">=2.12,<3"));
+/// ```
 pub fn requirement_matches(required: &str, wanted: &str) -> bool {
     let wanted_requirement = Requirement::parse(wanted);
     if matches!(wanted_requirement, Requirement::Any) {
