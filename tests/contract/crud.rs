@@ -7,6 +7,21 @@ pub const MODEL_FIELDS: &str =
     "name version library description createdAt updatedAt file { size sha256 }";
 pub const NEEDS_FIELDS: &str = "needs { storage ram gpu preinstalledLibraries { name version } availableModels { name version } }";
 
+pub async fn health_and_readiness_answer(start: Starter) {
+    let app = start(Options::default()).await;
+    let alive = app.get("/healthz").await;
+    assert_eq!(alive.status(), 200);
+    assert_eq!(
+        alive.json::<serde_json::Value>().await.unwrap()["status"],
+        "ok"
+    );
+    let ready = app.get("/readyz").await;
+    assert_eq!(ready.status(), 200, "the store answers");
+    let body: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(body["status"], "ready");
+    assert!(body["backend"].is_string());
+}
+
 pub async fn creates_and_fetches_every_kind(start: Starter) {
     let app = start(Options::default()).await;
     let created = app

@@ -118,56 +118,28 @@ pub async fn serves_conditional_and_range_requests(start: Starter) {
     let data = bytes(10_000, 3);
     app.upload(UPLOAD_MODEL, json!({}), data.clone(), "m.zip")
         .await;
-    let url = app.url("/model/fall-detection/pilot-2-1");
+    const PATH: &str = "/model/fall-detection/pilot-2-1";
     let etag = format!("\"{}\"", sha256_hex(&data));
 
     let response = app
-        .client
-        .get(&url)
-        .header("if-none-match", &etag)
-        .send()
-        .await
-        .unwrap();
+        .get_with(PATH, &[("if-none-match", etag.as_str())])
+        .await;
     assert_eq!(response.status(), 304);
     assert_eq!(response.headers()["etag"], etag.as_str());
-    let response = app
-        .client
-        .get(&url)
-        .header("if-none-match", "\"other\"")
-        .send()
-        .await
-        .unwrap();
+    let response = app.get_with(PATH, &[("if-none-match", "\"other\"")]).await;
     assert_eq!(response.status(), 200);
 
-    let response = app
-        .client
-        .get(&url)
-        .header("range", "bytes=100-199")
-        .send()
-        .await
-        .unwrap();
+    let response = app.get_with(PATH, &[("range", "bytes=100-199")]).await;
     assert_eq!(response.status(), 206);
     assert_eq!(response.headers()["content-range"], "bytes 100-199/10000");
     assert_eq!(response.headers()["content-length"], "100");
     assert_eq!(response.bytes().await.unwrap().as_ref(), &data[100..200]);
 
-    let response = app
-        .client
-        .get(&url)
-        .header("range", "bytes=-10")
-        .send()
-        .await
-        .unwrap();
+    let response = app.get_with(PATH, &[("range", "bytes=-10")]).await;
     assert_eq!(response.status(), 206);
     assert_eq!(response.bytes().await.unwrap().as_ref(), &data[9_990..]);
 
-    let response = app
-        .client
-        .get(&url)
-        .header("range", "bytes=10000-")
-        .send()
-        .await
-        .unwrap();
+    let response = app.get_with(PATH, &[("range", "bytes=10000-")]).await;
     assert_eq!(response.status(), 416);
     assert_eq!(response.headers()["content-range"], "bytes */10000");
     assert_eq!(
@@ -177,13 +149,8 @@ pub async fn serves_conditional_and_range_requests(start: Starter) {
 
     // A partial copy of other bytes (stale If-Range) gets the whole file.
     let response = app
-        .client
-        .get(&url)
-        .header("range", "bytes=0-9")
-        .header("if-range", "\"stale\"")
-        .send()
-        .await
-        .unwrap();
+        .get_with(PATH, &[("range", "bytes=0-9"), ("if-range", "\"stale\"")])
+        .await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.bytes().await.unwrap().len(), 10_000);
 }

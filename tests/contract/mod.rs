@@ -21,6 +21,7 @@ pub type Starter = fn(Options) -> Pin<Box<dyn Future<Output = TestApp> + Send>>;
 macro_rules! contract_suite {
     ($starter:path) => {
         $crate::contract_suite!(@tests $starter;
+            health_and_readiness_answer,
             creates_and_fetches_every_kind,
             refuses_duplicate_keys,
             concurrent_creates_have_one_winner,
