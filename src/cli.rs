@@ -22,6 +22,17 @@ pub enum Command {
     Serve,
     /// Print the GraphQL schema (SDL) and exit.
     Schema,
+    /// Remove stored files that no component refers to (older than `--gc-grace-secs`), print what went, and exit.
+    Gc,
+}
+
+/// Where components are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StoreKind {
+    /// redb metadata and content-addressed files in `--data-dir`: no server needed.
+    Embedded,
+    /// MongoDB collections and GridFS, for deployments that outgrow one machine.
+    Mongodb,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -34,6 +45,19 @@ pub struct ServeArgs {
         global = true
     )]
     pub bind: SocketAddr,
+
+    /// Storage backend.
+    #[arg(
+        long,
+        env = "REPOSITORY_STORE",
+        value_enum,
+        default_value_t = StoreKind::Embedded,
+        global = true
+    )]
+    pub store: StoreKind,
+
+    #[command(flatten)]
+    pub mongodb: MongoArgs,
 
     /// Directory of the embedded store (metadata database and files).
     #[arg(
@@ -76,4 +100,105 @@ pub struct ServeArgs {
         global = true
     )]
     pub shutdown_grace_secs: u64,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct MongoArgs {
+    /// MongoDB connection string (`--store mongodb`). It may hold credentials: it is never logged.
+    #[arg(
+        long,
+        env = "MONGODB_URI",
+        default_value = "mongodb://localhost:27017",
+        global = true,
+        hide_env_values = true
+    )]
+    pub mongodb_uri: String,
+
+    /// Database of the metadata collections.
+    #[arg(
+        long,
+        env = "REPOSITORY_MONGODB_DATABASE",
+        default_value = "repository",
+        global = true
+    )]
+    pub mongodb_database: String,
+
+    /// Database of the GridFS bucket that holds the files.
+    #[arg(
+        long,
+        env = "REPOSITORY_MONGODB_GRID_DATABASE",
+        default_value = "repository_grid",
+        global = true
+    )]
+    pub mongodb_grid_database: String,
+
+    /// GridFS bucket name.
+    #[arg(
+        long,
+        env = "REPOSITORY_MONGODB_BUCKET",
+        default_value = "fs",
+        global = true
+    )]
+    pub mongodb_bucket: String,
+
+    /// Longest wait for a usable MongoDB server before a request fails with 503 / UNAVAILABLE, in seconds.
+    #[arg(
+        long,
+        env = "REPOSITORY_MONGODB_TIMEOUT_SECS",
+        default_value_t = 5,
+        global = true
+    )]
+    pub mongodb_timeout_secs: u64,
+
+    /// How often the server collects unreferenced files, in seconds (0: never; `gc` runs it by hand).
+    #[arg(
+        long,
+        env = "REPOSITORY_GC_INTERVAL_SECS",
+        default_value_t = 3600,
+        global = true
+    )]
+    pub gc_interval_secs: u64,
+
+    /// Files younger than this are never collected, so uploads in flight are safe, in seconds.
+    #[arg(
+        long,
+        env = "REPOSITORY_GC_GRACE_SECS",
+        default_value_t = 86_400,
+        global = true
+    )]
+    pub gc_grace_secs: u64,
+}
+
+impl MongoArgs {
+    /// The connection string with any password replaced, for logs.
+    pub fn redacted_uri(&self) -> String {
+        redact_uri(&self.mongodb_uri)
+    }
+}
+
+/// Replaces the user information of a URI (`scheme://user:password@hosts/...`) with `***`.
+pub fn redact_uri(uri: &str) -> String {
+    let Some((scheme, rest)) = uri.split_once("://") else {
+        return "***".to_string();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => uri.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_uri;
+
+    #[test]
+    fn credentials_never_reach_the_logs() {
+        assert_eq!(
+            redact_uri("mongodb://admin:s3cr@t@db-0,db-1:27017/repo?replicaSet=rs0"),
+            "mongodb://***@db-0,db-1:27017/repo?replicaSet=rs0"
+        );
+        assert_eq!(redact_uri("mongodb://db:27017"), "mongodb://db:27017");
+        assert_eq!(redact_uri("not a uri with secret@host"), "***");
+    }
 }

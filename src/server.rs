@@ -8,17 +8,65 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 
 use crate::api::{self, Links};
-use crate::cli::ServeArgs;
+use crate::cli::{ServeArgs, StoreKind};
 use crate::service::RepositoryService;
 use crate::store::Store;
 use crate::store::embedded::EmbeddedStore;
+use crate::store::mongodb::{MongoConfig, MongoStore};
 
 /// Opens the store the configuration names.
 pub async fn open_store(args: &ServeArgs) -> anyhow::Result<Arc<dyn Store>> {
-    let store = EmbeddedStore::open(&args.data_dir)
-        .await
-        .with_context(|| format!("opening the embedded store in {}", args.data_dir.display()))?;
-    Ok(Arc::new(store))
+    match args.store {
+        StoreKind::Embedded => {
+            let store = EmbeddedStore::open(&args.data_dir).await.with_context(|| {
+                format!("opening the embedded store in {}", args.data_dir.display())
+            })?;
+            Ok(Arc::new(store))
+        }
+        StoreKind::Mongodb => {
+            let mongo = &args.mongodb;
+            let config = MongoConfig {
+                uri: mongo.mongodb_uri.clone(),
+                database: mongo.mongodb_database.clone(),
+                grid_database: mongo.mongodb_grid_database.clone(),
+                bucket: mongo.mongodb_bucket.clone(),
+                timeout: Duration::from_secs(mongo.mongodb_timeout_secs.max(1)),
+            };
+            let store = MongoStore::connect(&config)
+                .await
+                .with_context(|| format!("connecting to MongoDB at {}", mongo.redacted_uri()))?;
+            Ok(Arc::new(store))
+        }
+    }
+}
+
+/// Collects unreferenced files every `--gc-interval-secs`, for as long as the returned task runs.
+pub fn spawn_periodic_gc(
+    store: Arc<dyn Store>,
+    args: &ServeArgs,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let interval = Duration::from_secs(args.mongodb.gc_interval_secs);
+    let grace = Duration::from_secs(args.mongodb.gc_grace_secs);
+    if interval.is_zero() || args.store == StoreKind::Embedded {
+        return None;
+    }
+    Some(tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            match store.collect_garbage(grace).await {
+                Ok(report) => tracing::info!(
+                    files = report.files,
+                    stray_chunks = report.stray_chunks,
+                    "garbage collected"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, "garbage collection failed; retrying at the next interval")
+                }
+            }
+        }
+    }))
 }
 
 pub fn app(store: Arc<dyn Store>, args: &ServeArgs) -> axum::Router {

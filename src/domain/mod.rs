@@ -13,3 +13,10 @@ pub use component::{
 pub use error::DomainError;
 pub use filter::{ComponentFilter, Device, LibraryWanted, ModelWanted, NeedsFilter};
 pub use key::{ComponentKey, Kind, MAX_KEY_BYTES, ModelKey, validate_key_part};
+
+/// The current time at millisecond precision: the precision every backend stores (BSON dates have no more), so a
+/// timestamp reads back exactly as it was returned when it was written.
+pub fn now() -> chrono::DateTime<chrono::Utc> {
+    use chrono::SubsecRound;
+    chrono::Utc::now().trunc_subsecs(3)
+}

@@ -6,8 +6,6 @@ mod error;
 use std::ops::Range;
 use std::sync::Arc;
 
-use chrono::Utc;
-
 pub use self::error::ServiceError;
 use crate::domain::{
     Component, ComponentFilter, ComponentKey, Device, Kind, ModelKey, NeedsFilter, Spec, StoredFile,
@@ -60,7 +58,7 @@ impl RepositoryService {
     }
 
     pub async fn create(&self, key: ComponentKey, spec: Spec) -> Result<Component, ServiceError> {
-        let component = Component::new(key, spec, Utc::now())?;
+        let component = Component::new(key, spec, crate::domain::now())?;
         self.store.insert(component.clone()).await?;
         Ok(component)
     }

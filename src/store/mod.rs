@@ -1,6 +1,7 @@
 //! Storage behind one trait. Each backend lives in its own module; the service layer is the only caller.
 
 pub mod embedded;
+pub mod mongodb;
 mod staging;
 
 use std::io;
@@ -16,7 +17,7 @@ use crate::domain::{
     Component, ComponentFilter, ComponentKey, DomainError, Kind, ModelKey, Spec, StoredFile,
 };
 
-pub use staging::{StagedBlob, StagedLocation, stage_to_file};
+pub use staging::{RemoteBlob, StagedBlob, StagedLocation, stage_to_file};
 
 /// A stream of bytes coming out of a store.
 pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
@@ -25,8 +26,9 @@ pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
 pub type UploadStream<'a> = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send + 'a>>;
 
 /// A change to a component's metadata, applied inside the store's own transaction so that concurrent uploads and
-/// updates never overwrite each other.
-pub type SpecUpdate = Box<dyn FnOnce(&mut Spec) -> Result<(), DomainError> + Send>;
+/// updates never overwrite each other. A store that detects a concurrent change re-applies it to the fresh
+/// metadata, so it may run more than once.
+pub type SpecUpdate = Box<dyn Fn(&mut Spec) -> Result<(), DomainError> + Send + Sync>;
 
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -74,6 +76,15 @@ pub struct FileMeta {
     pub content_type: String,
 }
 
+/// What a garbage collection removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct GcReport {
+    /// Stored files that no component referred to.
+    pub files: u64,
+    /// Pieces of uploads that never finished.
+    pub stray_chunks: u64,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// A short name for logs and `/readyz`.
@@ -116,6 +127,14 @@ pub trait Store: Send + Sync + 'static {
         staged: StagedBlob,
         meta: FileMeta,
     ) -> Result<Component, StoreError>;
+
+    /// Removes stored files that no component refers to and that are older than `grace`. The embedded store
+    /// reclaims files as their last reference goes and cleans up after crashes at start-up, so it has nothing
+    /// left to do here.
+    async fn collect_garbage(&self, grace: std::time::Duration) -> Result<GcReport, StoreError> {
+        let _ = grace;
+        Ok(GcReport::default())
+    }
 
     /// Streams `range` of a stored file.
     async fn read(

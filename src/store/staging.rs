@@ -25,6 +25,48 @@ pub struct StagedBlob {
 pub enum StagedLocation {
     /// A fsynced temporary file, deleted when dropped unless it is persisted.
     File(TempPath),
+    /// An object already written to a remote store, discarded when dropped unless it is kept.
+    Remote(RemoteBlob),
+}
+
+/// A blob written to a remote store that nothing refers to yet. Dropping it runs its discard action (which must
+/// not block: remote stores spawn the deletion); [`RemoteBlob::keep`] disarms it once a component refers to it.
+pub struct RemoteBlob {
+    id: String,
+    discard: Option<Box<dyn FnOnce() + Send + Sync>>,
+}
+
+impl RemoteBlob {
+    pub fn new(id: String, discard: impl FnOnce() + Send + Sync + 'static) -> Self {
+        Self {
+            id,
+            discard: Some(Box::new(discard)),
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The blob is referred to now: it must outlive this guard.
+    pub fn keep(mut self) -> String {
+        self.discard = None;
+        std::mem::take(&mut self.id)
+    }
+}
+
+impl Drop for RemoteBlob {
+    fn drop(&mut self) {
+        if let Some(discard) = self.discard.take() {
+            discard();
+        }
+    }
+}
+
+impl std::fmt::Debug for RemoteBlob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteBlob").field("id", &self.id).finish()
+    }
 }
 
 /// Writes `body` to a new temporary file in `dir`, refusing more than `limit` bytes. On any error the temporary

@@ -20,7 +20,11 @@ pub type Starter = fn(Options) -> Pin<Box<dyn Future<Output = TestApp> + Send>>;
 #[macro_export]
 macro_rules! contract_suite {
     ($starter:path) => {
-        $crate::contract_suite!(@tests $starter;
+        $crate::contract_suite!($starter, |_test: &str| -> Option<String> { None });
+    };
+    // `skip(test)` names a reason when a test cannot run on this backend here; the test then says so loudly.
+    ($starter:path, $skip:expr) => {
+        $crate::contract_suite!(@tests $starter, $skip;
             health_and_readiness_answer,
             creates_and_fetches_every_kind,
             refuses_duplicate_keys,
@@ -47,10 +51,14 @@ macro_rules! contract_suite {
             available_models_resolve_to_models,
         );
     };
-    (@tests $starter:path; $($name:ident),* $(,)?) => {
+    (@tests $starter:path, $skip:expr; $($name:ident),* $(,)?) => {
         $(
             #[tokio::test]
             async fn $name() {
+                if let Some(reason) = ($skip)(stringify!($name)) {
+                    common::report_skip(stringify!($name), &reason);
+                    return;
+                }
                 contract::$name($starter).await;
             }
         )*

@@ -88,7 +88,7 @@ impl NeedsInput {
 
 /// A partial change of needs: fields left out stay as they are; `storage: null` or `ram: null` clears a figure;
 /// a list given replaces the whole list.
-#[derive(InputObject, Default)]
+#[derive(Clone, InputObject, Default)]
 pub struct NeedsPatch {
     pub storage: MaybeUndefined<f64>,
     pub ram: MaybeUndefined<f64>,
@@ -134,7 +134,7 @@ impl CreateModelInput {
 }
 
 /// Fields left out stay as they are.
-#[derive(InputObject)]
+#[derive(Clone, InputObject)]
 pub struct UpdateModelInput {
     pub library: Option<String>,
     pub description: Option<String>,
@@ -168,7 +168,7 @@ impl CreateTransformationInput {
 }
 
 /// Fields left out stay as they are.
-#[derive(InputObject)]
+#[derive(Clone, InputObject)]
 pub struct UpdateTransformationInput {
     pub description: Option<String>,
     pub parameter_types: Option<Json<BTreeMap<String, String>>>,
@@ -206,7 +206,7 @@ impl CreateServiceInput {
 }
 
 /// Fields left out stay as they are.
-#[derive(InputObject)]
+#[derive(Clone, InputObject)]
 pub struct UpdateServiceInput {
     pub description: Option<String>,
     pub needs: Option<NeedsPatch>,
@@ -237,7 +237,7 @@ impl CreateInferencerInput {
 }
 
 /// Fields left out stay as they are.
-#[derive(InputObject)]
+#[derive(Clone, InputObject)]
 pub struct UpdateInferencerInput {
     pub description: Option<String>,
     pub library: Option<String>,

@@ -92,7 +92,7 @@ async fn upload<T: FromNode>(
 /// A metadata update that only applies to one kind of spec.
 fn update_of<S: 'static>(
     pick: fn(&mut Spec) -> Option<&mut S>,
-    apply: impl FnOnce(&mut S) -> Result<(), DomainError> + Send + 'static,
+    apply: impl Fn(&mut S) -> Result<(), DomainError> + Send + Sync + 'static,
 ) -> SpecUpdate {
     Box::new(move |spec| match pick(spec) {
         Some(inner) => apply(inner),
@@ -130,6 +130,7 @@ impl MutationRoot {
                 _ => None,
             },
             move |m| {
+                let input = input.clone();
                 replace(&mut m.library, input.library);
                 replace(&mut m.description, input.description);
                 Ok(())
@@ -179,7 +180,7 @@ impl MutationRoot {
                 Spec::Transformation(t) => Some(t),
                 _ => None,
             },
-            move |t| input.apply(t),
+            move |t| input.clone().apply(t),
         );
         update(
             ctx,
@@ -227,6 +228,7 @@ impl MutationRoot {
                 _ => None,
             },
             move |s| {
+                let input = input.clone();
                 replace(&mut s.description, input.description);
                 input.needs.unwrap_or_default().apply(&mut s.needs)
             },
@@ -268,6 +270,7 @@ impl MutationRoot {
                 _ => None,
             },
             move |i| {
+                let input = input.clone();
                 replace(&mut i.description, input.description);
                 replace(&mut i.library, input.library);
                 replace(&mut i.use_cuda, input.use_cuda);

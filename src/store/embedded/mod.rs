@@ -15,7 +15,6 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
-use chrono::Utc;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use std::io::{Read, Seek};
 
@@ -360,7 +359,7 @@ impl Store for EmbeddedStore {
                 read_component(&txn, &key)?.ok_or_else(|| StoreError::NotFound(key.clone()))?;
             update(&mut component.spec)?;
             component.spec.validate()?;
-            component.updated_at = Utc::now();
+            component.updated_at = crate::domain::now();
             write_component(&txn, &component)?;
             txn.commit().or_backend()?;
             Ok(component)
@@ -404,12 +403,17 @@ impl Store for EmbeddedStore {
         staged: StagedBlob,
         meta: FileMeta,
     ) -> Result<Component, StoreError> {
-        let _blobs = self.blob_lock.lock().await;
         let StagedBlob {
             sha256,
             size,
             location: StagedLocation::File(temp),
-        } = staged;
+        } = staged
+        else {
+            return Err(StoreError::Backend(
+                "a blob staged by another backend cannot be attached here".into(),
+            ));
+        };
+        let _blobs = self.blob_lock.lock().await;
         {
             let blobs = self.blobs.clone();
             let digest = sha256.clone();
@@ -423,7 +427,7 @@ impl Store for EmbeddedStore {
             sha256: sha256.clone(),
             content_type: meta.content_type,
             filename: meta.filename,
-            uploaded_at: Utc::now(),
+            uploaded_at: crate::domain::now(),
         };
         let key = key.clone();
         let committed = self
@@ -436,7 +440,7 @@ impl Store for EmbeddedStore {
                 if let Some(previous) = &previous {
                     adjust_refs(&txn, &previous.blob_id, -1)?;
                 }
-                component.updated_at = Utc::now();
+                component.updated_at = crate::domain::now();
                 write_component(&txn, &component)?;
                 txn.commit().or_backend()?;
                 Ok((component, previous))

@@ -1,0 +1,392 @@
+//! Components as MongoDB documents, in the original service's layout.
+//!
+//! The original's field names are kept exactly (`model_name`, `meta`, `RAM`, `GPU`, `model_id` / `storage_id` as
+//! hex ObjectId strings), so a database it wrote is served as it is and what we write stays readable by it. Our
+//! additions are fields the original never reads: `file` (size, sha256, content type, filename, upload time),
+//! `created_at`, `updated_at` and `rev` (the optimistic-concurrency counter of metadata updates).
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use mongodb::bson::oid::ObjectId;
+use mongodb::bson::{self as bson, Bson, DateTime as BsonDateTime, Document, doc};
+
+use crate::domain::{
+    Component, ComponentKey, InferencerSpec, Kind, ModelSpec, Needs, ServiceSpec, Spec, StoredFile,
+    TransformationSpec,
+};
+use crate::store::StoreError;
+
+/// The collection of each kind, named as in the original.
+pub fn collection_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Model => "models",
+        Kind::Transformation => "transformations",
+        Kind::Service => "services",
+        Kind::Inferencer => "inferencers",
+    }
+}
+
+/// The field holding the GridFS id of a component's binary: the original named it differently for models.
+pub fn file_ref_field(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Model => "model_id",
+        _ => "storage_id",
+    }
+}
+
+/// The fields a listing of `kind` is sorted by, which are also its unique key.
+pub fn key_fields(kind: Kind) -> &'static [&'static str] {
+    match kind {
+        Kind::Model => &["model_name", "model_version"],
+        _ => &["id"],
+    }
+}
+
+/// The query selecting one component.
+pub fn key_filter(key: &ComponentKey) -> Document {
+    match key {
+        ComponentKey::Model(m) => doc! { "model_name": &m.name, "model_version": &m.version },
+        ComponentKey::Transformation { id }
+        | ComponentKey::Service { id }
+        | ComponentKey::Inferencer { id } => doc! { "id": id },
+    }
+}
+
+/// The GridFS file name the original gave a component's binary: `model/{name}/{version}` or `{kind}/{id}`.
+pub fn grid_filename(key: &ComponentKey) -> String {
+    format!("{}/{}", key.kind().as_str(), key.path_segments().join("/"))
+}
+
+fn to_bson_date(t: DateTime<Utc>) -> BsonDateTime {
+    BsonDateTime::from_millis(t.timestamp_millis())
+}
+
+fn string_map(map: &BTreeMap<String, String>) -> Document {
+    map.iter()
+        .map(|(k, v)| (k.clone(), Bson::String(v.clone())))
+        .collect()
+}
+
+fn needs_document(needs: &Needs) -> Document {
+    doc! {
+        "storage": needs.storage,
+        "RAM": needs.ram,
+        "GPU": needs.gpu,
+        "preinstalled_libraries": string_map(&needs.preinstalled_libraries),
+        "available_models": string_map(&needs.available_models),
+    }
+}
+
+/// The metadata fields of a spec, as `$set` by updates and written by inserts.
+pub fn spec_fields(spec: &Spec) -> Result<Document, StoreError> {
+    Ok(match spec {
+        Spec::Model(m) => doc! {
+            "meta": { "library": &m.library, "description": &m.description },
+        },
+        Spec::Transformation(t) => {
+            let defaults = bson::to_bson(&t.default_values)
+                .map_err(|e| StoreError::Backend(format!("encoding default values: {e}")))?;
+            doc! {
+                "description": &t.description,
+                "parameter_types": string_map(&t.parameter_types),
+                "default_values": defaults,
+                "outputs": &t.outputs,
+                "needs": needs_document(&t.needs),
+            }
+        }
+        Spec::Service(s) => doc! {
+            "description": &s.description,
+            "needs": needs_document(&s.needs),
+        },
+        Spec::Inferencer(i) => doc! {
+            "description": &i.description,
+            "library": &i.library,
+            "use_cuda": i.use_cuda,
+            "needs": needs_document(&i.needs),
+        },
+    })
+}
+
+/// Our record of a stored binary, kept beside the original's file reference.
+pub fn file_document(file: &StoredFile) -> Document {
+    doc! {
+        "size": file.size as i64,
+        "sha256": &file.sha256,
+        "content_type": &file.content_type,
+        "filename": &file.filename,
+        "uploaded_at": to_bson_date(file.uploaded_at),
+    }
+}
+
+/// A whole new component document.
+pub fn to_document(component: &Component) -> Result<Document, StoreError> {
+    let mut document = key_filter(&component.key);
+    document.extend(spec_fields(&component.spec)?);
+    let field = file_ref_field(component.kind());
+    match &component.file {
+        Some(file) => {
+            document.insert(field, &file.blob_id);
+            document.insert("file", file_document(file));
+        }
+        None => {
+            document.insert(field, Bson::Null);
+        }
+    }
+    document.insert("created_at", to_bson_date(component.created_at));
+    document.insert("updated_at", to_bson_date(component.updated_at));
+    document.insert("rev", 0_i64);
+    Ok(document)
+}
+
+/// A component read back, with what the store must still look up about it.
+pub struct Decoded {
+    pub component: Component,
+    /// The document's `rev` (absent in documents the original wrote).
+    pub rev: Option<i64>,
+    /// A GridFS file that the original referenced without our `file` record: the store fills in size and date
+    /// from GridFS.
+    pub legacy_file: Option<ObjectId>,
+}
+
+fn damaged(kind: Kind, what: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(format!("a stored {kind} document is damaged: {what}"))
+}
+
+fn string(document: &Document, field: &str) -> String {
+    match document.get(field) {
+        Some(Bson::String(s)) => s.clone(),
+        _ => String::new(),
+    }
+}
+
+fn number(value: Option<&Bson>) -> Option<f64> {
+    match value {
+        Some(Bson::Double(v)) => Some(*v),
+        Some(Bson::Int32(v)) => Some(f64::from(*v)),
+        Some(Bson::Int64(v)) => Some(*v as f64),
+        _ => None,
+    }
+}
+
+/// An integer, whichever BSON width the server chose for it (servers built on JSON storage narrow small ones).
+pub fn integer(value: Option<&Bson>) -> Option<i64> {
+    match value {
+        Some(Bson::Int32(v)) => Some(i64::from(*v)),
+        Some(Bson::Int64(v)) => Some(*v),
+        Some(Bson::Double(v)) if v.fract() == 0.0 && v.abs() < 9.0e15 => Some(*v as i64),
+        _ => None,
+    }
+}
+
+fn boolean(value: Option<&Bson>) -> bool {
+    matches!(value, Some(Bson::Boolean(true)))
+}
+
+/// A map of strings; the original stored missing maps as null, and versions may have been written as numbers.
+fn read_string_map(value: Option<&Bson>) -> BTreeMap<String, String> {
+    let Some(Bson::Document(map)) = value else {
+        return BTreeMap::new();
+    };
+    map.iter()
+        .map(|(k, v)| {
+            let text = match v {
+                Bson::String(s) => s.clone(),
+                Bson::Null => String::new(),
+                other => other.to_string(),
+            };
+            (k.clone(), text)
+        })
+        .collect()
+}
+
+fn read_needs(document: &Document) -> Needs {
+    let Ok(needs) = document.get_document("needs") else {
+        return Needs::default();
+    };
+    Needs {
+        storage: number(needs.get("storage")),
+        ram: number(needs.get("RAM")),
+        gpu: boolean(needs.get("GPU")),
+        preinstalled_libraries: read_string_map(needs.get("preinstalled_libraries")),
+        available_models: read_string_map(needs.get("available_models")),
+    }
+}
+
+fn read_date(value: Option<&Bson>) -> Option<DateTime<Utc>> {
+    match value {
+        Some(Bson::DateTime(t)) => DateTime::from_timestamp_millis(t.timestamp_millis()),
+        _ => None,
+    }
+}
+
+fn read_key(kind: Kind, document: &Document) -> Result<ComponentKey, StoreError> {
+    match kind {
+        Kind::Model => ComponentKey::model(
+            string(document, "model_name"),
+            string(document, "model_version"),
+        ),
+        other => ComponentKey::with_id(other, string(document, "id")),
+    }
+    .map_err(|e| damaged(kind, e))
+}
+
+fn read_spec(kind: Kind, document: &Document) -> Result<Spec, StoreError> {
+    Ok(match kind {
+        Kind::Model => {
+            let meta = document.get_document("meta").ok();
+            let field = |name: &str| meta.map(|m| string(m, name)).unwrap_or_default();
+            Spec::Model(ModelSpec {
+                library: field("library"),
+                description: field("description"),
+            })
+        }
+        Kind::Transformation => Spec::Transformation(TransformationSpec {
+            description: string(document, "description"),
+            parameter_types: read_string_map(document.get("parameter_types")),
+            default_values: match document.get("default_values") {
+                Some(Bson::Document(values)) => {
+                    bson::from_document(values.clone()).map_err(|e| damaged(kind, e))?
+                }
+                _ => serde_json::Map::new(),
+            },
+            outputs: match document.get("outputs") {
+                Some(Bson::Array(items)) => items
+                    .iter()
+                    .map(|item| match item {
+                        Bson::String(s) => s.clone(),
+                        other => other.to_string(),
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            },
+            needs: read_needs(document),
+        }),
+        Kind::Service => Spec::Service(ServiceSpec {
+            description: string(document, "description"),
+            needs: read_needs(document),
+        }),
+        Kind::Inferencer => Spec::Inferencer(InferencerSpec {
+            description: string(document, "description"),
+            library: string(document, "library"),
+            use_cuda: boolean(document.get("use_cuda")),
+            needs: read_needs(document),
+        }),
+    })
+}
+
+fn read_file(kind: Kind, document: &Document) -> (Option<StoredFile>, Option<ObjectId>) {
+    let Some(Bson::String(blob_id)) = document.get(file_ref_field(kind)) else {
+        return (None, None);
+    };
+    let recorded = document.get_document("file").ok().and_then(|file| {
+        Some(StoredFile {
+            blob_id: blob_id.clone(),
+            size: u64::try_from(integer(file.get("size"))?).ok()?,
+            sha256: string(file, "sha256"),
+            content_type: string(file, "content_type"),
+            filename: string(file, "filename"),
+            uploaded_at: read_date(file.get("uploaded_at"))?,
+        })
+    });
+    match recorded {
+        Some(file) => (Some(file), None),
+        None => (None, ObjectId::parse_str(blob_id).ok()),
+    }
+}
+
+pub fn from_document(kind: Kind, document: &Document) -> Result<Decoded, StoreError> {
+    let key = read_key(kind, document)?;
+    let spec = read_spec(kind, document)?;
+    let (file, legacy_file) = read_file(kind, document);
+    // Documents the original wrote have no dates of ours: their ObjectId tells when they were created.
+    let created_at = read_date(document.get("created_at"))
+        .or_else(|| {
+            document
+                .get_object_id("_id")
+                .ok()
+                .and_then(|id| DateTime::from_timestamp_millis(id.timestamp().timestamp_millis()))
+        })
+        .unwrap_or_default();
+    let updated_at = read_date(document.get("updated_at")).unwrap_or(created_at);
+    Ok(Decoded {
+        component: Component {
+            key,
+            spec,
+            file,
+            created_at,
+            updated_at,
+        },
+        rev: integer(document.get("rev")),
+        legacy_file,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service() -> Component {
+        let key = ComponentKey::with_id(Kind::Service, "inference.svc").unwrap();
+        let spec = Spec::Service(ServiceSpec {
+            description: "gRPC servicer".into(),
+            needs: Needs {
+                ram: Some(1.5),
+                storage: None,
+                gpu: true,
+                preinstalled_libraries: [("grpcio".to_string(), ">=1.50".to_string())].into(),
+                available_models: [("fall-detection".to_string(), "pilot-2-1".to_string())].into(),
+            },
+        });
+        Component::new(key, spec, Utc::now()).unwrap()
+    }
+
+    #[test]
+    fn documents_use_the_original_field_names() {
+        let document = to_document(&service()).unwrap();
+        assert_eq!(document.get_str("id").unwrap(), "inference.svc");
+        let needs = document.get_document("needs").unwrap();
+        assert_eq!(needs.get_f64("RAM").unwrap(), 1.5);
+        assert!(needs.get_bool("GPU").unwrap());
+        assert_eq!(document.get("storage_id"), Some(&Bson::Null));
+    }
+
+    #[test]
+    fn a_component_survives_the_round_trip() {
+        let mut component = service();
+        // BSON dates keep milliseconds.
+        component.created_at = DateTime::from_timestamp_millis(1_700_000_000_123).unwrap();
+        component.updated_at = component.created_at;
+        let decoded = from_document(Kind::Service, &to_document(&component).unwrap()).unwrap();
+        assert_eq!(decoded.component, component);
+        assert_eq!(decoded.rev, Some(0));
+    }
+
+    #[test]
+    fn documents_of_the_original_are_read_leniently() {
+        let id = ObjectId::new();
+        let document = doc! {
+            "_id": id,
+            "id": "custom.img_transpose",
+            "description": "transpose",
+            "parameter_types": { "axes": "list" },
+            "default_values": { "axes": [1, 0, 2] },
+            "outputs": ["image"],
+            "needs": { "storage": 1, "RAM": null, "GPU": false, "preinstalled_libraries": null, "available_models": null },
+            "storage_id": id.to_hex(),
+        };
+        let decoded = from_document(Kind::Transformation, &document).unwrap();
+        let Spec::Transformation(spec) = &decoded.component.spec else {
+            panic!("not a transformation");
+        };
+        assert_eq!(spec.needs.storage, Some(1.0));
+        assert_eq!(spec.needs.ram, None);
+        assert_eq!(spec.default_values["axes"], serde_json::json!([1, 0, 2]));
+        assert_eq!(
+            decoded.legacy_file,
+            Some(id),
+            "the file is looked up in GridFS"
+        );
+        assert_eq!(decoded.rev, None);
+    }
+}

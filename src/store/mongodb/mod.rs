@@ -1,0 +1,526 @@
+//! The MongoDB backend: metadata in the original service's collections, binaries in GridFS.
+//!
+//! Consistency without multi-document transactions (a standalone server has none) rests on two orders:
+//! - an upload is written to GridFS completely before a component refers to it, and the file it replaces is
+//!   deleted only after the reference has switched, so a failure at any step leaves the previous file served;
+//! - what a crash leaves unreferenced (a finished upload never attached, a replaced file not yet deleted, the
+//!   chunks of an interrupted upload) is removed by `collect_garbage` once its grace period is over.
+//!
+//! Metadata updates are compare-and-set on a revision counter, so concurrent partial updates never lose one
+//! another's changes.
+
+mod documents;
+mod gridfs;
+mod query;
+
+use std::collections::HashSet;
+use std::ops::Range;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::TryStreamExt;
+use mongodb::bson::oid::ObjectId;
+use mongodb::bson::{Bson, Document, doc};
+use mongodb::error::{ErrorKind, WriteFailure};
+use mongodb::options::{ClientOptions, IndexOptions, ReturnDocument};
+use mongodb::{Client, Collection, Database, IndexModel};
+use tokio::sync::OnceCell;
+
+use self::documents::{
+    Decoded, collection_name, file_document, file_ref_field, from_document, grid_filename, integer,
+    key_fields, key_filter, spec_fields, to_document,
+};
+use self::gridfs::Grid;
+use self::query::{Pushdown, and, pushdown, sort_order};
+use super::{
+    ByteStream, FileMeta, GcReport, Page, PageRequest, SpecUpdate, StagedBlob, StagedLocation,
+    Store, StoreError, UploadStream,
+};
+use crate::domain::{Component, ComponentFilter, ComponentKey, Kind, ModelKey, StoredFile};
+
+/// How often a metadata update is retried when concurrent updates keep changing the component under it.
+const UPDATE_ATTEMPTS: usize = 16;
+
+/// Where the backend keeps its data.
+#[derive(Debug, Clone)]
+pub struct MongoConfig {
+    /// A MongoDB connection string; it may carry credentials, so it is never logged.
+    pub uri: String,
+    /// Database of the metadata collections.
+    pub database: String,
+    /// Database of the GridFS bucket (the original kept it apart from the metadata).
+    pub grid_database: String,
+    /// GridFS bucket name.
+    pub bucket: String,
+    /// Longest wait for a usable server before a request fails as unavailable.
+    pub timeout: Duration,
+}
+
+pub struct MongoStore {
+    metadata: Database,
+    grid: Grid,
+    timeout: Duration,
+    /// Set once the unique indexes exist: inserts wait for it, so no duplicate can slip in before.
+    indexes: OnceCell<()>,
+}
+
+/// Turns a driver error into ours: anything that means "no usable server" is [`StoreError::Unavailable`].
+pub(crate) fn map_err(e: mongodb::error::Error) -> StoreError {
+    let unavailable = e.contains_label(mongodb::error::RETRYABLE_WRITE_ERROR)
+        || matches!(
+            *e.kind,
+            ErrorKind::ServerSelection { .. }
+                | ErrorKind::ConnectionPoolCleared { .. }
+                | ErrorKind::DnsResolve { .. }
+                | ErrorKind::Io(_)
+        );
+    if unavailable {
+        StoreError::Unavailable(e.to_string())
+    } else {
+        StoreError::Backend(e.to_string())
+    }
+}
+
+fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
+    match &*e.kind {
+        ErrorKind::Write(WriteFailure::WriteError(w)) => w.code == 11000,
+        ErrorKind::Command(c) => c.code == 11000,
+        _ => false,
+    }
+}
+
+fn blob_object_id(file: &StoredFile) -> Result<ObjectId, StoreError> {
+    ObjectId::parse_str(&file.blob_id)
+        .map_err(|_| StoreError::Backend(format!("{} is not a GridFS id", file.blob_id)))
+}
+
+impl MongoStore {
+    /// Connects lazily: the server starts (and reports not ready) while the database is still coming up, and the
+    /// indexes are created as soon as it answers.
+    pub async fn connect(config: &MongoConfig) -> Result<Self, StoreError> {
+        let mut options = ClientOptions::parse(&config.uri)
+            .await
+            .map_err(|e| StoreError::Backend(format!("the MongoDB URI is not usable: {e}")))?;
+        options.app_name = Some("component-repository".into());
+        options.server_selection_timeout = Some(config.timeout);
+        options.connect_timeout = Some(config.timeout);
+        let client = Client::with_options(options).map_err(map_err)?;
+        let store = Self {
+            metadata: client.database(&config.database),
+            grid: Grid::new(&client.database(&config.grid_database), &config.bucket),
+            timeout: config.timeout,
+            indexes: OnceCell::new(),
+        };
+        match store.ensure_indexes().await {
+            Ok(()) => {}
+            Err(StoreError::Unavailable(e)) => {
+                tracing::warn!(error = %e, "MongoDB is not reachable yet; indexes are created once it is");
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(store)
+    }
+
+    fn collection(&self, kind: Kind) -> Collection<Document> {
+        self.metadata.collection(collection_name(kind))
+    }
+
+    /// Unique indexes on the keys of the four collections (which also serve listing order), once.
+    async fn ensure_indexes(&self) -> Result<(), StoreError> {
+        self.indexes
+            .get_or_try_init(|| async {
+                for kind in Kind::ALL {
+                    let keys: Document = key_fields(kind).iter().map(|f| (f.to_string(), Bson::Int32(1))).collect();
+                    let index = IndexModel::builder()
+                        .keys(keys)
+                        .options(IndexOptions::builder().unique(true).build())
+                        .build();
+                    self.collection(kind).create_index(index).await.map_err(|e| {
+                        if is_duplicate_key(&e) {
+                            StoreError::Backend(format!(
+                                "collection {} holds duplicate keys, so its unique index cannot be created: {e}",
+                                collection_name(kind)
+                            ))
+                        } else {
+                            map_err(e)
+                        }
+                    })?;
+                }
+                self.grid.ensure_indexes().await;
+                Ok(())
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// Decodes documents and fills in, with one GridFS query, the files that the original service referenced
+    /// without our record of them.
+    async fn decode_all(
+        &self,
+        kind: Kind,
+        documents: &[Document],
+    ) -> Result<Vec<Decoded>, StoreError> {
+        let mut decoded = documents
+            .iter()
+            .map(|d| from_document(kind, d))
+            .collect::<Result<Vec<_>, _>>()?;
+        let legacy: Vec<ObjectId> = decoded.iter().filter_map(|d| d.legacy_file).collect();
+        if !legacy.is_empty() {
+            let files = self.grid.files_by_id(&legacy).await?;
+            for item in &mut decoded {
+                let Some(id) = item.legacy_file else { continue };
+                let Some(file) = files
+                    .iter()
+                    .find(|f| f.get_object_id("_id").ok() == Some(id))
+                else {
+                    continue;
+                };
+                item.component.file = Some(legacy_stored_file(id, file));
+            }
+        }
+        Ok(decoded)
+    }
+
+    async fn find_one(&self, key: &ComponentKey) -> Result<Option<Decoded>, StoreError> {
+        let found = self
+            .collection(key.kind())
+            .find_one(key_filter(key))
+            .await
+            .map_err(map_err)?;
+        match found {
+            Some(document) => Ok(self.decode_all(key.kind(), &[document]).await?.pop()),
+            None => Ok(None),
+        }
+    }
+
+    async fn collect_page(
+        &self,
+        kind: Kind,
+        filter: &ComponentFilter,
+        page: &PageRequest,
+    ) -> Result<Page, StoreError> {
+        let Pushdown { query, exact } = pushdown(kind, filter);
+        let page_query = match &page.after {
+            Some(after) => and(vec![
+                query.clone(),
+                query::after(&ComponentKey::from_sort_key(kind, after)?),
+            ]),
+            None => query.clone(),
+        };
+        let collection = self.collection(kind);
+        let wanted = page.limit + 1;
+        let mut find = collection.find(page_query).sort(sort_order(kind));
+        if exact {
+            find = find.limit(wanted as i64);
+        }
+        let mut cursor = find.await.map_err(map_err)?;
+        let mut documents = Vec::with_capacity(wanted);
+        let mut items = Vec::with_capacity(wanted);
+        // Inexact queries return candidates: keep reading until a page of real matches is found.
+        while items.len() < wanted {
+            documents.clear();
+            while documents.len() < wanted {
+                match cursor.try_next().await.map_err(map_err)? {
+                    Some(document) => documents.push(document),
+                    None => break,
+                }
+            }
+            let exhausted = documents.len() < wanted;
+            for decoded in self.decode_all(kind, &documents).await? {
+                if (exact || filter.matches(&decoded.component)) && items.len() < wanted {
+                    items.push(decoded.component);
+                }
+            }
+            if exhausted {
+                break;
+            }
+        }
+        let has_next = items.len() > page.limit;
+        items.truncate(page.limit);
+        let total = if exact {
+            collection.count_documents(query).await.map_err(map_err)?
+        } else {
+            self.count_matches(kind, &collection, query, filter).await?
+        };
+        Ok(Page {
+            items,
+            has_next,
+            total,
+        })
+    }
+
+    /// Counts candidates that really match, streaming them: nothing is collected.
+    async fn count_matches(
+        &self,
+        kind: Kind,
+        collection: &Collection<Document>,
+        query: Document,
+        filter: &ComponentFilter,
+    ) -> Result<u64, StoreError> {
+        let mut cursor = collection.find(query).await.map_err(map_err)?;
+        let mut total = 0;
+        while let Some(document) = cursor.try_next().await.map_err(map_err)? {
+            if filter.matches(&from_document(kind, &document)?.component) {
+                total += 1;
+            }
+        }
+        Ok(total)
+    }
+}
+
+/// A file the original service stored: its size and date come from GridFS, its hash from our metadata if we have
+/// computed it, or stays empty (the download then has no ETag).
+fn legacy_stored_file(id: ObjectId, file: &Document) -> StoredFile {
+    let metadata = file.get_document("metadata").ok();
+    let text = |name: &str| {
+        metadata
+            .and_then(|m| m.get_str(name).ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let size = integer(file.get("length"))
+        .and_then(|n| u64::try_from(n).ok())
+        .unwrap_or_default();
+    let filename = file
+        .get_str("filename")
+        .ok()
+        .and_then(|name| name.rsplit('/').next())
+        .unwrap_or_default()
+        .to_string();
+    StoredFile {
+        blob_id: id.to_hex(),
+        size,
+        sha256: text("sha256"),
+        content_type: match text("content_type") {
+            t if t.is_empty() => "application/octet-stream".to_string(),
+            t => t,
+        },
+        filename,
+        uploaded_at: file
+            .get_datetime("uploadDate")
+            .ok()
+            .and_then(|t| chrono::DateTime::from_timestamp_millis(t.timestamp_millis()))
+            .unwrap_or_default(),
+    }
+}
+
+#[async_trait]
+impl Store for MongoStore {
+    fn backend(&self) -> &'static str {
+        "mongodb"
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let ping = self.metadata.run_command(doc! { "ping": 1 });
+        match tokio::time::timeout(self.timeout, ping).await {
+            Ok(result) => result.map_err(map_err)?,
+            Err(_) => {
+                return Err(StoreError::Unavailable(
+                    "MongoDB did not answer a ping in time".into(),
+                ));
+            }
+        };
+        self.ensure_indexes().await
+    }
+
+    async fn insert(&self, component: Component) -> Result<(), StoreError> {
+        self.ensure_indexes().await?;
+        let document = to_document(&component)?;
+        match self.collection(component.kind()).insert_one(document).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_duplicate_key(&e) => Err(StoreError::AlreadyExists(component.key)),
+            Err(e) => Err(map_err(e)),
+        }
+    }
+
+    async fn get(&self, key: &ComponentKey) -> Result<Option<Component>, StoreError> {
+        Ok(self.find_one(key).await?.map(|d| d.component))
+    }
+
+    async fn get_models(&self, keys: &[ModelKey]) -> Result<Vec<Component>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let names: HashSet<&str> = keys.iter().map(|k| k.name.as_str()).collect();
+        let versions: HashSet<&str> = keys.iter().map(|k| k.version.as_str()).collect();
+        let documents: Vec<Document> = self
+            .collection(Kind::Model)
+            .find(doc! {
+                "model_name": { "$in": names.into_iter().collect::<Vec<_>>() },
+                "model_version": { "$in": versions.into_iter().collect::<Vec<_>>() },
+            })
+            .await
+            .map_err(map_err)?
+            .try_collect()
+            .await
+            .map_err(map_err)?;
+        let wanted: HashSet<&ModelKey> = keys.iter().collect();
+        Ok(self
+            .decode_all(Kind::Model, &documents)
+            .await?
+            .into_iter()
+            .map(|d| d.component)
+            .filter(|c| matches!(&c.key, ComponentKey::Model(m) if wanted.contains(m)))
+            .collect())
+    }
+
+    async fn list(
+        &self,
+        kind: Kind,
+        filter: &ComponentFilter,
+        page: PageRequest,
+    ) -> Result<Page, StoreError> {
+        self.collect_page(kind, filter, &page).await
+    }
+
+    async fn update(
+        &self,
+        key: &ComponentKey,
+        update: SpecUpdate,
+    ) -> Result<Component, StoreError> {
+        let collection = self.collection(key.kind());
+        for _ in 0..UPDATE_ATTEMPTS {
+            let Some(Decoded { component, rev, .. }) = self.find_one(key).await? else {
+                return Err(StoreError::NotFound(key.clone()));
+            };
+            let mut spec = component.spec.clone();
+            update(&mut spec)?;
+            spec.validate()?;
+            let now = crate::domain::now();
+            let next_rev = rev.unwrap_or(0) + 1;
+            let mut set = spec_fields(&spec)?;
+            set.insert(
+                "updated_at",
+                mongodb::bson::DateTime::from_millis(now.timestamp_millis()),
+            );
+            set.insert("rev", next_rev);
+            // Documents the original wrote have no revision yet: `null` matches them (and only them).
+            let mut guard = key_filter(key);
+            guard.insert("rev", rev.map_or(Bson::Null, Bson::Int64));
+            let result = collection
+                .update_one(guard, doc! { "$set": set })
+                .await
+                .map_err(map_err)?;
+            if result.matched_count == 1 {
+                return Ok(Component {
+                    spec,
+                    updated_at: now,
+                    ..component
+                });
+            }
+        }
+        Err(StoreError::Backend(format!(
+            "{key} kept changing under {UPDATE_ATTEMPTS} update attempts"
+        )))
+    }
+
+    async fn delete(&self, key: &ComponentKey) -> Result<Option<Component>, StoreError> {
+        let Some(document) = self
+            .collection(key.kind())
+            .find_one_and_delete(key_filter(key))
+            .await
+            .map_err(map_err)?
+        else {
+            return Ok(None);
+        };
+        let decoded = self.decode_all(key.kind(), &[document]).await?.pop();
+        let component = decoded.map(|d| d.component);
+        if let Some(file) = component.as_ref().and_then(|c| c.file.as_ref()) {
+            self.grid.delete(blob_object_id(file)?).await;
+        }
+        Ok(component)
+    }
+
+    async fn stage(&self, body: UploadStream<'_>, limit: u64) -> Result<StagedBlob, StoreError> {
+        self.grid.stage(body, limit).await
+    }
+
+    async fn attach(
+        &self,
+        key: &ComponentKey,
+        staged: StagedBlob,
+        meta: FileMeta,
+    ) -> Result<Component, StoreError> {
+        let StagedBlob {
+            sha256,
+            size,
+            location: StagedLocation::Remote(blob),
+        } = staged
+        else {
+            return Err(StoreError::Backend(
+                "a blob staged by another backend cannot be attached here".into(),
+            ));
+        };
+        let id = ObjectId::parse_str(blob.id())
+            .map_err(|_| StoreError::Backend(format!("{} is not a GridFS id", blob.id())))?;
+        let now = crate::domain::now();
+        let file = StoredFile {
+            blob_id: id.to_hex(),
+            size,
+            sha256: sha256.clone(),
+            content_type: meta.content_type.clone(),
+            filename: meta.filename.clone(),
+            uploaded_at: now,
+        };
+        self.grid
+            .label(
+                id,
+                &grid_filename(key),
+                doc! {
+                    "sha256": &sha256,
+                    "content_type": &meta.content_type,
+                    "original_filename": &meta.filename,
+                },
+            )
+            .await?;
+        let previous = self
+            .collection(key.kind())
+            .find_one_and_update(
+                key_filter(key),
+                doc! { "$set": {
+                    file_ref_field(key.kind()): id.to_hex(),
+                    "file": file_document(&file),
+                    "updated_at": mongodb::bson::DateTime::from_millis(now.timestamp_millis()),
+                } },
+            )
+            .return_document(ReturnDocument::Before)
+            .await
+            .map_err(map_err)?;
+        let Some(previous) = previous else {
+            // `blob` is dropped here, which deletes the upload: no component refers to it.
+            return Err(StoreError::NotFound(key.clone()));
+        };
+        blob.keep();
+        let Decoded { component, .. } = self
+            .decode_all(key.kind(), &[previous])
+            .await?
+            .pop()
+            .ok_or_else(|| StoreError::NotFound(key.clone()))?;
+        if let Some(old) = &component.file
+            && old.blob_id != file.blob_id
+        {
+            self.grid.delete(blob_object_id(old)?).await;
+        }
+        Ok(Component {
+            file: Some(file),
+            updated_at: now,
+            ..component
+        })
+    }
+
+    async fn collect_garbage(&self, grace: Duration) -> Result<GcReport, StoreError> {
+        self.grid.collect_garbage(&self.metadata, grace).await
+    }
+
+    async fn read(
+        &self,
+        key: &ComponentKey,
+        file: &StoredFile,
+        range: Range<u64>,
+    ) -> Result<ByteStream, StoreError> {
+        self.grid
+            .read(blob_object_id(file)?, range)
+            .await?
+            .ok_or_else(|| StoreError::BlobMissing(key.clone()))
+    }
+}
