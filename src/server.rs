@@ -32,10 +32,24 @@ pub async fn open_store(args: &ServeArgs) -> anyhow::Result<Arc<dyn Store>> {
                 bucket: mongo.mongodb_bucket.clone(),
                 timeout: Duration::from_secs(mongo.mongodb_timeout_secs.max(1)),
             };
-            let store = MongoStore::connect(&config)
-                .await
-                .with_context(|| format!("connecting to MongoDB at {}", mongo.redacted_uri()))?;
-            Ok(Arc::new(store))
+            let store =
+                Arc::new(MongoStore::connect(&config).await.with_context(|| {
+                    format!("connecting to MongoDB at {}", mongo.redacted_uri())
+                })?);
+            let backfill = store.clone();
+            tokio::spawn(async move {
+                match backfill.backfill_legacy_hashes().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(
+                        files = n,
+                        "hashed files inherited from the original service"
+                    ),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not hash files inherited from the original service")
+                    }
+                }
+            });
+            Ok(store)
         }
     }
 }

@@ -18,7 +18,12 @@ pub async fn download(
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
     let file = service.file(&key).await?;
-    let etag = format!("\"{}\"", file.sha256);
+    // A file inherited from the original service may not be hashed yet; its GridFS id, never reused, identifies
+    // its bytes as well until then.
+    let etag = match file.sha256.as_str() {
+        "" => format!("\"{}\"", file.blob_id),
+        sha256 => format!("\"{sha256}\""),
+    };
     if if_none_match(headers, &etag) {
         let mut response = StatusCode::NOT_MODIFIED.into_response();
         set(&mut response, header::ETAG, &etag);

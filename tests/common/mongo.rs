@@ -60,7 +60,8 @@ pub fn target() -> Result<&'static Target, String> {
     }
 }
 
-fn wire_server_binary() -> Option<PathBuf> {
+/// The nx-27017 executable, when installed.
+pub fn wire_server_binary() -> Option<PathBuf> {
     if let Some(path) = std::env::var_os("NX_27017") {
         return Some(PathBuf::from(path));
     }
@@ -69,7 +70,7 @@ fn wire_server_binary() -> Option<PathBuf> {
     installed.exists().then_some(installed)
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -81,7 +82,11 @@ fn free_port() -> u16 {
 /// lives as long as the test binary and asks the kernel to kill it when that thread goes, so no server outlives the
 /// tests.
 fn start_wire_server(binary: PathBuf) -> Result<String, String> {
-    let port = free_port();
+    start_wire_server_on(binary, free_port())
+}
+
+/// Starts nx-27017 on `port` of loopback; returns its URI once it accepts connections.
+pub fn start_wire_server_on(binary: PathBuf, port: u16) -> Result<String, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?.keep();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {

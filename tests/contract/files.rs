@@ -155,6 +155,39 @@ pub async fn serves_conditional_and_range_requests(start: Starter) {
     assert_eq!(response.bytes().await.unwrap().len(), 10_000);
 }
 
+/// Large enough to span several storage chunks (GridFS cuts files into 255 KiB chunks), with ranges that start,
+/// end and cross chunk boundaries.
+pub async fn serves_ranges_across_chunk_boundaries(start: Starter) {
+    let app = start(Options::default()).await;
+    create_model(&app).await;
+    let data = bytes(1024 * 1024 + 17, 21);
+    let uploaded = app
+        .upload(UPLOAD_MODEL, json!({}), data.clone(), "m.zip")
+        .await;
+    assert_eq!(uploaded.status(), 200);
+    const PATH: &str = "/model/fall-detection/pilot-2-1";
+    let chunk = 255 * 1024;
+    for (from, to) in [
+        (chunk - 10, chunk + 10),
+        (chunk, 2 * chunk - 1),
+        (chunk + 1, 3 * chunk + 5),
+        (0, data.len() - 1),
+        (data.len() - 17, data.len() - 1),
+    ] {
+        let response = app
+            .get_with(PATH, &[("range", &format!("bytes={from}-{to}"))])
+            .await;
+        assert_eq!(response.status(), 206, "{from}-{to}");
+        let body = response.bytes().await.unwrap();
+        assert!(
+            body.as_ref() == &data[from..=to],
+            "bytes {from}-{to} differ"
+        );
+    }
+    let whole = app.get(PATH).await.bytes().await.unwrap();
+    assert_eq!(sha256_hex(&whole), sha256_hex(&data));
+}
+
 pub async fn missing_files_are_clean_404s(start: Starter) {
     let app = start(Options::default()).await;
     for path in [

@@ -43,8 +43,10 @@ impl ScalarType for Long {
 pub struct File {
     /// Size in bytes.
     pub size: Long,
-    /// Lower-case hex sha256 of the bytes; also the download's ETag.
-    pub sha256: String,
+    /// Lower-case hex sha256 of the bytes; also the download's ETag. Null only for a file inherited from the
+    /// original service whose hash the MongoDB backend has not computed yet (it does so in the background at
+    /// start-up).
+    pub sha256: Option<String>,
     pub content_type: String,
     /// The filename given at upload, without directories.
     pub filename: String,
@@ -192,7 +194,7 @@ impl Node {
         let file = c.file.map(|f| File {
             size: Long(f.size),
             download_url: links.download_url(&c.key),
-            sha256: f.sha256,
+            sha256: Some(f.sha256).filter(|sha| !sha.is_empty()),
             content_type: f.content_type,
             filename: f.filename,
             uploaded_at: f.uploaded_at,

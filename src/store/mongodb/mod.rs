@@ -24,6 +24,7 @@ use mongodb::bson::{Bson, Document, doc};
 use mongodb::error::{ErrorKind, WriteFailure};
 use mongodb::options::{ClientOptions, IndexOptions, ReturnDocument};
 use mongodb::{Client, Collection, Database, IndexModel};
+use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 
 use self::documents::{
@@ -119,6 +120,53 @@ impl MongoStore {
             Err(e) => return Err(e),
         }
         Ok(store)
+    }
+
+    /// Computes the sha256 of files that the original service stored (it recorded no hash) and records it beside
+    /// the reference, so that those files get their hash and ETag. Idempotent; the server runs it in the
+    /// background at start-up. Returns how many files it hashed.
+    pub async fn backfill_legacy_hashes(&self) -> Result<u64, StoreError> {
+        let mut hashed = 0;
+        for kind in Kind::ALL {
+            let field = file_ref_field(kind);
+            let collection = self.collection(kind);
+            let mut cursor = collection
+                .find(doc! { field: { "$type": "string" }, "file": { "$exists": false } })
+                .await
+                .map_err(map_err)?;
+            while let Some(document) = cursor.try_next().await.map_err(map_err)? {
+                let Some((blob, id)) = document
+                    .get_str(field)
+                    .ok()
+                    .and_then(|blob| Some((blob.to_string(), ObjectId::parse_str(blob).ok()?)))
+                else {
+                    continue;
+                };
+                let Some(files_document) = self.grid.file(id).await? else {
+                    tracing::warn!(%kind, %blob, "a component refers to a GridFS file that does not exist");
+                    continue;
+                };
+                let mut file = legacy_stored_file(id, &files_document);
+                let Some(mut bytes) = self.grid.read(id, 0..file.size).await? else {
+                    continue;
+                };
+                let mut hasher = Sha256::new();
+                while let Some(chunk) = bytes.try_next().await? {
+                    hasher.update(&chunk);
+                }
+                file.sha256 = hex::encode(hasher.finalize());
+                // Only if the reference is still the one hashed: an upload in between wins.
+                collection
+                    .update_one(
+                        doc! { "_id": document.get("_id"), field: &blob, "file": { "$exists": false } },
+                        doc! { "$set": { "file": file_document(&file) } },
+                    )
+                    .await
+                    .map_err(map_err)?;
+                hashed += 1;
+            }
+        }
+        Ok(hashed)
     }
 
     fn collection(&self, kind: Kind) -> Collection<Document> {
