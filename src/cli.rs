@@ -24,6 +24,40 @@ pub enum Command {
     Schema,
     /// Remove stored files that no component refers to (older than `--gc-grace-secs`), print what went, and exit.
     Gc,
+    /// Write every component and file of the store to one archive (tar: metadata, files, sha256 manifest).
+    Dump {
+        /// The archive to write; it appears only once complete.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Add every component of an archive to the store. The archive is verified in full before anything is
+    /// written, and nothing is written if a component of it already exists.
+    Restore {
+        /// The archive to read.
+        #[arg(long = "in", value_name = "FILE")]
+        input: PathBuf,
+        /// Where the archive is unpacked and verified first (needs room for its files).
+        #[arg(long, env = "REPOSITORY_SCRATCH_DIR", default_value_os_t = std::env::temp_dir())]
+        scratch_dir: PathBuf,
+    },
+    /// Copy every component of a database written by the original service (MongoDB + GridFS) into the store.
+    Import(ImportArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ImportArgs {
+    /// Connection string of the original service's MongoDB. Never logged.
+    #[arg(long, env = "REPOSITORY_IMPORT_MONGODB_URI", hide_env_values = true)]
+    pub from_mongodb_uri: String,
+    /// Its metadata database.
+    #[arg(long, default_value = "repository")]
+    pub from_database: String,
+    /// Its GridFS database.
+    #[arg(long, default_value = "repository_grid")]
+    pub from_grid_database: String,
+    /// Its GridFS bucket.
+    #[arg(long, default_value = "fs")]
+    pub from_bucket: String,
 }
 
 /// Where components are stored.

@@ -3,8 +3,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use component_repository::cli::{Cli, Command, ServeArgs};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use component_repository::cli::{Cli, Command, ServeArgs, redact_uri};
+use component_repository::service::archive;
+use component_repository::store::Store;
+use component_repository::store::mongodb::{MongoConfig, MongoStore};
 use component_repository::{api, server};
+use indicatif::{ProgressBar, ProgressStyle};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -17,6 +23,105 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Serve => run(cli.serve).await,
         Command::Gc => gc(cli.serve).await,
+        Command::Dump { out } => {
+            let store = open_for_command(&cli.serve).await?;
+            let bar = ProgressView::new("dumping");
+            let tally = archive::dump(store.as_ref(), &out, &bar)
+                .await
+                .with_context(|| format!("dumping to {}", out.display()))?;
+            bar.finish(&format!("dumped to {}", out.display()), tally);
+            Ok(())
+        }
+        Command::Restore { input, scratch_dir } => {
+            let store = open_for_command(&cli.serve).await?;
+            let bar = ProgressView::new("restoring");
+            let tally = archive::restore(store.as_ref(), &input, &scratch_dir, &bar)
+                .await
+                .with_context(|| format!("restoring {}", input.display()))?;
+            bar.finish(&format!("restored {}", input.display()), tally);
+            Ok(())
+        }
+        Command::Import(from) => {
+            let target = open_for_command(&cli.serve).await?;
+            let config = MongoConfig {
+                uri: from.from_mongodb_uri.clone(),
+                database: from.from_database.clone(),
+                grid_database: from.from_grid_database.clone(),
+                bucket: from.from_bucket.clone(),
+                timeout: Duration::from_secs(cli.serve.mongodb.mongodb_timeout_secs.max(1)),
+            };
+            let source = MongoStore::connect(&config)
+                .await
+                .with_context(|| format!("connecting to {}", redact_uri(&from.from_mongodb_uri)))?;
+            let bar = ProgressView::new("importing");
+            let tally = archive::import(&source, target.as_ref(), &bar)
+                .await
+                .context("importing")?;
+            bar.finish("imported", tally);
+            Ok(())
+        }
+    }
+}
+
+/// A store for a one-shot command: logs only warnings, so that scripts stay quiet.
+async fn open_for_command(args: &ServeArgs) -> anyhow::Result<std::sync::Arc<dyn Store>> {
+    let mut args = args.clone();
+    if args.log_level == "info" {
+        args.log_level = "warn".into();
+    }
+    init_logging(&args)?;
+    server::open_store(&args).await
+}
+
+/// Progress on a terminal (objects and bytes), nothing at all in scripts.
+struct ProgressView {
+    bar: ProgressBar,
+    components: AtomicU64,
+}
+
+impl ProgressView {
+    fn new(verb: &'static str) -> Self {
+        let bar = if std::io::stderr().is_terminal() {
+            ProgressBar::new_spinner()
+        } else {
+            ProgressBar::hidden()
+        };
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} {prefix} {msg} components, {binary_bytes} ({binary_bytes_per_sec})",
+            )
+            .expect("a valid template"),
+        );
+        bar.set_prefix(verb);
+        bar.set_message("0");
+        bar.enable_steady_tick(Duration::from_millis(120));
+        Self {
+            bar,
+            components: AtomicU64::new(0),
+        }
+    }
+
+    fn finish(&self, done: &str, tally: archive::Tally) {
+        self.bar.finish_and_clear();
+        if std::io::stderr().is_terminal() {
+            eprintln!(
+                "{done}: {} components, {} files, {}",
+                tally.components,
+                tally.files,
+                bytesize::ByteSize::b(tally.bytes)
+            );
+        }
+    }
+}
+
+impl archive::Progress for ProgressView {
+    fn component(&self) {
+        let n = self.components.fetch_add(1, Ordering::Relaxed) + 1;
+        self.bar.set_message(n.to_string());
+    }
+
+    fn bytes(&self, n: u64) {
+        self.bar.inc(n);
     }
 }
 

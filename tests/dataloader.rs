@@ -72,6 +72,13 @@ impl Store for CountingStore {
     ) -> Result<Component, StoreError> {
         self.inner.attach(key, staged, meta).await
     }
+    async fn insert_with_file(
+        &self,
+        component: Component,
+        staged: StagedBlob,
+    ) -> Result<(), StoreError> {
+        self.inner.insert_with_file(component, staged).await
+    }
     async fn read(
         &self,
         key: &ComponentKey,

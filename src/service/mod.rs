@@ -1,5 +1,6 @@
 //! The use cases, shared by every transport (GraphQL, REST). Transports never reach a store directly.
 
+pub mod archive;
 mod cursor;
 mod error;
 

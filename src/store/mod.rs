@@ -136,6 +136,16 @@ pub trait Store: Send + Sync + 'static {
         Ok(GcReport::default())
     }
 
+    /// Inserts a component exactly as given, timestamps and file record included, with `staged` as the bytes of
+    /// its file: how restore and import bring components over from elsewhere. The file record's size and sha256
+    /// must be the staged blob's; its `blob_id` is replaced by this store's own. [`StoreError::AlreadyExists`]
+    /// when the key is taken, and then nothing is kept.
+    async fn insert_with_file(
+        &self,
+        component: Component,
+        staged: StagedBlob,
+    ) -> Result<(), StoreError>;
+
     /// Streams `range` of a stored file.
     async fn read(
         &self,

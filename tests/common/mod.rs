@@ -117,6 +117,14 @@ impl TestApp {
         }
     }
 
+    /// Stops the server and hands over its directory (with the embedded store's data), which would otherwise be
+    /// deleted with the app.
+    pub async fn stop_keeping_data(mut self) -> TempDir {
+        let dir = std::mem::replace(&mut self._dir, tempfile::tempdir().unwrap());
+        self.stop().await;
+        dir
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }

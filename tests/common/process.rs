@@ -101,3 +101,13 @@ impl Drop for ServerProcess {
         let _ = self.child.wait();
     }
 }
+
+/// Runs a one-shot subcommand of the binary (dump, restore, import, gc) as a script would: no terminal.
+pub fn run(args: &[&str]) -> std::process::Output {
+    Command::new(binary())
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .expect("the binary runs")
+}

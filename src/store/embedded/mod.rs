@@ -460,6 +460,59 @@ impl Store for EmbeddedStore {
         }
     }
 
+    async fn insert_with_file(
+        &self,
+        mut component: Component,
+        staged: StagedBlob,
+    ) -> Result<(), StoreError> {
+        let StagedBlob {
+            sha256,
+            size,
+            location: StagedLocation::File(temp),
+        } = staged
+        else {
+            return Err(StoreError::Backend(
+                "a blob staged by another backend cannot be attached here".into(),
+            ));
+        };
+        match &mut component.file {
+            Some(file) if file.sha256 == sha256 && file.size == size => {
+                file.blob_id = sha256.clone()
+            }
+            _ => {
+                return Err(StoreError::Backend(format!(
+                    "the file record of {} does not describe the staged bytes",
+                    component.key
+                )));
+            }
+        }
+        let _blobs = self.blob_lock.lock().await;
+        {
+            let blobs = self.blobs.clone();
+            let digest = sha256.clone();
+            tokio::task::spawn_blocking(move || blobs.place(&digest, temp))
+                .await
+                .map_err(|e| StoreError::Backend(e.to_string()))??;
+        }
+        let digest = sha256.clone();
+        let committed = self
+            .blocking(move |db| {
+                let txn = db.begin_write().or_backend()?;
+                if read_component(&txn, &component.key)?.is_some() {
+                    return Err(StoreError::AlreadyExists(component.key));
+                }
+                adjust_refs(&txn, &digest, 1)?;
+                write_component(&txn, &component)?;
+                txn.commit().or_backend()
+            })
+            .await;
+        if committed.is_err() {
+            // The placed blob stays only if another component has the same bytes.
+            self.reclaim(vec![sha256]).await?;
+        }
+        committed
+    }
+
     async fn read(
         &self,
         key: &ComponentKey,

@@ -556,6 +556,62 @@ impl Store for MongoStore {
         })
     }
 
+    async fn insert_with_file(
+        &self,
+        mut component: Component,
+        staged: StagedBlob,
+    ) -> Result<(), StoreError> {
+        self.ensure_indexes().await?;
+        let StagedBlob {
+            sha256,
+            size,
+            location: StagedLocation::Remote(blob),
+        } = staged
+        else {
+            return Err(StoreError::Backend(
+                "a blob staged by another backend cannot be attached here".into(),
+            ));
+        };
+        let id = ObjectId::parse_str(blob.id())
+            .map_err(|_| StoreError::Backend(format!("{} is not a GridFS id", blob.id())))?;
+        let file = match &mut component.file {
+            Some(file) if file.sha256 == sha256 && file.size == size => {
+                file.blob_id = id.to_hex();
+                file.clone()
+            }
+            _ => {
+                return Err(StoreError::Backend(format!(
+                    "the file record of {} does not describe the staged bytes",
+                    component.key
+                )));
+            }
+        };
+        self.grid
+            .label(
+                id,
+                &grid_filename(&component.key),
+                doc! {
+                    "sha256": &sha256,
+                    "content_type": &file.content_type,
+                    "original_filename": &file.filename,
+                },
+            )
+            .await?;
+        match self
+            .collection(component.kind())
+            .insert_one(to_document(&component)?)
+            .await
+        {
+            Ok(_) => {
+                blob.keep();
+                Ok(())
+            }
+            // Dropping `blob` deletes the upload: nothing refers to it.
+            Err(e) if is_duplicate_key(&e) => Err(StoreError::AlreadyExists(component.key)),
+            Err(e) => Err(map_err(e)),
+        }
+    }
+
     async fn collect_garbage(&self, grace: Duration) -> Result<GcReport, StoreError> {
         self.grid.collect_garbage(&self.metadata, grace).await
     }

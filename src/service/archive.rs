@@ -1,0 +1,487 @@
+//! Moving everything between stores: `dump` to one portable archive, `restore` from it, and `import` straight
+//! from another store (a database the original service wrote).
+//!
+//! The archive is a plain tar file, so ordinary tools can look inside:
+//! - `components.jsonl`: one component per line (key, metadata, timestamps, file record), kinds in order;
+//! - `blobs/<sha256>`: each distinct file once, named by its hash;
+//! - `manifest.json`, last: format and version, the number of components, and the sha256 and size of every other
+//!   entry. A truncated archive has no manifest, so it is refused.
+//!
+//! Dumps are deterministic (entries in listing order, fixed tar headers): dumping a restored store gives the same
+//! bytes. Restore reads and verifies the whole archive into a scratch directory before it writes anything to the
+//! store, and refuses to overwrite components that already exist.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, BufWriter, Read};
+use std::path::{Path, PathBuf};
+
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+use tokio_util::io::{ReaderStream, StreamReader, SyncIoBridge};
+
+use crate::domain::{Component, ComponentFilter, Kind};
+use crate::store::{PageRequest, Store, StoreError};
+
+const FORMAT: &str = "component-repository-archive";
+const VERSION: u32 = 1;
+const COMPONENTS: &str = "components.jsonl";
+const MANIFEST: &str = "manifest.json";
+const BLOBS: &str = "blobs/";
+const PAGE: usize = 100;
+
+#[derive(Debug, Error)]
+pub enum ArchiveError {
+    #[error("the archive is not usable: {0}")]
+    Invalid(String),
+    #[error("the archive could not be read or written: {0}")]
+    Io(#[from] io::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0} already exists in the target store: restore and import only add components")]
+    Exists(String),
+}
+
+fn invalid(message: impl Into<String>) -> ArchiveError {
+    ArchiveError::Invalid(message.into())
+}
+
+/// What moved, for the summary line and for progress.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Tally {
+    pub components: u64,
+    pub files: u64,
+    pub bytes: u64,
+}
+
+/// Told about each component and each chunk of bytes as they move.
+pub trait Progress: Send + Sync {
+    fn component(&self) {}
+    fn bytes(&self, _n: u64) {}
+}
+
+/// No progress to show.
+pub struct Quiet;
+impl Progress for Quiet {}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Manifest {
+    format: String,
+    version: u32,
+    components: u64,
+    /// Entry name -> (sha256, size) of every entry but the manifest.
+    entries: BTreeMap<String, Entry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Entry {
+    sha256: String,
+    size: u64,
+}
+
+/// Every component of `store`, kinds in order, each kind in listing order.
+async fn all_components(store: &dyn Store) -> Result<Vec<Component>, StoreError> {
+    let mut all = Vec::new();
+    for kind in Kind::ALL {
+        let mut after = None;
+        loop {
+            let page = store
+                .list(
+                    kind,
+                    &ComponentFilter::default(),
+                    PageRequest {
+                        after: after.clone(),
+                        limit: PAGE,
+                    },
+                )
+                .await?;
+            after = page.items.last().map(|c| c.key.sort_key());
+            all.extend(page.items);
+            if !page.has_next {
+                break;
+            }
+        }
+    }
+    Ok(all)
+}
+
+/// A tar header that does not depend on when or by whom the archive was made.
+fn header(size: u64) -> tar::Header {
+    let mut header = tar::Header::new_ustar();
+    header.set_size(size);
+    header.set_mode(0o644);
+    header.set_mtime(0);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_entry_type(tar::EntryType::Regular);
+    header
+}
+
+/// A reader that hashes and counts what passes through it.
+struct Hashing<R> {
+    inner: R,
+    hasher: Sha256,
+    size: u64,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+}
+
+impl<R> Hashing<R> {
+    fn new(inner: R) -> Self {
+        Self {
+            inner,
+            hasher: Sha256::new(),
+            size: 0,
+        }
+    }
+
+    fn entry(self) -> Entry {
+        Entry {
+            sha256: hex::encode(self.hasher.finalize()),
+            size: self.size,
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ArchiveError> + Send + 'static,
+) -> Result<T, ArchiveError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ArchiveError::Io(io::Error::other(e)))?
+}
+
+/// Writes every component and file of `store` to a new archive at `out`. The archive appears at `out` only when
+/// complete (it is written beside it and renamed).
+pub async fn dump(
+    store: &dyn Store,
+    out: &Path,
+    progress: &dyn Progress,
+) -> Result<Tally, ArchiveError> {
+    let mut components = all_components(store).await?;
+    // Files inherited from the original service may have no hash recorded yet: the archive names files by hash.
+    for component in &mut components {
+        if let Some(file) = component.file.as_mut().filter(|f| f.sha256.is_empty()) {
+            let mut stream = store.read(&component.key, file, 0..file.size).await?;
+            let mut hasher = Sha256::new();
+            while let Some(chunk) = stream.next().await {
+                hasher.update(&chunk.map_err(StoreError::Io)?);
+            }
+            file.sha256 = hex::encode(hasher.finalize());
+        }
+    }
+    let partial = partial_path(out);
+    let mut tally = Tally::default();
+    let mut manifest = Manifest {
+        format: FORMAT.into(),
+        version: VERSION,
+        components: components.len() as u64,
+        entries: BTreeMap::new(),
+    };
+
+    let mut lines = Vec::new();
+    for component in &components {
+        serde_json::to_writer(&mut lines, component).map_err(io::Error::other)?;
+        lines.push(b'\n');
+    }
+    let builder = {
+        let partial = partial.clone();
+        blocking(move || {
+            let mut builder = tar::Builder::new(BufWriter::new(File::create(&partial)?));
+            let mut reader = Hashing::new(lines.as_slice());
+            builder.append_data(&mut header(lines.len() as u64), COMPONENTS, &mut reader)?;
+            Ok((builder, reader.entry()))
+        })
+        .await
+    };
+    let (mut builder, entry) = builder.inspect_err(|_| {
+        let _ = std::fs::remove_file(&partial);
+    })?;
+    manifest.entries.insert(COMPONENTS.into(), entry);
+
+    let result: Result<(), ArchiveError> = async {
+        for component in &components {
+            progress.component();
+            tally.components += 1;
+            let Some(file) = &component.file else {
+                continue;
+            };
+            let name = format!("{BLOBS}{}", file.sha256);
+            if manifest.entries.contains_key(&name) {
+                continue;
+            }
+            let stream = store.read(&component.key, file, 0..file.size).await?;
+            let reader = SyncIoBridge::new(StreamReader::new(stream));
+            let (size, expected) = (file.size, file.sha256.clone());
+            let (returned, entry) = blocking(move || {
+                let mut reader = Hashing::new(reader);
+                builder.append_data(&mut header(size), &name, &mut reader)?;
+                Ok((builder, reader.entry()))
+            })
+            .await?;
+            builder = returned;
+            if entry.sha256 != expected || entry.size != size {
+                return Err(invalid(format!(
+                    "the stored file of {} does not match its recorded sha256 and size",
+                    component.key
+                )));
+            }
+            progress.bytes(size);
+            tally.files += 1;
+            tally.bytes += size;
+            manifest.entries.insert(format!("{BLOBS}{expected}"), entry);
+        }
+        let manifest = serde_json::to_vec_pretty(&manifest).map_err(io::Error::other)?;
+        blocking(move || {
+            builder.append_data(
+                &mut header(manifest.len() as u64),
+                MANIFEST,
+                manifest.as_slice(),
+            )?;
+            let file = builder
+                .into_inner()?
+                .into_inner()
+                .map_err(|e| e.into_error())?;
+            file.sync_all()?;
+            Ok(())
+        })
+        .await
+    }
+    .await;
+    match result {
+        Ok(()) => {
+            std::fs::rename(&partial, out)?;
+            Ok(tally)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            Err(e)
+        }
+    }
+}
+
+fn partial_path(out: &Path) -> PathBuf {
+    let mut name = out.file_name().unwrap_or_default().to_os_string();
+    name.push(".partial");
+    out.with_file_name(name)
+}
+
+/// An archive read back and verified in a scratch directory.
+struct Unpacked {
+    dir: tempfile::TempDir,
+    components: Vec<Component>,
+}
+
+impl Unpacked {
+    fn blob(&self, sha256: &str) -> PathBuf {
+        self.dir.path().join("blobs").join(sha256)
+    }
+}
+
+/// Reads every entry of the archive into `scratch`, hashing each, and checks all of it against the manifest.
+fn unpack(archive: &Path, scratch: &Path) -> Result<Unpacked, ArchiveError> {
+    let dir = tempfile::Builder::new()
+        .prefix("restore-")
+        .tempdir_in(scratch)?;
+    std::fs::create_dir(dir.path().join("blobs"))?;
+    let mut tar = tar::Archive::new(BufReader::new(File::open(archive)?));
+    let mut seen: HashMap<String, Entry> = HashMap::new();
+    let mut manifest: Option<Manifest> = None;
+    let damaged = |e: io::Error| invalid(format!("the archive is truncated or damaged: {e}"));
+    for entry in tar.entries().map_err(damaged)? {
+        let mut entry = entry.map_err(damaged)?;
+        if manifest.is_some() {
+            return Err(invalid("entries follow the manifest"));
+        }
+        let name = entry
+            .path()
+            .map_err(damaged)?
+            .to_string_lossy()
+            .into_owned();
+        if name == MANIFEST {
+            let mut text = Vec::new();
+            entry.read_to_end(&mut text).map_err(damaged)?;
+            manifest = Some(
+                serde_json::from_slice(&text)
+                    .map_err(|e| invalid(format!("the manifest is not valid: {e}")))?,
+            );
+            continue;
+        }
+        let target = if name == COMPONENTS {
+            dir.path().join(COMPONENTS)
+        } else if let Some(sha) = name.strip_prefix(BLOBS)
+            && sha.len() == 64
+            && sha
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        {
+            dir.path().join("blobs").join(sha)
+        } else {
+            return Err(invalid(format!("unexpected entry {name:?}")));
+        };
+        let declared = entry.header().size().map_err(damaged)?;
+        let mut reader = Hashing::new(&mut entry);
+        let mut out = BufWriter::new(File::create(&target)?);
+        io::copy(&mut reader, &mut out).map_err(damaged)?;
+        out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        let hashed = reader.entry();
+        if hashed.size != declared {
+            return Err(invalid(format!("the archive is truncated in {name}")));
+        }
+        if let Some(sha) = name.strip_prefix(BLOBS)
+            && hashed.sha256 != sha
+        {
+            return Err(invalid(format!(
+                "{name} does not hold the bytes its name says"
+            )));
+        }
+        seen.insert(name, hashed);
+    }
+    let manifest =
+        manifest.ok_or_else(|| invalid("the manifest is missing: the archive is truncated"))?;
+    if manifest.format != FORMAT || manifest.version != VERSION {
+        return Err(invalid(format!(
+            "unsupported archive format {} version {}",
+            manifest.format, manifest.version
+        )));
+    }
+    for (name, expected) in &manifest.entries {
+        match seen.get(name) {
+            Some(found) if found == expected => {}
+            Some(_) => return Err(invalid(format!("{name} does not match the manifest"))),
+            None => return Err(invalid(format!("{name} is missing"))),
+        }
+    }
+    if seen.len() != manifest.entries.len() {
+        return Err(invalid(
+            "the archive holds entries the manifest does not list",
+        ));
+    }
+    let mut components = Vec::new();
+    for line in BufReader::new(File::open(dir.path().join(COMPONENTS))?).lines() {
+        let line = line?;
+        let component: Component = serde_json::from_str(&line)
+            .map_err(|e| invalid(format!("a component is not valid: {e}")))?;
+        component
+            .spec
+            .validate()
+            .map_err(|e| invalid(format!("{}: {e}", component.key)))?;
+        if let Some(file) = &component.file {
+            let blob = manifest.entries.get(&format!("{BLOBS}{}", file.sha256));
+            if blob.is_none_or(|b| b.size != file.size) {
+                return Err(invalid(format!(
+                    "the file of {} is not in the archive",
+                    component.key
+                )));
+            }
+        }
+        components.push(component);
+    }
+    if components.len() as u64 != manifest.components {
+        return Err(invalid(
+            "the number of components does not match the manifest",
+        ));
+    }
+    Ok(Unpacked { dir, components })
+}
+
+/// Adds every component of the archive at `input` to `store`. The archive is verified in full (in a scratch
+/// directory under `scratch`) before the first write, and nothing is written when any of its components already
+/// exists in the store.
+pub async fn restore(
+    store: &dyn Store,
+    input: &Path,
+    scratch: &Path,
+    progress: &dyn Progress,
+) -> Result<Tally, ArchiveError> {
+    let (input, scratch) = (input.to_path_buf(), scratch.to_path_buf());
+    let unpacked = blocking(move || unpack(&input, &scratch)).await?;
+    refuse_existing(store, &unpacked.components).await?;
+    let mut tally = Tally::default();
+    for component in &unpacked.components {
+        match &component.file {
+            Some(file) => {
+                let path = unpacked.blob(&file.sha256);
+                let body = ReaderStream::new(tokio::fs::File::open(&path).await?)
+                    .inspect(|chunk| {
+                        if let Ok(chunk) = chunk {
+                            progress.bytes(chunk.len() as u64);
+                        }
+                    })
+                    .boxed();
+                let staged = store.stage(body, u64::MAX).await?;
+                store.insert_with_file(component.clone(), staged).await?;
+                tally.files += 1;
+                tally.bytes += file.size;
+            }
+            None => store.insert(component.clone()).await?,
+        }
+        progress.component();
+        tally.components += 1;
+    }
+    Ok(tally)
+}
+
+async fn refuse_existing(store: &dyn Store, components: &[Component]) -> Result<(), ArchiveError> {
+    for component in components {
+        if store.get(&component.key).await?.is_some() {
+            return Err(ArchiveError::Exists(component.key.to_string()));
+        }
+    }
+    Ok(())
+}
+
+/// Copies every component of `source` (for example a database the original service wrote, opened with the
+/// MongoDB backend) into `target`, files streamed from one to the other and hashed on the way.
+pub async fn import(
+    source: &dyn Store,
+    target: &dyn Store,
+    progress: &dyn Progress,
+) -> Result<Tally, ArchiveError> {
+    let components = all_components(source).await?;
+    refuse_existing(target, &components).await?;
+    let mut tally = Tally::default();
+    for mut component in components {
+        match component.file.clone() {
+            Some(mut file) => {
+                let body = source
+                    .read(&component.key, &file, 0..file.size)
+                    .await?
+                    .inspect(|chunk| {
+                        if let Ok(chunk) = chunk {
+                            progress.bytes(chunk.len() as u64);
+                        }
+                    })
+                    .boxed();
+                let staged = target.stage(body, u64::MAX).await?;
+                if staged.size != file.size
+                    || (!file.sha256.is_empty() && staged.sha256 != file.sha256)
+                {
+                    return Err(invalid(format!(
+                        "the file of {} does not match its recorded size or sha256 in the source",
+                        component.key
+                    )));
+                }
+                // Files of the original service have no hash recorded: the one just computed is it.
+                file.sha256 = staged.sha256.clone();
+                tally.bytes += file.size;
+                component.file = Some(file);
+                target.insert_with_file(component, staged).await?;
+                tally.files += 1;
+            }
+            None => target.insert(component).await?,
+        }
+        progress.component();
+        tally.components += 1;
+    }
+    Ok(tally)
+}

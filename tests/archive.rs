@@ -1,0 +1,249 @@
+//! dump and restore between embedded stores, run as an operator runs them: the binary's subcommands.
+//! (Moves between the embedded store and MongoDB, and `import`, are in tests/mongodb.rs.)
+
+mod common;
+
+use std::path::Path;
+
+use common::process::run;
+use common::{Options, TestApp, bytes, sha256_hex};
+use serde_json::json;
+use tempfile::TempDir;
+
+/// A store with every kind, files (two components share the same bytes) and a component without a file.
+pub async fn populated_store() -> TempDir {
+    let app = common::embedded(Options::default()).await;
+    app.ok(
+        "mutation {
+          createModel(input: {name: \"fall-detection\", version: \"pilot-2-1\", library: \"keras\", description: \"CNN\"}) { name }
+          createTransformation(input: {id: \"custom.img_transpose\", parameterTypes: {axes: \"list\"},
+            defaultValues: {axes: [1, 0, 2]}, outputs: [\"image\"], needs: {ram: 0.5}}) { id }
+          createService(input: {id: \"inference.svc\", needs: {gpu: true,
+            preinstalledLibraries: [{name: \"grpcio\", version: \">=1.50\"}],
+            availableModels: [{name: \"fall-detection\", version: \"pilot-2-1\"}]}}) { id }
+          createInferencer(input: {id: \"tf.inferencer\", library: \"tensorflow\", useCuda: true}) { id }
+        }",
+        json!({}),
+    )
+    .await;
+    for (mutation, data) in [
+        (
+            "uploadModelFile(name: \"fall-detection\", version: \"pilot-2-1\", file: $file) { name }",
+            bytes(700_000, 1),
+        ),
+        (
+            "uploadTransformationFile(id: \"custom.img_transpose\", file: $file) { id }",
+            bytes(5_000, 2),
+        ),
+        (
+            "uploadServiceFile(id: \"inference.svc\", file: $file) { id }",
+            bytes(5_000, 2),
+        ),
+    ] {
+        let response = app
+            .upload(
+                &format!("mutation($file: Upload!) {{ {mutation} }}"),
+                json!({}),
+                data,
+                "f.zip",
+            )
+            .await;
+        assert_eq!(response.status(), 200);
+    }
+    app.stop_keeping_data().await
+}
+
+pub fn data_dir(dir: &Path) -> String {
+    dir.join("data").display().to_string()
+}
+
+/// Runs a subcommand that must succeed, and checks that it stays quiet when no terminal is attached.
+pub fn ok(args: &[&str]) {
+    let output = run(args);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    assert!(
+        output.status.success(),
+        "{args:?} failed:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.is_empty() && stderr.is_empty(),
+        "{args:?} is not quiet in scripts:\n{stdout}\n{stderr}"
+    );
+}
+
+async fn component_count(dir: &Path) -> u64 {
+    let store = component_repository::store::embedded::EmbeddedStore::open(&dir.join("data"))
+        .await
+        .unwrap();
+    let app = TestApp::start(
+        std::sync::Arc::new(store),
+        tempfile::tempdir().unwrap(),
+        None,
+        Options::default(),
+    )
+    .await;
+    let data = app
+        .ok(
+            "{ models { totalCount } transformations { totalCount } services { totalCount } inferencers { totalCount } }",
+            json!({}),
+        )
+        .await;
+    let total = ["models", "transformations", "services", "inferencers"]
+        .iter()
+        .map(|k| data[k]["totalCount"].as_u64().unwrap())
+        .sum();
+    app.stop().await;
+    total
+}
+
+#[tokio::test]
+async fn dump_and_restore_round_trip_is_byte_identical() {
+    let source = populated_store().await;
+    let work = tempfile::tempdir().unwrap();
+    let first = work.path().join("first.tar");
+    ok(&[
+        "dump",
+        "--data-dir",
+        &data_dir(source.path()),
+        "--out",
+        first.to_str().unwrap(),
+    ]);
+
+    let target = tempfile::tempdir().unwrap();
+    ok(&[
+        "restore",
+        "--data-dir",
+        &data_dir(target.path()),
+        "--in",
+        first.to_str().unwrap(),
+    ]);
+    let second = work.path().join("second.tar");
+    ok(&[
+        "dump",
+        "--data-dir",
+        &data_dir(target.path()),
+        "--out",
+        second.to_str().unwrap(),
+    ]);
+    let (a, b) = (
+        std::fs::read(&first).unwrap(),
+        std::fs::read(&second).unwrap(),
+    );
+    assert!(
+        a == b,
+        "a dump of the restored store differs from the original dump"
+    );
+
+    // The restored store serves the same files, timestamps included.
+    let store =
+        component_repository::store::embedded::EmbeddedStore::open(&target.path().join("data"))
+            .await
+            .unwrap();
+    let app = TestApp::start(
+        std::sync::Arc::new(store),
+        tempfile::tempdir().unwrap(),
+        None,
+        Options::default(),
+    )
+    .await;
+    let model = app
+        .get("/model/fall-detection/pilot-2-1")
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(sha256_hex(&model), sha256_hex(&bytes(700_000, 1)));
+    let service = app
+        .ok("{ service(id: \"inference.svc\") { needs { gpu availableModels { model { library } } } file { sha256 } } }", json!({}))
+        .await;
+    assert_eq!(
+        service["service"]["needs"]["availableModels"][0]["model"]["library"],
+        "keras"
+    );
+    assert_eq!(
+        service["service"]["file"]["sha256"],
+        sha256_hex(&bytes(5_000, 2))
+    );
+}
+
+#[tokio::test]
+async fn damaged_archives_are_refused_and_nothing_is_written() {
+    let source = populated_store().await;
+    let work = tempfile::tempdir().unwrap();
+    let archive = work.path().join("good.tar");
+    ok(&[
+        "dump",
+        "--data-dir",
+        &data_dir(source.path()),
+        "--out",
+        archive.to_str().unwrap(),
+    ]);
+    let good = std::fs::read(&archive).unwrap();
+    let manifest_at = good
+        .windows(13)
+        .position(|w| w == b"manifest.json")
+        .unwrap();
+    let model_start = bytes(700_000, 1)[..8].to_vec();
+    let model_data_at = good.windows(8).position(|w| w == model_start).unwrap();
+
+    let mut flipped = good.clone();
+    flipped[model_data_at + 1000] ^= 0x40;
+    let cases: [(&str, Vec<u8>, &str); 4] = [
+        ("truncated", good[..good.len() / 2].to_vec(), "truncated"),
+        (
+            "without its manifest",
+            good[..manifest_at].to_vec(),
+            "truncated",
+        ),
+        ("with a flipped bit", flipped, "does not hold the bytes"),
+        ("empty", Vec::new(), "manifest is missing"),
+    ];
+    for (what, bytes, expected) in cases {
+        let path = work.path().join("bad.tar");
+        std::fs::write(&path, &bytes).unwrap();
+        let target = tempfile::tempdir().unwrap();
+        let output = run(&[
+            "restore",
+            "--data-dir",
+            &data_dir(target.path()),
+            "--in",
+            path.to_str().unwrap(),
+        ]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "an archive {what} was restored");
+        assert!(stderr.contains(expected), "an archive {what}: {stderr}");
+        assert_eq!(
+            component_count(target.path()).await,
+            0,
+            "an archive {what} wrote components"
+        );
+    }
+}
+
+#[tokio::test]
+async fn restore_only_adds_components() {
+    let source = populated_store().await;
+    let work = tempfile::tempdir().unwrap();
+    let archive = work.path().join("a.tar");
+    ok(&[
+        "dump",
+        "--data-dir",
+        &data_dir(source.path()),
+        "--out",
+        archive.to_str().unwrap(),
+    ]);
+    // Restoring into the store it came from would overwrite every component: refused, with nothing changed.
+    let output = run(&[
+        "restore",
+        "--data-dir",
+        &data_dir(source.path()),
+        "--in",
+        archive.to_str().unwrap(),
+    ]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("already exists"));
+    assert_eq!(component_count(source.path()).await, 4);
+}
