@@ -194,10 +194,67 @@ async fn main() -> anyhow::Result<()> {
     make_cold(&input)?;
     let direct = disk_read_rate(&input, true)?;
 
+    println!("file size            {}", ByteSize::b(size));
+    println!(
+        "local disk read      {disk:>9.1} MiB/s  (cold, buffered: {cold}; {direct:.1} MiB/s with O_DIRECT)"
+    );
+    let explicit_store = server_args.iter().any(|a| a.starts_with("--store"));
+    let mut backends = vec![("embedded".to_string(), server_args.clone())];
+    // With MONGODB_URI set (and no store chosen by hand), the same figures for the MongoDB backend, in databases
+    // of the benchmark's own that are dropped afterwards.
+    let mongodb = std::env::var("MONGODB_URI")
+        .ok()
+        .filter(|uri| !uri.is_empty() && !explicit_store);
+    let databases = (
+        format!("bench_{}", std::process::id()),
+        format!("bench_{}_grid", std::process::id()),
+    );
+    if mongodb.is_some() {
+        let mut flags = server_args.clone();
+        flags.extend(
+            [
+                "--store",
+                "mongodb",
+                "--mongodb-database",
+                &databases.0,
+                "--mongodb-grid-database",
+                &databases.1,
+            ]
+            .map(String::from),
+        );
+        backends.push(("mongodb".to_string(), flags));
+    }
+    let mut failed = false;
+    for (label, flags) in backends {
+        let data = dir.path().join(format!("data-{label}"));
+        failed |= !bench_backend(&label, &flags, &data, &input, size, &expected_sha, disk).await?;
+    }
+    if let Some(uri) = mongodb {
+        let client = mongodb::Client::with_uri_str(&uri).await?;
+        client.database(&databases.0).drop().await?;
+        client.database(&databases.1).drop().await?;
+    }
+    if failed {
+        bail!("the downloaded bytes differ from the uploaded ones");
+    }
+    Ok(())
+}
+
+/// Upload, download and list figures of one backend; false when the bytes came back different.
+async fn bench_backend(
+    label: &str,
+    server_args: &[String],
+    data_dir: &std::path::Path,
+    input: &std::path::Path,
+    size: u64,
+    expected_sha: &str,
+    disk: f64,
+) -> anyhow::Result<bool> {
+    println!("--- {label} store");
     let mut flags = vec!["--max-upload-size".to_owned(), format!("{}", size + 1)];
-    flags.extend(server_args);
+    flags.extend(server_args.iter().cloned());
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let server = process::ServerProcess::start(&dir.path().join("data"), &flags);
+    let server = process::ServerProcess::start(data_dir, &flags);
     let base = server.base.clone();
     let rss = RssSampler::start(server.child.id());
     let client = reqwest::Client::new();
@@ -216,7 +273,7 @@ async fn main() -> anyhow::Result<()> {
 
     // Upload.
     rss.reset();
-    let file = tokio::fs::File::open(&input).await?;
+    let file = tokio::fs::File::open(input).await?;
     let stream = tokio_util::io::ReaderStream::with_capacity(file, CHUNK);
     let operations = json!({
         "query": "mutation($file: Upload!) { uploadModelFile(name: \"bench\", version: \"1\", file: $file) { file { size sha256 } } }",
@@ -245,11 +302,10 @@ async fn main() -> anyhow::Result<()> {
     }
 
     // Download, cold: the stored blob comes from the disk, as the baseline does.
-    let blob = dir
-        .path()
-        .join("data/blobs")
+    let blob = data_dir
+        .join("blobs")
         .join(&expected_sha[..2])
-        .join(&expected_sha);
+        .join(expected_sha);
     if blob.exists() {
         make_cold(&blob)?;
     }
@@ -275,10 +331,6 @@ async fn main() -> anyhow::Result<()> {
     let mb = size as f64 / MIB;
     let (up, down) = (mb / upload_secs, mb / download_secs);
     let above = |peak: u64| peak.saturating_sub(idle) as f64 / MIB;
-    println!("file size            {}", ByteSize::b(size));
-    println!(
-        "local disk read      {disk:>9.1} MiB/s  (cold, buffered: {cold}; {direct:.1} MiB/s with O_DIRECT)"
-    );
     println!(
         "upload (multipart)   {up:>9.1} MiB/s  = {:.2} x disk read   server peak RSS {:.1} MiB above idle",
         up / disk,
@@ -304,8 +356,75 @@ async fn main() -> anyhow::Result<()> {
         "target: download >= 0.5 x disk read          {}",
         if download_ok { "met" } else { "MISSED" }
     );
-    if !verified {
-        bail!("the downloaded bytes differ from the uploaded ones");
+    list_figures(&client, &base).await?;
+    Ok(verified)
+}
+
+/// Listing: 1,000 services, then every page of a filtered listing, as a dashboard or orchestrator pages through.
+async fn list_figures(client: &reqwest::Client, base: &str) -> anyhow::Result<()> {
+    const COMPONENTS: usize = 1000;
+    const PER_REQUEST: usize = 50;
+    for batch in 0..COMPONENTS / PER_REQUEST {
+        let creates: String = (0..PER_REQUEST)
+            .map(|i| {
+                let n = batch * PER_REQUEST + i;
+                format!(
+                    "c{i}: createService(input: {{id: \"bench.svc.{n:05}\", needs: {{ram: {}, gpu: {}, \
+                     preinstalledLibraries: [{{name: \"torch\", version: \">=2.{}\"}}]}}}}) {{ id }} ",
+                    n % 16,
+                    n % 3 == 0,
+                    n % 5
+                )
+            })
+            .collect();
+        let response: Value = client
+            .post(format!("{base}/graphql"))
+            .json(&json!({ "query": format!("mutation {{ {creates} }}") }))
+            .send()
+            .await?
+            .json()
+            .await?;
+        if response.get("errors").is_some() {
+            bail!("creating services failed: {response}");
+        }
+    }
+    for (what, filter) in [
+        ("list, by needs", "{needs: {maxRam: 8, gpu: false}}"),
+        (
+            "list, version range",
+            "{needs: {libraries: [{name: \"torch\", version: \"2.3\"}]}}",
+        ),
+    ] {
+        let started = Instant::now();
+        let (mut after, mut pages, mut seen) = (Value::Null, 0, 0);
+        loop {
+            let response: Value = client
+                .post(format!("{base}/graphql"))
+                .json(&json!({
+                    "query": format!("query($after: String) {{ services(filter: {filter}, first: 100, after: $after) \
+                                      {{ totalCount pageInfo {{ hasNextPage endCursor }} edges {{ node {{ id }} }} }} }}"),
+                    "variables": { "after": after },
+                }))
+                .send()
+                .await?
+                .json()
+                .await?;
+            let page = &response["data"]["services"];
+            if page.is_null() {
+                bail!("listing failed: {response}");
+            }
+            pages += 1;
+            seen += page["edges"].as_array().map_or(0, Vec::len);
+            if page["pageInfo"]["hasNextPage"] != true {
+                break;
+            }
+            after = page["pageInfo"]["endCursor"].clone();
+        }
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        println!(
+            "{what:<20} {seen} of {COMPONENTS} services in {pages} pages: {ms:.0} ms ({:.1} ms a page)",
+            ms / f64::from(pages)
+        );
     }
     Ok(())
 }

@@ -50,7 +50,7 @@ async fn main() -> anyhow::Result<()> {
                 bucket: from.from_bucket.clone(),
                 timeout: Duration::from_secs(cli.serve.mongodb.mongodb_timeout_secs.max(1)),
             };
-            let source = MongoStore::connect(&config)
+            let source = MongoStore::open_source(&config)
                 .await
                 .with_context(|| format!("connecting to {}", redact_uri(&from.from_mongodb_uri)))?;
             let bar = ProgressView::new("importing");

@@ -5,74 +5,10 @@ mod common;
 
 use std::path::Path;
 
+use common::archive::{data_dir, ok, populated_store};
 use common::process::run;
 use common::{Options, TestApp, bytes, sha256_hex};
 use serde_json::json;
-use tempfile::TempDir;
-
-/// A store with every kind, files (two components share the same bytes) and a component without a file.
-pub async fn populated_store() -> TempDir {
-    let app = common::embedded(Options::default()).await;
-    app.ok(
-        "mutation {
-          createModel(input: {name: \"fall-detection\", version: \"pilot-2-1\", library: \"keras\", description: \"CNN\"}) { name }
-          createTransformation(input: {id: \"custom.img_transpose\", parameterTypes: {axes: \"list\"},
-            defaultValues: {axes: [1, 0, 2]}, outputs: [\"image\"], needs: {ram: 0.5}}) { id }
-          createService(input: {id: \"inference.svc\", needs: {gpu: true,
-            preinstalledLibraries: [{name: \"grpcio\", version: \">=1.50\"}],
-            availableModels: [{name: \"fall-detection\", version: \"pilot-2-1\"}]}}) { id }
-          createInferencer(input: {id: \"tf.inferencer\", library: \"tensorflow\", useCuda: true}) { id }
-        }",
-        json!({}),
-    )
-    .await;
-    for (mutation, data) in [
-        (
-            "uploadModelFile(name: \"fall-detection\", version: \"pilot-2-1\", file: $file) { name }",
-            bytes(700_000, 1),
-        ),
-        (
-            "uploadTransformationFile(id: \"custom.img_transpose\", file: $file) { id }",
-            bytes(5_000, 2),
-        ),
-        (
-            "uploadServiceFile(id: \"inference.svc\", file: $file) { id }",
-            bytes(5_000, 2),
-        ),
-    ] {
-        let response = app
-            .upload(
-                &format!("mutation($file: Upload!) {{ {mutation} }}"),
-                json!({}),
-                data,
-                "f.zip",
-            )
-            .await;
-        assert_eq!(response.status(), 200);
-    }
-    app.stop_keeping_data().await
-}
-
-pub fn data_dir(dir: &Path) -> String {
-    dir.join("data").display().to_string()
-}
-
-/// Runs a subcommand that must succeed, and checks that it stays quiet when no terminal is attached.
-pub fn ok(args: &[&str]) {
-    let output = run(args);
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr),
-    );
-    assert!(
-        output.status.success(),
-        "{args:?} failed:\n{stdout}\n{stderr}"
-    );
-    assert!(
-        stdout.is_empty() && stderr.is_empty(),
-        "{args:?} is not quiet in scripts:\n{stdout}\n{stderr}"
-    );
-}
 
 async fn component_count(dir: &Path) -> u64 {
     let store = component_repository::store::embedded::EmbeddedStore::open(&dir.join("data"))

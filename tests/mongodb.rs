@@ -143,6 +143,63 @@ where
     (app, raw, store)
 }
 
+/// Writes what the original service left in MongoDB: a model and a transformation with files in GridFS, and a
+/// service without one.
+async fn write_original_database(
+    raw: Raw,
+    model_bytes: Vec<u8>,
+    transformation_bytes: Vec<u8>,
+) -> Raw {
+    let model_file = ObjectId::new();
+    let transformation_file = ObjectId::new();
+    let uploaded = DateTime::from_millis(1_700_000_000_000);
+    raw.put_grid_file(
+        model_file,
+        "model/fall-detection/pilot-2-1",
+        &model_bytes,
+        uploaded,
+    )
+    .await;
+    raw.put_grid_file(
+        transformation_file,
+        "transformation/custom.img_transpose",
+        &transformation_bytes,
+        uploaded,
+    )
+    .await;
+    // Exactly the documents the original wrote: no dates, hashes or revisions of ours, maps left null,
+    // numbers as integers.
+    raw.meta
+        .collection::<Document>("models")
+        .insert_one(doc! {
+            "model_name": "fall-detection", "model_version": "pilot-2-1",
+            "meta": { "library": "keras", "description": "A CNN" },
+            "model_id": model_file.to_hex(),
+        })
+        .await
+        .unwrap();
+    raw.meta
+        .collection::<Document>("transformations")
+        .insert_one(doc! {
+            "id": "custom.img_transpose", "description": "transpose",
+            "parameter_types": { "axes": "list" }, "default_values": { "axes": [1, 0, 2] },
+            "outputs": ["image"],
+            "needs": { "storage": 1, "RAM": 2, "GPU": false,
+                       "preinstalled_libraries": { "numpy": "1.26.4" }, "available_models": null },
+            "storage_id": transformation_file.to_hex(),
+        })
+        .await
+        .unwrap();
+    raw.meta
+        .collection::<Document>("services")
+        .insert_one(
+            doc! { "id": "svc", "description": "no file yet", "needs": null, "storage_id": null },
+        )
+        .await
+        .unwrap();
+    raw
+}
+
 #[tokio::test]
 async fn serves_a_database_written_by_the_original_service() {
     let Some(target) = require_target("serves_a_database_written_by_the_original_service") else {
@@ -151,50 +208,7 @@ async fn serves_a_database_written_by_the_original_service() {
     let model_bytes = bytes(2_500, 7);
     let transformation_bytes = bytes(999, 8);
     let (app, raw, store) = start_on_prepared(target, |raw| {
-        let (model_bytes, transformation_bytes) = (model_bytes.clone(), transformation_bytes.clone());
-        async move {
-            let model_file = ObjectId::new();
-            let transformation_file = ObjectId::new();
-            let uploaded = DateTime::from_millis(1_700_000_000_000);
-            raw.put_grid_file(model_file, "model/fall-detection/pilot-2-1", &model_bytes, uploaded)
-                .await;
-            raw.put_grid_file(
-                transformation_file,
-                "transformation/custom.img_transpose",
-                &transformation_bytes,
-                uploaded,
-            )
-            .await;
-            // Exactly the documents the original wrote: no dates, hashes or revisions of ours, maps left null,
-            // numbers as integers.
-            raw.meta
-                .collection::<Document>("models")
-                .insert_one(doc! {
-                    "model_name": "fall-detection", "model_version": "pilot-2-1",
-                    "meta": { "library": "keras", "description": "A CNN" },
-                    "model_id": model_file.to_hex(),
-                })
-                .await
-                .unwrap();
-            raw.meta
-                .collection::<Document>("transformations")
-                .insert_one(doc! {
-                    "id": "custom.img_transpose", "description": "transpose",
-                    "parameter_types": { "axes": "list" }, "default_values": { "axes": [1, 0, 2] },
-                    "outputs": ["image"],
-                    "needs": { "storage": 1, "RAM": 2, "GPU": false,
-                               "preinstalled_libraries": { "numpy": "1.26.4" }, "available_models": null },
-                    "storage_id": transformation_file.to_hex(),
-                })
-                .await
-                .unwrap();
-            raw.meta
-                .collection::<Document>("services")
-                .insert_one(doc! { "id": "svc", "description": "no file yet", "needs": null, "storage_id": null })
-                .await
-                .unwrap();
-            raw
-        }
+        write_original_database(raw, model_bytes.clone(), transformation_bytes.clone())
     })
     .await;
 
@@ -641,4 +655,148 @@ async fn a_database_that_goes_away_gives_503_and_recovers() {
         json!({}),
     )
     .await;
+}
+
+#[tokio::test]
+async fn archives_move_between_the_embedded_store_and_mongodb() {
+    let Some(target) = require_target("archives_move_between_the_embedded_store_and_mongodb")
+    else {
+        return;
+    };
+    use common::archive::{data_dir, ok, populated_store};
+    let embedded = populated_store().await;
+    let work = tempfile::tempdir().unwrap();
+    let from_embedded = work.path().join("embedded.tar");
+    ok(&[
+        "dump",
+        "--data-dir",
+        &data_dir(embedded.path()),
+        "--out",
+        from_embedded.to_str().unwrap(),
+    ]);
+
+    let config = mongo::config(target);
+    let _drop = DropDatabases(config.clone());
+    // The same subcommands, on the MongoDB store.
+    let on_mongo = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend([
+            "--store",
+            "mongodb",
+            "--mongodb-uri",
+            &config.uri,
+            "--mongodb-database",
+            &config.database,
+            "--mongodb-grid-database",
+            &config.grid_database,
+        ]);
+        ok(&all);
+    };
+    on_mongo(&["restore", "--in", from_embedded.to_str().unwrap()]);
+    let from_mongo = work.path().join("mongo.tar");
+    on_mongo(&["dump", "--out", from_mongo.to_str().unwrap()]);
+    assert_eq!(
+        common::archive::components_of(&from_embedded),
+        common::archive::components_of(&from_mongo)
+    );
+    let (a, b) = (
+        std::fs::read(&from_embedded).unwrap(),
+        std::fs::read(&from_mongo).unwrap(),
+    );
+    assert!(a == b, "MongoDB holds exactly what the embedded store held");
+
+    // And back: into a new embedded store.
+    let back = tempfile::tempdir().unwrap();
+    ok(&[
+        "restore",
+        "--data-dir",
+        &data_dir(back.path()),
+        "--in",
+        from_mongo.to_str().unwrap(),
+    ]);
+    let again = work.path().join("again.tar");
+    ok(&[
+        "dump",
+        "--data-dir",
+        &data_dir(back.path()),
+        "--out",
+        again.to_str().unwrap(),
+    ]);
+    assert!(std::fs::read(&again).unwrap() == a);
+}
+
+#[tokio::test]
+async fn import_copies_a_database_of_the_original_service() {
+    let Some(target) = require_target("import_copies_a_database_of_the_original_service") else {
+        return;
+    };
+    let model_bytes = bytes(2_500, 7);
+    let transformation_bytes = bytes(999, 8);
+    let config = mongo::config(target);
+    let _drop = DropDatabases(config.clone());
+    let raw = write_original_database(
+        Raw::new(&config).await,
+        model_bytes.clone(),
+        transformation_bytes.clone(),
+    )
+    .await;
+
+    let embedded = tempfile::tempdir().unwrap();
+    common::archive::ok(&[
+        "import",
+        "--from-mongodb-uri",
+        &config.uri,
+        "--from-database",
+        &config.database,
+        "--from-grid-database",
+        &config.grid_database,
+        "--data-dir",
+        &common::archive::data_dir(embedded.path()),
+    ]);
+    let indexes: Vec<_> = {
+        use futures_util::TryStreamExt;
+        raw.meta
+            .collection::<Document>("services")
+            .list_indexes()
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap()
+    };
+    assert_eq!(indexes.len(), 1, "the source is only read: {indexes:?}");
+
+    let store =
+        component_repository::store::embedded::EmbeddedStore::open(&embedded.path().join("data"))
+            .await
+            .unwrap();
+    let app = TestApp::start(
+        Arc::new(store),
+        tempfile::tempdir().unwrap(),
+        None,
+        Options::default(),
+    )
+    .await;
+    let model = app.get("/model/fall-detection/pilot-2-1").await;
+    assert_eq!(
+        model.headers()["etag"],
+        format!("\"{}\"", sha256_hex(&model_bytes)).as_str()
+    );
+    assert_eq!(
+        model.bytes().await.unwrap().as_ref(),
+        model_bytes.as_slice()
+    );
+    let data = app
+        .ok(
+            "{ transformation(id: \"custom.img_transpose\") { needs { ram storage preinstalledLibraries { name version } } \
+               file { size sha256 } } service(id: \"svc\") { id file { size } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(data["transformation"]["needs"]["ram"], 2.0);
+    assert_eq!(
+        data["transformation"]["file"]["sha256"],
+        sha256_hex(&transformation_bytes)
+    );
+    assert_eq!(data["service"]["file"], serde_json::Value::Null);
 }

@@ -190,7 +190,12 @@ pub async fn dump(
 
     let mut lines = Vec::new();
     for component in &components {
-        serde_json::to_writer(&mut lines, component).map_err(io::Error::other)?;
+        // Stores locate files their own way (a hash, a GridFS id): in the archive a file is its blob entry.
+        let mut portable = component.clone();
+        if let Some(file) = &mut portable.file {
+            file.blob_id = file.sha256.clone();
+        }
+        serde_json::to_writer(&mut lines, &portable).map_err(io::Error::other)?;
         lines.push(b'\n');
     }
     let builder = {

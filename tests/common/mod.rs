@@ -1,6 +1,7 @@
 //! Starts the real server on a random port and talks to it over HTTP, like a client.
 #![allow(dead_code)] // each test crate uses a different part of this module
 
+pub mod archive;
 pub mod mongo;
 pub mod process;
 

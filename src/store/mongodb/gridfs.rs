@@ -6,7 +6,7 @@ use std::io;
 use std::ops::Range;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::BytesMut;
 use futures_util::{StreamExt, TryStreamExt};
 use mongodb::bson::oid::ObjectId;
 use mongodb::bson::spec::BinarySubtype;
@@ -24,8 +24,8 @@ use crate::store::{
 
 /// The file name of an upload until a component refers to it.
 pub const STAGING_FILENAME: &str = "staging";
-/// Chunks fetched per round trip of a download: with GridFS's default 255 KiB chunks, about 2 MiB in flight.
-const CHUNKS_PER_BATCH: u32 = 8;
+/// Chunks fetched per query of a download: with GridFS's default 255 KiB chunks, about 2 MiB at a time.
+const CHUNKS_PER_WINDOW: u64 = 8;
 
 /// GridFS's default chunk size, as the original service's driver wrote them.
 pub const CHUNK_SIZE: usize = 255 * 1024;
@@ -252,29 +252,45 @@ impl Grid {
         }
         let first = range.start / chunk_size;
         let last = (range.end - 1) / chunk_size;
-        let cursor = self
-            .chunks
-            .find(doc! { "files_id": id, "n": { "$gte": first as i64, "$lte": last as i64 } })
-            .sort(doc! { "n": 1 })
-            .batch_size(CHUNKS_PER_BATCH)
-            .await
-            .map_err(map_err)?;
         let (start, end) = (range.start, range.end);
-        let stream =
-            futures_util::stream::try_unfold((cursor, first), move |(mut cursor, n)| async move {
-                let Some(chunk) = cursor.try_next().await.map_err(io::Error::other)? else {
-                    // A cursor that ends early (missing trailing chunks) must not look like a complete download.
-                    return if n <= last {
-                        Err(io::Error::other(format!(
-                            "GridFS file {id} is missing chunk {n}"
-                        )))
-                    } else {
-                        Ok(None)
-                    };
-                };
-                let bytes = chunk_slice(&chunk, id, n, chunk_size, start..end)?;
-                Ok(Some((bytes, (cursor, n + 1))))
-            });
+        let chunks = self.chunks.clone();
+        // One query per window of chunks rather than one cursor: the memory a download holds stays at one window
+        // even with servers that ignore a cursor's batch size.
+        let stream = futures_util::stream::try_unfold(first, move |n| {
+            let chunks = chunks.clone();
+            async move {
+                if n > last {
+                    return Ok(None);
+                }
+                let window_end = (n + CHUNKS_PER_WINDOW - 1).min(last);
+                let window: Vec<Document> = chunks
+                    .find(doc! { "files_id": id, "n": { "$gte": n as i64, "$lte": window_end as i64 } })
+                    .sort(doc! { "n": 1 })
+                    .await
+                    .map_err(io::Error::other)?
+                    .try_collect()
+                    .await
+                    .map_err(io::Error::other)?;
+                let mut bytes =
+                    BytesMut::with_capacity(((window_end - n + 1) * chunk_size) as usize);
+                for (i, chunk) in window.iter().enumerate() {
+                    bytes.extend_from_slice(chunk_slice(
+                        chunk,
+                        id,
+                        n + i as u64,
+                        chunk_size,
+                        start..end,
+                    )?);
+                }
+                if window.len() as u64 != window_end - n + 1 {
+                    let missing = n + window.len() as u64;
+                    return Err(io::Error::other(format!(
+                        "GridFS file {id} is missing chunk {missing}"
+                    )));
+                }
+                Ok(Some((bytes.freeze(), window_end + 1)))
+            }
+        });
         Ok(Some(Box::pin(stream)))
     }
 
@@ -340,7 +356,7 @@ fn chunk_slice(
     n: u64,
     chunk_size: u64,
     range: Range<u64>,
-) -> io::Result<Bytes> {
+) -> io::Result<&[u8]> {
     let found = integer(chunk.get("n")).and_then(|found| u64::try_from(found).ok());
     if found != Some(n) {
         return Err(io::Error::other(format!(
@@ -361,7 +377,7 @@ fn chunk_slice(
             "GridFS chunk {n} of {id} is short"
         )));
     }
-    Ok(Bytes::copy_from_slice(&data[from..to]))
+    Ok(&data[from..to])
 }
 
 /// Every GridFS id that a component refers to.

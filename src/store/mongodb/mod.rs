@@ -99,6 +99,20 @@ impl MongoStore {
     /// Connects lazily: the server starts (and reports not ready) while the database is still coming up, and the
     /// indexes are created as soon as it answers.
     pub async fn connect(config: &MongoConfig) -> Result<Self, StoreError> {
+        let store = Self::open_source(config).await?;
+        match store.ensure_indexes().await {
+            Ok(()) => {}
+            Err(StoreError::Unavailable(e)) => {
+                tracing::warn!(error = %e, "MongoDB is not reachable yet; indexes are created once it is");
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(store)
+    }
+
+    /// Opens a database only to read from it (the source of an `import`): nothing, not even an index, is
+    /// created in it.
+    pub async fn open_source(config: &MongoConfig) -> Result<Self, StoreError> {
         let mut options = ClientOptions::parse(&config.uri)
             .await
             .map_err(|e| StoreError::Backend(format!("the MongoDB URI is not usable: {e}")))?;
@@ -112,13 +126,6 @@ impl MongoStore {
             timeout: config.timeout,
             indexes: OnceCell::new(),
         };
-        match store.ensure_indexes().await {
-            Ok(()) => {}
-            Err(StoreError::Unavailable(e)) => {
-                tracing::warn!(error = %e, "MongoDB is not reachable yet; indexes are created once it is");
-            }
-            Err(e) => return Err(e),
-        }
         Ok(store)
     }
 

@@ -1,0 +1,88 @@
+//! Helpers for dump/restore tests: a populated embedded store and running the subcommands.
+
+use std::path::Path;
+
+use serde_json::json;
+use tempfile::TempDir;
+
+use super::process::run;
+use super::{Options, bytes};
+
+/// A store with every kind, files (two components share the same bytes) and a component without a file.
+pub async fn populated_store() -> TempDir {
+    let app = super::embedded(Options::default()).await;
+    app.ok(
+        "mutation {
+          createModel(input: {name: \"fall-detection\", version: \"pilot-2-1\", library: \"keras\", description: \"CNN\"}) { name }
+          createTransformation(input: {id: \"custom.img_transpose\", parameterTypes: {axes: \"list\"},
+            defaultValues: {axes: [1, 0, 2]}, outputs: [\"image\"], needs: {ram: 0.5}}) { id }
+          createService(input: {id: \"inference.svc\", needs: {gpu: true,
+            preinstalledLibraries: [{name: \"grpcio\", version: \">=1.50\"}],
+            availableModels: [{name: \"fall-detection\", version: \"pilot-2-1\"}]}}) { id }
+          createInferencer(input: {id: \"tf.inferencer\", library: \"tensorflow\", useCuda: true}) { id }
+        }",
+        json!({}),
+    )
+    .await;
+    for (mutation, data) in [
+        (
+            "uploadModelFile(name: \"fall-detection\", version: \"pilot-2-1\", file: $file) { name }",
+            bytes(700_000, 1),
+        ),
+        (
+            "uploadTransformationFile(id: \"custom.img_transpose\", file: $file) { id }",
+            bytes(5_000, 2),
+        ),
+        (
+            "uploadServiceFile(id: \"inference.svc\", file: $file) { id }",
+            bytes(5_000, 2),
+        ),
+    ] {
+        let response = app
+            .upload(
+                &format!("mutation($file: Upload!) {{ {mutation} }}"),
+                json!({}),
+                data,
+                "f.zip",
+            )
+            .await;
+        assert_eq!(response.status(), 200);
+    }
+    app.stop_keeping_data().await
+}
+
+pub fn data_dir(dir: &Path) -> String {
+    dir.join("data").display().to_string()
+}
+
+/// Runs a subcommand that must succeed, and checks that it stays quiet when no terminal is attached.
+pub fn ok(args: &[&str]) {
+    let output = run(args);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    assert!(
+        output.status.success(),
+        "{args:?} failed:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.is_empty() && stderr.is_empty(),
+        "{args:?} is not quiet in scripts:\n{stdout}\n{stderr}"
+    );
+}
+
+/// The text of `components.jsonl` in an archive, for readable comparisons.
+pub fn components_of(archive: &Path) -> String {
+    use std::io::Read;
+    let mut tar = tar::Archive::new(std::fs::File::open(archive).unwrap());
+    for entry in tar.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        if entry.path().unwrap().to_str() == Some("components.jsonl") {
+            let mut text = String::new();
+            entry.read_to_string(&mut text).unwrap();
+            return text;
+        }
+    }
+    panic!("{} has no components.jsonl", archive.display())
+}
