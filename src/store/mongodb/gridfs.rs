@@ -79,6 +79,14 @@ impl Grid {
         limit: u64,
     ) -> Result<StagedBlob, StoreError> {
         let id = ObjectId::new();
+        // Deletes whatever was written unless the upload completes: on an error, and also when the request is
+        // dropped half way (a client that disconnects).
+        let grid = self.clone();
+        let guard = RemoteBlob::new(id.to_hex(), move || {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move { grid.delete(id).await });
+            }
+        });
         let mut hasher = Sha256::new();
         let mut size: u64 = 0;
         let mut next_chunk: i64 = 0;
@@ -123,20 +131,15 @@ impl Grid {
         }
         .await;
         if let Err(e) = outcome {
-            // Best effort: what is left behind is collected by `gc` once its grace period is over.
+            // Deleted before the client hears of the error (best effort: `gc` collects what a failure leaves).
+            guard.keep();
             self.delete(id).await;
             return Err(e);
         }
-        let grid = self.clone();
-        let discard = move || {
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                runtime.spawn(async move { grid.delete(id).await });
-            }
-        };
         Ok(StagedBlob {
             sha256: hex::encode(hasher.finalize()),
             size,
-            location: StagedLocation::Remote(RemoteBlob::new(id.to_hex(), discard)),
+            location: StagedLocation::Remote(guard),
         })
     }
 

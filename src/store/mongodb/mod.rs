@@ -323,8 +323,8 @@ impl MongoStore {
     }
 }
 
-/// A file the original service stored: its size and date come from GridFS, its hash from our metadata if we have
-/// computed it, or stays empty (the download then has no ETag).
+/// A file the original service stored: its size and date come from GridFS; its hash stays empty until the
+/// backfill has computed it (the download's ETag is then the GridFS id).
 fn legacy_stored_file(id: ObjectId, file: &Document) -> StoredFile {
     let metadata = file.get_document("metadata").ok();
     let text = |name: &str| {
