@@ -5,22 +5,13 @@ mod common;
 
 use std::path::Path;
 
-use common::archive::{data_dir, ok, populated_store};
+use common::archive::{data_dir, dump_embedded, populated_store, restore_embedded};
 use common::process::run;
-use common::{Options, TestApp, bytes, sha256_hex};
+use common::{bytes, sha256_hex};
 use serde_json::json;
 
 async fn component_count(dir: &Path) -> u64 {
-    let store = component_repository::store::embedded::EmbeddedStore::open(&dir.join("data"))
-        .await
-        .unwrap();
-    let app = TestApp::start(
-        std::sync::Arc::new(store),
-        tempfile::tempdir().unwrap(),
-        None,
-        Options::default(),
-    )
-    .await;
+    let app = common::embedded_in(dir).await;
     let data = app
         .ok(
             "{ models { totalCount } transformations { totalCount } services { totalCount } inferencers { totalCount } }",
@@ -40,30 +31,12 @@ async fn dump_and_restore_round_trip_is_byte_identical() {
     let source = populated_store().await;
     let work = tempfile::tempdir().unwrap();
     let first = work.path().join("first.tar");
-    ok(&[
-        "dump",
-        "--data-dir",
-        &data_dir(source.path()),
-        "--out",
-        first.to_str().unwrap(),
-    ]);
+    dump_embedded(source.path(), &first);
 
     let target = tempfile::tempdir().unwrap();
-    ok(&[
-        "restore",
-        "--data-dir",
-        &data_dir(target.path()),
-        "--in",
-        first.to_str().unwrap(),
-    ]);
+    restore_embedded(target.path(), &first);
     let second = work.path().join("second.tar");
-    ok(&[
-        "dump",
-        "--data-dir",
-        &data_dir(target.path()),
-        "--out",
-        second.to_str().unwrap(),
-    ]);
+    dump_embedded(target.path(), &second);
     let (a, b) = (
         std::fs::read(&first).unwrap(),
         std::fs::read(&second).unwrap(),
@@ -74,17 +47,7 @@ async fn dump_and_restore_round_trip_is_byte_identical() {
     );
 
     // The restored store serves the same files, timestamps included.
-    let store =
-        component_repository::store::embedded::EmbeddedStore::open(&target.path().join("data"))
-            .await
-            .unwrap();
-    let app = TestApp::start(
-        std::sync::Arc::new(store),
-        tempfile::tempdir().unwrap(),
-        None,
-        Options::default(),
-    )
-    .await;
+    let app = common::embedded_in(target.path()).await;
     let model = app
         .get("/model/fall-detection/pilot-2-1")
         .await
@@ -110,13 +73,7 @@ async fn damaged_archives_are_refused_and_nothing_is_written() {
     let source = populated_store().await;
     let work = tempfile::tempdir().unwrap();
     let archive = work.path().join("good.tar");
-    ok(&[
-        "dump",
-        "--data-dir",
-        &data_dir(source.path()),
-        "--out",
-        archive.to_str().unwrap(),
-    ]);
+    dump_embedded(source.path(), &archive);
     let good = std::fs::read(&archive).unwrap();
     let manifest_at = good
         .windows(13)
@@ -164,13 +121,7 @@ async fn restore_only_adds_components() {
     let source = populated_store().await;
     let work = tempfile::tempdir().unwrap();
     let archive = work.path().join("a.tar");
-    ok(&[
-        "dump",
-        "--data-dir",
-        &data_dir(source.path()),
-        "--out",
-        archive.to_str().unwrap(),
-    ]);
+    dump_embedded(source.path(), &archive);
     // Restoring into the store it came from would overwrite every component: refused, with nothing changed.
     let output = run(&[
         "restore",

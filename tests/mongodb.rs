@@ -663,17 +663,11 @@ async fn archives_move_between_the_embedded_store_and_mongodb() {
     else {
         return;
     };
-    use common::archive::{data_dir, ok, populated_store};
+    use common::archive::{dump_embedded, ok, populated_store, restore_embedded};
     let embedded = populated_store().await;
     let work = tempfile::tempdir().unwrap();
     let from_embedded = work.path().join("embedded.tar");
-    ok(&[
-        "dump",
-        "--data-dir",
-        &data_dir(embedded.path()),
-        "--out",
-        from_embedded.to_str().unwrap(),
-    ]);
+    dump_embedded(embedded.path(), &from_embedded);
 
     let config = mongo::config(target);
     let _drop = DropDatabases(config.clone());
@@ -707,21 +701,9 @@ async fn archives_move_between_the_embedded_store_and_mongodb() {
 
     // And back: into a new embedded store.
     let back = tempfile::tempdir().unwrap();
-    ok(&[
-        "restore",
-        "--data-dir",
-        &data_dir(back.path()),
-        "--in",
-        from_mongo.to_str().unwrap(),
-    ]);
+    restore_embedded(back.path(), &from_mongo);
     let again = work.path().join("again.tar");
-    ok(&[
-        "dump",
-        "--data-dir",
-        &data_dir(back.path()),
-        "--out",
-        again.to_str().unwrap(),
-    ]);
+    dump_embedded(back.path(), &again);
     assert!(std::fs::read(&again).unwrap() == a);
 }
 
@@ -766,17 +748,7 @@ async fn import_copies_a_database_of_the_original_service() {
     };
     assert_eq!(indexes.len(), 1, "the source is only read: {indexes:?}");
 
-    let store =
-        component_repository::store::embedded::EmbeddedStore::open(&embedded.path().join("data"))
-            .await
-            .unwrap();
-    let app = TestApp::start(
-        Arc::new(store),
-        tempfile::tempdir().unwrap(),
-        None,
-        Options::default(),
-    )
-    .await;
+    let app = common::embedded_in(embedded.path()).await;
     let model = app.get("/model/fall-detection/pilot-2-1").await;
     assert_eq!(
         model.headers()["etag"],

@@ -72,6 +72,28 @@ pub fn ok(args: &[&str]) {
     );
 }
 
+/// `dump` of the embedded store in `dir` to `archive`.
+pub fn dump_embedded(dir: &Path, archive: &Path) {
+    ok(&[
+        "dump",
+        "--data-dir",
+        &data_dir(dir),
+        "--out",
+        archive.to_str().unwrap(),
+    ]);
+}
+
+/// `restore` of `archive` into the embedded store in `dir`.
+pub fn restore_embedded(dir: &Path, archive: &Path) {
+    ok(&[
+        "restore",
+        "--data-dir",
+        &data_dir(dir),
+        "--in",
+        archive.to_str().unwrap(),
+    ]);
+}
+
 /// The text of `components.jsonl` in an archive, for readable comparisons.
 pub fn components_of(archive: &Path) -> String {
     use std::io::Read;

@@ -72,6 +72,18 @@ pub async fn embedded(options: Options) -> TestApp {
     TestApp::start(store, dir, Some(data_dir), options).await
 }
 
+/// A server on the embedded store that an earlier run (or a restore) left in `dir/data`.
+pub async fn embedded_in(dir: &std::path::Path) -> TestApp {
+    let store = EmbeddedStore::open(&dir.join("data")).await.unwrap();
+    TestApp::start(
+        Arc::new(store),
+        tempfile::tempdir().unwrap(),
+        None,
+        Options::default(),
+    )
+    .await
+}
+
 impl TestApp {
     pub async fn start(
         store: Arc<dyn Store>,

@@ -20,8 +20,8 @@ use std::io::{Read, Seek};
 
 use self::blobs::{BlobDir, clear_dir};
 use super::{
-    ByteStream, FileMeta, Page, PageRequest, SpecUpdate, StagedBlob, StagedLocation, Store,
-    StoreError, UploadStream, stage_to_file,
+    ByteStream, FileMeta, Page, PageRequest, SpecUpdate, StagedBlob, Store, StoreError,
+    UploadStream, adopt_file, stage_to_file,
 };
 use crate::domain::{Component, ComponentFilter, ComponentKey, Kind, ModelKey, StoredFile};
 
@@ -150,6 +150,17 @@ impl EmbeddedStore {
     }
 
     /// Deletes the blob file when no component refers to it any more. Call with `blob_lock` held.
+    /// Moves a staged file into `blobs/` under its hash (fsynced, renamed atomically). The caller holds
+    /// `blob_lock` until the metadata that refers to the blob has committed.
+    async fn place(&self, sha256: &str, temp: tempfile::TempPath) -> Result<(), StoreError> {
+        let blobs = self.blobs.clone();
+        let digest = sha256.to_string();
+        tokio::task::spawn_blocking(move || blobs.place(&digest, temp))
+            .await
+            .map_err(|e| StoreError::Backend(e.to_string()))??;
+        Ok(())
+    }
+
     async fn reclaim(&self, digests: Vec<String>) -> Result<(), StoreError> {
         if digests.is_empty() {
             return Ok(());
@@ -403,24 +414,9 @@ impl Store for EmbeddedStore {
         staged: StagedBlob,
         meta: FileMeta,
     ) -> Result<Component, StoreError> {
-        let StagedBlob {
-            sha256,
-            size,
-            location: StagedLocation::File(temp),
-        } = staged
-        else {
-            return Err(StoreError::Backend(
-                "a blob staged by another backend cannot be attached here".into(),
-            ));
-        };
+        let (sha256, size, temp) = staged.into_file()?;
         let _blobs = self.blob_lock.lock().await;
-        {
-            let blobs = self.blobs.clone();
-            let digest = sha256.clone();
-            tokio::task::spawn_blocking(move || blobs.place(&digest, temp))
-                .await
-                .map_err(|e| StoreError::Backend(e.to_string()))??;
-        }
+        self.place(&sha256, temp).await?;
         let file = StoredFile {
             blob_id: sha256.clone(),
             size,
@@ -465,35 +461,10 @@ impl Store for EmbeddedStore {
         mut component: Component,
         staged: StagedBlob,
     ) -> Result<(), StoreError> {
-        let StagedBlob {
-            sha256,
-            size,
-            location: StagedLocation::File(temp),
-        } = staged
-        else {
-            return Err(StoreError::Backend(
-                "a blob staged by another backend cannot be attached here".into(),
-            ));
-        };
-        match &mut component.file {
-            Some(file) if file.sha256 == sha256 && file.size == size => {
-                file.blob_id = sha256.clone()
-            }
-            _ => {
-                return Err(StoreError::Backend(format!(
-                    "the file record of {} does not describe the staged bytes",
-                    component.key
-                )));
-            }
-        }
+        let (sha256, size, temp) = staged.into_file()?;
+        adopt_file(&mut component, &sha256, size, sha256.clone())?;
         let _blobs = self.blob_lock.lock().await;
-        {
-            let blobs = self.blobs.clone();
-            let digest = sha256.clone();
-            tokio::task::spawn_blocking(move || blobs.place(&digest, temp))
-                .await
-                .map_err(|e| StoreError::Backend(e.to_string()))??;
-        }
+        self.place(&sha256, temp).await?;
         let digest = sha256.clone();
         let committed = self
             .blocking(move |db| {

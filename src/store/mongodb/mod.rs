@@ -34,8 +34,8 @@ use self::documents::{
 use self::gridfs::Grid;
 use self::query::{Pushdown, and, pushdown, sort_order};
 use super::{
-    ByteStream, FileMeta, GcReport, Page, PageRequest, SpecUpdate, StagedBlob, StagedLocation,
-    Store, StoreError, UploadStream,
+    ByteStream, FileMeta, GcReport, Page, PageRequest, RemoteBlob, SpecUpdate, StagedBlob, Store,
+    StoreError, UploadStream, adopt_file,
 };
 use crate::domain::{Component, ComponentFilter, ComponentKey, Kind, ModelKey, StoredFile};
 
@@ -88,6 +88,14 @@ fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
         ErrorKind::Command(c) => c.code == 11000,
         _ => false,
     }
+}
+
+/// Hash, size, guard and GridFS id of an upload staged by this backend.
+fn staged_grid_file(staged: StagedBlob) -> Result<(String, u64, RemoteBlob, ObjectId), StoreError> {
+    let (sha256, size, blob) = staged.into_remote()?;
+    let id = ObjectId::parse_str(blob.id())
+        .map_err(|_| StoreError::Backend(format!("{} is not a GridFS id", blob.id())))?;
+    Ok((sha256, size, blob, id))
 }
 
 fn blob_object_id(file: &StoredFile) -> Result<ObjectId, StoreError> {
@@ -496,18 +504,7 @@ impl Store for MongoStore {
         staged: StagedBlob,
         meta: FileMeta,
     ) -> Result<Component, StoreError> {
-        let StagedBlob {
-            sha256,
-            size,
-            location: StagedLocation::Remote(blob),
-        } = staged
-        else {
-            return Err(StoreError::Backend(
-                "a blob staged by another backend cannot be attached here".into(),
-            ));
-        };
-        let id = ObjectId::parse_str(blob.id())
-            .map_err(|_| StoreError::Backend(format!("{} is not a GridFS id", blob.id())))?;
+        let (sha256, size, blob, id) = staged_grid_file(staged)?;
         let now = crate::domain::now();
         let file = StoredFile {
             blob_id: id.to_hex(),
@@ -569,30 +566,8 @@ impl Store for MongoStore {
         staged: StagedBlob,
     ) -> Result<(), StoreError> {
         self.ensure_indexes().await?;
-        let StagedBlob {
-            sha256,
-            size,
-            location: StagedLocation::Remote(blob),
-        } = staged
-        else {
-            return Err(StoreError::Backend(
-                "a blob staged by another backend cannot be attached here".into(),
-            ));
-        };
-        let id = ObjectId::parse_str(blob.id())
-            .map_err(|_| StoreError::Backend(format!("{} is not a GridFS id", blob.id())))?;
-        let file = match &mut component.file {
-            Some(file) if file.sha256 == sha256 && file.size == size => {
-                file.blob_id = id.to_hex();
-                file.clone()
-            }
-            _ => {
-                return Err(StoreError::Backend(format!(
-                    "the file record of {} does not describe the staged bytes",
-                    component.key
-                )));
-            }
-        };
+        let (sha256, size, blob, id) = staged_grid_file(staged)?;
+        let file = adopt_file(&mut component, &sha256, size, id.to_hex())?;
         self.grid
             .label(
                 id,
