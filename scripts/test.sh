@@ -3,6 +3,8 @@
 # - curl, jq: the README tour (tests/readme.rs) runs its examples with them.
 # - nx-27017 (PyPI): a MongoDB-wire server, so the MongoDB backend's contract suite runs without a MongoDB server.
 #   With MONGODB_URI set, the suite runs against that server instead.
+# - chromium (Debian) and playground/node_modules (npm, playwright-core among them): the playground's browser test.
+#   `playground/build.sh --check` installs the latter and proves the embedded GraphiQL assets match the lock file.
 # Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,13 +16,14 @@ missing=()
 for tool in curl jq; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then
     echo "installing: ${missing[*]}"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
   else
-    echo "warning: ${missing[*]} missing and not root: the README tour test will fail" >&2
+    echo "warning: ${missing[*]} missing and not root: the tests that need them will fail or say SKIPPED" >&2
   fi
 fi
 
@@ -32,5 +35,12 @@ fi
 if [ -z "${MONGODB_URI:-}" ]; then
   export NX_27017="$PWD/$tools/nx-27017/bin/nx-27017"
 fi
+
+if command -v npm >/dev/null 2>&1; then
+  playground/build.sh --check
+else
+  echo "warning: npm missing: the playground's browser test will say SKIPPED" >&2
+fi
+export CHROMIUM=/usr/bin/chromium
 
 exec cargo test "$@"

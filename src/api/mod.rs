@@ -3,6 +3,7 @@
 mod download;
 pub mod error;
 pub mod graphql;
+mod playground;
 mod rest;
 
 use std::sync::Arc;
@@ -79,6 +80,7 @@ pub fn router(service: Arc<RepositoryService>, links: Links) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .merge(rest::routes())
+        .merge(playground::routes())
         .fallback(|| async { ApiError::NoRoute })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(state)

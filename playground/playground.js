@@ -1,0 +1,90 @@
+// The playground's setup: GraphiQL against this server's /graphql, with example operations in tabs.
+(function () {
+  "use strict";
+
+  const endpoint = new URL("/graphql", window.location.href).toString();
+
+  const listing = `# Services that need no GPU and at most 4 GB of RAM,
+# and whose TensorFlow requirement accepts version 2.13.
+# Needs a token? Put {"Authorization": "Bearer <token>"}
+# in the Headers tab below.
+query FilteredListing {
+  services(
+    filter: {
+      needs: {
+        gpu: false
+        maxRam: 4
+        libraries: [{ name: "tensorflow", version: "2.13" }]
+      }
+    }
+    first: 10
+  ) {
+    totalCount
+    pageInfo { hasNextPage endCursor }
+    edges {
+      node {
+        id
+        description
+        needs { ram storage gpu preinstalledLibraries { name version } }
+        file { size sha256 downloadUrl }
+      }
+    }
+  }
+}
+`;
+
+  const runnableOn = `# Everything a device can run: what an orchestrator
+# asks before it deploys a pipeline.
+query RunnableOn {
+  runnableOn(
+    device: {
+      gpu: false
+      ram: 4
+      storage: 32
+      libraries: [{ name: "tensorflow", version: "2.13.1" }]
+      models: [{ name: "fall-detection", version: "pilot-2-1" }]
+    }
+    first: 20
+  ) {
+    totalCount
+    edges {
+      node {
+        __typename
+        ... on Transformation { id }
+        ... on Service { id }
+        ... on Inferencer { id library }
+      }
+    }
+  }
+}
+`;
+
+  const mutation = `# Registers a model. Its file is uploaded with
+# uploadModelFile, a multipart request (see the README).
+mutation CreateModel {
+  createModel(
+    input: { name: "fall-detection", version: "pilot-2-1", library: "keras", description: "A CNN" }
+  ) {
+    name
+    version
+    library
+    createdAt
+  }
+}
+`;
+
+  const root = ReactDOM.createRoot(document.getElementById("graphiql"));
+  root.render(
+    React.createElement(GraphiQL, {
+      fetcher: GraphiQL.createFetcher({ url: endpoint }),
+      defaultTabs: [
+        { query: listing },
+        { query: runnableOn },
+        { query: mutation },
+      ],
+      defaultEditorToolsVisibility: "headers",
+      headerEditorEnabled: true,
+      shouldPersistHeaders: false,
+    }),
+  );
+})();
