@@ -39,6 +39,10 @@ pub enum Command {
         /// Where the archive is unpacked and verified first (needs room for its files).
         #[arg(long, env = "REPOSITORY_SCRATCH_DIR", default_value_os_t = std::env::temp_dir())]
         scratch_dir: PathBuf,
+        /// Restore only into an empty store, and succeed without doing anything otherwise: how the Docker image
+        /// and the Helm chart seed a new deployment, every time it starts, from an archive.
+        #[arg(long)]
+        if_empty: bool,
     },
     /// Copy every component of a database written by the original service (MongoDB + GridFS) into the store.
     Import(ImportArgs),

@@ -32,8 +32,16 @@ async fn main() -> anyhow::Result<()> {
             bar.finish(&format!("dumped to {}", out.display()), tally);
             Ok(())
         }
-        Command::Restore { input, scratch_dir } => {
+        Command::Restore {
+            input,
+            scratch_dir,
+            if_empty,
+        } => {
             let store = open_for_command(&cli.serve).await?;
+            if if_empty && !archive::is_empty(store.as_ref()).await? {
+                tracing::info!("the store already holds components: nothing restored");
+                return Ok(());
+            }
             let bar = ProgressView::new("restoring");
             let tally = archive::restore(store.as_ref(), &input, &scratch_dir, &bar)
                 .await

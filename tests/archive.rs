@@ -134,3 +134,32 @@ async fn restore_only_adds_components() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("already exists"));
     assert_eq!(component_count(source.path()).await, 4);
 }
+
+#[tokio::test]
+async fn seeding_restores_only_into_an_empty_store() {
+    let source = populated_store().await;
+    let work = tempfile::tempdir().unwrap();
+    let archive = work.path().join("seed.tar");
+    dump_embedded(source.path(), &archive);
+    let target = tempfile::tempdir().unwrap();
+    let seed = [
+        "restore",
+        "--if-empty",
+        "--data-dir",
+        &data_dir(target.path()),
+        "--in",
+        archive.to_str().unwrap(),
+    ];
+    common::archive::ok(&seed);
+    assert_eq!(component_count(target.path()).await, 4);
+    // Every later start seeds again: a store that holds components is left as it is, and that is no error.
+    let app = common::embedded_in(target.path()).await;
+    app.ok(
+        "mutation { deleteInferencer(id: \"tf.inferencer\") }",
+        json!({}),
+    )
+    .await;
+    app.stop().await;
+    common::archive::ok(&seed);
+    assert_eq!(component_count(target.path()).await, 3);
+}

@@ -107,6 +107,26 @@ async fn all_components(store: &dyn Store) -> Result<Vec<Component>, StoreError>
     Ok(all)
 }
 
+/// Whether `store` holds no component at all.
+pub async fn is_empty(store: &dyn Store) -> Result<bool, StoreError> {
+    for kind in Kind::ALL {
+        let page = store
+            .list(
+                kind,
+                &ComponentFilter::default(),
+                PageRequest {
+                    after: None,
+                    limit: 1,
+                },
+            )
+            .await?;
+        if !page.items.is_empty() {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 /// A tar header that does not depend on when or by whom the archive was made.
 fn header(size: u64) -> tar::Header {
     let mut header = tar::Header::new_ustar();
