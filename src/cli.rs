@@ -64,6 +64,24 @@ pub struct ImportArgs {
     pub from_bucket: String,
 }
 
+/// A value that must never be printed, not even by `{:?}`.
+#[derive(Clone)]
+pub struct Secret(pub String);
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.trim().to_string()))
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
 /// Where components are stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum StoreKind {
@@ -114,6 +132,35 @@ pub struct ServeArgs {
         global = true
     )]
     pub max_upload_size: ByteSize,
+
+    /// Bearer tokens that may read and write, comma-separated. With any token configured, writes need a write
+    /// token. Never logged.
+    #[arg(
+        long,
+        env = "REPOSITORY_WRITE_TOKENS",
+        value_delimiter = ',',
+        hide_env_values = true,
+        global = true
+    )]
+    pub write_tokens: Vec<Secret>,
+
+    /// Bearer tokens that may only read, comma-separated. Never logged.
+    #[arg(
+        long,
+        env = "REPOSITORY_READ_TOKENS",
+        value_delimiter = ',',
+        hide_env_values = true,
+        global = true
+    )]
+    pub read_tokens: Vec<Secret>,
+
+    /// A file of tokens, one per line: `read <token>` or `write <token>` (`#` starts a comment).
+    #[arg(long, env = "REPOSITORY_TOKENS_FILE", global = true)]
+    pub tokens_file: Option<PathBuf>,
+
+    /// With tokens configured, let anyone read (queries, downloads); writes still need a write token.
+    #[arg(long, env = "REPOSITORY_PUBLIC_READS", global = true)]
+    pub public_reads: bool,
 
     /// Log filter: a level (`info`, `debug`) or a tracing filter (`component_repository=debug,tower_http=info`).
     /// `RUST_LOG`, when set, takes precedence.

@@ -169,6 +169,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         mongodb_uri = %args.mongodb.redacted_uri(),
         mongodb_database = %args.mongodb.mongodb_database,
         data_dir = %args.data_dir.display(),
+        auth = %server::tokens(&args)?.summary(),
         max_upload_size = %args.max_upload_size,
         public_url = %args.public_url,
         shutdown_grace_secs = args.shutdown_grace_secs,
@@ -178,7 +179,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let store = server::open_store(&args).await?;
     tracing::info!(backend = store.backend(), "store ready");
     let _gc = server::spawn_periodic_gc(store.clone(), &args);
-    let app = server::app(store, &args);
+    let app = server::app(store, &args)?;
     let listener = tokio::net::TcpListener::bind(args.bind)
         .await
         .with_context(|| format!("binding {}", args.bind))?;

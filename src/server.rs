@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
+use crate::api::auth::Tokens;
 use crate::api::{self, Links};
 use crate::cli::{ServeArgs, StoreKind};
 use crate::service::RepositoryService;
@@ -83,13 +84,27 @@ pub fn spawn_periodic_gc(
     }))
 }
 
-pub fn app(store: Arc<dyn Store>, args: &ServeArgs) -> axum::Router {
+/// The HTTP application over `store`; fails when the configured tokens cannot be read.
+pub fn app(store: Arc<dyn Store>, args: &ServeArgs) -> anyhow::Result<axum::Router> {
     let service = Arc::new(RepositoryService::new(store, args.max_upload_size.as_u64()));
-    api::router(
+    Ok(api::router(
         service,
         Links {
             public_url: args.public_url.clone(),
         },
+        tokens(args)?,
+    ))
+}
+
+/// The bearer tokens the configuration names.
+pub fn tokens(args: &ServeArgs) -> anyhow::Result<Tokens> {
+    let secrets =
+        |list: &[crate::cli::Secret]| list.iter().map(|s| s.0.clone()).collect::<Vec<_>>();
+    Tokens::new(
+        &secrets(&args.read_tokens),
+        &secrets(&args.write_tokens),
+        args.tokens_file.as_deref(),
+        args.public_reads,
     )
 }
 

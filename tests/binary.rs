@@ -190,3 +190,38 @@ fn bad_configuration_is_refused_with_a_clear_message() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--max-upload-size"), "{stderr}");
 }
+
+#[tokio::test]
+async fn secrets_never_reach_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = ServerProcess::start(
+        &dir.path().join("data"),
+        &[
+            "--write-tokens",
+            "tok-write-5ecret",
+            "--read-tokens",
+            "tok-read-5ecret",
+            "--mongodb-uri",
+            "mongodb://admin:pw-5ecret@db-0:27017/",
+            "--log-level",
+            "debug",
+        ],
+    );
+    let response = reqwest::Client::new()
+        .post(format!("{}/graphql", server.base))
+        .bearer_auth("tok-write-5ecret")
+        .json(&json!({ "query": "mutation { createService(input: {id: \"svc\"}) { id } }" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    server.signal("TERM");
+    server.wait_exit(Duration::from_secs(10));
+    let log = server.log.lock().unwrap().clone();
+    assert!(
+        log.contains("1 write and 1 read tokens"),
+        "the log says how many tokens: {log}"
+    );
+    assert!(log.contains("mongodb://***@db-0:27017/"), "{log}");
+    assert!(!log.contains("5ecret"), "a secret was logged:\n{log}");
+}

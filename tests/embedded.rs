@@ -95,6 +95,7 @@ async fn identical_bytes_are_stored_once_and_reclaimed_when_unused() {
 async fn refused_uploads_leave_nothing_behind() {
     let app = common::embedded(Options {
         max_upload_size: 1000,
+        ..Options::default()
     })
     .await;
     app.ok(

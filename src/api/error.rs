@@ -24,6 +24,10 @@ pub enum ApiError {
     },
     NoRoute,
     MethodNotAllowed,
+    /// No valid bearer token where one is needed: 401.
+    Unauthenticated(String),
+    /// A valid token that does not allow this: 403.
+    Forbidden(String),
 }
 
 impl From<ServiceError> for ApiError {
@@ -107,13 +111,11 @@ impl<T> GqlResultExt<T> for Result<T, DomainError> {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let (status, code, detail) = match &self {
-            ApiError::Service(e) => {
-                log_if_server_fault(e);
-                (status_of(e), error_code(e), e.to_string())
-            }
+impl ApiError {
+    /// Status, `code` and message: the one mapping both response shapes use.
+    fn parts(&self) -> (StatusCode, &'static str, String) {
+        match self {
+            ApiError::Service(e) => (status_of(e), error_code(e), e.to_string()),
             ApiError::BadRequest(msg) => (StatusCode::BAD_REQUEST, "INVALID_INPUT", msg.clone()),
             ApiError::Unprocessable(msg) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -131,15 +133,46 @@ impl IntoResponse for ApiError {
                 "METHOD_NOT_ALLOWED",
                 "Method Not Allowed".to_owned(),
             ),
-        };
-        // `detail` is the original FastAPI service's error field, which existing clients print.
-        let mut response =
-            (status, Json(json!({ "detail": detail, "code": code }))).into_response();
+            ApiError::Unauthenticated(msg) => {
+                (StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", msg.clone())
+            }
+            ApiError::Forbidden(msg) => (StatusCode::FORBIDDEN, "FORBIDDEN", msg.clone()),
+        }
+    }
+
+    /// The error as a GraphQL response (`errors[].extensions.code`), for requests refused before execution.
+    pub fn into_graphql_response(self) -> Response {
+        let (status, code, message) = self.parts();
+        let body = json!({ "errors": [{ "message": message, "extensions": { "code": code } }] });
+        let mut response = (status, Json(body)).into_response();
+        self.add_headers(&mut response);
+        response
+    }
+
+    fn add_headers(&self, response: &mut Response) {
+        if let ApiError::Unauthenticated(_) = self {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
         if let ApiError::RangeNotSatisfiable { size } = self {
             if let Ok(value) = HeaderValue::from_str(&format!("bytes */{size}")) {
                 response.headers_mut().insert(header::CONTENT_RANGE, value);
             }
         }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let ApiError::Service(e) = &self {
+            log_if_server_fault(e);
+        }
+        let (status, code, detail) = self.parts();
+        // `detail` is the original FastAPI service's error field, which existing clients print.
+        let mut response =
+            (status, Json(json!({ "detail": detail, "code": code }))).into_response();
+        self.add_headers(&mut response);
         response
     }
 }

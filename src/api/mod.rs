@@ -1,5 +1,6 @@
 //! Transports: GraphQL, the REST routes of the original service, health checks.
 
+pub mod auth;
 mod download;
 pub mod error;
 pub mod graphql;
@@ -63,12 +64,17 @@ impl Links {
 pub struct AppState {
     pub service: Arc<RepositoryService>,
     pub schema: AppSchema,
+    pub tokens: auth::Tokens,
 }
 
 /// The whole HTTP application.
-pub fn router(service: Arc<RepositoryService>, links: Links) -> Router {
+pub fn router(service: Arc<RepositoryService>, links: Links, tokens: auth::Tokens) -> Router {
     let schema = graphql::schema(service.clone(), links);
-    let state = AppState { service, schema };
+    let state = AppState {
+        service,
+        schema,
+        tokens: tokens.clone(),
+    };
     Router::new()
         .route(
             "/graphql",
@@ -79,7 +85,8 @@ pub fn router(service: Arc<RepositoryService>, links: Links) -> Router {
         )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .merge(rest::routes())
+        // The GraphQL handlers check tokens themselves: what an operation needs is known only once it is read.
+        .merge(rest::routes().layer(axum::middleware::from_fn_with_state(tokens, auth::rest_guard)))
         .merge(playground::routes())
         .fallback(|| async { ApiError::NoRoute })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

@@ -23,18 +23,23 @@ use tempfile::TempDir;
 #[derive(Clone)]
 pub struct Options {
     pub max_upload_size: u64,
+    /// Extra command-line flags of `serve` (tokens, say).
+    pub flags: Vec<String>,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Self {
             max_upload_size: 64 * 1024 * 1024,
+            flags: Vec::new(),
         }
     }
 }
 
 pub fn serve_args(data_dir: PathBuf, options: &Options) -> ServeArgs {
-    let mut args = Cli::parse_from(["component-repository", "serve"]).serve;
+    let mut argv = vec!["component-repository".to_string(), "serve".to_string()];
+    argv.extend(options.flags.iter().cloned());
+    let mut args = Cli::parse_from(argv).serve;
     args.bind = "127.0.0.1:0".parse().unwrap();
     args.data_dir = data_dir;
     args.max_upload_size = ByteSize::b(options.max_upload_size);
@@ -97,7 +102,7 @@ impl TestApp {
             .with_test_writer()
             .try_init();
         let args = serve_args(dir.path().join("unused"), &options);
-        let app = server::app(store, &args);
+        let app = server::app(store, &args).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();

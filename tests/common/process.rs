@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 pub struct ServerProcess {
     pub child: Child,
     pub base: String,
+    /// Everything the server has logged so far.
+    pub log: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 /// The server binary: cargo names it for integration tests; other targets built beside it (the benchmark example)
@@ -48,9 +50,15 @@ impl ServerProcess {
             .expect("the binary starts");
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let log_writer = log.clone();
         std::thread::spawn(move || {
             let mut sent = false;
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(mut log) = log_writer.lock() {
+                    log.push_str(&line);
+                    log.push('\n');
+                }
                 if !sent && line.contains("listening") {
                     let address = line
                         .split("address=")
@@ -68,6 +76,7 @@ impl ServerProcess {
         ServerProcess {
             child,
             base: format!("http://{address}"),
+            log,
         }
     }
 

@@ -222,6 +222,7 @@ pub async fn missing_files_are_clean_404s(start: Starter) {
 pub async fn oversize_uploads_are_refused_and_keep_the_previous_file(start: Starter) {
     let app = start(Options {
         max_upload_size: 100_000,
+        ..Options::default()
     })
     .await;
     create_model(&app).await;

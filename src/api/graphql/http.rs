@@ -11,16 +11,15 @@ use axum::response::{IntoResponse, Response};
 use super::loader::ModelLoader;
 use super::multipart::{self, MAX_OPERATIONS_BYTES};
 use crate::api::AppState;
-use crate::api::error::{error_code, log_if_server_fault, status_of};
+use crate::api::auth::Need;
+use crate::api::error::ApiError;
+use crate::api::error::log_if_server_fault;
 use crate::service::ServiceError;
 
 /// A request that could not even be read answers with a GraphQL-shaped error and a 4xx status.
 fn request_error(e: ServiceError) -> Response {
     log_if_server_fault(&e);
-    let body = serde_json::json!({
-        "errors": [{ "message": e.to_string(), "extensions": { "code": error_code(&e) } }]
-    });
-    (status_of(&e), axum::Json(body)).into_response()
+    ApiError::Service(e).into_graphql_response()
 }
 
 fn is_multipart(request: &HttpRequest) -> bool {
@@ -37,9 +36,28 @@ fn is_multipart(request: &HttpRequest) -> bool {
 
 pub async fn graphql_post(State(state): State<AppState>, request: HttpRequest) -> Response {
     let batch = if is_multipart(&request) {
+        // Multipart requests carry uploads, which only mutations take: no byte of them is read without a write
+        // token.
+        if let Err(e) = state.tokens.check(request.headers(), Need::Write) {
+            return e.into_graphql_response();
+        }
         multipart::read(&state.service, request).await
     } else {
-        read_json(request).await
+        let headers = request.headers().clone();
+        match read_json(request).await {
+            Ok(batch) => {
+                let need = if batch.iter().any(is_mutation) {
+                    Need::Write
+                } else {
+                    Need::Read
+                };
+                if let Err(e) = state.tokens.check(&headers, need) {
+                    return e.into_graphql_response();
+                }
+                Ok(batch)
+            }
+            Err(e) => Err(e),
+        }
     };
     match batch {
         Ok(batch) => execute(&state, batch).await,
@@ -59,7 +77,14 @@ async fn read_json(request: HttpRequest) -> Result<BatchRequest, ServiceError> {
         .map_err(|e| ServiceError::InvalidInput(format!("the body is not a GraphQL request: {e}")))
 }
 
-pub async fn graphql_get(State(state): State<AppState>, RawQuery(query): RawQuery) -> Response {
+pub async fn graphql_get(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    if let Err(e) = state.tokens.check(&headers, Need::Read) {
+        return e.into_graphql_response();
+    }
     let request =
         match async_graphql::http::parse_query_string(query.as_deref().unwrap_or_default()) {
             Ok(request) => request,

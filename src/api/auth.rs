@@ -1,0 +1,233 @@
+//! Optional bearer tokens. With tokens configured, every write (a GraphQL mutation, a REST POST/PUT/DELETE) needs a
+//! write token, and every read needs a read or write token unless reads are public. Tokens are kept only as
+//! sha256 digests and compared in constant time; they never reach a log line.
+
+use std::path::Path;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
+use subtle::{Choice, ConstantTimeEq};
+
+use super::error::ApiError;
+
+/// What a request does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Need {
+    Read,
+    Write,
+}
+
+#[derive(Clone, Default)]
+pub struct Tokens {
+    read: Vec<[u8; 32]>,
+    write: Vec<[u8; 32]>,
+    public_reads: bool,
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.summary())
+    }
+}
+
+fn digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// Whether `presented` is one of `digests`, looking at every one of them whatever matches.
+fn contains(digests: &[[u8; 32]], presented: &[u8; 32]) -> bool {
+    let found = digests
+        .iter()
+        .fold(Choice::from(0), |found, d| found | d.ct_eq(presented));
+    found.into()
+}
+
+impl Tokens {
+    /// Tokens from the command line or environment, plus those of a tokens file (`read <token>` or
+    /// `write <token>` per line; `#` starts a comment).
+    pub fn new(
+        read: &[String],
+        write: &[String],
+        file: Option<&Path>,
+        public_reads: bool,
+    ) -> anyhow::Result<Tokens> {
+        let mut tokens = Tokens {
+            read: read
+                .iter()
+                .filter(|t| !t.is_empty())
+                .map(|t| digest(t))
+                .collect(),
+            write: write
+                .iter()
+                .filter(|t| !t.is_empty())
+                .map(|t| digest(t))
+                .collect(),
+            public_reads,
+        };
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("reading the tokens file {}: {e}", path.display()))?;
+            for (n, line) in text.lines().enumerate() {
+                let line = line.trim();
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                match line.split_once(char::is_whitespace) {
+                    Some(("read", token)) if !token.trim().is_empty() => {
+                        tokens.read.push(digest(token.trim()))
+                    }
+                    Some(("write", token)) if !token.trim().is_empty() => {
+                        tokens.write.push(digest(token.trim()))
+                    }
+                    // The line may hold a token: say where, never what.
+                    _ => anyhow::bail!(
+                        "{} line {}: expected `read <token>` or `write <token>`",
+                        path.display(),
+                        n + 1
+                    ),
+                }
+            }
+        }
+        Ok(tokens)
+    }
+
+    pub fn enabled(&self) -> bool {
+        !self.read.is_empty() || !self.write.is_empty()
+    }
+
+    /// For the start-up log: how many tokens, never which.
+    pub fn summary(&self) -> String {
+        if !self.enabled() {
+            return "off: no tokens configured, everything is open".into();
+        }
+        format!(
+            "{} write and {} read tokens; reads {}",
+            self.write.len(),
+            self.read.len(),
+            if self.public_reads {
+                "public"
+            } else {
+                "need a token"
+            }
+        )
+    }
+
+    /// Lets the request through, or says why not (401 without a valid token, 403 for a read token that writes).
+    pub fn check(&self, headers: &HeaderMap, need: Need) -> Result<(), ApiError> {
+        if !self.enabled() {
+            return Ok(());
+        }
+        let presented = headers.get(header::AUTHORIZATION);
+        if presented.is_none() && need == Need::Read && self.public_reads {
+            return Ok(());
+        }
+        let token = presented
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| {
+                let (scheme, token) = value.trim().split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+            })
+            .ok_or_else(|| {
+                ApiError::Unauthenticated(
+                    "this server needs a bearer token: send `Authorization: Bearer <token>`".into(),
+                )
+            })?;
+        let presented = digest(token);
+        if contains(&self.write, &presented) {
+            return Ok(());
+        }
+        if contains(&self.read, &presented) {
+            return match need {
+                Need::Read => Ok(()),
+                Need::Write => Err(ApiError::Forbidden(
+                    "this token can only read: changes need a write token".into(),
+                )),
+            };
+        }
+        Err(ApiError::Unauthenticated(
+            "the bearer token is not valid".into(),
+        ))
+    }
+}
+
+/// For REST routes: GET and HEAD read, everything else writes.
+pub async fn rest_guard(State(tokens): State<Tokens>, request: Request, next: Next) -> Response {
+    let need = match *request.method() {
+        Method::GET | Method::HEAD | Method::OPTIONS => Need::Read,
+        _ => Need::Write,
+    };
+    match tokens.check(request.headers(), need) {
+        Ok(()) => next.run(request).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(token: Option<&str>) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        if let Some(token) = token {
+            headers.insert(
+                header::AUTHORIZATION,
+                format!("Bearer {token}").parse().unwrap(),
+            );
+        }
+        headers
+    }
+
+    #[test]
+    fn no_tokens_means_open() {
+        let tokens = Tokens::default();
+        assert!(tokens.check(&headers(None), Need::Write).is_ok());
+    }
+
+    #[test]
+    fn read_and_write_tokens_grant_what_they_say() {
+        let tokens = Tokens::new(&["r".into()], &["w".into()], None, false).unwrap();
+        assert!(matches!(
+            tokens.check(&headers(None), Need::Read),
+            Err(ApiError::Unauthenticated(_))
+        ));
+        assert!(tokens.check(&headers(Some("r")), Need::Read).is_ok());
+        assert!(matches!(
+            tokens.check(&headers(Some("r")), Need::Write),
+            Err(ApiError::Forbidden(_))
+        ));
+        assert!(tokens.check(&headers(Some("w")), Need::Write).is_ok());
+        assert!(tokens.check(&headers(Some("w")), Need::Read).is_ok());
+        assert!(matches!(
+            tokens.check(&headers(Some("x")), Need::Read),
+            Err(ApiError::Unauthenticated(_))
+        ));
+    }
+
+    #[test]
+    fn public_reads_need_no_token() {
+        let tokens = Tokens::new(&[], &["w".into()], None, true).unwrap();
+        assert!(tokens.check(&headers(None), Need::Read).is_ok());
+        assert!(tokens.check(&headers(None), Need::Write).is_err());
+    }
+
+    #[test]
+    fn a_bad_tokens_file_line_names_the_line_not_the_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens");
+        std::fs::write(&path, "# ops\nwrite w1\nread r1\nsuper-secret\n").unwrap();
+        let error = Tokens::new(&[], &[], Some(&path), false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("line 4") && !error.contains("super-secret"),
+            "{error}"
+        );
+        std::fs::write(&path, "write w1\nread r1\n").unwrap();
+        let tokens = Tokens::new(&[], &[], Some(&path), false).unwrap();
+        assert!(tokens.check(&headers(Some("r1")), Need::Read).is_ok());
+        assert!(tokens.check(&headers(Some("w1")), Need::Write).is_ok());
+    }
+}
