@@ -84,7 +84,7 @@ app.kubernetes.io/component: mongodb
   {{- if or $secretEnv .Values.seed.url }}
   env:
     {{- with $secretEnv }}
-    {{- . | nindent 4 }}
+    {{- . | trim | nindent 4 }}
     {{- end }}
     {{- if .Values.seed.url }}
     - name: SEED_URL
@@ -115,13 +115,40 @@ app.kubernetes.io/component: mongodb
   {{- end }}
 {{- end -}}
 
+{{- define "repository.authEnabled" -}}
+{{- if or .Values.auth.writeTokens .Values.auth.readTokens .Values.auth.existingSecret -}}true{{- end -}}
+{{- end -}}
+
+{{- define "repository.authSecretName" -}}
+{{- .Values.auth.existingSecret | default (include "repository.fullname" .) -}}
+{{- end -}}
+
+{{/* Whether the release creates its own Secret (for the MongoDB URI or the tokens). */}}
+{{- define "repository.ownSecret" -}}
+{{- if or (and (eq .Values.store.mode "mongodb") (not .Values.store.mongodb.existingSecret)) (and (include "repository.authEnabled" .) (not .Values.auth.existingSecret)) -}}true{{- end -}}
+{{- end -}}
+
 {{- define "repository.secretEnv" -}}
-{{- if eq .Values.store.mode "mongodb" -}}
+{{- if eq .Values.store.mode "mongodb" }}
 - name: MONGODB_URI
   valueFrom:
     secretKeyRef:
       name: {{ include "repository.secretName" . }}
       key: mongodb-uri
+{{- end }}
+{{- if include "repository.authEnabled" . }}
+- name: REPOSITORY_WRITE_TOKENS
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "repository.authSecretName" . }}
+      key: write-tokens
+      optional: true
+- name: REPOSITORY_READ_TOKENS
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "repository.authSecretName" . }}
+      key: read-tokens
+      optional: true
 {{- end }}
 {{- end -}}
 
