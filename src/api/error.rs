@@ -24,6 +24,8 @@ pub enum ApiError {
     },
     NoRoute,
     MethodNotAllowed,
+    /// A REST request body that is not the JSON the route takes: 422 with FastAPI's `detail` list.
+    InvalidBody(String),
     /// No valid bearer token where one is needed: 401.
     Unauthenticated(String),
     /// A valid token that does not allow this: 403.
@@ -133,6 +135,11 @@ impl ApiError {
                 "METHOD_NOT_ALLOWED",
                 "Method Not Allowed".to_owned(),
             ),
+            ApiError::InvalidBody(msg) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "INVALID_INPUT",
+                format!("the request body is not valid: {msg}"),
+            ),
             ApiError::Unauthenticated(msg) => {
                 (StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", msg.clone())
             }
@@ -169,7 +176,14 @@ impl IntoResponse for ApiError {
             log_if_server_fault(e);
         }
         let (status, code, detail) = self.parts();
-        // `detail` is the original FastAPI service's error field, which existing clients print.
+        // `detail` is the original FastAPI service's error field, which existing clients print; for invalid
+        // bodies FastAPI gave a list of problems.
+        let detail = match &self {
+            ApiError::InvalidBody(_) => {
+                json!([{ "loc": ["body"], "msg": detail, "type": "value_error" }])
+            }
+            _ => json!(detail),
+        };
         let mut response =
             (status, Json(json!({ "detail": detail, "code": code }))).into_response();
         self.add_headers(&mut response);

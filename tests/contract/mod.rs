@@ -4,10 +4,12 @@
 mod crud;
 mod files;
 mod listing;
+mod rest;
 
 pub use crud::*;
 pub use files::*;
 pub use listing::*;
+pub use rest::*;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -50,6 +52,8 @@ macro_rules! contract_suite {
             runnable_on_matches_devices,
             runnable_on_paginates_across_kinds,
             available_models_resolve_to_models,
+            original_rest_api_round_trip,
+            original_rest_api_errors,
         );
     };
     (@tests $starter:path, $skip:expr; $($name:ident),* $(,)?) => {

@@ -179,8 +179,14 @@ pub fn integer(value: Option<&Bson>) -> Option<i64> {
     }
 }
 
+/// A boolean; servers built on SQLite may hand back integers for booleans they stored.
 fn boolean(value: Option<&Bson>) -> bool {
-    matches!(value, Some(Bson::Boolean(true)))
+    match value {
+        Some(Bson::Boolean(b)) => *b,
+        Some(Bson::Int32(n)) => *n != 0,
+        Some(Bson::Int64(n)) => *n != 0,
+        _ => false,
+    }
 }
 
 /// A map of strings; the original stored missing maps as null, and versions may have been written as numbers.

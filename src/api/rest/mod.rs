@@ -1,0 +1,321 @@
+//! The original service's REST API, route for route: create, upload, update metadata, list, download and delete
+//! for all four kinds, with the original's bodies and status codes, served by the same service layer as GraphQL.
+
+mod original;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Multipart, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use futures_util::StreamExt;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::AppState;
+use super::download::download;
+use super::error::ApiError;
+use crate::domain::{Component, ComponentFilter, ComponentKey, DomainError, Kind, Spec};
+use crate::service::ServiceError;
+
+/// Components per page while a list is streamed.
+const PAGE: usize = 100;
+
+/// `axum::extract::Path` answering in our JSON error format.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+struct Path<T>(T);
+
+/// `axum::extract::Query` answering in our JSON error format.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+struct Query<T>(T);
+
+pub fn routes() -> Router<AppState> {
+    let mut router = Router::new()
+        .route("/model", post(create_model).get(|s| list(s, Kind::Model)))
+        .route("/model/meta", get(model_meta))
+        .route("/model/meta/{name}/{version}", put(update_model_meta))
+        .route(
+            "/model/{name}/{version}",
+            get(download_model)
+                .put(upload_model)
+                .delete(delete_model)
+                .layer(DefaultBodyLimit::disable()),
+        );
+    for kind in [Kind::Transformation, Kind::Service, Kind::Inferencer] {
+        router = router
+            .route(
+                &format!("/{kind}"),
+                post(move |s, body| create(s, kind, body)).get(move |s| list(s, kind)),
+            )
+            .route(
+                &format!("/{kind}/meta/{{id}}"),
+                put(move |s, p, body| update_meta(s, kind, p, body)),
+            )
+            .route(
+                &format!("/{kind}/{{id}}"),
+                get(move |s, p, h| download_by_id(s, kind, p, h))
+                    .put(move |s, p, m| upload_by_id(s, kind, p, m))
+                    .delete(move |s, p| delete_by_id(s, kind, p))
+                    // Uploads are limited per file by the service while they stream, not by a body limit.
+                    .layer(DefaultBodyLimit::disable()),
+            );
+    }
+    router
+}
+
+/// A key the original would have called missing: 404 as the original, and a duplicate: 400 as the original.
+fn original_status(e: ServiceError) -> ApiError {
+    match e {
+        ServiceError::AlreadyExists(message) => ApiError::BadRequest(message),
+        other => ApiError::Service(other),
+    }
+}
+
+async fn create_model(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    let (key, spec) = original::model(&body)?;
+    let created = state
+        .service
+        .create(key, spec)
+        .await
+        .map_err(original_status)?;
+    Ok((StatusCode::CREATED, Json(original::json(&created))).into_response())
+}
+
+async fn create(state: State<AppState>, kind: Kind, body: Bytes) -> Result<Response, ApiError> {
+    let (key, spec) = original::component(kind, &body, None)?;
+    let created = state
+        .service
+        .create(key, spec)
+        .await
+        .map_err(original_status)?;
+    Ok((StatusCode::CREATED, Json(original::json(&created))).into_response())
+}
+
+/// Every component of a kind as one JSON array, written page by page as it is read: a large catalogue is never
+/// held whole.
+async fn list(State(state): State<AppState>, kind: Kind) -> Result<Response, ApiError> {
+    // The first page is read before answering, so that a store that is down gets a clean error status.
+    let first = state
+        .service
+        .list(kind, ComponentFilter::default(), Some(PAGE as i32), None)
+        .await?;
+    let service = state.service.clone();
+    let pages = futures_util::stream::try_unfold(
+        (Some(first), service, true),
+        move |(page, service, first_item)| async move {
+            let Some(page) = page else {
+                return Ok::<_, std::io::Error>(None);
+            };
+            let mut chunk = String::new();
+            let mut first_item = first_item;
+            for (_, component) in &page.items {
+                if !first_item {
+                    chunk.push(',');
+                }
+                first_item = false;
+                chunk.push_str(&original::json(component).to_string());
+            }
+            let next = match (page.has_next, page.items.last()) {
+                (true, Some((cursor, _))) => Some(
+                    service
+                        .list(
+                            kind,
+                            ComponentFilter::default(),
+                            Some(PAGE as i32),
+                            Some(cursor),
+                        )
+                        .await
+                        .map_err(std::io::Error::other)?,
+                ),
+                _ => None,
+            };
+            Ok(Some((Bytes::from(chunk), (next, service, first_item))))
+        },
+    );
+    let body = futures_util::stream::once(async { Ok(Bytes::from_static(b"[")) })
+        .chain(pages)
+        .chain(futures_util::stream::once(async {
+            Ok(Bytes::from_static(b"]"))
+        }));
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from_stream(body),
+    )
+        .into_response())
+}
+
+async fn update_model_meta(
+    State(state): State<AppState>,
+    Path((name, version)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<StatusCode, ApiError> {
+    let meta: original::OriginalMeta = original::parse(&body)?;
+    let key = ComponentKey::model(name, version)?;
+    let (library, description) = (meta.library, meta.description);
+    state
+        .service
+        .update(
+            &key,
+            Box::new(move |spec| match spec {
+                Spec::Model(model) => {
+                    model.library = library.clone();
+                    model.description = description.clone();
+                    Ok(())
+                }
+                _ => Err(DomainError::new("kind", "not a model")),
+            }),
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `PUT /{kind}/meta/{id}`: the body is the whole object, which replaces the metadata.
+async fn update_meta(
+    State(state): State<AppState>,
+    kind: Kind,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<StatusCode, ApiError> {
+    let (key, replacement) = original::component(kind, &body, Some(&id))?;
+    state
+        .service
+        .update(
+            &key,
+            Box::new(move |spec| {
+                *spec = replacement.clone();
+                Ok(())
+            }),
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn upload_model(
+    State(state): State<AppState>,
+    Path((name, version)): Path<(String, String)>,
+    multipart: Multipart,
+) -> Result<StatusCode, ApiError> {
+    upload(&state, ComponentKey::model(name, version)?, multipart).await
+}
+
+async fn upload_by_id(
+    State(state): State<AppState>,
+    kind: Kind,
+    Path(id): Path<String>,
+    multipart: Multipart,
+) -> Result<StatusCode, ApiError> {
+    upload(&state, ComponentKey::with_id(kind, id)?, multipart).await
+}
+
+/// `PUT` with a multipart form whose field `file` is streamed to storage; other fields are ignored.
+async fn upload(
+    state: &AppState,
+    key: ComponentKey,
+    mut multipart: Multipart,
+) -> Result<StatusCode, ApiError> {
+    // A missing component is reported before a byte of the file is stored.
+    state.service.get(&key).await?;
+    let unreadable = |e: axum::extract::multipart::MultipartError| {
+        ApiError::BadRequest(format!(
+            "the multipart body could not be read: {}",
+            e.body_text()
+        ))
+    };
+    while let Some(field) = multipart.next_field().await.map_err(unreadable)? {
+        if field.name() != Some("file") {
+            continue;
+        }
+        let filename = field.file_name().map(str::to_owned);
+        let content_type = field.content_type().map(str::to_owned);
+        let body = field
+            .map(|chunk| chunk.map_err(std::io::Error::other))
+            .boxed();
+        let staged = state.service.stage_upload(body).await?;
+        state
+            .service
+            .attach_file(&key, staged, filename.as_deref(), content_type.as_deref())
+            .await?;
+        return Ok(StatusCode::NO_CONTENT);
+    }
+    Err(ApiError::InvalidBody(
+        "the multipart form has no field `file`".into(),
+    ))
+}
+
+async fn delete_model(
+    State(state): State<AppState>,
+    Path((name, version)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    state
+        .service
+        .delete(&ComponentKey::model(name, version)?)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn delete_by_id(
+    State(state): State<AppState>,
+    kind: Kind,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state
+        .service
+        .delete(&ComponentKey::with_id(kind, id)?)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn download_model(
+    State(state): State<AppState>,
+    Path((name, version)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    download(
+        &state.service,
+        ComponentKey::model(name, version)?,
+        &headers,
+    )
+    .await
+}
+
+async fn download_by_id(
+    State(state): State<AppState>,
+    kind: Kind,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    download(&state.service, ComponentKey::with_id(kind, id)?, &headers).await
+}
+
+#[derive(Deserialize)]
+struct ModelMetaQuery {
+    model_name: String,
+    model_version: String,
+}
+
+/// `GET /model/meta?model_name=&model_version=`: the model object in the original's JSON shape; inference servers
+/// read `["meta"]["library"]`.
+async fn model_meta(
+    State(state): State<AppState>,
+    Query(query): Query<ModelMetaQuery>,
+) -> Result<Response, ApiError> {
+    let key = ComponentKey::model(query.model_name, query.model_version)?;
+    let model = state.service.get(&key).await?;
+    Ok(Json(original_model_json(&model)).into_response())
+}
+
+/// A model as the original service wrote it: `model_id` was the id of the stored binary, null before an upload.
+pub fn original_model_json(model: &Component) -> serde_json::Value {
+    let (ComponentKey::Model(key), Spec::Model(spec)) = (&model.key, &model.spec) else {
+        return serde_json::Value::Null;
+    };
+    json!({
+        "meta": { "library": spec.library, "description": spec.description },
+        "model_name": key.name,
+        "model_version": key.version,
+        "model_id": model.file.as_ref().map(|f| f.blob_id.clone()),
+    })
+}
