@@ -88,6 +88,7 @@ pub fn router(service: Arc<RepositoryService>, links: Links, tokens: auth::Token
         // The GraphQL handlers check tokens themselves: what an operation needs is known only once it is read.
         .merge(rest::routes().layer(axum::middleware::from_fn_with_state(tokens, auth::rest_guard)))
         .merge(playground::routes())
+        .merge(rest::documentation())
         .fallback(|| async { ApiError::NoRoute })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(state)

@@ -1,7 +1,12 @@
 //! The original service's REST API, route for route: create, upload, update metadata, list, download and delete
 //! for all four kinds, with the original's bodies and status codes, served by the same service layer as GraphQL.
 
+mod openapi;
 mod original;
+
+/// The kinds keyed by id, whose routes are the same but for the kind: the router and the OpenAPI document both
+/// read this list.
+pub const ID_KINDS: [Kind; 3] = [Kind::Transformation, Kind::Service, Kind::Inferencer];
 
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Multipart, State};
@@ -32,6 +37,15 @@ struct Path<T>(T);
 #[from_request(via(axum::extract::Query), rejection(ApiError))]
 struct Query<T>(T);
 
+/// `/openapi.json`, open to everyone like the playground: it describes the API, it holds no data.
+pub fn documentation() -> Router<AppState> {
+    let document = openapi::document();
+    Router::new().route(
+        "/openapi.json",
+        get(move || async move { Json(document.clone()) }),
+    )
+}
+
 pub fn routes() -> Router<AppState> {
     let mut router = Router::new()
         .route("/model", post(create_model).get(|s| list(s, Kind::Model)))
@@ -44,7 +58,7 @@ pub fn routes() -> Router<AppState> {
                 .delete(delete_model)
                 .layer(DefaultBodyLimit::disable()),
         );
-    for kind in [Kind::Transformation, Kind::Service, Kind::Inferencer] {
+    for kind in ID_KINDS {
         router = router
             .route(
                 &format!("/{kind}"),

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use serde_json::{Value, json};
+use utoipa::ToSchema;
 
 use crate::api::error::ApiError;
 use crate::domain::{
@@ -12,8 +13,10 @@ use crate::domain::{
 };
 
 /// `needs` as the original wrote it: upper-case `RAM` and `GPU`, maps that may be null.
-#[derive(Debug, Default, Deserialize)]
-struct OriginalNeeds {
+/// What a component needs from the device that runs it.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[schema(as = Needs)]
+pub struct OriginalNeeds {
     #[serde(default)]
     storage: Option<f64>,
     #[serde(rename = "RAM", default)]
@@ -38,7 +41,9 @@ impl From<OriginalNeeds> for Needs {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// A model's metadata.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[schema(as = ModelMeta)]
 pub struct OriginalMeta {
     #[serde(default)]
     pub library: String,
@@ -46,8 +51,10 @@ pub struct OriginalMeta {
     pub description: String,
 }
 
-#[derive(Debug, Deserialize)]
-struct OriginalModel {
+/// A model, keyed by name and version. `model_id` names its stored file (null before an upload); sent, it is ignored.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = Model)]
+pub struct OriginalModel {
     model_name: String,
     model_version: String,
     #[serde(default)]
@@ -58,15 +65,19 @@ struct OriginalModel {
     model_id: Option<String>,
 }
 
-/// The fields of the three id-keyed kinds; each kind reads the ones it has.
-#[derive(Debug, Deserialize)]
-struct OriginalComponent {
+/// A transformation, service or inferencer, keyed by `id`; each kind reads the fields it has (`parameter_types`,
+/// `default_values` and `outputs` for transformations; `library` and `use_cuda` for inferencers). `storage_id` names
+/// its stored file (null before an upload); sent, it is ignored.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = Component)]
+pub struct OriginalComponent {
     id: Option<String>,
     #[serde(default)]
     description: String,
     #[serde(default)]
     parameter_types: Option<BTreeMap<String, String>>,
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     default_values: Option<serde_json::Map<String, Value>>,
     #[serde(default)]
     outputs: Option<Vec<String>>,

@@ -1,0 +1,309 @@
+//! `/openapi.json`: the OpenAPI 3 document of the REST routes, built from the same route table as the router
+//! ([`super::ID_KINDS`]) and from the types the routes read, so the two cannot drift apart.
+
+use utoipa::openapi::path::{
+    HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn, PathItem,
+};
+use utoipa::openapi::request_body::RequestBodyBuilder;
+use utoipa::openapi::response::ResponseBuilder;
+use utoipa::openapi::schema::{ObjectBuilder, Type};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{
+    ComponentsBuilder, ContentBuilder, InfoBuilder, OpenApi, OpenApiBuilder, PathsBuilder, Ref,
+    Required,
+};
+
+use super::ID_KINDS;
+use super::original::{OriginalComponent, OriginalMeta, OriginalModel, OriginalNeeds};
+
+fn json_body(schema: &str, description: &str) -> utoipa::openapi::request_body::RequestBody {
+    RequestBodyBuilder::new()
+        .description(Some(description))
+        .required(Some(Required::True))
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name(schema)))
+                .build(),
+        )
+        .build()
+}
+
+fn file_body() -> utoipa::openapi::request_body::RequestBody {
+    let form = ObjectBuilder::new()
+        .property(
+            "file",
+            ObjectBuilder::new().schema_type(Type::String).format(Some(
+                utoipa::openapi::SchemaFormat::KnownFormat(utoipa::openapi::KnownFormat::Binary),
+            )),
+        )
+        .required("file");
+    RequestBodyBuilder::new()
+        .description(Some(
+            "The file, streamed to storage; it replaces the previous one.",
+        ))
+        .required(Some(Required::True))
+        .content(
+            "multipart/form-data",
+            ContentBuilder::new().schema(Some(form)).build(),
+        )
+        .build()
+}
+
+fn json_response(description: &str, schema: &str, array: bool) -> utoipa::openapi::Response {
+    let content = if array {
+        ContentBuilder::new()
+            .schema(Some(
+                utoipa::openapi::schema::ArrayBuilder::new().items(Ref::from_schema_name(schema)),
+            ))
+            .build()
+    } else {
+        ContentBuilder::new()
+            .schema(Some(Ref::from_schema_name(schema)))
+            .build()
+    };
+    ResponseBuilder::new()
+        .description(description)
+        .content("application/json", content)
+        .build()
+}
+
+fn error(description: &str) -> utoipa::openapi::Response {
+    json_response(description, "Error", false)
+}
+
+fn empty(description: &str) -> utoipa::openapi::Response {
+    ResponseBuilder::new().description(description).build()
+}
+
+fn file_response() -> utoipa::openapi::Response {
+    ResponseBuilder::new()
+        .description("The file, streamed (206 for a Range request).")
+        .content(
+            "application/octet-stream",
+            ContentBuilder::new()
+                .schema(Some(ObjectBuilder::new().schema_type(Type::String).format(
+                    Some(utoipa::openapi::SchemaFormat::KnownFormat(
+                        utoipa::openapi::KnownFormat::Binary,
+                    )),
+                )))
+                .build(),
+        )
+        .build()
+}
+
+fn path_parameter(name: &str) -> utoipa::openapi::path::Parameter {
+    ParameterBuilder::new()
+        .name(name)
+        .parameter_in(ParameterIn::Path)
+        .required(Required::True)
+        .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+        .build()
+}
+
+fn query_parameter(name: &str) -> utoipa::openapi::path::Parameter {
+    ParameterBuilder::new()
+        .name(name)
+        .parameter_in(ParameterIn::Query)
+        .required(Required::True)
+        .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+        .build()
+}
+
+fn operation(id: String, tag: &str, summary: &str) -> OperationBuilder {
+    OperationBuilder::new()
+        .operation_id(Some(id))
+        .tag(tag)
+        .summary(Some(summary))
+        .response(
+            "401",
+            error(
+                "A bearer token is needed and missing or not valid (when tokens are configured).",
+            ),
+        )
+        .response(
+            "403",
+            error("The token may only read (when tokens are configured)."),
+        )
+}
+
+/// The routes of one kind: `base` is `/model` or `/{kind}`; `key` the path of one component below it.
+fn kind_paths(paths: PathsBuilder, kind: &str, key: &str, key_parameters: &[&str]) -> PathsBuilder {
+    let schema = if kind == "model" {
+        "Model"
+    } else {
+        "Component"
+    };
+    let with_key = |builder: OperationBuilder| {
+        key_parameters.iter().fold(builder, |builder, name| {
+            builder.parameter(path_parameter(name))
+        })
+    };
+    let collection = PathItem::new(
+        HttpMethod::Post,
+        operation(
+            format!("create_{kind}"),
+            kind,
+            &format!("Registers a {kind}."),
+        )
+        .request_body(Some(json_body(schema, &format!("The {kind}."))))
+        .response(
+            "201",
+            json_response(&format!("The {kind}, created."), schema, false),
+        )
+        .response(
+            "400",
+            error("A component with this key exists, or the key is not valid."),
+        )
+        .response("422", error("The body is not the object."))
+        .build(),
+    );
+    let mut collection = collection;
+    collection.merge_operations(PathItem::new(
+        HttpMethod::Get,
+        operation(format!("list_{kind}s"), kind, &format!("Every {kind}."))
+            .response(
+                "200",
+                json_response(&format!("Every {kind}."), schema, true),
+            )
+            .build(),
+    ));
+
+    let mut item = PathItem::new(
+        HttpMethod::Get,
+        with_key(operation(
+            format!("download_{kind}"),
+            kind,
+            &format!("Downloads the file of a {kind}."),
+        ))
+        .response("200", file_response())
+        .response("304", empty("Not modified (If-None-Match)."))
+        .response("404", error("No such component, or no file yet."))
+        .response("416", error("The range is outside the file."))
+        .build(),
+    );
+    item.merge_operations(PathItem::new(
+        HttpMethod::Put,
+        with_key(operation(
+            format!("upload_{kind}"),
+            kind,
+            &format!("Uploads the file of a {kind}."),
+        ))
+        .request_body(Some(file_body()))
+        .response("204", empty("Stored."))
+        .response("404", error("No such component."))
+        .response("413", error("The file is larger than the limit."))
+        .response("422", error("The form has no field `file`."))
+        .build(),
+    ));
+    item.merge_operations(PathItem::new(
+        HttpMethod::Delete,
+        with_key(operation(
+            format!("delete_{kind}"),
+            kind,
+            &format!("Deletes a {kind} and its file."),
+        ))
+        .response("204", empty("Deleted."))
+        .response("404", error("No such component."))
+        .build(),
+    ));
+
+    let (meta_body, meta_summary) = if kind == "model" {
+        (
+            json_body("ModelMeta", "The new metadata."),
+            "Replaces a model's metadata.".to_string(),
+        )
+    } else {
+        (
+            json_body(
+                "Component",
+                "The whole object; an `id`, if given, must be the path's.",
+            ),
+            format!("Replaces the metadata of a {kind}."),
+        )
+    };
+    let meta = PathItem::new(
+        HttpMethod::Put,
+        with_key(operation(
+            format!("update_{kind}_meta"),
+            kind,
+            &meta_summary,
+        ))
+        .request_body(Some(meta_body))
+        .response("204", empty("Updated."))
+        .response(
+            "400",
+            error("The body's id is not the path's, or a value is not valid."),
+        )
+        .response("404", error("No such component."))
+        .response("422", error("The body is not the object."))
+        .build(),
+    );
+    let meta_path = key.replacen(&format!("/{kind}/"), &format!("/{kind}/meta/"), 1);
+    paths
+        .path(format!("/{kind}"), collection)
+        .path(key, item)
+        .path(meta_path, meta)
+}
+
+/// The document served at `/openapi.json`.
+pub fn document() -> OpenApi {
+    let mut paths = kind_paths(
+        PathsBuilder::new(),
+        "model",
+        "/model/{name}/{version}",
+        &["name", "version"],
+    );
+    for kind in ID_KINDS {
+        paths = kind_paths(paths, kind.as_str(), &format!("/{kind}/{{id}}"), &["id"]);
+    }
+    let model_meta = PathItem::new(
+        HttpMethod::Get,
+        operation(
+            "get_model_meta".into(),
+            "model",
+            "A model's object, found by name and version.",
+        )
+        .parameter(query_parameter("model_name"))
+        .parameter(query_parameter("model_version"))
+        .response("200", json_response("The model.", "Model", false))
+        .response("404", error("No such model."))
+        .response("422", error("A parameter is missing."))
+        .build(),
+    );
+    let error_schema = ObjectBuilder::new()
+        .description(Some(
+            "`detail` is a message (a list of problems for a body that is not the object, as FastAPI gave); `code` is \
+             the error's code, as in GraphQL's `extensions.code`.",
+        ))
+        .property("detail", ObjectBuilder::new())
+        .property("code", ObjectBuilder::new().schema_type(Type::String))
+        .required("detail")
+        .required("code");
+    OpenApiBuilder::new()
+        .info(
+            InfoBuilder::new()
+                .title("component-repository REST API")
+                .version(env!("CARGO_PKG_VERSION"))
+                .description(Some(
+                    "The original service's REST routes. GraphQL, at /graphql, is described by schema.graphql.",
+                ))
+                .build(),
+        )
+        .paths(paths.path("/model/meta", model_meta).build())
+        .components(Some(
+            ComponentsBuilder::new()
+                .schema_from::<OriginalModel>()
+                .schema_from::<OriginalMeta>()
+                .schema_from::<OriginalComponent>()
+                .schema_from::<OriginalNeeds>()
+                .schema("Error", error_schema)
+                .security_scheme(
+                    "bearer",
+                    SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+                )
+                .build(),
+        ))
+        .security(Some([SecurityRequirement::new("bearer", Vec::<String>::new())]))
+        .build()
+}
