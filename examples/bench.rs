@@ -290,6 +290,7 @@ async fn bench_backend(
     let started = Instant::now();
     let response: Value = client
         .post(format!("{base}/graphql"))
+        .header("apollo-require-preflight", "true")
         .multipart(form)
         .send()
         .await?

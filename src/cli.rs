@@ -162,6 +162,69 @@ pub struct ServeArgs {
     #[arg(long, env = "REPOSITORY_PUBLIC_READS", global = true)]
     pub public_reads: bool,
 
+    /// Deepest selection a GraphQL operation may have.
+    #[arg(
+        long,
+        env = "REPOSITORY_GRAPHQL_MAX_DEPTH",
+        default_value_t = 16,
+        global = true
+    )]
+    pub graphql_max_depth: usize,
+
+    /// Largest complexity (number of fields selected) a GraphQL operation may have.
+    #[arg(
+        long,
+        env = "REPOSITORY_GRAPHQL_MAX_COMPLEXITY",
+        default_value_t = 5000,
+        global = true
+    )]
+    pub graphql_max_complexity: usize,
+
+    /// Most aliased fields in one GraphQL document.
+    #[arg(
+        long,
+        env = "REPOSITORY_GRAPHQL_MAX_ALIASES",
+        default_value_t = 30,
+        global = true
+    )]
+    pub graphql_max_aliases: usize,
+
+    /// Whether the GraphQL schema can be introspected (the playground and code generators need it).
+    #[arg(long, env = "REPOSITORY_GRAPHQL_INTROSPECTION", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    pub graphql_introspection: bool,
+
+    /// Refuse GraphQL GET and multipart requests that lack a preflight-forcing header
+    /// (`apollo-require-preflight`), so that other websites cannot send them through a visitor's browser.
+    #[arg(long, env = "REPOSITORY_CSRF_PREVENTION", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    pub csrf_prevention: bool,
+
+    /// Longest time to answer a request other than an upload, in seconds (downloads then stream unhurried).
+    #[arg(
+        long,
+        env = "REPOSITORY_REQUEST_TIMEOUT_SECS",
+        default_value_t = 60,
+        global = true
+    )]
+    pub request_timeout_secs: u64,
+
+    /// Longest pause in the middle of a request body, in seconds.
+    #[arg(
+        long,
+        env = "REPOSITORY_BODY_IDLE_TIMEOUT_SECS",
+        default_value_t = 30,
+        global = true
+    )]
+    pub body_idle_timeout_secs: u64,
+
+    /// Origins allowed to call the API from a browser (CORS), comma-separated, or `*`; empty for none.
+    #[arg(
+        long,
+        env = "REPOSITORY_CORS_ALLOWED_ORIGINS",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub cors_allowed_origins: Vec<String>,
+
     /// Log filter: a level (`info`, `debug`) or a tracing filter (`component_repository=debug,tower_http=info`).
     /// `RUST_LOG`, when set, takes precedence.
     #[arg(

@@ -8,7 +8,8 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 
 use crate::api::auth::Tokens;
-use crate::api::{self, Links};
+use crate::api::limits::Limits;
+use crate::api::{self, ApiConfig, Links};
 use crate::cli::{ServeArgs, StoreKind};
 use crate::service::RepositoryService;
 use crate::store::Store;
@@ -89,10 +90,27 @@ pub fn app(store: Arc<dyn Store>, args: &ServeArgs) -> anyhow::Result<axum::Rout
     let service = Arc::new(RepositoryService::new(store, args.max_upload_size.as_u64()));
     Ok(api::router(
         service,
-        Links {
-            public_url: args.public_url.clone(),
+        ApiConfig {
+            links: Links {
+                public_url: args.public_url.clone(),
+            },
+            tokens: tokens(args)?,
+            limits: Limits {
+                max_depth: args.graphql_max_depth,
+                max_complexity: args.graphql_max_complexity,
+                max_aliases: args.graphql_max_aliases,
+                introspection: args.graphql_introspection,
+                csrf_prevention: args.csrf_prevention,
+                request_timeout: Duration::from_secs(args.request_timeout_secs.max(1)),
+                body_idle_timeout: Duration::from_secs(args.body_idle_timeout_secs.max(1)),
+                cors_origins: args
+                    .cors_allowed_origins
+                    .iter()
+                    .map(|o| o.trim().to_string())
+                    .filter(|o| !o.is_empty())
+                    .collect(),
+            },
         },
-        tokens(args)?,
     ))
 }
 

@@ -71,7 +71,12 @@ async fn writes_need_a_write_token_and_reads_a_token() {
     assert_eq!(reader.status(), 404, "no file yet, but the token is good");
 
     // GET /graphql is a read.
-    let get = app.get("/graphql?query=%7B__typename%7D").await;
+    let get = app
+        .get_with(
+            "/graphql?query=%7B__typename%7D",
+            &[("apollo-require-preflight", "true")],
+        )
+        .await;
     assert_eq!(get.status(), 401);
 
     // Health, readiness and the playground stay open: probes and browsers carry no tokens.

@@ -52,6 +52,7 @@ fn slow_upload(
     let request = tokio::spawn(async move {
         reqwest::Client::new()
             .post(url)
+            .header("apollo-require-preflight", "true")
             .multipart(form)
             .send()
             .await

@@ -26,6 +26,8 @@ pub enum ApiError {
     MethodNotAllowed,
     /// A REST request body that is not the JSON the route takes: 422 with FastAPI's `detail` list.
     InvalidBody(String),
+    /// The request took longer than the configured limit: 503, the client may retry.
+    Timeout(std::time::Duration),
     /// No valid bearer token where one is needed: 401.
     Unauthenticated(String),
     /// A valid token that does not allow this: 403.
@@ -41,6 +43,28 @@ impl From<ServiceError> for ApiError {
 impl From<DomainError> for ApiError {
     fn from(e: DomainError) -> Self {
         ApiError::Service(e.into())
+    }
+}
+
+impl From<axum::extract::rejection::BytesRejection> for ApiError {
+    fn from(e: axum::extract::rejection::BytesRejection) -> Self {
+        use axum::extract::rejection::BytesRejection;
+        match &e {
+            BytesRejection::FailedToBufferBody(inner)
+                if crate::api::limits::is_body_timeout(inner) =>
+            {
+                ApiError::Service(ServiceError::RequestTimeout(
+                    "the request body stalled for longer than allowed".into(),
+                ))
+            }
+            _ if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                ApiError::Service(ServiceError::InvalidInput(format!(
+                    "the request body is too large: {}",
+                    e.body_text()
+                )))
+            }
+            _ => ApiError::BadRequest(e.body_text()),
+        }
     }
 }
 
@@ -63,6 +87,7 @@ pub fn error_code(e: &ServiceError) -> &'static str {
         ServiceError::AlreadyExists(_) => "ALREADY_EXISTS",
         ServiceError::InvalidInput(_) => "INVALID_INPUT",
         ServiceError::PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
+        ServiceError::RequestTimeout(_) => "REQUEST_TIMEOUT",
         ServiceError::Unavailable(_) => "UNAVAILABLE",
         ServiceError::Internal(_) => "INTERNAL",
     }
@@ -74,6 +99,7 @@ pub fn status_of(e: &ServiceError) -> StatusCode {
         ServiceError::AlreadyExists(_) => StatusCode::CONFLICT,
         ServiceError::InvalidInput(_) => StatusCode::BAD_REQUEST,
         ServiceError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        ServiceError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
         ServiceError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         ServiceError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
@@ -139,6 +165,11 @@ impl ApiError {
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "INVALID_INPUT",
                 format!("the request body is not valid: {msg}"),
+            ),
+            ApiError::Timeout(limit) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "TIMEOUT",
+                format!("the request took longer than {} s", limit.as_secs()),
             ),
             ApiError::Unauthenticated(msg) => {
                 (StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", msg.clone())

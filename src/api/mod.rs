@@ -4,6 +4,7 @@ pub mod auth;
 mod download;
 pub mod error;
 pub mod graphql;
+pub mod limits;
 mod playground;
 mod rest;
 
@@ -65,17 +66,33 @@ pub struct AppState {
     pub service: Arc<RepositoryService>,
     pub schema: AppSchema,
     pub tokens: auth::Tokens,
+    pub limits: Arc<limits::Limits>,
+}
+
+/// How the HTTP layer is set up.
+pub struct ApiConfig {
+    pub links: Links,
+    pub tokens: auth::Tokens,
+    pub limits: limits::Limits,
 }
 
 /// The whole HTTP application.
-pub fn router(service: Arc<RepositoryService>, links: Links, tokens: auth::Tokens) -> Router {
-    let schema = graphql::schema(service.clone(), links);
+pub fn router(service: Arc<RepositoryService>, config: ApiConfig) -> Router {
+    let ApiConfig {
+        links,
+        tokens,
+        limits,
+    } = config;
+    let schema = graphql::schema(service.clone(), links, &limits);
+    let cors = limits::cors(&limits.cors_origins);
+    let (request_timeout, body_idle_timeout) = (limits.request_timeout, limits.body_idle_timeout);
     let state = AppState {
         service,
         schema,
         tokens: tokens.clone(),
+        limits: Arc::new(limits),
     };
-    Router::new()
+    let router = Router::new()
         .route(
             "/graphql",
             // Multipart uploads are limited per file by the service while they stream, not by a body limit.
@@ -86,13 +103,27 @@ pub fn router(service: Arc<RepositoryService>, links: Links, tokens: auth::Token
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         // The GraphQL handlers check tokens themselves: what an operation needs is known only once it is read.
-        .merge(rest::routes().layer(axum::middleware::from_fn_with_state(tokens, auth::rest_guard)))
+        .merge(rest::routes().layer(axum::middleware::from_fn_with_state(
+            tokens,
+            auth::rest_guard,
+        )))
         .merge(playground::routes())
         .merge(rest::documentation())
         .fallback(|| async { ApiError::NoRoute })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(state)
-        .layer(
+        .layer(axum::middleware::from_fn_with_state(
+            request_timeout,
+            limits::request_timeout,
+        ))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            body_idle_timeout,
+        ));
+    let router = match cors {
+        Some(cors) => router.layer(cors),
+        None => router,
+    };
+    router.layer(
             tower::ServiceBuilder::new()
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
                 .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {

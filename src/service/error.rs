@@ -13,6 +13,9 @@ pub enum ServiceError {
     AlreadyExists(String),
     #[error("{0}")]
     InvalidInput(String),
+    /// The client paused sending its request for too long.
+    #[error("{0}")]
+    RequestTimeout(String),
     #[error("the upload is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: u64 },
     #[error("the storage backend is unavailable; try again later")]
@@ -37,6 +40,9 @@ impl From<StoreError> for ServiceError {
             }
             StoreError::Invalid(e) => e.into(),
             StoreError::TooLarge { limit } => ServiceError::PayloadTooLarge { limit },
+            StoreError::BodyInterrupted(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                ServiceError::RequestTimeout(format!("the upload stalled: {e}"))
+            }
             StoreError::BodyInterrupted(e) => {
                 ServiceError::InvalidInput(format!("the upload could not be read: {e}"))
             }

@@ -198,6 +198,8 @@ impl TestApp {
             );
         self.client
             .post(self.url("/graphql"))
+            // A preflight-forcing header, as the GraphQL multipart request spec asks of clients (CSRF prevention).
+            .header("apollo-require-preflight", "true")
             .multipart(form)
             .send()
             .await

@@ -295,7 +295,11 @@ pub async fn forged_and_malformed_uploads_are_refused(start: Starter) {
                 reqwest::multipart::Part::bytes(b"x".to_vec()).file_name("x"),
             );
         }
-        app.client.post(app.url("/graphql")).multipart(form).send()
+        app.client
+            .post(app.url("/graphql"))
+            .header("apollo-require-preflight", "true")
+            .multipart(form)
+            .send()
     };
     let operations = json!({ "query": UPLOAD_MODEL, "variables": { "file": null } }).to_string();
     for (map, part, why) in [
@@ -343,6 +347,7 @@ pub async fn forged_and_malformed_uploads_are_refused(start: Starter) {
     let response = app
         .client
         .post(app.url("/graphql"))
+        .header("apollo-require-preflight", "true")
         .header(
             "content-type",
             format!("multipart/form-data; boundary={boundary}"),
@@ -419,6 +424,7 @@ pub async fn graphql_over_get_runs_queries_only(start: Starter) {
     let response = app
         .client
         .get(app.url("/graphql"))
+        .header("apollo-require-preflight", "true")
         .query(&[("query", "{ models { totalCount } }")])
         .send()
         .await
@@ -431,6 +437,7 @@ pub async fn graphql_over_get_runs_queries_only(start: Starter) {
     let response = app
         .client
         .get(app.url("/graphql"))
+        .header("apollo-require-preflight", "true")
         .query(&[(
             "query",
             "mutation { createService(input: {id: \"x\"}) { id } }",

@@ -14,6 +14,7 @@ use crate::api::AppState;
 use crate::api::auth::Need;
 use crate::api::error::ApiError;
 use crate::api::error::log_if_server_fault;
+use crate::api::limits::{alias_count, check_csrf, unreadable_body};
 use crate::service::ServiceError;
 
 /// A request that could not even be read answers with a GraphQL-shaped error and a 4xx status.
@@ -35,6 +36,9 @@ fn is_multipart(request: &HttpRequest) -> bool {
 }
 
 pub async fn graphql_post(State(state): State<AppState>, request: HttpRequest) -> Response {
+    if let Err(e) = check_csrf(&state.limits, request.headers(), request.method()) {
+        return e.into_graphql_response();
+    }
     let batch = if is_multipart(&request) {
         // Multipart requests carry uploads, which only mutations take: no byte of them is read without a write
         // token.
@@ -68,10 +72,13 @@ pub async fn graphql_post(State(state): State<AppState>, request: HttpRequest) -
 async fn read_json(request: HttpRequest) -> Result<BatchRequest, ServiceError> {
     let bytes = axum::body::to_bytes(request.into_body(), MAX_OPERATIONS_BYTES)
         .await
-        .map_err(|_| {
-            ServiceError::InvalidInput(format!(
-                "the request body is not a readable JSON document of at most {MAX_OPERATIONS_BYTES} bytes; files go in multipart requests"
-            ))
+        .map_err(|e| {
+            unreadable_body(
+                &e,
+                format!(
+                    "the request body is not a readable JSON document of at most {MAX_OPERATIONS_BYTES} bytes; files go in multipart requests"
+                ),
+            )
         })?;
     serde_json::from_slice(&bytes)
         .map_err(|e| ServiceError::InvalidInput(format!("the body is not a GraphQL request: {e}")))
@@ -82,6 +89,9 @@ pub async fn graphql_get(
     headers: axum::http::HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
+    if let Err(e) = check_csrf(&state.limits, &headers, &axum::http::Method::GET) {
+        return e.into_graphql_response();
+    }
     if let Err(e) = state.tokens.check(&headers, Need::Read) {
         return e.into_graphql_response();
     }
@@ -112,6 +122,27 @@ fn is_mutation(request: &Request) -> bool {
 }
 
 async fn execute(state: &AppState, mut batch: BatchRequest) -> Response {
+    for request in batch.iter() {
+        // async-graphql limits depth and complexity; aliases, which multiply the work of one request, here.
+        if let Ok(document) = async_graphql::parser::parse_query(&request.query) {
+            let aliases = alias_count(&document);
+            if aliases > state.limits.max_aliases {
+                // A validation error, answered like the depth and complexity limits: 200 with `errors`.
+                let mut error = async_graphql::ServerError::new(
+                    format!(
+                        "the operation has {aliases} aliases; at most {} are allowed",
+                        state.limits.max_aliases
+                    ),
+                    None,
+                );
+                let mut extensions = ErrorExtensionValues::default();
+                extensions.set("code", "INVALID_INPUT");
+                error.extensions = Some(extensions);
+                let response = async_graphql::Response::from_errors(vec![error]);
+                return GraphQLResponse::from(response).into_response();
+            }
+        }
+    }
     for request in batch.iter_mut() {
         // One loader per request: batching within a response, no cache shared between clients.
         let loader = DataLoader::new(

@@ -16,16 +16,23 @@ pub use self::http::{graphql_get, graphql_post};
 use self::mutation::MutationRoot;
 use self::query::QueryRoot;
 use crate::api::Links;
+use crate::api::limits::Limits;
 use crate::service::RepositoryService;
 
 pub type AppSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
 
 /// The schema with what resolvers reach through the context.
-pub fn schema(service: Arc<RepositoryService>, links: Links) -> AppSchema {
-    Schema::build(QueryRoot, MutationRoot, EmptySubscription)
+pub fn schema(service: Arc<RepositoryService>, links: Links, limits: &Limits) -> AppSchema {
+    let builder = Schema::build(QueryRoot, MutationRoot, EmptySubscription)
         .data(service)
         .data(links)
-        .finish()
+        .limit_depth(limits.max_depth)
+        .limit_complexity(limits.max_complexity);
+    if limits.introspection {
+        builder.finish()
+    } else {
+        builder.disable_introspection().finish()
+    }
 }
 
 /// The SDL of the public contract, as committed in `schema.graphql`.

@@ -10,6 +10,7 @@ use axum::extract::multipart::{Field, Multipart};
 use axum::extract::{FromRequest, Request as HttpRequest};
 use futures_util::TryStreamExt;
 
+use crate::api::limits::{body_io_error, unreadable_body};
 use crate::service::{RepositoryService, ServiceError};
 use crate::store::StagedBlob;
 
@@ -37,7 +38,7 @@ async fn read_small_part(field: Field<'_>, name: &str) -> Result<Vec<u8>, Servic
     while let Some(chunk) = field
         .chunk()
         .await
-        .map_err(|e| invalid(format!("multipart: {}", e.body_text())))?
+        .map_err(|e| unreadable_body(&e, format!("multipart: {}", e.body_text())))?
     {
         if bytes.len() + chunk.len() > MAX_OPERATIONS_BYTES {
             return Err(invalid(format!(
@@ -53,7 +54,7 @@ async fn expect_part(multipart: &mut Multipart, name: &str) -> Result<Vec<u8>, S
     let field = multipart
         .next_field()
         .await
-        .map_err(|e| invalid(format!("multipart: {}", e.body_text())))?
+        .map_err(|e| unreadable_body(&e, format!("multipart: {}", e.body_text())))?
         .ok_or_else(|| invalid(format!("multipart: the `{name}` part is missing")))?;
     if field.name() != Some(name) {
         return Err(invalid(format!(
@@ -98,7 +99,7 @@ pub async fn read(
 ) -> Result<BatchRequest, ServiceError> {
     let mut multipart = Multipart::from_request(request, &())
         .await
-        .map_err(|e| invalid(format!("multipart: {}", e.body_text())))?;
+        .map_err(|e| unreadable_body(&e, format!("multipart: {}", e.body_text())))?;
     let operations = expect_part(&mut multipart, "operations").await?;
     let mut batch: BatchRequest = serde_json::from_slice(&operations)
         .map_err(|e| invalid(format!("operations: not a GraphQL request: {e}")))?;
@@ -116,7 +117,7 @@ pub async fn read(
     while let Some(field) = multipart
         .next_field()
         .await
-        .map_err(|e| invalid(format!("multipart: {}", e.body_text())))?
+        .map_err(|e| unreadable_body(&e, format!("multipart: {}", e.body_text())))?
     {
         let name = field.name().unwrap_or_default().to_owned();
         let paths = map
@@ -143,7 +144,7 @@ pub async fn read(
                 "map: `{path}` does not name a variable of the operation"
             )));
         }
-        let body = field.map_err(std::io::Error::other);
+        let body = field.map_err(body_io_error);
         let blob = service.stage_upload(Box::pin(body)).await?;
         if let Ok(mut slots) = staged[index].0.lock() {
             slots.insert(upload_index, blob);

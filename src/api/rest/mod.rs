@@ -8,8 +8,8 @@ mod original;
 /// read this list.
 pub const ID_KINDS: [Kind; 3] = [Kind::Transformation, Kind::Service, Kind::Inferencer];
 
-use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Multipart, State};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Multipart, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -21,6 +21,7 @@ use serde_json::json;
 use super::AppState;
 use super::download::download;
 use super::error::ApiError;
+use super::limits::{body_io_error, unreadable_body};
 use crate::domain::{Component, ComponentFilter, ComponentKey, DomainError, Kind, Spec};
 use crate::service::ServiceError;
 
@@ -31,6 +32,17 @@ const PAGE: usize = 100;
 #[derive(FromRequestParts)]
 #[from_request(via(axum::extract::Path), rejection(ApiError))]
 struct Path<T>(T);
+
+/// A request body read whole (JSON documents, at most axum's default 2 MiB), answering in our JSON error format.
+struct Body(Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for Body {
+    type Rejection = ApiError;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        Ok(Body(Bytes::from_request(request, state).await?))
+    }
+}
 
 /// `axum::extract::Query` answering in our JSON error format.
 #[derive(FromRequestParts)]
@@ -88,7 +100,10 @@ fn original_status(e: ServiceError) -> ApiError {
     }
 }
 
-async fn create_model(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+async fn create_model(
+    State(state): State<AppState>,
+    Body(body): Body,
+) -> Result<Response, ApiError> {
     let (key, spec) = original::model(&body)?;
     let created = state
         .service
@@ -98,7 +113,11 @@ async fn create_model(State(state): State<AppState>, body: Bytes) -> Result<Resp
     Ok((StatusCode::CREATED, Json(original::json(&created))).into_response())
 }
 
-async fn create(state: State<AppState>, kind: Kind, body: Bytes) -> Result<Response, ApiError> {
+async fn create(
+    state: State<AppState>,
+    kind: Kind,
+    Body(body): Body,
+) -> Result<Response, ApiError> {
     let (key, spec) = original::component(kind, &body, None)?;
     let created = state
         .service
@@ -156,7 +175,7 @@ async fn list(State(state): State<AppState>, kind: Kind) -> Result<Response, Api
         }));
     Ok((
         [(header::CONTENT_TYPE, "application/json")],
-        Body::from_stream(body),
+        axum::body::Body::from_stream(body),
     )
         .into_response())
 }
@@ -164,7 +183,7 @@ async fn list(State(state): State<AppState>, kind: Kind) -> Result<Response, Api
 async fn update_model_meta(
     State(state): State<AppState>,
     Path((name, version)): Path<(String, String)>,
-    body: Bytes,
+    Body(body): Body,
 ) -> Result<StatusCode, ApiError> {
     let meta: original::OriginalMeta = original::parse(&body)?;
     let key = ComponentKey::model(name, version)?;
@@ -191,7 +210,7 @@ async fn update_meta(
     State(state): State<AppState>,
     kind: Kind,
     Path(id): Path<String>,
-    body: Bytes,
+    Body(body): Body,
 ) -> Result<StatusCode, ApiError> {
     let (key, replacement) = original::component(kind, &body, Some(&id))?;
     state
@@ -233,10 +252,8 @@ async fn upload(
     // A missing component is reported before a byte of the file is stored.
     state.service.get(&key).await?;
     let unreadable = |e: axum::extract::multipart::MultipartError| {
-        ApiError::BadRequest(format!(
-            "the multipart body could not be read: {}",
-            e.body_text()
-        ))
+        let what = format!("the multipart body could not be read: {}", e.body_text());
+        ApiError::Service(unreadable_body(&e, what))
     };
     while let Some(field) = multipart.next_field().await.map_err(unreadable)? {
         if field.name() != Some("file") {
@@ -244,9 +261,7 @@ async fn upload(
         }
         let filename = field.file_name().map(str::to_owned);
         let content_type = field.content_type().map(str::to_owned);
-        let body = field
-            .map(|chunk| chunk.map_err(std::io::Error::other))
-            .boxed();
+        let body = field.map(|chunk| chunk.map_err(body_io_error)).boxed();
         let staged = state.service.stage_upload(body).await?;
         state
             .service

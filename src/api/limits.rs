@@ -1,0 +1,243 @@
+//! What keeps one client from hurting the others or a browser from being used against the server: GraphQL depth,
+//! complexity and alias limits, CSRF prevention, request timeouts and CORS.
+
+use std::time::Duration;
+
+use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
+use axum::extract::Request;
+use axum::http::{HeaderMap, HeaderValue, Method, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use super::error::ApiError;
+use crate::service::ServiceError;
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Deepest selection a GraphQL operation may have.
+    pub max_depth: usize,
+    /// Largest complexity (fields, weighted by page size) a GraphQL operation may have.
+    pub max_complexity: usize,
+    /// Most aliased fields in one GraphQL document: aliases multiply the work of one request.
+    pub max_aliases: usize,
+    /// Whether the schema can be introspected (GraphiQL and code generators need it).
+    pub introspection: bool,
+    /// Whether GraphQL requests a browser could send cross-site without a preflight (GET, multipart) must carry a
+    /// header that forces one.
+    pub csrf_prevention: bool,
+    /// Longest time to answer a request that is not an upload (downloads then stream without limit).
+    pub request_timeout: Duration,
+    /// Longest pause in the middle of a request body (slow clients hold connections and staging space).
+    pub body_idle_timeout: Duration,
+    /// Origins allowed to call the API from a browser; empty for none (no CORS headers), `*` for any.
+    pub cors_origins: Vec<String>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_depth: 16,
+            max_complexity: 5_000,
+            max_aliases: 30,
+            introspection: true,
+            csrf_prevention: true,
+            request_timeout: Duration::from_secs(60),
+            body_idle_timeout: Duration::from_secs(30),
+            cors_origins: Vec::new(),
+        }
+    }
+}
+
+/// Headers whose presence proves a request was preflighted (Apollo's and the GraphQL multipart request spec's
+/// convention): a browser sends them cross-site only after the server agreed.
+const PREFLIGHT_HEADERS: [&str; 3] = [
+    "apollo-require-preflight",
+    "x-apollo-operation-name",
+    "graphql-require-preflight",
+];
+
+/// Refuses a GraphQL request that a browser could have sent from another site without asking first.
+pub fn check_csrf(limits: &Limits, headers: &HeaderMap, method: &Method) -> Result<(), ApiError> {
+    if !limits.csrf_prevention {
+        return Ok(());
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let simple = method == Method::GET
+        || content_type.is_empty()
+        || [
+            "multipart/form-data",
+            "application/x-www-form-urlencoded",
+            "text/plain",
+        ]
+        .iter()
+        .any(|simple| content_type.trim_start().starts_with(simple));
+    let preflighted = PREFLIGHT_HEADERS
+        .iter()
+        .any(|name| headers.contains_key(*name));
+    if simple && !preflighted {
+        return Err(ApiError::BadRequest(
+            "this request could have been sent by another website: send it with the header \
+             `apollo-require-preflight: true` (or `x-apollo-operation-name`), or as JSON"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Counts aliased fields, fragments included once each.
+pub fn alias_count(document: &ExecutableDocument) -> usize {
+    fn count(set: &SelectionSet) -> usize {
+        set.items
+            .iter()
+            .map(|item| match &item.node {
+                Selection::Field(field) => {
+                    usize::from(field.node.alias.is_some()) + count(&field.node.selection_set.node)
+                }
+                Selection::InlineFragment(fragment) => count(&fragment.node.selection_set.node),
+                Selection::FragmentSpread(_) => 0,
+            })
+            .sum()
+    }
+    document
+        .operations
+        .iter()
+        .map(|(_, op)| count(&op.node.selection_set.node))
+        .chain(
+            document
+                .fragments
+                .values()
+                .map(|fragment| count(&fragment.node.selection_set.node)),
+        )
+        .sum()
+}
+
+/// Whether an error of reading a request body comes from the body idle timeout.
+pub fn is_body_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(e);
+    while let Some(error) = current {
+        if error.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        current = error.source();
+    }
+    false
+}
+
+/// A request body's read error as an `io::Error` for the store: `TimedOut` when the client stalled.
+pub fn body_io_error<E: std::error::Error + Send + Sync + 'static>(e: E) -> std::io::Error {
+    let kind = if is_body_timeout(&e) {
+        std::io::ErrorKind::TimedOut
+    } else {
+        std::io::ErrorKind::Other
+    };
+    std::io::Error::new(kind, e)
+}
+
+/// A request body that could not be read: the client stalled (408), or it sent something unreadable.
+pub fn unreadable_body<E: std::error::Error + 'static>(e: &E, what: String) -> ServiceError {
+    if is_body_timeout(e) {
+        ServiceError::RequestTimeout(format!(
+            "the request body stalled for longer than allowed: {what}"
+        ))
+    } else {
+        ServiceError::InvalidInput(what)
+    }
+}
+
+/// A time limit for everything but uploads, whose length depends on the file (their bodies have the idle timeout).
+pub async fn request_timeout(
+    axum::extract::State(timeout): axum::extract::State<Duration>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let upload = request.method() == Method::PUT
+        || request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.to_ascii_lowercase().starts_with("multipart/"));
+    if upload {
+        return next.run(request).await;
+    }
+    match tokio::time::timeout(timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::Timeout(timeout).into_response(),
+    }
+}
+
+/// CORS for browser dashboards on the configured origins; none configured, no CORS headers at all.
+pub fn cors(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([
+                Method::GET,
+                Method::HEAD,
+                Method::POST,
+                Method::PUT,
+                Method::DELETE,
+            ])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                header::RANGE,
+                header::IF_NONE_MATCH,
+                header::IF_RANGE,
+                header::HeaderName::from_static("apollo-require-preflight"),
+                header::HeaderName::from_static("x-apollo-operation-name"),
+            ])
+            .expose_headers([
+                header::ETAG,
+                header::CONTENT_RANGE,
+                header::CONTENT_DISPOSITION,
+                header::HeaderName::from_static("x-request-id"),
+            ])
+            .max_age(Duration::from_secs(3600)),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aliases_are_counted_in_operations_and_fragments() {
+        let document = async_graphql::parser::parse_query(
+            "{ a: services { totalCount } b: services { c: totalCount } ...F } fragment F on QueryRoot { d: models { totalCount } }",
+        )
+        .unwrap();
+        assert_eq!(alias_count(&document), 4);
+    }
+
+    #[test]
+    fn simple_requests_need_a_preflight_header() {
+        let limits = Limits::default();
+        let mut headers = HeaderMap::new();
+        assert!(check_csrf(&limits, &headers, &Method::GET).is_err());
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        assert!(check_csrf(&limits, &headers, &Method::POST).is_ok());
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("multipart/form-data; boundary=x"),
+        );
+        assert!(check_csrf(&limits, &headers, &Method::POST).is_err());
+        headers.insert("apollo-require-preflight", HeaderValue::from_static("true"));
+        assert!(check_csrf(&limits, &headers, &Method::POST).is_ok());
+    }
+}
