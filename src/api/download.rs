@@ -5,6 +5,7 @@ use std::ops::Range;
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
 use http_range_header::parse_range_header;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
@@ -14,6 +15,7 @@ use crate::service::RepositoryService;
 
 pub async fn download(
     service: &RepositoryService,
+    metrics: &std::sync::Arc<crate::api::metrics::Metrics>,
     key: ComponentKey,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -35,7 +37,13 @@ pub async fn download(
         None => (StatusCode::OK, 0..file.size),
     };
     let body = service.read(&key, &file, range.clone()).await?;
-    let mut response = Response::new(Body::from_stream(body));
+    let metrics = metrics.clone();
+    let counted = body.inspect(move |chunk| {
+        if let Ok(chunk) = chunk {
+            metrics.downloaded(chunk.len() as u64);
+        }
+    });
+    let mut response = Response::new(Body::from_stream(counted));
     *response.status_mut() = status;
     set(
         &mut response,

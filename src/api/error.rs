@@ -218,6 +218,11 @@ impl IntoResponse for ApiError {
         let mut response =
             (status, Json(json!({ "detail": detail, "code": code }))).into_response();
         self.add_headers(&mut response);
+        if let ApiError::Service(ServiceError::Unavailable(_) | ServiceError::Internal(_)) = &self {
+            response
+                .extensions_mut()
+                .insert(crate::api::metrics::StoreFault(code));
+        }
         response
     }
 }

@@ -5,6 +5,7 @@ mod download;
 pub mod error;
 pub mod graphql;
 pub mod limits;
+pub mod metrics;
 mod playground;
 mod rest;
 
@@ -67,6 +68,7 @@ pub struct AppState {
     pub schema: AppSchema,
     pub tokens: auth::Tokens,
     pub limits: Arc<limits::Limits>,
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 /// How the HTTP layer is set up.
@@ -83,7 +85,8 @@ pub fn router(service: Arc<RepositoryService>, config: ApiConfig) -> Router {
         tokens,
         limits,
     } = config;
-    let schema = graphql::schema(service.clone(), links, &limits);
+    let metrics = Arc::new(metrics::Metrics::new());
+    let schema = graphql::schema(service.clone(), links, &limits, metrics.clone());
     let cors = limits::cors(&limits.cors_origins);
     let (request_timeout, body_idle_timeout) = (limits.request_timeout, limits.body_idle_timeout);
     let state = AppState {
@@ -91,6 +94,7 @@ pub fn router(service: Arc<RepositoryService>, config: ApiConfig) -> Router {
         schema,
         tokens: tokens.clone(),
         limits: Arc::new(limits),
+        metrics: metrics.clone(),
     };
     let router = Router::new()
         .route(
@@ -109,6 +113,12 @@ pub fn router(service: Arc<RepositoryService>, config: ApiConfig) -> Router {
         )))
         .merge(playground::routes())
         .merge(rest::documentation())
+        .route("/metrics", get(metrics::endpoint))
+        // Per matched route, so that the label is the route's template.
+        .route_layer(axum::middleware::from_fn_with_state(
+            metrics,
+            metrics::track,
+        ))
         .fallback(|| async { ApiError::NoRoute })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(state)

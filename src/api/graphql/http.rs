@@ -153,8 +153,19 @@ async fn execute(state: &AppState, mut batch: BatchRequest) -> Response {
         );
         request.data.insert(loader);
     }
+    let operation = match &batch {
+        BatchRequest::Single(request) => operation_name(request),
+        BatchRequest::Batch(_) => "batch".into(),
+    };
+    let started = std::time::Instant::now();
     let mut response = state.schema.execute_batch(batch).await;
     label_uncoded_errors(&mut response);
+    record(
+        state,
+        &operation,
+        &response,
+        started.elapsed().as_secs_f64(),
+    );
     let mut http = GraphQLResponse::from(response).into_response();
     if http.status() == StatusCode::OK {
         http.headers_mut().insert(
@@ -163,6 +174,58 @@ async fn execute(state: &AppState, mut batch: BatchRequest) -> Response {
         );
     }
     http
+}
+
+/// The operation's name for metrics: the one the client chose, or the name of the document's only operation.
+fn operation_name(request: &Request) -> String {
+    if let Some(name) = &request.operation_name {
+        return name.clone();
+    }
+    async_graphql::parser::parse_query(&request.query)
+        .ok()
+        .and_then(|document| match document.operations {
+            async_graphql::parser::types::DocumentOperations::Single(_) => None,
+            async_graphql::parser::types::DocumentOperations::Multiple(operations)
+                if operations.len() == 1 =>
+            {
+                operations.keys().next().map(|name| name.to_string())
+            }
+            async_graphql::parser::types::DocumentOperations::Multiple(_) => None,
+        })
+        .unwrap_or_else(|| "anonymous".into())
+}
+
+/// Counts the operation by its outcome, and the errors the store caused.
+fn record(state: &AppState, operation: &str, response: &BatchResponse, seconds: f64) {
+    let responses: Vec<&async_graphql::Response> = match response {
+        BatchResponse::Single(r) => vec![r],
+        BatchResponse::Batch(rs) => rs.iter().collect(),
+    };
+    let code = |error: &async_graphql::ServerError| {
+        error
+            .extensions
+            .as_ref()
+            .and_then(|e| e.get("code"))
+            .and_then(|v| match v {
+                Value::String(s) => Some(s.clone()),
+                _ => None,
+            })
+    };
+    let mut outcome = "ok".to_string();
+    for error in responses.iter().flat_map(|r| r.errors.iter()) {
+        let code = code(error).unwrap_or_else(|| "INTERNAL".into());
+        if outcome == "ok" {
+            outcome = code.clone();
+        }
+        if code == "UNAVAILABLE" || code == "INTERNAL" {
+            state.metrics.store_error(if code == "INTERNAL" {
+                "INTERNAL"
+            } else {
+                "UNAVAILABLE"
+            });
+        }
+    }
+    state.metrics.operation(operation, &outcome, seconds);
 }
 
 /// Errors raised by async-graphql itself (syntax, validation, variable coercion) are the client's; give them a code

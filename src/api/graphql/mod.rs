@@ -17,15 +17,22 @@ use self::mutation::MutationRoot;
 use self::query::QueryRoot;
 use crate::api::Links;
 use crate::api::limits::Limits;
+use crate::api::metrics::Metrics;
 use crate::service::RepositoryService;
 
 pub type AppSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
 
 /// The schema with what resolvers reach through the context.
-pub fn schema(service: Arc<RepositoryService>, links: Links, limits: &Limits) -> AppSchema {
+pub fn schema(
+    service: Arc<RepositoryService>,
+    links: Links,
+    limits: &Limits,
+    metrics: Arc<Metrics>,
+) -> AppSchema {
     let builder = Schema::build(QueryRoot, MutationRoot, EmptySubscription)
         .data(service)
         .data(links)
+        .data(metrics)
         .limit_depth(limits.max_depth)
         .limit_complexity(limits.max_complexity);
     if limits.introspection {

@@ -77,6 +77,7 @@ async fn upload<T: FromNode>(
         })
         .gql()?;
     let value = file.value(ctx)?;
+    let size = staged.size;
     let updated = service(ctx)?
         .attach_file(
             &key,
@@ -86,6 +87,9 @@ async fn upload<T: FromNode>(
         )
         .await
         .gql()?;
+    if let Ok(metrics) = ctx.data::<std::sync::Arc<crate::api::metrics::Metrics>>() {
+        metrics.uploaded(size);
+    }
     node(ctx, updated)
 }
 

@@ -263,10 +263,12 @@ async fn upload(
         let content_type = field.content_type().map(str::to_owned);
         let body = field.map(|chunk| chunk.map_err(body_io_error)).boxed();
         let staged = state.service.stage_upload(body).await?;
+        let size = staged.size;
         state
             .service
             .attach_file(&key, staged, filename.as_deref(), content_type.as_deref())
             .await?;
+        state.metrics.uploaded(size);
         return Ok(StatusCode::NO_CONTENT);
     }
     Err(ApiError::InvalidBody(
@@ -304,6 +306,7 @@ async fn download_model(
 ) -> Result<Response, ApiError> {
     download(
         &state.service,
+        &state.metrics,
         ComponentKey::model(name, version)?,
         &headers,
     )
@@ -316,7 +319,13 @@ async fn download_by_id(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    download(&state.service, ComponentKey::with_id(kind, id)?, &headers).await
+    download(
+        &state.service,
+        &state.metrics,
+        ComponentKey::with_id(kind, id)?,
+        &headers,
+    )
+    .await
 }
 
 #[derive(Deserialize)]

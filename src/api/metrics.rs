@@ -1,0 +1,212 @@
+//! Prometheus metrics at `/metrics`: requests and latency by route and GraphQL operation, file bytes in and out,
+//! and the errors that come from the store.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    method: String,
+    route: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    method: String,
+    route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabels {
+    operation: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    operation: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DirectionLabels {
+    direction: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodeLabels {
+    code: String,
+}
+
+type Latency<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 1 ms to about 33 s.
+    Histogram::new(exponential_buckets(0.001, 2.0, 16))
+}
+
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    request_seconds: Latency<RouteLabels>,
+    operations: Family<OutcomeLabels, Counter>,
+    operation_seconds: Latency<OperationLabels>,
+    file_bytes: Family<DirectionLabels, Counter>,
+    store_errors: Family<CodeLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("repository");
+        let metrics = Metrics {
+            requests: Family::default(),
+            request_seconds: Family::new_with_constructor(latency_histogram),
+            operations: Family::default(),
+            operation_seconds: Family::new_with_constructor(latency_histogram),
+            file_bytes: Family::default(),
+            store_errors: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "http_requests",
+            "HTTP requests by method, route and status",
+            metrics.requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "Time to the response's headers, by method and route (downloads then stream)",
+            metrics.request_seconds.clone(),
+        );
+        registry.register(
+            "graphql_operations",
+            "GraphQL operations by name and outcome (ok, or the first error's code)",
+            metrics.operations.clone(),
+        );
+        registry.register(
+            "graphql_operation_duration_seconds",
+            "GraphQL execution time by operation name",
+            metrics.operation_seconds.clone(),
+        );
+        registry.register(
+            "file_bytes",
+            "Bytes of files received (upload) and sent (download)",
+            metrics.file_bytes.clone(),
+        );
+        registry.register(
+            "store_errors",
+            "Requests that failed in the store, by code (UNAVAILABLE, INTERNAL)",
+            metrics.store_errors.clone(),
+        );
+        Metrics {
+            registry,
+            ..metrics
+        }
+    }
+
+    pub fn operation(&self, operation: &str, outcome: &str, seconds: f64) {
+        let operation = operation.to_string();
+        self.operations
+            .get_or_create(&OutcomeLabels {
+                operation: operation.clone(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
+        self.operation_seconds
+            .get_or_create(&OperationLabels { operation })
+            .observe(seconds);
+    }
+
+    pub fn uploaded(&self, bytes: u64) {
+        self.file_bytes
+            .get_or_create(&DirectionLabels {
+                direction: "upload".into(),
+            })
+            .inc_by(bytes);
+    }
+
+    pub fn downloaded(&self, bytes: u64) {
+        self.file_bytes
+            .get_or_create(&DirectionLabels {
+                direction: "download".into(),
+            })
+            .inc_by(bytes);
+    }
+
+    pub fn store_error(&self, code: &str) {
+        self.store_errors
+            .get_or_create(&CodeLabels { code: code.into() })
+            .inc();
+    }
+
+    fn render(&self) -> Result<String, std::fmt::Error> {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
+        Ok(text)
+    }
+}
+
+/// Marks an error response that a store failure caused, for [`track`] to count.
+#[derive(Clone, Copy, Debug)]
+pub struct StoreFault(pub &'static str);
+
+/// `GET /metrics` in the Prometheus text format.
+pub async fn endpoint(State(state): State<super::AppState>) -> Response {
+    match state.metrics.render() {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+/// Counts and times every request by its route template (never the raw path: ids would explode the label set).
+pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let method = request.method().to_string();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status();
+    metrics
+        .request_seconds
+        .get_or_create(&RouteLabels {
+            method: method.clone(),
+            route: route.clone(),
+        })
+        .observe(started.elapsed().as_secs_f64());
+    metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            method,
+            route,
+            status: status.as_u16(),
+        })
+        .inc();
+    if let Some(StoreFault(code)) = response.extensions().get::<StoreFault>() {
+        metrics.store_error(code);
+    }
+    response
+}
