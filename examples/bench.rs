@@ -10,68 +10,23 @@
 
 #[path = "../tests/common/process.rs"]
 mod process;
+#[path = "support/rss.rs"]
+mod rss;
 
 use std::io::{Read, Write};
 #[cfg(not(target_os = "linux"))]
 compile_error!("the benchmark reads /proc and uses O_DIRECT: Linux only");
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use bytesize::ByteSize;
 use futures_util::StreamExt;
+use rss::{RssSampler, rss_bytes};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 const CHUNK: usize = 1024 * 1024;
 const MIB: f64 = 1024.0 * 1024.0;
-
-/// Samples a process's resident set size and keeps the peak since the last reset.
-struct RssSampler {
-    peak: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-    pid: u32,
-}
-
-fn rss_bytes(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
-}
-
-impl RssSampler {
-    fn start(pid: u32) -> Self {
-        let peak = Arc::new(AtomicU64::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (p, s) = (peak.clone(), stop.clone());
-        std::thread::spawn(move || {
-            while !s.load(Ordering::Relaxed) {
-                if let Some(rss) = rss_bytes(pid) {
-                    p.fetch_max(rss, Ordering::Relaxed);
-                }
-                std::thread::sleep(Duration::from_millis(2));
-            }
-        });
-        Self { peak, stop, pid }
-    }
-
-    fn reset(&self) {
-        self.peak
-            .store(rss_bytes(self.pid).unwrap_or(0), Ordering::Relaxed);
-    }
-
-    fn peak(&self) -> u64 {
-        self.peak.load(Ordering::Relaxed)
-    }
-}
-
-impl Drop for RssSampler {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
 
 /// Writes `size` pseudo-random (incompressible) bytes and returns their sha256.
 fn write_input(path: &std::path::Path, size: u64) -> anyhow::Result<String> {
