@@ -52,6 +52,15 @@ pub async fn original_rest_api_round_trip(start: Starter) {
         meta["model_id"].is_string(),
         "the file is referenced: {meta}"
     );
+    let head = c
+        .head(app.url("/model/fall-detection/pilot-2-1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 200, "HEAD on downloads");
+    assert_eq!(head.headers()["content-length"], "300000");
+    assert!(head.headers().contains_key("etag"));
+    assert!(head.bytes().await.unwrap().is_empty());
     let download = c
         .get(app.url("/model/fall-detection/pilot-2-1"))
         .send()
