@@ -16,13 +16,12 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use futures_util::StreamExt;
 use serde::Deserialize;
-use serde_json::json;
 
 use super::AppState;
 use super::download::download;
 use super::error::ApiError;
 use super::limits::{body_io_error, unreadable_body};
-use crate::domain::{Component, ComponentFilter, ComponentKey, DomainError, Kind, Spec};
+use crate::domain::{ComponentFilter, ComponentKey, DomainError, Kind, Spec};
 use crate::service::ServiceError;
 
 /// Components per page while a list is streamed.
@@ -92,7 +91,7 @@ pub fn routes() -> Router<AppState> {
     router
 }
 
-/// A key the original would have called missing: 404 as the original, and a duplicate: 400 as the original.
+/// A duplicate key is a 400 here, as the original answered (elsewhere it is a 409 / ALREADY_EXISTS).
 fn original_status(e: ServiceError) -> ApiError {
     match e {
         ServiceError::AlreadyExists(message) => ApiError::BadRequest(message),
@@ -100,11 +99,7 @@ fn original_status(e: ServiceError) -> ApiError {
     }
 }
 
-async fn create_model(
-    State(state): State<AppState>,
-    Body(body): Body,
-) -> Result<Response, ApiError> {
-    let (key, spec) = original::model(&body)?;
+async fn created(state: &AppState, key: ComponentKey, spec: Spec) -> Result<Response, ApiError> {
     let created = state
         .service
         .create(key, spec)
@@ -113,18 +108,21 @@ async fn create_model(
     Ok((StatusCode::CREATED, Json(original::json(&created))).into_response())
 }
 
+async fn create_model(
+    State(state): State<AppState>,
+    Body(body): Body,
+) -> Result<Response, ApiError> {
+    let (key, spec) = original::model(&body)?;
+    created(&state, key, spec).await
+}
+
 async fn create(
-    state: State<AppState>,
+    State(state): State<AppState>,
     kind: Kind,
     Body(body): Body,
 ) -> Result<Response, ApiError> {
     let (key, spec) = original::component(kind, &body, None)?;
-    let created = state
-        .service
-        .create(key, spec)
-        .await
-        .map_err(original_status)?;
-    Ok((StatusCode::CREATED, Json(original::json(&created))).into_response())
+    created(&state, key, spec).await
 }
 
 /// Every component of a kind as one JSON array, written page by page as it is read: a large catalogue is never
@@ -342,18 +340,5 @@ async fn model_meta(
 ) -> Result<Response, ApiError> {
     let key = ComponentKey::model(query.model_name, query.model_version)?;
     let model = state.service.get(&key).await?;
-    Ok(Json(original_model_json(&model)).into_response())
-}
-
-/// A model as the original service wrote it: `model_id` was the id of the stored binary, null before an upload.
-pub fn original_model_json(model: &Component) -> serde_json::Value {
-    let (ComponentKey::Model(key), Spec::Model(spec)) = (&model.key, &model.spec) else {
-        return serde_json::Value::Null;
-    };
-    json!({
-        "meta": { "library": spec.library, "description": spec.description },
-        "model_name": key.name,
-        "model_version": key.version,
-        "model_id": model.file.as_ref().map(|f| f.blob_id.clone()),
-    })
+    Ok(Json(original::json(&model)).into_response())
 }
