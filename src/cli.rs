@@ -171,7 +171,8 @@ pub struct ServeArgs {
     )]
     pub graphql_max_depth: usize,
 
-    /// Largest complexity (number of fields selected) a GraphQL operation may have.
+    /// Largest complexity (number of fields selected) a GraphQL request may have, all operations of a batch
+    /// together.
     #[arg(
         long,
         env = "REPOSITORY_GRAPHQL_MAX_COMPLEXITY",
@@ -180,7 +181,7 @@ pub struct ServeArgs {
     )]
     pub graphql_max_complexity: usize,
 
-    /// Most aliased fields in one GraphQL document.
+    /// Most aliased fields in one GraphQL request (all operations of a batch together).
     #[arg(
         long,
         env = "REPOSITORY_GRAPHQL_MAX_ALIASES",
@@ -188,6 +189,24 @@ pub struct ServeArgs {
         global = true
     )]
     pub graphql_max_aliases: usize,
+
+    /// Most operations in one GraphQL batch (a JSON array of requests).
+    #[arg(
+        long,
+        env = "REPOSITORY_GRAPHQL_MAX_BATCH",
+        default_value_t = 100,
+        global = true
+    )]
+    pub graphql_max_batch: usize,
+
+    /// Most files in one GraphQL multipart request.
+    #[arg(
+        long,
+        env = "REPOSITORY_GRAPHQL_MAX_FILES",
+        default_value_t = 10,
+        global = true
+    )]
+    pub graphql_max_files: usize,
 
     /// Whether the GraphQL schema can be introspected (the playground and code generators need it).
     #[arg(long, env = "REPOSITORY_GRAPHQL_INTROSPECTION", default_value_t = true, action = clap::ArgAction::Set, global = true)]
@@ -324,16 +343,74 @@ impl MongoArgs {
     }
 }
 
-/// Replaces the user information of a URI (`scheme://user:password@hosts/...`) with `***`.
+/// Connection string options whose values are never secret, so logs keep them; every other option's value is
+/// replaced (passwords of TLS keys, `authMechanismProperties` with AWS session tokens, options added later).
+const PUBLIC_URI_OPTIONS: [&str; 30] = [
+    "appname",
+    "authmechanism",
+    "authsource",
+    "compressors",
+    "connecttimeoutms",
+    "directconnection",
+    "heartbeatfrequencyms",
+    "journal",
+    "loadbalanced",
+    "localthresholdms",
+    "maxconnecting",
+    "maxidletimems",
+    "maxpoolsize",
+    "maxstalenessseconds",
+    "minpoolsize",
+    "readconcernlevel",
+    "readpreference",
+    "readpreferencetags",
+    "replicaset",
+    "retryreads",
+    "retrywrites",
+    "serverselectiontimeoutms",
+    "sockettimeoutms",
+    "srvmaxhosts",
+    "srvservicename",
+    "ssl",
+    "tls",
+    "w",
+    "waitqueuetimeoutms",
+    "wtimeoutms",
+];
+
+/// The URI for logs: user information (`scheme://user:password@hosts/...`) and the value of every query option
+/// not known to be public become `***`.
 pub fn redact_uri(uri: &str) -> String {
     let Some((scheme, rest)) = uri.split_once("://") else {
         return "***".to_string();
     };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
-        None => uri.to_string(),
+    // A password with an unescaped `?` must not pass for the query: the user information ends at the last `@`
+    // before the path (erring towards redacting too much).
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (userinfo, rest) = match rest[..authority_end].rfind('@') {
+        Some(at) => ("***@", &rest[at + 1..]),
+        None => ("", rest),
+    };
+    let (rest, query) = match rest.split_once('?') {
+        Some((rest, query)) => (rest, Some(query)),
+        None => (rest, None),
+    };
+    let mut redacted = format!("{scheme}://{userinfo}{rest}");
+    if let Some(query) = query {
+        let options: Vec<String> = query
+            .split(['&', ';'])
+            .map(|option| match option.split_once('=') {
+                Some((name, _)) if PUBLIC_URI_OPTIONS.contains(&name.to_ascii_lowercase().as_str()) => {
+                    option.to_string()
+                }
+                Some((name, _)) => format!("{name}=***"),
+                None => option.to_string(),
+            })
+            .collect();
+        redacted.push('?');
+        redacted.push_str(&options.join("&"));
     }
+    redacted
 }
 
 #[cfg(test)]
@@ -348,5 +425,27 @@ mod tests {
         );
         assert_eq!(redact_uri("mongodb://db:27017"), "mongodb://db:27017");
         assert_eq!(redact_uri("not a uri with secret@host"), "***");
+    }
+
+    #[test]
+    fn secret_query_options_never_reach_the_logs() {
+        let uri = "mongodb+srv://db.example/repo?tls=true&tlsCertificateKeyFilePassword=k3y\
+                   &authMechanism=MONGODB-AWS&authMechanismProperties=AWS_SESSION_TOKEN:t0ken\
+                   &password=pw&replicaSet=rs0";
+        let redacted = redact_uri(uri);
+        assert_eq!(
+            redacted,
+            "mongodb+srv://db.example/repo?tls=true&tlsCertificateKeyFilePassword=***\
+             &authMechanism=MONGODB-AWS&authMechanismProperties=***&password=***&replicaSet=rs0"
+        );
+        for secret in ["k3y", "t0ken", "pw"] {
+            assert!(!redacted.contains(secret), "{secret} in {redacted}");
+        }
+        // A password in the user information and a query with an `@` in it.
+        assert_eq!(
+            redact_uri("mongodb://u:p@h/?authSource=admin&x=a@b"),
+            "mongodb://***@h/?authSource=admin&x=***"
+        );
+        assert_eq!(redact_uri("mongodb://u:p?w@h/db"), "mongodb://***@h/db");
     }
 }

@@ -99,6 +99,8 @@ pub fn app(store: Arc<dyn Store>, args: &ServeArgs) -> anyhow::Result<axum::Rout
                 max_depth: args.graphql_max_depth,
                 max_complexity: args.graphql_max_complexity,
                 max_aliases: args.graphql_max_aliases,
+                max_batch: args.graphql_max_batch,
+                max_files: args.graphql_max_files,
                 introspection: args.graphql_introspection,
                 csrf_prevention: args.csrf_prevention,
                 request_timeout: Duration::from_secs(args.request_timeout_secs.max(1)),

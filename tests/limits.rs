@@ -190,3 +190,194 @@ async fn a_body_that_stalls_is_cut_off() {
     assert!(answer.contains("REQUEST_TIMEOUT"), "{answer}");
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+/// Status and body of a GraphQL POST of `body` with an optional token.
+async fn post(app: &TestApp, body: &serde_json::Value, token: Option<&str>) -> (u16, serde_json::Value) {
+    let mut request = app.client.post(app.url("/graphql")).json(body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or_default())
+}
+
+fn code(body: &serde_json::Value) -> &str {
+    body["errors"][0]["extensions"]["code"].as_str().unwrap_or("")
+}
+
+/// Documents nested thousands of levels deep in a few kilobytes: list values, input objects, directive arguments.
+/// Each is refused before it is parsed (the parser recurses, the stack would overflow), and the server lives on.
+#[tokio::test]
+async fn deeply_nested_documents_are_refused_without_a_crash() {
+    let n = 3_000; // about 6 KB of brackets
+    let documents = [
+        format!("{{ services(filter: {{ text: {}\"x\"{} }}) {{ totalCount }} }}", "[".repeat(n), "]".repeat(n)),
+        format!("{{ services(filter: {}{}) {{ totalCount }} }}", "{a: ".repeat(n), "}".repeat(n)),
+        format!("{{ services @include(if: {}true{}) {{ totalCount }} }}", "[".repeat(n), "]".repeat(n)),
+        format!("{}services {{ totalCount }}{}", "{ ... on QueryRoot ".repeat(n), "}".repeat(n)),
+    ];
+    let app = app_with(&["--write-tokens", "w", "--read-tokens", "r"]).await;
+    for document in &documents {
+        // Without a token the document is not even read as GraphQL.
+        let (status, body) = post(&app, &json!({ "query": document }), None).await;
+        assert_eq!((status, code(&body)), (401, "UNAUTHENTICATED"), "{body}");
+        let (status, body) = post(&app, &json!({ "query": document }), Some("r")).await;
+        assert_eq!((status, code(&body)), (400, "INVALID_INPUT"), "{body}");
+        assert!(body["errors"][0]["message"].as_str().unwrap().contains("nests"), "{body}");
+        let batch = json!([{ "query": "{ __typename }" }, { "query": document }]);
+        let (status, body) = post(&app, &batch, Some("r")).await;
+        assert_eq!((status, code(&body)), (400, "INVALID_INPUT"), "{body}");
+    }
+    let open = app_with(&["--csrf-prevention", "false"]).await;
+    for document in &documents {
+        let (status, body) = post(&open, &json!({ "query": document }), None).await;
+        assert_eq!((status, code(&body)), (400, "INVALID_INPUT"), "{body}");
+        let response = open
+            .client
+            .get(open.url("/graphql"))
+            .query(&[("query", document)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400);
+        // A multipart request: refused before its file is read.
+        let operations = json!({ "query": document, "variables": { "file": null } });
+        let form = reqwest::multipart::Form::new()
+            .text("operations", operations.to_string())
+            .text("map", json!({ "0": ["variables.file"] }).to_string())
+            .part("0", reqwest::multipart::Part::bytes(bytes(1000, 1)).file_name("f.zip"));
+        let response = open
+            .client
+            .post(open.url("/graphql"))
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400);
+    }
+    // Nesting inside strings is text; a reasonable document is untouched.
+    let text = "[".repeat(n);
+    open.ok(
+        "query($t: String) { services(filter: {text: $t}) { totalCount } }",
+        json!({ "t": text }),
+    )
+    .await;
+    open.ok(&format!("{{ services(filter: {{text: \"{text}\"}}) {{ totalCount }} }}"), json!({}))
+        .await;
+    for app in [&app, &open] {
+        assert_eq!(app.get("/healthz").await.status(), 200, "the server is alive");
+    }
+}
+
+/// A JSON batch is one request: its length is bounded, and the alias and complexity limits hold for all its
+/// operations together.
+#[tokio::test]
+async fn batches_are_bounded_as_a_whole() {
+    let app = app_with(&[]).await;
+    let batch = |n: usize, query: &str| json!((0..n).map(|_| json!({ "query": query })).collect::<Vec<_>>());
+    let (status, body) = post(&app, &batch(101, "{ __typename }"), None).await;
+    assert_eq!((status, code(&body)), (400, "INVALID_INPUT"), "{body}");
+    assert!(body["errors"][0]["message"].as_str().unwrap().contains("at most 100"), "{body}");
+    let (status, body) = post(&app, &batch(100, "{ __typename }"), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(body.as_array().unwrap().len(), 100);
+
+    // The issue's case: 80 operations, each within the alias and complexity limits.
+    let aliases: String = (0..25)
+        .map(|i| format!("a{i}: services(first: 100) {{ edges {{ node {{ id description }} }} }} "))
+        .collect();
+    let (status, body) = post(&app, &batch(80, &format!("{{ {aliases} }}")), None).await;
+    assert_eq!((status, code(&body)), (200, "INVALID_INPUT"), "{body:.400}");
+    assert!(body["errors"][0]["message"].as_str().unwrap().contains("2000 aliases"), "{body}");
+
+    let small = app_with(&["--graphql-max-batch", "15", "--graphql-max-complexity", "20"]).await;
+    let (status, body) = post(&small, &batch(16, "{ __typename }"), None).await;
+    assert_eq!((status, code(&body)), (400, "INVALID_INPUT"), "{body}");
+    // `services { totalCount }` costs 2: the request's budget of 20 runs 10 of 15, the others are refused.
+    let (status, body) = post(&small, &batch(15, "{ services { totalCount } }"), None).await;
+    assert_eq!(status, 200);
+    let answers = body.as_array().unwrap();
+    assert_eq!(answers.len(), 15);
+    let ran = answers.iter().filter(|a| a["data"]["services"]["totalCount"] == 0).count();
+    assert_eq!(ran, 10, "{body}");
+    for refused in answers.iter().filter(|a| a.get("errors").is_some()) {
+        assert_eq!(code(refused), "INVALID_INPUT");
+        assert!(refused["errors"][0]["message"].as_str().unwrap().contains("per request"), "{refused}");
+    }
+}
+
+/// Files per multipart request and their bytes in all are bounded, before and while they are read.
+#[tokio::test]
+async fn multipart_files_are_bounded_per_request() {
+    let app = common::embedded(Options {
+        max_upload_size: 10_000,
+        flags: vec!["--graphql-max-files".into(), "2".into()],
+    })
+    .await;
+    app.ok(
+        "mutation { a: createService(input: {id: \"a\"}) { id } b: createService(input: {id: \"b\"}) { id }
+                    c: createService(input: {id: \"c\"}) { id } }",
+        json!({}),
+    )
+    .await;
+    let send = |ids: Vec<&'static str>, size: usize| {
+        let variables: serde_json::Map<String, serde_json::Value> =
+            ids.iter().map(|id| (id.to_string(), serde_json::Value::Null)).collect();
+        let parameters: Vec<String> = ids.iter().map(|id| format!("${id}: Upload!")).collect();
+        let uploads: String = ids
+            .iter()
+            .map(|id| format!("{id}: uploadServiceFile(id: \"{id}\", file: ${id}) {{ id }} "))
+            .collect();
+        let operations = json!({
+            "query": format!("mutation({}) {{ {uploads} }}", parameters.join(", ")),
+            "variables": variables,
+        });
+        let map: serde_json::Map<String, serde_json::Value> = ids
+            .iter()
+            .map(|id| (id.to_string(), json!([format!("variables.{id}")])))
+            .collect();
+        let mut form = reqwest::multipart::Form::new()
+            .text("operations", operations.to_string())
+            .text("map", serde_json::Value::Object(map).to_string());
+        for id in &ids {
+            form = form.part(*id, reqwest::multipart::Part::bytes(bytes(size, 1)).file_name("f.zip"));
+        }
+        app.client
+            .post(app.url("/graphql"))
+            .header("apollo-require-preflight", "true")
+            .multipart(form)
+            .send()
+    };
+    let response = send(vec!["a", "b", "c"], 100).await.unwrap();
+    assert_eq!(response.status(), 400);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert!(body["errors"][0]["message"].as_str().unwrap().contains("at most 2"), "{body}");
+    // Two files of 6,000 bytes: each within the 10,000-byte limit, not both.
+    let response = send(vec!["a", "b"], 6_000).await.unwrap();
+    assert_eq!(response.status(), 413);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(code(&body), "PAYLOAD_TOO_LARGE", "{body}");
+    let files = app
+        .ok("{ services { edges { node { id file { size } } } } }", json!({}))
+        .await;
+    for edge in files["services"]["edges"].as_array().unwrap() {
+        assert_eq!(edge["node"]["file"], serde_json::Value::Null, "nothing attached: {files}");
+    }
+    let response = send(vec!["a", "b"], 4_000).await.unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+/// With introspection off, error messages do not suggest field names either.
+#[tokio::test]
+async fn no_suggestions_without_introspection() {
+    let query = "{ servic { totalCount } }";
+    let open = app_with(&[]).await;
+    let body = open.gql(query, json!({})).await;
+    assert!(body["errors"][0]["message"].as_str().unwrap().contains("Did you mean"), "{body}");
+    let closed = app_with(&["--graphql-introspection", "false"]).await;
+    let body = closed.gql(query, json!({})).await;
+    let message = body["errors"][0]["message"].as_str().unwrap();
+    assert_eq!(code(&body), "INVALID_INPUT");
+    assert!(!message.contains("Did you mean") && !message.contains("\"services\""), "{message}");
+}

@@ -92,7 +92,8 @@ fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {
 }
 
 /// The one byte range to serve, if the client asked for one that applies. Several ranges are answered with the
-/// whole file (RFC 9110 allows it); a range that selects nothing is a 416.
+/// whole file (RFC 9110 allows it), whatever they select; a single range that selects nothing is a 416, and so is
+/// any range of an empty file (RFC 9110 §14.1.1: no range of zero bytes is satisfiable).
 fn requested_range(
     headers: &HeaderMap,
     etag: &str,
@@ -110,8 +111,15 @@ fn requested_range(
     if !range.trim_start().starts_with("bytes=") {
         return Ok(None); // units we do not know are ignored
     }
-    let ranges = parse_range_header(range)
-        .and_then(|parsed| parsed.validate(size))
+    let parsed = parse_range_header(range).map_err(|_| ApiError::RangeNotSatisfiable { size })?;
+    if size == 0 {
+        return Err(ApiError::RangeNotSatisfiable { size });
+    }
+    if parsed.ranges.len() > 1 {
+        return Ok(None);
+    }
+    let ranges = parsed
+        .validate(size)
         .map_err(|_| ApiError::RangeNotSatisfiable { size })?;
     match ranges.as_slice() {
         [single] => Ok(Some(*single.start()..*single.end() + 1)),
@@ -171,11 +179,18 @@ mod tests {
         assert_eq!(r("bytes=90-").unwrap(), Some(90..100));
         assert_eq!(r("bytes=-5").unwrap(), Some(95..100));
         assert_eq!(r("bytes=0-1,5-6").unwrap(), None);
+        assert_eq!(r("bytes=0-1,999999-").unwrap(), None);
         assert!(matches!(
             r("bytes=100-"),
             Err(ApiError::RangeNotSatisfiable { size: 100 })
         ));
         assert_eq!(r("items=0-1").unwrap(), None);
+        for empty in ["bytes=0-", "bytes=0-0", "bytes=-1", "bytes=0-1,5-"] {
+            assert!(matches!(
+                requested_range(&headers(&[(header::RANGE, empty)]), etag, 0),
+                Err(ApiError::RangeNotSatisfiable { size: 0 })
+            ));
+        }
         let stale = headers(&[(header::RANGE, "bytes=0-9"), (header::IF_RANGE, "\"old\"")]);
         assert_eq!(requested_range(&stale, etag, 100).unwrap(), None);
     }

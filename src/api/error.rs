@@ -26,6 +26,8 @@ pub enum ApiError {
     MethodNotAllowed,
     /// A REST request body that is not the JSON the route takes: 422 with FastAPI's `detail` list.
     InvalidBody(String),
+    /// A request body of a type the route does not take: 415.
+    UnsupportedMediaType(String),
     /// The request took longer than the configured limit: 503, the client may retry.
     Timeout(std::time::Duration),
     /// No valid bearer token where one is needed: 401.
@@ -85,6 +87,7 @@ pub fn error_code(e: &ServiceError) -> &'static str {
     match e {
         ServiceError::NotFound(_) => "NOT_FOUND",
         ServiceError::AlreadyExists(_) => "ALREADY_EXISTS",
+        ServiceError::Conflict(_) => "CONFLICT",
         ServiceError::InvalidInput(_) => "INVALID_INPUT",
         ServiceError::PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
         ServiceError::RequestTimeout(_) => "REQUEST_TIMEOUT",
@@ -96,7 +99,7 @@ pub fn error_code(e: &ServiceError) -> &'static str {
 pub fn status_of(e: &ServiceError) -> StatusCode {
     match e {
         ServiceError::NotFound(_) => StatusCode::NOT_FOUND,
-        ServiceError::AlreadyExists(_) => StatusCode::CONFLICT,
+        ServiceError::AlreadyExists(_) | ServiceError::Conflict(_) => StatusCode::CONFLICT,
         ServiceError::InvalidInput(_) => StatusCode::BAD_REQUEST,
         ServiceError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         ServiceError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
@@ -166,6 +169,11 @@ impl ApiError {
                 "INVALID_INPUT",
                 format!("the request body is not valid: {msg}"),
             ),
+            ApiError::UnsupportedMediaType(msg) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "UNSUPPORTED_MEDIA_TYPE",
+                msg.clone(),
+            ),
             ApiError::Timeout(limit) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "TIMEOUT",
@@ -224,5 +232,24 @@ impl IntoResponse for ApiError {
                 .insert(crate::api::metrics::StoreFault(code));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreError;
+
+    /// A compare-and-set that keeps losing to concurrent writers is the client's to retry, never a fault of ours.
+    #[test]
+    fn exhausted_update_retries_are_a_conflict() {
+        let e = ServiceError::from(StoreError::Contended(
+            "service s kept changing under 16 update attempts; try again".into(),
+        ));
+        assert_eq!(status_of(&e), StatusCode::CONFLICT);
+        assert_eq!(error_code(&e), "CONFLICT");
+        let response = ApiError::Service(e).into_response();
+        assert_eq!(response.status(), StatusCode::CONFLICT);
+        assert!(response.extensions().get::<crate::api::metrics::StoreFault>().is_none());
     }
 }

@@ -19,8 +19,13 @@ pub struct Limits {
     pub max_depth: usize,
     /// Largest complexity (fields, weighted by page size) a GraphQL operation may have.
     pub max_complexity: usize,
-    /// Most aliased fields in one GraphQL document: aliases multiply the work of one request.
+    /// Most aliased fields in one GraphQL request (all operations of a batch together): aliases multiply the work
+    /// of one request.
     pub max_aliases: usize,
+    /// Most operations in one GraphQL batch (a JSON array of requests).
+    pub max_batch: usize,
+    /// Most files in one GraphQL multipart request.
+    pub max_files: usize,
     /// Whether the schema can be introspected (GraphiQL and code generators need it).
     pub introspection: bool,
     /// Whether GraphQL requests a browser could send cross-site without a preflight (GET, multipart) must carry a
@@ -40,6 +45,8 @@ impl Default for Limits {
             max_depth: 16,
             max_complexity: 5_000,
             max_aliases: 30,
+            max_batch: 100,
+            max_files: 10,
             introspection: true,
             csrf_prevention: true,
             request_timeout: Duration::from_secs(60),
@@ -114,6 +121,53 @@ pub fn alias_count(document: &ExecutableDocument) -> usize {
                 .map(|fragment| count(&fragment.node.selection_set.node)),
         )
         .sum()
+}
+
+/// Deepest nesting of brackets (`[`, `{`, `(`) a GraphQL document may have. async-graphql's parser recurses once
+/// per level, so a few thousand levels in a few kilobytes would overflow the stack: documents are measured before
+/// they are parsed. Far above what the depth limit lets a real operation use.
+pub const MAX_DOCUMENT_NESTING: usize = 64;
+
+/// Refuses a GraphQL document that nests brackets deeper than [`MAX_DOCUMENT_NESTING`], without parsing it: a
+/// linear scan that skips strings, block strings and comments, where brackets do not count.
+pub fn check_nesting(document: &str) -> Result<(), ServiceError> {
+    let bytes = document.as_bytes();
+    let (mut depth, mut i) = (0usize, 0usize);
+    while i < bytes.len() {
+        match bytes[i] {
+            b'#' => {
+                while i < bytes.len() && bytes[i] != b'\n' && bytes[i] != b'\r' {
+                    i += 1;
+                }
+            }
+            b'"' if bytes[i..].starts_with(b"\"\"\"") => {
+                i += 3;
+                while i < bytes.len() && !bytes[i..].starts_with(b"\"\"\"") {
+                    // `\"""` is the one escape of a block string.
+                    i += if bytes[i..].starts_with(b"\\\"\"\"") { 4 } else { 1 };
+                }
+                i += 2;
+            }
+            b'"' => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            b'[' | b'{' | b'(' => {
+                depth += 1;
+                if depth > MAX_DOCUMENT_NESTING {
+                    return Err(ServiceError::InvalidInput(format!(
+                        "the GraphQL document nests brackets more than {MAX_DOCUMENT_NESTING} levels deep"
+                    )));
+                }
+            }
+            b']' | b'}' | b')' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
+    }
+    Ok(())
 }
 
 /// Whether an error of reading a request body comes from the body idle timeout.
@@ -220,6 +274,45 @@ mod tests {
         )
         .unwrap();
         assert_eq!(alias_count(&document), 4);
+    }
+
+    #[test]
+    fn deep_documents_are_refused_before_parsing() {
+        let deep = |open: &str, close: &str, n: usize| {
+            format!("{{ services(filter: {}) {{ totalCount }} }}", open.repeat(n) + &close.repeat(n))
+        };
+        assert!(check_nesting(&deep("[", "]", 10)).is_ok());
+        assert!(check_nesting(&deep("[", "]", 5_000)).is_err());
+        assert!(check_nesting(&deep("{a: ", "}", 5_000)).is_err());
+        // Brackets in strings, block strings and comments are text, not nesting.
+        let text = "[".repeat(5_000);
+        for quoted in [
+            format!("\"{text}\\\"{text}\""),
+            format!("\"\"\"{text}\\\"\"\"{text}\"\"\""),
+            format!("# {text}\n"),
+        ] {
+            let document = format!("query {{ services(filter: {{ text: {quoted} }}) {{ totalCount }} }}");
+            assert!(check_nesting(&document).is_ok(), "{document:.40}");
+        }
+        // An unterminated string or block string ends the scan without a panic.
+        assert!(check_nesting("{ a(b: \"[[[").is_ok());
+        assert!(check_nesting("{ a(b: \"\"\"[[[\\").is_ok());
+    }
+
+    /// The parser itself survives the deepest document the check lets through, on a thread with less stack than
+    /// a Tokio worker (2 MiB).
+    #[test]
+    fn the_deepest_accepted_document_parses_on_a_small_stack() {
+        let n = MAX_DOCUMENT_NESTING - 2;
+        let document = format!("{{ a(b: {}1{}) }}", "[".repeat(n), "]".repeat(n));
+        assert!(check_nesting(&document).is_ok());
+        let parsed = std::thread::Builder::new()
+            .stack_size(1024 * 1024)
+            .spawn(move || async_graphql::parser::parse_query(&document).is_ok())
+            .unwrap()
+            .join()
+            .unwrap();
+        assert!(parsed);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Prometheus metrics at `/metrics`: requests and latency by route and GraphQL operation, file bytes in and out,
 //! and the errors that come from the store.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
@@ -48,6 +49,16 @@ struct CodeLabels {
     code: String,
 }
 
+/// Most distinct GraphQL operation names kept as labels; later ones are counted under [`OTHER_OPERATIONS`]. Names
+/// come from clients: without a bound they would grow `/metrics` (and the server's memory) without end.
+pub const MAX_OPERATION_NAMES: usize = 200;
+
+/// Longest operation name kept as a label, in bytes.
+pub const MAX_OPERATION_NAME_BYTES: usize = 100;
+
+/// The label of operations whose names are not kept.
+pub const OTHER_OPERATIONS: &str = "other";
+
 type Latency<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -63,6 +74,7 @@ pub struct Metrics {
     operation_seconds: Latency<OperationLabels>,
     file_bytes: Family<DirectionLabels, Counter>,
     store_errors: Family<CodeLabels, Counter>,
+    operation_names: Mutex<HashSet<String>>,
 }
 
 impl Default for Metrics {
@@ -81,6 +93,7 @@ impl Metrics {
             operation_seconds: Family::new_with_constructor(latency_histogram),
             file_bytes: Family::default(),
             store_errors: Family::default(),
+            operation_names: Mutex::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -119,8 +132,26 @@ impl Metrics {
         }
     }
 
+    /// The label of an operation name: the name itself while fewer than [`MAX_OPERATION_NAMES`] are kept.
+    fn operation_label(&self, name: &str) -> String {
+        if name.len() > MAX_OPERATION_NAME_BYTES {
+            return OTHER_OPERATIONS.into();
+        }
+        let Ok(mut names) = self.operation_names.lock() else {
+            return OTHER_OPERATIONS.into();
+        };
+        if names.contains(name) {
+            return name.into();
+        }
+        if names.len() < MAX_OPERATION_NAMES {
+            names.insert(name.to_string());
+            return name.into();
+        }
+        OTHER_OPERATIONS.into()
+    }
+
     pub fn operation(&self, operation: &str, outcome: &str, seconds: f64) {
-        let operation = operation.to_string();
+        let operation = self.operation_label(operation);
         self.operations
             .get_or_create(&OutcomeLabels {
                 operation: operation.clone(),
@@ -209,4 +240,23 @@ pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: 
         metrics.store_error(code);
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operation_names_are_bounded() {
+        let metrics = Metrics::new();
+        assert_eq!(metrics.operation_label("a"), "a");
+        for i in 0..MAX_OPERATION_NAMES * 2 {
+            metrics.operation_label(&format!("op{i}"));
+        }
+        assert_eq!(metrics.operation_label("a"), "a");
+        assert_eq!(metrics.operation_label("op1"), "op1");
+        assert_eq!(metrics.operation_label("late"), OTHER_OPERATIONS);
+        let long = "x".repeat(MAX_OPERATION_NAME_BYTES + 1);
+        assert_eq!(Metrics::new().operation_label(&long), OTHER_OPERATIONS);
+    }
 }

@@ -116,6 +116,19 @@ impl ComponentKey {
         ModelKey::new(name, version).map(ComponentKey::Model)
     }
 
+    /// Checks every part of a key that did not come through a constructor (read from an archive, for one).
+    pub fn validate(&self) -> Result<(), DomainError> {
+        match self {
+            ComponentKey::Model(m) => {
+                validate_key_part("name", &m.name)?;
+                validate_key_part("version", &m.version)
+            }
+            ComponentKey::Transformation { id }
+            | ComponentKey::Service { id }
+            | ComponentKey::Inferencer { id } => validate_key_part("id", id),
+        }
+    }
+
     pub fn kind(&self) -> Kind {
         match self {
             ComponentKey::Model(_) => Kind::Model,
@@ -196,6 +209,10 @@ pub fn validate_key_part(field: &str, value: &str) -> Result<(), DomainError> {
     if value.contains("..") {
         return refuse("must not contain '..'");
     }
+    if value == "." {
+        // `/service/.` is normalised to `/service/` by every HTTP client: such a component could not be reached.
+        return refuse("must not be '.'");
+    }
     if value.chars().any(char::is_control) {
         return refuse("must not contain control characters");
     }
@@ -232,6 +249,7 @@ mod tests {
             ("a\\b", "path separators"),
             ("..", "'..'"),
             ("a..b", "'..'"),
+            (".", "'.'"),
             ("a\nb", "control"),
             ("a\u{0}b", "control"),
             (" a", "whitespace"),

@@ -396,10 +396,16 @@ fn unpack(archive: &Path, scratch: &Path) -> Result<Unpacked, ArchiveError> {
         let line = line?;
         let component: Component = serde_json::from_str(&line)
             .map_err(|e| invalid(format!("a component is not valid: {e}")))?;
+        // Keys are checked as the API checks them: an archive is input like any request.
+        component
+            .key
+            .validate()
+            .map_err(|e| invalid(format!("a component key is not valid: {e}")))?;
         component
             .spec
             .validate()
             .map_err(|e| invalid(format!("{}: {e}", component.key)))?;
+
         if let Some(file) = &component.file {
             let blob = manifest.entries.get(&format!("{BLOBS}{}", file.sha256));
             if blob.is_none_or(|b| b.size != file.size) {

@@ -11,6 +11,9 @@ pub enum ServiceError {
     NotFound(String),
     #[error("{0}")]
     AlreadyExists(String),
+    /// Concurrent changes kept winning over this one: retrying may succeed.
+    #[error("{0}")]
+    Conflict(String),
     #[error("{0}")]
     InvalidInput(String),
     /// The client paused sending its request for too long.
@@ -49,6 +52,7 @@ impl From<StoreError> for ServiceError {
             StoreError::BlobMissing(key) => {
                 ServiceError::NotFound(format!("the file of {key} is no longer stored"))
             }
+            StoreError::Contended(message) => ServiceError::Conflict(message),
             e @ StoreError::Unavailable(_) => ServiceError::Unavailable(e),
             e @ (StoreError::Io(_) | StoreError::Backend(_)) => ServiceError::Internal(e),
         }

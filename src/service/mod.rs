@@ -185,6 +185,23 @@ impl RepositoryService {
         Ok(self.store.stage(body, self.max_upload_bytes).await?)
     }
 
+    /// Like [`RepositoryService::stage_upload`], for one more file of a request that already staged `already` bytes:
+    /// the size limit holds for all files of a request together.
+    pub async fn stage_another_upload(
+        &self,
+        body: UploadStream<'_>,
+        already: u64,
+    ) -> Result<StagedBlob, ServiceError> {
+        let left = self.max_upload_bytes.saturating_sub(already);
+        match self.store.stage(body, left).await {
+            Ok(blob) => Ok(blob),
+            Err(crate::store::StoreError::TooLarge { .. }) => Err(ServiceError::PayloadTooLarge {
+                limit: self.max_upload_bytes,
+            }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     pub async fn attach_file(
         &self,
         key: &ComponentKey,

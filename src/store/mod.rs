@@ -47,6 +47,9 @@ pub enum StoreError {
     BlobMissing(ComponentKey),
     #[error("the storage backend is unavailable: {0}")]
     Unavailable(String),
+    /// Concurrent writers kept changing the component: the client may retry.
+    #[error("{0}")]
+    Contended(String),
     #[error("storage I/O failed: {0}")]
     Io(#[from] io::Error),
     #[error("storage backend failed: {0}")]

@@ -150,6 +150,7 @@ pub async fn refuses_invalid_keys(start: Starter) {
         "",
         "a/b",
         "..",
+        ".",
         "a..b",
         "back\\slash",
         "line\nbreak",
@@ -164,7 +165,7 @@ pub async fn refuses_invalid_keys(start: Starter) {
             .await;
         assert_eq!(code, "INVALID_INPUT", "{id:?}");
     }
-    for (name, version) in [("", "1"), ("m", ""), ("a/b", "1"), ("m", "..")] {
+    for (name, version) in [("", "1"), ("m", ""), ("a/b", "1"), ("m", ".."), ("m", "."), (".", "1")] {
         let code = app
             .error_code(
                 "mutation($n: String!, $v: String!) { createModel(input: {name: $n, version: $v}) { name } }",
@@ -189,6 +190,20 @@ pub async fn refuses_invalid_keys(start: Starter) {
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["code"], "INVALID_INPUT");
     assert!(body["detail"].as_str().unwrap().contains(".."));
+    // `.` would be normalised away by HTTP clients (`/service/.` is `/service/`); sent escaped, it is refused.
+    let response = app.get("/service/%2E").await;
+    assert_eq!(response.status(), 400);
+    let (status, body) = {
+        let response = app
+            .client
+            .post(app.url("/service"))
+            .json(&json!({ "id": "." }))
+            .send()
+            .await
+            .unwrap();
+        (response.status(), response.json::<serde_json::Value>().await.unwrap())
+    };
+    assert_eq!((status.as_u16(), body["code"].as_str()), (400, Some("INVALID_INPUT")), "{body}");
 }
 
 pub async fn updates_only_what_is_given(start: Starter) {

@@ -453,3 +453,36 @@ pub async fn graphql_over_get_runs_queries_only(start: Starter) {
         0
     );
 }
+
+/// RFC 9110: no range of an empty file is satisfiable (416 with `bytes */0`); several ranges are answered with the
+/// whole file, whatever they select.
+pub async fn serves_empty_files_and_multiple_ranges(start: Starter) {
+    let app = start(Options::default()).await;
+    create_model(&app).await;
+    const PATH: &str = "/model/fall-detection/pilot-2-1";
+    let response = app.upload(UPLOAD_MODEL, json!({}), Vec::new(), "empty.zip").await;
+    assert_eq!(response.status(), 200);
+    let response = app.get(PATH).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-length"], "0");
+    assert!(response.bytes().await.unwrap().is_empty());
+    for range in ["bytes=0-", "bytes=0-0", "bytes=-1", "bytes=0-1,5-"] {
+        let response = app.get_with(PATH, &[("range", range)]).await;
+        assert_eq!(response.status(), 416, "{range}");
+        assert_eq!(response.headers()["content-range"], "bytes */0", "{range}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["code"], "RANGE_NOT_SATISFIABLE", "{range}");
+    }
+    // The server is still there for the next request on a new connection, and on the same one.
+    assert_eq!(app.get(PATH).await.status(), 200);
+
+    let data = bytes(10_000, 5);
+    let response = app.upload(UPLOAD_MODEL, json!({}), data.clone(), "m.zip").await;
+    assert_eq!(response.status(), 200);
+    for range in ["bytes=0-1,5-6", "bytes=0-1,999999-", "bytes=999999-,0-1", "bytes=50000-,60000-"] {
+        let response = app.get_with(PATH, &[("range", range)]).await;
+        assert_eq!(response.status(), 200, "{range}");
+        assert!(response.headers().get("content-range").is_none(), "{range}");
+        assert_eq!(response.bytes().await.unwrap().as_ref(), data.as_slice(), "{range}");
+    }
+}

@@ -38,6 +38,7 @@ macro_rules! contract_suite {
             uploads_and_downloads_files,
             serves_conditional_and_range_requests,
             serves_ranges_across_chunk_boundaries,
+            serves_empty_files_and_multiple_ranges,
             missing_files_are_clean_404s,
             oversize_uploads_are_refused_and_keep_the_previous_file,
             uploads_to_missing_components_are_not_found,
@@ -54,6 +55,8 @@ macro_rules! contract_suite {
             available_models_resolve_to_models,
             original_rest_api_round_trip,
             original_rest_api_errors,
+            rest_bodies_must_be_json_objects,
+            truncated_rest_uploads_are_refused,
         );
     };
     (@tests $starter:path, $skip:expr; $($name:ident),* $(,)?) => {

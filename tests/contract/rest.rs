@@ -228,3 +228,155 @@ pub async fn original_rest_api_errors(start: Starter) {
         "no failed request stored a file"
     );
 }
+
+/// REST bodies are JSON objects sent as JSON: what a cross-site HTML form can send (`text/plain`, form encodings,
+/// no type) is a 415, and an array is not read as a positional object.
+pub async fn rest_bodies_must_be_json_objects(start: Starter) {
+    let app: TestApp = start(Options::default()).await;
+    let c = &app.client;
+    let model = json!({"model_name": "m", "model_version": "1", "meta": {"library": "keras", "description": "d"}});
+    let (status, _) = send(c.post(app.url("/model")).json(&model)).await;
+    assert_eq!(status, 201);
+    let service = json!({"id": "svc", "description": "kept"});
+    for (path, content_type) in [
+        ("/service", Some("text/plain")),
+        ("/service", Some("application/x-www-form-urlencoded")),
+        ("/service", Some("multipart/form-data; boundary=x")),
+        ("/service", None),
+        ("/model", Some("text/plain")),
+    ] {
+        let mut request = c.post(app.url(path)).body(service.to_string());
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        let (status, body) = send(request).await;
+        assert_eq!(status, 415, "{path} {content_type:?}: {body}");
+        assert_eq!(body["code"], "UNSUPPORTED_MEDIA_TYPE", "{body}");
+    }
+    for content_type in ["application/json; charset=utf-8", "application/vnd.api+json"] {
+        let (status, body) = send(
+            c.post(app.url("/service"))
+                .header("content-type", content_type)
+                .body(service.to_string()),
+        )
+        .await;
+        assert_eq!(status, 201, "{content_type}: {body}");
+        send(c.delete(app.url("/service/svc"))).await;
+    }
+    let (status, _) = send(c.post(app.url("/service")).json(&service)).await;
+    assert_eq!(status, 201);
+
+    // Arrays are refused everywhere, and change nothing.
+    for (method, path, body) in [
+        ("POST", "/service", json!(["svc2", "x"])),
+        ("POST", "/model", json!(["m", "2", {}])),
+        ("PUT", "/model/meta/m/1", json!([])),
+        ("PUT", "/service/meta/svc", json!([])),
+    ] {
+        let request = c
+            .request(method.parse().unwrap(), app.url(path))
+            .json(&body);
+        let (status, answer) = send(request).await;
+        assert_eq!(status, 422, "{method} {path}: {answer}");
+        assert_eq!(answer["code"], "INVALID_INPUT", "{answer}");
+    }
+    let (_, meta) = send(c.get(app.url("/model/meta?model_name=m&model_version=1"))).await;
+    assert_eq!(meta["meta"], json!({"library": "keras", "description": "d"}));
+    let (_, services) = send(c.get(app.url("/service"))).await;
+    assert_eq!(services.as_array().unwrap().len(), 1, "{services}");
+    assert_eq!(services[0]["description"], "kept");
+    // Meta updates want JSON too.
+    let (status, _) = send(
+        c.put(app.url("/model/meta/m/1"))
+            .header("content-type", "text/plain")
+            .body("{}"),
+    )
+    .await;
+    assert_eq!(status, 415);
+}
+
+/// Writes `head` and `body` on a fresh connection, closes the sending side, and returns what the server answered
+/// (possibly nothing: it may close the connection instead).
+async fn raw_request(app: &TestApp, head: &str, body: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    stream.shutdown().await.unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        stream.read_to_end(&mut answer),
+    )
+    .await;
+    assert!(read.is_ok(), "the server neither answered nor closed");
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// A REST upload whose body breaks off after a complete `file` part is refused, and nothing is stored: the declared
+/// length is not reached, the closing delimiter is missing, or a chunked body lacks its last chunk.
+pub async fn truncated_rest_uploads_are_refused(start: Starter) {
+    let app: TestApp = start(Options::default()).await;
+    let (status, _) = send(
+        app.client
+            .post(app.url("/service"))
+            .json(&json!({"id": "svc"})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let boundary = "XyZ";
+    let data = bytes(20_000, 9);
+    let mut part = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.zip\"\r\n\
+         Content-Type: application/zip\r\n\r\n"
+    )
+    .into_bytes();
+    part.extend_from_slice(&data);
+    part.extend_from_slice(format!("\r\n--{boundary}").as_bytes());
+    let head = |framing: &str| {
+        format!(
+            "PUT /service/svc HTTP/1.1\r\nhost: x\r\n\
+             content-type: multipart/form-data; boundary={boundary}\r\n{framing}\r\n"
+        )
+    };
+
+    // The declared length is not reached; the part and its delimiter are complete.
+    let long = head(&format!("content-length: {}\r\n", part.len() + 100));
+    // The whole declared length arrives, but the closing `--` never does.
+    let unclosed = head(&format!("content-length: {}\r\n", part.len()));
+    // One chunk with everything, and no last chunk.
+    let mut chunk = format!("{:x}\r\n", part.len()).into_bytes();
+    chunk.extend_from_slice(&part);
+    chunk.extend_from_slice(b"\r\n");
+    let chunked = head("transfer-encoding: chunked\r\n");
+    for (why, head, body) in [
+        ("short of its content-length", long, part.clone()),
+        ("without its closing delimiter", unclosed, part.clone()),
+        ("without the last chunk", chunked, chunk),
+    ] {
+        let answer = raw_request(&app, &head, &body).await;
+        if !answer.is_empty() {
+            let status = answer.get(9..12).unwrap_or_default();
+            assert!(
+                status.starts_with('4') && answer.contains("\"code\""),
+                "{why}: {answer}"
+            );
+        }
+        let (_, services) = send(app.client.get(app.url("/service"))).await;
+        assert_eq!(services[0]["storage_id"], Value::Null, "{why}: nothing stored");
+        assert_eq!(app.get("/service/svc").await.status(), 404, "{why}");
+    }
+
+    // The same bytes, complete, are stored.
+    let mut complete = part;
+    complete.extend_from_slice(b"--\r\n");
+    let answer = raw_request(
+        &app,
+        &head(&format!("content-length: {}\r\n", complete.len())),
+        &complete,
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 204"), "{answer}");
+    let downloaded = app.get("/service/svc").await.bytes().await.unwrap();
+    assert_eq!(sha256_hex(&downloaded), sha256_hex(&data));
+}

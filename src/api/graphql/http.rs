@@ -1,20 +1,21 @@
 //! `POST /graphql` (JSON or multipart) and `GET /graphql` (queries only).
 
 use async_graphql::dataloader::DataLoader;
-use async_graphql::parser::types::OperationType;
+use async_graphql::parser::types::{ExecutableDocument, OperationType};
 use async_graphql::{BatchRequest, BatchResponse, ErrorExtensionValues, Request, Value};
 use async_graphql_axum::GraphQLResponse;
 use axum::extract::{RawQuery, Request as HttpRequest, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use super::budget::RequestBudget;
 use super::loader::ModelLoader;
 use super::multipart::{self, MAX_OPERATIONS_BYTES};
 use crate::api::AppState;
 use crate::api::auth::Need;
 use crate::api::error::ApiError;
 use crate::api::error::log_if_server_fault;
-use crate::api::limits::{alias_count, check_csrf, unreadable_body};
+use crate::api::limits::{Limits, alias_count, check_csrf, check_nesting, unreadable_body};
 use crate::service::ServiceError;
 
 /// A request that could not even be read answers with a GraphQL-shaped error and a 4xx status.
@@ -45,11 +46,18 @@ pub async fn graphql_post(State(state): State<AppState>, request: HttpRequest) -
         if let Err(e) = state.tokens.check(request.headers(), Need::Write) {
             return e.into_graphql_response();
         }
-        multipart::read(&state.service, request).await
+        multipart::read(&state.service, &state.limits, request).await
     } else {
         let headers = request.headers().clone();
         match read_json(request).await {
             Ok(batch) => {
+                // What a client without the right to read sends is not even parsed.
+                if let Err(e) = state.tokens.check(&headers, Need::Read) {
+                    return e.into_graphql_response();
+                }
+                if let Err(e) = check_documents(&state.limits, &batch) {
+                    return request_error(e);
+                }
                 let need = if batch.iter().any(is_mutation) {
                     Need::Write
                 } else {
@@ -102,13 +110,34 @@ pub async fn graphql_get(
                 return request_error(ServiceError::InvalidInput(format!("query string: {e}")));
             }
         };
-    if is_mutation(&request) {
+    let batch = BatchRequest::Single(request);
+    if let Err(e) = check_documents(&state.limits, &batch) {
+        return request_error(e);
+    }
+    if batch.iter().any(is_mutation) {
         // A GET must not change anything: it can be triggered by a link or an <img> on another site.
         return request_error(ServiceError::InvalidInput(
             "mutations must be sent with POST".into(),
         ));
     }
-    execute(&state, BatchRequest::Single(request)).await
+    execute(&state, batch).await
+}
+
+/// What is checked of a batch before any of its documents is parsed: its length, and the nesting of each document
+/// (the parser recurses on it).
+pub(super) fn check_documents(limits: &Limits, batch: &BatchRequest) -> Result<(), ServiceError> {
+    if let BatchRequest::Batch(requests) = batch {
+        if requests.len() > limits.max_batch {
+            return Err(ServiceError::InvalidInput(format!(
+                "the batch has {} operations; at most {} are allowed",
+                requests.len(),
+                limits.max_batch
+            )));
+        }
+    }
+    batch
+        .iter()
+        .try_for_each(|request| check_nesting(&request.query))
 }
 
 fn is_mutation(request: &Request) -> bool {
@@ -122,27 +151,35 @@ fn is_mutation(request: &Request) -> bool {
 }
 
 async fn execute(state: &AppState, mut batch: BatchRequest) -> Response {
+    // async-graphql limits depth and complexity per operation; aliases, which multiply the work of one request, are
+    // counted here over the whole batch, and the complexity budget is shared by it (`budget`).
+    let mut aliases = 0;
+    let mut names = Vec::new();
     for request in batch.iter() {
-        // async-graphql limits depth and complexity; aliases, which multiply the work of one request, here.
-        if let Ok(document) = async_graphql::parser::parse_query(&request.query) {
-            let aliases = alias_count(&document);
-            if aliases > state.limits.max_aliases {
-                // A validation error, answered like the depth and complexity limits: 200 with `errors`.
-                let mut error = async_graphql::ServerError::new(
-                    format!(
-                        "the operation has {aliases} aliases; at most {} are allowed",
-                        state.limits.max_aliases
-                    ),
-                    None,
-                );
-                let mut extensions = ErrorExtensionValues::default();
-                extensions.set("code", "INVALID_INPUT");
-                error.extensions = Some(extensions);
-                let response = async_graphql::Response::from_errors(vec![error]);
-                return GraphQLResponse::from(response).into_response();
+        match async_graphql::parser::parse_query(&request.query) {
+            Ok(document) => {
+                aliases += alias_count(&document);
+                names.push(operation_name(request, &document));
             }
+            Err(_) => names.push("invalid".to_string()),
         }
     }
+    if aliases > state.limits.max_aliases {
+        // A validation error, answered like the depth and complexity limits: 200 with `errors`.
+        let mut error = async_graphql::ServerError::new(
+            format!(
+                "the request has {aliases} aliases; at most {} are allowed",
+                state.limits.max_aliases
+            ),
+            None,
+        );
+        let mut extensions = ErrorExtensionValues::default();
+        extensions.set("code", "INVALID_INPUT");
+        error.extensions = Some(extensions);
+        let response = async_graphql::Response::from_errors(vec![error]);
+        return GraphQLResponse::from(response).into_response();
+    }
+    let budget = RequestBudget::new(state.limits.max_complexity);
     for request in batch.iter_mut() {
         // One loader per request: batching within a response, no cache shared between clients.
         let loader = DataLoader::new(
@@ -152,10 +189,11 @@ async fn execute(state: &AppState, mut batch: BatchRequest) -> Response {
             tokio::spawn,
         );
         request.data.insert(loader);
+        request.data.insert(budget.clone());
     }
-    let operation = match &batch {
-        BatchRequest::Single(request) => operation_name(request),
-        BatchRequest::Batch(_) => "batch".into(),
+    let operation = match (&batch, names.as_slice()) {
+        (BatchRequest::Single(_), [name]) => name.clone(),
+        _ => "batch".into(),
     };
     let started = std::time::Instant::now();
     let mut response = state.schema.execute_batch(batch).await;
@@ -176,23 +214,25 @@ async fn execute(state: &AppState, mut batch: BatchRequest) -> Response {
     http
 }
 
-/// The operation's name for metrics: the one the client chose, or the name of the document's only operation.
-fn operation_name(request: &Request) -> String {
-    if let Some(name) = &request.operation_name {
-        return name.clone();
-    }
-    async_graphql::parser::parse_query(&request.query)
-        .ok()
-        .and_then(|document| match document.operations {
-            async_graphql::parser::types::DocumentOperations::Single(_) => None,
-            async_graphql::parser::types::DocumentOperations::Multiple(operations)
-                if operations.len() == 1 =>
-            {
-                operations.keys().next().map(|name| name.to_string())
+/// The operation's name for metrics: one the document defines, never any name the client makes up (it would grow
+/// the label set without bound); `Metrics` bounds how many distinct names it keeps.
+fn operation_name(request: &Request, document: &ExecutableDocument) -> String {
+    use async_graphql::parser::types::DocumentOperations;
+    match (&document.operations, request.operation_name.as_deref()) {
+        (DocumentOperations::Multiple(operations), Some(name)) => {
+            if operations.keys().any(|defined| defined.as_str() == name) {
+                name.to_string()
+            } else {
+                "unknown".into()
             }
-            async_graphql::parser::types::DocumentOperations::Multiple(_) => None,
-        })
-        .unwrap_or_else(|| "anonymous".into())
+        }
+        (DocumentOperations::Multiple(operations), None) if operations.len() == 1 => operations
+            .keys()
+            .next()
+            .map_or_else(|| "anonymous".into(), |name| name.to_string()),
+        (DocumentOperations::Multiple(_), None) => "unknown".into(),
+        (DocumentOperations::Single(_), _) => "anonymous".into(),
+    }
 }
 
 /// Counts the operation by its outcome, and the errors the store caused.

@@ -1,5 +1,6 @@
 //! The GraphQL API: schema, resolvers, DataLoader and the streaming multipart reader.
 
+mod budget;
 mod http;
 mod inputs;
 mod loader;
@@ -34,11 +35,13 @@ pub fn schema(
         .data(links)
         .data(metrics)
         .limit_depth(limits.max_depth)
-        .limit_complexity(limits.max_complexity);
+        .limit_complexity(limits.max_complexity)
+        .extension(budget::BatchBudget);
     if limits.introspection {
         builder.finish()
     } else {
-        builder.disable_introspection().finish()
+        // "Did you mean …" would reveal the field names introspection hides.
+        builder.disable_introspection().disable_suggestions().finish()
     }
 }
 

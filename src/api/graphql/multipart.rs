@@ -10,7 +10,7 @@ use axum::extract::multipart::{Field, Multipart};
 use axum::extract::{FromRequest, Request as HttpRequest};
 use futures_util::TryStreamExt;
 
-use crate::api::limits::{body_io_error, unreadable_body};
+use crate::api::limits::{Limits, body_io_error, unreadable_body};
 use crate::service::{RepositoryService, ServiceError};
 use crate::store::StagedBlob;
 
@@ -92,9 +92,11 @@ fn request_mut(batch: &mut BatchRequest, index: usize) -> &mut Request {
     }
 }
 
-/// Reads a multipart GraphQL request, staging every file it carries.
+/// Reads a multipart GraphQL request, staging every file it carries: at most `limits.max_files` files, and at most
+/// the upload size limit in all.
 pub async fn read(
     service: &RepositoryService,
+    limits: &Limits,
     request: HttpRequest,
 ) -> Result<BatchRequest, ServiceError> {
     let mut multipart = Multipart::from_request(request, &())
@@ -103,9 +105,18 @@ pub async fn read(
     let operations = expect_part(&mut multipart, "operations").await?;
     let mut batch: BatchRequest = serde_json::from_slice(&operations)
         .map_err(|e| invalid(format!("operations: not a GraphQL request: {e}")))?;
+    super::http::check_documents(limits, &batch)?;
     let map = expect_part(&mut multipart, "map").await?;
     let mut map: HashMap<String, Vec<String>> = serde_json::from_slice(&map)
         .map_err(|e| invalid(format!("map: not an object of paths: {e}")))?;
+    if map.len() > limits.max_files {
+        return Err(invalid(format!(
+            "map: the request has {} files; at most {} are allowed",
+            map.len(),
+            limits.max_files
+        )));
+    }
+    let mut staged_bytes = 0u64;
     let request_count = match &batch {
         BatchRequest::Single(_) => 1,
         BatchRequest::Batch(requests) => requests.len(),
@@ -145,7 +156,10 @@ pub async fn read(
             )));
         }
         let body = field.map_err(body_io_error);
-        let blob = service.stage_upload(Box::pin(body)).await?;
+        let blob = service
+            .stage_another_upload(Box::pin(body), staged_bytes)
+            .await?;
+        staged_bytes += blob.size;
         if let Ok(mut slots) = staged[index].0.lock() {
             slots.insert(upload_index, blob);
         }

@@ -32,15 +32,46 @@ const PAGE: usize = 100;
 #[from_request(via(axum::extract::Path), rejection(ApiError))]
 struct Path<T>(T);
 
-/// A request body read whole (JSON documents, at most axum's default 2 MiB), answering in our JSON error format.
+/// A JSON object body read whole (at most axum's default 2 MiB), answering in our JSON error format. A JSON
+/// content type is required: the types a cross-site HTML form can send (`text/plain`, form encodings) are refused,
+/// so another website cannot create or change components through a visitor's browser.
 struct Body(Bytes);
 
 impl<S: Send + Sync> FromRequest<S> for Body {
     type Rejection = ApiError;
 
     async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
-        Ok(Body(Bytes::from_request(request, state).await?))
+        let content_type = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        if !is_json(content_type) {
+            return Err(ApiError::UnsupportedMediaType(format!(
+                "the body must be JSON, sent with `content-type: application/json`, not {content_type:?}"
+            )));
+        }
+        let bytes = Bytes::from_request(request, state).await?;
+        // Arrays would be read as positional objects: `[]` would be a model with empty metadata.
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(ApiError::InvalidBody("the body must be a JSON object".into()));
+        }
+        Ok(Body(bytes))
     }
+}
+
+/// `application/json` or a `+json` type such as `application/merge-patch+json`, with any parameters.
+fn is_json(content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || essence
+            .split_once('/')
+            .is_some_and(|(kind, sub)| !kind.is_empty() && sub.ends_with("+json"))
 }
 
 /// `axum::extract::Query` answering in our JSON error format.
@@ -261,6 +292,11 @@ async fn upload(
         let content_type = field.content_type().map(str::to_owned);
         let body = field.map(|chunk| chunk.map_err(body_io_error)).boxed();
         let staged = state.service.stage_upload(body).await?;
+        // The rest of the body is read to its closing delimiter before the file is kept: a body cut short after
+        // the file part (connection closed early, no closing delimiter, no last chunk) is refused, as in GraphQL.
+        while let Some(mut rest) = multipart.next_field().await.map_err(unreadable)? {
+            while rest.chunk().await.map_err(unreadable)?.is_some() {}
+        }
         let size = staged.size;
         state
             .service
@@ -341,4 +377,30 @@ async fn model_meta(
     let key = ComponentKey::model(query.model_name, query.model_version)?;
     let model = state.service.get(&key).await?;
     Ok(Json(original::json(&model)).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_json;
+
+    #[test]
+    fn json_content_types() {
+        for json in [
+            "application/json",
+            "Application/JSON; charset=utf-8",
+            "application/merge-patch+json",
+        ] {
+            assert!(is_json(json), "{json}");
+        }
+        for other in [
+            "",
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=x",
+            "application/jsonx",
+            "+json",
+        ] {
+            assert!(!is_json(other), "{other}");
+        }
+    }
 }

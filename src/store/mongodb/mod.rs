@@ -472,8 +472,8 @@ impl Store for MongoStore {
                 });
             }
         }
-        Err(StoreError::Backend(format!(
-            "{key} kept changing under {UPDATE_ATTEMPTS} update attempts"
+        Err(StoreError::Contended(format!(
+            "{key} kept changing under {UPDATE_ATTEMPTS} update attempts; try again"
         )))
     }
 
