@@ -73,3 +73,50 @@ async fn requests_operations_bytes_and_errors_are_counted() {
     assert!(text.contains("repository_http_request_duration_seconds_bucket"));
     assert!(!text.contains("route=\"/service/missing\""));
 }
+
+/// Operation names come from clients: 2,000 distinct ones, names the document does not define and megabyte-long
+/// ones leave `/metrics` small, with a bounded set of names and the rest under `other`.
+#[tokio::test]
+async fn client_chosen_operation_names_stay_bounded() {
+    use futures_util::StreamExt;
+    let app = common::embedded(Options::default()).await;
+    let app = &app;
+    let send = |query: String, operation_name: String| async move {
+        let response = app
+            .client
+            .post(app.url("/graphql"))
+            .json(&json!({ "query": query, "operationName": operation_name }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    };
+    futures_util::stream::iter(0..2_000)
+        .map(|i| send(format!("query Op{i} {{ __typename }}"), format!("Op{i}")))
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await;
+    // Names the document does not define, and long ones.
+    for i in 0..5 {
+        send("query Real { __typename }".into(), format!("{i}{}", "x".repeat(500_000))).await;
+    }
+    let long = "L".repeat(400_000);
+    send(format!("query {long} {{ __typename }}"), long.clone()).await;
+
+    let text = app.get("/metrics").await.text().await.unwrap();
+    let names: std::collections::HashSet<&str> = text
+        .lines()
+        .filter(|line| line.starts_with("repository_graphql_operations_total{"))
+        .filter_map(|line| line.split("operation=\"").nth(1)?.split('"').next())
+        .collect();
+    assert!(names.len() <= 205, "{} distinct operation labels", names.len());
+    assert!(names.contains("other"), "{names:?}");
+    assert!(names.contains("Op0") || names.len() > 150, "the first names are kept");
+    assert!(!text.contains("xxxx") && !text.contains("LLLL"), "long names never become labels");
+    assert!(text.len() < 1024 * 1024, "/metrics is {} bytes", text.len());
+    assert_eq!(
+        sample(&text, "repository_graphql_operations_total{operation=\"unknown\",outcome=\"INVALID_INPUT\"}"),
+        5.0,
+        "names the document does not define count as `unknown`"
+    );
+}

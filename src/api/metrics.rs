@@ -59,6 +59,10 @@ pub const MAX_OPERATION_NAME_BYTES: usize = 100;
 /// The label of operations whose names are not kept.
 pub const OTHER_OPERATIONS: &str = "other";
 
+/// Labels the server chooses (operations without a name, with a name the document does not define, documents that
+/// do not parse, batches), always kept.
+const SERVER_LABELS: [&str; 4] = ["anonymous", "unknown", "invalid", "batch"];
+
 type Latency<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -134,6 +138,9 @@ impl Metrics {
 
     /// The label of an operation name: the name itself while fewer than [`MAX_OPERATION_NAMES`] are kept.
     fn operation_label(&self, name: &str) -> String {
+        if SERVER_LABELS.contains(&name) {
+            return name.into();
+        }
         if name.len() > MAX_OPERATION_NAME_BYTES {
             return OTHER_OPERATIONS.into();
         }
@@ -256,6 +263,7 @@ mod tests {
         assert_eq!(metrics.operation_label("a"), "a");
         assert_eq!(metrics.operation_label("op1"), "op1");
         assert_eq!(metrics.operation_label("late"), OTHER_OPERATIONS);
+        assert_eq!(metrics.operation_label("batch"), "batch");
         let long = "x".repeat(MAX_OPERATION_NAME_BYTES + 1);
         assert_eq!(Metrics::new().operation_label(&long), OTHER_OPERATIONS);
     }
