@@ -190,9 +190,7 @@ pub async fn refuses_invalid_keys(start: Starter) {
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["code"], "INVALID_INPUT");
     assert!(body["detail"].as_str().unwrap().contains(".."));
-    // `.` would be normalised away by HTTP clients (`/service/.` is `/service/`); sent escaped, it is refused.
-    let response = app.get("/service/%2E").await;
-    assert_eq!(response.status(), 400);
+    // `.` would be normalised away by HTTP clients (`/service/.` and even `/service/%2E` are `/service/`).
     let (status, body) = {
         let response = app
             .client
