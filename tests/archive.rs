@@ -163,3 +163,40 @@ async fn seeding_restores_only_into_an_empty_store() {
     common::archive::ok(&seed);
     assert_eq!(component_count(target.path()).await, 3);
 }
+
+/// An archive is input like any request: keys the API would refuse (path separators, `.`, `..`, control
+/// characters, empty) are refused by `restore` too, before anything is written.
+#[tokio::test]
+async fn crafted_keys_are_refused_by_restore() {
+    let source = populated_store().await;
+    let work = tempfile::tempdir().unwrap();
+    let archive = work.path().join("good.tar");
+    dump_embedded(source.path(), &archive);
+    // The untouched copy restores: the crafting itself is sound.
+    let copy = work.path().join("copy.tar");
+    common::archive::rewrite_components(&archive, &copy, str::to_owned);
+    let target = tempfile::tempdir().unwrap();
+    restore_embedded(target.path(), &copy);
+    assert_eq!(component_count(target.path()).await, 4);
+
+    for bad in ["../../etc", "a/b", ".", "..", "line\\nbreak", "nul\\u0000", "", " padded"] {
+        let crafted = work.path().join("crafted.tar");
+        common::archive::rewrite_components(&archive, &crafted, |text| {
+            let edited = text.replace("\"id\":\"inference.svc\"", &format!("\"id\":\"{bad}\""));
+            assert_ne!(edited, text, "the archive names the service as expected");
+            edited
+        });
+        let target = tempfile::tempdir().unwrap();
+        let output = run(&[
+            "restore",
+            "--data-dir",
+            &data_dir(target.path()),
+            "--in",
+            crafted.to_str().unwrap(),
+        ]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "the key {bad:?} was restored");
+        assert!(stderr.contains("key is not valid"), "{bad:?}: {stderr}");
+        assert_eq!(component_count(target.path()).await, 0, "{bad:?}: components written");
+    }
+}
