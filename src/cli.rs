@@ -400,7 +400,9 @@ pub fn redact_uri(uri: &str) -> String {
         let options: Vec<String> = query
             .split(['&', ';'])
             .map(|option| match option.split_once('=') {
-                Some((name, _)) if PUBLIC_URI_OPTIONS.contains(&name.to_ascii_lowercase().as_str()) => {
+                Some((name, _))
+                    if PUBLIC_URI_OPTIONS.contains(&name.to_ascii_lowercase().as_str()) =>
+                {
                     option.to_string()
                 }
                 Some((name, _)) => format!("{name}=***"),

@@ -179,7 +179,16 @@ async fn crafted_keys_are_refused_by_restore() {
     restore_embedded(target.path(), &copy);
     assert_eq!(component_count(target.path()).await, 4);
 
-    for bad in ["../../etc", "a/b", ".", "..", "line\\nbreak", "nul\\u0000", "", " padded"] {
+    for bad in [
+        "../../etc",
+        "a/b",
+        ".",
+        "..",
+        "line\\nbreak",
+        "nul\\u0000",
+        "",
+        " padded",
+    ] {
         let crafted = work.path().join("crafted.tar");
         common::archive::rewrite_components(&archive, &crafted, |text| {
             let edited = text.replace("\"id\":\"inference.svc\"", &format!("\"id\":\"{bad}\""));
@@ -197,6 +206,10 @@ async fn crafted_keys_are_refused_by_restore() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(!output.status.success(), "the key {bad:?} was restored");
         assert!(stderr.contains("key is not valid"), "{bad:?}: {stderr}");
-        assert_eq!(component_count(target.path()).await, 0, "{bad:?}: components written");
+        assert_eq!(
+            component_count(target.path()).await,
+            0,
+            "{bad:?}: components written"
+        );
     }
 }

@@ -192,7 +192,11 @@ async fn a_body_that_stalls_is_cut_off() {
 }
 
 /// Status and body of a GraphQL POST of `body` with an optional token.
-async fn post(app: &TestApp, body: &serde_json::Value, token: Option<&str>) -> (u16, serde_json::Value) {
+async fn post(
+    app: &TestApp,
+    body: &serde_json::Value,
+    token: Option<&str>,
+) -> (u16, serde_json::Value) {
     let mut request = app.client.post(app.url("/graphql")).json(body);
     if let Some(token) = token {
         request = request.bearer_auth(token);
@@ -203,7 +207,9 @@ async fn post(app: &TestApp, body: &serde_json::Value, token: Option<&str>) -> (
 }
 
 fn code(body: &serde_json::Value) -> &str {
-    body["errors"][0]["extensions"]["code"].as_str().unwrap_or("")
+    body["errors"][0]["extensions"]["code"]
+        .as_str()
+        .unwrap_or("")
 }
 
 /// Documents nested thousands of levels deep in a few kilobytes: list values, input objects, directive arguments.
@@ -212,10 +218,26 @@ fn code(body: &serde_json::Value) -> &str {
 async fn deeply_nested_documents_are_refused_without_a_crash() {
     let n = 3_000; // about 6 KB of brackets
     let documents = [
-        format!("{{ services(filter: {{ text: {}\"x\"{} }}) {{ totalCount }} }}", "[".repeat(n), "]".repeat(n)),
-        format!("{{ services(filter: {}{}) {{ totalCount }} }}", "{a: ".repeat(n), "}".repeat(n)),
-        format!("{{ services @include(if: {}true{}) {{ totalCount }} }}", "[".repeat(n), "]".repeat(n)),
-        format!("{}services {{ totalCount }}{}", "{ ... on QueryRoot ".repeat(n), "}".repeat(n)),
+        format!(
+            "{{ services(filter: {{ text: {}\"x\"{} }}) {{ totalCount }} }}",
+            "[".repeat(n),
+            "]".repeat(n)
+        ),
+        format!(
+            "{{ services(filter: {}{}) {{ totalCount }} }}",
+            "{a: ".repeat(n),
+            "}".repeat(n)
+        ),
+        format!(
+            "{{ services @include(if: {}true{}) {{ totalCount }} }}",
+            "[".repeat(n),
+            "]".repeat(n)
+        ),
+        format!(
+            "{}services {{ totalCount }}{}",
+            "{ ... on QueryRoot ".repeat(n),
+            "}".repeat(n)
+        ),
     ];
     let app = app_with(&["--write-tokens", "w", "--read-tokens", "r"]).await;
     for document in &documents {
@@ -224,7 +246,13 @@ async fn deeply_nested_documents_are_refused_without_a_crash() {
         assert_eq!((status, code(&body)), (401, "UNAUTHENTICATED"), "{body}");
         let (status, body) = post(&app, &json!({ "query": document }), Some("r")).await;
         assert_eq!((status, code(&body)), (400, "INVALID_INPUT"), "{body}");
-        assert!(body["errors"][0]["message"].as_str().unwrap().contains("nests"), "{body}");
+        assert!(
+            body["errors"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains("nests"),
+            "{body}"
+        );
         let batch = json!([{ "query": "{ __typename }" }, { "query": document }]);
         let (status, body) = post(&app, &batch, Some("r")).await;
         assert_eq!((status, code(&body)), (400, "INVALID_INPUT"), "{body}");
@@ -248,7 +276,10 @@ async fn deeply_nested_documents_are_refused_without_a_crash() {
         let form = reqwest::multipart::Form::new()
             .text("operations", operations.to_string())
             .text("map", json!({ "0": ["variables.file"] }).to_string())
-            .part("0", reqwest::multipart::Part::bytes(bytes(1000, 1)).file_name("f.zip"));
+            .part(
+                "0",
+                reqwest::multipart::Part::bytes(bytes(1000, 1)).file_name("f.zip"),
+            );
         let response = open
             .client
             .post(open.url("/graphql"))
@@ -265,10 +296,17 @@ async fn deeply_nested_documents_are_refused_without_a_crash() {
         json!({ "t": text }),
     )
     .await;
-    open.ok(&format!("{{ services(filter: {{search: \"{text}\"}}) {{ totalCount }} }}"), json!({}))
-        .await;
+    open.ok(
+        &format!("{{ services(filter: {{search: \"{text}\"}}) {{ totalCount }} }}"),
+        json!({}),
+    )
+    .await;
     for app in [&app, &open] {
-        assert_eq!(app.get("/healthz").await.status(), 200, "the server is alive");
+        assert_eq!(
+            app.get("/healthz").await.status(),
+            200,
+            "the server is alive"
+        );
     }
 }
 
@@ -277,10 +315,22 @@ async fn deeply_nested_documents_are_refused_without_a_crash() {
 #[tokio::test]
 async fn batches_are_bounded_as_a_whole() {
     let app = app_with(&[]).await;
-    let batch = |n: usize, query: &str| json!((0..n).map(|_| json!({ "query": query })).collect::<Vec<_>>());
+    let batch = |n: usize, query: &str| {
+        json!(
+            (0..n)
+                .map(|_| json!({ "query": query }))
+                .collect::<Vec<_>>()
+        )
+    };
     let (status, body) = post(&app, &batch(101, "{ __typename }"), None).await;
     assert_eq!((status, code(&body)), (400, "INVALID_INPUT"), "{body}");
-    assert!(body["errors"][0]["message"].as_str().unwrap().contains("at most 100"), "{body}");
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 100"),
+        "{body}"
+    );
     let (status, body) = post(&app, &batch(100, "{ __typename }"), None).await;
     assert_eq!(status, 200);
     assert_eq!(body.as_array().unwrap().len(), 100);
@@ -291,9 +341,21 @@ async fn batches_are_bounded_as_a_whole() {
         .collect();
     let (status, body) = post(&app, &batch(80, &format!("{{ {aliases} }}")), None).await;
     assert_eq!((status, code(&body)), (200, "INVALID_INPUT"), "{body:.400}");
-    assert!(body["errors"][0]["message"].as_str().unwrap().contains("2000 aliases"), "{body}");
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("2000 aliases"),
+        "{body}"
+    );
 
-    let small = app_with(&["--graphql-max-batch", "15", "--graphql-max-complexity", "20"]).await;
+    let small = app_with(&[
+        "--graphql-max-batch",
+        "15",
+        "--graphql-max-complexity",
+        "20",
+    ])
+    .await;
     let (status, body) = post(&small, &batch(16, "{ __typename }"), None).await;
     assert_eq!((status, code(&body)), (400, "INVALID_INPUT"), "{body}");
     // `services { totalCount }` costs 2: the request's budget of 20 runs 10 of 15, the others are refused.
@@ -301,11 +363,20 @@ async fn batches_are_bounded_as_a_whole() {
     assert_eq!(status, 200);
     let answers = body.as_array().unwrap();
     assert_eq!(answers.len(), 15);
-    let ran = answers.iter().filter(|a| a["data"]["services"]["totalCount"] == 0).count();
+    let ran = answers
+        .iter()
+        .filter(|a| a["data"]["services"]["totalCount"] == 0)
+        .count();
     assert_eq!(ran, 10, "{body}");
     for refused in answers.iter().filter(|a| a.get("errors").is_some()) {
         assert_eq!(code(refused), "INVALID_INPUT");
-        assert!(refused["errors"][0]["message"].as_str().unwrap().contains("per request"), "{refused}");
+        assert!(
+            refused["errors"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains("per request"),
+            "{refused}"
+        );
     }
 }
 
@@ -324,8 +395,10 @@ async fn multipart_files_are_bounded_per_request() {
     )
     .await;
     let send = |ids: Vec<&'static str>, size: usize| {
-        let variables: serde_json::Map<String, serde_json::Value> =
-            ids.iter().map(|id| (id.to_string(), serde_json::Value::Null)).collect();
+        let variables: serde_json::Map<String, serde_json::Value> = ids
+            .iter()
+            .map(|id| (id.to_string(), serde_json::Value::Null))
+            .collect();
         let parameters: Vec<String> = ids.iter().map(|id| format!("${id}: Upload!")).collect();
         let uploads: String = ids
             .iter()
@@ -343,7 +416,10 @@ async fn multipart_files_are_bounded_per_request() {
             .text("operations", operations.to_string())
             .text("map", serde_json::Value::Object(map).to_string());
         for id in &ids {
-            form = form.part(*id, reqwest::multipart::Part::bytes(bytes(size, 1)).file_name("f.zip"));
+            form = form.part(
+                *id,
+                reqwest::multipart::Part::bytes(bytes(size, 1)).file_name("f.zip"),
+            );
         }
         app.client
             .post(app.url("/graphql"))
@@ -354,17 +430,30 @@ async fn multipart_files_are_bounded_per_request() {
     let response = send(vec!["a", "b", "c"], 100).await.unwrap();
     assert_eq!(response.status(), 400);
     let body: serde_json::Value = response.json().await.unwrap();
-    assert!(body["errors"][0]["message"].as_str().unwrap().contains("at most 2"), "{body}");
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 2"),
+        "{body}"
+    );
     // Two files of 6,000 bytes: each within the 10,000-byte limit, not both.
     let response = send(vec!["a", "b"], 6_000).await.unwrap();
     assert_eq!(response.status(), 413);
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(code(&body), "PAYLOAD_TOO_LARGE", "{body}");
     let files = app
-        .ok("{ services { edges { node { id file { size } } } } }", json!({}))
+        .ok(
+            "{ services { edges { node { id file { size } } } } }",
+            json!({}),
+        )
         .await;
     for edge in files["services"]["edges"].as_array().unwrap() {
-        assert_eq!(edge["node"]["file"], serde_json::Value::Null, "nothing attached: {files}");
+        assert_eq!(
+            edge["node"]["file"],
+            serde_json::Value::Null,
+            "nothing attached: {files}"
+        );
     }
     let response = send(vec!["a", "b"], 4_000).await.unwrap();
     assert_eq!(response.status(), 200);
@@ -376,10 +465,19 @@ async fn no_suggestions_without_introspection() {
     let query = "{ servic { totalCount } }";
     let open = app_with(&[]).await;
     let body = open.gql(query, json!({})).await;
-    assert!(body["errors"][0]["message"].as_str().unwrap().contains("Did you mean"), "{body}");
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Did you mean"),
+        "{body}"
+    );
     let closed = app_with(&["--graphql-introspection", "false"]).await;
     let body = closed.gql(query, json!({})).await;
     let message = body["errors"][0]["message"].as_str().unwrap();
     assert_eq!(code(&body), "INVALID_INPUT");
-    assert!(!message.contains("Did you mean") && !message.contains("\"services\""), "{message}");
+    assert!(
+        !message.contains("Did you mean") && !message.contains("\"services\""),
+        "{message}"
+    );
 }

@@ -98,7 +98,11 @@ async fn client_chosen_operation_names_stay_bounded() {
         .await;
     // Names the document does not define, and long ones.
     for i in 0..5 {
-        send("query Real { __typename }".into(), format!("{i}{}", "x".repeat(500_000))).await;
+        send(
+            "query Real { __typename }".into(),
+            format!("{i}{}", "x".repeat(500_000)),
+        )
+        .await;
     }
     let long = "L".repeat(400_000);
     send(format!("query {long} {{ __typename }}"), long.clone()).await;
@@ -109,13 +113,26 @@ async fn client_chosen_operation_names_stay_bounded() {
         .filter(|line| line.starts_with("repository_graphql_operations_total{"))
         .filter_map(|line| line.split("operation=\"").nth(1)?.split('"').next())
         .collect();
-    assert!(names.len() <= 205, "{} distinct operation labels", names.len());
+    assert!(
+        names.len() <= 205,
+        "{} distinct operation labels",
+        names.len()
+    );
     assert!(names.contains("other"), "{names:?}");
-    assert!(names.contains("Op0") || names.len() > 150, "the first names are kept");
-    assert!(!text.contains("xxxx") && !text.contains("LLLL"), "long names never become labels");
+    assert!(
+        names.contains("Op0") || names.len() > 150,
+        "the first names are kept"
+    );
+    assert!(
+        !text.contains("xxxx") && !text.contains("LLLL"),
+        "long names never become labels"
+    );
     assert!(text.len() < 1024 * 1024, "/metrics is {} bytes", text.len());
     assert_eq!(
-        sample(&text, "repository_graphql_operations_total{operation=\"unknown\",outcome=\"INVALID_INPUT\"}"),
+        sample(
+            &text,
+            "repository_graphql_operations_total{operation=\"unknown\",outcome=\"INVALID_INPUT\"}"
+        ),
         5.0,
         "names the document does not define count as `unknown`"
     );

@@ -250,6 +250,11 @@ mod tests {
         assert_eq!(error_code(&e), "CONFLICT");
         let response = ApiError::Service(e).into_response();
         assert_eq!(response.status(), StatusCode::CONFLICT);
-        assert!(response.extensions().get::<crate::api::metrics::StoreFault>().is_none());
+        assert!(
+            response
+                .extensions()
+                .get::<crate::api::metrics::StoreFault>()
+                .is_none()
+        );
     }
 }

@@ -144,7 +144,11 @@ pub fn check_nesting(document: &str) -> Result<(), ServiceError> {
                 i += 3;
                 while i < bytes.len() && !bytes[i..].starts_with(b"\"\"\"") {
                     // `\"""` is the one escape of a block string.
-                    i += if bytes[i..].starts_with(b"\\\"\"\"") { 4 } else { 1 };
+                    i += if bytes[i..].starts_with(b"\\\"\"\"") {
+                        4
+                    } else {
+                        1
+                    };
                 }
                 i += 2;
             }
@@ -279,7 +283,10 @@ mod tests {
     #[test]
     fn deep_documents_are_refused_before_parsing() {
         let deep = |open: &str, close: &str, n: usize| {
-            format!("{{ services(filter: {}) {{ totalCount }} }}", open.repeat(n) + &close.repeat(n))
+            format!(
+                "{{ services(filter: {}) {{ totalCount }} }}",
+                open.repeat(n) + &close.repeat(n)
+            )
         };
         assert!(check_nesting(&deep("[", "]", 10)).is_ok());
         assert!(check_nesting(&deep("[", "]", 5_000)).is_err());
@@ -291,7 +298,8 @@ mod tests {
             format!("\"\"\"{text}\\\"\"\"{text}\"\"\""),
             format!("# {text}\n"),
         ] {
-            let document = format!("query {{ services(filter: {{ text: {quoted} }}) {{ totalCount }} }}");
+            let document =
+                format!("query {{ services(filter: {{ text: {quoted} }}) {{ totalCount }} }}");
             assert!(check_nesting(&document).is_ok(), "{document:.40}");
         }
         // An unterminated string or block string ends the scan without a panic.

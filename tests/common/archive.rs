@@ -122,7 +122,17 @@ pub fn rewrite_components(archive: &Path, out: &Path, edit: impl Fn(&str) -> Str
         entry.read_to_end(&mut data).unwrap();
         entries.push((name, data));
     }
-    let components = edit(&String::from_utf8(entries.iter().find(|(n, _)| n == "components.jsonl").unwrap().1.clone()).unwrap());
+    let components = edit(
+        &String::from_utf8(
+            entries
+                .iter()
+                .find(|(n, _)| n == "components.jsonl")
+                .unwrap()
+                .1
+                .clone(),
+        )
+        .unwrap(),
+    );
     let mut builder = tar::Builder::new(std::fs::File::create(out).unwrap());
     for (name, mut data) in entries {
         if name == "components.jsonl" {
@@ -140,7 +150,9 @@ pub fn rewrite_components(archive: &Path, out: &Path, edit: impl Fn(&str) -> Str
         header.set_size(data.len() as u64);
         header.set_mode(0o644);
         header.set_cksum();
-        builder.append_data(&mut header, &name, data.as_slice()).unwrap();
+        builder
+            .append_data(&mut header, &name, data.as_slice())
+            .unwrap();
     }
     builder.finish().unwrap();
 }

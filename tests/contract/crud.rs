@@ -165,7 +165,14 @@ pub async fn refuses_invalid_keys(start: Starter) {
             .await;
         assert_eq!(code, "INVALID_INPUT", "{id:?}");
     }
-    for (name, version) in [("", "1"), ("m", ""), ("a/b", "1"), ("m", ".."), ("m", "."), (".", "1")] {
+    for (name, version) in [
+        ("", "1"),
+        ("m", ""),
+        ("a/b", "1"),
+        ("m", ".."),
+        ("m", "."),
+        (".", "1"),
+    ] {
         let code = app
             .error_code(
                 "mutation($n: String!, $v: String!) { createModel(input: {name: $n, version: $v}) { name } }",
@@ -199,9 +206,16 @@ pub async fn refuses_invalid_keys(start: Starter) {
             .send()
             .await
             .unwrap();
-        (response.status(), response.json::<serde_json::Value>().await.unwrap())
+        (
+            response.status(),
+            response.json::<serde_json::Value>().await.unwrap(),
+        )
     };
-    assert_eq!((status.as_u16(), body["code"].as_str()), (400, Some("INVALID_INPUT")), "{body}");
+    assert_eq!(
+        (status.as_u16(), body["code"].as_str()),
+        (400, Some("INVALID_INPUT")),
+        "{body}"
+    );
 }
 
 pub async fn updates_only_what_is_given(start: Starter) {

@@ -460,7 +460,9 @@ pub async fn serves_empty_files_and_multiple_ranges(start: Starter) {
     let app = start(Options::default()).await;
     create_model(&app).await;
     const PATH: &str = "/model/fall-detection/pilot-2-1";
-    let response = app.upload(UPLOAD_MODEL, json!({}), Vec::new(), "empty.zip").await;
+    let response = app
+        .upload(UPLOAD_MODEL, json!({}), Vec::new(), "empty.zip")
+        .await;
     assert_eq!(response.status(), 200);
     let response = app.get(PATH).await;
     assert_eq!(response.status(), 200);
@@ -477,12 +479,23 @@ pub async fn serves_empty_files_and_multiple_ranges(start: Starter) {
     assert_eq!(app.get(PATH).await.status(), 200);
 
     let data = bytes(10_000, 5);
-    let response = app.upload(UPLOAD_MODEL, json!({}), data.clone(), "m.zip").await;
+    let response = app
+        .upload(UPLOAD_MODEL, json!({}), data.clone(), "m.zip")
+        .await;
     assert_eq!(response.status(), 200);
-    for range in ["bytes=0-1,5-6", "bytes=0-1,999999-", "bytes=999999-,0-1", "bytes=50000-,60000-"] {
+    for range in [
+        "bytes=0-1,5-6",
+        "bytes=0-1,999999-",
+        "bytes=999999-,0-1",
+        "bytes=50000-,60000-",
+    ] {
         let response = app.get_with(PATH, &[("range", range)]).await;
         assert_eq!(response.status(), 200, "{range}");
         assert!(response.headers().get("content-range").is_none(), "{range}");
-        assert_eq!(response.bytes().await.unwrap().as_ref(), data.as_slice(), "{range}");
+        assert_eq!(
+            response.bytes().await.unwrap().as_ref(),
+            data.as_slice(),
+            "{range}"
+        );
     }
 }

@@ -253,7 +253,10 @@ pub async fn rest_bodies_must_be_json_objects(start: Starter) {
         assert_eq!(status, 415, "{path} {content_type:?}: {body}");
         assert_eq!(body["code"], "UNSUPPORTED_MEDIA_TYPE", "{body}");
     }
-    for content_type in ["application/json; charset=utf-8", "application/vnd.api+json"] {
+    for content_type in [
+        "application/json; charset=utf-8",
+        "application/vnd.api+json",
+    ] {
         let (status, body) = send(
             c.post(app.url("/service"))
                 .header("content-type", content_type)
@@ -281,7 +284,10 @@ pub async fn rest_bodies_must_be_json_objects(start: Starter) {
         assert_eq!(answer["code"], "INVALID_INPUT", "{answer}");
     }
     let (_, meta) = send(c.get(app.url("/model/meta?model_name=m&model_version=1"))).await;
-    assert_eq!(meta["meta"], json!({"library": "keras", "description": "d"}));
+    assert_eq!(
+        meta["meta"],
+        json!({"library": "keras", "description": "d"})
+    );
     let (_, services) = send(c.get(app.url("/service"))).await;
     assert_eq!(services.as_array().unwrap().len(), 1, "{services}");
     assert_eq!(services[0]["description"], "kept");
@@ -350,20 +356,48 @@ pub async fn truncated_rest_uploads_are_refused(start: Starter) {
     chunk.extend_from_slice(b"\r\n");
     let cases = [
         // The declared length is never reached (the client stalls, or goes away).
-        ("short of its content-length", head(&format!("content-length: {}\r\n", part.len() + 100)), part.clone(), false),
-        ("short of its content-length, then closed", head(&format!("content-length: {}\r\n", part.len() + 100)), part.clone(), true),
+        (
+            "short of its content-length",
+            head(&format!("content-length: {}\r\n", part.len() + 100)),
+            part.clone(),
+            false,
+        ),
+        (
+            "short of its content-length, then closed",
+            head(&format!("content-length: {}\r\n", part.len() + 100)),
+            part.clone(),
+            true,
+        ),
         // The whole declared length arrives, but the closing `--` never does.
-        ("without its closing delimiter", head(&format!("content-length: {}\r\n", part.len())), part.clone(), false),
+        (
+            "without its closing delimiter",
+            head(&format!("content-length: {}\r\n", part.len())),
+            part.clone(),
+            false,
+        ),
         // One chunk with everything, and no last chunk.
-        ("without the last chunk", head("transfer-encoding: chunked\r\n"), chunk.clone(), false),
-        ("without the last chunk, then closed", head("transfer-encoding: chunked\r\n"), chunk, true),
+        (
+            "without the last chunk",
+            head("transfer-encoding: chunked\r\n"),
+            chunk.clone(),
+            false,
+        ),
+        (
+            "without the last chunk, then closed",
+            head("transfer-encoding: chunked\r\n"),
+            chunk,
+            true,
+        ),
     ];
     for (why, head, body, close) in cases {
         let answer = raw_request(&app, &head, &body, close).await;
         let status = answer.get(9..12).unwrap_or_default();
         if close {
             // The server may answer or just close the connection of a client that left.
-            assert!(answer.is_empty() || status.starts_with('4'), "{why}: {answer}");
+            assert!(
+                answer.is_empty() || status.starts_with('4'),
+                "{why}: {answer}"
+            );
         } else {
             assert!(
                 status.starts_with('4') && answer.contains("\"code\""),
@@ -371,7 +405,11 @@ pub async fn truncated_rest_uploads_are_refused(start: Starter) {
             );
         }
         let (_, services) = send(app.client.get(app.url("/service"))).await;
-        assert_eq!(services[0]["storage_id"], Value::Null, "{why}: nothing stored");
+        assert_eq!(
+            services[0]["storage_id"],
+            Value::Null,
+            "{why}: nothing stored"
+        );
         assert_eq!(app.get("/service/svc").await.status(), 404, "{why}");
     }
 

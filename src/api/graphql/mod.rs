@@ -41,7 +41,10 @@ pub fn schema(
         builder.finish()
     } else {
         // "Did you mean …" would reveal the field names introspection hides.
-        builder.disable_introspection().disable_suggestions().finish()
+        builder
+            .disable_introspection()
+            .disable_suggestions()
+            .finish()
     }
 }
 

@@ -54,7 +54,9 @@ impl<S: Send + Sync> FromRequest<S> for Body {
         let bytes = Bytes::from_request(request, state).await?;
         // Arrays would be read as positional objects: `[]` would be a model with empty metadata.
         if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-            return Err(ApiError::InvalidBody("the body must be a JSON object".into()));
+            return Err(ApiError::InvalidBody(
+                "the body must be a JSON object".into(),
+            ));
         }
         Ok(Body(bytes))
     }
