@@ -289,6 +289,24 @@ async fn deeply_nested_documents_are_refused_without_a_crash() {
             .unwrap();
         assert_eq!(response.status(), 400);
     }
+    // The deepest document the check lets through goes the whole way through parsing and validation unharmed.
+    let deepest = format!(
+        "{{ services(filter: {{search: {}\"x\"{}}}) {{ totalCount }} }}",
+        "[".repeat(61),
+        "]".repeat(61)
+    );
+    let (status, body) = post(&open, &json!({ "query": deepest }), None).await;
+    assert_eq!((status, code(&body)), (200, "INVALID_INPUT"), "{body}");
+    assert!(
+        !body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("nests"),
+        "{body}"
+    );
+    let deeper = deepest.replacen('[', "[[", 1).replacen(']', "]]", 1);
+    let (status, body) = post(&open, &json!({ "query": deeper }), None).await;
+    assert_eq!((status, code(&body)), (400, "INVALID_INPUT"), "{body}");
     // Brackets inside strings are text, not nesting.
     let text = "[{(".repeat(80);
     open.ok(

@@ -1,5 +1,5 @@
-//! What keeps one client from hurting the others or a browser from being used against the server: GraphQL depth,
-//! complexity and alias limits, CSRF prevention, request timeouts and CORS.
+//! What keeps one client from hurting the others or a browser from being used against the server: GraphQL nesting,
+//! depth, complexity and alias limits, CSRF prevention, request timeouts and CORS.
 
 use std::time::Duration;
 
@@ -17,7 +17,7 @@ use crate::service::ServiceError;
 pub struct Limits {
     /// Deepest selection a GraphQL operation may have.
     pub max_depth: usize,
-    /// Largest complexity (fields, weighted by page size) a GraphQL operation may have.
+    /// Largest complexity (fields selected) of a GraphQL request, all operations of a batch together.
     pub max_complexity: usize,
     /// Most aliased fields in one GraphQL request (all operations of a batch together): aliases multiply the work
     /// of one request.

@@ -155,7 +155,8 @@ fn kind_paths(paths: PathsBuilder, kind: &str, key: &str, key_parameters: &[&str
             "400",
             error("A component with this key exists, or the key is not valid."),
         )
-        .response("422", error("The body is not the object."))
+        .response("415", error("The body is not sent as JSON."))
+        .response("422", error("The body is not a JSON object of this shape."))
         .build(),
     );
     let mut collection = collection;
@@ -179,7 +180,10 @@ fn kind_paths(paths: PathsBuilder, kind: &str, key: &str, key_parameters: &[&str
         .response("200", file_response())
         .response("304", empty("Not modified (If-None-Match)."))
         .response("404", error("No such component, or no file yet."))
-        .response("416", error("The range is outside the file."))
+        .response(
+            "416",
+            error("The range is outside the file, or the file is empty."),
+        )
         .build(),
     );
     item.merge_operations(PathItem::new(
@@ -193,6 +197,10 @@ fn kind_paths(paths: PathsBuilder, kind: &str, key: &str, key_parameters: &[&str
         .response("204", empty("Stored."))
         .response("404", error("No such component."))
         .response("413", error("The file is larger than the limit."))
+        .response(
+            "400",
+            error("The body is cut short or is not a multipart form."),
+        )
         .response("422", error("The form has no field `file`."))
         .build(),
     ));
@@ -236,7 +244,8 @@ fn kind_paths(paths: PathsBuilder, kind: &str, key: &str, key_parameters: &[&str
             error("The body's id is not the path's, or a value is not valid."),
         )
         .response("404", error("No such component."))
-        .response("422", error("The body is not the object."))
+        .response("415", error("The body is not sent as JSON."))
+        .response("422", error("The body is not a JSON object of this shape."))
         .build(),
     );
     let meta_path = key.replacen(&format!("/{kind}/"), &format!("/{kind}/meta/"), 1);
