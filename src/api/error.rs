@@ -91,6 +91,7 @@ pub fn error_code(e: &ServiceError) -> &'static str {
         ServiceError::InvalidInput(_) => "INVALID_INPUT",
         ServiceError::PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
         ServiceError::RequestTimeout(_) => "REQUEST_TIMEOUT",
+        ServiceError::EventsExpired(_) => "EVENTS_EXPIRED",
         ServiceError::Unavailable(_) => "UNAVAILABLE",
         ServiceError::Internal(_) => "INTERNAL",
     }
@@ -103,6 +104,7 @@ pub fn status_of(e: &ServiceError) -> StatusCode {
         ServiceError::InvalidInput(_) => StatusCode::BAD_REQUEST,
         ServiceError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         ServiceError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+        ServiceError::EventsExpired(_) => StatusCode::GONE,
         ServiceError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         ServiceError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }

@@ -2,6 +2,7 @@
 
 mod component;
 mod error;
+mod event;
 mod filter;
 mod key;
 pub mod version;
@@ -11,6 +12,7 @@ pub use component::{
     StoredFile, TransformationSpec,
 };
 pub use error::DomainError;
+pub use event::{Event, EventDraft, EventFile, EventFilter, EventType};
 pub use filter::{ComponentFilter, Device, LibraryWanted, ModelWanted, NeedsFilter};
 pub use key::{ComponentKey, Kind, MAX_KEY_BYTES, ModelKey, validate_key_part};
 

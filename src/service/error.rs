@@ -21,6 +21,9 @@ pub enum ServiceError {
     RequestTimeout(String),
     #[error("the upload is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: u64 },
+    /// The change feed no longer holds what the client asked for: it must resync.
+    #[error("{0}")]
+    EventsExpired(String),
     #[error("the storage backend is unavailable; try again later")]
     Unavailable(#[source] StoreError),
     /// A fault of ours: logged in full, shown to clients only as "internal error".
@@ -53,6 +56,9 @@ impl From<StoreError> for ServiceError {
                 ServiceError::NotFound(format!("the file of {key} is no longer stored"))
             }
             StoreError::Contended(message) => ServiceError::Conflict(message),
+            e @ StoreError::EventsExpired { .. } => ServiceError::EventsExpired(format!(
+                "{e}; list the components again, then follow the feed from its current sequence"
+            )),
             e @ StoreError::Unavailable(_) => ServiceError::Unavailable(e),
             e @ (StoreError::Io(_) | StoreError::Backend(_)) => ServiceError::Internal(e),
         }

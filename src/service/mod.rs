@@ -3,11 +3,13 @@
 pub mod archive;
 mod cursor;
 mod error;
+mod events;
 
 use std::ops::Range;
 use std::sync::Arc;
 
 pub use self::error::ServiceError;
+pub use self::events::{EventPage, EventStream, MAX_EVENT_PAGE};
 use crate::domain::{
     Component, ComponentFilter, ComponentKey, Device, Kind, ModelKey, NeedsFilter, Spec, StoredFile,
 };

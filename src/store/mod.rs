@@ -1,6 +1,7 @@
 //! Storage behind one trait. Each backend lives in its own module; the service layer is the only caller.
 
 pub mod embedded;
+mod feed;
 pub mod mongodb;
 mod staging;
 
@@ -16,6 +17,8 @@ use thiserror::Error;
 use crate::domain::{
     Component, ComponentFilter, ComponentKey, DomainError, Kind, ModelKey, Spec, StoredFile,
 };
+
+pub use feed::{EventBatch, EventRetention, EventSignal};
 
 pub use staging::{RemoteBlob, StagedBlob, StagedLocation, adopt_file, stage_to_file};
 
@@ -50,6 +53,9 @@ pub enum StoreError {
     /// Concurrent writers kept changing the component: the client may retry.
     #[error("{0}")]
     Contended(String),
+    /// Events after `after` were removed by the retention policy: the consumer must resync.
+    #[error("events after sequence {after} are no longer retained (the oldest retained follows {floor})")]
+    EventsExpired { after: u64, floor: u64 },
     #[error("storage I/O failed: {0}")]
     Io(#[from] io::Error),
     #[error("storage backend failed: {0}")]
@@ -148,6 +154,19 @@ pub trait Store: Send + Sync + 'static {
         component: Component,
         staged: StagedBlob,
     ) -> Result<(), StoreError>;
+
+    /// Up to `limit` events of the change feed with a sequence above `after`, in sequence order, each committed
+    /// with its change. [`StoreError::EventsExpired`] when some of them were removed by retention.
+    async fn events(&self, after: u64, limit: usize) -> Result<EventBatch, StoreError>;
+
+    /// The highest sequence appended so far (0 for none).
+    async fn last_sequence(&self) -> Result<u64, StoreError>;
+
+    /// Changes whenever events may have been appended (by this process or, for shared stores, another one).
+    fn event_signal(&self) -> tokio::sync::watch::Receiver<u64>;
+
+    /// Removes the events that `retention` no longer keeps; returns how many.
+    async fn expire_events(&self, retention: &EventRetention) -> Result<u64, StoreError>;
 
     /// Streams `range` of a stored file.
     async fn read(

@@ -7,6 +7,7 @@
 //! transactions as the metadata, so identical bytes are stored once and reclaimed when nothing uses them.
 
 mod blobs;
+mod events;
 
 use std::io::SeekFrom;
 use std::ops::Range;
@@ -20,10 +21,12 @@ use std::io::{Read, Seek};
 
 use self::blobs::{BlobDir, clear_dir};
 use super::{
-    ByteStream, FileMeta, Page, PageRequest, SpecUpdate, StagedBlob, Store, StoreError,
-    UploadStream, adopt_file, stage_to_file,
+    ByteStream, EventBatch, EventRetention, EventSignal, FileMeta, Page, PageRequest, SpecUpdate,
+    StagedBlob, Store, StoreError, UploadStream, adopt_file, stage_to_file,
 };
-use crate::domain::{Component, ComponentFilter, ComponentKey, Kind, ModelKey, StoredFile};
+use crate::domain::{
+    Component, ComponentFilter, ComponentKey, EventDraft, Kind, ModelKey, StoredFile,
+};
 
 const MODELS: TableDefinition<&str, &[u8]> = TableDefinition::new("models");
 const TRANSFORMATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("transformations");
@@ -77,6 +80,8 @@ pub struct EmbeddedStore {
     /// Serialises the short steps that place or reclaim blobs together with their metadata commit, so that a blob
     /// being attached is never reclaimed by a concurrent delete of another component with the same bytes.
     blob_lock: tokio::sync::Mutex<()>,
+    /// Raised after each commit that appended an event.
+    signal: EventSignal,
 }
 
 impl EmbeddedStore {
@@ -110,13 +115,16 @@ impl EmbeddedStore {
             txn.open_table(table(kind)).or_backend()?;
         }
         txn.open_table(BLOB_REFS).or_backend()?;
+        events::create_tables(&txn)?;
         txn.commit().or_backend()?;
+        let last_event = events::last(&db)?;
 
         let store = Self {
             db: Arc::new(db),
             blobs: BlobDir::new(blob_root),
             tmp_dir,
             blob_lock: tokio::sync::Mutex::new(()),
+            signal: EventSignal::new(last_event),
         };
         store.remove_unreferenced_blobs()?;
         Ok(store)
@@ -285,9 +293,12 @@ impl Store for EmbeddedStore {
                 return Err(StoreError::AlreadyExists(component.key));
             }
             write_component(&txn, &component)?;
-            txn.commit().or_backend()
+            let sequence = events::append(&txn, EventDraft::created(&component))?;
+            txn.commit().or_backend()?;
+            Ok(sequence)
         })
         .await
+        .map(|sequence| self.signal.raise(sequence))
     }
 
     async fn get(&self, key: &ComponentKey) -> Result<Option<Component>, StoreError> {
@@ -366,16 +377,22 @@ impl Store for EmbeddedStore {
         let key = key.clone();
         self.blocking(move |db| {
             let txn = db.begin_write().or_backend()?;
-            let mut component =
+            let before =
                 read_component(&txn, &key)?.ok_or_else(|| StoreError::NotFound(key.clone()))?;
+            let mut component = before.clone();
             update(&mut component.spec)?;
             component.spec.validate()?;
             component.updated_at = crate::domain::now();
             write_component(&txn, &component)?;
+            let sequence = events::append(&txn, EventDraft::updated(&before, &component))?;
             txn.commit().or_backend()?;
-            Ok(component)
+            Ok((component, sequence))
         })
         .await
+        .map(|(component, sequence)| {
+            self.signal.raise(sequence);
+            component
+        })
     }
 
     async fn delete(&self, key: &ComponentKey) -> Result<Option<Component>, StoreError> {
@@ -392,10 +409,18 @@ impl Store for EmbeddedStore {
                 if let Some(file) = removed.as_ref().and_then(|c| c.file.as_ref()) {
                     adjust_refs(&txn, &file.blob_id, -1)?;
                 }
+                let sequence = match &removed {
+                    Some(component) => Some(events::append(&txn, EventDraft::deleted(component))?),
+                    None => None,
+                };
                 txn.commit().or_backend()?;
-                Ok(removed)
+                Ok((removed, sequence))
             })
             .await?;
+        let (removed, sequence) = removed;
+        if let Some(sequence) = sequence {
+            self.signal.raise(sequence);
+        }
         let orphan = removed
             .as_ref()
             .and_then(|c| c.file.as_ref())
@@ -438,12 +463,15 @@ impl Store for EmbeddedStore {
                 }
                 component.updated_at = crate::domain::now();
                 write_component(&txn, &component)?;
+                let sequence =
+                    events::append(&txn, EventDraft::file(&component, previous.is_some()))?;
                 txn.commit().or_backend()?;
-                Ok((component, previous))
+                Ok((component, previous, sequence))
             })
             .await;
         match committed {
-            Ok((component, previous)) => {
+            Ok((component, previous, sequence)) => {
+                self.signal.raise(sequence);
                 self.reclaim(previous.map(|p| p.blob_id).into_iter().collect())
                     .await?;
                 Ok(component)
@@ -474,14 +502,34 @@ impl Store for EmbeddedStore {
                 }
                 adjust_refs(&txn, &digest, 1)?;
                 write_component(&txn, &component)?;
-                txn.commit().or_backend()
+                let sequence = events::append(&txn, EventDraft::created(&component))?;
+                txn.commit().or_backend()?;
+                Ok(sequence)
             })
-            .await;
+            .await
+            .map(|sequence| self.signal.raise(sequence));
         if committed.is_err() {
             // The placed blob stays only if another component has the same bytes.
             self.reclaim(vec![sha256]).await?;
         }
         committed
+    }
+
+    async fn events(&self, after: u64, limit: usize) -> Result<EventBatch, StoreError> {
+        self.blocking(move |db| events::read(db, after, limit)).await
+    }
+
+    async fn last_sequence(&self) -> Result<u64, StoreError> {
+        self.blocking(events::last).await
+    }
+
+    fn event_signal(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.signal.subscribe()
+    }
+
+    async fn expire_events(&self, retention: &EventRetention) -> Result<u64, StoreError> {
+        let retention = *retention;
+        self.blocking(move |db| events::expire(db, &retention)).await
     }
 
     async fn read(

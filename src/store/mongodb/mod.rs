@@ -10,6 +10,7 @@
 //! another's changes.
 
 mod documents;
+mod events;
 mod gridfs;
 mod query;
 
@@ -31,13 +32,17 @@ use self::documents::{
     Decoded, collection_name, file_document, file_ref_field, from_document, grid_filename, integer,
     key_fields, key_filter, spec_fields, to_document,
 };
+use self::events::{EventLog, first_sequence, record_sequence};
 use self::gridfs::Grid;
 use self::query::{Pushdown, and, pushdown, sort_order};
 use super::{
-    ByteStream, FileMeta, GcReport, Page, PageRequest, RemoteBlob, SpecUpdate, StagedBlob, Store,
-    StoreError, UploadStream, adopt_file,
+    ByteStream, EventBatch, EventRetention, FileMeta, GcReport, Page, PageRequest, RemoteBlob,
+    SpecUpdate, StagedBlob, Store, StoreError, UploadStream, adopt_file,
 };
-use crate::domain::{Component, ComponentFilter, ComponentKey, Kind, ModelKey, StoredFile};
+use crate::domain::{
+    Component, ComponentFilter, ComponentKey, EventDraft, EventFile, EventType, Kind, ModelKey,
+    StoredFile,
+};
 
 /// How often a metadata update is retried when concurrent updates keep changing the component under it.
 const UPDATE_ATTEMPTS: usize = 16;
@@ -60,6 +65,7 @@ pub struct MongoConfig {
 pub struct MongoStore {
     metadata: Database,
     grid: Grid,
+    events: EventLog,
     timeout: Duration,
     /// Set once the unique indexes exist: inserts wait for it, so no duplicate can slip in before.
     indexes: OnceCell<()>,
@@ -131,6 +137,7 @@ impl MongoStore {
         let store = Self {
             metadata: client.database(&config.database),
             grid: Grid::new(&client.database(&config.grid_database), &config.bucket),
+            events: EventLog::new(&client.database(&config.database)),
             timeout: config.timeout,
             indexes: OnceCell::new(),
         };
@@ -210,6 +217,7 @@ impl MongoStore {
                     })?;
                 }
                 self.grid.ensure_indexes().await;
+                self.events.ensure_indexes().await?;
                 Ok(())
             })
             .await
@@ -329,6 +337,51 @@ impl MongoStore {
         }
         Ok(total)
     }
+
+    /// The compare-and-set loop of a metadata update, recording `sequence` in the document with the change.
+    /// Returns the component before and after.
+    async fn update_recorded(
+        &self,
+        key: &ComponentKey,
+        collection: &Collection<Document>,
+        update: SpecUpdate,
+        sequence: i64,
+    ) -> Result<(Component, Component), StoreError> {
+        for _ in 0..UPDATE_ATTEMPTS {
+            let Some(Decoded { component, rev, .. }) = self.find_one(key).await? else {
+                return Err(StoreError::NotFound(key.clone()));
+            };
+            let mut spec = component.spec.clone();
+            update(&mut spec)?;
+            spec.validate()?;
+            let now = crate::domain::now();
+            let next_rev = rev.unwrap_or(0) + 1;
+            let mut set = spec_fields(&spec)?;
+            set.insert(
+                "updated_at",
+                mongodb::bson::DateTime::from_millis(now.timestamp_millis()),
+            );
+            set.insert("rev", next_rev);
+            // Documents the original wrote have no revision yet: `null` matches them (and only them).
+            let mut guard = key_filter(key);
+            guard.insert("rev", rev.map_or(Bson::Null, Bson::Int64));
+            let result = collection
+                .update_one(guard, doc! { "$set": set, "$push": record_sequence(sequence) })
+                .await
+                .map_err(map_err)?;
+            if result.matched_count == 1 {
+                let after = Component {
+                    spec,
+                    updated_at: now,
+                    ..component.clone()
+                };
+                return Ok((component, after));
+            }
+        }
+        Err(StoreError::Contended(format!(
+            "{key} kept changing under {UPDATE_ATTEMPTS} update attempts; try again"
+        )))
+    }
 }
 
 /// A file the original service stored: its size and date come from GridFS; its hash stays empty until the
@@ -388,12 +441,20 @@ impl Store for MongoStore {
 
     async fn insert(&self, component: Component) -> Result<(), StoreError> {
         self.ensure_indexes().await?;
-        let document = to_document(&component)?;
-        match self.collection(component.kind()).insert_one(document).await {
-            Ok(_) => Ok(()),
-            Err(e) if is_duplicate_key(&e) => Err(StoreError::AlreadyExists(component.key)),
-            Err(e) => Err(map_err(e)),
-        }
+        let mut document = to_document(&component)?;
+        let collection = self.collection(component.kind());
+        let key = component.key.clone();
+        self.events
+            .recorded(EventType::Created, &key, |sequence| async move {
+                let (field, value) = first_sequence(sequence);
+                document.insert(field, value);
+                match collection.insert_one(document).await {
+                    Ok(_) => Ok(((), Some(EventDraft::created(&component)))),
+                    Err(e) if is_duplicate_key(&e) => Err(StoreError::AlreadyExists(component.key)),
+                    Err(e) => Err(map_err(e)),
+                }
+            })
+            .await
     }
 
     async fn get(&self, key: &ComponentKey) -> Result<Option<Component>, StoreError> {
@@ -442,52 +503,38 @@ impl Store for MongoStore {
         update: SpecUpdate,
     ) -> Result<Component, StoreError> {
         let collection = self.collection(key.kind());
-        for _ in 0..UPDATE_ATTEMPTS {
-            let Some(Decoded { component, rev, .. }) = self.find_one(key).await? else {
-                return Err(StoreError::NotFound(key.clone()));
-            };
-            let mut spec = component.spec.clone();
-            update(&mut spec)?;
-            spec.validate()?;
-            let now = crate::domain::now();
-            let next_rev = rev.unwrap_or(0) + 1;
-            let mut set = spec_fields(&spec)?;
-            set.insert(
-                "updated_at",
-                mongodb::bson::DateTime::from_millis(now.timestamp_millis()),
-            );
-            set.insert("rev", next_rev);
-            // Documents the original wrote have no revision yet: `null` matches them (and only them).
-            let mut guard = key_filter(key);
-            guard.insert("rev", rev.map_or(Bson::Null, Bson::Int64));
-            let result = collection
-                .update_one(guard, doc! { "$set": set })
-                .await
-                .map_err(map_err)?;
-            if result.matched_count == 1 {
-                return Ok(Component {
-                    spec,
-                    updated_at: now,
-                    ..component
-                });
-            }
-        }
-        Err(StoreError::Contended(format!(
-            "{key} kept changing under {UPDATE_ATTEMPTS} update attempts; try again"
-        )))
+        self.events
+            .recorded(EventType::Updated, key, |sequence| async move {
+                let updated = self.update_recorded(key, &collection, update, sequence).await?;
+                let draft = EventDraft::updated(&updated.0, &updated.1);
+                Ok((updated.1, Some(draft)))
+            })
+            .await
     }
 
     async fn delete(&self, key: &ComponentKey) -> Result<Option<Component>, StoreError> {
-        let Some(document) = self
-            .collection(key.kind())
-            .find_one_and_delete(key_filter(key))
-            .await
-            .map_err(map_err)?
-        else {
-            return Ok(None);
-        };
-        let decoded = self.decode_all(key.kind(), &[document]).await?.pop();
-        let component = decoded.map(|d| d.component);
+        let collection = self.collection(key.kind());
+        let removed = self
+            .events
+            .recorded(EventType::Deleted, key, |_| async move {
+                let Some(document) = collection
+                    .find_one_and_delete(key_filter(key))
+                    .await
+                    .map_err(map_err)?
+                else {
+                    return Ok((Ok(None), None));
+                };
+                let decoded = self.decode_all(key.kind(), &[document]).await;
+                // The deletion happened even if the document cannot be read back: announce it regardless.
+                let draft = match &decoded {
+                    Ok(d) => d.last().map(|d| EventDraft::deleted(&d.component)),
+                    Err(_) => None,
+                }
+                .unwrap_or_else(|| EventDraft::bare(EventType::Deleted, key.clone()));
+                Ok((decoded.map(|mut d| d.pop()), Some(draft)))
+            })
+            .await?;
+        let component = removed?.map(|d| d.component);
         if let Some(file) = component.as_ref().and_then(|c| c.file.as_ref()) {
             self.grid.delete(blob_object_id(file)?).await;
         }
@@ -525,27 +572,54 @@ impl Store for MongoStore {
                 },
             )
             .await?;
+        let collection = self.collection(key.kind());
+        let set = doc! {
+            file_ref_field(key.kind()): id.to_hex(),
+            "file": file_document(&file),
+            "updated_at": mongodb::bson::DateTime::from_millis(now.timestamp_millis()),
+        };
+        let attached = &file;
         let previous = self
-            .collection(key.kind())
-            .find_one_and_update(
-                key_filter(key),
-                doc! { "$set": {
-                    file_ref_field(key.kind()): id.to_hex(),
-                    "file": file_document(&file),
-                    "updated_at": mongodb::bson::DateTime::from_millis(now.timestamp_millis()),
-                } },
-            )
-            .return_document(ReturnDocument::Before)
-            .await
-            .map_err(map_err)?;
+            .events
+            .recorded(EventType::FileUploaded, key, |sequence| async move {
+                let Some(previous) = collection
+                    .find_one_and_update(
+                        key_filter(key),
+                        doc! { "$set": set, "$push": record_sequence(sequence) },
+                    )
+                    .return_document(ReturnDocument::Before)
+                    .await
+                    .map_err(map_err)?
+                else {
+                    return Ok((None, None));
+                };
+                let decoded = self.decode_all(key.kind(), &[previous]).await;
+                let draft = match &decoded {
+                    Ok(d) => d.last().map(|d| {
+                        let after = Component {
+                            file: Some(attached.clone()),
+                            ..d.component.clone()
+                        };
+                        EventDraft::file(&after, d.component.file.is_some())
+                    }),
+                    Err(_) => None,
+                }
+                .unwrap_or_else(|| EventDraft {
+                    file: Some(EventFile {
+                        sha256: attached.sha256.clone(),
+                        size: attached.size,
+                    }),
+                    ..EventDraft::bare(EventType::FileUploaded, key.clone())
+                });
+                Ok((Some(decoded), Some(draft)))
+            })
+            .await?;
         let Some(previous) = previous else {
             // `blob` is dropped here, which deletes the upload: no component refers to it.
             return Err(StoreError::NotFound(key.clone()));
         };
         blob.keep();
-        let Decoded { component, .. } = self
-            .decode_all(key.kind(), &[previous])
-            .await?
+        let Decoded { component, .. } = previous?
             .pop()
             .ok_or_else(|| StoreError::NotFound(key.clone()))?;
         if let Some(old) = &component.file
@@ -579,23 +653,59 @@ impl Store for MongoStore {
                 },
             )
             .await?;
-        match self
-            .collection(component.kind())
-            .insert_one(to_document(&component)?)
+        let mut document = to_document(&component)?;
+        let collection = self.collection(component.kind());
+        let key = component.key.clone();
+        self.events
+            .recorded(EventType::Created, &key, |sequence| async move {
+                let (field, value) = first_sequence(sequence);
+                document.insert(field, value);
+                match collection.insert_one(document).await {
+                    Ok(_) => {
+                        blob.keep();
+                        Ok(((), Some(EventDraft::created(&component))))
+                    }
+                    // Dropping `blob` deletes the upload: nothing refers to it.
+                    Err(e) if is_duplicate_key(&e) => {
+                        Err(StoreError::AlreadyExists(component.key))
+                    }
+                    Err(e) => Err(map_err(e)),
+                }
+            })
             .await
-        {
-            Ok(_) => {
-                blob.keep();
-                Ok(())
-            }
-            // Dropping `blob` deletes the upload: nothing refers to it.
-            Err(e) if is_duplicate_key(&e) => Err(StoreError::AlreadyExists(component.key)),
-            Err(e) => Err(map_err(e)),
-        }
     }
 
     async fn collect_garbage(&self, grace: Duration) -> Result<GcReport, StoreError> {
         self.grid.collect_garbage(&self.metadata, grace).await
+    }
+
+    async fn events(&self, after: u64, limit: usize) -> Result<EventBatch, StoreError> {
+        self.events
+            .read(after, limit, |key| async move {
+                let Some(document) = self
+                    .collection(key.kind())
+                    .find_one(key_filter(&key))
+                    .await
+                    .map_err(map_err)?
+                else {
+                    return Ok(None);
+                };
+                let decoded = self.decode_all(key.kind(), std::slice::from_ref(&document)).await?;
+                Ok(decoded.into_iter().next().map(|d| (document, d)))
+            })
+            .await
+    }
+
+    async fn last_sequence(&self) -> Result<u64, StoreError> {
+        self.events.last_settled().await
+    }
+
+    fn event_signal(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.events.subscribe()
+    }
+
+    async fn expire_events(&self, retention: &EventRetention) -> Result<u64, StoreError> {
+        self.events.expire(retention).await
     }
 
     async fn read(

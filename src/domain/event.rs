@@ -1,0 +1,173 @@
+//! The change feed's events: what happened to which component, in one strictly increasing sequence.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{Component, ComponentKey, Device, Kind, Needs};
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventType {
+    Created,
+    Updated,
+    /// A component got its first file.
+    FileUploaded,
+    /// A component's file was replaced by another.
+    FileReplaced,
+    Deleted,
+}
+
+impl EventType {
+    pub const ALL: [EventType; 5] = [
+        EventType::Created,
+        EventType::Updated,
+        EventType::FileUploaded,
+        EventType::FileReplaced,
+        EventType::Deleted,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Created => "created",
+            EventType::Updated => "updated",
+            EventType::FileUploaded => "file_uploaded",
+            EventType::FileReplaced => "file_replaced",
+            EventType::Deleted => "deleted",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<EventType> {
+        EventType::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+}
+
+/// The file a change left in place.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventFile {
+    pub sha256: String,
+    pub size: u64,
+}
+
+/// An event before the store has given it a sequence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventDraft {
+    #[serde(rename = "type")]
+    pub event_type: EventType,
+    pub key: ComponentKey,
+    pub file: Option<EventFile>,
+    /// The needs after the change (of the deleted component, for a deletion): what `runnableOn` matches.
+    #[serde(default)]
+    pub needs: Option<Needs>,
+    /// The needs before an update, so a subscriber learns of a component that stopped being runnable.
+    #[serde(default)]
+    pub previous_needs: Option<Needs>,
+}
+
+impl EventDraft {
+    pub fn created(component: &Component) -> Self {
+        Self {
+            event_type: EventType::Created,
+            key: component.key.clone(),
+            file: component.file.as_ref().map(|f| EventFile {
+                sha256: f.sha256.clone(),
+                size: f.size,
+            }),
+            needs: component.spec.needs().cloned(),
+            previous_needs: None,
+        }
+    }
+
+    pub fn updated(before: &Component, after: &Component) -> Self {
+        Self {
+            event_type: EventType::Updated,
+            previous_needs: before.spec.needs().cloned(),
+            ..Self::created(after)
+        }
+    }
+
+    /// A file attached to `after`; `replaced` when the component had one before.
+    pub fn file(after: &Component, replaced: bool) -> Self {
+        Self {
+            event_type: if replaced {
+                EventType::FileReplaced
+            } else {
+                EventType::FileUploaded
+            },
+            ..Self::created(after)
+        }
+    }
+
+    pub fn deleted(component: &Component) -> Self {
+        Self {
+            event_type: EventType::Deleted,
+            file: None,
+            ..Self::created(component)
+        }
+    }
+
+    /// A deletion whose details are lost (a writer crashed in the middle; see the MongoDB store).
+    pub fn bare(event_type: EventType, key: ComponentKey) -> Self {
+        Self {
+            event_type,
+            key,
+            file: None,
+            needs: None,
+            previous_needs: None,
+        }
+    }
+
+    pub fn at(self, sequence: u64, at: DateTime<Utc>) -> Event {
+        Event {
+            sequence,
+            at,
+            draft: self,
+        }
+    }
+}
+
+/// One entry of the change feed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub sequence: u64,
+    pub at: DateTime<Utc>,
+    #[serde(flatten)]
+    pub draft: EventDraft,
+}
+
+impl Event {
+    pub fn kind(&self) -> Kind {
+        self.draft.key.kind()
+    }
+}
+
+/// Which events a consumer wants; empty lists mean all.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    pub kinds: Vec<Kind>,
+    pub types: Vec<EventType>,
+    /// Only components the device can run, before or after the change (models have no needs: never).
+    pub runnable_on: Option<Device>,
+}
+
+impl EventFilter {
+    pub fn matches(&self, event: &Event) -> bool {
+        let kind_ok = self.kinds.is_empty() || self.kinds.contains(&event.kind());
+        let type_ok = self.types.is_empty() || self.types.contains(&event.draft.event_type);
+        let device_ok = self.runnable_on.as_ref().is_none_or(|device| {
+            let d = &event.draft;
+            if event.kind() == Kind::Model {
+                return false;
+            }
+            // A deletion whose details were lost is delivered: the consumer may have held the component.
+            if d.needs.is_none() && d.previous_needs.is_none() {
+                return d.event_type == EventType::Deleted;
+            }
+            [&d.needs, &d.previous_needs]
+                .into_iter()
+                .flatten()
+                .any(|needs| device.satisfies(needs))
+        });
+        kind_ok && type_ok && device_ok
+    }
+}

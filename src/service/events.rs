@@ -1,0 +1,191 @@
+//! The change feed's use cases: a page of past events, and a stream that follows the feed live.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::Stream;
+
+use super::{RepositoryService, ServiceError};
+use crate::domain::{Event, EventFilter};
+use crate::store::{EventRetention, Store, StoreError};
+
+/// Most events a page returns when the client does not ask.
+pub const DEFAULT_EVENT_PAGE: usize = 100;
+/// Most events a page may return.
+pub const MAX_EVENT_PAGE: usize = 1000;
+/// Most events one query reads while looking for matches of a narrow filter; the page then ends early, and its
+/// end cursor continues the scan.
+const MAX_SCAN: usize = 10_000;
+/// Events read from the store at a time by a follower.
+const FOLLOW_BATCH: usize = 512;
+/// A follower re-reads the store at least this often, even without a signal: an event of another replica that
+/// was pending at the last read is then picked up once settled.
+const FOLLOW_RECHECK: Duration = Duration::from_secs(1);
+
+/// A page of the feed.
+#[derive(Debug)]
+pub struct EventPage {
+    pub events: Vec<Event>,
+    /// The sequence to continue after: the last event returned, or further when non-matching events were read.
+    pub end: u64,
+    pub has_next: bool,
+}
+
+/// A live follower of the feed: the backlog after a sequence, then new events as they commit.
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<Event, ServiceError>> + Send>>;
+
+/// Where to start: after `after`, or after the oldest retained event when it is `None`.
+async fn start(store: &dyn Store, after: Option<u64>) -> Result<u64, ServiceError> {
+    match after {
+        Some(after) => Ok(after),
+        None => match store.events(0, 0).await {
+            Ok(_) => Ok(0),
+            Err(StoreError::EventsExpired { floor, .. }) => Ok(floor),
+            Err(e) => Err(e.into()),
+        },
+    }
+}
+
+impl RepositoryService {
+    /// Events after `after` (from the oldest retained when absent) that match `filter`.
+    pub async fn events(
+        &self,
+        after: Option<u64>,
+        first: Option<i32>,
+        filter: &EventFilter,
+    ) -> Result<EventPage, ServiceError> {
+        let limit = match first {
+            None => DEFAULT_EVENT_PAGE,
+            Some(n) if n >= 0 && (n as usize) <= MAX_EVENT_PAGE => n as usize,
+            Some(n) => {
+                return Err(ServiceError::InvalidInput(format!(
+                    "first must be between 0 and {MAX_EVENT_PAGE}, not {n}"
+                )));
+            }
+        };
+        let mut cursor = start(self.store.as_ref(), after).await?;
+        let mut page = EventPage {
+            events: Vec::new(),
+            end: cursor,
+            has_next: false,
+        };
+        let mut scanned = 0;
+        while page.events.len() < limit {
+            if scanned >= MAX_SCAN {
+                page.has_next = true;
+                break;
+            }
+            let batch = self.store.events(cursor, FOLLOW_BATCH).await?;
+            if batch.next_after == cursor {
+                break;
+            }
+            for event in batch.events {
+                scanned += 1;
+                if page.events.len() == limit {
+                    page.has_next = true;
+                    break;
+                }
+                page.end = event.sequence;
+                if filter.matches(&event) {
+                    page.events.push(event);
+                }
+            }
+            if page.has_next {
+                break;
+            }
+            cursor = batch.next_after;
+            page.end = cursor;
+        }
+        if !page.has_next && page.events.len() == limit {
+            page.has_next = self.store.events(page.end, 1).await?.next_after > page.end;
+        }
+        Ok(page)
+    }
+
+    /// The newest sequence every event up to which is settled: where a follower "from now" starts.
+    pub async fn last_sequence(&self) -> Result<u64, ServiceError> {
+        Ok(self.store.last_sequence().await?)
+    }
+
+    /// Follows the feed after `after` (from now when absent): the backlog, then live events, in order, each once.
+    /// An expired `after` is the stream's first and last item.
+    pub async fn follow(
+        &self,
+        after: Option<u64>,
+        filter: EventFilter,
+    ) -> Result<EventStream, ServiceError> {
+        let signal = self.store.event_signal();
+        let after = match after {
+            Some(after) => after,
+            None => self.store.last_sequence().await?,
+        };
+        let follower = Follower {
+            store: self.store.clone(),
+            signal,
+            after,
+            filter,
+            ready: VecDeque::new(),
+            failed: false,
+        };
+        Ok(Box::pin(futures_util::stream::unfold(
+            follower,
+            |mut f| async move {
+                let item = f.next().await?;
+                Some((item, f))
+            },
+        )))
+    }
+
+    /// Removes events beyond `retention`; returns how many.
+    pub async fn expire_events(&self, retention: &EventRetention) -> Result<u64, ServiceError> {
+        Ok(self.store.expire_events(retention).await?)
+    }
+}
+
+struct Follower {
+    store: Arc<dyn Store>,
+    signal: tokio::sync::watch::Receiver<u64>,
+    /// The last sequence read: never read again, so nothing is delivered twice.
+    after: u64,
+    filter: EventFilter,
+    ready: VecDeque<Event>,
+    failed: bool,
+}
+
+impl Follower {
+    async fn next(&mut self) -> Option<Result<Event, ServiceError>> {
+        if self.failed {
+            return None;
+        }
+        loop {
+            if let Some(event) = self.ready.pop_front() {
+                return Some(Ok(event));
+            }
+            // Marks the current signal as seen before reading, so an append during the read wakes us again.
+            self.signal.borrow_and_update();
+            match self.store.events(self.after, FOLLOW_BATCH).await {
+                Ok(batch) => {
+                    let progressed = batch.next_after > self.after;
+                    self.after = batch.next_after;
+                    let filter = &self.filter;
+                    self.ready
+                        .extend(batch.events.into_iter().filter(|e| filter.matches(e)));
+                    if progressed {
+                        continue;
+                    }
+                }
+                Err(e) => {
+                    self.failed = true;
+                    return Some(Err(e.into()));
+                }
+            }
+            // Waits for a signal; a closed signal (the store went away) falls back to re-reading.
+            let changed = tokio::time::timeout(FOLLOW_RECHECK, self.signal.changed()).await;
+            if matches!(changed, Ok(Err(_))) {
+                tokio::time::sleep(FOLLOW_RECHECK).await;
+            }
+        }
+    }
+}
