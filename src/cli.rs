@@ -259,6 +259,26 @@ pub struct ServeArgs {
     #[arg(long, env = "REPOSITORY_PUBLIC_URL", default_value = "", global = true)]
     pub public_url: String,
 
+    /// How long the change feed keeps events and how many at most, as `AGE,COUNT` (age in s, m, h or d): older
+    /// or further events are removed, and a client asking for them gets `EVENTS_EXPIRED`.
+    #[arg(
+        long,
+        env = "REPOSITORY_EVENTS_RETENTION",
+        default_value = "30d,1000000",
+        value_parser = parse_retention,
+        global = true
+    )]
+    pub events_retention: crate::store::EventRetention,
+
+    /// How often the retention of the change feed is enforced, in seconds.
+    #[arg(
+        long,
+        env = "REPOSITORY_EVENTS_RETENTION_SWEEP_SECS",
+        default_value_t = 60,
+        global = true
+    )]
+    pub events_retention_sweep_secs: u64,
+
     /// How long in-flight requests may run after SIGTERM or Ctrl-C before the server stops anyway, in seconds.
     #[arg(
         long,
@@ -449,5 +469,51 @@ mod tests {
             "mongodb://***@h/?authSource=admin&x=***"
         );
         assert_eq!(redact_uri("mongodb://u:p?w@h/db"), "mongodb://***@h/db");
+    }
+}
+
+/// `AGE,COUNT` of `--events-retention`: `30d,1000000`, `12h,5000`, `90s,10`.
+fn parse_retention(text: &str) -> Result<crate::store::EventRetention, String> {
+    let (age, count) = text
+        .split_once(',')
+        .ok_or_else(|| format!("{text:?}: expected AGE,COUNT such as 30d,1000000"))?;
+    let age = age.trim();
+    let split = age
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{age:?}: the age needs a unit (s, m, h or d)"))?;
+    let (number, unit) = age.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{age:?}: expected a number of s, m, h or d"))?;
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return Err(format!("{age:?}: the unit must be s, m, h or d")),
+    };
+    let max_count = count
+        .trim()
+        .parse()
+        .map_err(|_| format!("{count:?}: expected a number of events"))?;
+    Ok(crate::store::EventRetention {
+        max_age: std::time::Duration::from_secs(number.saturating_mul(seconds)),
+        max_count,
+    })
+}
+
+#[cfg(test)]
+mod retention_tests {
+    use super::parse_retention;
+
+    #[test]
+    fn retention_reads_age_and_count() {
+        let r = parse_retention("30d,1000000").unwrap();
+        assert_eq!(r.max_age.as_secs(), 30 * 86400);
+        assert_eq!(r.max_count, 1_000_000);
+        assert_eq!(parse_retention("90s, 10").unwrap().max_age.as_secs(), 90);
+        assert!(parse_retention("30d").is_err());
+        assert!(parse_retention("30,5").is_err());
+        assert!(parse_retention("3w,5").is_err());
     }
 }

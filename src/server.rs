@@ -85,9 +85,30 @@ pub fn spawn_periodic_gc(
     }))
 }
 
+/// Enforces the change feed's retention every `--events-retention-sweep-secs`, for as long as the service lives.
+fn spawn_retention(service: &Arc<RepositoryService>, args: &ServeArgs) {
+    let service = Arc::downgrade(service);
+    let retention = args.events_retention;
+    let every = Duration::from_secs(args.events_retention_sweep_secs.max(1));
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            let Some(service) = service.upgrade() else {
+                return;
+            };
+            match service.expire_events(&retention).await {
+                Ok(0) => {}
+                Ok(removed) => tracing::info!(removed, "expired change-feed events"),
+                Err(e) => tracing::warn!(error = %e, "expiring change-feed events failed; retrying"),
+            }
+        }
+    });
+}
+
 /// The HTTP application over `store`; fails when the configured tokens cannot be read.
 pub fn app(store: Arc<dyn Store>, args: &ServeArgs) -> anyhow::Result<axum::Router> {
     let service = Arc::new(RepositoryService::new(store, args.max_upload_size.as_u64()));
+    spawn_retention(&service, args);
     Ok(api::router(
         service,
         ApiConfig {

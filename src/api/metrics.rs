@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -42,6 +43,16 @@ struct OutcomeLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DirectionLabels {
     direction: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TransportLabels {
+    transport: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeliveryLabels {
+    outcome: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -78,6 +89,9 @@ pub struct Metrics {
     operation_seconds: Latency<OperationLabels>,
     file_bytes: Family<DirectionLabels, Counter>,
     store_errors: Family<CodeLabels, Counter>,
+    subscribers: Family<TransportLabels, Gauge>,
+    event_sequence: Gauge,
+    deliveries: Family<DeliveryLabels, Counter>,
     operation_names: Mutex<HashSet<String>>,
 }
 
@@ -97,6 +111,9 @@ impl Metrics {
             operation_seconds: Family::new_with_constructor(latency_histogram),
             file_bytes: Family::default(),
             store_errors: Family::default(),
+            subscribers: Family::default(),
+            event_sequence: Gauge::default(),
+            deliveries: Family::default(),
             operation_names: Mutex::default(),
             registry: Registry::default(),
         };
@@ -129,6 +146,21 @@ impl Metrics {
             "store_errors",
             "Requests that failed in the store, by code (UNAVAILABLE, INTERNAL)",
             metrics.store_errors.clone(),
+        );
+        registry.register(
+            "event_subscribers",
+            "Change-feed subscribers connected, by transport (graphql_ws, sse)",
+            metrics.subscribers.clone(),
+        );
+        registry.register(
+            "events_appended",
+            "Events appended to the change feed (its last sequence, across all replicas), as of the last scrape",
+            metrics.event_sequence.clone(),
+        );
+        registry.register(
+            "webhook_deliveries",
+            "Webhook delivery attempts by outcome (delivered, failed, gave_up)",
+            metrics.deliveries.clone(),
         );
         Metrics {
             registry,
@@ -192,10 +224,47 @@ impl Metrics {
             .inc();
     }
 
+    /// A change-feed subscriber connected over `transport`; it counts until the returned guard drops.
+    pub fn subscriber(self: &Arc<Self>, transport: &str) -> Subscribed {
+        let labels = TransportLabels {
+            transport: transport.into(),
+        };
+        self.subscribers.get_or_create(&labels).inc();
+        Subscribed {
+            metrics: self.clone(),
+            labels,
+        }
+    }
+
+    pub fn delivery(&self, outcome: &str) {
+        self.deliveries
+            .get_or_create(&DeliveryLabels {
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
+
+    pub fn events_appended(&self, last_sequence: u64) {
+        self.event_sequence
+            .set(i64::try_from(last_sequence).unwrap_or(i64::MAX));
+    }
+
     fn render(&self) -> Result<String, std::fmt::Error> {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
         Ok(text)
+    }
+}
+
+/// Counts a connected subscriber while it lives.
+pub struct Subscribed {
+    metrics: Arc<Metrics>,
+    labels: TransportLabels,
+}
+
+impl Drop for Subscribed {
+    fn drop(&mut self) {
+        self.metrics.subscribers.get_or_create(&self.labels).dec();
     }
 }
 
@@ -205,6 +274,9 @@ pub struct StoreFault(pub &'static str);
 
 /// `GET /metrics` in the Prometheus text format.
 pub async fn endpoint(State(state): State<super::AppState>) -> Response {
+    if let Ok(last) = state.service.last_sequence().await {
+        state.metrics.events_appended(last);
+    }
     match state.metrics.render() {
         Ok(text) => (
             [(

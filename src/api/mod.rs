@@ -8,6 +8,7 @@ pub mod limits;
 pub mod metrics;
 mod playground;
 mod rest;
+mod sse;
 
 use std::sync::Arc;
 
@@ -100,17 +101,21 @@ pub fn router(service: Arc<RepositoryService>, config: ApiConfig) -> Router {
         .route(
             "/graphql",
             // Multipart uploads are limited per file by the service while they stream, not by a body limit.
-            get(graphql::graphql_get)
+            get(graphql::graphql_ws)
                 .post(graphql::graphql_post)
                 .layer(DefaultBodyLimit::disable()),
         )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         // The GraphQL handlers check tokens themselves: what an operation needs is known only once it is read.
-        .merge(rest::routes().layer(axum::middleware::from_fn_with_state(
-            tokens,
-            auth::rest_guard,
-        )))
+        .merge(
+            rest::routes()
+                .merge(sse::routes())
+                .layer(axum::middleware::from_fn_with_state(
+                    tokens,
+                    auth::rest_guard,
+                )),
+        )
         .merge(playground::routes())
         .merge(rest::documentation())
         .route("/metrics", get(metrics::endpoint))

@@ -66,6 +66,8 @@ impl RepositoryService {
             }
         };
         let mut cursor = start(self.store.as_ref(), after).await?;
+        // Refuses an expired `after` even when nothing is read.
+        self.store.events(cursor, 0).await?;
         let mut page = EventPage {
             events: Vec::new(),
             end: cursor,

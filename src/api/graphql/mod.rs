@@ -1,6 +1,7 @@
 //! The GraphQL API: schema, resolvers, DataLoader and the streaming multipart reader.
 
 mod budget;
+mod events;
 mod http;
 mod inputs;
 mod loader;
@@ -8,12 +9,16 @@ mod multipart;
 mod mutation;
 mod query;
 mod types;
+mod ws;
 
 use std::sync::Arc;
 
-use async_graphql::{EmptySubscription, Schema};
+use async_graphql::Schema;
 
-pub use self::http::{graphql_get, graphql_post};
+pub use self::events::ComponentEvent;
+use self::events::SubscriptionRoot;
+pub use self::http::graphql_post;
+pub use self::ws::graphql_ws;
 use self::mutation::MutationRoot;
 use self::query::QueryRoot;
 use crate::api::Links;
@@ -21,7 +26,7 @@ use crate::api::limits::Limits;
 use crate::api::metrics::Metrics;
 use crate::service::RepositoryService;
 
-pub type AppSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
+pub type AppSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
 /// The schema with what resolvers reach through the context.
 pub fn schema(
@@ -30,7 +35,7 @@ pub fn schema(
     limits: &Limits,
     metrics: Arc<Metrics>,
 ) -> AppSchema {
-    let builder = Schema::build(QueryRoot, MutationRoot, EmptySubscription)
+    let builder = Schema::build(QueryRoot, MutationRoot, SubscriptionRoot)
         .data(service)
         .data(links)
         .data(metrics)
@@ -50,7 +55,7 @@ pub fn schema(
 
 /// The SDL of the public contract, as committed in `schema.graphql`.
 pub fn sdl() -> String {
-    Schema::build(QueryRoot, MutationRoot, EmptySubscription)
+    Schema::build(QueryRoot, MutationRoot, SubscriptionRoot)
         .finish()
         .sdl()
 }

@@ -147,6 +147,26 @@ impl QueryRoot {
         .await
     }
 
+    /// The change feed: events after the cursor `after` (a sequence; from the oldest retained when absent), at most
+    /// `first` (default 100, at most 1000). Fails with `EVENTS_EXPIRED` when events after `after` are no longer
+    /// retained: list the components again, then follow the feed from `lastSequence`.
+    async fn events(
+        &self,
+        ctx: &Context<'_>,
+        after: Option<String>,
+        first: Option<i32>,
+        filter: Option<super::events::EventFilterInput>,
+    ) -> async_graphql::Result<super::events::EventConnection> {
+        super::events::events(ctx, after, first, filter).await
+    }
+
+    /// The sequence of the newest event the feed can deliver: where a consumer that has just listed the
+    /// components starts following.
+    async fn last_sequence(&self, ctx: &Context<'_>) -> async_graphql::Result<super::types::Long> {
+        let service = ctx.data::<Arc<RepositoryService>>()?;
+        Ok(super::types::Long(service.last_sequence().await.gql()?))
+    }
+
     /// Every transformation, service and inferencer whose needs `device` satisfies (restricted to `kinds` when
     /// given), ordered by kind and then id. A device satisfies needs when: it has a GPU if one is needed; its RAM
     /// and storage are at least the need (when the device states them); every needed library is installed in a

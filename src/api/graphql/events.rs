@@ -1,0 +1,268 @@
+//! The change feed in GraphQL: the `events` query, the `componentEvents` subscription and their types.
+
+use std::sync::Arc;
+
+use async_graphql::connection::{Connection, Edge, EmptyFields};
+use async_graphql::{Context, Enum, InputObject, Object, SimpleObject, Subscription};
+use chrono::{DateTime, Utc};
+use futures_util::{Stream, StreamExt};
+
+use super::inputs::DeviceInput;
+use super::types::Long;
+use crate::api::Links;
+use crate::api::error::GqlResultExt;
+use crate::api::metrics::Metrics;
+use crate::domain::{self, ComponentKey, EventFilter, Kind};
+use crate::service::RepositoryService;
+
+/// The kind of a component.
+#[derive(Enum, Clone, Copy, PartialEq, Eq)]
+#[graphql(name = "ComponentKind")]
+pub enum ComponentKind {
+    Model,
+    Transformation,
+    Service,
+    Inferencer,
+}
+
+impl From<ComponentKind> for Kind {
+    fn from(k: ComponentKind) -> Self {
+        match k {
+            ComponentKind::Model => Kind::Model,
+            ComponentKind::Transformation => Kind::Transformation,
+            ComponentKind::Service => Kind::Service,
+            ComponentKind::Inferencer => Kind::Inferencer,
+        }
+    }
+}
+
+impl From<Kind> for ComponentKind {
+    fn from(k: Kind) -> Self {
+        match k {
+            Kind::Model => ComponentKind::Model,
+            Kind::Transformation => ComponentKind::Transformation,
+            Kind::Service => ComponentKind::Service,
+            Kind::Inferencer => ComponentKind::Inferencer,
+        }
+    }
+}
+
+/// What happened to a component.
+#[derive(Enum, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    Created,
+    Updated,
+    /// The component got its first file.
+    FileUploaded,
+    /// The component's file was replaced.
+    FileReplaced,
+    Deleted,
+}
+
+impl From<EventType> for domain::EventType {
+    fn from(t: EventType) -> Self {
+        match t {
+            EventType::Created => domain::EventType::Created,
+            EventType::Updated => domain::EventType::Updated,
+            EventType::FileUploaded => domain::EventType::FileUploaded,
+            EventType::FileReplaced => domain::EventType::FileReplaced,
+            EventType::Deleted => domain::EventType::Deleted,
+        }
+    }
+}
+
+impl From<domain::EventType> for EventType {
+    fn from(t: domain::EventType) -> Self {
+        match t {
+            domain::EventType::Created => EventType::Created,
+            domain::EventType::Updated => EventType::Updated,
+            domain::EventType::FileUploaded => EventType::FileUploaded,
+            domain::EventType::FileReplaced => EventType::FileReplaced,
+            domain::EventType::Deleted => EventType::Deleted,
+        }
+    }
+}
+
+/// Which events to return; an empty or absent list means all.
+#[derive(InputObject, Default)]
+pub struct EventFilterInput {
+    pub kinds: Option<Vec<ComponentKind>>,
+    pub types: Option<Vec<EventType>>,
+    /// Only events of transformations, services and inferencers that this device can run, before or after the
+    /// change.
+    pub runnable_on: Option<DeviceInput>,
+}
+
+impl From<EventFilterInput> for EventFilter {
+    fn from(f: EventFilterInput) -> Self {
+        EventFilter {
+            kinds: f.kinds.unwrap_or_default().into_iter().map(Kind::from).collect(),
+            types: f.types.unwrap_or_default().into_iter().map(Into::into).collect(),
+            runnable_on: f.runnable_on.map(Into::into),
+        }
+    }
+}
+
+/// The file a change left in place.
+#[derive(SimpleObject)]
+pub struct EventFile {
+    pub sha256: String,
+    pub size: Long,
+    /// Where to download it (while it is still the component's file).
+    pub download_url: String,
+}
+
+/// One change to one component, in the order of the feed.
+pub struct ComponentEvent {
+    event: domain::Event,
+    download_url: String,
+}
+
+impl ComponentEvent {
+    pub fn new(event: domain::Event, links: &Links) -> Self {
+        let download_url = links.download_url(&event.draft.key);
+        Self {
+            event,
+            download_url,
+        }
+    }
+}
+
+#[Object]
+impl ComponentEvent {
+    /// Strictly increasing across the feed; resume after it with `after`.
+    async fn sequence(&self) -> Long {
+        Long(self.event.sequence)
+    }
+
+    /// When the change committed.
+    async fn at(&self) -> DateTime<Utc> {
+        self.event.at
+    }
+
+    #[graphql(name = "type")]
+    async fn event_type(&self) -> EventType {
+        self.event.draft.event_type.into()
+    }
+
+    async fn kind(&self) -> ComponentKind {
+        self.event.kind().into()
+    }
+
+    /// The id of a transformation, service or inferencer; null for models.
+    async fn id(&self) -> Option<&str> {
+        match &self.event.draft.key {
+            ComponentKey::Model(_) => None,
+            ComponentKey::Transformation { id }
+            | ComponentKey::Service { id }
+            | ComponentKey::Inferencer { id } => Some(id),
+        }
+    }
+
+    /// The name of a model; null for other kinds.
+    async fn name(&self) -> Option<&str> {
+        match &self.event.draft.key {
+            ComponentKey::Model(m) => Some(&m.name),
+            _ => None,
+        }
+    }
+
+    /// The version of a model; null for other kinds.
+    async fn version(&self) -> Option<&str> {
+        match &self.event.draft.key {
+            ComponentKey::Model(m) => Some(&m.version),
+            _ => None,
+        }
+    }
+
+    /// The component's file after the change; null for deletions and components without one.
+    async fn file(&self) -> Option<EventFile> {
+        self.event.draft.file.as_ref().map(|f| EventFile {
+            sha256: f.sha256.clone(),
+            size: Long(f.size),
+            download_url: self.download_url.clone(),
+        })
+    }
+}
+
+pub type EventConnection = Connection<String, ComponentEvent, EmptyFields>;
+
+fn parse_cursor(after: Option<&str>) -> async_graphql::Result<Option<u64>> {
+    after
+        .map(|a| {
+            a.parse::<u64>().map_err(|_| {
+                crate::service::ServiceError::InvalidInput(format!(
+                    "after: {a:?} is not an event sequence"
+                ))
+            })
+        })
+        .transpose()
+        .gql()
+}
+
+/// `events(after, first, filter)`: the feed as a Relay connection whose cursors are sequences.
+pub async fn events(
+    ctx: &Context<'_>,
+    after: Option<String>,
+    first: Option<i32>,
+    filter: Option<EventFilterInput>,
+) -> async_graphql::Result<EventConnection> {
+    let service = ctx.data::<Arc<RepositoryService>>()?;
+    let links = ctx.data::<Links>()?;
+    let after_sequence = parse_cursor(after.as_deref())?;
+    let filter = filter.unwrap_or_default().into();
+    let page = service.events(after_sequence, first, &filter).await.gql()?;
+    let mut connection = Connection::new(after.is_some(), page.has_next);
+    for event in page.events {
+        connection.edges.push(Edge::new(
+            event.sequence.to_string(),
+            ComponentEvent::new(event, links),
+        ));
+    }
+    // A narrow filter may have read further than the last match: continuing from there skips nothing.
+    if let Some(last) = connection.edges.last_mut() {
+        if page.end > last.node.event.sequence {
+            last.cursor = page.end.to_string();
+        }
+    } else if page.has_next {
+        return Err(crate::service::ServiceError::InvalidInput(format!(
+            "no matching event among the events scanned; continue with after: \"{}\"",
+            page.end
+        )))
+        .gql();
+    }
+    Ok(connection)
+}
+
+pub struct SubscriptionRoot;
+
+#[Subscription]
+impl SubscriptionRoot {
+    /// Changes to components: the events after `after` (from now when absent), then each new one as it commits,
+    /// in sequence order, each once. `kinds` restricts the kinds of component; `runnableOn` to the transformations,
+    /// services and inferencers the device can run before or after the change. An `after` older than the
+    /// retained feed fails with `EVENTS_EXPIRED`: list the components again, then subscribe from now.
+    async fn component_events(
+        &self,
+        ctx: &Context<'_>,
+        after: Option<Long>,
+        kinds: Option<Vec<ComponentKind>>,
+        runnable_on: Option<DeviceInput>,
+    ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<ComponentEvent>> + use<>>
+    {
+        let service = ctx.data::<Arc<RepositoryService>>()?.clone();
+        let links = ctx.data::<Links>()?.clone();
+        let metrics = ctx.data::<Arc<Metrics>>()?.clone();
+        let filter = EventFilter {
+            kinds: kinds.unwrap_or_default().into_iter().map(Kind::from).collect(),
+            types: Vec::new(),
+            runnable_on: runnable_on.map(Into::into),
+        };
+        let stream = service.follow(after.map(|a| a.0), filter).await.gql()?;
+        let connected = metrics.subscriber("graphql_ws");
+        Ok(stream.map(move |item| {
+            let _connected = &connected;
+            item.map(|event| ComponentEvent::new(event, &links)).gql()
+        }))
+    }
+}

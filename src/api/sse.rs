@@ -1,0 +1,145 @@
+//! `GET /events`: the change feed as Server-Sent Events, for inference servers and shell scripts (`curl -N`).
+//!
+//! Each event carries `id: <sequence>`, so a client that reconnects with `Last-Event-ID` resumes right after the
+//! last event it received. Comment lines keep an idle stream open through proxies. An `after` older than the
+//! retained feed answers `410 Gone` with an `EVENTS_EXPIRED` JSON body before any stream starts.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use futures_util::StreamExt;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::AppState;
+use super::error::ApiError;
+use crate::domain::{Event, EventFilter, EventType, Kind};
+use crate::service::ServiceError;
+
+/// How often an idle stream sends a comment line.
+const HEARTBEAT: Duration = Duration::from_secs(15);
+
+#[derive(Debug, Deserialize)]
+pub struct EventsQuery {
+    /// Start after this sequence; absent, from now.
+    after: Option<u64>,
+    /// Comma-separated component kinds (`model,service`); absent, all.
+    kinds: Option<String>,
+    /// Comma-separated event types (`created,deleted`); absent, all.
+    types: Option<String>,
+}
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/events", get(events))
+}
+
+fn parse_list<T>(
+    name: &str,
+    list: Option<&str>,
+    parse: impl Fn(&str) -> Option<T>,
+    known: &str,
+) -> Result<Vec<T>, ApiError> {
+    list.unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(|item| {
+            parse(item).ok_or_else(|| {
+                ApiError::Service(ServiceError::InvalidInput(format!(
+                    "{name}: {item:?} is not one of {known}"
+                )))
+            })
+        })
+        .collect()
+}
+
+/// The JSON of one event on the wire: the same fields as GraphQL's `ComponentEvent`.
+pub fn event_json(event: &Event) -> serde_json::Value {
+    let d = &event.draft;
+    let mut value = json!({
+        "sequence": event.sequence,
+        "at": event.at,
+        "type": d.event_type.as_str(),
+        "kind": event.kind().as_str(),
+    });
+    match &d.key {
+        crate::domain::ComponentKey::Model(m) => {
+            value["name"] = json!(m.name);
+            value["version"] = json!(m.version);
+        }
+        crate::domain::ComponentKey::Transformation { id }
+        | crate::domain::ComponentKey::Service { id }
+        | crate::domain::ComponentKey::Inferencer { id } => value["id"] = json!(id),
+    }
+    if let Some(file) = &d.file {
+        value["file"] = json!({ "sha256": file.sha256, "size": file.size });
+    }
+    value
+}
+
+async fn events(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query?;
+    let resume = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.trim().parse::<u64>().map_err(|_| {
+                ApiError::Service(ServiceError::InvalidInput(
+                    "Last-Event-ID is not an event sequence".into(),
+                ))
+            })
+        })
+        .transpose()?;
+    let filter = EventFilter {
+        kinds: parse_list(
+            "kinds",
+            query.kinds.as_deref(),
+            Kind::parse,
+            "model, transformation, service, inferencer",
+        )?,
+        types: parse_list(
+            "types",
+            query.types.as_deref(),
+            EventType::parse,
+            "created, updated, file_uploaded, file_replaced, deleted",
+        )?,
+        runnable_on: None,
+    };
+    // A reconnect resumes where the stream broke off, whatever the original request asked.
+    let after = resume.or(query.after);
+    if let Some(after) = after {
+        // Refused before the stream starts, so the client gets a status it can act on.
+        state.service.events(Some(after), Some(0), &filter).await?;
+    }
+    let stream = state.service.follow(after, filter).await?;
+    let subscribed = state.metrics.subscriber("sse");
+    let stream = stream.map(move |item| {
+        let _subscribed = &subscribed;
+        Ok::<_, std::convert::Infallible>(match item {
+            Ok(event) => SseEvent::default()
+                .id(event.sequence.to_string())
+                .event(event.draft.event_type.as_str())
+                .json_data(event_json(&event))
+                .unwrap_or_else(|_| SseEvent::default().comment("unencodable event")),
+            Err(e) => {
+                super::error::log_if_server_fault(&e);
+                SseEvent::default().event("error").data(
+                    json!({ "code": super::error::error_code(&e), "message": e.to_string() })
+                        .to_string(),
+                )
+            }
+        })
+    });
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(HEARTBEAT).text("heartbeat"))
+        .into_response())
+}
