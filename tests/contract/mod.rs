@@ -2,11 +2,13 @@
 //! `contract_suite!(starter)`, where `starter` starts a server on that backend.
 
 mod crud;
+mod events;
 mod files;
 mod listing;
 mod rest;
 
 pub use crud::*;
+pub use events::*;
 pub use files::*;
 pub use listing::*;
 pub use rest::*;
@@ -57,6 +59,11 @@ macro_rules! contract_suite {
             original_rest_api_errors,
             rest_bodies_must_be_json_objects,
             truncated_rest_uploads_are_refused,
+            feed_records_every_change_in_order,
+            concurrent_writers_feed_subscribers_in_order,
+            sse_resumes_with_last_event_id,
+            websocket_subscription_resumes_and_filters,
+            expired_feed_positions_answer_events_expired,
         );
     };
     (@tests $starter:path, $skip:expr; $($name:ident),* $(,)?) => {
