@@ -1,8 +1,8 @@
 //! The change feed in MongoDB, without multi-document transactions (a standalone server has none, and the
 //! original's layout is kept).
 //!
-//! An event is *reserved* before its change: inserted as `pending` under the next free sequence (the `_id`, taken
-//! as the highest one plus one, retried on a duplicate key, so sequence N+1 exists only once N does). The change
+//! An event is *reserved* before its change: inserted as `pending` under the next free sequence (`seq`, unique,
+//! taken as the highest one plus one, retried on a duplicate key, so sequence N+1 exists only once N does). The change
 //! then records the sequence in the component document itself (`event_seqs`, atomically with the change, since
 //! it is one document), and the writer marks the event `committed` (or `aborted` when nothing changed). Readers
 //! deliver events strictly in sequence order and stop at the first pending one, so nothing becomes visible on
@@ -49,6 +49,7 @@ pub struct EventLog {
     meta: Collection<Document>,
     signal: EventSignal,
     polling: Arc<AtomicBool>,
+    indexes: Arc<tokio::sync::OnceCell<()>>,
 }
 
 fn to_i64(sequence: u64) -> i64 {
@@ -56,7 +57,7 @@ fn to_i64(sequence: u64) -> i64 {
 }
 
 fn sequence_of(document: &Document) -> u64 {
-    super::documents::integer(document.get("_id"))
+    super::documents::integer(document.get("seq"))
         .and_then(|n| u64::try_from(n).ok())
         .unwrap_or_default()
 }
@@ -91,16 +92,26 @@ impl EventLog {
             meta: metadata.collection("event_meta"),
             signal: EventSignal::new(0),
             polling: Arc::new(AtomicBool::new(false)),
+            indexes: Arc::new(tokio::sync::OnceCell::new()),
         }
     }
 
     pub async fn ensure_indexes(&self) -> Result<(), StoreError> {
-        let index = IndexModel::builder()
-            .keys(doc! { "state": 1, "_id": 1 })
-            .options(IndexOptions::builder().build())
-            .build();
-        self.events.create_index(index).await.map_err(map_err)?;
-        Ok(())
+        self.indexes
+            .get_or_try_init(|| async {
+                // The sequence is its own field, not `_id`: one unique index keeps it gap-free under
+                // concurrent writers, and any server sorts it as the number it is.
+                let sequence = IndexModel::builder()
+                    .keys(doc! { "seq": 1 })
+                    .options(IndexOptions::builder().unique(true).build())
+                    .build();
+                self.events.create_index(sequence).await.map_err(map_err)?;
+                let pending = IndexModel::builder().keys(doc! { "state": 1, "seq": 1 }).build();
+                self.events.create_index(pending).await.map_err(map_err)?;
+                Ok::<_, StoreError>(())
+            })
+            .await
+            .map(|_| ())
     }
 
     /// Wakes subscribers when this or another replica appends: one poller per process, however many subscribers,
@@ -147,8 +158,8 @@ impl EventLog {
         let last = self
             .events
             .find_one(doc! {})
-            .sort(doc! { "_id": -1 })
-            .projection(doc! { "_id": 1 })
+            .sort(doc! { "seq": -1 })
+            .projection(doc! { "seq": 1 })
             .await
             .map_err(map_err)?;
         Ok(last.as_ref().map_or(0, sequence_of).max(self.floor().await?))
@@ -159,8 +170,8 @@ impl EventLog {
         let pending = self
             .events
             .find_one(doc! { "state": PENDING })
-            .sort(doc! { "_id": 1 })
-            .projection(doc! { "_id": 1 })
+            .sort(doc! { "seq": 1 })
+            .projection(doc! { "seq": 1 })
             .await
             .map_err(map_err)?;
         match pending {
@@ -170,11 +181,12 @@ impl EventLog {
     }
 
     async fn insert_at_next(&self, state: &str, draft: &EventDraft) -> Result<i64, StoreError> {
+        self.ensure_indexes().await?;
         let event = encode(draft)?;
         for _ in 0..RESERVE_ATTEMPTS {
             let sequence = to_i64(self.max_sequence().await? + 1);
             let document = doc! {
-                "_id": sequence,
+                "seq": sequence,
                 "state": state,
                 "at": bson::DateTime::from_millis(crate::domain::now().timestamp_millis()),
                 "event": event.clone(),
@@ -241,7 +253,7 @@ impl EventLog {
         }
         let result = self
             .events
-            .update_one(doc! { "_id": sequence, "state": PENDING }, doc! { "$set": set })
+            .update_one(doc! { "seq": sequence, "state": PENDING }, doc! { "$set": set })
             .await
             .map_err(map_err)?;
         Ok(result.modified_count == 1)
@@ -253,7 +265,7 @@ impl EventLog {
         document: &Document,
         current: Option<(Document, Component)>,
     ) -> Result<(), StoreError> {
-        let sequence = super::documents::integer(document.get("_id")).unwrap_or_default();
+        let sequence = super::documents::integer(document.get("seq")).unwrap_or_default();
         let event = decode(document)?;
         let sequences = |d: &Document| -> Vec<i64> {
             d.get_array(SEQUENCES_FIELD)
@@ -303,8 +315,8 @@ impl EventLog {
         };
         let mut cursor = self
             .events
-            .find(doc! { "_id": { "$gt": to_i64(after) } })
-            .sort(doc! { "_id": 1 })
+            .find(doc! { "seq": { "$gt": to_i64(after) } })
+            .sort(doc! { "seq": 1 })
             .limit(limit as i64)
             .await
             .map_err(map_err)?;
@@ -328,7 +340,7 @@ impl EventLog {
                 self.settle_stale(&document, current).await?;
                 match self
                     .events
-                    .find_one(doc! { "_id": to_i64(sequence) })
+                    .find_one(doc! { "seq": to_i64(sequence) })
                     .await
                     .map_err(map_err)?
                 {
@@ -352,9 +364,9 @@ impl EventLog {
             if let Some(d) = self
                 .events
                 .find_one(doc! {})
-                .sort(doc! { "_id": 1 })
+                .sort(doc! { "seq": 1 })
                 .skip(skip)
-                .projection(doc! { "_id": 1 })
+                .projection(doc! { "seq": 1 })
                 .await
                 .map_err(map_err)?
             {
@@ -366,8 +378,8 @@ impl EventLog {
         if let Some(d) = self
             .events
             .find_one(doc! { "at": { "$lt": bson::DateTime::from_millis(cutoff.timestamp_millis()) } })
-            .sort(doc! { "_id": -1 })
-            .projection(doc! { "_id": 1 })
+            .sort(doc! { "seq": -1 })
+            .projection(doc! { "seq": 1 })
             .await
             .map_err(map_err)?
         {
@@ -394,7 +406,7 @@ impl EventLog {
         }
         let removed = self
             .events
-            .delete_many(doc! { "_id": { "$lte": to_i64(cut) } })
+            .delete_many(doc! { "seq": { "$lte": to_i64(cut) } })
             .await
             .map_err(map_err)?;
         Ok(removed.deleted_count)
