@@ -772,3 +772,202 @@ async fn import_copies_a_database_of_the_original_service() {
     );
     assert_eq!(data["service"]["file"], serde_json::Value::Null);
 }
+
+// The change feed on MongoDB beyond the contract: several replicas on one database, and a writer that went away in
+// the middle of a change.
+
+use contract::{Subscription, open_sse};
+
+fn feed_target(test: &str) -> Option<&'static mongo::Target> {
+    match mongo::target() {
+        Ok(target) => Some(target),
+        Err(reason) => {
+            common::report_skip(test, &reason);
+            None
+        }
+    }
+}
+
+async fn replica(config: &component_repository::store::mongodb::MongoConfig) -> TestApp {
+    TestApp::start(
+        Arc::new(MongoStore::connect(config).await.unwrap()),
+        tempfile::tempdir().unwrap(),
+        None,
+        Options::default(),
+    )
+    .await
+}
+
+async fn create_service(app: &TestApp, id: &str) {
+    app.ok(
+        "mutation($id: ID!) { createService(input: {id: $id, description: \"s\"}) { id } }",
+        json!({ "id": id }),
+    )
+    .await;
+}
+
+/// Two servers on one database: a subscriber of either sees the changes made through both, in one order.
+#[tokio::test]
+async fn replicas_share_one_feed() {
+    let Some(target) = feed_target("replicas_share_one_feed") else {
+        return;
+    };
+    let config = mongo::config(target);
+    let mut first = replica(&config).await;
+    first.guard = Some(Box::new(DropDatabases(config.clone())));
+    let second = replica(&config).await;
+    let mut on_first = open_sse(&first, "/events?after=0", &[]).await;
+    let mut on_second = Subscription::start(
+        &second,
+        "graphql-transport-ws",
+        json!({}),
+        "subscription { componentEvents(after: 0) { sequence id } }",
+    )
+    .await
+    .unwrap();
+    let mut writes = Vec::new();
+    for i in 0..20 {
+        let (a, b) = (first.client.clone(), second.client.clone());
+        let (url_a, url_b) = (first.url("/graphql"), second.url("/graphql"));
+        writes.push(tokio::spawn(async move {
+            for (client, url, id) in [(a, url_a, format!("a{i}")), (b, url_b, format!("b{i}"))] {
+                let body: serde_json::Value = client
+                    .post(url)
+                    .json(&json!({
+                        "query": "mutation($id: ID!) { createService(input: {id: $id}) { id } }",
+                        "variables": { "id": id },
+                    }))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                assert!(body.get("errors").is_none(), "{body:#}");
+            }
+        }));
+    }
+    for write in writes {
+        write.await.unwrap();
+    }
+    let mut sse_ids = Vec::new();
+    let mut ws_ids = Vec::new();
+    for _ in 0..40 {
+        let event = on_first.next(Duration::from_secs(20)).await.expect("SSE event");
+        sse_ids.push((event.id, event.data["id"].as_str().unwrap().to_string()));
+        let data = on_second
+            .next(Duration::from_secs(20))
+            .await
+            .expect("subscription event")
+            .unwrap();
+        ws_ids.push((
+            data["componentEvents"]["sequence"].as_u64().unwrap(),
+            data["componentEvents"]["id"].as_str().unwrap().to_string(),
+        ));
+    }
+    assert_eq!(sse_ids, ws_ids, "both replicas deliver the same feed");
+    assert_eq!(
+        sse_ids.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+        (1..=40).collect::<Vec<u64>>()
+    );
+    let mut names: Vec<String> = sse_ids.into_iter().map(|(_, id)| id).collect();
+    names.sort();
+    let mut expected: Vec<String> = (0..20)
+        .flat_map(|i| [format!("a{i}"), format!("b{i}")])
+        .collect();
+    expected.sort();
+    assert_eq!(names, expected);
+}
+
+/// A writer that reserved an event and died: readers wait for it, then settle it from the component document
+/// (committed if the change happened, aborted if not) and go on, in order.
+#[tokio::test]
+async fn events_left_pending_are_settled_by_readers() {
+    let Some(target) = feed_target("events_left_pending_are_settled_by_readers") else {
+        return;
+    };
+    let config = mongo::config(target);
+    let mut app = replica(&config).await;
+    app.guard = Some(Box::new(DropDatabases(config.clone())));
+    create_service(&app, "before").await;
+    let client = mongodb::Client::with_uri_str(&config.uri).await.unwrap();
+    let db = client.database(&config.database);
+    let events = db.collection::<mongodb::bson::Document>("events");
+    let long_ago = DateTime::from_millis(DateTime::now().timestamp_millis() - 60_000);
+    // Seq 2: a creation that happened (the document records the sequence) but was never marked committed.
+    // Seq 3: a deletion that never happened (the document is still there).
+    db.collection::<mongodb::bson::Document>("services")
+        .insert_one(doc! {
+            "id": "crashed", "description": "", "storage_id": null,
+            "needs": { "storage": null, "RAM": null, "GPU": false, "preinstalled_libraries": {}, "available_models": {} },
+            "event_seqs": [2_i64],
+        })
+        .await
+        .unwrap();
+    for (seq, event_type) in [(2_i64, "created"), (3_i64, "deleted")] {
+        events
+            .insert_one(doc! {
+                "seq": seq, "state": "pending", "at": long_ago,
+                "event": { "type": event_type, "key": { "kind": "service", "id": "crashed" },
+                           "file": null, "needs": null, "previous_needs": null },
+            })
+            .await
+            .unwrap();
+    }
+    // Seq 4: a change that is still in flight (reserved just now): readers stop before it.
+    events
+        .insert_one(doc! {
+            "seq": 4_i64, "state": "pending", "at": DateTime::now(),
+            "event": { "type": "updated", "key": { "kind": "service", "id": "before" },
+                       "file": null, "needs": null, "previous_needs": null },
+        })
+        .await
+        .unwrap();
+    let page = app
+        .ok(
+            "{ events(after: \"0\") { edges { node { sequence type id } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        page["events"]["edges"],
+        json!([
+            { "node": { "sequence": 1, "type": "CREATED", "id": "before" } },
+            { "node": { "sequence": 2, "type": "CREATED", "id": "crashed" } },
+        ]),
+        "the creation is committed, the deletion that did not happen is dropped, the change in flight waits"
+    );
+    let states: Vec<String> = {
+        use futures_util::TryStreamExt;
+        events
+            .find(doc! {})
+            .sort(doc! { "seq": 1 })
+            .await
+            .unwrap()
+            .try_collect::<Vec<_>>()
+            .await
+            .unwrap()
+            .iter()
+            .map(|d| d.get_str("state").unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(states, ["committed", "committed", "aborted", "pending"]);
+    // The in-flight change completes: the next write goes after it and the feed moves on.
+    events
+        .update_one(doc! { "seq": 4_i64 }, doc! { "$set": { "state": "committed" } })
+        .await
+        .unwrap();
+    create_service(&app, "after").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let page = app
+            .ok("{ events(after: \"3\") { edges { node { sequence id } } } }", json!({}))
+            .await;
+        if page["events"]["edges"].as_array().unwrap().len() == 2 {
+            assert_eq!(page["events"]["edges"][1]["node"], json!({ "sequence": 5, "id": "after" }));
+            break;
+        }
+        assert!(Instant::now() < deadline, "{page:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
