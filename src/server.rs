@@ -99,7 +99,9 @@ fn spawn_retention(service: &Arc<RepositoryService>, args: &ServeArgs) {
             match service.expire_events(&retention).await {
                 Ok(0) => {}
                 Ok(removed) => tracing::info!(removed, "expired change-feed events"),
-                Err(e) => tracing::warn!(error = %e, "expiring change-feed events failed; retrying"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "expiring change-feed events failed; retrying")
+                }
             }
         }
     });

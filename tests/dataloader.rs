@@ -87,6 +87,25 @@ impl Store for CountingStore {
     ) -> Result<ByteStream, StoreError> {
         self.inner.read(key, file, range).await
     }
+    async fn events(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<component_repository::store::EventBatch, StoreError> {
+        self.inner.events(after, limit).await
+    }
+    async fn last_sequence(&self) -> Result<u64, StoreError> {
+        self.inner.last_sequence().await
+    }
+    fn event_signal(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.event_signal()
+    }
+    async fn expire_events(
+        &self,
+        retention: &component_repository::store::EventRetention,
+    ) -> Result<u64, StoreError> {
+        self.inner.expire_events(retention).await
+    }
 }
 
 #[tokio::test]

@@ -853,7 +853,10 @@ async fn replicas_share_one_feed() {
     let mut sse_ids = Vec::new();
     let mut ws_ids = Vec::new();
     for _ in 0..40 {
-        let event = on_first.next(Duration::from_secs(20)).await.expect("SSE event");
+        let event = on_first
+            .next(Duration::from_secs(20))
+            .await
+            .expect("SSE event");
         sse_ids.push((event.id, event.data["id"].as_str().unwrap().to_string()));
         let data = on_second
             .next(Duration::from_secs(20))
@@ -954,17 +957,26 @@ async fn events_left_pending_are_settled_by_readers() {
     assert_eq!(states, ["committed", "committed", "aborted", "pending"]);
     // The in-flight change completes: the next write goes after it and the feed moves on.
     events
-        .update_one(doc! { "seq": 4_i64 }, doc! { "$set": { "state": "committed" } })
+        .update_one(
+            doc! { "seq": 4_i64 },
+            doc! { "$set": { "state": "committed" } },
+        )
         .await
         .unwrap();
     create_service(&app, "after").await;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let page = app
-            .ok("{ events(after: \"3\") { edges { node { sequence id } } } }", json!({}))
+            .ok(
+                "{ events(after: \"3\") { edges { node { sequence id } } } }",
+                json!({}),
+            )
             .await;
         if page["events"]["edges"].as_array().unwrap().len() == 2 {
-            assert_eq!(page["events"]["edges"][1]["node"], json!({ "sequence": 5, "id": "after" }));
+            assert_eq!(
+                page["events"]["edges"][1]["node"],
+                json!({ "sequence": 5, "id": "after" })
+            );
             break;
         }
         assert!(Instant::now() < deadline, "{page:#}");

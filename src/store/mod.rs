@@ -54,7 +54,9 @@ pub enum StoreError {
     #[error("{0}")]
     Contended(String),
     /// Events after `after` were removed by the retention policy: the consumer must resync.
-    #[error("events after sequence {after} are no longer retained (the oldest retained follows {floor})")]
+    #[error(
+        "events after sequence {after} are no longer retained (the oldest retained follows {floor})"
+    )]
     EventsExpired { after: u64, floor: u64 },
     #[error("storage I/O failed: {0}")]
     Io(#[from] io::Error),

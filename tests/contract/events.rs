@@ -116,14 +116,23 @@ impl Subscription {
                     }
                 }
                 Ok(Some(Ok(Message::Close(frame)))) => {
-                    return Err(frame.map(|f| format!("{} {}", f.code, f.reason)).unwrap_or_default());
+                    return Err(frame
+                        .map(|f| format!("{} {}", f.code, f.reason))
+                        .unwrap_or_default());
                 }
                 other => return Err(format!("{other:?}")),
             }
         }
-        let start = if protocol == "graphql-ws" { "start" } else { "subscribe" };
+        let start = if protocol == "graphql-ws" {
+            "start"
+        } else {
+            "subscribe"
+        };
         let subscribe = json!({ "type": start, "id": "1", "payload": { "query": query } });
-        socket.send(Message::text(subscribe.to_string())).await.unwrap();
+        socket
+            .send(Message::text(subscribe.to_string()))
+            .await
+            .unwrap();
         Ok(Subscription { socket })
     }
 
@@ -227,7 +236,13 @@ pub async fn feed_records_every_change_in_order(start: Starter) {
         .collect();
     assert_eq!(
         types,
-        ["CREATED", "UPDATED", "FILE_UPLOADED", "FILE_REPLACED", "DELETED"]
+        [
+            "CREATED",
+            "UPDATED",
+            "FILE_UPLOADED",
+            "FILE_REPLACED",
+            "DELETED"
+        ]
     );
     let sequences: Vec<u64> = edges
         .iter()
@@ -275,7 +290,10 @@ pub async fn feed_records_every_change_in_order(start: Starter) {
             json!({ "after": deletions["events"]["pageInfo"]["endCursor"] }),
         )
         .await;
-    assert_eq!(rest["events"]["edges"], json!([{ "node": { "type": "DELETED" } }]));
+    assert_eq!(
+        rest["events"]["edges"],
+        json!([{ "node": { "type": "DELETED" } }])
+    );
     let services = app
         .ok(
             "query($after: String) { events(after: $after, filter: {kinds: [SERVICE]}) { edges { cursor } } }",
@@ -339,7 +357,10 @@ pub async fn concurrent_writers_feed_subscribers_in_order(start: Starter) {
         last = event.id;
         assert_eq!(event.data["sequence"], event.id);
         assert_eq!(event.event, "created");
-        assert!(seen.insert(event.data["id"].as_str().unwrap().to_string()), "once");
+        assert!(
+            seen.insert(event.data["id"].as_str().unwrap().to_string()),
+            "once"
+        );
     }
     for task in tasks {
         task.await.unwrap();
@@ -356,7 +377,10 @@ pub async fn concurrent_writers_feed_subscribers_in_order(start: Starter) {
         ws_last = sequence;
     }
     assert_eq!(ws_last, last, "both transports end at the same event");
-    assert!(sse.next(Duration::from_millis(300)).await.is_none(), "no extra event");
+    assert!(
+        sse.next(Duration::from_millis(300)).await.is_none(),
+        "no extra event"
+    );
     println!(
         "{total} changes by {writers} writers followed in {:?} ({backend})",
         started.elapsed()
@@ -438,11 +462,19 @@ pub async fn websocket_subscription_resumes_and_filters(start: Starter) {
             json!({ "id": small }),
         )
         .await;
-        let first = subscription.next(Duration::from_secs(10)).await.unwrap().unwrap();
+        let first = subscription
+            .next(Duration::from_secs(10))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(first["componentEvents"]["id"], small.as_str());
         assert_eq!(first["componentEvents"]["type"], "CREATED");
         // The update made it too big for the device: delivered, so the consumer can drop it.
-        let second = subscription.next(Duration::from_secs(10)).await.unwrap().unwrap();
+        let second = subscription
+            .next(Duration::from_secs(10))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(second["componentEvents"]["type"], "UPDATED");
         assert_eq!(second["componentEvents"]["id"], small.as_str());
         let resume_after = second["componentEvents"]["sequence"].as_u64().unwrap();
@@ -461,8 +493,15 @@ pub async fn websocket_subscription_resumes_and_filters(start: Starter) {
         let mut resumed = Subscription::start(&app, protocol, json!({}), &query(resume_after))
             .await
             .unwrap();
-        let next = resumed.next(Duration::from_secs(10)).await.unwrap().unwrap();
-        assert_eq!(next["componentEvents"]["kind"], "TRANSFORMATION", "the big one's deletion is not for this device");
+        let next = resumed
+            .next(Duration::from_secs(10))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            next["componentEvents"]["kind"], "TRANSFORMATION",
+            "the big one's deletion is not for this device"
+        );
         assert!(next["componentEvents"]["sequence"].as_u64().unwrap() > resume_after);
         assert!(resumed.next(Duration::from_millis(300)).await.is_none());
     }
@@ -490,10 +529,15 @@ pub async fn expired_feed_positions_answer_events_expired(start: Starter) {
         if body["errors"][0]["extensions"]["code"] == "EVENTS_EXPIRED" {
             break;
         }
-        assert!(Instant::now() < deadline, "retention never removed events: {body:#}");
+        assert!(
+            Instant::now() < deadline,
+            "retention never removed events: {body:#}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let kept = app.ok("{ events { edges { node { id } } } }", json!({})).await;
+    let kept = app
+        .ok("{ events { edges { node { id } } } }", json!({}))
+        .await;
     assert_eq!(
         kept["events"]["edges"],
         json!([{ "node": { "id": "r3" } }, { "node": { "id": "r4" } }, { "node": { "id": "r5" } }])
@@ -510,8 +554,15 @@ pub async fn expired_feed_positions_answer_events_expired(start: Starter) {
     )
     .await
     .unwrap();
-    let errors = subscription.next(Duration::from_secs(10)).await.unwrap().unwrap_err();
-    assert_eq!(errors[0]["extensions"]["code"], "EVENTS_EXPIRED", "{errors:#}");
+    let errors = subscription
+        .next(Duration::from_secs(10))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(
+        errors[0]["extensions"]["code"], "EVENTS_EXPIRED",
+        "{errors:#}"
+    );
     // New events keep counting up after what was removed.
     create_service(&app, "r6").await;
     assert_eq!(last_sequence(&app).await, from + 7);

@@ -96,8 +96,18 @@ pub struct EventFilterInput {
 impl From<EventFilterInput> for EventFilter {
     fn from(f: EventFilterInput) -> Self {
         EventFilter {
-            kinds: f.kinds.unwrap_or_default().into_iter().map(Kind::from).collect(),
-            types: f.types.unwrap_or_default().into_iter().map(Into::into).collect(),
+            kinds: f
+                .kinds
+                .unwrap_or_default()
+                .into_iter()
+                .map(Kind::from)
+                .collect(),
+            types: f
+                .types
+                .unwrap_or_default()
+                .into_iter()
+                .map(Into::into)
+                .collect(),
             runnable_on: f.runnable_on.map(Into::into),
         }
     }
@@ -254,7 +264,11 @@ impl SubscriptionRoot {
         let links = ctx.data::<Links>()?.clone();
         let metrics = ctx.data::<Arc<Metrics>>()?.clone();
         let filter = EventFilter {
-            kinds: kinds.unwrap_or_default().into_iter().map(Kind::from).collect(),
+            kinds: kinds
+                .unwrap_or_default()
+                .into_iter()
+                .map(Kind::from)
+                .collect(),
             types: Vec::new(),
             runnable_on: runnable_on.map(Into::into),
         };

@@ -1,7 +1,10 @@
 //! The change feed in redb: one table keyed by sequence, written in the same transaction as the change it
 //! records, so an event exists exactly when its change does.
 
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
+use redb::{
+    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+    WriteTransaction,
+};
 
 use super::OrBackend;
 use crate::domain::{Event, EventDraft};
@@ -58,7 +61,11 @@ pub(super) fn read(db: &Database, after: u64, limit: usize) -> Result<EventBatch
         events: Vec::new(),
         next_after: after,
     };
-    for entry in table.range(after.saturating_add(1)..).or_backend()?.take(limit) {
+    for entry in table
+        .range(after.saturating_add(1)..)
+        .or_backend()?
+        .take(limit)
+    {
         let (sequence, value) = entry.or_backend()?;
         batch.next_after = sequence.value();
         batch.events.push(decode(value.value())?);

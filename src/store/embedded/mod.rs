@@ -516,7 +516,8 @@ impl Store for EmbeddedStore {
     }
 
     async fn events(&self, after: u64, limit: usize) -> Result<EventBatch, StoreError> {
-        self.blocking(move |db| events::read(db, after, limit)).await
+        self.blocking(move |db| events::read(db, after, limit))
+            .await
     }
 
     async fn last_sequence(&self) -> Result<u64, StoreError> {
@@ -529,7 +530,8 @@ impl Store for EmbeddedStore {
 
     async fn expire_events(&self, retention: &EventRetention) -> Result<u64, StoreError> {
         let retention = *retention;
-        self.blocking(move |db| events::expire(db, &retention)).await
+        self.blocking(move |db| events::expire(db, &retention))
+            .await
     }
 
     async fn read(

@@ -106,7 +106,9 @@ impl EventLog {
                     .options(IndexOptions::builder().unique(true).build())
                     .build();
                 self.events.create_index(sequence).await.map_err(map_err)?;
-                let pending = IndexModel::builder().keys(doc! { "state": 1, "seq": 1 }).build();
+                let pending = IndexModel::builder()
+                    .keys(doc! { "state": 1, "seq": 1 })
+                    .build();
                 self.events.create_index(pending).await.map_err(map_err)?;
                 Ok::<_, StoreError>(())
             })
@@ -162,7 +164,10 @@ impl EventLog {
             .projection(doc! { "seq": 1 })
             .await
             .map_err(map_err)?;
-        Ok(last.as_ref().map_or(0, sequence_of).max(self.floor().await?))
+        Ok(last
+            .as_ref()
+            .map_or(0, sequence_of)
+            .max(self.floor().await?))
     }
 
     /// The highest sequence below which every event is settled: where a subscriber "from now" starts.
@@ -253,7 +258,10 @@ impl EventLog {
         }
         let result = self
             .events
-            .update_one(doc! { "seq": sequence, "state": PENDING }, doc! { "$set": set })
+            .update_one(
+                doc! { "seq": sequence, "state": PENDING },
+                doc! { "$set": set },
+            )
             .await
             .map_err(map_err)?;
         Ok(result.modified_count == 1)
@@ -269,7 +277,11 @@ impl EventLog {
         let event = decode(document)?;
         let sequences = |d: &Document| -> Vec<i64> {
             d.get_array(SEQUENCES_FIELD)
-                .map(|a| a.iter().filter_map(|b| super::documents::integer(Some(b))).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|b| super::documents::integer(Some(b)))
+                        .collect()
+                })
                 .unwrap_or_default()
         };
         let draft = match (event.draft.event_type, current) {
@@ -336,7 +348,9 @@ impl EventLog {
                     break;
                 }
                 let key = decode(&document)?.draft.key;
-                let current = lookup(key).await?.map(|(d, decoded)| (d, decoded.component));
+                let current = lookup(key)
+                    .await?
+                    .map(|(d, decoded)| (d, decoded.component));
                 self.settle_stale(&document, current).await?;
                 match self
                     .events
@@ -357,7 +371,11 @@ impl EventLog {
     }
 
     pub async fn expire(&self, retention: &EventRetention) -> Result<u64, StoreError> {
-        let count = self.events.count_documents(doc! {}).await.map_err(map_err)?;
+        let count = self
+            .events
+            .count_documents(doc! {})
+            .await
+            .map_err(map_err)?;
         let mut cut = 0u64;
         if count > retention.max_count {
             let skip = count - retention.max_count - 1;
@@ -377,7 +395,9 @@ impl EventLog {
             - chrono::Duration::from_std(retention.max_age).unwrap_or(chrono::Duration::MAX);
         if let Some(d) = self
             .events
-            .find_one(doc! { "at": { "$lt": bson::DateTime::from_millis(cutoff.timestamp_millis()) } })
+            .find_one(
+                doc! { "at": { "$lt": bson::DateTime::from_millis(cutoff.timestamp_millis()) } },
+            )
             .sort(doc! { "seq": -1 })
             .projection(doc! { "seq": 1 })
             .await
@@ -398,7 +418,11 @@ impl EventLog {
             .await
             .map_err(map_err)?;
         if raised.matched_count == 0 {
-            match self.meta.insert_one(doc! { "_id": FLOOR, "seq": to_i64(cut) }).await {
+            match self
+                .meta
+                .insert_one(doc! { "_id": FLOOR, "seq": to_i64(cut) })
+                .await
+            {
                 Ok(_) => {}
                 Err(e) if is_duplicate_key(&e) => {}
                 Err(e) => return Err(map_err(e)),
@@ -415,5 +439,8 @@ impl EventLog {
 
 /// The sequence field of a document just inserted: its first recorded change.
 pub fn first_sequence(sequence: i64) -> (String, Bson) {
-    (SEQUENCES_FIELD.to_string(), Bson::Array(vec![Bson::Int64(sequence)]))
+    (
+        SEQUENCES_FIELD.to_string(),
+        Bson::Array(vec![Bson::Int64(sequence)]),
+    )
 }

@@ -366,7 +366,10 @@ impl MongoStore {
             let mut guard = key_filter(key);
             guard.insert("rev", rev.map_or(Bson::Null, Bson::Int64));
             let result = collection
-                .update_one(guard, doc! { "$set": set, "$push": record_sequence(sequence) })
+                .update_one(
+                    guard,
+                    doc! { "$set": set, "$push": record_sequence(sequence) },
+                )
                 .await
                 .map_err(map_err)?;
             if result.matched_count == 1 {
@@ -505,7 +508,9 @@ impl Store for MongoStore {
         let collection = self.collection(key.kind());
         self.events
             .recorded(EventType::Updated, key, |sequence| async move {
-                let updated = self.update_recorded(key, &collection, update, sequence).await?;
+                let updated = self
+                    .update_recorded(key, &collection, update, sequence)
+                    .await?;
                 let draft = EventDraft::updated(&updated.0, &updated.1);
                 Ok((updated.1, Some(draft)))
             })
@@ -666,9 +671,7 @@ impl Store for MongoStore {
                         Ok(((), Some(EventDraft::created(&component))))
                     }
                     // Dropping `blob` deletes the upload: nothing refers to it.
-                    Err(e) if is_duplicate_key(&e) => {
-                        Err(StoreError::AlreadyExists(component.key))
-                    }
+                    Err(e) if is_duplicate_key(&e) => Err(StoreError::AlreadyExists(component.key)),
                     Err(e) => Err(map_err(e)),
                 }
             })
@@ -690,7 +693,9 @@ impl Store for MongoStore {
                 else {
                     return Ok(None);
                 };
-                let decoded = self.decode_all(key.kind(), std::slice::from_ref(&document)).await?;
+                let decoded = self
+                    .decode_all(key.kind(), std::slice::from_ref(&document))
+                    .await?;
                 Ok(decoded.into_iter().next().map(|d| (document, d)))
             })
             .await
