@@ -26,7 +26,7 @@ async fn ok_as(app: &TestApp, token: &str, query: &str, variables: Value) -> Val
 #[tokio::test]
 async fn the_pages_and_their_files_come_from_the_binary() {
     let app = common::embedded(Options::default()).await;
-    for (page, prefix, expected) in [("/ui", "/ui/", 5), ("/docs", "/ui/", 3)] {
+    for (page, prefix, expected) in [("/ui", "/ui/", 5), ("/docs", "/ui/", 4)] {
         let response = app.get(page).await;
         assert_eq!(response.status(), 200, "{page}");
         assert_eq!(response.headers()["content-type"], "text/html; charset=utf-8");

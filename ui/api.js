@@ -120,8 +120,9 @@ export async function probeAccess() {
       throw error;
     }
   };
-  const publicReads = (await attempt("query ReadProbe { __typename }", false)).ok;
-  const read = token() ? await attempt("query ReadProbe { __typename }", true) : { ok: publicReads };
+  const anonymous = await attempt("query ReadProbe { __typename }", false);
+  const publicReads = anonymous.ok;
+  const read = token() ? await attempt("query ReadProbe { __typename }", true) : anonymous;
   if (!read.ok) return { read: false, write: false, publicReads, error: read.error };
   const write = await attempt("mutation WriteProbe { __typename }", true);
   return { read: true, write: write.ok, publicReads, open: publicReads && write.ok && !token() };

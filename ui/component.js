@@ -39,8 +39,7 @@ function Metadata({ kind, component, access, onError }) {
     </dl>
     ${spec.hasNeeds && html`<h2>Needs</h2><${NeedsView} needs=${component.needs} />`}
     <h2>File</h2>
-    <${FileView} file=${component.file} access=${access} onError=${onError} full=${true} />
-    ${component.file && html`<p class="meta">Filename: ${component.file.filename}</p>`}`;
+    <${FileView} file=${component.file} access=${access} onError=${onError} full=${true} />`;
 }
 
 function parseJson(text, label) {
