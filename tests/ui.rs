@@ -23,6 +23,31 @@ async fn ok_as(app: &TestApp, token: &str, query: &str, variables: Value) -> Val
     body["data"].clone()
 }
 
+/// Uploads `bytes` as the file of a component with a GraphQL multipart request and a bearer token.
+async fn upload_as(app: &TestApp, token: &str, mutation: &str, bytes: Vec<u8>, filename: &str) {
+    let operations = json!({ "query": mutation, "variables": { "file": null } });
+    let form = reqwest::multipart::Form::new()
+        .text("operations", operations.to_string())
+        .text("map", json!({ "0": ["variables.file"] }).to_string())
+        .part(
+            "0",
+            reqwest::multipart::Part::bytes(bytes).file_name(filename.to_owned()),
+        );
+    let body: Value = app
+        .client
+        .post(app.url("/graphql"))
+        .bearer_auth(token)
+        .header("apollo-require-preflight", "true")
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(body.get("errors").is_none(), "{body:#}");
+}
+
 #[tokio::test]
 async fn the_pages_and_their_files_come_from_the_binary() {
     let app = common::embedded(Options::default()).await;
@@ -74,7 +99,7 @@ async fn the_pages_and_their_files_come_from_the_binary() {
 }
 
 /// A catalogue with something in every kind: 22 services with needs that vary by their number, one service
-/// that references a stored and a missing model, two models, a transformation and an inferencer.
+/// with a file that references a stored and a missing model, two models, a transformation and an inferencer.
 async fn seed(app: &TestApp, token: &str) {
     let mut services = Vec::new();
     for i in 0..22 {
@@ -111,6 +136,14 @@ async fn seed(app: &TestApp, token: &str) {
                needs: {ram: 2, preinstalledLibraries: [{name: "tensorflow", version: ""}]}}) { id }
         }"#,
         json!({}),
+    )
+    .await;
+    upload_as(
+        app,
+        token,
+        r#"mutation($file: Upload!) { uploadServiceFile(id: "edge.camera-svc", file: $file) { id } }"#,
+        common::bytes(2_500_000, 17),
+        "camera-svc.tar.gz",
     )
     .await;
 }
@@ -172,31 +205,14 @@ async fn a_protected_catalogue_asks_for_a_token_and_shows_read_only_views() {
     let bytes = common::bytes(300_000, 16);
     for app in [&private, &public] {
         seed(app, write).await;
-        let response = app
-            .client
-            .post(app.url("/graphql"))
-            .bearer_auth(write)
-            .header("apollo-require-preflight", "true")
-            .multipart(
-                reqwest::multipart::Form::new()
-                    .text(
-                        "operations",
-                        json!({"query": "mutation($file: Upload!) { uploadModelFile(name: \"yolo\", \
-                                version: \"v8\", file: $file) { name } }",
-                               "variables": {"file": null}})
-                        .to_string(),
-                    )
-                    .text("map", json!({"0": ["variables.file"]}).to_string())
-                    .part(
-                        "0",
-                        reqwest::multipart::Part::bytes(bytes.clone()).file_name("yolo.pt"),
-                    ),
-            )
-            .send()
-            .await
-            .unwrap();
-        let body: Value = response.json().await.unwrap();
-        assert!(body.get("errors").is_none(), "{body:#}");
+        upload_as(
+            app,
+            write,
+            r#"mutation($file: Upload!) { uploadModelFile(name: "yolo", version: "v8", file: $file) { name } }"#,
+            bytes.clone(),
+            "yolo.pt",
+        )
+        .await;
     }
     browser::run_script(
         &chromium,

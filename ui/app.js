@@ -42,7 +42,7 @@ function TokenForm({ access, onChange }) {
   return html`<form class="token" onSubmit=${submit}>
     <label for="token">Token</label>
     <input id="token" type="password" autocomplete="off" spellcheck="false" value=${value}
-      placeholder="for protected servers" onInput=${(e) => setValue(e.currentTarget.value)} />
+      onInput=${(e) => setValue(e.currentTarget.value)} />
     <button type="submit">Use</button>
     ${token() && html`<button type="button" class="secondary" onClick=${forget}>Forget</button>`}
     <${AccessBadge} access=${access} />
@@ -54,7 +54,7 @@ function AccessBadge({ access }) {
   let tone = "neutral";
   if (access?.failed) [text, tone] = ["Server unreachable", "bad"];
   else if (access && !access.read) [text, tone] = [token() ? "Token not accepted" : "Token needed", "bad"];
-  else if (access?.open) [text, tone] = ["Open server: no token needed", "good"];
+  else if (access?.open) [text, tone] = ["Open: no token needed", "good"];
   else if (access?.write) [text, tone] = ["Read and write", "good"];
   else if (access) [text, tone] = [token() ? "Read-only token" : "Read-only: public reads", "neutral"];
   return html`<span class=${`badge ${tone}`} role="status">${text}</span>`;

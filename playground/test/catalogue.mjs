@@ -22,7 +22,7 @@ try {
   await page.goto(`${base}/`);
   check(failures, new URL(page.url()).pathname === "/ui", `the root led to ${page.url()}`);
   await visible(page.getByRole("link", { name: "fall-detection · pilot-2-1" }));
-  await visible(page.getByText("Open server: no token needed"));
+  await visible(page.getByText("Open: no token needed"));
   check(failures, (await cardTitles()).length === 2, `models: ${await cardTitles()}`);
   for (const link of ["REST API", "GraphQL playground"]) {
     check(failures, (await page.getByRole("link", { name: link }).count()) === 1, `no link to ${link}`);
@@ -107,6 +107,12 @@ try {
   await page.getByRole("button", { name: "Save" }).click();
   await visible(page.locator(".notice").getByText("Saved."));
   await visible(page.getByText("detects falls, edited in the browser"));
+
+  // The README's picture.
+  await page.setViewportSize({ width: 1100, height: 780 });
+  await page.goto(`${base}/ui#/services?gpu=no&maxRam=4`);
+  await visible(page.getByText("1–7 of 7 services"));
+  await page.screenshot({ path: `${shots}/ui-readme.png` });
 
   // What can this device run? Form first.
   await page.getByRole("link", { name: "What can this device run?" }).click();
