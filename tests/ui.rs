@@ -54,7 +54,10 @@ async fn the_pages_and_their_files_come_from_the_binary() {
     for (page, prefix, expected) in [("/ui", "/ui/", 5), ("/docs", "/ui/", 4)] {
         let response = app.get(page).await;
         assert_eq!(response.status(), 200, "{page}");
-        assert_eq!(response.headers()["content-type"], "text/html; charset=utf-8");
+        assert_eq!(
+            response.headers()["content-type"],
+            "text/html; charset=utf-8"
+        );
         assert_eq!(response.headers()["cache-control"], "no-cache");
         let html = response.text().await.unwrap();
         assert!(
@@ -66,7 +69,10 @@ async fn the_pages_and_their_files_come_from_the_binary() {
         for src in html.split('"').filter(|part| part.starts_with(prefix)) {
             let file = app.get(src).await;
             assert_eq!(file.status(), 200, "{src}");
-            assert!(file.bytes().await.unwrap().len() > 100, "{src} is too small");
+            assert!(
+                file.bytes().await.unwrap().len() > 100,
+                "{src} is too small"
+            );
             referenced += 1;
         }
         assert_eq!(referenced, expected, "files referenced by {page}");
@@ -77,19 +83,24 @@ async fn the_pages_and_their_files_come_from_the_binary() {
         vendored.headers()["content-type"],
         "text/javascript; charset=utf-8"
     );
-    for missing in ["/ui/nothing.js", "/ui/vendor/nothing.js", "/ui/vendor/app.js"] {
+    for missing in [
+        "/ui/nothing.js",
+        "/ui/vendor/nothing.js",
+        "/ui/vendor/app.js",
+    ] {
         let response = app.get(missing).await;
         assert_eq!(response.status(), 404, "{missing}");
-        assert_eq!(
-            response.json::<Value>().await.unwrap()["code"],
-            "NOT_FOUND"
-        );
+        assert_eq!(response.json::<Value>().await.unwrap()["code"], "NOT_FOUND");
     }
 
     let landing = app
         .get_with("/", &[("accept", "text/html,application/xhtml+xml")])
         .await;
-    assert_eq!(landing.url().path(), "/ui", "a browser at / lands on the catalogue");
+    assert_eq!(
+        landing.url().path(),
+        "/ui",
+        "a browser at / lands on the catalogue"
+    );
     let program = app.get("/").await;
     assert_eq!(program.headers()["vary"], "accept");
     let map: Value = program.json().await.unwrap();
@@ -181,7 +192,10 @@ async fn the_catalogue_works_in_a_real_browser() {
         )
         .await;
     assert_eq!(data["model"]["file"]["sha256"], common::sha256_hex(&bytes));
-    assert_eq!(data["model"]["description"], "detects falls, edited in the browser");
+    assert_eq!(
+        data["model"]["description"],
+        "detects falls, edited in the browser"
+    );
     assert!(data["service"].is_null(), "deleted through the page");
 }
 
@@ -193,7 +207,10 @@ async fn a_protected_catalogue_asks_for_a_token_and_shows_read_only_views() {
     };
     let (read, write) = ("read-token-for-the-browser", "write-token-for-the-browser");
     let private = common::embedded(Options {
-        flags: vec![format!("--read-tokens={read}"), format!("--write-tokens={write}")],
+        flags: vec![
+            format!("--read-tokens={read}"),
+            format!("--write-tokens={write}"),
+        ],
         ..Options::default()
     })
     .await;

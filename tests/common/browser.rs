@@ -51,7 +51,11 @@ pub fn chromium_or_skip(test: &str) -> Option<PathBuf> {
 /// Runs `playground/test/<script>` with node and fails the test with its output unless it succeeds.
 pub async fn run_script(chromium: &PathBuf, script: &str, args: &[String]) {
     let output = tokio::process::Command::new("node")
-        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("playground/test").join(script))
+        .arg(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("playground/test")
+                .join(script),
+        )
         .args(args)
         .env("CHROMIUM", chromium)
         .output()
