@@ -28,10 +28,12 @@ function useRoute() {
 }
 
 function TokenForm({ access, onChange }) {
-  const [value, setValue] = useState(token());
+  // The field empties once a token is in use: the badge and "Forget" say that one is.
+  const [value, setValue] = useState("");
   const submit = (event) => {
     event.preventDefault();
     setToken(value.trim());
+    setValue("");
     onChange();
   };
   const forget = () => {
@@ -42,7 +44,7 @@ function TokenForm({ access, onChange }) {
   return html`<form class="token" onSubmit=${submit}>
     <label for="token">Token</label>
     <input id="token" type="password" autocomplete="off" spellcheck="false" value=${value}
-      onInput=${(e) => setValue(e.currentTarget.value)} />
+      placeholder=${token() ? "in use" : ""} onInput=${(e) => setValue(e.currentTarget.value)} />
     <button type="submit">Use</button>
     ${token() && html`<button type="button" class="secondary" onClick=${forget}>Forget</button>`}
     <${AccessBadge} access=${access} />

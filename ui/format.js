@@ -107,8 +107,8 @@ export function ErrorBox({ error }) {
   const detail = error.message && error.message !== advice(error) ? error.message : "";
   return html`<div class="error" role="alert">
     <strong>${advice(error)}</strong>
-    ${detail && html` <span>${detail}</span>`}
     ${error.code && html` <code class="code">${error.code}</code>`}
+    ${detail && html`<span class="detail">${detail}</span>`}
   </div>`;
 }
 

@@ -108,6 +108,21 @@ try {
   await visible(page.locator(".notice").getByText("Saved."));
   await visible(page.getByText("detects falls, edited in the browser"));
 
+  // Edit needs: a GPU, more RAM, one more library.
+  await page.goto(`${base}/ui#/service/svc-12`);
+  await page.getByRole("button", { name: "Edit" }).click();
+  await page.getByLabel("Needs a GPU").check();
+  await page.getByLabel("RAM (GB)").fill("6");
+  await page.getByRole("button", { name: "Add library" }).click();
+  await page.getByLabel("Library 2 name").fill("opencv");
+  await page.getByLabel("Library 2 version").fill(">=4.8");
+  await page.getByRole("button", { name: "Save" }).click();
+  await visible(page.locator(".notice").getByText("Saved."));
+  const needs = await page.locator(".component .facts").nth(1).innerText();
+  for (const shown of ["needed", "6 GB", "tensorflow 2.13.0", "opencv >=4.8"]) {
+    check(failures, needs.includes(shown), `the edited needs lack ${shown}: ${needs}`);
+  }
+
   // The README's picture.
   await page.setViewportSize({ width: 1100, height: 780 });
   await page.goto(`${base}/ui#/services?gpu=no&maxRam=4`);
