@@ -153,7 +153,7 @@ async fn seed(app: &TestApp, token: &str) {
         app,
         token,
         r#"mutation($file: Upload!) { uploadServiceFile(id: "edge.camera-svc", file: $file) { id } }"#,
-        common::bytes(2_500_000, 17),
+        common::bytes(700_000, 17),
         "camera-svc.tar.gz",
     )
     .await;
@@ -214,11 +214,15 @@ async fn a_protected_catalogue_asks_for_a_token_and_shows_read_only_views() {
         ..Options::default()
     })
     .await;
+    // With a small upload limit, to see the page explain a refused upload.
     let public = common::embedded(Options {
         flags: vec![format!("--write-tokens={write}"), "--public-reads".into()],
-        ..Options::default()
+        max_upload_size: 1024 * 1024,
     })
     .await;
+    let dir = tempfile::tempdir().unwrap();
+    let too_large = dir.path().join("too-large.bin");
+    std::fs::write(&too_large, common::bytes(3 * 1024 * 1024, 18)).unwrap();
     let bytes = common::bytes(300_000, 16);
     for app in [&private, &public] {
         seed(app, write).await;
@@ -241,6 +245,7 @@ async fn a_protected_catalogue_asks_for_a_token_and_shows_read_only_views() {
             read.into(),
             write.into(),
             common::sha256_hex(&bytes),
+            too_large.display().to_string(),
         ],
     )
     .await;

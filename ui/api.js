@@ -46,10 +46,22 @@ export function advice(error) {
   return ADVICE[error.code] || "Something went wrong.";
 }
 
+/** The code of an HTTP status, for answers without a GraphQL body (from a proxy, say). */
+const STATUS_CODES = {
+  401: "UNAUTHENTICATED",
+  403: "FORBIDDEN",
+  404: "NOT_FOUND",
+  408: "REQUEST_TIMEOUT",
+  413: "PAYLOAD_TOO_LARGE",
+  503: "UNAVAILABLE",
+  504: "TIMEOUT",
+};
+
 /** The GraphQL errors of a response body, or its data. */
 function unwrap(body, status) {
   if (!body || typeof body !== "object") {
-    throw new ApiError(status >= 500 ? "INTERNAL" : "INVALID_INPUT", `The server answered ${status} without a GraphQL body.`, status);
+    const code = STATUS_CODES[status] || (status >= 500 ? "INTERNAL" : "INVALID_INPUT");
+    throw new ApiError(code, `The server answered ${status} without a GraphQL body.`, status);
   }
   if (Array.isArray(body.errors) && body.errors.length > 0) {
     const first = body.errors[0];

@@ -2,12 +2,12 @@
 // one with public reads. Without a token the first asks for one; a read token (or public reads) gives the
 // read-only view, with downloads that work; a write token gives the editing controls.
 //   node playground/test/protected.mjs <private base URL> <public base URL> <screenshot dir> <read token>
-//        <write token> <sha256 of yolo v8's file>
+//        <write token> <sha256 of yolo v8's file> <a file larger than the public server's upload limit>
 import { createHash } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { check, finish, guardedPage, launch, seriousViolations } from "./common.mjs";
 
-const [privateBase, publicBase, shots, readToken, writeToken, fileSha] = process.argv.slice(2);
+const [privateBase, publicBase, shots, readToken, writeToken, fileSha, tooLarge] = process.argv.slice(2);
 const failures = [];
 const browser = await launch();
 let page;
@@ -81,6 +81,14 @@ try {
   await downloadsIntact("public reads");
   await useToken(writeToken);
   await visible(page.getByText("Read and write"));
+
+  // An upload beyond the server's limit is refused, and the page says why; the old file stays.
+  await page.goto(`${publicBase}/ui#/model/yolo/v8`);
+  await page.getByLabel("Replace the file").setInputFiles(tooLarge);
+  await page.getByRole("button", { name: "Upload", exact: true }).click();
+  await visible(page.getByRole("alert").getByText("The file is larger than this server accepts"));
+  await page.reload();
+  await visible(page.getByText(fileSha));
   await context.close();
 } catch (error) {
   failures.push(String(error.stack || error));
