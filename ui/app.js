@@ -102,11 +102,18 @@ function App() {
   }, []);
   useEffect(checkAccess, [checkAccess]);
 
-  // A new page moves the focus to its heading, so keyboard and screen-reader users start there.
+  // A new page moves the focus to its heading, so keyboard and screen-reader users start there, and names the
+  // browser tab and history entry after it.
+  // The first page leaves the focus where browsers put it, so that the first Tab reaches "Skip to content".
   const path = route.parts.join("/");
+  const landed = useRef(false);
   useEffect(() => {
     setNotice((current) => (current?.path === path ? current : null));
-    main.current?.querySelector("h1")?.focus({ preventScroll: false });
+    const heading = main.current?.querySelector("h1");
+    if (!heading) return;
+    document.title = `${heading.textContent.trim()} · component-repository`;
+    if (landed.current) heading.focus();
+    landed.current = true;
   }, [path, access?.read]);
 
   const notify = useCallback(

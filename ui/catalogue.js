@@ -16,6 +16,8 @@ export function filterFrom(kind, params) {
   const filter = {};
   const search = params.get("search")?.trim();
   if (search) filter.search = search;
+  const name = params.get("name")?.trim();
+  if (kind === "model" && name) filter.name = name;
   const library = params.get("library")?.trim();
   if (spec.hasLibrary && library) filter.library = library;
   if (spec.hasNeeds) {

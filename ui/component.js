@@ -25,7 +25,9 @@ function Metadata({ kind, component, access, onError }) {
   const spec = KINDS[kind];
   return html`
     <dl class="facts wide">
-      ${kind === "model" && html`<dt>Name</dt><dd>${component.name}</dd><dt>Version</dt><dd>${component.version}</dd>`}
+      ${kind === "model" && html`<dt>Name</dt><dd>${component.name}</dd>
+        <dt>Version</dt><dd>${component.version} (<a href=${`#/models?name=${encodeURIComponent(component.name)}`}>all
+        versions</a>)</dd>`}
       ${kind !== "model" && html`<dt>Id</dt><dd>${component.id}</dd>`}
       <dt>Description</dt><dd>${component.description || html`<span class="muted">none</span>`}</dd>
       ${spec.hasLibrary && html`<dt>Library</dt><dd>${component.library || html`<span class="muted">none</span>`}</dd>`}
@@ -239,13 +241,13 @@ export function ComponentPage({ kind, keys, access, notify }) {
       .catch(setError);
   }, [kind, keys.join("/")]);
 
-  const heading = html`<p class="crumbs"><a href=${`#/${spec.list}`}>${spec.label}</a></p>`;
-  if (error && component === undefined) {
-    return html`<section>${heading}<h1 tabindex="-1">${keys.join(" · ")}</h1><${ErrorBox} error=${error} /></section>`;
-  }
+  // The heading comes from the address, so it is there (and named) before the component has loaded.
+  const heading = html`<p class="crumbs"><a href=${`#/${spec.list}`}>${spec.label}</a></p>
+    <h1 tabindex="-1"><span class="kind">${spec.singular}</span> ${keys.join(" · ")}</h1>`;
+  if (error && component === undefined) return html`<section>${heading}<${ErrorBox} error=${error} /></section>`;
   if (component === undefined) return html`<section>${heading}<p>Loading…</p></section>`;
   if (component === null) {
-    return html`<section>${heading}<h1 tabindex="-1">${keys.join(" · ")}</h1>
+    return html`<section>${heading}
       <${ErrorBox} error=${{ code: "NOT_FOUND", message: `There is no ${kind} ${keys.join(" ")}.` }} /></section>`;
   }
   const saved = (next, message) => {
@@ -255,7 +257,6 @@ export function ComponentPage({ kind, keys, access, notify }) {
   };
   return html`<section class="component">
     ${heading}
-    <h1 tabindex="-1"><span class="kind">${spec.singular}</span> ${title(kind, component)}</h1>
     <${ErrorBox} error=${error} />
     ${!access.write && html`<p class="muted readonly">Read-only view: changes need a write token.</p>`}
     ${access.write && !editing && html`<div class="actions">

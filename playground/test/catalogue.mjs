@@ -30,6 +30,14 @@ try {
   failures.push(...(await seriousViolations(page)));
   await shot("ui-models.png");
 
+  // Keyboard: the first Tab reaches "Skip to content", which moves the focus to the page's heading.
+  await page.keyboard.press("Tab");
+  const first = await page.evaluate(() => document.activeElement.textContent);
+  check(failures, first === "Skip to content", `the first Tab reached ${first}`);
+  await page.keyboard.press("Enter");
+  const focused = await page.evaluate(() => document.activeElement.tagName);
+  check(failures, focused === "H1", `"Skip to content" focused a ${focused}`);
+
   // Services: 23 of them, 20 a page.
   await page.getByRole("navigation", { name: "Kinds" }).getByRole("link", { name: "Services" }).click();
   await visible(page.getByText("1–20 of 23 services"));
@@ -66,6 +74,7 @@ try {
   await card.getByRole("link", { name: "fall-detection pilot-2-1" }).click();
   await visible(page.getByRole("heading", { name: "Model fall-detection · pilot-2-1" }));
   await visible(page.getByText("No file uploaded yet."));
+  check(failures, (await page.title()).startsWith("Model fall-detection · pilot-2-1"), `title: ${await page.title()}`);
 
   // Upload through the page. The link is throttled so the progress bar has time to show.
   const cdp = await context.newCDPSession(page);
@@ -107,6 +116,8 @@ try {
   await page.getByRole("button", { name: "Save" }).click();
   await visible(page.locator(".notice").getByText("Saved."));
   await visible(page.getByText("detects falls, edited in the browser"));
+  await page.getByRole("link", { name: "all versions" }).click();
+  await visible(page.getByText("1–1 of 1 models"));
 
   // Edit needs: a GPU, more RAM, one more library.
   await page.goto(`${base}/ui#/service/svc-12`);
@@ -173,10 +184,13 @@ try {
   await page.getByRole("button", { name: "Create" }).click();
   await visible(page.getByRole("alert").getByText("A component with this key already exists."));
 
-  // Delete, with a confirmation.
+  // Delete, with a confirmation (Escape keeps the component).
   await page.goto(`${base}/ui#/service/svc-21`);
   await page.getByRole("button", { name: "Delete…" }).click();
   await visible(page.getByRole("dialog").getByText("Delete svc-21?"));
+  await page.keyboard.press("Escape");
+  await page.getByRole("dialog").waitFor({ state: "hidden", timeout: 5000 });
+  await page.getByRole("button", { name: "Delete…" }).click();
   await page.getByRole("button", { name: "Delete for good" }).click();
   await visible(page.locator(".notice").getByText("Deleted service svc-21."));
   await visible(page.getByText("1–20 of 23 services"));
