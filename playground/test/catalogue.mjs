@@ -88,7 +88,9 @@ try {
   const seen = new Set();
   while ((await page.locator("#upload-progress").count()) > 0) {
     const value = await page.locator("#upload-progress").getAttribute("value").catch(() => null);
-    if (value !== null) seen.add(Number(value));
+    if (value === null) continue;
+    if (Number(value) >= 30 && ![...seen].some((v) => v >= 30)) await shot("ui-upload-progress.png");
+    seen.add(Number(value));
     await page.waitForTimeout(50);
   }
   await cdp.send("Network.emulateNetworkConditions", {
@@ -135,7 +137,7 @@ try {
   }
 
   // The README's picture.
-  await page.setViewportSize({ width: 1100, height: 780 });
+  await page.setViewportSize({ width: 1280, height: 720 });
   await page.goto(`${base}/ui#/services?gpu=no&maxRam=4`);
   await visible(page.getByText("1–7 of 7 services"));
   await page.screenshot({ path: `${shots}/ui-readme.png` });
