@@ -207,6 +207,7 @@ try {
   await visible(page.getByText("1–1 of 1 services"));
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   check(failures, overflow <= 0, `the phone view is ${overflow}px wider than the screen`);
+  failures.push(...(await seriousViolations(page)));
   await shot("ui-phone.png");
 } catch (error) {
   failures.push(String(error.stack || error));

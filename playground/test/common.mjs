@@ -46,7 +46,7 @@ export async function seriousViolations(page, options = {}) {
       id: v.id,
       impact: v.impact,
       help: v.help,
-      targets: v.nodes.slice(0, 40).map((node) => node.target.join(" ")),
+      targets: v.nodes.slice(0, 10).map((node) => node.target.join(" ")),
     }));
   }, options);
   return result
