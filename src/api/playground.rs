@@ -46,7 +46,7 @@ pub(super) const JAVASCRIPT: &str = "text/javascript; charset=utf-8";
 
 /// The assets change only with the binary: a day of caching spares edge links, and a new version is picked up
 /// the day after an upgrade at the latest (the page itself is never cached).
-pub(super) const ASSET_CACHE: &str = "public, max-age=86400";
+const ASSET_CACHE: &str = "public, max-age=86400";
 
 pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
@@ -61,6 +61,7 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route("/playground/assets/{name}", get(asset))
 }
 
+/// A page or a file of ours, revalidated on every load.
 pub(super) fn page(body: &'static [u8], content_type: &'static str) -> Response {
     (
         [
@@ -72,17 +73,22 @@ pub(super) fn page(body: &'static [u8], content_type: &'static str) -> Response 
         .into_response()
 }
 
+/// A vendored file, cached for a day.
+pub(super) fn vendored(body: &'static [u8], content_type: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, ASSET_CACHE),
+        ],
+        body,
+    )
+        .into_response()
+}
+
 async fn asset(Path(name): Path<String>) -> Result<Response, ApiError> {
     let (_, content_type, body) = ASSETS
         .iter()
         .find(|(asset, _, _)| *asset == name)
         .ok_or(ApiError::NoRoute)?;
-    Ok((
-        [
-            (header::CONTENT_TYPE, *content_type),
-            (header::CACHE_CONTROL, ASSET_CACHE),
-        ],
-        *body,
-    )
-        .into_response())
+    Ok(vendored(body, content_type))
 }

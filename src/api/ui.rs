@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 
 use super::error::ApiError;
-use super::playground::{ASSET_CACHE, JAVASCRIPT, page};
+use super::playground::{JAVASCRIPT, page, vendored};
 
 macro_rules! file {
     ($path:literal) => {
@@ -58,7 +58,7 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route("/", get(root))
         .route("/ui", get(|| async { page(CATALOGUE, HTML) }))
         .route("/ui/{name}", get(own))
-        .route("/ui/vendor/{name}", get(vendored))
+        .route("/ui/vendor/{name}", get(third_party))
         .route("/docs", get(|| async { page(DOCS, HTML) }))
 }
 
@@ -78,16 +78,9 @@ async fn own(Path(name): Path<String>) -> Result<Response, ApiError> {
     Ok(page(body, content_type))
 }
 
-async fn vendored(Path(name): Path<String>) -> Result<Response, ApiError> {
+async fn third_party(Path(name): Path<String>) -> Result<Response, ApiError> {
     let (content_type, body) = find(VENDORED, &name)?;
-    Ok((
-        [
-            (header::CONTENT_TYPE, content_type),
-            (header::CACHE_CONTROL, ASSET_CACHE),
-        ],
-        body,
-    )
-        .into_response())
+    Ok(vendored(body, content_type))
 }
 
 /// A browser at the root gets the catalogue; programs get a small JSON map of the API.
