@@ -51,7 +51,8 @@ function FilterForm({ kind, params }) {
     event.preventDefault();
     const next = new URLSearchParams();
     for (const [name, value] of Object.entries(values)) if (String(value).trim() !== "") next.set(name, value);
-    window.location.hash = `#/${spec.list}${next.size ? `?${next}` : ""}`;
+    const query = next.toString();
+    window.location.hash = `#/${spec.list}${query ? `?${query}` : ""}`;
   };
   const reset = () => {
     window.location.hash = `#/${spec.list}`;
