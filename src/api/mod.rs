@@ -1,4 +1,5 @@
-//! Transports: GraphQL, the REST routes of the original service, health checks.
+//! Transports: GraphQL, the REST routes of the original service, health checks, and the pages for people (the
+//! playground, the web catalogue, the REST API's explorer).
 
 pub mod auth;
 mod download;
@@ -8,6 +9,7 @@ pub mod limits;
 pub mod metrics;
 mod playground;
 mod rest;
+mod ui;
 
 use std::sync::Arc;
 
@@ -112,6 +114,7 @@ pub fn router(service: Arc<RepositoryService>, config: ApiConfig) -> Router {
             auth::rest_guard,
         )))
         .merge(playground::routes())
+        .merge(ui::routes())
         .merge(rest::documentation())
         .route("/metrics", get(metrics::endpoint))
         // Per matched route, so that the label is the route's template.
