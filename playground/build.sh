@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Rebuilds playground/assets, the GraphiQL files the server embeds, from the npm registry: exactly the versions
-# locked in package-lock.json. The Rust build never runs npm: it embeds the committed assets.
+# Rebuilds the third-party browser files the server embeds from the npm registry, exactly the versions locked in
+# package-lock.json: GraphiQL for the playground (playground/assets), Preact, htm and Swagger UI for the web
+# catalogue and /docs (ui/vendor). The Rust build never runs npm: it embeds the committed files.
 #   playground/build.sh           refresh the assets (after changing versions in package.json: npm install first)
 #   playground/build.sh --check   fail when the committed assets differ from what the lock file gives
 set -euo pipefail
@@ -8,15 +9,24 @@ cd "$(dirname "$0")"
 
 npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
 
-# source in node_modules -> name in assets/
+# source in node_modules -> committed file (relative to playground/)
 files=(
-  "graphiql/graphiql.min.js graphiql.min.js"
-  "graphiql/graphiql.min.css graphiql.min.css"
-  "react/umd/react.production.min.js react.production.min.js"
-  "react-dom/umd/react-dom.production.min.js react-dom.production.min.js"
-  "graphiql/LICENSE LICENSE.graphiql"
-  "react/LICENSE LICENSE.react"
-  "react-dom/LICENSE LICENSE.react-dom"
+  "graphiql/graphiql.min.js assets/graphiql.min.js"
+  "graphiql/graphiql.min.css assets/graphiql.min.css"
+  "react/umd/react.production.min.js assets/react.production.min.js"
+  "react-dom/umd/react-dom.production.min.js assets/react-dom.production.min.js"
+  "graphiql/LICENSE assets/LICENSE.graphiql"
+  "react/LICENSE assets/LICENSE.react"
+  "react-dom/LICENSE assets/LICENSE.react-dom"
+  "preact/dist/preact.mjs ../ui/vendor/preact.mjs"
+  "preact/hooks/dist/hooks.mjs ../ui/vendor/preact-hooks.mjs"
+  "htm/dist/htm.mjs ../ui/vendor/htm.mjs"
+  "swagger-ui-dist/swagger-ui-bundle.js ../ui/vendor/swagger-ui-bundle.js"
+  "swagger-ui-dist/swagger-ui.css ../ui/vendor/swagger-ui.css"
+  "preact/LICENSE ../ui/vendor/LICENSE.preact"
+  "htm/LICENSE ../ui/vendor/LICENSE.htm"
+  "swagger-ui-dist/LICENSE ../ui/vendor/LICENSE.swagger-ui"
+  "swagger-ui-dist/NOTICE ../ui/vendor/NOTICE.swagger-ui"
 )
 
 check=false
@@ -28,14 +38,15 @@ for pair in "${files[@]}"; do
   content=$(mktemp)
   sed '/^\/[*\/]# sourceMappingURL=/d' "node_modules/$source" >"$content"
   if $check; then
-    if ! cmp -s "$content" "assets/$name"; then
-      echo "assets/$name differs from $source of the locked version: run playground/build.sh" >&2
+    if ! cmp -s "$content" "$name"; then
+      echo "$name differs from $source of the locked version: run playground/build.sh" >&2
       status=1
     fi
     rm -f "$content"
   else
-    mv "$content" "assets/$name"
-    chmod 644 "assets/$name"
+    mkdir -p "$(dirname "$name")"
+    mv "$content" "$name"
+    chmod 644 "$name"
   fi
 done
 exit $status

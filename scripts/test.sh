@@ -3,8 +3,9 @@
 # - curl, jq: the README tour (tests/readme.rs) runs its examples with them.
 # - nx-27017 (PyPI): a MongoDB-wire server, so the MongoDB backend's contract suite runs without a MongoDB server.
 #   With MONGODB_URI set, the suite runs against that server instead.
-# - chromium (Debian) and playground/node_modules (npm, playwright-core among them): the playground's browser test.
-#   `playground/build.sh --check` installs the latter and proves the embedded GraphiQL assets match the lock file.
+# - chromium (Debian) and playground/node_modules (npm: playwright-core, axe-core among them): the browser tests of
+#   the playground, the catalogue and /docs (tests/playground.rs, tests/ui.rs). `playground/build.sh --check`
+#   installs the latter and proves the embedded browser files (playground/assets, ui/vendor) match the lock file.
 # Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,7 +40,7 @@ fi
 if command -v npm >/dev/null 2>&1; then
   playground/build.sh --check
 else
-  echo "warning: npm missing: the playground's browser test will say SKIPPED" >&2
+  echo "warning: npm missing: the browser tests will say SKIPPED" >&2
 fi
 export CHROMIUM=/usr/bin/chromium
 

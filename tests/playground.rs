@@ -2,10 +2,7 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::Command;
-
-use common::{Options, report_skip};
+use common::{Options, browser};
 use serde_json::json;
 
 #[tokio::test]
@@ -43,56 +40,13 @@ async fn playground_and_its_assets_come_from_the_binary() {
         missing.json::<serde_json::Value>().await.unwrap()["code"],
         "NOT_FOUND"
     );
-
-    let browser = app
-        .get_with("/", &[("accept", "text/html,application/xhtml+xml")])
-        .await;
-    assert_eq!(
-        browser.url().path(),
-        "/playground",
-        "a browser at / lands on the playground"
-    );
-    let program: serde_json::Value = app.get("/").await.json().await.unwrap();
-    assert_eq!(program["graphql"], "/graphql");
-}
-
-/// What the browser test needs, or why it cannot run here.
-fn browser_tools() -> Result<(PathBuf, PathBuf), String> {
-    let chromium =
-        PathBuf::from(std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()));
-    let playwright =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("playground/node_modules/playwright-core");
-    let node_ok = Command::new("node")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !node_ok {
-        return Err("node is not installed".into());
-    }
-    if !chromium.exists() {
-        return Err(format!(
-            "{} is missing (Debian's chromium; scripts/test.sh installs it)",
-            chromium.display()
-        ));
-    }
-    if !playwright.exists() {
-        return Err(
-            "playground/node_modules is missing (scripts/test.sh runs playground/build.sh --check)"
-                .into(),
-        );
-    }
-    Ok((chromium, playwright))
 }
 
 #[tokio::test]
 async fn the_playground_runs_a_query_in_a_real_browser() {
     let test = "the_playground_runs_a_query_in_a_real_browser";
-    let (chromium, _) = match browser_tools() {
-        Ok(tools) => tools,
-        Err(reason) if std::env::var_os("CI").is_some() => {
-            panic!("CI must run the browser test: {reason}")
-        }
-        Err(reason) => return report_skip(test, &reason),
+    let Some(chromium) = browser::chromium_or_skip(test) else {
+        return;
     };
     let app = common::embedded(Options::default()).await;
     // Something for the first example (a filtered listing) to find.
@@ -102,25 +56,17 @@ async fn the_playground_runs_a_query_in_a_real_browser() {
         json!({}),
     )
     .await;
-    let screenshot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("playground.png");
-    let output = tokio::process::Command::new("node")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/playground/test/browser.mjs"
-        ))
-        .arg(format!("http://{}", app.addr))
-        .arg(&screenshot)
-        .arg("edge.camera-svc")
-        .env("CHROMIUM", &chromium)
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let screenshot = browser::screenshots().join("playground.png");
+    browser::run_script(
+        &chromium,
+        "browser.mjs",
+        &[
+            format!("http://{}", app.addr),
+            screenshot.display().to_string(),
+            "edge.camera-svc".into(),
+        ],
+    )
+    .await;
     assert!(
         std::fs::metadata(&screenshot).unwrap().len() > 10_000,
         "a screenshot was kept"

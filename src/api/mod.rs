@@ -1,4 +1,5 @@
-//! Transports: GraphQL, the REST routes of the original service, health checks.
+//! Transports: GraphQL, the REST routes of the original service, health checks, and the pages for people (the
+//! playground, the web catalogue, the REST API's explorer).
 
 pub mod auth;
 mod download;
@@ -9,6 +10,7 @@ pub mod metrics;
 mod playground;
 mod rest;
 mod sse;
+mod ui;
 
 use std::sync::Arc;
 
@@ -117,6 +119,7 @@ pub fn router(service: Arc<RepositoryService>, config: ApiConfig) -> Router {
                 )),
         )
         .merge(playground::routes())
+        .merge(ui::routes())
         .merge(rest::documentation())
         .route("/metrics", get(metrics::endpoint))
         // Per matched route, so that the label is the route's template.

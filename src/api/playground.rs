@@ -3,8 +3,8 @@
 
 use axum::Router;
 use axum::extract::Path;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use super::error::ApiError;
@@ -42,7 +42,7 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
     ),
 ];
 
-const JAVASCRIPT: &str = "text/javascript; charset=utf-8";
+pub(super) const JAVASCRIPT: &str = "text/javascript; charset=utf-8";
 
 /// The assets change only with the binary: a day of caching spares edge links, and a new version is picked up
 /// the day after an upgrade at the latest (the page itself is never cached).
@@ -50,7 +50,6 @@ const ASSET_CACHE: &str = "public, max-age=86400";
 
 pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
-        .route("/", get(root))
         .route(
             "/playground",
             get(|| async { page(PAGE, "text/html; charset=utf-8") }),
@@ -62,11 +61,24 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route("/playground/assets/{name}", get(asset))
 }
 
-fn page(body: &'static [u8], content_type: &'static str) -> Response {
+/// A page or a file of ours, revalidated on every load.
+pub(super) fn page(body: &'static [u8], content_type: &'static str) -> Response {
     (
         [
             (header::CONTENT_TYPE, content_type),
             (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// A vendored file, cached for a day.
+pub(super) fn vendored(body: &'static [u8], content_type: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, ASSET_CACHE),
         ],
         body,
     )
@@ -78,39 +90,5 @@ async fn asset(Path(name): Path<String>) -> Result<Response, ApiError> {
         .iter()
         .find(|(asset, _, _)| *asset == name)
         .ok_or(ApiError::NoRoute)?;
-    Ok((
-        [
-            (header::CONTENT_TYPE, *content_type),
-            (header::CACHE_CONTROL, ASSET_CACHE),
-        ],
-        *body,
-    )
-        .into_response())
-}
-
-/// A browser at the root gets the playground; programs get a small JSON map of the API.
-async fn root(headers: HeaderMap) -> Response {
-    let wants_html = headers
-        .get(header::ACCEPT)
-        .and_then(|accept| accept.to_str().ok())
-        .is_some_and(|accept| accept.contains("text/html"));
-    if wants_html {
-        return Redirect::temporary("/playground").into_response();
-    }
-    let mut response = (
-        StatusCode::OK,
-        axum::Json(serde_json::json!({
-            "name": "component-repository",
-            "version": env!("CARGO_PKG_VERSION"),
-            "graphql": "/graphql",
-            "playground": "/playground",
-            "health": "/healthz",
-            "ready": "/readyz",
-        })),
-    )
-        .into_response();
-    response
-        .headers_mut()
-        .insert(header::VARY, HeaderValue::from_static("accept"));
-    response
+    Ok(vendored(body, content_type))
 }

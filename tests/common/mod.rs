@@ -2,6 +2,7 @@
 #![allow(dead_code)] // each test crate uses a different part of this module
 
 pub mod archive;
+pub mod browser;
 pub mod mongo;
 pub mod process;
 

@@ -1,0 +1,271 @@
+//! The web catalogue at `/ui` and the REST API's explorer at `/docs`: served offline from the binary, and
+//! working in a real browser (the scripts in `playground/test/` drive Chromium).
+
+mod common;
+
+use common::{Options, TestApp, browser};
+use serde_json::{Value, json};
+
+/// Runs a GraphQL operation with a bearer token and returns its `data`.
+async fn ok_as(app: &TestApp, token: &str, query: &str, variables: Value) -> Value {
+    let body: Value = app
+        .client
+        .post(app.url("/graphql"))
+        .bearer_auth(token)
+        .json(&json!({ "query": query, "variables": variables }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(body.get("errors").is_none(), "unexpected errors: {body:#}");
+    body["data"].clone()
+}
+
+/// Uploads `bytes` as the file of a component with a GraphQL multipart request and a bearer token.
+async fn upload_as(app: &TestApp, token: &str, mutation: &str, bytes: Vec<u8>, filename: &str) {
+    let operations = json!({ "query": mutation, "variables": { "file": null } });
+    let form = reqwest::multipart::Form::new()
+        .text("operations", operations.to_string())
+        .text("map", json!({ "0": ["variables.file"] }).to_string())
+        .part(
+            "0",
+            reqwest::multipart::Part::bytes(bytes).file_name(filename.to_owned()),
+        );
+    let body: Value = app
+        .client
+        .post(app.url("/graphql"))
+        .bearer_auth(token)
+        .header("apollo-require-preflight", "true")
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(body.get("errors").is_none(), "{body:#}");
+}
+
+#[tokio::test]
+async fn the_pages_and_their_files_come_from_the_binary() {
+    let app = common::embedded(Options::default()).await;
+    for (page, prefix, expected) in [("/ui", "/ui/", 5), ("/docs", "/ui/", 4)] {
+        let response = app.get(page).await;
+        assert_eq!(response.status(), 200, "{page}");
+        assert_eq!(
+            response.headers()["content-type"],
+            "text/html; charset=utf-8"
+        );
+        assert_eq!(response.headers()["cache-control"], "no-cache");
+        let html = response.text().await.unwrap();
+        assert!(
+            !html.contains("http://") && !html.contains("https://"),
+            "no outside URL in {page}: {html}"
+        );
+        // Every file the page names (scripts, styles, the import map's modules) is served.
+        let mut referenced = 0;
+        for src in html.split('"').filter(|part| part.starts_with(prefix)) {
+            let file = app.get(src).await;
+            assert_eq!(file.status(), 200, "{src}");
+            assert!(
+                file.bytes().await.unwrap().len() > 100,
+                "{src} is too small"
+            );
+            referenced += 1;
+        }
+        assert_eq!(referenced, expected, "files referenced by {page}");
+    }
+    let vendored = app.get("/ui/vendor/swagger-ui-bundle.js").await;
+    assert_eq!(vendored.headers()["cache-control"], "public, max-age=86400");
+    assert_eq!(
+        vendored.headers()["content-type"],
+        "text/javascript; charset=utf-8"
+    );
+    for missing in [
+        "/ui/nothing.js",
+        "/ui/vendor/nothing.js",
+        "/ui/vendor/app.js",
+    ] {
+        let response = app.get(missing).await;
+        assert_eq!(response.status(), 404, "{missing}");
+        assert_eq!(response.json::<Value>().await.unwrap()["code"], "NOT_FOUND");
+    }
+
+    let landing = app
+        .get_with("/", &[("accept", "text/html,application/xhtml+xml")])
+        .await;
+    assert_eq!(
+        landing.url().path(),
+        "/ui",
+        "a browser at / lands on the catalogue"
+    );
+    let program = app.get("/").await;
+    assert_eq!(program.headers()["vary"], "accept");
+    let map: Value = program.json().await.unwrap();
+    assert_eq!(map["graphql"], "/graphql");
+    assert_eq!(map["ui"], "/ui");
+    assert_eq!(map["docs"], "/docs");
+}
+
+/// A catalogue with something in every kind: 22 services with needs that vary by their number, one service
+/// with a file that references a stored and a missing model, two models, a transformation and an inferencer.
+async fn seed(app: &TestApp, token: &str) {
+    let mut services = Vec::new();
+    for i in 0..22 {
+        let library = if i % 3 == 0 {
+            json!({"name": "tensorflow", "version": "2.13.0"})
+        } else {
+            json!({"name": "torch", "version": "2.1.0"})
+        };
+        services.push(format!(
+            "s{i}: createService(input: {{id: \"svc-{i:02}\", description: \"service number {i}\", \
+             needs: {{gpu: {}, ram: {}, preinstalledLibraries: [{{name: {}, version: {}}}]}}}}) {{ id }}",
+            i % 2 == 0,
+            i % 8,
+            library["name"],
+            library["version"]
+        ));
+    }
+    let services = format!("mutation {{ {} }}", services.join(" "));
+    ok_as(app, token, &services, json!({})).await;
+    ok_as(
+        app,
+        token,
+        r#"mutation {
+          a: createModel(input: {name: "fall-detection", version: "pilot-2-1", library: "keras",
+                                 description: "detects falls"}) { name }
+          b: createModel(input: {name: "yolo", version: "v8", library: "torch"}) { name }
+          c: createService(input: {id: "edge.camera-svc", description: "camera pipeline",
+               needs: {ram: 2, preinstalledLibraries: [{name: "tensorflow", version: ">=2.12,<3"}],
+                       availableModels: [{name: "fall-detection", version: "pilot-2-1"},
+                                         {name: "missing-model", version: "v1"}]}}) { id }
+          d: createTransformation(input: {id: "resize", description: "resizes frames",
+               parameterTypes: {width: "int"}, defaultValues: {width: 224}, outputs: ["frame"]}) { id }
+          e: createInferencer(input: {id: "tf-inferencer", library: "tensorflow",
+               needs: {ram: 2, preinstalledLibraries: [{name: "tensorflow", version: ""}]}}) { id }
+        }"#,
+        json!({}),
+    )
+    .await;
+    upload_as(
+        app,
+        token,
+        r#"mutation($file: Upload!) { uploadServiceFile(id: "edge.camera-svc", file: $file) { id } }"#,
+        common::bytes(700_000, 17),
+        "camera-svc.tar.gz",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_catalogue_works_in_a_real_browser() {
+    let test = "the_catalogue_works_in_a_real_browser";
+    let Some(chromium) = browser::chromium_or_skip(test) else {
+        return;
+    };
+    let app = common::embedded(Options::default()).await;
+    seed(&app, "").await;
+    // A file of a few MiB: enough for the upload to report progress, small enough for a quick test.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("fall-detection.zip");
+    let bytes = common::bytes(6 * 1024 * 1024 + 123, 15);
+    std::fs::write(&file, &bytes).unwrap();
+    browser::run_script(
+        &chromium,
+        "catalogue.mjs",
+        &[
+            format!("http://{}", app.addr),
+            browser::screenshots().display().to_string(),
+            file.display().to_string(),
+            common::sha256_hex(&bytes),
+        ],
+    )
+    .await;
+    // What the page did reached the store.
+    let data = app
+        .ok(
+            r#"{ model(name: "fall-detection", version: "pilot-2-1") { description file { sha256 } }
+                 service(id: "svc-21") { id } }"#,
+            json!({}),
+        )
+        .await;
+    assert_eq!(data["model"]["file"]["sha256"], common::sha256_hex(&bytes));
+    assert_eq!(
+        data["model"]["description"],
+        "detects falls, edited in the browser"
+    );
+    assert!(data["service"].is_null(), "deleted through the page");
+}
+
+#[tokio::test]
+async fn a_protected_catalogue_asks_for_a_token_and_shows_read_only_views() {
+    let test = "a_protected_catalogue_asks_for_a_token_and_shows_read_only_views";
+    let Some(chromium) = browser::chromium_or_skip(test) else {
+        return;
+    };
+    let (read, write) = ("read-token-for-the-browser", "write-token-for-the-browser");
+    let private = common::embedded(Options {
+        flags: vec![
+            format!("--read-tokens={read}"),
+            format!("--write-tokens={write}"),
+        ],
+        ..Options::default()
+    })
+    .await;
+    // With a small upload limit, to see the page explain a refused upload.
+    let public = common::embedded(Options {
+        flags: vec![format!("--write-tokens={write}"), "--public-reads".into()],
+        max_upload_size: 1024 * 1024,
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let too_large = dir.path().join("too-large.bin");
+    std::fs::write(&too_large, common::bytes(3 * 1024 * 1024, 18)).unwrap();
+    let bytes = common::bytes(300_000, 16);
+    for app in [&private, &public] {
+        seed(app, write).await;
+        upload_as(
+            app,
+            write,
+            r#"mutation($file: Upload!) { uploadModelFile(name: "yolo", version: "v8", file: $file) { name } }"#,
+            bytes.clone(),
+            "yolo.pt",
+        )
+        .await;
+    }
+    browser::run_script(
+        &chromium,
+        "protected.mjs",
+        &[
+            format!("http://{}", private.addr),
+            format!("http://{}", public.addr),
+            browser::screenshots().display().to_string(),
+            read.into(),
+            write.into(),
+            common::sha256_hex(&bytes),
+            too_large.display().to_string(),
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn docs_explores_the_rest_api_in_a_real_browser() {
+    let test = "docs_explores_the_rest_api_in_a_real_browser";
+    let Some(chromium) = browser::chromium_or_skip(test) else {
+        return;
+    };
+    let app = common::embedded(Options::default()).await;
+    seed(&app, "").await;
+    browser::run_script(
+        &chromium,
+        "docs.mjs",
+        &[
+            format!("http://{}", app.addr),
+            browser::screenshots().display().to_string(),
+        ],
+    )
+    .await;
+}

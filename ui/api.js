@@ -1,0 +1,160 @@
+// The catalogue's only way to the server: the public GraphQL API at /graphql, with the bearer token of this
+// browser session when one is set.
+
+const TOKEN_KEY = "component-repository.token";
+
+export function token() {
+  return sessionStorage.getItem(TOKEN_KEY) || "";
+}
+
+/** Kept for this browser tab's session only: closing the tab forgets it. */
+export function setToken(value) {
+  if (value) sessionStorage.setItem(TOKEN_KEY, value);
+  else sessionStorage.removeItem(TOKEN_KEY);
+}
+
+function authorization(withToken = true) {
+  const value = withToken ? token() : "";
+  return value ? { authorization: `Bearer ${value}` } : {};
+}
+
+export class ApiError extends Error {
+  constructor(code, message, status) {
+    super(message);
+    this.code = code;
+    this.status = status;
+  }
+}
+
+/** What a person should read for each error code the API answers with. */
+const ADVICE = {
+  UNAUTHENTICATED: "This server needs a token: enter a read or write token at the top of the page.",
+  FORBIDDEN: "Your token can only read: changes need a write token.",
+  NOT_FOUND: "It is not (or no longer) in the repository.",
+  ALREADY_EXISTS: "A component with this key already exists.",
+  INVALID_INPUT: "The server refused the input.",
+  PAYLOAD_TOO_LARGE: "The file is larger than this server accepts (its --max-upload-size).",
+  REQUEST_TIMEOUT: "The upload stalled and the server gave up waiting for it.",
+  TIMEOUT: "The server took too long to answer; try again.",
+  UNAVAILABLE: "The storage behind the server is unavailable; try again shortly.",
+  INTERNAL: "The server failed; its log has the details.",
+  NETWORK: "The server could not be reached.",
+  ABORTED: "Cancelled.",
+};
+
+export function advice(error) {
+  return ADVICE[error.code] || "Something went wrong.";
+}
+
+/** The code of an HTTP status, for answers without a GraphQL body (from a proxy, say). */
+const STATUS_CODES = {
+  401: "UNAUTHENTICATED",
+  403: "FORBIDDEN",
+  404: "NOT_FOUND",
+  408: "REQUEST_TIMEOUT",
+  413: "PAYLOAD_TOO_LARGE",
+  503: "UNAVAILABLE",
+  504: "TIMEOUT",
+};
+
+/** The GraphQL errors of a response body, or its data. */
+function unwrap(body, status) {
+  if (!body || typeof body !== "object") {
+    const code = STATUS_CODES[status] || (status >= 500 ? "INTERNAL" : "INVALID_INPUT");
+    throw new ApiError(code, `The server answered ${status} without a GraphQL body.`, status);
+  }
+  if (Array.isArray(body.errors) && body.errors.length > 0) {
+    const first = body.errors[0];
+    throw new ApiError(first.extensions?.code || "INTERNAL", first.message, status);
+  }
+  return body.data;
+}
+
+export async function gql(query, variables = {}, { withToken = true } = {}) {
+  let response;
+  try {
+    response = await fetch("/graphql", {
+      method: "POST",
+      headers: { "content-type": "application/json", accept: "application/json", ...authorization(withToken) },
+      body: JSON.stringify({ query, variables }),
+    });
+  } catch (error) {
+    throw new ApiError("NETWORK", String(error.message || error));
+  }
+  const body = await response.json().catch(() => null);
+  return unwrap(body, response.status);
+}
+
+/**
+ * Runs an upload mutation as a GraphQL multipart request (operations, map, then the file part) whose `file`
+ * variable is `file`. The browser streams the File from disk: the page never holds its bytes.
+ * Returns `{ done, abort }`; `onProgress(sent, total)` follows the upload.
+ */
+export function upload(mutation, variables, file, onProgress) {
+  const xhr = new XMLHttpRequest();
+  const done = new Promise((resolve, reject) => {
+    const form = new FormData();
+    form.append("operations", JSON.stringify({ query: mutation, variables: { ...variables, file: null } }));
+    form.append("map", JSON.stringify({ 0: ["variables.file"] }));
+    form.append("0", file, file.name);
+    xhr.open("POST", "/graphql");
+    // The multipart spec's CSRF protection: a cross-site form cannot set this header.
+    xhr.setRequestHeader("apollo-require-preflight", "true");
+    for (const [name, value] of Object.entries(authorization())) xhr.setRequestHeader(name, value);
+    xhr.responseType = "json";
+    xhr.upload.onprogress = (event) => onProgress(event.loaded, event.lengthComputable ? event.total : file.size);
+    xhr.onload = () => {
+      try {
+        resolve(unwrap(xhr.response, xhr.status));
+      } catch (error) {
+        reject(error);
+      }
+    };
+    xhr.onerror = () => reject(new ApiError("NETWORK", "The upload was interrupted."));
+    xhr.onabort = () => reject(new ApiError("ABORTED", "The upload was cancelled."));
+    xhr.send(form);
+  });
+  return { done, abort: () => xhr.abort() };
+}
+
+/**
+ * What this browser may do, found with two operations that change nothing: a read of `__typename`, and a
+ * mutation selecting only `__typename` (checked against the token like any mutation, but with no effect).
+ */
+export async function probeAccess() {
+  const refused = (error) => error.code === "UNAUTHENTICATED" || error.code === "FORBIDDEN";
+  const attempt = async (query, withToken) => {
+    try {
+      await gql(query, {}, { withToken });
+      return { ok: true };
+    } catch (error) {
+      if (refused(error)) return { ok: false, error };
+      throw error;
+    }
+  };
+  const anonymous = await attempt("query ReadProbe { __typename }", false);
+  const publicReads = anonymous.ok;
+  const read = token() ? await attempt("query ReadProbe { __typename }", true) : anonymous;
+  if (!read.ok) return { read: false, write: false, publicReads, error: read.error };
+  const write = await attempt("mutation WriteProbe { __typename }", true);
+  return { read: true, write: write.ok, publicReads, open: publicReads && write.ok && !token() };
+}
+
+/** Saves a download that needs the token (a link cannot send a header). */
+export async function downloadWithToken(url, filename) {
+  let response;
+  try {
+    response = await fetch(url, { headers: authorization() });
+  } catch (error) {
+    throw new ApiError("NETWORK", String(error.message || error));
+  }
+  if (!response.ok) {
+    const body = await response.json().catch(() => ({}));
+    throw new ApiError(body.code || "INTERNAL", body.detail || `The download answered ${response.status}.`, response.status);
+  }
+  const link = document.createElement("a");
+  link.href = URL.createObjectURL(await response.blob());
+  link.download = filename;
+  link.click();
+  setTimeout(() => URL.revokeObjectURL(link.href), 60_000);
+}

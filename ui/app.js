@@ -1,0 +1,149 @@
+// The catalogue's shell: the header with the token field, hash routes to the pages, and what this browser may
+// do (read, write), which decides between the full and the read-only view.
+
+import { render } from "preact";
+import { useCallback, useEffect, useRef, useState } from "preact/hooks";
+import { probeAccess, setToken, token } from "./api.js";
+import { Catalogue, CreateForm } from "./catalogue.js";
+import { ComponentPage } from "./component.js";
+import { DevicePage } from "./device.js";
+import { ErrorBox, KINDS, KIND_NAMES, html } from "./format.js";
+
+/** `#/services?search=x` -> { parts: ["services"], params }. */
+function parseHash() {
+  const raw = window.location.hash.replace(/^#\/?/, "");
+  const [path, query = ""] = raw.split("?", 2);
+  const parts = path.split("/").filter((part) => part !== "").map(decodeURIComponent);
+  return { parts, params: new URLSearchParams(query) };
+}
+
+function useRoute() {
+  const [route, setRoute] = useState(parseHash);
+  useEffect(() => {
+    const changed = () => setRoute(parseHash());
+    window.addEventListener("hashchange", changed);
+    return () => window.removeEventListener("hashchange", changed);
+  }, []);
+  return route;
+}
+
+function TokenForm({ access, onChange }) {
+  // The field empties once a token is in use: the badge and "Forget" say that one is.
+  const [value, setValue] = useState("");
+  const submit = (event) => {
+    event.preventDefault();
+    setToken(value.trim());
+    setValue("");
+    onChange();
+  };
+  const forget = () => {
+    setValue("");
+    setToken("");
+    onChange();
+  };
+  return html`<form class="token" onSubmit=${submit}>
+    <label for="token">Token</label>
+    <input id="token" type="password" autocomplete="off" spellcheck="false" value=${value}
+      placeholder=${token() ? "in use" : ""} onInput=${(e) => setValue(e.currentTarget.value)} />
+    <button type="submit">Use</button>
+    ${token() && html`<button type="button" class="secondary" onClick=${forget}>Forget</button>`}
+    <${AccessBadge} access=${access} />
+  </form>`;
+}
+
+function AccessBadge({ access }) {
+  let text = "Checking access…";
+  let tone = "neutral";
+  if (access?.failed) [text, tone] = ["Server unreachable", "bad"];
+  else if (access && !access.read) [text, tone] = [token() ? "Token not accepted" : "Token needed", "bad"];
+  else if (access?.open) [text, tone] = ["Open: no token needed", "good"];
+  else if (access?.write) [text, tone] = ["Read and write", "good"];
+  else if (access) [text, tone] = [token() ? "Read-only token" : "Read-only: public reads", "neutral"];
+  return html`<span class=${`badge ${tone}`} role="status">${text}</span>`;
+}
+
+function NotFound() {
+  return html`<section><h1 tabindex="-1">Page not found</h1><p><a href="#/models">Back to the catalogue</a></p></section>`;
+}
+
+function Page({ route, access, notify }) {
+  const [first, ...rest] = route.parts;
+  const props = { params: route.params, access, notify };
+  if (!first) return html`<${Catalogue} kind="model" ...${props} />`;
+  const listed = KIND_NAMES.find((kind) => KINDS[kind].list === first);
+  if (listed) return html`<${Catalogue} kind=${listed} ...${props} />`;
+  if (first === "device") return html`<${DevicePage} ...${props} />`;
+  if (first === "new" && KINDS[rest[0]]) return html`<${CreateForm} kind=${rest[0]} ...${props} />`;
+  if (KINDS[first] && rest.length === KINDS[first].key.length) {
+    return html`<${ComponentPage} key=${route.parts.join("/")} kind=${first} keys=${rest} ...${props} />`;
+  }
+  return html`<${NotFound} />`;
+}
+
+function App() {
+  const route = useRoute();
+  const [access, setAccess] = useState(null);
+  const [accessError, setAccessError] = useState(null);
+  // A message for one page: "Saved." on the component, "Deleted." on the list a deletion leads to.
+  const [notice, setNotice] = useState(null);
+  const main = useRef(null);
+
+  const checkAccess = useCallback(() => {
+    setAccess(null);
+    probeAccess()
+      .then((found) => {
+        setAccess(found);
+        setAccessError(found.read ? null : found.error);
+      })
+      .catch((error) => {
+        setAccess({ read: false, write: false, failed: true });
+        setAccessError(error);
+      });
+  }, []);
+  useEffect(checkAccess, [checkAccess]);
+
+  // A new page moves the focus to its heading, so keyboard and screen-reader users start there, and names the
+  // browser tab and history entry after it.
+  // The first page leaves the focus where browsers put it, so that the first Tab reaches "Skip to content".
+  const path = route.parts.join("/");
+  const landed = useRef(false);
+  useEffect(() => {
+    setNotice((current) => (current?.path === path ? current : null));
+    const heading = main.current?.querySelector("h1");
+    if (!heading) return;
+    document.title = `${heading.textContent.trim()} · component-repository`;
+    if (landed.current) heading.focus();
+    landed.current = true;
+  }, [path, access?.read]);
+
+  const notify = useCallback(
+    (text, target) => setNotice({ text, path: target ?? parseHash().parts.join("/") }),
+    [],
+  );
+  const section = route.parts[0] === "device" ? "device" : "catalogue";
+
+  return html`
+    <a class="skip" href="#main" onClick=${(e) => { e.preventDefault(); main.current?.querySelector("h1")?.focus(); }}>Skip to content</a>
+    <header class="top">
+      <a class="brand" href="#/models">component-repository</a>
+      <nav aria-label="Main">
+        <a href="#/models" aria-current=${section === "catalogue" ? "page" : undefined}>Catalogue</a>
+        <a href="#/device" aria-current=${section === "device" ? "page" : undefined}>What can this device run?</a>
+        <a href="/docs">REST API</a>
+        <a href="/playground">GraphQL playground</a>
+      </nav>
+      <${TokenForm} access=${access} onChange=${checkAccess} />
+    </header>
+    <main id="main" ref=${main}>
+      ${notice?.path === path && html`<p class="notice" role="status">${notice.text}</p>`}
+      ${access === null
+        ? html`<p class="muted">Loading…</p>`
+        : !access.read
+          ? html`<section><h1 tabindex="-1">Sign in with a token</h1><${ErrorBox} error=${accessError} />
+              <p>Enter a read token to browse, or a write token to make changes; the page keeps it for this
+              browser tab only.</p></section>`
+          : html`<${Page} route=${route} access=${access} notify=${notify} />`}
+    </main>`;
+}
+
+render(html`<${App} />`, document.getElementById("app"));

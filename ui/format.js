@@ -1,0 +1,190 @@
+// The four kinds of component, the GraphQL selections the pages use, and how values are shown: the small view
+// pieces that several pages share.
+
+import { h } from "preact";
+import htm from "htm";
+import { advice, downloadWithToken, token } from "./api.js";
+
+export const html = htm.bind(h);
+
+const FILE = "file { size sha256 contentType filename uploadedAt downloadUrl }";
+const NEEDS =
+  "needs { storage ram gpu preinstalledLibraries { name version } availableModels { name version model { name version } } }";
+
+export const KINDS = {
+  model: {
+    label: "Models",
+    singular: "Model",
+    list: "models",
+    filterType: "ModelFilter",
+    key: ["name", "version"],
+    fields: `name version library description ${FILE} createdAt updatedAt`,
+    hasNeeds: false,
+    hasLibrary: true,
+  },
+  transformation: {
+    label: "Transformations",
+    singular: "Transformation",
+    list: "transformations",
+    filterType: "ComponentFilter",
+    key: ["id"],
+    fields: `id description parameterTypes defaultValues outputs ${NEEDS} ${FILE} createdAt updatedAt`,
+    hasNeeds: true,
+    hasLibrary: false,
+  },
+  service: {
+    label: "Services",
+    singular: "Service",
+    list: "services",
+    filterType: "ComponentFilter",
+    key: ["id"],
+    fields: `id description ${NEEDS} ${FILE} createdAt updatedAt`,
+    hasNeeds: true,
+    hasLibrary: false,
+  },
+  inferencer: {
+    label: "Inferencers",
+    singular: "Inferencer",
+    list: "inferencers",
+    filterType: "InferencerFilter",
+    key: ["id"],
+    fields: `id description library useCuda ${NEEDS} ${FILE} createdAt updatedAt`,
+    hasNeeds: true,
+    hasLibrary: true,
+  },
+};
+
+export const KIND_NAMES = Object.keys(KINDS);
+
+/** GraphQL type name (`Service`) -> kind (`service`). */
+export function kindOf(typename) {
+  return typename.charAt(0).toLowerCase() + typename.slice(1);
+}
+
+/** Key values of a component in URL order: [name, version] or [id]. */
+export function keyOf(kind, component) {
+  return KINDS[kind].key.map((field) => component[field]);
+}
+
+export function title(kind, component) {
+  return keyOf(kind, component).join(" · ");
+}
+
+/** The catalogue's address of a component. */
+export function componentHref(kind, keys) {
+  return `#/${kind}/${keys.map(encodeURIComponent).join("/")}`;
+}
+
+export function bytes(size) {
+  const units = ["bytes", "KiB", "MiB", "GiB", "TiB"];
+  let value = Number(size);
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit += 1;
+  }
+  return unit === 0 ? `${value} bytes` : `${value.toFixed(value < 10 ? 2 : 1)} ${units[unit]}`;
+}
+
+export function time(iso) {
+  if (!iso) return "";
+  const date = new Date(iso);
+  return Number.isNaN(date.getTime()) ? iso : date.toLocaleString();
+}
+
+export function gigabytes(value) {
+  return value === null || value === undefined ? "" : `${value} GB`;
+}
+
+/** A library requirement as people write it: `tensorflow >=2.12,<3`, or the name alone for any version. */
+export function requirement({ name, version }) {
+  return version && version !== "*" ? `${name} ${version}` : name;
+}
+
+/** An API error as a person should read it: what to do, then the server's own words. */
+export function ErrorBox({ error }) {
+  if (!error) return null;
+  const detail = error.message && error.message !== advice(error) ? error.message : "";
+  return html`<div class="error" role="alert">
+    <strong>${advice(error)}</strong>
+    ${error.code && html` <code class="code">${error.code}</code>`}
+    ${detail && html`<span class="detail">${detail}</span>`}
+  </div>`;
+}
+
+/** What a component needs from a device, with referenced models resolved to links when the repository has them. */
+export function NeedsView({ needs }) {
+  if (!needs) return null;
+  const libraries = needs.preinstalledLibraries;
+  const models = needs.availableModels;
+  return html`<dl class="facts">
+    <dt>GPU</dt><dd>${needs.gpu ? "needed" : "not needed"}</dd>
+    <dt>RAM</dt><dd>${needs.ram === null ? "any" : gigabytes(needs.ram)}</dd>
+    <dt>Storage</dt><dd>${needs.storage === null ? "any" : gigabytes(needs.storage)}</dd>
+    <dt>Libraries</dt>
+    <dd>${libraries.length === 0 ? "none" : html`<ul class="chips">
+      ${libraries.map((library) => html`<li>${requirement(library)}</li>`)}
+    </ul>`}</dd>
+    <dt>Models</dt>
+    <dd>${models.length === 0 ? "none" : html`<ul class="chips">
+      ${models.map((model) => html`<li>${model.model
+        ? html`<a href=${componentHref("model", [model.model.name, model.model.version])}>${model.name} ${model.version}</a>`
+        : html`${model.name} ${model.version} <span class="missing">(not in this repository)</span>`}</li>`)}
+    </ul>`}</dd>
+  </dl>`;
+}
+
+/**
+ * A download: a plain link when the browser needs no token for it (the browser streams it to disk); otherwise
+ * a button that sends the token, since a link cannot.
+ */
+export function Download({ file, access, onError }) {
+  if (token() && !access?.publicReads) {
+    const click = () => downloadWithToken(file.downloadUrl, file.filename).catch(onError);
+    return html`<button type="button" class="link" onClick=${click}>Download ${file.filename}</button>`;
+  }
+  return html`<a href=${file.downloadUrl} download=${file.filename}>Download ${file.filename}</a>`;
+}
+
+export function FileView({ file, access, onError, full = false }) {
+  if (!file) return html`<p class="muted">No file uploaded yet.</p>`;
+  const sha = file.sha256 || "not computed yet";
+  return html`<dl class="facts">
+    <dt>File</dt><dd><${Download} file=${file} access=${access} onError=${onError} /> (${bytes(file.size)})</dd>
+    <dt>sha256</dt><dd><code class=${full ? "hash" : "hash short"} title=${sha}>${sha}</code></dd>
+    ${full && html`<dt>Type</dt><dd>${file.contentType}</dd>`}
+    <dt>Uploaded</dt><dd><time datetime=${file.uploadedAt}>${time(file.uploadedAt)}</time></dd>
+  </dl>`;
+}
+
+/** Rows of name and version (libraries, models), with buttons to add and remove rows. */
+export function PairsEditor({ legend, rows, onChange, what, versionHint }) {
+  const set = (index, field, value) =>
+    onChange(rows.map((row, i) => (i === index ? { ...row, [field]: value } : row)));
+  return html`<fieldset class="pairs">
+    <legend>${legend}</legend>
+    ${rows.map((row, index) => html`<div class="pair">
+      <input aria-label=${`${what} ${index + 1} name`} placeholder="name" value=${row.name}
+        onInput=${(e) => set(index, "name", e.currentTarget.value)} />
+      <input aria-label=${`${what} ${index + 1} version`} placeholder=${versionHint} value=${row.version}
+        onInput=${(e) => set(index, "version", e.currentTarget.value)} />
+      <button type="button" class="secondary" aria-label=${`Remove ${what.toLowerCase()} ${index + 1}`}
+        onClick=${() => onChange(rows.filter((_, i) => i !== index))}>Remove</button>
+    </div>`)}
+    <button type="button" class="secondary" onClick=${() => onChange([...rows, { name: "", version: "" }])}>
+      Add ${what.toLowerCase()}
+    </button>
+  </fieldset>`;
+}
+
+/** A number field's value as GraphQL wants it: null when empty. */
+export function number(text) {
+  const trimmed = String(text ?? "").trim();
+  return trimmed === "" ? null : Number(trimmed);
+}
+
+export function pairs(rows) {
+  return rows
+    .filter((row) => row.name.trim() !== "")
+    .map((row) => ({ name: row.name.trim(), version: row.version.trim() }));
+}
