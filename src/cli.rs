@@ -279,6 +279,11 @@ pub struct ServeArgs {
     )]
     pub events_retention_sweep_secs: u64,
 
+    /// Let webhooks reach loopback, private and link-local addresses (refused by default: a webhook must not be
+    /// a way into the server's own network).
+    #[arg(long, env = "REPOSITORY_WEBHOOKS_ALLOW_PRIVATE_NETWORKS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", global = true)]
+    pub webhooks_allow_private_networks: bool,
+
     /// How long in-flight requests may run after SIGTERM or Ctrl-C before the server stops anyway, in seconds.
     #[arg(
         long,

@@ -159,7 +159,7 @@ impl Metrics {
         );
         registry.register(
             "webhook_deliveries",
-            "Webhook delivery attempts by outcome (delivered, failed, gave_up)",
+            "Webhook delivery attempts by outcome (delivered; failed, to be retried; gave_up)",
             metrics.deliveries.clone(),
         );
         Metrics {
@@ -236,12 +236,15 @@ impl Metrics {
         }
     }
 
-    pub fn delivery(&self, outcome: &str) {
-        self.deliveries
-            .get_or_create(&DeliveryLabels {
-                outcome: outcome.into(),
-            })
-            .inc();
+    /// Brings the counter of webhook deliveries with `outcome` up to `total` (the dispatcher counts them).
+    pub fn deliveries_up_to(&self, outcome: &str, total: u64) {
+        let counter = self.deliveries.get_or_create(&DeliveryLabels {
+            outcome: outcome.into(),
+        });
+        let seen = counter.get();
+        if total > seen {
+            counter.inc_by(total - seen);
+        }
     }
 
     pub fn events_appended(&self, last_sequence: u64) {
@@ -276,6 +279,16 @@ pub struct StoreFault(pub &'static str);
 pub async fn endpoint(State(state): State<super::AppState>) -> Response {
     if let Ok(last) = state.service.last_sequence().await {
         state.metrics.events_appended(last);
+    }
+    let counts = state.service.delivery_counts();
+    for (outcome, count) in [
+        ("delivered", &counts.delivered),
+        ("failed", &counts.failed),
+        ("gave_up", &counts.gave_up),
+    ] {
+        state
+            .metrics
+            .deliveries_up_to(outcome, count.load(std::sync::atomic::Ordering::Relaxed));
     }
     match state.metrics.render() {
         Ok(text) => (

@@ -18,7 +18,7 @@ use serde_json::json;
 
 use super::AppState;
 use super::error::ApiError;
-use crate::domain::{Event, EventFilter, EventType, Kind};
+use crate::domain::{EventFilter, EventType, Kind};
 use crate::service::ServiceError;
 
 /// How often an idle stream sends a comment line.
@@ -56,30 +56,6 @@ fn parse_list<T>(
             })
         })
         .collect()
-}
-
-/// The JSON of one event on the wire: the same fields as GraphQL's `ComponentEvent`.
-pub fn event_json(event: &Event) -> serde_json::Value {
-    let d = &event.draft;
-    let mut value = json!({
-        "sequence": event.sequence,
-        "at": event.at,
-        "type": d.event_type.as_str(),
-        "kind": event.kind().as_str(),
-    });
-    match &d.key {
-        crate::domain::ComponentKey::Model(m) => {
-            value["name"] = json!(m.name);
-            value["version"] = json!(m.version);
-        }
-        crate::domain::ComponentKey::Transformation { id }
-        | crate::domain::ComponentKey::Service { id }
-        | crate::domain::ComponentKey::Inferencer { id } => value["id"] = json!(id),
-    }
-    if let Some(file) = &d.file {
-        value["file"] = json!({ "sha256": file.sha256, "size": file.size });
-    }
-    value
 }
 
 async fn events(
@@ -128,7 +104,7 @@ async fn events(
             Ok(event) => SseEvent::default()
                 .id(event.sequence.to_string())
                 .event(event.draft.event_type.as_str())
-                .json_data(event_json(&event))
+                .json_data(event.to_json())
                 .unwrap_or_else(|_| SseEvent::default().comment("unencodable event")),
             Err(e) => {
                 super::error::log_if_server_fault(&e);

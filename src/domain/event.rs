@@ -139,6 +139,30 @@ impl Event {
     pub fn kind(&self) -> Kind {
         self.draft.key.kind()
     }
+
+    /// The event as SSE data and webhook bodies carry it: the fields of GraphQL's `ComponentEvent`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let d = &self.draft;
+        let mut value = serde_json::json!({
+            "sequence": self.sequence,
+            "at": self.at,
+            "type": d.event_type.as_str(),
+            "kind": self.kind().as_str(),
+        });
+        match &d.key {
+            ComponentKey::Model(m) => {
+                value["name"] = serde_json::json!(m.name);
+                value["version"] = serde_json::json!(m.version);
+            }
+            ComponentKey::Transformation { id }
+            | ComponentKey::Service { id }
+            | ComponentKey::Inferencer { id } => value["id"] = serde_json::json!(id),
+        }
+        if let Some(file) = &d.file {
+            value["file"] = serde_json::json!({ "sha256": file.sha256, "size": file.size });
+        }
+        value
+    }
 }
 
 /// Which events a consumer wants; empty lists mean all.

@@ -5,6 +5,7 @@ mod error;
 mod event;
 mod filter;
 mod key;
+mod webhook;
 pub mod version;
 
 pub use component::{
@@ -14,6 +15,7 @@ pub use component::{
 pub use error::DomainError;
 pub use event::{Event, EventDraft, EventFile, EventFilter, EventType};
 pub use filter::{ComponentFilter, Device, LibraryWanted, ModelWanted, NeedsFilter};
+pub use webhook::{Delivery, DeliveryStatus, Webhook};
 pub use key::{ComponentKey, Kind, MAX_KEY_BYTES, ModelKey, validate_key_part};
 
 /// The current time at millisecond precision: the precision every backend stores (BSON dates have no more), so a

@@ -4,6 +4,7 @@ pub mod archive;
 mod cursor;
 mod error;
 mod events;
+pub mod webhooks;
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -38,6 +39,8 @@ pub struct Listing {
 pub struct RepositoryService {
     store: Arc<dyn Store>,
     max_upload_bytes: u64,
+    webhook_config: webhooks::WebhookConfig,
+    delivery_counts: webhooks::DeliveryCounts,
 }
 
 impl RepositoryService {
@@ -45,7 +48,15 @@ impl RepositoryService {
         Self {
             store,
             max_upload_bytes,
+            webhook_config: webhooks::WebhookConfig::default(),
+            delivery_counts: webhooks::DeliveryCounts::default(),
         }
+    }
+
+    /// Sets how webhooks are sent.
+    pub fn with_webhooks(mut self, config: webhooks::WebhookConfig) -> Self {
+        self.webhook_config = config;
+        self
     }
 
     pub fn backend(&self) -> &'static str {

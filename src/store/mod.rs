@@ -15,7 +15,8 @@ use futures_util::Stream;
 use thiserror::Error;
 
 use crate::domain::{
-    Component, ComponentFilter, ComponentKey, DomainError, Kind, ModelKey, Spec, StoredFile,
+    Component, ComponentFilter, ComponentKey, Delivery, DomainError, Kind, ModelKey, Spec,
+    StoredFile, Webhook,
 };
 
 pub use feed::{EventBatch, EventRetention, EventSignal};
@@ -169,6 +170,34 @@ pub trait Store: Send + Sync + 'static {
 
     /// Removes the events that `retention` no longer keeps; returns how many.
     async fn expire_events(&self, retention: &EventRetention) -> Result<u64, StoreError>;
+
+    /// Adds a webhook.
+    async fn insert_webhook(&self, webhook: &Webhook) -> Result<(), StoreError>;
+
+    /// Removes a webhook and its deliveries; false when there was none.
+    async fn delete_webhook(&self, id: &str) -> Result<bool, StoreError>;
+
+    async fn webhooks(&self) -> Result<Vec<Webhook>, StoreError>;
+
+    /// Moves a webhook's cursor forward (never back; nothing when the webhook is gone).
+    async fn advance_webhook(&self, id: &str, cursor: u64) -> Result<(), StoreError>;
+
+    /// Takes (or extends) the right to deliver a webhook's events until `until`, so that with several servers on
+    /// one database each webhook is served by one of them at a time: in order, each delivery sent once. False
+    /// when another owner holds it.
+    async fn lease_webhook(
+        &self,
+        id: &str,
+        owner: &str,
+        until: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool, StoreError>;
+
+    /// Records a delivery (inserted or replaced by id).
+    async fn save_delivery(&self, delivery: &Delivery) -> Result<(), StoreError>;
+
+    /// A webhook's latest deliveries, newest first.
+    async fn deliveries(&self, webhook_id: &str, limit: usize)
+    -> Result<Vec<Delivery>, StoreError>;
 
     /// Streams `range` of a stored file.
     async fn read(

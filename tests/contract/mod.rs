@@ -6,12 +6,14 @@ mod events;
 mod files;
 mod listing;
 mod rest;
+mod webhooks;
 
 pub use crud::*;
 pub use events::*;
 pub use files::*;
 pub use listing::*;
 pub use rest::*;
+pub use webhooks::*;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -64,6 +66,8 @@ macro_rules! contract_suite {
             sse_resumes_with_last_event_id,
             websocket_subscription_resumes_and_filters,
             expired_feed_positions_answer_events_expired,
+            webhooks_deliver_signed_events_in_order_with_retries,
+            webhooks_to_private_networks_are_refused,
         );
     };
     (@tests $starter:path, $skip:expr; $($name:ident),* $(,)?) => {

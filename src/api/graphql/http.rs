@@ -18,6 +18,14 @@ use crate::api::error::log_if_server_fault;
 use crate::api::limits::{Limits, alias_count, check_csrf, check_nesting, unreadable_body};
 use crate::service::ServiceError;
 
+/// Tells resolvers that need a write token beyond mutations (`webhooks`) whether the request has one.
+fn with_write_access(mut batch: BatchRequest, write: bool) -> BatchRequest {
+    for request in batch.iter_mut() {
+        request.data.insert(super::webhooks::WriteAccess(write));
+    }
+    batch
+}
+
 /// A request that could not even be read answers with a GraphQL-shaped error and a 4xx status.
 fn request_error(e: ServiceError) -> Response {
     log_if_server_fault(&e);
@@ -46,7 +54,9 @@ pub async fn graphql_post(State(state): State<AppState>, request: HttpRequest) -
         if let Err(e) = state.tokens.check(request.headers(), Need::Write) {
             return e.into_graphql_response();
         }
-        multipart::read(&state.service, &state.limits, request).await
+        multipart::read(&state.service, &state.limits, request)
+            .await
+            .map(|batch| with_write_access(batch, true))
     } else {
         let headers = request.headers().clone();
         match read_json(request).await {
@@ -66,7 +76,10 @@ pub async fn graphql_post(State(state): State<AppState>, request: HttpRequest) -
                 if let Err(e) = state.tokens.check(&headers, need) {
                     return e.into_graphql_response();
                 }
-                Ok(batch)
+                Ok(with_write_access(
+                    batch,
+                    state.tokens.check(&headers, Need::Write).is_ok(),
+                ))
             }
             Err(e) => Err(e),
         }
@@ -110,7 +123,8 @@ pub async fn graphql_get(
                 return request_error(ServiceError::InvalidInput(format!("query string: {e}")));
             }
         };
-    let batch = BatchRequest::Single(request);
+    let write = state.tokens.check(&headers, Need::Write).is_ok();
+    let batch = with_write_access(BatchRequest::Single(request), write);
     if let Err(e) = check_documents(&state.limits, &batch) {
         return request_error(e);
     }

@@ -9,6 +9,7 @@ mod multipart;
 mod mutation;
 mod query;
 mod types;
+mod webhooks;
 mod ws;
 
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use self::events::SubscriptionRoot;
 pub use self::http::graphql_post;
 use self::mutation::MutationRoot;
 use self::query::QueryRoot;
+pub use self::webhooks::WriteAccess;
 pub use self::ws::graphql_ws;
 use crate::api::Links;
 use crate::api::limits::Limits;

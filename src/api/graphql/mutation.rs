@@ -106,6 +106,21 @@ fn update_of<S: 'static>(
 
 #[Object]
 impl MutationRoot {
+    /// Registers a webhook: each later change matching `kinds` and `types` is POSTed to `url` as JSON, signed in
+    /// `X-Repository-Signature-256` (GitHub's scheme). Needs a write token.
+    async fn create_webhook(
+        &self,
+        ctx: &Context<'_>,
+        input: super::webhooks::CreateWebhookInput,
+    ) -> async_graphql::Result<super::webhooks::Webhook> {
+        super::webhooks::create(ctx, input).await
+    }
+
+    /// Removes a webhook and its deliveries. Needs a write token.
+    async fn delete_webhook(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<bool> {
+        super::webhooks::delete(ctx, id).await
+    }
+
     /// Registers a model; its file is uploaded with `uploadModelFile`.
     async fn create_model(
         &self,

@@ -160,6 +160,14 @@ impl QueryRoot {
         super::events::events(ctx, after, first, filter).await
     }
 
+    /// The webhooks, with their deliveries. Needs a write token.
+    async fn webhooks(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<Vec<super::webhooks::Webhook>> {
+        super::webhooks::webhooks(ctx).await
+    }
+
     /// The sequence of the newest event the feed can deliver: where a consumer that has just listed the
     /// components starts following.
     async fn last_sequence(&self, ctx: &Context<'_>) -> async_graphql::Result<super::types::Long> {

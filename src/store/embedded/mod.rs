@@ -8,6 +8,7 @@
 
 mod blobs;
 mod events;
+mod webhooks;
 
 use std::io::SeekFrom;
 use std::ops::Range;
@@ -25,7 +26,8 @@ use super::{
     StagedBlob, Store, StoreError, UploadStream, adopt_file, stage_to_file,
 };
 use crate::domain::{
-    Component, ComponentFilter, ComponentKey, EventDraft, Kind, ModelKey, StoredFile,
+    Component, ComponentFilter, ComponentKey, Delivery, EventDraft, Kind, ModelKey, StoredFile,
+    Webhook,
 };
 
 const MODELS: TableDefinition<&str, &[u8]> = TableDefinition::new("models");
@@ -116,6 +118,7 @@ impl EmbeddedStore {
         }
         txn.open_table(BLOB_REFS).or_backend()?;
         events::create_tables(&txn)?;
+        webhooks::create_tables(&txn)?;
         txn.commit().or_backend()?;
         let last_event = events::last(&db)?;
 
@@ -531,6 +534,53 @@ impl Store for EmbeddedStore {
     async fn expire_events(&self, retention: &EventRetention) -> Result<u64, StoreError> {
         let retention = *retention;
         self.blocking(move |db| events::expire(db, &retention))
+            .await
+    }
+
+    async fn insert_webhook(&self, webhook: &Webhook) -> Result<(), StoreError> {
+        let webhook = webhook.clone();
+        self.blocking(move |db| webhooks::insert(db, &webhook))
+            .await
+    }
+
+    async fn delete_webhook(&self, id: &str) -> Result<bool, StoreError> {
+        let id = id.to_string();
+        self.blocking(move |db| webhooks::delete(db, &id)).await
+    }
+
+    async fn webhooks(&self) -> Result<Vec<Webhook>, StoreError> {
+        self.blocking(webhooks::list).await
+    }
+
+    async fn advance_webhook(&self, id: &str, cursor: u64) -> Result<(), StoreError> {
+        let id = id.to_string();
+        self.blocking(move |db| webhooks::advance(db, &id, cursor))
+            .await
+    }
+
+    async fn lease_webhook(
+        &self,
+        _id: &str,
+        _owner: &str,
+        _until: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool, StoreError> {
+        // The database is open in this process only.
+        Ok(true)
+    }
+
+    async fn save_delivery(&self, delivery: &Delivery) -> Result<(), StoreError> {
+        let delivery = delivery.clone();
+        self.blocking(move |db| webhooks::save_delivery(db, &delivery))
+            .await
+    }
+
+    async fn deliveries(
+        &self,
+        webhook_id: &str,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let webhook_id = webhook_id.to_string();
+        self.blocking(move |db| webhooks::deliveries(db, &webhook_id, limit))
             .await
     }
 

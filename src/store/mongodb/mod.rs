@@ -13,6 +13,7 @@ mod documents;
 mod events;
 mod gridfs;
 mod query;
+mod webhooks;
 
 use std::collections::HashSet;
 use std::ops::Range;
@@ -34,14 +35,15 @@ use self::documents::{
 };
 use self::events::{EventLog, first_sequence, record_sequence};
 use self::gridfs::Grid;
+use self::webhooks::WebhookStore;
 use self::query::{Pushdown, and, pushdown, sort_order};
 use super::{
     ByteStream, EventBatch, EventRetention, FileMeta, GcReport, Page, PageRequest, RemoteBlob,
     SpecUpdate, StagedBlob, Store, StoreError, UploadStream, adopt_file,
 };
 use crate::domain::{
-    Component, ComponentFilter, ComponentKey, EventDraft, EventFile, EventType, Kind, ModelKey,
-    StoredFile,
+    Component, ComponentFilter, ComponentKey, Delivery, EventDraft, EventFile, EventType, Kind,
+    ModelKey, StoredFile, Webhook,
 };
 
 /// How often a metadata update is retried when concurrent updates keep changing the component under it.
@@ -66,6 +68,7 @@ pub struct MongoStore {
     metadata: Database,
     grid: Grid,
     events: EventLog,
+    webhooks: WebhookStore,
     timeout: Duration,
     /// Set once the unique indexes exist: inserts wait for it, so no duplicate can slip in before.
     indexes: OnceCell<()>,
@@ -138,6 +141,7 @@ impl MongoStore {
             metadata: client.database(&config.database),
             grid: Grid::new(&client.database(&config.grid_database), &config.bucket),
             events: EventLog::new(&client.database(&config.database)),
+            webhooks: WebhookStore::new(&client.database(&config.database)),
             timeout: config.timeout,
             indexes: OnceCell::new(),
         };
@@ -711,6 +715,43 @@ impl Store for MongoStore {
 
     async fn expire_events(&self, retention: &EventRetention) -> Result<u64, StoreError> {
         self.events.expire(retention).await
+    }
+
+    async fn insert_webhook(&self, webhook: &Webhook) -> Result<(), StoreError> {
+        self.webhooks.insert(webhook).await
+    }
+
+    async fn delete_webhook(&self, id: &str) -> Result<bool, StoreError> {
+        self.webhooks.delete(id).await
+    }
+
+    async fn webhooks(&self) -> Result<Vec<Webhook>, StoreError> {
+        self.webhooks.list().await
+    }
+
+    async fn advance_webhook(&self, id: &str, cursor: u64) -> Result<(), StoreError> {
+        self.webhooks.advance(id, cursor).await
+    }
+
+    async fn lease_webhook(
+        &self,
+        id: &str,
+        owner: &str,
+        until: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool, StoreError> {
+        self.webhooks.lease(id, owner, until).await
+    }
+
+    async fn save_delivery(&self, delivery: &Delivery) -> Result<(), StoreError> {
+        self.webhooks.save_delivery(delivery).await
+    }
+
+    async fn deliveries(
+        &self,
+        webhook_id: &str,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        self.webhooks.deliveries(webhook_id, limit).await
     }
 
     async fn read(

@@ -1,0 +1,498 @@
+//! Webhooks: management, and the dispatcher that pushes the change feed to them.
+//!
+//! Each webhook is served by one worker at a time (a lease in the store, so with several servers on one MongoDB
+//! database each delivery is sent by one of them). The worker follows the feed after the webhook's cursor and
+//! delivers matching events one by one, in order: a failed delivery is retried with exponential backoff and holds
+//! back the later ones until it succeeds or is given up on. The cursor and every delivery are stored, so a restart
+//! resumes where it stopped. Sends happen on background tasks with a bounded timeout: a slow or dead receiver
+//! never slows the API.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use super::{RepositoryService, ServiceError};
+use crate::domain::{Delivery, DeliveryStatus, Event, EventType, Kind, Webhook};
+
+/// Longest wait for a receiver's answer.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// First retry delay; it doubles with each failed attempt up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(600);
+/// Attempts before a delivery is given up on (about 1.5 hours of retries).
+pub const MAX_ATTEMPTS: u32 = 16;
+/// How long a worker's claim on a webhook lasts; renewed well before it runs out.
+const LEASE: Duration = Duration::from_secs(30);
+/// How often the dispatcher looks for webhooks without a worker.
+const SCAN_INTERVAL: Duration = Duration::from_secs(1);
+/// Deliveries listed per webhook at most.
+pub const MAX_DELIVERIES_LISTED: usize = 100;
+
+/// Whether a destination address is one a webhook may not reach (unless private networks are allowed).
+pub fn is_forbidden_destination(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.octets()[0] == 0
+                // 100.64.0.0/10, carrier-grade NAT: not the public internet either.
+                || (v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64)
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_forbidden_destination(IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00 // unique local
+                || (first & 0xffc0) == 0xfe80 // link-local
+        }
+    }
+}
+
+/// Resolves webhook hosts and keeps only the addresses they may reach, so a name that resolves to a private
+/// address (or is changed to one later: DNS rebinding) is refused at every connection.
+#[derive(Clone)]
+struct GuardedResolver {
+    allow_private: bool,
+}
+
+impl reqwest::dns::Resolve for GuardedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let allow_private = self.allow_private;
+        Box::pin(async move {
+            let host = name.as_str().to_string();
+            let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+                .await?
+                .collect();
+            let refused = resolved
+                .iter()
+                .any(|a| !allow_private && is_forbidden_destination(a.ip()));
+            if refused || resolved.is_empty() {
+                return Err(format!(
+                    "{host} resolves to a loopback, private or link-local address: refused"
+                )
+                .into());
+            }
+            let addresses: reqwest::dns::Addrs = Box::new(resolved.into_iter());
+            Ok(addresses)
+        })
+    }
+}
+
+/// How webhooks are sent.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WebhookConfig {
+    /// Let webhooks reach loopback, private and link-local addresses (tests, closed networks).
+    pub allow_private_networks: bool,
+}
+
+/// Deliveries by outcome since start-up, for metrics.
+#[derive(Debug, Default)]
+pub struct DeliveryCounts {
+    pub delivered: AtomicU64,
+    pub failed: AtomicU64,
+    pub gave_up: AtomicU64,
+}
+
+/// What a client gives to create a webhook.
+pub struct NewWebhook {
+    pub url: String,
+    pub secret: String,
+    pub kinds: Vec<Kind>,
+    pub types: Vec<EventType>,
+}
+
+fn sign(secret: &str, body: &[u8]) -> String {
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+fn backoff(attempts: u32) -> Duration {
+    FIRST_BACKOFF
+        .saturating_mul(2u32.saturating_pow(attempts.saturating_sub(1)))
+        .min(MAX_BACKOFF)
+}
+
+impl RepositoryService {
+    /// Checks where a webhook may send: an http(s) URL whose host resolves only to addresses it may reach.
+    async fn check_destination(&self, url: &str) -> Result<(), ServiceError> {
+        let parsed = reqwest::Url::parse(url)
+            .map_err(|e| ServiceError::InvalidInput(format!("url: {e}")))?;
+        let host = parsed
+            .host_str()
+            .ok_or_else(|| ServiceError::InvalidInput("url: no host".into()))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        if self.webhook_config.allow_private_networks {
+            return Ok(());
+        }
+        let port = parsed.port_or_known_default().unwrap_or(443);
+        let addresses: Vec<SocketAddr> = match host.parse::<IpAddr>() {
+            Ok(ip) => vec![SocketAddr::new(ip, port)],
+            Err(_) => tokio::net::lookup_host((host.as_str(), port))
+                .await
+                .map_err(|e| ServiceError::InvalidInput(format!("url: {host} does not resolve: {e}")))?
+                .collect(),
+        };
+        if addresses.iter().any(|a| is_forbidden_destination(a.ip())) {
+            return Err(ServiceError::InvalidInput(format!(
+                "url: {host} is a loopback, private or link-local address; webhooks may not reach those \
+                 (see --webhooks-allow-private-networks)"
+            )));
+        }
+        Ok(())
+    }
+
+    pub async fn create_webhook(&self, new: NewWebhook) -> Result<Webhook, ServiceError> {
+        let webhook = Webhook {
+            id: uuid::Uuid::new_v4().simple().to_string(),
+            url: new.url.trim().to_string(),
+            secret: new.secret,
+            kinds: new.kinds,
+            types: new.types,
+            created_at: crate::domain::now(),
+            // Events from now on: a new webhook does not replay the history.
+            cursor: self.store.last_sequence().await?,
+        };
+        webhook.validate()?;
+        self.check_destination(&webhook.url).await?;
+        self.store.insert_webhook(&webhook).await?;
+        tracing::info!(id = %webhook.id, url = %webhook.url, "webhook created");
+        Ok(webhook)
+    }
+
+    pub async fn webhooks(&self) -> Result<Vec<Webhook>, ServiceError> {
+        Ok(self.store.webhooks().await?)
+    }
+
+    pub async fn delete_webhook(&self, id: &str) -> Result<(), ServiceError> {
+        if self.store.delete_webhook(id).await? {
+            Ok(())
+        } else {
+            Err(ServiceError::NotFound(format!("webhook {id} not found")))
+        }
+    }
+
+    pub async fn deliveries(
+        &self,
+        webhook_id: &str,
+        first: Option<i32>,
+    ) -> Result<Vec<Delivery>, ServiceError> {
+        let limit = first
+            .map_or(20, |n| n.max(0) as usize)
+            .min(MAX_DELIVERIES_LISTED);
+        Ok(self.store.deliveries(webhook_id, limit).await?)
+    }
+
+    pub fn delivery_counts(&self) -> &DeliveryCounts {
+        &self.delivery_counts
+    }
+}
+
+/// Runs the webhook dispatcher for as long as the service lives.
+pub fn spawn_dispatcher(service: &Arc<RepositoryService>) {
+    let weak = Arc::downgrade(service);
+    let allow_private = service.webhook_config.allow_private_networks;
+    tokio::spawn(async move {
+        let client = match reqwest::Client::builder()
+            .timeout(SEND_TIMEOUT)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(Arc::new(GuardedResolver { allow_private }))
+            .user_agent(concat!("component-repository/", env!("CARGO_PKG_VERSION")))
+            .build()
+        {
+            Ok(client) => client,
+            Err(e) => {
+                tracing::error!(error = %e, "no HTTP client for webhooks: none will be sent");
+                return;
+            }
+        };
+        let owner = uuid::Uuid::new_v4().simple().to_string();
+        let mut workers: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
+        loop {
+            let Some(service) = weak.upgrade() else {
+                for (_, worker) in workers {
+                    worker.abort();
+                }
+                return;
+            };
+            workers.retain(|_, worker| !worker.is_finished());
+            match service.store.webhooks().await {
+                Ok(webhooks) => {
+                    for webhook in webhooks {
+                        if workers.contains_key(&webhook.id) {
+                            continue;
+                        }
+                        let until = crate::domain::now()
+                            + chrono::Duration::from_std(LEASE).unwrap_or_default();
+                        match service.store.lease_webhook(&webhook.id, &owner, until).await {
+                            Ok(true) => {
+                                let worker = Worker {
+                                    service: Arc::downgrade(&service),
+                                    client: client.clone(),
+                                    owner: owner.clone(),
+                                    webhook_id: webhook.id.clone(),
+                                };
+                                workers.insert(webhook.id, tokio::spawn(worker.run()));
+                            }
+                            Ok(false) => {}
+                            Err(e) => tracing::warn!(error = %e, "leasing a webhook failed"),
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "listing webhooks failed; retrying"),
+            }
+            drop(service);
+            tokio::time::sleep(SCAN_INTERVAL).await;
+        }
+    });
+}
+
+struct Worker {
+    service: Weak<RepositoryService>,
+    client: reqwest::Client,
+    owner: String,
+    webhook_id: String,
+}
+
+/// Why a worker stops.
+enum Stop {
+    /// The service is gone, the webhook was deleted, or another server holds it now.
+    Done,
+}
+
+impl Worker {
+    async fn run(self) {
+        if let Err(e) = self.work().await {
+            match e {
+                Ok(Stop::Done) => {}
+                Err(e) => tracing::warn!(webhook = %self.webhook_id, error = %e, "webhook worker stopped; it restarts"),
+            }
+        }
+    }
+
+    fn service(&self) -> Result<Arc<RepositoryService>, Result<Stop, ServiceError>> {
+        self.service.upgrade().ok_or(Ok(Stop::Done))
+    }
+
+    /// The webhook as stored now, with the lease renewed; stops when either is gone.
+    async fn current(&self) -> Result<Webhook, Result<Stop, ServiceError>> {
+        let service = self.service()?;
+        let until = crate::domain::now() + chrono::Duration::from_std(LEASE).unwrap_or_default();
+        let leased = service
+            .store
+            .lease_webhook(&self.webhook_id, &self.owner, until)
+            .await
+            .map_err(|e| Err(e.into()))?;
+        let webhook = service
+            .store
+            .webhooks()
+            .await
+            .map_err(|e| Err(e.into()))?
+            .into_iter()
+            .find(|w| w.id == self.webhook_id);
+        match webhook {
+            Some(webhook) if leased => Ok(webhook),
+            _ => Err(Ok(Stop::Done)),
+        }
+    }
+
+    async fn work(&self) -> Result<(), Result<Stop, ServiceError>> {
+        let mut signal = self.service()?.store.event_signal();
+        loop {
+            let webhook = self.current().await?;
+            signal.borrow_and_update();
+            let batch = self
+                .service()?
+                .store
+                .events(webhook.cursor, 100)
+                .await
+                .map_err(|e| Err(e.into()));
+            let batch = match batch {
+                Ok(batch) => batch,
+                Err(Err(ServiceError::EventsExpired(_))) => {
+                    // Events were removed before they could be sent: skip to what is retained.
+                    let last = self.service()?.store.last_sequence().await.map_err(|e| Err(e.into()))?;
+                    tracing::warn!(webhook = %webhook.id, "events expired before delivery; skipping to the current sequence");
+                    self.service()?.store.advance_webhook(&webhook.id, last).await.map_err(|e| Err(e.into()))?;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            for event in &batch.events {
+                if webhook.wants(event) {
+                    self.deliver(&webhook, event).await?;
+                }
+                self.service()?
+                    .store
+                    .advance_webhook(&webhook.id, event.sequence)
+                    .await
+                    .map_err(|e| Err(e.into()))?;
+            }
+            if batch.next_after > webhook.cursor {
+                self.service()?
+                    .store
+                    .advance_webhook(&webhook.id, batch.next_after)
+                    .await
+                    .map_err(|e| Err(e.into()))?;
+                continue;
+            }
+            let _ = tokio::time::timeout(LEASE / 3, signal.changed()).await;
+        }
+    }
+
+    /// Sends one event until the receiver takes it or it is given up on.
+    async fn deliver(&self, webhook: &Webhook, event: &Event) -> Result<(), Result<Stop, ServiceError>> {
+        let service = self.service()?;
+        // A delivery already under way (before a restart) keeps its attempts.
+        let mut delivery = service
+            .store
+            .deliveries(&webhook.id, 1)
+            .await
+            .map_err(|e| Err(e.into()))?
+            .into_iter()
+            .find(|d| d.sequence == event.sequence && d.status == DeliveryStatus::Pending)
+            .unwrap_or_else(|| Delivery::new(webhook, event, crate::domain::now()));
+        drop(service);
+        let body = serde_json::to_vec(&event.to_json()).unwrap_or_default();
+        let signature = sign(&webhook.secret, &body);
+        loop {
+            if let Some(next) = delivery.next_attempt_at {
+                let wait = (next - crate::domain::now()).to_std().unwrap_or_default();
+                // Sleeps in slices, renewing the lease and noticing a deletion.
+                let mut left = wait;
+                while !left.is_zero() {
+                    let slice = left.min(LEASE / 3);
+                    tokio::time::sleep(slice).await;
+                    left -= slice;
+                    self.current().await?;
+                }
+            }
+            delivery.attempts += 1;
+            delivery.last_attempt_at = Some(crate::domain::now());
+            let sent = self
+                .client
+                .post(&webhook.url)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .header("X-Repository-Event", event.draft.event_type.as_str())
+                .header("X-Repository-Delivery", &delivery.id)
+                .header("X-Repository-Signature-256", &signature)
+                .body(body.clone())
+                .send()
+                .await;
+            let service = self.service()?;
+            let counts = &service.delivery_counts;
+            match sent {
+                Ok(response) if response.status().is_success() => {
+                    delivery.status = DeliveryStatus::Delivered;
+                    delivery.last_status = Some(response.status().as_u16());
+                    delivery.last_error = None;
+                    delivery.delivered_at = Some(crate::domain::now());
+                    delivery.next_attempt_at = None;
+                    counts.delivered.fetch_add(1, Ordering::Relaxed);
+                }
+                outcome => {
+                    let (status, error) = match outcome {
+                        Ok(response) => (
+                            Some(response.status().as_u16()),
+                            format!("the receiver answered {}", response.status()),
+                        ),
+                        // The error's chain, never the request: the URL may hold credentials, never the secret.
+                        Err(e) => (None, describe(&e)),
+                    };
+                    delivery.last_status = status;
+                    delivery.last_error = Some(error);
+                    if delivery.attempts >= MAX_ATTEMPTS {
+                        delivery.status = DeliveryStatus::Failed;
+                        delivery.next_attempt_at = None;
+                        counts.gave_up.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        delivery.next_attempt_at = Some(
+                            crate::domain::now()
+                                + chrono::Duration::from_std(backoff(delivery.attempts))
+                                    .unwrap_or_default(),
+                        );
+                        counts.failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            service
+                .store
+                .save_delivery(&delivery)
+                .await
+                .map_err(|e| Err(e.into()))?;
+            if delivery.status != DeliveryStatus::Pending {
+                return Ok(());
+            }
+        }
+    }
+}
+
+fn describe(e: &reqwest::Error) -> String {
+    let mut text = if e.is_timeout() {
+        "timed out".to_string()
+    } else if e.is_connect() {
+        "could not connect".to_string()
+    } else {
+        "the request failed".to_string()
+    };
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_and_local_destinations_are_refused() {
+        for ip in [
+            "127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "0.0.0.0",
+            "100.64.0.1", "::1", "fe80::1", "fd00::1", "::ffff:127.0.0.1", "::ffff:10.0.0.1",
+        ] {
+            assert!(is_forbidden_destination(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["93.184.216.34", "1.1.1.1", "2606:4700:4700::1111"] {
+            assert!(!is_forbidden_destination(ip.parse().unwrap()), "{ip}");
+        }
+    }
+
+    #[test]
+    fn signatures_follow_githubs_scheme() {
+        // The example of GitHub's documentation on validating webhook deliveries.
+        assert_eq!(
+            sign("It's a Secret to Everybody", b"Hello, World!"),
+            "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
+        );
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_a_cap() {
+        assert_eq!(backoff(1), Duration::from_secs(1));
+        assert_eq!(backoff(2), Duration::from_secs(2));
+        assert_eq!(backoff(5), Duration::from_secs(16));
+        assert_eq!(backoff(30), MAX_BACKOFF);
+    }
+}

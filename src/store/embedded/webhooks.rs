@@ -1,0 +1,126 @@
+//! Webhooks and their deliveries in redb. One process owns the database, so leases are always granted.
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+use super::OrBackend;
+use crate::domain::{Delivery, Webhook};
+use crate::store::StoreError;
+
+/// webhook id -> the webhook as JSON.
+const WEBHOOKS: TableDefinition<&str, &[u8]> = TableDefinition::new("webhooks");
+/// `<webhook id>/<sequence, 20 digits>` -> the delivery as JSON, so one webhook's deliveries sort by sequence.
+const DELIVERIES: TableDefinition<&str, &[u8]> = TableDefinition::new("webhook_deliveries");
+
+fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|e| StoreError::Backend(format!("encoding a record: {e}")))
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| StoreError::Backend(format!("a stored record is damaged: {e}")))
+}
+
+fn delivery_key(webhook_id: &str, sequence: u64) -> String {
+    format!("{webhook_id}/{sequence:020}")
+}
+
+pub(super) fn create_tables(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    txn.open_table(WEBHOOKS).or_backend()?;
+    txn.open_table(DELIVERIES).or_backend()?;
+    Ok(())
+}
+
+pub(super) fn insert(db: &Database, webhook: &Webhook) -> Result<(), StoreError> {
+    let txn = db.begin_write().or_backend()?;
+    txn.open_table(WEBHOOKS)
+        .or_backend()?
+        .insert(webhook.id.as_str(), encode(webhook)?.as_slice())
+        .or_backend()?;
+    txn.commit().or_backend()
+}
+
+pub(super) fn delete(db: &Database, id: &str) -> Result<bool, StoreError> {
+    let txn = db.begin_write().or_backend()?;
+    let removed = txn
+        .open_table(WEBHOOKS)
+        .or_backend()?
+        .remove(id)
+        .or_backend()?
+        .is_some();
+    let prefix = format!("{id}/");
+    txn.open_table(DELIVERIES)
+        .or_backend()?
+        .retain(|key, _| !key.starts_with(&prefix))
+        .or_backend()?;
+    txn.commit().or_backend()?;
+    Ok(removed)
+}
+
+pub(super) fn list(db: &Database) -> Result<Vec<Webhook>, StoreError> {
+    let txn = db.begin_read().or_backend()?;
+    let table = txn.open_table(WEBHOOKS).or_backend()?;
+    let mut webhooks = Vec::new();
+    for entry in table.iter().or_backend()? {
+        let (_, value) = entry.or_backend()?;
+        webhooks.push(decode(value.value())?);
+    }
+    Ok(webhooks)
+}
+
+pub(super) fn advance(db: &Database, id: &str, cursor: u64) -> Result<(), StoreError> {
+    let txn = db.begin_write().or_backend()?;
+    {
+        let mut table = txn.open_table(WEBHOOKS).or_backend()?;
+        let found = table.get(id).or_backend()?.map(|v| v.value().to_vec());
+        if let Some(bytes) = found {
+            let mut webhook: Webhook = decode(&bytes)?;
+            if cursor > webhook.cursor {
+                webhook.cursor = cursor;
+                table.insert(id, encode(&webhook)?.as_slice()).or_backend()?;
+            }
+        }
+    }
+    txn.commit().or_backend()
+}
+
+pub(super) fn save_delivery(db: &Database, delivery: &Delivery) -> Result<(), StoreError> {
+    let txn = db.begin_write().or_backend()?;
+    let exists = txn
+        .open_table(WEBHOOKS)
+        .or_backend()?
+        .get(delivery.webhook_id.as_str())
+        .or_backend()?
+        .is_some();
+    // A delivery of a webhook deleted meanwhile is not kept.
+    if exists {
+        txn.open_table(DELIVERIES)
+            .or_backend()?
+            .insert(
+                delivery_key(&delivery.webhook_id, delivery.sequence).as_str(),
+                encode(delivery)?.as_slice(),
+            )
+            .or_backend()?;
+    }
+    txn.commit().or_backend()
+}
+
+pub(super) fn deliveries(
+    db: &Database,
+    webhook_id: &str,
+    limit: usize,
+) -> Result<Vec<Delivery>, StoreError> {
+    let txn = db.begin_read().or_backend()?;
+    let table = txn.open_table(DELIVERIES).or_backend()?;
+    let (start, end) = (format!("{webhook_id}/"), format!("{webhook_id}0"));
+    let mut found = Vec::new();
+    for entry in table
+        .range(start.as_str()..end.as_str())
+        .or_backend()?
+        .rev()
+        .take(limit)
+    {
+        let (_, value) = entry.or_backend()?;
+        found.push(decode(value.value())?);
+    }
+    Ok(found)
+}

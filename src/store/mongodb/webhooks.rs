@@ -1,0 +1,162 @@
+//! Webhooks and their deliveries in MongoDB (collections of our own, beside the original's). Several servers on
+//! one database share the work by leases on webhooks, taken with a compare-and-set.
+
+use futures_util::TryStreamExt;
+use mongodb::bson::{self, Document, doc};
+use mongodb::options::ReplaceOptions;
+use mongodb::{Collection, Database};
+
+use super::{is_duplicate_key, map_err};
+use crate::domain::{Delivery, Webhook};
+use crate::store::StoreError;
+
+#[derive(Clone)]
+pub struct WebhookStore {
+    webhooks: Collection<Document>,
+    deliveries: Collection<Document>,
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Result<Document, StoreError> {
+    bson::to_document(value).map_err(|e| StoreError::Backend(format!("encoding a record: {e}")))
+}
+
+fn decode<T: serde::de::DeserializeOwned>(document: Document) -> Result<T, StoreError> {
+    bson::from_document(document)
+        .map_err(|e| StoreError::Backend(format!("a stored record is damaged: {e}")))
+}
+
+fn millis(t: chrono::DateTime<chrono::Utc>) -> bson::DateTime {
+    bson::DateTime::from_millis(t.timestamp_millis())
+}
+
+/// A webhook document's own fields, without what only this store adds (`_id`, the lease).
+fn webhook_of(mut document: Document) -> Result<Webhook, StoreError> {
+    document.remove("_id");
+    document.remove("lease_owner");
+    document.remove("lease_until");
+    decode(document)
+}
+
+impl WebhookStore {
+    pub fn new(metadata: &Database) -> Self {
+        Self {
+            webhooks: metadata.collection("webhooks"),
+            deliveries: metadata.collection("webhook_deliveries"),
+        }
+    }
+
+    pub async fn insert(&self, webhook: &Webhook) -> Result<(), StoreError> {
+        let mut document = encode(webhook)?;
+        document.insert("_id", &webhook.id);
+        // The cursor is a plain number for `$max`.
+        document.insert("cursor", i64::try_from(webhook.cursor).unwrap_or(i64::MAX));
+        match self.webhooks.insert_one(document).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_duplicate_key(&e) => Err(StoreError::Backend(format!(
+                "webhook id {} is taken",
+                webhook.id
+            ))),
+            Err(e) => Err(map_err(e)),
+        }
+    }
+
+    pub async fn delete(&self, id: &str) -> Result<bool, StoreError> {
+        let removed = self
+            .webhooks
+            .delete_one(doc! { "_id": id })
+            .await
+            .map_err(map_err)?;
+        self.deliveries
+            .delete_many(doc! { "webhook_id": id })
+            .await
+            .map_err(map_err)?;
+        Ok(removed.deleted_count == 1)
+    }
+
+    pub async fn list(&self) -> Result<Vec<Webhook>, StoreError> {
+        let documents: Vec<Document> = self
+            .webhooks
+            .find(doc! {})
+            .sort(doc! { "_id": 1 })
+            .await
+            .map_err(map_err)?
+            .try_collect()
+            .await
+            .map_err(map_err)?;
+        documents.into_iter().map(webhook_of).collect()
+    }
+
+    pub async fn advance(&self, id: &str, cursor: u64) -> Result<(), StoreError> {
+        let cursor = i64::try_from(cursor).unwrap_or(i64::MAX);
+        self.webhooks
+            .update_one(
+                doc! { "_id": id, "cursor": { "$lt": cursor } },
+                doc! { "$set": { "cursor": cursor } },
+            )
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    pub async fn lease(
+        &self,
+        id: &str,
+        owner: &str,
+        until: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool, StoreError> {
+        let now = millis(crate::domain::now());
+        let taken = self
+            .webhooks
+            .update_one(
+                doc! { "_id": id, "$or": [
+                    { "lease_owner": owner },
+                    { "lease_until": { "$exists": false } },
+                    { "lease_until": null },
+                    { "lease_until": { "$lt": now } },
+                ] },
+                doc! { "$set": { "lease_owner": owner, "lease_until": millis(until) } },
+            )
+            .await
+            .map_err(map_err)?;
+        Ok(taken.matched_count == 1)
+    }
+
+    pub async fn save_delivery(&self, delivery: &Delivery) -> Result<(), StoreError> {
+        let mut document = encode(delivery)?;
+        document.insert("_id", &delivery.id);
+        document.insert(
+            "sequence",
+            i64::try_from(delivery.sequence).unwrap_or(i64::MAX),
+        );
+        self.deliveries
+            .replace_one(doc! { "_id": &delivery.id }, document)
+            .with_options(ReplaceOptions::builder().upsert(true).build())
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    pub async fn deliveries(
+        &self,
+        webhook_id: &str,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let documents: Vec<Document> = self
+            .deliveries
+            .find(doc! { "webhook_id": webhook_id })
+            .sort(doc! { "sequence": -1 })
+            .limit(i64::try_from(limit).unwrap_or(i64::MAX))
+            .await
+            .map_err(map_err)?
+            .try_collect()
+            .await
+            .map_err(map_err)?;
+        documents
+            .into_iter()
+            .map(|mut d| {
+                d.remove("_id");
+                decode(d)
+            })
+            .collect()
+    }
+}
