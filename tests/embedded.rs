@@ -159,3 +159,45 @@ async fn start_up_removes_interrupted_uploads_and_unreferenced_blobs() {
         "referenced files survive the clean-up"
     );
 }
+
+/// A delivery that kept failing is still pending after a restart, and is sent once the receiver is back.
+#[tokio::test]
+async fn pending_webhook_deliveries_survive_a_restart() {
+    use contract::{Receiver, allow_private, create_service, create_webhook, verified};
+    use std::time::{Duration, Instant};
+    let app = common::embedded(allow_private()).await;
+    let receiver = Receiver::start(usize::MAX).await;
+    create_webhook(&app, &receiver.url, "restart-secret", json!(null)).await;
+    create_service(&app, "waiting").await;
+    receiver.wait_for(1, Duration::from_secs(10)).await;
+    let pending = app
+        .ok("{ webhooks { deliveries { status attempts lastStatus } } }", json!({}))
+        .await;
+    assert_eq!(pending["webhooks"][0]["deliveries"][0]["status"], "PENDING");
+    assert_eq!(pending["webhooks"][0]["deliveries"][0]["lastStatus"], 500);
+    let dir = app.stop_keeping_data().await;
+    let failed_attempts = receiver.received().len();
+    receiver.recover();
+
+    let app = common::embedded_in_with(dir.path(), allow_private()).await;
+    let received = receiver
+        .wait_for(failed_attempts + 1, Duration::from_secs(30))
+        .await;
+    let last = received.last().unwrap();
+    assert_eq!(verified(last, "restart-secret")["id"], "waiting");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let listed = app
+            .ok("{ webhooks { deliveries { status attempts } } }", json!({}))
+            .await;
+        let delivery = &listed["webhooks"][0]["deliveries"][0];
+        if delivery["status"] == "DELIVERED" {
+            assert_eq!(delivery["attempts"], failed_attempts as u64 + 1, "attempts carry over");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{listed:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(receiver.received().len(), failed_attempts + 1, "sent once after the restart");
+}

@@ -983,3 +983,44 @@ async fn events_left_pending_are_settled_by_readers() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Two servers on one database: each webhook delivery is sent once, not once per server, and in order.
+#[tokio::test]
+async fn replicas_send_each_webhook_delivery_once() {
+    use contract::{Receiver, allow_private, create_webhook, verified};
+    let Some(target) = feed_target("replicas_send_each_webhook_delivery_once") else {
+        return;
+    };
+    let config = mongo::config(target);
+    let start = |config: component_repository::store::mongodb::MongoConfig| async move {
+        TestApp::start(
+            Arc::new(MongoStore::connect(&config).await.unwrap()),
+            tempfile::tempdir().unwrap(),
+            None,
+            allow_private(),
+        )
+        .await
+    };
+    let mut first = start(config.clone()).await;
+    first.guard = Some(Box::new(DropDatabases(config.clone())));
+    let second = start(config.clone()).await;
+    let receiver = Receiver::start(0).await;
+    create_webhook(&first, &receiver.url, "shared", json!(null)).await;
+    for i in 0..10 {
+        let app = if i % 2 == 0 { &first } else { &second };
+        create_service(app, &format!("s{i}")).await;
+    }
+    let received = receiver.wait_for(10, Duration::from_secs(30)).await;
+    // Both servers look for work every second: give a duplicate the time to show up.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let received = if receiver.received().len() > received.len() {
+        receiver.received()
+    } else {
+        received
+    };
+    let sequences: Vec<u64> = received
+        .iter()
+        .map(|r| verified(r, "shared")["sequence"].as_u64().unwrap())
+        .collect();
+    assert_eq!(sequences, (1..=10).collect::<Vec<u64>>(), "each once, in order");
+}

@@ -80,12 +80,17 @@ pub async fn embedded(options: Options) -> TestApp {
 
 /// A server on the embedded store that an earlier run (or a restore) left in `dir/data`.
 pub async fn embedded_in(dir: &std::path::Path) -> TestApp {
+    embedded_in_with(dir, Options::default()).await
+}
+
+/// [`embedded_in`] with settings.
+pub async fn embedded_in_with(dir: &std::path::Path, options: Options) -> TestApp {
     let store = EmbeddedStore::open(&dir.join("data")).await.unwrap();
     TestApp::start(
         Arc::new(store),
         tempfile::tempdir().unwrap(),
         None,
-        Options::default(),
+        options,
     )
     .await
 }
