@@ -121,3 +121,58 @@ async fn without_tokens_everything_is_open() {
     let (status, _) = graphql(&app, CREATE, None).await;
     assert_eq!(status, 200);
 }
+
+/// `connection_init`'s payload of a graphql-transport-ws connection: acknowledged, or closed with a reason.
+async fn websocket_init(app: &TestApp, payload: Value) -> Result<(), String> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://{}/graphql", app.addr)
+        .into_client_request()
+        .unwrap();
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        "graphql-transport-ws".parse().unwrap(),
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let init = json!({ "type": "connection_init", "payload": payload });
+    socket.send(Message::text(init.to_string())).await.unwrap();
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(10), socket.next())
+        .await
+        .unwrap();
+    match answer {
+        Some(Ok(Message::Text(text))) if text.contains("connection_ack") => Ok(()),
+        Some(Ok(Message::Close(Some(frame)))) => Err(format!("{} {}", frame.code, frame.reason)),
+        other => Err(format!("{other:?}")),
+    }
+}
+
+#[tokio::test]
+async fn the_change_feed_needs_a_read_token_and_webhooks_a_write_token() {
+    let app = with_tokens(&[]).await;
+    // async-graphql closes a refused graphql-transport-ws connection with 1002 and the reason.
+    let refused = websocket_init(&app, json!({})).await.unwrap_err();
+    assert!(refused.contains("needs a bearer token"), "{refused}");
+    let refused = websocket_init(&app, json!({ "Authorization": "Bearer nope" }))
+        .await
+        .unwrap_err();
+    assert!(refused.contains("not valid"), "{refused}");
+    websocket_init(&app, json!({ "Authorization": "Bearer r-one" }))
+        .await
+        .unwrap();
+
+    assert_eq!(app.get("/events").await.status(), 401);
+    let sse = app
+        .get_with("/events", &[("authorization", "Bearer r-one")])
+        .await;
+    assert_eq!(sse.status(), 200);
+
+    let (status, body) = graphql(&app, "{ webhooks { id } }", Some("r-one")).await;
+    assert_eq!((status, code(&body)), (200, "FORBIDDEN"), "{body}");
+    let (status, body) = graphql(&app, "{ webhooks { id } }", Some("w-one")).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["data"]["webhooks"], json!([]));
+    let create = "mutation { createWebhook(input: {url: \"https://example.org/hook\", secret: \"x\"}) { id } }";
+    let (status, body) = graphql(&app, create, Some("r-one")).await;
+    assert_eq!((status, code(&body)), (403, "FORBIDDEN"), "{body}");
+}
