@@ -137,3 +137,59 @@ async fn client_chosen_operation_names_stay_bounded() {
         "names the document does not define count as `unknown`"
     );
 }
+
+#[tokio::test]
+async fn the_change_feed_is_measured() {
+    let app = common::embedded(Options {
+        flags: vec!["--webhooks-allow-private-networks".into()],
+        ..Options::default()
+    })
+    .await;
+    // A receiver that takes every delivery.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let app = axum::Router::new().route("/hook", axum::routing::post(|| async { "ok" }));
+        axum::serve(listener, app).await.unwrap();
+    });
+    app.ok(
+        "mutation($url: String!) { createWebhook(input: {url: $url, secret: \"s\"}) { id } }",
+        json!({ "url": url }),
+    )
+    .await;
+    let stream = app.get("/events").await;
+    assert_eq!(stream.status(), 200);
+    for id in ["a", "b", "c"] {
+        app.ok(
+            "mutation($id: ID!) { createService(input: {id: $id}) { id } }",
+            json!({ "id": id }),
+        )
+        .await;
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let text = app.get("/metrics").await.text().await.unwrap();
+        let delivered = sample(&text, "repository_webhook_deliveries_total{outcome=\"delivered\"}");
+        if delivered == 3.0 {
+            assert_eq!(sample(&text, "repository_events_appended "), 3.0, "{text}");
+            assert_eq!(
+                sample(&text, "repository_event_subscribers{transport=\"sse\"}"),
+                1.0,
+                "{text}"
+            );
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{text}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    drop(stream);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let text = app.get("/metrics").await.text().await.unwrap();
+        if sample(&text, "repository_event_subscribers{transport=\"sse\"}") == 0.0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the subscriber is counted out");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
