@@ -3,6 +3,9 @@
   "use strict";
 
   const endpoint = new URL("/graphql", window.location.href).toString();
+  // Subscriptions go over WebSocket (graphql-transport-ws); GraphiQL sends the Headers tab as the
+  // connection_init payload, so {"Authorization": "Bearer <token>"} works there too.
+  const subscriptionUrl = endpoint.replace(/^http/, "ws");
 
   const listing = `# Services that need no GPU and at most 4 GB of RAM,
 # and whose TensorFlow requirement accepts version 2.13.
@@ -73,14 +76,32 @@ mutation CreateModel {
 }
 `;
 
+  const feed = `# The change feed, live: press Run and change something
+# (in another tab or with curl); each change appears here
+# as it commits. Resume after a drop with after: <sequence>.
+subscription ComponentEvents {
+  componentEvents {
+    sequence
+    at
+    type
+    kind
+    id
+    name
+    version
+    file { sha256 size downloadUrl }
+  }
+}
+`;
+
   const root = ReactDOM.createRoot(document.getElementById("graphiql"));
   root.render(
     React.createElement(GraphiQL, {
-      fetcher: GraphiQL.createFetcher({ url: endpoint }),
+      fetcher: GraphiQL.createFetcher({ url: endpoint, subscriptionUrl }),
       defaultTabs: [
         { query: listing },
         { query: runnableOn },
         { query: mutation },
+        { query: feed },
       ],
       defaultEditorToolsVisibility: "headers",
       headerEditorEnabled: true,

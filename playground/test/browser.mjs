@@ -34,7 +34,7 @@ try {
 
   await page.locator(".graphiql-execute-button").waitFor({ timeout: 30000 });
   const tabs = await page.locator(".graphiql-tab").count();
-  if (tabs < 3) failures.push(`expected the example operations in 3 tabs, found ${tabs}`);
+  if (tabs < 4) failures.push(`expected the example operations in 4 tabs, found ${tabs}`);
   if ((await page.getByRole("button", { name: "Headers" }).count()) === 0) {
     failures.push("no headers editor");
   }
@@ -47,6 +47,25 @@ try {
 
   await page.getByLabel("Show Documentation Explorer").click();
   await page.locator(".graphiql-doc-explorer").getByText("Query").first().waitFor({ timeout: 10000 });
+
+  // The change-feed tab: a live subscription over WebSocket shows changes made elsewhere as they commit.
+  await page.locator(".graphiql-tab").nth(3).click();
+  await page.locator(".graphiql-execute-button").click();
+  const deadline = Date.now() + 30000;
+  for (let n = 0; ; n++) {
+    // Changes keep coming until one shows: the subscription may take a moment to be set up.
+    await fetch(`${base}/graphql`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ query: `mutation { createService(input: {id: "feed.check.${n}"}) { id } }` }),
+    });
+    if ((await result.innerText()).includes("feed.check.")) break;
+    if (Date.now() > deadline) {
+      failures.push("the change-feed tab showed no event");
+      break;
+    }
+    await page.waitForTimeout(500);
+  }
 
   if (elsewhere.length > 0) failures.push(`requests to other hosts: ${elsewhere.join(", ")}`);
 } catch (error) {
