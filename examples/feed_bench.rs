@@ -1,0 +1,124 @@
+//! Latency of the change feed: from a change's commit to its arrival at subscribers, with many connected.
+//!
+//! ```sh
+//! cargo build --release --bins --examples && target/release/examples/feed_bench [SUBSCRIBERS] [CHANGES] [-- extra server flags]
+//! ```
+//!
+//! Starts the server (embedded store, or `-- --store mongodb ...`), connects SUBSCRIBERS (default 1,000) SSE
+//! subscribers, makes CHANGES (default 200) changes one after another, and prints the p50/p99/max latency from each
+//! event's commit time (`at`, stamped in the committing transaction) to its arrival at every subscriber, over all
+//! subscriber × change pairs. Client and server share the machine's clock.
+
+#[path = "../tests/common/process.rs"]
+mod process;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (ours, server_flags) = match args.iter().position(|a| a == "--") {
+        Some(i) => (&args[..i], &args[i + 1..]),
+        None => (&args[..], &[][..]),
+    };
+    let subscribers: usize = ours.first().map_or(Ok(1000), |s| s.parse())?;
+    let changes: usize = ours.get(1).map_or(Ok(200), |s| s.parse())?;
+    let dir = tempfile::tempdir()?;
+    let flags: Vec<&str> = server_flags.iter().map(String::as_str).collect();
+    let server = process::ServerProcess::start(&dir.path().join("data"), &flags);
+    let base = server.base.clone();
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(subscribers + 8)
+        .build()?;
+
+    let latencies = Arc::new(Mutex::new(Vec::with_capacity(subscribers * changes)));
+    let connected = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..subscribers {
+        let (client, base, latencies, connected) = (
+            client.clone(),
+            base.clone(),
+            latencies.clone(),
+            connected.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let response = client.get(format!("{base}/events")).send().await?;
+            anyhow::ensure!(response.status() == 200, "{}", response.status());
+            connected.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut body = response.bytes_stream();
+            let mut buffer = String::new();
+            let mut seen = 0;
+            while seen < changes {
+                let Some(chunk) = body.next().await else {
+                    anyhow::bail!("the stream ended after {seen} events");
+                };
+                let arrived = chrono::Utc::now();
+                buffer.push_str(std::str::from_utf8(&chunk?)?);
+                while let Some(end) = buffer.find("\n\n") {
+                    let block: String = buffer.drain(..end + 2).collect();
+                    let Some(data) = block.lines().find_map(|l| l.strip_prefix("data:")) else {
+                        continue;
+                    };
+                    let event: Value = serde_json::from_str(data.trim())?;
+                    let at: chrono::DateTime<chrono::Utc> = event["at"].as_str().unwrap_or_default().parse()?;
+                    let ms = (arrived - at).num_microseconds().unwrap_or_default() as f64 / 1000.0;
+                    latencies.lock().unwrap().push(ms);
+                    seen += 1;
+                }
+            }
+            Ok(())
+        }));
+    }
+    let started = Instant::now();
+    while connected.load(std::sync::atomic::Ordering::SeqCst) < subscribers {
+        anyhow::ensure!(started.elapsed() < Duration::from_secs(120), "subscribers did not connect");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The streams are open; let the server finish setting each one up.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    println!("{subscribers} SSE subscribers connected in {:?}", started.elapsed());
+
+    let writes = Instant::now();
+    for i in 0..changes {
+        let body: Value = client
+            .post(format!("{base}/graphql"))
+            .json(&json!({
+                "query": "mutation($id: ID!) { createService(input: {id: $id}) { id } }",
+                "variables": { "id": format!("bench.s{i}") },
+            }))
+            .send()
+            .await?
+            .json()
+            .await?;
+        anyhow::ensure!(body.get("errors").is_none(), "{body}");
+        // Changes spaced out, so each is measured on its own rather than in a burst.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for task in tasks {
+        task.await??;
+    }
+    let mut all = latencies.lock().unwrap().clone();
+    all.sort_by(f64::total_cmp);
+    println!(
+        "{changes} changes in {:?}; {} deliveries; commit -> subscriber latency: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        writes.elapsed(),
+        all.len(),
+        percentile(&all, 50.0),
+        percentile(&all, 99.0),
+        all.last().copied().unwrap_or(f64::NAN),
+    );
+    drop(server);
+    Ok(())
+}
