@@ -50,7 +50,13 @@ try {
 
   // The change-feed tab: a live subscription over WebSocket shows changes made elsewhere as they commit.
   await page.locator(".graphiql-tab").nth(3).click();
-  await page.locator(".graphiql-execute-button").click();
+  // GraphiQL picks up the new tab's operation name a moment after the switch: until then a run sends the previous
+  // tab's name, which the server refuses. Run again until it is accepted.
+  for (let attempt = 0; attempt < 20; attempt++) {
+    await page.locator(".graphiql-execute-button").click();
+    await page.waitForTimeout(300);
+    if (!(await result.innerText()).includes("Unknown operation named")) break;
+  }
   const deadline = Date.now() + 30000;
   for (let n = 0; ; n++) {
     // Changes keep coming until one shows: the subscription may take a moment to be set up.
