@@ -72,7 +72,8 @@ async fn main() -> anyhow::Result<()> {
                         continue;
                     };
                     let event: Value = serde_json::from_str(data.trim())?;
-                    let at: chrono::DateTime<chrono::Utc> = event["at"].as_str().unwrap_or_default().parse()?;
+                    let at: chrono::DateTime<chrono::Utc> =
+                        event["at"].as_str().unwrap_or_default().parse()?;
                     let ms = (arrived - at).num_microseconds().unwrap_or_default() as f64 / 1000.0;
                     latencies.lock().unwrap().push(ms);
                     seen += 1;
@@ -83,12 +84,18 @@ async fn main() -> anyhow::Result<()> {
     }
     let started = Instant::now();
     while connected.load(std::sync::atomic::Ordering::SeqCst) < subscribers {
-        anyhow::ensure!(started.elapsed() < Duration::from_secs(120), "subscribers did not connect");
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(120),
+            "subscribers did not connect"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // The streams are open; let the server finish setting each one up.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    println!("{subscribers} SSE subscribers connected in {:?}", started.elapsed());
+    println!(
+        "{subscribers} SSE subscribers connected in {:?}",
+        started.elapsed()
+    );
 
     let writes = Instant::now();
     for i in 0..changes {

@@ -171,7 +171,10 @@ async fn pending_webhook_deliveries_survive_a_restart() {
     create_service(&app, "waiting").await;
     receiver.wait_for(1, Duration::from_secs(10)).await;
     let pending = app
-        .ok("{ webhooks { deliveries { status attempts lastStatus } } }", json!({}))
+        .ok(
+            "{ webhooks { deliveries { status attempts lastStatus } } }",
+            json!({}),
+        )
         .await;
     assert_eq!(pending["webhooks"][0]["deliveries"][0]["status"], "PENDING");
     assert_eq!(pending["webhooks"][0]["deliveries"][0]["lastStatus"], 500);
@@ -192,12 +195,20 @@ async fn pending_webhook_deliveries_survive_a_restart() {
             .await;
         let delivery = &listed["webhooks"][0]["deliveries"][0];
         if delivery["status"] == "DELIVERED" {
-            assert_eq!(delivery["attempts"], failed_attempts as u64 + 1, "attempts carry over");
+            assert_eq!(
+                delivery["attempts"],
+                failed_attempts as u64 + 1,
+                "attempts carry over"
+            );
             break;
         }
         assert!(Instant::now() < deadline, "{listed:#}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(receiver.received().len(), failed_attempts + 1, "sent once after the restart");
+    assert_eq!(
+        receiver.received().len(),
+        failed_attempts + 1,
+        "sent once after the restart"
+    );
 }

@@ -169,7 +169,10 @@ async fn the_change_feed_is_measured() {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
         let text = app.get("/metrics").await.text().await.unwrap();
-        let delivered = sample(&text, "repository_webhook_deliveries_total{outcome=\"delivered\"}");
+        let delivered = sample(
+            &text,
+            "repository_webhook_deliveries_total{outcome=\"delivered\"}",
+        );
         if delivered == 3.0 {
             assert_eq!(sample(&text, "repository_events_appended "), 3.0, "{text}");
             assert_eq!(
@@ -189,7 +192,10 @@ async fn the_change_feed_is_measured() {
         if sample(&text, "repository_event_subscribers{transport=\"sse\"}") == 0.0 {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "the subscriber is counted out");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the subscriber is counted out"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }

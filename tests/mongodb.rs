@@ -1022,5 +1022,9 @@ async fn replicas_send_each_webhook_delivery_once() {
         .iter()
         .map(|r| verified(r, "shared")["sequence"].as_u64().unwrap())
         .collect();
-    assert_eq!(sequences, (1..=10).collect::<Vec<u64>>(), "each once, in order");
+    assert_eq!(
+        sequences,
+        (1..=10).collect::<Vec<u64>>(),
+        "each once, in order"
+    );
 }

@@ -5,8 +5,8 @@ mod error;
 mod event;
 mod filter;
 mod key;
-mod webhook;
 pub mod version;
+mod webhook;
 
 pub use component::{
     Component, InferencerSpec, MAX_ENTRIES, MAX_TEXT_BYTES, ModelSpec, Needs, ServiceSpec, Spec,
@@ -15,8 +15,8 @@ pub use component::{
 pub use error::DomainError;
 pub use event::{Event, EventDraft, EventFile, EventFilter, EventType};
 pub use filter::{ComponentFilter, Device, LibraryWanted, ModelWanted, NeedsFilter};
-pub use webhook::{Delivery, DeliveryStatus, Webhook};
 pub use key::{ComponentKey, Kind, MAX_KEY_BYTES, ModelKey, validate_key_part};
+pub use webhook::{Delivery, DeliveryStatus, Webhook};
 
 /// The current time at millisecond precision: the precision every backend stores (BSON dates have no more), so a
 /// timestamp reads back exactly as it was returned when it was written.

@@ -31,6 +31,8 @@ pub const MAX_ATTEMPTS: u32 = 16;
 const LEASE: Duration = Duration::from_secs(30);
 /// How often the dispatcher looks for webhooks without a worker.
 const SCAN_INTERVAL: Duration = Duration::from_secs(1);
+/// How often an idle worker looks at the feed without being woken.
+const IDLE_RECHECK: Duration = Duration::from_secs(2);
 /// Deliveries listed per webhook at most.
 pub const MAX_DELIVERIES_LISTED: usize = 100;
 
@@ -74,9 +76,8 @@ impl reqwest::dns::Resolve for GuardedResolver {
         let allow_private = self.allow_private;
         Box::pin(async move {
             let host = name.as_str().to_string();
-            let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await?
-                .collect();
+            let resolved: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             let refused = resolved
                 .iter()
                 .any(|a| !allow_private && is_forbidden_destination(a.ip()));
@@ -147,7 +148,9 @@ impl RepositoryService {
             Ok(ip) => vec![SocketAddr::new(ip, port)],
             Err(_) => tokio::net::lookup_host((host.as_str(), port))
                 .await
-                .map_err(|e| ServiceError::InvalidInput(format!("url: {host} does not resolve: {e}")))?
+                .map_err(|e| {
+                    ServiceError::InvalidInput(format!("url: {host} does not resolve: {e}"))
+                })?
                 .collect(),
         };
         if addresses.iter().any(|a| is_forbidden_destination(a.ip())) {
@@ -173,7 +176,8 @@ impl RepositoryService {
         webhook.validate()?;
         self.check_destination(&webhook.url).await?;
         self.store.insert_webhook(&webhook).await?;
-        tracing::info!(id = %webhook.id, url = %webhook.url, "webhook created");
+        // Not the URL: it may carry credentials.
+        tracing::info!(id = %webhook.id, "webhook created");
         Ok(webhook)
     }
 
@@ -242,7 +246,11 @@ pub fn spawn_dispatcher(service: &Arc<RepositoryService>) {
                         }
                         let until = crate::domain::now()
                             + chrono::Duration::from_std(LEASE).unwrap_or_default();
-                        match service.store.lease_webhook(&webhook.id, &owner, until).await {
+                        match service
+                            .store
+                            .lease_webhook(&webhook.id, &owner, until)
+                            .await
+                        {
                             Ok(true) => {
                                 let worker = Worker {
                                     service: Arc::downgrade(&service),
@@ -283,7 +291,9 @@ impl Worker {
         if let Err(e) = self.work().await {
             match e {
                 Ok(Stop::Done) => {}
-                Err(e) => tracing::warn!(webhook = %self.webhook_id, error = %e, "webhook worker stopped; it restarts"),
+                Err(e) => {
+                    tracing::warn!(webhook = %self.webhook_id, error = %e, "webhook worker stopped; it restarts")
+                }
             }
         }
     }
@@ -329,9 +339,18 @@ impl Worker {
                 Ok(batch) => batch,
                 Err(Err(ServiceError::EventsExpired(_))) => {
                     // Events were removed before they could be sent: skip to what is retained.
-                    let last = self.service()?.store.last_sequence().await.map_err(|e| Err(e.into()))?;
+                    let last = self
+                        .service()?
+                        .store
+                        .last_sequence()
+                        .await
+                        .map_err(|e| Err(e.into()))?;
                     tracing::warn!(webhook = %webhook.id, "events expired before delivery; skipping to the current sequence");
-                    self.service()?.store.advance_webhook(&webhook.id, last).await.map_err(|e| Err(e.into()))?;
+                    self.service()?
+                        .store
+                        .advance_webhook(&webhook.id, last)
+                        .await
+                        .map_err(|e| Err(e.into()))?;
                     continue;
                 }
                 Err(e) => return Err(e),
@@ -354,12 +373,18 @@ impl Worker {
                     .map_err(|e| Err(e.into()))?;
                 continue;
             }
-            let _ = tokio::time::timeout(LEASE / 3, signal.changed()).await;
+            // New events wake the worker; the timeout also catches an event of another replica that was still
+            // pending at the last read and has been settled since.
+            let _ = tokio::time::timeout(IDLE_RECHECK, signal.changed()).await;
         }
     }
 
     /// Sends one event until the receiver takes it or it is given up on.
-    async fn deliver(&self, webhook: &Webhook, event: &Event) -> Result<(), Result<Stop, ServiceError>> {
+    async fn deliver(
+        &self,
+        webhook: &Webhook,
+        event: &Event,
+    ) -> Result<(), Result<Stop, ServiceError>> {
         let service = self.service()?;
         // A delivery already under way (before a restart) keeps its attempts.
         let mut delivery = service
@@ -469,8 +494,18 @@ mod tests {
     #[test]
     fn private_and_local_destinations_are_refused() {
         for ip in [
-            "127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "0.0.0.0",
-            "100.64.0.1", "::1", "fe80::1", "fd00::1", "::ffff:127.0.0.1", "::ffff:10.0.0.1",
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.64.0.1",
+            "::1",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
         ] {
             assert!(is_forbidden_destination(ip.parse().unwrap()), "{ip}");
         }

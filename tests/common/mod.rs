@@ -86,13 +86,7 @@ pub async fn embedded_in(dir: &std::path::Path) -> TestApp {
 /// [`embedded_in`] with settings.
 pub async fn embedded_in_with(dir: &std::path::Path, options: Options) -> TestApp {
     let store = EmbeddedStore::open(&dir.join("data")).await.unwrap();
-    TestApp::start(
-        Arc::new(store),
-        tempfile::tempdir().unwrap(),
-        None,
-        options,
-    )
-    .await
+    TestApp::start(Arc::new(store), tempfile::tempdir().unwrap(), None, options).await
 }
 
 impl TestApp {

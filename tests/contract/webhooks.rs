@@ -68,6 +68,7 @@ impl Receiver {
     }
 
     /// From now on, answer 200.
+    #[allow(dead_code)] // only the embedded store's restart test uses it
     pub fn recover(&self) {
         *self.failures.lock().unwrap() = 0;
     }
@@ -96,7 +97,9 @@ impl Receiver {
 
 /// Checks a delivery's signature as a receiver would (GitHub's scheme), and returns its JSON body.
 pub fn verified(received: &Received, secret: &str) -> Value {
-    let header = received.headers["x-repository-signature-256"].to_str().unwrap();
+    let header = received.headers["x-repository-signature-256"]
+        .to_str()
+        .unwrap();
     let hex = header.strip_prefix("sha256=").expect("sha256= prefix");
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
     mac.update(&received.body);
@@ -155,14 +158,21 @@ pub async fn webhooks_deliver_signed_events_in_order_with_retries(start: Starter
         .iter()
         .map(|r| r.headers["x-repository-delivery"].to_str().unwrap())
         .collect();
-    assert_eq!(deliveries[0], deliveries[1], "a retry keeps its delivery id");
+    assert_eq!(
+        deliveries[0], deliveries[1],
+        "a retry keeps its delivery id"
+    );
     assert_eq!(deliveries[0], deliveries[2]);
     assert_ne!(deliveries[2], deliveries[3]);
     assert_eq!(received[3].headers["x-repository-event"], "created");
     assert_eq!(bodies[3]["kind"], "service");
     assert!(bodies[3]["sequence"].as_u64() > bodies[0]["sequence"].as_u64());
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(receiver.received().len(), 4, "the model is not for this webhook");
+    assert_eq!(
+        receiver.received().len(),
+        4,
+        "the model is not for this webhook"
+    );
 
     let listed = app
         .ok(
@@ -180,7 +190,12 @@ pub async fn webhooks_deliver_signed_events_in_order_with_retries(start: Starter
     assert_eq!(deliveries[1]["status"], "DELIVERED");
     assert_eq!(deliveries[1]["attempts"], 3);
     assert_eq!(deliveries[1]["lastStatus"], 200);
-    assert_eq!(deliveries[1]["id"], received[0].headers["x-repository-delivery"].to_str().unwrap());
+    assert_eq!(
+        deliveries[1]["id"],
+        received[0].headers["x-repository-delivery"]
+            .to_str()
+            .unwrap()
+    );
 
     // A secret is never returned: the type has no such field.
     assert_eq!(
@@ -188,18 +203,28 @@ pub async fn webhooks_deliver_signed_events_in_order_with_retries(start: Starter
         "INVALID_INPUT"
     );
     assert_eq!(
-        app.ok("mutation($id: ID!) { deleteWebhook(id: $id) }", json!({ "id": id }))
-            .await["deleteWebhook"],
+        app.ok(
+            "mutation($id: ID!) { deleteWebhook(id: $id) }",
+            json!({ "id": id })
+        )
+        .await["deleteWebhook"],
         true
     );
     assert_eq!(
-        app.error_code("mutation($id: ID!) { deleteWebhook(id: $id) }", json!({ "id": id }))
-            .await,
+        app.error_code(
+            "mutation($id: ID!) { deleteWebhook(id: $id) }",
+            json!({ "id": id })
+        )
+        .await,
         "NOT_FOUND"
     );
     create_service(&app, "third").await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(receiver.received().len(), 4, "a deleted webhook gets nothing");
+    assert_eq!(
+        receiver.received().len(),
+        4,
+        "a deleted webhook gets nothing"
+    );
 }
 
 pub async fn webhooks_to_private_networks_are_refused(start: Starter) {
@@ -218,7 +243,10 @@ pub async fn webhooks_to_private_networks_are_refused(start: Starter) {
                 json!({ "url": url }),
             )
             .await;
-        assert_eq!(body["errors"][0]["extensions"]["code"], "INVALID_INPUT", "{url}: {body:#}");
+        assert_eq!(
+            body["errors"][0]["extensions"]["code"], "INVALID_INPUT",
+            "{url}: {body:#}"
+        );
     }
     let body = app
         .gql(
@@ -226,6 +254,12 @@ pub async fn webhooks_to_private_networks_are_refused(start: Starter) {
             json!({}),
         )
         .await;
-    assert_eq!(body["errors"][0]["extensions"]["code"], "INVALID_INPUT", "{body:#}");
-    assert_eq!(app.ok("{ webhooks { id } }", json!({})).await["webhooks"], json!([]));
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "INVALID_INPUT",
+        "{body:#}"
+    );
+    assert_eq!(
+        app.ok("{ webhooks { id } }", json!({})).await["webhooks"],
+        json!([])
+    );
 }

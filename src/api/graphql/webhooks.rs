@@ -10,8 +10,8 @@ use super::events::{ComponentKind, EventType};
 use super::types::Long;
 use crate::api::error::GqlResultExt;
 use crate::domain::{self, DeliveryStatus};
-use crate::service::webhooks::NewWebhook;
 use crate::service::RepositoryService;
+use crate::service::webhooks::NewWebhook;
 
 /// Whether the request carries a write token; set by the HTTP handlers.
 #[derive(Debug, Clone, Copy)]
@@ -22,9 +22,10 @@ pub fn require_write(ctx: &Context<'_>) -> async_graphql::Result<()> {
         return Ok(());
     }
     let error = async_graphql::Error::new("managing webhooks needs a write token");
-    Err(async_graphql::ErrorExtensions::extend_with(error, |_, e| {
-        e.set("code", "FORBIDDEN")
-    }))
+    Err(async_graphql::ErrorExtensions::extend_with(
+        error,
+        |_, e| e.set("code", "FORBIDDEN"),
+    ))
 }
 
 #[derive(InputObject)]
@@ -171,8 +172,18 @@ pub async fn create(
         .create_webhook(NewWebhook {
             url: input.url,
             secret: input.secret,
-            kinds: input.kinds.unwrap_or_default().into_iter().map(Into::into).collect(),
-            types: input.types.unwrap_or_default().into_iter().map(Into::into).collect(),
+            kinds: input
+                .kinds
+                .unwrap_or_default()
+                .into_iter()
+                .map(Into::into)
+                .collect(),
+            types: input
+                .types
+                .unwrap_or_default()
+                .into_iter()
+                .map(Into::into)
+                .collect(),
         })
         .await
         .gql()?;

@@ -76,7 +76,9 @@ pub(super) fn advance(db: &Database, id: &str, cursor: u64) -> Result<(), StoreE
             let mut webhook: Webhook = decode(&bytes)?;
             if cursor > webhook.cursor {
                 webhook.cursor = cursor;
-                table.insert(id, encode(&webhook)?.as_slice()).or_backend()?;
+                table
+                    .insert(id, encode(&webhook)?.as_slice())
+                    .or_backend()?;
             }
         }
     }

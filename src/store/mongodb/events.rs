@@ -325,6 +325,10 @@ impl EventLog {
             events: Vec::new(),
             next_after: after,
         };
+        if limit == 0 {
+            // (A limit of 0 means "no limit" to MongoDB.)
+            return Ok(batch);
+        }
         let mut cursor = self
             .events
             .find(doc! { "seq": { "$gt": to_i64(after) } })

@@ -35,8 +35,8 @@ use self::documents::{
 };
 use self::events::{EventLog, first_sequence, record_sequence};
 use self::gridfs::Grid;
-use self::webhooks::WebhookStore;
 use self::query::{Pushdown, and, pushdown, sort_order};
+use self::webhooks::WebhookStore;
 use super::{
     ByteStream, EventBatch, EventRetention, FileMeta, GcReport, Page, PageRequest, RemoteBlob,
     SpecUpdate, StagedBlob, Store, StoreError, UploadStream, adopt_file,
