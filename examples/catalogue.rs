@@ -7,7 +7,8 @@
 //! ```
 //!
 //! Prints each figure with p50/p99 (or the median of a few runs for whole lists) and the machine's core count.
-//! `--components` (default 10000) is the number of services; `--samples` (default 200) the requests per figure.
+//! `--components` (default 10000) is the number of services, `--transformations` (default 10000) the number of
+//! transformations; `--samples` (default 200) the requests per figure.
 
 #[path = "../tests/common/process.rs"]
 mod process;
@@ -25,7 +26,6 @@ use component_repository::store::Store;
 use component_repository::store::embedded::EmbeddedStore;
 use serde_json::{Value, json};
 
-const TRANSFORMATIONS: usize = 10_000;
 const BATCH: usize = 10_000;
 const LIBRARIES: [&str; 20] = [
     "tensorflow",
@@ -131,15 +131,21 @@ fn transformation(i: usize, rng: &mut Rng) -> anyhow::Result<Component> {
 }
 
 /// Fills the store through the store API, in transactions of `BATCH` components.
-async fn fill(data_dir: &std::path::Path, services: usize) -> anyhow::Result<Duration> {
+async fn fill(
+    data_dir: &std::path::Path,
+    services: usize,
+    transformations: usize,
+) -> anyhow::Result<Duration> {
     let started = Instant::now();
     let store = EmbeddedStore::open(data_dir).await?;
     let mut rng = Rng(0x5EED);
     let mut batch = Vec::with_capacity(BATCH);
-    for i in 0..TRANSFORMATIONS {
+    for i in 0..transformations {
         batch.push(transformation(i, &mut rng)?);
+        if batch.len() == BATCH {
+            store.insert_many(std::mem::take(&mut batch)).await?;
+        }
     }
-    store.insert_many(std::mem::take(&mut batch)).await?;
     for i in 0..services {
         batch.push(service(i, &mut rng)?);
         if batch.len() == BATCH {
@@ -268,20 +274,26 @@ async fn wait_until(
 async fn main() -> anyhow::Result<()> {
     let mut services = 10_000usize;
     let mut samples = 200usize;
+    let mut transformations = 10_000usize;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--components" => services = args.next().context("--components N")?.parse()?,
             "--samples" => samples = args.next().context("--samples N")?.parse()?,
-            other => bail!("unknown argument {other}; takes --components N, --samples N"),
+            "--transformations" => {
+                transformations = args.next().context("--transformations N")?.parse()?
+            }
+            other => bail!(
+                "unknown argument {other}; takes --components N, --transformations N, --samples N"
+            ),
         }
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let dir = tempfile::tempdir_in(".")?;
     let data_dir = dir.path().join("data");
-    let filled = fill(&data_dir, services).await?;
+    let filled = fill(&data_dir, services, transformations).await?;
     println!(
-        "catalogue benchmark: {services} services + {TRANSFORMATIONS} transformations, {cores} cores, \
+        "catalogue benchmark: {services} services + {transformations} transformations, {cores} cores, \
          filled through the store API in {:.1} s",
         filled.as_secs_f64()
     );
@@ -297,10 +309,20 @@ async fn main() -> anyhow::Result<()> {
     let listening = started.elapsed();
     let healthy = wait_until(&client, &format!("{base}/healthz"), Duration::from_secs(5)).await?;
     let ready = wait_until(&client, &format!("{base}/readyz"), Duration::from_secs(120)).await?;
+    let loaded = server
+        .log
+        .lock()
+        .ok()
+        .and_then(|log| {
+            let line = log.lines().find(|l| l.contains("catalogue loaded"))?.to_owned();
+            let value = line.split("elapsed_ms=").nth(1)?.split_whitespace().next()?.to_owned();
+            Some(value)
+        })
+        .unwrap_or_else(|| "?".into());
     row(
         &format!("cold start with {services} services"),
         format!(
-            "listening after {}, /healthz {}, /readyz after {} (from process start)",
+            "listening after {}, /healthz {}, /readyz after {} (from process start; the load itself {loaded} ms)",
             ms(listening),
             ms(listening + healthy),
             ms(listening + ready)
@@ -317,11 +339,11 @@ async fn main() -> anyhow::Result<()> {
     let (list, count, above) =
         whole_list(&client, &base, "/transformation", 7, &sampler).await?;
     ensure!(
-        count == TRANSFORMATIONS,
+        count == transformations,
         "GET /transformation returned {count} items"
     );
     row(
-        &format!("`GET /transformation`, {TRANSFORMATIONS} items (7 runs)"),
+        &format!("`GET /transformation`, {transformations} items (7 runs)"),
         format!(
             "{} p50, {} max; peak RSS +{:.1} MiB",
             ms(list.p50),
@@ -345,7 +367,7 @@ async fn main() -> anyhow::Result<()> {
 
     let filter = r#"needs: {maxRam: 4, gpu: false, libraries: [{name: "tensorflow", version: ">=2.12"}]}"#;
     for (kind, total) in [
-        ("transformations", TRANSFORMATIONS),
+        ("transformations", transformations),
         ("services", services),
     ] {
         let (s, answer) = measure(&client, &base, samples, |_| {
@@ -434,7 +456,7 @@ async fn main() -> anyhow::Result<()> {
         p50_p99(&s),
     );
 
-    // Writes: REST creates one at a time, then GraphQL documents of 100 aliased creates.
+    // Writes: REST creates one at a time, then GraphQL batches of 100 creates.
     let creates = samples.clamp(20, 500);
     let started = Instant::now();
     for i in 0..creates {
@@ -453,18 +475,29 @@ async fn main() -> anyhow::Result<()> {
     let batches = (creates / 100).max(1);
     let started = Instant::now();
     for b in 0..batches {
-        let mutations: String = (0..100)
+        // A GraphQL batch: a JSON array of 100 operations in one request.
+        let operations: Vec<Value> = (0..100)
             .map(|i| {
-                format!(
-                    "c{i}: createService(input: {{id: \"bench.gql.svc_{b:03}_{i:03}\", needs: {{ram: 1}}}}) {{ id }} "
-                )
+                json!({ "query": format!(
+                    "mutation {{ createService(input: {{id: \"bench.gql.svc_{b:03}_{i:03}\", needs: {{ram: 1}}}}) {{ id }} }}"
+                ) })
             })
             .collect();
-        graphql(&client, &base, &format!("mutation {{ {mutations} }}")).await?;
+        let answers: Vec<Value> = client
+            .post(format!("{base}/graphql"))
+            .json(&operations)
+            .send()
+            .await?
+            .json()
+            .await?;
+        ensure!(
+            answers.len() == 100 && answers.iter().all(|a| a.get("errors").is_none()),
+            "a batch of creates failed: {answers:?}"
+        );
     }
     let gql_rate = (batches * 100) as f64 / started.elapsed().as_secs_f64();
     row(
-        "GraphQL creates in documents of 100",
+        "GraphQL creates in batches of 100",
         format!("{gql_rate:.0}/s ({} creates)", batches * 100),
     );
     let peak = sampler.peak().max(rss::rss_bytes(pid).unwrap_or(0));

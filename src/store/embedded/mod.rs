@@ -41,6 +41,8 @@ const CACHE_BYTES: usize = 16 * 1024 * 1024;
 const READ_CHUNK: usize = 256 * 1024;
 /// Chunks of a download read ahead of the network.
 const READ_AHEAD: usize = 4;
+/// Records per batch handed from the reader to the decoders while the catalogue loads.
+const LOAD_BATCH: usize = 1024;
 /// Components per step of a scan: each step looks its start up again in the snapshot, O(log n).
 const SCAN_STEP: usize = 256;
 
@@ -107,21 +109,66 @@ impl EmbeddedStore {
     }
 
     /// Builds the catalogue from a redb snapshot taken under the writers' lock, so that writes committed before are
-    /// in it and writes after wait for it to be published.
+    /// in it and writes after wait for it to be published. Records are read in one thread, decoded in the others
+    /// and inserted here, so that a cold start takes about as long as the slowest of the three.
     fn load(db: &Database, catalog: &Catalog) -> Result<(), StoreError> {
         let started = std::time::Instant::now();
         let writer = catalog.writer();
         let txn = db.begin_read().or_backend()?;
+        let decoders = std::thread::available_parallelism().map_or(1, |n| n.get()).max(2) - 1;
+        let (raw_tx, raw_rx) = std::sync::mpsc::sync_channel::<Vec<Vec<u8>>>(2 * decoders);
+        let (decoded_tx, decoded_rx) =
+            std::sync::mpsc::sync_channel::<Result<Vec<Component>, StoreError>>(2 * decoders);
+        let raw_rx = std::sync::Mutex::new(raw_rx);
         let mut snapshot = Snapshot::default();
         let mut count = 0u64;
-        for kind in Kind::ALL {
-            let table = txn.open_table(table(kind)).or_backend()?;
-            for entry in table.iter().or_backend()? {
-                let (_, value) = entry.or_backend()?;
-                snapshot.insert(decode(value.value())?);
-                count += 1;
+        std::thread::scope(|scope| -> Result<(), StoreError> {
+            let reader = scope.spawn(move || -> Result<(), StoreError> {
+                for kind in Kind::ALL {
+                    let table = txn.open_table(table(kind)).or_backend()?;
+                    let mut batch = Vec::with_capacity(LOAD_BATCH);
+                    for entry in table.iter().or_backend()? {
+                        let (_, value) = entry.or_backend()?;
+                        batch.push(value.value().to_vec());
+                        if batch.len() == LOAD_BATCH {
+                            let full = std::mem::replace(&mut batch, Vec::with_capacity(LOAD_BATCH));
+                            if raw_tx.send(full).is_err() {
+                                return Ok(());
+                            }
+                        }
+                    }
+                    if !batch.is_empty() && raw_tx.send(batch).is_err() {
+                        return Ok(());
+                    }
+                }
+                Ok(())
+            });
+            for _ in 0..decoders {
+                let decoded_tx = decoded_tx.clone();
+                let raw_rx = &raw_rx;
+                scope.spawn(move || {
+                    loop {
+                        let next = raw_rx.lock().map(|rx| rx.recv());
+                        let Ok(Ok(batch)) = next else { return };
+                        let decoded = batch.iter().map(|bytes| decode(bytes)).collect();
+                        if decoded_tx.send(decoded).is_err() {
+                            return;
+                        }
+                    }
+                });
             }
-        }
+            drop(decoded_tx);
+            for batch in decoded_rx {
+                // An error drops the receiver on return, which stops the decoders and then the reader.
+                for component in batch? {
+                    snapshot.insert(component);
+                    count += 1;
+                }
+            }
+            reader
+                .join()
+                .map_err(|_| StoreError::Backend("the catalogue reader panicked".into()))?
+        })?;
         writer.publish(move |published| *published = snapshot);
         tracing::info!(
             components = count,

@@ -22,6 +22,8 @@ use futures_util::TryStreamExt;
 use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{Bson, Document, doc};
 use mongodb::error::{ErrorKind, WriteFailure};
+use mongodb::event::EventHandler;
+use mongodb::event::command::CommandEvent;
 use mongodb::options::{ClientOptions, IndexOptions, ReturnDocument};
 use mongodb::{Client, Collection, Database, IndexModel};
 use sha2::{Digest, Sha256};
@@ -123,12 +125,31 @@ impl MongoStore {
     /// Opens a database only to read from it (the source of an `import`): nothing, not even an index, is
     /// created in it.
     pub async fn open_source(config: &MongoConfig) -> Result<Self, StoreError> {
+        Self::open_with(config, None).await
+    }
+
+    /// Like [`MongoStore::connect`], with every command and reply reported to `monitor` (the driver's command
+    /// monitoring): how a test sees what the store reads.
+    pub async fn connect_monitored(
+        config: &MongoConfig,
+        monitor: EventHandler<CommandEvent>,
+    ) -> Result<Self, StoreError> {
+        let store = Self::open_with(config, Some(monitor)).await?;
+        store.ensure_indexes().await?;
+        Ok(store)
+    }
+
+    async fn open_with(
+        config: &MongoConfig,
+        monitor: Option<EventHandler<CommandEvent>>,
+    ) -> Result<Self, StoreError> {
         let mut options = ClientOptions::parse(&config.uri)
             .await
             .map_err(|e| StoreError::Backend(format!("the MongoDB URI is not usable: {e}")))?;
         options.app_name = Some("component-repository".into());
         options.server_selection_timeout = Some(config.timeout);
         options.connect_timeout = Some(config.timeout);
+        options.command_event_handler = monitor;
         let client = Client::with_options(options).map_err(map_err)?;
         let store = Self {
             metadata: client.database(&config.database),
