@@ -24,7 +24,10 @@ struct KindIndex {
     all: Entries,
     /// Library name -> the components that need it.
     by_library: HashMap<String, Entries>,
-    /// Components that need no library: the only ones a device without a needed library can run.
+    /// Library name -> the components whose first needed library (by name) it is: each component is in one of
+    /// these or in `no_library`, so the ones a device may run are found without duplicates.
+    by_first_library: HashMap<String, Entries>,
+    /// Components that need no library.
     no_library: Entries,
 }
 
@@ -42,16 +45,23 @@ impl KindIndex {
         if let Some(previous) = self.all.insert(key.clone(), component.clone()) {
             self.unindex(&key, &previous);
         }
-        let mut any = false;
         for library in Self::libraries(&component) {
-            any = true;
             self.by_library
                 .entry(library.clone())
                 .or_default()
                 .insert(key.clone(), component.clone());
         }
-        if !any {
-            self.no_library.insert(key, component);
+        let first = Self::libraries(&component).next().cloned();
+        match first {
+            Some(first) => {
+                self.by_first_library
+                    .entry(first)
+                    .or_default()
+                    .insert(key, component);
+            }
+            None => {
+                self.no_library.insert(key, component);
+            }
         }
     }
 
@@ -62,18 +72,22 @@ impl KindIndex {
     }
 
     fn unindex(&mut self, sort_key: &str, previous: &Component) {
-        let mut any = false;
-        for library in Self::libraries(previous) {
-            any = true;
-            if let Some(entries) = self.by_library.get_mut(library.as_str()) {
+        let forget = |map: &mut HashMap<String, Entries>, library: &str| {
+            if let Some(entries) = map.get_mut(library) {
                 entries.remove(sort_key);
                 if entries.is_empty() {
-                    self.by_library.remove(library.as_str());
+                    map.remove(library);
                 }
             }
+        };
+        for library in Self::libraries(previous) {
+            forget(&mut self.by_library, library);
         }
-        if !any {
-            self.no_library.remove(sort_key);
+        match Self::libraries(previous).next() {
+            Some(first) => forget(&mut self.by_first_library, first),
+            None => {
+                self.no_library.remove(sort_key);
+            }
         }
     }
 
@@ -81,7 +95,7 @@ impl KindIndex {
     /// from the narrowest index the filter allows.
     fn candidates<'a>(
         &'a self,
-        filter: &ComponentFilter,
+        filter: &'a ComponentFilter,
         after: Option<&'a str>,
     ) -> Box<dyn Iterator<Item = &'a Arc<Component>> + 'a> {
         let range = |entries: &'a Entries| {
@@ -101,19 +115,21 @@ impl KindIndex {
                 None => Box::new(std::iter::empty()),
             };
         }
-        if let Some(device) = &filter.needs.runnable_on {
-            // A component runs on the device only if the device has every library it needs: it is in the index
-            // of one of the device's libraries, or needs none.
-            let sources = device
-                .libraries
-                .keys()
-                .filter_map(|name| self.by_library.get(name.as_str()))
-                .chain(std::iter::once(&self.no_library))
-                .map(range)
-                .collect();
+        if filter.needs.runnable_on.is_some() {
+            let sources = self.runnable_sources(filter).map(range).collect();
             return Box::new(MergeByKey::new(sources));
         }
         Box::new(range(&self.all).map(|(_, c)| c))
+    }
+
+    /// For `runnableOn`: a component runs on the device only if the device has every library it needs, so its
+    /// first needed library is one of the device's, or it needs none. Each component is in one source at most.
+    fn runnable_sources<'a>(&'a self, filter: &'a ComponentFilter) -> impl Iterator<Item = &'a Entries> {
+        let device = filter.needs.runnable_on.iter();
+        device
+            .flat_map(|device| device.libraries.keys())
+            .filter_map(|name| self.by_first_library.get(name.as_str()))
+            .chain(std::iter::once(&self.no_library))
     }
 }
 
@@ -226,6 +242,13 @@ impl Snapshot {
 fn count(index: &KindIndex, filter: &ComponentFilter, matcher: &mut Matcher<'_>) -> usize {
     if *filter == ComponentFilter::default() {
         return index.all.len();
+    }
+    if filter.needs.runnable_on.is_some() && filter.needs.libraries.is_empty() {
+        // The sources are disjoint: a count needs no merge into key order.
+        return index
+            .runnable_sources(filter)
+            .map(|entries| entries.values().filter(|c| matcher.matches(c)).count())
+            .sum();
     }
     index
         .candidates(filter, None)
