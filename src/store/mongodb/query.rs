@@ -111,14 +111,14 @@ fn needs_clauses(needs: &NeedsFilter, clauses: &mut Vec<Document>) -> bool {
 }
 
 /// The keys of the map at `path` (absent or null: none) are all among `names`. Map keys are data, not field paths,
-/// so this takes an expression; documents the original service wrote have the same maps.
+/// so this takes an expression; documents the original service wrote have the same maps. `$objectToArray` and
+/// `$map` give null for an absent or null map, which `$ifNull` turns into no keys.
 fn names_within(path: &str, names: Vec<&String>) -> Document {
     doc! { "$expr": { "$setIsSubset": [
-        { "$map": {
-            "input": { "$objectToArray": { "$ifNull": [path, {}] } },
-            "as": "entry",
-            "in": "$$entry.k",
-        } },
+        { "$ifNull": [
+            { "$map": { "input": { "$objectToArray": path }, "as": "entry", "in": "$$entry.k" } },
+            [],
+        ] },
         names,
     ] } }
 }
