@@ -80,7 +80,8 @@ fn needs(rng: &mut Rng) -> Needs {
     let mut libraries = BTreeMap::new();
     // Most components need one or two of the usual libraries; a quarter need none.
     for _ in 0..rng.below(4) {
-        let name = LIBRARIES[(rng.below(8) * rng.below(3) + rng.below(3)) as usize % LIBRARIES.len()];
+        let name =
+            LIBRARIES[(rng.below(8) * rng.below(3) + rng.below(3)) as usize % LIBRARIES.len()];
         let requirement = REQUIREMENTS[rng.below(REQUIREMENTS.len() as u64) as usize];
         libraries.insert(name.to_string(), requirement.to_string());
     }
@@ -109,7 +110,11 @@ fn service(i: usize, rng: &mut Rng) -> anyhow::Result<Component> {
         description: format!("Benchmark service number {i}"),
         needs: needs(rng),
     });
-    Ok(Component::new(key, spec, component_repository::domain::now())?)
+    Ok(Component::new(
+        key,
+        spec,
+        component_repository::domain::now(),
+    )?)
 }
 
 fn transformation(i: usize, rng: &mut Rng) -> anyhow::Result<Component> {
@@ -127,7 +132,11 @@ fn transformation(i: usize, rng: &mut Rng) -> anyhow::Result<Component> {
         outputs: vec!["frames".into()],
         needs: needs(rng),
     });
-    Ok(Component::new(key, spec, component_repository::domain::now())?)
+    Ok(Component::new(
+        key,
+        spec,
+        component_repository::domain::now(),
+    )?)
 }
 
 /// Fills the store through the store API, in transactions of `BATCH` components.
@@ -314,8 +323,16 @@ async fn main() -> anyhow::Result<()> {
         .lock()
         .ok()
         .and_then(|log| {
-            let line = log.lines().find(|l| l.contains("catalogue loaded"))?.to_owned();
-            let value = line.split("elapsed_ms=").nth(1)?.split_whitespace().next()?.to_owned();
+            let line = log
+                .lines()
+                .find(|l| l.contains("catalogue loaded"))?
+                .to_owned();
+            let value = line
+                .split("elapsed_ms=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .to_owned();
             Some(value)
         })
         .unwrap_or_else(|| "?".into());
@@ -336,8 +353,7 @@ async fn main() -> anyhow::Result<()> {
         format!("{:.0} MiB", idle_rss as f64 / 1024.0 / 1024.0),
     );
 
-    let (list, count, above) =
-        whole_list(&client, &base, "/transformation", 7, &sampler).await?;
+    let (list, count, above) = whole_list(&client, &base, "/transformation", 7, &sampler).await?;
     ensure!(
         count == transformations,
         "GET /transformation returned {count} items"
@@ -365,11 +381,9 @@ async fn main() -> anyhow::Result<()> {
         );
     }
 
-    let filter = r#"needs: {maxRam: 4, gpu: false, libraries: [{name: "tensorflow", version: ">=2.12"}]}"#;
-    for (kind, total) in [
-        ("transformations", transformations),
-        ("services", services),
-    ] {
+    let filter =
+        r#"needs: {maxRam: 4, gpu: false, libraries: [{name: "tensorflow", version: ">=2.12"}]}"#;
+    for (kind, total) in [("transformations", transformations), ("services", services)] {
         let (s, answer) = measure(&client, &base, samples, |_| {
             format!("{{ {kind}(filter: {{{filter}}}, first: 20) {{ edges {{ node {{ id }} }} }} }}")
         })
@@ -391,7 +405,10 @@ async fn main() -> anyhow::Result<()> {
         })
         .await?;
         row(
-            &format!("the same with `totalCount` ({})", answer["data"][kind]["totalCount"]),
+            &format!(
+                "the same with `totalCount` ({})",
+                answer["data"][kind]["totalCount"]
+            ),
             p50_p99(&s),
         );
     }

@@ -26,7 +26,14 @@ fn the_catalogue_benchmark_runs_at_a_small_size() {
     );
     let dir = tempfile::tempdir().unwrap();
     let output = Command::new(&example)
-        .args(["--components", "300", "--transformations", "500", "--samples", "5"])
+        .args([
+            "--components",
+            "300",
+            "--transformations",
+            "500",
+            "--samples",
+            "5",
+        ])
         .current_dir(dir.path())
         .output()
         .unwrap();

@@ -13,8 +13,8 @@ use component_repository::domain::{
 };
 use component_repository::store::embedded::EmbeddedStore;
 use component_repository::store::{
-    ByteStream, ComponentStream, FileMeta, Page, PageRequest, SpecUpdate, StagedBlob, Store, StoreError,
-    UploadStream,
+    ByteStream, ComponentStream, FileMeta, Page, PageRequest, SpecUpdate, StagedBlob, Store,
+    StoreError, UploadStream,
 };
 use serde_json::json;
 

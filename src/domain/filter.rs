@@ -85,7 +85,11 @@ impl NeedsFilter {
     }
 
     pub fn matches(&self, needs: &Needs) -> bool {
-        self.matches_with(needs, &mut VersionMemo::default(), &mut VersionMemo::default())
+        self.matches_with(
+            needs,
+            &mut VersionMemo::default(),
+            &mut VersionMemo::default(),
+        )
     }
 
     fn matches_with(

@@ -175,8 +175,14 @@ mod tests {
             ("==2.1.0", "==2.1.0+cu118"),
         ];
         for (required, wanted) in overlapping {
-            assert!(requirement_matches(required, wanted), "{required} vs {wanted}");
-            assert!(requirement_matches(wanted, required), "{wanted} vs {required}");
+            assert!(
+                requirement_matches(required, wanted),
+                "{required} vs {wanted}"
+            );
+            assert!(
+                requirement_matches(wanted, required),
+                "{wanted} vs {required}"
+            );
         }
         let disjoint = [
             (">=3", "<2"),
@@ -194,8 +200,14 @@ mod tests {
             ("==2.1.0+cu117", "==2.1.0+cu118"),
         ];
         for (required, wanted) in disjoint {
-            assert!(!requirement_matches(required, wanted), "{required} vs {wanted}");
-            assert!(!requirement_matches(wanted, required), "{wanted} vs {required}");
+            assert!(
+                !requirement_matches(required, wanted),
+                "{required} vs {wanted}"
+            );
+            assert!(
+                !requirement_matches(wanted, required),
+                "{wanted} vs {required}"
+            );
         }
     }
 
@@ -203,17 +215,38 @@ mod tests {
     fn overlap_agrees_with_version_checks_on_a_grid() {
         // Whenever a concrete version satisfies both ranges, the ranges must be found to overlap.
         let ranges = [
-            ">=2.12", "<3", ">=2,<3", "==2.*", "~=2.12", "!=2.13.0", ">2.13", "<=2.12", "==2.12.0", "~=2.12.1",
-            "<2.12.0rc1", ">=2.13.0.dev0,<2.13",
+            ">=2.12",
+            "<3",
+            ">=2,<3",
+            "==2.*",
+            "~=2.12",
+            "!=2.13.0",
+            ">2.13",
+            "<=2.12",
+            "==2.12.0",
+            "~=2.12.1",
+            "<2.12.0rc1",
+            ">=2.13.0.dev0,<2.13",
         ];
         let versions = [
-            "1.0", "2.0", "2.11.9", "2.12.0rc1", "2.12", "2.12.1", "2.13.0.dev0", "2.13.0", "2.13.1", "2.99",
-            "3.0.0rc1", "3.0",
+            "1.0",
+            "2.0",
+            "2.11.9",
+            "2.12.0rc1",
+            "2.12",
+            "2.12.1",
+            "2.13.0.dev0",
+            "2.13.0",
+            "2.13.1",
+            "2.99",
+            "3.0.0rc1",
+            "3.0",
         ];
         for a in ranges {
             for b in ranges {
                 let witness = versions.iter().any(|v| {
-                    Requirement::parse(a).is_satisfied_by(v) && Requirement::parse(b).is_satisfied_by(v)
+                    Requirement::parse(a).is_satisfied_by(v)
+                        && Requirement::parse(b).is_satisfied_by(v)
                 });
                 if witness {
                     assert!(requirement_matches(a, b), "{a} vs {b}");

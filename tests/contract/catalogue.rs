@@ -48,15 +48,22 @@ pub async fn finds_any_version_and_overlapping_ranges(start: Starter) {
     create_service(&app, "from-2.12", tf(">=2.12")).await;
     create_service(&app, "from-3", tf(">=3")).await;
     create_service(&app, "series-2", tf("==2.*")).await;
-    let search = |version: &str| {
-        json!({"needs": {"libraries": [{"name": "tensorflow", "version": version}]}})
-    };
+    let search = |version: &str| json!({"needs": {"libraries": [{"name": "tensorflow", "version": version}]}});
     let query = "query($f: ComponentFilter) { services(filter: $f, first: 100) { totalCount edges { node { id } } } }";
     for (version, expected) in [
-        (">=2.0,<3", vec!["any", "from-2.12", "series-2", "unversioned"]),
+        (
+            ">=2.0,<3",
+            vec!["any", "from-2.12", "series-2", "unversioned"],
+        ),
         ("<2", vec!["any", "unversioned"]),
-        (">=2", vec!["any", "from-2.12", "from-3", "series-2", "unversioned"]),
-        ("2.13.0", vec!["any", "from-2.12", "series-2", "unversioned"]),
+        (
+            ">=2",
+            vec!["any", "from-2.12", "from-3", "series-2", "unversioned"],
+        ),
+        (
+            "2.13.0",
+            vec!["any", "from-2.12", "series-2", "unversioned"],
+        ),
         ("~=3.1", vec!["any", "from-2.12", "from-3", "unversioned"]),
     ] {
         let data = app.ok(query, json!({ "f": search(version) })).await;
@@ -297,7 +304,13 @@ pub async fn counts_match_a_brute_force_filter(start: Starter) {
             .filter(|c| filter.matches(c))
             .map(|c| c.key.path_segments()[0].to_owned())
             .collect();
-        let (ids, total) = walk(&app, "services", listing, json!({ "f": filter_json(&needs) })).await;
+        let (ids, total) = walk(
+            &app,
+            "services",
+            listing,
+            json!({ "f": filter_json(&needs) }),
+        )
+        .await;
         assert_eq!(ids, expected, "filter {needs:?}");
         assert_eq!(total, expected.len(), "totalCount of {needs:?}");
 
@@ -314,7 +327,13 @@ pub async fn counts_match_a_brute_force_filter(start: Starter) {
             .filter(|c| filter.matches(c))
             .map(|c| c.key.path_segments()[0].to_owned())
             .collect();
-        let (ids, total) = walk(&app, "runnableOn", runnable, json!({ "d": device_json(&device) })).await;
+        let (ids, total) = walk(
+            &app,
+            "runnableOn",
+            runnable,
+            json!({ "d": device_json(&device) }),
+        )
+        .await;
         assert_eq!(ids, expected, "device {device:?}");
         assert_eq!(total, expected.len(), "totalCount on {device:?}");
     }

@@ -124,7 +124,10 @@ impl KindIndex {
 
     /// For `runnableOn`: a component runs on the device only if the device has every library it needs, so its
     /// first needed library is one of the device's, or it needs none. Each component is in one source at most.
-    fn runnable_sources<'a>(&'a self, filter: &'a ComponentFilter) -> impl Iterator<Item = &'a Entries> {
+    fn runnable_sources<'a>(
+        &'a self,
+        filter: &'a ComponentFilter,
+    ) -> impl Iterator<Item = &'a Entries> {
         let device = filter.needs.runnable_on.iter();
         device
             .flat_map(|device| device.libraries.keys())
@@ -144,10 +147,7 @@ type Entry<'a> = (&'a Arc<str>, &'a Arc<Component>);
 impl<'a, I: Iterator<Item = Entry<'a>>> MergeByKey<'a, I> {
     fn new(sources: Vec<I>) -> Self {
         Self {
-            heads: sources
-                .into_iter()
-                .map(|mut it| (it.next(), it))
-                .collect(),
+            heads: sources.into_iter().map(|mut it| (it.next(), it)).collect(),
             last: None,
         }
     }
@@ -201,7 +201,9 @@ impl Snapshot {
     }
 
     pub fn get(&self, key: &ComponentKey) -> Option<&Arc<Component>> {
-        self.kinds[slot(key.kind())].all.get(key.sort_key().as_str())
+        self.kinds[slot(key.kind())]
+            .all
+            .get(key.sort_key().as_str())
     }
 
     /// Up to `limit` components of `kind` after the sort key `after`, in order.

@@ -115,7 +115,10 @@ impl EmbeddedStore {
         let started = std::time::Instant::now();
         let writer = catalog.writer();
         let txn = db.begin_read().or_backend()?;
-        let decoders = std::thread::available_parallelism().map_or(1, |n| n.get()).max(2) - 1;
+        let decoders = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .max(2)
+            - 1;
         let (raw_tx, raw_rx) = std::sync::mpsc::sync_channel::<Vec<Vec<u8>>>(2 * decoders);
         let (decoded_tx, decoded_rx) =
             std::sync::mpsc::sync_channel::<Result<Vec<Component>, StoreError>>(2 * decoders);
@@ -131,7 +134,8 @@ impl EmbeddedStore {
                         let (_, value) = entry.or_backend()?;
                         batch.push(value.value().to_vec());
                         if batch.len() == LOAD_BATCH {
-                            let full = std::mem::replace(&mut batch, Vec::with_capacity(LOAD_BATCH));
+                            let full =
+                                std::mem::replace(&mut batch, Vec::with_capacity(LOAD_BATCH));
                             if raw_tx.send(full).is_err() {
                                 return Ok(());
                             }
@@ -254,7 +258,7 @@ impl EmbeddedStore {
                 write_component(&txn, component)?;
             }
             txn.commit().or_backend()?;
-            Ok(((), Change::PutMany(components)))
+            Ok(((), Change::Put(components)))
         })
         .await
     }
@@ -298,16 +302,15 @@ impl EmbeddedStore {
             let writer = catalog.writer();
             let (result, change) = work(&db)?;
             writer.publish(|snapshot| match change {
-                Change::Put(component) => snapshot.insert(component),
-                Change::Remove(key) => snapshot.remove(&key),
-                Change::PutMany(components) => components
+                Change::Put(components) => components
                     .into_iter()
                     .for_each(|component| snapshot.insert(component)),
+                Change::Remove(key) => snapshot.remove(&key),
             });
             Ok(result)
         })
-            .await
-            .map_err(|e| StoreError::Backend(e.to_string()))?
+        .await
+        .map_err(|e| StoreError::Backend(e.to_string()))?
     }
 
     /// Deletes the blob file when no component refers to it any more. Call with `blob_lock` held.
@@ -348,9 +351,8 @@ impl EmbeddedStore {
 
 /// What a committed write changed, for the catalogue.
 enum Change {
-    Put(Component),
+    Put(Vec<Component>),
     Remove(ComponentKey),
-    PutMany(Vec<Component>),
 }
 
 /// Adds `delta` to the reference count of a blob, dropping the entry at zero.
@@ -440,7 +442,9 @@ impl Store for EmbeddedStore {
     async fn ping(&self) -> Result<(), StoreError> {
         match &*self.loaded.borrow() {
             Loading::InProgress => {
-                return Err(StoreError::Unavailable("the catalogue is still loading".into()));
+                return Err(StoreError::Unavailable(
+                    "the catalogue is still loading".into(),
+                ));
             }
             Loading::Failed(reason) => return Err(StoreError::Backend(reason.clone())),
             Loading::Done => {}
@@ -461,7 +465,7 @@ impl Store for EmbeddedStore {
             }
             write_component(&txn, &component)?;
             txn.commit().or_backend()?;
-            Ok(((), Change::Put(component)))
+            Ok(((), Change::Put(vec![component])))
         })
         .await
     }
@@ -505,11 +509,10 @@ impl Store for EmbeddedStore {
                 Some((chunk, (snapshot, after, done)))
             },
         );
-        Ok(Box::pin(
-            futures_util::StreamExt::flat_map(steps, |chunk| {
-                futures_util::stream::iter(chunk.into_iter().map(|c| Ok(Component::clone(&c))))
-            }),
-        ))
+        Ok(Box::pin(futures_util::StreamExt::flat_map(
+            steps,
+            |chunk| futures_util::stream::iter(chunk.into_iter().map(|c| Ok(Component::clone(&c)))),
+        )))
     }
 
     async fn update(
@@ -527,7 +530,7 @@ impl Store for EmbeddedStore {
             component.updated_at = crate::domain::now();
             write_component(&txn, &component)?;
             txn.commit().or_backend()?;
-            Ok((component.clone(), Change::Put(component)))
+            Ok((component.clone(), Change::Put(vec![component])))
         })
         .await
     }
@@ -593,7 +596,7 @@ impl Store for EmbeddedStore {
                 component.updated_at = crate::domain::now();
                 write_component(&txn, &component)?;
                 txn.commit().or_backend()?;
-                Ok(((component.clone(), previous), Change::Put(component)))
+                Ok(((component.clone(), previous), Change::Put(vec![component])))
             })
             .await;
         match committed {
@@ -629,7 +632,7 @@ impl Store for EmbeddedStore {
                 adjust_refs(&txn, &digest, 1)?;
                 write_component(&txn, &component)?;
                 txn.commit().or_backend()?;
-                Ok(((), Change::Put(component)))
+                Ok(((), Change::Put(vec![component])))
             })
             .await;
         if committed.is_err() {

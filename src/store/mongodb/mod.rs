@@ -36,8 +36,8 @@ use self::documents::{
 use self::gridfs::Grid;
 use self::query::{Pushdown, and, pushdown, sort_order};
 use super::{
-    ByteStream, ComponentStream, FileMeta, GcReport, Page, PageRequest, RemoteBlob, SpecUpdate, StagedBlob, Store,
-    StoreError, UploadStream, adopt_file,
+    ByteStream, ComponentStream, FileMeta, GcReport, Page, PageRequest, RemoteBlob, SpecUpdate,
+    StagedBlob, Store, StoreError, UploadStream, adopt_file,
 };
 use crate::domain::{Component, ComponentFilter, ComponentKey, Kind, ModelKey, StoredFile};
 
