@@ -13,8 +13,8 @@ use component_repository::domain::{
 };
 use component_repository::store::embedded::EmbeddedStore;
 use component_repository::store::{
-    ByteStream, FileMeta, Page, PageRequest, SpecUpdate, StagedBlob, Store, StoreError,
-    UploadStream,
+    ByteStream, ComponentStream, FileMeta, Page, PageRequest, SpecUpdate, StagedBlob, Store,
+    StoreError, UploadStream,
 };
 use serde_json::json;
 
@@ -50,6 +50,9 @@ impl Store for CountingStore {
         page: PageRequest,
     ) -> Result<Page, StoreError> {
         self.inner.list(kind, filter, page).await
+    }
+    async fn scan(&self, kind: Kind) -> Result<ComponentStream, StoreError> {
+        self.inner.scan(kind).await
     }
     async fn update(
         &self,

@@ -11,7 +11,7 @@ pub use component::{
     StoredFile, TransformationSpec,
 };
 pub use error::DomainError;
-pub use filter::{ComponentFilter, Device, LibraryWanted, ModelWanted, NeedsFilter};
+pub use filter::{ComponentFilter, Device, LibraryWanted, Matcher, ModelWanted, NeedsFilter};
 pub use key::{ComponentKey, Kind, MAX_KEY_BYTES, ModelKey, validate_key_part};
 
 /// The current time at millisecond precision: the precision every backend stores (BSON dates have no more), so a

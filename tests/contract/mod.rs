@@ -1,11 +1,13 @@
 //! The contract every storage backend passes, driven over HTTP. A backend's test file instantiates it with
 //! `contract_suite!(starter)`, where `starter` starts a server on that backend.
 
+mod catalogue;
 mod crud;
 mod files;
 mod listing;
 mod rest;
 
+pub use catalogue::*;
 pub use crud::*;
 pub use files::*;
 pub use listing::*;
@@ -57,6 +59,9 @@ macro_rules! contract_suite {
             original_rest_api_errors,
             rest_bodies_must_be_json_objects,
             truncated_rest_uploads_are_refused,
+            finds_any_version_and_overlapping_ranges,
+            paginates_while_the_store_changes,
+            counts_match_a_brute_force_filter,
         );
     };
     (@tests $starter:path, $skip:expr; $($name:ident),* $(,)?) => {
