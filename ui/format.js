@@ -2,8 +2,9 @@
 // pieces that several pages share.
 
 import { h } from "preact";
+import { useEffect, useState } from "preact/hooks";
 import htm from "htm";
-import { advice, downloadWithToken, token } from "./api.js";
+import { advice, downloadWithToken, streamingDownloads, token } from "./api.js";
 
 export const html = htm.bind(h);
 
@@ -139,11 +140,21 @@ export function NeedsView({ needs }) {
  * a button that sends the token, since a link cannot.
  */
 export function Download({ file, access, onError }) {
-  if (token() && !access?.publicReads) {
-    const click = () => downloadWithToken(file.downloadUrl, file.filename).catch(onError);
-    return html`<button type="button" class="link" onClick=${click}>Download ${file.filename}</button>`;
-  }
+  if (token() && !access?.publicReads) return html`<${TokenDownload} file=${file} onError=${onError} />`;
   return html`<a href=${file.downloadUrl} download=${file.filename}>Download ${file.filename}</a>`;
+}
+
+/** Streams to disk through the download worker; says so where the browser has none and the page must hold it. */
+function TokenDownload({ file, onError }) {
+  const [streams, setStreams] = useState(null);
+  useEffect(() => {
+    const sameOrigin = new URL(file.downloadUrl, window.location.href).origin === window.location.origin;
+    streamingDownloads().then((worker) => setStreams(sameOrigin && worker !== null));
+  }, [file.downloadUrl]);
+  const click = () => downloadWithToken(file.downloadUrl, file.filename).catch(onError);
+  return html`<button type="button" class="link" onClick=${click}>Download ${file.filename}</button>
+    ${streams === false && html` <span class="muted">(held in the page's memory before it is saved: this
+      browser offers no service worker here${window.isSecureContext ? "" : ", as the page is not served over HTTPS"})</span>`}`;
 }
 
 export function FileView({ file, access, onError, full = false }) {
