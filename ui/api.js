@@ -141,8 +141,8 @@ export async function probeAccess() {
 }
 
 /**
- * The download worker (`download-worker.js`), registered on first use: null where this browser has no service
- * workers (they need HTTPS or localhost) or refuses one.
+ * The download worker's registration (`download-worker.js`), made on first use: null where this browser has no
+ * service workers (they need HTTPS or localhost) or refuses one.
  */
 let downloadWorker;
 
@@ -157,14 +157,13 @@ async function registerDownloadWorker() {
     const registration = await navigator.serviceWorker.register("/ui/download-worker.js", { scope: "/ui/download/" });
     const worker = registration?.active || registration?.waiting || registration?.installing;
     if (!worker) return null;
-    if (worker.state === "activated") return worker;
+    if (worker.state === "activated") return registration;
     return await new Promise((resolve) => {
-      const settle = () => {
-        if (worker.state === "activated") resolve(worker);
-        if (worker.state === "redundant") resolve(null);
-      };
-      worker.addEventListener("statechange", settle);
-      setTimeout(() => resolve(null), 10_000);
+      worker.addEventListener("statechange", () => {
+        if (worker.state === "activated") resolve(registration);
+        if (worker.state === "redundant") resolve(registration.active ? registration : null);
+      });
+      setTimeout(() => resolve(registration.active ? registration : null), 10_000);
     });
   } catch {
     return null;
@@ -185,8 +184,9 @@ function downloadError(failed) {
  */
 export async function downloadWithToken(url, filename) {
   const target = new URL(url, window.location.href);
-  const worker = target.origin === window.location.origin ? await streamingDownloads() : null;
-  if (worker) return streamThroughWorker(worker, target.href);
+  const registration = target.origin === window.location.origin ? await streamingDownloads() : null;
+  // The active worker of the moment: an upgrade replaces it.
+  if (registration?.active) return streamThroughWorker(registration.active, target.href);
   return downloadIntoMemory(target.href, filename);
 }
 
@@ -200,10 +200,11 @@ function streamThroughWorker(worker, url) {
     const finish = (error) => {
       clearTimeout(silence);
       channel.port1.close();
-      // The frame goes once the download has started: the browser has it from there.
-      setTimeout(() => frame?.remove(), 1_000);
-      if (error) reject(error);
-      else resolve();
+      // A frame whose download started stays until the page goes, lest removing it cut a long download short.
+      if (error) {
+        frame?.remove();
+        reject(error);
+      } else resolve();
     };
     channel.port1.onmessage = ({ data }) => {
       if (data.error) finish(new ApiError("INVALID_INPUT", data.error));

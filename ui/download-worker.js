@@ -9,8 +9,8 @@ const EXPIRY_MS = 60_000;
 /** id -> { url, token, port, expires } */
 const pending = new Map();
 
+// A new version takes over at once: a download prepared by the old one is answered by neither, and retried.
 self.addEventListener("install", () => self.skipWaiting());
-self.addEventListener("activate", (event) => event.waitUntil(self.clients.claim()));
 
 self.addEventListener("message", (event) => {
   const port = event.ports[0];

@@ -149,7 +149,7 @@ function TokenDownload({ file, onError }) {
   const [streams, setStreams] = useState(null);
   useEffect(() => {
     const sameOrigin = new URL(file.downloadUrl, window.location.href).origin === window.location.origin;
-    streamingDownloads().then((worker) => setStreams(sameOrigin && worker !== null));
+    streamingDownloads().then((registration) => setStreams(sameOrigin && registration !== null));
   }, [file.downloadUrl]);
   const click = () => downloadWithToken(file.downloadUrl, file.filename).catch(onError);
   return html`<button type="button" class="link" onClick=${click}>Download ${file.filename}</button>
