@@ -83,7 +83,17 @@ async fn the_pages_and_their_files_come_from_the_binary() {
         vendored.headers()["content-type"],
         "text/javascript; charset=utf-8"
     );
+    // The catalogue's download worker: browsers take a service worker only with a JavaScript type. Its
+    // addresses under /ui/download/ exist only inside the browser; the server has no route there.
+    let worker = app.get("/ui/download-worker.js").await;
+    assert_eq!(worker.status(), 200);
+    assert_eq!(
+        worker.headers()["content-type"],
+        "text/javascript; charset=utf-8"
+    );
+    assert_eq!(worker.headers()["cache-control"], "no-cache");
     for missing in [
+        "/ui/download/0b3f5c1e-5d2a-4c41-9a8e-2f1d6c7b9a00",
         "/ui/nothing.js",
         "/ui/vendor/nothing.js",
         "/ui/vendor/app.js",
