@@ -1,7 +1,7 @@
 // The catalogue of a deployment with tokens, in two servers tests/ui.rs started: one where reads need a token,
 // one with public reads. Without a token the first asks for one; a read token (or public reads) gives the
 // read-only view, with downloads that work; a write token gives the editing controls. A download that needs the
-// token streams to disk through the page's download worker (a 64 MiB one leaves the page's heap small); where
+// token streams to disk through the page's download worker (the test prints how far a 64 MiB one moves the page's heap); where
 // the browser has no service worker, the page says the file passes through its memory, and that still works.
 //   node playground/test/protected.mjs <private base URL> <public base URL> <screenshot dir> <read token>
 //        <write token> <sha256 of yolo v8's file> <a file larger than the public server's upload limit>
@@ -91,8 +91,8 @@ async function downloadsIntact(what, way, { model = "yolo/v8", filename = "yolo.
 
 /**
  * Runs `action` while sampling the page's JavaScript heap and ArrayBuffer memory through the Chrome DevTools
- * Protocol; prints how far they grew above where they were after a garbage collection, and fails if that is a
- * quarter of the large file's size.
+ * Protocol, and prints how far they grew above where they were after a garbage collection: a figure, not a check
+ * (the worker and no-blob: checks above are what prove the bytes bypass the page).
  */
 async function heapGrowth(what, action) {
   const devtools = await page.context().newCDPSession(page);
@@ -118,7 +118,6 @@ async function heapGrowth(what, action) {
     await devtools.detach();
     const mib = (bytes) => `${(bytes / 1048576).toFixed(1)} MiB`;
     console.log(`${what}: the page's heap and buffers grew by ${mib(peak - baseline)} (from ${mib(baseline)})`);
-    check(failures, peak - baseline < Number(largeSize) / 4, `${what}: the page's memory grew by ${mib(peak - baseline)}`);
   }
 }
 
