@@ -13,8 +13,8 @@ use component_repository::domain::{
 };
 use component_repository::store::embedded::EmbeddedStore;
 use component_repository::store::{
-    ByteStream, FileMeta, Page, PageRequest, SpecUpdate, StagedBlob, Store, StoreError,
-    UploadStream,
+    ByteStream, ComponentStream, FileMeta, Page, PageRequest, SpecUpdate, StagedBlob, Store,
+    StoreError, UploadStream,
 };
 use serde_json::json;
 
@@ -50,6 +50,9 @@ impl Store for CountingStore {
         page: PageRequest,
     ) -> Result<Page, StoreError> {
         self.inner.list(kind, filter, page).await
+    }
+    async fn scan(&self, kind: Kind) -> Result<ComponentStream, StoreError> {
+        self.inner.scan(kind).await
     }
     async fn update(
         &self,
@@ -105,6 +108,42 @@ impl Store for CountingStore {
         retention: &component_repository::store::EventRetention,
     ) -> Result<u64, StoreError> {
         self.inner.expire_events(retention).await
+    }
+    async fn insert_webhook(
+        &self,
+        webhook: &component_repository::domain::Webhook,
+    ) -> Result<(), StoreError> {
+        self.inner.insert_webhook(webhook).await
+    }
+    async fn delete_webhook(&self, id: &str) -> Result<bool, StoreError> {
+        self.inner.delete_webhook(id).await
+    }
+    async fn webhooks(&self) -> Result<Vec<component_repository::domain::Webhook>, StoreError> {
+        self.inner.webhooks().await
+    }
+    async fn advance_webhook(&self, id: &str, cursor: u64) -> Result<(), StoreError> {
+        self.inner.advance_webhook(id, cursor).await
+    }
+    async fn lease_webhook(
+        &self,
+        id: &str,
+        owner: &str,
+        until: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool, StoreError> {
+        self.inner.lease_webhook(id, owner, until).await
+    }
+    async fn save_delivery(
+        &self,
+        delivery: &component_repository::domain::Delivery,
+    ) -> Result<(), StoreError> {
+        self.inner.save_delivery(delivery).await
+    }
+    async fn deliveries(
+        &self,
+        webhook_id: &str,
+        limit: usize,
+    ) -> Result<Vec<component_repository::domain::Delivery>, StoreError> {
+        self.inner.deliveries(webhook_id, limit).await
     }
 }
 

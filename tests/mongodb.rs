@@ -773,6 +773,132 @@ async fn import_copies_a_database_of_the_original_service() {
     assert_eq!(data["service"]["file"], serde_json::Value::Null);
 }
 
+/// Documents the server received in replies to `find` and `getMore` on one collection, counted from the driver's
+/// command monitoring.
+#[derive(Clone, Default)]
+struct DocumentsRead(
+    Arc<std::sync::Mutex<std::collections::HashMap<i32, bool>>>,
+    Arc<std::sync::atomic::AtomicU64>,
+);
+
+impl DocumentsRead {
+    fn handler(
+        &self,
+        collection: &'static str,
+    ) -> mongodb::event::EventHandler<mongodb::event::command::CommandEvent> {
+        use mongodb::event::command::CommandEvent;
+        let counter = self.clone();
+        mongodb::event::EventHandler::callback(move |event| match event {
+            CommandEvent::Started(started) => {
+                let on_collection = match started.command_name.as_str() {
+                    "find" => started.command.get_str("find").ok() == Some(collection),
+                    "getMore" => started.command.get_str("collection").ok() == Some(collection),
+                    _ => false,
+                };
+                counter
+                    .0
+                    .lock()
+                    .unwrap()
+                    .insert(started.request_id, on_collection);
+            }
+            CommandEvent::Succeeded(succeeded) => {
+                let on_collection = counter.0.lock().unwrap().remove(&succeeded.request_id);
+                if on_collection == Some(true) {
+                    let cursor = succeeded.reply.get_document("cursor").ok();
+                    let batch = cursor.and_then(|c| {
+                        c.get_array("firstBatch")
+                            .or_else(|_| c.get_array("nextBatch"))
+                            .ok()
+                    });
+                    counter.1.fetch_add(
+                        batch.map_or(0, |b| b.len() as u64),
+                        std::sync::atomic::Ordering::SeqCst,
+                    );
+                }
+            }
+            CommandEvent::Failed(failed) => {
+                counter.0.lock().unwrap().remove(&failed.request_id);
+            }
+            _ => {}
+        })
+    }
+
+    fn take(&self) -> u64 {
+        self.1.swap(0, std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// A selective `runnableOn` reads only its candidates: components that need a library (or a model) the device does
+/// not have are excluded by the query itself, not read and dropped by the server.
+#[tokio::test]
+async fn a_selective_runnable_on_reads_only_its_candidates() {
+    let Some(target) = require_target("a_selective_runnable_on_reads_only_its_candidates") else {
+        return;
+    };
+    let config = mongo::config(target);
+    let read = DocumentsRead::default();
+    let store = MongoStore::connect_monitored(&config, read.handler("services"))
+        .await
+        .unwrap();
+    let mut app = TestApp::start(
+        Arc::new(store),
+        tempfile::tempdir().unwrap(),
+        None,
+        Options::default(),
+    )
+    .await;
+    app.guard = Some(Box::new(DropDatabases(config)));
+    let create = "mutation($id: ID!, $needs: NeedsInput!) { createService(input: {id: $id, needs: $needs}) { id } }";
+    let lib = |name: &str, version: &str| json!({"preinstalledLibraries": [{"name": name, "version": version}]});
+    for i in 0..40 {
+        app.ok(
+            create,
+            json!({"id": format!("torch-{i:02}"), "needs": lib("torch", ">=2")}),
+        )
+        .await;
+    }
+    for i in 0..10 {
+        app.ok(create, json!({"id": format!("yolo-{i:02}"), "needs": {"availableModels": [{"name": "yolo", "version": "v8"}]}})).await;
+    }
+    for i in 0..6 {
+        app.ok(
+            create,
+            json!({"id": format!("tf-{i:02}"), "needs": lib("tensorflow", ">=2.12")}),
+        )
+        .await;
+    }
+    for i in 0..3 {
+        app.ok(
+            create,
+            json!({"id": format!("tf-old-{i:02}"), "needs": lib("tensorflow", "<2")}),
+        )
+        .await;
+    }
+    app.ok(create, json!({"id": "plain", "needs": {}})).await;
+
+    read.take();
+    let data = app
+        .ok(
+            "{ runnableOn(device: {libraries: [{name: \"tensorflow\", version: \"2.13.1\"}]}, kinds: [SERVICE], first: 100) { edges { node { ... on Service { id } } } } }",
+            json!({}),
+        )
+        .await;
+    let found: Vec<&str> = data["runnableOn"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["node"]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        found,
+        [
+            "plain", "tf-00", "tf-01", "tf-02", "tf-03", "tf-04", "tf-05"
+        ]
+    );
+    // The candidates: the seven matches and the three whose tensorflow version only the server can compare.
+    assert_eq!(read.take(), 10, "documents read for runnableOn");
+}
+
 // The change feed on MongoDB beyond the contract: several replicas on one database, and a writer that went away in
 // the middle of a change.
 

@@ -83,7 +83,17 @@ async fn the_pages_and_their_files_come_from_the_binary() {
         vendored.headers()["content-type"],
         "text/javascript; charset=utf-8"
     );
+    // The catalogue's download worker: browsers take a service worker only with a JavaScript type. Its
+    // addresses under /ui/download/ exist only inside the browser; the server has no route there.
+    let worker = app.get("/ui/download-worker.js").await;
+    assert_eq!(worker.status(), 200);
+    assert_eq!(
+        worker.headers()["content-type"],
+        "text/javascript; charset=utf-8"
+    );
+    assert_eq!(worker.headers()["cache-control"], "no-cache");
     for missing in [
+        "/ui/download/0b3f5c1e-5d2a-4c41-9a8e-2f1d6c7b9a00",
         "/ui/nothing.js",
         "/ui/vendor/nothing.js",
         "/ui/vendor/app.js",
@@ -211,7 +221,7 @@ async fn a_protected_catalogue_asks_for_a_token_and_shows_read_only_views() {
             format!("--read-tokens={read}"),
             format!("--write-tokens={write}"),
         ],
-        ..Options::default()
+        max_upload_size: 128 * 1024 * 1024,
     })
     .await;
     // With a small upload limit, to see the page explain a refused upload.
@@ -235,6 +245,23 @@ async fn a_protected_catalogue_asks_for_a_token_and_shows_read_only_views() {
         )
         .await;
     }
+    // Large enough that a copy in the page's memory would stand out in its heap: the download must stream.
+    let large = common::bytes(64 * 1024 * 1024, 19);
+    ok_as(
+        &private,
+        write,
+        r#"mutation { createModel(input: {name: "large-model", version: "v1", library: "torch"}) { name } }"#,
+        json!({}),
+    )
+    .await;
+    upload_as(
+        &private,
+        write,
+        r#"mutation($file: Upload!) { uploadModelFile(name: "large-model", version: "v1", file: $file) { name } }"#,
+        large.clone(),
+        "large-model.bin",
+    )
+    .await;
     browser::run_script(
         &chromium,
         "protected.mjs",
@@ -246,6 +273,8 @@ async fn a_protected_catalogue_asks_for_a_token_and_shows_read_only_views() {
             write.into(),
             common::sha256_hex(&bytes),
             too_large.display().to_string(),
+            common::sha256_hex(&large),
+            large.len().to_string(),
         ],
     )
     .await;

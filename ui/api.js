@@ -140,8 +140,88 @@ export async function probeAccess() {
   return { read: true, write: write.ok, publicReads, open: publicReads && write.ok && !token() };
 }
 
-/** Saves a download that needs the token (a link cannot send a header). */
+/**
+ * The download worker's registration (`download-worker.js`), made on first use: null where this browser has no
+ * service workers (they need HTTPS or localhost) or refuses one.
+ */
+let downloadWorker;
+
+export function streamingDownloads() {
+  downloadWorker ??= registerDownloadWorker();
+  return downloadWorker;
+}
+
+async function registerDownloadWorker() {
+  if (!("serviceWorker" in navigator)) return null;
+  try {
+    const registration = await navigator.serviceWorker.register("/ui/download-worker.js", { scope: "/ui/download/" });
+    const worker = registration?.active || registration?.waiting || registration?.installing;
+    if (!worker) return null;
+    if (worker.state === "activated") return registration;
+    return await new Promise((resolve) => {
+      worker.addEventListener("statechange", () => {
+        if (worker.state === "activated") resolve(registration);
+        if (worker.state === "redundant") resolve(registration.active ? registration : null);
+      });
+      setTimeout(() => resolve(registration.active ? registration : null), 10_000);
+    });
+  } catch {
+    return null;
+  }
+}
+
+function downloadError(failed) {
+  const code = failed.code || STATUS_CODES[failed.status] || (failed.status >= 500 ? "INTERNAL" : "NETWORK");
+  const detail = failed.detail || (failed.status ? `The download answered ${failed.status}.` : "The download failed.");
+  return new ApiError(code, detail, failed.status);
+}
+
+/**
+ * Saves a download that needs the token (a link cannot send a header). With the download worker, the browser
+ * streams the file to disk as it does for a link: the page posts the worker the URL and the token, gets a
+ * one-time address back and opens it in a hidden frame. Without one, the file is fetched into the page's
+ * memory and saved from there, which `Download` says next to the button.
+ */
 export async function downloadWithToken(url, filename) {
+  const target = new URL(url, window.location.href);
+  const registration = target.origin === window.location.origin ? await streamingDownloads() : null;
+  // The active worker of the moment: an upgrade replaces it.
+  if (registration?.active) return streamThroughWorker(registration.active, target.href);
+  return downloadIntoMemory(target.href, filename);
+}
+
+function streamThroughWorker(worker, url) {
+  return new Promise((resolve, reject) => {
+    const channel = new MessageChannel();
+    let frame;
+    // The worker answers the frame's address, then whether the file started; a worker restarted in between
+    // has forgotten the download and answers nothing.
+    const silence = setTimeout(() => finish(new ApiError("NETWORK", "The download did not start; try again.")), 15_000);
+    const finish = (error) => {
+      clearTimeout(silence);
+      channel.port1.close();
+      // Once started, the download is the browser's: it outlives the frame (a 45 s one did, in Chromium 156).
+      setTimeout(() => frame?.remove(), 1_000);
+      if (error) reject(error);
+      else resolve();
+    };
+    channel.port1.onmessage = ({ data }) => {
+      if (data.error) finish(new ApiError("INVALID_INPUT", data.error));
+      else if (data.failed) finish(downloadError(data.failed));
+      else if (data.started) finish();
+      else if (data.href) {
+        frame = document.createElement("iframe");
+        frame.hidden = true;
+        frame.title = "download";
+        frame.src = data.href;
+        document.body.append(frame);
+      }
+    };
+    worker.postMessage({ url, token: token() }, [channel.port2]);
+  });
+}
+
+async function downloadIntoMemory(url, filename) {
   let response;
   try {
     response = await fetch(url, { headers: authorization() });
@@ -150,7 +230,7 @@ export async function downloadWithToken(url, filename) {
   }
   if (!response.ok) {
     const body = await response.json().catch(() => ({}));
-    throw new ApiError(body.code || "INTERNAL", body.detail || `The download answered ${response.status}.`, response.status);
+    throw downloadError({ status: response.status, code: body.code, detail: body.detail });
   }
   const link = document.createElement("a");
   link.href = URL.createObjectURL(await response.blob());

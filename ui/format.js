@@ -2,8 +2,9 @@
 // pieces that several pages share.
 
 import { h } from "preact";
+import { useEffect, useState } from "preact/hooks";
 import htm from "htm";
-import { advice, downloadWithToken, token } from "./api.js";
+import { advice, downloadWithToken, streamingDownloads, token } from "./api.js";
 
 export const html = htm.bind(h);
 
@@ -139,18 +140,34 @@ export function NeedsView({ needs }) {
  * a button that sends the token, since a link cannot.
  */
 export function Download({ file, access, onError }) {
-  if (token() && !access?.publicReads) {
-    const click = () => downloadWithToken(file.downloadUrl, file.filename).catch(onError);
-    return html`<button type="button" class="link" onClick=${click}>Download ${file.filename}</button>`;
-  }
-  return html`<a href=${file.downloadUrl} download=${file.filename}>Download ${file.filename}</a>`;
+  if (token() && !access?.publicReads) return html`<${TokenDownload} file=${file} onError=${onError} />`;
+  return html`<a href=${file.downloadUrl} download=${file.filename}>Download ${file.filename}</a> (${bytes(file.size)})`;
+}
+
+/** Streams to disk through the download worker; says so where the browser has none and the page must hold it. */
+function TokenDownload({ file, onError }) {
+  // Why the file cannot stream to disk here, once known; "" when it can.
+  const [inMemory, setInMemory] = useState(null);
+  useEffect(() => {
+    const sameOrigin = new URL(file.downloadUrl, window.location.href).origin === window.location.origin;
+    streamingDownloads().then((registration) => {
+      if (!sameOrigin) setInMemory("the file is on another address than this page");
+      else if (registration) setInMemory("");
+      else if (!window.isSecureContext) setInMemory("service workers need the page served over HTTPS");
+      else setInMemory("this browser offers no service worker here");
+    });
+  }, [file.downloadUrl]);
+  const click = () => downloadWithToken(file.downloadUrl, file.filename).catch(onError);
+  return html`<button type="button" class="link" onClick=${click}>Download ${file.filename}</button>
+    ${` (${bytes(file.size)})`}
+    ${inMemory && html` <span class="muted">(held in the page's memory before it is saved: ${inMemory})</span>`}`;
 }
 
 export function FileView({ file, access, onError, full = false }) {
   if (!file) return html`<p class="muted">No file uploaded yet.</p>`;
   const sha = file.sha256 || "not computed yet";
   return html`<dl class="facts">
-    <dt>File</dt><dd><${Download} file=${file} access=${access} onError=${onError} /> (${bytes(file.size)})</dd>
+    <dt>File</dt><dd><${Download} file=${file} access=${access} onError=${onError} /></dd>
     <dt>sha256</dt><dd><code class=${full ? "hash" : "hash short"} title=${sha}>${sha}</code></dd>
     ${full && html`<dt>Type</dt><dd>${file.contentType}</dd>`}
     <dt>Uploaded</dt><dd><time datetime=${file.uploadedAt}>${time(file.uploadedAt)}</time></dd>

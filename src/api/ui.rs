@@ -32,6 +32,11 @@ const OWN: &[(&str, &str, &[u8])] = &[
     ("device.js", JAVASCRIPT, file!("device.js")),
     ("format.js", JAVASCRIPT, file!("format.js")),
     ("docs.js", JAVASCRIPT, file!("docs.js")),
+    (
+        "download-worker.js",
+        JAVASCRIPT,
+        file!("download-worker.js"),
+    ),
     ("style.css", CSS, file!("style.css")),
     ("docs.css", CSS, file!("docs.css")),
 ];

@@ -1,6 +1,6 @@
 //! Which components a listing returns: filters over metadata and needs, and the device match behind `runnableOn`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use super::version::{Requirement, requirement_matches};
 use super::{Component, Needs};
@@ -23,6 +23,10 @@ pub struct Device {
 
 impl Device {
     pub fn satisfies(&self, needs: &Needs) -> bool {
+        self.satisfies_with(needs, &mut VersionMemo::default())
+    }
+
+    fn satisfies_with(&self, needs: &Needs, memo: &mut VersionMemo) -> bool {
         let fits = |need: Option<f64>, has: Option<f64>| match has {
             Some(has) => need.unwrap_or(0.0) <= has,
             None => true,
@@ -32,7 +36,9 @@ impl Device {
             && fits(needs.storage, self.storage)
             && needs.preinstalled_libraries.iter().all(|(name, required)| {
                 self.libraries.get(name).is_some_and(|installed| {
-                    Requirement::parse(required).is_satisfied_by(installed)
+                    memo.remember(name, required, || {
+                        Requirement::parse(required).is_satisfied_by(installed)
+                    })
                 })
             })
             && needs.available_models.iter().all(|(name, version)| {
@@ -79,6 +85,19 @@ impl NeedsFilter {
     }
 
     pub fn matches(&self, needs: &Needs) -> bool {
+        self.matches_with(
+            needs,
+            &mut VersionMemo::default(),
+            &mut VersionMemo::default(),
+        )
+    }
+
+    fn matches_with(
+        &self,
+        needs: &Needs,
+        wanted_memo: &mut VersionMemo,
+        device_memo: &mut VersionMemo,
+    ) -> bool {
         let at_most =
             |need: Option<f64>, max: Option<f64>| max.is_none_or(|max| need.unwrap_or(0.0) <= max);
         self.gpu.is_none_or(|gpu| needs.gpu == gpu)
@@ -89,10 +108,11 @@ impl NeedsFilter {
                     .preinstalled_libraries
                     .get(&wanted.name)
                     .is_some_and(|required| {
-                        wanted
-                            .version
-                            .as_deref()
-                            .is_none_or(|version| requirement_matches(required, version))
+                        wanted.version.as_deref().is_none_or(|version| {
+                            wanted_memo.remember(version, required, || {
+                                requirement_matches(required, version)
+                            })
+                        })
                     })
             })
             && self.models.iter().all(|wanted| {
@@ -104,7 +124,27 @@ impl NeedsFilter {
             && self
                 .runnable_on
                 .as_ref()
-                .is_none_or(|device| device.satisfies(needs))
+                .is_none_or(|device| device.satisfies_with(needs, device_memo))
+    }
+}
+
+/// Results of PEP 440 comparisons of components' requirement texts against one fixed side: by library name for a
+/// device (one installed version each), by the wanted text for a search. A catalogue repeats a few requirements across
+/// many components, so a listing parses each distinct one once instead of once per component.
+#[derive(Debug, Default)]
+struct VersionMemo(HashMap<String, HashMap<String, bool>>);
+
+impl VersionMemo {
+    fn remember(&mut self, fixed: &str, required: &str, compute: impl FnOnce() -> bool) -> bool {
+        if let Some(known) = self.0.get(fixed).and_then(|m| m.get(required)) {
+            return *known;
+        }
+        let result = compute();
+        self.0
+            .entry(fixed.to_owned())
+            .or_default()
+            .insert(required.to_owned(), result);
+        result
     }
 }
 
@@ -124,27 +164,60 @@ pub struct ComponentFilter {
 
 impl ComponentFilter {
     pub fn matches(&self, component: &Component) -> bool {
+        self.matcher().matches(component)
+    }
+
+    /// The filter prepared for testing many components with the same answers as [`ComponentFilter::matches`].
+    pub fn matcher(&self) -> Matcher<'_> {
+        Matcher {
+            filter: self,
+            search: self.search.as_deref().map(str::to_lowercase),
+            wanted_memo: VersionMemo::default(),
+            device_memo: VersionMemo::default(),
+        }
+    }
+}
+
+/// A [`ComponentFilter`] applied to many components in a row (one listing).
+#[derive(Debug)]
+pub struct Matcher<'f> {
+    filter: &'f ComponentFilter,
+    search: Option<String>,
+    wanted_memo: VersionMemo,
+    device_memo: VersionMemo,
+}
+
+impl Matcher<'_> {
+    pub fn filter(&self) -> &ComponentFilter {
+        self.filter
+    }
+
+    pub fn matches(&mut self, component: &Component) -> bool {
+        let filter = self.filter;
         let search_ok = self.search.as_deref().is_none_or(|search| {
-            let search = search.to_lowercase();
             component
                 .key
                 .search_text()
                 .iter()
                 .chain(std::iter::once(&component.spec.description()))
-                .any(|text| text.to_lowercase().contains(&search))
+                .any(|text| text.to_lowercase().contains(search))
         });
-        let name_ok = self.name.as_deref().is_none_or(|name| {
+        let name_ok = filter.name.as_deref().is_none_or(|name| {
             matches!(&component.key, crate::domain::ComponentKey::Model(m) if m.name == name)
         });
-        let library_ok = self.library.as_deref().is_none_or(|library| {
+        let library_ok = filter.library.as_deref().is_none_or(|library| {
             component
                 .spec
                 .library()
                 .is_some_and(|l| l.eq_ignore_ascii_case(library))
         });
         let needs_ok = match component.spec.needs() {
-            Some(needs) => self.needs.matches(needs),
-            None => self.needs.is_empty(),
+            Some(needs) => {
+                filter
+                    .needs
+                    .matches_with(needs, &mut self.wanted_memo, &mut self.device_memo)
+            }
+            None => filter.needs.is_empty(),
         };
         search_ok && name_ok && library_ok && needs_ok
     }

@@ -14,7 +14,7 @@ pub use component::{
 };
 pub use error::DomainError;
 pub use event::{Event, EventDraft, EventFile, EventFilter, EventType};
-pub use filter::{ComponentFilter, Device, LibraryWanted, ModelWanted, NeedsFilter};
+pub use filter::{ComponentFilter, Device, LibraryWanted, Matcher, ModelWanted, NeedsFilter};
 pub use key::{ComponentKey, Kind, MAX_KEY_BYTES, ModelKey, validate_key_part};
 pub use webhook::{Delivery, DeliveryStatus, Webhook};
 

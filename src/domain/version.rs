@@ -11,6 +11,7 @@
 use std::str::FromStr;
 
 use pep440_rs::{Version, VersionSpecifier, VersionSpecifiers};
+use version_ranges::Ranges;
 
 /// A library requirement of a component.
 ///
@@ -60,11 +61,14 @@ impl Requirement {
     }
 }
 
-/// Does a component's requirement `required` fall within what a search asks for (`wanted`)?
-///
-/// Components usually pin one version (`2.12.0`): it matches when it satisfies `wanted` (`>=2.12,<3`). A component
-/// that itself asks for a range matches a search for a single version that the range accepts. Two ranges match only
-/// when they are written the same way: overlap of ranges is not what users search for.
+/// Does a component's requirement `required` fall within what a search asks for (`wanted`)? They match when some
+/// version would satisfy both:
+/// - a search for any version (empty or `*`) matches every requirement, and a component that accepts any version
+///   matches every search;
+/// - a pinned version (`2.13.0`) matches a range that accepts it, in either direction;
+/// - two ranges match when they overlap (`>=2.12` and `>=2.0,<3` do, `>=3` and `<2` do not), with PEP 440's
+///   rules at the bounds (`<3` excludes `3.0rc1`, `>2` excludes `2.0.post1`, `==2.*` is `>=2.dev0,<3.dev0`);
+/// - text that is not PEP 440 (`latest`) matches only the same text.
 ///
 /// ```
 /// use component_repository::domain::version::requirement_matches;
@@ -72,21 +76,36 @@ impl Requirement {
 /// assert!(requirement_matches("2.13.0", ">=2.12,<3"));
 /// assert!(requirement_matches(">=2.12", "2.13.0"));
 /// assert!(!requirement_matches("3.0.0", ">=2.12,<3"));
+/// assert!(requirement_matches("*", ">=2"));
+/// assert!(requirement_matches(">=2.12", ">=2.0,<3"));
+/// assert!(!requirement_matches(">=3", "<2"));
+/// assert!(requirement_matches("~=2.12", "==2.*"));
 /// ```
 pub fn requirement_matches(required: &str, wanted: &str) -> bool {
-    let wanted_requirement = Requirement::parse(wanted);
-    if matches!(wanted_requirement, Requirement::Any) {
-        return true;
+    let wanted = Requirement::parse(wanted);
+    let required = Requirement::parse(required);
+    match (&required, &wanted) {
+        (Requirement::Any, _) | (_, Requirement::Any) => true,
+        (Requirement::Verbatim(a), Requirement::Verbatim(b)) => a == b,
+        (Requirement::Verbatim(_), _) | (_, Requirement::Verbatim(_)) => false,
+        (Requirement::Specifiers(a), Requirement::Specifiers(b)) => overlap(a, b),
     }
-    let required = required.trim();
-    if Version::from_str(required).is_ok() {
-        return wanted_requirement.is_satisfied_by(required);
+}
+
+/// Whether some version satisfies both specifier sets.
+fn overlap(a: &VersionSpecifiers, b: &VersionSpecifiers) -> bool {
+    let has_local = |set: &VersionSpecifiers| set.iter().any(|s| s.version().is_local());
+    if has_local(a) || has_local(b) {
+        // Local labels (`+cu118`) are ignored by some operators and not by others, which intervals cannot express;
+        // the versions the sets name are the only candidates worth trying.
+        return a
+            .iter()
+            .chain(b.iter())
+            .any(|s| a.contains(s.version()) && b.contains(s.version()));
     }
-    let wanted = wanted.trim();
-    if Version::from_str(wanted).is_ok() {
-        return Requirement::parse(required).is_satisfied_by(wanted);
-    }
-    required == wanted
+    let a: Ranges<Version> = a.clone().into();
+    let b: Ranges<Version> = b.clone().into();
+    !a.is_disjoint(&b)
 }
 
 #[cfg(test)]
@@ -129,6 +148,110 @@ mod tests {
         assert!(requirement_matches(">=2.12", "2.13.0"));
         assert!(requirement_matches("anything", ""));
         assert!(requirement_matches(">=2.12", ">=2.12"));
-        assert!(!requirement_matches(">=2.12", ">=2.0"));
+    }
+
+    #[test]
+    fn any_version_is_found_by_every_search() {
+        for wanted in ["", "*", ">=2", "2.13.0", "<1", "==2.*", "~=1.4"] {
+            assert!(requirement_matches("*", wanted), "* vs {wanted}");
+            assert!(requirement_matches("", wanted), "empty vs {wanted}");
+        }
+    }
+
+    #[test]
+    fn ranges_match_when_some_version_satisfies_both() {
+        let overlapping = [
+            (">=2.12", ">=2.0,<3"),
+            (">=2.12", ">=2.0"),
+            (">=2.12,<2.14", ">2.13"),
+            ("<=2", ">=2"),
+            ("==2.*", ">=2.5,<4"),
+            ("~=2.12", "==2.*"),
+            ("~=1.4.5", ">1.4.9"),
+            (">=1,!=1.5", "==1.5.*"),
+            ("!=2.0", ">=2.0,<=2.0.1"),
+            (">=2.0.0rc1", "<2.0.1"),
+            ("<2.0.0rc2", ">=2.0.0rc1"),
+            ("==2.1.0", "==2.1.0+cu118"),
+        ];
+        for (required, wanted) in overlapping {
+            assert!(
+                requirement_matches(required, wanted),
+                "{required} vs {wanted}"
+            );
+            assert!(
+                requirement_matches(wanted, required),
+                "{wanted} vs {required}"
+            );
+        }
+        let disjoint = [
+            (">=3", "<2"),
+            (">=2", "<2"),
+            (">2", "<=2"),
+            ("<3", "==3.*"),
+            ("~=2.12", ">=3"),
+            ("~=1.4.5", "<1.4.5"),
+            ("==1.5", "!=1.5"),
+            ("!=2.*", "==2.5"),
+            ("!=2.*", ">=2.1,<2.9"),
+            ("<2.0", ">=2.0rc1,<2.0.0"),
+            (">=2.0.0rc1", "<2.0.0"),
+            (">2.0", "==2.0.post1"),
+            ("==2.1.0+cu117", "==2.1.0+cu118"),
+        ];
+        for (required, wanted) in disjoint {
+            assert!(
+                !requirement_matches(required, wanted),
+                "{required} vs {wanted}"
+            );
+            assert!(
+                !requirement_matches(wanted, required),
+                "{wanted} vs {required}"
+            );
+        }
+    }
+
+    #[test]
+    fn overlap_agrees_with_version_checks_on_a_grid() {
+        // Whenever a concrete version satisfies both ranges, the ranges must be found to overlap.
+        let ranges = [
+            ">=2.12",
+            "<3",
+            ">=2,<3",
+            "==2.*",
+            "~=2.12",
+            "!=2.13.0",
+            ">2.13",
+            "<=2.12",
+            "==2.12.0",
+            "~=2.12.1",
+            "<2.12.0rc1",
+            ">=2.13.0.dev0,<2.13",
+        ];
+        let versions = [
+            "1.0",
+            "2.0",
+            "2.11.9",
+            "2.12.0rc1",
+            "2.12",
+            "2.12.1",
+            "2.13.0.dev0",
+            "2.13.0",
+            "2.13.1",
+            "2.99",
+            "3.0.0rc1",
+            "3.0",
+        ];
+        for a in ranges {
+            for b in ranges {
+                let witness = versions.iter().any(|v| {
+                    Requirement::parse(a).is_satisfied_by(v)
+                        && Requirement::parse(b).is_satisfied_by(v)
+                });
+                if witness {
+                    assert!(requirement_matches(a, b), "{a} vs {b}");
+                }
+            }
+        }
     }
 }

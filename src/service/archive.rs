@@ -94,6 +94,7 @@ async fn all_components(store: &dyn Store) -> Result<Vec<Component>, StoreError>
                     PageRequest {
                         after: after.clone(),
                         limit: PAGE,
+                        count: false,
                     },
                 )
                 .await?;
@@ -117,6 +118,7 @@ pub async fn is_empty(store: &dyn Store) -> Result<bool, StoreError> {
                 PageRequest {
                     after: None,
                     limit: 1,
+                    count: false,
                 },
             )
             .await?;

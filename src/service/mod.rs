@@ -15,7 +15,7 @@ use crate::domain::{
     Component, ComponentFilter, ComponentKey, Device, Kind, ModelKey, NeedsFilter, Spec, StoredFile,
 };
 use crate::store::{
-    ByteStream, FileMeta, PageRequest, SpecUpdate, StagedBlob, Store, UploadStream,
+    ByteStream, ComponentStream, FileMeta, PageRequest, SpecUpdate, StagedBlob, Store, UploadStream,
 };
 
 /// Page size when a client does not ask for one.
@@ -33,7 +33,8 @@ const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
 pub struct Listing {
     pub items: Vec<(String, Component)>,
     pub has_next: bool,
-    pub total: u64,
+    /// How many match in all; only when the caller asked for a count.
+    pub total: Option<u64>,
 }
 
 pub struct RepositoryService {
@@ -98,6 +99,7 @@ impl RepositoryService {
         filter: ComponentFilter,
         first: Option<i32>,
         after: Option<&str>,
+        count: bool,
     ) -> Result<Listing, ServiceError> {
         check_filter(kind, &filter)?;
         let limit = page_size(first)?;
@@ -107,7 +109,15 @@ impl RepositoryService {
             .map(|(_, sort_key)| sort_key);
         let page = self
             .store
-            .list(kind, &filter, PageRequest { after, limit })
+            .list(
+                kind,
+                &filter,
+                PageRequest {
+                    after,
+                    limit,
+                    count,
+                },
+            )
             .await?;
         Ok(Listing {
             items: page
@@ -128,6 +138,7 @@ impl RepositoryService {
         kinds: Option<Vec<Kind>>,
         first: Option<i32>,
         after: Option<&str>,
+        count: bool,
     ) -> Result<Listing, ServiceError> {
         let mut kinds = kinds.unwrap_or_else(|| Kind::WITH_NEEDS.to_vec());
         if kinds.contains(&Kind::Model) {
@@ -150,7 +161,7 @@ impl RepositoryService {
         let mut listing = Listing {
             items: Vec::new(),
             has_next: false,
-            total: 0,
+            total: count.then_some(0),
         };
         for kind in kinds {
             // Kinds before the cursor's only count towards the total; the cursor's kind resumes after its key.
@@ -162,11 +173,25 @@ impl RepositoryService {
                 _ => (None, limit - listing.items.len()),
             };
             let before_cursor = cursor.as_ref().is_some_and(|(k, _)| kind < *k);
+            let page_done = listing.items.len() == limit && listing.has_next;
+            if !count && (before_cursor || page_done) {
+                continue;
+            }
             let page = self
                 .store
-                .list(kind, &filter, PageRequest { after, limit })
+                .list(
+                    kind,
+                    &filter,
+                    PageRequest {
+                        after,
+                        limit,
+                        count,
+                    },
+                )
                 .await?;
-            listing.total += page.total;
+            if let (Some(total), Some(more)) = (listing.total.as_mut(), page.total) {
+                *total += more;
+            }
             if !before_cursor {
                 listing.has_next |= page.has_next;
                 listing
@@ -175,6 +200,11 @@ impl RepositoryService {
             }
         }
         Ok(listing)
+    }
+
+    /// Every component of `kind` in listing order, read in one pass.
+    pub async fn list_all(&self, kind: Kind) -> Result<ComponentStream, ServiceError> {
+        Ok(self.store.scan(kind).await?)
     }
 
     pub async fn update(

@@ -26,6 +26,9 @@ pub use staging::{RemoteBlob, StagedBlob, StagedLocation, adopt_file, stage_to_f
 /// A stream of bytes coming out of a store.
 pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
 
+/// Every component of a kind, in sort-key order, as a store reads them.
+pub type ComponentStream = Pin<Box<dyn Stream<Item = Result<Component, StoreError>> + Send>>;
+
 /// A stream of bytes going into a store; it may borrow from the request it is read from.
 pub type UploadStream<'a> = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send + 'a>>;
 
@@ -71,14 +74,17 @@ pub struct PageRequest {
     /// Return only components whose sort key is greater than this.
     pub after: Option<String>,
     pub limit: usize,
+    /// Whether to count every match ([`Page::total`]); counting costs a pass over the matches, so only when asked.
+    pub count: bool,
 }
 
 #[derive(Debug, Clone)]
 pub struct Page {
     pub items: Vec<Component>,
     pub has_next: bool,
-    /// How many components match the filter in all, regardless of the page.
-    pub total: u64,
+    /// How many components match the filter in all, regardless of the page; `None` unless
+    /// [`PageRequest::count`] asked for it.
+    pub total: Option<u64>,
 }
 
 /// What an upload records about the file besides its bytes.
@@ -120,6 +126,10 @@ pub trait Store: Send + Sync + 'static {
         filter: &ComponentFilter,
         page: PageRequest,
     ) -> Result<Page, StoreError>;
+
+    /// Every component of `kind` in sort-key order, read in one pass (one snapshot or one cursor) rather than page
+    /// by page.
+    async fn scan(&self, kind: Kind) -> Result<ComponentStream, StoreError>;
 
     /// Applies `update` to the metadata of a component atomically and returns the result.
     async fn update(&self, key: &ComponentKey, update: SpecUpdate)

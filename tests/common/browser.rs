@@ -67,6 +67,8 @@ pub async fn run_script(chromium: &PathBuf, script: &str, args: &[String]) {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+    // What the script measured, for `--nocapture`.
+    print!("{}", String::from_utf8_lossy(&output.stdout));
 }
 
 /// Where screenshots are kept: `target/tmp/`.

@@ -1,6 +1,7 @@
 //! The contract every storage backend passes, driven over HTTP. A backend's test file instantiates it with
 //! `contract_suite!(starter)`, where `starter` starts a server on that backend.
 
+mod catalogue;
 mod crud;
 mod events;
 mod files;
@@ -8,6 +9,7 @@ mod listing;
 mod rest;
 mod webhooks;
 
+pub use catalogue::*;
 pub use crud::*;
 pub use events::*;
 pub use files::*;
@@ -68,6 +70,9 @@ macro_rules! contract_suite {
             expired_feed_positions_answer_events_expired,
             webhooks_deliver_signed_events_in_order_with_retries,
             webhooks_to_private_networks_are_refused,
+            finds_any_version_and_overlapping_ranges,
+            paginates_while_the_store_changes,
+            counts_match_a_brute_force_filter,
         );
     };
     (@tests $starter:path, $skip:expr; $($name:ident),* $(,)?) => {

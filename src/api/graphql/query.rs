@@ -38,8 +38,15 @@ async fn listing<T: FromNode + async_graphql::OutputType>(
 ) -> async_graphql::Result<Page<T>> {
     let service = ctx.data::<Arc<RepositoryService>>()?;
     let links = ctx.data::<Links>()?;
-    let listing = service.list(kind, filter, first, after.as_deref()).await;
+    let listing = service
+        .list(kind, filter, first, after.as_deref(), wants_total(ctx))
+        .await;
     page(listing, after.as_deref(), links)
+}
+
+/// Whether the query selects `totalCount`: counting costs a pass over every match, so it is done only when asked.
+fn wants_total(ctx: &Context<'_>) -> bool {
+    ctx.look_ahead().field("totalCount").exists()
 }
 
 /// Pages take `first` (default 20, at most 100) and `after` (the `endCursor` of the previous page).
@@ -192,7 +199,13 @@ impl QueryRoot {
         let links = ctx.data::<Links>()?;
         let kinds = kinds.map(|ks| ks.into_iter().map(Kind::from).collect());
         let listing = service
-            .runnable_on(device.into(), kinds, first, after.as_deref())
+            .runnable_on(
+                device.into(),
+                kinds,
+                first,
+                after.as_deref(),
+                wants_total(ctx),
+            )
             .await;
         page(listing, after.as_deref(), links)
     }

@@ -313,7 +313,8 @@ where
         after.is_some(),
         listing.has_next,
         TotalCount {
-            total_count: listing.total,
+            // Computed only when the query selects it, so an unselected count is never read.
+            total_count: listing.total.unwrap_or_default(),
         },
     );
     for (cursor, component) in listing.items {

@@ -21,11 +21,11 @@ use super::AppState;
 use super::download::download;
 use super::error::ApiError;
 use super::limits::{body_io_error, unreadable_body};
-use crate::domain::{ComponentFilter, ComponentKey, DomainError, Kind, Spec};
+use crate::domain::{ComponentKey, DomainError, Kind, Spec};
 use crate::service::ServiceError;
 
-/// Components per page while a list is streamed.
-const PAGE: usize = 100;
+/// Most components written as one chunk of a streamed list: large enough to keep per-chunk overhead small.
+const LIST_CHUNK: usize = 256;
 
 /// `axum::extract::Path` answering in our JSON error format.
 #[derive(FromRequestParts)]
@@ -158,49 +158,27 @@ async fn create(
     created(&state, key, spec).await
 }
 
-/// Every component of a kind as one JSON array, written page by page as it is read: a large catalogue is never
-/// held whole.
+/// Every component of a kind as one JSON array, written as the store reads it in one pass: a large catalogue is
+/// never held whole, and nothing is counted or read twice.
 async fn list(State(state): State<AppState>, kind: Kind) -> Result<Response, ApiError> {
-    // The first page is read before answering, so that a store that is down gets a clean error status.
-    let first = state
-        .service
-        .list(kind, ComponentFilter::default(), Some(PAGE as i32), None)
-        .await?;
-    let service = state.service.clone();
-    let pages = futures_util::stream::try_unfold(
-        (Some(first), service, true),
-        move |(page, service, first_item)| async move {
-            let Some(page) = page else {
-                return Ok::<_, std::io::Error>(None);
-            };
-            let mut chunk = String::new();
-            let mut first_item = first_item;
-            for (_, component) in &page.items {
-                if !first_item {
-                    chunk.push(',');
-                }
-                first_item = false;
-                chunk.push_str(&original::json(component).to_string());
+    // The scan starts before answering, so that a store that is down gets a clean error status.
+    let components = state.service.list_all(kind).await?;
+    let mut first_item = true;
+    let items = components.ready_chunks(LIST_CHUNK).map(move |chunk| {
+        let mut text = Vec::with_capacity(chunk.len() * 512);
+        for component in chunk {
+            let component = component.map_err(std::io::Error::other)?;
+            if !first_item {
+                text.push(b',');
             }
-            let next = match (page.has_next, page.items.last()) {
-                (true, Some((cursor, _))) => Some(
-                    service
-                        .list(
-                            kind,
-                            ComponentFilter::default(),
-                            Some(PAGE as i32),
-                            Some(cursor),
-                        )
-                        .await
-                        .map_err(std::io::Error::other)?,
-                ),
-                _ => None,
-            };
-            Ok(Some((Bytes::from(chunk), (next, service, first_item))))
-        },
-    );
+            first_item = false;
+            serde_json::to_writer(&mut text, &original::json(&component))
+                .map_err(std::io::Error::other)?;
+        }
+        Ok::<_, std::io::Error>(Bytes::from(text))
+    });
     let body = futures_util::stream::once(async { Ok(Bytes::from_static(b"[")) })
-        .chain(pages)
+        .chain(items)
         .chain(futures_util::stream::once(async {
             Ok(Bytes::from_static(b"]"))
         }));

@@ -7,6 +7,7 @@
 //! transactions as the metadata, so identical bytes are stored once and reclaimed when nothing uses them.
 
 mod blobs;
+mod catalog;
 mod events;
 mod webhooks;
 
@@ -21,9 +22,11 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTran
 use std::io::{Read, Seek};
 
 use self::blobs::{BlobDir, clear_dir};
+use self::catalog::{Catalog, Snapshot};
 use super::{
-    ByteStream, EventBatch, EventRetention, EventSignal, FileMeta, Page, PageRequest, SpecUpdate,
-    StagedBlob, Store, StoreError, UploadStream, adopt_file, stage_to_file,
+    ByteStream, ComponentStream, EventBatch, EventRetention, EventSignal, FileMeta, Page,
+    PageRequest, SpecUpdate, StagedBlob, Store, StoreError, UploadStream, adopt_file,
+    stage_to_file,
 };
 use crate::domain::{
     Component, ComponentFilter, ComponentKey, Delivery, EventDraft, Kind, ModelKey, StoredFile,
@@ -44,6 +47,10 @@ const CACHE_BYTES: usize = 16 * 1024 * 1024;
 const READ_CHUNK: usize = 256 * 1024;
 /// Chunks of a download read ahead of the network.
 const READ_AHEAD: usize = 4;
+/// Records per batch handed from the reader to the decoders while the catalogue loads.
+const LOAD_BATCH: usize = 1024;
+/// Components per step of a scan: each step looks its start up again in the snapshot, O(log n).
+const SCAN_STEP: usize = 256;
 
 fn table(kind: Kind) -> TableDefinition<'static, &'static str, &'static [u8]> {
     match kind {
@@ -82,18 +89,119 @@ pub struct EmbeddedStore {
     /// Serialises the short steps that place or reclaim blobs together with their metadata commit, so that a blob
     /// being attached is never reclaimed by a concurrent delete of another component with the same bytes.
     blob_lock: tokio::sync::Mutex<()>,
-    /// Raised after each commit that appended an event.
+    /// Every component in memory, for reads; see [`catalog`].
+    catalog: Arc<Catalog>,
+    loaded: tokio::sync::watch::Receiver<Loading>,
+    /// Raised after each commit that appended an event (once the catalogue shows the change).
     signal: EventSignal,
+}
+
+/// Where loading the catalogue from redb stands; the store starts answering reads once it is loaded.
+#[derive(Debug, Clone)]
+enum Loading {
+    InProgress,
+    Done,
+    Failed(String),
 }
 
 impl EmbeddedStore {
     /// Opens (creating if needed) the store in `data_dir`, then removes what an earlier crash may have left: staged
-    /// uploads and blobs that no metadata refers to.
+    /// uploads and blobs that no metadata refers to. The catalogue loads in the background: reads wait for it and
+    /// [`Store::ping`] reports the store unavailable until it is loaded.
     pub async fn open(data_dir: &Path) -> Result<Self, StoreError> {
         let data_dir = data_dir.to_path_buf();
-        tokio::task::spawn_blocking(move || Self::open_blocking(&data_dir))
+        let store = tokio::task::spawn_blocking(move || Self::open_blocking(&data_dir))
             .await
-            .map_err(|e| StoreError::Backend(e.to_string()))?
+            .map_err(|e| StoreError::Backend(e.to_string()))??;
+        Ok(store)
+    }
+
+    /// Builds the catalogue from a redb snapshot taken under the writers' lock, so that writes committed before are
+    /// in it and writes after wait for it to be published. Records are read in one thread, decoded in the others
+    /// and inserted here, so that a cold start takes about as long as the slowest of the three.
+    fn load(db: &Database, catalog: &Catalog) -> Result<(), StoreError> {
+        let started = std::time::Instant::now();
+        let writer = catalog.writer();
+        let txn = db.begin_read().or_backend()?;
+        let decoders = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .max(2)
+            - 1;
+        let (raw_tx, raw_rx) = std::sync::mpsc::sync_channel::<Vec<Vec<u8>>>(2 * decoders);
+        let (decoded_tx, decoded_rx) =
+            std::sync::mpsc::sync_channel::<Result<Vec<Component>, StoreError>>(2 * decoders);
+        let raw_rx = std::sync::Mutex::new(raw_rx);
+        let mut snapshot = Snapshot::default();
+        let mut count = 0u64;
+        std::thread::scope(|scope| -> Result<(), StoreError> {
+            let reader = scope.spawn(move || -> Result<(), StoreError> {
+                for kind in Kind::ALL {
+                    let table = txn.open_table(table(kind)).or_backend()?;
+                    let mut batch = Vec::with_capacity(LOAD_BATCH);
+                    for entry in table.iter().or_backend()? {
+                        let (_, value) = entry.or_backend()?;
+                        batch.push(value.value().to_vec());
+                        if batch.len() == LOAD_BATCH {
+                            let full =
+                                std::mem::replace(&mut batch, Vec::with_capacity(LOAD_BATCH));
+                            if raw_tx.send(full).is_err() {
+                                return Ok(());
+                            }
+                        }
+                    }
+                    if !batch.is_empty() && raw_tx.send(batch).is_err() {
+                        return Ok(());
+                    }
+                }
+                Ok(())
+            });
+            for _ in 0..decoders {
+                let decoded_tx = decoded_tx.clone();
+                let raw_rx = &raw_rx;
+                scope.spawn(move || {
+                    loop {
+                        let next = raw_rx.lock().map(|rx| rx.recv());
+                        let Ok(Ok(batch)) = next else { return };
+                        let decoded = batch.iter().map(|bytes| decode(bytes)).collect();
+                        if decoded_tx.send(decoded).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+            drop(decoded_tx);
+            for batch in decoded_rx {
+                // An error drops the receiver on return, which stops the decoders and then the reader.
+                for component in batch? {
+                    snapshot.insert(component);
+                    count += 1;
+                }
+            }
+            reader
+                .join()
+                .map_err(|_| StoreError::Backend("the catalogue reader panicked".into()))?
+        })?;
+        writer.publish(move |published| *published = snapshot);
+        tracing::info!(
+            components = count,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "catalogue loaded"
+        );
+        Ok(())
+    }
+
+    /// The current catalogue, once loaded.
+    async fn snapshot(&self) -> Result<Arc<Snapshot>, StoreError> {
+        let mut loaded = self.loaded.clone();
+        let state = loaded
+            .wait_for(|state| !matches!(state, Loading::InProgress))
+            .await
+            .map_err(|_| StoreError::Backend("the catalogue loader stopped".into()))?
+            .clone();
+        match state {
+            Loading::Failed(reason) => Err(StoreError::Backend(reason)),
+            _ => Ok(self.catalog.snapshot()),
+        }
     }
 
     fn open_blocking(data_dir: &Path) -> Result<Self, StoreError> {
@@ -122,15 +230,54 @@ impl EmbeddedStore {
         txn.commit().or_backend()?;
         let last_event = events::last(&db)?;
 
+        let db = Arc::new(db);
+        let catalog = Arc::new(Catalog::default());
+        let (loading, loaded) = tokio::sync::watch::channel(Loading::InProgress);
         let store = Self {
-            db: Arc::new(db),
+            db: db.clone(),
             blobs: BlobDir::new(blob_root),
             tmp_dir,
             blob_lock: tokio::sync::Mutex::new(()),
+            catalog: catalog.clone(),
+            loaded,
             signal: EventSignal::new(last_event),
         };
         store.remove_unreferenced_blobs()?;
+        std::thread::Builder::new()
+            .name("catalogue-loader".into())
+            .spawn(move || {
+                let state = match Self::load(&db, &catalog) {
+                    Ok(()) => Loading::Done,
+                    Err(e) => {
+                        tracing::error!(error = %e, "loading the catalogue failed");
+                        Loading::Failed(format!("loading the catalogue failed: {e}"))
+                    }
+                };
+                loading.send_replace(state);
+            })?;
         Ok(store)
+    }
+
+    /// Inserts many new components in one transaction, for bulk loading (the catalogue benchmark): all or none,
+    /// [`StoreError::AlreadyExists`] when a key is taken.
+    pub async fn insert_many(&self, components: Vec<Component>) -> Result<(), StoreError> {
+        self.writing(move |db| {
+            let txn = db.begin_write().or_backend()?;
+            for component in &components {
+                if read_component(&txn, &component.key)?.is_some() {
+                    return Err(StoreError::AlreadyExists(component.key.clone()));
+                }
+                write_component(&txn, component)?;
+            }
+            let mut last = None;
+            for component in &components {
+                last = Some(events::append(&txn, EventDraft::created(component))?);
+            }
+            txn.commit().or_backend()?;
+            Ok((last, Change::Put(components)))
+        })
+        .await
+        .map(|last| last.into_iter().for_each(|s| self.signal.raise(s)))
     }
 
     fn remove_unreferenced_blobs(&self) -> Result<(), StoreError> {
@@ -158,6 +305,29 @@ impl EmbeddedStore {
         tokio::task::spawn_blocking(move || work(&db))
             .await
             .map_err(|e| StoreError::Backend(e.to_string()))?
+    }
+
+    /// Runs a write transaction off the async threads; `work` commits it and returns what to publish to the
+    /// catalogue, which happens before the writers' lock is released.
+    async fn writing<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Database) -> Result<(T, Change), StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let db = Arc::clone(&self.db);
+        let catalog = Arc::clone(&self.catalog);
+        tokio::task::spawn_blocking(move || {
+            let writer = catalog.writer();
+            let (result, change) = work(&db)?;
+            writer.publish(|snapshot| match change {
+                Change::Put(components) => components
+                    .into_iter()
+                    .for_each(|component| snapshot.insert(component)),
+                Change::Remove(key) => snapshot.remove(&key),
+            });
+            Ok(result)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(e.to_string()))?
     }
 
     /// Deletes the blob file when no component refers to it any more. Call with `blob_lock` held.
@@ -194,6 +364,12 @@ impl EmbeddedStore {
         }
         Ok(())
     }
+}
+
+/// What a committed write changed, for the catalogue.
+enum Change {
+    Put(Vec<Component>),
+    Remove(ComponentKey),
 }
 
 /// Adds `delta` to the reference count of a blob, dropping the entry at zero.
@@ -281,6 +457,15 @@ impl Store for EmbeddedStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
+        match &*self.loaded.borrow() {
+            Loading::InProgress => {
+                return Err(StoreError::Unavailable(
+                    "the catalogue is still loading".into(),
+                ));
+            }
+            Loading::Failed(reason) => return Err(StoreError::Backend(reason.clone())),
+            Loading::Done => {}
+        }
         self.blocking(|db| {
             let txn = db.begin_read().or_backend()?;
             txn.open_table(MODELS).or_backend()?;
@@ -290,7 +475,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn insert(&self, component: Component) -> Result<(), StoreError> {
-        self.blocking(move |db| {
+        self.writing(move |db| {
             let txn = db.begin_write().or_backend()?;
             if read_component(&txn, &component.key)?.is_some() {
                 return Err(StoreError::AlreadyExists(component.key));
@@ -298,38 +483,24 @@ impl Store for EmbeddedStore {
             write_component(&txn, &component)?;
             let sequence = events::append(&txn, EventDraft::created(&component))?;
             txn.commit().or_backend()?;
-            Ok(sequence)
+            Ok((sequence, Change::Put(vec![component])))
         })
         .await
         .map(|sequence| self.signal.raise(sequence))
     }
 
     async fn get(&self, key: &ComponentKey) -> Result<Option<Component>, StoreError> {
-        let key = key.clone();
-        self.blocking(move |db| {
-            let txn = db.begin_read().or_backend()?;
-            let table = txn.open_table(table(key.kind())).or_backend()?;
-            let found = table.get(key.sort_key().as_str()).or_backend()?;
-            found.map(|v| decode(v.value())).transpose()
-        })
-        .await
+        let snapshot = self.snapshot().await?;
+        Ok(snapshot.get(key).map(|c| Component::clone(c)))
     }
 
     async fn get_models(&self, keys: &[ModelKey]) -> Result<Vec<Component>, StoreError> {
-        let keys = keys.to_vec();
-        self.blocking(move |db| {
-            let txn = db.begin_read().or_backend()?;
-            let table = txn.open_table(MODELS).or_backend()?;
-            let mut found = Vec::with_capacity(keys.len());
-            for key in keys {
-                let sort_key = ComponentKey::Model(key).sort_key();
-                if let Some(v) = table.get(sort_key.as_str()).or_backend()? {
-                    found.push(decode(v.value())?);
-                }
-            }
-            Ok(found)
-        })
-        .await
+        let snapshot = self.snapshot().await?;
+        Ok(keys
+            .iter()
+            .filter_map(|key| snapshot.get(&ComponentKey::Model(key.clone())))
+            .map(|c| Component::clone(c))
+            .collect())
     }
 
     async fn list(
@@ -338,38 +509,29 @@ impl Store for EmbeddedStore {
         filter: &ComponentFilter,
         page: PageRequest,
     ) -> Result<Page, StoreError> {
-        let filter = filter.clone();
-        self.blocking(move |db| {
-            let txn = db.begin_read().or_backend()?;
-            let table = txn.open_table(table(kind)).or_backend()?;
-            let mut items = Vec::new();
-            let mut total = 0u64;
-            // The embedded store serves one machine's catalogue (hundreds to thousands of components): a scan in
-            // key order is simple and fast enough, and gives an exact totalCount.
-            for entry in table.iter().or_backend()? {
-                let (key, value) = entry.or_backend()?;
-                let component = decode(value.value())?;
-                if !filter.matches(&component) {
-                    continue;
+        let snapshot = self.snapshot().await?;
+        Ok(snapshot.list(kind, filter, &page))
+    }
+
+    async fn scan(&self, kind: Kind) -> Result<ComponentStream, StoreError> {
+        let snapshot = self.snapshot().await?;
+        // One snapshot for the whole scan: the list is one consistent state however long the client takes.
+        let steps = futures_util::stream::unfold(
+            (snapshot, None::<String>, false),
+            move |(snapshot, after, done)| async move {
+                if done {
+                    return None;
                 }
-                total += 1;
-                let after_cursor = page
-                    .after
-                    .as_deref()
-                    .is_none_or(|after| key.value() > after);
-                if after_cursor && items.len() <= page.limit {
-                    items.push(component);
-                }
-            }
-            let has_next = items.len() > page.limit;
-            items.truncate(page.limit);
-            Ok(Page {
-                items,
-                has_next,
-                total,
-            })
-        })
-        .await
+                let chunk = snapshot.range(kind, after.as_deref(), SCAN_STEP);
+                let done = chunk.len() < SCAN_STEP;
+                let after = chunk.last().map(|c| c.key.sort_key());
+                Some((chunk, (snapshot, after, done)))
+            },
+        );
+        Ok(Box::pin(futures_util::StreamExt::flat_map(
+            steps,
+            |chunk| futures_util::stream::iter(chunk.into_iter().map(|c| Ok(Component::clone(&c)))),
+        )))
     }
 
     async fn update(
@@ -378,7 +540,7 @@ impl Store for EmbeddedStore {
         update: SpecUpdate,
     ) -> Result<Component, StoreError> {
         let key = key.clone();
-        self.blocking(move |db| {
+        self.writing(move |db| {
             let txn = db.begin_write().or_backend()?;
             let before =
                 read_component(&txn, &key)?.ok_or_else(|| StoreError::NotFound(key.clone()))?;
@@ -389,7 +551,7 @@ impl Store for EmbeddedStore {
             write_component(&txn, &component)?;
             let sequence = events::append(&txn, EventDraft::updated(&before, &component))?;
             txn.commit().or_backend()?;
-            Ok((component, sequence))
+            Ok(((component.clone(), sequence), Change::Put(vec![component])))
         })
         .await
         .map(|(component, sequence)| {
@@ -402,7 +564,7 @@ impl Store for EmbeddedStore {
         let _blobs = self.blob_lock.lock().await;
         let key = key.clone();
         let removed = self
-            .blocking(move |db| {
+            .writing(move |db| {
                 let txn = db.begin_write().or_backend()?;
                 let removed = {
                     let mut table = txn.open_table(table(key.kind())).or_backend()?;
@@ -417,7 +579,7 @@ impl Store for EmbeddedStore {
                     None => None,
                 };
                 txn.commit().or_backend()?;
-                Ok((removed, sequence))
+                Ok(((removed, sequence), Change::Remove(key)))
             })
             .await?;
         let (removed, sequence) = removed;
@@ -455,7 +617,7 @@ impl Store for EmbeddedStore {
         };
         let key = key.clone();
         let committed = self
-            .blocking(move |db| {
+            .writing(move |db| {
                 let txn = db.begin_write().or_backend()?;
                 let mut component =
                     read_component(&txn, &key)?.ok_or_else(|| StoreError::NotFound(key.clone()))?;
@@ -469,7 +631,10 @@ impl Store for EmbeddedStore {
                 let sequence =
                     events::append(&txn, EventDraft::file(&component, previous.is_some()))?;
                 txn.commit().or_backend()?;
-                Ok((component, previous, sequence))
+                Ok((
+                    (component.clone(), previous, sequence),
+                    Change::Put(vec![component]),
+                ))
             })
             .await;
         match committed {
@@ -498,7 +663,7 @@ impl Store for EmbeddedStore {
         self.place(&sha256, temp).await?;
         let digest = sha256.clone();
         let committed = self
-            .blocking(move |db| {
+            .writing(move |db| {
                 let txn = db.begin_write().or_backend()?;
                 if read_component(&txn, &component.key)?.is_some() {
                     return Err(StoreError::AlreadyExists(component.key));
@@ -507,7 +672,7 @@ impl Store for EmbeddedStore {
                 write_component(&txn, &component)?;
                 let sequence = events::append(&txn, EventDraft::created(&component))?;
                 txn.commit().or_backend()?;
-                Ok(sequence)
+                Ok((sequence, Change::Put(vec![component])))
             })
             .await
             .map(|sequence| self.signal.raise(sequence));

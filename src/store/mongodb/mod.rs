@@ -24,6 +24,8 @@ use futures_util::TryStreamExt;
 use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{Bson, Document, doc};
 use mongodb::error::{ErrorKind, WriteFailure};
+use mongodb::event::EventHandler;
+use mongodb::event::command::CommandEvent;
 use mongodb::options::{ClientOptions, IndexOptions, ReturnDocument};
 use mongodb::{Client, Collection, Database, IndexModel};
 use sha2::{Digest, Sha256};
@@ -38,8 +40,8 @@ use self::gridfs::Grid;
 use self::query::{Pushdown, and, pushdown, sort_order};
 use self::webhooks::WebhookStore;
 use super::{
-    ByteStream, EventBatch, EventRetention, FileMeta, GcReport, Page, PageRequest, RemoteBlob,
-    SpecUpdate, StagedBlob, Store, StoreError, UploadStream, adopt_file,
+    ByteStream, ComponentStream, EventBatch, EventRetention, FileMeta, GcReport, Page, PageRequest,
+    RemoteBlob, SpecUpdate, StagedBlob, Store, StoreError, UploadStream, adopt_file,
 };
 use crate::domain::{
     Component, ComponentFilter, ComponentKey, Delivery, EventDraft, EventFile, EventType, Kind,
@@ -48,6 +50,8 @@ use crate::domain::{
 
 /// How often a metadata update is retried when concurrent updates keep changing the component under it.
 const UPDATE_ATTEMPTS: usize = 16;
+/// Documents decoded at a time while a whole kind is streamed.
+const SCAN_BATCH: usize = 256;
 
 /// Where the backend keeps its data.
 #[derive(Debug, Clone)]
@@ -130,12 +134,31 @@ impl MongoStore {
     /// Opens a database only to read from it (the source of an `import`): nothing, not even an index, is
     /// created in it.
     pub async fn open_source(config: &MongoConfig) -> Result<Self, StoreError> {
+        Self::open_with(config, None).await
+    }
+
+    /// Like [`MongoStore::connect`], with every command and reply reported to `monitor` (the driver's command
+    /// monitoring): how a test sees what the store reads.
+    pub async fn connect_monitored(
+        config: &MongoConfig,
+        monitor: EventHandler<CommandEvent>,
+    ) -> Result<Self, StoreError> {
+        let store = Self::open_with(config, Some(monitor)).await?;
+        store.ensure_indexes().await?;
+        Ok(store)
+    }
+
+    async fn open_with(
+        config: &MongoConfig,
+        monitor: Option<EventHandler<CommandEvent>>,
+    ) -> Result<Self, StoreError> {
         let mut options = ClientOptions::parse(&config.uri)
             .await
             .map_err(|e| StoreError::Backend(format!("the MongoDB URI is not usable: {e}")))?;
         options.app_name = Some("component-repository".into());
         options.server_selection_timeout = Some(config.timeout);
         options.connect_timeout = Some(config.timeout);
+        options.command_event_handler = monitor;
         let client = Client::with_options(options).map_err(map_err)?;
         let store = Self {
             metadata: client.database(&config.database),
@@ -235,13 +258,25 @@ impl MongoStore {
         kind: Kind,
         documents: &[Document],
     ) -> Result<Vec<Decoded>, StoreError> {
+        decode_with_files(&self.grid, kind, documents).await
+    }
+}
+
+/// Decodes documents and fills in, with one GridFS query, the files that the original service referenced
+/// without our record of them.
+async fn decode_with_files(
+    grid: &Grid,
+    kind: Kind,
+    documents: &[Document],
+) -> Result<Vec<Decoded>, StoreError> {
+    {
         let mut decoded = documents
             .iter()
             .map(|d| from_document(kind, d))
             .collect::<Result<Vec<_>, _>>()?;
         let legacy: Vec<ObjectId> = decoded.iter().filter_map(|d| d.legacy_file).collect();
         if !legacy.is_empty() {
-            let files = self.grid.files_by_id(&legacy).await?;
+            let files = grid.files_by_id(&legacy).await?;
             for item in &mut decoded {
                 let Some(id) = item.legacy_file else { continue };
                 let Some(file) = files
@@ -255,7 +290,9 @@ impl MongoStore {
         }
         Ok(decoded)
     }
+}
 
+impl MongoStore {
     async fn find_one(&self, key: &ComponentKey) -> Result<Option<Decoded>, StoreError> {
         let found = self
             .collection(key.kind())
@@ -291,6 +328,7 @@ impl MongoStore {
         let mut cursor = find.await.map_err(map_err)?;
         let mut documents = Vec::with_capacity(wanted);
         let mut items = Vec::with_capacity(wanted);
+        let mut matcher = filter.matcher();
         // Inexact queries return candidates: keep reading until a page of real matches is found.
         while items.len() < wanted {
             documents.clear();
@@ -302,7 +340,7 @@ impl MongoStore {
             }
             let exhausted = documents.len() < wanted;
             for decoded in self.decode_all(kind, &documents).await? {
-                if (exact || filter.matches(&decoded.component)) && items.len() < wanted {
+                if (exact || matcher.matches(&decoded.component)) && items.len() < wanted {
                     items.push(decoded.component);
                 }
             }
@@ -312,10 +350,10 @@ impl MongoStore {
         }
         let has_next = items.len() > page.limit;
         items.truncate(page.limit);
-        let total = if exact {
-            collection.count_documents(query).await.map_err(map_err)?
-        } else {
-            self.count_matches(kind, &collection, query, filter).await?
+        let total = match (page.count, exact) {
+            (false, _) => None,
+            (true, true) => Some(collection.count_documents(query).await.map_err(map_err)?),
+            (true, false) => Some(self.count_matches(kind, &collection, query, filter).await?),
         };
         Ok(Page {
             items,
@@ -334,8 +372,9 @@ impl MongoStore {
     ) -> Result<u64, StoreError> {
         let mut cursor = collection.find(query).await.map_err(map_err)?;
         let mut total = 0;
+        let mut matcher = filter.matcher();
         while let Some(document) = cursor.try_next().await.map_err(map_err)? {
-            if filter.matches(&from_document(kind, &document)?.component) {
+            if matcher.matches(&from_document(kind, &document)?.component) {
                 total += 1;
             }
         }
@@ -502,6 +541,41 @@ impl Store for MongoStore {
         page: PageRequest,
     ) -> Result<Page, StoreError> {
         self.collect_page(kind, filter, &page).await
+    }
+
+    async fn scan(&self, kind: Kind) -> Result<ComponentStream, StoreError> {
+        let cursor = self
+            .collection(kind)
+            .find(Document::new())
+            .sort(sort_order(kind))
+            .await
+            .map_err(map_err)?;
+        let grid = self.grid.clone();
+        // One cursor, decoded a batch at a time (files written by the original are looked up per batch).
+        let batches = futures_util::stream::try_unfold(
+            (cursor, grid),
+            move |(mut cursor, grid)| async move {
+                let mut documents = Vec::with_capacity(SCAN_BATCH);
+                while documents.len() < SCAN_BATCH {
+                    match cursor.try_next().await.map_err(map_err)? {
+                        Some(document) => documents.push(document),
+                        None => break,
+                    }
+                }
+                if documents.is_empty() {
+                    return Ok::<_, StoreError>(None);
+                }
+                let decoded = decode_with_files(&grid, kind, &documents).await?;
+                Ok(Some((decoded, (cursor, grid))))
+            },
+        );
+        Ok(Box::pin(
+            batches
+                .map_ok(|decoded| {
+                    futures_util::stream::iter(decoded.into_iter().map(|d| Ok(d.component)))
+                })
+                .try_flatten(),
+        ))
     }
 
     async fn update(

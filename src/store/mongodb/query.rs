@@ -1,10 +1,10 @@
 //! Listing filters as MongoDB queries.
 //!
 //! The database narrows a listing by everything a query can express exactly: text search, names, libraries, GPU,
-//! RAM and storage bounds, which libraries and models are needed. Two things are not expressible as a query: PEP 440
-//! version ranges and a device's full match in `runnableOn`. For those the query is a superset of the answer and
-//! the store applies the domain's own filter to each candidate as it streams past; [`Pushdown::exact`] says which
-//! case applies.
+//! RAM and storage bounds, which libraries and models are needed, and for `runnableOn` that every needed library
+//! and model is one the device has. PEP 440 version comparisons are not expressible as a query: for those the
+//! query is a superset of the answer and the store applies the domain's own filter to each candidate as it streams
+//! past; [`Pushdown::exact`] says which case applies.
 
 use mongodb::bson::{Bson, Document, doc};
 
@@ -99,10 +99,28 @@ fn needs_clauses(needs: &NeedsFilter, clauses: &mut Vec<Document>) -> bool {
         if let Some(storage) = device.storage {
             clauses.push(at_most("needs.storage", storage));
         }
-        // Whether the device's libraries and models cover the needed ones is checked per candidate.
+        // Every library and model the component needs is one the device has, by name; versions are compared per
+        // candidate.
+        let libraries: Vec<&String> = device.libraries.keys().collect();
+        clauses.push(names_within("$needs.preinstalled_libraries", libraries));
+        let models: Vec<&String> = device.models.iter().map(|(name, _)| name).collect();
+        clauses.push(names_within("$needs.available_models", models));
         exact = false;
     }
     exact
+}
+
+/// The keys of the map at `path` (absent or null: none) are all among `names`. Map keys are data, not field paths,
+/// so this takes an expression; documents the original service wrote have the same maps. `$objectToArray` and
+/// `$map` give null for an absent or null map, which `$ifNull` turns into no keys.
+fn names_within(path: &str, names: Vec<&String>) -> Document {
+    doc! { "$expr": { "$setIsSubset": [
+        { "$ifNull": [
+            { "$map": { "input": { "$objectToArray": path }, "as": "entry", "in": "$$entry.k" } },
+            [],
+        ] },
+        names,
+    ] } }
 }
 
 /// The query for `filter` on `kind`, and whether it is exact.
@@ -204,6 +222,28 @@ mod tests {
             ..ComponentFilter::default()
         };
         assert!(!pushdown(Kind::Service, &device).exact);
+    }
+
+    #[test]
+    fn devices_exclude_components_needing_what_they_lack_in_the_query() {
+        let device = Device {
+            libraries: [("tensorflow".to_string(), "2.13.1".to_string())].into(),
+            models: vec![("yolo".into(), "v8".into())],
+            ..Device::default()
+        };
+        let filter = ComponentFilter {
+            needs: NeedsFilter {
+                runnable_on: Some(device),
+                ..NeedsFilter::default()
+            },
+            ..ComponentFilter::default()
+        };
+        let Pushdown { query, exact } = pushdown(Kind::Service, &filter);
+        assert!(!exact, "versions are still compared per candidate");
+        let text = query.to_string();
+        assert!(text.contains("$setIsSubset"), "{text}");
+        assert!(text.contains(r#"["tensorflow"]"#), "{text}");
+        assert!(text.contains(r#"["yolo"]"#), "{text}");
     }
 
     #[test]
