@@ -15,7 +15,16 @@ pub async fn health_and_readiness_answer(start: Starter) {
         alive.json::<serde_json::Value>().await.unwrap()["status"],
         "ok"
     );
-    let ready = app.get("/readyz").await;
+    // The embedded store loads its catalogue in the background (503 until then): on a busy machine that takes a
+    // moment even for an empty store.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let ready = loop {
+        let ready = app.get("/readyz").await;
+        if ready.status() != 503 || std::time::Instant::now() > deadline {
+            break ready;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
     assert_eq!(ready.status(), 200, "the store answers");
     let body: serde_json::Value = ready.json().await.unwrap();
     assert_eq!(body["status"], "ready");
