@@ -170,14 +170,23 @@ async fn pending_webhook_deliveries_survive_a_restart() {
     create_webhook(&app, &receiver.url, "restart-secret", json!(null)).await;
     create_service(&app, "waiting").await;
     receiver.wait_for(1, Duration::from_secs(10)).await;
-    let pending = app
-        .ok(
-            "{ webhooks { deliveries { status attempts lastStatus } } }",
-            json!({}),
-        )
-        .await;
-    assert_eq!(pending["webhooks"][0]["deliveries"][0]["status"], "PENDING");
-    assert_eq!(pending["webhooks"][0]["deliveries"][0]["lastStatus"], 500);
+    // The failed attempt is recorded just after the receiver answered.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let pending = app
+            .ok(
+                "{ webhooks { deliveries { status attempts lastStatus } } }",
+                json!({}),
+            )
+            .await;
+        let delivery = &pending["webhooks"][0]["deliveries"][0];
+        if delivery["lastStatus"] == 500 {
+            assert_eq!(delivery["status"], "PENDING");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{pending:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let dir = app.stop_keeping_data().await;
     let failed_attempts = receiver.received().len();
     receiver.recover();

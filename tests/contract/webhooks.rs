@@ -174,12 +174,22 @@ pub async fn webhooks_deliver_signed_events_in_order_with_retries(start: Starter
         "the model is not for this webhook"
     );
 
-    let listed = app
-        .ok(
-            "{ webhooks { id url kinds cursor deliveries { id type status attempts lastStatus lastError deliveredAt } } }",
-            json!({}),
-        )
-        .await;
+    // Each delivery is recorded just after its receiver answered.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let listed = loop {
+        let listed = app
+            .ok(
+                "{ webhooks { id url kinds cursor deliveries { id type status attempts lastStatus lastError deliveredAt } } }",
+                json!({}),
+            )
+            .await;
+        let deliveries = &listed["webhooks"][0]["deliveries"];
+        if deliveries[0]["status"] == "DELIVERED" && deliveries[1]["status"] == "DELIVERED" {
+            break listed;
+        }
+        assert!(Instant::now() < deadline, "{listed:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let webhook = &listed["webhooks"][0];
     assert_eq!(webhook["id"], id.as_str());
     assert_eq!(webhook["kinds"], json!(["SERVICE"]));
