@@ -250,3 +250,77 @@ async fn concurrent_upload_download_and_delete_stay_consistent() {
         assert!(known.contains(data["service"]["file"]["sha256"].as_str().unwrap()));
     }
 }
+
+/// 200 downloads whose clients read nothing, while ordinary clients query, create, upload and download: every
+/// ordinary request succeeds. The runtime's blocking pool is kept far smaller than the stalled downloads, so a
+/// design that parks a thread per download would starve the store here.
+#[test]
+fn stalled_downloads_leave_the_server_to_everyone_else() {
+    component_repository::server::raise_fd_limit();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(64)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let app = common::embedded(Options::default()).await;
+        let large = bytes(16 << 20, 7);
+        let small = bytes(10_000, 8);
+        for (id, data) in [("large", &large), ("small", &small)] {
+            app.ok(
+                &format!("mutation {{ createService(input: {{id: \"{id}\"}}) {{ id }} }}"),
+                json!({}),
+            )
+            .await;
+            let response = app
+                .upload(
+                    &format!("mutation($file: Upload!) {{ uploadServiceFile(id: \"{id}\", file: $file) {{ id }} }}"),
+                    json!({}),
+                    data.clone(),
+                    "f.zip",
+                )
+                .await;
+            assert_eq!(response.status(), 200);
+            assert!(response.json::<Value>().await.unwrap()["errors"].is_null());
+        }
+
+        let mut stalled = Vec::new();
+        for _ in 0..200 {
+            let download = common::slow::SlowDownload::start(app.addr, "/service/large", &[]).await;
+            assert_eq!(download.status, 200);
+            stalled.push(download);
+        }
+
+        for round in 0..5 {
+            let id = format!("new-{round}");
+            app.ok(
+                &format!("mutation {{ createService(input: {{id: \"{id}\"}}) {{ id }} }}"),
+                json!({}),
+            )
+            .await;
+            let response = app
+                .upload(
+                    &format!("mutation($file: Upload!) {{ uploadServiceFile(id: \"{id}\", file: $file) {{ file {{ sha256 }} }} }}"),
+                    json!({}),
+                    small.clone(),
+                    "f.zip",
+                )
+                .await;
+            assert_eq!(response.status(), 200);
+            let body: Value = response.json().await.unwrap();
+            assert_eq!(body["data"]["uploadServiceFile"]["file"]["sha256"], sha256_hex(&small));
+            let data = app.ok("{ services { totalCount } }", json!({})).await;
+            assert_eq!(data["services"]["totalCount"], 3 + round);
+            let response = app.get("/service/small").await;
+            assert_eq!(response.status(), 200);
+            assert_eq!(sha256_hex(&response.bytes().await.unwrap()), sha256_hex(&small));
+            assert_eq!(app.get("/readyz").await.status(), 200);
+        }
+
+        // The stalled clients are served in full once they read.
+        for download in stalled.drain(..3) {
+            assert_eq!(sha256_hex(&download.finish().await), sha256_hex(&large));
+        }
+    });
+}

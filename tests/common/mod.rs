@@ -4,6 +4,7 @@
 pub mod archive;
 pub mod mongo;
 pub mod process;
+pub mod slow;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -106,13 +107,15 @@ impl TestApp {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let mut serve_options = server::ServeOptions::from_args(&args);
+        serve_options.grace = Duration::from_secs(1);
         let server = tokio::spawn(server::serve(
             listener,
             app,
             async {
                 let _ = rx.await;
             },
-            Duration::from_secs(1),
+            serve_options,
         ));
         TestApp {
             addr,

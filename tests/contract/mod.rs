@@ -38,6 +38,7 @@ macro_rules! contract_suite {
             uploads_and_downloads_files,
             serves_conditional_and_range_requests,
             serves_ranges_across_chunk_boundaries,
+            downloads_in_progress_survive_replace_and_delete,
             missing_files_are_clean_404s,
             oversize_uploads_are_refused_and_keep_the_previous_file,
             uploads_to_missing_components_are_not_found,

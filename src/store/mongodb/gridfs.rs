@@ -22,6 +22,8 @@ use crate::store::{
     ByteStream, GcReport, RemoteBlob, StagedBlob, StagedLocation, StoreError, UploadStream,
 };
 
+/// When a file stopped being any component's file (a field of its files document).
+const SUPERSEDED_AT: &str = "supersededAt";
 /// The file name of an upload until a component refers to it.
 pub const STAGING_FILENAME: &str = "staging";
 /// Chunks fetched per query of a download: with GridFS's default 255 KiB chunks, about 2 MiB at a time.
@@ -190,6 +192,22 @@ impl Grid {
         Ok(())
     }
 
+    /// Marks a file that no component refers to any more (replaced or deleted) with the time it happened. It stays
+    /// readable, so downloads that began before are never cut, and `gc` removes it once it has been superseded for
+    /// longer than the grace period.
+    pub async fn supersede(&self, id: ObjectId) {
+        let marked = self
+            .files
+            .update_one(
+                doc! { "_id": id },
+                doc! { "$set": { SUPERSEDED_AT: BsonDateTime::now() } },
+            )
+            .await;
+        if let Err(e) = marked {
+            tracing::warn!(error = %e, %id, "could not mark a replaced GridFS file; gc may collect it early");
+        }
+    }
+
     /// Deletes a file and its chunks; a file that is already gone is fine.
     pub async fn delete(&self, id: ObjectId) {
         if let Err(e) = self.delete_now(id).await {
@@ -298,7 +316,8 @@ impl Grid {
     }
 
     /// Removes GridFS files (and stray chunks) that no component refers to and that are older than `grace`, so
-    /// that uploads still in flight or just staged are never collected.
+    /// that uploads still in flight or just staged are never collected; a replaced or deleted file goes once it
+    /// has been superseded for longer than `grace`, so that downloads begun before are never cut.
     pub async fn collect_garbage(
         &self,
         metadata: &Database,
@@ -311,7 +330,13 @@ impl Grid {
         // referenced.
         let candidates: Vec<ObjectId> = self
             .files
-            .find(doc! { "uploadDate": { "$lt": cutoff } })
+            .find(doc! {
+                "uploadDate": { "$lt": cutoff },
+                "$or": [
+                    { SUPERSEDED_AT: { "$exists": false } },
+                    { SUPERSEDED_AT: { "$lt": cutoff } },
+                ],
+            })
             .projection(doc! { "_id": 1 })
             .await
             .map_err(map_err)?
