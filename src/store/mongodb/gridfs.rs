@@ -330,17 +330,16 @@ impl Grid {
         // referenced.
         let candidates: Vec<ObjectId> = self
             .files
-            .find(doc! {
-                "uploadDate": { "$lt": cutoff },
-                "$or": [
-                    { SUPERSEDED_AT: { "$exists": false } },
-                    { SUPERSEDED_AT: { "$lt": cutoff } },
-                ],
-            })
-            .projection(doc! { "_id": 1 })
+            .find(doc! { "uploadDate": { "$lt": cutoff } })
+            .projection(doc! { "_id": 1, SUPERSEDED_AT: 1 })
             .await
             .map_err(map_err)?
-            .try_filter_map(|d| std::future::ready(Ok(d.get_object_id("_id").ok())))
+            .try_filter_map(|d| {
+                let superseded_recently =
+                    d.get_datetime(SUPERSEDED_AT).is_ok_and(|at| *at >= cutoff);
+                let id = d.get_object_id("_id").ok();
+                std::future::ready(Ok(id.filter(|_| !superseded_recently)))
+            })
             .try_collect()
             .await
             .map_err(map_err)?;
