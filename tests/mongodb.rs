@@ -17,6 +17,7 @@ fn start(options: Options) -> Pin<Box<dyn Future<Output = TestApp> + Send>> {
         let (store, config) = mongo::store(target).await;
         let mut app =
             TestApp::start(Arc::new(store), tempfile::tempdir().unwrap(), None, options).await;
+        app.probe = Some(Arc::new(mongo::MongoProbe::new(&config).await));
         app.guard = Some(Box::new(DropDatabases(config)));
         app
     })

@@ -181,3 +181,46 @@ pub async fn store(target: &Target) -> (MongoStore, MongoConfig) {
         .expect("connecting to MongoDB");
     (store, config)
 }
+
+/// A GridFS bucket as tests see it: live files are those neither staged nor superseded (left for gc).
+pub struct MongoProbe {
+    files: mongodb::Collection<mongodb::bson::Document>,
+}
+
+impl MongoProbe {
+    pub async fn new(config: &MongoConfig) -> MongoProbe {
+        let client = mongodb::Client::with_uri_str(&config.uri).await.unwrap();
+        let files = client
+            .database(&config.grid_database)
+            .collection(&format!("{}.files", config.bucket));
+        MongoProbe { files }
+    }
+
+    /// Files documents matching `keep` (read whole: nx-27017 cannot count collections whose names hold a dot).
+    async fn count(&self, keep: fn(&mongodb::bson::Document) -> bool) -> usize {
+        use futures_util::TryStreamExt;
+        let all: Vec<mongodb::bson::Document> = self
+            .files
+            .find(mongodb::bson::doc! {})
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        all.iter().filter(|d| keep(d)).count()
+    }
+}
+
+fn is_staged(file: &mongodb::bson::Document) -> bool {
+    file.get_str("filename") == Ok("staging")
+}
+
+impl super::StorageProbe for MongoProbe {
+    fn live_files(&self) -> futures_util::future::BoxFuture<'_, usize> {
+        Box::pin(self.count(|d| !is_staged(d) && !d.contains_key("supersededAt")))
+    }
+
+    fn staged_uploads(&self) -> futures_util::future::BoxFuture<'_, usize> {
+        Box::pin(self.count(is_staged))
+    }
+}

@@ -2,11 +2,13 @@
 //! `contract_suite!(starter)`, where `starter` starts a server on that backend.
 
 mod crud;
+mod faults;
 mod files;
 mod listing;
 mod rest;
 
 pub use crud::*;
+pub use faults::*;
 pub use files::*;
 pub use listing::*;
 pub use rest::*;
@@ -39,6 +41,8 @@ macro_rules! contract_suite {
             serves_conditional_and_range_requests,
             serves_ranges_across_chunk_boundaries,
             downloads_in_progress_survive_replace_and_delete,
+            a_client_that_disconnects_mid_upload_leaves_nothing,
+            concurrent_upload_download_and_delete_stay_consistent,
             missing_files_are_clean_404s,
             oversize_uploads_are_refused_and_keep_the_previous_file,
             uploads_to_missing_components_are_not_found,
