@@ -5,10 +5,6 @@
 
 mod common;
 
-use std::io::Write;
-use std::path::Path;
-use std::time::Duration;
-
 use common::{Options, TestApp, bytes, sha256_hex};
 use serde_json::{Value, json};
 

@@ -481,7 +481,8 @@ async fn replaced_and_deleted_files_go_after_the_grace_period() {
     let download = app.get("/service/svc").await.bytes().await.unwrap();
     assert_eq!(download.as_ref(), second.as_slice());
 
-    // An old upload replaced just now is young as far as gc is concerned.
+    // An old upload replaced just now is young as far as gc is concerned. (nx-27017 ignores the change of
+    // `uploadDate`, so there the file is young anyway; MongoDB shows the difference.)
     let two_days_ago = DateTime::from_millis(DateTime::now().timestamp_millis() - 48 * 3600 * 1000);
     raw.files()
         .update_one(

@@ -9,7 +9,8 @@ use serde_json::json;
 use super::Starter;
 use crate::common::{Options, StorageProbe, TestApp, bytes, sha256_hex};
 
-const UPLOAD: &str = "mutation($file: Upload!) { uploadServiceFile(id: \"svc\", file: $file) { id } }";
+const UPLOAD: &str =
+    "mutation($file: Upload!) { uploadServiceFile(id: \"svc\", file: $file) { id } }";
 
 fn probe(app: &TestApp) -> &dyn StorageProbe {
     app.probe
@@ -118,10 +119,7 @@ pub async fn concurrent_upload_download_and_delete_stay_consistent(start: Starte
                     1 => {
                         let response = app.get("/service/svc").await;
                         let status = response.status().as_u16();
-                        assert!(
-                            status == 200 || status == 404,
-                            "download answered {status}"
-                        );
+                        assert!(status == 200 || status == 404, "download answered {status}");
                         if status == 200 {
                             let body = response.bytes().await.unwrap();
                             assert!(

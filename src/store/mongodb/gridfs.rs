@@ -22,8 +22,10 @@ use crate::store::{
     ByteStream, GcReport, RemoteBlob, StagedBlob, StagedLocation, StoreError, UploadStream,
 };
 
-/// When a file stopped being any component's file (a field of its files document).
-const SUPERSEDED_AT: &str = "supersededAt";
+/// Suffix of the collection (beside the bucket's) that records when a file stopped being any component's file.
+/// A collection of our own rather than a field of the files document: GridFS readers (the original service's
+/// among them) see the bucket exactly as GridFS defines it.
+pub const SUPERSEDED_SUFFIX: &str = "_superseded";
 /// The file name of an upload until a component refers to it.
 pub const STAGING_FILENAME: &str = "staging";
 /// Chunks fetched per query of a download: with GridFS's default 255 KiB chunks, about 2 MiB at a time.
@@ -44,6 +46,8 @@ const CHUNKS_PER_INSERT: usize = 4;
 pub struct Grid {
     pub files: Collection<Document>,
     pub chunks: Collection<Document>,
+    /// `{_id: <file id>, at: <date>}` for each file replaced or deleted and not yet collected.
+    pub superseded: Collection<Document>,
 }
 
 impl Grid {
@@ -51,6 +55,7 @@ impl Grid {
         Self {
             files: database.collection(&format!("{bucket_name}.files")),
             chunks: database.collection(&format!("{bucket_name}.chunks")),
+            superseded: database.collection(&format!("{bucket_name}{SUPERSEDED_SUFFIX}")),
         }
     }
 
@@ -192,41 +197,44 @@ impl Grid {
         Ok(())
     }
 
-    /// Marks a file that no component refers to any more (replaced or deleted) with the time it happened. It stays
+    /// Records that no component refers to a file any more (it was replaced or deleted), and when. The file stays
     /// readable, so downloads that began before are never cut, and `gc` removes it once it has been superseded for
     /// longer than the grace period.
     pub async fn supersede(&self, id: ObjectId) {
-        let marked = self
-            .files
-            .update_one(
-                doc! { "_id": id },
-                doc! { "$set": { SUPERSEDED_AT: BsonDateTime::now() } },
-            )
+        let recorded = self
+            .superseded
+            .insert_one(doc! { "_id": id, "at": BsonDateTime::now() })
             .await;
-        if let Err(e) = marked {
-            tracing::warn!(error = %e, %id, "could not mark a replaced GridFS file; gc may collect it early");
+        if let Err(e) = recorded {
+            tracing::warn!(error = %e, %id, "could not record a replaced GridFS file; gc may collect it early");
         }
     }
 
     /// Deletes a file and its chunks; a file that is already gone is fine.
     pub async fn delete(&self, id: ObjectId) {
-        if let Err(e) = self.delete_now(id).await {
+        if let Err(e) = self.delete_now(id).await.map(drop) {
             tracing::warn!(error = %e, %id, "could not delete a GridFS file; gc will collect it");
         }
     }
 
-    async fn delete_now(&self, id: ObjectId) -> Result<(), StoreError> {
+    /// Deletes a file, its chunks and any record of it; says whether there was a file.
+    async fn delete_now(&self, id: ObjectId) -> Result<bool, StoreError> {
         // Chunks first: a crash in between leaves a files document without chunks rather than chunks that no
         // files document accounts for, and gc removes either.
         self.chunks
             .delete_many(doc! { "files_id": id })
             .await
             .map_err(map_err)?;
-        self.files
+        let deleted = self
+            .files
             .delete_one(doc! { "_id": id })
             .await
             .map_err(map_err)?;
-        Ok(())
+        self.superseded
+            .delete_one(doc! { "_id": id })
+            .await
+            .map_err(map_err)?;
+        Ok(deleted.deleted_count > 0)
     }
 
     /// The files document of `id`, if there is one.
@@ -328,26 +336,39 @@ impl Grid {
         );
         // Read the cut-off files first and the references second: a file attached in between is then seen as
         // referenced.
-        let candidates: Vec<ObjectId> = self
+        // Unreferenced files go once uploaded before the cut-off, unless they stopped being a component's file
+        // after it; replaced and deleted files go once superseded before it, however recent their upload.
+        let mut superseded_recently = HashSet::new();
+        let mut candidates = HashSet::new();
+        let mut records = self.superseded.find(doc! {}).await.map_err(map_err)?;
+        while let Some(record) = records.try_next().await.map_err(map_err)? {
+            let (Ok(id), Ok(at)) = (record.get_object_id("_id"), record.get_datetime("at")) else {
+                continue;
+            };
+            if *at < cutoff {
+                candidates.insert(id);
+            } else {
+                superseded_recently.insert(id);
+            }
+        }
+        let mut old_uploads = self
             .files
             .find(doc! { "uploadDate": { "$lt": cutoff } })
-            .projection(doc! { "_id": 1, SUPERSEDED_AT: 1 })
-            .await
-            .map_err(map_err)?
-            .try_filter_map(|d| {
-                let superseded_recently =
-                    d.get_datetime(SUPERSEDED_AT).is_ok_and(|at| *at >= cutoff);
-                let id = d.get_object_id("_id").ok();
-                std::future::ready(Ok(id.filter(|_| !superseded_recently)))
-            })
-            .try_collect()
+            .projection(doc! { "_id": 1 })
             .await
             .map_err(map_err)?;
+        while let Some(file) = old_uploads.try_next().await.map_err(map_err)? {
+            if let Ok(id) = file.get_object_id("_id") {
+                candidates.insert(id);
+            }
+        }
         let referenced = referenced_files(metadata).await?;
         let mut report = GcReport::default();
         for id in candidates {
-            if !referenced.contains(&id) {
-                self.delete_now(id).await?;
+            if !referenced.contains(&id)
+                && !superseded_recently.contains(&id)
+                && self.delete_now(id).await?
+            {
                 report.files += 1;
             }
         }
