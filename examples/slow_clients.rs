@@ -34,6 +34,14 @@ const MIB: f64 = 1024.0 * 1024.0;
 /// How fast a slow reader takes bytes.
 const SLOW_RATE: f64 = 256.0 * 1024.0;
 
+/// A client whose requests fail instead of hanging: a stuck server shows as errors, and the run still ends.
+fn client_with_timeout(timeout: Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .build()
+        .expect("a client")
+}
+
 fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
 }
@@ -237,7 +245,7 @@ async fn stalled_downloads(
         let base = base.clone();
         let small_sha = small_sha.clone();
         tasks.push(tokio::spawn(async move {
-            let client = reqwest::Client::new();
+            let client = client_with_timeout(Duration::from_secs(10));
             let mut latencies = Vec::new();
             let mut errors = Vec::new();
             let mut round = 0u64;
@@ -271,7 +279,7 @@ async fn stalled_downloads(
                     .await,
                 };
                 match outcome {
-                    Ok(()) => latencies.push(started.elapsed()),
+                    Ok(()) => latencies.push((round % 3, started.elapsed())),
                     Err(e) => errors.push(e.to_string()),
                 }
             }
@@ -285,6 +293,19 @@ async fn stalled_downloads(
         latencies.extend(l);
         errors.extend(e);
     }
+    let by_kind: Vec<(&str, Vec<Duration>)> = [(0, "query"), (1, "create"), (2, "small download")]
+        .into_iter()
+        .map(|(kind, name)| {
+            let mut of_kind: Vec<Duration> = latencies
+                .iter()
+                .filter(|(k, _)| *k == kind)
+                .map(|(_, d)| *d)
+                .collect();
+            of_kind.sort();
+            (name, of_kind)
+        })
+        .collect();
+    let mut latencies: Vec<Duration> = latencies.into_iter().map(|(_, d)| d).collect();
     latencies.sort();
     println!(
         "ordinary clients: {clients} for {seconds} s, {} requests ({:.0}/s), p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, errors {}",
@@ -295,6 +316,14 @@ async fn stalled_downloads(
         ms(latencies.last().copied().unwrap_or_default()),
         errors.len()
     );
+    for (name, of_kind) in &by_kind {
+        println!(
+            "  {name:<15} {:>6} requests, p50 {:.1} ms, p99 {:.1} ms",
+            of_kind.len(),
+            ms(percentile(of_kind, 0.50)),
+            ms(percentile(of_kind, 0.99))
+        );
+    }
     println!(
         "server during the run: {} threads, peak RSS {:.0} MiB",
         threads_of(pid).unwrap_or(0),
@@ -345,7 +374,7 @@ async fn slow_readers(readers: usize, seconds: u64, flags: &[&str]) -> anyhow::R
         let base = base.clone();
         let versions = versions.clone();
         tokio::spawn(async move {
-            let client = reqwest::Client::new();
+            let client = client_with_timeout(Duration::from_secs(60));
             let mut replaced = 0u64;
             let mut errors = Vec::new();
             while Instant::now() < deadline {
@@ -365,7 +394,8 @@ async fn slow_readers(readers: usize, seconds: u64, flags: &[&str]) -> anyhow::R
         let base = base.clone();
         let known = known.clone();
         tasks.push(tokio::spawn(async move {
-            let client = reqwest::Client::new();
+            // Long enough for the largest version at 256 KiB/s, with room to spare.
+            let client = client_with_timeout(Duration::from_secs(120));
             let (mut completed, mut bytes_read) = (0u64, 0u64);
             let mut errors = Vec::new();
             let mut round = n;

@@ -22,6 +22,8 @@ use super::send_idle::SendIdleTimeout;
 /// Connections over the limit that are answered (with a 503, or `/healthz`) at once; beyond these, the excess is
 /// closed without a word, so that refusing costs a bounded number of sockets too.
 const OVERFLOW_ANSWERS: usize = 64;
+/// Largest read or write buffer of a connection.
+const CONNECTION_BUFFER: usize = 64 * 1024;
 /// How long a connection over the limit gets to send its request before it is closed.
 const OVERFLOW_HEADER_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -47,6 +49,9 @@ pub async fn accept_loop(
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
+        // At most one chunk of a response waits in a connection's buffer when its client is slow (the default lets
+        // several pile up), and request heads stay well under this.
+        .max_buf_size(CONNECTION_BUFFER)
         .header_read_timeout(limits.header_read_timeout);
     let builder = Arc::new(builder);
     let mut overflow_builder = http1::Builder::new();

@@ -230,7 +230,8 @@ fn write_component(txn: &WriteTransaction, component: &Component) -> Result<(), 
 }
 
 /// Streams `range` of `file`: each chunk is one short job on tokio's blocking pool (a positional read) that holds
-/// one of `readers`' permits while it runs, and no thread waits on the client. A download whose client stalls
+/// one of `readers`' permits while it runs, and no thread waits on the client. Each read is a task of its own, so it
+/// runs to its end (and gives its permit back) even when the client has stopped taking bytes: a stalled download
 /// holds at most `READ_AHEAD` chunks in memory, plus the one the connection is sending, and nothing else.
 fn read_chunks(file: std::fs::File, range: Range<u64>, readers: Arc<Semaphore>) -> ByteStream {
     let file = Arc::new(file);
@@ -239,7 +240,7 @@ fn read_chunks(file: std::fs::File, range: Range<u64>, readers: Arc<Semaphore>) 
         let file = Arc::clone(&file);
         let readers = Arc::clone(&readers);
         let len = (end - offset).min(READ_CHUNK as u64) as usize;
-        async move {
+        let read = tokio::spawn(async move {
             let permit = readers
                 .acquire_owned()
                 .await
@@ -252,7 +253,8 @@ fn read_chunks(file: std::fs::File, range: Range<u64>, readers: Arc<Semaphore>) 
             })
             .await
             .map_err(std::io::Error::other)?
-        }
+        });
+        async move { read.await.map_err(std::io::Error::other)? }
     });
     Box::pin(chunks.buffered(READ_AHEAD))
 }
@@ -488,9 +490,17 @@ impl Store for EmbeddedStore {
             .blobs
             .path_of(&file.blob_id)
             .ok_or_else(|| StoreError::BlobMissing(key.clone()))?;
-        let opened = tokio::task::spawn_blocking(move || std::fs::File::open(&path))
+        // Opening is a blocking job like the reads, under the same limit: a burst of downloads never takes the pool.
+        let permit = Arc::clone(&self.readers)
+            .acquire_owned()
             .await
             .map_err(|e| StoreError::Backend(e.to_string()))?;
+        let opened = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            std::fs::File::open(&path)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(e.to_string()))?;
         let blob = match opened {
             Ok(blob) => blob,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
