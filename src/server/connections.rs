@@ -196,7 +196,7 @@ pub fn fd_limit() -> u64 {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
         return 1024;
     }
-    limit.rlim_cur as u64
+    limit.rlim_cur
 }
 
 /// Raises the soft file-descriptor limit to the hard one, as most servers do, and returns the limit in force.
@@ -221,5 +221,5 @@ pub fn raise_fd_limit() -> u64 {
             }
         }
     }
-    limit.rlim_cur as u64
+    limit.rlim_cur
 }
