@@ -619,7 +619,7 @@ impl Store for MongoStore {
             .await?;
         let component = removed?.map(|d| d.component);
         if let Some(file) = component.as_ref().and_then(|c| c.file.as_ref()) {
-            self.grid.delete(blob_object_id(file)?).await;
+            self.grid.supersede(blob_object_id(file)?).await;
         }
         Ok(component)
     }
@@ -708,7 +708,7 @@ impl Store for MongoStore {
         if let Some(old) = &component.file
             && old.blob_id != file.blob_id
         {
-            self.grid.delete(blob_object_id(old)?).await;
+            self.grid.supersede(blob_object_id(old)?).await;
         }
         Ok(Component {
             file: Some(file),
