@@ -90,7 +90,9 @@ pub async fn accept_loop(
                 let stop_tx = stop_tx.clone();
                 let done_rx = done_rx.clone();
                 tokio::spawn(async move {
-                    let mut connection = pin!(builder.serve_connection(io, service));
+                    // Upgrades: GraphQL subscriptions over WebSocket.
+                    let mut connection =
+                        pin!(builder.serve_connection(io, service).with_upgrades());
                     let mut stopping = pin!(stop_tx.closed());
                     let mut asked_to_stop = false;
                     loop {
