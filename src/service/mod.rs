@@ -254,6 +254,25 @@ impl RepositoryService {
             .ok_or_else(|| ServiceError::NotFound(format!("{key} has no file yet")))
     }
 
+    /// The stored bytes with this sha256, for a download by digest.
+    pub async fn blob(&self, sha256: &str) -> Result<StoredFile, ServiceError> {
+        self.store
+            .blob(sha256)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(format!("no stored file has the sha256 {sha256}")))
+    }
+
+    pub async fn read_blob(
+        &self,
+        file: &StoredFile,
+        range: Range<u64>,
+    ) -> Result<ByteStream, ServiceError> {
+        self.store
+            .read_blob(file, range)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(format!("sha256 {} is no longer stored", file.sha256)))
+    }
+
     pub async fn read(
         &self,
         key: &ComponentKey,

@@ -165,5 +165,29 @@ pub trait Store: Send + Sync + 'static {
         key: &ComponentKey,
         file: &StoredFile,
         range: Range<u64>,
-    ) -> Result<ByteStream, StoreError>;
+    ) -> Result<ByteStream, StoreError> {
+        self.read_blob(file, range)
+            .await?
+            .ok_or_else(|| StoreError::BlobMissing(key.clone()))
+    }
+
+    /// Streams `range` of stored bytes; `None` when they are no longer stored.
+    async fn read_blob(
+        &self,
+        file: &StoredFile,
+        range: Range<u64>,
+    ) -> Result<Option<ByteStream>, StoreError>;
+
+    /// The stored file whose bytes have this sha256 (lower-case hex), whichever component or variant holds it.
+    /// Its content type and name are generic: the digest names bytes, not a component.
+    async fn blob(&self, sha256: &str) -> Result<Option<StoredFile>, StoreError>;
+}
+
+/// The record of bytes served by digest: a generic type and name, since many components may share them.
+pub fn digest_file(file: StoredFile) -> StoredFile {
+    StoredFile {
+        filename: format!("sha256-{}", file.sha256),
+        content_type: "application/octet-stream".into(),
+        ..file
+    }
 }

@@ -1,12 +1,14 @@
 //! The contract every storage backend passes, driven over HTTP. A backend's test file instantiates it with
 //! `contract_suite!(starter)`, where `starter` starts a server on that backend.
 
+mod addressing;
 mod catalogue;
 mod crud;
 mod files;
 mod listing;
 mod rest;
 
+pub use addressing::*;
 pub use catalogue::*;
 pub use crud::*;
 pub use files::*;
@@ -62,6 +64,7 @@ macro_rules! contract_suite {
             finds_any_version_and_overlapping_ranges,
             paginates_while_the_store_changes,
             counts_match_a_brute_force_filter,
+            blobs_are_served_by_digest,
         );
     };
     (@tests $starter:path, $skip:expr; $($name:ident),* $(,)?) => {

@@ -18,7 +18,7 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 
 use super::AppState;
-use super::download::download;
+use super::download::{download, download_blob};
 use super::error::ApiError;
 use super::limits::{body_io_error, unreadable_body};
 use crate::domain::{ComponentKey, DomainError, Kind, Spec};
@@ -94,6 +94,7 @@ pub fn routes() -> Router<AppState> {
     let mut router = Router::new()
         .route("/model", post(create_model).get(|s| list(s, Kind::Model)))
         .route("/model/meta", get(model_meta))
+        .route("/blobs/sha256/{hex}", get(blob))
         .route("/model/meta/{name}/{version}", put(update_model_meta))
         .route(
             "/model/{name}/{version}",
@@ -340,6 +341,21 @@ async fn download_by_id(
         &headers,
     )
     .await
+}
+
+/// `GET /blobs/sha256/{hex}`: any stored file by its digest.
+async fn blob(
+    State(state): State<AppState>,
+    Path(hex): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let hex = hex.to_ascii_lowercase();
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ApiError::BadRequest(
+            "a sha256 digest is 64 hexadecimal digits".into(),
+        ));
+    }
+    download_blob(&state.service, &state.metrics, &hex, &headers).await
 }
 
 #[derive(Deserialize)]

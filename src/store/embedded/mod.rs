@@ -642,16 +642,14 @@ impl Store for EmbeddedStore {
         committed
     }
 
-    async fn read(
+    async fn read_blob(
         &self,
-        key: &ComponentKey,
         file: &StoredFile,
         range: Range<u64>,
-    ) -> Result<ByteStream, StoreError> {
-        let path = self
-            .blobs
-            .path_of(&file.blob_id)
-            .ok_or_else(|| StoreError::BlobMissing(key.clone()))?;
+    ) -> Result<Option<ByteStream>, StoreError> {
+        let Some(path) = self.blobs.path_of(&file.blob_id) else {
+            return Ok(None);
+        };
         let opened = tokio::task::spawn_blocking(move || {
             let mut blob = std::fs::File::open(&path)?;
             blob.seek(SeekFrom::Start(range.start))?;
@@ -661,12 +659,44 @@ impl Store for EmbeddedStore {
         .map_err(|e| StoreError::Backend(e.to_string()))?;
         let blob = match opened {
             Ok(blob) => blob,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(StoreError::BlobMissing(key.clone()));
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e.into()),
         };
         // An open file stays readable even if a concurrent delete unlinks it, so a download never breaks off.
-        Ok(read_ahead(blob, range.end - range.start))
+        Ok(Some(read_ahead(blob, range.end - range.start)))
+    }
+
+    async fn blob(&self, sha256: &str) -> Result<Option<StoredFile>, StoreError> {
+        let Some(path) = self.blobs.path_of(sha256) else {
+            return Ok(None);
+        };
+        let digest = sha256.to_string();
+        self.blocking(move |db| {
+            // Only referenced blobs are served: one being reclaimed, or placed by an upload that has not
+            // committed, is not there yet for clients.
+            let txn = db.begin_read().or_backend()?;
+            let refs = txn.open_table(BLOB_REFS).or_backend()?;
+            if refs.get(digest.as_str()).or_backend()?.is_none() {
+                return Ok(None);
+            }
+            let stat = match std::fs::metadata(&path) {
+                Ok(stat) => stat,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(e.into()),
+            };
+            let modified = stat
+                .modified()
+                .map(chrono::DateTime::<chrono::Utc>::from)
+                .unwrap_or_default();
+            Ok(Some(super::digest_file(StoredFile {
+                blob_id: digest.clone(),
+                size: stat.len(),
+                sha256: digest,
+                content_type: String::new(),
+                filename: String::new(),
+                uploaded_at: modified,
+            })))
+        })
+        .await
     }
 }

@@ -232,6 +232,13 @@ impl MongoStore {
                         }
                     })?;
                 }
+                for kind in Kind::ALL {
+                    // Serves `/blobs/sha256/{hex}`; not unique, since identical bytes may be uploaded many times.
+                    let index = IndexModel::builder().keys(doc! { "file.sha256": 1 }).build();
+                    if let Err(e) = self.collection(kind).create_index(index).await {
+                        tracing::warn!(error = %e, collection = collection_name(kind), "could not create the sha256 index");
+                    }
+                }
                 self.grid.ensure_indexes().await;
                 Ok(())
             })
@@ -672,15 +679,34 @@ impl Store for MongoStore {
         self.grid.collect_garbage(&self.metadata, grace).await
     }
 
-    async fn read(
+    async fn read_blob(
         &self,
-        key: &ComponentKey,
         file: &StoredFile,
         range: Range<u64>,
-    ) -> Result<ByteStream, StoreError> {
-        self.grid
-            .read(blob_object_id(file)?, range)
-            .await?
-            .ok_or_else(|| StoreError::BlobMissing(key.clone()))
+    ) -> Result<Option<ByteStream>, StoreError> {
+        self.grid.read(blob_object_id(file)?, range).await
+    }
+
+    async fn blob(&self, sha256: &str) -> Result<Option<StoredFile>, StoreError> {
+        let valid = sha256.len() == 64 && sha256.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        if !valid {
+            return Ok(None);
+        }
+        // Only bytes a component refers to are served, never an upload that is not attached (yet or any more).
+        for kind in Kind::ALL {
+            let Some(document) = self
+                .collection(kind)
+                .find_one(doc! { "file.sha256": sha256 })
+                .await
+                .map_err(map_err)?
+            else {
+                continue;
+            };
+            let component = self.decode_all(kind, &[document]).await?.pop().map(|d| d.component);
+            if let Some(file) = component.and_then(|c| c.file).filter(|f| f.sha256 == sha256) {
+                return Ok(Some(super::digest_file(file)));
+            }
+        }
+        Ok(None)
     }
 }
