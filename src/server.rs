@@ -87,7 +87,10 @@ pub fn spawn_periodic_gc(
 
 /// The HTTP application over `store`; fails when the configured tokens cannot be read.
 pub fn app(store: Arc<dyn Store>, args: &ServeArgs) -> anyhow::Result<axum::Router> {
-    let service = Arc::new(RepositoryService::new(store, args.max_upload_size.as_u64()));
+    let service = Arc::new(
+        RepositoryService::new(store, args.max_upload_size.as_u64())
+            .with_immutable_files(args.immutable_files),
+    );
     Ok(api::router(
         service,
         ApiConfig {

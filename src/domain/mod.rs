@@ -1,11 +1,13 @@
 //! Types, validation and needs matching. No I/O: everything here is plain data and rules.
 
+mod alias;
 mod component;
 mod error;
 mod filter;
 mod key;
 pub mod version;
 
+pub use alias::{AliasMove, MAX_ALIAS_BYTES, validate_alias, validate_new_version};
 pub use component::{
     Component, InferencerSpec, MAX_ENTRIES, MAX_TEXT_BYTES, ModelSpec, Needs, ServiceSpec, Spec,
     StoredFile, TransformationSpec,

@@ -16,6 +16,9 @@ pub enum ServiceError {
     Conflict(String),
     #[error("{0}")]
     InvalidInput(String),
+    /// The file may not change (`--immutable-files` or a locked component).
+    #[error("{0}")]
+    Immutable(String),
     /// The client paused sending its request for too long.
     #[error("{0}")]
     RequestTimeout(String),
@@ -53,6 +56,8 @@ impl From<StoreError> for ServiceError {
                 ServiceError::NotFound(format!("the file of {key} is no longer stored"))
             }
             StoreError::Contended(message) => ServiceError::Conflict(message),
+            StoreError::Immutable(message) => ServiceError::Immutable(message),
+            e @ StoreError::Aliased { .. } => ServiceError::Conflict(e.to_string()),
             e @ StoreError::Unavailable(_) => ServiceError::Unavailable(e),
             e @ (StoreError::Io(_) | StoreError::Backend(_)) => ServiceError::Internal(e),
         }

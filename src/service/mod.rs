@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 pub use self::error::ServiceError;
 use crate::domain::{
-    Component, ComponentFilter, ComponentKey, Device, Kind, ModelKey, NeedsFilter, Spec, StoredFile,
+    AliasMove, Component, ComponentFilter, ComponentKey, Device, Kind, ModelKey, NeedsFilter, Spec,
+    StoredFile, validate_alias, validate_new_version,
 };
 use crate::store::{
     ByteStream, ComponentStream, FileMeta, PageRequest, SpecUpdate, StagedBlob, Store, UploadStream,
@@ -37,6 +38,7 @@ pub struct Listing {
 pub struct RepositoryService {
     store: Arc<dyn Store>,
     max_upload_bytes: u64,
+    immutable_files: bool,
 }
 
 impl RepositoryService {
@@ -44,7 +46,14 @@ impl RepositoryService {
         Self {
             store,
             max_upload_bytes,
+            immutable_files: false,
         }
+    }
+
+    /// With `true`, files cannot be replaced and components with a file cannot be deleted.
+    pub fn with_immutable_files(mut self, immutable_files: bool) -> Self {
+        self.immutable_files = immutable_files;
+        self
     }
 
     pub fn backend(&self) -> &'static str {
@@ -60,6 +69,9 @@ impl RepositoryService {
     }
 
     pub async fn create(&self, key: ComponentKey, spec: Spec) -> Result<Component, ServiceError> {
+        if let ComponentKey::Model(model) = &key {
+            validate_new_version(&model.version)?;
+        }
         let component = Component::new(key, spec, crate::domain::now())?;
         self.store.insert(component.clone()).await?;
         Ok(component)
@@ -204,7 +216,7 @@ impl RepositoryService {
 
     pub async fn delete(&self, key: &ComponentKey) -> Result<Component, ServiceError> {
         self.store
-            .delete(key)
+            .delete(key, self.immutable_files)
             .await?
             .ok_or_else(|| ServiceError::NotFound(format!("{key} not found")))
     }
@@ -242,8 +254,54 @@ impl RepositoryService {
         let meta = FileMeta {
             filename: clean_filename(filename).unwrap_or_else(|| default_filename(key)),
             content_type: clean_content_type(content_type),
+            immutable: self.immutable_files,
         };
         Ok(self.store.attach(key, staged, meta).await?)
+    }
+
+    /// Locks a component for good: its file stays as it is and the component stays once it has one.
+    pub async fn lock(&self, key: &ComponentKey) -> Result<Component, ServiceError> {
+        Ok(self.store.lock(key).await?)
+    }
+
+    /// Points `alias` of model `name` at `version`; `by` is the label of the caller's token.
+    pub async fn set_alias(
+        &self,
+        name: &str,
+        alias: &str,
+        version: &str,
+        by: &str,
+    ) -> Result<Component, ServiceError> {
+        validate_alias(alias)?;
+        let key = ComponentKey::model(name, version)?;
+        self.store.move_alias(name, alias, Some(version), by).await?;
+        self.get(&key).await
+    }
+
+    /// Removes `alias` of model `name`; [`ServiceError::NotFound`] when there is no such alias.
+    pub async fn delete_alias(&self, name: &str, alias: &str, by: &str) -> Result<(), ServiceError> {
+        validate_alias(alias)?;
+        match self.store.move_alias(name, alias, None, by).await? {
+            Some(_) => Ok(()),
+            None => Err(ServiceError::NotFound(format!("model {name} has no alias {alias}"))),
+        }
+    }
+
+    /// The version `alias` of model `name` points at.
+    pub async fn resolve_alias(&self, name: &str, alias: &str) -> Result<ComponentKey, ServiceError> {
+        validate_alias(alias)?;
+        let version = self
+            .store
+            .resolve_alias(name, alias)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(format!("model {name} has no alias {alias}")))?;
+        Ok(ComponentKey::model(name, version)?)
+    }
+
+    /// Every move of an alias, oldest first.
+    pub async fn alias_history(&self, name: &str, alias: &str) -> Result<Vec<AliasMove>, ServiceError> {
+        validate_alias(alias)?;
+        Ok(self.store.alias_history(name, alias).await?)
     }
 
     /// The component and its file, for a download.

@@ -14,7 +14,8 @@ use futures_util::Stream;
 use thiserror::Error;
 
 use crate::domain::{
-    Component, ComponentFilter, ComponentKey, DomainError, Kind, ModelKey, Spec, StoredFile,
+    AliasMove, Component, ComponentFilter, ComponentKey, DomainError, Kind, ModelKey, Spec,
+    StoredFile,
 };
 
 pub use staging::{RemoteBlob, StagedBlob, StagedLocation, adopt_file, stage_to_file};
@@ -53,6 +54,12 @@ pub enum StoreError {
     /// Concurrent writers kept changing the component: the client may retry.
     #[error("{0}")]
     Contended(String),
+    /// The component's file may not change: `--immutable-files`, or the component is locked.
+    #[error("{0}")]
+    Immutable(String),
+    /// Aliases name this model version, so it cannot be deleted.
+    #[error("{key} is named by the aliases {aliases:?}: move or delete them first")]
+    Aliased { key: ComponentKey, aliases: Vec<String> },
     #[error("storage I/O failed: {0}")]
     Io(#[from] io::Error),
     #[error("storage backend failed: {0}")]
@@ -83,6 +90,9 @@ pub struct Page {
 pub struct FileMeta {
     pub filename: String,
     pub content_type: String,
+    /// Refuse ([`StoreError::Immutable`]) to replace a file already there (`--immutable-files`); a locked
+    /// component refuses it anyway.
+    pub immutable: bool,
 }
 
 /// What a garbage collection removed.
@@ -126,8 +136,17 @@ pub trait Store: Send + Sync + 'static {
     async fn update(&self, key: &ComponentKey, update: SpecUpdate)
     -> Result<Component, StoreError>;
 
-    /// Deletes the component and its file; `None` when there was no such component.
-    async fn delete(&self, key: &ComponentKey) -> Result<Option<Component>, StoreError>;
+    /// Deletes the component and its file; `None` when there was no such component. With `immutable` (or when
+    /// the component is locked) a component with a file is kept: [`StoreError::Immutable`]. A model version that
+    /// aliases name is kept too: [`StoreError::Aliased`].
+    async fn delete(
+        &self,
+        key: &ComponentKey,
+        immutable: bool,
+    ) -> Result<Option<Component>, StoreError>;
+
+    /// Locks a component for good: its file can no longer be replaced, nor the component deleted once it has one.
+    async fn lock(&self, key: &ComponentKey) -> Result<Component, StoreError>;
 
     /// Streams an upload into a staging area, hashing it on the way. Nothing refers to it yet: dropping the staged
     /// blob discards it.
@@ -158,6 +177,24 @@ pub trait Store: Send + Sync + 'static {
         component: Component,
         staged: StagedBlob,
     ) -> Result<(), StoreError>;
+
+    /// Points `alias` of model `name` at `version` (`None` removes the alias) and appends the move to the
+    /// alias's history, atomically with respect to the versions: the target must exist, and a version an alias
+    /// names refuses deletion ([`StoreError::Aliased`]). Moving an alias to where it already points records
+    /// nothing and returns `None`. This is the one write an alias move makes, so a change feed joins it here.
+    async fn move_alias(
+        &self,
+        name: &str,
+        alias: &str,
+        version: Option<&str>,
+        by: &str,
+    ) -> Result<Option<AliasMove>, StoreError>;
+
+    /// The version `alias` of model `name` points at.
+    async fn resolve_alias(&self, name: &str, alias: &str) -> Result<Option<String>, StoreError>;
+
+    /// Every move of `alias` of model `name`, oldest first.
+    async fn alias_history(&self, name: &str, alias: &str) -> Result<Vec<AliasMove>, StoreError>;
 
     /// Streams `range` of a stored file.
     async fn read(
@@ -190,4 +227,21 @@ pub fn digest_file(file: StoredFile) -> StoredFile {
         content_type: "application/octet-stream".into(),
         ..file
     }
+}
+
+/// Why a component's file may not change, or `None` when it may: the rule a store checks inside its write.
+pub fn immutability(component: &Component, immutable: bool) -> Option<StoreError> {
+    let file = component.file.as_ref()?;
+    let why = if component.locked {
+        "is locked"
+    } else if immutable {
+        "has a file and files are immutable on this server"
+    } else {
+        return None;
+    };
+    Some(StoreError::Immutable(format!(
+        "{} {why}: its file ({}) cannot be replaced and it cannot be deleted",
+        component.key,
+        if file.sha256.is_empty() { &file.blob_id } else { &file.sha256 }
+    )))
 }

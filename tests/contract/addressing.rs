@@ -83,3 +83,227 @@ pub async fn blobs_are_served_by_digest(start: Starter) {
         404
     );
 }
+
+const SET_ALIAS: &str = "mutation($v: String!) { setModelAlias(name: \"fall-detection\", alias: \"production\", version: $v) { version aliases } }";
+
+pub async fn model_aliases_move_with_history(start: Starter) {
+    let app = start(Options::default()).await;
+    for version in ["1", "2"] {
+        create_model(&app, version).await;
+        let data = bytes(1000, version.parse().unwrap());
+        assert_eq!(upload_model(&app, version, data).await.status(), 200);
+    }
+    // A version that would read as an alias is refused at creation.
+    let code = app
+        .error_code(
+            "mutation { createModel(input: {name: \"fall-detection\", version: \"@x\", library: \"keras\"}) { name } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(code, "INVALID_INPUT");
+    // An alias needs an existing target.
+    assert_eq!(
+        app.error_code(SET_ALIAS, json!({ "v": "9" })).await,
+        "NOT_FOUND"
+    );
+
+    let set = app.ok(SET_ALIAS, json!({ "v": "1" })).await;
+    assert_eq!(
+        set["setModelAlias"],
+        json!({"version": "1", "aliases": ["production"]})
+    );
+    let by_alias = app
+        .ok(
+            "{ model(name: \"fall-detection\", alias: \"production\") { version aliases } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(by_alias["model"]["version"], "1");
+    let download = app.get("/model/fall-detection/@production").await;
+    assert_eq!(download.status(), 200);
+    assert_eq!(
+        download.bytes().await.unwrap().as_ref(),
+        bytes(1000, 1).as_slice()
+    );
+    let meta: Value = app
+        .get("/model/meta?model_name=fall-detection&model_alias=production")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(meta["model_version"], "1");
+
+    // The aliased version cannot be deleted: 409, and it stays.
+    let refused = app
+        .error_code(
+            "mutation { deleteModel(name: \"fall-detection\", version: \"1\") }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(refused, "CONFLICT");
+    let rest = app
+        .client
+        .delete(app.url("/model/fall-detection/1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rest.status(), 409);
+
+    // Moving it frees the old version and points downloads at the new one.
+    app.ok(SET_ALIAS, json!({ "v": "2" })).await;
+    let head = app
+        .client
+        .head(app.url("/model/fall-detection/@production"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 200);
+    assert_eq!(
+        head.headers()["etag"],
+        format!("\"{}\"", sha256_hex(&bytes(1000, 2)))
+    );
+    let old = app
+        .ok(
+            "{ model(name: \"fall-detection\", version: \"1\") { aliases } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(old["model"]["aliases"], json!([]));
+    app.ok(
+        "mutation { deleteModel(name: \"fall-detection\", version: \"1\") }",
+        json!({}),
+    )
+    .await;
+    app.ok(
+        "mutation { deleteModelAlias(name: \"fall-detection\", alias: \"production\") }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        app.get("/model/fall-detection/@production").await.status(),
+        404
+    );
+    let gone = app
+        .ok(
+            "{ model(name: \"fall-detection\", alias: \"production\") { version } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(gone["model"], Value::Null);
+
+    let history = app
+        .ok(
+            "{ modelAliasHistory(name: \"fall-detection\", alias: \"production\") { from to at by } }",
+            json!({}),
+        )
+        .await;
+    let moves: Vec<(Value, Value, Value)> = history["modelAliasHistory"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["from"].clone(), m["to"].clone(), m["by"].clone()))
+        .collect();
+    assert_eq!(
+        moves,
+        vec![
+            (Value::Null, json!("1"), json!("anonymous")),
+            (json!("1"), json!("2"), json!("anonymous")),
+            (json!("2"), Value::Null, json!("anonymous")),
+        ]
+    );
+}
+
+pub async fn immutable_files_refuse_replacement_and_deletion(start: Starter) {
+    let app = start(Options {
+        flags: vec!["--immutable-files".into()],
+        ..Options::default()
+    })
+    .await;
+    create_model(&app, "1").await;
+    create_model(&app, "2").await;
+    // A component without a file can still be deleted, and a first upload is accepted.
+    app.ok(
+        "mutation { deleteModel(name: \"fall-detection\", version: \"2\") }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(upload_model(&app, "1", bytes(500, 1)).await.status(), 200);
+
+    let again: Value = upload_model(&app, "1", bytes(500, 2))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["errors"][0]["extensions"]["code"], "IMMUTABLE");
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(bytes(10, 3)).file_name("m.zip"),
+    );
+    let rest = app
+        .client
+        .put(app.url("/model/fall-detection/1"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rest.status(), 409);
+    assert_eq!(rest.json::<Value>().await.unwrap()["code"], "IMMUTABLE");
+    let delete = app
+        .client
+        .delete(app.url("/model/fall-detection/1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(delete.status(), 409);
+    // The first file is still the one served.
+    let served = app.get("/model/fall-detection/1").await;
+    assert_eq!(
+        served.bytes().await.unwrap().as_ref(),
+        bytes(500, 1).as_slice()
+    );
+}
+
+pub async fn locked_components_keep_their_file(start: Starter) {
+    let app = start(Options::default()).await;
+    app.ok(
+        "mutation { createService(input: {id: \"svc\"}) { id } }",
+        json!({}),
+    )
+    .await;
+    let locked = app
+        .ok("mutation { lockService(id: \"svc\") { locked } }", json!({}))
+        .await;
+    assert_eq!(locked["lockService"]["locked"], true);
+    let upload = |seed| {
+        app.upload(
+            "mutation($file: Upload!) { uploadServiceFile(id: \"svc\", file: $file) { locked file { sha256 } } }",
+            json!({}),
+            bytes(300, seed),
+            "svc.zip",
+        )
+    };
+    let first: Value = upload(1).await.json().await.unwrap();
+    assert_eq!(
+        first["data"]["uploadServiceFile"]["file"]["sha256"],
+        sha256_hex(&bytes(300, 1))
+    );
+    let second: Value = upload(2).await.json().await.unwrap();
+    assert_eq!(second["errors"][0]["extensions"]["code"], "IMMUTABLE");
+    assert_eq!(
+        app.error_code("mutation { deleteService(id: \"svc\") }", json!({}))
+            .await,
+        "IMMUTABLE"
+    );
+    // Other components are unaffected on a server with mutable files.
+    create_model(&app, "1").await;
+    assert_eq!(upload_model(&app, "1", bytes(10, 1)).await.status(), 200);
+    assert_eq!(upload_model(&app, "1", bytes(10, 2)).await.status(), 200);
+    assert_eq!(
+        app.error_code(
+            "mutation { lockModel(name: \"fall-detection\", version: \"9\") { locked } }",
+            json!({})
+        )
+        .await,
+        "NOT_FOUND"
+    );
+}

@@ -65,6 +65,9 @@ macro_rules! contract_suite {
             paginates_while_the_store_changes,
             counts_match_a_brute_force_filter,
             blobs_are_served_by_digest,
+            model_aliases_move_with_history,
+            immutable_files_refuse_replacement_and_deletion,
+            locked_components_keep_their_file,
         );
     };
     (@tests $starter:path, $skip:expr; $($name:ident),* $(,)?) => {

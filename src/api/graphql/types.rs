@@ -135,8 +135,35 @@ pub struct Model {
     pub description: String,
     /// Null until a file is uploaded.
     pub file: Option<File>,
+    /// The aliases (such as `production`) that point at this version.
+    pub aliases: Vec<String>,
+    /// Locked for good: the file cannot be replaced, nor the component deleted once it has one.
+    pub locked: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// One move of a model alias.
+#[derive(SimpleObject)]
+pub struct AliasMove {
+    /// The version the alias pointed at before; null when the alias was new.
+    pub from: Option<String>,
+    /// The version it points at since; null when the alias was deleted.
+    pub to: Option<String>,
+    pub at: DateTime<Utc>,
+    /// The label of the token that moved it (`anonymous` on a server without tokens).
+    pub by: String,
+}
+
+impl From<domain::AliasMove> for AliasMove {
+    fn from(m: domain::AliasMove) -> Self {
+        Self {
+            from: m.from,
+            to: m.to,
+            at: m.at,
+            by: m.by,
+        }
+    }
 }
 
 /// A pre- or post-processing step of a pipeline.
@@ -151,6 +178,8 @@ pub struct Transformation {
     pub outputs: Vec<String>,
     pub needs: Needs,
     pub file: Option<File>,
+    /// Locked for good: the file cannot be replaced, nor the component deleted once it has one.
+    pub locked: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -162,6 +191,8 @@ pub struct Service {
     pub description: String,
     pub needs: Needs,
     pub file: Option<File>,
+    /// Locked for good: the file cannot be replaced, nor the component deleted once it has one.
+    pub locked: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -175,6 +206,8 @@ pub struct Inferencer {
     pub use_cuda: bool,
     pub needs: Needs,
     pub file: Option<File>,
+    /// Locked for good: the file cannot be replaced, nor the component deleted once it has one.
+    pub locked: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -199,7 +232,8 @@ impl Node {
             filename: f.filename,
             uploaded_at: f.uploaded_at,
         });
-        let (created_at, updated_at) = (c.created_at, c.updated_at);
+        let (created_at, updated_at, locked) = (c.created_at, c.updated_at, c.locked);
+        let aliases: Vec<String> = c.aliases.into_iter().collect();
         let id = match &c.key {
             ComponentKey::Model(_) => ID::default(),
             ComponentKey::Transformation { id }
@@ -213,6 +247,8 @@ impl Node {
                 library: spec.library,
                 description: spec.description,
                 file,
+                aliases,
+                locked,
                 created_at,
                 updated_at,
             }),
@@ -224,6 +260,7 @@ impl Node {
                 outputs: spec.outputs,
                 needs: spec.needs.into(),
                 file,
+                locked,
                 created_at,
                 updated_at,
             }),
@@ -232,6 +269,7 @@ impl Node {
                 description: spec.description,
                 needs: spec.needs.into(),
                 file,
+                locked,
                 created_at,
                 updated_at,
             }),
@@ -242,6 +280,7 @@ impl Node {
                 use_cuda: spec.use_cuda,
                 needs: spec.needs.into(),
                 file,
+                locked,
                 created_at,
                 updated_at,
             }),
@@ -252,6 +291,8 @@ impl Node {
                 library: String::new(),
                 description: String::new(),
                 file,
+                aliases: Vec::new(),
+                locked,
                 created_at,
                 updated_at,
             }),

@@ -319,13 +319,12 @@ async fn download_model(
     Path((name, version)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    download(
-        &state.service,
-        &state.metrics,
-        ComponentKey::model(name, version)?,
-        &headers,
-    )
-    .await
+    // `/model/{name}/@{alias}` downloads the version the alias points at.
+    let key = match version.strip_prefix('@') {
+        Some(alias) => state.service.resolve_alias(&name, alias).await?,
+        None => ComponentKey::model(name, version)?,
+    };
+    download(&state.service, &state.metrics, key, &headers).await
 }
 
 async fn download_by_id(
@@ -361,7 +360,8 @@ async fn blob(
 #[derive(Deserialize)]
 struct ModelMetaQuery {
     model_name: String,
-    model_version: String,
+    model_version: Option<String>,
+    model_alias: Option<String>,
 }
 
 /// `GET /model/meta?model_name=&model_version=`: the model object in the original's JSON shape; inference servers
@@ -370,7 +370,20 @@ async fn model_meta(
     State(state): State<AppState>,
     Query(query): Query<ModelMetaQuery>,
 ) -> Result<Response, ApiError> {
-    let key = ComponentKey::model(query.model_name, query.model_version)?;
+    let key = match (query.model_version, query.model_alias) {
+        (Some(version), None) => ComponentKey::model(query.model_name, version)?,
+        (None, Some(alias)) => {
+            state
+                .service
+                .resolve_alias(&query.model_name, &alias)
+                .await?
+        }
+        _ => {
+            return Err(ApiError::BadRequest(
+                "give either `model_version` or `model_alias`".into(),
+            ));
+        }
+    };
     let model = state.service.get(&key).await?;
     Ok(Json(original::json(&model)).into_response())
 }

@@ -23,9 +23,11 @@ use self::blobs::{BlobDir, clear_dir};
 use self::catalog::{Catalog, Snapshot};
 use super::{
     ByteStream, ComponentStream, FileMeta, Page, PageRequest, SpecUpdate, StagedBlob, Store,
-    StoreError, UploadStream, adopt_file, stage_to_file,
+    StoreError, UploadStream, adopt_file, immutability, stage_to_file,
 };
-use crate::domain::{Component, ComponentFilter, ComponentKey, Kind, ModelKey, StoredFile};
+use crate::domain::{
+    AliasMove, Component, ComponentFilter, ComponentKey, Kind, ModelKey, StoredFile,
+};
 
 const MODELS: TableDefinition<&str, &[u8]> = TableDefinition::new("models");
 const TRANSFORMATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("transformations");
@@ -33,6 +35,10 @@ const SERVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("services");
 const INFERENCERS: TableDefinition<&str, &[u8]> = TableDefinition::new("inferencers");
 /// sha256 -> how many components use that blob.
 const BLOB_REFS: TableDefinition<&str, u64> = TableDefinition::new("blob_refs");
+/// `{model name}\0{alias}` -> the version the alias points at.
+const ALIASES: TableDefinition<&str, &str> = TableDefinition::new("model_aliases");
+/// `{model name}\0{alias}\0{sequence, 20 digits}` -> one [`AliasMove`] as JSON.
+const ALIAS_HISTORY: TableDefinition<&str, &[u8]> = TableDefinition::new("model_alias_history");
 
 /// Metadata is small; a modest page cache keeps the server's memory flat.
 const CACHE_BYTES: usize = 16 * 1024 * 1024;
@@ -217,6 +223,8 @@ impl EmbeddedStore {
             txn.open_table(table(kind)).or_backend()?;
         }
         txn.open_table(BLOB_REFS).or_backend()?;
+        txn.open_table(ALIASES).or_backend()?;
+        txn.open_table(ALIAS_HISTORY).or_backend()?;
         txn.commit().or_backend()?;
 
         let db = Arc::new(db);
@@ -535,7 +543,11 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn delete(&self, key: &ComponentKey) -> Result<Option<Component>, StoreError> {
+    async fn delete(
+        &self,
+        key: &ComponentKey,
+        immutable: bool,
+    ) -> Result<Option<Component>, StoreError> {
         let _blobs = self.blob_lock.lock().await;
         let key = key.clone();
         let removed = self
@@ -546,6 +558,18 @@ impl Store for EmbeddedStore {
                     let removed = table.remove(key.sort_key().as_str()).or_backend()?;
                     removed.map(|v| decode(v.value())).transpose()?
                 };
+                // Returning before the commit aborts the transaction: nothing was removed.
+                if let Some(component) = &removed {
+                    if let Some(refused) = immutability(component, immutable) {
+                        return Err(refused);
+                    }
+                    if !component.aliases.is_empty() {
+                        return Err(StoreError::Aliased {
+                            key: key.clone(),
+                            aliases: component.aliases.iter().cloned().collect(),
+                        });
+                    }
+                }
                 if let Some(file) = removed.as_ref().and_then(|c| c.file.as_ref()) {
                     adjust_refs(&txn, &file.blob_id, -1)?;
                 }
@@ -561,6 +585,122 @@ impl Store for EmbeddedStore {
         Ok(removed)
     }
 
+    async fn lock(&self, key: &ComponentKey) -> Result<Component, StoreError> {
+        let key = key.clone();
+        self.writing(move |db| {
+            let txn = db.begin_write().or_backend()?;
+            let mut component =
+                read_component(&txn, &key)?.ok_or_else(|| StoreError::NotFound(key.clone()))?;
+            component.locked = true;
+            write_component(&txn, &component)?;
+            txn.commit().or_backend()?;
+            Ok((component.clone(), Change::Put(vec![component])))
+        })
+        .await
+    }
+
+    async fn move_alias(
+        &self,
+        name: &str,
+        alias: &str,
+        version: Option<&str>,
+        by: &str,
+    ) -> Result<Option<AliasMove>, StoreError> {
+        let (name, alias, by) = (name.to_string(), alias.to_string(), by.to_string());
+        let version = version.map(str::to_string);
+        self.writing(move |db| {
+            let txn = db.begin_write().or_backend()?;
+            let slot = format!("{name}\0{alias}");
+            let from = {
+                let aliases = txn.open_table(ALIASES).or_backend()?;
+                let found = aliases.get(slot.as_str()).or_backend()?;
+                found.map(|v| v.value().to_string())
+            };
+            if from == version {
+                return Ok((None, Change::Put(Vec::new())));
+            }
+            let mut changed = Vec::new();
+            if let Some(to) = &version {
+                let key = ComponentKey::model(name.clone(), to.clone())?;
+                let mut target =
+                    read_component(&txn, &key)?.ok_or_else(|| StoreError::NotFound(key.clone()))?;
+                target.aliases.insert(alias.clone());
+                write_component(&txn, &target)?;
+                changed.push(target);
+            }
+            if let Some(old) = &from {
+                let key = ComponentKey::model(name.clone(), old.clone())?;
+                if let Some(mut previous) = read_component(&txn, &key)? {
+                    previous.aliases.remove(&alias);
+                    write_component(&txn, &previous)?;
+                    changed.push(previous);
+                }
+            }
+            {
+                let mut aliases = txn.open_table(ALIASES).or_backend()?;
+                match &version {
+                    Some(to) => aliases.insert(slot.as_str(), to.as_str()).or_backend()?,
+                    None => aliases.remove(slot.as_str()).or_backend()?,
+                };
+            }
+            let record = AliasMove {
+                model: name,
+                alias,
+                from,
+                to: version,
+                at: crate::domain::now(),
+                by,
+            };
+            {
+                let mut history = txn.open_table(ALIAS_HISTORY).or_backend()?;
+                let (start, end) = (format!("{slot}\0"), format!("{slot}\u{1}"));
+                let last = history
+                    .range(start.as_str()..end.as_str())
+                    .or_backend()?
+                    .next_back()
+                    .transpose()
+                    .or_backend()?
+                    .and_then(|(k, _)| k.value().rsplit('\0').next()?.parse::<u64>().ok());
+                let entry = format!("{start}{:020}", last.map_or(0, |n| n + 1));
+                let json = serde_json::to_vec(&record)
+                    .map_err(|e| StoreError::Backend(format!("encoding an alias move: {e}")))?;
+                history.insert(entry.as_str(), json.as_slice()).or_backend()?;
+            }
+            txn.commit().or_backend()?;
+            Ok((Some(record), Change::Put(changed)))
+        })
+        .await
+    }
+
+    async fn resolve_alias(&self, name: &str, alias: &str) -> Result<Option<String>, StoreError> {
+        let slot = format!("{name}\0{alias}");
+        self.blocking(move |db| {
+            let txn = db.begin_read().or_backend()?;
+            let aliases = txn.open_table(ALIASES).or_backend()?;
+            let found = aliases.get(slot.as_str()).or_backend()?;
+            Ok(found.map(|v| v.value().to_string()))
+        })
+        .await
+    }
+
+    async fn alias_history(&self, name: &str, alias: &str) -> Result<Vec<AliasMove>, StoreError> {
+        let slot = format!("{name}\0{alias}");
+        self.blocking(move |db| {
+            let txn = db.begin_read().or_backend()?;
+            let history = txn.open_table(ALIAS_HISTORY).or_backend()?;
+            let (start, end) = (format!("{slot}\0"), format!("{slot}\u{1}"));
+            let mut moves = Vec::new();
+            for entry in history.range(start.as_str()..end.as_str()).or_backend()? {
+                let (_, value) = entry.or_backend()?;
+                moves.push(serde_json::from_slice(value.value()).map_err(|e| {
+                    StoreError::Backend(format!("a stored alias move is damaged: {e}"))
+                })?);
+            }
+            Ok(moves)
+        })
+        .await
+    }
+
     async fn stage(&self, body: UploadStream<'_>, limit: u64) -> Result<StagedBlob, StoreError> {
         stage_to_file(&self.tmp_dir, body, limit).await
     }
@@ -572,6 +712,7 @@ impl Store for EmbeddedStore {
         meta: FileMeta,
     ) -> Result<Component, StoreError> {
         let (sha256, size, temp) = staged.into_file()?;
+        let immutable = meta.immutable;
         let _blobs = self.blob_lock.lock().await;
         self.place(&sha256, temp).await?;
         let file = StoredFile {
@@ -588,6 +729,9 @@ impl Store for EmbeddedStore {
                 let txn = db.begin_write().or_backend()?;
                 let mut component =
                     read_component(&txn, &key)?.ok_or_else(|| StoreError::NotFound(key.clone()))?;
+                if let Some(refused) = immutability(&component, immutable) {
+                    return Err(refused);
+                }
                 adjust_refs(&txn, &file.blob_id, 1)?;
                 let previous = component.file.replace(file);
                 if let Some(previous) = &previous {
@@ -620,6 +764,8 @@ impl Store for EmbeddedStore {
     ) -> Result<(), StoreError> {
         let (sha256, size, temp) = staged.into_file()?;
         adopt_file(&mut component, &sha256, size, sha256.clone())?;
+        // Aliases come with their own records, which an import does not carry.
+        component.aliases.clear();
         let _blobs = self.blob_lock.lock().await;
         self.place(&sha256, temp).await?;
         let digest = sha256.clone();

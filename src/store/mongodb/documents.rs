@@ -136,6 +136,10 @@ pub fn to_document(component: &Component) -> Result<Document, StoreError> {
     document.insert("created_at", to_bson_date(component.created_at));
     document.insert("updated_at", to_bson_date(component.updated_at));
     document.insert("rev", 0_i64);
+    if component.locked {
+        document.insert("locked", true);
+    }
+    // Aliases are never inserted with a component: they are set on it afterwards, with their own record.
     Ok(document)
 }
 
@@ -322,6 +326,11 @@ pub fn from_document(kind: Kind, document: &Document) -> Result<Decoded, StoreEr
             file,
             created_at,
             updated_at,
+            aliases: document
+                .get_array("aliases")
+                .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+                .unwrap_or_default(),
+            locked: document.get_bool("locked").unwrap_or(false),
         },
         rev: integer(document.get("rev")),
         legacy_file,

@@ -37,9 +37,26 @@ use self::gridfs::Grid;
 use self::query::{Pushdown, and, pushdown, sort_order};
 use super::{
     ByteStream, ComponentStream, FileMeta, GcReport, Page, PageRequest, RemoteBlob, SpecUpdate,
-    StagedBlob, Store, StoreError, UploadStream, adopt_file,
+    StagedBlob, Store, StoreError, UploadStream, adopt_file, immutability,
 };
-use crate::domain::{Component, ComponentFilter, ComponentKey, Kind, ModelKey, StoredFile};
+use crate::domain::{
+    AliasMove, Component, ComponentFilter, ComponentKey, Kind, ModelKey, StoredFile,
+};
+
+/// Where alias records live: the version each alias points at, and every move.
+const ALIASES: &str = "model_aliases";
+const ALIAS_HISTORY: &str = "model_alias_history";
+
+/// The condition under which a component's file may be replaced or the component deleted: it has no file yet, or
+/// files are mutable and the component is not locked.
+fn file_may_change(kind: Kind, immutable: bool) -> Document {
+    let no_file = doc! { file_ref_field(kind): Bson::Null };
+    if immutable {
+        no_file
+    } else {
+        doc! { "$or": [no_file, { "locked": { "$ne": true } }] }
+    }
+}
 
 /// How often a metadata update is retried when concurrent updates keep changing the component under it.
 const UPDATE_ATTEMPTS: usize = 16;
@@ -207,6 +224,10 @@ impl MongoStore {
         Ok(hashed)
     }
 
+    fn aliases(&self) -> Collection<Document> {
+        self.metadata.collection(ALIASES)
+    }
+
     fn collection(&self, kind: Kind) -> Collection<Document> {
         self.metadata.collection(collection_name(kind))
     }
@@ -239,6 +260,17 @@ impl MongoStore {
                         tracing::warn!(error = %e, collection = collection_name(kind), "could not create the sha256 index");
                     }
                 }
+                let unique_slot = IndexModel::builder()
+                    .keys(doc! { "model_name": 1, "alias": 1 })
+                    .options(IndexOptions::builder().unique(true).build())
+                    .build();
+                self.aliases().create_index(unique_slot).await.map_err(map_err)?;
+                let history = IndexModel::builder().keys(doc! { "model_name": 1, "alias": 1, "at": 1 }).build();
+                self.metadata
+                    .collection::<Document>(ALIAS_HISTORY)
+                    .create_index(history)
+                    .await
+                    .map_err(map_err)?;
                 self.grid.ensure_indexes().await;
                 Ok(())
             })
@@ -558,21 +590,182 @@ impl Store for MongoStore {
         )))
     }
 
-    async fn delete(&self, key: &ComponentKey) -> Result<Option<Component>, StoreError> {
-        let Some(document) = self
+    async fn delete(
+        &self,
+        key: &ComponentKey,
+        immutable: bool,
+    ) -> Result<Option<Component>, StoreError> {
+        let collection = self.collection(key.kind());
+        for _ in 0..UPDATE_ATTEMPTS {
+            // One guarded delete: the rules are checked by the same document write that removes.
+            let mut guard = key_filter(key);
+            guard.extend(file_may_change(key.kind(), immutable));
+            guard.insert("aliases.0", doc! { "$exists": false });
+            if let Some(document) = collection.find_one_and_delete(guard).await.map_err(map_err)? {
+                let decoded = self.decode_all(key.kind(), &[document]).await?.pop();
+                let component = decoded.map(|d| d.component);
+                if let Some(file) = component.as_ref().and_then(|c| c.file.as_ref()) {
+                    self.grid.delete(blob_object_id(file)?).await;
+                }
+                return Ok(component);
+            }
+            let Some(Decoded { component, .. }) = self.find_one(key).await? else {
+                return Ok(None);
+            };
+            if let Some(refused) = immutability(&component, immutable) {
+                return Err(refused);
+            }
+            if !component.aliases.is_empty() {
+                let ComponentKey::Model(model) = key else {
+                    return Err(StoreError::Backend(format!("{key} has aliases but is no model")));
+                };
+                let real: Vec<String> = self
+                    .aliases()
+                    .find(doc! { "model_name": &model.name, "model_version": &model.version })
+                    .await
+                    .map_err(map_err)?
+                    .try_filter_map(|d| std::future::ready(Ok(d.get_str("alias").ok().map(str::to_owned))))
+                    .try_collect()
+                    .await
+                    .map_err(map_err)?;
+                if !real.is_empty() {
+                    return Err(StoreError::Aliased { key: key.clone(), aliases: real });
+                }
+                // Marks left by a move that stopped half-way name no alias: clear them, then delete.
+                let mut stale = key_filter(key);
+                stale.insert("aliases", component.aliases.iter().cloned().collect::<Vec<_>>());
+                collection
+                    .update_one(stale, doc! { "$set": { "aliases": [] } })
+                    .await
+                    .map_err(map_err)?;
+            }
+        }
+        Err(StoreError::Contended(format!(
+            "{key} kept changing under {UPDATE_ATTEMPTS} delete attempts; try again"
+        )))
+    }
+
+    async fn lock(&self, key: &ComponentKey) -> Result<Component, StoreError> {
+        let result = self
             .collection(key.kind())
-            .find_one_and_delete(key_filter(key))
+            .update_one(key_filter(key), doc! { "$set": { "locked": true } })
+            .await
+            .map_err(map_err)?;
+        if result.matched_count == 0 {
+            return Err(StoreError::NotFound(key.clone()));
+        }
+        self.get(key).await?.ok_or_else(|| StoreError::NotFound(key.clone()))
+    }
+
+    async fn move_alias(
+        &self,
+        name: &str,
+        alias: &str,
+        version: Option<&str>,
+        by: &str,
+    ) -> Result<Option<AliasMove>, StoreError> {
+        let aliases = self.aliases();
+        let slot = doc! { "model_name": name, "alias": alias };
+        let from = aliases
+            .find_one(slot.clone())
             .await
             .map_err(map_err)?
-        else {
+            .and_then(|d| d.get_str("model_version").ok().map(str::to_owned));
+        if from.as_deref() == version {
             return Ok(None);
-        };
-        let decoded = self.decode_all(key.kind(), &[document]).await?.pop();
-        let component = decoded.map(|d| d.component);
-        if let Some(file) = component.as_ref().and_then(|c| c.file.as_ref()) {
-            self.grid.delete(blob_object_id(file)?).await;
         }
-        Ok(component)
+        let models = self.collection(Kind::Model);
+        // The target is marked first, so that it refuses deletion before the alias names it; the previous target
+        // is unmarked last. A move that stops half-way leaves at most a stale mark, which a delete verifies.
+        if let Some(to) = version {
+            let marked = models
+                .update_one(
+                    doc! { "model_name": name, "model_version": to },
+                    doc! { "$addToSet": { "aliases": alias } },
+                )
+                .await
+                .map_err(map_err)?;
+            if marked.matched_count == 0 {
+                return Err(StoreError::NotFound(ComponentKey::model(name, to)?));
+            }
+            aliases
+                .update_one(
+                    slot.clone(),
+                    doc! { "$set": { "model_version": to } },
+                )
+                .upsert(true)
+                .await
+                .map_err(map_err)?;
+        } else {
+            aliases.delete_one(slot.clone()).await.map_err(map_err)?;
+        }
+        if let Some(old) = &from {
+            models
+                .update_one(
+                    doc! { "model_name": name, "model_version": old },
+                    doc! { "$pull": { "aliases": alias } },
+                )
+                .await
+                .map_err(map_err)?;
+        }
+        let record = AliasMove {
+            model: name.to_string(),
+            alias: alias.to_string(),
+            from,
+            to: version.map(str::to_owned),
+            at: crate::domain::now(),
+            by: by.to_string(),
+        };
+        self.metadata
+            .collection::<Document>(ALIAS_HISTORY)
+            .insert_one(doc! {
+                "model_name": name,
+                "alias": alias,
+                "from": record.from.as_deref(),
+                "to": record.to.as_deref(),
+                "at": mongodb::bson::DateTime::from_millis(record.at.timestamp_millis()),
+                "by": by,
+            })
+            .await
+            .map_err(map_err)?;
+        Ok(Some(record))
+    }
+
+    async fn resolve_alias(&self, name: &str, alias: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .aliases()
+            .find_one(doc! { "model_name": name, "alias": alias })
+            .await
+            .map_err(map_err)?
+            .and_then(|d| d.get_str("model_version").ok().map(str::to_owned)))
+    }
+
+    async fn alias_history(&self, name: &str, alias: &str) -> Result<Vec<AliasMove>, StoreError> {
+        let documents: Vec<Document> = self
+            .metadata
+            .collection::<Document>(ALIAS_HISTORY)
+            .find(doc! { "model_name": name, "alias": alias })
+            .sort(doc! { "at": 1, "_id": 1 })
+            .await
+            .map_err(map_err)?
+            .try_collect()
+            .await
+            .map_err(map_err)?;
+        Ok(documents
+            .iter()
+            .map(|d| AliasMove {
+                model: name.to_string(),
+                alias: alias.to_string(),
+                from: d.get_str("from").ok().map(str::to_owned),
+                to: d.get_str("to").ok().map(str::to_owned),
+                at: d
+                    .get_datetime("at")
+                    .ok()
+                    .and_then(|t| chrono::DateTime::from_timestamp_millis(t.timestamp_millis()))
+                    .unwrap_or_default(),
+                by: d.get_str("by").unwrap_or_default().to_string(),
+            })
+            .collect())
     }
 
     async fn stage(&self, body: UploadStream<'_>, limit: u64) -> Result<StagedBlob, StoreError> {
@@ -606,10 +799,12 @@ impl Store for MongoStore {
                 },
             )
             .await?;
+        let mut guard = key_filter(key);
+        guard.extend(file_may_change(key.kind(), meta.immutable));
         let previous = self
             .collection(key.kind())
             .find_one_and_update(
-                key_filter(key),
+                guard,
                 doc! { "$set": {
                     file_ref_field(key.kind()): id.to_hex(),
                     "file": file_document(&file),
@@ -621,7 +816,11 @@ impl Store for MongoStore {
             .map_err(map_err)?;
         let Some(previous) = previous else {
             // `blob` is dropped here, which deletes the upload: no component refers to it.
-            return Err(StoreError::NotFound(key.clone()));
+            return Err(match self.find_one(key).await? {
+                None => StoreError::NotFound(key.clone()),
+                Some(Decoded { component, .. }) => immutability(&component, meta.immutable)
+                    .unwrap_or_else(|| StoreError::Contended(format!("{key} changed during the upload; try again"))),
+            });
         };
         blob.keep();
         let Decoded { component, .. } = self
