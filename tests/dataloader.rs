@@ -9,8 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use component_repository::domain::{
-    AliasMove,
-    Component, ComponentFilter, ComponentKey, Kind, ModelKey, StoredFile,
+    AliasMove, Component, ComponentFilter, ComponentKey, Kind, ModelKey, StoredFile,
 };
 use component_repository::store::embedded::EmbeddedStore;
 use component_repository::store::{

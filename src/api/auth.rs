@@ -92,7 +92,9 @@ impl Tokens {
             }
         }
         let name = |scope: &str, i: usize, label: &Option<String>| {
-            label.clone().unwrap_or_else(|| format!("{scope}-token-{}", i + 1))
+            label
+                .clone()
+                .unwrap_or_else(|| format!("{scope}-token-{}", i + 1))
         };
         let tokens = Tokens {
             read: read_tokens.iter().map(|(t, _)| digest(t)).collect(),
@@ -161,10 +163,10 @@ impl Tokens {
             return Ok(());
         }
         let token = bearer(headers).ok_or_else(|| {
-                ApiError::Unauthenticated(
-                    "this server needs a bearer token: send `Authorization: Bearer <token>`".into(),
-                )
-            })?;
+            ApiError::Unauthenticated(
+                "this server needs a bearer token: send `Authorization: Bearer <token>`".into(),
+            )
+        })?;
         let presented = digest(token);
         if contains(&self.write, &presented) {
             return Ok(());

@@ -225,6 +225,9 @@ pub struct Component {
     /// A lock is permanent.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub locked: bool,
+    /// Files for particular platforms, besides the platform-neutral default `file`; one per platform.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub variants: Vec<super::Variant>,
 }
 
 impl Component {
@@ -245,6 +248,7 @@ impl Component {
             updated_at: now,
             aliases: BTreeSet::new(),
             locked: false,
+            variants: Vec::new(),
         })
     }
 

@@ -5,6 +5,7 @@ mod component;
 mod error;
 mod filter;
 mod key;
+mod platform;
 pub mod version;
 
 pub use alias::{AliasMove, MAX_ALIAS_BYTES, validate_alias, validate_new_version};
@@ -15,6 +16,7 @@ pub use component::{
 pub use error::DomainError;
 pub use filter::{ComponentFilter, Device, LibraryWanted, Matcher, ModelWanted, NeedsFilter};
 pub use key::{ComponentKey, Kind, MAX_KEY_BYTES, ModelKey, validate_key_part};
+pub use platform::{DevicePlatform, Platform, Variant, file_for};
 
 /// The current time at millisecond precision: the precision every backend stores (BSON dates have no more), so a
 /// timestamp reads back exactly as it was returned when it was written.

@@ -274,21 +274,34 @@ impl RepositoryService {
     ) -> Result<Component, ServiceError> {
         validate_alias(alias)?;
         let key = ComponentKey::model(name, version)?;
-        self.store.move_alias(name, alias, Some(version), by).await?;
+        self.store
+            .move_alias(name, alias, Some(version), by)
+            .await?;
         self.get(&key).await
     }
 
     /// Removes `alias` of model `name`; [`ServiceError::NotFound`] when there is no such alias.
-    pub async fn delete_alias(&self, name: &str, alias: &str, by: &str) -> Result<(), ServiceError> {
+    pub async fn delete_alias(
+        &self,
+        name: &str,
+        alias: &str,
+        by: &str,
+    ) -> Result<(), ServiceError> {
         validate_alias(alias)?;
         match self.store.move_alias(name, alias, None, by).await? {
             Some(_) => Ok(()),
-            None => Err(ServiceError::NotFound(format!("model {name} has no alias {alias}"))),
+            None => Err(ServiceError::NotFound(format!(
+                "model {name} has no alias {alias}"
+            ))),
         }
     }
 
     /// The version `alias` of model `name` points at.
-    pub async fn resolve_alias(&self, name: &str, alias: &str) -> Result<ComponentKey, ServiceError> {
+    pub async fn resolve_alias(
+        &self,
+        name: &str,
+        alias: &str,
+    ) -> Result<ComponentKey, ServiceError> {
         validate_alias(alias)?;
         let version = self
             .store
@@ -299,7 +312,11 @@ impl RepositoryService {
     }
 
     /// Every move of an alias, oldest first.
-    pub async fn alias_history(&self, name: &str, alias: &str) -> Result<Vec<AliasMove>, ServiceError> {
+    pub async fn alias_history(
+        &self,
+        name: &str,
+        alias: &str,
+    ) -> Result<Vec<AliasMove>, ServiceError> {
         validate_alias(alias)?;
         Ok(self.store.alias_history(name, alias).await?)
     }
@@ -314,10 +331,9 @@ impl RepositoryService {
 
     /// The stored bytes with this sha256, for a download by digest.
     pub async fn blob(&self, sha256: &str) -> Result<StoredFile, ServiceError> {
-        self.store
-            .blob(sha256)
-            .await?
-            .ok_or_else(|| ServiceError::NotFound(format!("no stored file has the sha256 {sha256}")))
+        self.store.blob(sha256).await?.ok_or_else(|| {
+            ServiceError::NotFound(format!("no stored file has the sha256 {sha256}"))
+        })
     }
 
     pub async fn read_blob(
@@ -325,10 +341,9 @@ impl RepositoryService {
         file: &StoredFile,
         range: Range<u64>,
     ) -> Result<ByteStream, ServiceError> {
-        self.store
-            .read_blob(file, range)
-            .await?
-            .ok_or_else(|| ServiceError::NotFound(format!("sha256 {} is no longer stored", file.sha256)))
+        self.store.read_blob(file, range).await?.ok_or_else(|| {
+            ServiceError::NotFound(format!("sha256 {} is no longer stored", file.sha256))
+        })
     }
 
     pub async fn read(

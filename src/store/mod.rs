@@ -59,7 +59,10 @@ pub enum StoreError {
     Immutable(String),
     /// Aliases name this model version, so it cannot be deleted.
     #[error("{key} is named by the aliases {aliases:?}: move or delete them first")]
-    Aliased { key: ComponentKey, aliases: Vec<String> },
+    Aliased {
+        key: ComponentKey,
+        aliases: Vec<String>,
+    },
     #[error("storage I/O failed: {0}")]
     Io(#[from] io::Error),
     #[error("storage backend failed: {0}")]
@@ -242,6 +245,10 @@ pub fn immutability(component: &Component, immutable: bool) -> Option<StoreError
     Some(StoreError::Immutable(format!(
         "{} {why}: its file ({}) cannot be replaced and it cannot be deleted",
         component.key,
-        if file.sha256.is_empty() { &file.blob_id } else { &file.sha256 }
+        if file.sha256.is_empty() {
+            &file.blob_id
+        } else {
+            &file.sha256
+        }
     )))
 }

@@ -271,7 +271,10 @@ pub async fn locked_components_keep_their_file(start: Starter) {
     )
     .await;
     let locked = app
-        .ok("mutation { lockService(id: \"svc\") { locked } }", json!({}))
+        .ok(
+            "mutation { lockService(id: \"svc\") { locked } }",
+            json!({}),
+        )
         .await;
     assert_eq!(locked["lockService"]["locked"], true);
     let upload = |seed| {

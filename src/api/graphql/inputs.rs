@@ -280,6 +280,7 @@ impl From<DeviceInput> for Device {
                 .map(|l| (l.name, l.version))
                 .collect(),
             models: d.models.into_iter().map(|m| (m.name, m.version)).collect(),
+            platform: None,
         }
     }
 }

@@ -2,12 +2,12 @@ use std::sync::Arc;
 
 use async_graphql::{Context, ID, Object, Upload};
 
+use super::http::Caller;
 use super::inputs::{
     CreateInferencerInput, CreateModelInput, CreateServiceInput, CreateTransformationInput,
     UpdateInferencerInput, UpdateModelInput, UpdateServiceInput, UpdateTransformationInput,
     replace,
 };
-use super::http::Caller;
 use super::multipart::StagedUploads;
 use super::types::{FromNode, Inferencer, Model, Node, Service, Transformation};
 use crate::api::Links;

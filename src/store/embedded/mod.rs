@@ -664,7 +664,9 @@ impl Store for EmbeddedStore {
                 let entry = format!("{start}{:020}", last.map_or(0, |n| n + 1));
                 let json = serde_json::to_vec(&record)
                     .map_err(|e| StoreError::Backend(format!("encoding an alias move: {e}")))?;
-                history.insert(entry.as_str(), json.as_slice()).or_backend()?;
+                history
+                    .insert(entry.as_str(), json.as_slice())
+                    .or_backend()?;
             }
             txn.commit().or_backend()?;
             Ok((Some(record), Change::Put(changed)))

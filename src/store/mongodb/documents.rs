@@ -328,9 +328,14 @@ pub fn from_document(kind: Kind, document: &Document) -> Result<Decoded, StoreEr
             updated_at,
             aliases: document
                 .get_array("aliases")
-                .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_owned))
+                        .collect()
+                })
                 .unwrap_or_default(),
-            locked: document.get_bool("locked").unwrap_or(false),
+            locked: boolean(document.get("locked")),
+            variants: Vec::new(),
         },
         rev: integer(document.get("rev")),
         legacy_file,

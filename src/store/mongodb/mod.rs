@@ -47,17 +47,6 @@ use crate::domain::{
 const ALIASES: &str = "model_aliases";
 const ALIAS_HISTORY: &str = "model_alias_history";
 
-/// The condition under which a component's file may be replaced or the component deleted: it has no file yet, or
-/// files are mutable and the component is not locked.
-fn file_may_change(kind: Kind, immutable: bool) -> Document {
-    let no_file = doc! { file_ref_field(kind): Bson::Null };
-    if immutable {
-        no_file
-    } else {
-        doc! { "$or": [no_file, { "locked": { "$ne": true } }] }
-    }
-}
-
 /// How often a metadata update is retried when concurrent updates keep changing the component under it.
 const UPDATE_ATTEMPTS: usize = 16;
 /// Documents decoded at a time while a whole kind is streamed.
@@ -222,6 +211,46 @@ impl MongoStore {
             }
         }
         Ok(hashed)
+    }
+
+    /// Adds (`on`) or removes the mark of `alias` on a model version, as a revision-guarded read-modify-write.
+    async fn mark_alias(
+        &self,
+        key: &ComponentKey,
+        alias: &str,
+        on: bool,
+    ) -> Result<(), StoreError> {
+        let collection = self.collection(Kind::Model);
+        for _ in 0..UPDATE_ATTEMPTS {
+            let Some(Decoded { component, rev, .. }) = self.find_one(key).await? else {
+                return Err(StoreError::NotFound(key.clone()));
+            };
+            let mut marks = component.aliases;
+            let changed = if on {
+                marks.insert(alias.to_string())
+            } else {
+                marks.remove(alias)
+            };
+            if !changed {
+                return Ok(());
+            }
+            let mut guard = key_filter(key);
+            guard.insert("rev", rev.map_or(Bson::Null, Bson::Int64));
+            let marks: Vec<String> = marks.into_iter().collect();
+            let result = collection
+                .update_one(
+                    guard,
+                    doc! { "$set": { "aliases": marks, "rev": rev.unwrap_or(0) + 1 } },
+                )
+                .await
+                .map_err(map_err)?;
+            if result.matched_count == 1 {
+                return Ok(());
+            }
+        }
+        Err(StoreError::Contended(format!(
+            "{key} kept changing under {UPDATE_ATTEMPTS} attempts to mark alias {alias}; try again"
+        )))
     }
 
     fn aliases(&self) -> Collection<Document> {
@@ -597,19 +626,7 @@ impl Store for MongoStore {
     ) -> Result<Option<Component>, StoreError> {
         let collection = self.collection(key.kind());
         for _ in 0..UPDATE_ATTEMPTS {
-            // One guarded delete: the rules are checked by the same document write that removes.
-            let mut guard = key_filter(key);
-            guard.extend(file_may_change(key.kind(), immutable));
-            guard.insert("aliases.0", doc! { "$exists": false });
-            if let Some(document) = collection.find_one_and_delete(guard).await.map_err(map_err)? {
-                let decoded = self.decode_all(key.kind(), &[document]).await?.pop();
-                let component = decoded.map(|d| d.component);
-                if let Some(file) = component.as_ref().and_then(|c| c.file.as_ref()) {
-                    self.grid.delete(blob_object_id(file)?).await;
-                }
-                return Ok(component);
-            }
-            let Some(Decoded { component, .. }) = self.find_one(key).await? else {
+            let Some(Decoded { component, rev, .. }) = self.find_one(key).await? else {
                 return Ok(None);
             };
             if let Some(refused) = immutability(&component, immutable) {
@@ -617,27 +634,44 @@ impl Store for MongoStore {
             }
             if !component.aliases.is_empty() {
                 let ComponentKey::Model(model) = key else {
-                    return Err(StoreError::Backend(format!("{key} has aliases but is no model")));
+                    return Err(StoreError::Backend(format!(
+                        "{key} has aliases but is no model"
+                    )));
                 };
                 let real: Vec<String> = self
                     .aliases()
                     .find(doc! { "model_name": &model.name, "model_version": &model.version })
                     .await
                     .map_err(map_err)?
-                    .try_filter_map(|d| std::future::ready(Ok(d.get_str("alias").ok().map(str::to_owned))))
+                    .try_filter_map(|d| {
+                        std::future::ready(Ok(d.get_str("alias").ok().map(str::to_owned)))
+                    })
                     .try_collect()
                     .await
                     .map_err(map_err)?;
                 if !real.is_empty() {
-                    return Err(StoreError::Aliased { key: key.clone(), aliases: real });
+                    return Err(StoreError::Aliased {
+                        key: key.clone(),
+                        aliases: real,
+                    });
                 }
-                // Marks left by a move that stopped half-way name no alias: clear them, then delete.
-                let mut stale = key_filter(key);
-                stale.insert("aliases", component.aliases.iter().cloned().collect::<Vec<_>>());
-                collection
-                    .update_one(stale, doc! { "$set": { "aliases": [] } })
-                    .await
-                    .map_err(map_err)?;
+                // Marks left by a move that stopped half-way name no alias: they do not keep the version.
+            }
+            // The revision guard makes the checks above hold for what is deleted: an alias mark, a lock or an
+            // upload in between changes the revision, and the delete is tried again on the fresh document.
+            let mut guard = key_filter(key);
+            guard.insert("rev", rev.map_or(Bson::Null, Bson::Int64));
+            if let Some(document) = collection
+                .find_one_and_delete(guard)
+                .await
+                .map_err(map_err)?
+            {
+                let decoded = self.decode_all(key.kind(), &[document]).await?.pop();
+                let component = decoded.map(|d| d.component);
+                if let Some(file) = component.as_ref().and_then(|c| c.file.as_ref()) {
+                    self.grid.delete(blob_object_id(file)?).await;
+                }
+                return Ok(component);
             }
         }
         Err(StoreError::Contended(format!(
@@ -648,13 +682,18 @@ impl Store for MongoStore {
     async fn lock(&self, key: &ComponentKey) -> Result<Component, StoreError> {
         let result = self
             .collection(key.kind())
-            .update_one(key_filter(key), doc! { "$set": { "locked": true } })
+            .update_one(
+                key_filter(key),
+                doc! { "$set": { "locked": true }, "$inc": { "rev": 1_i64 } },
+            )
             .await
             .map_err(map_err)?;
         if result.matched_count == 0 {
             return Err(StoreError::NotFound(key.clone()));
         }
-        self.get(key).await?.ok_or_else(|| StoreError::NotFound(key.clone()))
+        self.get(key)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(key.clone()))
     }
 
     async fn move_alias(
@@ -674,25 +713,13 @@ impl Store for MongoStore {
         if from.as_deref() == version {
             return Ok(None);
         }
-        let models = self.collection(Kind::Model);
         // The target is marked first, so that it refuses deletion before the alias names it; the previous target
         // is unmarked last. A move that stops half-way leaves at most a stale mark, which a delete verifies.
         if let Some(to) = version {
-            let marked = models
-                .update_one(
-                    doc! { "model_name": name, "model_version": to },
-                    doc! { "$addToSet": { "aliases": alias } },
-                )
-                .await
-                .map_err(map_err)?;
-            if marked.matched_count == 0 {
-                return Err(StoreError::NotFound(ComponentKey::model(name, to)?));
-            }
+            let target = ComponentKey::model(name, to)?;
+            self.mark_alias(&target, alias, true).await?;
             aliases
-                .update_one(
-                    slot.clone(),
-                    doc! { "$set": { "model_version": to } },
-                )
+                .update_one(slot.clone(), doc! { "$set": { "model_version": to } })
                 .upsert(true)
                 .await
                 .map_err(map_err)?;
@@ -700,13 +727,13 @@ impl Store for MongoStore {
             aliases.delete_one(slot.clone()).await.map_err(map_err)?;
         }
         if let Some(old) = &from {
-            models
-                .update_one(
-                    doc! { "model_name": name, "model_version": old },
-                    doc! { "$pull": { "aliases": alias } },
-                )
+            match self
+                .mark_alias(&ComponentKey::model(name, old.as_str())?, alias, false)
                 .await
-                .map_err(map_err)?;
+            {
+                Ok(()) | Err(StoreError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
         }
         let record = AliasMove {
             model: name.to_string(),
@@ -799,28 +826,40 @@ impl Store for MongoStore {
                 },
             )
             .await?;
-        let mut guard = key_filter(key);
-        guard.extend(file_may_change(key.kind(), meta.immutable));
-        let previous = self
-            .collection(key.kind())
-            .find_one_and_update(
-                guard,
-                doc! { "$set": {
-                    file_ref_field(key.kind()): id.to_hex(),
-                    "file": file_document(&file),
-                    "updated_at": mongodb::bson::DateTime::from_millis(now.timestamp_millis()),
-                } },
-            )
-            .return_document(ReturnDocument::Before)
-            .await
-            .map_err(map_err)?;
+        let collection = self.collection(key.kind());
+        let mut previous = None;
+        for _ in 0..UPDATE_ATTEMPTS {
+            let Some(Decoded { component, rev, .. }) = self.find_one(key).await? else {
+                // `blob` is dropped here, which deletes the upload: no component refers to it.
+                return Err(StoreError::NotFound(key.clone()));
+            };
+            if let Some(refused) = immutability(&component, meta.immutable) {
+                return Err(refused);
+            }
+            // Guarded by the revision, so that the check above holds for the document replaced.
+            let mut guard = key_filter(key);
+            guard.insert("rev", rev.map_or(Bson::Null, Bson::Int64));
+            previous = collection
+                .find_one_and_update(
+                    guard,
+                    doc! { "$set": {
+                        file_ref_field(key.kind()): id.to_hex(),
+                        "file": file_document(&file),
+                        "updated_at": mongodb::bson::DateTime::from_millis(now.timestamp_millis()),
+                        "rev": rev.unwrap_or(0) + 1,
+                    } },
+                )
+                .return_document(ReturnDocument::Before)
+                .await
+                .map_err(map_err)?;
+            if previous.is_some() {
+                break;
+            }
+        }
         let Some(previous) = previous else {
-            // `blob` is dropped here, which deletes the upload: no component refers to it.
-            return Err(match self.find_one(key).await? {
-                None => StoreError::NotFound(key.clone()),
-                Some(Decoded { component, .. }) => immutability(&component, meta.immutable)
-                    .unwrap_or_else(|| StoreError::Contended(format!("{key} changed during the upload; try again"))),
-            });
+            return Err(StoreError::Contended(format!(
+                "{key} kept changing under {UPDATE_ATTEMPTS} upload attempts; try again"
+            )));
         };
         blob.keep();
         let Decoded { component, .. } = self
@@ -887,7 +926,10 @@ impl Store for MongoStore {
     }
 
     async fn blob(&self, sha256: &str) -> Result<Option<StoredFile>, StoreError> {
-        let valid = sha256.len() == 64 && sha256.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        let valid = sha256.len() == 64
+            && sha256
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
         if !valid {
             return Ok(None);
         }
@@ -901,8 +943,15 @@ impl Store for MongoStore {
             else {
                 continue;
             };
-            let component = self.decode_all(kind, &[document]).await?.pop().map(|d| d.component);
-            if let Some(file) = component.and_then(|c| c.file).filter(|f| f.sha256 == sha256) {
+            let component = self
+                .decode_all(kind, &[document])
+                .await?
+                .pop()
+                .map(|d| d.component);
+            if let Some(file) = component
+                .and_then(|c| c.file)
+                .filter(|f| f.sha256 == sha256)
+            {
                 return Ok(Some(super::digest_file(file)));
             }
         }
