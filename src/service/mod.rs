@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 pub use self::error::ServiceError;
 use crate::domain::{
-    AliasMove, Component, ComponentFilter, ComponentKey, Device, Kind, ModelKey, NeedsFilter, Spec,
-    StoredFile, validate_alias, validate_new_version,
+    AliasMove, Component, ComponentFilter, ComponentKey, Device, DevicePlatform, Kind, ModelKey,
+    NeedsFilter, Platform, Spec, StoredFile, file_for, validate_alias, validate_new_version,
 };
 use crate::store::{
     ByteStream, ComponentStream, FileMeta, PageRequest, SpecUpdate, StagedBlob, Store, UploadStream,
@@ -250,8 +250,10 @@ impl RepositoryService {
         staged: StagedBlob,
         filename: Option<&str>,
         content_type: Option<&str>,
+        platform: Option<Platform>,
     ) -> Result<Component, ServiceError> {
         let meta = FileMeta {
+            platform,
             filename: clean_filename(filename).unwrap_or_else(|| default_filename(key)),
             content_type: clean_content_type(content_type),
             immutable: self.immutable_files,
@@ -319,6 +321,39 @@ impl RepositoryService {
     ) -> Result<Vec<AliasMove>, ServiceError> {
         validate_alias(alias)?;
         Ok(self.store.alias_history(name, alias).await?)
+    }
+
+    /// The file of a component for a device's platform: the best fitting variant, else the platform-neutral
+    /// default; none fitting is a 404 that lists the platforms there are.
+    pub async fn file_for(
+        &self,
+        key: &ComponentKey,
+        device: &DevicePlatform,
+    ) -> Result<StoredFile, ServiceError> {
+        let component = self.get(key).await?;
+        if let Some((file, _)) = file_for(component.file.as_ref(), &component.variants, device) {
+            return Ok(file.clone());
+        }
+        let platforms: Vec<String> = component
+            .variants
+            .iter()
+            .map(|v| v.platform.to_string())
+            .collect();
+        Err(ServiceError::NotFound(if platforms.is_empty() {
+            format!("{key} has no file yet")
+        } else {
+            format!(
+                "{key} has no file for {}/{}{}; its platforms are: {}",
+                device.os,
+                device.arch,
+                device
+                    .variant
+                    .as_deref()
+                    .map(|v| format!("/{v}"))
+                    .unwrap_or_default(),
+                platforms.join(", ")
+            )
+        }))
     }
 
     /// The component and its file, for a download.

@@ -96,6 +96,9 @@ pub struct FileMeta {
     /// Refuse ([`StoreError::Immutable`]) to replace a file already there (`--immutable-files`); a locked
     /// component refuses it anyway.
     pub immutable: bool,
+    /// The platform the file is built for: it becomes (or replaces) that platform's variant. `None` is the
+    /// platform-neutral default file.
+    pub platform: Option<crate::domain::Platform>,
 }
 
 /// What a garbage collection removed.
@@ -234,7 +237,39 @@ pub fn digest_file(file: StoredFile) -> StoredFile {
 
 /// Why a component's file may not change, or `None` when it may: the rule a store checks inside its write.
 pub fn immutability(component: &Component, immutable: bool) -> Option<StoreError> {
-    let file = component.file.as_ref()?;
+    immutability_of(
+        component,
+        component
+            .file
+            .as_ref()
+            .or(component.variants.first().map(|v| &v.file)),
+        immutable,
+    )
+}
+
+/// Why the file an upload for `platform` would replace may not change, or `None` when it may.
+pub fn replacement_refused(
+    component: &Component,
+    platform: Option<&crate::domain::Platform>,
+    immutable: bool,
+) -> Option<StoreError> {
+    let replaced = match platform {
+        None => component.file.as_ref(),
+        Some(platform) => component
+            .variants
+            .iter()
+            .find(|v| &v.platform == platform)
+            .map(|v| &v.file),
+    };
+    immutability_of(component, replaced, immutable)
+}
+
+fn immutability_of(
+    component: &Component,
+    file: Option<&StoredFile>,
+    immutable: bool,
+) -> Option<StoreError> {
+    let file = file?;
     let why = if component.locked {
         "is locked"
     } else if immutable {
@@ -243,7 +278,7 @@ pub fn immutability(component: &Component, immutable: bool) -> Option<StoreError
         return None;
     };
     Some(StoreError::Immutable(format!(
-        "{} {why}: its file ({}) cannot be replaced and it cannot be deleted",
+        "{} {why}: its files ({} ...) cannot be replaced and it cannot be deleted",
         component.key,
         if file.sha256.is_empty() {
             &file.blob_id

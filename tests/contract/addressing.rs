@@ -310,3 +310,157 @@ pub async fn locked_components_keep_their_file(start: Starter) {
         "NOT_FOUND"
     );
 }
+
+async fn upload_variant(app: &TestApp, platform: Value, data: Vec<u8>) -> Value {
+    app.upload(
+        "mutation($p: PlatformInput, $file: Upload!) { uploadServiceFile(id: \"svc\", file: $file, platform: $p) { variants { platform { os arch variant accelerator } file { sha256 } } } }",
+        json!({ "p": platform }),
+        data,
+        "svc.zip",
+    )
+    .await
+    .json()
+    .await
+    .unwrap()
+}
+
+const RUNNABLE: &str = "query($d: DeviceInput!) { runnableOn(device: $d, kinds: [SERVICE]) { edges { node { ... on Service { id } } } } }";
+
+fn ids(data: &Value) -> Vec<String> {
+    data["runnableOn"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["node"]["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+pub async fn variants_are_chosen_by_platform(start: Starter) {
+    let app = start(Options::default()).await;
+    for id in ["svc", "plain"] {
+        app.ok(
+            "mutation($id: ID!) { createService(input: {id: $id}) { id } }",
+            json!({ "id": id }),
+        )
+        .await;
+    }
+    let (v6, v7, cuda) = (bytes(100, 6), bytes(100, 7), bytes(100, 8));
+    upload_variant(
+        &app,
+        json!({"os": "linux", "arch": "arm", "variant": "v6"}),
+        v6.clone(),
+    )
+    .await;
+    upload_variant(&app, json!({"os": "linux", "arch": "armhf"}), v7.clone()).await;
+    let listed = upload_variant(
+        &app,
+        json!({"os": "linux", "arch": "x86_64", "accelerator": "cuda", "acceleratorVersion": ">=8.6"}),
+        cuda.clone(),
+    )
+    .await;
+    let variants = listed["data"]["uploadServiceFile"]["variants"]
+        .as_array()
+        .unwrap();
+    assert_eq!(variants.len(), 3, "{listed}");
+    assert_eq!(
+        variants[1]["platform"],
+        json!({"os": "linux", "arch": "arm", "variant": "v7", "accelerator": null}),
+        "names are normalised as containerd does"
+    );
+    let bad = upload_variant(
+        &app,
+        json!({"os": "linux", "arch": "arm", "variant": "seven"}),
+        bytes(1, 1),
+    )
+    .await;
+    assert_eq!(bad["errors"][0]["extensions"]["code"], "INVALID_INPUT");
+
+    // REST picks the newest variant the platform runs; the original route without a platform has no default.
+    let app = &app;
+    let pick = |p: &str| {
+        let path = format!("/service/svc?platform={p}");
+        async move { app.get(&path).await }
+    };
+    assert_eq!(
+        pick("linux/arm/v7").await.bytes().await.unwrap().as_ref(),
+        v7.as_slice()
+    );
+    assert_eq!(
+        pick("linux/arm/v6").await.bytes().await.unwrap().as_ref(),
+        v6.as_slice()
+    );
+    let none = pick("linux/arm64").await;
+    assert_eq!(none.status(), 404);
+    let detail = none.json::<Value>().await.unwrap()["detail"].to_string();
+    assert!(
+        detail.contains("linux/arm/v7") && detail.contains("linux/arm/v6"),
+        "{detail}"
+    );
+    assert_eq!(app.get("/service/svc?platform=linux").await.status(), 400);
+    assert_eq!(app.get("/service/svc").await.status(), 404);
+
+    // GraphQL: the accelerated build for a device whose CUDA fits, nothing for one whose CUDA is too old.
+    let file_for = |version: &str| {
+        app.ok(
+            "query($d: DevicePlatformInput!) { service(id: \"svc\") { fileFor(device: $d) { sha256 downloadUrl } } }",
+            json!({ "d": {"os": "linux", "arch": "amd64", "accelerators": [{"name": "cuda", "version": version}]} }),
+        )
+    };
+    let fits = file_for("8.9").await;
+    assert_eq!(
+        fits["service"]["fileFor"],
+        json!({"sha256": sha256_hex(&cuda), "downloadUrl": format!("/blobs/sha256/{}", sha256_hex(&cuda))})
+    );
+    assert_eq!(file_for("7.5").await["service"]["fileFor"], Value::Null);
+
+    // runnableOn lists a component with variants only when one fits; one without variants always.
+    let arm64 = app
+        .ok(
+            RUNNABLE,
+            json!({ "d": {"platform": {"os": "linux", "arch": "arm64"}} }),
+        )
+        .await;
+    assert_eq!(ids(&arm64), vec!["plain"]);
+    let armv7 = app
+        .ok(
+            RUNNABLE,
+            json!({ "d": {"platform": {"os": "linux", "arch": "arm", "variant": "v7"}} }),
+        )
+        .await;
+    assert_eq!(ids(&armv7), vec!["plain", "svc"]);
+
+    // Replacing a variant frees its old bytes; deleting the component frees them all.
+    let v7b = bytes(100, 17);
+    upload_variant(
+        &app,
+        json!({"os": "linux", "arch": "arm", "variant": "v7"}),
+        v7b.clone(),
+    )
+    .await;
+    assert_eq!(
+        pick("linux/arm/v7").await.bytes().await.unwrap().as_ref(),
+        v7b.as_slice()
+    );
+    assert_eq!(
+        app.get(&format!("/blobs/sha256/{}", sha256_hex(&v7)))
+            .await
+            .status(),
+        404
+    );
+    assert_eq!(
+        app.get(&format!("/blobs/sha256/{}", sha256_hex(&v6)))
+            .await
+            .status(),
+        200
+    );
+    app.ok("mutation { deleteService(id: \"svc\") }", json!({}))
+        .await;
+    for data in [&v6, &v7b, &cuda] {
+        assert_eq!(
+            app.get(&format!("/blobs/sha256/{}", sha256_hex(data)))
+                .await
+                .status(),
+            404
+        );
+    }
+}

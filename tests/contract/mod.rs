@@ -68,6 +68,7 @@ macro_rules! contract_suite {
             model_aliases_move_with_history,
             immutable_files_refuse_replacement_and_deletion,
             locked_components_keep_their_file,
+            variants_are_chosen_by_platform,
         );
     };
     (@tests $starter:path, $skip:expr; $($name:ident),* $(,)?) => {

@@ -5,8 +5,8 @@ use async_graphql::{Context, ID, Object, Upload};
 use super::http::Caller;
 use super::inputs::{
     CreateInferencerInput, CreateModelInput, CreateServiceInput, CreateTransformationInput,
-    UpdateInferencerInput, UpdateModelInput, UpdateServiceInput, UpdateTransformationInput,
-    replace,
+    PlatformInput, UpdateInferencerInput, UpdateModelInput, UpdateServiceInput,
+    UpdateTransformationInput, replace,
 };
 use super::multipart::StagedUploads;
 use super::types::{FromNode, Inferencer, Model, Node, Service, Transformation};
@@ -63,8 +63,13 @@ async fn upload<T: FromNode>(
     ctx: &Context<'_>,
     key: Result<ComponentKey, DomainError>,
     file: Upload,
+    platform: Option<PlatformInput>,
 ) -> async_graphql::Result<T> {
     let key = key.gql()?;
+    let platform = platform
+        .map(PlatformInput::into_platform)
+        .transpose()
+        .gql()?;
     // Only uploads that our multipart reader staged are accepted: a client that forges an upload reference in a
     // plain JSON request gets a clear error instead of reaching async-graphql's upload table.
     let staged = ctx
@@ -85,6 +90,7 @@ async fn upload<T: FromNode>(
             staged,
             Some(&value.filename),
             value.content_type.as_deref(),
+            platform,
         )
         .await
         .gql()?;
@@ -238,8 +244,12 @@ impl MutationRoot {
         name: String,
         version: String,
         file: Upload,
+        #[graphql(
+            desc = "The platform the file is built for: it becomes (or replaces) that platform's variant. Left out, the file is the platform-neutral default."
+        )]
+        platform: Option<PlatformInput>,
     ) -> async_graphql::Result<Model> {
-        upload(ctx, ComponentKey::model(name, version), file).await
+        upload(ctx, ComponentKey::model(name, version), file, platform).await
     }
 
     async fn create_transformation(
@@ -285,8 +295,18 @@ impl MutationRoot {
         ctx: &Context<'_>,
         id: ID,
         file: Upload,
+        #[graphql(
+            desc = "The platform the file is built for: it becomes (or replaces) that platform's variant. Left out, the file is the platform-neutral default."
+        )]
+        platform: Option<PlatformInput>,
     ) -> async_graphql::Result<Transformation> {
-        upload(ctx, ComponentKey::with_id(Kind::Transformation, id.0), file).await
+        upload(
+            ctx,
+            ComponentKey::with_id(Kind::Transformation, id.0),
+            file,
+            platform,
+        )
+        .await
     }
 
     async fn create_service(
@@ -327,8 +347,18 @@ impl MutationRoot {
         ctx: &Context<'_>,
         id: ID,
         file: Upload,
+        #[graphql(
+            desc = "The platform the file is built for: it becomes (or replaces) that platform's variant. Left out, the file is the platform-neutral default."
+        )]
+        platform: Option<PlatformInput>,
     ) -> async_graphql::Result<Service> {
-        upload(ctx, ComponentKey::with_id(Kind::Service, id.0), file).await
+        upload(
+            ctx,
+            ComponentKey::with_id(Kind::Service, id.0),
+            file,
+            platform,
+        )
+        .await
     }
 
     async fn create_inferencer(
@@ -371,7 +401,17 @@ impl MutationRoot {
         ctx: &Context<'_>,
         id: ID,
         file: Upload,
+        #[graphql(
+            desc = "The platform the file is built for: it becomes (or replaces) that platform's variant. Left out, the file is the platform-neutral default."
+        )]
+        platform: Option<PlatformInput>,
     ) -> async_graphql::Result<Inferencer> {
-        upload(ctx, ComponentKey::with_id(Kind::Inferencer, id.0), file).await
+        upload(
+            ctx,
+            ComponentKey::with_id(Kind::Inferencer, id.0),
+            file,
+            platform,
+        )
+        .await
     }
 }

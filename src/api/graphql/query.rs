@@ -10,7 +10,7 @@ use super::types::{
 };
 use crate::api::Links;
 use crate::api::error::GqlResultExt;
-use crate::domain::{ComponentFilter, ComponentKey, Kind};
+use crate::domain::{ComponentFilter, ComponentKey, Device, Kind};
 use crate::service::{RepositoryService, ServiceError};
 
 pub struct QueryRoot;
@@ -204,7 +204,7 @@ impl QueryRoot {
         let kinds = kinds.map(|ks| ks.into_iter().map(Kind::from).collect());
         let listing = service
             .runnable_on(
-                device.into(),
+                Device::try_from(device).gql()?,
                 kinds,
                 first,
                 after.as_deref(),

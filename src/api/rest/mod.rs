@@ -18,7 +18,7 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 
 use super::AppState;
-use super::download::{download, download_blob};
+use super::download::{Source, download, download_blob, serve};
 use super::error::ApiError;
 use super::limits::{body_io_error, unreadable_body};
 use crate::domain::{ComponentKey, DomainError, Kind, Spec};
@@ -115,7 +115,7 @@ pub fn routes() -> Router<AppState> {
             )
             .route(
                 &format!("/{kind}/{{id}}"),
-                get(move |s, p, h| download_by_id(s, kind, p, h))
+                get(move |s, p, q, h| download_by_id(s, kind, p, q, h))
                     .put(move |s, p, m| upload_by_id(s, kind, p, m))
                     .delete(move |s, p| delete_by_id(s, kind, p))
                     // Uploads are limited per file by the service while they stream, not by a body limit.
@@ -281,7 +281,13 @@ async fn upload(
         let size = staged.size;
         state
             .service
-            .attach_file(&key, staged, filename.as_deref(), content_type.as_deref())
+            .attach_file(
+                &key,
+                staged,
+                filename.as_deref(),
+                content_type.as_deref(),
+                None,
+            )
             .await?;
         state.metrics.uploaded(size);
         return Ok(StatusCode::NO_CONTENT);
@@ -317,6 +323,7 @@ async fn delete_by_id(
 async fn download_model(
     State(state): State<AppState>,
     Path((name, version)): Path<(String, String)>,
+    Query(wanted): Query<PlatformQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     // `/model/{name}/@{alias}` downloads the version the alias points at.
@@ -324,20 +331,42 @@ async fn download_model(
         Some(alias) => state.service.resolve_alias(&name, alias).await?,
         None => ComponentKey::model(name, version)?,
     };
-    download(&state.service, &state.metrics, key, &headers).await
+    download_for(&state, key, wanted, &headers).await
 }
 
 async fn download_by_id(
     State(state): State<AppState>,
     kind: Kind,
     Path(id): Path<String>,
+    Query(wanted): Query<PlatformQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    download(
+    download_for(&state, ComponentKey::with_id(kind, id)?, wanted, &headers).await
+}
+
+/// `?platform=linux/arm64` picks the variant a device of that platform runs.
+#[derive(Deserialize)]
+struct PlatformQuery {
+    platform: Option<String>,
+}
+
+async fn download_for(
+    state: &AppState,
+    key: ComponentKey,
+    wanted: PlatformQuery,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let Some(platform) = wanted.platform else {
+        return download(&state.service, &state.metrics, key, headers).await;
+    };
+    let device = crate::domain::DevicePlatform::parse(&platform)?;
+    let file = state.service.file_for(&key, &device).await?;
+    serve(
         &state.service,
         &state.metrics,
-        ComponentKey::with_id(kind, id)?,
-        &headers,
+        Source::Component(&key),
+        &file,
+        headers,
     )
     .await
 }

@@ -23,7 +23,7 @@ use self::blobs::{BlobDir, clear_dir};
 use self::catalog::{Catalog, Snapshot};
 use super::{
     ByteStream, ComponentStream, FileMeta, Page, PageRequest, SpecUpdate, StagedBlob, Store,
-    StoreError, UploadStream, adopt_file, immutability, stage_to_file,
+    StoreError, UploadStream, adopt_file, immutability, replacement_refused, stage_to_file,
 };
 use crate::domain::{
     AliasMove, Component, ComponentFilter, ComponentKey, Kind, ModelKey, StoredFile,
@@ -363,6 +363,29 @@ enum Change {
     Remove(ComponentKey),
 }
 
+/// Every stored file of a component: the default one and those of its variants.
+fn files_of(component: &Component) -> impl Iterator<Item = &StoredFile> {
+    component
+        .file
+        .iter()
+        .chain(component.variants.iter().map(|v| &v.file))
+}
+
+/// Puts `file` in as the variant of `platform`, returning the file it replaces.
+fn replace_variant(
+    variants: &mut Vec<crate::domain::Variant>,
+    platform: crate::domain::Platform,
+    file: StoredFile,
+) -> Option<StoredFile> {
+    match variants.iter_mut().find(|v| v.platform == platform) {
+        Some(existing) => Some(std::mem::replace(&mut existing.file, file)),
+        None => {
+            variants.push(crate::domain::Variant { platform, file });
+            None
+        }
+    }
+}
+
 /// Adds `delta` to the reference count of a blob, dropping the entry at zero.
 fn adjust_refs(txn: &WriteTransaction, digest: &str, delta: i64) -> Result<(), StoreError> {
     let mut refs = txn.open_table(BLOB_REFS).or_backend()?;
@@ -570,18 +593,19 @@ impl Store for EmbeddedStore {
                         });
                     }
                 }
-                if let Some(file) = removed.as_ref().and_then(|c| c.file.as_ref()) {
+                for file in removed.iter().flat_map(files_of) {
                     adjust_refs(&txn, &file.blob_id, -1)?;
                 }
                 txn.commit().or_backend()?;
                 Ok((removed, Change::Remove(key)))
             })
             .await?;
-        let orphan = removed
-            .as_ref()
-            .and_then(|c| c.file.as_ref())
-            .map(|f| f.blob_id.clone());
-        self.reclaim(orphan.into_iter().collect()).await?;
+        let orphans = removed
+            .iter()
+            .flat_map(files_of)
+            .map(|f| f.blob_id.clone())
+            .collect();
+        self.reclaim(orphans).await?;
         Ok(removed)
     }
 
@@ -715,6 +739,7 @@ impl Store for EmbeddedStore {
     ) -> Result<Component, StoreError> {
         let (sha256, size, temp) = staged.into_file()?;
         let immutable = meta.immutable;
+        let platform = meta.platform.clone();
         let _blobs = self.blob_lock.lock().await;
         self.place(&sha256, temp).await?;
         let file = StoredFile {
@@ -731,11 +756,15 @@ impl Store for EmbeddedStore {
                 let txn = db.begin_write().or_backend()?;
                 let mut component =
                     read_component(&txn, &key)?.ok_or_else(|| StoreError::NotFound(key.clone()))?;
-                if let Some(refused) = immutability(&component, immutable) {
+                if let Some(refused) = replacement_refused(&component, platform.as_ref(), immutable)
+                {
                     return Err(refused);
                 }
                 adjust_refs(&txn, &file.blob_id, 1)?;
-                let previous = component.file.replace(file);
+                let previous = match platform {
+                    None => component.file.replace(file),
+                    Some(platform) => replace_variant(&mut component.variants, platform, file),
+                };
                 if let Some(previous) = &previous {
                     adjust_refs(&txn, &previous.blob_id, -1)?;
                 }
@@ -766,8 +795,9 @@ impl Store for EmbeddedStore {
     ) -> Result<(), StoreError> {
         let (sha256, size, temp) = staged.into_file()?;
         adopt_file(&mut component, &sha256, size, sha256.clone())?;
-        // Aliases come with their own records, which an import does not carry.
+        // Aliases come with their own records, and variants with their own bytes, which an import does not carry.
         component.aliases.clear();
+        component.variants.clear();
         let _blobs = self.blob_lock.lock().await;
         self.place(&sha256, temp).await?;
         let digest = sha256.clone();
