@@ -273,4 +273,24 @@ mod tests {
         assert!(tokens.check(&headers(Some("r1")), Need::Read).is_ok());
         assert!(tokens.check(&headers(Some("w1")), Need::Write).is_ok());
     }
+
+    #[test]
+    fn tokens_have_labels_never_their_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens");
+        std::fs::write(
+            &path,
+            "write w1 release bot
+read r1
+",
+        )
+        .unwrap();
+        let tokens = Tokens::new(&[], &["cli".into()], Some(&path), false).unwrap();
+        assert_eq!(tokens.label(&headers(Some("w1"))), "release bot");
+        assert_eq!(tokens.label(&headers(Some("cli"))), "write-token-1");
+        assert_eq!(tokens.label(&headers(Some("r1"))), "read-token-1");
+        assert_eq!(tokens.label(&headers(Some("nope"))), "anonymous");
+        assert_eq!(tokens.label(&headers(None)), "anonymous");
+        assert!(tokens.check(&headers(Some("w1")), Need::Write).is_ok());
+    }
 }

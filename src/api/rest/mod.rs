@@ -408,7 +408,8 @@ async fn model_meta(
                 .await?
         }
         _ => {
-            return Err(ApiError::BadRequest(
+            // A missing parameter is a 422, as FastAPI answered.
+            return Err(ApiError::Unprocessable(
                 "give either `model_version` or `model_alias`".into(),
             ));
         }
