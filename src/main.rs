@@ -162,6 +162,8 @@ async fn gc(args: ServeArgs) -> anyhow::Result<()> {
 
 async fn run(args: ServeArgs) -> anyhow::Result<()> {
     init_logging(&args)?;
+    let descriptors = server::raise_fd_limit();
+    let options = server::ServeOptions::from_args(&args);
     // Secrets stay out of the log: the MongoDB URI is shown without its credentials.
     tracing::info!(
         bind = %args.bind,
@@ -173,6 +175,8 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         max_upload_size = %args.max_upload_size,
         public_url = %args.public_url,
         shutdown_grace_secs = args.shutdown_grace_secs,
+        max_connections = options.connections.max_connections,
+        descriptors,
         version = env!("CARGO_PKG_VERSION"),
         "starting component-repository"
     );
@@ -184,11 +188,5 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", args.bind))?;
     tracing::info!(address = %listener.local_addr()?, "listening; GraphQL at /graphql");
-    server::serve(
-        listener,
-        app,
-        server::shutdown_signal(),
-        Duration::from_secs(args.shutdown_grace_secs),
-    )
-    .await
+    server::serve(listener, app, server::shutdown_signal(), options).await
 }

@@ -1,5 +1,8 @@
 //! Wiring: store -> service -> HTTP application, and serving with graceful shutdown.
 
+mod connections;
+mod send_idle;
+
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +18,8 @@ use crate::service::RepositoryService;
 use crate::store::Store;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::mongodb::{MongoConfig, MongoStore};
+
+pub use self::connections::{ConnectionLimits, raise_fd_limit};
 
 /// Opens the store the configuration names.
 pub async fn open_store(args: &ServeArgs) -> anyhow::Result<Arc<dyn Store>> {
@@ -131,19 +136,50 @@ pub fn tokens(args: &ServeArgs) -> anyhow::Result<Tokens> {
     )
 }
 
-/// Serves until `shutdown` completes, then lets in-flight requests finish for at most `grace`.
+/// How the server accepts, keeps and stops connections.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub connections: ConnectionLimits,
+    /// How long in-flight requests may run after shutdown begins.
+    pub grace: Duration,
+}
+
+impl ServeOptions {
+    /// The options the configuration names; without `--max-connections`, a limit that fits the process's
+    /// file-descriptor limit.
+    pub fn from_args(args: &ServeArgs) -> Self {
+        Self {
+            connections: ConnectionLimits {
+                max_connections: args
+                    .max_connections
+                    .unwrap_or_else(|| connections::max_connections_for(connections::fd_limit()))
+                    .max(1),
+                header_read_timeout: Duration::from_secs(args.header_read_timeout_secs.max(1)),
+                send_idle_timeout: Duration::from_secs(args.send_idle_timeout_secs.max(1)),
+            },
+            grace: Duration::from_secs(args.shutdown_grace_secs),
+        }
+    }
+}
+
+/// Serves until `shutdown` completes, then lets in-flight requests finish for at most `options.grace`.
 pub async fn serve(
     listener: TcpListener,
     app: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
-    grace: Duration,
+    options: ServeOptions,
 ) -> anyhow::Result<()> {
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-    let graceful = axum::serve(listener, app).with_graceful_shutdown(async move {
-        shutdown.await;
-        let _ = stopping_tx.send(());
-    });
-    let server = tokio::spawn(async move { graceful.await });
+    let server = tokio::spawn(connections::accept_loop(
+        listener,
+        app,
+        options.connections,
+        async move {
+            shutdown.await;
+            let _ = stopping_tx.send(());
+        },
+    ));
+    let grace = options.grace;
     let deadline = async move {
         if stopping_rx.await.is_ok() {
             tokio::time::sleep(grace).await;
@@ -152,7 +188,7 @@ pub async fn serve(
         }
     };
     tokio::select! {
-        result = server => result.context("server task")?.context("serving HTTP")?,
+        result = server => result.context("server task")?,
         () = deadline => tracing::warn!(?grace, "in-flight requests outlived the shutdown grace period"),
     }
     Ok(())

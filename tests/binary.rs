@@ -2,7 +2,8 @@
 
 mod common;
 
-use std::time::Duration;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 use common::process::ServerProcess;
 use futures_util::StreamExt;
@@ -19,6 +20,23 @@ async fn gql(base: &str, query: &str) -> Value {
         .json()
         .await
         .unwrap()
+}
+
+/// Waits until `condition` holds, for at most 30 s; says whether it did.
+async fn eventually(mut condition: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if condition().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+/// Uploads being staged in an embedded store's data directory.
+fn staged_uploads(data_dir: &Path) -> usize {
+    std::fs::read_dir(data_dir.join("tmp")).map_or(0, |entries| entries.count())
 }
 
 /// Starts an upload of `first` to service `id` whose remaining bytes are sent through the returned channel.
@@ -73,11 +91,13 @@ async fn sigterm_lets_in_flight_uploads_finish() {
 
     let data = common::bytes(2_000_000, 1);
     let (tx, upload) = slow_upload(&base, "svc", data[..1_000_000].to_vec());
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    server.signal("TERM");
-    tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
-        reqwest::get(format!("{base}/healthz")).await.is_err(),
+        eventually(async || staged_uploads(dir.path()) == 1).await,
+        "the upload is being staged"
+    );
+    server.signal("TERM");
+    assert!(
+        eventually(async || reqwest::get(format!("{base}/healthz")).await.is_err()).await,
         "after SIGTERM the server accepts no new connections"
     );
     tx.send(data[1_000_000..].to_vec()).await.unwrap();
@@ -126,11 +146,9 @@ async fn sigkill_during_an_upload_keeps_the_previous_file_intact() {
     assert_eq!(upload.await.unwrap().unwrap().status(), 200);
 
     let (tx, upload) = slow_upload(&base, "svc", common::bytes(3_000_000, 3));
-    tokio::time::sleep(Duration::from_millis(500)).await;
     let staging = dir.path().join("tmp");
-    assert_eq!(
-        std::fs::read_dir(&staging).unwrap().count(),
-        1,
+    assert!(
+        eventually(async || staged_uploads(dir.path()) == 1).await,
         "the upload is being staged"
     );
     server.signal("KILL");

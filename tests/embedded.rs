@@ -17,7 +17,7 @@ contract_suite!(start);
 use std::path::{Path, PathBuf};
 
 use component_repository::store::embedded::EmbeddedStore;
-use serde_json::json;
+use serde_json::{Value, json};
 
 /// Every file under `dir`, recursively.
 fn files_under(dir: &Path) -> Vec<PathBuf> {
@@ -42,17 +42,31 @@ fn staged(app: &TestApp) -> Vec<PathBuf> {
     files_under(&app.data_dir.as_ref().unwrap().join("tmp"))
 }
 
-async fn upload_service(app: &TestApp, id: &str, bytes: Vec<u8>) -> reqwest::StatusCode {
-    app.upload(
-        &format!(
-            "mutation($file: Upload!) {{ uploadServiceFile(id: \"{id}\", file: $file) {{ id }} }}"
-        ),
-        json!({}),
-        bytes,
-        "f.zip",
-    )
-    .await
-    .status()
+/// Uploads `bytes` as service `id`'s file; returns the HTTP status and the GraphQL response.
+async fn upload_service(app: &TestApp, id: &str, bytes: Vec<u8>) -> (u16, Value) {
+    let response = app
+        .upload(
+            &format!(
+                "mutation($file: Upload!) {{ uploadServiceFile(id: \"{id}\", file: $file) {{ file {{ sha256 }} }} }}"
+            ),
+            json!({}),
+            bytes,
+            "f.zip",
+        )
+        .await;
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Uploads `bytes` as service `id`'s file, which must succeed.
+async fn upload_ok(app: &TestApp, id: &str, bytes: Vec<u8>) {
+    let sha256 = common::sha256_hex(&bytes);
+    let (status, body) = upload_service(app, id, bytes).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["data"]["uploadServiceFile"]["file"]["sha256"], sha256,
+        "{body}"
+    );
 }
 
 #[tokio::test]
@@ -66,17 +80,17 @@ async fn identical_bytes_are_stored_once_and_reclaimed_when_unused() {
         .await;
     }
     let shared = common::bytes(4096, 1);
-    upload_service(&app, "a", shared.clone()).await;
-    upload_service(&app, "b", shared.clone()).await;
+    upload_ok(&app, "a", shared.clone()).await;
+    upload_ok(&app, "b", shared.clone()).await;
     let stored = blobs(&app);
     assert_eq!(stored.len(), 1, "one blob for identical bytes");
     assert!(stored[0].ends_with(common::sha256_hex(&shared)));
 
     // Replacing a's file keeps the shared blob for b and adds a's new one.
-    upload_service(&app, "a", common::bytes(10, 2)).await;
+    upload_ok(&app, "a", common::bytes(10, 2)).await;
     assert_eq!(blobs(&app).len(), 2);
     // Replacing b's file frees the shared blob.
-    upload_service(&app, "b", common::bytes(10, 2)).await;
+    upload_ok(&app, "b", common::bytes(10, 2)).await;
     assert_eq!(
         blobs(&app).len(),
         1,
@@ -103,14 +117,14 @@ async fn refused_uploads_leave_nothing_behind() {
         json!({}),
     )
     .await;
+    let (status, body) = upload_service(&app, "svc", common::bytes(5000, 3)).await;
+    assert_eq!(status, 413, "{body}");
+    let (status, body) = upload_service(&app, "missing", common::bytes(500, 4)).await;
     assert_eq!(
-        upload_service(&app, "svc", common::bytes(5000, 3)).await,
-        413
+        (status, body["errors"][0]["extensions"]["code"].as_str()),
+        (200, Some("NOT_FOUND")),
+        "GraphQL answers 200 with the error in the body: {body}"
     );
-    assert_eq!(
-        upload_service(&app, "missing", common::bytes(500, 4)).await,
-        200
-    ); // NOT_FOUND in the body
     assert!(blobs(&app).is_empty(), "{:?}", blobs(&app));
     assert!(staged(&app).is_empty(), "{:?}", staged(&app));
 }
@@ -132,7 +146,7 @@ async fn start_up_removes_interrupted_uploads_and_unreferenced_blobs() {
         json!({}),
     )
     .await;
-    upload_service(&app, "svc", kept.clone()).await;
+    upload_ok(&app, "svc", kept.clone()).await;
     app.stop().await;
     // What a crash can leave: a half-written upload, and a blob renamed into place whose metadata never committed.
     std::fs::write(data_dir.join("tmp/upload-interrupted"), b"partial").unwrap();

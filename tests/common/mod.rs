@@ -5,6 +5,7 @@ pub mod archive;
 pub mod browser;
 pub mod mongo;
 pub mod process;
+pub mod slow;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -58,6 +59,8 @@ pub struct TestApp {
     _dir: TempDir,
     /// Whatever must live as long as the server and be cleaned up after it (a test database, say).
     pub guard: Option<Box<dyn Send + Sync>>,
+    /// What the backend has stored, for tests that check nothing is left behind.
+    pub probe: Option<Arc<dyn StorageProbe>>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -70,12 +73,45 @@ impl Drop for TestApp {
     }
 }
 
+/// What a backend keeps, as a test can see it from outside the server.
+pub trait StorageProbe: Send + Sync {
+    /// Stored files that are not staged uploads and not yet left for collection: the files components use.
+    fn live_files(&self) -> futures_util::future::BoxFuture<'_, usize>;
+    /// Uploads staged but not part of any component.
+    fn staged_uploads(&self) -> futures_util::future::BoxFuture<'_, usize>;
+}
+
+/// The embedded store's directories: `blobs/` holds the files in use, `tmp/` the uploads being staged.
+pub struct EmbeddedProbe(pub PathBuf);
+
+/// Every file under `dir`, recursively.
+pub fn files_in(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |entries| {
+        entries
+            .map(|e| e.unwrap().path())
+            .map(|p| if p.is_dir() { files_in(&p) } else { 1 })
+            .sum()
+    })
+}
+
+impl StorageProbe for EmbeddedProbe {
+    fn live_files(&self) -> futures_util::future::BoxFuture<'_, usize> {
+        Box::pin(async { files_in(&self.0.join("blobs")) })
+    }
+
+    fn staged_uploads(&self) -> futures_util::future::BoxFuture<'_, usize> {
+        Box::pin(async { files_in(&self.0.join("tmp")) })
+    }
+}
+
 /// The embedded store in a fresh temporary directory.
 pub async fn embedded(options: Options) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
     let store = Arc::new(EmbeddedStore::open(&data_dir).await.unwrap());
-    TestApp::start(store, dir, Some(data_dir), options).await
+    let mut app = TestApp::start(store, dir, Some(data_dir.clone()), options).await;
+    app.probe = Some(Arc::new(EmbeddedProbe(data_dir)));
+    app
 }
 
 /// A server on the embedded store that an earlier run (or a restore) left in `dir/data`.
@@ -107,13 +143,15 @@ impl TestApp {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let mut serve_options = server::ServeOptions::from_args(&args);
+        serve_options.grace = Duration::from_secs(1);
         let server = tokio::spawn(server::serve(
             listener,
             app,
             async {
                 let _ = rx.await;
             },
-            Duration::from_secs(1),
+            serve_options,
         ));
         TestApp {
             addr,
@@ -121,6 +159,7 @@ impl TestApp {
             data_dir,
             _dir: dir,
             guard: None,
+            probe: None,
             shutdown: Some(tx),
             server: Some(server),
         }

@@ -181,3 +181,69 @@ pub async fn store(target: &Target) -> (MongoStore, MongoConfig) {
         .expect("connecting to MongoDB");
     (store, config)
 }
+
+/// A GridFS bucket as tests see it: live files are those neither staged nor superseded (left for gc).
+pub struct MongoProbe {
+    files: mongodb::Collection<mongodb::bson::Document>,
+    superseded: mongodb::Collection<mongodb::bson::Document>,
+}
+
+impl MongoProbe {
+    pub async fn new(config: &MongoConfig) -> MongoProbe {
+        let client = mongodb::Client::with_uri_str(&config.uri).await.unwrap();
+        let grid = client.database(&config.grid_database);
+        MongoProbe {
+            files: grid.collection(&format!("{}.files", config.bucket)),
+            superseded: grid.collection(&format!("{}_superseded", config.bucket)),
+        }
+    }
+
+    /// Every document of `collection` (read whole: nx-27017 cannot count collections whose names hold a dot).
+    async fn all(
+        collection: &mongodb::Collection<mongodb::bson::Document>,
+    ) -> Vec<mongodb::bson::Document> {
+        use futures_util::TryStreamExt;
+        collection
+            .find(mongodb::bson::doc! {})
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap()
+    }
+}
+
+fn is_staged(file: &mongodb::bson::Document) -> bool {
+    file.get_str("filename") == Ok("staging")
+}
+
+impl super::StorageProbe for MongoProbe {
+    fn live_files(&self) -> futures_util::future::BoxFuture<'_, usize> {
+        Box::pin(async {
+            let superseded: Vec<_> = Self::all(&self.superseded)
+                .await
+                .iter()
+                .filter_map(|d| d.get_object_id("_id").ok())
+                .collect();
+            Self::all(&self.files)
+                .await
+                .iter()
+                .filter(|d| !is_staged(d))
+                .filter(|d| {
+                    d.get_object_id("_id")
+                        .is_ok_and(|id| !superseded.contains(&id))
+                })
+                .count()
+        })
+    }
+
+    fn staged_uploads(&self) -> futures_util::future::BoxFuture<'_, usize> {
+        Box::pin(async {
+            Self::all(&self.files)
+                .await
+                .iter()
+                .filter(|d| is_staged(d))
+                .count()
+        })
+    }
+}

@@ -1,6 +1,7 @@
 use serde_json::{Value, json};
 
 use super::Starter;
+use crate::common::slow::SlowDownload;
 use crate::common::{Options, bytes, sha256_hex};
 
 const UPLOAD_MODEL: &str = "mutation($file: Upload!) { uploadModelFile(name: \"fall-detection\", version: \"pilot-2-1\", file: $file) {
@@ -498,4 +499,48 @@ pub async fn serves_empty_files_and_multiple_ranges(start: Starter) {
             "{range}"
         );
     }
+}
+
+/// A client on a slow link is half way through a download when the file is replaced and then deleted: it still
+/// gets every byte of the version it started, while new requests see the new state at once.
+pub async fn downloads_in_progress_survive_replace_and_delete(start: Starter) {
+    let app = start(Options::default()).await;
+    app.ok(
+        "mutation { createService(input: {id: \"svc\"}) { id } }",
+        json!({}),
+    )
+    .await;
+    let upload = "mutation($file: Upload!) { uploadServiceFile(id: \"svc\", file: $file) { id } }";
+    let old = bytes(16 << 20, 21);
+    let response = app.upload(upload, json!({}), old.clone(), "v1.zip").await;
+    assert_eq!(response.status(), 200);
+    assert!(response.json::<Value>().await.unwrap()["errors"].is_null());
+
+    let mut download = SlowDownload::start(app.addr, "/service/svc", &[]).await;
+    assert_eq!(download.status, 200);
+    assert_eq!(download.content_length, Some(old.len() as u64));
+    download.read_at_least(256 * 1024).await;
+
+    let new = bytes(1 << 20, 22);
+    let response = app.upload(upload, json!({}), new.clone(), "v2.zip").await;
+    assert_eq!(response.status(), 200);
+    assert!(response.json::<Value>().await.unwrap()["errors"].is_null());
+    let current = app.get("/service/svc").await.bytes().await.unwrap();
+    assert_eq!(
+        sha256_hex(&current),
+        sha256_hex(&new),
+        "new downloads get the new file"
+    );
+    let deleted = app
+        .ok("mutation { deleteService(id: \"svc\") }", json!({}))
+        .await;
+    assert_eq!(deleted["deleteService"], true);
+    assert_eq!(app.get("/service/svc").await.status(), 404);
+
+    let body = download.finish().await;
+    assert_eq!(
+        sha256_hex(&body),
+        sha256_hex(&old),
+        "the download in progress completes with the version it started"
+    );
 }

@@ -4,6 +4,7 @@
 mod addressing;
 mod catalogue;
 mod crud;
+mod faults;
 mod files;
 mod listing;
 mod rest;
@@ -11,6 +12,7 @@ mod rest;
 pub use addressing::*;
 pub use catalogue::*;
 pub use crud::*;
+pub use faults::*;
 pub use files::*;
 pub use listing::*;
 pub use rest::*;
@@ -43,6 +45,9 @@ macro_rules! contract_suite {
             serves_conditional_and_range_requests,
             serves_ranges_across_chunk_boundaries,
             serves_empty_files_and_multiple_ranges,
+            downloads_in_progress_survive_replace_and_delete,
+            a_client_that_disconnects_mid_upload_leaves_nothing,
+            concurrent_upload_download_and_delete_stay_consistent,
             missing_files_are_clean_404s,
             oversize_uploads_are_refused_and_keep_the_previous_file,
             uploads_to_missing_components_are_not_found,

@@ -9,15 +9,16 @@
 mod blobs;
 mod catalog;
 
-use std::io::SeekFrom;
 use std::ops::Range;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
+use futures_util::StreamExt;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
-use std::io::{Read, Seek};
+use tokio::sync::Semaphore;
 
 use self::blobs::{BlobDir, clear_dir};
 use self::catalog::{Catalog, Snapshot};
@@ -43,10 +44,13 @@ const ALIAS_HISTORY: TableDefinition<&str, &[u8]> = TableDefinition::new("model_
 /// Metadata is small; a modest page cache keeps the server's memory flat.
 const CACHE_BYTES: usize = 16 * 1024 * 1024;
 /// Read size of downloads: each read is one hop to tokio's blocking pool, so chunks are large enough to keep that
-/// overhead small, and small enough that many concurrent downloads stay cheap.
-const READ_CHUNK: usize = 256 * 1024;
-/// Chunks of a download read ahead of the network.
-const READ_AHEAD: usize = 4;
+/// overhead small, and small enough that thousands of stalled downloads stay cheap.
+const READ_CHUNK: usize = 128 * 1024;
+/// Chunks of a download read ahead of the network, so that the disk works while the network sends.
+const READ_AHEAD: usize = 2;
+/// Blob reads running at once across all downloads: well below tokio's blocking pool (512 threads), so that
+/// metadata work (redb) always finds a thread however many downloads are in flight.
+const BLOB_READERS: usize = 32;
 /// Records per batch handed from the reader to the decoders while the catalogue loads.
 const LOAD_BATCH: usize = 1024;
 /// Components per step of a scan: each step looks its start up again in the snapshot, O(log n).
@@ -92,6 +96,8 @@ pub struct EmbeddedStore {
     /// Every component in memory, for reads; see [`catalog`].
     catalog: Arc<Catalog>,
     loaded: tokio::sync::watch::Receiver<Loading>,
+    /// Permits for blob reads (`BLOB_READERS`): downloads can never take the whole blocking pool.
+    readers: Arc<Semaphore>,
 }
 
 /// Where loading the catalogue from redb stands; the store starts answering reads once it is loaded.
@@ -237,6 +243,7 @@ impl EmbeddedStore {
             blob_lock: tokio::sync::Mutex::new(()),
             catalog: catalog.clone(),
             loaded,
+            readers: Arc::new(Semaphore::new(BLOB_READERS)),
         };
         store.remove_unreferenced_blobs()?;
         std::thread::Builder::new()
@@ -423,45 +430,34 @@ fn write_component(txn: &WriteTransaction, component: &Component) -> Result<(), 
     Ok(())
 }
 
-/// Streams `len` bytes of `file` from its current position, with a few chunks read ahead so that the disk works
-/// while the network sends. A plain blocking reader (one `read` syscall per chunk, no hop through tokio's blocking
-/// pool per chunk) keeps a cold download close to the disk's own rate. Memory stays bounded by `READ_AHEAD + 1`
-/// chunks per download, and the reader stops as soon as the client goes away.
-fn read_ahead(file: std::fs::File, len: u64) -> ByteStream {
-    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(READ_AHEAD);
-    tokio::task::spawn_blocking(move || {
-        let mut reader = file.take(len);
-        loop {
-            let mut chunk = BytesMut::zeroed(READ_CHUNK);
-            let mut filled = 0;
-            let result = loop {
-                match reader.read(&mut chunk[filled..]) {
-                    Ok(0) => break Ok(()),
-                    Ok(n) => {
-                        filled += n;
-                        if filled == READ_CHUNK {
-                            break Ok(());
-                        }
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => break Err(e),
-                }
-            };
-            chunk.truncate(filled);
-            let last = filled < READ_CHUNK || result.is_err();
-            let message = match result {
-                Ok(()) if filled == 0 => return,
-                Ok(()) => Ok(chunk.freeze()),
-                Err(e) => Err(e),
-            };
-            if tx.blocking_send(message).is_err() || last {
-                return;
-            }
-        }
+/// Streams `range` of `file`: each chunk is one short job on tokio's blocking pool (a positional read) that holds
+/// one of `readers`' permits while it runs, and no thread waits on the client. Each read is a task of its own, so it
+/// runs to its end (and gives its permit back) even when the client has stopped taking bytes: a stalled download
+/// holds at most `READ_AHEAD` chunks in memory, plus the one the connection is sending, and nothing else.
+fn read_chunks(file: std::fs::File, range: Range<u64>, readers: Arc<Semaphore>) -> ByteStream {
+    let file = Arc::new(file);
+    let end = range.end;
+    let chunks = futures_util::stream::iter(range.step_by(READ_CHUNK)).map(move |offset| {
+        let file = Arc::clone(&file);
+        let readers = Arc::clone(&readers);
+        let len = (end - offset).min(READ_CHUNK as u64) as usize;
+        let read = tokio::spawn(async move {
+            let permit = readers
+                .acquire_owned()
+                .await
+                .map_err(std::io::Error::other)?;
+            tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                let mut chunk = BytesMut::zeroed(len);
+                file.read_exact_at(&mut chunk, offset)?;
+                Ok(chunk.freeze())
+            })
+            .await
+            .map_err(std::io::Error::other)?
+        });
+        async move { read.await.map_err(std::io::Error::other)? }
     });
-    Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    }))
+    Box::pin(chunks.buffered(READ_AHEAD))
 }
 
 #[async_trait]
@@ -828,10 +824,14 @@ impl Store for EmbeddedStore {
         let Some(path) = self.blobs.path_of(&file.blob_id) else {
             return Ok(None);
         };
+        // Opening is a blocking job like the reads, under the same limit: a burst of downloads never takes the pool.
+        let permit = Arc::clone(&self.readers)
+            .acquire_owned()
+            .await
+            .map_err(|e| StoreError::Backend(e.to_string()))?;
         let opened = tokio::task::spawn_blocking(move || {
-            let mut blob = std::fs::File::open(&path)?;
-            blob.seek(SeekFrom::Start(range.start))?;
-            Ok::<_, std::io::Error>(blob)
+            let _permit = permit;
+            std::fs::File::open(&path)
         })
         .await
         .map_err(|e| StoreError::Backend(e.to_string()))?;
@@ -841,7 +841,7 @@ impl Store for EmbeddedStore {
             Err(e) => return Err(e.into()),
         };
         // An open file stays readable even if a concurrent delete unlinks it, so a download never breaks off.
-        Ok(Some(read_ahead(blob, range.end - range.start)))
+        Ok(Some(read_chunks(blob, range, Arc::clone(&self.readers))))
     }
 
     async fn blob(&self, sha256: &str) -> Result<Option<StoredFile>, StoreError> {

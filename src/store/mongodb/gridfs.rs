@@ -22,6 +22,10 @@ use crate::store::{
     ByteStream, GcReport, RemoteBlob, StagedBlob, StagedLocation, StoreError, UploadStream,
 };
 
+/// Suffix of the collection (beside the bucket's) that records when a file stopped being any component's file.
+/// A collection of our own rather than a field of the files document: GridFS readers (the original service's
+/// among them) see the bucket exactly as GridFS defines it.
+pub const SUPERSEDED_SUFFIX: &str = "_superseded";
 /// The file name of an upload until a component refers to it.
 pub const STAGING_FILENAME: &str = "staging";
 /// Chunks fetched per query of a download: with GridFS's default 255 KiB chunks, about 2 MiB at a time.
@@ -42,6 +46,8 @@ const CHUNKS_PER_INSERT: usize = 4;
 pub struct Grid {
     pub files: Collection<Document>,
     pub chunks: Collection<Document>,
+    /// `{_id: <file id>, at: <date>}` for each file replaced or deleted and not yet collected.
+    pub superseded: Collection<Document>,
 }
 
 impl Grid {
@@ -49,6 +55,7 @@ impl Grid {
         Self {
             files: database.collection(&format!("{bucket_name}.files")),
             chunks: database.collection(&format!("{bucket_name}.chunks")),
+            superseded: database.collection(&format!("{bucket_name}{SUPERSEDED_SUFFIX}")),
         }
     }
 
@@ -190,25 +197,44 @@ impl Grid {
         Ok(())
     }
 
+    /// Records that no component refers to a file any more (it was replaced or deleted), and when. The file stays
+    /// readable, so downloads that began before are never cut, and `gc` removes it once it has been superseded for
+    /// longer than the grace period.
+    pub async fn supersede(&self, id: ObjectId) {
+        let recorded = self
+            .superseded
+            .insert_one(doc! { "_id": id, "at": BsonDateTime::now() })
+            .await;
+        if let Err(e) = recorded {
+            tracing::warn!(error = %e, %id, "could not record a replaced GridFS file; gc may collect it early");
+        }
+    }
+
     /// Deletes a file and its chunks; a file that is already gone is fine.
     pub async fn delete(&self, id: ObjectId) {
-        if let Err(e) = self.delete_now(id).await {
+        if let Err(e) = self.delete_now(id).await.map(drop) {
             tracing::warn!(error = %e, %id, "could not delete a GridFS file; gc will collect it");
         }
     }
 
-    async fn delete_now(&self, id: ObjectId) -> Result<(), StoreError> {
+    /// Deletes a file, its chunks and any record of it; says whether there was a file.
+    async fn delete_now(&self, id: ObjectId) -> Result<bool, StoreError> {
         // Chunks first: a crash in between leaves a files document without chunks rather than chunks that no
         // files document accounts for, and gc removes either.
         self.chunks
             .delete_many(doc! { "files_id": id })
             .await
             .map_err(map_err)?;
-        self.files
+        let deleted = self
+            .files
             .delete_one(doc! { "_id": id })
             .await
             .map_err(map_err)?;
-        Ok(())
+        self.superseded
+            .delete_one(doc! { "_id": id })
+            .await
+            .map_err(map_err)?;
+        Ok(deleted.deleted_count > 0)
     }
 
     /// The files document of `id`, if there is one.
@@ -298,7 +324,8 @@ impl Grid {
     }
 
     /// Removes GridFS files (and stray chunks) that no component refers to and that are older than `grace`, so
-    /// that uploads still in flight or just staged are never collected.
+    /// that uploads still in flight or just staged are never collected; a replaced or deleted file goes once it
+    /// has been superseded for longer than `grace`, so that downloads begun before are never cut.
     pub async fn collect_garbage(
         &self,
         metadata: &Database,
@@ -309,21 +336,39 @@ impl Grid {
         );
         // Read the cut-off files first and the references second: a file attached in between is then seen as
         // referenced.
-        let candidates: Vec<ObjectId> = self
+        // Unreferenced files go once uploaded before the cut-off, unless they stopped being a component's file
+        // after it; replaced and deleted files go once superseded before it, however recent their upload.
+        let mut superseded_recently = HashSet::new();
+        let mut candidates = HashSet::new();
+        let mut records = self.superseded.find(doc! {}).await.map_err(map_err)?;
+        while let Some(record) = records.try_next().await.map_err(map_err)? {
+            let (Ok(id), Ok(at)) = (record.get_object_id("_id"), record.get_datetime("at")) else {
+                continue;
+            };
+            if *at < cutoff {
+                candidates.insert(id);
+            } else {
+                superseded_recently.insert(id);
+            }
+        }
+        let mut old_uploads = self
             .files
             .find(doc! { "uploadDate": { "$lt": cutoff } })
             .projection(doc! { "_id": 1 })
             .await
-            .map_err(map_err)?
-            .try_filter_map(|d| std::future::ready(Ok(d.get_object_id("_id").ok())))
-            .try_collect()
-            .await
             .map_err(map_err)?;
+        while let Some(file) = old_uploads.try_next().await.map_err(map_err)? {
+            if let Ok(id) = file.get_object_id("_id") {
+                candidates.insert(id);
+            }
+        }
         let referenced = referenced_files(metadata).await?;
         let mut report = GcReport::default();
         for id in candidates {
-            if !referenced.contains(&id) {
-                self.delete_now(id).await?;
+            if !referenced.contains(&id)
+                && !superseded_recently.contains(&id)
+                && self.delete_now(id).await?
+            {
                 report.files += 1;
             }
         }

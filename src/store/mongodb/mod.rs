@@ -668,8 +668,17 @@ impl Store for MongoStore {
             {
                 let decoded = self.decode_all(key.kind(), &[document]).await?.pop();
                 let component = decoded.map(|d| d.component);
-                if let Some(file) = component.as_ref().and_then(|c| c.file.as_ref()) {
-                    self.grid.delete(blob_object_id(file)?).await;
+                let files: Vec<StoredFile> = component
+                    .iter()
+                    .flat_map(|c| {
+                        c.file
+                            .iter()
+                            .cloned()
+                            .chain(c.variants.iter().map(|v| v.file.clone()))
+                    })
+                    .collect();
+                for file in &files {
+                    self.grid.supersede(blob_object_id(file)?).await;
                 }
                 return Ok(component);
             }
@@ -870,7 +879,7 @@ impl Store for MongoStore {
         if let Some(old) = &component.file
             && old.blob_id != file.blob_id
         {
-            self.grid.delete(blob_object_id(old)?).await;
+            self.grid.supersede(blob_object_id(old)?).await;
         }
         Ok(Component {
             file: Some(file),

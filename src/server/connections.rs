@@ -1,0 +1,225 @@
+//! The accept loop: at most `max_connections` served at once, the excess refused with a 503 (yet `/healthz`
+//! answered), request headers read within a deadline, stalled responses ended, graceful shutdown.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{HeaderValue, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tower::ServiceExt;
+
+use super::send_idle::SendIdleTimeout;
+
+/// Connections over the limit that are answered (with a 503, or `/healthz`) at once; beyond these, the excess is
+/// closed without a word, so that refusing costs a bounded number of sockets too.
+const OVERFLOW_ANSWERS: usize = 64;
+/// Largest read or write buffer of a connection.
+const CONNECTION_BUFFER: usize = 64 * 1024;
+/// How long a connection over the limit gets to send its request before it is closed.
+const OVERFLOW_HEADER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How connections are accepted and kept.
+#[derive(Debug, Clone)]
+pub struct ConnectionLimits {
+    /// Connections served at once; more are refused.
+    pub max_connections: usize,
+    /// Longest time a client may take to send a request's headers (also the longest idle keep-alive).
+    pub header_read_timeout: Duration,
+    /// Longest time a response may make no progress because the client takes no bytes.
+    pub send_idle_timeout: Duration,
+}
+
+/// Accepts connections until `shutdown` completes, then waits for the open ones to finish their requests.
+pub async fn accept_loop(
+    listener: TcpListener,
+    app: axum::Router,
+    limits: ConnectionLimits,
+    shutdown: impl Future<Output = ()>,
+) {
+    // HTTP/1, as before. (hyper-util's version-sniffing builder would wait for a first byte without any timeout.)
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        // At most one chunk of a response waits in a connection's buffer when its client is slow (the default lets
+        // several pile up), and request heads stay well under this.
+        .max_buf_size(CONNECTION_BUFFER)
+        .header_read_timeout(limits.header_read_timeout);
+    let builder = Arc::new(builder);
+    let mut overflow_builder = http1::Builder::new();
+    overflow_builder
+        .timer(TokioTimer::new())
+        .keep_alive(false)
+        .header_read_timeout(OVERFLOW_HEADER_TIMEOUT);
+    let overflow_builder = Arc::new(overflow_builder);
+
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let overflow_slots = Arc::new(Semaphore::new(OVERFLOW_ANSWERS));
+    // Connection tasks watch `stop_rx`'s sender: dropping the receiver asks them to finish. Each holds a clone of
+    // `done_rx`, so `done_tx.closed()` completes once the last one has ended.
+    let (stop_tx, stop_rx) = watch::channel(());
+    let (done_tx, done_rx) = watch::channel(());
+    let mut shutdown = pin!(shutdown);
+    let mut warned_full = false;
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    accept_failed(&e).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        match Arc::clone(&slots).try_acquire_owned() {
+            Ok(slot) => {
+                warned_full = false;
+                let io = TokioIo::new(SendIdleTimeout::new(stream, limits.send_idle_timeout));
+                let service = TowerToHyperService::new(app.clone());
+                let builder = Arc::clone(&builder);
+                let stop_tx = stop_tx.clone();
+                let done_rx = done_rx.clone();
+                tokio::spawn(async move {
+                    let mut connection = pin!(builder.serve_connection(io, service));
+                    let mut stopping = pin!(stop_tx.closed());
+                    let mut asked_to_stop = false;
+                    loop {
+                        tokio::select! {
+                            result = connection.as_mut() => {
+                                if let Err(e) = result {
+                                    tracing::debug!(error = %e, "connection ended with an error");
+                                }
+                                break;
+                            }
+                            () = &mut stopping, if !asked_to_stop => {
+                                asked_to_stop = true;
+                                connection.as_mut().graceful_shutdown();
+                            }
+                        }
+                    }
+                    drop((slot, done_rx));
+                });
+            }
+            Err(_) => {
+                if !warned_full {
+                    tracing::warn!(
+                        max_connections = limits.max_connections,
+                        "connection limit reached: refusing new connections with 503"
+                    );
+                    warned_full = true;
+                }
+                let Ok(answer) = Arc::clone(&overflow_slots).try_acquire_owned() else {
+                    continue; // dropping the stream closes it
+                };
+                let service = TowerToHyperService::new(tower::service_fn({
+                    let app = app.clone();
+                    move |request| overflow(app.clone(), request)
+                }));
+                let builder = Arc::clone(&overflow_builder);
+                tokio::spawn(async move {
+                    let _ = builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                    drop(answer);
+                });
+            }
+        }
+    }
+    drop(listener);
+    drop(stop_rx);
+    drop(done_rx);
+    done_tx.closed().await;
+}
+
+/// What a connection over the limit gets: `/healthz` as usual (a liveness probe must not fail because the server
+/// is busy), anything else a 503 that asks the client to come back.
+async fn overflow(
+    app: axum::Router,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    if request.uri().path() == "/healthz" {
+        return app.oneshot(request.map(Body::new)).await;
+    }
+    let mut response = Response::new(Body::from(
+        r#"{"detail":"the server is at its connection limit; retry shortly"}"#,
+    ));
+    *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    Ok(response)
+}
+
+/// Waits out accept errors: a full file-descriptor table clears as connections close, and a connection reset
+/// before it was accepted concerns nobody.
+async fn accept_failed(e: &std::io::Error) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionRefused | ConnectionReset
+    ) {
+        return;
+    }
+    tracing::warn!(error = %e, "cannot accept a connection; retrying shortly");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+/// The connection limit that fits a file-descriptor limit: each connection may hold a second descriptor (a stored
+/// file it sends, an upload it stages), and a reserve stays for the store and the logs.
+pub fn max_connections_for(descriptors: u64) -> usize {
+    const RESERVE: u64 = 256;
+    const CEILING: u64 = 10_000;
+    (descriptors.saturating_sub(RESERVE) / 2).clamp(16, CEILING) as usize
+}
+
+/// The process's (soft) file-descriptor limit.
+pub fn fd_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return 1024;
+    }
+    limit.rlim_cur
+}
+
+/// Raises the soft file-descriptor limit to the hard one, as most servers do, and returns the limit in force.
+pub fn raise_fd_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the structs we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 1024;
+        }
+        // An unlimited hard limit cannot be the soft one for descriptors; such systems keep their soft limit.
+        if limit.rlim_cur < limit.rlim_max && limit.rlim_max != libc::RLIM_INFINITY {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+    }
+    limit.rlim_cur
+}

@@ -1,0 +1,173 @@
+//! Clients that hold connections without doing their part: a download nobody reads, request headers that never
+//! end, more connections than the server serves. Over a real port, with tiny limits so the tests stay short.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::slow::SlowDownload;
+use common::{Options, TestApp, bytes};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn with_flags(flags: &[&str]) -> Options {
+    Options {
+        flags: flags.iter().map(|f| f.to_string()).collect(),
+        ..Options::default()
+    }
+}
+
+async fn upload_service_file(app: &TestApp, data: Vec<u8>) {
+    app.ok(
+        "mutation { createService(input: {id: \"svc\"}) { id } }",
+        json!({}),
+    )
+    .await;
+    let response = app
+        .upload(
+            "mutation($file: Upload!) { uploadServiceFile(id: \"svc\", file: $file) { id } }",
+            json!({}),
+            data,
+            "f.zip",
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    assert!(response.json::<Value>().await.unwrap()["errors"].is_null());
+}
+
+/// Waits until `condition` holds, for at most `deadline`.
+async fn eventually(deadline: Duration, mut condition: impl AsyncFnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < deadline {
+        if condition().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn a_download_whose_client_stops_reading_is_ended() {
+    let app = common::embedded(with_flags(&["--send-idle-timeout-secs", "1"])).await;
+    let data = bytes(16 << 20, 1);
+    upload_service_file(&app, data.clone()).await;
+
+    let mut download = SlowDownload::start(app.addr, "/service/svc", &[]).await;
+    assert_eq!(download.status, 200);
+    download.read_at_least(64 * 1024).await;
+    // The client now reads nothing: the server resets the connection once its send idle timeout has passed.
+    let reset = eventually(Duration::from_secs(30), async || {
+        download.stream().take_error().ok().flatten().is_some()
+    })
+    .await;
+    assert!(reset, "the stalled download was not ended");
+    let received = download.until_closed(Duration::from_secs(30)).await;
+    assert!(
+        received.is_some_and(|n| n < data.len()),
+        "the connection is closed before the whole file: {received:?}"
+    );
+
+    // The server serves the same file to a client that reads.
+    let body = app.get("/service/svc").await.bytes().await.unwrap();
+    assert_eq!(body.len(), data.len());
+}
+
+#[tokio::test]
+async fn connections_that_never_finish_their_headers_are_closed() {
+    let app = common::embedded(with_flags(&["--header-read-timeout-secs", "1"])).await;
+    let mut idle = TcpStream::connect(app.addr).await.unwrap();
+    let mut partial = TcpStream::connect(app.addr).await.unwrap();
+    partial
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    for stream in [&mut idle, &mut partial] {
+        let mut buffer = [0u8; 1024];
+        let closed = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                match stream.read(&mut buffer).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {} // a 408, say
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "the server kept the connection open");
+    }
+    // A client that sends its request in time is served.
+    assert_eq!(app.get("/healthz").await.status(), 200);
+}
+
+/// Sends a request for `/healthz` on a kept-alive connection and reads its answer.
+async fn healthz_on(stream: &mut TcpStream) {
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 1024];
+    while !String::from_utf8_lossy(&answer).contains("\"ok\"") {
+        let n = tokio::time::timeout(Duration::from_secs(30), stream.read(&mut buffer))
+            .await
+            .expect("an answer")
+            .unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&buffer[..n]);
+    }
+    assert!(answer.starts_with(b"HTTP/1.1 200"));
+}
+
+#[tokio::test]
+async fn connections_over_the_limit_get_a_503_but_healthz_answers() {
+    let app = common::embedded(with_flags(&["--max-connections", "4"])).await;
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut stream = TcpStream::connect(app.addr).await.unwrap();
+        healthz_on(&mut stream).await;
+        held.push(stream);
+    }
+
+    // A fresh client per request, so that no pooled connection is reused.
+    let response = reqwest::Client::new()
+        .get(app.url("/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("connection limit"),
+        "{body}"
+    );
+    let response = reqwest::Client::new()
+        .get(app.url("/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "liveness probes still answer");
+    assert_eq!(
+        response.json::<Value>().await.unwrap(),
+        json!({"status": "ok"})
+    );
+
+    // The held connections are still served, and a closed one frees its place.
+    healthz_on(&mut held[0]).await;
+    drop(held.pop());
+    let served = eventually(Duration::from_secs(30), async || {
+        let response = reqwest::Client::new()
+            .get(app.url("/readyz"))
+            .send()
+            .await
+            .unwrap();
+        response.status() == 200
+    })
+    .await;
+    assert!(served, "a freed place is given to the next client");
+}
