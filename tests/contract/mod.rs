@@ -74,6 +74,7 @@ macro_rules! contract_suite {
             immutable_files_refuse_replacement_and_deletion,
             locked_components_keep_their_file,
             variants_are_chosen_by_platform,
+            variant_bytes_are_served_by_digest,
         );
     };
     (@tests $starter:path, $skip:expr; $($name:ident),* $(,)?) => {

@@ -31,21 +31,37 @@ use tokio::sync::OnceCell;
 
 use self::documents::{
     Decoded, collection_name, file_document, file_ref_field, from_document, grid_filename, integer,
-    key_fields, key_filter, spec_fields, to_document,
+    key_fields, key_filter, spec_fields, to_document, variants_document,
 };
 use self::gridfs::Grid;
 use self::query::{Pushdown, and, pushdown, sort_order};
 use super::{
     ByteStream, ComponentStream, FileMeta, GcReport, Page, PageRequest, RemoteBlob, SpecUpdate,
-    StagedBlob, Store, StoreError, UploadStream, adopt_file, immutability,
+    StagedBlob, Store, StoreError, UploadStream, adopt_file, immutability, replacement_refused,
 };
 use crate::domain::{
-    AliasMove, Component, ComponentFilter, ComponentKey, Kind, ModelKey, StoredFile,
+    AliasMove, Component, ComponentFilter, ComponentKey, Kind, ModelKey, Platform, StoredFile,
+    Variant,
 };
 
 /// Where alias records live: the version each alias points at, and every move.
 const ALIASES: &str = "model_aliases";
 const ALIAS_HISTORY: &str = "model_alias_history";
+
+/// Puts `file` in as the variant of `platform`, returning the file it replaces.
+fn put_variant(
+    variants: &mut Vec<Variant>,
+    platform: Platform,
+    file: StoredFile,
+) -> Option<StoredFile> {
+    match variants.iter_mut().find(|v| v.platform == platform) {
+        Some(existing) => Some(std::mem::replace(&mut existing.file, file)),
+        None => {
+            variants.push(Variant { platform, file });
+            None
+        }
+    }
+}
 
 /// How often a metadata update is retried when concurrent updates keep changing the component under it.
 const UPDATE_ATTEMPTS: usize = 16;
@@ -284,9 +300,11 @@ impl MongoStore {
                 }
                 for kind in Kind::ALL {
                     // Serves `/blobs/sha256/{hex}`; not unique, since identical bytes may be uploaded many times.
-                    let index = IndexModel::builder().keys(doc! { "file.sha256": 1 }).build();
+                    for field in ["file.sha256", "variants.file.sha256"] {
+                    let index = IndexModel::builder().keys(doc! { field: 1 }).build();
                     if let Err(e) = self.collection(kind).create_index(index).await {
-                        tracing::warn!(error = %e, collection = collection_name(kind), "could not create the sha256 index");
+                        tracing::warn!(error = %e, collection = collection_name(kind), "could not create a sha256 index");
+                    }
                     }
                 }
                 let unique_slot = IndexModel::builder()
@@ -842,22 +860,31 @@ impl Store for MongoStore {
                 // `blob` is dropped here, which deletes the upload: no component refers to it.
                 return Err(StoreError::NotFound(key.clone()));
             };
-            if let Some(refused) = immutability(&component, meta.immutable) {
+            if let Some(refused) =
+                replacement_refused(&component, meta.platform.as_ref(), meta.immutable)
+            {
                 return Err(refused);
+            }
+            let mut set = doc! {
+                "updated_at": mongodb::bson::DateTime::from_millis(now.timestamp_millis()),
+                "rev": rev.unwrap_or(0) + 1,
+            };
+            match &meta.platform {
+                None => {
+                    set.insert(file_ref_field(key.kind()), id.to_hex());
+                    set.insert("file", file_document(&file));
+                }
+                Some(platform) => {
+                    let mut variants = component.variants.clone();
+                    put_variant(&mut variants, platform.clone(), file.clone());
+                    set.insert("variants", variants_document(&variants));
+                }
             }
             // Guarded by the revision, so that the check above holds for the document replaced.
             let mut guard = key_filter(key);
             guard.insert("rev", rev.map_or(Bson::Null, Bson::Int64));
             previous = collection
-                .find_one_and_update(
-                    guard,
-                    doc! { "$set": {
-                        file_ref_field(key.kind()): id.to_hex(),
-                        "file": file_document(&file),
-                        "updated_at": mongodb::bson::DateTime::from_millis(now.timestamp_millis()),
-                        "rev": rev.unwrap_or(0) + 1,
-                    } },
-                )
+                .find_one_and_update(guard, doc! { "$set": set })
                 .return_document(ReturnDocument::Before)
                 .await
                 .map_err(map_err)?;
@@ -876,16 +903,20 @@ impl Store for MongoStore {
             .await?
             .pop()
             .ok_or_else(|| StoreError::NotFound(key.clone()))?;
-        if let Some(old) = &component.file
-            && old.blob_id != file.blob_id
-        {
-            self.grid.supersede(blob_object_id(old)?).await;
-        }
-        Ok(Component {
-            file: Some(file),
+        let mut component = Component {
             updated_at: now,
             ..component
-        })
+        };
+        let replaced = match meta.platform {
+            None => component.file.replace(file.clone()),
+            Some(platform) => put_variant(&mut component.variants, platform, file.clone()),
+        };
+        if let Some(old) = replaced
+            && old.blob_id != file.blob_id
+        {
+            self.grid.supersede(blob_object_id(&old)?).await;
+        }
+        Ok(component)
     }
 
     async fn insert_with_file(
@@ -944,24 +975,29 @@ impl Store for MongoStore {
         }
         // Only bytes a component refers to are served, never an upload that is not attached (yet or any more).
         for kind in Kind::ALL {
-            let Some(document) = self
-                .collection(kind)
-                .find_one(doc! { "file.sha256": sha256 })
-                .await
-                .map_err(map_err)?
-            else {
-                continue;
-            };
-            let component = self
-                .decode_all(kind, &[document])
-                .await?
-                .pop()
-                .map(|d| d.component);
-            if let Some(file) = component
-                .and_then(|c| c.file)
-                .filter(|f| f.sha256 == sha256)
-            {
-                return Ok(Some(super::digest_file(file)));
+            for field in ["file.sha256", "variants.file.sha256"] {
+                let Some(document) = self
+                    .collection(kind)
+                    .find_one(doc! { field: sha256 })
+                    .await
+                    .map_err(map_err)?
+                else {
+                    continue;
+                };
+                let component = self
+                    .decode_all(kind, &[document])
+                    .await?
+                    .pop()
+                    .map(|d| d.component);
+                let found = component.and_then(|c| {
+                    c.file
+                        .into_iter()
+                        .chain(c.variants.into_iter().map(|v| v.file))
+                        .find(|f| f.sha256 == sha256)
+                });
+                if let Some(file) = found {
+                    return Ok(Some(super::digest_file(file)));
+                }
             }
         }
         Ok(None)
