@@ -93,7 +93,7 @@ pub async fn serve(
     set(
         &mut response,
         header::CONTENT_DISPOSITION,
-        &content_disposition(&file),
+        &content_disposition(file),
     );
     set(&mut response, header::ETAG, &etag);
     set(&mut response, header::ACCEPT_RANGES, "bytes");

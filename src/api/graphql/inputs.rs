@@ -273,7 +273,8 @@ pub struct DeviceInput {
 }
 
 /// The platform a file is built for, as in OCI image indexes (`linux/arm64/v8`, `linux/arm/v7`), with an optional
-/// accelerator.
+/// accelerator. Given to an upload, the file becomes (or replaces) that platform's variant; left out, the file is
+/// the platform-neutral default.
 #[derive(InputObject, Clone)]
 pub struct PlatformInput {
     pub os: String,

@@ -244,9 +244,6 @@ impl MutationRoot {
         name: String,
         version: String,
         file: Upload,
-        #[graphql(
-            desc = "The platform the file is built for: it becomes (or replaces) that platform's variant. Left out, the file is the platform-neutral default."
-        )]
         platform: Option<PlatformInput>,
     ) -> async_graphql::Result<Model> {
         upload(ctx, ComponentKey::model(name, version), file, platform).await
@@ -295,9 +292,6 @@ impl MutationRoot {
         ctx: &Context<'_>,
         id: ID,
         file: Upload,
-        #[graphql(
-            desc = "The platform the file is built for: it becomes (or replaces) that platform's variant. Left out, the file is the platform-neutral default."
-        )]
         platform: Option<PlatformInput>,
     ) -> async_graphql::Result<Transformation> {
         upload(
@@ -347,9 +341,6 @@ impl MutationRoot {
         ctx: &Context<'_>,
         id: ID,
         file: Upload,
-        #[graphql(
-            desc = "The platform the file is built for: it becomes (or replaces) that platform's variant. Left out, the file is the platform-neutral default."
-        )]
         platform: Option<PlatformInput>,
     ) -> async_graphql::Result<Service> {
         upload(
@@ -401,9 +392,6 @@ impl MutationRoot {
         ctx: &Context<'_>,
         id: ID,
         file: Upload,
-        #[graphql(
-            desc = "The platform the file is built for: it becomes (or replaces) that platform's variant. Left out, the file is the platform-neutral default."
-        )]
         platform: Option<PlatformInput>,
     ) -> async_graphql::Result<Inferencer> {
         upload(
