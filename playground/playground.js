@@ -93,6 +93,25 @@ subscription ComponentEvents {
 }
 `;
 
+  const production = `# What "production" is for one device: the aliased version,
+# the file built for the device's platform (or the default
+# file), and who moved the alias when.
+query ProductionForDevice {
+  model(name: "fall-detection", alias: "production") {
+    version
+    aliases
+    variants { platform { os arch variant accelerator } file { sha256 } }
+    fileFor(device: {
+      os: "linux", arch: "arm64"
+      accelerators: [{ name: "tensorrt", version: "8.6.1" }]
+    }) { sha256 size downloadUrl }
+  }
+  modelAliasHistory(name: "fall-detection", alias: "production") {
+    from to at by
+  }
+}
+`;
+
   const root = ReactDOM.createRoot(document.getElementById("graphiql"));
   root.render(
     React.createElement(GraphiQL, {
@@ -102,6 +121,7 @@ subscription ComponentEvents {
         { query: runnableOn },
         { query: mutation },
         { query: feed },
+        { query: production },
       ],
       defaultEditorToolsVisibility: "headers",
       headerEditorEnabled: true,

@@ -133,6 +133,11 @@ pub struct ServeArgs {
     )]
     pub max_upload_size: ByteSize,
 
+    /// Make files immutable: once uploaded, a file cannot be replaced and a component with a file cannot be
+    /// deleted (409 `IMMUTABLE`). Off by default, as in the original service.
+    #[arg(long, env = "REPOSITORY_IMMUTABLE_FILES", global = true)]
+    pub immutable_files: bool,
+
     /// Bearer tokens that may read and write, comma-separated. With any token configured, writes need a write
     /// token. Never logged.
     #[arg(

@@ -115,11 +115,11 @@ fn spawn_retention(service: &Arc<RepositoryService>, args: &ServeArgs) {
 /// The HTTP application over `store`; fails when the configured tokens cannot be read.
 pub fn app(store: Arc<dyn Store>, args: &ServeArgs) -> anyhow::Result<axum::Router> {
     let service = Arc::new(
-        RepositoryService::new(store, args.max_upload_size.as_u64()).with_webhooks(
-            crate::service::webhooks::WebhookConfig {
+        RepositoryService::new(store, args.max_upload_size.as_u64())
+            .with_webhooks(crate::service::webhooks::WebhookConfig {
                 allow_private_networks: args.webhooks_allow_private_networks,
-            },
-        ),
+            })
+            .with_immutable_files(args.immutable_files),
     );
     spawn_retention(&service, args);
     crate::service::webhooks::spawn_dispatcher(&service);

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use component_repository::domain::{
-    Component, ComponentFilter, ComponentKey, Kind, ModelKey, StoredFile,
+    AliasMove, Component, ComponentFilter, ComponentKey, Kind, ModelKey, StoredFile,
 };
 use component_repository::store::embedded::EmbeddedStore;
 use component_repository::store::{
@@ -61,8 +61,40 @@ impl Store for CountingStore {
     ) -> Result<Component, StoreError> {
         self.inner.update(key, update).await
     }
-    async fn delete(&self, key: &ComponentKey) -> Result<Option<Component>, StoreError> {
-        self.inner.delete(key).await
+    async fn delete(
+        &self,
+        key: &ComponentKey,
+        immutable: bool,
+    ) -> Result<Option<Component>, StoreError> {
+        self.inner.delete(key, immutable).await
+    }
+    async fn lock(&self, key: &ComponentKey) -> Result<Component, StoreError> {
+        self.inner.lock(key).await
+    }
+    async fn move_alias(
+        &self,
+        name: &str,
+        alias: &str,
+        version: Option<&str>,
+        by: &str,
+    ) -> Result<Option<AliasMove>, StoreError> {
+        self.inner.move_alias(name, alias, version, by).await
+    }
+    async fn resolve_alias(&self, name: &str, alias: &str) -> Result<Option<String>, StoreError> {
+        self.inner.resolve_alias(name, alias).await
+    }
+    async fn alias_history(&self, name: &str, alias: &str) -> Result<Vec<AliasMove>, StoreError> {
+        self.inner.alias_history(name, alias).await
+    }
+    async fn read_blob(
+        &self,
+        file: &StoredFile,
+        range: Range<u64>,
+    ) -> Result<Option<ByteStream>, StoreError> {
+        self.inner.read_blob(file, range).await
+    }
+    async fn blob(&self, sha256: &str) -> Result<Option<StoredFile>, StoreError> {
+        self.inner.blob(sha256).await
     }
     async fn stage(&self, body: UploadStream<'_>, limit: u64) -> Result<StagedBlob, StoreError> {
         self.inner.stage(body, limit).await

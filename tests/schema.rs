@@ -16,11 +16,11 @@ fn committed_schema_matches_the_code() {
 fn the_contract_names_the_fixed_operations() {
     let sdl = component_repository::api::graphql::sdl();
     for name in [
-        "model(name: String!, version: String!): Model",
+        "model(name: String!, version: String, alias: String): Model",
         "transformation(id: ID!): Transformation",
         "runnableOn(device: DeviceInput!",
-        "uploadModelFile(name: String!, version: String!, file: Upload!): Model!",
-        "uploadServiceFile(id: ID!, file: Upload!): Service!",
+        "uploadModelFile(name: String!, version: String!, file: Upload!, platform: PlatformInput): Model!",
+        "uploadServiceFile(id: ID!, file: Upload!, platform: PlatformInput): Service!",
         "totalCount: Int!",
         "scalar Long",
     ] {

@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
-use subtle::{Choice, ConstantTimeEq};
+use subtle::{Choice, ConditionallySelectable, ConstantTimeEq};
 
 use super::error::ApiError;
 
@@ -24,6 +24,8 @@ pub enum Need {
 pub struct Tokens {
     read: Vec<[u8; 32]>,
     write: Vec<[u8; 32]>,
+    /// A name per token, in the order of `write` then `read`: what records of who did what say (alias history).
+    labels: Vec<String>,
     public_reads: bool,
 }
 
@@ -46,27 +48,25 @@ fn contains(digests: &[[u8; 32]], presented: &[u8; 32]) -> bool {
 }
 
 impl Tokens {
-    /// Tokens from the command line or environment, plus those of a tokens file (`read <token>` or
-    /// `write <token>` per line; `#` starts a comment).
+    /// Tokens from the command line or environment, plus those of a tokens file (`read <token> [label]` or
+    /// `write <token> [label]` per line; `#` starts a comment). A token without a label is called
+    /// `write-token-N` / `read-token-N` by its position.
     pub fn new(
         read: &[String],
         write: &[String],
         file: Option<&Path>,
         public_reads: bool,
     ) -> anyhow::Result<Tokens> {
-        let mut tokens = Tokens {
-            read: read
-                .iter()
-                .filter(|t| !t.is_empty())
-                .map(|t| digest(t))
-                .collect(),
-            write: write
-                .iter()
-                .filter(|t| !t.is_empty())
-                .map(|t| digest(t))
-                .collect(),
-            public_reads,
-        };
+        let mut write_tokens: Vec<(String, Option<String>)> = write
+            .iter()
+            .filter(|t| !t.is_empty())
+            .map(|t| (t.clone(), None))
+            .collect();
+        let mut read_tokens: Vec<(String, Option<String>)> = read
+            .iter()
+            .filter(|t| !t.is_empty())
+            .map(|t| (t.clone(), None))
+            .collect();
         if let Some(path) = file {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| anyhow::anyhow!("reading the tokens file {}: {e}", path.display()))?;
@@ -75,23 +75,61 @@ impl Tokens {
                 if line.is_empty() || line.starts_with('#') {
                     continue;
                 }
-                match line.split_once(char::is_whitespace) {
-                    Some(("read", token)) if !token.trim().is_empty() => {
-                        tokens.read.push(digest(token.trim()))
-                    }
-                    Some(("write", token)) if !token.trim().is_empty() => {
-                        tokens.write.push(digest(token.trim()))
-                    }
+                let mut words = line.split_whitespace();
+                let (scope, token) = (words.next(), words.next());
+                let label = words.collect::<Vec<_>>().join(" ");
+                let label = Some(label).filter(|l| !l.is_empty());
+                match (scope, token) {
+                    (Some("read"), Some(token)) => read_tokens.push((token.to_string(), label)),
+                    (Some("write"), Some(token)) => write_tokens.push((token.to_string(), label)),
                     // The line may hold a token: say where, never what.
                     _ => anyhow::bail!(
-                        "{} line {}: expected `read <token>` or `write <token>`",
+                        "{} line {}: expected `read <token> [label]` or `write <token> [label]`",
                         path.display(),
                         n + 1
                     ),
                 }
             }
         }
+        let name = |scope: &str, i: usize, label: &Option<String>| {
+            label
+                .clone()
+                .unwrap_or_else(|| format!("{scope}-token-{}", i + 1))
+        };
+        let tokens = Tokens {
+            read: read_tokens.iter().map(|(t, _)| digest(t)).collect(),
+            write: write_tokens.iter().map(|(t, _)| digest(t)).collect(),
+            labels: write_tokens
+                .iter()
+                .enumerate()
+                .map(|(i, (_, l))| name("write", i, l))
+                .chain(
+                    read_tokens
+                        .iter()
+                        .enumerate()
+                        .map(|(i, (_, l))| name("read", i, l)),
+                )
+                .collect(),
+            public_reads,
+        };
         Ok(tokens)
+    }
+
+    /// The label of the token a request presents: `anonymous` without tokens configured or without a valid
+    /// token. Every token is compared, whichever matches, so the answer's timing tells nothing.
+    pub fn label(&self, headers: &HeaderMap) -> String {
+        let Some(token) = bearer(headers) else {
+            return "anonymous".into();
+        };
+        let presented = digest(token);
+        let mut found = u64::MAX;
+        for (i, d) in self.write.iter().chain(self.read.iter()).enumerate() {
+            found = u64::conditional_select(&found, &(i as u64), d.ct_eq(&presented));
+        }
+        self.labels
+            .get(found as usize)
+            .cloned()
+            .unwrap_or_else(|| "anonymous".into())
     }
 
     pub fn enabled(&self) -> bool {
@@ -124,17 +162,11 @@ impl Tokens {
         if presented.is_none() && need == Need::Read && self.public_reads {
             return Ok(());
         }
-        let token = presented
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| {
-                let (scheme, token) = value.trim().split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-            })
-            .ok_or_else(|| {
-                ApiError::Unauthenticated(
-                    "this server needs a bearer token: send `Authorization: Bearer <token>`".into(),
-                )
-            })?;
+        let token = bearer(headers).ok_or_else(|| {
+            ApiError::Unauthenticated(
+                "this server needs a bearer token: send `Authorization: Bearer <token>`".into(),
+            )
+        })?;
         let presented = digest(token);
         if contains(&self.write, &presented) {
             return Ok(());
@@ -151,6 +183,17 @@ impl Tokens {
             "the bearer token is not valid".into(),
         ))
     }
+}
+
+/// The token of an `Authorization: Bearer` header.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| {
+            let (scheme, token) = value.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        })
 }
 
 /// For REST routes: GET and HEAD read, everything else writes.
@@ -228,6 +271,26 @@ mod tests {
         std::fs::write(&path, "write w1\nread r1\n").unwrap();
         let tokens = Tokens::new(&[], &[], Some(&path), false).unwrap();
         assert!(tokens.check(&headers(Some("r1")), Need::Read).is_ok());
+        assert!(tokens.check(&headers(Some("w1")), Need::Write).is_ok());
+    }
+
+    #[test]
+    fn tokens_have_labels_never_their_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens");
+        std::fs::write(
+            &path,
+            "write w1 release bot
+read r1
+",
+        )
+        .unwrap();
+        let tokens = Tokens::new(&[], &["cli".into()], Some(&path), false).unwrap();
+        assert_eq!(tokens.label(&headers(Some("w1"))), "release bot");
+        assert_eq!(tokens.label(&headers(Some("cli"))), "write-token-1");
+        assert_eq!(tokens.label(&headers(Some("r1"))), "read-token-1");
+        assert_eq!(tokens.label(&headers(Some("nope"))), "anonymous");
+        assert_eq!(tokens.label(&headers(None)), "anonymous");
         assert!(tokens.check(&headers(Some("w1")), Need::Write).is_ok());
     }
 }

@@ -20,6 +20,42 @@ pub async fn download(
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
     let file = service.file(&key).await?;
+    serve(service, metrics, Source::Component(&key), &file, headers).await
+}
+
+/// `GET /blobs/sha256/{hex}`: bytes by their digest, which never change under the URL, so caches may keep them.
+pub async fn download_blob(
+    service: &RepositoryService,
+    metrics: &std::sync::Arc<crate::api::metrics::Metrics>,
+    sha256: &str,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let file = service.blob(sha256).await?;
+    let mut response = serve(service, metrics, Source::Digest, &file, headers).await?;
+    set(
+        &mut response,
+        header::CACHE_CONTROL,
+        "public, max-age=31536000, immutable",
+    );
+    Ok(response)
+}
+
+/// Where the bytes of a download are read from.
+#[derive(Clone, Copy)]
+pub enum Source<'a> {
+    /// The file (or a variant's file) of a component.
+    Component(&'a ComponentKey),
+    /// Whatever stored file has the digest.
+    Digest,
+}
+
+pub async fn serve(
+    service: &RepositoryService,
+    metrics: &std::sync::Arc<crate::api::metrics::Metrics>,
+    source: Source<'_>,
+    file: &StoredFile,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
     // A file inherited from the original service may not be hashed yet; its GridFS id, never reused, identifies
     // its bytes as well until then.
     let etag = match file.sha256.as_str() {
@@ -36,7 +72,10 @@ pub async fn download(
         Some(range) => (StatusCode::PARTIAL_CONTENT, range),
         None => (StatusCode::OK, 0..file.size),
     };
-    let body = service.read(&key, &file, range.clone()).await?;
+    let body = match source {
+        Source::Component(key) => service.read(key, file, range.clone()).await?,
+        Source::Digest => service.read_blob(file, range.clone()).await?,
+    };
     let metrics = metrics.clone();
     let counted = body.inspect(move |chunk| {
         if let Ok(chunk) = chunk {
@@ -54,7 +93,7 @@ pub async fn download(
     set(
         &mut response,
         header::CONTENT_DISPOSITION,
-        &content_disposition(&file),
+        &content_disposition(file),
     );
     set(&mut response, header::ETAG, &etag);
     set(&mut response, header::ACCEPT_RANGES, "bytes");

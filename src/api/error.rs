@@ -88,6 +88,7 @@ pub fn error_code(e: &ServiceError) -> &'static str {
         ServiceError::NotFound(_) => "NOT_FOUND",
         ServiceError::AlreadyExists(_) => "ALREADY_EXISTS",
         ServiceError::Conflict(_) => "CONFLICT",
+        ServiceError::Immutable(_) => "IMMUTABLE",
         ServiceError::InvalidInput(_) => "INVALID_INPUT",
         ServiceError::PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
         ServiceError::RequestTimeout(_) => "REQUEST_TIMEOUT",
@@ -100,7 +101,9 @@ pub fn error_code(e: &ServiceError) -> &'static str {
 pub fn status_of(e: &ServiceError) -> StatusCode {
     match e {
         ServiceError::NotFound(_) => StatusCode::NOT_FOUND,
-        ServiceError::AlreadyExists(_) | ServiceError::Conflict(_) => StatusCode::CONFLICT,
+        ServiceError::AlreadyExists(_) | ServiceError::Conflict(_) | ServiceError::Immutable(_) => {
+            StatusCode::CONFLICT
+        }
         ServiceError::InvalidInput(_) => StatusCode::BAD_REQUEST,
         ServiceError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         ServiceError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,

@@ -65,6 +65,16 @@ impl Links {
     }
 }
 
+impl Links {
+    /// The content-addressed download of some bytes.
+    pub fn blob_url(&self, sha256: &str) -> String {
+        format!(
+            "{}/blobs/sha256/{sha256}",
+            self.public_url.trim_end_matches('/')
+        )
+    }
+}
+
 #[derive(Clone)]
 pub struct AppState {
     pub service: Arc<RepositoryService>,

@@ -1,6 +1,6 @@
 //! The components themselves and the rules their metadata obeys.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -217,6 +217,17 @@ pub struct Component {
     pub file: Option<StoredFile>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The aliases that name this model version; kept on the component so that a delete sees them in the same
+    /// transaction (or document) and refuses to leave an alias pointing at nothing.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub aliases: BTreeSet<String>,
+    /// Locked components keep their file and cannot be deleted, like every component under `--immutable-files`.
+    /// A lock is permanent.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub locked: bool,
+    /// Files for particular platforms, besides the platform-neutral default `file`; one per platform.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub variants: Vec<super::Variant>,
 }
 
 impl Component {
@@ -235,6 +246,9 @@ impl Component {
             file: None,
             created_at: now,
             updated_at: now,
+            aliases: BTreeSet::new(),
+            locked: false,
+            variants: Vec::new(),
         })
     }
 

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{Component, ComponentKey, Device, Kind, Needs};
+use super::{Component, ComponentKey, Device, Kind, Needs, StoredFile};
 
 /// What happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -95,6 +95,18 @@ impl EventDraft {
                 EventType::FileUploaded
             },
             ..Self::created(after)
+        }
+    }
+
+    /// `file` attached to `after`, as its default file or as one of its platform variants; `replaced` when it took
+    /// the place of another.
+    pub fn attached(after: &Component, file: &StoredFile, replaced: bool) -> Self {
+        Self {
+            file: Some(EventFile {
+                sha256: file.sha256.clone(),
+                size: file.size,
+            }),
+            ..Self::file(after, replaced)
         }
     }
 

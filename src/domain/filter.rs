@@ -19,6 +19,22 @@ pub struct Device {
     pub storage: Option<f64>,
     pub libraries: BTreeMap<String, String>,
     pub models: Vec<(String, String)>,
+    /// With a platform, a component is listed only when its default file is platform-neutral (or it has none
+    /// yet and no variants either) or one of its variants runs on it (see [`super::platform`]).
+    pub platform: Option<super::DevicePlatform>,
+}
+
+impl Device {
+    /// Whether some file of `component` runs on this device's platform.
+    pub fn has_file_for(&self, component: &Component) -> bool {
+        let Some(platform) = &self.platform else {
+            return true;
+        };
+        if component.variants.is_empty() {
+            return true;
+        }
+        super::file_for(component.file.as_ref(), &component.variants, platform).is_some()
+    }
 }
 
 impl Device {
@@ -219,7 +235,12 @@ impl Matcher<'_> {
             }
             None => filter.needs.is_empty(),
         };
-        search_ok && name_ok && library_ok && needs_ok
+        let platform_ok = filter
+            .needs
+            .runnable_on
+            .as_ref()
+            .is_none_or(|device| device.has_file_for(component));
+        search_ok && name_ok && library_ok && needs_ok && platform_ok
     }
 }
 
@@ -250,6 +271,7 @@ mod tests {
             storage: Some(10.0),
             libraries: [("tensorflow".to_string(), "2.13.1".to_string())].into(),
             models: vec![("fall-detection".into(), "pilot-2-1".into())],
+            platform: None,
         }
     }
 

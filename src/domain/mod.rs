@@ -1,13 +1,16 @@
 //! Types, validation and needs matching. No I/O: everything here is plain data and rules.
 
+mod alias;
 mod component;
 mod error;
 mod event;
 mod filter;
 mod key;
+mod platform;
 pub mod version;
 mod webhook;
 
+pub use alias::{AliasMove, MAX_ALIAS_BYTES, validate_alias, validate_new_version};
 pub use component::{
     Component, InferencerSpec, MAX_ENTRIES, MAX_TEXT_BYTES, ModelSpec, Needs, ServiceSpec, Spec,
     StoredFile, TransformationSpec,
@@ -16,6 +19,7 @@ pub use error::DomainError;
 pub use event::{Event, EventDraft, EventFile, EventFilter, EventType};
 pub use filter::{ComponentFilter, Device, LibraryWanted, Matcher, ModelWanted, NeedsFilter};
 pub use key::{ComponentKey, Kind, MAX_KEY_BYTES, ModelKey, validate_key_part};
+pub use platform::{DevicePlatform, Platform, Variant, file_for};
 pub use webhook::{Delivery, DeliveryStatus, Webhook};
 
 /// The current time at millisecond precision: the precision every backend stores (BSON dates have no more), so a

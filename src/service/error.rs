@@ -16,6 +16,9 @@ pub enum ServiceError {
     Conflict(String),
     #[error("{0}")]
     InvalidInput(String),
+    /// The file may not change (`--immutable-files` or a locked component).
+    #[error("{0}")]
+    Immutable(String),
     /// The client paused sending its request for too long.
     #[error("{0}")]
     RequestTimeout(String),
@@ -59,6 +62,8 @@ impl From<StoreError> for ServiceError {
             e @ StoreError::EventsExpired { .. } => ServiceError::EventsExpired(format!(
                 "{e}; list the components again, then follow the feed from its current sequence"
             )),
+            StoreError::Immutable(message) => ServiceError::Immutable(message),
+            e @ StoreError::Aliased { .. } => ServiceError::Conflict(e.to_string()),
             e @ StoreError::Unavailable(_) => ServiceError::Unavailable(e),
             e @ (StoreError::Io(_) | StoreError::Backend(_)) => ServiceError::Internal(e),
         }

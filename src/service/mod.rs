@@ -12,7 +12,8 @@ use std::sync::Arc;
 pub use self::error::ServiceError;
 pub use self::events::{EventPage, EventStream, MAX_EVENT_PAGE};
 use crate::domain::{
-    Component, ComponentFilter, ComponentKey, Device, Kind, ModelKey, NeedsFilter, Spec, StoredFile,
+    AliasMove, Component, ComponentFilter, ComponentKey, Device, DevicePlatform, Kind, ModelKey,
+    NeedsFilter, Platform, Spec, StoredFile, file_for, validate_alias, validate_new_version,
 };
 use crate::store::{
     ByteStream, ComponentStream, FileMeta, PageRequest, SpecUpdate, StagedBlob, Store, UploadStream,
@@ -42,6 +43,7 @@ pub struct RepositoryService {
     max_upload_bytes: u64,
     webhook_config: webhooks::WebhookConfig,
     delivery_counts: webhooks::DeliveryCounts,
+    immutable_files: bool,
 }
 
 impl RepositoryService {
@@ -51,12 +53,19 @@ impl RepositoryService {
             max_upload_bytes,
             webhook_config: webhooks::WebhookConfig::default(),
             delivery_counts: webhooks::DeliveryCounts::default(),
+            immutable_files: false,
         }
     }
 
     /// Sets how webhooks are sent.
     pub fn with_webhooks(mut self, config: webhooks::WebhookConfig) -> Self {
         self.webhook_config = config;
+        self
+    }
+
+    /// With `true`, files cannot be replaced and components with a file cannot be deleted.
+    pub fn with_immutable_files(mut self, immutable_files: bool) -> Self {
+        self.immutable_files = immutable_files;
         self
     }
 
@@ -73,6 +82,9 @@ impl RepositoryService {
     }
 
     pub async fn create(&self, key: ComponentKey, spec: Spec) -> Result<Component, ServiceError> {
+        if let ComponentKey::Model(model) = &key {
+            validate_new_version(&model.version)?;
+        }
         let component = Component::new(key, spec, crate::domain::now())?;
         self.store.insert(component.clone()).await?;
         Ok(component)
@@ -217,7 +229,7 @@ impl RepositoryService {
 
     pub async fn delete(&self, key: &ComponentKey) -> Result<Component, ServiceError> {
         self.store
-            .delete(key)
+            .delete(key, self.immutable_files)
             .await?
             .ok_or_else(|| ServiceError::NotFound(format!("{key} not found")))
     }
@@ -251,12 +263,110 @@ impl RepositoryService {
         staged: StagedBlob,
         filename: Option<&str>,
         content_type: Option<&str>,
+        platform: Option<Platform>,
     ) -> Result<Component, ServiceError> {
         let meta = FileMeta {
+            platform,
             filename: clean_filename(filename).unwrap_or_else(|| default_filename(key)),
             content_type: clean_content_type(content_type),
+            immutable: self.immutable_files,
         };
         Ok(self.store.attach(key, staged, meta).await?)
+    }
+
+    /// Locks a component for good: its file stays as it is and the component stays once it has one.
+    pub async fn lock(&self, key: &ComponentKey) -> Result<Component, ServiceError> {
+        Ok(self.store.lock(key).await?)
+    }
+
+    /// Points `alias` of model `name` at `version`; `by` is the label of the caller's token.
+    pub async fn set_alias(
+        &self,
+        name: &str,
+        alias: &str,
+        version: &str,
+        by: &str,
+    ) -> Result<Component, ServiceError> {
+        validate_alias(alias)?;
+        let key = ComponentKey::model(name, version)?;
+        self.store
+            .move_alias(name, alias, Some(version), by)
+            .await?;
+        self.get(&key).await
+    }
+
+    /// Removes `alias` of model `name`; [`ServiceError::NotFound`] when there is no such alias.
+    pub async fn delete_alias(
+        &self,
+        name: &str,
+        alias: &str,
+        by: &str,
+    ) -> Result<(), ServiceError> {
+        validate_alias(alias)?;
+        match self.store.move_alias(name, alias, None, by).await? {
+            Some(_) => Ok(()),
+            None => Err(ServiceError::NotFound(format!(
+                "model {name} has no alias {alias}"
+            ))),
+        }
+    }
+
+    /// The version `alias` of model `name` points at.
+    pub async fn resolve_alias(
+        &self,
+        name: &str,
+        alias: &str,
+    ) -> Result<ComponentKey, ServiceError> {
+        validate_alias(alias)?;
+        let version = self
+            .store
+            .resolve_alias(name, alias)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(format!("model {name} has no alias {alias}")))?;
+        Ok(ComponentKey::model(name, version)?)
+    }
+
+    /// Every move of an alias, oldest first.
+    pub async fn alias_history(
+        &self,
+        name: &str,
+        alias: &str,
+    ) -> Result<Vec<AliasMove>, ServiceError> {
+        validate_alias(alias)?;
+        Ok(self.store.alias_history(name, alias).await?)
+    }
+
+    /// The file of a component for a device's platform: the best fitting variant, else the platform-neutral
+    /// default; none fitting is a 404 that lists the platforms there are.
+    pub async fn file_for(
+        &self,
+        key: &ComponentKey,
+        device: &DevicePlatform,
+    ) -> Result<StoredFile, ServiceError> {
+        let component = self.get(key).await?;
+        if let Some((file, _)) = file_for(component.file.as_ref(), &component.variants, device) {
+            return Ok(file.clone());
+        }
+        let platforms: Vec<String> = component
+            .variants
+            .iter()
+            .map(|v| v.platform.to_string())
+            .collect();
+        Err(ServiceError::NotFound(if platforms.is_empty() {
+            format!("{key} has no file yet")
+        } else {
+            format!(
+                "{key} has no file for {}/{}{}; its platforms are: {}",
+                device.os,
+                device.arch,
+                device
+                    .variant
+                    .as_deref()
+                    .map(|v| format!("/{v}"))
+                    .unwrap_or_default(),
+                platforms.join(", ")
+            )
+        }))
     }
 
     /// The component and its file, for a download.
@@ -265,6 +375,23 @@ impl RepositoryService {
             .await?
             .file
             .ok_or_else(|| ServiceError::NotFound(format!("{key} has no file yet")))
+    }
+
+    /// The stored bytes with this sha256, for a download by digest.
+    pub async fn blob(&self, sha256: &str) -> Result<StoredFile, ServiceError> {
+        self.store.blob(sha256).await?.ok_or_else(|| {
+            ServiceError::NotFound(format!("no stored file has the sha256 {sha256}"))
+        })
+    }
+
+    pub async fn read_blob(
+        &self,
+        file: &StoredFile,
+        range: Range<u64>,
+    ) -> Result<ByteStream, ServiceError> {
+        self.store.read_blob(file, range).await?.ok_or_else(|| {
+            ServiceError::NotFound(format!("sha256 {} is no longer stored", file.sha256))
+        })
     }
 
     pub async fn read(

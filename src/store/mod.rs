@@ -15,8 +15,8 @@ use futures_util::Stream;
 use thiserror::Error;
 
 use crate::domain::{
-    Component, ComponentFilter, ComponentKey, Delivery, DomainError, Kind, ModelKey, Spec,
-    StoredFile, Webhook,
+    AliasMove, Component, ComponentFilter, ComponentKey, Delivery, DomainError, Kind, ModelKey,
+    Spec, StoredFile, Webhook,
 };
 
 pub use feed::{EventBatch, EventRetention, EventSignal};
@@ -62,6 +62,15 @@ pub enum StoreError {
         "events after sequence {after} are no longer retained (the oldest retained follows {floor})"
     )]
     EventsExpired { after: u64, floor: u64 },
+    /// The component's file may not change: `--immutable-files`, or the component is locked.
+    #[error("{0}")]
+    Immutable(String),
+    /// Aliases name this model version, so it cannot be deleted.
+    #[error("{key} is named by the aliases {aliases:?}: move or delete them first")]
+    Aliased {
+        key: ComponentKey,
+        aliases: Vec<String>,
+    },
     #[error("storage I/O failed: {0}")]
     Io(#[from] io::Error),
     #[error("storage backend failed: {0}")]
@@ -92,6 +101,12 @@ pub struct Page {
 pub struct FileMeta {
     pub filename: String,
     pub content_type: String,
+    /// Refuse ([`StoreError::Immutable`]) to replace a file already there (`--immutable-files`); a locked
+    /// component refuses it anyway.
+    pub immutable: bool,
+    /// The platform the file is built for: it becomes (or replaces) that platform's variant. `None` is the
+    /// platform-neutral default file.
+    pub platform: Option<crate::domain::Platform>,
 }
 
 /// What a garbage collection removed.
@@ -135,8 +150,17 @@ pub trait Store: Send + Sync + 'static {
     async fn update(&self, key: &ComponentKey, update: SpecUpdate)
     -> Result<Component, StoreError>;
 
-    /// Deletes the component and its file; `None` when there was no such component.
-    async fn delete(&self, key: &ComponentKey) -> Result<Option<Component>, StoreError>;
+    /// Deletes the component and its file; `None` when there was no such component. With `immutable` (or when
+    /// the component is locked) a component with a file is kept: [`StoreError::Immutable`]. A model version that
+    /// aliases name is kept too: [`StoreError::Aliased`].
+    async fn delete(
+        &self,
+        key: &ComponentKey,
+        immutable: bool,
+    ) -> Result<Option<Component>, StoreError>;
+
+    /// Locks a component for good: its file can no longer be replaced, nor the component deleted once it has one.
+    async fn lock(&self, key: &ComponentKey) -> Result<Component, StoreError>;
 
     /// Streams an upload into a staging area, hashing it on the way. Nothing refers to it yet: dropping the staged
     /// blob discards it.
@@ -209,11 +233,106 @@ pub trait Store: Send + Sync + 'static {
     async fn deliveries(&self, webhook_id: &str, limit: usize)
     -> Result<Vec<Delivery>, StoreError>;
 
+    /// Points `alias` of model `name` at `version` (`None` removes the alias) and appends the move to the
+    /// alias's history, atomically with respect to the versions: the target must exist, and a version an alias
+    /// names refuses deletion ([`StoreError::Aliased`]). Moving an alias to where it already points records
+    /// nothing and returns `None`. This is the one write an alias move makes, so a change feed joins it here.
+    async fn move_alias(
+        &self,
+        name: &str,
+        alias: &str,
+        version: Option<&str>,
+        by: &str,
+    ) -> Result<Option<AliasMove>, StoreError>;
+
+    /// The version `alias` of model `name` points at.
+    async fn resolve_alias(&self, name: &str, alias: &str) -> Result<Option<String>, StoreError>;
+
+    /// Every move of `alias` of model `name`, oldest first.
+    async fn alias_history(&self, name: &str, alias: &str) -> Result<Vec<AliasMove>, StoreError>;
+
     /// Streams `range` of a stored file.
     async fn read(
         &self,
         key: &ComponentKey,
         file: &StoredFile,
         range: Range<u64>,
-    ) -> Result<ByteStream, StoreError>;
+    ) -> Result<ByteStream, StoreError> {
+        self.read_blob(file, range)
+            .await?
+            .ok_or_else(|| StoreError::BlobMissing(key.clone()))
+    }
+
+    /// Streams `range` of stored bytes; `None` when they are no longer stored.
+    async fn read_blob(
+        &self,
+        file: &StoredFile,
+        range: Range<u64>,
+    ) -> Result<Option<ByteStream>, StoreError>;
+
+    /// The stored file whose bytes have this sha256 (lower-case hex), whichever component or variant holds it.
+    /// Its content type and name are generic: the digest names bytes, not a component.
+    async fn blob(&self, sha256: &str) -> Result<Option<StoredFile>, StoreError>;
+}
+
+/// The record of bytes served by digest: a generic type and name, since many components may share them.
+pub fn digest_file(file: StoredFile) -> StoredFile {
+    StoredFile {
+        filename: format!("sha256-{}", file.sha256),
+        content_type: "application/octet-stream".into(),
+        ..file
+    }
+}
+
+/// Why a component's file may not change, or `None` when it may: the rule a store checks inside its write.
+pub fn immutability(component: &Component, immutable: bool) -> Option<StoreError> {
+    immutability_of(
+        component,
+        component
+            .file
+            .as_ref()
+            .or(component.variants.first().map(|v| &v.file)),
+        immutable,
+    )
+}
+
+/// Why the file an upload for `platform` would replace may not change, or `None` when it may.
+pub fn replacement_refused(
+    component: &Component,
+    platform: Option<&crate::domain::Platform>,
+    immutable: bool,
+) -> Option<StoreError> {
+    let replaced = match platform {
+        None => component.file.as_ref(),
+        Some(platform) => component
+            .variants
+            .iter()
+            .find(|v| &v.platform == platform)
+            .map(|v| &v.file),
+    };
+    immutability_of(component, replaced, immutable)
+}
+
+fn immutability_of(
+    component: &Component,
+    file: Option<&StoredFile>,
+    immutable: bool,
+) -> Option<StoreError> {
+    let file = file?;
+    let why = if component.locked {
+        "is locked"
+    } else if immutable {
+        "has a file and files are immutable on this server"
+    } else {
+        return None;
+    };
+    Some(StoreError::Immutable(format!(
+        "{} {why}: its files ({} ...) cannot be replaced and it cannot be deleted",
+        component.key,
+        if file.sha256.is_empty() {
+            &file.blob_id
+        } else {
+            &file.sha256
+        }
+    )))
 }

@@ -175,6 +175,7 @@ fn device_strategy() -> impl Strategy<Value = Device> {
                 .into_iter()
                 .map(|(n, v)| (n.to_string(), v.to_string()))
                 .collect(),
+            platform: None,
         })
 }
 

@@ -1,6 +1,7 @@
 //! The contract every storage backend passes, driven over HTTP. A backend's test file instantiates it with
 //! `contract_suite!(starter)`, where `starter` starts a server on that backend.
 
+mod addressing;
 mod catalogue;
 mod crud;
 mod events;
@@ -10,6 +11,7 @@ mod listing;
 mod rest;
 mod webhooks;
 
+pub use addressing::*;
 pub use catalogue::*;
 pub use crud::*;
 pub use events::*;
@@ -78,6 +80,12 @@ macro_rules! contract_suite {
             finds_any_version_and_overlapping_ranges,
             paginates_while_the_store_changes,
             counts_match_a_brute_force_filter,
+            blobs_are_served_by_digest,
+            model_aliases_move_with_history,
+            immutable_files_refuse_replacement_and_deletion,
+            locked_components_keep_their_file,
+            variants_are_chosen_by_platform,
+            variant_bytes_are_served_by_digest,
         );
     };
     (@tests $starter:path, $skip:expr; $($name:ident),* $(,)?) => {

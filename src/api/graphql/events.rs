@@ -12,8 +12,8 @@ use super::types::Long;
 use crate::api::Links;
 use crate::api::error::GqlResultExt;
 use crate::api::metrics::Metrics;
-use crate::domain::{self, ComponentKey, EventFilter, Kind};
-use crate::service::RepositoryService;
+use crate::domain::{self, ComponentKey, Device, EventFilter, Kind};
+use crate::service::{RepositoryService, ServiceError};
 
 /// The kind of a component.
 #[derive(Enum, Clone, Copy, PartialEq, Eq)]
@@ -108,7 +108,7 @@ impl From<EventFilterInput> for EventFilter {
                 .into_iter()
                 .map(Into::into)
                 .collect(),
-            runnable_on: f.runnable_on.map(Into::into),
+            runnable_on: f.runnable_on.map(Device::lenient),
         }
     }
 }
@@ -270,7 +270,11 @@ impl SubscriptionRoot {
                 .map(Kind::from)
                 .collect(),
             types: Vec::new(),
-            runnable_on: runnable_on.map(Into::into),
+            runnable_on: runnable_on
+                .map(Device::try_from)
+                .transpose()
+                .map_err(ServiceError::from)
+                .gql()?,
         };
         let stream = service.follow(after.map(|a| a.0), filter).await.gql()?;
         let connected = metrics.subscriber("graphql_ws");

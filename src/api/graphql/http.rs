@@ -48,6 +48,7 @@ pub async fn graphql_post(State(state): State<AppState>, request: HttpRequest) -
     if let Err(e) = check_csrf(&state.limits, request.headers(), request.method()) {
         return e.into_graphql_response();
     }
+    let caller = Caller(state.tokens.label(request.headers()));
     let batch = if is_multipart(&request) {
         // Multipart requests carry uploads, which only mutations take: no byte of them is read without a write
         // token.
@@ -85,7 +86,7 @@ pub async fn graphql_post(State(state): State<AppState>, request: HttpRequest) -
         }
     };
     match batch {
-        Ok(batch) => execute(&state, batch).await,
+        Ok(batch) => execute(&state, batch, caller).await,
         Err(e) => request_error(e),
     }
 }
@@ -134,7 +135,8 @@ pub async fn graphql_get(
             "mutations must be sent with POST".into(),
         ));
     }
-    execute(&state, batch).await
+    let caller = Caller(state.tokens.label(&headers));
+    execute(&state, batch, caller).await
 }
 
 /// What is checked of a batch before any of its documents is parsed: its length, and the nesting of each document
@@ -164,7 +166,11 @@ fn is_mutation(request: &Request) -> bool {
         .any(|(_, operation)| operation.node.ty == OperationType::Mutation)
 }
 
-async fn execute(state: &AppState, mut batch: BatchRequest) -> Response {
+/// The label of the token that sent a request (`anonymous` without one): who made a change, for its records.
+#[derive(Debug, Clone)]
+pub struct Caller(pub String);
+
+async fn execute(state: &AppState, mut batch: BatchRequest, caller: Caller) -> Response {
     // async-graphql limits depth and complexity per operation; aliases, which multiply the work of one request, are
     // counted here over the whole batch, and the complexity budget is shared by it (`budget`).
     let mut aliases = 0;
@@ -204,6 +210,7 @@ async fn execute(state: &AppState, mut batch: BatchRequest) -> Response {
         );
         request.data.insert(loader);
         request.data.insert(budget.clone());
+        request.data.insert(caller.clone());
     }
     let operation = match (&batch, names.as_slice()) {
         (BatchRequest::Single(_), [name]) => name.clone(),

@@ -1,5 +1,6 @@
 //! GraphQL input types and how they become domain values.
 
+use crate::domain::{DevicePlatform, Platform};
 use std::collections::BTreeMap;
 
 use async_graphql::{Enum, ID, InputObject, Json, MaybeUndefined};
@@ -266,11 +267,94 @@ pub struct DeviceInput {
     /// Models present on the device.
     #[graphql(default)]
     pub models: Vec<ModelRefInput>,
+    /// The device's platform: components with per-platform files are listed only when one fits (or they have a
+    /// platform-neutral default file).
+    pub platform: Option<DevicePlatformInput>,
 }
 
-impl From<DeviceInput> for Device {
-    fn from(d: DeviceInput) -> Self {
-        Device {
+/// The platform a file is built for, as in OCI image indexes (`linux/arm64/v8`, `linux/arm/v7`), with an optional
+/// accelerator. Given to an upload, the file becomes (or replaces) that platform's variant; left out, the file is
+/// the platform-neutral default.
+#[derive(InputObject, Clone)]
+pub struct PlatformInput {
+    pub os: String,
+    pub arch: String,
+    pub variant: Option<String>,
+    /// Such as `cuda`, `tensorrt`, `openvino`, `npu`.
+    pub accelerator: Option<String>,
+    /// PEP 440 requirement on the device's accelerator version, such as `>=8.6` (a CUDA compute capability).
+    pub accelerator_version: Option<String>,
+}
+
+impl PlatformInput {
+    pub fn into_platform(self) -> Result<Platform, DomainError> {
+        Platform::new(
+            &self.os,
+            &self.arch,
+            self.variant.as_deref(),
+            self.accelerator.as_deref(),
+            self.accelerator_version.as_deref(),
+        )
+    }
+}
+
+/// An accelerator a device has, with its version.
+#[derive(InputObject, Clone)]
+pub struct AcceleratorInput {
+    pub name: String,
+    pub version: String,
+}
+
+/// What a device is, for picking the file it runs.
+#[derive(InputObject, Clone)]
+pub struct DevicePlatformInput {
+    pub os: String,
+    pub arch: String,
+    pub variant: Option<String>,
+    #[graphql(default)]
+    pub accelerators: Vec<AcceleratorInput>,
+}
+
+impl DevicePlatformInput {
+    pub fn into_platform(self) -> Result<DevicePlatform, DomainError> {
+        DevicePlatform::new(
+            &self.os,
+            &self.arch,
+            self.variant.as_deref(),
+            self.accelerators
+                .into_iter()
+                .map(|a| (a.name, a.version))
+                .collect(),
+        )
+    }
+}
+
+impl Device {
+    /// A device for a filter, where an invalid platform fits nothing instead of failing the request.
+    pub(super) fn lenient(d: DeviceInput) -> Device {
+        let platform = d.platform.clone();
+        Device::try_from(DeviceInput {
+            platform: None,
+            ..d.clone()
+        })
+        .map(|mut device| {
+            device.platform = platform.map(|p| {
+                p.into_platform().unwrap_or_else(|_| DevicePlatform {
+                    os: String::new(),
+                    ..DevicePlatform::default()
+                })
+            });
+            device
+        })
+        .unwrap_or_default()
+    }
+}
+
+impl TryFrom<DeviceInput> for Device {
+    type Error = DomainError;
+
+    fn try_from(d: DeviceInput) -> Result<Self, DomainError> {
+        Ok(Device {
             gpu: d.gpu,
             ram: d.ram,
             storage: d.storage,
@@ -280,7 +364,11 @@ impl From<DeviceInput> for Device {
                 .map(|l| (l.name, l.version))
                 .collect(),
             models: d.models.into_iter().map(|m| (m.name, m.version)).collect(),
-        }
+            platform: d
+                .platform
+                .map(DevicePlatformInput::into_platform)
+                .transpose()?,
+        })
     }
 }
 
@@ -339,7 +427,8 @@ impl From<NeedsFilterInput> for NeedsFilter {
                     version: m.version,
                 })
                 .collect(),
-            runnable_on: f.runnable_on.map(Device::from),
+            // An invalid platform here fits no file (the `runnableOn` query reports it as an error instead).
+            runnable_on: f.runnable_on.map(Device::lenient),
         }
     }
 }

@@ -2,10 +2,11 @@ use std::sync::Arc;
 
 use async_graphql::{Context, ID, Object, Upload};
 
+use super::http::Caller;
 use super::inputs::{
     CreateInferencerInput, CreateModelInput, CreateServiceInput, CreateTransformationInput,
-    UpdateInferencerInput, UpdateModelInput, UpdateServiceInput, UpdateTransformationInput,
-    replace,
+    PlatformInput, UpdateInferencerInput, UpdateModelInput, UpdateServiceInput,
+    UpdateTransformationInput, replace,
 };
 use super::multipart::StagedUploads;
 use super::types::{FromNode, Inferencer, Model, Node, Service, Transformation};
@@ -62,8 +63,13 @@ async fn upload<T: FromNode>(
     ctx: &Context<'_>,
     key: Result<ComponentKey, DomainError>,
     file: Upload,
+    platform: Option<PlatformInput>,
 ) -> async_graphql::Result<T> {
     let key = key.gql()?;
+    let platform = platform
+        .map(PlatformInput::into_platform)
+        .transpose()
+        .gql()?;
     // Only uploads that our multipart reader staged are accepted: a client that forges an upload reference in a
     // plain JSON request gets a clear error instead of reaching async-graphql's upload table.
     let staged = ctx
@@ -84,6 +90,7 @@ async fn upload<T: FromNode>(
             staged,
             Some(&value.filename),
             value.content_type.as_deref(),
+            platform,
         )
         .await
         .gql()?;
@@ -91,6 +98,20 @@ async fn upload<T: FromNode>(
         metrics.uploaded(size);
     }
     node(ctx, updated)
+}
+
+async fn lock<T: FromNode>(
+    ctx: &Context<'_>,
+    key: Result<ComponentKey, DomainError>,
+) -> async_graphql::Result<T> {
+    let key = key.gql()?;
+    let locked = service(ctx)?.lock(&key).await.gql()?;
+    node(ctx, locked)
+}
+
+fn caller<'a>(ctx: &Context<'a>) -> &'a str {
+    ctx.data_opt::<Caller>()
+        .map_or("anonymous", |c| c.0.as_str())
 }
 
 /// A metadata update that only applies to one kind of spec.
@@ -158,6 +179,69 @@ impl MutationRoot {
         update(ctx, ComponentKey::model(name, version), change).await
     }
 
+    /// Points `alias` (such as `production`) of model `name` at `version`, recording the move in the alias's
+    /// history. A version that aliases name cannot be deleted until they move.
+    async fn set_model_alias(
+        &self,
+        ctx: &Context<'_>,
+        name: String,
+        alias: String,
+        version: String,
+    ) -> async_graphql::Result<Model> {
+        let model = service(ctx)?
+            .set_alias(&name, &alias, &version, caller(ctx))
+            .await
+            .gql()?;
+        node(ctx, model)
+    }
+
+    /// Removes `alias` of model `name`, recording it in the alias's history.
+    async fn delete_model_alias(
+        &self,
+        ctx: &Context<'_>,
+        name: String,
+        alias: String,
+    ) -> async_graphql::Result<bool> {
+        service(ctx)?
+            .delete_alias(&name, &alias, caller(ctx))
+            .await
+            .gql()?;
+        Ok(true)
+    }
+
+    /// Locks a model version for good: its file can no longer be replaced, nor the model deleted once it has one.
+    async fn lock_model(
+        &self,
+        ctx: &Context<'_>,
+        name: String,
+        version: String,
+    ) -> async_graphql::Result<Model> {
+        lock(ctx, ComponentKey::model(name, version)).await
+    }
+
+    /// Locks a transformation for good (see `lockModel`).
+    async fn lock_transformation(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+    ) -> async_graphql::Result<Transformation> {
+        lock(ctx, ComponentKey::with_id(Kind::Transformation, id.0)).await
+    }
+
+    /// Locks a service for good (see `lockModel`).
+    async fn lock_service(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Service> {
+        lock(ctx, ComponentKey::with_id(Kind::Service, id.0)).await
+    }
+
+    /// Locks an inferencer for good (see `lockModel`).
+    async fn lock_inferencer(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+    ) -> async_graphql::Result<Inferencer> {
+        lock(ctx, ComponentKey::with_id(Kind::Inferencer, id.0)).await
+    }
+
     /// Deletes a model and its file.
     async fn delete_model(
         &self,
@@ -175,8 +259,9 @@ impl MutationRoot {
         name: String,
         version: String,
         file: Upload,
+        platform: Option<PlatformInput>,
     ) -> async_graphql::Result<Model> {
-        upload(ctx, ComponentKey::model(name, version), file).await
+        upload(ctx, ComponentKey::model(name, version), file, platform).await
     }
 
     async fn create_transformation(
@@ -222,8 +307,15 @@ impl MutationRoot {
         ctx: &Context<'_>,
         id: ID,
         file: Upload,
+        platform: Option<PlatformInput>,
     ) -> async_graphql::Result<Transformation> {
-        upload(ctx, ComponentKey::with_id(Kind::Transformation, id.0), file).await
+        upload(
+            ctx,
+            ComponentKey::with_id(Kind::Transformation, id.0),
+            file,
+            platform,
+        )
+        .await
     }
 
     async fn create_service(
@@ -264,8 +356,15 @@ impl MutationRoot {
         ctx: &Context<'_>,
         id: ID,
         file: Upload,
+        platform: Option<PlatformInput>,
     ) -> async_graphql::Result<Service> {
-        upload(ctx, ComponentKey::with_id(Kind::Service, id.0), file).await
+        upload(
+            ctx,
+            ComponentKey::with_id(Kind::Service, id.0),
+            file,
+            platform,
+        )
+        .await
     }
 
     async fn create_inferencer(
@@ -308,7 +407,14 @@ impl MutationRoot {
         ctx: &Context<'_>,
         id: ID,
         file: Upload,
+        platform: Option<PlatformInput>,
     ) -> async_graphql::Result<Inferencer> {
-        upload(ctx, ComponentKey::with_id(Kind::Inferencer, id.0), file).await
+        upload(
+            ctx,
+            ComponentKey::with_id(Kind::Inferencer, id.0),
+            file,
+            platform,
+        )
+        .await
     }
 }

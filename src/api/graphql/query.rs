@@ -5,11 +5,13 @@ use async_graphql::{Context, ID, Object};
 use super::inputs::{
     ComponentFilterInput, DeviceInput, InferencerFilter, ModelFilter, RunnableKind,
 };
-use super::types::{FromNode, Inferencer, Model, Node, Page, Service, Transformation, page};
+use super::types::{
+    AliasMove, FromNode, Inferencer, Model, Node, Page, Service, Transformation, page,
+};
 use crate::api::Links;
 use crate::api::error::GqlResultExt;
-use crate::domain::{ComponentFilter, ComponentKey, Kind};
-use crate::service::RepositoryService;
+use crate::domain::{ComponentFilter, ComponentKey, Device, Kind};
+use crate::service::{RepositoryService, ServiceError};
 
 pub struct QueryRoot;
 
@@ -52,14 +54,44 @@ fn wants_total(ctx: &Context<'_>) -> bool {
 /// Pages take `first` (default 20, at most 100) and `after` (the `endCursor` of the previous page).
 #[Object]
 impl QueryRoot {
-    /// One model by name and version.
+    /// One model by name and either `version` or `alias` (such as `production`); null when absent.
     async fn model(
         &self,
         ctx: &Context<'_>,
         name: String,
-        version: String,
+        version: Option<String>,
+        alias: Option<String>,
     ) -> async_graphql::Result<Option<Model>> {
+        let version = match (version, alias) {
+            (Some(version), None) => version,
+            (None, Some(alias)) => {
+                let service = ctx.data::<Arc<RepositoryService>>()?;
+                match service.resolve_alias(&name, &alias).await {
+                    Ok(key) => return one(ctx, Ok(key)).await,
+                    Err(ServiceError::NotFound(_)) => return Ok(None),
+                    Err(e) => return Err(e).gql(),
+                }
+            }
+            _ => {
+                return Err(ServiceError::InvalidInput(
+                    "model: give either `version` or `alias`".into(),
+                ))
+                .gql();
+            }
+        };
         one(ctx, ComponentKey::model(name, version)).await
+    }
+
+    /// Every move of an alias of a model, oldest first: what it pointed at when, and who moved it.
+    async fn model_alias_history(
+        &self,
+        ctx: &Context<'_>,
+        name: String,
+        alias: String,
+    ) -> async_graphql::Result<Vec<AliasMove>> {
+        let service = ctx.data::<Arc<RepositoryService>>()?;
+        let moves = service.alias_history(&name, &alias).await.gql()?;
+        Ok(moves.into_iter().map(Into::into).collect())
     }
 
     async fn transformation(
@@ -200,7 +232,7 @@ impl QueryRoot {
         let kinds = kinds.map(|ks| ks.into_iter().map(Kind::from).collect());
         let listing = service
             .runnable_on(
-                device.into(),
+                Device::try_from(device).gql()?,
                 kinds,
                 first,
                 after.as_deref(),

@@ -5,11 +5,12 @@ use std::collections::BTreeMap;
 use async_graphql::connection::{Connection, Edge};
 use async_graphql::dataloader::DataLoader;
 use async_graphql::{
-    Context, ID, InputValueError, InputValueResult, Json, Object, Scalar, ScalarType, SimpleObject,
-    Union, Value,
+    ComplexObject, Context, ID, InputValueError, InputValueResult, Json, Object, Scalar,
+    ScalarType, SimpleObject, Union, Value,
 };
 use chrono::{DateTime, Utc};
 
+use super::inputs::DevicePlatformInput;
 use super::loader::ModelLoader;
 use crate::api::Links;
 use crate::api::error::{GqlResultExt, graphql_error};
@@ -54,6 +55,108 @@ pub struct File {
     /// Where to download it: the REST route `GET /{kind}/{id}` (`/model/{name}/{version}` for models).
     pub download_url: String,
 }
+
+impl File {
+    fn new(f: domain::StoredFile, download_url: String) -> Self {
+        File {
+            size: Long(f.size),
+            download_url,
+            sha256: Some(f.sha256).filter(|sha| !sha.is_empty()),
+            content_type: f.content_type,
+            filename: f.filename,
+            uploaded_at: f.uploaded_at,
+        }
+    }
+}
+
+/// The platform a variant is built for.
+#[derive(SimpleObject, Clone)]
+pub struct PlatformInfo {
+    pub os: String,
+    pub arch: String,
+    pub variant: Option<String>,
+    pub accelerator: Option<String>,
+    /// PEP 440 requirement on the device's accelerator version.
+    pub accelerator_version: Option<String>,
+}
+
+/// A file of a component for one platform; its `downloadUrl` is the content-addressed `/blobs/sha256/{hex}`.
+#[derive(SimpleObject)]
+pub struct FileVariant {
+    pub platform: PlatformInfo,
+    pub file: File,
+}
+
+/// What `fileFor` chooses from: the default file and the variants.
+#[derive(Clone, Default)]
+pub struct Files {
+    download_url: String,
+    default: Option<domain::StoredFile>,
+    variants: Vec<domain::Variant>,
+}
+
+impl Files {
+    fn variants(&self, links: &Links) -> Vec<FileVariant> {
+        self.variants
+            .iter()
+            .map(|v| FileVariant {
+                platform: PlatformInfo {
+                    os: v.platform.os.clone(),
+                    arch: v.platform.arch.clone(),
+                    variant: v.platform.variant.clone(),
+                    accelerator: v.platform.accelerator.clone(),
+                    accelerator_version: v.platform.accelerator_version.clone(),
+                },
+                file: File::new(v.file.clone(), links.blob_url(&v.file.sha256)),
+            })
+            .collect()
+    }
+
+    fn file_for(
+        &self,
+        ctx: &Context<'_>,
+        device: DevicePlatformInput,
+    ) -> async_graphql::Result<Option<File>> {
+        let device = device.into_platform().gql()?;
+        let links = ctx.data::<Links>()?;
+        Ok(
+            domain::file_for(self.default.as_ref(), &self.variants, &device).map(
+                |(file, platform)| match platform {
+                    Some(_) => File::new(file.clone(), links.blob_url(&file.sha256)),
+                    None => File::new(file.clone(), self.download_url.clone()),
+                },
+            ),
+        )
+    }
+}
+
+/// `variants` and `fileFor` of every kind.
+macro_rules! per_platform_files {
+    ($type:ident) => {
+        #[ComplexObject]
+        impl $type {
+            /// Files for particular platforms, besides the platform-neutral default `file`.
+            async fn variants(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<FileVariant>> {
+                Ok(self.files.variants(ctx.data::<Links>()?))
+            }
+
+            /// The file a device with this platform runs: the best fitting variant (accelerated builds first, then
+            /// the newest variant), else the platform-neutral default file; null when none fits.
+            async fn file_for(
+                &self,
+                ctx: &Context<'_>,
+                device: DevicePlatformInput,
+            ) -> async_graphql::Result<Option<File>> {
+                self.files.file_for(ctx, device)
+            }
+        }
+    };
+}
+
+per_platform_files!(Model);
+per_platform_files!(Transformation);
+per_platform_files!(Service);
+per_platform_files!(Inferencer);
 
 /// A library and the version a component needs (a PEP 440 version or range; empty or `*` for any).
 #[derive(SimpleObject)]
@@ -127,7 +230,10 @@ impl From<domain::Needs> for Needs {
 
 /// A trained model, keyed by name and version.
 #[derive(SimpleObject)]
+#[graphql(complex)]
 pub struct Model {
+    #[graphql(skip)]
+    pub files: Files,
     pub name: String,
     pub version: String,
     /// The library the model was saved with and is loaded by (e.g. `keras`, `torch`).
@@ -135,13 +241,43 @@ pub struct Model {
     pub description: String,
     /// Null until a file is uploaded.
     pub file: Option<File>,
+    /// The aliases (such as `production`) that point at this version.
+    pub aliases: Vec<String>,
+    /// Locked for good: the file cannot be replaced, nor the component deleted once it has one.
+    pub locked: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
+/// One move of a model alias.
+#[derive(SimpleObject)]
+pub struct AliasMove {
+    /// The version the alias pointed at before; null when the alias was new.
+    pub from: Option<String>,
+    /// The version it points at since; null when the alias was deleted.
+    pub to: Option<String>,
+    pub at: DateTime<Utc>,
+    /// The label of the token that moved it (`anonymous` on a server without tokens).
+    pub by: String,
+}
+
+impl From<domain::AliasMove> for AliasMove {
+    fn from(m: domain::AliasMove) -> Self {
+        Self {
+            from: m.from,
+            to: m.to,
+            at: m.at,
+            by: m.by,
+        }
+    }
+}
+
 /// A pre- or post-processing step of a pipeline.
 #[derive(SimpleObject)]
+#[graphql(complex)]
 pub struct Transformation {
+    #[graphql(skip)]
+    pub files: Files,
     pub id: ID,
     pub description: String,
     /// Parameter name -> type name.
@@ -151,30 +287,42 @@ pub struct Transformation {
     pub outputs: Vec<String>,
     pub needs: Needs,
     pub file: Option<File>,
+    /// Locked for good: the file cannot be replaced, nor the component deleted once it has one.
+    pub locked: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
 /// A gRPC servicer that exposes a pipeline.
 #[derive(SimpleObject)]
+#[graphql(complex)]
 pub struct Service {
+    #[graphql(skip)]
+    pub files: Files,
     pub id: ID,
     pub description: String,
     pub needs: Needs,
     pub file: Option<File>,
+    /// Locked for good: the file cannot be replaced, nor the component deleted once it has one.
+    pub locked: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
 /// Code that loads and runs models of one library.
 #[derive(SimpleObject)]
+#[graphql(complex)]
 pub struct Inferencer {
+    #[graphql(skip)]
+    pub files: Files,
     pub id: ID,
     pub description: String,
     pub library: String,
     pub use_cuda: bool,
     pub needs: Needs,
     pub file: Option<File>,
+    /// Locked for good: the file cannot be replaced, nor the component deleted once it has one.
+    pub locked: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -191,15 +339,14 @@ pub enum Node {
 
 impl Node {
     pub fn new(c: Component, links: &Links) -> Self {
-        let file = c.file.map(|f| File {
-            size: Long(f.size),
+        let files = Files {
             download_url: links.download_url(&c.key),
-            sha256: Some(f.sha256).filter(|sha| !sha.is_empty()),
-            content_type: f.content_type,
-            filename: f.filename,
-            uploaded_at: f.uploaded_at,
-        });
-        let (created_at, updated_at) = (c.created_at, c.updated_at);
+            default: c.file.clone(),
+            variants: c.variants,
+        };
+        let file = c.file.map(|f| File::new(f, files.download_url.clone()));
+        let (created_at, updated_at, locked) = (c.created_at, c.updated_at, c.locked);
+        let aliases: Vec<String> = c.aliases.into_iter().collect();
         let id = match &c.key {
             ComponentKey::Model(_) => ID::default(),
             ComponentKey::Transformation { id }
@@ -212,7 +359,10 @@ impl Node {
                 version: key.version,
                 library: spec.library,
                 description: spec.description,
+                files: files.clone(),
                 file,
+                aliases,
+                locked,
                 created_at,
                 updated_at,
             }),
@@ -223,7 +373,9 @@ impl Node {
                 default_values: Json(spec.default_values),
                 outputs: spec.outputs,
                 needs: spec.needs.into(),
+                files: files.clone(),
                 file,
+                locked,
                 created_at,
                 updated_at,
             }),
@@ -231,7 +383,9 @@ impl Node {
                 id,
                 description: spec.description,
                 needs: spec.needs.into(),
+                files: files.clone(),
                 file,
+                locked,
                 created_at,
                 updated_at,
             }),
@@ -241,7 +395,9 @@ impl Node {
                 library: spec.library,
                 use_cuda: spec.use_cuda,
                 needs: spec.needs.into(),
+                files: files.clone(),
                 file,
+                locked,
                 created_at,
                 updated_at,
             }),
@@ -251,7 +407,10 @@ impl Node {
                 version: String::new(),
                 library: String::new(),
                 description: String::new(),
+                files,
                 file,
+                aliases: Vec::new(),
+                locked,
                 created_at,
                 updated_at,
             }),

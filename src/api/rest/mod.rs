@@ -18,7 +18,7 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 
 use super::AppState;
-use super::download::download;
+use super::download::{Source, download, download_blob, serve};
 use super::error::ApiError;
 use super::limits::{body_io_error, unreadable_body};
 use crate::domain::{ComponentKey, DomainError, Kind, Spec};
@@ -94,6 +94,7 @@ pub fn routes() -> Router<AppState> {
     let mut router = Router::new()
         .route("/model", post(create_model).get(|s| list(s, Kind::Model)))
         .route("/model/meta", get(model_meta))
+        .route("/blobs/sha256/{hex}", get(blob))
         .route("/model/meta/{name}/{version}", put(update_model_meta))
         .route(
             "/model/{name}/{version}",
@@ -114,7 +115,7 @@ pub fn routes() -> Router<AppState> {
             )
             .route(
                 &format!("/{kind}/{{id}}"),
-                get(move |s, p, h| download_by_id(s, kind, p, h))
+                get(move |s, p, q, h| download_by_id(s, kind, p, q, h))
                     .put(move |s, p, m| upload_by_id(s, kind, p, m))
                     .delete(move |s, p| delete_by_id(s, kind, p))
                     // Uploads are limited per file by the service while they stream, not by a body limit.
@@ -280,7 +281,13 @@ async fn upload(
         let size = staged.size;
         state
             .service
-            .attach_file(&key, staged, filename.as_deref(), content_type.as_deref())
+            .attach_file(
+                &key,
+                staged,
+                filename.as_deref(),
+                content_type.as_deref(),
+                None,
+            )
             .await?;
         state.metrics.uploaded(size);
         return Ok(StatusCode::NO_CONTENT);
@@ -316,36 +323,74 @@ async fn delete_by_id(
 async fn download_model(
     State(state): State<AppState>,
     Path((name, version)): Path<(String, String)>,
+    Query(wanted): Query<PlatformQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    download(
-        &state.service,
-        &state.metrics,
-        ComponentKey::model(name, version)?,
-        &headers,
-    )
-    .await
+    // `/model/{name}/@{alias}` downloads the version the alias points at.
+    let key = match version.strip_prefix('@') {
+        Some(alias) => state.service.resolve_alias(&name, alias).await?,
+        None => ComponentKey::model(name, version)?,
+    };
+    download_for(&state, key, wanted, &headers).await
 }
 
 async fn download_by_id(
     State(state): State<AppState>,
     kind: Kind,
     Path(id): Path<String>,
+    Query(wanted): Query<PlatformQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    download(
+    download_for(&state, ComponentKey::with_id(kind, id)?, wanted, &headers).await
+}
+
+/// `?platform=linux/arm64` picks the variant a device of that platform runs.
+#[derive(Deserialize)]
+struct PlatformQuery {
+    platform: Option<String>,
+}
+
+async fn download_for(
+    state: &AppState,
+    key: ComponentKey,
+    wanted: PlatformQuery,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let Some(platform) = wanted.platform else {
+        return download(&state.service, &state.metrics, key, headers).await;
+    };
+    let device = crate::domain::DevicePlatform::parse(&platform)?;
+    let file = state.service.file_for(&key, &device).await?;
+    serve(
         &state.service,
         &state.metrics,
-        ComponentKey::with_id(kind, id)?,
-        &headers,
+        Source::Component(&key),
+        &file,
+        headers,
     )
     .await
+}
+
+/// `GET /blobs/sha256/{hex}`: any stored file by its digest.
+async fn blob(
+    State(state): State<AppState>,
+    Path(hex): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let hex = hex.to_ascii_lowercase();
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ApiError::BadRequest(
+            "a sha256 digest is 64 hexadecimal digits".into(),
+        ));
+    }
+    download_blob(&state.service, &state.metrics, &hex, &headers).await
 }
 
 #[derive(Deserialize)]
 struct ModelMetaQuery {
     model_name: String,
-    model_version: String,
+    model_version: Option<String>,
+    model_alias: Option<String>,
 }
 
 /// `GET /model/meta?model_name=&model_version=`: the model object in the original's JSON shape; inference servers
@@ -354,7 +399,21 @@ async fn model_meta(
     State(state): State<AppState>,
     Query(query): Query<ModelMetaQuery>,
 ) -> Result<Response, ApiError> {
-    let key = ComponentKey::model(query.model_name, query.model_version)?;
+    let key = match (query.model_version, query.model_alias) {
+        (Some(version), None) => ComponentKey::model(query.model_name, version)?,
+        (None, Some(alias)) => {
+            state
+                .service
+                .resolve_alias(&query.model_name, &alias)
+                .await?
+        }
+        _ => {
+            // A missing parameter is a 422, as FastAPI answered.
+            return Err(ApiError::Unprocessable(
+                "give either `model_version` or `model_alias`".into(),
+            ));
+        }
+    };
     let model = state.service.get(&key).await?;
     Ok(Json(original::json(&model)).into_response())
 }

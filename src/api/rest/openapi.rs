@@ -110,6 +110,11 @@ fn query_parameter(name: &str) -> utoipa::openapi::path::Parameter {
         .build()
 }
 
+fn optional(mut parameter: utoipa::openapi::path::Parameter) -> utoipa::openapi::path::Parameter {
+    parameter.required = Required::False;
+    parameter
+}
+
 fn operation(id: String, tag: &str, summary: &str) -> OperationBuilder {
     OperationBuilder::new()
         .operation_id(Some(id))
@@ -271,10 +276,11 @@ pub fn document() -> OpenApi {
         operation(
             "get_model_meta".into(),
             "model",
-            "A model's object, found by name and version.",
+            "A model's object, found by name and either version or alias.",
         )
         .parameter(query_parameter("model_name"))
-        .parameter(query_parameter("model_version"))
+        .parameter(optional(query_parameter("model_version")))
+        .parameter(optional(query_parameter("model_alias")))
         .response("200", json_response("The model.", "Model", false))
         .response("404", error("No such model."))
         .response("422", error("A parameter is missing."))

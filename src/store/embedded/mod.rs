@@ -26,12 +26,12 @@ use self::blobs::{BlobDir, clear_dir};
 use self::catalog::{Catalog, Snapshot};
 use super::{
     ByteStream, ComponentStream, EventBatch, EventRetention, EventSignal, FileMeta, Page,
-    PageRequest, SpecUpdate, StagedBlob, Store, StoreError, UploadStream, adopt_file,
-    stage_to_file,
+    PageRequest, SpecUpdate, StagedBlob, Store, StoreError, UploadStream, adopt_file, immutability,
+    replacement_refused, stage_to_file,
 };
 use crate::domain::{
-    Component, ComponentFilter, ComponentKey, Delivery, EventDraft, Kind, ModelKey, StoredFile,
-    Webhook,
+    AliasMove, Component, ComponentFilter, ComponentKey, Delivery, EventDraft, Kind, ModelKey,
+    StoredFile, Webhook,
 };
 
 const MODELS: TableDefinition<&str, &[u8]> = TableDefinition::new("models");
@@ -40,6 +40,10 @@ const SERVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("services");
 const INFERENCERS: TableDefinition<&str, &[u8]> = TableDefinition::new("inferencers");
 /// sha256 -> how many components use that blob.
 const BLOB_REFS: TableDefinition<&str, u64> = TableDefinition::new("blob_refs");
+/// `{model name}\0{alias}` -> the version the alias points at.
+const ALIASES: TableDefinition<&str, &str> = TableDefinition::new("model_aliases");
+/// `{model name}\0{alias}\0{sequence, 20 digits}` -> one [`AliasMove`] as JSON.
+const ALIAS_HISTORY: TableDefinition<&str, &[u8]> = TableDefinition::new("model_alias_history");
 
 /// Metadata is small; a modest page cache keeps the server's memory flat.
 const CACHE_BYTES: usize = 16 * 1024 * 1024;
@@ -233,6 +237,8 @@ impl EmbeddedStore {
         txn.open_table(BLOB_REFS).or_backend()?;
         events::create_tables(&txn)?;
         webhooks::create_tables(&txn)?;
+        txn.open_table(ALIASES).or_backend()?;
+        txn.open_table(ALIAS_HISTORY).or_backend()?;
         txn.commit().or_backend()?;
         let last_event = events::last(&db)?;
 
@@ -377,6 +383,29 @@ impl EmbeddedStore {
 enum Change {
     Put(Vec<Component>),
     Remove(ComponentKey),
+}
+
+/// Every stored file of a component: the default one and those of its variants.
+fn files_of(component: &Component) -> impl Iterator<Item = &StoredFile> {
+    component
+        .file
+        .iter()
+        .chain(component.variants.iter().map(|v| &v.file))
+}
+
+/// Puts `file` in as the variant of `platform`, returning the file it replaces.
+fn replace_variant(
+    variants: &mut Vec<crate::domain::Variant>,
+    platform: crate::domain::Platform,
+    file: StoredFile,
+) -> Option<StoredFile> {
+    match variants.iter_mut().find(|v| v.platform == platform) {
+        Some(existing) => Some(std::mem::replace(&mut existing.file, file)),
+        None => {
+            variants.push(crate::domain::Variant { platform, file });
+            None
+        }
+    }
 }
 
 /// Adds `delta` to the reference count of a blob, dropping the entry at zero.
@@ -556,7 +585,11 @@ impl Store for EmbeddedStore {
         })
     }
 
-    async fn delete(&self, key: &ComponentKey) -> Result<Option<Component>, StoreError> {
+    async fn delete(
+        &self,
+        key: &ComponentKey,
+        immutable: bool,
+    ) -> Result<Option<Component>, StoreError> {
         let _blobs = self.blob_lock.lock().await;
         let key = key.clone();
         let removed = self
@@ -567,7 +600,19 @@ impl Store for EmbeddedStore {
                     let removed = table.remove(key.sort_key().as_str()).or_backend()?;
                     removed.map(|v| decode(v.value())).transpose()?
                 };
-                if let Some(file) = removed.as_ref().and_then(|c| c.file.as_ref()) {
+                // Returning before the commit aborts the transaction: nothing was removed.
+                if let Some(component) = &removed {
+                    if let Some(refused) = immutability(component, immutable) {
+                        return Err(refused);
+                    }
+                    if !component.aliases.is_empty() {
+                        return Err(StoreError::Aliased {
+                            key: key.clone(),
+                            aliases: component.aliases.iter().cloned().collect(),
+                        });
+                    }
+                }
+                for file in removed.iter().flat_map(files_of) {
                     adjust_refs(&txn, &file.blob_id, -1)?;
                 }
                 let sequence = match &removed {
@@ -582,12 +627,131 @@ impl Store for EmbeddedStore {
         if let Some(sequence) = sequence {
             self.signal.raise(sequence);
         }
-        let orphan = removed
-            .as_ref()
-            .and_then(|c| c.file.as_ref())
-            .map(|f| f.blob_id.clone());
-        self.reclaim(orphan.into_iter().collect()).await?;
+        let orphans = removed
+            .iter()
+            .flat_map(files_of)
+            .map(|f| f.blob_id.clone())
+            .collect();
+        self.reclaim(orphans).await?;
         Ok(removed)
+    }
+
+    async fn lock(&self, key: &ComponentKey) -> Result<Component, StoreError> {
+        let key = key.clone();
+        self.writing(move |db| {
+            let txn = db.begin_write().or_backend()?;
+            let mut component =
+                read_component(&txn, &key)?.ok_or_else(|| StoreError::NotFound(key.clone()))?;
+            component.locked = true;
+            write_component(&txn, &component)?;
+            txn.commit().or_backend()?;
+            Ok((component.clone(), Change::Put(vec![component])))
+        })
+        .await
+    }
+
+    async fn move_alias(
+        &self,
+        name: &str,
+        alias: &str,
+        version: Option<&str>,
+        by: &str,
+    ) -> Result<Option<AliasMove>, StoreError> {
+        let (name, alias, by) = (name.to_string(), alias.to_string(), by.to_string());
+        let version = version.map(str::to_string);
+        self.writing(move |db| {
+            let txn = db.begin_write().or_backend()?;
+            let slot = format!("{name}\0{alias}");
+            let from = {
+                let aliases = txn.open_table(ALIASES).or_backend()?;
+                let found = aliases.get(slot.as_str()).or_backend()?;
+                found.map(|v| v.value().to_string())
+            };
+            if from == version {
+                return Ok((None, Change::Put(Vec::new())));
+            }
+            let mut changed = Vec::new();
+            if let Some(to) = &version {
+                let key = ComponentKey::model(name.clone(), to.clone())?;
+                let mut target =
+                    read_component(&txn, &key)?.ok_or_else(|| StoreError::NotFound(key.clone()))?;
+                target.aliases.insert(alias.clone());
+                write_component(&txn, &target)?;
+                changed.push(target);
+            }
+            if let Some(old) = &from {
+                let key = ComponentKey::model(name.clone(), old.clone())?;
+                if let Some(mut previous) = read_component(&txn, &key)? {
+                    previous.aliases.remove(&alias);
+                    write_component(&txn, &previous)?;
+                    changed.push(previous);
+                }
+            }
+            {
+                let mut aliases = txn.open_table(ALIASES).or_backend()?;
+                match &version {
+                    Some(to) => aliases.insert(slot.as_str(), to.as_str()).or_backend()?,
+                    None => aliases.remove(slot.as_str()).or_backend()?,
+                };
+            }
+            let record = AliasMove {
+                model: name,
+                alias,
+                from,
+                to: version,
+                at: crate::domain::now(),
+                by,
+            };
+            {
+                let mut history = txn.open_table(ALIAS_HISTORY).or_backend()?;
+                let (start, end) = (format!("{slot}\0"), format!("{slot}\u{1}"));
+                let last = history
+                    .range(start.as_str()..end.as_str())
+                    .or_backend()?
+                    .next_back()
+                    .transpose()
+                    .or_backend()?
+                    .and_then(|(k, _)| k.value().rsplit('\0').next()?.parse::<u64>().ok());
+                let entry = format!("{start}{:020}", last.map_or(0, |n| n + 1));
+                let json = serde_json::to_vec(&record)
+                    .map_err(|e| StoreError::Backend(format!("encoding an alias move: {e}")))?;
+                history
+                    .insert(entry.as_str(), json.as_slice())
+                    .or_backend()?;
+            }
+            txn.commit().or_backend()?;
+            Ok((Some(record), Change::Put(changed)))
+        })
+        .await
+    }
+
+    async fn resolve_alias(&self, name: &str, alias: &str) -> Result<Option<String>, StoreError> {
+        let slot = format!("{name}\0{alias}");
+        self.blocking(move |db| {
+            let txn = db.begin_read().or_backend()?;
+            let aliases = txn.open_table(ALIASES).or_backend()?;
+            let found = aliases.get(slot.as_str()).or_backend()?;
+            Ok(found.map(|v| v.value().to_string()))
+        })
+        .await
+    }
+
+    async fn alias_history(&self, name: &str, alias: &str) -> Result<Vec<AliasMove>, StoreError> {
+        let slot = format!("{name}\0{alias}");
+        self.blocking(move |db| {
+            let txn = db.begin_read().or_backend()?;
+            let history = txn.open_table(ALIAS_HISTORY).or_backend()?;
+            let (start, end) = (format!("{slot}\0"), format!("{slot}\u{1}"));
+            let mut moves = Vec::new();
+            for entry in history.range(start.as_str()..end.as_str()).or_backend()? {
+                let (_, value) = entry.or_backend()?;
+                moves.push(serde_json::from_slice(value.value()).map_err(|e| {
+                    StoreError::Backend(format!("a stored alias move is damaged: {e}"))
+                })?);
+            }
+            Ok(moves)
+        })
+        .await
     }
 
     async fn stage(&self, body: UploadStream<'_>, limit: u64) -> Result<StagedBlob, StoreError> {
@@ -601,6 +765,8 @@ impl Store for EmbeddedStore {
         meta: FileMeta,
     ) -> Result<Component, StoreError> {
         let (sha256, size, temp) = staged.into_file()?;
+        let immutable = meta.immutable;
+        let platform = meta.platform.clone();
         let _blobs = self.blob_lock.lock().await;
         self.place(&sha256, temp).await?;
         let file = StoredFile {
@@ -617,15 +783,25 @@ impl Store for EmbeddedStore {
                 let txn = db.begin_write().or_backend()?;
                 let mut component =
                     read_component(&txn, &key)?.ok_or_else(|| StoreError::NotFound(key.clone()))?;
+                if let Some(refused) = replacement_refused(&component, platform.as_ref(), immutable)
+                {
+                    return Err(refused);
+                }
                 adjust_refs(&txn, &file.blob_id, 1)?;
-                let previous = component.file.replace(file);
+                let attached = file.clone();
+                let previous = match platform {
+                    None => component.file.replace(file),
+                    Some(platform) => replace_variant(&mut component.variants, platform, file),
+                };
                 if let Some(previous) = &previous {
                     adjust_refs(&txn, &previous.blob_id, -1)?;
                 }
                 component.updated_at = crate::domain::now();
                 write_component(&txn, &component)?;
-                let sequence =
-                    events::append(&txn, EventDraft::file(&component, previous.is_some()))?;
+                let sequence = events::append(
+                    &txn,
+                    EventDraft::attached(&component, &attached, previous.is_some()),
+                )?;
                 txn.commit().or_backend()?;
                 Ok((
                     (component.clone(), previous, sequence),
@@ -655,6 +831,9 @@ impl Store for EmbeddedStore {
     ) -> Result<(), StoreError> {
         let (sha256, size, temp) = staged.into_file()?;
         adopt_file(&mut component, &sha256, size, sha256.clone())?;
+        // Aliases come with their own records, and variants with their own bytes, which an import does not carry.
+        component.aliases.clear();
+        component.variants.clear();
         let _blobs = self.blob_lock.lock().await;
         self.place(&sha256, temp).await?;
         let digest = sha256.clone();
@@ -745,16 +924,14 @@ impl Store for EmbeddedStore {
             .await
     }
 
-    async fn read(
+    async fn read_blob(
         &self,
-        key: &ComponentKey,
         file: &StoredFile,
         range: Range<u64>,
-    ) -> Result<ByteStream, StoreError> {
-        let path = self
-            .blobs
-            .path_of(&file.blob_id)
-            .ok_or_else(|| StoreError::BlobMissing(key.clone()))?;
+    ) -> Result<Option<ByteStream>, StoreError> {
+        let Some(path) = self.blobs.path_of(&file.blob_id) else {
+            return Ok(None);
+        };
         // Opening is a blocking job like the reads, under the same limit: a burst of downloads never takes the pool.
         let permit = Arc::clone(&self.readers)
             .acquire_owned()
@@ -768,12 +945,44 @@ impl Store for EmbeddedStore {
         .map_err(|e| StoreError::Backend(e.to_string()))?;
         let blob = match opened {
             Ok(blob) => blob,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(StoreError::BlobMissing(key.clone()));
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e.into()),
         };
         // An open file stays readable even if a concurrent delete unlinks it, so a download never breaks off.
-        Ok(read_chunks(blob, range, Arc::clone(&self.readers)))
+        Ok(Some(read_chunks(blob, range, Arc::clone(&self.readers))))
+    }
+
+    async fn blob(&self, sha256: &str) -> Result<Option<StoredFile>, StoreError> {
+        let Some(path) = self.blobs.path_of(sha256) else {
+            return Ok(None);
+        };
+        let digest = sha256.to_string();
+        self.blocking(move |db| {
+            // Only referenced blobs are served: one being reclaimed, or placed by an upload that has not
+            // committed, is not there yet for clients.
+            let txn = db.begin_read().or_backend()?;
+            let refs = txn.open_table(BLOB_REFS).or_backend()?;
+            if refs.get(digest.as_str()).or_backend()?.is_none() {
+                return Ok(None);
+            }
+            let stat = match std::fs::metadata(&path) {
+                Ok(stat) => stat,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(e.into()),
+            };
+            let modified = stat
+                .modified()
+                .map(chrono::DateTime::<chrono::Utc>::from)
+                .unwrap_or_default();
+            Ok(Some(super::digest_file(StoredFile {
+                blob_id: digest.clone(),
+                size: stat.len(),
+                sha256: digest,
+                content_type: String::new(),
+                filename: String::new(),
+                uploaded_at: modified,
+            })))
+        })
+        .await
     }
 }

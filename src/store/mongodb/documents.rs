@@ -12,8 +12,8 @@ use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{self as bson, Bson, DateTime as BsonDateTime, Document, doc};
 
 use crate::domain::{
-    Component, ComponentKey, InferencerSpec, Kind, ModelSpec, Needs, ServiceSpec, Spec, StoredFile,
-    TransformationSpec,
+    Component, ComponentKey, InferencerSpec, Kind, ModelSpec, Needs, Platform, ServiceSpec, Spec,
+    StoredFile, TransformationSpec, Variant,
 };
 use crate::store::StoreError;
 
@@ -108,6 +108,58 @@ pub fn spec_fields(spec: &Spec) -> Result<Document, StoreError> {
     })
 }
 
+/// The `variants` field: per platform, the GridFS id and our record of the file.
+pub fn variants_document(variants: &[Variant]) -> Vec<Document> {
+    variants
+        .iter()
+        .map(|v| {
+            doc! {
+                "platform": {
+                    "os": &v.platform.os,
+                    "arch": &v.platform.arch,
+                    "variant": v.platform.variant.as_deref(),
+                    "accelerator": v.platform.accelerator.as_deref(),
+                    "accelerator_version": v.platform.accelerator_version.as_deref(),
+                },
+                "blob_id": &v.file.blob_id,
+                "file": file_document(&v.file),
+            }
+        })
+        .collect()
+}
+
+fn read_variants(document: &Document) -> Vec<Variant> {
+    let Ok(items) = document.get_array("variants") else {
+        return Vec::new();
+    };
+    items
+        .iter()
+        .filter_map(|item| {
+            let item = item.as_document()?;
+            let platform = item.get_document("platform").ok()?;
+            let text = |name: &str| platform.get_str(name).ok().map(str::to_owned);
+            let file = item.get_document("file").ok()?;
+            Some(Variant {
+                platform: Platform {
+                    os: text("os")?,
+                    arch: text("arch")?,
+                    variant: text("variant"),
+                    accelerator: text("accelerator"),
+                    accelerator_version: text("accelerator_version"),
+                },
+                file: StoredFile {
+                    blob_id: item.get_str("blob_id").ok()?.to_owned(),
+                    size: u64::try_from(integer(file.get("size"))?).ok()?,
+                    sha256: string(file, "sha256"),
+                    content_type: string(file, "content_type"),
+                    filename: string(file, "filename"),
+                    uploaded_at: read_date(file.get("uploaded_at"))?,
+                },
+            })
+        })
+        .collect()
+}
+
 /// Our record of a stored binary, kept beside the original's file reference.
 pub fn file_document(file: &StoredFile) -> Document {
     doc! {
@@ -136,6 +188,10 @@ pub fn to_document(component: &Component) -> Result<Document, StoreError> {
     document.insert("created_at", to_bson_date(component.created_at));
     document.insert("updated_at", to_bson_date(component.updated_at));
     document.insert("rev", 0_i64);
+    if component.locked {
+        document.insert("locked", true);
+    }
+    // Aliases are never inserted with a component: they are set on it afterwards, with their own record.
     Ok(document)
 }
 
@@ -322,6 +378,16 @@ pub fn from_document(kind: Kind, document: &Document) -> Result<Decoded, StoreEr
             file,
             created_at,
             updated_at,
+            aliases: document
+                .get_array("aliases")
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            locked: boolean(document.get("locked")),
+            variants: read_variants(document),
         },
         rev: integer(document.get("rev")),
         legacy_file,

@@ -444,6 +444,21 @@ async fn referenced_files(metadata: &Database) -> Result<HashSet<ObjectId>, Stor
                 referenced.extend(id.ok());
             }
         }
+        // Files of per-platform variants.
+        let mut cursor = metadata
+            .collection::<Document>(collection_name(kind))
+            .find(doc! { "variants": { "$exists": true } })
+            .projection(doc! { "variants": 1 })
+            .await
+            .map_err(map_err)?;
+        while let Some(document) = cursor.try_next().await.map_err(map_err)? {
+            for variant in document.get_array("variants").into_iter().flatten() {
+                let id = variant
+                    .as_document()
+                    .and_then(|v| v.get_str("blob_id").ok());
+                referenced.extend(id.and_then(|id| ObjectId::parse_str(id).ok()));
+            }
+        }
     }
     Ok(referenced)
 }

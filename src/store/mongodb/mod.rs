@@ -26,14 +26,14 @@ use mongodb::bson::{Bson, Document, doc};
 use mongodb::error::{ErrorKind, WriteFailure};
 use mongodb::event::EventHandler;
 use mongodb::event::command::CommandEvent;
-use mongodb::options::{ClientOptions, IndexOptions, ReturnDocument};
+use mongodb::options::{ClientOptions, IndexOptions};
 use mongodb::{Client, Collection, Database, IndexModel};
 use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 
 use self::documents::{
     Decoded, collection_name, file_document, file_ref_field, from_document, grid_filename, integer,
-    key_fields, key_filter, spec_fields, to_document,
+    key_fields, key_filter, spec_fields, to_document, variants_document,
 };
 use self::events::{EventLog, first_sequence, record_sequence};
 use self::gridfs::Grid;
@@ -41,12 +41,32 @@ use self::query::{Pushdown, and, pushdown, sort_order};
 use self::webhooks::WebhookStore;
 use super::{
     ByteStream, ComponentStream, EventBatch, EventRetention, FileMeta, GcReport, Page, PageRequest,
-    RemoteBlob, SpecUpdate, StagedBlob, Store, StoreError, UploadStream, adopt_file,
+    RemoteBlob, SpecUpdate, StagedBlob, Store, StoreError, UploadStream, adopt_file, immutability,
+    replacement_refused,
 };
 use crate::domain::{
-    Component, ComponentFilter, ComponentKey, Delivery, EventDraft, EventFile, EventType, Kind,
-    ModelKey, StoredFile, Webhook,
+    AliasMove, Component, ComponentFilter, ComponentKey, Delivery, EventDraft, EventType, Kind,
+    ModelKey, Platform, StoredFile, Variant, Webhook,
 };
+
+/// Where alias records live: the version each alias points at, and every move.
+const ALIASES: &str = "model_aliases";
+const ALIAS_HISTORY: &str = "model_alias_history";
+
+/// Puts `file` in as the variant of `platform`, returning the file it replaces.
+fn put_variant(
+    variants: &mut Vec<Variant>,
+    platform: Platform,
+    file: StoredFile,
+) -> Option<StoredFile> {
+    match variants.iter_mut().find(|v| v.platform == platform) {
+        Some(existing) => Some(std::mem::replace(&mut existing.file, file)),
+        None => {
+            variants.push(Variant { platform, file });
+            None
+        }
+    }
+}
 
 /// How often a metadata update is retried when concurrent updates keep changing the component under it.
 const UPDATE_ATTEMPTS: usize = 16;
@@ -218,6 +238,67 @@ impl MongoStore {
         Ok(hashed)
     }
 
+    /// Adds (`on`) or removes the mark of `alias` on a model version, as a revision-guarded read-modify-write.
+    async fn mark_alias(
+        &self,
+        key: &ComponentKey,
+        alias: &str,
+        on: bool,
+    ) -> Result<(), StoreError> {
+        let collection = self.collection(Kind::Model);
+        for _ in 0..UPDATE_ATTEMPTS {
+            let Some(Decoded { component, rev, .. }) = self.find_one(key).await? else {
+                return Err(StoreError::NotFound(key.clone()));
+            };
+            let mut marks = component.aliases;
+            let changed = if on {
+                marks.insert(alias.to_string())
+            } else {
+                marks.remove(alias)
+            };
+            if !changed {
+                return Ok(());
+            }
+            let mut guard = key_filter(key);
+            guard.insert("rev", rev.map_or(Bson::Null, Bson::Int64));
+            let marks: Vec<String> = marks.into_iter().collect();
+            let result = collection
+                .update_one(
+                    guard,
+                    doc! { "$set": { "aliases": marks, "rev": rev.unwrap_or(0) + 1 } },
+                )
+                .await
+                .map_err(map_err)?;
+            if result.matched_count == 1 {
+                return Ok(());
+            }
+        }
+        Err(StoreError::Contended(format!(
+            "{key} kept changing under {UPDATE_ATTEMPTS} attempts to mark alias {alias}; try again"
+        )))
+    }
+
+    fn aliases(&self) -> Collection<Document> {
+        self.metadata.collection(ALIASES)
+    }
+
+    /// The aliases that name the model version `key`, from the alias records (a version's own marks may be stale).
+    async fn aliases_naming(&self, key: &ComponentKey) -> Result<Vec<String>, StoreError> {
+        let ComponentKey::Model(model) = key else {
+            return Err(StoreError::Backend(format!(
+                "{key} has aliases but is no model"
+            )));
+        };
+        self.aliases()
+            .find(doc! { "model_name": &model.name, "model_version": &model.version })
+            .await
+            .map_err(map_err)?
+            .try_filter_map(|d| std::future::ready(Ok(d.get_str("alias").ok().map(str::to_owned))))
+            .try_collect()
+            .await
+            .map_err(map_err)
+    }
+
     fn collection(&self, kind: Kind) -> Collection<Document> {
         self.metadata.collection(collection_name(kind))
     }
@@ -243,6 +324,26 @@ impl MongoStore {
                         }
                     })?;
                 }
+                for kind in Kind::ALL {
+                    // Serves `/blobs/sha256/{hex}`; not unique, since identical bytes may be uploaded many times.
+                    for field in ["file.sha256", "variants.file.sha256"] {
+                    let index = IndexModel::builder().keys(doc! { field: 1 }).build();
+                    if let Err(e) = self.collection(kind).create_index(index).await {
+                        tracing::warn!(error = %e, collection = collection_name(kind), "could not create a sha256 index");
+                    }
+                    }
+                }
+                let unique_slot = IndexModel::builder()
+                    .keys(doc! { "model_name": 1, "alias": 1 })
+                    .options(IndexOptions::builder().unique(true).build())
+                    .build();
+                self.aliases().create_index(unique_slot).await.map_err(map_err)?;
+                let history = IndexModel::builder().keys(doc! { "model_name": 1, "alias": 1, "at": 1 }).build();
+                self.metadata
+                    .collection::<Document>(ALIAS_HISTORY)
+                    .create_index(history)
+                    .await
+                    .map_err(map_err)?;
                 self.grid.ensure_indexes().await;
                 self.events.ensure_indexes().await?;
                 Ok(())
@@ -595,33 +696,191 @@ impl Store for MongoStore {
             .await
     }
 
-    async fn delete(&self, key: &ComponentKey) -> Result<Option<Component>, StoreError> {
+    async fn delete(
+        &self,
+        key: &ComponentKey,
+        immutable: bool,
+    ) -> Result<Option<Component>, StoreError> {
         let collection = self.collection(key.kind());
         let removed = self
             .events
             .recorded(EventType::Deleted, key, |_| async move {
-                let Some(document) = collection
-                    .find_one_and_delete(key_filter(key))
-                    .await
-                    .map_err(map_err)?
-                else {
-                    return Ok((Ok(None), None));
-                };
-                let decoded = self.decode_all(key.kind(), &[document]).await;
-                // The deletion happened even if the document cannot be read back: announce it regardless.
-                let draft = match &decoded {
-                    Ok(d) => d.last().map(|d| EventDraft::deleted(&d.component)),
-                    Err(_) => None,
+                for _ in 0..UPDATE_ATTEMPTS {
+                    let Some(Decoded { component, rev, .. }) = self.find_one(key).await? else {
+                        return Ok((Ok(None), None));
+                    };
+                    if let Some(refused) = immutability(&component, immutable) {
+                        return Err(refused);
+                    }
+                    if !component.aliases.is_empty() {
+                        let aliases = self.aliases_naming(key).await?;
+                        if !aliases.is_empty() {
+                            return Err(StoreError::Aliased {
+                                key: key.clone(),
+                                aliases,
+                            });
+                        }
+                        // Marks left by a move that stopped half-way name no alias: they do not keep the version.
+                    }
+                    // The revision guard makes the checks above hold for what is deleted: an alias mark, a lock or
+                    // an upload in between changes the revision, and the delete is tried again on the fresh
+                    // document.
+                    let mut guard = key_filter(key);
+                    guard.insert("rev", rev.map_or(Bson::Null, Bson::Int64));
+                    let Some(document) = collection
+                        .find_one_and_delete(guard)
+                        .await
+                        .map_err(map_err)?
+                    else {
+                        continue;
+                    };
+                    let decoded = self.decode_all(key.kind(), &[document]).await;
+                    // The deletion happened even if the document cannot be read back: announce it regardless.
+                    let draft = match &decoded {
+                        Ok(d) => d.last().map(|d| EventDraft::deleted(&d.component)),
+                        Err(_) => None,
+                    }
+                    .unwrap_or_else(|| EventDraft::bare(EventType::Deleted, key.clone()));
+                    return Ok((
+                        decoded.map(|mut d| d.pop().map(|d| d.component)),
+                        Some(draft),
+                    ));
                 }
-                .unwrap_or_else(|| EventDraft::bare(EventType::Deleted, key.clone()));
-                Ok((decoded.map(|mut d| d.pop()), Some(draft)))
+                Err(StoreError::Contended(format!(
+                    "{key} kept changing under {UPDATE_ATTEMPTS} delete attempts; try again"
+                )))
             })
             .await?;
-        let component = removed?.map(|d| d.component);
-        if let Some(file) = component.as_ref().and_then(|c| c.file.as_ref()) {
+        let component = removed?;
+        let files: Vec<StoredFile> = component
+            .iter()
+            .flat_map(|c| {
+                c.file
+                    .iter()
+                    .cloned()
+                    .chain(c.variants.iter().map(|v| v.file.clone()))
+            })
+            .collect();
+        for file in &files {
             self.grid.supersede(blob_object_id(file)?).await;
         }
         Ok(component)
+    }
+
+    async fn lock(&self, key: &ComponentKey) -> Result<Component, StoreError> {
+        let result = self
+            .collection(key.kind())
+            .update_one(
+                key_filter(key),
+                doc! { "$set": { "locked": true }, "$inc": { "rev": 1_i64 } },
+            )
+            .await
+            .map_err(map_err)?;
+        if result.matched_count == 0 {
+            return Err(StoreError::NotFound(key.clone()));
+        }
+        self.get(key)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(key.clone()))
+    }
+
+    async fn move_alias(
+        &self,
+        name: &str,
+        alias: &str,
+        version: Option<&str>,
+        by: &str,
+    ) -> Result<Option<AliasMove>, StoreError> {
+        let aliases = self.aliases();
+        let slot = doc! { "model_name": name, "alias": alias };
+        let from = aliases
+            .find_one(slot.clone())
+            .await
+            .map_err(map_err)?
+            .and_then(|d| d.get_str("model_version").ok().map(str::to_owned));
+        if from.as_deref() == version {
+            return Ok(None);
+        }
+        // The target is marked first, so that it refuses deletion before the alias names it; the previous target
+        // is unmarked last. A move that stops half-way leaves at most a stale mark, which a delete verifies.
+        if let Some(to) = version {
+            let target = ComponentKey::model(name, to)?;
+            self.mark_alias(&target, alias, true).await?;
+            aliases
+                .update_one(slot.clone(), doc! { "$set": { "model_version": to } })
+                .upsert(true)
+                .await
+                .map_err(map_err)?;
+        } else {
+            aliases.delete_one(slot.clone()).await.map_err(map_err)?;
+        }
+        if let Some(old) = &from {
+            match self
+                .mark_alias(&ComponentKey::model(name, old.as_str())?, alias, false)
+                .await
+            {
+                Ok(()) | Err(StoreError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let record = AliasMove {
+            model: name.to_string(),
+            alias: alias.to_string(),
+            from,
+            to: version.map(str::to_owned),
+            at: crate::domain::now(),
+            by: by.to_string(),
+        };
+        self.metadata
+            .collection::<Document>(ALIAS_HISTORY)
+            .insert_one(doc! {
+                "model_name": name,
+                "alias": alias,
+                "from": record.from.as_deref(),
+                "to": record.to.as_deref(),
+                "at": mongodb::bson::DateTime::from_millis(record.at.timestamp_millis()),
+                "by": by,
+            })
+            .await
+            .map_err(map_err)?;
+        Ok(Some(record))
+    }
+
+    async fn resolve_alias(&self, name: &str, alias: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .aliases()
+            .find_one(doc! { "model_name": name, "alias": alias })
+            .await
+            .map_err(map_err)?
+            .and_then(|d| d.get_str("model_version").ok().map(str::to_owned)))
+    }
+
+    async fn alias_history(&self, name: &str, alias: &str) -> Result<Vec<AliasMove>, StoreError> {
+        let documents: Vec<Document> = self
+            .metadata
+            .collection::<Document>(ALIAS_HISTORY)
+            .find(doc! { "model_name": name, "alias": alias })
+            .sort(doc! { "at": 1, "_id": 1 })
+            .await
+            .map_err(map_err)?
+            .try_collect()
+            .await
+            .map_err(map_err)?;
+        Ok(documents
+            .iter()
+            .map(|d| AliasMove {
+                model: name.to_string(),
+                alias: alias.to_string(),
+                from: d.get_str("from").ok().map(str::to_owned),
+                to: d.get_str("to").ok().map(str::to_owned),
+                at: d
+                    .get_datetime("at")
+                    .ok()
+                    .and_then(|t| chrono::DateTime::from_timestamp_millis(t.timestamp_millis()))
+                    .unwrap_or_default(),
+                by: d.get_str("by").unwrap_or_default().to_string(),
+            })
+            .collect())
     }
 
     async fn stage(&self, body: UploadStream<'_>, limit: u64) -> Result<StagedBlob, StoreError> {
@@ -656,65 +915,76 @@ impl Store for MongoStore {
             )
             .await?;
         let collection = self.collection(key.kind());
-        let set = doc! {
-            file_ref_field(key.kind()): id.to_hex(),
-            "file": file_document(&file),
-            "updated_at": mongodb::bson::DateTime::from_millis(now.timestamp_millis()),
-        };
         let attached = &file;
-        let previous = self
+        let platform = &meta.platform;
+        let immutable = meta.immutable;
+        let outcome = self
             .events
             .recorded(EventType::FileUploaded, key, |sequence| async move {
-                let Some(previous) = collection
-                    .find_one_and_update(
-                        key_filter(key),
-                        doc! { "$set": set, "$push": record_sequence(sequence) },
-                    )
-                    .return_document(ReturnDocument::Before)
-                    .await
-                    .map_err(map_err)?
-                else {
-                    return Ok((None, None));
-                };
-                let decoded = self.decode_all(key.kind(), &[previous]).await;
-                let draft = match &decoded {
-                    Ok(d) => d.last().map(|d| {
-                        let after = Component {
-                            file: Some(attached.clone()),
-                            ..d.component.clone()
-                        };
-                        EventDraft::file(&after, d.component.file.is_some())
-                    }),
-                    Err(_) => None,
+                for _ in 0..UPDATE_ATTEMPTS {
+                    let Some(Decoded { component, rev, .. }) = self.find_one(key).await? else {
+                        return Ok((None, None));
+                    };
+                    if let Some(refused) =
+                        replacement_refused(&component, platform.as_ref(), immutable)
+                    {
+                        return Err(refused);
+                    }
+                    let mut set = doc! {
+                        "updated_at": mongodb::bson::DateTime::from_millis(now.timestamp_millis()),
+                        "rev": rev.unwrap_or(0) + 1,
+                    };
+                    let mut after = Component {
+                        updated_at: now,
+                        ..component
+                    };
+                    let replaced = match platform {
+                        None => {
+                            set.insert(file_ref_field(key.kind()), id.to_hex());
+                            set.insert("file", file_document(attached));
+                            after.file.replace(attached.clone())
+                        }
+                        Some(platform) => {
+                            let replaced = put_variant(
+                                &mut after.variants,
+                                platform.clone(),
+                                attached.clone(),
+                            );
+                            set.insert("variants", variants_document(&after.variants));
+                            replaced
+                        }
+                    };
+                    // Guarded by the revision, so that the check above holds for the document replaced.
+                    let mut guard = key_filter(key);
+                    guard.insert("rev", rev.map_or(Bson::Null, Bson::Int64));
+                    let updated = collection
+                        .find_one_and_update(
+                            guard,
+                            doc! { "$set": set, "$push": record_sequence(sequence) },
+                        )
+                        .await
+                        .map_err(map_err)?;
+                    if updated.is_some() {
+                        let draft = EventDraft::attached(&after, attached, replaced.is_some());
+                        return Ok((Some((after, replaced)), Some(draft)));
+                    }
                 }
-                .unwrap_or_else(|| EventDraft {
-                    file: Some(EventFile {
-                        sha256: attached.sha256.clone(),
-                        size: attached.size,
-                    }),
-                    ..EventDraft::bare(EventType::FileUploaded, key.clone())
-                });
-                Ok((Some(decoded), Some(draft)))
+                Err(StoreError::Contended(format!(
+                    "{key} kept changing under {UPDATE_ATTEMPTS} upload attempts; try again"
+                )))
             })
             .await?;
-        let Some(previous) = previous else {
+        let Some((component, replaced)) = outcome else {
             // `blob` is dropped here, which deletes the upload: no component refers to it.
             return Err(StoreError::NotFound(key.clone()));
         };
         blob.keep();
-        let Decoded { component, .. } = previous?
-            .pop()
-            .ok_or_else(|| StoreError::NotFound(key.clone()))?;
-        if let Some(old) = &component.file
+        if let Some(old) = replaced
             && old.blob_id != file.blob_id
         {
-            self.grid.supersede(blob_object_id(old)?).await;
+            self.grid.supersede(blob_object_id(&old)?).await;
         }
-        Ok(Component {
-            file: Some(file),
-            updated_at: now,
-            ..component
-        })
+        Ok(component)
     }
 
     async fn insert_with_file(
@@ -828,15 +1098,49 @@ impl Store for MongoStore {
         self.webhooks.deliveries(webhook_id, limit).await
     }
 
-    async fn read(
+    async fn read_blob(
         &self,
-        key: &ComponentKey,
         file: &StoredFile,
         range: Range<u64>,
-    ) -> Result<ByteStream, StoreError> {
-        self.grid
-            .read(blob_object_id(file)?, range)
-            .await?
-            .ok_or_else(|| StoreError::BlobMissing(key.clone()))
+    ) -> Result<Option<ByteStream>, StoreError> {
+        self.grid.read(blob_object_id(file)?, range).await
+    }
+
+    async fn blob(&self, sha256: &str) -> Result<Option<StoredFile>, StoreError> {
+        let valid = sha256.len() == 64
+            && sha256
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        if !valid {
+            return Ok(None);
+        }
+        // Only bytes a component refers to are served, never an upload that is not attached (yet or any more).
+        for kind in Kind::ALL {
+            for field in ["file.sha256", "variants.file.sha256"] {
+                let Some(document) = self
+                    .collection(kind)
+                    .find_one(doc! { field: sha256 })
+                    .await
+                    .map_err(map_err)?
+                else {
+                    continue;
+                };
+                let component = self
+                    .decode_all(kind, &[document])
+                    .await?
+                    .pop()
+                    .map(|d| d.component);
+                let found = component.and_then(|c| {
+                    c.file
+                        .into_iter()
+                        .chain(c.variants.into_iter().map(|v| v.file))
+                        .find(|f| f.sha256 == sha256)
+                });
+                if let Some(file) = found {
+                    return Ok(Some(super::digest_file(file)));
+                }
+            }
+        }
+        Ok(None)
     }
 }
