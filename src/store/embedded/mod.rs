@@ -8,6 +8,7 @@
 
 mod blobs;
 mod catalog;
+mod summary;
 
 use std::io::SeekFrom;
 use std::ops::Range;
@@ -72,8 +73,48 @@ fn encode(component: &Component) -> Result<Vec<u8>, StoreError> {
 }
 
 fn decode(bytes: &[u8]) -> Result<Component, StoreError> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| StoreError::Backend(format!("a stored record is damaged: {e}")))
+    serde_json::from_slice(bytes).map_err(damaged)
+}
+
+fn damaged(e: serde_json::Error) -> StoreError {
+    StoreError::Backend(format!("a stored record is damaged: {e}"))
+}
+
+/// What the catalogue's load reads of a record: the key and the needs, through their own serde code, skipping the
+/// rest (descriptions, parameters, file) without building it.
+#[derive(serde::Deserialize)]
+struct RecordView {
+    key: ComponentKey,
+    spec: SpecView,
+}
+
+#[derive(serde::Deserialize)]
+struct SpecView {
+    #[serde(default)]
+    needs: Option<crate::domain::Needs>,
+}
+
+/// A record read at load time, ready for the catalogue.
+struct Loaded {
+    key: ComponentKey,
+    needs: Option<crate::domain::Needs>,
+    record: Box<[u8]>,
+}
+
+impl Loaded {
+    fn read(record: Vec<u8>) -> Result<Self, StoreError> {
+        let view: RecordView = serde_json::from_slice(&record).map_err(damaged)?;
+        // Models have no needs: the same as `Spec::needs` on the decoded component.
+        let needs = match view.key.kind() {
+            Kind::Model => None,
+            _ => Some(view.spec.needs.unwrap_or_default()),
+        };
+        Ok(Self {
+            key: view.key,
+            needs,
+            record: record.into_boxed_slice(),
+        })
+    }
 }
 
 pub struct EmbeddedStore {
@@ -121,7 +162,7 @@ impl EmbeddedStore {
             - 1;
         let (raw_tx, raw_rx) = std::sync::mpsc::sync_channel::<Vec<Vec<u8>>>(2 * decoders);
         let (decoded_tx, decoded_rx) =
-            std::sync::mpsc::sync_channel::<Result<Vec<Component>, StoreError>>(2 * decoders);
+            std::sync::mpsc::sync_channel::<Result<Vec<Loaded>, StoreError>>(2 * decoders);
         let raw_rx = std::sync::Mutex::new(raw_rx);
         let mut snapshot = Snapshot::default();
         let mut count = 0u64;
@@ -154,7 +195,7 @@ impl EmbeddedStore {
                     loop {
                         let next = raw_rx.lock().map(|rx| rx.recv());
                         let Ok(Ok(batch)) = next else { return };
-                        let decoded = batch.iter().map(|bytes| decode(bytes)).collect();
+                        let decoded = batch.into_iter().map(Loaded::read).collect();
                         if decoded_tx.send(decoded).is_err() {
                             return;
                         }
@@ -164,8 +205,8 @@ impl EmbeddedStore {
             drop(decoded_tx);
             for batch in decoded_rx {
                 // An error drops the receiver on return, which stops the decoders and then the reader.
-                for component in batch? {
-                    snapshot.insert(component);
+                for loaded in batch? {
+                    snapshot.insert(&loaded.key, loaded.needs.as_ref(), loaded.record);
                     count += 1;
                 }
             }
@@ -251,14 +292,16 @@ impl EmbeddedStore {
     pub async fn insert_many(&self, components: Vec<Component>) -> Result<(), StoreError> {
         self.writing(move |db| {
             let txn = db.begin_write().or_backend()?;
-            for component in &components {
+            let mut puts = Vec::with_capacity(components.len());
+            for component in components {
                 if read_component(&txn, &component.key)?.is_some() {
-                    return Err(StoreError::AlreadyExists(component.key.clone()));
+                    return Err(StoreError::AlreadyExists(component.key));
                 }
-                write_component(&txn, component)?;
+                let record = write_component(&txn, &component)?;
+                puts.push((component, record));
             }
             txn.commit().or_backend()?;
-            Ok(((), Change::Put(components)))
+            Ok(((), Change::Put(puts)))
         })
         .await
     }
@@ -302,9 +345,15 @@ impl EmbeddedStore {
             let writer = catalog.writer();
             let (result, change) = work(&db)?;
             writer.publish(|snapshot| match change {
-                Change::Put(components) => components
-                    .into_iter()
-                    .for_each(|component| snapshot.insert(component)),
+                Change::Put(puts) => {
+                    for (component, record) in puts {
+                        snapshot.insert(
+                            &component.key,
+                            component.spec.needs(),
+                            record.into_boxed_slice(),
+                        );
+                    }
+                }
                 Change::Remove(key) => snapshot.remove(&key),
             });
             Ok(result)
@@ -349,9 +398,9 @@ impl EmbeddedStore {
     }
 }
 
-/// What a committed write changed, for the catalogue.
+/// What a committed write changed, for the catalogue: components put, with their records as written.
 enum Change {
-    Put(Vec<Component>),
+    Put(Vec<(Component, Vec<u8>)>),
     Remove(ComponentKey),
 }
 
@@ -381,15 +430,14 @@ fn read_component(
     found.map(|v| decode(v.value())).transpose()
 }
 
-fn write_component(txn: &WriteTransaction, component: &Component) -> Result<(), StoreError> {
+/// Writes a component's record and returns it, for the catalogue.
+fn write_component(txn: &WriteTransaction, component: &Component) -> Result<Vec<u8>, StoreError> {
     let mut table = txn.open_table(table(component.kind())).or_backend()?;
+    let record = encode(component)?;
     table
-        .insert(
-            component.key.sort_key().as_str(),
-            encode(component)?.as_slice(),
-        )
+        .insert(component.key.sort_key().as_str(), record.as_slice())
         .or_backend()?;
-    Ok(())
+    Ok(record)
 }
 
 /// Streams `len` bytes of `file` from its current position, with a few chunks read ahead so that the disk works
@@ -463,25 +511,25 @@ impl Store for EmbeddedStore {
             if read_component(&txn, &component.key)?.is_some() {
                 return Err(StoreError::AlreadyExists(component.key));
             }
-            write_component(&txn, &component)?;
+            let record = write_component(&txn, &component)?;
             txn.commit().or_backend()?;
-            Ok(((), Change::Put(vec![component])))
+            Ok(((), Change::Put(vec![(component, record)])))
         })
         .await
     }
 
     async fn get(&self, key: &ComponentKey) -> Result<Option<Component>, StoreError> {
         let snapshot = self.snapshot().await?;
-        Ok(snapshot.get(key).map(|c| Component::clone(c)))
+        snapshot.get(key)
     }
 
     async fn get_models(&self, keys: &[ModelKey]) -> Result<Vec<Component>, StoreError> {
         let snapshot = self.snapshot().await?;
-        Ok(keys
-            .iter()
-            .filter_map(|key| snapshot.get(&ComponentKey::Model(key.clone())))
-            .map(|c| Component::clone(c))
-            .collect())
+        let mut found = Vec::with_capacity(keys.len());
+        for key in keys {
+            found.extend(snapshot.get(&ComponentKey::Model(key.clone()))?);
+        }
+        Ok(found)
     }
 
     async fn list(
@@ -491,27 +539,27 @@ impl Store for EmbeddedStore {
         page: PageRequest,
     ) -> Result<Page, StoreError> {
         let snapshot = self.snapshot().await?;
-        Ok(snapshot.list(kind, filter, &page))
+        snapshot.list(kind, filter, &page)
     }
 
     async fn scan(&self, kind: Kind) -> Result<ComponentStream, StoreError> {
         let snapshot = self.snapshot().await?;
         // One snapshot for the whole scan: the list is one consistent state however long the client takes.
         let steps = futures_util::stream::unfold(
-            (snapshot, None::<String>, false),
+            (snapshot, None::<Arc<str>>, false),
             move |(snapshot, after, done)| async move {
                 if done {
                     return None;
                 }
                 let chunk = snapshot.range(kind, after.as_deref(), SCAN_STEP);
                 let done = chunk.len() < SCAN_STEP;
-                let after = chunk.last().map(|c| c.key.sort_key());
+                let after = chunk.last().map(|(key, _)| key.clone());
                 Some((chunk, (snapshot, after, done)))
             },
         );
         Ok(Box::pin(futures_util::StreamExt::flat_map(
             steps,
-            |chunk| futures_util::stream::iter(chunk.into_iter().map(|c| Ok(Component::clone(&c)))),
+            |chunk| futures_util::stream::iter(chunk.into_iter().map(|(_, item)| item.component())),
         )))
     }
 
@@ -528,9 +576,9 @@ impl Store for EmbeddedStore {
             update(&mut component.spec)?;
             component.spec.validate()?;
             component.updated_at = crate::domain::now();
-            write_component(&txn, &component)?;
+            let record = write_component(&txn, &component)?;
             txn.commit().or_backend()?;
-            Ok((component.clone(), Change::Put(vec![component])))
+            Ok((component.clone(), Change::Put(vec![(component, record)])))
         })
         .await
     }
@@ -594,9 +642,12 @@ impl Store for EmbeddedStore {
                     adjust_refs(&txn, &previous.blob_id, -1)?;
                 }
                 component.updated_at = crate::domain::now();
-                write_component(&txn, &component)?;
+                let record = write_component(&txn, &component)?;
                 txn.commit().or_backend()?;
-                Ok(((component.clone(), previous), Change::Put(vec![component])))
+                Ok((
+                    (component.clone(), previous),
+                    Change::Put(vec![(component.clone(), record)]),
+                ))
             })
             .await;
         match committed {
@@ -630,9 +681,9 @@ impl Store for EmbeddedStore {
                     return Err(StoreError::AlreadyExists(component.key));
                 }
                 adjust_refs(&txn, &digest, 1)?;
-                write_component(&txn, &component)?;
+                let record = write_component(&txn, &component)?;
                 txn.commit().or_backend()?;
-                Ok(((), Change::Put(vec![component])))
+                Ok(((), Change::Put(vec![(component, record)])))
             })
             .await;
         if committed.is_err() {
