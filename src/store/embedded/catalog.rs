@@ -254,7 +254,12 @@ impl Snapshot {
     }
 
     /// Up to `limit` components of `kind` after the sort key `after`, in order, with their sort keys.
-    pub fn range(&self, kind: Kind, after: Option<&str>, limit: usize) -> Vec<(Arc<str>, Arc<Item>)> {
+    pub fn range(
+        &self,
+        kind: Kind,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Vec<(Arc<str>, Arc<Item>)> {
         let from = after.map_or(Bound::Unbounded, Bound::Excluded);
         self.kinds[slot(kind)]
             .all

@@ -207,17 +207,133 @@ impl<'a> SummaryMatcher<'a> {
                     && device.ram.is_none_or(|has| summary.ram <= has)
                     && device.storage.is_none_or(|has| summary.storage <= has)
                     && summary.libraries.iter().all(|&(name, required)| {
-                        *on.libraries
-                            .entry(pair(name, required))
-                            .or_insert_with(|| {
-                                device.has_library(symbols.text(name), symbols.text(required))
-                            })
+                        *on.libraries.entry(pair(name, required)).or_insert_with(|| {
+                            device.has_library(symbols.text(name), symbols.text(required))
+                        })
                     })
                     && summary.models.iter().all(|&(name, version)| {
                         *on.models.entry(pair(name, version)).or_insert_with(|| {
                             device.has_model(symbols.text(name), symbols.text(version))
                         })
                     })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::ModelWanted;
+    use proptest::prelude::*;
+
+    fn pick(items: &'static [&'static str]) -> impl Strategy<Value = String> {
+        (0..items.len()).prop_map(move |i| items[i].to_string())
+    }
+
+    fn figure() -> impl Strategy<Value = Option<f64>> {
+        prop::option::of(prop::sample::select(vec![0.0, 0.5, 2.0, 8.0]))
+    }
+
+    const LIBRARIES: [&str; 3] = ["tensorflow", "numpy", "torch"];
+    const REQUIREMENTS: [&str; 6] = ["2.13.0", ">=2.12", "*", "", "latest", "==1.*"];
+    const VERSIONS: [&str; 4] = ["v8", "v5", "*", ""];
+
+    fn needs() -> impl Strategy<Value = Needs> {
+        (
+            figure(),
+            figure(),
+            any::<bool>(),
+            prop::collection::btree_map(pick(&LIBRARIES), pick(&REQUIREMENTS), 0..3),
+            prop::collection::btree_map(pick(&["yolo", "bert"]), pick(&VERSIONS), 0..2),
+        )
+            .prop_map(|(storage, ram, gpu, libraries, models)| Needs {
+                storage,
+                ram,
+                gpu,
+                preinstalled_libraries: libraries,
+                available_models: models,
+            })
+    }
+
+    fn device() -> impl Strategy<Value = Device> {
+        (
+            any::<bool>(),
+            figure(),
+            figure(),
+            prop::collection::btree_map(
+                pick(&LIBRARIES),
+                pick(&["2.13.0", "1.26.4", "latest"]),
+                0..3,
+            ),
+            prop::collection::vec((pick(&["yolo", "bert"]), pick(&["v8", "v5"])), 0..3),
+        )
+            .prop_map(|(gpu, ram, storage, libraries, models)| Device {
+                gpu,
+                ram,
+                storage,
+                libraries,
+                models,
+            })
+    }
+
+    fn filter() -> impl Strategy<Value = NeedsFilter> {
+        (
+            prop::option::of(any::<bool>()),
+            figure(),
+            figure(),
+            prop::collection::vec(
+                (
+                    pick(&["tensorflow", "numpy", "jax"]),
+                    prop::option::of(pick(&[">=2", "<2", "latest", "*"])),
+                ),
+                0..2,
+            ),
+            prop::collection::vec(
+                (
+                    pick(&["yolo", "bert", "gpt"]),
+                    prop::option::of(pick(&["v8", "v1", "*"])),
+                ),
+                0..2,
+            ),
+            prop::option::of(device()),
+        )
+            .prop_map(
+                |(gpu, max_ram, max_storage, libraries, models, runnable_on)| NeedsFilter {
+                    gpu,
+                    max_ram,
+                    max_storage,
+                    libraries: libraries
+                        .into_iter()
+                        .map(|(name, version)| LibraryWanted { name, version })
+                        .collect(),
+                    models: models
+                        .into_iter()
+                        .map(|(name, version)| ModelWanted { name, version })
+                        .collect(),
+                    runnable_on,
+                },
+            )
+    }
+
+    proptest! {
+        #[test]
+        fn summaries_answer_like_the_domain_filter(
+            catalogue in prop::collection::vec(prop::option::of(needs()), 1..20),
+            filter in filter(),
+        ) {
+            let mut symbols = Symbols::default();
+            let summaries: Vec<Summary> = catalogue
+                .iter()
+                .map(|needs| Summary::new(&mut symbols, needs.as_ref()))
+                .collect();
+            let mut matcher = SummaryMatcher::new(&symbols, &filter);
+            for (needs, summary) in catalogue.iter().zip(&summaries) {
+                let expected = match needs {
+                    Some(needs) => filter.matches(needs),
+                    None => filter.is_empty(),
+                };
+                prop_assert_eq!(matcher.matches(summary), expected, "{:?} / {:?}", needs, filter);
             }
         }
     }
