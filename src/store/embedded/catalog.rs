@@ -236,9 +236,20 @@ impl<'a> Test<'a> {
 impl Snapshot {
     /// Adds or replaces a component: its key, its needs (None for models) and its encoded record.
     pub fn insert(&mut self, key: &ComponentKey, needs: Option<&Needs>, record: Box<[u8]>) {
+        self.insert_at(key.kind(), key.sort_key().into(), needs, record);
+    }
+
+    /// [`Snapshot::insert`] by sort key.
+    pub fn insert_at(
+        &mut self,
+        kind: Kind,
+        sort_key: Arc<str>,
+        needs: Option<&Needs>,
+        record: Box<[u8]>,
+    ) {
         let summary = Summary::new(&mut self.symbols, needs);
         let item = Arc::new(Item { record, summary });
-        self.kinds[slot(key.kind())].insert(key.sort_key().into(), item);
+        self.kinds[slot(kind)].insert(sort_key, item);
     }
 
     pub fn remove(&mut self, key: &ComponentKey) {

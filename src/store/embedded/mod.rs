@@ -80,11 +80,10 @@ fn damaged(e: serde_json::Error) -> StoreError {
     StoreError::Backend(format!("a stored record is damaged: {e}"))
 }
 
-/// What the catalogue's load reads of a record: the key and the needs, through their own serde code, skipping the
-/// rest (descriptions, parameters, file) without building it.
+/// What the catalogue's load reads of a record: the needs, through their own serde code, skipping the rest (key,
+/// descriptions, parameters, file) without building it; the key is the table's.
 #[derive(serde::Deserialize)]
 struct RecordView {
-    key: ComponentKey,
     spec: SpecView,
 }
 
@@ -96,23 +95,32 @@ struct SpecView {
 
 /// A record read at load time, ready for the catalogue.
 struct Loaded {
-    key: ComponentKey,
+    kind: Kind,
+    sort_key: Arc<str>,
     needs: Option<crate::domain::Needs>,
     record: Box<[u8]>,
 }
 
+/// A record as read from its table.
+struct Raw {
+    kind: Kind,
+    sort_key: String,
+    record: Vec<u8>,
+}
+
 impl Loaded {
-    fn read(record: Vec<u8>) -> Result<Self, StoreError> {
-        let view: RecordView = serde_json::from_slice(&record).map_err(damaged)?;
+    fn read(raw: Raw) -> Result<Self, StoreError> {
+        let view: RecordView = serde_json::from_slice(&raw.record).map_err(damaged)?;
         // Models have no needs: the same as `Spec::needs` on the decoded component.
-        let needs = match view.key.kind() {
+        let needs = match raw.kind {
             Kind::Model => None,
             _ => Some(view.spec.needs.unwrap_or_default()),
         };
         Ok(Self {
-            key: view.key,
+            kind: raw.kind,
+            sort_key: raw.sort_key.into(),
             needs,
-            record: record.into_boxed_slice(),
+            record: raw.record.into_boxed_slice(),
         })
     }
 }
@@ -160,7 +168,7 @@ impl EmbeddedStore {
             .map_or(1, |n| n.get())
             .max(2)
             - 1;
-        let (raw_tx, raw_rx) = std::sync::mpsc::sync_channel::<Vec<Vec<u8>>>(2 * decoders);
+        let (raw_tx, raw_rx) = std::sync::mpsc::sync_channel::<Vec<Raw>>(2 * decoders);
         let (decoded_tx, decoded_rx) =
             std::sync::mpsc::sync_channel::<Result<Vec<Loaded>, StoreError>>(2 * decoders);
         let raw_rx = std::sync::Mutex::new(raw_rx);
@@ -172,8 +180,12 @@ impl EmbeddedStore {
                     let table = txn.open_table(table(kind)).or_backend()?;
                     let mut batch = Vec::with_capacity(LOAD_BATCH);
                     for entry in table.iter().or_backend()? {
-                        let (_, value) = entry.or_backend()?;
-                        batch.push(value.value().to_vec());
+                        let (key, value) = entry.or_backend()?;
+                        batch.push(Raw {
+                            kind,
+                            sort_key: key.value().to_owned(),
+                            record: value.value().to_vec(),
+                        });
                         if batch.len() == LOAD_BATCH {
                             let full =
                                 std::mem::replace(&mut batch, Vec::with_capacity(LOAD_BATCH));
@@ -206,7 +218,12 @@ impl EmbeddedStore {
             for batch in decoded_rx {
                 // An error drops the receiver on return, which stops the decoders and then the reader.
                 for loaded in batch? {
-                    snapshot.insert(&loaded.key, loaded.needs.as_ref(), loaded.record);
+                    snapshot.insert_at(
+                        loaded.kind,
+                        loaded.sort_key,
+                        loaded.needs.as_ref(),
+                        loaded.record,
+                    );
                     count += 1;
                 }
             }
