@@ -8,7 +8,8 @@
 //!
 //! Prints each figure with p50/p99 (or the median of a few runs for whole lists) and the machine's core count.
 //! `--components` (default 10000) is the number of services, `--transformations` (default 10000) the number of
-//! transformations; `--samples` (default 200) the requests per figure.
+//! transformations; `--samples` (default 200) the requests per figure. `--only-writes URL` measures only the writes
+//! (`--samples` creates of each kind) against a server already running at URL, e.g. another build of it.
 
 #[path = "../tests/common/process.rs"]
 mod process;
@@ -279,11 +280,64 @@ async fn wait_until(
     }
 }
 
+/// Writes: REST creates one at a time, then GraphQL batches of 100 creates; ids start with `prefix`.
+async fn writes(
+    client: &reqwest::Client,
+    base: &str,
+    creates: usize,
+    prefix: &str,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    for i in 0..creates {
+        client
+            .post(format!("{base}/service"))
+            .json(&json!({ "id": format!("{prefix}.rest.svc_{i:05}"), "description": "created over REST" }))
+            .send()
+            .await?
+            .error_for_status()?;
+    }
+    let rest_rate = creates as f64 / started.elapsed().as_secs_f64();
+    row(
+        "REST creates, one at a time",
+        format!("{rest_rate:.0}/s ({creates} creates)"),
+    );
+    let batches = (creates / 100).max(1);
+    let started = Instant::now();
+    for b in 0..batches {
+        // A GraphQL batch: a JSON array of 100 operations in one request.
+        let operations: Vec<Value> = (0..100)
+            .map(|i| {
+                json!({ "query": format!(
+                    "mutation {{ createService(input: {{id: \"{prefix}.gql.svc_{b:03}_{i:03}\", needs: {{ram: 1}}}}) {{ id }} }}"
+                ) })
+            })
+            .collect();
+        let answers: Vec<Value> = client
+            .post(format!("{base}/graphql"))
+            .json(&operations)
+            .send()
+            .await?
+            .json()
+            .await?;
+        ensure!(
+            answers.len() == 100 && answers.iter().all(|a| a.get("errors").is_none()),
+            "a batch of creates failed: {answers:?}"
+        );
+    }
+    let gql_rate = (batches * 100) as f64 / started.elapsed().as_secs_f64();
+    row(
+        "GraphQL creates in batches of 100",
+        format!("{gql_rate:.0}/s ({} creates)", batches * 100),
+    );
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut services = 10_000usize;
     let mut samples = 200usize;
     let mut transformations = 10_000usize;
+    let mut writes_to = None::<String>;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -292,10 +346,21 @@ async fn main() -> anyhow::Result<()> {
             "--transformations" => {
                 transformations = args.next().context("--transformations N")?.parse()?
             }
+            "--only-writes" => writes_to = Some(args.next().context("--only-writes URL")?),
             other => bail!(
-                "unknown argument {other}; takes --components N, --transformations N, --samples N"
+                "unknown argument {other}; takes --components N, --transformations N, --samples N, \
+                 --only-writes URL"
             ),
         }
+    }
+    if let Some(base) = writes_to {
+        // Against a server already running (another build, for one): the writes only, with ids of this run.
+        let run = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis();
+        println!("| workload | measured against {base} |");
+        println!("| --- | --- |");
+        return writes(&reqwest::Client::new(), &base, samples, &format!("w{run}")).await;
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let dir = tempfile::tempdir_in(".")?;
@@ -473,50 +538,7 @@ async fn main() -> anyhow::Result<()> {
         p50_p99(&s),
     );
 
-    // Writes: REST creates one at a time, then GraphQL batches of 100 creates.
-    let creates = samples.clamp(20, 500);
-    let started = Instant::now();
-    for i in 0..creates {
-        client
-            .post(format!("{base}/service"))
-            .json(&json!({ "id": format!("bench.rest.svc_{i:05}"), "description": "created over REST" }))
-            .send()
-            .await?
-            .error_for_status()?;
-    }
-    let rest_rate = creates as f64 / started.elapsed().as_secs_f64();
-    row(
-        "REST creates, one at a time",
-        format!("{rest_rate:.0}/s ({creates} creates)"),
-    );
-    let batches = (creates / 100).max(1);
-    let started = Instant::now();
-    for b in 0..batches {
-        // A GraphQL batch: a JSON array of 100 operations in one request.
-        let operations: Vec<Value> = (0..100)
-            .map(|i| {
-                json!({ "query": format!(
-                    "mutation {{ createService(input: {{id: \"bench.gql.svc_{b:03}_{i:03}\", needs: {{ram: 1}}}}) {{ id }} }}"
-                ) })
-            })
-            .collect();
-        let answers: Vec<Value> = client
-            .post(format!("{base}/graphql"))
-            .json(&operations)
-            .send()
-            .await?
-            .json()
-            .await?;
-        ensure!(
-            answers.len() == 100 && answers.iter().all(|a| a.get("errors").is_none()),
-            "a batch of creates failed: {answers:?}"
-        );
-    }
-    let gql_rate = (batches * 100) as f64 / started.elapsed().as_secs_f64();
-    row(
-        "GraphQL creates in batches of 100",
-        format!("{gql_rate:.0}/s ({} creates)", batches * 100),
-    );
+    writes(&client, &base, samples.clamp(20, 500), "bench").await?;
     let peak = sampler.peak().max(rss::rss_bytes(pid).unwrap_or(0));
     row(
         &format!("peak RSS over the run with {services} services"),

@@ -51,17 +51,27 @@ impl Device {
             && fits(needs.ram, self.ram)
             && fits(needs.storage, self.storage)
             && needs.preinstalled_libraries.iter().all(|(name, required)| {
-                self.libraries.get(name).is_some_and(|installed| {
-                    memo.remember(name, required, || {
-                        Requirement::parse(required).is_satisfied_by(installed)
-                    })
-                })
+                self.libraries.contains_key(name)
+                    && memo.remember(name, required, || self.has_library(name, required))
             })
-            && needs.available_models.iter().all(|(name, version)| {
-                self.models.iter().any(|(have_name, have_version)| {
-                    have_name == name && version_label_matches(version, have_version)
-                })
-            })
+            && needs
+                .available_models
+                .iter()
+                .all(|(name, version)| self.has_model(name, version))
+    }
+
+    /// Whether the device has library `name` in a version that `required` accepts.
+    pub fn has_library(&self, name: &str, required: &str) -> bool {
+        self.libraries
+            .get(name)
+            .is_some_and(|installed| Requirement::parse(required).is_satisfied_by(installed))
+    }
+
+    /// Whether the device has model `name` in the version `required` names.
+    pub fn has_model(&self, name: &str, required: &str) -> bool {
+        self.models.iter().any(|(have_name, have_version)| {
+            have_name == name && version_label_matches(required, have_version)
+        })
     }
 }
 
@@ -75,6 +85,15 @@ fn version_label_matches(required: &str, present: &str) -> bool {
 pub struct LibraryWanted {
     pub name: String,
     pub version: Option<String>,
+}
+
+impl LibraryWanted {
+    /// Whether a component that needs this library in `required` is wanted.
+    pub fn accepts(&self, required: &str) -> bool {
+        self.version
+            .as_deref()
+            .is_none_or(|version| requirement_matches(required, version))
+    }
 }
 
 /// A model a component must need; `version` narrows it down to one version.
@@ -123,12 +142,11 @@ impl NeedsFilter {
                 needs
                     .preinstalled_libraries
                     .get(&wanted.name)
-                    .is_some_and(|required| {
-                        wanted.version.as_deref().is_none_or(|version| {
-                            wanted_memo.remember(version, required, || {
-                                requirement_matches(required, version)
-                            })
-                        })
+                    .is_some_and(|required| match wanted.version.as_deref() {
+                        None => true,
+                        Some(version) => {
+                            wanted_memo.remember(version, required, || wanted.accepts(required))
+                        }
                     })
             })
             && self.models.iter().all(|wanted| {

@@ -1,5 +1,7 @@
-//! The embedded store's read model: every component decoded in memory, in sort-key order per kind, with an index
-//! from each needed library to the components that need it.
+//! The embedded store's read model: every component in memory as its stored record plus a compact [`Summary`],
+//! in sort-key order per kind, with an index from each needed library to the components that need it. Filters on
+//! needs and counts read summaries only; a record is decoded when it is returned (or when a text search needs it),
+//! which keeps a million components in well under a gigabyte and lets the load skip building them.
 //!
 //! redb stays the source of truth. The catalogue is built from it at start-up and changed after each commit by the
 //! writer that committed (writers hold [`Catalog::writer`] across their transaction, so changes are applied in
@@ -12,10 +14,25 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use arc_swap::ArcSwap;
 use imbl::{HashMap, OrdMap};
 
-use crate::domain::{Component, ComponentFilter, ComponentKey, Kind, Matcher};
-use crate::store::{Page, PageRequest};
+use super::decode;
+use super::summary::{Summary, SummaryMatcher, Sym, Symbols, summary_only};
+use crate::domain::{Component, ComponentFilter, ComponentKey, Kind, Matcher, Needs};
+use crate::store::{Page, PageRequest, StoreError};
 
-type Entries = OrdMap<Arc<str>, Arc<Component>>;
+/// One component: its record as stored (self-describing, so records written by older versions stay readable) and
+/// what filters read.
+pub struct Item {
+    record: Box<[u8]>,
+    summary: Summary,
+}
+
+impl Item {
+    pub fn component(&self) -> Result<Component, StoreError> {
+        decode(&self.record)
+    }
+}
+
+type Entries = OrdMap<Arc<str>, Arc<Item>>;
 
 /// The components of one kind.
 #[derive(Clone, Default)]
@@ -23,44 +40,35 @@ struct KindIndex {
     /// Sort key -> component.
     all: Entries,
     /// Library name -> the components that need it.
-    by_library: HashMap<String, Entries>,
+    by_library: HashMap<Sym, Entries>,
     /// Library name -> the components whose first needed library (by name) it is: each component is in one of
     /// these or in `no_library`, so the ones a device may run are found without duplicates.
-    by_first_library: HashMap<String, Entries>,
+    by_first_library: HashMap<Sym, Entries>,
     /// Components that need no library.
     no_library: Entries,
 }
 
 impl KindIndex {
-    fn libraries(component: &Component) -> impl Iterator<Item = &String> {
-        component
-            .spec
-            .needs()
-            .into_iter()
-            .flat_map(|needs| needs.preinstalled_libraries.keys())
-    }
-
-    fn insert(&mut self, component: Arc<Component>) {
-        let key: Arc<str> = component.key.sort_key().into();
-        if let Some(previous) = self.all.insert(key.clone(), component.clone()) {
+    fn insert(&mut self, key: Arc<str>, item: Arc<Item>) {
+        if let Some(previous) = self.all.insert(key.clone(), item.clone()) {
             self.unindex(&key, &previous);
         }
-        for library in Self::libraries(&component) {
+        for library in item.summary.libraries() {
             self.by_library
-                .entry(library.clone())
+                .entry(library)
                 .or_default()
-                .insert(key.clone(), component.clone());
+                .insert(key.clone(), item.clone());
         }
-        let first = Self::libraries(&component).next().cloned();
+        let first = item.summary.libraries().next();
         match first {
             Some(first) => {
                 self.by_first_library
                     .entry(first)
                     .or_default()
-                    .insert(key, component);
+                    .insert(key, item);
             }
             None => {
-                self.no_library.insert(key, component);
+                self.no_library.insert(key, item);
             }
         }
     }
@@ -71,19 +79,19 @@ impl KindIndex {
         }
     }
 
-    fn unindex(&mut self, sort_key: &str, previous: &Component) {
-        let forget = |map: &mut HashMap<String, Entries>, library: &str| {
-            if let Some(entries) = map.get_mut(library) {
+    fn unindex(&mut self, sort_key: &str, previous: &Item) {
+        let forget = |map: &mut HashMap<Sym, Entries>, library: Sym| {
+            if let Some(entries) = map.get_mut(&library) {
                 entries.remove(sort_key);
                 if entries.is_empty() {
-                    map.remove(library);
+                    map.remove(&library);
                 }
             }
         };
-        for library in Self::libraries(previous) {
+        for library in previous.summary.libraries() {
             forget(&mut self.by_library, library);
         }
-        match Self::libraries(previous).next() {
+        match previous.summary.libraries().next() {
             Some(first) => forget(&mut self.by_first_library, first),
             None => {
                 self.no_library.remove(sort_key);
@@ -95,9 +103,10 @@ impl KindIndex {
     /// from the narrowest index the filter allows.
     fn candidates<'a>(
         &'a self,
+        symbols: &Symbols,
         filter: &'a ComponentFilter,
         after: Option<&'a str>,
-    ) -> Box<dyn Iterator<Item = &'a Arc<Component>> + 'a> {
+    ) -> Box<dyn Iterator<Item = &'a Arc<Item>> + 'a> {
         let range = |entries: &'a Entries| {
             let from = after.map_or(Bound::Unbounded, Bound::Excluded);
             entries.range::<_, str>((from, Bound::Unbounded))
@@ -108,7 +117,11 @@ impl KindIndex {
                 .needs
                 .libraries
                 .iter()
-                .map(|wanted| self.by_library.get(wanted.name.as_str()))
+                .map(|wanted| {
+                    symbols
+                        .get(&wanted.name)
+                        .and_then(|name| self.by_library.get(&name))
+                })
                 .min_by_key(|entries| entries.map_or(0, |e| e.len()));
             return match rarest.flatten() {
                 Some(entries) => Box::new(range(entries).map(|(_, c)| c)),
@@ -116,7 +129,7 @@ impl KindIndex {
             };
         }
         if filter.needs.runnable_on.is_some() {
-            let sources = self.runnable_sources(filter).map(range).collect();
+            let sources = self.runnable_sources(symbols, filter).map(range).collect();
             return Box::new(MergeByKey::new(sources));
         }
         Box::new(range(&self.all).map(|(_, c)| c))
@@ -126,12 +139,17 @@ impl KindIndex {
     /// first needed library is one of the device's, or it needs none. Each component is in one source at most.
     fn runnable_sources<'a>(
         &'a self,
-        filter: &'a ComponentFilter,
+        symbols: &Symbols,
+        filter: &ComponentFilter,
     ) -> impl Iterator<Item = &'a Entries> {
         let device = filter.needs.runnable_on.iter();
-        device
+        let names: Vec<Sym> = device
             .flat_map(|device| device.libraries.keys())
-            .filter_map(|name| self.by_first_library.get(name.as_str()))
+            .filter_map(|name| symbols.get(name))
+            .collect();
+        names
+            .into_iter()
+            .filter_map(|name| self.by_first_library.get(&name))
             .chain(std::iter::once(&self.no_library))
     }
 }
@@ -142,7 +160,7 @@ struct MergeByKey<'a, I: Iterator<Item = Entry<'a>>> {
     last: Option<&'a str>,
 }
 
-type Entry<'a> = (&'a Arc<str>, &'a Arc<Component>);
+type Entry<'a> = (&'a Arc<str>, &'a Arc<Item>);
 
 impl<'a, I: Iterator<Item = Entry<'a>>> MergeByKey<'a, I> {
     fn new(sources: Vec<I>) -> Self {
@@ -154,12 +172,12 @@ impl<'a, I: Iterator<Item = Entry<'a>>> MergeByKey<'a, I> {
 }
 
 impl<'a, I: Iterator<Item = Entry<'a>>> Iterator for MergeByKey<'a, I> {
-    type Item = &'a Arc<Component>;
+    type Item = &'a Arc<Item>;
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
             // A handful of sources (the device's libraries): a linear minimum beats a heap.
-            let (index, (key, component)) = self
+            let (index, (key, item)) = self
                 .heads
                 .iter()
                 .enumerate()
@@ -171,7 +189,7 @@ impl<'a, I: Iterator<Item = Entry<'a>>> Iterator for MergeByKey<'a, I> {
                 continue;
             }
             self.last = Some(key);
-            return Some(component);
+            return Some(item);
         }
     }
 }
@@ -180,6 +198,7 @@ impl<'a, I: Iterator<Item = Entry<'a>>> Iterator for MergeByKey<'a, I> {
 #[derive(Clone, Default)]
 pub struct Snapshot {
     kinds: [KindIndex; 4],
+    symbols: Symbols,
 }
 
 fn slot(kind: Kind) -> usize {
@@ -191,71 +210,134 @@ fn slot(kind: Kind) -> usize {
     }
 }
 
+/// A filter prepared for one listing: from summaries when it allows, else from decoded components.
+enum Test<'a> {
+    Summary(SummaryMatcher<'a>),
+    Component(Matcher<'a>),
+}
+
+impl<'a> Test<'a> {
+    fn new(symbols: &'a Symbols, filter: &'a ComponentFilter) -> Self {
+        if summary_only(filter) {
+            Test::Summary(SummaryMatcher::new(symbols, &filter.needs))
+        } else {
+            Test::Component(filter.matcher())
+        }
+    }
+
+    fn matches(&mut self, item: &Item) -> Result<bool, StoreError> {
+        match self {
+            Test::Summary(matcher) => Ok(matcher.matches(&item.summary)),
+            Test::Component(matcher) => Ok(matcher.matches(&item.component()?)),
+        }
+    }
+}
+
 impl Snapshot {
-    pub fn insert(&mut self, component: Component) {
-        self.kinds[slot(component.kind())].insert(Arc::new(component));
+    /// Adds or replaces a component: its key, its needs (None for models) and its encoded record.
+    pub fn insert(&mut self, key: &ComponentKey, needs: Option<&Needs>, record: Box<[u8]>) {
+        self.insert_at(key.kind(), key.sort_key().into(), needs, record);
+    }
+
+    /// [`Snapshot::insert`] by sort key.
+    pub fn insert_at(
+        &mut self,
+        kind: Kind,
+        sort_key: Arc<str>,
+        needs: Option<&Needs>,
+        record: Box<[u8]>,
+    ) {
+        let summary = Summary::new(&mut self.symbols, needs);
+        let item = Arc::new(Item { record, summary });
+        self.kinds[slot(kind)].insert(sort_key, item);
     }
 
     pub fn remove(&mut self, key: &ComponentKey) {
         self.kinds[slot(key.kind())].remove(&key.sort_key());
     }
 
-    pub fn get(&self, key: &ComponentKey) -> Option<&Arc<Component>> {
+    pub fn get(&self, key: &ComponentKey) -> Result<Option<Component>, StoreError> {
         self.kinds[slot(key.kind())]
             .all
             .get(key.sort_key().as_str())
+            .map(|item| item.component())
+            .transpose()
     }
 
-    /// Up to `limit` components of `kind` after the sort key `after`, in order.
-    pub fn range(&self, kind: Kind, after: Option<&str>, limit: usize) -> Vec<Arc<Component>> {
+    /// Up to `limit` components of `kind` after the sort key `after`, in order, with their sort keys.
+    pub fn range(
+        &self,
+        kind: Kind,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Vec<(Arc<str>, Arc<Item>)> {
         let from = after.map_or(Bound::Unbounded, Bound::Excluded);
         self.kinds[slot(kind)]
             .all
             .range::<_, str>((from, Bound::Unbounded))
             .take(limit)
-            .map(|(_, c)| c.clone())
+            .map(|(key, item)| (key.clone(), item.clone()))
             .collect()
     }
 
     /// One page of a listing: O(log n + page) when matches are frequent among the candidates; the count, when
-    /// asked for, is one more pass over the candidates (or free when nothing is filtered).
-    pub fn list(&self, kind: Kind, filter: &ComponentFilter, page: &PageRequest) -> Page {
+    /// asked for, is one more pass over the candidates' summaries (or free when nothing is filtered).
+    pub fn list(
+        &self,
+        kind: Kind,
+        filter: &ComponentFilter,
+        page: &PageRequest,
+    ) -> Result<Page, StoreError> {
         let index = &self.kinds[slot(kind)];
-        let mut matcher = filter.matcher();
-        let mut items: Vec<Component> = index
-            .candidates(filter, page.after.as_deref())
-            .filter(|c| matcher.matches(c))
-            .take(page.limit + 1)
-            .map(|c| Component::clone(c))
-            .collect();
+        let mut test = Test::new(&self.symbols, filter);
+        let mut items = Vec::with_capacity(page.limit.min(1024) + 1);
+        for item in index.candidates(&self.symbols, filter, page.after.as_deref()) {
+            if items.len() > page.limit {
+                break;
+            }
+            if test.matches(item)? {
+                items.push(item.component()?);
+            }
+        }
         let has_next = items.len() > page.limit;
         items.truncate(page.limit);
-        let total = page
-            .count
-            .then(|| count(index, filter, &mut matcher) as u64);
-        Page {
+        let total = match page.count {
+            true => Some(self.count(index, filter, &mut test)? as u64),
+            false => None,
+        };
+        Ok(Page {
             items,
             has_next,
             total,
-        }
+        })
     }
-}
 
-fn count(index: &KindIndex, filter: &ComponentFilter, matcher: &mut Matcher<'_>) -> usize {
-    if *filter == ComponentFilter::default() {
-        return index.all.len();
+    fn count(
+        &self,
+        index: &KindIndex,
+        filter: &ComponentFilter,
+        test: &mut Test<'_>,
+    ) -> Result<usize, StoreError> {
+        let mut count = 0;
+        let mut tally = |items: &mut dyn Iterator<Item = &Arc<Item>>| {
+            for item in items {
+                count += usize::from(test.matches(item)?);
+            }
+            Ok::<_, StoreError>(())
+        };
+        if *filter == ComponentFilter::default() {
+            return Ok(index.all.len());
+        }
+        if filter.needs.runnable_on.is_some() && filter.needs.libraries.is_empty() {
+            // The sources are disjoint: a count needs no merge into key order.
+            for entries in index.runnable_sources(&self.symbols, filter) {
+                tally(&mut entries.values())?;
+            }
+        } else {
+            tally(&mut index.candidates(&self.symbols, filter, None))?;
+        }
+        Ok(count)
     }
-    if filter.needs.runnable_on.is_some() && filter.needs.libraries.is_empty() {
-        // The sources are disjoint: a count needs no merge into key order.
-        return index
-            .runnable_sources(filter)
-            .map(|entries| entries.values().filter(|c| matcher.matches(c)).count())
-            .sum();
-    }
-    index
-        .candidates(filter, None)
-        .filter(|c| matcher.matches(c))
-        .count()
 }
 
 /// The shared read model: a published snapshot, and the writer's lock.

@@ -9,6 +9,7 @@
 mod blobs;
 mod catalog;
 mod events;
+mod summary;
 mod webhooks;
 
 use std::ops::Range;
@@ -86,8 +87,56 @@ fn encode(component: &Component) -> Result<Vec<u8>, StoreError> {
 }
 
 fn decode(bytes: &[u8]) -> Result<Component, StoreError> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| StoreError::Backend(format!("a stored record is damaged: {e}")))
+    serde_json::from_slice(bytes).map_err(damaged)
+}
+
+fn damaged(e: serde_json::Error) -> StoreError {
+    StoreError::Backend(format!("a stored record is damaged: {e}"))
+}
+
+/// What the catalogue's load reads of a record: the needs, through their own serde code, skipping the rest (key,
+/// descriptions, parameters, file) without building it; the key is the table's.
+#[derive(serde::Deserialize)]
+struct RecordView {
+    spec: SpecView,
+}
+
+#[derive(serde::Deserialize)]
+struct SpecView {
+    #[serde(default)]
+    needs: Option<crate::domain::Needs>,
+}
+
+/// A record read at load time, ready for the catalogue.
+struct Loaded {
+    kind: Kind,
+    sort_key: Arc<str>,
+    needs: Option<crate::domain::Needs>,
+    record: Box<[u8]>,
+}
+
+/// A record as read from its table.
+struct Raw {
+    kind: Kind,
+    sort_key: String,
+    record: Vec<u8>,
+}
+
+impl Loaded {
+    fn read(raw: Raw) -> Result<Self, StoreError> {
+        let view: RecordView = serde_json::from_slice(&raw.record).map_err(damaged)?;
+        // Models have no needs: the same as `Spec::needs` on the decoded component.
+        let needs = match raw.kind {
+            Kind::Model => None,
+            _ => Some(view.spec.needs.unwrap_or_default()),
+        };
+        Ok(Self {
+            kind: raw.kind,
+            sort_key: raw.sort_key.into(),
+            needs,
+            record: raw.record.into_boxed_slice(),
+        })
+    }
 }
 
 pub struct EmbeddedStore {
@@ -137,9 +186,9 @@ impl EmbeddedStore {
             .map_or(1, |n| n.get())
             .max(2)
             - 1;
-        let (raw_tx, raw_rx) = std::sync::mpsc::sync_channel::<Vec<Vec<u8>>>(2 * decoders);
+        let (raw_tx, raw_rx) = std::sync::mpsc::sync_channel::<Vec<Raw>>(2 * decoders);
         let (decoded_tx, decoded_rx) =
-            std::sync::mpsc::sync_channel::<Result<Vec<Component>, StoreError>>(2 * decoders);
+            std::sync::mpsc::sync_channel::<Result<Vec<Loaded>, StoreError>>(2 * decoders);
         let raw_rx = std::sync::Mutex::new(raw_rx);
         let mut snapshot = Snapshot::default();
         let mut count = 0u64;
@@ -149,8 +198,12 @@ impl EmbeddedStore {
                     let table = txn.open_table(table(kind)).or_backend()?;
                     let mut batch = Vec::with_capacity(LOAD_BATCH);
                     for entry in table.iter().or_backend()? {
-                        let (_, value) = entry.or_backend()?;
-                        batch.push(value.value().to_vec());
+                        let (key, value) = entry.or_backend()?;
+                        batch.push(Raw {
+                            kind,
+                            sort_key: key.value().to_owned(),
+                            record: value.value().to_vec(),
+                        });
                         if batch.len() == LOAD_BATCH {
                             let full =
                                 std::mem::replace(&mut batch, Vec::with_capacity(LOAD_BATCH));
@@ -172,7 +225,7 @@ impl EmbeddedStore {
                     loop {
                         let next = raw_rx.lock().map(|rx| rx.recv());
                         let Ok(Ok(batch)) = next else { return };
-                        let decoded = batch.iter().map(|bytes| decode(bytes)).collect();
+                        let decoded = batch.into_iter().map(Loaded::read).collect();
                         if decoded_tx.send(decoded).is_err() {
                             return;
                         }
@@ -182,8 +235,13 @@ impl EmbeddedStore {
             drop(decoded_tx);
             for batch in decoded_rx {
                 // An error drops the receiver on return, which stops the decoders and then the reader.
-                for component in batch? {
-                    snapshot.insert(component);
+                for loaded in batch? {
+                    snapshot.insert_at(
+                        loaded.kind,
+                        loaded.sort_key,
+                        loaded.needs.as_ref(),
+                        loaded.record,
+                    );
                     count += 1;
                 }
             }
@@ -276,18 +334,20 @@ impl EmbeddedStore {
     pub async fn insert_many(&self, components: Vec<Component>) -> Result<(), StoreError> {
         self.writing(move |db| {
             let txn = db.begin_write().or_backend()?;
-            for component in &components {
+            let mut puts = Vec::with_capacity(components.len());
+            for component in components {
                 if read_component(&txn, &component.key)?.is_some() {
-                    return Err(StoreError::AlreadyExists(component.key.clone()));
+                    return Err(StoreError::AlreadyExists(component.key));
                 }
-                write_component(&txn, component)?;
+                let record = write_component(&txn, &component)?;
+                puts.push((component, record));
             }
             let mut last = None;
-            for component in &components {
+            for (component, _) in &puts {
                 last = Some(events::append(&txn, EventDraft::created(component))?);
             }
             txn.commit().or_backend()?;
-            Ok((last, Change::Put(components)))
+            Ok((last, Change::Put(puts)))
         })
         .await
         .map(|last| last.into_iter().for_each(|s| self.signal.raise(s)))
@@ -332,9 +392,15 @@ impl EmbeddedStore {
             let writer = catalog.writer();
             let (result, change) = work(&db)?;
             writer.publish(|snapshot| match change {
-                Change::Put(components) => components
-                    .into_iter()
-                    .for_each(|component| snapshot.insert(component)),
+                Change::Put(puts) => {
+                    for (component, record) in puts {
+                        snapshot.insert(
+                            &component.key,
+                            component.spec.needs(),
+                            record.into_boxed_slice(),
+                        );
+                    }
+                }
                 Change::Remove(key) => snapshot.remove(&key),
             });
             Ok(result)
@@ -379,9 +445,9 @@ impl EmbeddedStore {
     }
 }
 
-/// What a committed write changed, for the catalogue.
+/// What a committed write changed, for the catalogue: components put, with their records as written.
 enum Change {
-    Put(Vec<Component>),
+    Put(Vec<(Component, Vec<u8>)>),
     Remove(ComponentKey),
 }
 
@@ -434,15 +500,14 @@ fn read_component(
     found.map(|v| decode(v.value())).transpose()
 }
 
-fn write_component(txn: &WriteTransaction, component: &Component) -> Result<(), StoreError> {
+/// Writes a component's record and returns it, for the catalogue.
+fn write_component(txn: &WriteTransaction, component: &Component) -> Result<Vec<u8>, StoreError> {
     let mut table = txn.open_table(table(component.kind())).or_backend()?;
+    let record = encode(component)?;
     table
-        .insert(
-            component.key.sort_key().as_str(),
-            encode(component)?.as_slice(),
-        )
+        .insert(component.key.sort_key().as_str(), record.as_slice())
         .or_backend()?;
-    Ok(())
+    Ok(record)
 }
 
 /// Streams `range` of `file`: each chunk is one short job on tokio's blocking pool (a positional read) that holds
@@ -505,10 +570,10 @@ impl Store for EmbeddedStore {
             if read_component(&txn, &component.key)?.is_some() {
                 return Err(StoreError::AlreadyExists(component.key));
             }
-            write_component(&txn, &component)?;
+            let record = write_component(&txn, &component)?;
             let sequence = events::append(&txn, EventDraft::created(&component))?;
             txn.commit().or_backend()?;
-            Ok((sequence, Change::Put(vec![component])))
+            Ok((sequence, Change::Put(vec![(component, record)])))
         })
         .await
         .map(|sequence| self.signal.raise(sequence))
@@ -516,16 +581,16 @@ impl Store for EmbeddedStore {
 
     async fn get(&self, key: &ComponentKey) -> Result<Option<Component>, StoreError> {
         let snapshot = self.snapshot().await?;
-        Ok(snapshot.get(key).map(|c| Component::clone(c)))
+        snapshot.get(key)
     }
 
     async fn get_models(&self, keys: &[ModelKey]) -> Result<Vec<Component>, StoreError> {
         let snapshot = self.snapshot().await?;
-        Ok(keys
-            .iter()
-            .filter_map(|key| snapshot.get(&ComponentKey::Model(key.clone())))
-            .map(|c| Component::clone(c))
-            .collect())
+        let mut found = Vec::with_capacity(keys.len());
+        for key in keys {
+            found.extend(snapshot.get(&ComponentKey::Model(key.clone()))?);
+        }
+        Ok(found)
     }
 
     async fn list(
@@ -535,27 +600,27 @@ impl Store for EmbeddedStore {
         page: PageRequest,
     ) -> Result<Page, StoreError> {
         let snapshot = self.snapshot().await?;
-        Ok(snapshot.list(kind, filter, &page))
+        snapshot.list(kind, filter, &page)
     }
 
     async fn scan(&self, kind: Kind) -> Result<ComponentStream, StoreError> {
         let snapshot = self.snapshot().await?;
         // One snapshot for the whole scan: the list is one consistent state however long the client takes.
         let steps = futures_util::stream::unfold(
-            (snapshot, None::<String>, false),
+            (snapshot, None::<Arc<str>>, false),
             move |(snapshot, after, done)| async move {
                 if done {
                     return None;
                 }
                 let chunk = snapshot.range(kind, after.as_deref(), SCAN_STEP);
                 let done = chunk.len() < SCAN_STEP;
-                let after = chunk.last().map(|c| c.key.sort_key());
+                let after = chunk.last().map(|(key, _)| key.clone());
                 Some((chunk, (snapshot, after, done)))
             },
         );
         Ok(Box::pin(futures_util::StreamExt::flat_map(
             steps,
-            |chunk| futures_util::stream::iter(chunk.into_iter().map(|c| Ok(Component::clone(&c)))),
+            |chunk| futures_util::stream::iter(chunk.into_iter().map(|(_, item)| item.component())),
         )))
     }
 
@@ -573,10 +638,13 @@ impl Store for EmbeddedStore {
             update(&mut component.spec)?;
             component.spec.validate()?;
             component.updated_at = crate::domain::now();
-            write_component(&txn, &component)?;
+            let record = write_component(&txn, &component)?;
             let sequence = events::append(&txn, EventDraft::updated(&before, &component))?;
             txn.commit().or_backend()?;
-            Ok(((component.clone(), sequence), Change::Put(vec![component])))
+            Ok((
+                (component.clone(), sequence),
+                Change::Put(vec![(component, record)]),
+            ))
         })
         .await
         .map(|(component, sequence)| {
@@ -643,9 +711,9 @@ impl Store for EmbeddedStore {
             let mut component =
                 read_component(&txn, &key)?.ok_or_else(|| StoreError::NotFound(key.clone()))?;
             component.locked = true;
-            write_component(&txn, &component)?;
+            let record = write_component(&txn, &component)?;
             txn.commit().or_backend()?;
-            Ok((component.clone(), Change::Put(vec![component])))
+            Ok((component.clone(), Change::Put(vec![(component, record)])))
         })
         .await
     }
@@ -676,15 +744,15 @@ impl Store for EmbeddedStore {
                 let mut target =
                     read_component(&txn, &key)?.ok_or_else(|| StoreError::NotFound(key.clone()))?;
                 target.aliases.insert(alias.clone());
-                write_component(&txn, &target)?;
-                changed.push(target);
+                let record = write_component(&txn, &target)?;
+                changed.push((target, record));
             }
             if let Some(old) = &from {
                 let key = ComponentKey::model(name.clone(), old.clone())?;
                 if let Some(mut previous) = read_component(&txn, &key)? {
                     previous.aliases.remove(&alias);
-                    write_component(&txn, &previous)?;
-                    changed.push(previous);
+                    let record = write_component(&txn, &previous)?;
+                    changed.push((previous, record));
                 }
             }
             {
@@ -797,7 +865,7 @@ impl Store for EmbeddedStore {
                     adjust_refs(&txn, &previous.blob_id, -1)?;
                 }
                 component.updated_at = crate::domain::now();
-                write_component(&txn, &component)?;
+                let record = write_component(&txn, &component)?;
                 let sequence = events::append(
                     &txn,
                     EventDraft::attached(&component, &attached, previous.is_some()),
@@ -805,7 +873,7 @@ impl Store for EmbeddedStore {
                 txn.commit().or_backend()?;
                 Ok((
                     (component.clone(), previous, sequence),
-                    Change::Put(vec![component]),
+                    Change::Put(vec![(component.clone(), record)]),
                 ))
             })
             .await;
@@ -844,10 +912,10 @@ impl Store for EmbeddedStore {
                     return Err(StoreError::AlreadyExists(component.key));
                 }
                 adjust_refs(&txn, &digest, 1)?;
-                write_component(&txn, &component)?;
+                let record = write_component(&txn, &component)?;
                 let sequence = events::append(&txn, EventDraft::created(&component))?;
                 txn.commit().or_backend()?;
-                Ok((sequence, Change::Put(vec![component])))
+                Ok((sequence, Change::Put(vec![(component, record)])))
             })
             .await
             .map(|sequence| self.signal.raise(sequence));
