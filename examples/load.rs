@@ -8,6 +8,8 @@
 //! Prints requests/s, p50/p99 latency (all requests and per kind), errors, bytes whose sha256 was verified, and the
 //! server's peak RSS. It fails (exit 1) on any error or hash mismatch: zero of each is the bar.
 
+#[path = "support/client.rs"]
+mod client;
 #[path = "../tests/common/process.rs"]
 mod process;
 #[path = "support/rss.rs"]
@@ -18,6 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
+use client::{sha256_hex, upload};
 use futures_util::StreamExt;
 use rss::{RssSampler, rss_bytes};
 use serde_json::{Value, json};
@@ -65,43 +68,6 @@ struct Tally {
     errors: Vec<String>,
     mismatches: u64,
     verified_bytes: u64,
-}
-
-fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
-}
-
-async fn upload(
-    client: &reqwest::Client,
-    base: &str,
-    id: &str,
-    data: Vec<u8>,
-) -> anyhow::Result<()> {
-    let operations = json!({
-        "query": format!("mutation($file: Upload!) {{ uploadServiceFile(id: \"{id}\", file: $file) {{ file {{ sha256 }} }} }}"),
-        "variables": { "file": null }
-    });
-    let expected = sha256_hex(&data);
-    let form = reqwest::multipart::Form::new()
-        .text("operations", operations.to_string())
-        .text("map", json!({ "0": ["variables.file"] }).to_string())
-        .part(
-            "0",
-            reqwest::multipart::Part::bytes(data).file_name("f.zip"),
-        );
-    let response: Value = client
-        .post(format!("{base}/graphql"))
-        .header("apollo-require-preflight", "true")
-        .multipart(form)
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    if response["data"]["uploadServiceFile"]["file"]["sha256"] != expected.as_str() {
-        bail!("upload of {id}: {response}");
-    }
-    Ok(())
 }
 
 /// Downloads and hashes a file; returns its size and whether the hash matched.

@@ -13,6 +13,8 @@
 //! `slow-readers`: that many clients download files at 256 KiB/s each while a writer keeps replacing the files.
 //! Every download must complete and hash to one whole version of its file. Fails (exit 1) otherwise.
 
+#[path = "support/client.rs"]
+mod client;
 #[path = "../tests/common/process.rs"]
 mod process;
 #[path = "support/rss.rs"]
@@ -24,6 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use client::{sha256_hex, upload};
 use futures_util::StreamExt;
 use rss::{RssSampler, rss_bytes};
 use serde_json::{Value, json};
@@ -40,10 +43,6 @@ fn client_with_timeout(timeout: Duration) -> reqwest::Client {
         .timeout(timeout)
         .build()
         .expect("a client")
-}
-
-fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
 }
 
 /// Deterministic bytes, so that a run can be repeated.
@@ -73,39 +72,6 @@ async fn graphql(client: &reqwest::Client, base: &str, query: &str) -> anyhow::R
         bail!("{query}: {response}");
     }
     Ok(response["data"].clone())
-}
-
-async fn upload(
-    client: &reqwest::Client,
-    base: &str,
-    id: &str,
-    data: Vec<u8>,
-) -> anyhow::Result<()> {
-    let operations = json!({
-        "query": format!("mutation($file: Upload!) {{ uploadServiceFile(id: \"{id}\", file: $file) {{ file {{ sha256 }} }} }}"),
-        "variables": { "file": null }
-    });
-    let expected = sha256_hex(&data);
-    let form = reqwest::multipart::Form::new()
-        .text("operations", operations.to_string())
-        .text("map", json!({ "0": ["variables.file"] }).to_string())
-        .part(
-            "0",
-            reqwest::multipart::Part::bytes(data).file_name("f.zip"),
-        );
-    let response: Value = client
-        .post(format!("{base}/graphql"))
-        .header("apollo-require-preflight", "true")
-        .multipart(form)
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    if response["data"]["uploadServiceFile"]["file"]["sha256"] != expected.as_str() {
-        bail!("upload of {id}: {response}");
-    }
-    Ok(())
 }
 
 async fn create_with_file(
