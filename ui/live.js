@@ -32,9 +32,12 @@ export function follow(kind, withToken, onChange, onState) {
     if (id) lastId = id;
     onChange();
   };
-  const retry = () => {
+  const retry = (expired = false) => {
     close();
     if (stopped) return;
+    // A resume point the server no longer keeps (410 EVENTS_EXPIRED) fails every time: after it, or two failures
+    // in a row (an EventSource hides the status), start from now; the reload on opening covers the gap.
+    if (expired || failures >= 2) lastId = null;
     onState("retrying");
     const delay = Math.min(MAX_BACKOFF_MS, 1000 * 2 ** failures);
     failures += 1;
@@ -60,6 +63,7 @@ export function follow(kind, withToken, onChange, onState) {
     if (lastId !== null) headers["last-event-id"] = lastId;
     fetch(url(), { headers, signal: controller.signal })
       .then(async (response) => {
+        if (response.status === 410) return retry(true);
         if (!response.ok || !response.body) throw new Error(`the feed answered ${response.status}`);
         opened();
         const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
