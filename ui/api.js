@@ -33,6 +33,8 @@ const ADVICE = {
   NOT_FOUND: "It is not (or no longer) in the repository.",
   ALREADY_EXISTS: "A component with this key already exists.",
   INVALID_INPUT: "The server refused the input.",
+  CONFLICT: "The repository refused the change as things stand: the message says why.",
+  IMMUTABLE: "Its file is locked: it can no longer be replaced, nor the component deleted.",
   PAYLOAD_TOO_LARGE: "The file is larger than this server accepts (its --max-upload-size).",
   REQUEST_TIMEOUT: "The upload stalled and the server gave up waiting for it.",
   TIMEOUT: "The server took too long to answer; try again.",

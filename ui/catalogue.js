@@ -2,8 +2,9 @@
 // can be bookmarked or shared), and cursor paging. `load` is the one place a list is fetched, so a change feed
 // can later call it to update the list live.
 
-import { useCallback, useEffect, useState } from "preact/hooks";
-import { gql } from "./api.js";
+import { useCallback, useEffect, useRef, useState } from "preact/hooks";
+import { gql, token } from "./api.js";
+import { LiveBadge, useLiveReload } from "./live.js";
 import {
   ErrorBox, FileView, KINDS, KIND_NAMES, NeedsView, componentHref, html, keyOf, number, title,
 } from "./format.js";
@@ -104,6 +105,7 @@ function Card({ kind, component, access, onError }) {
     <h3><a href=${componentHref(kind, keyOf(kind, component))}>${title(kind, component)}</a></h3>
     <p class=${component.description ? "" : "muted"}>${component.description || "No description."}</p>
     ${spec.hasLibrary && component.library && html`<p class="meta">Library: ${component.library}</p>`}
+    ${component.aliases?.length > 0 && html`<p class="meta">Aliases: ${component.aliases.join(", ")}</p>`}
     ${spec.hasNeeds && html`<${NeedsView} needs=${component.needs} />`}
     <${FileView} file=${component.file} access=${access} onError=${onError} />
   </li>`;
@@ -117,24 +119,32 @@ export function Catalogue({ kind, params, access }) {
   const [page, setPage] = useState(null);
   const [error, setError] = useState(null);
   const [loading, setLoading] = useState(false);
+  // Only the newest request may show its answer: a live update may still be under way when the page changes.
+  const requests = useRef(0);
 
   useEffect(() => setCursors([null]), [filterKey]);
   const after = cursors[cursors.length - 1];
 
-  const load = useCallback(() => {
-    setLoading(true);
-    setError(null);
+  // `quiet`: a live update keeps the list shown (and the focus in it) instead of saying "Loading…".
+  const load = useCallback((quiet) => {
+    if (quiet !== true) {
+      setLoading(true);
+      setError(null);
+    }
     const query = `query List($filter: ${spec.filterType}, $first: Int, $after: String) {
       list: ${spec.list}(filter: $filter, first: $first, after: $after) {
         totalCount pageInfo { hasNextPage endCursor } nodes { ${spec.fields} }
       }
     }`;
+    const request = ++requests.current;
+    const newest = (apply) => (value) => request === requests.current && apply(value);
     gql(query, { filter: filterFrom(kind, params), first: PAGE_SIZE, after })
-      .then((data) => setPage({ key: filterKey, ...data.list }))
-      .catch(setError)
-      .finally(() => setLoading(false));
+      .then(newest((data) => setPage({ key: filterKey, ...data.list })))
+      .catch(newest(setError))
+      .finally(newest(() => setLoading(false)));
   }, [filterKey, after]);
   useEffect(load, [load]);
+  const live = useLiveReload(kind, access.read, Boolean(token()) && !access.publicReads, () => load(true));
 
   const shown = page?.key === filterKey ? page : null;
   const start = (cursors.length - 1) * PAGE_SIZE;
@@ -152,6 +162,7 @@ export function Catalogue({ kind, params, access }) {
           ? `No ${spec.label.toLowerCase()} match.`
           : `${start + 1}–${start + shown.nodes.length} of ${shown.totalCount} ${spec.label.toLowerCase()}`
         : ""}</p>
+      <${LiveBadge} state=${live} />
       ${access.write && html`<a class="button" href=${`#/new/${kind}`}>New ${spec.singular.toLowerCase()}</a>`}
     </div>
     ${shown && html`<ul class="cards">

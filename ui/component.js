@@ -3,7 +3,7 @@
 import { useEffect, useRef, useState } from "preact/hooks";
 import { gql, upload } from "./api.js";
 import {
-  ErrorBox, FileView, KINDS, NeedsView, PairsEditor, bytes, html, number, pairs, time, title,
+  Download, ErrorBox, FileView, KINDS, NeedsView, PairsEditor, bytes, html, number, pairs, platformName, time, title,
 } from "./format.js";
 
 /** GraphQL variable declarations and arguments that name one component. */
@@ -21,6 +21,41 @@ function Json({ value }) {
   return html`<pre class="json">${JSON.stringify(value, null, 2)}</pre>`;
 }
 
+/** One alias of a model and every move it made, oldest first (`modelAliasHistory`). */
+function AliasHistory({ name, alias }) {
+  const [moves, setMoves] = useState(null);
+  const [error, setError] = useState(null);
+  useEffect(() => {
+    gql(`query AliasHistory($name: String!, $alias: String!) {
+      moves: modelAliasHistory(name: $name, alias: $alias) { from to at by }
+    }`, { name, alias })
+      .then(({ moves }) => setMoves(moves))
+      .catch(setError);
+  }, [name, alias]);
+  return html`<li><strong>${alias}</strong>
+    <${ErrorBox} error=${error} />
+    ${moves && html`<ol class="history" aria-label=${`History of ${alias}`}>
+      ${moves.map((move) => html`<li>
+        ${move.from === null ? "new" : move.from} → ${move.to === null ? "deleted" : move.to}${", "}<time datetime=${move.at}>${time(move.at)}</time> by ${move.by}</li>`)}
+    </ol>`}
+  </li>`;
+}
+
+function Variants({ variants, access, onError }) {
+  if (variants.length === 0) return html`<p class="muted">No per-platform files: every device gets the file above.</p>`;
+  return html`<div class="table-scroll"><table class="variants">
+    <caption class="visually-hidden">Files for particular platforms</caption>
+    <thead><tr><th scope="col">Platform</th><th scope="col">File</th><th scope="col">sha256</th>
+      <th scope="col">Uploaded</th></tr></thead>
+    <tbody>${variants.map(({ platform, file }) => html`<tr key=${platformName(platform)}>
+      <td>${platformName(platform)}</td>
+      <td><${Download} file=${file} access=${access} onError=${onError} /></td>
+      <td><code class="hash" title=${file.sha256}>${file.sha256}</code></td>
+      <td><time datetime=${file.uploadedAt}>${time(file.uploadedAt)}</time></td>
+    </tr>`)}</tbody>
+  </table></div>`;
+}
+
 function Metadata({ kind, component, access, onError }) {
   const spec = KINDS[kind];
   return html`
@@ -36,12 +71,19 @@ function Metadata({ kind, component, access, onError }) {
         <dt>Parameter types</dt><dd><${Json} value=${component.parameterTypes} /></dd>
         <dt>Default values</dt><dd><${Json} value=${component.defaultValues} /></dd>
         <dt>Outputs</dt><dd>${component.outputs.length ? component.outputs.join(", ") : html`<span class="muted">none</span>`}</dd>`}
+      ${kind === "model" && html`<dt>Aliases</dt><dd>${component.aliases.length === 0
+        ? html`<span class="muted">none</span>`
+        : html`<ul class="aliases">${component.aliases.map((alias) => html`<${AliasHistory} key=${alias}
+            name=${component.name} alias=${alias} />`)}</ul>`}</dd>`}
+      <dt>Locked</dt><dd>${component.locked ? "yes: its files can no longer be replaced" : "no"}</dd>
       <dt>Created</dt><dd><time datetime=${component.createdAt}>${time(component.createdAt)}</time></dd>
       <dt>Updated</dt><dd><time datetime=${component.updatedAt}>${time(component.updatedAt)}</time></dd>
     </dl>
     ${spec.hasNeeds && html`<h2>Needs</h2><${NeedsView} needs=${component.needs} />`}
     <h2>File</h2>
-    <${FileView} file=${component.file} access=${access} onError=${onError} full=${true} />`;
+    <${FileView} file=${component.file} access=${access} onError=${onError} full=${true} />
+    <h2>Per-platform files</h2>
+    <${Variants} variants=${component.variants} access=${access} onError=${onError} />`;
 }
 
 function parseJson(text, label) {
@@ -250,6 +292,8 @@ export function ComponentPage({ kind, keys, access, notify }) {
     return html`<section>${heading}
       <${ErrorBox} error=${{ code: "NOT_FOUND", message: `There is no ${kind} ${keys.join(" ")}.` }} /></section>`;
   }
+  // A lock keeps a file for good; a component without one can still get its first file, and be deleted.
+  const fixed = component.locked && component.file !== null;
   const saved = (next, message) => {
     setComponent(next);
     setEditing(false);
@@ -261,13 +305,15 @@ export function ComponentPage({ kind, keys, access, notify }) {
     ${!access.write && html`<p class="muted readonly">Read-only view: changes need a write token.</p>`}
     ${access.write && !editing && html`<div class="actions">
       <button type="button" onClick=${() => setEditing(true)}>Edit</button>
-      <${DeleteButton} kind=${kind} component=${component} notify=${notify} />
+      ${!fixed && html`<${DeleteButton} kind=${kind} component=${component} notify=${notify} />`}
     </div>`}
     ${editing
       ? html`<${EditForm} kind=${kind} component=${component} onCancel=${() => setEditing(false)}
           onSaved=${(next) => saved(next, "Saved.")} />`
       : html`<${Metadata} kind=${kind} component=${component} access=${access} onError=${setError} />`}
-    ${access.write && !editing && html`<${ReplaceFile} kind=${kind} component=${component}
+    ${access.write && !editing && fixed && html`<p class="muted">Locked: its file can no longer be replaced, nor
+      the ${spec.singular.toLowerCase()} deleted.</p>`}
+    ${access.write && !editing && !fixed && html`<${ReplaceFile} kind=${kind} component=${component}
       onUploaded=${(next) => saved(next, `Uploaded ${next.file.filename}: ${bytes(next.file.size)}, sha256 ${next.file.sha256}.`)} />`}
   </section>`;
 }

@@ -9,6 +9,8 @@ import { advice, downloadWithToken, streamingDownloads, token } from "./api.js";
 export const html = htm.bind(h);
 
 const FILE = "file { size sha256 contentType filename uploadedAt downloadUrl }";
+// Files for particular platforms, and the lock that keeps a component's files as they are.
+const VARIANTS = `locked variants { platform { os arch variant accelerator acceleratorVersion } ${FILE} }`;
 const NEEDS =
   "needs { storage ram gpu preinstalledLibraries { name version } availableModels { name version model { name version } } }";
 
@@ -19,7 +21,7 @@ export const KINDS = {
     list: "models",
     filterType: "ModelFilter",
     key: ["name", "version"],
-    fields: `name version library description ${FILE} createdAt updatedAt`,
+    fields: `name version library description aliases ${VARIANTS} ${FILE} createdAt updatedAt`,
     hasNeeds: false,
     hasLibrary: true,
   },
@@ -29,7 +31,7 @@ export const KINDS = {
     list: "transformations",
     filterType: "ComponentFilter",
     key: ["id"],
-    fields: `id description parameterTypes defaultValues outputs ${NEEDS} ${FILE} createdAt updatedAt`,
+    fields: `id description parameterTypes defaultValues outputs ${NEEDS} ${VARIANTS} ${FILE} createdAt updatedAt`,
     hasNeeds: true,
     hasLibrary: false,
   },
@@ -39,7 +41,7 @@ export const KINDS = {
     list: "services",
     filterType: "ComponentFilter",
     key: ["id"],
-    fields: `id description ${NEEDS} ${FILE} createdAt updatedAt`,
+    fields: `id description ${NEEDS} ${VARIANTS} ${FILE} createdAt updatedAt`,
     hasNeeds: true,
     hasLibrary: false,
   },
@@ -49,7 +51,7 @@ export const KINDS = {
     list: "inferencers",
     filterType: "InferencerFilter",
     key: ["id"],
-    fields: `id description library useCuda ${NEEDS} ${FILE} createdAt updatedAt`,
+    fields: `id description library useCuda ${NEEDS} ${VARIANTS} ${FILE} createdAt updatedAt`,
     hasNeeds: true,
     hasLibrary: true,
   },
@@ -204,4 +206,11 @@ export function pairs(rows) {
   return rows
     .filter((row) => row.name.trim() !== "")
     .map((row) => ({ name: row.name.trim(), version: row.version.trim() }));
+}
+
+/** A platform as OCI image indexes write it (`linux/arm64/v8`), with its accelerator (`cuda >=12`). */
+export function platformName({ os, arch, variant, accelerator, acceleratorVersion }) {
+  const base = [os, arch, variant].filter(Boolean).join("/");
+  if (!accelerator) return base;
+  return `${base} + ${accelerator}${acceleratorVersion ? ` ${acceleratorVersion}` : ""}`;
 }

@@ -1,6 +1,7 @@
 // The catalogue as a person uses it, on a server without tokens that tests/ui.rs seeded: browse the tabs, page
 // and filter, follow a referenced model, upload a file with a progress bar and download it back, edit, check
-// what a device can run (form, pasted JSON, shared link), create and delete; on a phone-sized screen too.
+// what a device can run (form, pasted JSON, shared link), create and delete, a list that follows the change feed,
+// a model's aliases, lock and per-platform files; on a phone-sized screen too.
 // Fails on a request to another host, a page error, or a serious accessibility violation (axe-core).
 //   node playground/test/catalogue.mjs <base URL> <screenshot dir> <file to upload> <its sha256>
 import { createHash } from "node:crypto";
@@ -16,6 +17,18 @@ const visible = (locator, timeout = 15000) => locator.first().waitFor({ state: "
 const summary = () => page.locator(".list-head p").innerText();
 const cardTitles = () => page.locator(".card h3").allInnerTexts();
 const shot = (name) => page.screenshot({ path: `${shots}/${name}`, fullPage: true });
+
+/** A GraphQL operation sent by another client than the page (this script); returns its data. */
+async function graphql(query, variables = {}) {
+  const response = await fetch(`${base}/graphql`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ query, variables }),
+  });
+  const body = await response.json();
+  if (body.errors) throw new Error(`${query}: ${JSON.stringify(body.errors)}`);
+  return body.data;
+}
 
 try {
   // A browser at the root lands on the catalogue, models first.
@@ -196,6 +209,57 @@ try {
   await page.getByRole("button", { name: "Delete for good" }).click();
   await visible(page.locator(".notice").getByText("Deleted service svc-21."));
   await visible(page.getByText("1–20 of 23 services"));
+
+  // The list follows the change feed: a service another client creates shows up without a reload, and goes
+  // away when it is deleted.
+  await visible(page.locator(".feed.live"));
+  await page.evaluate(() => { window.notReloaded = true; });
+  await graphql('mutation { createService(input: {id: "added-live", description: "created elsewhere"}) { id } }');
+  await visible(page.getByText("1–20 of 24 services"));
+  await visible(page.getByRole("link", { name: "added-live" }));
+  await shot("ui-live.png");
+  await graphql('mutation { deleteService(id: "added-live") }');
+  await visible(page.getByText("1–20 of 23 services"));
+  check(failures, await page.evaluate(() => window.notReloaded === true), "the list reloaded the page to update");
+
+  // A model's aliases with their history, its lock and its per-platform files.
+  await graphql(`mutation { setModelAlias(name: "fall-detection", alias: "production", version: "pilot-2-1") {
+    name } }`);
+  const variantBytes = Buffer.from("an arm64 build of the model\n");
+  const variantSha = createHash("sha256").update(variantBytes).digest("hex");
+  const form = new FormData();
+  form.append("operations", JSON.stringify({
+    query: `mutation ($file: Upload!) { uploadModelFile(name: "fall-detection", version: "pilot-2-1", file: $file,
+      platform: {os: "linux", arch: "arm64", accelerator: "cuda", acceleratorVersion: ">=12"}) { name } }`,
+    variables: { file: null },
+  }));
+  form.append("map", JSON.stringify({ 0: ["variables.file"] }));
+  form.append("0", new Blob([variantBytes]), "fall-detection-arm64.zip");
+  const uploaded = await fetch(`${base}/graphql`, {
+    method: "POST", headers: { "apollo-require-preflight": "true" }, body: form,
+  }).then((response) => response.json());
+  check(failures, !uploaded.errors, `the variant upload failed: ${JSON.stringify(uploaded.errors)}`);
+  await graphql('mutation { lockModel(name: "fall-detection", version: "pilot-2-1") { locked } }');
+  await page.goto(`${base}/ui#/models`);
+  await visible(page.locator(".card").filter({ hasText: "pilot-2-1" }).getByText("Aliases: production"));
+  await page.goto(`${base}/ui#/model/fall-detection/pilot-2-1`);
+  await visible(page.getByRole("list", { name: "History of production" }).getByText("new → pilot-2-1"));
+  await visible(page.getByText("yes: its files can no longer be replaced"));
+  check(failures, (await page.getByRole("button", { name: "Upload", exact: true }).count()) === 0,
+    "a locked model offers to replace its file");
+  const row = page.locator("table.variants tbody tr");
+  await visible(row);
+  const cells = await row.locator("td").allInnerTexts();
+  check(failures, cells[0].startsWith("linux/arm64") && cells[0].includes("cuda >=12"), `variant platform: ${cells[0]}`);
+  check(failures, cells[2] === variantSha, `variant sha256: ${cells[2]}`);
+  const [variantDownload] = await Promise.all([
+    page.waitForEvent("download"),
+    row.getByRole("link", { name: "Download fall-detection-arm64.zip" }).click(),
+  ]);
+  const variantSaved = await readFile(await variantDownload.path());
+  check(failures, variantSaved.equals(variantBytes), `the variant download differs: ${variantSaved.length} bytes`);
+  failures.push(...(await seriousViolations(page)));
+  await shot("ui-model-variants.png");
 
   // A component that does not exist.
   await page.goto(`${base}/ui#/service/no-such-service`);

@@ -146,6 +146,19 @@ try {
 
   await useToken(readToken);
   await visible(page.getByText("Read-only token"));
+  // The list follows the change feed with the token (which an EventSource cannot send, so the page streams it
+  // with fetch): a model another client registers shows up without a reload.
+  await visible(page.locator(".feed.live"));
+  const asWriter = (query) => fetch(`${privateBase}/graphql`, {
+    method: "POST",
+    headers: { "content-type": "application/json", authorization: `Bearer ${writeToken}` },
+    body: JSON.stringify({ query }),
+  }).then((response) => response.json());
+  const created = await asWriter('mutation { createModel(input: {name: "live-model", version: "v1"}) { name } }');
+  check(failures, !created.errors, `creating live-model: ${JSON.stringify(created.errors)}`);
+  await visible(page.getByRole("link", { name: "live-model · v1" }));
+  await asWriter('mutation { deleteModel(name: "live-model", version: "v1") }');
+  await page.getByRole("link", { name: "live-model · v1" }).waitFor({ state: "detached", timeout: 15000 });
   await readOnly("read token");
   await page.screenshot({ path: `${shots}/ui-read-only.png`, fullPage: true });
   await downloadsIntact("read token", "worker");

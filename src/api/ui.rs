@@ -31,6 +31,7 @@ const OWN: &[(&str, &str, &[u8])] = &[
     ("component.js", JAVASCRIPT, file!("component.js")),
     ("device.js", JAVASCRIPT, file!("device.js")),
     ("format.js", JAVASCRIPT, file!("format.js")),
+    ("live.js", JAVASCRIPT, file!("live.js")),
     ("docs.js", JAVASCRIPT, file!("docs.js")),
     (
         "download-worker.js",
