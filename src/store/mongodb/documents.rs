@@ -53,6 +53,17 @@ pub fn key_filter(key: &ComponentKey) -> Document {
     }
 }
 
+/// The query selecting one component only while its revision is still `rev`: a compare-and-set guard. Documents the
+/// original wrote have no revision yet, and `null` matches them (and only them).
+pub fn revision_guard(key: &ComponentKey, rev: Option<i64>) -> Document {
+    let mut guard = key_filter(key);
+    guard.insert(
+        "rev",
+        rev.map_or(mongodb::bson::Bson::Null, mongodb::bson::Bson::Int64),
+    );
+    guard
+}
+
 /// The GridFS file name the original gave a component's binary: `model/{name}/{version}` or `{kind}/{id}`.
 pub fn grid_filename(key: &ComponentKey) -> String {
     format!("{}/{}", key.kind().as_str(), key.path_segments().join("/"))

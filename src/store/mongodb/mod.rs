@@ -33,7 +33,7 @@ use tokio::sync::OnceCell;
 
 use self::documents::{
     Decoded, collection_name, file_document, file_ref_field, from_document, grid_filename, integer,
-    key_fields, key_filter, spec_fields, to_document, variants_document,
+    key_fields, key_filter, revision_guard, spec_fields, to_document, variants_document,
 };
 use self::events::{EventLog, first_sequence, record_sequence};
 use self::gridfs::Grid;
@@ -259,8 +259,7 @@ impl MongoStore {
             if !changed {
                 return Ok(());
             }
-            let mut guard = key_filter(key);
-            guard.insert("rev", rev.map_or(Bson::Null, Bson::Int64));
+            let guard = revision_guard(key, rev);
             let marks: Vec<String> = marks.into_iter().collect();
             let result = collection
                 .update_one(
@@ -506,9 +505,7 @@ impl MongoStore {
                 mongodb::bson::DateTime::from_millis(now.timestamp_millis()),
             );
             set.insert("rev", next_rev);
-            // Documents the original wrote have no revision yet: `null` matches them (and only them).
-            let mut guard = key_filter(key);
-            guard.insert("rev", rev.map_or(Bson::Null, Bson::Int64));
+            let guard = revision_guard(key, rev);
             let result = collection
                 .update_one(
                     guard,
@@ -725,8 +722,7 @@ impl Store for MongoStore {
                     // The revision guard makes the checks above hold for what is deleted: an alias mark, a lock or
                     // an upload in between changes the revision, and the delete is tried again on the fresh
                     // document.
-                    let mut guard = key_filter(key);
-                    guard.insert("rev", rev.map_or(Bson::Null, Bson::Int64));
+                    let guard = revision_guard(key, rev);
                     let Some(document) = collection
                         .find_one_and_delete(guard)
                         .await
@@ -955,8 +951,7 @@ impl Store for MongoStore {
                         }
                     };
                     // Guarded by the revision, so that the check above holds for the document replaced.
-                    let mut guard = key_filter(key);
-                    guard.insert("rev", rev.map_or(Bson::Null, Bson::Int64));
+                    let guard = revision_guard(key, rev);
                     let updated = collection
                         .find_one_and_update(
                             guard,
