@@ -3,10 +3,10 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::slow::SlowDownload;
-use common::{Options, TestApp, bytes};
+use common::{Options, TestApp, bytes, eventually};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -34,18 +34,6 @@ async fn upload_service_file(app: &TestApp, data: Vec<u8>) {
         .await;
     assert_eq!(response.status(), 200);
     assert!(response.json::<Value>().await.unwrap()["errors"].is_null());
-}
-
-/// Waits until `condition` holds, for at most `deadline`.
-async fn eventually(deadline: Duration, mut condition: impl AsyncFnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < deadline {
-        if condition().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
 }
 
 #[tokio::test]
@@ -170,4 +158,39 @@ async fn connections_over_the_limit_get_a_503_but_healthz_answers() {
     })
     .await;
     assert!(served, "a freed place is given to the next client");
+}
+
+#[tokio::test]
+async fn a_download_cut_mid_body_resumes_with_range_to_the_same_bytes() {
+    let app = common::embedded(Options::default()).await;
+    let data = bytes(1024 * 1024, 7);
+    upload_service_file(&app, data.clone()).await;
+    let proxy = common::chaos::ChaosProxy::start(app.addr).await;
+    proxy.set(common::chaos::Fault::CutAfter(300_000));
+
+    let client = reqwest::Client::new();
+    let url = format!("{}/service/svc", proxy.url());
+    let mut response = client.get(&url).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let mut received = Vec::new();
+    let cut = loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => received.extend_from_slice(&chunk),
+            Ok(None) => break false,
+            Err(_) => break true,
+        }
+    };
+    assert!(cut, "the proxy cuts the body short");
+    assert!(!received.is_empty() && received.len() < data.len());
+
+    proxy.set(common::chaos::Fault::None);
+    let rest = client
+        .get(&url)
+        .header("range", format!("bytes={}-", received.len()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rest.status(), 206);
+    received.extend_from_slice(&rest.bytes().await.unwrap());
+    assert_eq!(common::sha256_hex(&received), common::sha256_hex(&data));
 }

@@ -3,6 +3,7 @@
 
 pub mod archive;
 pub mod browser;
+pub mod chaos;
 pub mod mongo;
 pub mod process;
 pub mod slow;
@@ -285,4 +286,16 @@ pub fn report_skip(test: &str, reason: &str) {
     use std::io::Write;
     let line = format!("SKIPPED {test}: {reason}\n");
     let _ = std::io::stderr().write_all(line.as_bytes());
+}
+
+/// Waits until `condition` holds, checking every 50 ms, for at most `deadline`.
+pub async fn eventually(deadline: Duration, mut condition: impl AsyncFnMut() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < deadline {
+        if condition().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
 }
