@@ -1150,6 +1150,74 @@ async fn events_left_pending_are_settled_by_readers() {
     }
 }
 
+/// An alias move whose writer died after reserving its event: readers settle it from the alias record, which
+/// carries the sequence exactly when the move happened.
+#[tokio::test]
+async fn alias_events_left_pending_are_settled_from_the_alias_record() {
+    let Some(target) = feed_target("alias_events_left_pending_are_settled_from_the_alias_record")
+    else {
+        return;
+    };
+    let config = mongo::config(target);
+    let mut app = replica(&config).await;
+    app.guard = Some(Box::new(DropDatabases(config.clone())));
+    app.ok(
+        "mutation { createModel(input: {name: \"m\", version: \"1\", library: \"keras\", description: \"a\"}) { name } }",
+        json!({}),
+    )
+    .await;
+    let client = mongodb::Client::with_uri_str(&config.uri).await.unwrap();
+    let db = client.database(&config.database);
+    let events = db.collection::<mongodb::bson::Document>("events");
+    let long_ago = DateTime::from_millis(DateTime::now().timestamp_millis() - 60_000);
+    // Seq 2: the move of `production` happened (its record carries the sequence); seq 3: the move of `staging`
+    // never did (no record carries it).
+    db.collection::<mongodb::bson::Document>("model_aliases")
+        .insert_one(doc! {
+            "model_name": "m", "alias": "production", "model_version": "1", "event_seqs": [2_i64],
+        })
+        .await
+        .unwrap();
+    for (seq, alias) in [(2_i64, "production"), (3_i64, "staging")] {
+        events
+            .insert_one(doc! {
+                "seq": seq, "state": "pending", "at": long_ago,
+                "event": { "type": "alias_set", "key": { "kind": "model", "name": "m", "version": "1" },
+                           "file": null, "needs": null, "previous_needs": null,
+                           "alias": { "alias": alias, "from": null, "to": "1", "by": "ops" } },
+            })
+            .await
+            .unwrap();
+    }
+    let page = app
+        .ok(
+            "{ events(after: \"1\") { edges { node { sequence type version alias { alias to by } } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        page["events"]["edges"],
+        json!([{ "node": { "sequence": 2, "type": "ALIAS_SET", "version": "1",
+                           "alias": { "alias": "production", "to": "1", "by": "ops" } } }]),
+        "the move that happened is committed, the other one dropped"
+    );
+    let states: Vec<String> = {
+        use futures_util::TryStreamExt;
+        events
+            .find(doc! { "seq": { "$gte": 2_i64 } })
+            .sort(doc! { "seq": 1 })
+            .await
+            .unwrap()
+            .try_collect::<Vec<_>>()
+            .await
+            .unwrap()
+            .iter()
+            .map(|d| d.get_str("state").unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(states, ["committed", "aborted"]);
+}
+
 /// Two servers on one database: each webhook delivery is sent once, not once per server, and in order.
 #[tokio::test]
 async fn replicas_send_each_webhook_delivery_once() {

@@ -16,7 +16,7 @@ pub use component::{
     StoredFile, TransformationSpec,
 };
 pub use error::DomainError;
-pub use event::{Event, EventDraft, EventFile, EventFilter, EventType};
+pub use event::{Event, EventAlias, EventDraft, EventFile, EventFilter, EventType};
 pub use filter::{ComponentFilter, Device, LibraryWanted, Matcher, ModelWanted, NeedsFilter};
 pub use key::{ComponentKey, Kind, MAX_KEY_BYTES, ModelKey, validate_key_part};
 pub use platform::{DevicePlatform, Platform, Variant, file_for};

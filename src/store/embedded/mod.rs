@@ -710,12 +710,24 @@ impl Store for EmbeddedStore {
             let txn = db.begin_write().or_backend()?;
             let mut component =
                 read_component(&txn, &key)?.ok_or_else(|| StoreError::NotFound(key.clone()))?;
+            if component.locked {
+                // Locked already: nothing changes, so nothing goes on the feed.
+                return Ok(((component, None), Change::Put(Vec::new())));
+            }
             component.locked = true;
             let record = write_component(&txn, &component)?;
+            let sequence = events::append(&txn, EventDraft::locked(&component))?;
             txn.commit().or_backend()?;
-            Ok((component.clone(), Change::Put(vec![(component, record)])))
+            Ok((
+                (component.clone(), Some(sequence)),
+                Change::Put(vec![(component, record)]),
+            ))
         })
         .await
+        .map(|(component, sequence)| {
+            sequence.map(|s| self.signal.raise(s));
+            component
+        })
     }
 
     async fn move_alias(
@@ -736,16 +748,18 @@ impl Store for EmbeddedStore {
                 found.map(|v| v.value().to_string())
             };
             if from == version {
-                return Ok((None, Change::Put(Vec::new())));
+                return Ok(((None, None), Change::Put(Vec::new())));
             }
             let mut changed = Vec::new();
+            let mut target = None;
             if let Some(to) = &version {
                 let key = ComponentKey::model(name.clone(), to.clone())?;
-                let mut target =
+                let mut marked =
                     read_component(&txn, &key)?.ok_or_else(|| StoreError::NotFound(key.clone()))?;
-                target.aliases.insert(alias.clone());
-                let record = write_component(&txn, &target)?;
-                changed.push((target, record));
+                marked.aliases.insert(alias.clone());
+                let record = write_component(&txn, &marked)?;
+                target = Some(marked.clone());
+                changed.push((marked, record));
             }
             if let Some(old) = &from {
                 let key = ComponentKey::model(name.clone(), old.clone())?;
@@ -787,10 +801,16 @@ impl Store for EmbeddedStore {
                     .insert(entry.as_str(), json.as_slice())
                     .or_backend()?;
             }
+            let sequence =
+                events::append(&txn, EventDraft::alias_moved(target.as_ref(), &record)?)?;
             txn.commit().or_backend()?;
-            Ok((Some(record), Change::Put(changed)))
+            Ok(((Some(record), Some(sequence)), Change::Put(changed)))
         })
         .await
+        .map(|(record, sequence)| {
+            sequence.map(|s| self.signal.raise(s));
+            record
+        })
     }
 
     async fn resolve_alias(&self, name: &str, alias: &str) -> Result<Option<String>, StoreError> {

@@ -764,20 +764,41 @@ impl Store for MongoStore {
     }
 
     async fn lock(&self, key: &ComponentKey) -> Result<Component, StoreError> {
-        let result = self
-            .collection(key.kind())
-            .update_one(
-                key_filter(key),
-                doc! { "$set": { "locked": true }, "$inc": { "rev": 1_i64 } },
-            )
+        let collection = self.collection(key.kind());
+        self.events
+            .recorded(EventType::Locked, key, |sequence| async move {
+                for _ in 0..UPDATE_ATTEMPTS {
+                    let Some(Decoded { component, rev, .. }) = self.find_one(key).await? else {
+                        return Err(StoreError::NotFound(key.clone()));
+                    };
+                    if component.locked {
+                        // Locked already: nothing changes, so nothing goes on the feed.
+                        return Ok((component, None));
+                    }
+                    let result = collection
+                        .update_one(
+                            revision_guard(key, rev),
+                            doc! {
+                                "$set": { "locked": true, "rev": rev.unwrap_or(0) + 1 },
+                                "$push": record_sequence(sequence),
+                            },
+                        )
+                        .await
+                        .map_err(map_err)?;
+                    if result.matched_count == 1 {
+                        let locked = Component {
+                            locked: true,
+                            ..component
+                        };
+                        let draft = EventDraft::locked(&locked);
+                        return Ok((locked, Some(draft)));
+                    }
+                }
+                Err(StoreError::Contended(format!(
+                    "{key} kept changing under {UPDATE_ATTEMPTS} attempts to lock it; try again"
+                )))
+            })
             .await
-            .map_err(map_err)?;
-        if result.matched_count == 0 {
-            return Err(StoreError::NotFound(key.clone()));
-        }
-        self.get(key)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(key.clone()))
     }
 
     async fn move_alias(
@@ -797,29 +818,7 @@ impl Store for MongoStore {
         if from.as_deref() == version {
             return Ok(None);
         }
-        // The target is marked first, so that it refuses deletion before the alias names it; the previous target
-        // is unmarked last. A move that stops half-way leaves at most a stale mark, which a delete verifies.
-        if let Some(to) = version {
-            let target = ComponentKey::model(name, to)?;
-            self.mark_alias(&target, alias, true).await?;
-            aliases
-                .update_one(slot.clone(), doc! { "$set": { "model_version": to } })
-                .upsert(true)
-                .await
-                .map_err(map_err)?;
-        } else {
-            aliases.delete_one(slot.clone()).await.map_err(map_err)?;
-        }
-        if let Some(old) = &from {
-            match self
-                .mark_alias(&ComponentKey::model(name, old.as_str())?, alias, false)
-                .await
-            {
-                Ok(()) | Err(StoreError::NotFound(_)) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        let record = AliasMove {
+        let mut record = AliasMove {
             model: name.to_string(),
             alias: alias.to_string(),
             from,
@@ -827,6 +826,67 @@ impl Store for MongoStore {
             at: crate::domain::now(),
             by: by.to_string(),
         };
+        let reservation = EventDraft::alias_moved(None, &record)?;
+        let record = self
+            .events
+            .recorded_as(reservation, |sequence| {
+                let (aliases, slot) = (&aliases, &slot);
+                let record = &mut record;
+                async move {
+                    // The target is marked first, so that it refuses deletion before the alias names it; the
+                    // previous target is unmarked last. A move that stops half-way leaves at most a stale mark,
+                    // which a delete verifies.
+                    let target = match version {
+                        Some(to) => {
+                            let target = ComponentKey::model(name, to)?;
+                            self.mark_alias(&target, alias, true).await?;
+                            Some(target)
+                        }
+                        None => None,
+                    };
+                    // The move itself: one write of the alias record, guarded by where the alias pointed (a
+                    // deleted alias stays as a record naming no version), carrying the event's sequence.
+                    let mut guard = slot.clone();
+                    guard.insert("model_version", record.from.as_deref());
+                    let moved = aliases
+                        .update_one(
+                            guard,
+                            doc! {
+                                "$set": { "model_version": version },
+                                "$push": record_sequence(sequence),
+                            },
+                        )
+                        .upsert(record.from.is_none())
+                        .await;
+                    match moved {
+                        Ok(r) if r.matched_count == 1 || r.upserted_id.is_some() => {}
+                        Err(e) if !is_duplicate_key(&e) => return Err(map_err(e)),
+                        _ => {
+                            return Err(StoreError::Contended(format!(
+                                "alias {alias} of model {name} was moved by someone else at the same \
+                                 time; read it again and retry"
+                            )));
+                        }
+                    }
+                    if let Some(old) = &record.from {
+                        match self
+                            .mark_alias(&ComponentKey::model(name, old.as_str())?, alias, false)
+                            .await
+                        {
+                            Ok(()) | Err(StoreError::NotFound(_)) => {}
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    record.at = crate::domain::now();
+                    let target = match &target {
+                        Some(key) => self.get(key).await?,
+                        None => None,
+                    };
+                    let draft = EventDraft::alias_moved(target.as_ref(), record)?;
+                    Ok((record.clone(), Some(draft)))
+                }
+            })
+            .await?;
         self.metadata
             .collection::<Document>(ALIAS_HISTORY)
             .insert_one(doc! {
