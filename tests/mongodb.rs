@@ -34,11 +34,6 @@ const WIRE_SERVER_GAPS: &[(&str, &str)] = &[
         "concurrent_creates_have_one_winner",
         "nx-27017 ignores unique indexes on a field named `id`, so concurrent creates of one id all succeed there",
     ),
-    (
-        "variant_bytes_are_served_by_digest",
-        "nx-27017 finds nothing by a field inside an array (`variants.file.sha256`) once that field is indexed; \
-         MongoDB's multikey index serves it",
-    ),
 ];
 
 /// Why a test cannot run here, if it cannot.
@@ -1148,6 +1143,49 @@ async fn events_left_pending_are_settled_by_readers() {
         assert!(Instant::now() < deadline, "{page:#}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A download by digest finds a variant's bytes through the multikey index on `variants.file.sha256`: the
+/// `$elemMatch` the store sends is planned as an index scan, not a collection scan.
+#[tokio::test]
+async fn variant_digest_lookups_use_the_multikey_index() {
+    let test = "variant_digest_lookups_use_the_multikey_index";
+    let Some(target) = require_target(test) else {
+        return;
+    };
+    if target.is_wire() {
+        common::report_skip(
+            test,
+            "nx-27017 plans queries in SQLite and uses no MongoDB index; its explain has no IXSCAN to check",
+        );
+        return;
+    }
+    let config = mongo::config(target);
+    let mut app = replica(&config).await;
+    app.guard = Some(Box::new(DropDatabases(config.clone())));
+    create_service(&app, "svc").await;
+    let client = mongodb::Client::with_uri_str(&config.uri).await.unwrap();
+    let explained = client
+        .database(&config.database)
+        .run_command(doc! {
+            "explain": {
+                "find": "services",
+                "filter": { "variants": { "$elemMatch": { "file.sha256": "0".repeat(64) } } },
+            },
+            "verbosity": "queryPlanner",
+        })
+        .await
+        .unwrap();
+    let plan = explained
+        .get_document("queryPlanner")
+        .unwrap()
+        .get_document("winningPlan")
+        .unwrap()
+        .to_string();
+    assert!(
+        plan.contains("IXSCAN") && plan.contains("variants.file.sha256"),
+        "{plan}"
+    );
 }
 
 /// An alias move whose writer died after reserving its event: readers settle it from the alias record, which

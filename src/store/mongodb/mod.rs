@@ -1170,11 +1170,17 @@ impl Store for MongoStore {
             return Ok(None);
         }
         // Only bytes a component refers to are served, never an upload that is not attached (yet or any more).
+        // `$elemMatch` on the array of variants: MongoDB serves it with the multikey index on
+        // `variants.file.sha256` as it serves the dotted path.
+        let queries = [
+            doc! { "file.sha256": sha256 },
+            doc! { "variants": { "$elemMatch": { "file.sha256": sha256 } } },
+        ];
         for kind in Kind::ALL {
-            for field in ["file.sha256", "variants.file.sha256"] {
+            for query in &queries {
                 let Some(document) = self
                     .collection(kind)
-                    .find_one(doc! { field: sha256 })
+                    .find_one(query.clone())
                     .await
                     .map_err(map_err)?
                 else {
