@@ -722,6 +722,11 @@ async fn archives_move_between_the_embedded_store_and_mongodb() {
         ok(&all);
     };
     on_mongo(&["restore", "--in", from_embedded.to_str().unwrap()]);
+    {
+        let app = replica(&config).await;
+        common::archive::assert_variants_and_aliases(&app).await;
+        app.stop().await;
+    }
     let from_mongo = work.path().join("mongo.tar");
     on_mongo(&["dump", "--out", from_mongo.to_str().unwrap()]);
     assert_eq!(

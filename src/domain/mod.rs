@@ -10,7 +10,7 @@ mod platform;
 pub mod version;
 mod webhook;
 
-pub use alias::{AliasMove, MAX_ALIAS_BYTES, validate_alias, validate_new_version};
+pub use alias::{AliasMove, AliasRecord, MAX_ALIAS_BYTES, validate_alias, validate_new_version};
 pub use component::{
     Component, InferencerSpec, MAX_ENTRIES, MAX_TEXT_BYTES, ModelSpec, Needs, ServiceSpec, Spec,
     StoredFile, TransformationSpec,
