@@ -9,12 +9,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use component_repository::domain::{
-    AliasMove, Component, ComponentFilter, ComponentKey, Kind, ModelKey, StoredFile,
+    AliasMove, AliasRecord, Component, ComponentFilter, ComponentKey, Kind, ModelKey, StoredFile,
 };
 use component_repository::store::embedded::EmbeddedStore;
 use component_repository::store::{
-    ByteStream, ComponentStream, FileMeta, Page, PageRequest, SpecUpdate, StagedBlob, Store,
-    StoreError, UploadStream,
+    ByteStream, ComponentStream, FileMeta, Page, PageRequest, SpecUpdate, StagedBlob, StagedFiles,
+    Store, StoreError, UploadStream,
 };
 use serde_json::json;
 

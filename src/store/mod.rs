@@ -21,7 +21,7 @@ use crate::domain::{
 
 pub use feed::{EventBatch, EventRetention, EventSignal};
 
-pub use staging::{RemoteBlob, StagedBlob, StagedLocation, adopt_file, stage_to_file};
+pub use staging::{RemoteBlob, StagedBlob, StagedLocation, stage_to_file};
 
 /// A stream of bytes coming out of a store.
 pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
 
-use super::{ALIAS_HISTORY, ALIASES, OrBackend, events, read_component, write_component};
-use crate::domain::{AliasMove, AliasRecord, Component, ComponentKey, DomainError, EventDraft};
+use super::{ALIAS_HISTORY, ALIASES, Change, OrBackend, events, read_component, write_component};
+use crate::domain::{AliasMove, AliasRecord, ComponentKey, DomainError, EventDraft};
 use crate::store::StoreError;
 
 /// Every alias with a pointer or a history, by model and alias.
@@ -46,11 +46,11 @@ pub(super) fn records(db: &Database) -> Result<Vec<AliasRecord>, StoreError> {
 }
 
 /// Writes `record` (refused when the alias is known here) and, when it names a version, marks that version and
-/// appends its `ALIAS_SET` event. Returns the event's sequence and the components changed.
+/// appends its `ALIAS_SET` event. Returns the event's sequence and what changed, for the catalogue.
 pub(super) fn insert(
     txn: &WriteTransaction,
     record: &AliasRecord,
-) -> Result<(Option<u64>, Vec<(Component, Vec<u8>)>), StoreError> {
+) -> Result<(Option<u64>, Change), StoreError> {
     let slot = format!("{}\0{}", record.model, record.alias);
     let (start, end) = (format!("{slot}\0"), format!("{slot}\u{1}"));
     {
@@ -88,7 +88,7 @@ pub(super) fn insert(
         }
     }
     let Some(version) = &record.version else {
-        return Ok((None, Vec::new()));
+        return Ok((None, Change::Put(Vec::new())));
     };
     let key = ComponentKey::model(record.model.clone(), version.clone())?;
     let mut target = read_component(txn, &key)?.ok_or_else(|| StoreError::NotFound(key.clone()))?;
@@ -102,5 +102,5 @@ pub(super) fn insert(
         txn,
         EventDraft::alias_moved(Some(&target), &record.last_move())?,
     )?;
-    Ok((Some(sequence), vec![(target, written)]))
+    Ok((Some(sequence), Change::Put(vec![(target, written)])))
 }

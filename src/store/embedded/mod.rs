@@ -726,7 +726,9 @@ impl Store for EmbeddedStore {
         })
         .await
         .map(|(component, sequence)| {
-            sequence.map(|s| self.signal.raise(s));
+            if let Some(sequence) = sequence {
+                self.signal.raise(sequence);
+            }
             component
         })
     }
@@ -809,7 +811,9 @@ impl Store for EmbeddedStore {
         })
         .await
         .map(|(record, sequence)| {
-            sequence.map(|s| self.signal.raise(s));
+            if let Some(sequence) = sequence {
+                self.signal.raise(sequence);
+            }
             record
         })
     }
@@ -974,9 +978,9 @@ impl Store for EmbeddedStore {
     async fn insert_alias(&self, record: AliasRecord) -> Result<(), StoreError> {
         self.writing(move |db| {
             let txn = db.begin_write().or_backend()?;
-            let (sequence, changed) = aliases::insert(&txn, &record)?;
+            let (sequence, change) = aliases::insert(&txn, &record)?;
             txn.commit().or_backend()?;
-            Ok((sequence, Change::Put(changed)))
+            Ok((sequence, change))
         })
         .await
         .map(|sequence| {
