@@ -356,7 +356,7 @@ impl RepositoryService {
             format!("{key} has no file yet")
         } else {
             format!(
-                "{key} has no file for {}/{}{}; its platforms are: {}",
+                "{key} has no file for {}/{}{}{}; its platforms are: {}",
                 device.os,
                 device.arch,
                 device
@@ -364,6 +364,11 @@ impl RepositoryService {
                     .as_deref()
                     .map(|v| format!("/{v}"))
                     .unwrap_or_default(),
+                device
+                    .accelerators
+                    .iter()
+                    .map(|(name, version)| format!(" {name} {version}"))
+                    .collect::<String>(),
                 platforms.join(", ")
             )
         }))

@@ -15,13 +15,13 @@ use futures_util::Stream;
 use thiserror::Error;
 
 use crate::domain::{
-    AliasMove, Component, ComponentFilter, ComponentKey, Delivery, DomainError, Kind, ModelKey,
-    Spec, StoredFile, Webhook,
+    AliasMove, AliasRecord, Component, ComponentFilter, ComponentKey, Delivery, DomainError, Kind,
+    ModelKey, Spec, StoredFile, Webhook,
 };
 
 pub use feed::{EventBatch, EventRetention, EventSignal};
 
-pub use staging::{RemoteBlob, StagedBlob, StagedLocation, adopt_file, stage_to_file};
+pub use staging::{RemoteBlob, StagedBlob, StagedLocation, stage_to_file};
 
 /// A stream of bytes coming out of a store.
 pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
@@ -109,6 +109,46 @@ pub struct FileMeta {
     pub platform: Option<crate::domain::Platform>,
 }
 
+/// The staged bytes of a component brought over from elsewhere: its default file's, and each variant's in the
+/// order of the component's variants.
+#[derive(Debug, Default)]
+pub struct StagedFiles {
+    pub default: Option<StagedBlob>,
+    pub variants: Vec<StagedBlob>,
+}
+
+impl StagedFiles {
+    /// Checks that the staged blobs are the bytes `component`'s file records describe, one for one.
+    pub fn check(&self, component: &Component) -> Result<(), StoreError> {
+        let same = |file: Option<&StoredFile>, staged: Option<&StagedBlob>| match (file, staged) {
+            (None, None) => true,
+            (Some(f), Some(s)) => f.sha256 == s.sha256 && f.size == s.size,
+            _ => false,
+        };
+        let matches = same(component.file.as_ref(), self.default.as_ref())
+            && component.variants.len() == self.variants.len()
+            && component
+                .variants
+                .iter()
+                .zip(&self.variants)
+                .all(|(v, s)| same(Some(&v.file), Some(s)));
+        if matches {
+            Ok(())
+        } else {
+            Err(StoreError::Backend(format!(
+                "the file records of {} do not describe the staged bytes",
+                component.key
+            )))
+        }
+    }
+}
+
+/// Whether `store` already knows an alias (it points somewhere, or has a history): restore only adds.
+pub async fn alias_known(store: &dyn Store, model: &str, alias: &str) -> Result<bool, StoreError> {
+    Ok(store.resolve_alias(model, alias).await?.is_some()
+        || !store.alias_history(model, alias).await?.is_empty())
+}
+
 /// What a garbage collection removed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct GcReport {
@@ -182,15 +222,24 @@ pub trait Store: Send + Sync + 'static {
         Ok(GcReport::default())
     }
 
-    /// Inserts a component exactly as given, timestamps and file record included, with `staged` as the bytes of
-    /// its file: how restore and import bring components over from elsewhere. The file record's size and sha256
-    /// must be the staged blob's; its `blob_id` is replaced by this store's own. [`StoreError::AlreadyExists`]
-    /// when the key is taken, and then nothing is kept.
-    async fn insert_with_file(
+    /// Inserts a component exactly as given, timestamps, file record and variants included, with `files` as the
+    /// bytes of its default file and of each variant: how restore and import bring components over from
+    /// elsewhere. Each file record's size and sha256 must be its staged blob's; its `blob_id` is replaced by this
+    /// store's own. Alias marks are dropped: aliases come over with their own records ([`Store::insert_alias`]).
+    /// [`StoreError::AlreadyExists`] when the key is taken, and then nothing is kept.
+    async fn insert_with_files(
         &self,
         component: Component,
-        staged: StagedBlob,
+        files: StagedFiles,
     ) -> Result<(), StoreError>;
+
+    /// Every alias this store has held, with where it points and its whole history.
+    async fn alias_records(&self) -> Result<Vec<AliasRecord>, StoreError>;
+
+    /// Adds an alias brought over from elsewhere, its history as given; it names `record.version` (which must
+    /// exist) with one `ALIAS_SET` event, or nothing when it was deleted. Refused when this store already knows
+    /// the alias.
+    async fn insert_alias(&self, record: AliasRecord) -> Result<(), StoreError>;
 
     /// Up to `limit` events of the change feed with a sequence above `after`, in sequence order, each committed
     /// with its change. [`StoreError::EventsExpired`] when some of them were removed by retention.

@@ -6,6 +6,7 @@
 //! start-up) but never metadata that points at a missing or partial one. Reference counts live in the same
 //! transactions as the metadata, so identical bytes are stored once and reclaimed when nothing uses them.
 
+mod aliases;
 mod blobs;
 mod catalog;
 mod events;
@@ -27,12 +28,12 @@ use self::blobs::{BlobDir, clear_dir};
 use self::catalog::{Catalog, Snapshot};
 use super::{
     ByteStream, ComponentStream, EventBatch, EventRetention, EventSignal, FileMeta, Page,
-    PageRequest, SpecUpdate, StagedBlob, Store, StoreError, UploadStream, adopt_file, immutability,
-    replacement_refused, stage_to_file,
+    PageRequest, SpecUpdate, StagedBlob, StagedFiles, Store, StoreError, UploadStream,
+    immutability, replacement_refused, stage_to_file,
 };
 use crate::domain::{
-    AliasMove, Component, ComponentFilter, ComponentKey, Delivery, EventDraft, Kind, ModelKey,
-    StoredFile, Webhook,
+    AliasMove, AliasRecord, Component, ComponentFilter, ComponentKey, Delivery, EventDraft, Kind,
+    ModelKey, StoredFile, Webhook,
 };
 
 const MODELS: TableDefinition<&str, &[u8]> = TableDefinition::new("models");
@@ -710,12 +711,26 @@ impl Store for EmbeddedStore {
             let txn = db.begin_write().or_backend()?;
             let mut component =
                 read_component(&txn, &key)?.ok_or_else(|| StoreError::NotFound(key.clone()))?;
+            if component.locked {
+                // Locked already: nothing changes, so nothing goes on the feed.
+                return Ok(((component, None), Change::Put(Vec::new())));
+            }
             component.locked = true;
             let record = write_component(&txn, &component)?;
+            let sequence = events::append(&txn, EventDraft::locked(&component))?;
             txn.commit().or_backend()?;
-            Ok((component.clone(), Change::Put(vec![(component, record)])))
+            Ok((
+                (component.clone(), Some(sequence)),
+                Change::Put(vec![(component, record)]),
+            ))
         })
         .await
+        .map(|(component, sequence)| {
+            if let Some(sequence) = sequence {
+                self.signal.raise(sequence);
+            }
+            component
+        })
     }
 
     async fn move_alias(
@@ -736,16 +751,18 @@ impl Store for EmbeddedStore {
                 found.map(|v| v.value().to_string())
             };
             if from == version {
-                return Ok((None, Change::Put(Vec::new())));
+                return Ok(((None, None), Change::Put(Vec::new())));
             }
             let mut changed = Vec::new();
+            let mut target = None;
             if let Some(to) = &version {
                 let key = ComponentKey::model(name.clone(), to.clone())?;
-                let mut target =
+                let mut marked =
                     read_component(&txn, &key)?.ok_or_else(|| StoreError::NotFound(key.clone()))?;
-                target.aliases.insert(alias.clone());
-                let record = write_component(&txn, &target)?;
-                changed.push((target, record));
+                marked.aliases.insert(alias.clone());
+                let record = write_component(&txn, &marked)?;
+                target = Some(marked.clone());
+                changed.push((marked, record));
             }
             if let Some(old) = &from {
                 let key = ComponentKey::model(name.clone(), old.clone())?;
@@ -787,10 +804,18 @@ impl Store for EmbeddedStore {
                     .insert(entry.as_str(), json.as_slice())
                     .or_backend()?;
             }
+            let sequence =
+                events::append(&txn, EventDraft::alias_moved(target.as_ref(), &record)?)?;
             txn.commit().or_backend()?;
-            Ok((Some(record), Change::Put(changed)))
+            Ok(((Some(record), Some(sequence)), Change::Put(changed)))
         })
         .await
+        .map(|(record, sequence)| {
+            if let Some(sequence) = sequence {
+                self.signal.raise(sequence);
+            }
+            record
+        })
     }
 
     async fn resolve_alias(&self, name: &str, alias: &str) -> Result<Option<String>, StoreError> {
@@ -892,26 +917,46 @@ impl Store for EmbeddedStore {
         }
     }
 
-    async fn insert_with_file(
+    async fn insert_with_files(
         &self,
         mut component: Component,
-        staged: StagedBlob,
+        files: StagedFiles,
     ) -> Result<(), StoreError> {
-        let (sha256, size, temp) = staged.into_file()?;
-        adopt_file(&mut component, &sha256, size, sha256.clone())?;
-        // Aliases come with their own records, and variants with their own bytes, which an import does not carry.
+        files.check(&component)?;
+        let mut temps = Vec::new();
+        for staged in files.default.into_iter().chain(files.variants) {
+            let (sha256, _, temp) = staged.into_file()?;
+            temps.push((sha256, temp));
+        }
+        // This store names blobs by their sha256; aliases come with their own records.
+        for file in component
+            .file
+            .iter_mut()
+            .chain(component.variants.iter_mut().map(|v| &mut v.file))
+        {
+            file.blob_id = file.sha256.clone();
+        }
         component.aliases.clear();
-        component.variants.clear();
+        let digests: Vec<String> = temps.iter().map(|(sha256, _)| sha256.clone()).collect();
         let _blobs = self.blob_lock.lock().await;
-        self.place(&sha256, temp).await?;
-        let digest = sha256.clone();
+        let mut placed = Vec::new();
+        for (sha256, temp) in temps {
+            if let Err(e) = self.place(&sha256, temp).await {
+                self.reclaim(placed).await?;
+                return Err(e);
+            }
+            placed.push(sha256);
+        }
+        let references = digests.clone();
         let committed = self
             .writing(move |db| {
                 let txn = db.begin_write().or_backend()?;
                 if read_component(&txn, &component.key)?.is_some() {
                     return Err(StoreError::AlreadyExists(component.key));
                 }
-                adjust_refs(&txn, &digest, 1)?;
+                for digest in &references {
+                    adjust_refs(&txn, digest, 1)?;
+                }
                 let record = write_component(&txn, &component)?;
                 let sequence = events::append(&txn, EventDraft::created(&component))?;
                 txn.commit().or_backend()?;
@@ -920,10 +965,29 @@ impl Store for EmbeddedStore {
             .await
             .map(|sequence| self.signal.raise(sequence));
         if committed.is_err() {
-            // The placed blob stays only if another component has the same bytes.
-            self.reclaim(vec![sha256]).await?;
+            // The placed blobs stay only if other components have the same bytes.
+            self.reclaim(digests).await?;
         }
         committed
+    }
+
+    async fn alias_records(&self) -> Result<Vec<AliasRecord>, StoreError> {
+        self.blocking(aliases::records).await
+    }
+
+    async fn insert_alias(&self, record: AliasRecord) -> Result<(), StoreError> {
+        self.writing(move |db| {
+            let txn = db.begin_write().or_backend()?;
+            let (sequence, change) = aliases::insert(&txn, &record)?;
+            txn.commit().or_backend()?;
+            Ok((sequence, change))
+        })
+        .await
+        .map(|sequence| {
+            if let Some(sequence) = sequence {
+                self.signal.raise(sequence);
+            }
+        })
     }
 
     async fn events(&self, after: u64, limit: usize) -> Result<EventBatch, StoreError> {
