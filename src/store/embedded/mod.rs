@@ -409,16 +409,20 @@ impl EmbeddedStore {
         temp: tempfile::TempPath,
         work: impl FnOnce(&WriteTransaction) -> Result<Applied<T>, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let pin = self.pins.pin(sha256);
-        let queue = self.writer.queue()?;
+        let (pins, queue) = (Arc::clone(&self.pins), self.writer.queue()?);
         let blobs = self.blobs.clone();
         let digest = sha256.to_string();
-        let answer = tokio::task::spawn_blocking(move || match blobs.place(&digest, temp) {
-            Ok(()) => queue.submit(vec![pin], work),
-            Err(e) => {
-                // A rename that happened before a failed directory sync left a blob: the writer reclaims it.
-                let _ = queue.submit(vec![pin], |_| Ok(Applied::new((), Change::Put(Vec::new()))));
-                Err(e.into())
+        let answer = tokio::task::spawn_blocking(move || {
+            let pin = pins.pin(&digest);
+            match blobs.place(&digest, temp) {
+                Ok(()) => queue.submit(vec![pin], work),
+                Err(e) => {
+                    // A rename that happened before a failed directory sync left a blob: the writer reclaims it.
+                    let nothing =
+                        |_: &WriteTransaction| Ok(Applied::new((), Change::Put(Vec::new())));
+                    let _ = queue.submit(vec![pin], nothing);
+                    Err(e.into())
+                }
             }
         })
         .await

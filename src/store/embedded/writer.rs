@@ -14,8 +14,8 @@
 //! pins it, checked under the pins' lock, so a blob being attached is never reclaimed by a concurrent delete of a
 //! component with the same bytes, without any store-wide lock.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Condvar, Mutex};
 
 use redb::{Database, ReadableDatabase, WriteTransaction};
 use tokio::sync::{mpsc, oneshot};
@@ -62,7 +62,19 @@ impl<T> Applied<T> {
 
 /// Digests that writes in flight are about to refer to: their blobs are never reclaimed meanwhile.
 #[derive(Default)]
-pub(super) struct Pins(Mutex<HashMap<String, usize>>);
+pub(super) struct Pins {
+    state: Mutex<PinState>,
+    /// Signalled when a blob's removal has finished.
+    removed: Condvar,
+}
+
+#[derive(Default)]
+struct PinState {
+    /// digest -> writes in flight that refer to it.
+    held: HashMap<String, usize>,
+    /// Blobs being removed right now: a pin of one waits until its file is gone, then places it anew.
+    removing: HashSet<String>,
+}
 
 /// A write in flight's hold on a blob, released when dropped (by the writer, after the write's commit).
 pub(super) struct Pin {
@@ -71,27 +83,32 @@ pub(super) struct Pin {
 }
 
 impl Pins {
+    /// Pins `digest`; blocks while its blob is being removed, so call it off the async threads.
     pub fn pin(self: &Arc<Self>, digest: &str) -> Pin {
-        *self.lock().entry(digest.to_string()).or_default() += 1;
+        let mut state = self.lock();
+        while state.removing.contains(digest) {
+            state = self.removed.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+        *state.held.entry(digest.to_string()).or_default() += 1;
         Pin {
             pins: Arc::clone(self),
             digest: digest.to_string(),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
-        // The map holds plain counts: one left by a panicking holder is still whole.
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, PinState> {
+        // The state holds plain counts and names: one left by a panicking holder is still whole.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
 impl Drop for Pin {
     fn drop(&mut self) {
-        let mut pins = self.pins.lock();
-        if let Some(count) = pins.get_mut(&self.digest) {
+        let mut state = self.pins.lock();
+        if let Some(count) = state.held.get_mut(&self.digest) {
             *count -= 1;
             if *count == 0 {
-                pins.remove(&self.digest);
+                state.held.remove(&self.digest);
             }
         }
     }
@@ -365,13 +382,21 @@ fn reclaim(shared: &Shared, digests: BTreeSet<String>) -> Result<(), StoreError>
     let txn = shared.db.begin_read().or_backend()?;
     let refs = txn.open_table(BLOB_REFS).or_backend()?;
     for digest in digests {
-        // Under the pins' lock: an upload of these bytes pins them before placing its file, so it either sees the
-        // file gone and places it anew, or keeps it from being removed here.
-        let pins = shared.pins.lock();
-        if pins.contains_key(&digest) || refs.get(digest.as_str()).or_backend()?.is_some() {
-            continue;
+        // Decided under the pins' lock, removed outside it (an unlink can wait on a busy disk): an upload of these
+        // bytes pins them before placing its file, so it either keeps the file from being removed here, or waits
+        // until it is gone and places it anew.
+        {
+            let mut state = shared.pins.lock();
+            if state.held.contains_key(&digest) || refs.get(digest.as_str()).or_backend()?.is_some()
+            {
+                continue;
+            }
+            state.removing.insert(digest.clone());
         }
-        shared.blobs.remove(&digest)?;
+        let removed = shared.blobs.remove(&digest);
+        shared.pins.lock().removing.remove(&digest);
+        shared.pins.removed.notify_all();
+        removed?;
     }
     Ok(())
 }
