@@ -77,6 +77,18 @@ pub(super) fn insert(
             )));
         }
     }
+    // Everything that can refuse the record is checked (and its event drawn up) before anything is written.
+    let target = match &record.version {
+        Some(version) => {
+            let key = ComponentKey::model(record.model.clone(), version.clone())?;
+            let mut target =
+                read_component(txn, &key)?.ok_or_else(|| StoreError::NotFound(key.clone()))?;
+            target.aliases.insert(record.alias.clone());
+            let draft = EventDraft::alias_moved(Some(&target), &record.last_move())?;
+            Some((version, target, draft))
+        }
+        None => None,
+    };
     {
         let mut history = txn.open_table(ALIAS_HISTORY).or_backend()?;
         for (n, moved) in record.history.iter().enumerate() {
@@ -87,20 +99,14 @@ pub(super) fn insert(
                 .or_backend()?;
         }
     }
-    let Some(version) = &record.version else {
+    let Some((version, target, draft)) = target else {
         return Ok((None, Change::Put(Vec::new())));
     };
-    let key = ComponentKey::model(record.model.clone(), version.clone())?;
-    let mut target = read_component(txn, &key)?.ok_or_else(|| StoreError::NotFound(key.clone()))?;
-    target.aliases.insert(record.alias.clone());
     let written = write_component(txn, &target)?;
     txn.open_table(ALIASES)
         .or_backend()?
         .insert(slot.as_str(), version.as_str())
         .or_backend()?;
-    let sequence = events::append(
-        txn,
-        EventDraft::alias_moved(Some(&target), &record.last_move())?,
-    )?;
+    let sequence = events::append(txn, draft)?;
     Ok((Some(sequence), Change::Put(vec![(target, written)])))
 }

@@ -5,6 +5,7 @@
 //! dropped its last reference commits. A crash can therefore leave an unreferenced blob (removed at the next
 //! start-up) but never metadata that points at a missing or partial one. Reference counts live in the same
 //! transactions as the metadata, so identical bytes are stored once and reclaimed when nothing uses them.
+//! Every write goes through one writer thread that commits many writes at once ([`writer`]).
 
 mod aliases;
 mod blobs;
@@ -12,6 +13,7 @@ mod catalog;
 mod events;
 mod summary;
 mod webhooks;
+mod writer;
 
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
@@ -26,6 +28,7 @@ use tokio::sync::Semaphore;
 
 use self::blobs::{BlobDir, clear_dir};
 use self::catalog::{Catalog, Snapshot};
+use self::writer::{Applied, Pins, Writer};
 use super::{
     ByteStream, ComponentStream, EventBatch, EventRetention, EventSignal, FileMeta, Page,
     PageRequest, SpecUpdate, StagedBlob, StagedFiles, Store, StoreError, UploadStream,
@@ -41,7 +44,7 @@ const TRANSFORMATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("tran
 const SERVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("services");
 const INFERENCERS: TableDefinition<&str, &[u8]> = TableDefinition::new("inferencers");
 /// sha256 -> how many components use that blob.
-const BLOB_REFS: TableDefinition<&str, u64> = TableDefinition::new("blob_refs");
+pub(super) const BLOB_REFS: TableDefinition<&str, u64> = TableDefinition::new("blob_refs");
 /// `{model name}\0{alias}` -> the version the alias points at.
 const ALIASES: TableDefinition<&str, &str> = TableDefinition::new("model_aliases");
 /// `{model name}\0{alias}\0{sequence, 20 digits}` -> one [`AliasMove`] as JSON.
@@ -144,14 +147,15 @@ pub struct EmbeddedStore {
     db: Arc<Database>,
     blobs: BlobDir,
     tmp_dir: PathBuf,
-    /// Serialises the short steps that place or reclaim blobs together with their metadata commit, so that a blob
-    /// being attached is never reclaimed by a concurrent delete of another component with the same bytes.
-    blob_lock: tokio::sync::Mutex<()>,
+    /// Digests of blobs placed by uploads whose metadata has not committed yet: never reclaimed meanwhile.
+    pins: Arc<Pins>,
+    /// The one thread that commits writes, many in one transaction; see [`writer`].
+    writer: Writer,
     /// Every component in memory, for reads; see [`catalog`].
     catalog: Arc<Catalog>,
     loaded: tokio::sync::watch::Receiver<Loading>,
     /// Raised after each commit that appended an event (once the catalogue shows the change).
-    signal: EventSignal,
+    signal: Arc<EventSignal>,
     /// Permits for blob reads (`BLOB_READERS`): downloads can never take the whole blocking pool.
     readers: Arc<Semaphore>,
 }
@@ -304,14 +308,25 @@ impl EmbeddedStore {
         let db = Arc::new(db);
         let catalog = Arc::new(Catalog::default());
         let (loading, loaded) = tokio::sync::watch::channel(Loading::InProgress);
+        let blobs = BlobDir::new(blob_root);
+        let pins = Arc::new(Pins::default());
+        let signal = Arc::new(EventSignal::new(last_event));
+        let writer = Writer::start(writer::Shared {
+            db: db.clone(),
+            catalog: catalog.clone(),
+            signal: signal.clone(),
+            blobs: blobs.clone(),
+            pins: pins.clone(),
+        })?;
         let store = Self {
             db: db.clone(),
-            blobs: BlobDir::new(blob_root),
+            blobs,
             tmp_dir,
-            blob_lock: tokio::sync::Mutex::new(()),
+            pins,
+            writer,
             catalog: catalog.clone(),
             loaded,
-            signal: EventSignal::new(last_event),
+            signal,
             readers: Arc::new(Semaphore::new(BLOB_READERS)),
         };
         store.remove_unreferenced_blobs()?;
@@ -333,25 +348,30 @@ impl EmbeddedStore {
     /// Inserts many new components in one transaction, for bulk loading (the catalogue benchmark): all or none,
     /// [`StoreError::AlreadyExists`] when a key is taken.
     pub async fn insert_many(&self, components: Vec<Component>) -> Result<(), StoreError> {
-        self.writing(move |db| {
-            let txn = db.begin_write().or_backend()?;
-            let mut puts = Vec::with_capacity(components.len());
-            for component in components {
-                if read_component(&txn, &component.key)?.is_some() {
-                    return Err(StoreError::AlreadyExists(component.key));
+        self.writer
+            .write(Vec::new(), move |txn| {
+                // Every key is checked before anything is written, repeats within the batch included.
+                let mut keys = std::collections::HashSet::new();
+                for component in &components {
+                    let fresh = keys.insert((component.kind(), component.key.sort_key()));
+                    if !fresh || read_component(txn, &component.key)?.is_some() {
+                        return Err(StoreError::AlreadyExists(component.key.clone()));
+                    }
                 }
-                let record = write_component(&txn, &component)?;
-                puts.push((component, record));
-            }
-            let mut last = None;
-            for (component, _) in &puts {
-                last = Some(events::append(&txn, EventDraft::created(component))?);
-            }
-            txn.commit().or_backend()?;
-            Ok((last, Change::Put(puts)))
-        })
-        .await
-        .map(|last| last.into_iter().for_each(|s| self.signal.raise(s)))
+                let mut puts = Vec::with_capacity(components.len());
+                let mut last = None;
+                for component in components {
+                    let record = write_component(txn, &component)?;
+                    last = Some(events::append(txn, EventDraft::created(&component))?);
+                    puts.push((component, record));
+                }
+                let applied = Applied::new((), Change::Put(puts));
+                Ok(match last {
+                    Some(sequence) => applied.event(sequence),
+                    None => applied,
+                })
+            })
+            .await
     }
 
     fn remove_unreferenced_blobs(&self) -> Result<(), StoreError> {
@@ -381,68 +401,34 @@ impl EmbeddedStore {
             .map_err(|e| StoreError::Backend(e.to_string()))?
     }
 
-    /// Runs a write transaction off the async threads; `work` commits it and returns what to publish to the
-    /// catalogue, which happens before the writers' lock is released.
-    async fn writing<T: Send + 'static>(
+    /// Places staged blobs in `blobs/` (fsynced, renamed atomically) and queues `work`, which refers to them, with
+    /// their digests pinned until `work` has committed. Placing and queueing run on a blocking thread as one step,
+    /// so a caller that goes away in between cannot leave a placed blob that nothing will check.
+    async fn attaching<T: Send + 'static>(
         &self,
-        work: impl FnOnce(&Database) -> Result<(T, Change), StoreError> + Send + 'static,
+        staged: Vec<(String, tempfile::TempPath)>,
+        work: impl FnOnce(&WriteTransaction) -> Result<Applied<T>, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let db = Arc::clone(&self.db);
-        let catalog = Arc::clone(&self.catalog);
-        tokio::task::spawn_blocking(move || {
-            let writer = catalog.writer();
-            let (result, change) = work(&db)?;
-            writer.publish(|snapshot| match change {
-                Change::Put(puts) => {
-                    for (component, record) in puts {
-                        snapshot.insert(
-                            &component.key,
-                            component.spec.needs(),
-                            record.into_boxed_slice(),
-                        );
-                    }
+        let (pins, queue) = (Arc::clone(&self.pins), self.writer.queue()?);
+        let blobs = self.blobs.clone();
+        let answer = tokio::task::spawn_blocking(move || {
+            let mut held = Vec::with_capacity(staged.len());
+            for (digest, temp) in staged {
+                held.push(pins.pin(&digest));
+                if let Err(e) = blobs.place(&digest, temp) {
+                    // Blobs placed so far (and a rename that happened before a failed directory sync) are left
+                    // to the writer, which reclaims what nothing refers to.
+                    let nothing =
+                        |_: &WriteTransaction| Ok(Applied::new((), Change::Put(Vec::new())));
+                    let _ = queue.submit(held, nothing);
+                    return Err(e.into());
                 }
-                Change::Remove(key) => snapshot.remove(&key),
-            });
-            Ok(result)
+            }
+            queue.submit(held, work)
         })
         .await
-        .map_err(|e| StoreError::Backend(e.to_string()))?
-    }
-
-    /// Deletes the blob file when no component refers to it any more. Call with `blob_lock` held.
-    /// Moves a staged file into `blobs/` under its hash (fsynced, renamed atomically). The caller holds
-    /// `blob_lock` until the metadata that refers to the blob has committed.
-    async fn place(&self, sha256: &str, temp: tempfile::TempPath) -> Result<(), StoreError> {
-        let blobs = self.blobs.clone();
-        let digest = sha256.to_string();
-        tokio::task::spawn_blocking(move || blobs.place(&digest, temp))
-            .await
-            .map_err(|e| StoreError::Backend(e.to_string()))??;
-        Ok(())
-    }
-
-    async fn reclaim(&self, digests: Vec<String>) -> Result<(), StoreError> {
-        if digests.is_empty() {
-            return Ok(());
-        }
-        let unreferenced = self
-            .blocking(move |db| {
-                let txn = db.begin_read().or_backend()?;
-                let refs = txn.open_table(BLOB_REFS).or_backend()?;
-                let mut unreferenced = Vec::new();
-                for digest in digests {
-                    if refs.get(digest.as_str()).or_backend()?.is_none() {
-                        unreferenced.push(digest);
-                    }
-                }
-                Ok(unreferenced)
-            })
-            .await?;
-        for digest in unreferenced {
-            self.blobs.remove(&digest)?;
-        }
-        Ok(())
+        .map_err(|e| StoreError::Backend(e.to_string()))??;
+        writer::wait(answer).await
     }
 }
 
@@ -450,6 +436,23 @@ impl EmbeddedStore {
 enum Change {
     Put(Vec<(Component, Vec<u8>)>),
     Remove(ComponentKey),
+}
+
+impl Change {
+    fn apply_to(self, snapshot: &mut Snapshot) {
+        match self {
+            Change::Put(puts) => {
+                for (component, record) in puts {
+                    snapshot.insert(
+                        &component.key,
+                        component.spec.needs(),
+                        record.into_boxed_slice(),
+                    );
+                }
+            }
+            Change::Remove(key) => snapshot.remove(&key),
+        }
+    }
 }
 
 /// Every stored file of a component: the default one and those of its variants.
@@ -566,18 +569,16 @@ impl Store for EmbeddedStore {
     }
 
     async fn insert(&self, component: Component) -> Result<(), StoreError> {
-        self.writing(move |db| {
-            let txn = db.begin_write().or_backend()?;
-            if read_component(&txn, &component.key)?.is_some() {
-                return Err(StoreError::AlreadyExists(component.key));
-            }
-            let record = write_component(&txn, &component)?;
-            let sequence = events::append(&txn, EventDraft::created(&component))?;
-            txn.commit().or_backend()?;
-            Ok((sequence, Change::Put(vec![(component, record)])))
-        })
-        .await
-        .map(|sequence| self.signal.raise(sequence))
+        self.writer
+            .write(Vec::new(), move |txn| {
+                if read_component(txn, &component.key)?.is_some() {
+                    return Err(StoreError::AlreadyExists(component.key));
+                }
+                let record = write_component(txn, &component)?;
+                let sequence = events::append(txn, EventDraft::created(&component))?;
+                Ok(Applied::new((), Change::Put(vec![(component, record)])).event(sequence))
+            })
+            .await
     }
 
     async fn get(&self, key: &ComponentKey) -> Result<Option<Component>, StoreError> {
@@ -631,27 +632,22 @@ impl Store for EmbeddedStore {
         update: SpecUpdate,
     ) -> Result<Component, StoreError> {
         let key = key.clone();
-        self.writing(move |db| {
-            let txn = db.begin_write().or_backend()?;
-            let before =
-                read_component(&txn, &key)?.ok_or_else(|| StoreError::NotFound(key.clone()))?;
-            let mut component = before.clone();
-            update(&mut component.spec)?;
-            component.spec.validate()?;
-            component.updated_at = crate::domain::now();
-            let record = write_component(&txn, &component)?;
-            let sequence = events::append(&txn, EventDraft::updated(&before, &component))?;
-            txn.commit().or_backend()?;
-            Ok((
-                (component.clone(), sequence),
-                Change::Put(vec![(component, record)]),
-            ))
-        })
-        .await
-        .map(|(component, sequence)| {
-            self.signal.raise(sequence);
-            component
-        })
+        self.writer
+            .write(Vec::new(), move |txn| {
+                let before =
+                    read_component(txn, &key)?.ok_or_else(|| StoreError::NotFound(key.clone()))?;
+                let mut component = before.clone();
+                update(&mut component.spec)?;
+                component.spec.validate()?;
+                component.updated_at = crate::domain::now();
+                let record = write_component(txn, &component)?;
+                let sequence = events::append(txn, EventDraft::updated(&before, &component))?;
+                Ok(
+                    Applied::new(component.clone(), Change::Put(vec![(component, record)]))
+                        .event(sequence),
+                )
+            })
+            .await
     }
 
     async fn delete(
@@ -659,78 +655,57 @@ impl Store for EmbeddedStore {
         key: &ComponentKey,
         immutable: bool,
     ) -> Result<Option<Component>, StoreError> {
-        let _blobs = self.blob_lock.lock().await;
         let key = key.clone();
-        let removed = self
-            .writing(move |db| {
-                let txn = db.begin_write().or_backend()?;
-                let removed = {
-                    let mut table = txn.open_table(table(key.kind())).or_backend()?;
-                    let removed = table.remove(key.sort_key().as_str()).or_backend()?;
-                    removed.map(|v| decode(v.value())).transpose()?
+        self.writer
+            .write(Vec::new(), move |txn| {
+                let Some(component) = read_component(txn, &key)? else {
+                    return Ok(Applied::new(None, Change::Put(Vec::new())));
                 };
-                // Returning before the commit aborts the transaction: nothing was removed.
-                if let Some(component) = &removed {
-                    if let Some(refused) = immutability(component, immutable) {
-                        return Err(refused);
-                    }
-                    if !component.aliases.is_empty() {
-                        return Err(StoreError::Aliased {
-                            key: key.clone(),
-                            aliases: component.aliases.iter().cloned().collect(),
-                        });
-                    }
+                if let Some(refused) = immutability(&component, immutable) {
+                    return Err(refused);
                 }
-                for file in removed.iter().flat_map(files_of) {
-                    adjust_refs(&txn, &file.blob_id, -1)?;
+                if !component.aliases.is_empty() {
+                    return Err(StoreError::Aliased {
+                        key: key.clone(),
+                        aliases: component.aliases.iter().cloned().collect(),
+                    });
                 }
-                let sequence = match &removed {
-                    Some(component) => Some(events::append(&txn, EventDraft::deleted(component))?),
-                    None => None,
-                };
-                txn.commit().or_backend()?;
-                Ok(((removed, sequence), Change::Remove(key)))
+                txn.open_table(table(key.kind()))
+                    .or_backend()?
+                    .remove(key.sort_key().as_str())
+                    .or_backend()?;
+                let released: Vec<String> =
+                    files_of(&component).map(|f| f.blob_id.clone()).collect();
+                for digest in &released {
+                    adjust_refs(txn, digest, -1)?;
+                }
+                let sequence = events::append(txn, EventDraft::deleted(&component))?;
+                Ok(Applied::new(Some(component), Change::Remove(key))
+                    .event(sequence)
+                    .released(released))
             })
-            .await?;
-        let (removed, sequence) = removed;
-        if let Some(sequence) = sequence {
-            self.signal.raise(sequence);
-        }
-        let orphans = removed
-            .iter()
-            .flat_map(files_of)
-            .map(|f| f.blob_id.clone())
-            .collect();
-        self.reclaim(orphans).await?;
-        Ok(removed)
+            .await
     }
 
     async fn lock(&self, key: &ComponentKey) -> Result<Component, StoreError> {
         let key = key.clone();
-        self.writing(move |db| {
-            let txn = db.begin_write().or_backend()?;
-            let mut component =
-                read_component(&txn, &key)?.ok_or_else(|| StoreError::NotFound(key.clone()))?;
-            if component.locked {
-                // Locked already: nothing changes, so nothing goes on the feed.
-                return Ok(((component, None), Change::Put(Vec::new())));
-            }
-            component.locked = true;
-            let record = write_component(&txn, &component)?;
-            let sequence = events::append(&txn, EventDraft::locked(&component))?;
-            txn.commit().or_backend()?;
-            Ok((
-                (component.clone(), Some(sequence)),
-                Change::Put(vec![(component, record)]),
-            ))
-        })
-        .await
-        .map(|(component, sequence)| {
-            if let Some(sequence) = sequence {
-                self.signal.raise(sequence);
-            }
-            component
-        })
+        self.writer
+            .write(Vec::new(), move |txn| {
+                let mut component =
+                    read_component(txn, &key)?.ok_or_else(|| StoreError::NotFound(key.clone()))?;
+                if component.locked {
+                    // Locked already: nothing changes, so nothing goes on the feed.
+                    return Ok(Applied::new(component, Change::Put(Vec::new())));
+                }
+                component.locked = true;
+                let record = write_component(txn, &component)?;
+                let sequence = events::append(txn, EventDraft::locked(&component))?;
+                Ok(
+                    Applied::new(component.clone(), Change::Put(vec![(component, record)]))
+                        .event(sequence),
+                )
+            })
+            .await
     }
 
     async fn move_alias(
@@ -742,80 +717,81 @@ impl Store for EmbeddedStore {
     ) -> Result<Option<AliasMove>, StoreError> {
         let (name, alias, by) = (name.to_string(), alias.to_string(), by.to_string());
         let version = version.map(str::to_string);
-        self.writing(move |db| {
-            let txn = db.begin_write().or_backend()?;
-            let slot = format!("{name}\0{alias}");
-            let from = {
-                let aliases = txn.open_table(ALIASES).or_backend()?;
-                let found = aliases.get(slot.as_str()).or_backend()?;
-                found.map(|v| v.value().to_string())
-            };
-            if from == version {
-                return Ok(((None, None), Change::Put(Vec::new())));
-            }
-            let mut changed = Vec::new();
-            let mut target = None;
-            if let Some(to) = &version {
-                let key = ComponentKey::model(name.clone(), to.clone())?;
-                let mut marked =
-                    read_component(&txn, &key)?.ok_or_else(|| StoreError::NotFound(key.clone()))?;
-                marked.aliases.insert(alias.clone());
-                let record = write_component(&txn, &marked)?;
-                target = Some(marked.clone());
-                changed.push((marked, record));
-            }
-            if let Some(old) = &from {
-                let key = ComponentKey::model(name.clone(), old.clone())?;
-                if let Some(mut previous) = read_component(&txn, &key)? {
-                    previous.aliases.remove(&alias);
-                    let record = write_component(&txn, &previous)?;
-                    changed.push((previous, record));
-                }
-            }
-            {
-                let mut aliases = txn.open_table(ALIASES).or_backend()?;
-                match &version {
-                    Some(to) => aliases.insert(slot.as_str(), to.as_str()).or_backend()?,
-                    None => aliases.remove(slot.as_str()).or_backend()?,
+        self.writer
+            .write(Vec::new(), move |txn| {
+                let slot = format!("{name}\0{alias}");
+                let from = {
+                    let aliases = txn.open_table(ALIASES).or_backend()?;
+                    let found = aliases.get(slot.as_str()).or_backend()?;
+                    found.map(|v| v.value().to_string())
                 };
-            }
-            let record = AliasMove {
-                model: name,
-                alias,
-                from,
-                to: version,
-                at: crate::domain::now(),
-                by,
-            };
-            {
-                let mut history = txn.open_table(ALIAS_HISTORY).or_backend()?;
-                let (start, end) = (format!("{slot}\0"), format!("{slot}\u{1}"));
-                let last = history
-                    .range(start.as_str()..end.as_str())
-                    .or_backend()?
-                    .next_back()
-                    .transpose()
-                    .or_backend()?
-                    .and_then(|(k, _)| k.value().rsplit('\0').next()?.parse::<u64>().ok());
-                let entry = format!("{start}{:020}", last.map_or(0, |n| n + 1));
-                let json = serde_json::to_vec(&record)
-                    .map_err(|e| StoreError::Backend(format!("encoding an alias move: {e}")))?;
-                history
-                    .insert(entry.as_str(), json.as_slice())
-                    .or_backend()?;
-            }
-            let sequence =
-                events::append(&txn, EventDraft::alias_moved(target.as_ref(), &record)?)?;
-            txn.commit().or_backend()?;
-            Ok(((Some(record), Some(sequence)), Change::Put(changed)))
-        })
-        .await
-        .map(|(record, sequence)| {
-            if let Some(sequence) = sequence {
-                self.signal.raise(sequence);
-            }
-            record
-        })
+                if from == version {
+                    return Ok(Applied::new(None, Change::Put(Vec::new())));
+                }
+                // Everything that can refuse the move is read (and its event drawn up) before anything is written.
+                let target = match &version {
+                    Some(to) => {
+                        let key = ComponentKey::model(name.clone(), to.clone())?;
+                        let mut target =
+                            read_component(txn, &key)?.ok_or(StoreError::NotFound(key))?;
+                        target.aliases.insert(alias.clone());
+                        Some(target)
+                    }
+                    None => None,
+                };
+                let previous = match &from {
+                    Some(old) => {
+                        read_component(txn, &ComponentKey::model(name.clone(), old.clone())?)?
+                    }
+                    None => None,
+                };
+                let record = AliasMove {
+                    model: name,
+                    alias: alias.clone(),
+                    from,
+                    to: version.clone(),
+                    at: crate::domain::now(),
+                    by,
+                };
+                let draft = EventDraft::alias_moved(target.as_ref(), &record)?;
+                let mut changed = Vec::new();
+                if let Some(target) = target {
+                    let written = write_component(txn, &target)?;
+                    changed.push((target, written));
+                }
+                if let Some(mut previous) = previous {
+                    previous.aliases.remove(&alias);
+                    let written = write_component(txn, &previous)?;
+                    changed.push((previous, written));
+                }
+                {
+                    let mut aliases = txn.open_table(ALIASES).or_backend()?;
+                    match &version {
+                        Some(to) => aliases.insert(slot.as_str(), to.as_str()).or_backend()?,
+                        None => aliases.remove(slot.as_str()).or_backend()?,
+                    };
+                }
+                {
+                    let mut history = txn.open_table(ALIAS_HISTORY).or_backend()?;
+                    let (start, end) = (format!("{slot}\0"), format!("{slot}\u{1}"));
+                    let last = history
+                        .range(start.as_str()..end.as_str())
+                        .or_backend()?
+                        .next_back()
+                        .transpose()
+                        .or_backend()?
+                        .and_then(|(k, _)| k.value().rsplit('\0').next()?.parse::<u64>().ok());
+                    let entry = format!("{start}{:020}", last.map_or(0, |n| n + 1));
+                    let json = serde_json::to_vec(&record)
+                        .map_err(|e| StoreError::Backend(format!("encoding an alias move: {e}")))?;
+                    history
+                        .insert(entry.as_str(), json.as_slice())
+                        .or_backend()?;
+                }
+                let sequence = events::append(txn, draft)?;
+                Ok(Applied::new(Some(record), Change::Put(changed)).event(sequence))
+            })
+            .await
     }
 
     async fn resolve_alias(&self, name: &str, alias: &str) -> Result<Option<String>, StoreError> {
@@ -860,8 +836,6 @@ impl Store for EmbeddedStore {
         let (sha256, size, temp) = staged.into_file()?;
         let immutable = meta.immutable;
         let platform = meta.platform.clone();
-        let _blobs = self.blob_lock.lock().await;
-        self.place(&sha256, temp).await?;
         let file = StoredFile {
             blob_id: sha256.clone(),
             size,
@@ -871,50 +845,34 @@ impl Store for EmbeddedStore {
             uploaded_at: crate::domain::now(),
         };
         let key = key.clone();
-        let committed = self
-            .writing(move |db| {
-                let txn = db.begin_write().or_backend()?;
-                let mut component =
-                    read_component(&txn, &key)?.ok_or_else(|| StoreError::NotFound(key.clone()))?;
-                if let Some(refused) = replacement_refused(&component, platform.as_ref(), immutable)
-                {
-                    return Err(refused);
-                }
-                adjust_refs(&txn, &file.blob_id, 1)?;
-                let attached = file.clone();
-                let previous = match platform {
-                    None => component.file.replace(file),
-                    Some(platform) => replace_variant(&mut component.variants, platform, file),
-                };
-                if let Some(previous) = &previous {
-                    adjust_refs(&txn, &previous.blob_id, -1)?;
-                }
-                component.updated_at = crate::domain::now();
-                let record = write_component(&txn, &component)?;
-                let sequence = events::append(
-                    &txn,
-                    EventDraft::attached(&component, &attached, previous.is_some()),
-                )?;
-                txn.commit().or_backend()?;
-                Ok((
-                    (component.clone(), previous, sequence),
-                    Change::Put(vec![(component.clone(), record)]),
-                ))
-            })
-            .await;
-        match committed {
-            Ok((component, previous, sequence)) => {
-                self.signal.raise(sequence);
-                self.reclaim(previous.map(|p| p.blob_id).into_iter().collect())
-                    .await?;
-                Ok(component)
+        self.attaching(vec![(sha256.clone(), temp)], move |txn| {
+            let mut component =
+                read_component(txn, &key)?.ok_or_else(|| StoreError::NotFound(key.clone()))?;
+            if let Some(refused) = replacement_refused(&component, platform.as_ref(), immutable) {
+                return Err(refused);
             }
-            Err(e) => {
-                // Nothing refers to the blob we just placed unless another component has the same bytes.
-                self.reclaim(vec![sha256]).await?;
-                Err(e)
+            adjust_refs(txn, &file.blob_id, 1)?;
+            let attached = file.clone();
+            let previous = match platform {
+                None => component.file.replace(file),
+                Some(platform) => replace_variant(&mut component.variants, platform, file),
+            };
+            if let Some(previous) = &previous {
+                adjust_refs(txn, &previous.blob_id, -1)?;
             }
-        }
+            component.updated_at = crate::domain::now();
+            let record = write_component(txn, &component)?;
+            let sequence = events::append(
+                txn,
+                EventDraft::attached(&component, &attached, previous.is_some()),
+            )?;
+            Ok(
+                Applied::new(component.clone(), Change::Put(vec![(component, record)]))
+                    .event(sequence)
+                    .released(previous.map(|p| p.blob_id)),
+            )
+        })
+        .await
     }
 
     async fn insert_with_files(
@@ -938,37 +896,18 @@ impl Store for EmbeddedStore {
         }
         component.aliases.clear();
         let digests: Vec<String> = temps.iter().map(|(sha256, _)| sha256.clone()).collect();
-        let _blobs = self.blob_lock.lock().await;
-        let mut placed = Vec::new();
-        for (sha256, temp) in temps {
-            if let Err(e) = self.place(&sha256, temp).await {
-                self.reclaim(placed).await?;
-                return Err(e);
+        self.attaching(temps, move |txn| {
+            if read_component(txn, &component.key)?.is_some() {
+                return Err(StoreError::AlreadyExists(component.key));
             }
-            placed.push(sha256);
-        }
-        let references = digests.clone();
-        let committed = self
-            .writing(move |db| {
-                let txn = db.begin_write().or_backend()?;
-                if read_component(&txn, &component.key)?.is_some() {
-                    return Err(StoreError::AlreadyExists(component.key));
-                }
-                for digest in &references {
-                    adjust_refs(&txn, digest, 1)?;
-                }
-                let record = write_component(&txn, &component)?;
-                let sequence = events::append(&txn, EventDraft::created(&component))?;
-                txn.commit().or_backend()?;
-                Ok((sequence, Change::Put(vec![(component, record)])))
-            })
-            .await
-            .map(|sequence| self.signal.raise(sequence));
-        if committed.is_err() {
-            // The placed blobs stay only if other components have the same bytes.
-            self.reclaim(digests).await?;
-        }
-        committed
+            for digest in &digests {
+                adjust_refs(txn, digest, 1)?;
+            }
+            let record = write_component(txn, &component)?;
+            let sequence = events::append(txn, EventDraft::created(&component))?;
+            Ok(Applied::new((), Change::Put(vec![(component, record)])).event(sequence))
+        })
+        .await
     }
 
     async fn alias_records(&self) -> Result<Vec<AliasRecord>, StoreError> {
@@ -976,18 +915,16 @@ impl Store for EmbeddedStore {
     }
 
     async fn insert_alias(&self, record: AliasRecord) -> Result<(), StoreError> {
-        self.writing(move |db| {
-            let txn = db.begin_write().or_backend()?;
-            let (sequence, change) = aliases::insert(&txn, &record)?;
-            txn.commit().or_backend()?;
-            Ok((sequence, change))
-        })
-        .await
-        .map(|sequence| {
-            if let Some(sequence) = sequence {
-                self.signal.raise(sequence);
-            }
-        })
+        self.writer
+            .write(Vec::new(), move |txn| {
+                let (sequence, change) = aliases::insert(txn, &record)?;
+                let applied = Applied::new((), change);
+                Ok(match sequence {
+                    Some(sequence) => applied.event(sequence),
+                    None => applied,
+                })
+            })
+            .await
     }
 
     async fn events(&self, after: u64, limit: usize) -> Result<EventBatch, StoreError> {
