@@ -6,6 +6,9 @@ use std::path::PathBuf;
 use bytesize::ByteSize;
 use clap::{Parser, Subcommand};
 
+mod mirror;
+pub use mirror::MirrorArgs;
+
 #[derive(Debug, Parser)]
 #[command(name = "component-repository", version, about)]
 pub struct Cli {
@@ -114,6 +117,9 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub mongodb: MongoArgs,
+
+    #[command(flatten)]
+    pub mirror: MirrorArgs,
 
     /// Directory of the embedded store (metadata database and files).
     #[arg(
