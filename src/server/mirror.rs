@@ -29,7 +29,10 @@ pub fn mirror_config(args: &ServeArgs) -> anyhow::Result<Option<MirrorConfig>> {
         let input: serde_json::Value = serde_json::from_str(&text)
             .with_context(|| format!("--mirror-device {} is not JSON", path.display()))?;
         let device = crate::api::graphql::parse_device(input.clone()).map_err(|e| {
-            anyhow::anyhow!("--mirror-device {} is not a DeviceInput: {e}", path.display())
+            anyhow::anyhow!(
+                "--mirror-device {} is not a DeviceInput: {e}",
+                path.display()
+            )
         })?;
         devices.push(MirrorDevice { input, device });
     }

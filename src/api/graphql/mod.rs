@@ -60,7 +60,8 @@ pub fn schema(
 pub fn parse_device(json: serde_json::Value) -> Result<crate::domain::Device, String> {
     use async_graphql::InputType;
     let value = async_graphql::Value::from_json(json).map_err(|e| e.to_string())?;
-    let input = inputs::DeviceInput::parse(Some(value)).map_err(|e| e.into_server_error(Default::default()).message)?;
+    let input = inputs::DeviceInput::parse(Some(value))
+        .map_err(|e| e.into_server_error(Default::default()).message)?;
     crate::domain::Device::try_from(input).map_err(|e| e.to_string())
 }
 

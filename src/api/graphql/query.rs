@@ -215,7 +215,10 @@ impl QueryRoot {
     }
 
     /// Where this edge mirror stands with its upstream; null when this server is not a mirror.
-    async fn mirror(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<super::mirror::Mirror>> {
+    async fn mirror(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<Option<super::mirror::Mirror>> {
         let service = ctx.data::<Arc<RepositoryService>>()?;
         Ok(service.mirror_status().map(|m| m.snapshot().into()))
     }

@@ -51,15 +51,51 @@ impl MirrorMetrics {
     pub fn register(&self, registry: &mut Registry) {
         let mut sub = registry.sub_registry_with_prefix("mirror");
         let registry = &mut sub;
-        registry.register("state", "1 for the sync's current state (starting, syncing, catching_up, following, offline)", self.state.clone());
-        registry.register("last_sequence", "The upstream feed's sequence applied last", self.last_sequence.clone());
-        registry.register("lag_seconds", "How far behind the upstream the mirror may be (0 when up to date)", self.lag_seconds.clone());
-        registry.register("pending_files", "Files still to fetch from the upstream", self.pending_files.clone());
-        registry.register("pending_bytes", "Bytes still to fetch from the upstream", self.pending_bytes.clone());
-        registry.register("last_sync_timestamp_seconds", "When the mirror was last up to date with its upstream (Unix time)", self.last_sync.clone());
-        registry.register("failing", "1 while the last attempt to reach the upstream failed", self.failing.clone());
-        registry.register("fetched_bytes", "Bytes received from the upstream's files", self.fetched_bytes.clone());
-        registry.register("fetched_files", "Files fetched, verified and stored", self.fetched_files.clone());
+        registry.register(
+            "state",
+            "1 for the sync's current state (starting, syncing, catching_up, following, offline)",
+            self.state.clone(),
+        );
+        registry.register(
+            "last_sequence",
+            "The upstream feed's sequence applied last",
+            self.last_sequence.clone(),
+        );
+        registry.register(
+            "lag_seconds",
+            "How far behind the upstream the mirror may be (0 when up to date)",
+            self.lag_seconds.clone(),
+        );
+        registry.register(
+            "pending_files",
+            "Files still to fetch from the upstream",
+            self.pending_files.clone(),
+        );
+        registry.register(
+            "pending_bytes",
+            "Bytes still to fetch from the upstream",
+            self.pending_bytes.clone(),
+        );
+        registry.register(
+            "last_sync_timestamp_seconds",
+            "When the mirror was last up to date with its upstream (Unix time)",
+            self.last_sync.clone(),
+        );
+        registry.register(
+            "failing",
+            "1 while the last attempt to reach the upstream failed",
+            self.failing.clone(),
+        );
+        registry.register(
+            "fetched_bytes",
+            "Bytes received from the upstream's files",
+            self.fetched_bytes.clone(),
+        );
+        registry.register(
+            "fetched_files",
+            "Files fetched, verified and stored",
+            self.fetched_files.clone(),
+        );
     }
 
     pub fn observe(&self, s: &MirrorSnapshot) {

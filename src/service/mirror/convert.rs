@@ -14,19 +14,39 @@ const FILE: &str = "size sha256 contentType filename uploadedAt";
 const NEEDS: &str = "needs { storage ram gpu preinstalledLibraries { name version } \
                      availableModels { name version } }";
 
-/// The selection of everything a mirror keeps, on each kind (for `runnableOn`, `service(id)`, ...).
-pub fn selection() -> String {
+/// The fields a mirror keeps of a component of `kind`, with `__typename`.
+pub fn fields(kind: Kind) -> String {
     let common = format!(
         "locked createdAt updatedAt file {{ {FILE} }} \
          variants {{ platform {{ os arch variant accelerator acceleratorVersion }} file {{ {FILE} }} }}"
     );
-    format!(
-        "__typename \
-         ... on Model {{ name version library description {common} }} \
-         ... on Transformation {{ id description parameterTypes defaultValues outputs {NEEDS} {common} }} \
-         ... on Service {{ id description {NEEDS} {common} }} \
-         ... on Inferencer {{ id description library useCuda {NEEDS} {common} }}"
-    )
+    let own = match kind {
+        Kind::Model => "name version library description".to_string(),
+        Kind::Transformation => {
+            format!("id description parameterTypes defaultValues outputs {NEEDS}")
+        }
+        Kind::Service => format!("id description {NEEDS}"),
+        Kind::Inferencer => format!("id description library useCuda {NEEDS}"),
+    };
+    format!("__typename {own} {common}")
+}
+
+/// The same for every kind, on the `Component` union (`runnableOn`).
+pub fn selection() -> String {
+    Kind::ALL
+        .iter()
+        .map(|kind| format!("... on {} {{ {} }}", type_name(*kind), fields(*kind)))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn type_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Model => "Model",
+        Kind::Transformation => "Transformation",
+        Kind::Service => "Service",
+        Kind::Inferencer => "Inferencer",
+    }
 }
 
 /// Why an answer could not be read as a component.
@@ -61,8 +81,9 @@ fn file(node: &Value) -> Result<Option<StoredFile>, Unreadable> {
         return Ok(None);
     }
     // A file whose hash the upstream has not computed yet cannot be verified: the mirror waits for its hash.
-    let sha256 = opt_text(node, "sha256")
-        .ok_or_else(|| bad("a file has no sha256 yet (the upstream computes it in the background)"))?;
+    let sha256 = opt_text(node, "sha256").ok_or_else(|| {
+        bad("a file has no sha256 yet (the upstream computes it in the background)")
+    })?;
     Ok(Some(StoredFile {
         blob_id: sha256.clone(),
         size: node
@@ -151,7 +172,11 @@ pub fn component(node: &Value) -> Result<Component, Unreadable> {
                 outputs: node
                     .get("outputs")
                     .and_then(Value::as_array)
-                    .map(|l| l.iter().filter_map(|o| o.as_str().map(str::to_owned)).collect())
+                    .map(|l| {
+                        l.iter()
+                            .filter_map(|o| o.as_str().map(str::to_owned))
+                            .collect()
+                    })
                     .unwrap_or_default(),
                 needs: needs(node)?,
             }),
@@ -168,7 +193,10 @@ pub fn component(node: &Value) -> Result<Component, Unreadable> {
             Spec::Inferencer(InferencerSpec {
                 description: text(node, "description")?,
                 library: text(node, "library")?,
-                use_cuda: node.get("useCuda").and_then(Value::as_bool).unwrap_or(false),
+                use_cuda: node
+                    .get("useCuda")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false),
                 needs: needs(node)?,
             }),
         ),

@@ -21,8 +21,8 @@ use std::time::Duration;
 use futures_util::{StreamExt, TryStreamExt};
 use serde_json::Value;
 
-pub use self::status::{MirrorSnapshot, MirrorStatus, SyncState};
 use self::fetch::{FetchError, Fetcher};
+pub use self::status::{MirrorSnapshot, MirrorStatus, SyncState};
 use self::upstream::{Upstream, UpstreamError};
 use crate::domain::{Component, ComponentKey, Device, Kind, ModelKey};
 use crate::store::{Store, StoreError};
@@ -65,10 +65,11 @@ enum SyncError {
 
 /// Parses `kind:key` of `--mirror-include`: `model:NAME/VERSION`, `service:ID`, ...
 pub fn parse_include(text: &str) -> Result<ComponentKey, String> {
-    let (kind, key) = text
-        .split_once(':')
-        .ok_or_else(|| format!("{text:?}: expected kind:key, such as service:detector or model:yolo/v8"))?;
-    let kind = Kind::parse(kind.trim()).ok_or_else(|| format!("{text:?}: unknown kind {kind:?}"))?;
+    let (kind, key) = text.split_once(':').ok_or_else(|| {
+        format!("{text:?}: expected kind:key, such as service:detector or model:yolo/v8")
+    })?;
+    let kind =
+        Kind::parse(kind.trim()).ok_or_else(|| format!("{text:?}: unknown kind {kind:?}"))?;
     let key = match kind {
         Kind::Model => {
             let (name, version) = key
@@ -203,7 +204,8 @@ impl Mirror {
         self.store
             .save_mirror_state(&serde_json::to_value(state).expect("serialisable"))
             .await?;
-        self.status.update(|s| s.last_sequence = Some(last_sequence));
+        self.status
+            .update(|s| s.last_sequence = Some(last_sequence));
         Ok(())
     }
 
@@ -284,7 +286,9 @@ impl Mirror {
                 Some(component) => {
                     wanted.insert(key.clone(), component);
                 }
-                None => tracing::warn!(%key, "--mirror-include names a component the upstream does not hold"),
+                None => {
+                    tracing::warn!(%key, "--mirror-include names a component the upstream does not hold")
+                }
             }
         }
         let (exact, any_version) = referenced_models(wanted.values());
@@ -338,7 +342,11 @@ impl Mirror {
             s.synced = true;
             s.last_sync_at = Some(now);
         });
-        tracing::info!(components = wanted.len(), sequence, "mirror synced with its upstream");
+        tracing::info!(
+            components = wanted.len(),
+            sequence,
+            "mirror synced with its upstream"
+        );
         Ok(sequence)
     }
 
@@ -357,7 +365,8 @@ impl Mirror {
             Some(component) => {
                 let component = self.for_devices(component);
                 if self.store.get(key).await?.as_ref() != Some(&component) {
-                    let (files, bytes) = self.missing_files(std::slice::from_ref(&component)).await?;
+                    let (files, bytes) =
+                        self.missing_files(std::slice::from_ref(&component)).await?;
                     self.status.update(|s| {
                         s.pending_files += files;
                         s.pending_bytes += bytes;
@@ -502,7 +511,8 @@ impl Mirror {
             }
             let file = self.fetcher.fetch(sha256, *size).await?;
             staged.push(self.store.stage_verified(file, sha256, *size).await?);
-            self.status.update(|s| s.pending_files = s.pending_files.saturating_sub(1));
+            self.status
+                .update(|s| s.pending_files = s.pending_files.saturating_sub(1));
         }
         let key = component.key.clone();
         self.store

@@ -139,7 +139,7 @@ impl Upstream {
         let query = format!(
             "query($name: String!, $after: String) {{ models(filter: {{name: $name}}, first: {PAGE}, \
              after: $after) {{ pageInfo {{ hasNextPage endCursor }} edges {{ node {{ {} }} }} }} }}",
-            convert::selection()
+            convert::fields(crate::domain::Kind::Model)
         );
         self.pages(&query, "models", json!({ "name": name })).await
     }
@@ -187,7 +187,7 @@ impl Upstream {
         };
         let query = format!(
             "query{declared} {{ c: {field}{args} {{ {} }} }}",
-            convert::selection()
+            convert::fields(key.kind())
         );
         let data = self.graphql(&query, variables).await?;
         match &data["c"] {
@@ -208,7 +208,10 @@ impl Upstream {
         let connection = &data["events"];
         let mut events = Vec::new();
         for node in connection["nodes"].as_array().into_iter().flatten() {
-            let kind = node["kind"].as_str().unwrap_or_default().to_ascii_lowercase();
+            let kind = node["kind"]
+                .as_str()
+                .unwrap_or_default()
+                .to_ascii_lowercase();
             let key = match kind.as_str() {
                 "model" => ComponentKey::model(
                     node["name"].as_str().unwrap_or_default(),
@@ -255,7 +258,11 @@ impl Upstream {
     }
 
     /// A download of the bytes with digest `sha256` from `offset` on.
-    pub async fn blob(&self, sha256: &str, offset: u64) -> Result<reqwest::Response, UpstreamError> {
+    pub async fn blob(
+        &self,
+        sha256: &str,
+        offset: u64,
+    ) -> Result<reqwest::Response, UpstreamError> {
         let mut request = self
             .http
             .get(format!("{}/blobs/sha256/{sha256}", self.base));

@@ -54,9 +54,11 @@ impl EmbeddedStore {
                         }
                         // Aliases come with records of their own, which the feed does not carry yet.
                         component.aliases.clear();
-                        for file in component.file.iter_mut().chain(
-                            component.variants.iter_mut().map(|v| &mut v.file),
-                        ) {
+                        for file in component
+                            .file
+                            .iter_mut()
+                            .chain(component.variants.iter_mut().map(|v| &mut v.file))
+                        {
                             file.blob_id = file.sha256.clone();
                             let held = blobs.path_of(&file.sha256).is_some_and(|p| p.is_file());
                             if !held {
@@ -92,7 +94,12 @@ impl EmbeddedStore {
                 if let Some(sequence) = sequence {
                     self.signal.raise(sequence);
                 }
-                orphans.extend(previous.iter().flat_map(files_of).map(|f| f.blob_id.clone()));
+                orphans.extend(
+                    previous
+                        .iter()
+                        .flat_map(files_of)
+                        .map(|f| f.blob_id.clone()),
+                );
                 self.reclaim(orphans).await
             }
             Err(e) => {
