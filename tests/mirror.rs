@@ -463,3 +463,62 @@ async fn an_expired_feed_means_a_full_reconcile() {
     }
     assert!(!service_json(&site, "kept").await.is_null());
 }
+
+/// Size of the one partial file in `dir` (0 when there is none).
+fn partial_len(dir: &Path) -> u64 {
+    std::fs::read_dir(dir.join("mirror-partial")).map_or(0, |entries| {
+        entries
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .sum()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_sync_then_restart_resumes_without_fetching_completed_bytes() {
+    use common::process::ServerProcess;
+    let upstream = common::embedded(Options::default()).await;
+    let size = 12 * 1024 * 1024;
+    let content = bytes(size, 41);
+    service(&upstream, "svc", 1.0, json!([])).await;
+    upload_service(&upstream, "svc", content.clone()).await;
+    let proxy = ChaosProxy::start(upstream.addr).await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let device = small_device(dir.path());
+    let url = proxy.url();
+    let args = |extra: &[&'static str]| {
+        let mut args = vec!["--mirror-upstream", &url, "--mirror-device", &device];
+        args.extend_from_slice(extra);
+        args.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    };
+    let first = args(&["--mirror-max-rate", "4MiB"]);
+    let first: Vec<&str> = first.iter().map(String::as_str).collect();
+    let mut server = ServerProcess::start(&data, &first);
+    assert!(
+        eventually(WAIT, async || partial_len(&data) >= 4 * 1024 * 1024).await,
+        "the transfer started"
+    );
+    server.signal("KILL");
+    server.wait_exit(Duration::from_secs(10));
+    let kept = partial_len(&data);
+    assert!(kept < size as u64, "killed mid-transfer");
+    proxy.reset_counters();
+
+    let again = args(&[]);
+    let again: Vec<&str> = again.iter().map(String::as_str).collect();
+    let server = ServerProcess::start(&data, &again);
+    let client = reqwest::Client::new();
+    let served = async || {
+        let Ok(response) = client.get(format!("{}/service/svc", server.base)).send().await else {
+            return false;
+        };
+        response.status() == 200 && response.bytes().await.unwrap()[..] == content[..]
+    };
+    assert!(eventually(WAIT, served).await);
+    let refetched = proxy.downstream_bytes();
+    let missing = size as u64 - kept;
+    assert!(
+        refetched < missing + 512 * 1024,
+        "after the restart {refetched} bytes came from the upstream for the {missing} missing"
+    );
+}
