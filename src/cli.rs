@@ -32,6 +32,10 @@ pub enum Command {
         /// The archive to write; it appears only once complete.
         #[arg(long)]
         out: PathBuf,
+        /// Only what this device can run (a JSON `DeviceInput`), with the models it references, for an
+        /// air-gapped edge mirror; repeatable. The archive records the feed's sequence.
+        #[arg(long = "device", value_name = "FILE")]
+        devices: Vec<PathBuf>,
     },
     /// Add every component of an archive to the store. The archive is verified in full before anything is
     /// written, and nothing is written if a component of it already exists.

@@ -22,7 +22,7 @@ use crate::store::mongodb::{MongoConfig, MongoStore};
 pub use self::connections::{ConnectionLimits, raise_fd_limit};
 
 mod mirror;
-pub use self::mirror::mirror_config;
+pub use self::mirror::{load_device, mirror_config};
 
 /// Opens the store the configuration names.
 pub async fn open_store(args: &ServeArgs) -> anyhow::Result<Arc<dyn Store>> {

@@ -467,9 +467,7 @@ async fn an_expired_feed_means_a_full_reconcile() {
 /// Size of the one partial file in `dir` (0 when there is none).
 fn partial_len(dir: &Path) -> u64 {
     std::fs::read_dir(dir.join("mirror-partial")).map_or(0, |entries| {
-        entries
-            .map(|e| e.unwrap().metadata().unwrap().len())
-            .sum()
+        entries.map(|e| e.unwrap().metadata().unwrap().len()).sum()
     })
 }
 
@@ -509,7 +507,11 @@ async fn kill_9_mid_sync_then_restart_resumes_without_fetching_completed_bytes()
     let server = ServerProcess::start(&data, &again);
     let client = reqwest::Client::new();
     let served = async || {
-        let Ok(response) = client.get(format!("{}/service/svc", server.base)).send().await else {
+        let Ok(response) = client
+            .get(format!("{}/service/svc", server.base))
+            .send()
+            .await
+        else {
             return false;
         };
         response.status() == 200 && response.bytes().await.unwrap()[..] == content[..]
@@ -520,5 +522,87 @@ async fn kill_9_mid_sync_then_restart_resumes_without_fetching_completed_bytes()
     assert!(
         refetched < missing + 512 * 1024,
         "after the restart {refetched} bytes came from the upstream for the {missing} missing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_air_gapped_site_restores_a_device_archive_then_follows_the_feed_from_it() {
+    use common::process::run;
+    let upstream = common::embedded(Options::default()).await;
+    let small = bytes(2 * 1024 * 1024, 51);
+    service(
+        &upstream,
+        "small",
+        2.0,
+        json!([{ "name": "detector", "version": "v1" }]),
+    )
+    .await;
+    upload_service(&upstream, "small", small.clone()).await;
+    service(&upstream, "big", 64.0, json!([])).await;
+    model(&upstream, "detector", "v1", bytes(1000, 52)).await;
+    model(&upstream, "other", "v1", bytes(1000, 53)).await;
+    let cloud = upstream.stop_keeping_data().await;
+    let site = tempfile::tempdir().unwrap();
+    let device = small_device(site.path());
+    let archive = site.path().join("site.tar");
+    let cloud_data = cloud.path().join("data");
+    let dumped = run(&[
+        "dump",
+        "--data-dir",
+        cloud_data.to_str().unwrap(),
+        "--device",
+        &device,
+        "--out",
+        archive.to_str().unwrap(),
+    ]);
+    assert!(
+        dumped.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dumped.stderr)
+    );
+
+    let upstream = common::embedded_in(cloud.path()).await;
+    let proxy = ChaosProxy::start(upstream.addr).await;
+    let site_data = site.path().join("data");
+    let restored = run(&[
+        "restore",
+        "--data-dir",
+        site_data.to_str().unwrap(),
+        "--in",
+        archive.to_str().unwrap(),
+        "--mirror-upstream",
+        &proxy.url(),
+    ]);
+    assert!(
+        restored.status.success(),
+        "{}",
+        String::from_utf8_lossy(&restored.stderr)
+    );
+    // A change the site has not seen, made while it has no link.
+    service(&upstream, "new", 1.0, json!([])).await;
+    proxy.set(Fault::Down);
+    let mirror = mirror(site.path(), &proxy.url(), &[]).await;
+    assert_eq!(
+        mirror.get("/readyz").await.status(),
+        200,
+        "the archive is a complete first sync"
+    );
+    assert!(
+        status(&mirror).await["lastSequence"].as_u64().unwrap() >= 4,
+        "restore recorded the archive's upstream sequence"
+    );
+    assert_eq!(download(&mirror, "/service/small").await.unwrap(), small);
+    assert!(download(&mirror, "/model/detector/v1").await.is_some());
+    assert!(
+        service_json(&mirror, "big").await.is_null(),
+        "only what the device runs"
+    );
+    assert_eq!(mirror.get("/model/other/v1").await.status(), 404);
+    proxy.reset_counters();
+    proxy.set(Fault::None);
+    assert!(eventually(WAIT, async || !service_json(&mirror, "new").await.is_null()).await);
+    assert!(
+        proxy.downstream_bytes() < small.len() as u64,
+        "followed from the archive's sequence, without fetching the archive's files again"
     );
 }

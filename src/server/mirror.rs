@@ -1,6 +1,10 @@
 //! The edge mirror's configuration, from `--mirror-*` flags.
 
+use std::path::Path;
+
 use anyhow::{Context, bail};
+
+use crate::domain::Device;
 
 use crate::cli::{ServeArgs, StoreKind};
 use crate::service::mirror::{MirrorConfig, MirrorDevice, parse_include};
@@ -51,4 +55,19 @@ pub fn mirror_config(args: &ServeArgs) -> anyhow::Result<Option<MirrorConfig>> {
         serve_stale: flags.mirror_serve_stale,
         partial_dir: args.data_dir.join("mirror-partial"),
     }))
+}
+
+/// A device description file (JSON of the shape of GraphQL's `DeviceInput`): as JSON, and as the domain's device.
+pub fn load_device(path: &Path) -> anyhow::Result<(serde_json::Value, Device)> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the device description {}", path.display()))?;
+    let input: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("the device description {} is not JSON", path.display()))?;
+    let device = crate::api::graphql::parse_device(input.clone()).map_err(|e| {
+        anyhow::anyhow!(
+            "the device description {} is not a DeviceInput: {e}",
+            path.display()
+        )
+    })?;
+    Ok((input, device))
 }

@@ -523,6 +523,43 @@ impl Mirror {
     }
 }
 
+/// What `devices` can run (transformations, services, inferencers) and the models those reference: the content
+/// of an air-gapped site's archive (`dump --device`).
+pub(crate) fn for_devices(components: Vec<Component>, devices: &[Device]) -> Vec<Component> {
+    let runnable = |c: &Component| {
+        c.spec.needs().is_some_and(|needs| {
+            devices
+                .iter()
+                .any(|d| d.satisfies(needs) && d.has_file_for(c))
+        })
+    };
+    let (exact, any_version) = referenced_models(components.iter().filter(|c| runnable(c)));
+    components
+        .into_iter()
+        .filter(|c| match &c.key {
+            ComponentKey::Model(m) => exact.contains(m) || any_version.contains(&m.name),
+            _ => runnable(c),
+        })
+        .collect()
+}
+
+/// Makes a store restored from a device archive follow `upstream`'s feed from the archive's `sequence` once the
+/// mirror has a link, instead of syncing in full.
+pub async fn seed_state(
+    store: &dyn Store,
+    upstream: &str,
+    sequence: u64,
+) -> Result<(), StoreError> {
+    let state = SavedState {
+        upstream: upstream.trim().trim_end_matches('/').to_string(),
+        last_sequence: Some(sequence),
+        last_sync_at: None,
+    };
+    store
+        .save_mirror_state(&serde_json::to_value(state).expect("serialisable"))
+        .await
+}
+
 fn files_of(component: &Component) -> impl Iterator<Item = &crate::domain::StoredFile> {
     component
         .file
