@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::chaos::{ChaosProxy, Fault};
-use common::{Options, TestApp, bytes, eventually, sha256_hex};
+use common::{Options, TestApp, bytes, eventually};
 use component_repository::store::embedded::EmbeddedStore;
 use serde_json::{Value, json};
 
