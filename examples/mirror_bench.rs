@@ -74,7 +74,10 @@ impl Client {
             let form = reqwest::multipart::Form::new()
                 .text("operations", operations.to_string())
                 .text("map", json!({ "0": ["variables.file"] }).to_string())
-                .part("0", reqwest::multipart::Part::bytes(bytes).file_name("f.bin"));
+                .part(
+                    "0",
+                    reqwest::multipart::Part::bytes(bytes).file_name("f.bin"),
+                );
             let response = self
                 .http
                 .post(format!("{}/graphql", self.base))
@@ -94,7 +97,11 @@ impl Client {
     }
 }
 
-async fn wait(what: &str, limit: Duration, mut done: impl AsyncFnMut() -> bool) -> anyhow::Result<()> {
+async fn wait(
+    what: &str,
+    limit: Duration,
+    mut done: impl AsyncFnMut() -> bool,
+) -> anyhow::Result<()> {
     let start = Instant::now();
     while !done().await {
         anyhow::ensure!(start.elapsed() < limit, "{what}: not done within {limit:?}");
@@ -142,13 +149,21 @@ async fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let site = process::ServerProcess::start(
         &dir.path().join("site"),
-        &["--mirror-upstream", &upstream.base, "--mirror-device", &device],
+        &[
+            "--mirror-upstream",
+            &upstream.base,
+            "--mirror-device",
+            &device,
+        ],
     );
     let site_client = Client {
         http: http.clone(),
         base: site.base.clone(),
     };
-    wait("the first sync", limit, async || site_client.following().await).await?;
+    wait("the first sync", limit, async || {
+        site_client.following().await
+    })
+    .await?;
     let took = started.elapsed().as_secs_f64();
     println!(
         "from empty: {components} components, {:.1} MiB in {took:.2} s ({:.1} MiB/s, {:.0} components/s)",
@@ -188,7 +203,12 @@ async fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let cut_site = process::ServerProcess::start(
         &dir.path().join("cut"),
-        &["--mirror-upstream", &proxy.url(), "--mirror-include", "service:big"],
+        &[
+            "--mirror-upstream",
+            &proxy.url(),
+            "--mirror-include",
+            "service:big",
+        ],
     );
     wait("the cut", limit, async || {
         proxy.downstream_bytes() >= cut_file as u64 / 2
@@ -197,7 +217,10 @@ async fn main() -> anyhow::Result<()> {
     proxy.set(chaos::Fault::None);
     let url = format!("{}/service/big", cut_site.base);
     wait("the resumed file", limit, async || {
-        http.head(&url).send().await.is_ok_and(|r| r.status() == 200)
+        http.head(&url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
     })
     .await?;
     let carried = proxy.downstream_bytes();

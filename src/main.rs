@@ -195,6 +195,12 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         public_url = %args.public_url,
         shutdown_grace_secs = args.shutdown_grace_secs,
         max_connections = options.connections.max_connections,
+        mirror_upstream = args.mirror.mirror_upstream.as_deref().unwrap_or(""),
+        mirror_devices = args.mirror.mirror_devices.len(),
+        mirror_include = args.mirror.mirror_include.join(","),
+        mirror_token = args.mirror.mirror_token.is_some(),
+        mirror_max_rate = %args.mirror.mirror_max_rate.map(|r| r.to_string()).unwrap_or_default(),
+        mirror_concurrency = args.mirror.mirror_concurrency,
         descriptors,
         version = env!("CARGO_PKG_VERSION"),
         "starting component-repository"
