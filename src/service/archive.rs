@@ -57,6 +57,8 @@ pub struct Tally {
     pub components: u64,
     pub files: u64,
     pub bytes: u64,
+    /// The change-feed sequence the archive was taken at (device dumps record it; see [`dump_for_devices`]).
+    pub sequence: Option<u64>,
 }
 
 /// Told about each component and each chunk of bytes as they move.
@@ -76,6 +78,10 @@ struct Manifest {
     components: u64,
     /// Entry name -> (sha256, size) of every entry but the manifest.
     entries: BTreeMap<String, Entry>,
+    /// The source's change-feed sequence when the components were read (device dumps only, so that full dumps
+    /// stay deterministic): where an edge mirror restored from the archive follows its upstream's feed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sequence: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -192,7 +198,35 @@ pub async fn dump(
     out: &Path,
     progress: &dyn Progress,
 ) -> Result<Tally, ArchiveError> {
+    dump_selected(store, out, progress, None).await
+}
+
+/// Like [`dump`], with only what one of `devices` can run and the models those components reference, for a site
+/// with no link; the archive records the feed's sequence for an edge mirror restored from it.
+pub async fn dump_for_devices(
+    store: &dyn Store,
+    out: &Path,
+    progress: &dyn Progress,
+    devices: &[crate::domain::Device],
+) -> Result<Tally, ArchiveError> {
+    dump_selected(store, out, progress, Some(devices)).await
+}
+
+async fn dump_selected(
+    store: &dyn Store,
+    out: &Path,
+    progress: &dyn Progress,
+    devices: Option<&[crate::domain::Device]>,
+) -> Result<Tally, ArchiveError> {
+    // Taken before reading: changes made while dumping are applied again from the feed, harmlessly.
+    let sequence = match devices {
+        Some(_) => Some(store.last_sequence().await?),
+        None => None,
+    };
     let mut components = all_components(store).await?;
+    if let Some(devices) = devices {
+        components = super::mirror::for_devices(components, devices);
+    }
     // Files inherited from the original service may have no hash recorded yet: the archive names files by hash.
     for component in &mut components {
         if let Some(file) = component.file.as_mut().filter(|f| f.sha256.is_empty()) {
@@ -205,12 +239,16 @@ pub async fn dump(
         }
     }
     let partial = partial_path(out);
-    let mut tally = Tally::default();
+    let mut tally = Tally {
+        sequence,
+        ..Tally::default()
+    };
     let mut manifest = Manifest {
         format: FORMAT.into(),
         version: VERSION,
         components: components.len() as u64,
         entries: BTreeMap::new(),
+        sequence,
     };
 
     let mut lines = Vec::new();
@@ -334,6 +372,7 @@ struct Unpacked {
     dir: tempfile::TempDir,
     components: Vec<Component>,
     aliases: Vec<AliasRecord>,
+    sequence: Option<u64>,
 }
 
 impl Unpacked {
@@ -483,6 +522,7 @@ fn unpack(archive: &Path, scratch: &Path) -> Result<Unpacked, ArchiveError> {
         dir,
         components,
         aliases,
+        sequence: manifest.sequence,
     })
 }
 
@@ -506,7 +546,10 @@ pub async fn restore(
             )));
         }
     }
-    let mut tally = Tally::default();
+    let mut tally = Tally {
+        sequence: unpacked.sequence,
+        ..Tally::default()
+    };
     for component in &unpacked.components {
         let mut files = StagedFiles::default();
         for (n, file) in files_of(component).enumerate() {

@@ -322,6 +322,56 @@ pub trait Store: Send + Sync + 'static {
     /// The stored file whose bytes have this sha256 (lower-case hex), whichever component or variant holds it.
     /// Its content type and name are generic: the digest names bytes, not a component.
     async fn blob(&self, sha256: &str) -> Result<Option<StoredFile>, StoreError>;
+
+    /// Edge mirrors: puts `component` exactly as its upstream has it (timestamps, lock, file records), replacing
+    /// whatever `key` held, or removes `key` when `component` is `None` (locks and aliases do not stop it: the
+    /// upstream decided). `staged` holds the verified bytes of the files this store does not hold yet; every other
+    /// file of the component must already be stored. One event is appended, so the mirror has a feed of its own.
+    async fn put_mirrored(
+        &self,
+        key: &ComponentKey,
+        component: Option<Component>,
+        staged: Vec<StagedBlob>,
+    ) -> Result<(), StoreError> {
+        let _ = (key, component, staged);
+        Err(mirror_unsupported(self.backend()))
+    }
+
+    /// Turns a complete file whose `sha256` and `size` were verified into a staged blob. The default streams a
+    /// copy through [`Store::stage`] (which hashes it again); a file-based store moves it instead.
+    async fn stage_verified(
+        &self,
+        file: tempfile::TempPath,
+        sha256: &str,
+        size: u64,
+    ) -> Result<StagedBlob, StoreError> {
+        let opened = tokio::fs::File::open(&file).await?;
+        let body = tokio_util::io::ReaderStream::new(opened);
+        let staged = self.stage(Box::pin(body), size).await?;
+        if staged.sha256 != sha256 {
+            return Err(StoreError::Backend(format!(
+                "{} changed while it was staged",
+                file.display()
+            )));
+        }
+        Ok(staged)
+    }
+
+    /// The edge mirror's own state (where it follows its upstream's feed), as it was last saved.
+    async fn mirror_state(&self) -> Result<Option<serde_json::Value>, StoreError> {
+        Err(mirror_unsupported(self.backend()))
+    }
+
+    async fn save_mirror_state(&self, state: &serde_json::Value) -> Result<(), StoreError> {
+        let _ = state;
+        Err(mirror_unsupported(self.backend()))
+    }
+}
+
+fn mirror_unsupported(backend: &str) -> StoreError {
+    StoreError::Backend(format!(
+        "the {backend} store cannot hold an edge mirror (use the embedded store)"
+    ))
 }
 
 /// The record of bytes served by digest: a generic type and name, since many components may share them.

@@ -11,6 +11,7 @@ mod aliases;
 mod blobs;
 mod catalog;
 mod events;
+mod mirror;
 mod summary;
 mod webhooks;
 mod writer;
@@ -1019,6 +1020,32 @@ impl Store for EmbeddedStore {
         };
         // An open file stays readable even if a concurrent delete unlinks it, so a download never breaks off.
         Ok(Some(read_chunks(blob, range, Arc::clone(&self.readers))))
+    }
+
+    async fn put_mirrored(
+        &self,
+        key: &ComponentKey,
+        component: Option<Component>,
+        staged: Vec<StagedBlob>,
+    ) -> Result<(), StoreError> {
+        self.put_mirrored_component(key, component, staged).await
+    }
+
+    async fn stage_verified(
+        &self,
+        file: tempfile::TempPath,
+        sha256: &str,
+        size: u64,
+    ) -> Result<StagedBlob, StoreError> {
+        Ok(self.adopt_verified(file, sha256, size))
+    }
+
+    async fn mirror_state(&self) -> Result<Option<serde_json::Value>, StoreError> {
+        self.read_mirror_state().await
+    }
+
+    async fn save_mirror_state(&self, state: &serde_json::Value) -> Result<(), StoreError> {
+        self.write_mirror_state(state).await
     }
 
     async fn blob(&self, sha256: &str) -> Result<Option<StoredFile>, StoreError> {
