@@ -11,6 +11,7 @@ mod aliases;
 mod blobs;
 mod catalog;
 mod events;
+mod layered;
 mod mirror;
 mod summary;
 mod webhooks;
@@ -28,7 +29,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTran
 use tokio::sync::Semaphore;
 
 use self::blobs::{BlobDir, clear_dir};
-use self::catalog::{Catalog, Snapshot};
+use self::catalog::{Builder, Catalog, Snapshot};
 use self::writer::{Applied, Pins, Writer};
 use super::{
     ByteStream, ComponentStream, EventBatch, EventRetention, EventSignal, FileMeta, Page,
@@ -117,14 +118,14 @@ struct Loaded {
     kind: Kind,
     sort_key: Arc<str>,
     needs: Option<crate::domain::Needs>,
-    record: Box<[u8]>,
+    record: Arc<[u8]>,
 }
 
 /// A record as read from its table.
 struct Raw {
     kind: Kind,
-    sort_key: String,
-    record: Vec<u8>,
+    sort_key: Arc<str>,
+    record: Arc<[u8]>,
 }
 
 impl Loaded {
@@ -137,9 +138,9 @@ impl Loaded {
         };
         Ok(Self {
             kind: raw.kind,
-            sort_key: raw.sort_key.into(),
+            sort_key: raw.sort_key,
             needs,
-            record: raw.record.into_boxed_slice(),
+            record: raw.record,
         })
     }
 }
@@ -182,24 +183,29 @@ impl EmbeddedStore {
     }
 
     /// Builds the catalogue from a redb snapshot taken under the writers' lock, so that writes committed before are
-    /// in it and writes after wait for it to be published. Records are read in one thread, decoded in the others
-    /// and inserted here, so that a cold start takes about as long as the slowest of the three.
+    /// in it and writes after wait for it to be published. Records are read in one thread, decoded on every core
+    /// and pushed into the indexes here in key order (a push each: no tree is built one insert at a time), so that a
+    /// cold start takes about as long as decoding the needs of every record.
     fn load(db: &Database, catalog: &Catalog) -> Result<(), StoreError> {
         let started = std::time::Instant::now();
         let writer = catalog.writer();
         let txn = db.begin_read().or_backend()?;
-        let decoders = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .max(2)
-            - 1;
-        let (raw_tx, raw_rx) = std::sync::mpsc::sync_channel::<Vec<Raw>>(2 * decoders);
+        let decoders = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // Batches are numbered, so that the builder takes them in the order redb returned them whichever decoder
+        // finishes first.
+        let (raw_tx, raw_rx) = std::sync::mpsc::sync_channel::<(usize, Vec<Raw>)>(2 * decoders);
         let (decoded_tx, decoded_rx) =
-            std::sync::mpsc::sync_channel::<Result<Vec<Loaded>, StoreError>>(2 * decoders);
+            std::sync::mpsc::sync_channel::<(usize, Result<Vec<Loaded>, StoreError>)>(2 * decoders);
         let raw_rx = std::sync::Mutex::new(raw_rx);
-        let mut snapshot = Snapshot::default();
+        let mut builder = Builder::default();
         let mut count = 0u64;
         std::thread::scope(|scope| -> Result<(), StoreError> {
             let reader = scope.spawn(move || -> Result<(), StoreError> {
+                let mut number = 0;
+                let mut send = |batch: Vec<Raw>| {
+                    number += 1;
+                    raw_tx.send((number - 1, batch)).is_ok()
+                };
                 for kind in Kind::ALL {
                     let table = txn.open_table(table(kind)).or_backend()?;
                     let mut batch = Vec::with_capacity(LOAD_BATCH);
@@ -207,18 +213,19 @@ impl EmbeddedStore {
                         let (key, value) = entry.or_backend()?;
                         batch.push(Raw {
                             kind,
-                            sort_key: key.value().to_owned(),
-                            record: value.value().to_vec(),
+                            sort_key: key.value().into(),
+                            record: value.value().into(),
                         });
-                        if batch.len() == LOAD_BATCH {
-                            let full =
-                                std::mem::replace(&mut batch, Vec::with_capacity(LOAD_BATCH));
-                            if raw_tx.send(full).is_err() {
-                                return Ok(());
-                            }
+                        if batch.len() == LOAD_BATCH
+                            && !send(std::mem::replace(
+                                &mut batch,
+                                Vec::with_capacity(LOAD_BATCH),
+                            ))
+                        {
+                            return Ok(());
                         }
                     }
-                    if !batch.is_empty() && raw_tx.send(batch).is_err() {
+                    if !batch.is_empty() && !send(batch) {
                         return Ok(());
                     }
                 }
@@ -230,31 +237,40 @@ impl EmbeddedStore {
                 scope.spawn(move || {
                     loop {
                         let next = raw_rx.lock().map(|rx| rx.recv());
-                        let Ok(Ok(batch)) = next else { return };
+                        let Ok(Ok((number, batch))) = next else {
+                            return;
+                        };
                         let decoded = batch.into_iter().map(Loaded::read).collect();
-                        if decoded_tx.send(decoded).is_err() {
+                        if decoded_tx.send((number, decoded)).is_err() {
                             return;
                         }
                     }
                 });
             }
             drop(decoded_tx);
-            for batch in decoded_rx {
+            let mut waiting = std::collections::BTreeMap::new();
+            let mut next = 0;
+            for (number, batch) in decoded_rx {
                 // An error drops the receiver on return, which stops the decoders and then the reader.
-                for loaded in batch? {
-                    snapshot.insert_at(
-                        loaded.kind,
-                        loaded.sort_key,
-                        loaded.needs.as_ref(),
-                        loaded.record,
-                    );
-                    count += 1;
+                waiting.insert(number, batch?);
+                while let Some(batch) = waiting.remove(&next) {
+                    next += 1;
+                    for loaded in batch {
+                        builder.push(
+                            loaded.kind,
+                            loaded.sort_key,
+                            loaded.needs.as_ref(),
+                            loaded.record,
+                        );
+                        count += 1;
+                    }
                 }
             }
             reader
                 .join()
                 .map_err(|_| StoreError::Backend("the catalogue reader panicked".into()))?
         })?;
+        let snapshot = builder.finish();
         writer.publish(move |published| *published = snapshot);
         tracing::info!(
             components = count,
@@ -444,11 +460,7 @@ impl Change {
         match self {
             Change::Put(puts) => {
                 for (component, record) in puts {
-                    snapshot.insert(
-                        &component.key,
-                        component.spec.needs(),
-                        record.into_boxed_slice(),
-                    );
+                    snapshot.insert(&component.key, component.spec.needs(), record.into());
                 }
             }
             Change::Remove(key) => snapshot.remove(&key),
