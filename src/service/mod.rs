@@ -4,6 +4,7 @@ pub mod archive;
 mod cursor;
 mod error;
 mod events;
+pub mod uploads;
 pub mod webhooks;
 
 use std::ops::Range;
@@ -44,6 +45,7 @@ pub struct RepositoryService {
     webhook_config: webhooks::WebhookConfig,
     delivery_counts: webhooks::DeliveryCounts,
     immutable_files: bool,
+    upload_session_ttl: std::time::Duration,
 }
 
 impl RepositoryService {
@@ -54,6 +56,7 @@ impl RepositoryService {
             webhook_config: webhooks::WebhookConfig::default(),
             delivery_counts: webhooks::DeliveryCounts::default(),
             immutable_files: false,
+            upload_session_ttl: uploads::DEFAULT_SESSION_TTL,
         }
     }
 

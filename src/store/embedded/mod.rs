@@ -10,6 +10,7 @@ mod blobs;
 mod catalog;
 mod events;
 mod summary;
+mod uploads;
 mod webhooks;
 
 use std::ops::Range;
@@ -153,6 +154,8 @@ pub struct EmbeddedStore {
     signal: EventSignal,
     /// Permits for blob reads (`BLOB_READERS`): downloads can never take the whole blocking pool.
     readers: Arc<Semaphore>,
+    /// Resumable upload sessions being appended to now.
+    uploads: uploads::Active,
 }
 
 /// Where loading the catalogue from redb stands; the store starts answering reads once it is loaded.
@@ -312,6 +315,7 @@ impl EmbeddedStore {
             loaded,
             signal: EventSignal::new(last_event),
             readers: Arc::new(Semaphore::new(BLOB_READERS)),
+            uploads: uploads::Active::default(),
         };
         store.remove_unreferenced_blobs()?;
         std::thread::Builder::new()
