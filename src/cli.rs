@@ -550,7 +550,9 @@ fn parse_age(age: &str) -> Result<std::time::Duration, String> {
         "d" => 86400,
         _ => return Err(format!("{age:?}: the unit must be s, m, h or d")),
     };
-    Ok(std::time::Duration::from_secs(number.saturating_mul(seconds)))
+    Ok(std::time::Duration::from_secs(
+        number.saturating_mul(seconds),
+    ))
 }
 
 #[cfg(test)]

@@ -115,7 +115,8 @@ fn spawn_retention(service: &Arc<RepositoryService>, args: &ServeArgs) {
 /// Removes expired resumable-upload sessions and their bytes, checking a few times per time-to-live (at least every
 /// minute, at most every second), for as long as the service lives.
 fn spawn_upload_expiry(service: &Arc<RepositoryService>) {
-    let every = (service.upload_session_ttl() / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    let every =
+        (service.upload_session_ttl() / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
     let service = Arc::downgrade(service);
     tokio::spawn(async move {
         loop {
@@ -126,7 +127,9 @@ fn spawn_upload_expiry(service: &Arc<RepositoryService>) {
             match service.expire_uploads().await {
                 Ok(0) => {}
                 Ok(removed) => tracing::info!(removed, "removed expired upload sessions"),
-                Err(e) => tracing::warn!(error = %e, "removing expired upload sessions failed; retrying"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "removing expired upload sessions failed; retrying")
+                }
             }
         }
     });

@@ -108,9 +108,12 @@ fn header_u64(headers: &HeaderMap, name: &HeaderName) -> Result<Option<u64>, Api
     headers
         .get(name)
         .map(|v| {
-            v.to_str().ok().and_then(|v| v.trim().parse().ok()).ok_or_else(|| {
-                ApiError::BadRequest(format!("{name}: must be a non-negative integer"))
-            })
+            v.to_str()
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+                .ok_or_else(|| {
+                    ApiError::BadRequest(format!("{name}: must be a non-negative integer"))
+                })
         })
         .transpose()
 }
@@ -326,7 +329,10 @@ mod tests {
             ("filename", "m.zip"),
         ]);
         let new = new_upload(parse_metadata(&text).unwrap(), 10).unwrap();
-        assert_eq!(new.target, ComponentKey::model("fall-detection", "v1").unwrap());
+        assert_eq!(
+            new.target,
+            ComponentKey::model("fall-detection", "v1").unwrap()
+        );
         assert_eq!(new.platform.unwrap().to_string(), "linux/arm64/v8");
         assert_eq!(new.filename.as_deref(), Some("m.zip"));
         let text = encoded(&[("kind", "service"), ("id", "a.b")]);

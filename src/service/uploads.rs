@@ -71,8 +71,8 @@ impl RepositoryService {
             return Err(refused.into());
         }
         let now = crate::domain::now();
-        let ttl = chrono::Duration::from_std(self.upload_session_ttl)
-            .unwrap_or(chrono::Duration::MAX);
+        let ttl =
+            chrono::Duration::from_std(self.upload_session_ttl).unwrap_or(chrono::Duration::MAX);
         let session = UploadSession {
             id: String::new(),
             target: new.target,

@@ -96,7 +96,9 @@ fn advance(db: &Database, id: &str, offset: u64) -> Result<bool, StoreError> {
         match session {
             Some(mut session) => {
                 session.offset = offset;
-                table.insert(id, encode(&session)?.as_slice()).or_backend()?;
+                table
+                    .insert(id, encode(&session)?.as_slice())
+                    .or_backend()?;
                 true
             }
             None => false,
@@ -165,10 +167,7 @@ impl EmbeddedStore {
 
 #[async_trait]
 impl UploadStore for EmbeddedStore {
-    async fn create_upload(
-        &self,
-        mut session: UploadSession,
-    ) -> Result<UploadSession, StoreError> {
+    async fn create_upload(&self, mut session: UploadSession) -> Result<UploadSession, StoreError> {
         session.id = uuid::Uuid::new_v4().simple().to_string();
         session.offset = 0;
         let dir = self.uploads_dir();

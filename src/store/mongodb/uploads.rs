@@ -3,8 +3,9 @@
 //! continue a session and completing it costs one `files` document, not a copy.
 //!
 //! One request appends at a time, under a lease in the session document (taken and renewed with a
-//! compare-and-set). The offset is recorded after the chunks up to it are written; chunks past the offset are
-//! an append that broke off before recording it, and the next append replaces them.
+//! compare-and-set). Only full chunks are written while bytes arrive; the bytes past the last full chunk are kept
+//! in the session document with the offset, recorded after the chunks before them are written. Chunks past the
+//! recorded offset are an append that broke off before recording it, and the next append deletes them first.
 
 use std::collections::HashSet;
 
@@ -14,10 +15,10 @@ use futures_util::{StreamExt, TryStreamExt};
 use mongodb::bson::oid::ObjectId;
 use mongodb::bson::spec::BinarySubtype;
 use mongodb::bson::{self, Binary, Bson, DateTime as BsonDateTime, Document, doc};
-use mongodb::options::ReplaceOptions;
 use mongodb::{Collection, Database};
 use sha2::{Digest, Sha256};
 
+use super::documents::integer;
 use super::gridfs::{CHUNK_SIZE, Grid, STAGING_FILENAME};
 use super::{MongoStore, is_duplicate_key, map_err};
 use crate::store::uploads::{AppendCheck, AppendError, Appended, UploadSession, UploadStore};
@@ -27,8 +28,8 @@ const SESSIONS: &str = "upload_sessions";
 /// How long an append may go without renewing its lease before another request may take the session over: a
 /// request whose client vanished must not block the session for long. Renewed with every batch of chunks.
 const LEASE_MILLIS: i64 = 60_000;
-/// Chunks written per insert, as one-shot uploads do.
-const CHUNKS_PER_INSERT: usize = 4;
+/// Chunks buffered between two records of the offset (about 1 MiB).
+const CHUNKS_PER_RECORD: usize = 4;
 
 pub fn sessions(metadata: &Database) -> Collection<Document> {
     metadata.collection(SESSIONS)
@@ -54,13 +55,18 @@ fn millis(t: DateTime<Utc>) -> BsonDateTime {
     BsonDateTime::from_millis(t.timestamp_millis())
 }
 
+/// Leases are plain numbers of milliseconds since the epoch: compared and set like any number.
+fn now_millis() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
 fn to_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 fn decode(mut document: Document) -> Result<UploadSession, StoreError> {
-    let offset = document.get_i64("offset").unwrap_or(0);
-    for field in ["_id", "lease_owner", "lease_until", "expires", "offset"] {
+    let offset = integer(document.get("offset")).unwrap_or(0);
+    for field in ["_id", "lease_owner", "lease_until", "expires", "tail"] {
         document.remove(field);
     }
     let mut session: UploadSession = bson::from_document(document)
@@ -69,9 +75,9 @@ fn decode(mut document: Document) -> Result<UploadSession, StoreError> {
     Ok(session)
 }
 
+/// A chunk as GridFS lays it out; its `_id` comes from the upsert that writes it.
 fn chunk(id: ObjectId, n: u64, bytes: &[u8]) -> Document {
     doc! {
-        "_id": ObjectId::new(),
         "files_id": id,
         "n": n as i32,
         "data": Binary { subtype: BinarySubtype::Generic, bytes: bytes.to_vec() },
@@ -86,12 +92,20 @@ struct Appender<'a> {
     owner: String,
     /// The chunk that the next write starts with.
     next: u64,
-    /// The first write replaces a short last chunk instead of adding one.
-    replace_first: bool,
 }
 
-impl Appender<'_> {
-    /// Writes the full chunks of `buffer` (and with `last`, the short rest too), removing them from it.
+impl<'a> Appender<'a> {
+    fn new(store: &'a MongoStore, id: ObjectId, owner: String) -> Self {
+        Self {
+            grid: &store.grid,
+            sessions: store.sessions(),
+            id,
+            owner,
+            next: 0,
+        }
+    }
+
+    /// Inserts the full chunks of `buffer` (and with `last`, the short rest too), removing them from it.
     async fn write(&mut self, buffer: &mut Vec<u8>, last: bool) -> Result<(), StoreError> {
         let mut taken = 0;
         let mut documents = Vec::new();
@@ -101,47 +115,45 @@ impl Appender<'_> {
             self.next += 1;
             taken = end;
         }
-        let mut documents = documents.into_iter();
-        if self.replace_first {
-            if let Some(first) = documents.next() {
-                let n = first.get_i32("n").unwrap_or(0);
-                self.grid
-                    .chunks
-                    .replace_one(doc! { "files_id": self.id, "n": n }, first)
-                    .with_options(ReplaceOptions::builder().upsert(true).build())
-                    .await
-                    .map_err(map_err)?;
-                self.replace_first = false;
-            }
-        }
-        let rest: Vec<Document> = documents.collect();
-        if !rest.is_empty() {
-            self.grid.chunks.insert_many(rest).await.map_err(map_err)?;
+        if !documents.is_empty() {
+            self.grid
+                .chunks
+                .insert_many(documents)
+                .await
+                .map_err(map_err)?;
         }
         buffer.drain(..taken);
         Ok(())
     }
 
-    /// Records the offset and renews the lease; false when the lease was lost or the session is gone.
-    async fn record(&self, offset: u64, release: bool) -> Result<bool, StoreError> {
-        let until = if release {
-            BsonDateTime::from_millis(0)
-        } else {
-            BsonDateTime::from_millis(BsonDateTime::now().timestamp_millis() + LEASE_MILLIS)
-        };
+    /// Records the offset and the bytes past the last full chunk (`tail`), and renews the lease; false when the
+    /// lease was lost or the session is gone.
+    async fn record(&self, offset: u64, tail: &[u8]) -> Result<bool, StoreError> {
         let updated = self
             .sessions
             .update_one(
                 doc! { "_id": self.id, "lease_owner": &self.owner },
-                doc! { "$set": { "offset": to_i64(offset), "lease_until": until } },
+                doc! { "$set": {
+                    "offset": to_i64(offset),
+                    "tail": Binary { subtype: BinarySubtype::Generic, bytes: tail.to_vec() },
+                    "lease_until": now_millis() + LEASE_MILLIS,
+                } },
             )
             .await
             .map_err(map_err)?;
         Ok(updated.matched_count == 1)
     }
 
-    async fn release(&self, offset: u64) {
-        if let Err(e) = self.record(offset, true).await {
+    /// Lets the lease lapse now.
+    async fn release(&self) {
+        let released = self
+            .sessions
+            .update_one(
+                doc! { "_id": self.id, "lease_owner": &self.owner },
+                doc! { "$set": { "lease_until": now_millis() } },
+            )
+            .await;
+        if let Err(e) = released {
             tracing::warn!(error = %e, "could not release an upload session's lease; it lapses by itself");
         }
     }
@@ -170,17 +182,24 @@ impl MongoStore {
             while let Some(document) = window.try_next().await.map_err(map_err)? {
                 let found = document.get_i32("n").map(i64::from).unwrap_or(-1);
                 let Some(Bson::Binary(data)) = document.get("data") else {
-                    return Err(StoreError::Backend(format!("upload chunk {found} of {id} has no data")).into());
+                    return Err(StoreError::Backend(format!(
+                        "upload chunk {found} of {id} has no data"
+                    ))
+                    .into());
                 };
                 if found != n as i64 {
-                    return Err(StoreError::Backend(format!("upload {id} is missing chunk {n}")).into());
+                    return Err(
+                        StoreError::Backend(format!("upload {id} is missing chunk {n}")).into(),
+                    );
                 }
                 hasher.update(&data.bytes);
                 size += data.bytes.len() as u64;
                 n += 1;
             }
             if n < window_end {
-                return Err(StoreError::Backend(format!("upload {id} is missing chunk {n}")).into());
+                return Err(
+                    StoreError::Backend(format!("upload {id} is missing chunk {n}")).into(),
+                );
             }
         }
         let sha256 = hex::encode(hasher.finalize());
@@ -214,10 +233,7 @@ impl MongoStore {
 
 #[async_trait]
 impl UploadStore for MongoStore {
-    async fn create_upload(
-        &self,
-        mut session: UploadSession,
-    ) -> Result<UploadSession, StoreError> {
+    async fn create_upload(&self, mut session: UploadSession) -> Result<UploadSession, StoreError> {
         let id = ObjectId::new();
         session.id = id.to_hex();
         session.offset = 0;
@@ -227,7 +243,7 @@ impl UploadStore for MongoStore {
         document.insert("offset", 0i64);
         document.insert("expires", millis(session.expires_at));
         document.insert("lease_owner", "");
-        document.insert("lease_until", BsonDateTime::from_millis(0));
+        document.insert("lease_until", session.created_at.timestamp_millis());
         self.sessions()
             .insert_one(document)
             .await
@@ -262,15 +278,12 @@ impl UploadStore for MongoStore {
             });
         }
         let owner = uuid::Uuid::new_v4().simple().to_string();
-        let now = BsonDateTime::now();
+        let now = now_millis();
         let taken = self
             .sessions()
             .update_one(
-                doc! { "_id": oid, "offset": to_i64(offset), "lease_until": { "$lt": now } },
-                doc! { "$set": {
-                    "lease_owner": &owner,
-                    "lease_until": BsonDateTime::from_millis(now.timestamp_millis() + LEASE_MILLIS),
-                } },
+                doc! { "_id": oid, "lease_until": { "$lt": now } },
+                doc! { "$set": { "lease_owner": &owner, "lease_until": now + LEASE_MILLIS } },
             )
             .await
             .map_err(map_err)?;
@@ -281,21 +294,33 @@ impl UploadStore for MongoStore {
                 Some(_) => AppendError::Busy,
             });
         }
-        let mut appender = Appender {
-            grid: &self.grid,
-            sessions: self.sessions(),
-            id: oid,
-            owner,
-            next: offset / CHUNK_SIZE as u64,
-            replace_first: false,
+        // The offset may have moved while another request held the lease.
+        let document = self
+            .sessions()
+            .find_one(doc! { "_id": oid })
+            .await
+            .map_err(map_err)?;
+        let tail = match document.as_ref().and_then(|d| d.get("tail")) {
+            Some(Bson::Binary(tail)) => tail.bytes.clone(),
+            _ => Vec::new(),
         };
-        let outcome = append(&mut appender, &session, offset, &mut body, checksum).await;
-        let recorded = match &outcome {
-            Ok(now) | Err((now, _)) => *now,
+        let session = match document.map(decode).transpose()? {
+            Some(session) if session.offset == offset => session,
+            other => {
+                let appender = Appender::new(self, oid, owner);
+                appender.release().await;
+                return Err(match other {
+                    None => AppendError::Gone,
+                    Some(s) => AppendError::OffsetMismatch { offset: s.offset },
+                });
+            }
         };
-        appender.release(recorded).await;
+        let mut appender = Appender::new(self, oid, owner);
+        appender.next = offset / CHUNK_SIZE as u64;
+        let outcome = append(&mut appender, &session, tail, offset, &mut body, checksum).await;
+        appender.release().await;
         match outcome {
-            Err((_, e)) => Err(e),
+            Err(e) => Err(e),
             Ok(now) if now == session.length => {
                 Ok(Appended::Complete(self.stage_session(oid, now).await?))
             }
@@ -354,85 +379,65 @@ impl UploadStore for MongoStore {
     }
 }
 
-/// Streams `body` into the session's chunks from `offset`; returns the offset reached, or with an error the
-/// offset recorded. Without a checksum the offset is recorded as whole chunks are written, so a request that
-/// breaks off (or a server that dies) keeps what arrived.
+/// Streams `body` into the session from `offset`; returns the offset reached. Full chunks are inserted as they
+/// fill and the bytes past the last full one (the tail) are kept in the session document with the offset, so no
+/// chunk is ever rewritten. Without a checksum the offset is recorded about every MiB, so a request that breaks
+/// off (or a server that dies) keeps what arrived. Once the last byte arrived, the tail becomes the last chunk.
 async fn append(
     appender: &mut Appender<'_>,
     session: &UploadSession,
+    tail: Vec<u8>,
     offset: u64,
     body: &mut UploadStream<'_>,
     checksum: Option<[u8; 32]>,
-) -> Result<u64, (u64, AppendError)> {
-    let fail = |at: u64| move |e: StoreError| (at, AppendError::Store(e));
-    let mut buffer: Vec<u8> = Vec::with_capacity(CHUNK_SIZE * CHUNKS_PER_INSERT);
-    // A short last chunk is read back and rewritten with the bytes that follow it.
-    let partial = (offset % CHUNK_SIZE as u64) as usize;
-    let first = appender.next;
-    let stale = if partial > 0 {
-        let found = appender
-            .grid
-            .chunks
-            .find_one(doc! { "files_id": appender.id, "n": first as i32 })
-            .await
-            .map_err(|e| (offset, AppendError::Store(map_err(e))))?;
-        match found.as_ref().and_then(|c| c.get("data")) {
-            Some(Bson::Binary(data)) if data.bytes.len() >= partial => {
-                buffer.extend_from_slice(&data.bytes[..partial]);
-            }
-            _ => {
-                let e = StoreError::Backend(format!("upload {} lost chunk {first}", appender.id));
-                return Err((offset, e.into()));
-            }
-        }
-        appender.replace_first = true;
-        doc! { "$gt": first as i32 }
-    } else {
-        doc! { "$gte": first as i32 }
-    };
+) -> Result<u64, AppendError> {
+    if tail.len() as u64 != offset % CHUNK_SIZE as u64 {
+        let e = StoreError::Backend(format!("upload {} has a damaged tail", appender.id));
+        return Err(e.into());
+    }
+    // Chunks from here on are an append that broke off before recording its offset.
     appender
         .grid
         .chunks
-        .delete_many(doc! { "files_id": appender.id, "n": stale })
+        .delete_many(doc! { "files_id": appender.id, "n": { "$gte": appender.next as i32 } })
         .await
-        .map_err(|e| (offset, AppendError::Store(map_err(e))))?;
-    // The session's offset once what is in `buffer` is written.
+        .map_err(map_err)?;
+    let mut buffer = tail;
+    buffer.reserve(CHUNK_SIZE * CHUNKS_PER_RECORD);
     let mut reached = offset;
     let mut check = AppendCheck::new(session.length - offset, checksum);
-    let mut recorded = offset;
     loop {
-        let piece = body.next().await;
-        match piece {
+        match body.next().await {
             Some(Ok(bytes)) => {
-                check.take(&bytes).map_err(|e| (recorded, e))?;
+                check.take(&bytes)?;
                 reached += bytes.len() as u64;
                 buffer.extend_from_slice(&bytes);
-                if buffer.len() >= CHUNK_SIZE * CHUNKS_PER_INSERT {
-                    appender.write(&mut buffer, false).await.map_err(fail(recorded))?;
-                    if !check.all_or_nothing() {
-                        let at = reached - buffer.len() as u64;
-                        if !appender.record(at, false).await.map_err(fail(recorded))? {
-                            return Err((recorded, AppendError::Gone));
-                        }
-                        recorded = at;
+                if buffer.len() >= CHUNK_SIZE * CHUNKS_PER_RECORD {
+                    appender.write(&mut buffer, false).await?;
+                    if !check.all_or_nothing() && !appender.record(reached, &buffer).await? {
+                        return Err(AppendError::Gone);
                     }
                 }
             }
             Some(Err(source)) => {
                 if check.all_or_nothing() {
-                    return Err((offset, AppendError::Interrupted { offset, source }));
+                    return Err(AppendError::Interrupted { offset, source });
                 }
-                appender.write(&mut buffer, true).await.map_err(fail(recorded))?;
-                return Err((reached, AppendError::Interrupted { offset: reached, source }));
+                appender.write(&mut buffer, false).await?;
+                appender.record(reached, &buffer).await?;
+                return Err(AppendError::Interrupted {
+                    offset: reached,
+                    source,
+                });
             }
-            None => {
-                if !check.verified() {
-                    return Err((offset, AppendError::ChecksumMismatch));
-                }
-                break;
-            }
+            None if !check.verified() => return Err(AppendError::ChecksumMismatch),
+            None => break,
         }
     }
-    appender.write(&mut buffer, true).await.map_err(fail(recorded))?;
+    let complete = reached == session.length;
+    appender.write(&mut buffer, complete).await?;
+    if !appender.record(reached, &buffer).await? {
+        return Err(AppendError::Gone);
+    }
     Ok(reached)
 }
