@@ -10,6 +10,8 @@
 //! `--components` (default 10000) is the number of services, `--transformations` (default 10000) the number of
 //! transformations; `--samples` (default 200) the requests per figure. `--only-writes URL` measures only the writes
 //! (`--samples` creates of each kind) against a server already running at URL, e.g. another build of it.
+//! `--data-dir DIR` keeps the store in DIR and, when DIR already holds one, measures it as it is instead of filling
+//! a new one (a million components take minutes to fill); its counts are then read from the store.
 
 #[path = "../tests/common/process.rs"]
 mod process;
@@ -138,6 +140,24 @@ fn transformation(i: usize, rng: &mut Rng) -> anyhow::Result<Component> {
         spec,
         component_repository::domain::now(),
     )?)
+}
+
+/// How many services and transformations a store left by an earlier run holds.
+async fn stored(data_dir: &std::path::Path) -> anyhow::Result<(usize, usize)> {
+    use component_repository::domain::{ComponentFilter, Kind};
+    use component_repository::store::PageRequest;
+    let store = EmbeddedStore::open(data_dir).await?;
+    let mut counts = Vec::new();
+    for kind in [Kind::Service, Kind::Transformation] {
+        let page = PageRequest {
+            after: None,
+            limit: 0,
+            count: true,
+        };
+        let page = store.list(kind, &ComponentFilter::default(), page).await?;
+        counts.push(page.total.context("the store did not count")? as usize);
+    }
+    Ok((counts[0], counts[1]))
 }
 
 /// Fills the store through the store API, in transactions of `BATCH` components.
@@ -286,15 +306,18 @@ async fn writes(
     base: &str,
     creates: usize,
     prefix: &str,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<String>> {
+    let mut created = Vec::new();
     let started = Instant::now();
     for i in 0..creates {
+        let id = format!("{prefix}.rest.svc_{i:05}");
         client
             .post(format!("{base}/service"))
-            .json(&json!({ "id": format!("{prefix}.rest.svc_{i:05}"), "description": "created over REST" }))
+            .json(&json!({ "id": id, "description": "created over REST" }))
             .send()
             .await?
             .error_for_status()?;
+        created.push(id);
     }
     let rest_rate = creates as f64 / started.elapsed().as_secs_f64();
     row(
@@ -323,12 +346,25 @@ async fn writes(
             answers.len() == 100 && answers.iter().all(|a| a.get("errors").is_none()),
             "a batch of creates failed: {answers:?}"
         );
+        created.extend((0..100).map(|i| format!("{prefix}.gql.svc_{b:03}_{i:03}")));
     }
     let gql_rate = (batches * 100) as f64 / started.elapsed().as_secs_f64();
     row(
         "GraphQL creates in batches of 100",
         format!("{gql_rate:.0}/s ({} creates)", batches * 100),
     );
+    Ok(created)
+}
+
+/// Deletes what [`writes`] created, so that a kept store stays as it was filled.
+async fn remove(client: &reqwest::Client, base: &str, ids: &[String]) -> anyhow::Result<()> {
+    for id in ids {
+        client
+            .delete(format!("{base}/service/{id}"))
+            .send()
+            .await?
+            .error_for_status()?;
+    }
     Ok(())
 }
 
@@ -338,6 +374,7 @@ async fn main() -> anyhow::Result<()> {
     let mut samples = 200usize;
     let mut transformations = 10_000usize;
     let mut writes_to = None::<String>;
+    let mut keep = None::<std::path::PathBuf>;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -347,30 +384,47 @@ async fn main() -> anyhow::Result<()> {
                 transformations = args.next().context("--transformations N")?.parse()?
             }
             "--only-writes" => writes_to = Some(args.next().context("--only-writes URL")?),
+            "--data-dir" => keep = Some(args.next().context("--data-dir DIR")?.into()),
             other => bail!(
                 "unknown argument {other}; takes --components N, --transformations N, --samples N, \
-                 --only-writes URL"
+                 --only-writes URL, --data-dir DIR"
             ),
         }
     }
-    if let Some(base) = writes_to {
-        // Against a server already running (another build, for one): the writes only, with ids of this run.
-        let run = std::time::SystemTime::now()
+    // Ids of this run's creates: a kept store may hold those of earlier runs.
+    let run = format!(
+        "w{}",
+        std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)?
-            .as_millis();
+            .as_millis()
+    );
+    if let Some(base) = writes_to {
+        // Against a server already running (another build, for one): the writes only.
         println!("| workload | measured against {base} |");
         println!("| --- | --- |");
-        return writes(&reqwest::Client::new(), &base, samples, &format!("w{run}")).await;
+        return writes(&reqwest::Client::new(), &base, samples, &run)
+            .await
+            .map(drop);
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let dir = tempfile::tempdir_in(".")?;
-    let data_dir = dir.path().join("data");
-    let filled = fill(&data_dir, services, transformations).await?;
-    println!(
-        "catalogue benchmark: {services} services + {transformations} transformations, {cores} cores, \
-         filled through the store API in {:.1} s",
-        filled.as_secs_f64()
-    );
+    let kept = keep.is_some();
+    let data_dir = keep.unwrap_or_else(|| dir.path().join("data"));
+    if data_dir.join("metadata.redb").exists() {
+        (services, transformations) = stored(&data_dir).await?;
+        println!(
+            "catalogue benchmark: {services} services + {transformations} transformations, {cores} cores, \
+             the store kept in {}",
+            data_dir.display()
+        );
+    } else {
+        let filled = fill(&data_dir, services, transformations).await?;
+        println!(
+            "catalogue benchmark: {services} services + {transformations} transformations, {cores} cores, \
+             filled through the store API in {:.1} s",
+            filled.as_secs_f64()
+        );
+    }
     println!();
     println!("| workload | measured |");
     println!("| --- | --- |");
@@ -538,11 +592,14 @@ async fn main() -> anyhow::Result<()> {
         p50_p99(&s),
     );
 
-    writes(&client, &base, samples.clamp(20, 500), "bench").await?;
+    let created = writes(&client, &base, samples.clamp(20, 500), &run).await?;
     let peak = sampler.peak().max(rss::rss_bytes(pid).unwrap_or(0));
     row(
         &format!("peak RSS over the run with {services} services"),
         format!("{:.0} MiB", peak as f64 / 1024.0 / 1024.0),
     );
+    if kept {
+        remove(&client, &base, &created).await?;
+    }
     Ok(())
 }

@@ -6,6 +6,9 @@ use std::path::PathBuf;
 use bytesize::ByteSize;
 use clap::{Parser, Subcommand};
 
+mod mirror;
+pub use mirror::MirrorArgs;
+
 #[derive(Debug, Parser)]
 #[command(name = "component-repository", version, about)]
 pub struct Cli {
@@ -29,6 +32,10 @@ pub enum Command {
         /// The archive to write; it appears only once complete.
         #[arg(long)]
         out: PathBuf,
+        /// Only what this device can run (a JSON `DeviceInput`), with the models it references, for an
+        /// air-gapped edge mirror; repeatable. The archive records the feed's sequence.
+        #[arg(long = "device", value_name = "FILE")]
+        devices: Vec<PathBuf>,
     },
     /// Add every component of an archive to the store. The archive is verified in full before anything is
     /// written, and nothing is written if a component of it already exists.
@@ -114,6 +121,9 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub mongodb: MongoArgs,
+
+    #[command(flatten)]
+    pub mirror: MirrorArgs,
 
     /// Directory of the embedded store (metadata database and files).
     #[arg(

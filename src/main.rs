@@ -23,12 +23,19 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Serve => run(cli.serve).await,
         Command::Gc => gc(cli.serve).await,
-        Command::Dump { out } => {
+        Command::Dump { out, devices } => {
+            let devices = devices
+                .iter()
+                .map(|path| server::load_device(path).map(|(_, device)| device))
+                .collect::<anyhow::Result<Vec<_>>>()?;
             let store = open_for_command(&cli.serve).await?;
             let bar = ProgressView::new("dumping");
-            let tally = archive::dump(store.as_ref(), &out, &bar)
-                .await
-                .with_context(|| format!("dumping to {}", out.display()))?;
+            let tally = if devices.is_empty() {
+                archive::dump(store.as_ref(), &out, &bar).await
+            } else {
+                archive::dump_for_devices(store.as_ref(), &out, &bar, &devices).await
+            }
+            .with_context(|| format!("dumping to {}", out.display()))?;
             bar.finish(&format!("dumped to {}", out.display()), tally);
             Ok(())
         }
@@ -46,6 +53,18 @@ async fn main() -> anyhow::Result<()> {
             let tally = archive::restore(store.as_ref(), &input, &scratch_dir, &bar)
                 .await
                 .with_context(|| format!("restoring {}", input.display()))?;
+            // Restored into an edge mirror's store: it follows its upstream from the archive's sequence.
+            if let (Some(upstream), Some(sequence)) =
+                (&cli.serve.mirror.mirror_upstream, tally.sequence)
+            {
+                component_repository::service::mirror::seed_state(
+                    store.as_ref(),
+                    upstream,
+                    sequence,
+                )
+                .await
+                .context("recording the archive's sequence for the mirror")?;
+            }
             bar.finish(&format!("restored {}", input.display()), tally);
             Ok(())
         }
@@ -177,6 +196,12 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         public_url = %args.public_url,
         shutdown_grace_secs = args.shutdown_grace_secs,
         max_connections = options.connections.max_connections,
+        mirror_upstream = args.mirror.mirror_upstream.as_deref().unwrap_or(""),
+        mirror_devices = args.mirror.mirror_devices.len(),
+        mirror_include = args.mirror.mirror_include.join(","),
+        mirror_token = args.mirror.mirror_token.is_some(),
+        mirror_max_rate = %args.mirror.mirror_max_rate.map(|r| r.to_string()).unwrap_or_default(),
+        mirror_concurrency = args.mirror.mirror_concurrency,
         descriptors,
         version = env!("CARGO_PKG_VERSION"),
         "starting component-repository"

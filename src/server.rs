@@ -21,6 +21,9 @@ use crate::store::mongodb::{MongoConfig, MongoStore};
 
 pub use self::connections::{ConnectionLimits, raise_fd_limit};
 
+mod mirror;
+pub use self::mirror::{load_device, mirror_config};
+
 /// Opens the store the configuration names.
 pub async fn open_store(args: &ServeArgs) -> anyhow::Result<Arc<dyn Store>> {
     match args.store {
@@ -137,14 +140,18 @@ fn spawn_upload_expiry(service: &Arc<RepositoryService>) {
 
 /// The HTTP application over `store`; fails when the configured tokens cannot be read.
 pub fn app(store: Arc<dyn Store>, args: &ServeArgs) -> anyhow::Result<axum::Router> {
-    let service = Arc::new(
-        RepositoryService::new(store, args.max_upload_size.as_u64())
-            .with_webhooks(crate::service::webhooks::WebhookConfig {
-                allow_private_networks: args.webhooks_allow_private_networks,
-            })
-            .with_immutable_files(args.immutable_files)
-            .with_upload_session_ttl(args.upload_session_ttl),
-    );
+    let mut service = RepositoryService::new(store.clone(), args.max_upload_size.as_u64())
+        .with_webhooks(crate::service::webhooks::WebhookConfig {
+            allow_private_networks: args.webhooks_allow_private_networks,
+        })
+        .with_immutable_files(args.immutable_files)
+        .with_upload_session_ttl(args.upload_session_ttl);
+    if let Some(config) = mirror_config(args)? {
+        let status = crate::service::mirror::spawn(store, config)
+            .context("starting the mirror's HTTP client")?;
+        service = service.with_mirror(status);
+    }
+    let service = Arc::new(service);
     spawn_retention(&service, args);
     spawn_upload_expiry(&service);
     crate::service::webhooks::spawn_dispatcher(&service);

@@ -66,6 +66,36 @@ async fn dump_and_restore_round_trip_is_byte_identical() {
         service["service"]["file"]["sha256"],
         sha256_hex(&bytes(5_000, 2))
     );
+    common::archive::assert_variants_and_aliases(&app).await;
+}
+
+/// An archive of version 1 (before variants and aliases travelled) still restores: its default files.
+#[tokio::test]
+async fn version_1_archives_restore_their_default_files() {
+    let source = populated_store().await;
+    let work = tempfile::tempdir().unwrap();
+    let current = work.path().join("current.tar");
+    dump_embedded(source.path(), &current);
+    let old = work.path().join("v1.tar");
+    common::archive::rewrite_as_version_1(&current, &old);
+
+    let target = tempfile::tempdir().unwrap();
+    restore_embedded(target.path(), &old);
+    let app = common::embedded_in(target.path()).await;
+    let model = app.get("/model/fall-detection/pilot-2-1").await;
+    assert_eq!(
+        model.bytes().await.unwrap().as_ref(),
+        bytes(700_000, 1).as_slice()
+    );
+    let data = app
+        .ok(
+            "{ service(id: \"inference.svc\") { variants { file { sha256 } } }
+               model(name: \"fall-detection\", version: \"pilot-2-2\") { aliases } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(data["service"]["variants"], json!([]));
+    assert_eq!(data["model"]["aliases"], json!([]));
 }
 
 #[tokio::test]
@@ -132,7 +162,7 @@ async fn restore_only_adds_components() {
     ]);
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("already exists"));
-    assert_eq!(component_count(source.path()).await, 4);
+    assert_eq!(component_count(source.path()).await, 5);
 }
 
 #[tokio::test]
@@ -151,7 +181,7 @@ async fn seeding_restores_only_into_an_empty_store() {
         archive.to_str().unwrap(),
     ];
     common::archive::ok(&seed);
-    assert_eq!(component_count(target.path()).await, 4);
+    assert_eq!(component_count(target.path()).await, 5);
     // Every later start seeds again: a store that holds components is left as it is, and that is no error.
     let app = common::embedded_in(target.path()).await;
     app.ok(
@@ -161,7 +191,7 @@ async fn seeding_restores_only_into_an_empty_store() {
     .await;
     app.stop().await;
     common::archive::ok(&seed);
-    assert_eq!(component_count(target.path()).await, 3);
+    assert_eq!(component_count(target.path()).await, 4);
 }
 
 /// An archive is input like any request: keys the API would refuse (path separators, `.`, `..`, control
@@ -177,7 +207,7 @@ async fn crafted_keys_are_refused_by_restore() {
     common::archive::rewrite_components(&archive, &copy, str::to_owned);
     let target = tempfile::tempdir().unwrap();
     restore_embedded(target.path(), &copy);
-    assert_eq!(component_count(target.path()).await, 4);
+    assert_eq!(component_count(target.path()).await, 5);
 
     for bad in [
         "../../etc",

@@ -9,12 +9,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use component_repository::domain::{
-    AliasMove, Component, ComponentFilter, ComponentKey, Kind, ModelKey, StoredFile,
+    AliasMove, AliasRecord, Component, ComponentFilter, ComponentKey, Kind, ModelKey, StoredFile,
 };
 use component_repository::store::embedded::EmbeddedStore;
 use component_repository::store::{
-    ByteStream, ComponentStream, FileMeta, Page, PageRequest, SpecUpdate, StagedBlob, Store,
-    StoreError, UploadStream,
+    ByteStream, ComponentStream, FileMeta, Page, PageRequest, SpecUpdate, StagedBlob, StagedFiles,
+    Store, StoreError, UploadStream,
 };
 use serde_json::json;
 
@@ -107,12 +107,18 @@ impl Store for CountingStore {
     ) -> Result<Component, StoreError> {
         self.inner.attach(key, staged, meta).await
     }
-    async fn insert_with_file(
+    async fn insert_with_files(
         &self,
         component: Component,
-        staged: StagedBlob,
+        files: StagedFiles,
     ) -> Result<(), StoreError> {
-        self.inner.insert_with_file(component, staged).await
+        self.inner.insert_with_files(component, files).await
+    }
+    async fn alias_records(&self) -> Result<Vec<AliasRecord>, StoreError> {
+        self.inner.alias_records().await
+    }
+    async fn insert_alias(&self, record: AliasRecord) -> Result<(), StoreError> {
+        self.inner.insert_alias(record).await
     }
     async fn read(
         &self,

@@ -235,3 +235,139 @@ async fn pending_webhook_deliveries_survive_a_restart() {
         "sent once after the restart"
     );
 }
+
+/// A blob being attached is never reclaimed by a concurrent delete of another component with the same bytes:
+/// every upload that answered is downloadable at once, and afterwards the blobs on disk are exactly those in use.
+#[tokio::test]
+async fn a_blob_being_attached_survives_a_concurrent_delete_of_the_same_bytes() {
+    let app = std::sync::Arc::new(common::embedded(Options::default()).await);
+    let (shared, other) = (common::bytes(30_000, 21), common::bytes(20_000, 22));
+    app.ok(
+        "mutation { createService(input: {id: \"keeper\"}) { id } }",
+        json!({}),
+    )
+    .await;
+    let keeper = {
+        let (app, shared, other) = (app.clone(), shared.clone(), other.clone());
+        tokio::spawn(async move {
+            for round in 0..40 {
+                // Alternating, so the shared bytes keep losing and regaining this component's reference.
+                let data = if round % 2 == 0 { &shared } else { &other };
+                upload_ok(&app, "keeper", data.clone()).await;
+                let served = app.get("/service/keeper").await;
+                assert_eq!(served.status(), 200, "round {round}");
+                let served = served.bytes().await.unwrap();
+                assert_eq!(
+                    common::sha256_hex(&served),
+                    common::sha256_hex(data),
+                    "round {round}: the attached file is whole"
+                );
+            }
+        })
+    };
+    let churner = {
+        let (app, shared) = (app.clone(), shared.clone());
+        tokio::spawn(async move {
+            for _ in 0..40 {
+                app.ok(
+                    "mutation { createService(input: {id: \"churn\"}) { id } }",
+                    json!({}),
+                )
+                .await;
+                upload_ok(&app, "churn", shared.clone()).await;
+                app.ok("mutation { deleteService(id: \"churn\") }", json!({}))
+                    .await;
+            }
+        })
+    };
+    keeper.await.unwrap();
+    churner.await.unwrap();
+    let stored = blobs(&app);
+    assert_eq!(
+        stored.len(),
+        1,
+        "only the keeper's file is left: {stored:?}"
+    );
+    assert!(stored[0].ends_with(common::sha256_hex(&other)));
+    assert!(staged(&app).is_empty(), "{:?}", staged(&app));
+}
+
+/// Writes committed together answer each on its own: a refused create beside successful ones changes nothing
+/// else, every success has its event, and all of it is on disk after a restart.
+#[tokio::test]
+async fn concurrent_writes_are_answered_one_by_one_and_all_persist() {
+    let app = std::sync::Arc::new(common::embedded(Options::default()).await);
+    let mut tasks = Vec::new();
+    for n in 0..120 {
+        let app = app.clone();
+        tasks.push(tokio::spawn(async move {
+            // Each id is created three times at once; `nobody` is updated though it does not exist.
+            let query = if n % 10 == 9 {
+                "mutation { updateService(id: \"nobody\", input: {description: \"x\"}) { id } }"
+                    .to_string()
+            } else {
+                format!(
+                    "mutation {{ createService(input: {{id: \"svc-{}\"}}) {{ id }} }}",
+                    n / 3
+                )
+            };
+            let body = app.gql(&query, json!({})).await;
+            body["errors"][0]["extensions"]["code"]
+                .as_str()
+                .map(str::to_owned)
+        }));
+    }
+    let mut codes = std::collections::BTreeMap::<String, usize>::new();
+    for task in tasks {
+        let code = task.await.unwrap().unwrap_or_else(|| "ok".into());
+        *codes.entry(code).or_default() += 1;
+    }
+    let ids: std::collections::BTreeSet<usize> =
+        (0..120).filter(|n| n % 10 != 9).map(|n| n / 3).collect();
+    let creates = (0..120).filter(|n| n % 10 != 9).count();
+    assert_eq!(codes.get("ok"), Some(&ids.len()), "{codes:?}");
+    assert_eq!(
+        codes.get("ALREADY_EXISTS"),
+        Some(&(creates - ids.len())),
+        "{codes:?}"
+    );
+    assert_eq!(codes.get("NOT_FOUND"), Some(&12), "{codes:?}");
+
+    let listed = app
+        .ok("{ services(first: 100) { totalCount } }", json!({}))
+        .await;
+    assert_eq!(listed["services"]["totalCount"], ids.len());
+    let feed = app
+        .ok(
+            "{ events(first: 1000) { nodes { sequence type id } } }",
+            json!({}),
+        )
+        .await;
+    let events = feed["events"]["nodes"].as_array().unwrap().clone();
+    assert_eq!(
+        events.len(),
+        ids.len(),
+        "one event per create that succeeded"
+    );
+    let sequences: Vec<u64> = events
+        .iter()
+        .map(|e| {
+            e["sequence"]
+                .as_str()
+                .map_or_else(|| e["sequence"].as_u64().unwrap(), |s| s.parse().unwrap())
+        })
+        .collect();
+    assert!(sequences.windows(2).all(|w| w[0] < w[1]), "{sequences:?}");
+
+    let app = std::sync::Arc::into_inner(app).unwrap();
+    let dir = app.stop_keeping_data().await;
+    let app = common::embedded_in(dir.path()).await;
+    let listed = app
+        .ok("{ services(first: 100) { totalCount } }", json!({}))
+        .await;
+    assert_eq!(
+        listed["services"]["totalCount"],
+        ids.len(),
+        "committed means on disk"
+    );
+}

@@ -34,11 +34,6 @@ const WIRE_SERVER_GAPS: &[(&str, &str)] = &[
         "concurrent_creates_have_one_winner",
         "nx-27017 ignores unique indexes on a field named `id`, so concurrent creates of one id all succeed there",
     ),
-    (
-        "variant_bytes_are_served_by_digest",
-        "nx-27017 finds nothing by a field inside an array (`variants.file.sha256`) once that field is indexed; \
-         MongoDB's multikey index serves it",
-    ),
 ];
 
 /// Why a test cannot run here, if it cannot.
@@ -727,6 +722,11 @@ async fn archives_move_between_the_embedded_store_and_mongodb() {
         ok(&all);
     };
     on_mongo(&["restore", "--in", from_embedded.to_str().unwrap()]);
+    {
+        let app = replica(&config).await;
+        common::archive::assert_variants_and_aliases(&app).await;
+        app.stop().await;
+    }
     let from_mongo = work.path().join("mongo.tar");
     on_mongo(&["dump", "--out", from_mongo.to_str().unwrap()]);
     assert_eq!(
@@ -1148,6 +1148,117 @@ async fn events_left_pending_are_settled_by_readers() {
         assert!(Instant::now() < deadline, "{page:#}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A download by digest finds a variant's bytes through the multikey index on `variants.file.sha256`: the
+/// `$elemMatch` the store sends is planned as an index scan, not a collection scan.
+#[tokio::test]
+async fn variant_digest_lookups_use_the_multikey_index() {
+    let test = "variant_digest_lookups_use_the_multikey_index";
+    let Some(target) = require_target(test) else {
+        return;
+    };
+    if target.is_wire() {
+        common::report_skip(
+            test,
+            "nx-27017 plans queries in SQLite and uses no MongoDB index; its explain has no IXSCAN to check",
+        );
+        return;
+    }
+    let config = mongo::config(target);
+    let mut app = replica(&config).await;
+    app.guard = Some(Box::new(DropDatabases(config.clone())));
+    create_service(&app, "svc").await;
+    let client = mongodb::Client::with_uri_str(&config.uri).await.unwrap();
+    let explained = client
+        .database(&config.database)
+        .run_command(doc! {
+            "explain": {
+                "find": "services",
+                "filter": { "variants": { "$elemMatch": { "file.sha256": "0".repeat(64) } } },
+            },
+            "verbosity": "queryPlanner",
+        })
+        .await
+        .unwrap();
+    let plan = explained
+        .get_document("queryPlanner")
+        .unwrap()
+        .get_document("winningPlan")
+        .unwrap()
+        .to_string();
+    assert!(
+        plan.contains("IXSCAN") && plan.contains("variants.file.sha256"),
+        "{plan}"
+    );
+}
+
+/// An alias move whose writer died after reserving its event: readers settle it from the alias record, which
+/// carries the sequence exactly when the move happened.
+#[tokio::test]
+async fn alias_events_left_pending_are_settled_from_the_alias_record() {
+    let Some(target) = feed_target("alias_events_left_pending_are_settled_from_the_alias_record")
+    else {
+        return;
+    };
+    let config = mongo::config(target);
+    let mut app = replica(&config).await;
+    app.guard = Some(Box::new(DropDatabases(config.clone())));
+    app.ok(
+        "mutation { createModel(input: {name: \"m\", version: \"1\", library: \"keras\", description: \"a\"}) { name } }",
+        json!({}),
+    )
+    .await;
+    let client = mongodb::Client::with_uri_str(&config.uri).await.unwrap();
+    let db = client.database(&config.database);
+    let events = db.collection::<mongodb::bson::Document>("events");
+    let long_ago = DateTime::from_millis(DateTime::now().timestamp_millis() - 60_000);
+    // Seq 2: the move of `production` happened (its record carries the sequence); seq 3: the move of `staging`
+    // never did (no record carries it).
+    db.collection::<mongodb::bson::Document>("model_aliases")
+        .insert_one(doc! {
+            "model_name": "m", "alias": "production", "model_version": "1", "event_seqs": [2_i64],
+        })
+        .await
+        .unwrap();
+    for (seq, alias) in [(2_i64, "production"), (3_i64, "staging")] {
+        events
+            .insert_one(doc! {
+                "seq": seq, "state": "pending", "at": long_ago,
+                "event": { "type": "alias_set", "key": { "kind": "model", "name": "m", "version": "1" },
+                           "file": null, "needs": null, "previous_needs": null,
+                           "alias": { "alias": alias, "from": null, "to": "1", "by": "ops" } },
+            })
+            .await
+            .unwrap();
+    }
+    let page = app
+        .ok(
+            "{ events(after: \"1\") { edges { node { sequence type version alias { alias to by } } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        page["events"]["edges"],
+        json!([{ "node": { "sequence": 2, "type": "ALIAS_SET", "version": "1",
+                           "alias": { "alias": "production", "to": "1", "by": "ops" } } }]),
+        "the move that happened is committed, the other one dropped"
+    );
+    let states: Vec<String> = {
+        use futures_util::TryStreamExt;
+        events
+            .find(doc! { "seq": { "$gte": 2_i64 } })
+            .sort(doc! { "seq": 1 })
+            .await
+            .unwrap()
+            .try_collect::<Vec<_>>()
+            .await
+            .unwrap()
+            .iter()
+            .map(|d| d.get_str("state").unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(states, ["committed", "aborted"]);
 }
 
 /// Two servers on one database: each webhook delivery is sent once, not once per server, and in order.

@@ -12,8 +12,8 @@ async fn openapi_describes_every_rest_route() {
     let paths = document["paths"].as_object().unwrap();
     assert_eq!(
         paths.len(),
-        13,
-        "4 kinds x (collection, item, meta) + /model/meta: {:?}",
+        14,
+        "4 kinds x (collection, item, meta) + /model/meta + /blobs/sha256/{{hex}}: {:?}",
         paths.keys()
     );
     // Every documented operation is routed: none falls through to the router's 404 or 405.
@@ -21,7 +21,8 @@ async fn openapi_describes_every_rest_route() {
         let concrete = path
             .replace("{name}", "n")
             .replace("{version}", "v")
-            .replace("{id}", "i");
+            .replace("{id}", "i")
+            .replace("{hex}", &"0".repeat(64));
         for method in item.as_object().unwrap().keys() {
             let request = app
                 .client
@@ -36,4 +37,19 @@ async fn openapi_describes_every_rest_route() {
             );
         }
     }
+    // Downloads say how to pick a variant, and the digest route is there.
+    for download in ["/model/{name}/{version}", "/service/{id}"] {
+        let names: Vec<&str> = paths[download]["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap())
+            .collect();
+        for wanted in ["platform", "accelerator", "accelerator_version"] {
+            assert!(names.contains(&wanted), "{download}: {names:?}");
+        }
+    }
+    let blob = &paths["/blobs/sha256/{hex}"]["get"];
+    assert_eq!(blob["parameters"][0]["name"], "hex");
+    assert!(blob["responses"]["404"].is_object());
 }

@@ -7,7 +7,9 @@ import { token } from "./api.js";
 import { html } from "./format.js";
 
 /** The event types of the feed: EventSource delivers named events only to listeners of that name. */
-const TYPES = ["created", "updated", "file_uploaded", "file_replaced", "deleted"];
+const TYPES = [
+  "created", "updated", "file_uploaded", "file_replaced", "deleted", "locked", "alias_set", "alias_deleted",
+];
 const MAX_BACKOFF_MS = 30_000;
 
 /**

@@ -96,6 +96,7 @@ pub fn error_code(e: &ServiceError) -> &'static str {
         ServiceError::PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
         ServiceError::RequestTimeout(_) => "REQUEST_TIMEOUT",
         ServiceError::EventsExpired(_) => "EVENTS_EXPIRED",
+        ServiceError::ReadOnlyMirror(_) => "READ_ONLY_MIRROR",
         ServiceError::Unavailable(_) => "UNAVAILABLE",
         ServiceError::Internal(_) => "INTERNAL",
     }
@@ -115,6 +116,7 @@ pub fn status_of(e: &ServiceError) -> StatusCode {
         ServiceError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         ServiceError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
         ServiceError::EventsExpired(_) => StatusCode::GONE,
+        ServiceError::ReadOnlyMirror(_) => StatusCode::FORBIDDEN,
         ServiceError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         ServiceError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }

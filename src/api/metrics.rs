@@ -16,6 +16,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+mod mirror;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     method: String,
@@ -93,6 +95,7 @@ pub struct Metrics {
     event_sequence: Gauge,
     deliveries: Family<DeliveryLabels, Counter>,
     operation_names: Mutex<HashSet<String>>,
+    mirror: mirror::MirrorMetrics,
 }
 
 impl Default for Metrics {
@@ -115,6 +118,7 @@ impl Metrics {
             event_sequence: Gauge::default(),
             deliveries: Family::default(),
             operation_names: Mutex::default(),
+            mirror: mirror::MirrorMetrics::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -162,6 +166,7 @@ impl Metrics {
             "Webhook delivery attempts by outcome (delivered; failed, to be retried; gave_up)",
             metrics.deliveries.clone(),
         );
+        metrics.mirror.register(&mut registry);
         Metrics {
             registry,
             ..metrics
@@ -289,6 +294,9 @@ pub async fn endpoint(State(state): State<super::AppState>) -> Response {
         state
             .metrics
             .deliveries_up_to(outcome, count.load(std::sync::atomic::Ordering::Relaxed));
+    }
+    if let Some(mirror) = state.service.mirror_status() {
+        state.metrics.mirror.observe(&mirror.snapshot());
     }
     match state.metrics.render() {
         Ok(text) => (

@@ -20,6 +20,43 @@ pub struct AliasMove {
     pub by: String,
 }
 
+/// An alias as a store holds it, for moving it to another store: where it points (`None` once deleted) and
+/// every move, oldest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AliasRecord {
+    pub model: String,
+    pub alias: String,
+    pub version: Option<String>,
+    pub history: Vec<AliasMove>,
+}
+
+impl AliasRecord {
+    /// An alias known by name only, before its pointer and history are filled in.
+    pub fn empty(model: &str, alias: &str) -> Self {
+        Self {
+            model: model.to_string(),
+            alias: alias.to_string(),
+            version: None,
+            history: Vec::new(),
+        }
+    }
+
+    /// The move that put the alias where it points, for its event: the last of its history when that is it.
+    pub fn last_move(&self) -> AliasMove {
+        match self.history.last() {
+            Some(last) if last.to == self.version => last.clone(),
+            last => AliasMove {
+                model: self.model.clone(),
+                alias: self.alias.clone(),
+                from: None,
+                to: self.version.clone(),
+                at: super::now(),
+                by: last.map(|m| m.by.clone()).unwrap_or_default(),
+            },
+        }
+    }
+}
+
 /// An alias is written after `@` in URLs (`/model/{name}/@{alias}`), so it obeys the rules of key parts and holds
 /// no `@` itself.
 pub fn validate_alias(alias: &str) -> Result<(), DomainError> {

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{Component, ComponentKey, Device, Kind, Needs, StoredFile};
+use super::{AliasMove, Component, ComponentKey, Device, DomainError, Kind, Needs, StoredFile};
 
 /// What happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -16,15 +16,24 @@ pub enum EventType {
     /// A component's file was replaced by another.
     FileReplaced,
     Deleted,
+    /// An alias of a model was pointed at this version (created or moved).
+    AliasSet,
+    /// An alias of a model was removed; the key is the version it named.
+    AliasDeleted,
+    /// The component was locked for good.
+    Locked,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 5] = [
+    pub const ALL: [EventType; 8] = [
         EventType::Created,
         EventType::Updated,
         EventType::FileUploaded,
         EventType::FileReplaced,
         EventType::Deleted,
+        EventType::AliasSet,
+        EventType::AliasDeleted,
+        EventType::Locked,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -34,6 +43,9 @@ impl EventType {
             EventType::FileUploaded => "file_uploaded",
             EventType::FileReplaced => "file_replaced",
             EventType::Deleted => "deleted",
+            EventType::AliasSet => "alias_set",
+            EventType::AliasDeleted => "alias_deleted",
+            EventType::Locked => "locked",
         }
     }
 
@@ -49,6 +61,18 @@ pub struct EventFile {
     pub size: u64,
 }
 
+/// The move an alias event records, as the alias's history has it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventAlias {
+    pub alias: String,
+    /// The version it named before (null when it is new).
+    pub from: Option<String>,
+    /// The version it names now (null when it was deleted).
+    pub to: Option<String>,
+    /// The label of the token that moved it.
+    pub by: String,
+}
+
 /// An event before the store has given it a sequence.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EventDraft {
@@ -62,6 +86,9 @@ pub struct EventDraft {
     /// The needs before an update, so a subscriber learns of a component that stopped being runnable.
     #[serde(default)]
     pub previous_needs: Option<Needs>,
+    /// For alias events, the move.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alias: Option<EventAlias>,
 }
 
 impl EventDraft {
@@ -75,7 +102,47 @@ impl EventDraft {
             }),
             needs: component.spec.needs().cloned(),
             previous_needs: None,
+            alias: None,
         }
+    }
+
+    /// `component` was locked.
+    pub fn locked(component: &Component) -> Self {
+        Self {
+            event_type: EventType::Locked,
+            ..Self::created(component)
+        }
+    }
+
+    /// An alias move, keyed by the version the alias names after it (before it, for a deletion); `target` is
+    /// that version when the alias was set, whose file the event carries.
+    pub fn alias_moved(target: Option<&Component>, moved: &AliasMove) -> Result<Self, DomainError> {
+        let version = moved
+            .to
+            .as_ref()
+            .or(moved.from.as_ref())
+            .ok_or_else(|| DomainError::new("alias", "an alias move names no version"))?;
+        let key = ComponentKey::model(moved.model.clone(), version.clone())?;
+        let base = match target {
+            Some(target) => Self::created(target),
+            None => Self::bare(EventType::AliasDeleted, key.clone()),
+        };
+        Ok(Self {
+            event_type: if moved.to.is_some() {
+                EventType::AliasSet
+            } else {
+                EventType::AliasDeleted
+            },
+            key,
+            needs: None,
+            alias: Some(EventAlias {
+                alias: moved.alias.clone(),
+                from: moved.from.clone(),
+                to: moved.to.clone(),
+                by: moved.by.clone(),
+            }),
+            ..base
+        })
     }
 
     pub fn updated(before: &Component, after: &Component) -> Self {
@@ -126,6 +193,7 @@ impl EventDraft {
             file: None,
             needs: None,
             previous_needs: None,
+            alias: None,
         }
     }
 
@@ -172,6 +240,11 @@ impl Event {
         }
         if let Some(file) = &d.file {
             value["file"] = serde_json::json!({ "sha256": file.sha256, "size": file.size });
+        }
+        if let Some(alias) = &d.alias {
+            value["alias"] = serde_json::json!({
+                "alias": alias.alias, "from": alias.from, "to": alias.to, "by": alias.by,
+            });
         }
         value
     }

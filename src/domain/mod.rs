@@ -10,13 +10,13 @@ mod platform;
 pub mod version;
 mod webhook;
 
-pub use alias::{AliasMove, MAX_ALIAS_BYTES, validate_alias, validate_new_version};
+pub use alias::{AliasMove, AliasRecord, MAX_ALIAS_BYTES, validate_alias, validate_new_version};
 pub use component::{
     Component, InferencerSpec, MAX_ENTRIES, MAX_TEXT_BYTES, ModelSpec, Needs, ServiceSpec, Spec,
     StoredFile, TransformationSpec,
 };
 pub use error::DomainError;
-pub use event::{Event, EventDraft, EventFile, EventFilter, EventType};
+pub use event::{Event, EventAlias, EventDraft, EventFile, EventFilter, EventType};
 pub use filter::{ComponentFilter, Device, LibraryWanted, Matcher, ModelWanted, NeedsFilter};
 pub use key::{ComponentKey, Kind, MAX_KEY_BYTES, ModelKey, validate_key_part};
 pub use platform::{DevicePlatform, Platform, Variant, file_for};

@@ -3,7 +3,8 @@
 //!
 //! The archive is a plain tar file, so ordinary tools can look inside:
 //! - `components.jsonl`: one component per line (key, metadata, timestamps, file record), kinds in order;
-//! - `blobs/<sha256>`: each distinct file once, named by its hash;
+//! - `aliases.jsonl` (since version 2): one model alias per line, where it points and its whole history;
+//! - `blobs/<sha256>`: each distinct file once (default files and per-platform variants), named by its hash;
 //! - `manifest.json`, last: format and version, the number of components, and the sha256 and size of every other
 //!   entry. A truncated archive has no manifest, so it is refused.
 //!
@@ -22,12 +23,14 @@ use sha2::{Digest, Sha256};
 use thiserror::Error;
 use tokio_util::io::{ReaderStream, StreamReader, SyncIoBridge};
 
-use crate::domain::{Component, ComponentFilter, Kind};
-use crate::store::{PageRequest, Store, StoreError};
+use crate::domain::{AliasRecord, Component, ComponentFilter, Kind, StoredFile};
+use crate::store::{PageRequest, StagedFiles, Store, StoreError, alias_known};
 
 const FORMAT: &str = "component-repository-archive";
-const VERSION: u32 = 1;
+/// 2 carries variants' bytes and aliases; 1 (default files only) is still read.
+const VERSION: u32 = 2;
 const COMPONENTS: &str = "components.jsonl";
+const ALIASES: &str = "aliases.jsonl";
 const MANIFEST: &str = "manifest.json";
 const BLOBS: &str = "blobs/";
 const PAGE: usize = 100;
@@ -54,6 +57,8 @@ pub struct Tally {
     pub components: u64,
     pub files: u64,
     pub bytes: u64,
+    /// The change-feed sequence the archive was taken at (device dumps record it; see [`dump_for_devices`]).
+    pub sequence: Option<u64>,
 }
 
 /// Told about each component and each chunk of bytes as they move.
@@ -73,6 +78,10 @@ struct Manifest {
     components: u64,
     /// Entry name -> (sha256, size) of every entry but the manifest.
     entries: BTreeMap<String, Entry>,
+    /// The source's change-feed sequence when the components were read (device dumps only, so that full dumps
+    /// stay deterministic): where an edge mirror restored from the archive follows its upstream's feed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sequence: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -189,7 +198,35 @@ pub async fn dump(
     out: &Path,
     progress: &dyn Progress,
 ) -> Result<Tally, ArchiveError> {
+    dump_selected(store, out, progress, None).await
+}
+
+/// Like [`dump`], with only what one of `devices` can run and the models those components reference, for a site
+/// with no link; the archive records the feed's sequence for an edge mirror restored from it.
+pub async fn dump_for_devices(
+    store: &dyn Store,
+    out: &Path,
+    progress: &dyn Progress,
+    devices: &[crate::domain::Device],
+) -> Result<Tally, ArchiveError> {
+    dump_selected(store, out, progress, Some(devices)).await
+}
+
+async fn dump_selected(
+    store: &dyn Store,
+    out: &Path,
+    progress: &dyn Progress,
+    devices: Option<&[crate::domain::Device]>,
+) -> Result<Tally, ArchiveError> {
+    // Taken before reading: changes made while dumping are applied again from the feed, harmlessly.
+    let sequence = match devices {
+        Some(_) => Some(store.last_sequence().await?),
+        None => None,
+    };
     let mut components = all_components(store).await?;
+    if let Some(devices) = devices {
+        components = super::mirror::for_devices(components, devices);
+    }
     // Files inherited from the original service may have no hash recorded yet: the archive names files by hash.
     for component in &mut components {
         if let Some(file) = component.file.as_mut().filter(|f| f.sha256.is_empty()) {
@@ -202,70 +239,90 @@ pub async fn dump(
         }
     }
     let partial = partial_path(out);
-    let mut tally = Tally::default();
+    let mut tally = Tally {
+        sequence,
+        ..Tally::default()
+    };
     let mut manifest = Manifest {
         format: FORMAT.into(),
         version: VERSION,
         components: components.len() as u64,
         entries: BTreeMap::new(),
+        sequence,
     };
 
     let mut lines = Vec::new();
     for component in &components {
         // Stores locate files their own way (a hash, a GridFS id): in the archive a file is its blob entry.
         let mut portable = component.clone();
-        if let Some(file) = &mut portable.file {
+        for file in portable
+            .file
+            .iter_mut()
+            .chain(portable.variants.iter_mut().map(|v| &mut v.file))
+        {
             file.blob_id = file.sha256.clone();
         }
+        // A version's alias marks follow from the alias records.
+        portable.aliases.clear();
         serde_json::to_writer(&mut lines, &portable).map_err(io::Error::other)?;
         lines.push(b'\n');
+    }
+    let mut alias_lines = Vec::new();
+    for record in store.alias_records().await? {
+        serde_json::to_writer(&mut alias_lines, &record).map_err(io::Error::other)?;
+        alias_lines.push(b'\n');
     }
     let builder = {
         let partial = partial.clone();
         blocking(move || {
             let mut builder = tar::Builder::new(BufWriter::new(File::create(&partial)?));
-            let mut reader = Hashing::new(lines.as_slice());
-            builder.append_data(&mut header(lines.len() as u64), COMPONENTS, &mut reader)?;
-            Ok((builder, reader.entry()))
+            let mut entries = Vec::new();
+            for (name, data) in [(COMPONENTS, &lines), (ALIASES, &alias_lines)] {
+                let mut reader = Hashing::new(data.as_slice());
+                builder.append_data(&mut header(data.len() as u64), name, &mut reader)?;
+                entries.push((name, reader.entry()));
+            }
+            Ok((builder, entries))
         })
         .await
     };
-    let (mut builder, entry) = builder.inspect_err(|_| {
+    let (mut builder, entries) = builder.inspect_err(|_| {
         let _ = std::fs::remove_file(&partial);
     })?;
-    manifest.entries.insert(COMPONENTS.into(), entry);
+    for (name, entry) in entries {
+        manifest.entries.insert(name.into(), entry);
+    }
 
     let result: Result<(), ArchiveError> = async {
         for component in &components {
             progress.component();
             tally.components += 1;
-            let Some(file) = &component.file else {
-                continue;
-            };
-            let name = format!("{BLOBS}{}", file.sha256);
-            if manifest.entries.contains_key(&name) {
-                continue;
+            for file in files_of(component) {
+                let name = format!("{BLOBS}{}", file.sha256);
+                if manifest.entries.contains_key(&name) {
+                    continue;
+                }
+                let stream = store.read(&component.key, file, 0..file.size).await?;
+                let reader = SyncIoBridge::new(StreamReader::new(stream));
+                let (size, expected) = (file.size, file.sha256.clone());
+                let (returned, entry) = blocking(move || {
+                    let mut reader = Hashing::new(reader);
+                    builder.append_data(&mut header(size), &name, &mut reader)?;
+                    Ok((builder, reader.entry()))
+                })
+                .await?;
+                builder = returned;
+                if entry.sha256 != expected || entry.size != size {
+                    return Err(invalid(format!(
+                        "the stored file of {} does not match its recorded sha256 and size",
+                        component.key
+                    )));
+                }
+                progress.bytes(size);
+                tally.files += 1;
+                tally.bytes += size;
+                manifest.entries.insert(format!("{BLOBS}{expected}"), entry);
             }
-            let stream = store.read(&component.key, file, 0..file.size).await?;
-            let reader = SyncIoBridge::new(StreamReader::new(stream));
-            let (size, expected) = (file.size, file.sha256.clone());
-            let (returned, entry) = blocking(move || {
-                let mut reader = Hashing::new(reader);
-                builder.append_data(&mut header(size), &name, &mut reader)?;
-                Ok((builder, reader.entry()))
-            })
-            .await?;
-            builder = returned;
-            if entry.sha256 != expected || entry.size != size {
-                return Err(invalid(format!(
-                    "the stored file of {} does not match its recorded sha256 and size",
-                    component.key
-                )));
-            }
-            progress.bytes(size);
-            tally.files += 1;
-            tally.bytes += size;
-            manifest.entries.insert(format!("{BLOBS}{expected}"), entry);
         }
         let manifest = serde_json::to_vec_pretty(&manifest).map_err(io::Error::other)?;
         blocking(move || {
@@ -302,10 +359,20 @@ fn partial_path(out: &Path) -> PathBuf {
     out.with_file_name(name)
 }
 
+/// The default file and the variants' files of a component.
+fn files_of(component: &Component) -> impl Iterator<Item = &StoredFile> {
+    component
+        .file
+        .iter()
+        .chain(component.variants.iter().map(|v| &v.file))
+}
+
 /// An archive read back and verified in a scratch directory.
 struct Unpacked {
     dir: tempfile::TempDir,
     components: Vec<Component>,
+    aliases: Vec<AliasRecord>,
+    sequence: Option<u64>,
 }
 
 impl Unpacked {
@@ -343,8 +410,8 @@ fn unpack(archive: &Path, scratch: &Path) -> Result<Unpacked, ArchiveError> {
             );
             continue;
         }
-        let target = if name == COMPONENTS {
-            dir.path().join(COMPONENTS)
+        let target = if name == COMPONENTS || name == ALIASES {
+            dir.path().join(&name)
         } else if let Some(sha) = name.strip_prefix(BLOBS)
             && sha.len() == 64
             && sha
@@ -375,7 +442,7 @@ fn unpack(archive: &Path, scratch: &Path) -> Result<Unpacked, ArchiveError> {
     }
     let manifest =
         manifest.ok_or_else(|| invalid("the manifest is missing: the archive is truncated"))?;
-    if manifest.format != FORMAT || manifest.version != VERSION {
+    if manifest.format != FORMAT || !(1..=VERSION).contains(&manifest.version) {
         return Err(invalid(format!(
             "unsupported archive format {} version {}",
             manifest.format, manifest.version
@@ -396,8 +463,13 @@ fn unpack(archive: &Path, scratch: &Path) -> Result<Unpacked, ArchiveError> {
     let mut components = Vec::new();
     for line in BufReader::new(File::open(dir.path().join(COMPONENTS))?).lines() {
         let line = line?;
-        let component: Component = serde_json::from_str(&line)
+        let mut component: Component = serde_json::from_str(&line)
             .map_err(|e| invalid(format!("a component is not valid: {e}")))?;
+        if manifest.version < 2 {
+            // Version 1 listed variants and alias marks without their bytes or records: it moves default files.
+            component.variants.clear();
+            component.aliases.clear();
+        }
         // Keys are checked as the API checks them: an archive is input like any request.
         component
             .key
@@ -408,23 +480,50 @@ fn unpack(archive: &Path, scratch: &Path) -> Result<Unpacked, ArchiveError> {
             .validate()
             .map_err(|e| invalid(format!("{}: {e}", component.key)))?;
 
-        if let Some(file) = &component.file {
+        for file in files_of(&component) {
             let blob = manifest.entries.get(&format!("{BLOBS}{}", file.sha256));
             if blob.is_none_or(|b| b.size != file.size) {
                 return Err(invalid(format!(
-                    "the file of {} is not in the archive",
+                    "a file of {} is not in the archive",
                     component.key
                 )));
             }
         }
         components.push(component);
     }
+    let mut aliases = Vec::new();
+    if manifest.entries.contains_key(ALIASES) {
+        for line in BufReader::new(File::open(dir.path().join(ALIASES))?).lines() {
+            let record: AliasRecord = serde_json::from_str(&line?)
+                .map_err(|e| invalid(format!("an alias is not valid: {e}")))?;
+            crate::domain::validate_alias(&record.alias)
+                .map_err(|e| invalid(format!("an alias is not valid: {e}")))?;
+            if let Some(version) = &record.version {
+                let named = components.iter().any(|c| {
+                    matches!(&c.key, crate::domain::ComponentKey::Model(m)
+                        if m.name == record.model && &m.version == version)
+                });
+                if !named {
+                    return Err(invalid(format!(
+                        "alias {} of model {} names version {version}, which the archive does not hold",
+                        record.alias, record.model
+                    )));
+                }
+            }
+            aliases.push(record);
+        }
+    }
     if components.len() as u64 != manifest.components {
         return Err(invalid(
             "the number of components does not match the manifest",
         ));
     }
-    Ok(Unpacked { dir, components })
+    Ok(Unpacked {
+        dir,
+        components,
+        aliases,
+        sequence: manifest.sequence,
+    })
 }
 
 /// Adds every component of the archive at `input` to `store`. The archive is verified in full (in a scratch
@@ -439,27 +538,48 @@ pub async fn restore(
     let (input, scratch) = (input.to_path_buf(), scratch.to_path_buf());
     let unpacked = blocking(move || unpack(&input, &scratch)).await?;
     refuse_existing(store, &unpacked.components).await?;
-    let mut tally = Tally::default();
+    for record in &unpacked.aliases {
+        if alias_known(store, &record.model, &record.alias).await? {
+            return Err(ArchiveError::Exists(format!(
+                "alias {} of model {}",
+                record.alias, record.model
+            )));
+        }
+    }
+    let mut tally = Tally {
+        sequence: unpacked.sequence,
+        ..Tally::default()
+    };
     for component in &unpacked.components {
-        match &component.file {
-            Some(file) => {
-                let path = unpacked.blob(&file.sha256);
-                let body = ReaderStream::new(tokio::fs::File::open(&path).await?)
-                    .inspect(|chunk| {
-                        if let Ok(chunk) = chunk {
-                            progress.bytes(chunk.len() as u64);
-                        }
-                    })
-                    .boxed();
-                let staged = store.stage(body, u64::MAX).await?;
-                store.insert_with_file(component.clone(), staged).await?;
-                tally.files += 1;
-                tally.bytes += file.size;
+        let mut files = StagedFiles::default();
+        for (n, file) in files_of(component).enumerate() {
+            let path = unpacked.blob(&file.sha256);
+            let body = ReaderStream::new(tokio::fs::File::open(&path).await?)
+                .inspect(|chunk| {
+                    if let Ok(chunk) = chunk {
+                        progress.bytes(chunk.len() as u64);
+                    }
+                })
+                .boxed();
+            let staged = store.stage(body, u64::MAX).await?;
+            if n == 0 && component.file.is_some() {
+                files.default = Some(staged);
+            } else {
+                files.variants.push(staged);
             }
-            None => store.insert(component.clone()).await?,
+            tally.files += 1;
+            tally.bytes += file.size;
+        }
+        if files.default.is_some() || !files.variants.is_empty() {
+            store.insert_with_files(component.clone(), files).await?;
+        } else {
+            store.insert(component.clone()).await?;
         }
         progress.component();
         tally.components += 1;
+    }
+    for record in unpacked.aliases {
+        store.insert_alias(record).await?;
     }
     Ok(tally)
 }
@@ -482,39 +602,64 @@ pub async fn import(
 ) -> Result<Tally, ArchiveError> {
     let components = all_components(source).await?;
     refuse_existing(target, &components).await?;
+    let aliases = source.alias_records().await?;
+    for record in &aliases {
+        if alias_known(target, &record.model, &record.alias).await? {
+            return Err(ArchiveError::Exists(format!(
+                "alias {} of model {}",
+                record.alias, record.model
+            )));
+        }
+    }
     let mut tally = Tally::default();
     for mut component in components {
-        match component.file.clone() {
-            Some(mut file) => {
-                let body = source
-                    .read(&component.key, &file, 0..file.size)
-                    .await?
-                    .inspect(|chunk| {
-                        if let Ok(chunk) = chunk {
-                            progress.bytes(chunk.len() as u64);
-                        }
-                    })
-                    .boxed();
-                let staged = target.stage(body, u64::MAX).await?;
-                if staged.size != file.size
-                    || (!file.sha256.is_empty() && staged.sha256 != file.sha256)
-                {
-                    return Err(invalid(format!(
-                        "the file of {} does not match its recorded size or sha256 in the source",
-                        component.key
-                    )));
-                }
-                // Files of the original service have no hash recorded: the one just computed is it.
-                file.sha256 = staged.sha256.clone();
-                tally.bytes += file.size;
-                component.file = Some(file);
-                target.insert_with_file(component, staged).await?;
-                tally.files += 1;
+        let mut files = StagedFiles::default();
+        let has_default = component.file.is_some();
+        for (n, file) in component
+            .file
+            .iter_mut()
+            .chain(component.variants.iter_mut().map(|v| &mut v.file))
+            .enumerate()
+        {
+            let body = source
+                .read(&component.key, file, 0..file.size)
+                .await?
+                .inspect(|chunk| {
+                    if let Ok(chunk) = chunk {
+                        progress.bytes(chunk.len() as u64);
+                    }
+                })
+                .boxed();
+            let staged = target.stage(body, u64::MAX).await?;
+            if staged.size != file.size || (!file.sha256.is_empty() && staged.sha256 != file.sha256)
+            {
+                return Err(invalid(format!(
+                    "a file of {} does not match its recorded size or sha256 in the source",
+                    component.key
+                )));
             }
-            None => target.insert(component).await?,
+            // Files of the original service have no hash recorded: the one just computed is it.
+            file.sha256 = staged.sha256.clone();
+            tally.bytes += file.size;
+            tally.files += 1;
+            if n == 0 && has_default {
+                files.default = Some(staged);
+            } else {
+                files.variants.push(staged);
+            }
+        }
+        // Alias marks come with the alias records, written last.
+        component.aliases.clear();
+        if files.default.is_some() || !files.variants.is_empty() {
+            target.insert_with_files(component, files).await?;
+        } else {
+            target.insert(component).await?;
         }
         progress.component();
         tally.components += 1;
+    }
+    for record in aliases {
+        target.insert_alias(record).await?;
     }
     Ok(tally)
 }

@@ -30,6 +30,9 @@ pub enum ServiceError {
     /// The change feed no longer holds what the client asked for: it must resync.
     #[error("{0}")]
     EventsExpired(String),
+    /// A write to an edge mirror: its content comes from its upstream only.
+    #[error("{0}")]
+    ReadOnlyMirror(String),
     #[error("the storage backend is unavailable; try again later")]
     Unavailable(#[source] StoreError),
     /// A fault of ours: logged in full, shown to clients only as "internal error".

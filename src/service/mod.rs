@@ -4,6 +4,7 @@ pub mod archive;
 mod cursor;
 mod error;
 mod events;
+pub mod mirror;
 pub mod uploads;
 pub mod webhooks;
 
@@ -46,6 +47,8 @@ pub struct RepositoryService {
     delivery_counts: webhooks::DeliveryCounts,
     immutable_files: bool,
     upload_session_ttl: std::time::Duration,
+    /// Set on an edge mirror: its status, and writes through the API are refused.
+    mirror: Option<mirror::MirrorStatus>,
 }
 
 impl RepositoryService {
@@ -57,6 +60,29 @@ impl RepositoryService {
             delivery_counts: webhooks::DeliveryCounts::default(),
             immutable_files: false,
             upload_session_ttl: uploads::DEFAULT_SESSION_TTL,
+            mirror: None,
+        }
+    }
+
+    /// Makes this the service of an edge mirror: read-only, with the sync's status.
+    pub fn with_mirror(mut self, status: mirror::MirrorStatus) -> Self {
+        self.mirror = Some(status);
+        self
+    }
+
+    /// The edge mirror's status; `None` when this server is not a mirror.
+    pub fn mirror_status(&self) -> Option<&mirror::MirrorStatus> {
+        self.mirror.as_ref()
+    }
+
+    /// Refuses a write on an edge mirror.
+    fn writable(&self) -> Result<(), ServiceError> {
+        match &self.mirror {
+            Some(status) => Err(ServiceError::ReadOnlyMirror(format!(
+                "this server is a read-only mirror of {}: write to the upstream",
+                status.snapshot().upstream
+            ))),
+            None => Ok(()),
         }
     }
 
@@ -81,10 +107,19 @@ impl RepositoryService {
     }
 
     pub async fn ready(&self) -> Result<(), ServiceError> {
-        self.store.ping().await.map_err(ServiceError::from)
+        self.store.ping().await.map_err(ServiceError::from)?;
+        match &self.mirror {
+            Some(status) if !status.ready() => Err(ServiceError::Unavailable(
+                crate::store::StoreError::Unavailable(
+                    "the mirror's first sync with its upstream is not complete".into(),
+                ),
+            )),
+            _ => Ok(()),
+        }
     }
 
     pub async fn create(&self, key: ComponentKey, spec: Spec) -> Result<Component, ServiceError> {
+        self.writable()?;
         if let ComponentKey::Model(model) = &key {
             validate_new_version(&model.version)?;
         }
@@ -227,10 +262,12 @@ impl RepositoryService {
         key: &ComponentKey,
         update: SpecUpdate,
     ) -> Result<Component, ServiceError> {
+        self.writable()?;
         Ok(self.store.update(key, update).await?)
     }
 
     pub async fn delete(&self, key: &ComponentKey) -> Result<Component, ServiceError> {
+        self.writable()?;
         self.store
             .delete(key, self.immutable_files)
             .await?
@@ -240,6 +277,7 @@ impl RepositoryService {
     /// Streams an upload into staging with the configured size limit. The result is attached with
     /// [`RepositoryService::attach_file`] or discarded by dropping it.
     pub async fn stage_upload(&self, body: UploadStream<'_>) -> Result<StagedBlob, ServiceError> {
+        self.writable()?;
         Ok(self.store.stage(body, self.max_upload_bytes).await?)
     }
 
@@ -250,6 +288,7 @@ impl RepositoryService {
         body: UploadStream<'_>,
         already: u64,
     ) -> Result<StagedBlob, ServiceError> {
+        self.writable()?;
         let left = self.max_upload_bytes.saturating_sub(already);
         match self.store.stage(body, left).await {
             Ok(blob) => Ok(blob),
@@ -268,6 +307,7 @@ impl RepositoryService {
         content_type: Option<&str>,
         platform: Option<Platform>,
     ) -> Result<Component, ServiceError> {
+        self.writable()?;
         let meta = FileMeta {
             platform,
             filename: clean_filename(filename).unwrap_or_else(|| default_filename(key)),
@@ -279,6 +319,7 @@ impl RepositoryService {
 
     /// Locks a component for good: its file stays as it is and the component stays once it has one.
     pub async fn lock(&self, key: &ComponentKey) -> Result<Component, ServiceError> {
+        self.writable()?;
         Ok(self.store.lock(key).await?)
     }
 
@@ -290,6 +331,7 @@ impl RepositoryService {
         version: &str,
         by: &str,
     ) -> Result<Component, ServiceError> {
+        self.writable()?;
         validate_alias(alias)?;
         let key = ComponentKey::model(name, version)?;
         self.store
@@ -305,6 +347,7 @@ impl RepositoryService {
         alias: &str,
         by: &str,
     ) -> Result<(), ServiceError> {
+        self.writable()?;
         validate_alias(alias)?;
         match self.store.move_alias(name, alias, None, by).await? {
             Some(_) => Ok(()),
@@ -359,7 +402,7 @@ impl RepositoryService {
             format!("{key} has no file yet")
         } else {
             format!(
-                "{key} has no file for {}/{}{}; its platforms are: {}",
+                "{key} has no file for {}/{}{}{}; its platforms are: {}",
                 device.os,
                 device.arch,
                 device
@@ -367,6 +410,11 @@ impl RepositoryService {
                     .as_deref()
                     .map(|v| format!("/{v}"))
                     .unwrap_or_default(),
+                device
+                    .accelerators
+                    .iter()
+                    .map(|(name, version)| format!(" {name} {version}"))
+                    .collect::<String>(),
                 platforms.join(", ")
             )
         }))

@@ -50,6 +50,7 @@ impl RepositoryService {
 
     /// Starts a session; the target must exist and accept a file, and the file must fit the upload limit.
     pub async fn create_upload(&self, new: NewUpload) -> Result<UploadSession, ServiceError> {
+        self.writable()?;
         if new.length > self.max_upload_bytes {
             return Err(ServiceError::PayloadTooLarge {
                 limit: self.max_upload_bytes,
@@ -118,6 +119,7 @@ impl RepositoryService {
         body: UploadStream<'_>,
         checksum: Option<[u8; 32]>,
     ) -> Result<UploadProgress, ServiceError> {
+        self.writable()?;
         let mut session = self.live_upload(id).await?;
         let staged = match self.store.append_upload(id, offset, body, checksum).await {
             Ok(Appended::Partial(now)) => {

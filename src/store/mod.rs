@@ -16,13 +16,13 @@ use futures_util::Stream;
 use thiserror::Error;
 
 use crate::domain::{
-    AliasMove, Component, ComponentFilter, ComponentKey, Delivery, DomainError, Kind, ModelKey,
-    Spec, StoredFile, Webhook,
+    AliasMove, AliasRecord, Component, ComponentFilter, ComponentKey, Delivery, DomainError, Kind,
+    ModelKey, Spec, StoredFile, Webhook,
 };
 
 pub use feed::{EventBatch, EventRetention, EventSignal};
 
-pub use staging::{RemoteBlob, StagedBlob, StagedLocation, adopt_file, stage_to_file};
+pub use staging::{RemoteBlob, StagedBlob, StagedLocation, stage_to_file};
 
 /// A stream of bytes coming out of a store.
 pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
@@ -110,6 +110,46 @@ pub struct FileMeta {
     pub platform: Option<crate::domain::Platform>,
 }
 
+/// The staged bytes of a component brought over from elsewhere: its default file's, and each variant's in the
+/// order of the component's variants.
+#[derive(Debug, Default)]
+pub struct StagedFiles {
+    pub default: Option<StagedBlob>,
+    pub variants: Vec<StagedBlob>,
+}
+
+impl StagedFiles {
+    /// Checks that the staged blobs are the bytes `component`'s file records describe, one for one.
+    pub fn check(&self, component: &Component) -> Result<(), StoreError> {
+        let same = |file: Option<&StoredFile>, staged: Option<&StagedBlob>| match (file, staged) {
+            (None, None) => true,
+            (Some(f), Some(s)) => f.sha256 == s.sha256 && f.size == s.size,
+            _ => false,
+        };
+        let matches = same(component.file.as_ref(), self.default.as_ref())
+            && component.variants.len() == self.variants.len()
+            && component
+                .variants
+                .iter()
+                .zip(&self.variants)
+                .all(|(v, s)| same(Some(&v.file), Some(s)));
+        if matches {
+            Ok(())
+        } else {
+            Err(StoreError::Backend(format!(
+                "the file records of {} do not describe the staged bytes",
+                component.key
+            )))
+        }
+    }
+}
+
+/// Whether `store` already knows an alias (it points somewhere, or has a history): restore only adds.
+pub async fn alias_known(store: &dyn Store, model: &str, alias: &str) -> Result<bool, StoreError> {
+    Ok(store.resolve_alias(model, alias).await?.is_some()
+        || !store.alias_history(model, alias).await?.is_empty())
+}
+
 /// What a garbage collection removed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct GcReport {
@@ -183,15 +223,24 @@ pub trait Store: uploads::UploadStore + Send + Sync + 'static {
         Ok(GcReport::default())
     }
 
-    /// Inserts a component exactly as given, timestamps and file record included, with `staged` as the bytes of
-    /// its file: how restore and import bring components over from elsewhere. The file record's size and sha256
-    /// must be the staged blob's; its `blob_id` is replaced by this store's own. [`StoreError::AlreadyExists`]
-    /// when the key is taken, and then nothing is kept.
-    async fn insert_with_file(
+    /// Inserts a component exactly as given, timestamps, file record and variants included, with `files` as the
+    /// bytes of its default file and of each variant: how restore and import bring components over from
+    /// elsewhere. Each file record's size and sha256 must be its staged blob's; its `blob_id` is replaced by this
+    /// store's own. Alias marks are dropped: aliases come over with their own records ([`Store::insert_alias`]).
+    /// [`StoreError::AlreadyExists`] when the key is taken, and then nothing is kept.
+    async fn insert_with_files(
         &self,
         component: Component,
-        staged: StagedBlob,
+        files: StagedFiles,
     ) -> Result<(), StoreError>;
+
+    /// Every alias this store has held, with where it points and its whole history.
+    async fn alias_records(&self) -> Result<Vec<AliasRecord>, StoreError>;
+
+    /// Adds an alias brought over from elsewhere, its history as given; it names `record.version` (which must
+    /// exist) with one `ALIAS_SET` event, or nothing when it was deleted. Refused when this store already knows
+    /// the alias.
+    async fn insert_alias(&self, record: AliasRecord) -> Result<(), StoreError>;
 
     /// Up to `limit` events of the change feed with a sequence above `after`, in sequence order, each committed
     /// with its change. [`StoreError::EventsExpired`] when some of them were removed by retention.
@@ -274,6 +323,56 @@ pub trait Store: uploads::UploadStore + Send + Sync + 'static {
     /// The stored file whose bytes have this sha256 (lower-case hex), whichever component or variant holds it.
     /// Its content type and name are generic: the digest names bytes, not a component.
     async fn blob(&self, sha256: &str) -> Result<Option<StoredFile>, StoreError>;
+
+    /// Edge mirrors: puts `component` exactly as its upstream has it (timestamps, lock, file records), replacing
+    /// whatever `key` held, or removes `key` when `component` is `None` (locks and aliases do not stop it: the
+    /// upstream decided). `staged` holds the verified bytes of the files this store does not hold yet; every other
+    /// file of the component must already be stored. One event is appended, so the mirror has a feed of its own.
+    async fn put_mirrored(
+        &self,
+        key: &ComponentKey,
+        component: Option<Component>,
+        staged: Vec<StagedBlob>,
+    ) -> Result<(), StoreError> {
+        let _ = (key, component, staged);
+        Err(mirror_unsupported(self.backend()))
+    }
+
+    /// Turns a complete file whose `sha256` and `size` were verified into a staged blob. The default streams a
+    /// copy through [`Store::stage`] (which hashes it again); a file-based store moves it instead.
+    async fn stage_verified(
+        &self,
+        file: tempfile::TempPath,
+        sha256: &str,
+        size: u64,
+    ) -> Result<StagedBlob, StoreError> {
+        let opened = tokio::fs::File::open(&file).await?;
+        let body = tokio_util::io::ReaderStream::new(opened);
+        let staged = self.stage(Box::pin(body), size).await?;
+        if staged.sha256 != sha256 {
+            return Err(StoreError::Backend(format!(
+                "{} changed while it was staged",
+                file.display()
+            )));
+        }
+        Ok(staged)
+    }
+
+    /// The edge mirror's own state (where it follows its upstream's feed), as it was last saved.
+    async fn mirror_state(&self) -> Result<Option<serde_json::Value>, StoreError> {
+        Err(mirror_unsupported(self.backend()))
+    }
+
+    async fn save_mirror_state(&self, state: &serde_json::Value) -> Result<(), StoreError> {
+        let _ = state;
+        Err(mirror_unsupported(self.backend()))
+    }
+}
+
+fn mirror_unsupported(backend: &str) -> StoreError {
+    StoreError::Backend(format!(
+        "the {backend} store cannot hold an edge mirror (use the embedded store)"
+    ))
 }
 
 /// The record of bytes served by digest: a generic type and name, since many components may share them.

@@ -42,26 +42,6 @@ fn foreign() -> StoreError {
     StoreError::Backend("a blob staged by another backend cannot be attached here".into())
 }
 
-/// Points the file record of a component brought over from elsewhere at this store's copy of its bytes, after
-/// checking that the record describes the staged bytes; returns the record.
-pub fn adopt_file(
-    component: &mut crate::domain::Component,
-    sha256: &str,
-    size: u64,
-    blob_id: String,
-) -> Result<crate::domain::StoredFile, StoreError> {
-    match &mut component.file {
-        Some(file) if file.sha256 == sha256 && file.size == size => {
-            file.blob_id = blob_id;
-            Ok(file.clone())
-        }
-        _ => Err(StoreError::Backend(format!(
-            "the file record of {} does not describe the staged bytes",
-            component.key
-        ))),
-    }
-}
-
 /// Where a backend keeps a staged blob until it is attached.
 #[derive(Debug)]
 pub enum StagedLocation {

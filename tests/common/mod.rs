@@ -138,7 +138,13 @@ impl TestApp {
             .with_env_filter("warn")
             .with_test_writer()
             .try_init();
-        let args = serve_args(dir.path().join("unused"), &options);
+        // The store is opened by the caller; the data directory matters to a mirror (its partial files).
+        let args = serve_args(
+            data_dir
+                .clone()
+                .unwrap_or_else(|| dir.path().join("unused")),
+            &options,
+        );
         let app = server::app(store, &args).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

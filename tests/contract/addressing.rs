@@ -399,6 +399,53 @@ pub async fn variants_are_chosen_by_platform(start: Starter) {
     assert_eq!(app.get("/service/svc?platform=linux").await.status(), 400);
     assert_eq!(app.get("/service/svc").await.status(), 404);
 
+    // REST names the device's accelerators with their versions, matched as `fileFor` matches them.
+    assert_eq!(
+        pick("linux/amd64&accelerator=cuda&accelerator_version=8.9")
+            .await
+            .bytes()
+            .await
+            .unwrap()
+            .as_ref(),
+        cuda.as_slice()
+    );
+    assert_eq!(
+        pick("linux/x86_64&accelerator=npu,cuda&accelerator_version=1.0,8.6")
+            .await
+            .bytes()
+            .await
+            .unwrap()
+            .as_ref(),
+        cuda.as_slice(),
+        "several accelerators, paired in order"
+    );
+    for too_old in [
+        "linux/amd64&accelerator=cuda&accelerator_version=7.5",
+        "linux/amd64",
+    ] {
+        let none = pick(too_old).await;
+        assert_eq!(none.status(), 404, "{too_old}");
+        let detail = none.json::<Value>().await.unwrap()["detail"].to_string();
+        assert!(
+            detail.contains("linux/amd64/v1 cuda >=8.6") && detail.contains("linux/arm/v7"),
+            "{detail}"
+        );
+    }
+    for bad in [
+        "/service/svc?platform=linux/amd64&accelerator=cuda",
+        "/service/svc?platform=linux/amd64&accelerator=cuda,npu&accelerator_version=8.6",
+        "/service/svc?accelerator=cuda&accelerator_version=8.6",
+        "/service/svc?platform=linux/amd64&accelerator=c%20uda&accelerator_version=8.6",
+    ] {
+        let refused = app.get(bad).await;
+        assert_eq!(refused.status(), 400, "{bad}");
+        assert_eq!(
+            refused.json::<Value>().await.unwrap()["code"],
+            "INVALID_INPUT",
+            "{bad}"
+        );
+    }
+
     // GraphQL: the accelerated build for a device whose CUDA fits, nothing for one whose CUDA is too old.
     let file_for = |version: &str| {
         app.ok(

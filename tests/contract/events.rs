@@ -567,3 +567,256 @@ pub async fn expired_feed_positions_answer_events_expired(start: Starter) {
     create_service(&app, "r6").await;
     assert_eq!(last_sequence(&app).await, from + 7);
 }
+
+/// Alias moves and locks are events like any change: one per move or lock (none for a move to where the alias
+/// already points, or a second lock), in order, on the query, the subscription (a model alias is a model event),
+/// SSE and webhooks.
+pub async fn alias_moves_and_locks_are_on_the_feed(start: Starter) {
+    let app = start(super::webhooks::allow_private()).await;
+    let receiver = super::webhooks::Receiver::start(0).await;
+    let hook = app
+        .ok(
+            "mutation($url: String!) { createWebhook(input: {url: $url, secret: \"s3\", types: [ALIAS_SET, ALIAS_DELETED, LOCKED]}) { id } }",
+            json!({ "url": receiver.url }),
+        )
+        .await;
+    assert!(hook["createWebhook"]["id"].is_string());
+    let from = last_sequence(&app).await;
+    let mut models = Subscription::start(
+        &app,
+        "graphql-transport-ws",
+        json!({}),
+        &format!(
+            "subscription {{ componentEvents(after: {from}, kinds: [MODEL]) {{ type version alias {{ alias from to by }} }} }}"
+        ),
+    )
+    .await
+    .unwrap();
+    let mut device = Subscription::start(
+        &app,
+        "graphql-transport-ws",
+        json!({}),
+        &format!(
+            "subscription {{ componentEvents(after: {from}, runnableOn: {{gpu: false, ram: 4}}) {{ type kind id }} }}"
+        ),
+    )
+    .await
+    .unwrap();
+    let mut sse = open_sse(
+        &app,
+        &format!("/events?after={from}&types=alias_set,alias_deleted,locked"),
+        &[],
+    )
+    .await;
+
+    for version in ["1", "2"] {
+        app.ok(
+            "mutation($v: String!) { createModel(input: {name: \"m\", version: $v, library: \"keras\", description: \"a\"}) { name } }",
+            json!({ "v": version }),
+        )
+        .await;
+    }
+    let bytes = crate::common::bytes(1500, 3);
+    let response = app
+        .upload(
+            "mutation($file: Upload!) { uploadModelFile(name: \"m\", version: \"1\", file: $file) { name } }",
+            json!({}),
+            bytes.clone(),
+            "m.zip",
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    let set = |version: &'static str| {
+        let app = &app;
+        async move {
+            app.ok(
+                "mutation($v: String!) { setModelAlias(name: \"m\", alias: \"production\", version: $v) { version } }",
+                json!({ "v": version }),
+            )
+            .await
+        }
+    };
+    set("1").await;
+    set("1").await; // where it already points: no move, no event
+    set("2").await;
+    app.ok(
+        "mutation { deleteModelAlias(name: \"m\", alias: \"production\") }",
+        json!({}),
+    )
+    .await;
+    for _ in 0..2 {
+        // The second lock changes nothing: no event.
+        app.ok(
+            "mutation { lockModel(name: \"m\", version: \"1\") { locked } }",
+            json!({}),
+        )
+        .await;
+    }
+    app.ok(
+        "mutation { createService(input: {id: \"svc\", description: \"s\", needs: {ram: 2}}) { id } }",
+        json!({}),
+    )
+    .await;
+    app.ok("mutation { lockService(id: \"svc\") { id } }", json!({}))
+        .await;
+
+    let page = app
+        .ok(
+            "query($after: String) { events(after: $after) { edges { node {
+                sequence type kind name version id file { sha256 size } alias { alias from to by } } } } }",
+            json!({ "after": from.to_string() }),
+        )
+        .await;
+    let nodes: Vec<&Value> = page["events"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["node"])
+        .collect();
+    let summary: Vec<(String, String)> = nodes
+        .iter()
+        .map(|n| {
+            (
+                n["type"].as_str().unwrap().to_string(),
+                n["version"]
+                    .as_str()
+                    .or(n["id"].as_str())
+                    .unwrap()
+                    .to_string(),
+            )
+        })
+        .collect();
+    let expected = [
+        ("CREATED", "1"),
+        ("CREATED", "2"),
+        ("FILE_UPLOADED", "1"),
+        ("ALIAS_SET", "1"),
+        ("ALIAS_SET", "2"),
+        ("ALIAS_DELETED", "2"),
+        ("LOCKED", "1"),
+        ("CREATED", "svc"),
+        ("LOCKED", "svc"),
+    ];
+    assert_eq!(
+        summary,
+        expected.map(|(t, k)| (t.to_string(), k.to_string()))
+    );
+    let sha = crate::common::sha256_hex(&bytes);
+    assert_eq!(
+        nodes[3]["alias"],
+        json!({ "alias": "production", "from": null, "to": "1", "by": "anonymous" })
+    );
+    assert_eq!(nodes[3]["file"], json!({ "sha256": sha, "size": 1500 }));
+    assert_eq!(
+        nodes[4]["alias"],
+        json!({ "alias": "production", "from": "1", "to": "2", "by": "anonymous" })
+    );
+    assert_eq!(nodes[4]["file"], Value::Null, "version 2 has no file");
+    assert_eq!(
+        nodes[5]["alias"],
+        json!({ "alias": "production", "from": "2", "to": null, "by": "anonymous" })
+    );
+    assert_eq!(nodes[6]["alias"], Value::Null);
+    assert_eq!(nodes[6]["file"], json!({ "sha256": sha, "size": 1500 }));
+    assert_eq!(nodes[8]["kind"], "SERVICE");
+    let history = app
+        .ok(
+            "{ modelAliasHistory(name: \"m\", alias: \"production\") { from to } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        history["modelAliasHistory"].as_array().unwrap().len(),
+        3,
+        "one history entry per event"
+    );
+
+    // The model subscription sees every model event, alias moves included, in order.
+    let mut seen = Vec::new();
+    while seen.len() < 7 {
+        let next = models
+            .next(Duration::from_secs(10))
+            .await
+            .expect("a model event")
+            .unwrap();
+        seen.push(next["componentEvents"].clone());
+    }
+    let types: Vec<&str> = seen.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        types,
+        [
+            "CREATED",
+            "CREATED",
+            "FILE_UPLOADED",
+            "ALIAS_SET",
+            "ALIAS_SET",
+            "ALIAS_DELETED",
+            "LOCKED"
+        ]
+    );
+    assert_eq!(seen[4]["alias"]["from"], "1");
+    assert!(models.next(Duration::from_millis(300)).await.is_none());
+
+    // A device follows what it can run: models (and so their aliases) are left out, the service's lock is not.
+    for expected in ["CREATED", "LOCKED"] {
+        let next = device
+            .next(Duration::from_secs(10))
+            .await
+            .expect("a service event")
+            .unwrap();
+        assert_eq!(next["componentEvents"]["type"], expected);
+        assert_eq!(next["componentEvents"]["id"], "svc");
+    }
+    assert!(device.next(Duration::from_millis(300)).await.is_none());
+
+    // SSE, filtered by the new types.
+    let mut names = Vec::new();
+    for _ in 0..5 {
+        let event = sse
+            .next(Duration::from_secs(10))
+            .await
+            .expect("an SSE event");
+        names.push(event.event.clone());
+        if event.event == "alias_deleted" {
+            assert_eq!(event.data["alias"]["from"], "2");
+            assert_eq!(event.data["alias"]["to"], Value::Null);
+            assert_eq!(event.data["name"], "m");
+            assert_eq!(event.data["version"], "2");
+        }
+    }
+    assert_eq!(
+        names,
+        [
+            "alias_set",
+            "alias_set",
+            "alias_deleted",
+            "locked",
+            "locked"
+        ]
+    );
+
+    // Webhooks, signed as any delivery.
+    let delivered = receiver.wait_for(5, Duration::from_secs(30)).await;
+    let bodies: Vec<Value> = delivered
+        .iter()
+        .map(|r| super::webhooks::verified(r, "s3"))
+        .collect();
+    assert_eq!(
+        delivered
+            .iter()
+            .map(|r| r.headers["x-repository-event"]
+                .to_str()
+                .unwrap()
+                .to_string())
+            .collect::<Vec<_>>(),
+        [
+            "alias_set",
+            "alias_set",
+            "alias_deleted",
+            "locked",
+            "locked"
+        ]
+    );
+    assert_eq!(bodies[1]["alias"]["to"], "2");
+    assert_eq!(bodies[1]["alias"]["by"], "anonymous");
+}

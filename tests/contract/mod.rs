@@ -86,6 +86,7 @@ macro_rules! contract_suite {
             locked_components_keep_their_file,
             variants_are_chosen_by_platform,
             variant_bytes_are_served_by_digest,
+            alias_moves_and_locks_are_on_the_feed,
         );
     };
     (@tests $starter:path, $skip:expr; $($name:ident),* $(,)?) => {

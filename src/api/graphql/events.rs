@@ -57,6 +57,12 @@ pub enum EventType {
     /// The component's file was replaced.
     FileReplaced,
     Deleted,
+    /// An alias of a model was pointed at this version (new, or moved from another version): see `alias`.
+    AliasSet,
+    /// An alias of a model was removed; the event names the version it named: see `alias`.
+    AliasDeleted,
+    /// The component was locked (`lockModel`, `lock…`).
+    Locked,
 }
 
 impl From<EventType> for domain::EventType {
@@ -67,6 +73,9 @@ impl From<EventType> for domain::EventType {
             EventType::FileUploaded => domain::EventType::FileUploaded,
             EventType::FileReplaced => domain::EventType::FileReplaced,
             EventType::Deleted => domain::EventType::Deleted,
+            EventType::AliasSet => domain::EventType::AliasSet,
+            EventType::AliasDeleted => domain::EventType::AliasDeleted,
+            EventType::Locked => domain::EventType::Locked,
         }
     }
 }
@@ -79,6 +88,9 @@ impl From<domain::EventType> for EventType {
             domain::EventType::FileUploaded => EventType::FileUploaded,
             domain::EventType::FileReplaced => EventType::FileReplaced,
             domain::EventType::Deleted => EventType::Deleted,
+            domain::EventType::AliasSet => EventType::AliasSet,
+            domain::EventType::AliasDeleted => EventType::AliasDeleted,
+            domain::EventType::Locked => EventType::Locked,
         }
     }
 }
@@ -120,6 +132,18 @@ pub struct EventFile {
     pub size: Long,
     /// Where to download it (while it is still the component's file).
     pub download_url: String,
+}
+
+/// The alias move an `ALIAS_SET` or `ALIAS_DELETED` event records, as `modelAliasHistory` lists it.
+#[derive(SimpleObject)]
+pub struct EventAlias {
+    pub alias: String,
+    /// The version the alias named before; null when it is new.
+    pub from: Option<String>,
+    /// The version it names now; null when it was deleted.
+    pub to: Option<String>,
+    /// The label of the token that moved it.
+    pub by: String,
 }
 
 /// One change to one component, in the order of the feed.
@@ -191,6 +215,16 @@ impl ComponentEvent {
             sha256: f.sha256.clone(),
             size: Long(f.size),
             download_url: self.download_url.clone(),
+        })
+    }
+
+    /// For `ALIAS_SET` and `ALIAS_DELETED`, the move; null for other events.
+    async fn alias(&self) -> Option<EventAlias> {
+        self.event.draft.alias.as_ref().map(|a| EventAlias {
+            alias: a.alias.clone(),
+            from: a.from.clone(),
+            to: a.to.clone(),
+            by: a.by.clone(),
         })
     }
 }

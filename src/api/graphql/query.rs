@@ -214,6 +214,15 @@ impl QueryRoot {
         Ok(super::types::Long(service.last_sequence().await.gql()?))
     }
 
+    /// Where this edge mirror stands with its upstream; null when this server is not a mirror.
+    async fn mirror(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<Option<super::mirror::Mirror>> {
+        let service = ctx.data::<Arc<RepositoryService>>()?;
+        Ok(service.mirror_status().map(|m| m.snapshot().into()))
+    }
+
     /// Every transformation, service and inferencer whose needs `device` satisfies (restricted to `kinds` when
     /// given), ordered by kind and then id. A device satisfies needs when: it has a GPU if one is needed; its RAM
     /// and storage are at least the need (when the device states them); every needed library is installed in a

@@ -344,10 +344,50 @@ async fn download_by_id(
     download_for(&state, ComponentKey::with_id(kind, id)?, wanted, &headers).await
 }
 
-/// `?platform=linux/arm64` picks the variant a device of that platform runs.
+/// `?platform=linux/arm64` picks the variant a device of that platform runs; `&accelerator=cuda&accelerator_version=8.6`
+/// says which accelerators it has (comma-separated lists, paired in order, for several).
 #[derive(Deserialize)]
 struct PlatformQuery {
     platform: Option<String>,
+    accelerator: Option<String>,
+    accelerator_version: Option<String>,
+}
+
+impl PlatformQuery {
+    /// The device the query describes, or `None` for the default file.
+    fn device(self) -> Result<Option<crate::domain::DevicePlatform>, ApiError> {
+        let Some(platform) = self.platform else {
+            if self.accelerator.is_some() || self.accelerator_version.is_some() {
+                return Err(ApiError::BadRequest(
+                    "accelerator: needs platform (such as platform=linux/amd64&accelerator=cuda&accelerator_version=8.6)"
+                        .into(),
+                ));
+            }
+            return Ok(None);
+        };
+        let list = |text: Option<String>| -> Vec<String> {
+            text.map(|t| t.split(',').map(|p| p.trim().to_string()).collect())
+                .unwrap_or_default()
+        };
+        let (names, versions) = (list(self.accelerator), list(self.accelerator_version));
+        if names.len() != versions.len() || versions.iter().any(String::is_empty) {
+            return Err(ApiError::BadRequest(format!(
+                "accelerator_version: give the device's version of each accelerator, in the same order \
+                 ({} accelerators, {} versions), such as accelerator=cuda,tensorrt&accelerator_version=8.6,10.2",
+                names.len(),
+                versions.len()
+            )));
+        }
+        let mut device = crate::domain::DevicePlatform::parse(&platform)?;
+        let given = crate::domain::DevicePlatform::new(
+            &device.os,
+            &device.arch,
+            device.variant.as_deref(),
+            names.into_iter().zip(versions).collect(),
+        )?;
+        device.accelerators = given.accelerators;
+        Ok(Some(device))
+    }
 }
 
 async fn download_for(
@@ -356,10 +396,9 @@ async fn download_for(
     wanted: PlatformQuery,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
-    let Some(platform) = wanted.platform else {
+    let Some(device) = wanted.device()? else {
         return download(&state.service, &state.metrics, key, headers).await;
     };
-    let device = crate::domain::DevicePlatform::parse(&platform)?;
     let file = state.service.file_for(&key, &device).await?;
     serve(
         &state.service,

@@ -110,6 +110,37 @@ fn query_parameter(name: &str) -> utoipa::openapi::path::Parameter {
         .build()
 }
 
+fn described(
+    mut parameter: utoipa::openapi::path::Parameter,
+    description: &str,
+) -> utoipa::openapi::path::Parameter {
+    parameter.description = Some(description.to_string());
+    parameter
+}
+
+/// The query parameters that pick a per-platform variant of a download, as `fileFor(device)` does.
+fn platform_parameters(builder: OperationBuilder) -> OperationBuilder {
+    builder
+        .parameter(described(
+            optional(query_parameter("platform")),
+            "The device's platform, `os/arch[/variant]` (`linux/arm64`, `linux/arm/v7`): serves the best variant \
+             it runs, else the default file. Without it, the default file.",
+        ))
+        .parameter(described(
+            optional(query_parameter("accelerator")),
+            "With `platform`: the device's accelerators (`cuda`, or `cuda,tensorrt`), each with its version in \
+             `accelerator_version`.",
+        ))
+        .parameter(described(
+            optional(query_parameter("accelerator_version")),
+            "The version of each accelerator, in the same order (`8.6`, or `8.6,10.2`).",
+        ))
+        .response(
+            "400",
+            error("`platform` or the accelerators are not valid, or an accelerator has no version."),
+        )
+}
+
 fn optional(mut parameter: utoipa::openapi::path::Parameter) -> utoipa::openapi::path::Parameter {
     parameter.required = Required::False;
     parameter
@@ -177,14 +208,17 @@ fn kind_paths(paths: PathsBuilder, kind: &str, key: &str, key_parameters: &[&str
 
     let mut item = PathItem::new(
         HttpMethod::Get,
-        with_key(operation(
+        platform_parameters(with_key(operation(
             format!("download_{kind}"),
             kind,
             &format!("Downloads the file of a {kind}."),
-        ))
+        )))
         .response("200", file_response())
         .response("304", empty("Not modified (If-None-Match)."))
-        .response("404", error("No such component, or no file yet."))
+        .response(
+            "404",
+            error("No such component, no file yet, or none for the platform (the message lists those there are)."),
+        )
         .response(
             "416",
             error("The range is outside the file, or the file is empty."),
@@ -286,6 +320,30 @@ pub fn document() -> OpenApi {
         .response("422", error("A parameter is missing."))
         .build(),
     );
+    let blob = PathItem::new(
+        HttpMethod::Get,
+        operation(
+            "download_blob".into(),
+            "blobs",
+            "Downloads any stored file by its sha256, with `Cache-Control: immutable`.",
+        )
+        .parameter(described(
+            path_parameter("hex"),
+            "The sha256 of the bytes, 64 hexadecimal digits.",
+        ))
+        .response("200", file_response())
+        .response("304", empty("Not modified (If-None-Match)."))
+        .response("400", error("Not a sha256 digest."))
+        .response(
+            "404",
+            error("No component or variant refers to these bytes."),
+        )
+        .response(
+            "416",
+            error("The range is outside the file, or the file is empty."),
+        )
+        .build(),
+    );
     let error_schema = ObjectBuilder::new()
         .description(Some(
             "`detail` is a message (a list of problems for a body that is not the object, as FastAPI gave); `code` is \
@@ -305,7 +363,12 @@ pub fn document() -> OpenApi {
                 ))
                 .build(),
         )
-        .paths(paths.path("/model/meta", model_meta).build())
+        .paths(
+            paths
+                .path("/model/meta", model_meta)
+                .path("/blobs/sha256/{hex}", blob)
+                .build(),
+        )
         .components(Some(
             ComponentsBuilder::new()
                 .schema_from::<OriginalModel>()

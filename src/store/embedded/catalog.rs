@@ -8,21 +8,23 @@
 //! commit order). Readers take a snapshot: persistent maps make a snapshot a few reference counts, so readers never
 //! wait for writers and a listing sees one consistent state.
 
-use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::ArcSwap;
-use imbl::{HashMap, OrdMap};
+use imbl::HashMap;
 
 use super::decode;
-use super::summary::{Summary, SummaryMatcher, Sym, Symbols, summary_only};
+use super::layered::LayeredMap;
+use super::summary::{Cache, Cached, Summary, SummaryMatcher, Sym, Symbols, summary_only};
 use crate::domain::{Component, ComponentFilter, ComponentKey, Kind, Matcher, Needs};
 use crate::store::{Page, PageRequest, StoreError};
 
 /// One component: its record as stored (self-describing, so records written by older versions stay readable) and
-/// what filters read.
+/// what filters read. Each index holds its own copy of the summary beside the shared record, so that filters and
+/// counts read summaries where the index keeps them, without a pointer to follow per component.
+#[derive(Clone)]
 pub struct Item {
-    record: Box<[u8]>,
+    record: Arc<[u8]>,
     summary: Summary,
 }
 
@@ -32,7 +34,7 @@ impl Item {
     }
 }
 
-type Entries = OrdMap<Arc<str>, Arc<Item>>;
+type Entries = LayeredMap<Item>;
 
 /// The components of one kind.
 #[derive(Clone, Default)]
@@ -49,17 +51,17 @@ struct KindIndex {
 }
 
 impl KindIndex {
-    fn insert(&mut self, key: Arc<str>, item: Arc<Item>) {
+    fn insert(&mut self, symbols: &Symbols, key: Arc<str>, item: Item) {
         if let Some(previous) = self.all.insert(key.clone(), item.clone()) {
-            self.unindex(&key, &previous);
+            self.unindex(symbols, &key, &previous);
         }
-        for library in item.summary.libraries() {
+        for library in item.summary.libraries(symbols) {
             self.by_library
                 .entry(library)
                 .or_default()
                 .insert(key.clone(), item.clone());
         }
-        let first = item.summary.libraries().next();
+        let first = item.summary.libraries(symbols).next();
         match first {
             Some(first) => {
                 self.by_first_library
@@ -73,13 +75,13 @@ impl KindIndex {
         }
     }
 
-    fn remove(&mut self, sort_key: &str) {
+    fn remove(&mut self, symbols: &Symbols, sort_key: &str) {
         if let Some(previous) = self.all.remove(sort_key) {
-            self.unindex(sort_key, &previous);
+            self.unindex(symbols, sort_key, &previous);
         }
     }
 
-    fn unindex(&mut self, sort_key: &str, previous: &Item) {
+    fn unindex(&mut self, symbols: &Symbols, sort_key: &str, previous: &Item) {
         let forget = |map: &mut HashMap<Sym, Entries>, library: Sym| {
             if let Some(entries) = map.get_mut(&library) {
                 entries.remove(sort_key);
@@ -88,10 +90,10 @@ impl KindIndex {
                 }
             }
         };
-        for library in previous.summary.libraries() {
+        for library in previous.summary.libraries(symbols) {
             forget(&mut self.by_library, library);
         }
-        match previous.summary.libraries().next() {
+        match previous.summary.libraries(symbols).next() {
             Some(first) => forget(&mut self.by_first_library, first),
             None => {
                 self.no_library.remove(sort_key);
@@ -106,11 +108,8 @@ impl KindIndex {
         symbols: &Symbols,
         filter: &'a ComponentFilter,
         after: Option<&'a str>,
-    ) -> Box<dyn Iterator<Item = &'a Arc<Item>> + 'a> {
-        let range = |entries: &'a Entries| {
-            let from = after.map_or(Bound::Unbounded, Bound::Excluded);
-            entries.range::<_, str>((from, Bound::Unbounded))
-        };
+    ) -> Box<dyn Iterator<Item = &'a Item> + 'a> {
+        let range = |entries: &'a Entries| entries.range(after);
         if !filter.needs.libraries.is_empty() {
             // Every wanted library is needed: the rarest one's components are the candidates.
             let rarest = filter
@@ -160,7 +159,7 @@ struct MergeByKey<'a, I: Iterator<Item = Entry<'a>>> {
     last: Option<&'a str>,
 }
 
-type Entry<'a> = (&'a Arc<str>, &'a Arc<Item>);
+type Entry<'a> = (&'a Arc<str>, &'a Item);
 
 impl<'a, I: Iterator<Item = Entry<'a>>> MergeByKey<'a, I> {
     fn new(sources: Vec<I>) -> Self {
@@ -172,7 +171,7 @@ impl<'a, I: Iterator<Item = Entry<'a>>> MergeByKey<'a, I> {
 }
 
 impl<'a, I: Iterator<Item = Entry<'a>>> Iterator for MergeByKey<'a, I> {
-    type Item = &'a Arc<Item>;
+    type Item = &'a Item;
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
@@ -235,46 +234,29 @@ impl<'a> Test<'a> {
 
 impl Snapshot {
     /// Adds or replaces a component: its key, its needs (None for models) and its encoded record.
-    pub fn insert(&mut self, key: &ComponentKey, needs: Option<&Needs>, record: Box<[u8]>) {
-        self.insert_at(key.kind(), key.sort_key().into(), needs, record);
-    }
-
-    /// [`Snapshot::insert`] by sort key.
-    pub fn insert_at(
-        &mut self,
-        kind: Kind,
-        sort_key: Arc<str>,
-        needs: Option<&Needs>,
-        record: Box<[u8]>,
-    ) {
+    pub fn insert(&mut self, key: &ComponentKey, needs: Option<&Needs>, record: Arc<[u8]>) {
         let summary = Summary::new(&mut self.symbols, needs);
-        let item = Arc::new(Item { record, summary });
-        self.kinds[slot(kind)].insert(sort_key, item);
+        let item = Item { record, summary };
+        self.kinds[slot(key.kind())].insert(&self.symbols, key.sort_key().into(), item);
     }
 
     pub fn remove(&mut self, key: &ComponentKey) {
-        self.kinds[slot(key.kind())].remove(&key.sort_key());
+        self.kinds[slot(key.kind())].remove(&self.symbols, &key.sort_key());
     }
 
     pub fn get(&self, key: &ComponentKey) -> Result<Option<Component>, StoreError> {
         self.kinds[slot(key.kind())]
             .all
-            .get(key.sort_key().as_str())
+            .get(&key.sort_key())
             .map(|item| item.component())
             .transpose()
     }
 
     /// Up to `limit` components of `kind` after the sort key `after`, in order, with their sort keys.
-    pub fn range(
-        &self,
-        kind: Kind,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Vec<(Arc<str>, Arc<Item>)> {
-        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+    pub fn range(&self, kind: Kind, after: Option<&str>, limit: usize) -> Vec<(Arc<str>, Item)> {
         self.kinds[slot(kind)]
             .all
-            .range::<_, str>((from, Bound::Unbounded))
+            .range(after)
             .take(limit)
             .map(|(key, item)| (key.clone(), item.clone()))
             .collect()
@@ -319,7 +301,7 @@ impl Snapshot {
         test: &mut Test<'_>,
     ) -> Result<usize, StoreError> {
         let mut count = 0;
-        let mut tally = |items: &mut dyn Iterator<Item = &Arc<Item>>| {
+        let mut tally = |items: &mut dyn Iterator<Item = &Item>| {
             for item in items {
                 count += usize::from(test.matches(item)?);
             }
@@ -337,6 +319,83 @@ impl Snapshot {
             tally(&mut index.candidates(&self.symbols, filter, None))?;
         }
         Ok(count)
+    }
+}
+
+/// Builds a snapshot in one pass from components given in sort-key order within each kind, as redb returns them:
+/// every index is an array pushed in order (see [`LayeredMap`]).
+#[derive(Default)]
+pub struct Builder {
+    symbols: Symbols,
+    cache: Cache,
+    kinds: [KindBuilder; 4],
+}
+
+type Sorted = Vec<(Arc<str>, Item)>;
+
+#[derive(Default)]
+struct KindBuilder {
+    all: Sorted,
+    by_library: std::collections::HashMap<Sym, Sorted>,
+    by_first_library: std::collections::HashMap<Sym, Sorted>,
+    no_library: Sorted,
+}
+
+impl Builder {
+    /// Adds a component of `kind` whose sort key is greater than those added before for that kind.
+    pub fn push(
+        &mut self,
+        kind: Kind,
+        sort_key: Arc<str>,
+        needs: Option<&Needs>,
+        record: Arc<[u8]>,
+    ) {
+        let mut symbols = Cached {
+            symbols: &mut self.symbols,
+            cache: &mut self.cache,
+        };
+        let summary = Summary::new(&mut symbols, needs);
+        let item = Item { record, summary };
+        let index = &mut self.kinds[slot(kind)];
+        let mut libraries = symbols
+            .pairs(summary.library_list())
+            .iter()
+            .map(|(name, _)| *name);
+        match libraries.next() {
+            Some(first) => {
+                let entry = (sort_key.clone(), item.clone());
+                index
+                    .by_first_library
+                    .entry(first)
+                    .or_default()
+                    .push(entry.clone());
+                index.by_library.entry(first).or_default().push(entry);
+            }
+            None => index.no_library.push((sort_key.clone(), item.clone())),
+        }
+        for library in libraries {
+            let entry = (sort_key.clone(), item.clone());
+            index.by_library.entry(library).or_default().push(entry);
+        }
+        index.all.push((sort_key, item));
+    }
+
+    pub fn finish(self) -> Snapshot {
+        let maps = |lists: std::collections::HashMap<Sym, Sorted>| {
+            lists
+                .into_iter()
+                .map(|(library, entries)| (library, LayeredMap::from_sorted(entries)))
+                .collect()
+        };
+        Snapshot {
+            kinds: self.kinds.map(|index| KindIndex {
+                all: LayeredMap::from_sorted(index.all),
+                by_library: maps(index.by_library),
+                by_first_library: maps(index.by_first_library),
+                no_library: LayeredMap::from_sorted(index.no_library),
+            }),
+            symbols: self.symbols,
+        }
     }
 }
 
@@ -373,6 +432,130 @@ impl Catalog {
             catalog: self,
             // A writer that panicked left the published snapshot whole: each publish is one atomic swap.
             _lock: self.writer.lock().unwrap_or_else(|e| e.into_inner()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Device, LibraryWanted, NeedsFilter, ServiceSpec, Spec};
+    use proptest::prelude::*;
+
+    const LIBRARIES: [&str; 3] = ["tensorflow", "numpy", "torch"];
+    const REQUIREMENTS: [&str; 3] = [">=2.12", "*", "1.26.4"];
+
+    fn service(id: u16, ram: u8, libraries: &[(usize, usize)]) -> (ComponentKey, Needs, Arc<[u8]>) {
+        let key = ComponentKey::with_id(Kind::Service, format!("svc.{id:05}")).unwrap();
+        let needs = Needs {
+            ram: Some(f64::from(ram)),
+            preinstalled_libraries: libraries
+                .iter()
+                .map(|&(l, r)| (LIBRARIES[l].to_string(), REQUIREMENTS[r].to_string()))
+                .collect(),
+            ..Needs::default()
+        };
+        let spec = Spec::Service(ServiceSpec {
+            description: format!("service {id}"),
+            needs: needs.clone(),
+        });
+        let component = Component::new(key.clone(), spec, crate::domain::now()).unwrap();
+        let record = super::super::encode(&component).unwrap();
+        (key, needs, record.into())
+    }
+
+    fn filters() -> Vec<ComponentFilter> {
+        let needs = |needs: NeedsFilter| ComponentFilter {
+            needs,
+            ..ComponentFilter::default()
+        };
+        let device = Device {
+            gpu: false,
+            ram: Some(4.0),
+            storage: None,
+            libraries: [("tensorflow".to_string(), "2.13.0".to_string())].into(),
+            models: Vec::new(),
+            platform: None,
+        };
+        vec![
+            ComponentFilter::default(),
+            needs(NeedsFilter {
+                max_ram: Some(2.0),
+                ..NeedsFilter::default()
+            }),
+            needs(NeedsFilter {
+                libraries: vec![LibraryWanted {
+                    name: "tensorflow".into(),
+                    version: Some(">=2".into()),
+                }],
+                ..NeedsFilter::default()
+            }),
+            needs(NeedsFilter {
+                runnable_on: Some(device),
+                ..NeedsFilter::default()
+            }),
+        ]
+    }
+
+    /// Every page of every filter, with its count, as ids.
+    fn answers(snapshot: &Snapshot) -> Vec<(Vec<String>, Option<u64>)> {
+        let mut all = Vec::new();
+        for filter in filters() {
+            let mut after = None;
+            loop {
+                let page = PageRequest {
+                    after: after.clone(),
+                    limit: 7,
+                    count: true,
+                };
+                let page = snapshot.list(Kind::Service, &filter, &page).unwrap();
+                let ids: Vec<String> = page.items.iter().map(|c| c.key.sort_key()).collect();
+                after = ids.last().cloned();
+                all.push((ids, page.total));
+                if !page.has_next {
+                    break;
+                }
+            }
+        }
+        all
+    }
+
+    fn component() -> impl Strategy<Value = (u16, u8, Vec<(usize, usize)>)> {
+        (
+            0..400u16,
+            0..8u8,
+            prop::collection::vec((0..LIBRARIES.len(), 0..REQUIREMENTS.len()), 0..3),
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+        /// The cold start builds the catalogue in bulk; writes change it one component at a time. Both answer every
+        /// listing and count alike, before and after the same changes.
+        #[test]
+        fn a_bulk_built_snapshot_answers_like_one_built_by_inserts(
+            loaded in prop::collection::btree_map(0..400u16, component(), 0..150),
+            changes in prop::collection::vec((any::<bool>(), component()), 0..100),
+        ) {
+            let mut builder = Builder::default();
+            let mut inserted = Snapshot::default();
+            for (id, (_, ram, libraries)) in &loaded {
+                let (key, needs, record) = service(*id, *ram, libraries);
+                builder.push(Kind::Service, key.sort_key().into(), Some(&needs), record.clone());
+                inserted.insert(&key, Some(&needs), record);
+            }
+            let mut built = builder.finish();
+            prop_assert_eq!(answers(&built), answers(&inserted));
+            for (remove, (id, ram, libraries)) in &changes {
+                let (key, needs, record) = service(*id, *ram, libraries);
+                for snapshot in [&mut built, &mut inserted] {
+                    match remove {
+                        true => snapshot.remove(&key),
+                        false => snapshot.insert(&key, Some(&needs), record.clone()),
+                    }
+                }
+            }
+            prop_assert_eq!(answers(&built), answers(&inserted));
         }
     }
 }

@@ -5,13 +5,18 @@
 //! dropped its last reference commits. A crash can therefore leave an unreferenced blob (removed at the next
 //! start-up) but never metadata that points at a missing or partial one. Reference counts live in the same
 //! transactions as the metadata, so identical bytes are stored once and reclaimed when nothing uses them.
+//! Every write goes through one writer thread that commits many writes at once ([`writer`]).
 
+mod aliases;
 mod blobs;
 mod catalog;
 mod events;
+mod layered;
+mod mirror;
 mod summary;
 mod uploads;
 mod webhooks;
+mod writer;
 
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
@@ -25,15 +30,16 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTran
 use tokio::sync::Semaphore;
 
 use self::blobs::{BlobDir, clear_dir};
-use self::catalog::{Catalog, Snapshot};
+use self::catalog::{Builder, Catalog, Snapshot};
+use self::writer::{Applied, Pins, Writer};
 use super::{
     ByteStream, ComponentStream, EventBatch, EventRetention, EventSignal, FileMeta, Page,
-    PageRequest, SpecUpdate, StagedBlob, Store, StoreError, UploadStream, adopt_file, immutability,
-    replacement_refused, stage_to_file,
+    PageRequest, SpecUpdate, StagedBlob, StagedFiles, Store, StoreError, UploadStream,
+    immutability, replacement_refused, stage_to_file,
 };
 use crate::domain::{
-    AliasMove, Component, ComponentFilter, ComponentKey, Delivery, EventDraft, Kind, ModelKey,
-    StoredFile, Webhook,
+    AliasMove, AliasRecord, Component, ComponentFilter, ComponentKey, Delivery, EventDraft, Kind,
+    ModelKey, StoredFile, Webhook,
 };
 
 const MODELS: TableDefinition<&str, &[u8]> = TableDefinition::new("models");
@@ -41,7 +47,7 @@ const TRANSFORMATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("tran
 const SERVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("services");
 const INFERENCERS: TableDefinition<&str, &[u8]> = TableDefinition::new("inferencers");
 /// sha256 -> how many components use that blob.
-const BLOB_REFS: TableDefinition<&str, u64> = TableDefinition::new("blob_refs");
+pub(super) const BLOB_REFS: TableDefinition<&str, u64> = TableDefinition::new("blob_refs");
 /// `{model name}\0{alias}` -> the version the alias points at.
 const ALIASES: TableDefinition<&str, &str> = TableDefinition::new("model_aliases");
 /// `{model name}\0{alias}\0{sequence, 20 digits}` -> one [`AliasMove`] as JSON.
@@ -113,14 +119,14 @@ struct Loaded {
     kind: Kind,
     sort_key: Arc<str>,
     needs: Option<crate::domain::Needs>,
-    record: Box<[u8]>,
+    record: Arc<[u8]>,
 }
 
 /// A record as read from its table.
 struct Raw {
     kind: Kind,
-    sort_key: String,
-    record: Vec<u8>,
+    sort_key: Arc<str>,
+    record: Arc<[u8]>,
 }
 
 impl Loaded {
@@ -133,9 +139,9 @@ impl Loaded {
         };
         Ok(Self {
             kind: raw.kind,
-            sort_key: raw.sort_key.into(),
+            sort_key: raw.sort_key,
             needs,
-            record: raw.record.into_boxed_slice(),
+            record: raw.record,
         })
     }
 }
@@ -144,14 +150,15 @@ pub struct EmbeddedStore {
     db: Arc<Database>,
     blobs: BlobDir,
     tmp_dir: PathBuf,
-    /// Serialises the short steps that place or reclaim blobs together with their metadata commit, so that a blob
-    /// being attached is never reclaimed by a concurrent delete of another component with the same bytes.
-    blob_lock: tokio::sync::Mutex<()>,
+    /// Digests of blobs placed by uploads whose metadata has not committed yet: never reclaimed meanwhile.
+    pins: Arc<Pins>,
+    /// The one thread that commits writes, many in one transaction; see [`writer`].
+    writer: Writer,
     /// Every component in memory, for reads; see [`catalog`].
     catalog: Arc<Catalog>,
     loaded: tokio::sync::watch::Receiver<Loading>,
     /// Raised after each commit that appended an event (once the catalogue shows the change).
-    signal: EventSignal,
+    signal: Arc<EventSignal>,
     /// Permits for blob reads (`BLOB_READERS`): downloads can never take the whole blocking pool.
     readers: Arc<Semaphore>,
     /// Resumable upload sessions being appended to now.
@@ -179,24 +186,29 @@ impl EmbeddedStore {
     }
 
     /// Builds the catalogue from a redb snapshot taken under the writers' lock, so that writes committed before are
-    /// in it and writes after wait for it to be published. Records are read in one thread, decoded in the others
-    /// and inserted here, so that a cold start takes about as long as the slowest of the three.
+    /// in it and writes after wait for it to be published. Records are read in one thread, decoded on every core
+    /// and pushed into the indexes here in key order (a push each: no tree is built one insert at a time), so that a
+    /// cold start takes about as long as decoding the needs of every record.
     fn load(db: &Database, catalog: &Catalog) -> Result<(), StoreError> {
         let started = std::time::Instant::now();
         let writer = catalog.writer();
         let txn = db.begin_read().or_backend()?;
-        let decoders = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .max(2)
-            - 1;
-        let (raw_tx, raw_rx) = std::sync::mpsc::sync_channel::<Vec<Raw>>(2 * decoders);
+        let decoders = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // Batches are numbered, so that the builder takes them in the order redb returned them whichever decoder
+        // finishes first.
+        let (raw_tx, raw_rx) = std::sync::mpsc::sync_channel::<(usize, Vec<Raw>)>(2 * decoders);
         let (decoded_tx, decoded_rx) =
-            std::sync::mpsc::sync_channel::<Result<Vec<Loaded>, StoreError>>(2 * decoders);
+            std::sync::mpsc::sync_channel::<(usize, Result<Vec<Loaded>, StoreError>)>(2 * decoders);
         let raw_rx = std::sync::Mutex::new(raw_rx);
-        let mut snapshot = Snapshot::default();
+        let mut builder = Builder::default();
         let mut count = 0u64;
         std::thread::scope(|scope| -> Result<(), StoreError> {
             let reader = scope.spawn(move || -> Result<(), StoreError> {
+                let mut number = 0;
+                let mut send = |batch: Vec<Raw>| {
+                    number += 1;
+                    raw_tx.send((number - 1, batch)).is_ok()
+                };
                 for kind in Kind::ALL {
                     let table = txn.open_table(table(kind)).or_backend()?;
                     let mut batch = Vec::with_capacity(LOAD_BATCH);
@@ -204,18 +216,19 @@ impl EmbeddedStore {
                         let (key, value) = entry.or_backend()?;
                         batch.push(Raw {
                             kind,
-                            sort_key: key.value().to_owned(),
-                            record: value.value().to_vec(),
+                            sort_key: key.value().into(),
+                            record: value.value().into(),
                         });
-                        if batch.len() == LOAD_BATCH {
-                            let full =
-                                std::mem::replace(&mut batch, Vec::with_capacity(LOAD_BATCH));
-                            if raw_tx.send(full).is_err() {
-                                return Ok(());
-                            }
+                        if batch.len() == LOAD_BATCH
+                            && !send(std::mem::replace(
+                                &mut batch,
+                                Vec::with_capacity(LOAD_BATCH),
+                            ))
+                        {
+                            return Ok(());
                         }
                     }
-                    if !batch.is_empty() && raw_tx.send(batch).is_err() {
+                    if !batch.is_empty() && !send(batch) {
                         return Ok(());
                     }
                 }
@@ -227,31 +240,40 @@ impl EmbeddedStore {
                 scope.spawn(move || {
                     loop {
                         let next = raw_rx.lock().map(|rx| rx.recv());
-                        let Ok(Ok(batch)) = next else { return };
+                        let Ok(Ok((number, batch))) = next else {
+                            return;
+                        };
                         let decoded = batch.into_iter().map(Loaded::read).collect();
-                        if decoded_tx.send(decoded).is_err() {
+                        if decoded_tx.send((number, decoded)).is_err() {
                             return;
                         }
                     }
                 });
             }
             drop(decoded_tx);
-            for batch in decoded_rx {
+            let mut waiting = std::collections::BTreeMap::new();
+            let mut next = 0;
+            for (number, batch) in decoded_rx {
                 // An error drops the receiver on return, which stops the decoders and then the reader.
-                for loaded in batch? {
-                    snapshot.insert_at(
-                        loaded.kind,
-                        loaded.sort_key,
-                        loaded.needs.as_ref(),
-                        loaded.record,
-                    );
-                    count += 1;
+                waiting.insert(number, batch?);
+                while let Some(batch) = waiting.remove(&next) {
+                    next += 1;
+                    for loaded in batch {
+                        builder.push(
+                            loaded.kind,
+                            loaded.sort_key,
+                            loaded.needs.as_ref(),
+                            loaded.record,
+                        );
+                        count += 1;
+                    }
                 }
             }
             reader
                 .join()
                 .map_err(|_| StoreError::Backend("the catalogue reader panicked".into()))?
         })?;
+        let snapshot = builder.finish();
         writer.publish(move |published| *published = snapshot);
         tracing::info!(
             components = count,
@@ -306,14 +328,25 @@ impl EmbeddedStore {
         let db = Arc::new(db);
         let catalog = Arc::new(Catalog::default());
         let (loading, loaded) = tokio::sync::watch::channel(Loading::InProgress);
+        let blobs = BlobDir::new(blob_root);
+        let pins = Arc::new(Pins::default());
+        let signal = Arc::new(EventSignal::new(last_event));
+        let writer = Writer::start(writer::Shared {
+            db: db.clone(),
+            catalog: catalog.clone(),
+            signal: signal.clone(),
+            blobs: blobs.clone(),
+            pins: pins.clone(),
+        })?;
         let store = Self {
             db: db.clone(),
-            blobs: BlobDir::new(blob_root),
+            blobs,
             tmp_dir,
-            blob_lock: tokio::sync::Mutex::new(()),
+            pins,
+            writer,
             catalog: catalog.clone(),
             loaded,
-            signal: EventSignal::new(last_event),
+            signal,
             readers: Arc::new(Semaphore::new(BLOB_READERS)),
             uploads: uploads::Active::default(),
         };
@@ -336,25 +369,30 @@ impl EmbeddedStore {
     /// Inserts many new components in one transaction, for bulk loading (the catalogue benchmark): all or none,
     /// [`StoreError::AlreadyExists`] when a key is taken.
     pub async fn insert_many(&self, components: Vec<Component>) -> Result<(), StoreError> {
-        self.writing(move |db| {
-            let txn = db.begin_write().or_backend()?;
-            let mut puts = Vec::with_capacity(components.len());
-            for component in components {
-                if read_component(&txn, &component.key)?.is_some() {
-                    return Err(StoreError::AlreadyExists(component.key));
+        self.writer
+            .write(Vec::new(), move |txn| {
+                // Every key is checked before anything is written, repeats within the batch included.
+                let mut keys = std::collections::HashSet::new();
+                for component in &components {
+                    let fresh = keys.insert((component.kind(), component.key.sort_key()));
+                    if !fresh || read_component(txn, &component.key)?.is_some() {
+                        return Err(StoreError::AlreadyExists(component.key.clone()));
+                    }
                 }
-                let record = write_component(&txn, &component)?;
-                puts.push((component, record));
-            }
-            let mut last = None;
-            for (component, _) in &puts {
-                last = Some(events::append(&txn, EventDraft::created(component))?);
-            }
-            txn.commit().or_backend()?;
-            Ok((last, Change::Put(puts)))
-        })
-        .await
-        .map(|last| last.into_iter().for_each(|s| self.signal.raise(s)))
+                let mut puts = Vec::with_capacity(components.len());
+                let mut last = None;
+                for component in components {
+                    let record = write_component(txn, &component)?;
+                    last = Some(events::append(txn, EventDraft::created(&component))?);
+                    puts.push((component, record));
+                }
+                let applied = Applied::new((), Change::Put(puts));
+                Ok(match last {
+                    Some(sequence) => applied.event(sequence),
+                    None => applied,
+                })
+            })
+            .await
     }
 
     fn remove_unreferenced_blobs(&self) -> Result<(), StoreError> {
@@ -384,68 +422,34 @@ impl EmbeddedStore {
             .map_err(|e| StoreError::Backend(e.to_string()))?
     }
 
-    /// Runs a write transaction off the async threads; `work` commits it and returns what to publish to the
-    /// catalogue, which happens before the writers' lock is released.
-    async fn writing<T: Send + 'static>(
+    /// Places staged blobs in `blobs/` (fsynced, renamed atomically) and queues `work`, which refers to them, with
+    /// their digests pinned until `work` has committed. Placing and queueing run on a blocking thread as one step,
+    /// so a caller that goes away in between cannot leave a placed blob that nothing will check.
+    async fn attaching<T: Send + 'static>(
         &self,
-        work: impl FnOnce(&Database) -> Result<(T, Change), StoreError> + Send + 'static,
+        staged: Vec<(String, tempfile::TempPath)>,
+        work: impl FnOnce(&WriteTransaction) -> Result<Applied<T>, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let db = Arc::clone(&self.db);
-        let catalog = Arc::clone(&self.catalog);
-        tokio::task::spawn_blocking(move || {
-            let writer = catalog.writer();
-            let (result, change) = work(&db)?;
-            writer.publish(|snapshot| match change {
-                Change::Put(puts) => {
-                    for (component, record) in puts {
-                        snapshot.insert(
-                            &component.key,
-                            component.spec.needs(),
-                            record.into_boxed_slice(),
-                        );
-                    }
+        let (pins, queue) = (Arc::clone(&self.pins), self.writer.queue()?);
+        let blobs = self.blobs.clone();
+        let answer = tokio::task::spawn_blocking(move || {
+            let mut held = Vec::with_capacity(staged.len());
+            for (digest, temp) in staged {
+                held.push(pins.pin(&digest));
+                if let Err(e) = blobs.place(&digest, temp) {
+                    // Blobs placed so far (and a rename that happened before a failed directory sync) are left
+                    // to the writer, which reclaims what nothing refers to.
+                    let nothing =
+                        |_: &WriteTransaction| Ok(Applied::new((), Change::Put(Vec::new())));
+                    let _ = queue.submit(held, nothing);
+                    return Err(e.into());
                 }
-                Change::Remove(key) => snapshot.remove(&key),
-            });
-            Ok(result)
+            }
+            queue.submit(held, work)
         })
         .await
-        .map_err(|e| StoreError::Backend(e.to_string()))?
-    }
-
-    /// Deletes the blob file when no component refers to it any more. Call with `blob_lock` held.
-    /// Moves a staged file into `blobs/` under its hash (fsynced, renamed atomically). The caller holds
-    /// `blob_lock` until the metadata that refers to the blob has committed.
-    async fn place(&self, sha256: &str, temp: tempfile::TempPath) -> Result<(), StoreError> {
-        let blobs = self.blobs.clone();
-        let digest = sha256.to_string();
-        tokio::task::spawn_blocking(move || blobs.place(&digest, temp))
-            .await
-            .map_err(|e| StoreError::Backend(e.to_string()))??;
-        Ok(())
-    }
-
-    async fn reclaim(&self, digests: Vec<String>) -> Result<(), StoreError> {
-        if digests.is_empty() {
-            return Ok(());
-        }
-        let unreferenced = self
-            .blocking(move |db| {
-                let txn = db.begin_read().or_backend()?;
-                let refs = txn.open_table(BLOB_REFS).or_backend()?;
-                let mut unreferenced = Vec::new();
-                for digest in digests {
-                    if refs.get(digest.as_str()).or_backend()?.is_none() {
-                        unreferenced.push(digest);
-                    }
-                }
-                Ok(unreferenced)
-            })
-            .await?;
-        for digest in unreferenced {
-            self.blobs.remove(&digest)?;
-        }
-        Ok(())
+        .map_err(|e| StoreError::Backend(e.to_string()))??;
+        writer::wait(answer).await
     }
 }
 
@@ -453,6 +457,19 @@ impl EmbeddedStore {
 enum Change {
     Put(Vec<(Component, Vec<u8>)>),
     Remove(ComponentKey),
+}
+
+impl Change {
+    fn apply_to(self, snapshot: &mut Snapshot) {
+        match self {
+            Change::Put(puts) => {
+                for (component, record) in puts {
+                    snapshot.insert(&component.key, component.spec.needs(), record.into());
+                }
+            }
+            Change::Remove(key) => snapshot.remove(&key),
+        }
+    }
 }
 
 /// Every stored file of a component: the default one and those of its variants.
@@ -569,18 +586,16 @@ impl Store for EmbeddedStore {
     }
 
     async fn insert(&self, component: Component) -> Result<(), StoreError> {
-        self.writing(move |db| {
-            let txn = db.begin_write().or_backend()?;
-            if read_component(&txn, &component.key)?.is_some() {
-                return Err(StoreError::AlreadyExists(component.key));
-            }
-            let record = write_component(&txn, &component)?;
-            let sequence = events::append(&txn, EventDraft::created(&component))?;
-            txn.commit().or_backend()?;
-            Ok((sequence, Change::Put(vec![(component, record)])))
-        })
-        .await
-        .map(|sequence| self.signal.raise(sequence))
+        self.writer
+            .write(Vec::new(), move |txn| {
+                if read_component(txn, &component.key)?.is_some() {
+                    return Err(StoreError::AlreadyExists(component.key));
+                }
+                let record = write_component(txn, &component)?;
+                let sequence = events::append(txn, EventDraft::created(&component))?;
+                Ok(Applied::new((), Change::Put(vec![(component, record)])).event(sequence))
+            })
+            .await
     }
 
     async fn get(&self, key: &ComponentKey) -> Result<Option<Component>, StoreError> {
@@ -634,27 +649,22 @@ impl Store for EmbeddedStore {
         update: SpecUpdate,
     ) -> Result<Component, StoreError> {
         let key = key.clone();
-        self.writing(move |db| {
-            let txn = db.begin_write().or_backend()?;
-            let before =
-                read_component(&txn, &key)?.ok_or_else(|| StoreError::NotFound(key.clone()))?;
-            let mut component = before.clone();
-            update(&mut component.spec)?;
-            component.spec.validate()?;
-            component.updated_at = crate::domain::now();
-            let record = write_component(&txn, &component)?;
-            let sequence = events::append(&txn, EventDraft::updated(&before, &component))?;
-            txn.commit().or_backend()?;
-            Ok((
-                (component.clone(), sequence),
-                Change::Put(vec![(component, record)]),
-            ))
-        })
-        .await
-        .map(|(component, sequence)| {
-            self.signal.raise(sequence);
-            component
-        })
+        self.writer
+            .write(Vec::new(), move |txn| {
+                let before =
+                    read_component(txn, &key)?.ok_or_else(|| StoreError::NotFound(key.clone()))?;
+                let mut component = before.clone();
+                update(&mut component.spec)?;
+                component.spec.validate()?;
+                component.updated_at = crate::domain::now();
+                let record = write_component(txn, &component)?;
+                let sequence = events::append(txn, EventDraft::updated(&before, &component))?;
+                Ok(
+                    Applied::new(component.clone(), Change::Put(vec![(component, record)]))
+                        .event(sequence),
+                )
+            })
+            .await
     }
 
     async fn delete(
@@ -662,64 +672,57 @@ impl Store for EmbeddedStore {
         key: &ComponentKey,
         immutable: bool,
     ) -> Result<Option<Component>, StoreError> {
-        let _blobs = self.blob_lock.lock().await;
         let key = key.clone();
-        let removed = self
-            .writing(move |db| {
-                let txn = db.begin_write().or_backend()?;
-                let removed = {
-                    let mut table = txn.open_table(table(key.kind())).or_backend()?;
-                    let removed = table.remove(key.sort_key().as_str()).or_backend()?;
-                    removed.map(|v| decode(v.value())).transpose()?
+        self.writer
+            .write(Vec::new(), move |txn| {
+                let Some(component) = read_component(txn, &key)? else {
+                    return Ok(Applied::new(None, Change::Put(Vec::new())));
                 };
-                // Returning before the commit aborts the transaction: nothing was removed.
-                if let Some(component) = &removed {
-                    if let Some(refused) = immutability(component, immutable) {
-                        return Err(refused);
-                    }
-                    if !component.aliases.is_empty() {
-                        return Err(StoreError::Aliased {
-                            key: key.clone(),
-                            aliases: component.aliases.iter().cloned().collect(),
-                        });
-                    }
+                if let Some(refused) = immutability(&component, immutable) {
+                    return Err(refused);
                 }
-                for file in removed.iter().flat_map(files_of) {
-                    adjust_refs(&txn, &file.blob_id, -1)?;
+                if !component.aliases.is_empty() {
+                    return Err(StoreError::Aliased {
+                        key: key.clone(),
+                        aliases: component.aliases.iter().cloned().collect(),
+                    });
                 }
-                let sequence = match &removed {
-                    Some(component) => Some(events::append(&txn, EventDraft::deleted(component))?),
-                    None => None,
-                };
-                txn.commit().or_backend()?;
-                Ok(((removed, sequence), Change::Remove(key)))
+                txn.open_table(table(key.kind()))
+                    .or_backend()?
+                    .remove(key.sort_key().as_str())
+                    .or_backend()?;
+                let released: Vec<String> =
+                    files_of(&component).map(|f| f.blob_id.clone()).collect();
+                for digest in &released {
+                    adjust_refs(txn, digest, -1)?;
+                }
+                let sequence = events::append(txn, EventDraft::deleted(&component))?;
+                Ok(Applied::new(Some(component), Change::Remove(key))
+                    .event(sequence)
+                    .released(released))
             })
-            .await?;
-        let (removed, sequence) = removed;
-        if let Some(sequence) = sequence {
-            self.signal.raise(sequence);
-        }
-        let orphans = removed
-            .iter()
-            .flat_map(files_of)
-            .map(|f| f.blob_id.clone())
-            .collect();
-        self.reclaim(orphans).await?;
-        Ok(removed)
+            .await
     }
 
     async fn lock(&self, key: &ComponentKey) -> Result<Component, StoreError> {
         let key = key.clone();
-        self.writing(move |db| {
-            let txn = db.begin_write().or_backend()?;
-            let mut component =
-                read_component(&txn, &key)?.ok_or_else(|| StoreError::NotFound(key.clone()))?;
-            component.locked = true;
-            let record = write_component(&txn, &component)?;
-            txn.commit().or_backend()?;
-            Ok((component.clone(), Change::Put(vec![(component, record)])))
-        })
-        .await
+        self.writer
+            .write(Vec::new(), move |txn| {
+                let mut component =
+                    read_component(txn, &key)?.ok_or_else(|| StoreError::NotFound(key.clone()))?;
+                if component.locked {
+                    // Locked already: nothing changes, so nothing goes on the feed.
+                    return Ok(Applied::new(component, Change::Put(Vec::new())));
+                }
+                component.locked = true;
+                let record = write_component(txn, &component)?;
+                let sequence = events::append(txn, EventDraft::locked(&component))?;
+                Ok(
+                    Applied::new(component.clone(), Change::Put(vec![(component, record)]))
+                        .event(sequence),
+                )
+            })
+            .await
     }
 
     async fn move_alias(
@@ -731,70 +734,81 @@ impl Store for EmbeddedStore {
     ) -> Result<Option<AliasMove>, StoreError> {
         let (name, alias, by) = (name.to_string(), alias.to_string(), by.to_string());
         let version = version.map(str::to_string);
-        self.writing(move |db| {
-            let txn = db.begin_write().or_backend()?;
-            let slot = format!("{name}\0{alias}");
-            let from = {
-                let aliases = txn.open_table(ALIASES).or_backend()?;
-                let found = aliases.get(slot.as_str()).or_backend()?;
-                found.map(|v| v.value().to_string())
-            };
-            if from == version {
-                return Ok((None, Change::Put(Vec::new())));
-            }
-            let mut changed = Vec::new();
-            if let Some(to) = &version {
-                let key = ComponentKey::model(name.clone(), to.clone())?;
-                let mut target =
-                    read_component(&txn, &key)?.ok_or_else(|| StoreError::NotFound(key.clone()))?;
-                target.aliases.insert(alias.clone());
-                let record = write_component(&txn, &target)?;
-                changed.push((target, record));
-            }
-            if let Some(old) = &from {
-                let key = ComponentKey::model(name.clone(), old.clone())?;
-                if let Some(mut previous) = read_component(&txn, &key)? {
-                    previous.aliases.remove(&alias);
-                    let record = write_component(&txn, &previous)?;
-                    changed.push((previous, record));
-                }
-            }
-            {
-                let mut aliases = txn.open_table(ALIASES).or_backend()?;
-                match &version {
-                    Some(to) => aliases.insert(slot.as_str(), to.as_str()).or_backend()?,
-                    None => aliases.remove(slot.as_str()).or_backend()?,
+        self.writer
+            .write(Vec::new(), move |txn| {
+                let slot = format!("{name}\0{alias}");
+                let from = {
+                    let aliases = txn.open_table(ALIASES).or_backend()?;
+                    let found = aliases.get(slot.as_str()).or_backend()?;
+                    found.map(|v| v.value().to_string())
                 };
-            }
-            let record = AliasMove {
-                model: name,
-                alias,
-                from,
-                to: version,
-                at: crate::domain::now(),
-                by,
-            };
-            {
-                let mut history = txn.open_table(ALIAS_HISTORY).or_backend()?;
-                let (start, end) = (format!("{slot}\0"), format!("{slot}\u{1}"));
-                let last = history
-                    .range(start.as_str()..end.as_str())
-                    .or_backend()?
-                    .next_back()
-                    .transpose()
-                    .or_backend()?
-                    .and_then(|(k, _)| k.value().rsplit('\0').next()?.parse::<u64>().ok());
-                let entry = format!("{start}{:020}", last.map_or(0, |n| n + 1));
-                let json = serde_json::to_vec(&record)
-                    .map_err(|e| StoreError::Backend(format!("encoding an alias move: {e}")))?;
-                history
-                    .insert(entry.as_str(), json.as_slice())
-                    .or_backend()?;
-            }
-            txn.commit().or_backend()?;
-            Ok((Some(record), Change::Put(changed)))
-        })
-        .await
+                if from == version {
+                    return Ok(Applied::new(None, Change::Put(Vec::new())));
+                }
+                // Everything that can refuse the move is read (and its event drawn up) before anything is written.
+                let target = match &version {
+                    Some(to) => {
+                        let key = ComponentKey::model(name.clone(), to.clone())?;
+                        let mut target =
+                            read_component(txn, &key)?.ok_or(StoreError::NotFound(key))?;
+                        target.aliases.insert(alias.clone());
+                        Some(target)
+                    }
+                    None => None,
+                };
+                let previous = match &from {
+                    Some(old) => {
+                        read_component(txn, &ComponentKey::model(name.clone(), old.clone())?)?
+                    }
+                    None => None,
+                };
+                let record = AliasMove {
+                    model: name,
+                    alias: alias.clone(),
+                    from,
+                    to: version.clone(),
+                    at: crate::domain::now(),
+                    by,
+                };
+                let draft = EventDraft::alias_moved(target.as_ref(), &record)?;
+                let mut changed = Vec::new();
+                if let Some(target) = target {
+                    let written = write_component(txn, &target)?;
+                    changed.push((target, written));
+                }
+                if let Some(mut previous) = previous {
+                    previous.aliases.remove(&alias);
+                    let written = write_component(txn, &previous)?;
+                    changed.push((previous, written));
+                }
+                {
+                    let mut aliases = txn.open_table(ALIASES).or_backend()?;
+                    match &version {
+                        Some(to) => aliases.insert(slot.as_str(), to.as_str()).or_backend()?,
+                        None => aliases.remove(slot.as_str()).or_backend()?,
+                    };
+                }
+                {
+                    let mut history = txn.open_table(ALIAS_HISTORY).or_backend()?;
+                    let (start, end) = (format!("{slot}\0"), format!("{slot}\u{1}"));
+                    let last = history
+                        .range(start.as_str()..end.as_str())
+                        .or_backend()?
+                        .next_back()
+                        .transpose()
+                        .or_backend()?
+                        .and_then(|(k, _)| k.value().rsplit('\0').next()?.parse::<u64>().ok());
+                    let entry = format!("{start}{:020}", last.map_or(0, |n| n + 1));
+                    let json = serde_json::to_vec(&record)
+                        .map_err(|e| StoreError::Backend(format!("encoding an alias move: {e}")))?;
+                    history
+                        .insert(entry.as_str(), json.as_slice())
+                        .or_backend()?;
+                }
+                let sequence = events::append(txn, draft)?;
+                Ok(Applied::new(Some(record), Change::Put(changed)).event(sequence))
+            })
+            .await
     }
 
     async fn resolve_alias(&self, name: &str, alias: &str) -> Result<Option<String>, StoreError> {
@@ -839,8 +853,6 @@ impl Store for EmbeddedStore {
         let (sha256, size, temp) = staged.into_file()?;
         let immutable = meta.immutable;
         let platform = meta.platform.clone();
-        let _blobs = self.blob_lock.lock().await;
-        self.place(&sha256, temp).await?;
         let file = StoredFile {
             blob_id: sha256.clone(),
             size,
@@ -850,84 +862,86 @@ impl Store for EmbeddedStore {
             uploaded_at: crate::domain::now(),
         };
         let key = key.clone();
-        let committed = self
-            .writing(move |db| {
-                let txn = db.begin_write().or_backend()?;
-                let mut component =
-                    read_component(&txn, &key)?.ok_or_else(|| StoreError::NotFound(key.clone()))?;
-                if let Some(refused) = replacement_refused(&component, platform.as_ref(), immutable)
-                {
-                    return Err(refused);
-                }
-                adjust_refs(&txn, &file.blob_id, 1)?;
-                let attached = file.clone();
-                let previous = match platform {
-                    None => component.file.replace(file),
-                    Some(platform) => replace_variant(&mut component.variants, platform, file),
-                };
-                if let Some(previous) = &previous {
-                    adjust_refs(&txn, &previous.blob_id, -1)?;
-                }
-                component.updated_at = crate::domain::now();
-                let record = write_component(&txn, &component)?;
-                let sequence = events::append(
-                    &txn,
-                    EventDraft::attached(&component, &attached, previous.is_some()),
-                )?;
-                txn.commit().or_backend()?;
-                Ok((
-                    (component.clone(), previous, sequence),
-                    Change::Put(vec![(component.clone(), record)]),
-                ))
-            })
-            .await;
-        match committed {
-            Ok((component, previous, sequence)) => {
-                self.signal.raise(sequence);
-                self.reclaim(previous.map(|p| p.blob_id).into_iter().collect())
-                    .await?;
-                Ok(component)
+        self.attaching(vec![(sha256.clone(), temp)], move |txn| {
+            let mut component =
+                read_component(txn, &key)?.ok_or_else(|| StoreError::NotFound(key.clone()))?;
+            if let Some(refused) = replacement_refused(&component, platform.as_ref(), immutable) {
+                return Err(refused);
             }
-            Err(e) => {
-                // Nothing refers to the blob we just placed unless another component has the same bytes.
-                self.reclaim(vec![sha256]).await?;
-                Err(e)
+            adjust_refs(txn, &file.blob_id, 1)?;
+            let attached = file.clone();
+            let previous = match platform {
+                None => component.file.replace(file),
+                Some(platform) => replace_variant(&mut component.variants, platform, file),
+            };
+            if let Some(previous) = &previous {
+                adjust_refs(txn, &previous.blob_id, -1)?;
             }
-        }
+            component.updated_at = crate::domain::now();
+            let record = write_component(txn, &component)?;
+            let sequence = events::append(
+                txn,
+                EventDraft::attached(&component, &attached, previous.is_some()),
+            )?;
+            Ok(
+                Applied::new(component.clone(), Change::Put(vec![(component, record)]))
+                    .event(sequence)
+                    .released(previous.map(|p| p.blob_id)),
+            )
+        })
+        .await
     }
 
-    async fn insert_with_file(
+    async fn insert_with_files(
         &self,
         mut component: Component,
-        staged: StagedBlob,
+        files: StagedFiles,
     ) -> Result<(), StoreError> {
-        let (sha256, size, temp) = staged.into_file()?;
-        adopt_file(&mut component, &sha256, size, sha256.clone())?;
-        // Aliases come with their own records, and variants with their own bytes, which an import does not carry.
+        files.check(&component)?;
+        let mut temps = Vec::new();
+        for staged in files.default.into_iter().chain(files.variants) {
+            let (sha256, _, temp) = staged.into_file()?;
+            temps.push((sha256, temp));
+        }
+        // This store names blobs by their sha256; aliases come with their own records.
+        for file in component
+            .file
+            .iter_mut()
+            .chain(component.variants.iter_mut().map(|v| &mut v.file))
+        {
+            file.blob_id = file.sha256.clone();
+        }
         component.aliases.clear();
-        component.variants.clear();
-        let _blobs = self.blob_lock.lock().await;
-        self.place(&sha256, temp).await?;
-        let digest = sha256.clone();
-        let committed = self
-            .writing(move |db| {
-                let txn = db.begin_write().or_backend()?;
-                if read_component(&txn, &component.key)?.is_some() {
-                    return Err(StoreError::AlreadyExists(component.key));
-                }
-                adjust_refs(&txn, &digest, 1)?;
-                let record = write_component(&txn, &component)?;
-                let sequence = events::append(&txn, EventDraft::created(&component))?;
-                txn.commit().or_backend()?;
-                Ok((sequence, Change::Put(vec![(component, record)])))
+        let digests: Vec<String> = temps.iter().map(|(sha256, _)| sha256.clone()).collect();
+        self.attaching(temps, move |txn| {
+            if read_component(txn, &component.key)?.is_some() {
+                return Err(StoreError::AlreadyExists(component.key));
+            }
+            for digest in &digests {
+                adjust_refs(txn, digest, 1)?;
+            }
+            let record = write_component(txn, &component)?;
+            let sequence = events::append(txn, EventDraft::created(&component))?;
+            Ok(Applied::new((), Change::Put(vec![(component, record)])).event(sequence))
+        })
+        .await
+    }
+
+    async fn alias_records(&self) -> Result<Vec<AliasRecord>, StoreError> {
+        self.blocking(aliases::records).await
+    }
+
+    async fn insert_alias(&self, record: AliasRecord) -> Result<(), StoreError> {
+        self.writer
+            .write(Vec::new(), move |txn| {
+                let (sequence, change) = aliases::insert(txn, &record)?;
+                let applied = Applied::new((), change);
+                Ok(match sequence {
+                    Some(sequence) => applied.event(sequence),
+                    None => applied,
+                })
             })
             .await
-            .map(|sequence| self.signal.raise(sequence));
-        if committed.is_err() {
-            // The placed blob stays only if another component has the same bytes.
-            self.reclaim(vec![sha256]).await?;
-        }
-        committed
     }
 
     async fn events(&self, after: u64, limit: usize) -> Result<EventBatch, StoreError> {
@@ -1022,6 +1036,32 @@ impl Store for EmbeddedStore {
         };
         // An open file stays readable even if a concurrent delete unlinks it, so a download never breaks off.
         Ok(Some(read_chunks(blob, range, Arc::clone(&self.readers))))
+    }
+
+    async fn put_mirrored(
+        &self,
+        key: &ComponentKey,
+        component: Option<Component>,
+        staged: Vec<StagedBlob>,
+    ) -> Result<(), StoreError> {
+        self.put_mirrored_component(key, component, staged).await
+    }
+
+    async fn stage_verified(
+        &self,
+        file: tempfile::TempPath,
+        sha256: &str,
+        size: u64,
+    ) -> Result<StagedBlob, StoreError> {
+        Ok(self.adopt_verified(file, sha256, size))
+    }
+
+    async fn mirror_state(&self) -> Result<Option<serde_json::Value>, StoreError> {
+        self.read_mirror_state().await
+    }
+
+    async fn save_mirror_state(&self, state: &serde_json::Value) -> Result<(), StoreError> {
+        self.write_mirror_state(state).await
     }
 
     async fn blob(&self, sha256: &str) -> Result<Option<StoredFile>, StoreError> {

@@ -202,6 +202,9 @@ pub fn to_document(component: &Component) -> Result<Document, StoreError> {
     if component.locked {
         document.insert("locked", true);
     }
+    if !component.variants.is_empty() {
+        document.insert("variants", variants_document(&component.variants));
+    }
     // Aliases are never inserted with a component: they are set on it afterwards, with their own record.
     Ok(document)
 }

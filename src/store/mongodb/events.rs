@@ -47,6 +47,8 @@ const FLOOR: &str = "floor";
 pub struct EventLog {
     events: Collection<Document>,
     meta: Collection<Document>,
+    /// The alias records: an alias move records its sequence in its record, as a change does in its component.
+    aliases: Collection<Document>,
     signal: EventSignal,
     polling: Arc<AtomicBool>,
     indexes: Arc<tokio::sync::OnceCell<()>>,
@@ -90,6 +92,7 @@ impl EventLog {
         Self {
             events: metadata.collection("events"),
             meta: metadata.collection("event_meta"),
+            aliases: metadata.collection(super::ALIASES),
             signal: EventSignal::new(0),
             polling: Arc::new(AtomicBool::new(false)),
             indexes: Arc::new(tokio::sync::OnceCell::new()),
@@ -219,9 +222,22 @@ impl EventLog {
         F: FnOnce(i64) -> Fut,
         Fut: Future<Output = Result<(T, Option<EventDraft>), StoreError>>,
     {
-        let sequence = self
-            .insert_at_next(PENDING, &EventDraft::bare(event_type, key.clone()))
-            .await?;
+        self.recorded_as(EventDraft::bare(event_type, key.clone()), change)
+            .await
+    }
+
+    /// [`EventLog::recorded`] with the whole draft reserved, for events that a stale reservation cannot rebuild
+    /// from a component document (alias moves).
+    pub async fn recorded_as<T, F, Fut>(
+        &self,
+        reservation: EventDraft,
+        change: F,
+    ) -> Result<T, StoreError>
+    where
+        F: FnOnce(i64) -> Fut,
+        Fut: Future<Output = Result<(T, Option<EventDraft>), StoreError>>,
+    {
+        let sequence = self.insert_at_next(PENDING, &reservation).await?;
         let outcome = change(sequence).await;
         let settled = match &outcome {
             Ok((_, Some(draft))) => self.commit(sequence, draft).await,
@@ -284,6 +300,25 @@ impl EventLog {
                 })
                 .unwrap_or_default()
         };
+        if let (Some(moved), ComponentKey::Model(model)) = (&event.draft.alias, &event.draft.key) {
+            // An alias move happened when its record carries the sequence.
+            let record = self
+                .aliases
+                .find_one(doc! { "model_name": &model.name, "alias": &moved.alias })
+                .await
+                .map_err(map_err)?;
+            let draft = record
+                .filter(|d| sequences(d).contains(&sequence))
+                .map(|_| event.draft.clone());
+            let state = if draft.is_some() { COMMITTED } else { ABORTED };
+            tracing::warn!(
+                sequence,
+                state,
+                "settled an alias event its writer left pending"
+            );
+            self.settle(sequence, state, draft.as_ref()).await?;
+            return Ok(());
+        }
         let draft = match (event.draft.event_type, current) {
             (EventType::Deleted, None) => Some(event.draft.clone()),
             // Deleted, then created again (its sequences are all newer).

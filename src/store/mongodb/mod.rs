@@ -42,12 +42,12 @@ use self::query::{Pushdown, and, pushdown, sort_order};
 use self::webhooks::WebhookStore;
 use super::{
     ByteStream, ComponentStream, EventBatch, EventRetention, FileMeta, GcReport, Page, PageRequest,
-    RemoteBlob, SpecUpdate, StagedBlob, Store, StoreError, UploadStream, adopt_file, immutability,
+    RemoteBlob, SpecUpdate, StagedBlob, StagedFiles, Store, StoreError, UploadStream, immutability,
     replacement_refused,
 };
 use crate::domain::{
-    AliasMove, Component, ComponentFilter, ComponentKey, Delivery, EventDraft, EventType, Kind,
-    ModelKey, Platform, StoredFile, Variant, Webhook,
+    AliasMove, AliasRecord, Component, ComponentFilter, ComponentKey, Delivery, EventDraft,
+    EventType, Kind, ModelKey, Platform, StoredFile, Variant, Webhook,
 };
 
 /// Where alias records live: the version each alias points at, and every move.
@@ -66,6 +66,22 @@ fn put_variant(
             variants.push(Variant { platform, file });
             None
         }
+    }
+}
+
+/// One move of an alias as `model_alias_history` records it.
+fn alias_move_of(model: &str, alias: &str, d: &Document) -> AliasMove {
+    AliasMove {
+        model: model.to_string(),
+        alias: alias.to_string(),
+        from: d.get_str("from").ok().map(str::to_owned),
+        to: d.get_str("to").ok().map(str::to_owned),
+        at: d
+            .get_datetime("at")
+            .ok()
+            .and_then(|t| chrono::DateTime::from_timestamp_millis(t.timestamp_millis()))
+            .unwrap_or_default(),
+        by: d.get_str("by").unwrap_or_default().to_string(),
     }
 }
 
@@ -276,6 +292,54 @@ impl MongoStore {
         Err(StoreError::Contended(format!(
             "{key} kept changing under {UPDATE_ATTEMPTS} attempts to mark alias {alias}; try again"
         )))
+    }
+
+    /// Points `alias` of model `name` from `from` to `to`: marks the target first, so that it refuses deletion
+    /// before the alias names it, then writes the alias record, guarded by where the alias pointed (a deleted
+    /// alias stays as a record naming no version) and carrying the event's `sequence`: that one write is the
+    /// move. Returns the target. A move that stops half-way leaves at most a stale mark, which a delete verifies.
+    async fn point_alias(
+        &self,
+        name: &str,
+        alias: &str,
+        from: Option<&str>,
+        to: Option<&str>,
+        sequence: i64,
+    ) -> Result<Option<Component>, StoreError> {
+        let target = match to {
+            Some(to) => {
+                let target = ComponentKey::model(name, to)?;
+                self.mark_alias(&target, alias, true).await?;
+                Some(target)
+            }
+            None => None,
+        };
+        let guard = doc! { "model_name": name, "alias": alias, "model_version": from };
+        let moved = self
+            .aliases()
+            .update_one(
+                guard,
+                doc! {
+                    "$set": { "model_version": to },
+                    "$push": record_sequence(sequence),
+                },
+            )
+            .upsert(from.is_none())
+            .await;
+        match moved {
+            Ok(r) if r.matched_count == 1 || r.upserted_id.is_some() => {}
+            Err(e) if !is_duplicate_key(&e) => return Err(map_err(e)),
+            _ => {
+                return Err(StoreError::Contended(format!(
+                    "alias {alias} of model {name} was moved by someone else at the same time; read it \
+                     again and retry"
+                )));
+            }
+        }
+        match &target {
+            Some(key) => self.get(key).await,
+            None => Ok(None),
+        }
     }
 
     fn aliases(&self) -> Collection<Document> {
@@ -765,20 +829,41 @@ impl Store for MongoStore {
     }
 
     async fn lock(&self, key: &ComponentKey) -> Result<Component, StoreError> {
-        let result = self
-            .collection(key.kind())
-            .update_one(
-                key_filter(key),
-                doc! { "$set": { "locked": true }, "$inc": { "rev": 1_i64 } },
-            )
+        let collection = self.collection(key.kind());
+        self.events
+            .recorded(EventType::Locked, key, |sequence| async move {
+                for _ in 0..UPDATE_ATTEMPTS {
+                    let Some(Decoded { component, rev, .. }) = self.find_one(key).await? else {
+                        return Err(StoreError::NotFound(key.clone()));
+                    };
+                    if component.locked {
+                        // Locked already: nothing changes, so nothing goes on the feed.
+                        return Ok((component, None));
+                    }
+                    let result = collection
+                        .update_one(
+                            revision_guard(key, rev),
+                            doc! {
+                                "$set": { "locked": true, "rev": rev.unwrap_or(0) + 1 },
+                                "$push": record_sequence(sequence),
+                            },
+                        )
+                        .await
+                        .map_err(map_err)?;
+                    if result.matched_count == 1 {
+                        let locked = Component {
+                            locked: true,
+                            ..component
+                        };
+                        let draft = EventDraft::locked(&locked);
+                        return Ok((locked, Some(draft)));
+                    }
+                }
+                Err(StoreError::Contended(format!(
+                    "{key} kept changing under {UPDATE_ATTEMPTS} attempts to lock it; try again"
+                )))
+            })
             .await
-            .map_err(map_err)?;
-        if result.matched_count == 0 {
-            return Err(StoreError::NotFound(key.clone()));
-        }
-        self.get(key)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(key.clone()))
     }
 
     async fn move_alias(
@@ -798,29 +883,7 @@ impl Store for MongoStore {
         if from.as_deref() == version {
             return Ok(None);
         }
-        // The target is marked first, so that it refuses deletion before the alias names it; the previous target
-        // is unmarked last. A move that stops half-way leaves at most a stale mark, which a delete verifies.
-        if let Some(to) = version {
-            let target = ComponentKey::model(name, to)?;
-            self.mark_alias(&target, alias, true).await?;
-            aliases
-                .update_one(slot.clone(), doc! { "$set": { "model_version": to } })
-                .upsert(true)
-                .await
-                .map_err(map_err)?;
-        } else {
-            aliases.delete_one(slot.clone()).await.map_err(map_err)?;
-        }
-        if let Some(old) = &from {
-            match self
-                .mark_alias(&ComponentKey::model(name, old.as_str())?, alias, false)
-                .await
-            {
-                Ok(()) | Err(StoreError::NotFound(_)) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        let record = AliasMove {
+        let mut record = AliasMove {
             model: name.to_string(),
             alias: alias.to_string(),
             from,
@@ -828,6 +891,31 @@ impl Store for MongoStore {
             at: crate::domain::now(),
             by: by.to_string(),
         };
+        let reservation = EventDraft::alias_moved(None, &record)?;
+        let record = self
+            .events
+            .recorded_as(reservation, |sequence| {
+                let record = &mut record;
+                async move {
+                    // The previous target is unmarked last, once the alias no longer names it.
+                    let target = self
+                        .point_alias(name, alias, record.from.as_deref(), version, sequence)
+                        .await?;
+                    if let Some(old) = &record.from {
+                        match self
+                            .mark_alias(&ComponentKey::model(name, old.as_str())?, alias, false)
+                            .await
+                        {
+                            Ok(()) | Err(StoreError::NotFound(_)) => {}
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    record.at = crate::domain::now();
+                    let draft = EventDraft::alias_moved(target.as_ref(), record)?;
+                    Ok((record.clone(), Some(draft)))
+                }
+            })
+            .await?;
         self.metadata
             .collection::<Document>(ALIAS_HISTORY)
             .insert_one(doc! {
@@ -865,18 +953,7 @@ impl Store for MongoStore {
             .map_err(map_err)?;
         Ok(documents
             .iter()
-            .map(|d| AliasMove {
-                model: name.to_string(),
-                alias: alias.to_string(),
-                from: d.get_str("from").ok().map(str::to_owned),
-                to: d.get_str("to").ok().map(str::to_owned),
-                at: d
-                    .get_datetime("at")
-                    .ok()
-                    .and_then(|t| chrono::DateTime::from_timestamp_millis(t.timestamp_millis()))
-                    .unwrap_or_default(),
-                by: d.get_str("by").unwrap_or_default().to_string(),
-            })
+            .map(|d| alias_move_of(name, alias, d))
             .collect())
     }
 
@@ -983,25 +1060,43 @@ impl Store for MongoStore {
         Ok(component)
     }
 
-    async fn insert_with_file(
+    async fn insert_with_files(
         &self,
         mut component: Component,
-        staged: StagedBlob,
+        files: StagedFiles,
     ) -> Result<(), StoreError> {
         self.ensure_indexes().await?;
-        let (sha256, size, blob, id) = staged_grid_file(staged)?;
-        let file = adopt_file(&mut component, &sha256, size, id.to_hex())?;
-        self.grid
-            .label(
-                id,
-                &grid_filename(&component.key),
-                doc! {
-                    "sha256": &sha256,
-                    "content_type": &file.content_type,
-                    "original_filename": &file.filename,
-                },
-            )
-            .await?;
+        files.check(&component)?;
+        let has_default = files.default.is_some();
+        let mut blobs = Vec::new();
+        let mut ids = Vec::new();
+        for staged in files.default.into_iter().chain(files.variants) {
+            let (_, _, blob, id) = staged_grid_file(staged)?;
+            blobs.push(blob);
+            ids.push(id);
+        }
+        // The records point at this store's GridFS files, in the order they were staged.
+        let records = component
+            .file
+            .iter_mut()
+            .filter(|_| has_default)
+            .chain(component.variants.iter_mut().map(|v| &mut v.file));
+        for (file, id) in records.zip(&ids) {
+            file.blob_id = id.to_hex();
+            self.grid
+                .label(
+                    *id,
+                    &grid_filename(&component.key),
+                    doc! {
+                        "sha256": &file.sha256,
+                        "content_type": &file.content_type,
+                        "original_filename": &file.filename,
+                    },
+                )
+                .await?;
+        }
+        // Aliases come over with their own records.
+        component.aliases.clear();
         let mut document = to_document(&component)?;
         let collection = self.collection(component.kind());
         let key = component.key.clone();
@@ -1011,12 +1106,100 @@ impl Store for MongoStore {
                 document.insert(field, value);
                 match collection.insert_one(document).await {
                     Ok(_) => {
-                        blob.keep();
+                        for blob in blobs {
+                            blob.keep();
+                        }
                         Ok(((), Some(EventDraft::created(&component))))
                     }
-                    // Dropping `blob` deletes the upload: nothing refers to it.
+                    // Dropping `blobs` deletes the uploads: nothing refers to them.
                     Err(e) if is_duplicate_key(&e) => Err(StoreError::AlreadyExists(component.key)),
                     Err(e) => Err(map_err(e)),
+                }
+            })
+            .await
+    }
+
+    async fn alias_records(&self) -> Result<Vec<AliasRecord>, StoreError> {
+        let mut records: std::collections::BTreeMap<(String, String), AliasRecord> =
+            std::collections::BTreeMap::new();
+        let mut history = self
+            .metadata
+            .collection::<Document>(ALIAS_HISTORY)
+            .find(doc! {})
+            .sort(doc! { "model_name": 1, "alias": 1, "at": 1, "_id": 1 })
+            .await
+            .map_err(map_err)?;
+        while let Some(d) = history.try_next().await.map_err(map_err)? {
+            let (model, alias) = (
+                d.get_str("model_name").unwrap_or_default(),
+                d.get_str("alias").unwrap_or_default(),
+            );
+            records
+                .entry((model.to_string(), alias.to_string()))
+                .or_insert_with(|| AliasRecord::empty(model, alias))
+                .history
+                .push(alias_move_of(model, alias, &d));
+        }
+        let mut pointers = self.aliases().find(doc! {}).await.map_err(map_err)?;
+        while let Some(d) = pointers.try_next().await.map_err(map_err)? {
+            let (model, alias) = (
+                d.get_str("model_name").unwrap_or_default(),
+                d.get_str("alias").unwrap_or_default(),
+            );
+            let Ok(version) = d.get_str("model_version") else {
+                continue; // deleted: its history says so
+            };
+            records
+                .entry((model.to_string(), alias.to_string()))
+                .or_insert_with(|| AliasRecord::empty(model, alias))
+                .version = Some(version.to_string());
+        }
+        Ok(records.into_values().collect())
+    }
+
+    async fn insert_alias(&self, record: AliasRecord) -> Result<(), StoreError> {
+        let (name, alias) = (record.model.as_str(), record.alias.as_str());
+        if crate::store::alias_known(self, name, alias).await? {
+            return Err(StoreError::Invalid(crate::domain::DomainError::new(
+                "alias",
+                format!(
+                    "alias {alias} of model {name} already exists in the target store: restore only adds"
+                ),
+            )));
+        }
+        let moves: Vec<Document> = record
+            .history
+            .iter()
+            .map(|m| {
+                doc! {
+                    "model_name": name,
+                    "alias": alias,
+                    "from": m.from.as_deref(),
+                    "to": m.to.as_deref(),
+                    "at": mongodb::bson::DateTime::from_millis(m.at.timestamp_millis()),
+                    "by": &m.by,
+                }
+            })
+            .collect();
+        if !moves.is_empty() {
+            self.metadata
+                .collection::<Document>(ALIAS_HISTORY)
+                .insert_many(moves)
+                .await
+                .map_err(map_err)?;
+        }
+        let Some(version) = record.version.as_deref() else {
+            return Ok(());
+        };
+        let last = record.last_move();
+        self.events
+            .recorded_as(EventDraft::alias_moved(None, &last)?, |sequence| {
+                let last = &last;
+                async move {
+                    let target = self
+                        .point_alias(name, alias, None, Some(version), sequence)
+                        .await?;
+                    Ok(((), Some(EventDraft::alias_moved(target.as_ref(), last)?)))
                 }
             })
             .await
@@ -1111,11 +1294,17 @@ impl Store for MongoStore {
             return Ok(None);
         }
         // Only bytes a component refers to are served, never an upload that is not attached (yet or any more).
+        // `$elemMatch` on the array of variants: MongoDB serves it with the multikey index on
+        // `variants.file.sha256` as it serves the dotted path.
+        let queries = [
+            doc! { "file.sha256": sha256 },
+            doc! { "variants": { "$elemMatch": { "file.sha256": sha256 } } },
+        ];
         for kind in Kind::ALL {
-            for field in ["file.sha256", "variants.file.sha256"] {
+            for query in &queries {
                 let Some(document) = self
                     .collection(kind)
-                    .find_one(doc! { field: sha256 })
+                    .find_one(query.clone())
                     .await
                     .map_err(map_err)?
                 else {

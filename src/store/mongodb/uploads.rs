@@ -175,7 +175,7 @@ impl MongoStore {
             let mut window = self
                 .grid
                 .chunks
-                .find(doc! { "files_id": id, "n": { "$gte": n as i32, "$lt": window_end as i32 } })
+                .find(doc! { "files_id": id, "n": { "$gte": n as i64, "$lt": window_end as i64 } })
                 .sort(doc! { "n": 1 })
                 .await
                 .map_err(map_err)?;
@@ -399,7 +399,7 @@ async fn append(
     appender
         .grid
         .chunks
-        .delete_many(doc! { "files_id": appender.id, "n": { "$gte": appender.next as i32 } })
+        .delete_many(doc! { "files_id": appender.id, "n": { "$gte": appender.next as i64 } })
         .await
         .map_err(map_err)?;
     let mut buffer = tail;

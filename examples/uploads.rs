@@ -1,0 +1,194 @@
+//! Concurrent uploads against the raw cost of storing the same bytes durably, measured in the same run.
+//!
+//! ```sh
+//! cargo build --release --bins --examples && target/release/examples/uploads [clients=50] [size=100KiB] [rounds=20] [-- server flags]
+//! ```
+//!
+//! The baseline: `clients` threads each write `size` bytes to a new file, fsync it, rename it into a directory and
+//! fsync that directory, `rounds` times, on the same filesystem as the server's data. Then `clients` concurrent
+//! REST uploads (`PUT /service/{id}`, multipart) of `size` fresh bytes each, `rounds` times, against a real server
+//! on loopback; then the baseline again, so a disk that got busier meanwhile shows. Prints p50/p99 and operations
+//! per second of each, and the uploads' p99 as a multiple of the baseline's. Fails (exit 1) on any error.
+
+#[path = "../tests/common/process.rs"]
+mod process;
+
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bytesize::ByteSize;
+use serde_json::json;
+
+/// Deterministic, incompressible and different for every (client, round): no upload is deduplicated.
+fn bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut data = Vec::with_capacity(len + 8);
+    while data.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        data.extend_from_slice(&state.to_le_bytes());
+    }
+    data.truncate(len);
+    data
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index].as_secs_f64() * 1000.0
+}
+
+struct Figures {
+    p50: f64,
+    p99: f64,
+    per_second: f64,
+}
+
+fn figures(mut latencies: Vec<Duration>, elapsed: Duration) -> Figures {
+    latencies.sort();
+    Figures {
+        p50: percentile(&latencies, 0.5),
+        p99: percentile(&latencies, 0.99),
+        per_second: latencies.len() as f64 / elapsed.as_secs_f64(),
+    }
+}
+
+/// write + fsync + rename + directory fsync, as the store places a blob, from `clients` threads at once.
+fn raw_baseline(dir: &Path, clients: usize, size: usize, rounds: usize) -> anyhow::Result<Figures> {
+    let staging = dir.join("staging");
+    let placed = dir.join("placed");
+    std::fs::create_dir_all(&staging)?;
+    std::fs::create_dir_all(&placed)?;
+    let started = Instant::now();
+    let latencies = std::thread::scope(|scope| -> anyhow::Result<Vec<Duration>> {
+        let threads: Vec<_> = (0..clients)
+            .map(|n| {
+                let (staging, placed) = (&staging, &placed);
+                scope.spawn(move || -> anyhow::Result<Vec<Duration>> {
+                    let mut latencies = Vec::with_capacity(rounds);
+                    for round in 0..rounds {
+                        let data = bytes(size, (n * rounds + round) as u64 + 1);
+                        let name = format!("{n}-{round}");
+                        let begun = Instant::now();
+                        let path = staging.join(&name);
+                        let mut file = std::fs::File::create(&path)?;
+                        file.write_all(&data)?;
+                        file.sync_all()?;
+                        std::fs::rename(&path, placed.join(&name))?;
+                        std::fs::File::open(placed)?.sync_all()?;
+                        latencies.push(begun.elapsed());
+                    }
+                    Ok(latencies)
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for thread in threads {
+            all.extend(thread.join().expect("a baseline thread panicked")?);
+        }
+        Ok(all)
+    })?;
+    let elapsed = started.elapsed();
+    std::fs::remove_dir_all(&staging)?;
+    std::fs::remove_dir_all(&placed)?;
+    Ok(figures(latencies, elapsed))
+}
+
+async fn uploads(
+    base: &str,
+    clients: usize,
+    size: usize,
+    rounds: usize,
+) -> anyhow::Result<Figures> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(clients)
+        .timeout(Duration::from_secs(60))
+        .build()?;
+    for n in 0..clients {
+        client
+            .post(format!("{base}/service"))
+            .json(&json!({ "id": format!("uploads.c{n:03}") }))
+            .send()
+            .await?
+            .error_for_status()?;
+    }
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|n| {
+            let (client, base) = (client.clone(), base.to_string());
+            tokio::spawn(async move {
+                let mut latencies = Vec::with_capacity(rounds);
+                for round in 0..rounds {
+                    // Offset from the baseline's seeds: fresh bytes for the store too.
+                    let data = bytes(size, (1 << 40) + (n * rounds + round) as u64);
+                    let form = reqwest::multipart::Form::new().part(
+                        "file",
+                        reqwest::multipart::Part::bytes(data).file_name("f.bin"),
+                    );
+                    let begun = Instant::now();
+                    let response = client
+                        .put(format!("{base}/service/uploads.c{n:03}"))
+                        .multipart(form)
+                        .send()
+                        .await?;
+                    let status = response.status();
+                    if status != 204 {
+                        bail!("upload answered {status}: {}", response.text().await?);
+                    }
+                    latencies.push(begun.elapsed());
+                }
+                Ok::<_, anyhow::Error>(latencies)
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await??);
+    }
+    Ok(figures(all, started.elapsed()))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1).take_while(|a| a != "--");
+    let clients: usize = args.next().map_or(Ok(50), |a| a.parse())?;
+    let size = args
+        .next()
+        .map_or(Ok(ByteSize::kib(100)), |a| a.parse::<ByteSize>())
+        .map_err(|e| anyhow::anyhow!("size: {e}"))?
+        .as_u64() as usize;
+    let rounds: usize = args.next().map_or(Ok(20), |a| a.parse())?;
+    let server_args: Vec<String> = std::env::args().skip_while(|a| a != "--").skip(1).collect();
+
+    let dir = tempfile::tempdir_in(".")?;
+    let flags: Vec<&str> = server_args.iter().map(String::as_str).collect();
+    let server = process::ServerProcess::start(&dir.path().join("data"), &flags);
+    println!(
+        "uploads: {clients} clients x {rounds} rounds of {} against {} (loopback)",
+        ByteSize::b(size as u64),
+        server.base
+    );
+    let before = raw_baseline(dir.path(), clients, size, rounds).context("the raw baseline")?;
+    let measured = uploads(&server.base, clients, size, rounds).await?;
+    let after = raw_baseline(dir.path(), clients, size, rounds).context("the raw baseline")?;
+    let show = |name: &str, f: &Figures| {
+        println!(
+            "{name:<34} p50 {:>6.1} ms, p99 {:>6.1} ms, {:>6.0}/s",
+            f.p50, f.p99, f.per_second
+        );
+    };
+    show("raw write+fsync+rename+dir fsync", &before);
+    show("REST uploads", &measured);
+    show("raw, again", &after);
+    let baseline_p99 = (before.p99 + after.p99) / 2.0;
+    println!(
+        "uploads p99 / raw p99 (mean of both runs) = {:.2}",
+        measured.p99 / baseline_p99
+    );
+    Ok(())
+}

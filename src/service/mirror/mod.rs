@@ -1,0 +1,590 @@
+//! Edge mirrors: keep a verified, current copy of what a site's devices can run, from an upstream repository, and
+//! keep serving it when the link is down.
+//!
+//! A first sync lists the upstream's `runnableOn` for each device (plus the models those components reference and
+//! the extras), then the mirror follows the upstream's change feed from the sequence it applied last, which it keeps
+//! in its own store. Every change is applied by reading the component's current state upstream, so applying twice
+//! is harmless and a restart may repeat the last page. When the feed no longer holds that sequence, the mirror
+//! reconciles in full. The mirror's store appends events of its own as it applies changes: a mirror can be the
+//! upstream of another.
+
+mod convert;
+mod fetch;
+mod status;
+mod upstream;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{StreamExt, TryStreamExt};
+use serde_json::Value;
+
+use self::fetch::{FetchError, Fetcher};
+pub use self::status::{MirrorSnapshot, MirrorStatus, SyncState};
+use self::upstream::{Upstream, UpstreamError};
+use crate::domain::{Component, ComponentKey, Device, Kind, ModelKey};
+use crate::store::{Store, StoreError};
+
+/// First wait after a failure; doubled after each one up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Longest wait for news from the upstream before asking anyway (the event stream may miss a wake-up).
+const POLL: Duration = Duration::from_secs(10);
+
+/// One kind of device at the site: the `DeviceInput` sent upstream and the same device for local matching.
+#[derive(Debug, Clone)]
+pub struct MirrorDevice {
+    pub input: Value,
+    pub device: Device,
+}
+
+#[derive(Debug, Clone)]
+pub struct MirrorConfig {
+    pub upstream: String,
+    pub token: Option<String>,
+    pub devices: Vec<MirrorDevice>,
+    pub include: Vec<ComponentKey>,
+    pub max_rate: Option<u64>,
+    pub concurrency: usize,
+    pub serve_stale: bool,
+    /// Where partial files wait (on the store's file system, so a verified file moves into it without a copy).
+    pub partial_dir: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum SyncError {
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    #[error("the mirror's store failed: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// Parses `kind:key` of `--mirror-include`: `model:NAME/VERSION`, `service:ID`, ...
+pub fn parse_include(text: &str) -> Result<ComponentKey, String> {
+    let (kind, key) = text.split_once(':').ok_or_else(|| {
+        format!("{text:?}: expected kind:key, such as service:detector or model:yolo/v8")
+    })?;
+    let kind =
+        Kind::parse(kind.trim()).ok_or_else(|| format!("{text:?}: unknown kind {kind:?}"))?;
+    let key = match kind {
+        Kind::Model => {
+            let (name, version) = key
+                .split_once('/')
+                .ok_or_else(|| format!("{text:?}: a model is model:NAME/VERSION"))?;
+            ComponentKey::model(name, version)
+        }
+        kind => ComponentKey::with_id(kind, key),
+    };
+    key.map_err(|e| format!("{text:?}: {e}"))
+}
+
+/// The persisted state: which upstream, and the last sequence of its feed applied (none before a full sync).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SavedState {
+    upstream: String,
+    last_sequence: Option<u64>,
+    last_sync_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Starts the sync task; returns the status it keeps.
+pub fn spawn(store: Arc<dyn Store>, config: MirrorConfig) -> Result<MirrorStatus, reqwest::Error> {
+    let status = MirrorStatus::new(&config.upstream, config.serve_stale);
+    let upstream = Upstream::new(&config.upstream, config.token.clone())?;
+    let fetcher = Fetcher::new(
+        upstream.clone(),
+        config.partial_dir.clone(),
+        config.max_rate,
+        config.concurrency,
+        status.clone(),
+    );
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let mirror = Arc::new(Mirror {
+        store,
+        upstream,
+        fetcher,
+        status: status.clone(),
+        config,
+        digest_locks: Default::default(),
+        wake: wake.clone(),
+    });
+    tokio::spawn(watch_events(mirror.upstream.clone(), wake));
+    tokio::spawn(mirror.run());
+    Ok(status)
+}
+
+struct Mirror {
+    store: Arc<dyn Store>,
+    upstream: Upstream,
+    fetcher: Arc<Fetcher>,
+    status: MirrorStatus,
+    config: MirrorConfig,
+    /// One transfer per digest at a time, held until the component that needs it is stored.
+    digest_locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    wake: Arc<tokio::sync::Notify>,
+}
+
+/// Opens the upstream's event stream and wakes the follower on every line: the feed is then read over GraphQL.
+/// Reconnects with backoff when the stream breaks.
+async fn watch_events(upstream: Upstream, wake: Arc<tokio::sync::Notify>) {
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        if let Ok(response) = upstream.event_stream().await {
+            backoff = FIRST_BACKOFF;
+            wake.notify_one();
+            let mut body = response.bytes_stream();
+            while let Ok(Some(Ok(chunk))) =
+                tokio::time::timeout(Duration::from_secs(45), body.next()).await
+            {
+                if chunk.windows(3).any(|w| w == b"id:") {
+                    wake.notify_one();
+                }
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+impl Mirror {
+    async fn run(self: Arc<Self>) {
+        match self.load_state().await {
+            Ok(saved) if saved.last_sequence.is_some() => self.status.update(|s| {
+                s.synced = true;
+                s.last_sequence = saved.last_sequence;
+                s.last_sync_at = saved.last_sync_at;
+            }),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "the mirror's state could not be read"),
+        }
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            match self.step().await {
+                Ok(()) => backoff = FIRST_BACKOFF,
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?backoff, "mirror sync failed; serving what is held");
+                    let message = e.to_string();
+                    self.status.update(|s| {
+                        s.state = SyncState::Offline;
+                        s.last_error = Some(message);
+                    });
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = self.wake.notified() => {}
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+
+    async fn load_state(&self) -> Result<SavedState, StoreError> {
+        let saved: SavedState = match self.store.mirror_state().await? {
+            Some(value) => serde_json::from_value(value).unwrap_or_default(),
+            None => SavedState::default(),
+        };
+        // Another upstream's sequences mean nothing here: start with a full sync.
+        if saved.upstream != self.upstream.base() {
+            return Ok(SavedState::default());
+        }
+        Ok(saved)
+    }
+
+    async fn save_state(&self, last_sequence: u64) -> Result<(), StoreError> {
+        let now = chrono::Utc::now();
+        let state = SavedState {
+            upstream: self.upstream.base().to_string(),
+            last_sequence: Some(last_sequence),
+            last_sync_at: Some(now),
+        };
+        self.store
+            .save_mirror_state(&serde_json::to_value(state).expect("serialisable"))
+            .await?;
+        self.status
+            .update(|s| s.last_sequence = Some(last_sequence));
+        Ok(())
+    }
+
+    /// One pass: a full sync when needed, then follow the feed until something fails.
+    async fn step(&self) -> Result<(), SyncError> {
+        let saved = self.load_state().await?;
+        let mut after = match saved.last_sequence {
+            Some(sequence) => sequence,
+            None => self.reconcile().await?,
+        };
+        loop {
+            let (events, more) = match self.upstream.events(after).await {
+                Ok(page) => page,
+                Err(UpstreamError::EventsExpired) => {
+                    tracing::warn!(after, "the upstream's feed expired; reconciling in full");
+                    after = self.reconcile().await?;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if let Some(first) = events.first() {
+                let since = first.at;
+                self.status.update(|s| {
+                    s.state = SyncState::CatchingUp;
+                    s.behind_since = Some(since);
+                });
+            }
+            // Each key once per page: its current state upstream covers every event of it in the page.
+            let mut seen = HashSet::new();
+            let mut touched_needs = false;
+            let last = events.last().map(|e| e.sequence);
+            for event in events.iter().rev() {
+                if !seen.insert(event.key.clone()) {
+                    continue;
+                }
+                touched_needs |= event.key.kind() != Kind::Model;
+                self.apply(&event.key, event.deleted).await?;
+            }
+            if touched_needs {
+                self.refresh_models().await?;
+            }
+            if let Some(last) = last {
+                self.save_state(last).await?;
+                after = last;
+            }
+            if !more {
+                let now = chrono::Utc::now();
+                self.status.update(|s| {
+                    s.state = SyncState::Following;
+                    s.behind_since = None;
+                    s.last_sync_at = Some(now);
+                    s.last_error = None;
+                    s.pending_files = 0;
+                    s.pending_bytes = 0;
+                });
+                tokio::select! {
+                    () = self.wake.notified() => {}
+                    () = tokio::time::sleep(POLL) => {}
+                }
+            }
+        }
+    }
+
+    /// Lists everything in scope upstream, stores what differs, removes what is no longer in scope; returns the
+    /// upstream sequence from which to follow.
+    async fn reconcile(&self) -> Result<u64, SyncError> {
+        self.status.update(|s| s.state = SyncState::Syncing);
+        // Taken before listing: changes made while listing are applied again from the feed, harmlessly.
+        let sequence = self.upstream.last_sequence().await?;
+        let mut wanted: HashMap<ComponentKey, Component> = HashMap::new();
+        for device in &self.config.devices {
+            for component in self.upstream.runnable_on(&device.input).await? {
+                wanted.insert(component.key.clone(), component);
+            }
+        }
+        for key in &self.config.include {
+            match self.upstream.component(key).await? {
+                Some(component) => {
+                    wanted.insert(key.clone(), component);
+                }
+                None => {
+                    tracing::warn!(%key, "--mirror-include names a component the upstream does not hold")
+                }
+            }
+        }
+        let (exact, any_version) = referenced_models(wanted.values());
+        for key in exact {
+            let key = ComponentKey::Model(key);
+            if !wanted.contains_key(&key)
+                && let Some(model) = self.upstream.component(&key).await?
+            {
+                wanted.insert(key, model);
+            }
+        }
+        for name in any_version {
+            for model in self.upstream.model_versions(&name).await? {
+                wanted.insert(model.key.clone(), model);
+            }
+        }
+        let mut plan = Vec::new();
+        for component in wanted.values() {
+            let component = self.for_devices(component.clone());
+            if self.store.get(&component.key).await?.as_ref() != Some(&component) {
+                plan.push(component);
+            }
+        }
+        let (files, bytes) = self.missing_files(&plan).await?;
+        self.status.update(|s| {
+            s.pending_files = files;
+            s.pending_bytes = bytes;
+        });
+        let concurrency = self.config.concurrency.max(1);
+        futures_util::stream::iter(plan.into_iter().map(|c| self.store_component(c)))
+            .buffer_unordered(concurrency)
+            .try_collect::<Vec<()>>()
+            .await?;
+        for kind in Kind::ALL {
+            let held: Vec<ComponentKey> = self
+                .store
+                .scan(kind)
+                .await?
+                .map_ok(|c| c.key)
+                .try_collect()
+                .await?;
+            for key in held {
+                if !wanted.contains_key(&key) {
+                    self.store.put_mirrored(&key, None, Vec::new()).await?;
+                }
+            }
+        }
+        self.save_state(sequence).await?;
+        let now = chrono::Utc::now();
+        self.status.update(|s| {
+            s.synced = true;
+            s.last_sync_at = Some(now);
+        });
+        tracing::info!(
+            components = wanted.len(),
+            sequence,
+            "mirror synced with its upstream"
+        );
+        Ok(sequence)
+    }
+
+    /// Applies one upstream change of `key`: stores its current state when in scope, else removes it.
+    async fn apply(&self, key: &ComponentKey, deleted: bool) -> Result<(), SyncError> {
+        let current = if deleted {
+            None
+        } else {
+            self.upstream.component(key).await?
+        };
+        let wanted = match current {
+            Some(component) if self.in_scope(&component).await? => Some(component),
+            _ => None,
+        };
+        match wanted {
+            Some(component) => {
+                let component = self.for_devices(component);
+                if self.store.get(key).await?.as_ref() != Some(&component) {
+                    let (files, bytes) =
+                        self.missing_files(std::slice::from_ref(&component)).await?;
+                    self.status.update(|s| {
+                        s.pending_files += files;
+                        s.pending_bytes += bytes;
+                    });
+                    self.store_component(component).await?;
+                }
+            }
+            None => {
+                if self.store.get(key).await?.is_some() {
+                    self.store.put_mirrored(key, None, Vec::new()).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the mirror keeps `component`: an extra, runnable on a device, or a model such a component needs.
+    async fn in_scope(&self, component: &Component) -> Result<bool, SyncError> {
+        if self.config.include.contains(&component.key) {
+            return Ok(true);
+        }
+        match &component.key {
+            ComponentKey::Model(model) => {
+                let (exact, any_version) = self.held_references().await?;
+                Ok(exact.contains(model) || any_version.contains(&model.name))
+            }
+            _ => Ok(self.runnable(component)),
+        }
+    }
+
+    fn runnable(&self, component: &Component) -> bool {
+        let Some(needs) = component.spec.needs() else {
+            return false;
+        };
+        self.config
+            .devices
+            .iter()
+            .any(|d| d.device.satisfies(needs) && d.device.has_file_for(component))
+    }
+
+    /// The models referenced by what the mirror holds, and by the extras.
+    async fn held_references(&self) -> Result<(BTreeSet<ModelKey>, BTreeSet<String>), SyncError> {
+        let mut held = Vec::new();
+        for kind in Kind::WITH_NEEDS {
+            let mut scan = self.store.scan(kind).await?;
+            while let Some(component) = scan.try_next().await? {
+                held.push(component);
+            }
+        }
+        let (mut exact, any_version) = referenced_models(held.iter());
+        exact.extend(self.config.include.iter().filter_map(|k| match k {
+            ComponentKey::Model(m) => Some(m.clone()),
+            _ => None,
+        }));
+        Ok((exact, any_version))
+    }
+
+    /// After a change to what the mirror holds: fetches the models now referenced, removes those no longer.
+    async fn refresh_models(&self) -> Result<(), SyncError> {
+        let (exact, any_version) = self.held_references().await?;
+        for model in &exact {
+            let key = ComponentKey::Model(model.clone());
+            if self.store.get(&key).await?.is_none() {
+                self.apply(&key, false).await?;
+            }
+        }
+        for name in &any_version {
+            for model in self.upstream.model_versions(name).await? {
+                let key = model.key.clone();
+                if self.store.get(&key).await?.as_ref() != Some(&model) {
+                    self.apply(&key, false).await?;
+                }
+            }
+        }
+        let mut models = self.store.scan(Kind::Model).await?;
+        let mut stale = Vec::new();
+        while let Some(model) = models.try_next().await? {
+            if let ComponentKey::Model(m) = &model.key
+                && !exact.contains(m)
+                && !any_version.contains(&m.name)
+            {
+                stale.push(model.key);
+            }
+        }
+        for key in stale {
+            self.store.put_mirrored(&key, None, Vec::new()).await?;
+        }
+        Ok(())
+    }
+
+    /// The component with only the variants that fit at least one of the site's devices (all of them when a
+    /// device states no platform: it may run any).
+    fn for_devices(&self, mut component: Component) -> Component {
+        let platforms: Option<Vec<_>> = self
+            .config
+            .devices
+            .iter()
+            .map(|d| d.device.platform.as_ref())
+            .collect();
+        if let Some(platforms) = platforms {
+            component
+                .variants
+                .retain(|v| platforms.iter().any(|p| v.platform.runs_on(p)));
+        }
+        component
+    }
+
+    /// Files of `components` the mirror does not hold yet: how many, and their bytes.
+    async fn missing_files(&self, components: &[Component]) -> Result<(u64, u64), SyncError> {
+        let mut seen = HashSet::new();
+        let (mut files, mut bytes) = (0, 0);
+        for file in components.iter().flat_map(files_of) {
+            if seen.insert(file.sha256.clone()) && self.store.blob(&file.sha256).await?.is_none() {
+                files += 1;
+                bytes += file.size;
+            }
+        }
+        Ok((files, bytes))
+    }
+
+    /// Fetches the files of `component` that the mirror lacks, verified, then stores the component as it is.
+    async fn store_component(&self, component: Component) -> Result<(), SyncError> {
+        let digests: BTreeSet<(String, u64)> = files_of(&component)
+            .map(|f| (f.sha256.clone(), f.size))
+            .collect();
+        // Locked in digest order, so two components that share files never wait on each other in a circle.
+        let mut guards = Vec::new();
+        for (sha256, _) in &digests {
+            let lock = self
+                .digest_locks
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(sha256.clone())
+                .or_default()
+                .clone();
+            guards.push(lock.lock_owned().await);
+        }
+        let mut staged = Vec::new();
+        for (sha256, size) in &digests {
+            if self.store.blob(sha256).await?.is_some() {
+                continue;
+            }
+            let file = self.fetcher.fetch(sha256, *size).await?;
+            staged.push(self.store.stage_verified(file, sha256, *size).await?);
+            self.status
+                .update(|s| s.pending_files = s.pending_files.saturating_sub(1));
+        }
+        let key = component.key.clone();
+        self.store
+            .put_mirrored(&key, Some(component), staged)
+            .await?;
+        drop(guards);
+        Ok(())
+    }
+}
+
+/// What `devices` can run (transformations, services, inferencers) and the models those reference: the content
+/// of an air-gapped site's archive (`dump --device`).
+pub(crate) fn for_devices(components: Vec<Component>, devices: &[Device]) -> Vec<Component> {
+    let runnable = |c: &Component| {
+        c.spec.needs().is_some_and(|needs| {
+            devices
+                .iter()
+                .any(|d| d.satisfies(needs) && d.has_file_for(c))
+        })
+    };
+    let (exact, any_version) = referenced_models(components.iter().filter(|c| runnable(c)));
+    components
+        .into_iter()
+        .filter(|c| match &c.key {
+            ComponentKey::Model(m) => exact.contains(m) || any_version.contains(&m.name),
+            _ => runnable(c),
+        })
+        .collect()
+}
+
+/// Makes a store restored from a device archive follow `upstream`'s feed from the archive's `sequence` once the
+/// mirror has a link, instead of syncing in full.
+pub async fn seed_state(
+    store: &dyn Store,
+    upstream: &str,
+    sequence: u64,
+) -> Result<(), StoreError> {
+    let state = SavedState {
+        upstream: upstream.trim().trim_end_matches('/').to_string(),
+        last_sequence: Some(sequence),
+        last_sync_at: None,
+    };
+    store
+        .save_mirror_state(&serde_json::to_value(state).expect("serialisable"))
+        .await
+}
+
+fn files_of(component: &Component) -> impl Iterator<Item = &crate::domain::StoredFile> {
+    component
+        .file
+        .iter()
+        .chain(component.variants.iter().map(|v| &v.file))
+}
+
+/// The models `components` need: exact versions, and names of which any version does (`*` or empty).
+fn referenced_models<'a>(
+    components: impl Iterator<Item = &'a Component>,
+) -> (BTreeSet<ModelKey>, BTreeSet<String>) {
+    let mut exact = BTreeSet::new();
+    let mut any_version = BTreeSet::new();
+    for component in components {
+        let Some(needs) = component.spec.needs() else {
+            continue;
+        };
+        for (name, version) in &needs.available_models {
+            let version = version.trim();
+            if version.is_empty() || version == "*" {
+                any_version.insert(name.clone());
+            } else if let Ok(key) = ModelKey::new(name.clone(), version) {
+                exact.insert(key);
+            }
+        }
+    }
+    (exact, any_version)
+}

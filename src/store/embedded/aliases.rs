@@ -1,0 +1,112 @@
+//! Aliases brought over from another store (restore, import): read out with their history, and written back
+//! as given, each that names a version with its event, in one transaction.
+
+use std::collections::BTreeMap;
+
+use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
+
+use super::{ALIAS_HISTORY, ALIASES, Change, OrBackend, events, read_component, write_component};
+use crate::domain::{AliasMove, AliasRecord, ComponentKey, DomainError, EventDraft};
+use crate::store::StoreError;
+
+/// Every alias with a pointer or a history, by model and alias.
+pub(super) fn records(db: &Database) -> Result<Vec<AliasRecord>, StoreError> {
+    let txn = db.begin_read().or_backend()?;
+    let mut records: BTreeMap<(String, String), AliasRecord> = BTreeMap::new();
+    // History keys are `model\0alias\0<number>`, in move order.
+    for entry in txn
+        .open_table(ALIAS_HISTORY)
+        .or_backend()?
+        .iter()
+        .or_backend()?
+    {
+        let (key, value) = entry.or_backend()?;
+        let mut parts = key.value().split('\0');
+        let (Some(model), Some(alias)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        let moved: AliasMove = serde_json::from_slice(value.value())
+            .map_err(|e| StoreError::Backend(format!("a stored alias move is damaged: {e}")))?;
+        records
+            .entry((model.to_string(), alias.to_string()))
+            .or_insert_with(|| AliasRecord::empty(model, alias))
+            .history
+            .push(moved);
+    }
+    for entry in txn.open_table(ALIASES).or_backend()?.iter().or_backend()? {
+        let (key, value) = entry.or_backend()?;
+        if let Some((model, alias)) = key.value().split_once('\0') {
+            records
+                .entry((model.to_string(), alias.to_string()))
+                .or_insert_with(|| AliasRecord::empty(model, alias))
+                .version = Some(value.value().to_string());
+        }
+    }
+    Ok(records.into_values().collect())
+}
+
+/// Writes `record` (refused when the alias is known here) and, when it names a version, marks that version and
+/// appends its `ALIAS_SET` event. Returns the event's sequence and what changed, for the catalogue.
+pub(super) fn insert(
+    txn: &WriteTransaction,
+    record: &AliasRecord,
+) -> Result<(Option<u64>, Change), StoreError> {
+    let slot = format!("{}\0{}", record.model, record.alias);
+    let (start, end) = (format!("{slot}\0"), format!("{slot}\u{1}"));
+    {
+        let known = txn
+            .open_table(ALIASES)
+            .or_backend()?
+            .get(slot.as_str())
+            .or_backend()?
+            .is_some()
+            || txn
+                .open_table(ALIAS_HISTORY)
+                .or_backend()?
+                .range(start.as_str()..end.as_str())
+                .or_backend()?
+                .next()
+                .is_some();
+        if known {
+            return Err(StoreError::Invalid(DomainError::new(
+                "alias",
+                format!(
+                    "alias {} of model {} already exists in the target store: restore only adds",
+                    record.alias, record.model
+                ),
+            )));
+        }
+    }
+    // Everything that can refuse the record is checked (and its event drawn up) before anything is written.
+    let target = match &record.version {
+        Some(version) => {
+            let key = ComponentKey::model(record.model.clone(), version.clone())?;
+            let mut target =
+                read_component(txn, &key)?.ok_or_else(|| StoreError::NotFound(key.clone()))?;
+            target.aliases.insert(record.alias.clone());
+            let draft = EventDraft::alias_moved(Some(&target), &record.last_move())?;
+            Some((version, target, draft))
+        }
+        None => None,
+    };
+    {
+        let mut history = txn.open_table(ALIAS_HISTORY).or_backend()?;
+        for (n, moved) in record.history.iter().enumerate() {
+            let json = serde_json::to_vec(moved)
+                .map_err(|e| StoreError::Backend(format!("encoding an alias move: {e}")))?;
+            history
+                .insert(format!("{start}{n:020}").as_str(), json.as_slice())
+                .or_backend()?;
+        }
+    }
+    let Some((version, target, draft)) = target else {
+        return Ok((None, Change::Put(Vec::new())));
+    };
+    let written = write_component(txn, &target)?;
+    txn.open_table(ALIASES)
+        .or_backend()?
+        .insert(slot.as_str(), version.as_str())
+        .or_backend()?;
+    let sequence = events::append(txn, draft)?;
+    Ok((Some(sequence), Change::Put(vec![(target, written)])))
+}

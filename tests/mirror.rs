@@ -1,0 +1,608 @@
+//! Edge mirrors, with real servers on loopback: an upstream, the fault proxy between it and the mirror, and the
+//! mirror (a third server for chains). Every wait is on a condition, bounded in time.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::chaos::{ChaosProxy, Fault};
+use common::{Options, TestApp, bytes, eventually};
+use component_repository::store::embedded::EmbeddedStore;
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// A site device with 8 GB of RAM, torch 2.3 and the `detector` model (which the site gets from its mirror).
+fn small_device(dir: &Path) -> String {
+    let path = dir.join("device.json");
+    std::fs::write(
+        &path,
+        json!({ "ram": 8, "libraries": [{ "name": "torch", "version": "2.3.0" }],
+                "models": [{ "name": "detector", "version": "v1" }] })
+        .to_string(),
+    )
+    .unwrap();
+    path.display().to_string()
+}
+
+/// A mirror of `upstream_url` with its data in `dir/data`, kept when the app stops.
+async fn mirror(dir: &Path, upstream_url: &str, extra: &[&str]) -> TestApp {
+    let data = dir.join("data");
+    let store = EmbeddedStore::open(&data).await.unwrap();
+    let mut flags: Vec<String> = vec![
+        "--mirror-upstream".into(),
+        upstream_url.into(),
+        "--mirror-device".into(),
+        small_device(dir),
+    ];
+    flags.extend(extra.iter().map(|s| s.to_string()));
+    TestApp::start(
+        Arc::new(store),
+        tempfile::tempdir().unwrap(),
+        Some(data),
+        Options {
+            flags,
+            ..Options::default()
+        },
+    )
+    .await
+}
+
+async fn service(app: &TestApp, id: &str, ram: f64, models: Value) {
+    app.ok(
+        "mutation($input: CreateServiceInput!) { createService(input: $input) { id } }",
+        json!({ "input": { "id": id, "description": format!("service {id}"),
+                           "needs": { "ram": ram, "availableModels": models,
+                                      "preinstalledLibraries": [{ "name": "torch", "version": ">=2" }] } } }),
+    )
+    .await;
+}
+
+async fn upload_service(app: &TestApp, id: &str, content: Vec<u8>) {
+    let response = app
+        .upload(
+            "mutation($file: Upload!, $id: ID!) { uploadServiceFile(id: $id, file: $file) { id } }",
+            json!({ "id": id }),
+            content,
+            "svc.zip",
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert!(body.get("errors").is_none(), "{body:#}");
+}
+
+async fn model(app: &TestApp, name: &str, version: &str, content: Vec<u8>) {
+    app.ok(
+        "mutation($input: CreateModelInput!) { createModel(input: $input) { name } }",
+        json!({ "input": { "name": name, "version": version, "library": "torch" } }),
+    )
+    .await;
+    let response = app
+        .upload(
+            "mutation($file: Upload!, $n: String!, $v: String!) { uploadModelFile(name: $n, version: $v, file: $file) { name } }",
+            json!({ "n": name, "v": version }),
+            content,
+            "model.pt",
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+}
+
+async fn status(app: &TestApp) -> Value {
+    app.ok(
+        "{ mirror { upstream state lastSequence lagSeconds pendingFiles pendingBytes lastSyncAt lastError } }",
+        json!({}),
+    )
+    .await["mirror"]
+        .clone()
+}
+
+async fn download(app: &TestApp, path: &str) -> Option<Vec<u8>> {
+    let response = app.get(path).await;
+    (response.status() == 200).then_some(())?;
+    Some(response.bytes().await.unwrap().to_vec())
+}
+
+const SERVICE_FIELDS: &str = "id description locked createdAt updatedAt needs { ram gpu availableModels { name version } } file { size sha256 contentType filename uploadedAt }";
+
+async fn service_json(app: &TestApp, id: &str) -> Value {
+    app.ok(
+        &format!("query($id: ID!) {{ service(id: $id) {{ {SERVICE_FIELDS} }} }}"),
+        json!({ "id": id }),
+    )
+    .await["service"]
+        .clone()
+}
+
+async fn wait_following(app: &TestApp) {
+    assert!(
+        eventually(WAIT, async || status(app).await["state"] == "FOLLOWING").await,
+        "the mirror never caught up: {:#}",
+        status(app).await
+    );
+}
+
+#[tokio::test]
+async fn mirror_holds_what_its_devices_run_follows_changes_and_refuses_writes() {
+    let upstream = common::embedded(Options::default()).await;
+    let small = bytes(300_000, 1);
+    service(
+        &upstream,
+        "small",
+        2.0,
+        json!([{ "name": "detector", "version": "v1" }]),
+    )
+    .await;
+    upload_service(&upstream, "small", small.clone()).await;
+    service(&upstream, "big", 64.0, json!([])).await;
+    upload_service(&upstream, "big", bytes(1000, 2)).await;
+    model(&upstream, "detector", "v1", bytes(200_000, 3)).await;
+    model(&upstream, "detector", "v2", bytes(1000, 4)).await;
+    model(&upstream, "extra", "v1", bytes(1000, 5)).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let site = mirror(
+        dir.path(),
+        &upstream.url(""),
+        &["--mirror-include", "model:extra/v1"],
+    )
+    .await;
+    assert!(
+        eventually(WAIT, async || site.get("/readyz").await.status() == 200).await,
+        "the mirror is ready once the first sync is complete"
+    );
+    // What the device runs, the model it references and the extra; nothing else.
+    assert_eq!(download(&site, "/service/small").await.unwrap(), small);
+    assert_eq!(
+        service_json(&site, "small").await,
+        service_json(&upstream, "small").await
+    );
+    assert!(download(&site, "/model/detector/v1").await.is_some());
+    assert!(download(&site, "/model/extra/v1").await.is_some());
+    assert_eq!(site.get("/service/big").await.status(), 404);
+    assert_eq!(site.get("/model/detector/v2").await.status(), 404);
+    wait_following(&site).await;
+    let s = status(&site).await;
+    assert_eq!(s["upstream"], upstream.url(""));
+    assert_eq!(s["lagSeconds"], 0.0);
+    assert_eq!(s["lastError"], Value::Null);
+
+    // Writes are refused, over GraphQL and REST.
+    let code = site
+        .error_code(
+            "mutation { createService(input: {id: \"x\"}) { id } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(code, "READ_ONLY_MIRROR");
+    let response = site
+        .client
+        .delete(site.url("/service/small"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["code"], "READ_ONLY_MIRROR", "{body}");
+    assert!(upstream.ok("{ mirror { state } }", json!({})).await["mirror"].is_null());
+
+    // A replaced file upstream is served at the site, verified, once it is complete.
+    let replaced = bytes(250_000, 9);
+    upload_service(&upstream, "small", replaced.clone()).await;
+    assert!(
+        eventually(WAIT, async || download(&site, "/service/small")
+            .await
+            .as_deref()
+            == Some(&replaced[..]))
+        .await
+    );
+    // A new runnable component appears; one that becomes too big for the device goes, with its model.
+    service(&upstream, "new", 1.0, json!([])).await;
+    assert!(eventually(WAIT, async || !service_json(&site, "new").await.is_null()).await);
+    upstream
+        .ok(
+            "mutation { updateService(id: \"small\", input: {needs: {ram: 32}}) { id } }",
+            json!({}),
+        )
+        .await;
+    assert!(eventually(WAIT, async || service_json(&site, "small").await.is_null()).await);
+    assert!(
+        eventually(WAIT, async || site.get("/model/detector/v1").await.status()
+            == 404)
+        .await,
+        "a model no mirrored component references any more is removed"
+    );
+    assert!(
+        download(&site, "/model/extra/v1").await.is_some(),
+        "extras stay"
+    );
+    // Deletions upstream are applied.
+    upstream
+        .ok("mutation { deleteService(id: \"new\") }", json!({}))
+        .await;
+    assert!(eventually(WAIT, async || service_json(&site, "new").await.is_null()).await);
+    // The mirror's own feed recorded what it applied.
+    let events = site
+        .ok("{ events(first: 1000) { nodes { type id } } }", json!({}))
+        .await;
+    let deleted = events["events"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["type"] == "DELETED" && e["id"] == "new");
+    assert!(deleted, "{events:#}");
+}
+
+#[tokio::test]
+async fn cut_and_stalled_transfers_resume_and_the_upstream_going_down_is_survived() {
+    let upstream = common::embedded(Options::default()).await;
+    let content = bytes(6 * 1024 * 1024, 11);
+    service(&upstream, "svc", 1.0, json!([])).await;
+    upload_service(&upstream, "svc", content.clone()).await;
+    let proxy = ChaosProxy::start(upstream.addr).await;
+    // Every connection breaks after 256 KiB: the file arrives in pieces, each resumed with Range.
+    proxy.set(Fault::CutAfter(256 * 1024));
+    let dir = tempfile::tempdir().unwrap();
+    let site = mirror(dir.path(), &proxy.url(), &[]).await;
+    assert!(
+        eventually(WAIT, async || status(&site).await["lastError"].is_string()).await,
+        "cut transfers are reported"
+    );
+    assert_eq!(
+        site.get("/service/svc").await.status(),
+        404,
+        "a partial file is never served"
+    );
+    proxy.set(Fault::None);
+    assert!(
+        eventually(WAIT, async || download(&site, "/service/svc")
+            .await
+            .as_deref()
+            == Some(&content[..]))
+        .await
+    );
+    let fetched = proxy.downstream_bytes();
+    assert!(
+        fetched < content.len() as u64 + 2 * 1024 * 1024,
+        "resumed, not fetched again: {fetched} bytes for {}",
+        content.len()
+    );
+
+    // The upstream goes away: the mirror keeps serving, says so, and catches up when the link returns.
+    wait_following(&site).await;
+    proxy.set(Fault::Down);
+    let later = bytes(100_000, 12);
+    service(&upstream, "later", 1.0, json!([])).await;
+    upload_service(&upstream, "later", later.clone()).await;
+    // The event stream breaks at once; the mirror notices within its poll.
+    assert!(
+        eventually(WAIT, async || status(&site).await["state"] == "OFFLINE").await,
+        "{:#}",
+        status(&site).await
+    );
+    assert_eq!(download(&site, "/service/svc").await.unwrap(), content);
+    assert_eq!(
+        site.get("/readyz").await.status(),
+        200,
+        "still ready: it serves what it holds"
+    );
+    proxy.set(Fault::Stall);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    proxy.set(Fault::None);
+    assert!(
+        eventually(WAIT, async || download(&site, "/service/later")
+            .await
+            .as_deref()
+            == Some(&later[..]))
+        .await
+    );
+    wait_following(&site).await;
+}
+
+#[tokio::test]
+async fn a_protected_upstream_needs_the_mirror_token() {
+    let upstream = common::embedded(Options {
+        flags: vec![
+            "--write-tokens".into(),
+            "w".into(),
+            "--read-tokens".into(),
+            "r".into(),
+        ],
+        ..Options::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let without = mirror(dir.path(), &upstream.url(""), &[]).await;
+    assert!(
+        eventually(WAIT, async || status(&without).await["lastError"]
+            .as_str()
+            .is_some_and(|e| e.contains("401")))
+        .await,
+        "{:#}",
+        status(&without).await
+    );
+    assert_eq!(
+        without.get("/readyz").await.status(),
+        503,
+        "not ready before a first sync"
+    );
+    without.stop().await;
+    let dir = tempfile::tempdir().unwrap();
+    let with = mirror(dir.path(), &upstream.url(""), &["--mirror-token", "r"]).await;
+    assert!(eventually(WAIT, async || with.get("/readyz").await.status() == 200).await);
+    wait_following(&with).await;
+}
+
+/// `repository_mirror_fetched_bytes` from `/metrics`.
+async fn fetched_bytes(app: &TestApp) -> u64 {
+    let text = app.get("/metrics").await.text().await.unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("repository_mirror_fetched_bytes_total "))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+#[tokio::test]
+async fn the_rate_cap_holds_within_20_percent() {
+    let upstream = common::embedded(Options::default()).await;
+    let size = 5 * 1024 * 1024;
+    service(&upstream, "svc", 1.0, json!([])).await;
+    upload_service(&upstream, "svc", bytes(size, 21)).await;
+    let proxy = ChaosProxy::start(upstream.addr).await;
+    let dir = tempfile::tempdir().unwrap();
+    let rate = 1024 * 1024;
+    let site = mirror(
+        dir.path(),
+        &proxy.url(),
+        &["--mirror-max-rate", &rate.to_string()],
+    )
+    .await;
+    // Timed between two marks inside the transfer, on the bytes the mirror took (socket buffers let the proxy run
+    // ahead), so start-up and the first burst do not count.
+    let (low, high) = (1024 * 1024u64, 4 * 1024 * 1024u64);
+    let mark = async |at: u64| {
+        let start = Instant::now();
+        while fetched_bytes(&site).await < at {
+            assert!(start.elapsed() < WAIT, "the transfer stalled");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Instant::now()
+    };
+    let t0 = mark(low).await;
+    let t1 = mark(high).await;
+    let measured = (high - low) as f64 / (t1 - t0).as_secs_f64();
+    assert!(
+        (0.8 * rate as f64..=1.2 * rate as f64).contains(&measured),
+        "measured {measured:.0} bytes/s against a cap of {rate}"
+    );
+    assert!(
+        eventually(WAIT, async || site.get("/service/svc").await.status()
+            == 200)
+        .await
+    );
+}
+
+#[tokio::test]
+async fn a_mirror_of_a_mirror_serves_the_same_and_follows_through_it() {
+    let cloud = common::embedded(Options::default()).await;
+    let content = bytes(400_000, 31);
+    service(&cloud, "svc", 1.0, json!([])).await;
+    upload_service(&cloud, "svc", content.clone()).await;
+    let region_dir = tempfile::tempdir().unwrap();
+    let region = mirror(region_dir.path(), &cloud.url(""), &[]).await;
+    let site_dir = tempfile::tempdir().unwrap();
+    let site = mirror(site_dir.path(), &region.url(""), &[]).await;
+    assert!(
+        eventually(WAIT, async || download(&site, "/service/svc")
+            .await
+            .as_deref()
+            == Some(&content[..]))
+        .await
+    );
+    assert_eq!(
+        service_json(&site, "svc").await,
+        service_json(&cloud, "svc").await
+    );
+    // A change at the cloud reaches the site through the region's own feed.
+    let replaced = bytes(123_456, 32);
+    upload_service(&cloud, "svc", replaced.clone()).await;
+    assert!(
+        eventually(WAIT, async || download(&site, "/service/svc")
+            .await
+            .as_deref()
+            == Some(&replaced[..]))
+        .await
+    );
+    assert_eq!(
+        service_json(&site, "svc").await,
+        service_json(&cloud, "svc").await
+    );
+}
+
+#[tokio::test]
+async fn an_expired_feed_means_a_full_reconcile() {
+    let upstream = common::embedded(Options {
+        flags: vec![
+            "--events-retention".into(),
+            "1h,2".into(),
+            "--events-retention-sweep-secs".into(),
+            "1".into(),
+        ],
+        ..Options::default()
+    })
+    .await;
+    service(&upstream, "kept", 1.0, json!([])).await;
+    service(&upstream, "gone", 1.0, json!([])).await;
+    let proxy = ChaosProxy::start(upstream.addr).await;
+    let dir = tempfile::tempdir().unwrap();
+    let site = mirror(dir.path(), &proxy.url(), &[]).await;
+    wait_following(&site).await;
+    assert!(!service_json(&site, "gone").await.is_null());
+    proxy.set(Fault::Down);
+    assert!(eventually(WAIT, async || status(&site).await["state"] == "OFFLINE").await);
+    upstream
+        .ok("mutation { deleteService(id: \"gone\") }", json!({}))
+        .await;
+    for i in 0..5 {
+        service(&upstream, &format!("new{i}"), 1.0, json!([])).await;
+    }
+    // Only the newest two events are kept: the mirror's sequence is no longer in the window.
+    let expired = async || {
+        upstream
+            .gql("{ events(after: \"1\") { nodes { sequence } } }", json!({}))
+            .await["errors"][0]["extensions"]["code"]
+            == "EVENTS_EXPIRED"
+    };
+    assert!(eventually(WAIT, expired).await);
+    proxy.set(Fault::None);
+    assert!(eventually(WAIT, async || service_json(&site, "gone").await.is_null()).await);
+    for i in 0..5 {
+        assert!(!service_json(&site, &format!("new{i}")).await.is_null());
+    }
+    assert!(!service_json(&site, "kept").await.is_null());
+}
+
+/// Size of the one partial file in `dir` (0 when there is none).
+fn partial_len(dir: &Path) -> u64 {
+    std::fs::read_dir(dir.join("mirror-partial")).map_or(0, |entries| {
+        entries.map(|e| e.unwrap().metadata().unwrap().len()).sum()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_sync_then_restart_resumes_without_fetching_completed_bytes() {
+    use common::process::ServerProcess;
+    let upstream = common::embedded(Options::default()).await;
+    let size = 12 * 1024 * 1024;
+    let content = bytes(size, 41);
+    service(&upstream, "svc", 1.0, json!([])).await;
+    upload_service(&upstream, "svc", content.clone()).await;
+    let proxy = ChaosProxy::start(upstream.addr).await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let device = small_device(dir.path());
+    let url = proxy.url();
+    let args = |extra: &[&'static str]| {
+        let mut args = vec!["--mirror-upstream", &url, "--mirror-device", &device];
+        args.extend_from_slice(extra);
+        args.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    };
+    let first = args(&["--mirror-max-rate", "4MiB"]);
+    let first: Vec<&str> = first.iter().map(String::as_str).collect();
+    let mut server = ServerProcess::start(&data, &first);
+    assert!(
+        eventually(WAIT, async || partial_len(&data) >= 4 * 1024 * 1024).await,
+        "the transfer started"
+    );
+    server.signal("KILL");
+    server.wait_exit(Duration::from_secs(10));
+    let kept = partial_len(&data);
+    assert!(kept < size as u64, "killed mid-transfer");
+    proxy.reset_counters();
+
+    let again = args(&[]);
+    let again: Vec<&str> = again.iter().map(String::as_str).collect();
+    let server = ServerProcess::start(&data, &again);
+    let client = reqwest::Client::new();
+    let served = async || {
+        let Ok(response) = client
+            .get(format!("{}/service/svc", server.base))
+            .send()
+            .await
+        else {
+            return false;
+        };
+        response.status() == 200 && response.bytes().await.unwrap()[..] == content[..]
+    };
+    assert!(eventually(WAIT, served).await);
+    let refetched = proxy.downstream_bytes();
+    let missing = size as u64 - kept;
+    assert!(
+        refetched < missing + 512 * 1024,
+        "after the restart {refetched} bytes came from the upstream for the {missing} missing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_air_gapped_site_restores_a_device_archive_then_follows_the_feed_from_it() {
+    use common::process::run;
+    let upstream = common::embedded(Options::default()).await;
+    let small = bytes(2 * 1024 * 1024, 51);
+    service(
+        &upstream,
+        "small",
+        2.0,
+        json!([{ "name": "detector", "version": "v1" }]),
+    )
+    .await;
+    upload_service(&upstream, "small", small.clone()).await;
+    service(&upstream, "big", 64.0, json!([])).await;
+    model(&upstream, "detector", "v1", bytes(1000, 52)).await;
+    model(&upstream, "other", "v1", bytes(1000, 53)).await;
+    let cloud = upstream.stop_keeping_data().await;
+    let site = tempfile::tempdir().unwrap();
+    let device = small_device(site.path());
+    let archive = site.path().join("site.tar");
+    let cloud_data = cloud.path().join("data");
+    let dumped = run(&[
+        "dump",
+        "--data-dir",
+        cloud_data.to_str().unwrap(),
+        "--device",
+        &device,
+        "--out",
+        archive.to_str().unwrap(),
+    ]);
+    assert!(
+        dumped.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dumped.stderr)
+    );
+
+    let upstream = common::embedded_in(cloud.path()).await;
+    let proxy = ChaosProxy::start(upstream.addr).await;
+    let site_data = site.path().join("data");
+    let restored = run(&[
+        "restore",
+        "--data-dir",
+        site_data.to_str().unwrap(),
+        "--in",
+        archive.to_str().unwrap(),
+        "--mirror-upstream",
+        &proxy.url(),
+    ]);
+    assert!(
+        restored.status.success(),
+        "{}",
+        String::from_utf8_lossy(&restored.stderr)
+    );
+    // A change the site has not seen, made while it has no link.
+    service(&upstream, "new", 1.0, json!([])).await;
+    proxy.set(Fault::Down);
+    let mirror = mirror(site.path(), &proxy.url(), &[]).await;
+    assert_eq!(
+        mirror.get("/readyz").await.status(),
+        200,
+        "the archive is a complete first sync"
+    );
+    assert!(
+        status(&mirror).await["lastSequence"].as_u64().unwrap() >= 4,
+        "restore recorded the archive's upstream sequence"
+    );
+    assert_eq!(download(&mirror, "/service/small").await.unwrap(), small);
+    assert!(download(&mirror, "/model/detector/v1").await.is_some());
+    assert!(
+        service_json(&mirror, "big").await.is_null(),
+        "only what the device runs"
+    );
+    assert_eq!(mirror.get("/model/other/v1").await.status(), 404);
+    proxy.reset_counters();
+    proxy.set(Fault::None);
+    assert!(eventually(WAIT, async || !service_json(&mirror, "new").await.is_null()).await);
+    assert!(
+        proxy.downstream_bytes() < small.len() as u64,
+        "followed from the archive's sequence, without fetching the archive's files again"
+    );
+}
