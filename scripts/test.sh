@@ -3,6 +3,8 @@
 # - curl, jq: the README tour (tests/readme.rs) runs its examples with them.
 # - nx-27017 (PyPI): a MongoDB-wire server, so the MongoDB backend's contract suite runs without a MongoDB server.
 #   With MONGODB_URI set, the suite runs against that server instead.
+# - tuspy (PyPI) and tus-js-client (npm, tests/tus/package-lock.json): the tus clients the resumable-upload tests
+#   (tests/tus.rs) drive.
 # - chromium (Debian) and playground/node_modules (npm: playwright-core, axe-core among them): the browser tests of
 #   the playground, the catalogue and /docs (tests/playground.rs, tests/ui.rs). `playground/build.sh --check`
 #   installs the latter and proves the embedded browser files (playground/assets, ui/vendor) match the lock file.
@@ -11,6 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 NX_VERSION=0.8.1
+TUSPY_VERSION=1.1.0
 tools=target/tools
 
 missing=()
@@ -37,8 +40,16 @@ if [ -z "${MONGODB_URI:-}" ]; then
   export NX_27017="$PWD/$tools/nx-27017/bin/nx-27017"
 fi
 
+if [ ! -x "$tools/tuspy/bin/python" ] || ! "$tools/tuspy/bin/pip" show -q tuspy >/dev/null 2>&1; then
+  echo "installing tuspy $TUSPY_VERSION into $tools/tuspy"
+  python3 -m venv "$tools/tuspy"
+  "$tools/tuspy/bin/pip" install --quiet --disable-pip-version-check "tuspy==$TUSPY_VERSION"
+fi
+export TUSPY_PYTHON="$PWD/$tools/tuspy/bin/python"
+
 if command -v npm >/dev/null 2>&1; then
   playground/build.sh --check
+  (cd tests/tus && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
 else
   echo "warning: npm missing: the browser tests will say SKIPPED" >&2
 fi

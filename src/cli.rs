@@ -285,6 +285,17 @@ pub struct ServeArgs {
     )]
     pub events_retention: crate::store::EventRetention,
 
+    /// How long an unfinished resumable (tus) upload session lives, with a unit (s, m, h or d): afterwards it
+    /// and its bytes are removed.
+    #[arg(
+        long,
+        env = "REPOSITORY_UPLOAD_SESSION_TTL",
+        default_value = "24h",
+        value_parser = parse_age,
+        global = true
+    )]
+    pub upload_session_ttl: std::time::Duration,
+
     /// How often the retention of the change feed is enforced, in seconds.
     #[arg(
         long,
@@ -522,6 +533,18 @@ fn parse_retention(text: &str) -> Result<crate::store::EventRetention, String> {
     let (age, count) = text
         .split_once(',')
         .ok_or_else(|| format!("{text:?}: expected AGE,COUNT such as 30d,1000000"))?;
+    let max_count = count
+        .trim()
+        .parse()
+        .map_err(|_| format!("{count:?}: expected a number of events"))?;
+    Ok(crate::store::EventRetention {
+        max_age: parse_age(age)?,
+        max_count,
+    })
+}
+
+/// A duration with a unit: `90s`, `30m`, `24h`, `30d`.
+fn parse_age(age: &str) -> Result<std::time::Duration, String> {
     let age = age.trim();
     let split = age
         .find(|c: char| !c.is_ascii_digit())
@@ -537,14 +560,9 @@ fn parse_retention(text: &str) -> Result<crate::store::EventRetention, String> {
         "d" => 86400,
         _ => return Err(format!("{age:?}: the unit must be s, m, h or d")),
     };
-    let max_count = count
-        .trim()
-        .parse()
-        .map_err(|_| format!("{count:?}: expected a number of events"))?;
-    Ok(crate::store::EventRetention {
-        max_age: std::time::Duration::from_secs(number.saturating_mul(seconds)),
-        max_count,
-    })
+    Ok(std::time::Duration::from_secs(
+        number.saturating_mul(seconds),
+    ))
 }
 
 #[cfg(test)]

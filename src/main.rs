@@ -192,6 +192,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         data_dir = %args.data_dir.display(),
         auth = %server::tokens(&args)?.summary(),
         max_upload_size = %args.max_upload_size,
+        upload_session_ttl_secs = args.upload_session_ttl.as_secs(),
         public_url = %args.public_url,
         shutdown_grace_secs = args.shutdown_grace_secs,
         max_connections = options.connections.max_connections,

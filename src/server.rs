@@ -115,13 +115,37 @@ fn spawn_retention(service: &Arc<RepositoryService>, args: &ServeArgs) {
     });
 }
 
+/// Removes expired resumable-upload sessions and their bytes, checking a few times per time-to-live (at least every
+/// minute, at most every second), for as long as the service lives.
+fn spawn_upload_expiry(service: &Arc<RepositoryService>) {
+    let every =
+        (service.upload_session_ttl() / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    let service = Arc::downgrade(service);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            let Some(service) = service.upgrade() else {
+                return;
+            };
+            match service.expire_uploads().await {
+                Ok(0) => {}
+                Ok(removed) => tracing::info!(removed, "removed expired upload sessions"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "removing expired upload sessions failed; retrying")
+                }
+            }
+        }
+    });
+}
+
 /// The HTTP application over `store`; fails when the configured tokens cannot be read.
 pub fn app(store: Arc<dyn Store>, args: &ServeArgs) -> anyhow::Result<axum::Router> {
     let mut service = RepositoryService::new(store.clone(), args.max_upload_size.as_u64())
         .with_webhooks(crate::service::webhooks::WebhookConfig {
             allow_private_networks: args.webhooks_allow_private_networks,
         })
-        .with_immutable_files(args.immutable_files);
+        .with_immutable_files(args.immutable_files)
+        .with_upload_session_ttl(args.upload_session_ttl);
     if let Some(config) = mirror_config(args)? {
         let status = crate::service::mirror::spawn(store, config)
             .context("starting the mirror's HTTP client")?;
@@ -129,6 +153,7 @@ pub fn app(store: Arc<dyn Store>, args: &ServeArgs) -> anyhow::Result<axum::Rout
     }
     let service = Arc::new(service);
     spawn_retention(&service, args);
+    spawn_upload_expiry(&service);
     crate::service::webhooks::spawn_dispatcher(&service);
     Ok(api::router(
         service,

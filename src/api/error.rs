@@ -34,6 +34,8 @@ pub enum ApiError {
     Unauthenticated(String),
     /// A valid token that does not allow this: 403.
     Forbidden(String),
+    /// A precondition of the protocol is not met (a tus request without `Tus-Resumable: 1.0.0`): 412.
+    PreconditionFailed(String),
 }
 
 impl From<ServiceError> for ApiError {
@@ -90,6 +92,7 @@ pub fn error_code(e: &ServiceError) -> &'static str {
         ServiceError::Conflict(_) => "CONFLICT",
         ServiceError::Immutable(_) => "IMMUTABLE",
         ServiceError::InvalidInput(_) => "INVALID_INPUT",
+        ServiceError::ChecksumMismatch(_) => "CHECKSUM_MISMATCH",
         ServiceError::PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
         ServiceError::RequestTimeout(_) => "REQUEST_TIMEOUT",
         ServiceError::EventsExpired(_) => "EVENTS_EXPIRED",
@@ -106,6 +109,10 @@ pub fn status_of(e: &ServiceError) -> StatusCode {
             StatusCode::CONFLICT
         }
         ServiceError::InvalidInput(_) => StatusCode::BAD_REQUEST,
+        // The tus checksum extension's own status.
+        ServiceError::ChecksumMismatch(_) => {
+            StatusCode::from_u16(460).unwrap_or(StatusCode::BAD_REQUEST)
+        }
         ServiceError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         ServiceError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
         ServiceError::EventsExpired(_) => StatusCode::GONE,
@@ -190,6 +197,11 @@ impl ApiError {
                 (StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", msg.clone())
             }
             ApiError::Forbidden(msg) => (StatusCode::FORBIDDEN, "FORBIDDEN", msg.clone()),
+            ApiError::PreconditionFailed(msg) => (
+                StatusCode::PRECONDITION_FAILED,
+                "PRECONDITION_FAILED",
+                msg.clone(),
+            ),
         }
     }
 

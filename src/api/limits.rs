@@ -213,7 +213,9 @@ pub async fn request_timeout(
     request: Request,
     next: Next,
 ) -> Response {
+    // PATCH: the appends of resumable uploads.
     let upload = request.method() == Method::PUT
+        || request.method() == Method::PATCH
         || request
             .headers()
             .get(header::CONTENT_TYPE)
@@ -246,6 +248,7 @@ pub fn cors(origins: &[String]) -> Option<CorsLayer> {
                 Method::HEAD,
                 Method::POST,
                 Method::PUT,
+                Method::PATCH,
                 Method::DELETE,
             ])
             .allow_headers([
@@ -256,12 +259,26 @@ pub fn cors(origins: &[String]) -> Option<CorsLayer> {
                 header::IF_RANGE,
                 header::HeaderName::from_static("apollo-require-preflight"),
                 header::HeaderName::from_static("x-apollo-operation-name"),
+                // Resumable (tus) uploads.
+                header::HeaderName::from_static("tus-resumable"),
+                header::HeaderName::from_static("upload-length"),
+                header::HeaderName::from_static("upload-metadata"),
+                header::HeaderName::from_static("upload-offset"),
+                header::HeaderName::from_static("upload-checksum"),
             ])
             .expose_headers([
                 header::ETAG,
                 header::CONTENT_RANGE,
                 header::CONTENT_DISPOSITION,
                 header::HeaderName::from_static("x-request-id"),
+                header::LOCATION,
+                header::HeaderName::from_static("tus-resumable"),
+                header::HeaderName::from_static("tus-version"),
+                header::HeaderName::from_static("tus-max-size"),
+                header::HeaderName::from_static("tus-extension"),
+                header::HeaderName::from_static("upload-offset"),
+                header::HeaderName::from_static("upload-length"),
+                header::HeaderName::from_static("upload-expires"),
             ])
             .max_age(Duration::from_secs(3600)),
     )

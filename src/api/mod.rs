@@ -10,6 +10,7 @@ pub mod metrics;
 mod playground;
 mod rest;
 mod sse;
+mod tus;
 mod ui;
 
 use std::sync::Arc;
@@ -128,6 +129,8 @@ pub fn router(service: Arc<RepositoryService>, config: ApiConfig) -> Router {
                     auth::rest_guard,
                 )),
         )
+        // Resumable uploads check their tokens themselves: every request of a session needs a write token.
+        .merge(tus::routes())
         .merge(playground::routes())
         .merge(ui::routes())
         .merge(rest::documentation())

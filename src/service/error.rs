@@ -16,6 +16,9 @@ pub enum ServiceError {
     Conflict(String),
     #[error("{0}")]
     InvalidInput(String),
+    /// The bytes of a resumable upload's request do not match the checksum it gave: none of them were kept.
+    #[error("{0}")]
+    ChecksumMismatch(String),
     /// The file may not change (`--immutable-files` or a locked component).
     #[error("{0}")]
     Immutable(String),

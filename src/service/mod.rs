@@ -5,6 +5,7 @@ mod cursor;
 mod error;
 mod events;
 pub mod mirror;
+pub mod uploads;
 pub mod webhooks;
 
 use std::ops::Range;
@@ -45,6 +46,7 @@ pub struct RepositoryService {
     webhook_config: webhooks::WebhookConfig,
     delivery_counts: webhooks::DeliveryCounts,
     immutable_files: bool,
+    upload_session_ttl: std::time::Duration,
     /// Set on an edge mirror: its status, and writes through the API are refused.
     mirror: Option<mirror::MirrorStatus>,
 }
@@ -57,6 +59,7 @@ impl RepositoryService {
             webhook_config: webhooks::WebhookConfig::default(),
             delivery_counts: webhooks::DeliveryCounts::default(),
             immutable_files: false,
+            upload_session_ttl: uploads::DEFAULT_SESSION_TTL,
             mirror: None,
         }
     }

@@ -4,6 +4,7 @@ pub mod embedded;
 mod feed;
 pub mod mongodb;
 mod staging;
+pub mod uploads;
 
 use std::io;
 use std::ops::Range;
@@ -159,7 +160,7 @@ pub struct GcReport {
 }
 
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: uploads::UploadStore + Send + Sync + 'static {
     /// A short name for logs and `/readyz`.
     fn backend(&self) -> &'static str;
 

@@ -14,6 +14,7 @@ mod events;
 mod layered;
 mod mirror;
 mod summary;
+mod uploads;
 mod webhooks;
 mod writer;
 
@@ -160,6 +161,8 @@ pub struct EmbeddedStore {
     signal: Arc<EventSignal>,
     /// Permits for blob reads (`BLOB_READERS`): downloads can never take the whole blocking pool.
     readers: Arc<Semaphore>,
+    /// Resumable upload sessions being appended to now.
+    uploads: uploads::Active,
 }
 
 /// Where loading the catalogue from redb stands; the store starts answering reads once it is loaded.
@@ -345,6 +348,7 @@ impl EmbeddedStore {
             loaded,
             signal,
             readers: Arc::new(Semaphore::new(BLOB_READERS)),
+            uploads: uploads::Active::default(),
         };
         store.remove_unreferenced_blobs()?;
         std::thread::Builder::new()

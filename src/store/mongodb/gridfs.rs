@@ -362,7 +362,9 @@ impl Grid {
                 candidates.insert(id);
             }
         }
-        let referenced = referenced_files(metadata).await?;
+        let mut referenced = referenced_files(metadata).await?;
+        // The chunks of resumable uploads in progress have no files document yet.
+        referenced.extend(super::uploads::live_sessions(metadata).await?);
         let mut report = GcReport::default();
         for id in candidates {
             if !referenced.contains(&id)

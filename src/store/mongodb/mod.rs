@@ -13,6 +13,7 @@ mod documents;
 mod events;
 mod gridfs;
 mod query;
+mod uploads;
 mod webhooks;
 
 use std::collections::HashSet;
