@@ -154,8 +154,27 @@ async fn status(
     Ok((StatusCode::OK, session_headers(&session)).into_response())
 }
 
-/// `PATCH /uploads/{id}`: appends the body at `Upload-Offset`, streaming it to storage.
+/// `PATCH /uploads/{id}`: appends the body at `Upload-Offset`, streaming it to storage. A refusal may leave the body
+/// unread, so it closes the connection: a client must not send its next request after the rest of this body.
 async fn append(
+    state: State<AppState>,
+    id: Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match append_body(state, id, headers, body).await {
+        Ok(response) => response,
+        Err(e) => {
+            let mut response = e.into_response();
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            response
+        }
+    }
+}
+
+async fn append_body(
     State(state): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,

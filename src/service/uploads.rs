@@ -11,6 +11,9 @@ use crate::store::{UploadStream, replacement_refused};
 
 /// How long an unfinished session lives when the server is not told otherwise.
 pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(24 * 3600);
+/// How long a request waits for another request's append to a session to end. A client whose connection broke
+/// asks again at once, while the server may still be recording what arrived; its answer must include those bytes.
+const SETTLE: Duration = Duration::from_secs(3);
 
 /// What a client asks for when it starts a session.
 #[derive(Debug, Clone)]
@@ -85,6 +88,7 @@ impl RepositoryService {
             sha256,
             created_at: now,
             expires_at: now.checked_add_signed(ttl).unwrap_or(now),
+            appending: false,
         };
         Ok(self.store.create_upload(session).await?)
     }
@@ -92,7 +96,7 @@ impl RepositoryService {
     /// A session that has not expired. One that holds every byte but was not attached (the server stopped in
     /// between) is completed now, so a client that asks where it stands finds its file attached.
     pub async fn upload_status(&self, id: &str) -> Result<UploadSession, ServiceError> {
-        let session = self.live_upload(id).await?;
+        let session = self.settled_upload(id).await?;
         if session.offset == session.length {
             let empty: UploadStream<'static> = Box::pin(futures_util::stream::empty());
             match self.append_upload(id, session.offset, empty, None).await {
@@ -101,6 +105,20 @@ impl RepositoryService {
             }
         }
         Ok(session)
+    }
+
+    /// A live session once no request is appending to it, or as it is after [`SETTLE`].
+    async fn settled_upload(&self, id: &str) -> Result<UploadSession, ServiceError> {
+        let deadline = tokio::time::Instant::now() + SETTLE;
+        let mut pause = Duration::from_millis(5);
+        loop {
+            let session = self.live_upload(id).await?;
+            if !session.appending || tokio::time::Instant::now() + pause > deadline {
+                return Ok(session);
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(200));
+        }
     }
 
     async fn live_upload(&self, id: &str) -> Result<UploadSession, ServiceError> {
@@ -120,7 +138,7 @@ impl RepositoryService {
         checksum: Option<[u8; 32]>,
     ) -> Result<UploadProgress, ServiceError> {
         self.writable()?;
-        let mut session = self.live_upload(id).await?;
+        let mut session = self.settled_upload(id).await?;
         let staged = match self.store.append_upload(id, offset, body, checksum).await {
             Ok(Appended::Partial(now)) => {
                 session.offset = now;

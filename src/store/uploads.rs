@@ -32,6 +32,9 @@ pub struct UploadSession {
     pub sha256: Option<String>,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
+    /// Whether a request is appending to it right now (not stored: read from the store's claim or lease).
+    #[serde(skip)]
+    pub appending: bool,
 }
 
 /// Where an append left a session.

@@ -44,6 +44,10 @@ impl Active {
             .insert(id.to_owned())
             .then(|| Claim(self.0.clone(), id.to_owned()))
     }
+
+    fn holds(&self, id: &str) -> bool {
+        self.0.lock().expect("claims lock").contains(id)
+    }
 }
 
 fn encode(session: &UploadSession) -> Result<Vec<u8>, StoreError> {
@@ -188,8 +192,13 @@ impl UploadStore for EmbeddedStore {
         if !valid_id(id) {
             return Ok(None);
         }
+        let appending = self.uploads.holds(id);
         let id = id.to_owned();
-        self.blocking(move |db| read(db, &id)).await
+        let session = self.blocking(move |db| read(db, &id)).await?;
+        Ok(session.map(|session| UploadSession {
+            appending,
+            ..session
+        }))
     }
 
     async fn append_upload(
