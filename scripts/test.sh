@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: installs what the tests need (once), then `cargo test`.
-# - curl, jq: the README tour (tests/readme.rs) runs its examples with them.
+# - curl, jq, openssl: the README tour (tests/readme.rs) runs its examples with them.
 # - nx-27017 (PyPI): a MongoDB-wire server, so the MongoDB backend's contract suite runs without a MongoDB server.
 #   With MONGODB_URI set, the suite runs against that server instead.
 # - tuspy (PyPI) and tus-js-client (npm, tests/tus/package-lock.json): the tus clients the resumable-upload tests
@@ -17,7 +17,7 @@ TUSPY_VERSION=1.1.0
 tools=target/tools
 
 missing=()
-for tool in curl jq; do
+for tool in curl jq openssl; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
 [ -x /usr/bin/chromium ] || missing+=(chromium)

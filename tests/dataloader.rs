@@ -12,6 +12,7 @@ use component_repository::domain::{
     AliasMove, AliasRecord, Component, ComponentFilter, ComponentKey, Kind, ModelKey, StoredFile,
 };
 use component_repository::store::embedded::EmbeddedStore;
+use component_repository::store::uploads::{AppendError, Appended, UploadSession, UploadStore};
 use component_repository::store::{
     ByteStream, ComponentStream, FileMeta, Page, PageRequest, SpecUpdate, StagedBlob, StagedFiles,
     Store, StoreError, UploadStream,
@@ -22,6 +23,34 @@ struct CountingStore {
     inner: EmbeddedStore,
     gets: AtomicUsize,
     model_batches: AtomicUsize,
+}
+
+#[async_trait]
+impl UploadStore for CountingStore {
+    async fn create_upload(&self, session: UploadSession) -> Result<UploadSession, StoreError> {
+        self.inner.create_upload(session).await
+    }
+    async fn upload(&self, id: &str) -> Result<Option<UploadSession>, StoreError> {
+        self.inner.upload(id).await
+    }
+    async fn append_upload(
+        &self,
+        id: &str,
+        offset: u64,
+        body: UploadStream<'_>,
+        checksum: Option<[u8; 32]>,
+    ) -> Result<Appended, AppendError> {
+        self.inner.append_upload(id, offset, body, checksum).await
+    }
+    async fn finish_upload(&self, id: &str) -> Result<(), StoreError> {
+        self.inner.finish_upload(id).await
+    }
+    async fn delete_upload(&self, id: &str) -> Result<bool, StoreError> {
+        self.inner.delete_upload(id).await
+    }
+    async fn expire_uploads(&self, now: chrono::DateTime<chrono::Utc>) -> Result<u64, StoreError> {
+        self.inner.expire_uploads(now).await
+    }
 }
 
 #[async_trait]

@@ -12,8 +12,8 @@ async fn openapi_describes_every_rest_route() {
     let paths = document["paths"].as_object().unwrap();
     assert_eq!(
         paths.len(),
-        14,
-        "4 kinds x (collection, item, meta) + /model/meta + /blobs/sha256/{{hex}}: {:?}",
+        16,
+        "4 kinds x (collection, item, meta) + /model/meta + /blobs/sha256/{{hex}} + /uploads and /uploads/{{id}}: {:?}",
         paths.keys()
     );
     // Every documented operation is routed: none falls through to the router's 404 or 405.
@@ -49,6 +49,9 @@ async fn openapi_describes_every_rest_route() {
             assert!(names.contains(&wanted), "{download}: {names:?}");
         }
     }
+    // The tus routes, with their protocol's statuses.
+    assert!(paths["/uploads"]["options"].is_object());
+    assert!(paths["/uploads/{id}"]["patch"]["responses"]["460"].is_object());
     let blob = &paths["/blobs/sha256/{hex}"]["get"];
     assert_eq!(blob["parameters"][0]["name"], "hex");
     assert!(blob["responses"]["404"].is_object());

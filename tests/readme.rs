@@ -26,7 +26,7 @@ fn tour_blocks(readme: &str) -> Vec<String> {
 
 #[test]
 fn readme_tour_runs_as_written() {
-    for tool in ["curl", "jq", "cmp"] {
+    for tool in ["curl", "jq", "cmp", "openssl"] {
         let found = std::process::Command::new("sh")
             .args(["-c", &format!("command -v {tool}")])
             .output()

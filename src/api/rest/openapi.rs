@@ -159,7 +159,10 @@ fn operation(id: String, tag: &str, summary: &str) -> OperationBuilder {
         )
         .response(
             "403",
-            error("The token may only read (when tokens are configured)."),
+            error(
+                "The token may only read (when tokens are configured), or this server is a read-only mirror \
+                 (`READ_ONLY_MIRROR`).",
+            ),
         )
 }
 
@@ -294,6 +297,125 @@ fn kind_paths(paths: PathsBuilder, kind: &str, key: &str, key_parameters: &[&str
         .path(meta_path, meta)
 }
 
+fn header_parameter(name: &str, description: &str) -> utoipa::openapi::path::Parameter {
+    let parameter = ParameterBuilder::new()
+        .name(name)
+        .parameter_in(ParameterIn::Header)
+        .required(Required::True)
+        .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+        .build();
+    described(parameter, description)
+}
+
+/// A tus request: the protocol version header, and the 412 for a request without it.
+fn tus_operation(id: &str, summary: &str) -> OperationBuilder {
+    operation(id.into(), "uploads", summary)
+        .parameter(header_parameter("Tus-Resumable", "`1.0.0`."))
+        .response(
+            "412",
+            error("`Tus-Resumable: 1.0.0` is missing (the answer carries `Tus-Version`)."),
+        )
+}
+
+/// The tus 1.0 routes of resumable uploads (core, creation, termination, expiration, checksum).
+fn upload_paths(paths: PathsBuilder) -> PathsBuilder {
+    let mut collection = PathItem::new(
+        HttpMethod::Post,
+        tus_operation("create_upload", "Starts a resumable upload (tus creation).")
+            .parameter(header_parameter("Upload-Length", "The whole file's size in bytes."))
+            .parameter(header_parameter(
+                "Upload-Metadata",
+                "`key base64(value)` pairs: `name` and `version` (a model) or `kind` and `id`; optional \
+                 `platform`, `accelerator`, `accelerator_version`, `filename`, `filetype`, `sha256`.",
+            ))
+            .response(
+                "201",
+                empty("Started; `Location` is the session, with `Upload-Offset: 0` and `Upload-Expires`."),
+            )
+            .response("400", error("A header or the metadata is missing or not valid."))
+            .response("404", error("The target component does not exist."))
+            .response("409", error("The target's file may not be replaced (`IMMUTABLE`)."))
+            .response("413", error("`Upload-Length` is over the size limit."))
+            .build(),
+    );
+    collection.merge_operations(PathItem::new(
+        HttpMethod::Options,
+        OperationBuilder::new()
+            .operation_id(Some("describe_uploads"))
+            .tag("uploads")
+            .summary(Some(
+                "What the server supports: `Tus-Version`, `Tus-Extension`, `Tus-Max-Size`.",
+            ))
+            .response("204", empty("The capabilities, in headers."))
+            .build(),
+    ));
+    let with_id = |builder: OperationBuilder| builder.parameter(path_parameter("id"));
+    let gone = || error("No such session: it finished, expired or was terminated.");
+    let mut item = PathItem::new(
+        HttpMethod::Head,
+        with_id(tus_operation("upload_status", "Where a session stands."))
+            .response(
+                "200",
+                empty("`Upload-Offset`, `Upload-Length` and `Upload-Expires`."),
+            )
+            .response("404", gone())
+            .build(),
+    );
+    item.merge_operations(PathItem::new(
+        HttpMethod::Patch,
+        with_id(tus_operation(
+            "append_upload",
+            "Appends bytes at `Upload-Offset`; the last byte verifies and attaches the file.",
+        ))
+        .parameter(header_parameter("Upload-Offset", "The session's offset (ask with HEAD)."))
+        .parameter(optional(header_parameter(
+            "Upload-Checksum",
+            "`sha256 <base64 digest>` of this request's bytes.",
+        )))
+        .request_body(Some(
+            RequestBodyBuilder::new()
+                .required(Some(Required::True))
+                .content(
+                    "application/offset+octet-stream",
+                    ContentBuilder::new()
+                        .schema(Some(ObjectBuilder::new().schema_type(Type::String).format(Some(
+                            utoipa::openapi::SchemaFormat::KnownFormat(
+                                utoipa::openapi::KnownFormat::Binary,
+                            ),
+                        ))))
+                        .build(),
+                )
+                .build(),
+        ))
+        .response("204", empty("Appended; `Upload-Offset` is the new offset."))
+        .response(
+            "400",
+            error("More bytes than the length leaves room for, a body cut short, or a file whose sha256 is not the announced one (nothing attached)."),
+        )
+        .response("404", gone())
+        .response(
+            "409",
+            error("`Upload-Offset` is not the session's, or another request is appending."),
+        )
+        .response("415", error("The body is not `application/offset+octet-stream`."))
+        .response("460", error("`Upload-Checksum` does not match: none of the bytes were kept."))
+        .build(),
+    ));
+    item.merge_operations(PathItem::new(
+        HttpMethod::Delete,
+        with_id(tus_operation(
+            "terminate_upload",
+            "Ends a session and removes its bytes (tus termination).",
+        ))
+        .response("204", empty("Terminated."))
+        .response("404", gone())
+        .build(),
+    ));
+    paths
+        .path("/uploads", collection)
+        .path("/uploads/{id}", item)
+}
+
 /// The document served at `/openapi.json`.
 pub fn document() -> OpenApi {
     let mut paths = kind_paths(
@@ -364,7 +486,7 @@ pub fn document() -> OpenApi {
                 .build(),
         )
         .paths(
-            paths
+            upload_paths(paths)
                 .path("/model/meta", model_meta)
                 .path("/blobs/sha256/{hex}", blob)
                 .build(),
