@@ -606,3 +606,83 @@ async fn an_air_gapped_site_restores_a_device_archive_then_follows_the_feed_from
         "followed from the archive's sequence, without fetching the archive's files again"
     );
 }
+
+async fn set_alias(app: &TestApp, alias: &str, version: Option<&str>) {
+    match version {
+        Some(version) => app
+            .ok(
+                "mutation($a: String!, $v: String!) { setModelAlias(name: \"detector\", alias: $a, version: $v) { version } }",
+                json!({ "a": alias, "v": version }),
+            )
+            .await,
+        None => app
+            .ok(
+                "mutation($a: String!) { deleteModelAlias(name: \"detector\", alias: $a) }",
+                json!({ "a": alias }),
+            )
+            .await,
+    };
+}
+
+async fn aliased(app: &TestApp, alias: &str) -> Option<Vec<u8>> {
+    download(app, &format!("/model/detector/@{alias}")).await
+}
+
+/// The mirror answers `@alias` routes as the upstream does, for the versions it holds: aliases set, moved and
+/// deleted upstream follow, and a version that stops being needed goes with its aliases.
+#[tokio::test]
+async fn aliases_follow_the_upstream_for_the_versions_held() {
+    let upstream = common::embedded(Options::default()).await;
+    let v1 = bytes(20_000, 1);
+    model(&upstream, "detector", "v1", v1.clone()).await;
+    model(&upstream, "detector", "v2", bytes(20_000, 2)).await;
+    service(
+        &upstream,
+        "small",
+        2.0,
+        json!([{ "name": "detector", "version": "v1" }]),
+    )
+    .await;
+    set_alias(&upstream, "production", Some("v1")).await;
+    set_alias(&upstream, "candidate", Some("v2")).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let site = mirror(dir.path(), &upstream.url(""), &[]).await;
+    wait_following(&site).await;
+    assert_eq!(aliased(&site, "production").await.as_deref(), Some(&v1[..]));
+    assert_eq!(
+        site.get("/model/detector/@candidate").await.status(),
+        404,
+        "v2 is not held, so neither is its alias"
+    );
+
+    // Moved to a version the site does not keep, then back; a new alias; a deleted one.
+    set_alias(&upstream, "production", Some("v2")).await;
+    assert!(eventually(WAIT, async || aliased(&site, "production").await.is_none()).await);
+    set_alias(&upstream, "production", Some("v1")).await;
+    set_alias(&upstream, "stable", Some("v1")).await;
+    assert!(eventually(WAIT, async || aliased(&site, "stable").await.is_some()).await);
+    assert_eq!(aliased(&site, "production").await.as_deref(), Some(&v1[..]));
+    set_alias(&upstream, "stable", None).await;
+    assert!(eventually(WAIT, async || aliased(&site, "stable").await.is_none()).await);
+    let meta = site
+        .get("/model/meta?model_name=detector&model_alias=production")
+        .await;
+    assert_eq!(meta.status(), 200);
+
+    // The service stops needing v1: the version goes from the site, and its alias with it.
+    upstream
+        .ok(
+            "mutation { updateService(id: \"small\", input: {needs: {ram: 2, availableModels: []}}) { id } }",
+            json!({}),
+        )
+        .await;
+    assert!(
+        eventually(WAIT, async || site.get("/model/detector/v1").await.status()
+            == 404)
+        .await
+    );
+    assert_eq!(site.get("/model/detector/@production").await.status(), 404);
+    let s = status(&site).await;
+    assert_eq!(s["lastError"], Value::Null, "{s:#}");
+}

@@ -21,7 +21,7 @@ pub fn fields(kind: Kind) -> String {
          variants {{ platform {{ os arch variant accelerator acceleratorVersion }} file {{ {FILE} }} }}"
     );
     let own = match kind {
-        Kind::Model => "name version library description".to_string(),
+        Kind::Model => "name version library description aliases".to_string(),
         Kind::Transformation => {
             format!("id description parameterTypes defaultValues outputs {NEEDS}")
         }
@@ -209,7 +209,15 @@ pub fn component(node: &Value) -> Result<Component, Unreadable> {
         file: file(node.get("file").unwrap_or(&Value::Null))?,
         created_at: time(node, "createdAt")?,
         updated_at: time(node, "updatedAt")?,
-        aliases: BTreeSet::new(),
+        aliases: node
+            .get("aliases")
+            .and_then(Value::as_array)
+            .map(|l| {
+                l.iter()
+                    .filter_map(|a| a.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_else(BTreeSet::new),
         locked: node.get("locked").and_then(Value::as_bool).unwrap_or(false),
         variants: variants(node)?,
     })

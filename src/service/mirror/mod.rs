@@ -13,7 +13,7 @@ mod fetch;
 mod status;
 mod upstream;
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +30,8 @@ use crate::store::{Store, StoreError};
 /// First wait after a failure; doubled after each one up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Who the mirror's alias moves are recorded as, in its alias history.
+const MIRROR_LABEL: &str = "mirror";
 /// Longest wait for news from the upstream before asking anyway (the event stream may miss a wake-up).
 const POLL: Duration = Duration::from_secs(10);
 
@@ -236,8 +238,12 @@ impl Mirror {
             // Each key once per page: its current state upstream covers every event of it in the page.
             let mut seen = HashSet::new();
             let mut touched_needs = false;
+            let mut model_names = BTreeSet::new();
             let last = events.last().map(|e| e.sequence);
             for event in events.iter().rev() {
+                if let ComponentKey::Model(m) = &event.key {
+                    model_names.insert(m.name.clone());
+                }
                 if !seen.insert(event.key.clone()) {
                     continue;
                 }
@@ -245,7 +251,10 @@ impl Mirror {
                 self.apply(&event.key, event.deleted).await?;
             }
             if touched_needs {
-                self.refresh_models().await?;
+                model_names.extend(self.refresh_models().await?);
+            }
+            if !model_names.is_empty() {
+                self.sync_aliases(Some(&model_names)).await?;
             }
             if let Some(last) = last {
                 self.save_state(last).await?;
@@ -308,7 +317,7 @@ impl Mirror {
         let mut plan = Vec::new();
         for component in wanted.values() {
             let component = self.for_devices(component.clone());
-            if self.store.get(&component.key).await?.as_ref() != Some(&component) {
+            if differs(self.store.get(&component.key).await?, &component) {
                 plan.push(component);
             }
         }
@@ -332,10 +341,11 @@ impl Mirror {
                 .await?;
             for key in held {
                 if !wanted.contains_key(&key) {
-                    self.store.put_mirrored(&key, None, Vec::new()).await?;
+                    self.remove(&key).await?;
                 }
             }
         }
+        self.sync_aliases(None).await?;
         self.save_state(sequence).await?;
         let now = chrono::Utc::now();
         self.status.update(|s| {
@@ -364,7 +374,7 @@ impl Mirror {
         match wanted {
             Some(component) => {
                 let component = self.for_devices(component);
-                if self.store.get(key).await?.as_ref() != Some(&component) {
+                if differs(self.store.get(key).await?, &component) {
                     let (files, bytes) =
                         self.missing_files(std::slice::from_ref(&component)).await?;
                     self.status.update(|s| {
@@ -374,10 +384,75 @@ impl Mirror {
                     self.store_component(component).await?;
                 }
             }
-            None => {
-                if self.store.get(key).await?.is_some() {
-                    self.store.put_mirrored(key, None, Vec::new()).await?;
+            None => self.remove(key).await?,
+        }
+        Ok(())
+    }
+
+    /// Removes a component the mirror no longer keeps; first the mirror's aliases that name it (the upstream
+    /// moved or deleted them before it could delete the version; [`Mirror::sync_aliases`] follows them).
+    async fn remove(&self, key: &ComponentKey) -> Result<(), SyncError> {
+        let Some(held) = self.store.get(key).await? else {
+            return Ok(());
+        };
+        if let ComponentKey::Model(model) = key {
+            for alias in &held.aliases {
+                self.store
+                    .move_alias(&model.name, alias, None, MIRROR_LABEL)
+                    .await?;
+            }
+        }
+        self.store.put_mirrored(key, None, Vec::new()).await?;
+        Ok(())
+    }
+
+    /// Makes the mirror's aliases of the models named `names` (all it holds with `None`) the upstream's, for the
+    /// versions it holds: an alias whose version the mirror does not keep is not kept either.
+    async fn sync_aliases(&self, names: Option<&BTreeSet<String>>) -> Result<(), SyncError> {
+        let mut held = BTreeSet::new();
+        let mut models = self.store.scan(Kind::Model).await?;
+        while let Some(model) = models.try_next().await? {
+            if let ComponentKey::Model(m) = model.key {
+                held.insert(m);
+            }
+        }
+        let names: BTreeSet<String> = match names {
+            Some(names) => names.clone(),
+            None => held.iter().map(|m| m.name.clone()).collect(),
+        };
+        let mut wanted = BTreeMap::new();
+        for name in &names {
+            for model in self.upstream.model_versions(name).await? {
+                let ComponentKey::Model(m) = &model.key else {
+                    continue;
+                };
+                if held.contains(m) {
+                    for alias in &model.aliases {
+                        wanted.insert((name.clone(), alias.clone()), m.version.clone());
+                    }
                 }
+            }
+        }
+        let mut here = BTreeMap::new();
+        for record in self.store.alias_records().await? {
+            if let Some(version) = record.version
+                && names.contains(&record.model)
+            {
+                here.insert((record.model, record.alias), version);
+            }
+        }
+        for ((name, alias), version) in &wanted {
+            if here.get(&(name.clone(), alias.clone())) != Some(version) {
+                self.store
+                    .move_alias(name, alias, Some(version), MIRROR_LABEL)
+                    .await?;
+            }
+        }
+        for (name, alias) in here.keys() {
+            if !wanted.contains_key(&(name.clone(), alias.clone())) {
+                self.store
+                    .move_alias(name, alias, None, MIRROR_LABEL)
+                    .await?;
             }
         }
         Ok(())
@@ -424,20 +499,24 @@ impl Mirror {
         Ok((exact, any_version))
     }
 
-    /// After a change to what the mirror holds: fetches the models now referenced, removes those no longer.
-    async fn refresh_models(&self) -> Result<(), SyncError> {
+    /// After a change to what the mirror holds: fetches the models now referenced, removes those no longer;
+    /// returns the names of the models it fetched or removed.
+    async fn refresh_models(&self) -> Result<BTreeSet<String>, SyncError> {
+        let mut touched = BTreeSet::new();
         let (exact, any_version) = self.held_references().await?;
         for model in &exact {
             let key = ComponentKey::Model(model.clone());
             if self.store.get(&key).await?.is_none() {
                 self.apply(&key, false).await?;
+                touched.insert(model.name.clone());
             }
         }
         for name in &any_version {
             for model in self.upstream.model_versions(name).await? {
                 let key = model.key.clone();
-                if self.store.get(&key).await?.as_ref() != Some(&model) {
+                if differs(self.store.get(&key).await?, &model) {
                     self.apply(&key, false).await?;
+                    touched.insert(name.clone());
                 }
             }
         }
@@ -452,9 +531,12 @@ impl Mirror {
             }
         }
         for key in stale {
-            self.store.put_mirrored(&key, None, Vec::new()).await?;
+            if let ComponentKey::Model(m) = &key {
+                touched.insert(m.name.clone());
+            }
+            self.remove(&key).await?;
         }
-        Ok(())
+        Ok(touched)
     }
 
     /// The component with only the variants that fit at least one of the site's devices (all of them when a
@@ -558,6 +640,17 @@ pub async fn seed_state(
     store
         .save_mirror_state(&serde_json::to_value(state).expect("serialisable"))
         .await
+}
+
+/// Whether the mirror must store `wanted` over what it holds. Aliases are compared apart ([`Mirror::sync_aliases`]).
+fn differs(held: Option<Component>, wanted: &Component) -> bool {
+    match held {
+        Some(mut held) => {
+            held.aliases.clone_from(&wanted.aliases);
+            &held != wanted
+        }
+        None => true,
+    }
 }
 
 fn files_of(component: &Component) -> impl Iterator<Item = &crate::domain::StoredFile> {

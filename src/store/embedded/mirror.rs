@@ -37,6 +37,12 @@ impl EmbeddedStore {
                     let Some(previous) = &previous else {
                         return Ok(Applied::new((), Change::Remove(key)));
                     };
+                    if !previous.aliases.is_empty() {
+                        return Err(StoreError::Aliased {
+                            key,
+                            aliases: previous.aliases.iter().cloned().collect(),
+                        });
+                    }
                     txn.open_table(table(key.kind()))
                         .or_backend()?
                         .remove(key.sort_key().as_str())
@@ -50,8 +56,11 @@ impl EmbeddedStore {
                             component.key
                         )));
                     }
-                    // Aliases come with records of their own, which the feed does not carry yet.
-                    component.aliases.clear();
+                    // The aliases naming this version are the mirror's own records, moved by `move_alias`.
+                    component.aliases = previous
+                        .as_ref()
+                        .map(|p| p.aliases.clone())
+                        .unwrap_or_default();
                     for file in component
                         .file
                         .iter_mut()
