@@ -686,3 +686,42 @@ async fn aliases_follow_the_upstream_for_the_versions_held() {
     let s = status(&site).await;
     assert_eq!(s["lastError"], Value::Null, "{s:#}");
 }
+
+/// A file whose component leaves scope before its transfer finished leaves no partial bytes behind.
+#[tokio::test]
+async fn partial_files_of_components_that_left_scope_are_removed() {
+    let upstream = common::embedded(Options::default()).await;
+    service(&upstream, "leaving", 1.0, json!([])).await;
+    upload_service(&upstream, "leaving", bytes(4 * 1024 * 1024, 21)).await;
+    let proxy = ChaosProxy::start(upstream.addr).await;
+    proxy.set(Fault::CutAfter(256 * 1024));
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let site = mirror(dir.path(), &proxy.url(), &[]).await;
+    assert!(eventually(WAIT, async || partial_len(&data) > 0).await);
+    proxy.set(Fault::Down);
+    upstream
+        .ok(
+            "mutation { updateService(id: \"leaving\", input: {needs: {ram: 64}}) { id } }",
+            json!({}),
+        )
+        .await;
+    let kept = bytes(1000, 22);
+    service(&upstream, "staying", 1.0, json!([])).await;
+    upload_service(&upstream, "staying", kept.clone()).await;
+    proxy.set(Fault::None);
+    assert!(
+        eventually(WAIT, async || download(&site, "/service/staying")
+            .await
+            .as_deref()
+            == Some(&kept[..]))
+        .await
+    );
+    wait_following(&site).await;
+    assert_eq!(
+        partial_len(&data),
+        0,
+        "the partial file of `leaving` is gone"
+    );
+    assert_eq!(site.get("/service/leaving").await.status(), 404);
+}

@@ -72,6 +72,24 @@ impl Fetcher {
         self.dir.join(format!("{sha256}-{size}"))
     }
 
+    /// Removes every partial file. Called when no transfer is in flight and every change so far is applied: what
+    /// is left belongs to files no component in scope needs any more.
+    pub async fn discard_partials(&self) -> std::io::Result<u64> {
+        let mut entries = match tokio::fs::read_dir(&self.dir).await {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let mut removed = 0;
+        while let Some(entry) = entries.next_entry().await? {
+            if entry.file_type().await?.is_file() {
+                tokio::fs::remove_file(entry.path()).await?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     /// Fetches the file (resuming any partial copy) and returns it verified, as a temporary file the store takes.
     pub async fn fetch(&self, sha256: &str, size: u64) -> Result<tempfile::TempPath, FetchError> {
         let _permit = self

@@ -257,6 +257,7 @@ impl Mirror {
                 self.sync_aliases(Some(&model_names)).await?;
             }
             if let Some(last) = last {
+                self.discard_partials().await;
                 self.save_state(last).await?;
                 after = last;
             }
@@ -346,6 +347,7 @@ impl Mirror {
             }
         }
         self.sync_aliases(None).await?;
+        self.discard_partials().await;
         self.save_state(sequence).await?;
         let now = chrono::Utc::now();
         self.status.update(|s| {
@@ -387,6 +389,20 @@ impl Mirror {
             None => self.remove(key).await?,
         }
         Ok(())
+    }
+
+    /// Every change so far is applied and no transfer is in flight: partial files left now are of files that
+    /// left scope before they were complete.
+    async fn discard_partials(&self) {
+        match self.fetcher.discard_partials().await {
+            Ok(0) => {}
+            Ok(removed) => {
+                tracing::info!(removed, "removed partial files no component needs any more")
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not remove stale partial files; retrying later")
+            }
+        }
     }
 
     /// Removes a component the mirror no longer keeps; first the mirror's aliases that name it (the upstream
