@@ -108,6 +108,17 @@ async fn download(app: &TestApp, path: &str) -> Option<Vec<u8>> {
 
 const SERVICE_FIELDS: &str = "id description locked createdAt updatedAt needs { ram gpu availableModels { name version } } file { size sha256 contentType filename uploadedAt }";
 
+/// Waits until `app` serves exactly `content` at `path`.
+async fn wait_served(app: &TestApp, path: &str, content: &[u8]) {
+    assert!(
+        eventually(WAIT, async || download(app, path).await.as_deref()
+            == Some(content))
+        .await,
+        "{path} never served the expected {} bytes",
+        content.len()
+    );
+}
+
 async fn service_json(app: &TestApp, id: &str) -> Value {
     app.ok(
         &format!("query($id: ID!) {{ service(id: $id) {{ {SERVICE_FIELDS} }} }}"),
@@ -192,13 +203,7 @@ async fn mirror_holds_what_its_devices_run_follows_changes_and_refuses_writes() 
     // A replaced file upstream is served at the site, verified, once it is complete.
     let replaced = bytes(250_000, 9);
     upload_service(&upstream, "small", replaced.clone()).await;
-    assert!(
-        eventually(WAIT, async || download(&site, "/service/small")
-            .await
-            .as_deref()
-            == Some(&replaced[..]))
-        .await
-    );
+    wait_served(&site, "/service/small", &replaced).await;
     // A new runnable component appears; one that becomes too big for the device goes, with its model.
     service(&upstream, "new", 1.0, json!([])).await;
     assert!(eventually(WAIT, async || !service_json(&site, "new").await.is_null()).await);
@@ -257,13 +262,7 @@ async fn cut_and_stalled_transfers_resume_and_the_upstream_going_down_is_survive
         "a partial file is never served"
     );
     proxy.set(Fault::None);
-    assert!(
-        eventually(WAIT, async || download(&site, "/service/svc")
-            .await
-            .as_deref()
-            == Some(&content[..]))
-        .await
-    );
+    wait_served(&site, "/service/svc", &content).await;
     let fetched = proxy.downstream_bytes();
     assert!(
         fetched < content.len() as u64 + 2 * 1024 * 1024,
@@ -292,13 +291,7 @@ async fn cut_and_stalled_transfers_resume_and_the_upstream_going_down_is_survive
     proxy.set(Fault::Stall);
     tokio::time::sleep(Duration::from_millis(200)).await;
     proxy.set(Fault::None);
-    assert!(
-        eventually(WAIT, async || download(&site, "/service/later")
-            .await
-            .as_deref()
-            == Some(&later[..]))
-        .await
-    );
+    wait_served(&site, "/service/later", &later).await;
     wait_following(&site).await;
 }
 
@@ -394,13 +387,7 @@ async fn a_mirror_of_a_mirror_serves_the_same_and_follows_through_it() {
     let region = mirror(region_dir.path(), &cloud.url(""), &[]).await;
     let site_dir = tempfile::tempdir().unwrap();
     let site = mirror(site_dir.path(), &region.url(""), &[]).await;
-    assert!(
-        eventually(WAIT, async || download(&site, "/service/svc")
-            .await
-            .as_deref()
-            == Some(&content[..]))
-        .await
-    );
+    wait_served(&site, "/service/svc", &content).await;
     assert_eq!(
         service_json(&site, "svc").await,
         service_json(&cloud, "svc").await
@@ -408,13 +395,7 @@ async fn a_mirror_of_a_mirror_serves_the_same_and_follows_through_it() {
     // A change at the cloud reaches the site through the region's own feed.
     let replaced = bytes(123_456, 32);
     upload_service(&cloud, "svc", replaced.clone()).await;
-    assert!(
-        eventually(WAIT, async || download(&site, "/service/svc")
-            .await
-            .as_deref()
-            == Some(&replaced[..]))
-        .await
-    );
+    wait_served(&site, "/service/svc", &replaced).await;
     assert_eq!(
         service_json(&site, "svc").await,
         service_json(&cloud, "svc").await
@@ -710,13 +691,7 @@ async fn partial_files_of_components_that_left_scope_are_removed() {
     service(&upstream, "staying", 1.0, json!([])).await;
     upload_service(&upstream, "staying", kept.clone()).await;
     proxy.set(Fault::None);
-    assert!(
-        eventually(WAIT, async || download(&site, "/service/staying")
-            .await
-            .as_deref()
-            == Some(&kept[..]))
-        .await
-    );
+    wait_served(&site, "/service/staying", &kept).await;
     wait_following(&site).await;
     assert_eq!(
         partial_len(&data),

@@ -13,7 +13,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use common::chaos::{ChaosProxy, Fault};
 use common::mongo::{self, DropDatabases};
-use common::{Options, TestApp};
+use common::{Options, TestApp, sha256_hex};
 use component_repository::store::mongodb::{MongoConfig, MongoStore};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -153,22 +153,9 @@ on_both_stores! {
     refusals => crate::refusals;
 }
 
-/// Bytes that differ at every position, so a misplaced chunk cannot go unnoticed.
+/// Pseudo-random bytes, so a misplaced chunk cannot go unnoticed.
 fn payload(len: usize) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(len);
-    let mut state = 0x2545_f491_4f6c_dd1d_u64;
-    while bytes.len() < len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        bytes.extend_from_slice(&state.to_le_bytes());
-    }
-    bytes.truncate(len);
-    bytes
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
+    common::bytes(len, len as u64)
 }
 
 async fn create_model(app: &TestApp, name: &str) {

@@ -21,7 +21,7 @@ use super::AppState;
 use super::auth::Need;
 use super::error::ApiError;
 use super::limits::body_io_error;
-use crate::domain::{ComponentKey, DomainError, Kind, Platform};
+use crate::domain::{ComponentKey, DomainError, Kind, Platform, split_platform};
 use crate::service::uploads::NewUpload;
 use crate::store::uploads::UploadSession;
 
@@ -297,17 +297,7 @@ fn new_upload(metadata: Vec<(String, String)>, length: u64) -> Result<NewUpload,
     };
     let platform = get("platform")
         .map(|text| {
-            let parts: Vec<&str> = text.split('/').collect();
-            let (os, arch, variant) = match parts.as_slice() {
-                [os, arch] => (*os, *arch, None),
-                [os, arch, variant] => (*os, *arch, Some(*variant)),
-                _ => {
-                    return Err(DomainError::new(
-                        "Upload-Metadata platform",
-                        "must be `os/arch` or `os/arch/variant`, such as `linux/arm64/v8`",
-                    ));
-                }
-            };
+            let (os, arch, variant) = split_platform(text, "Upload-Metadata platform")?;
             Platform::new(
                 os,
                 arch,

@@ -196,20 +196,26 @@ impl Platform {
     }
 }
 
+/// Splits `os/arch[/variant]`, as in `docker --platform`; `field` names the input in the error.
+pub fn split_platform<'a>(
+    text: &'a str,
+    field: &str,
+) -> Result<(&'a str, &'a str, Option<&'a str>), DomainError> {
+    let parts: Vec<&str> = text.split('/').collect();
+    match parts.as_slice() {
+        [os, arch] => Ok((*os, *arch, None)),
+        [os, arch, variant] => Ok((*os, *arch, Some(*variant))),
+        _ => Err(DomainError::new(
+            field,
+            "must be `os/arch` or `os/arch/variant`, such as `linux/arm64` or `linux/arm/v7`",
+        )),
+    }
+}
+
 impl DevicePlatform {
     /// `os/arch[/variant]`, as in `docker --platform`.
     pub fn parse(text: &str) -> Result<Self, DomainError> {
-        let parts: Vec<&str> = text.split('/').collect();
-        let (os, arch, variant) = match parts.as_slice() {
-            [os, arch] => (*os, *arch, None),
-            [os, arch, variant] => (*os, *arch, Some(*variant)),
-            _ => {
-                return Err(DomainError::new(
-                    "platform",
-                    "must be `os/arch` or `os/arch/variant`, such as `linux/arm64` or `linux/arm/v7`",
-                ));
-            }
-        };
+        let (os, arch, variant) = split_platform(text, "platform")?;
         Self::new(os, arch, variant, BTreeMap::new())
     }
 
