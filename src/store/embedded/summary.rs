@@ -2,9 +2,9 @@
 //! small numbers (interned text, and interned lists of library and model pairs), tested by a matcher that asks the
 //! domain's rules once per distinct text and remembers its verdict once per distinct list.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
+
+use foldhash::HashMap;
 
 use crate::domain::{ComponentFilter, Device, LibraryWanted, Needs, NeedsFilter};
 
@@ -234,27 +234,7 @@ struct DeviceVerdicts<'a> {
     models: Verdicts,
 }
 
-type Verdicts = HashMap<u64, bool, BuildHasherDefault<SymHasher>>;
-
-/// Keys of verdicts are one or two symbols: a multiplication spreads them well enough, far cheaper than SipHash.
-#[derive(Default)]
-pub struct SymHasher(u64);
-
-impl Hasher for SymHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for byte in bytes {
-            self.write_u64(u64::from(*byte));
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
+type Verdicts = HashMap<u64, bool>;
 
 fn pair(a: Sym, b: Sym) -> u64 {
     (u64::from(a) << 32) | u64::from(b)
