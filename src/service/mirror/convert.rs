@@ -1,6 +1,6 @@
 //! The upstream's GraphQL answers, turned back into components exactly as the upstream holds them.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use serde_json::Value;
 
@@ -217,7 +217,7 @@ pub fn component(node: &Value) -> Result<Component, Unreadable> {
                     .filter_map(|a| a.as_str().map(str::to_owned))
                     .collect()
             })
-            .unwrap_or_else(BTreeSet::new),
+            .unwrap_or_default(),
         locked: node.get("locked").and_then(Value::as_bool).unwrap_or(false),
         variants: variants(node)?,
     })
