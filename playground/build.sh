@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Rebuilds the third-party browser files the server embeds from the npm registry, exactly the versions locked in
-# package-lock.json: GraphiQL for the playground (playground/assets), Preact, htm and Swagger UI for the web
-# catalogue and /docs (ui/vendor). The Rust build never runs npm: it embeds the committed files.
+# package-lock.json: GraphiQL for the playground (playground/assets), Preact, htm, tus-js-client and Swagger UI for
+# the web catalogue and /docs (ui/vendor). The Rust build never runs npm: it embeds the committed files.
 #   playground/build.sh           refresh the assets (after changing versions in package.json: npm install first)
 #   playground/build.sh --check   fail when the committed assets differ from what the lock file gives
 set -euo pipefail
@@ -27,6 +27,8 @@ files=(
   "htm/LICENSE ../ui/vendor/LICENSE.htm"
   "swagger-ui-dist/LICENSE ../ui/vendor/LICENSE.swagger-ui"
   "swagger-ui-dist/NOTICE ../ui/vendor/NOTICE.swagger-ui"
+  "tus-js-client/dist/tus.min.js ../ui/vendor/tus.min.js"
+  "tus-js-client/LICENSE ../ui/vendor/LICENSE.tus-js-client"
 )
 
 check=false

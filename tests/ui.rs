@@ -51,7 +51,7 @@ async fn upload_as(app: &TestApp, token: &str, mutation: &str, bytes: Vec<u8>, f
 #[tokio::test]
 async fn the_pages_and_their_files_come_from_the_binary() {
     let app = common::embedded(Options::default()).await;
-    for (page, prefix, expected) in [("/ui", "/ui/", 5), ("/docs", "/ui/", 4)] {
+    for (page, prefix, expected) in [("/ui", "/ui/", 6), ("/docs", "/ui/", 4)] {
         let response = app.get(page).await;
         assert_eq!(response.status(), 200, "{page}");
         assert_eq!(

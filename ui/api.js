@@ -1,5 +1,5 @@
-// The catalogue's only way to the server: the public GraphQL API at /graphql, with the bearer token of this
-// browser session when one is set.
+// The catalogue's only way to the server: the public GraphQL API at /graphql and resumable uploads at /uploads
+// (tus), with the bearer token of this browser session when one is set.
 
 const TOKEN_KEY = "component-repository.token";
 
@@ -87,36 +87,57 @@ export async function gql(query, variables = {}, { withToken = true } = {}) {
   return unwrap(body, response.status);
 }
 
+/** An ApiError from a failed tus request: the server's JSON body when there is one, else its status. */
+function tusError(error) {
+  const response = error.originalResponse;
+  if (!response) return new ApiError("NETWORK", "The upload was interrupted; upload the same file again to resume.");
+  const status = response.getStatus();
+  let body = null;
+  try {
+    body = JSON.parse(response.getBody());
+  } catch {
+    // Not JSON: a proxy's page, say.
+  }
+  const code = body?.code || STATUS_CODES[status] || (status >= 500 ? "INTERNAL" : "INVALID_INPUT");
+  const detail = typeof body?.detail === "string" ? body.detail : `The server answered ${status}.`;
+  return new ApiError(code, detail, status);
+}
+
 /**
- * Runs an upload mutation as a GraphQL multipart request (operations, map, then the file part) whose `file`
- * variable is `file`. The browser streams the File from disk: the page never holds its bytes.
- * Returns `{ done, abort }`; `onProgress(sent, total)` follows the upload.
+ * Uploads `file` as the file of a component with tus (the global `tus` of the vendored tus-js-client), so that a
+ * broken connection, or a reload of the page followed by choosing the same file again, resumes where the server
+ * stands instead of starting over: the client keeps each unfinished upload's URL in localStorage, keyed by the
+ * file's name, type, size and modification time. `target` is `{ name, version }` for a model, else `{ kind, id }`.
+ * Returns `{ done, abort }`; `onProgress(sent, total)` follows the upload; `abort()` ends the session.
  */
-export function upload(mutation, variables, file, onProgress) {
-  const xhr = new XMLHttpRequest();
+export function resumableUpload(target, file, onProgress) {
+  let upload;
+  let cancel;
   const done = new Promise((resolve, reject) => {
-    const form = new FormData();
-    form.append("operations", JSON.stringify({ query: mutation, variables: { ...variables, file: null } }));
-    form.append("map", JSON.stringify({ 0: ["variables.file"] }));
-    form.append("0", file, file.name);
-    xhr.open("POST", "/graphql");
-    // The multipart spec's CSRF protection: a cross-site form cannot set this header.
-    xhr.setRequestHeader("apollo-require-preflight", "true");
-    for (const [name, value] of Object.entries(authorization())) xhr.setRequestHeader(name, value);
-    xhr.responseType = "json";
-    xhr.upload.onprogress = (event) => onProgress(event.loaded, event.lengthComputable ? event.total : file.size);
-    xhr.onload = () => {
-      try {
-        resolve(unwrap(xhr.response, xhr.status));
-      } catch (error) {
-        reject(error);
-      }
-    };
-    xhr.onerror = () => reject(new ApiError("NETWORK", "The upload was interrupted."));
-    xhr.onabort = () => reject(new ApiError("ABORTED", "The upload was cancelled."));
-    xhr.send(form);
+    cancel = () => reject(new ApiError("ABORTED", "The upload was cancelled."));
+    upload = new window.tus.Upload(file, {
+      endpoint: new URL("/uploads", window.location.href).href,
+      metadata: { ...target, filename: file.name, filetype: file.type || "application/octet-stream" },
+      headers: authorization(),
+      removeFingerprintOnSuccess: true,
+      retryDelays: [0, 1000, 3000, 5000],
+      onProgress,
+      onSuccess: () => resolve(),
+      onError: (error) => reject(tusError(error)),
+    });
+    upload
+      .findPreviousUploads()
+      .then((previous) => {
+        if (previous.length > 0) upload.resumeFromPreviousUpload(previous[0]);
+        upload.start();
+      })
+      .catch((error) => reject(tusError(error)));
   });
-  return { done, abort: () => xhr.abort() };
+  const abort = () => {
+    upload.abort(true).catch(() => {});
+    cancel();
+  };
+  return { done, abort };
 }
 
 /**

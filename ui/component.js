@@ -1,7 +1,7 @@
 // One component: all its metadata, and for a write token: edit, replace the file with a progress bar, delete.
 
 import { useEffect, useRef, useState } from "preact/hooks";
-import { gql, upload } from "./api.js";
+import { gql, resumableUpload } from "./api.js";
 import {
   Download, ErrorBox, FileView, KINDS, NeedsView, PairsEditor, bytes, html, number, pairs, platformName, time, title,
 } from "./format.js";
@@ -200,16 +200,14 @@ function ReplaceFile({ kind, component, onUploaded }) {
     const file = input.current.files[0];
     if (!file) return;
     const { declare, pass } = keyArguments(kind);
-    const mutation = `mutation Upload(${declare}, $file: Upload!) {
-      uploaded: upload${spec.singular}File(${pass}, file: $file) { ${spec.fields} }
-    }`;
+    const keys = keyVariables(kind, spec.key.map((f) => component[f]));
+    const target = kind === "model" ? keys : { kind, ...keys };
     setError(null);
     setProgress({ sent: 0, total: file.size });
-    const job = upload(mutation, keyVariables(kind, spec.key.map((f) => component[f])), file, (sent, total) =>
-      setProgress({ sent, total }),
-    );
+    const job = resumableUpload(target, file, (sent, total) => setProgress({ sent, total }));
     setRunning(job);
     job.done
+      .then(() => gql(`query Uploaded(${declare}) { uploaded: ${kind}(${pass}) { ${spec.fields} } }`, keys))
       .then(({ uploaded }) => {
         input.current.value = "";
         onUploaded(uploaded);

@@ -1,7 +1,7 @@
 // The catalogue as a person uses it, on a server without tokens that tests/ui.rs seeded: browse the tabs, page
-// and filter, follow a referenced model, upload a file with a progress bar and download it back, edit, check
-// what a device can run (form, pasted JSON, shared link), create and delete, a list that follows the change feed,
-// a model's aliases, lock and per-platform files; on a phone-sized screen too.
+// and filter, follow a referenced model, upload a file with a progress bar, reload half way and resume it (tus),
+// download it back, edit, check what a device can run (form, pasted JSON, shared link), create and delete, a list
+// that follows the change feed, a model's aliases, lock and per-platform files; on a phone-sized screen too.
 // Fails on a request to another host, a page error, or a serious accessibility violation (axe-core).
 //   node playground/test/catalogue.mjs <base URL> <screenshot dir> <file to upload> <its sha256>
 import { createHash } from "node:crypto";
@@ -95,17 +95,37 @@ try {
   await cdp.send("Network.emulateNetworkConditions", {
     offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: 3 * 1024 * 1024,
   });
+  // Uploads go to /uploads with tus: the offsets of the PATCH requests show where each one started.
+  const patches = [];
+  page.on("request", (request) => {
+    if (request.method() === "PATCH" && request.url().includes("/uploads/")) {
+      patches.push({ url: request.url(), offset: Number(request.headers()["upload-offset"]) });
+    }
+  });
+  const progressValues = async (until) => {
+    const values = new Set();
+    while ((await page.locator("#upload-progress").count()) > 0 && !until(values)) {
+      const value = await page.locator("#upload-progress").getAttribute("value").catch(() => null);
+      if (value !== null) values.add(Number(value));
+      await page.waitForTimeout(50);
+    }
+    return values;
+  };
   await page.getByLabel("Upload the file").setInputFiles(uploadPath);
   await page.getByRole("button", { name: "Upload", exact: true }).click();
   await visible(page.locator("#upload-progress"));
-  const seen = new Set();
-  while ((await page.locator("#upload-progress").count()) > 0) {
-    const value = await page.locator("#upload-progress").getAttribute("value").catch(() => null);
-    if (value === null) continue;
-    if (Number(value) >= 30 && ![...seen].some((v) => v >= 30)) await shot("ui-upload-progress.png");
-    seen.add(Number(value));
-    await page.waitForTimeout(50);
-  }
+  const before = await progressValues((values) => [...values].some((v) => v >= 30));
+  await shot("ui-upload-progress.png");
+  check(failures, [...before].some((v) => v >= 30 && v < 100), `the first upload showed only ${[...before]}`);
+  // A reload half way, then the same file chosen again: the upload resumes where the server stands.
+  await page.reload();
+  await visible(page.getByRole("heading", { name: "Model fall-detection · pilot-2-1" }));
+  await page.getByLabel("Upload the file").setInputFiles(uploadPath);
+  await page.getByRole("button", { name: "Upload", exact: true }).click();
+  const seen = new Set([...before, ...(await progressValues(() => false))]);
+  const resumed = patches.filter((p) => p.url === patches[0]?.url);
+  check(failures, resumed.length >= 2 && resumed.at(-1).offset > 0,
+    `the upload did not resume after the reload: ${JSON.stringify(patches)}`);
   await cdp.send("Network.emulateNetworkConditions", {
     offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: -1,
   });

@@ -57,6 +57,7 @@ const VENDORED: &[(&str, &str, &[u8])] = &[
         file!("vendor/swagger-ui-bundle.js"),
     ),
     ("swagger-ui.css", CSS, file!("vendor/swagger-ui.css")),
+    ("tus.min.js", JAVASCRIPT, file!("vendor/tus.min.js")),
 ];
 
 pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
