@@ -3,7 +3,7 @@
 - `no_server_fault`: the bar of the fuzz run. No 5xx, and no GraphQL error other than a client error with its code:
   this API reports client mistakes as GraphQL errors with `extensions.code` (INVALID_INPUT, NOT_FOUND, ...), which
   Schemathesis' own GraphQL check counts as server failures, so that check is replaced by this one.
-- strategies for the GraphQL scalars Schemathesis does not know.
+- strategies for the GraphQL scalars Schemathesis does not know, and the media type of tus PATCH bodies.
 """
 
 import schemathesis
@@ -46,3 +46,5 @@ schemathesis.graphql.scalar(
 schemathesis.graphql.scalar("JSON", st.integers().map(nodes.Int) | st.text(max_size=20).map(nodes.String))
 # A file can only come in a multipart request: in JSON, whatever stands for it must be refused as a client error.
 schemathesis.graphql.scalar("Upload", st.text(max_size=10).map(nodes.String) | st.just(nodes.Null))
+# tus PATCH bodies are raw bytes (`application/offset+octet-stream`): sent as Schemathesis sends octet-streams.
+schemathesis.serializer.alias("application/offset+octet-stream", "application/octet-stream")
