@@ -55,6 +55,23 @@ impl Rng {
     }
 }
 
+/// One request of the mix; an upload carries its payload and that payload's sha256.
+enum Work {
+    Upload(Vec<u8>, String),
+    Download,
+    List,
+}
+
+impl Work {
+    fn action(&self) -> Action {
+        match self {
+            Work::Upload(..) => Action::Upload,
+            Work::Download => Action::Download,
+            Work::List => Action::List,
+        }
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 enum Action {
     Upload,
@@ -126,25 +143,28 @@ async fn client_loop(
     let own = format!("load.client-{n:03}");
     let mut own_sha: Option<String> = None;
     while Instant::now() < deadline {
-        let roll = rng.below(100);
-        let action = match roll {
-            0..20 => Action::Upload,
-            20..70 => Action::Download,
-            _ => Action::List,
-        };
-        let started = Instant::now();
-        let outcome: anyhow::Result<()> = match action {
-            Action::Upload => {
+        // An upload's payload is made before the clock starts: the figures are the server's, not the client's hashing.
+        let work = match rng.below(100) {
+            0..20 => {
                 let len = 1024 + rng.below(256 * 1024) as usize;
                 let data = rng.bytes(len);
                 let sha = sha256_hex(&data);
+                Work::Upload(data, sha)
+            }
+            20..70 => Work::Download,
+            _ => Work::List,
+        };
+        let action = work.action();
+        let started = Instant::now();
+        let outcome: anyhow::Result<()> = match work {
+            Work::Upload(data, sha) => {
                 let result = upload(&client, &base, &own, data).await;
                 if result.is_ok() {
                     own_sha = Some(sha);
                 }
                 result
             }
-            Action::Download => {
+            Work::Download => {
                 // Mostly the shared files; sometimes the client's own, which it alone replaces.
                 let (id, expected) = match (&own_sha, rng.below(4)) {
                     (Some(sha), 0) => (own.clone(), sha.clone()),
@@ -162,7 +182,7 @@ async fn client_loop(
                     Err(e) => Err(e),
                 }
             }
-            Action::List => list(&client, &base, &mut rng).await,
+            Work::List => list(&client, &base, &mut rng).await,
         };
         tally
             .latencies

@@ -2,6 +2,7 @@
 
 pub mod embedded;
 mod feed;
+pub(crate) mod file_io;
 pub mod mongodb;
 mod staging;
 pub mod uploads;

@@ -2,10 +2,12 @@
 
 use std::path::Path;
 
+use std::io::Write;
+
+use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
-use tempfile::TempPath;
-use tokio::io::{AsyncWriteExt, BufWriter};
+use tempfile::{NamedTempFile, TempPath};
 
 use super::{StoreError, UploadStream};
 
@@ -92,19 +94,17 @@ impl std::fmt::Debug for RemoteBlob {
 }
 
 /// Writes `body` to a new temporary file in `dir`, refusing more than `limit` bytes. On any error the temporary
-/// file is removed before returning.
+/// file is removed before returning. The body is gathered in a buffer of `WRITE_BUFFER` bytes and each full buffer
+/// is written in one step; the last step also fsyncs, so a small upload blocks once (create, write, sync).
 pub async fn stage_to_file(
     dir: &Path,
     mut body: UploadStream<'_>,
     limit: u64,
 ) -> Result<StagedBlob, StoreError> {
-    let temp = tempfile::Builder::new()
-        .prefix("upload-")
-        .tempfile_in(dir)?;
-    let (file, path) = temp.into_parts();
-    let mut writer = BufWriter::with_capacity(WRITE_BUFFER, tokio::fs::File::from_std(file));
     let mut hasher = Sha256::new();
     let mut size: u64 = 0;
+    let mut buffer = BytesMut::with_capacity(WRITE_BUFFER);
+    let mut file = None;
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(StoreError::BodyInterrupted)?;
         size += chunk.len() as u64;
@@ -112,13 +112,41 @@ pub async fn stage_to_file(
             return Err(StoreError::TooLarge { limit });
         }
         hasher.update(&chunk);
-        writer.write_all(&chunk).await?;
+        buffer.extend_from_slice(&chunk);
+        if buffer.len() >= WRITE_BUFFER {
+            let full = std::mem::replace(&mut buffer, BytesMut::with_capacity(WRITE_BUFFER));
+            file = Some(write_out(dir, file, full.freeze(), false).await?);
+        }
     }
-    writer.flush().await?;
-    writer.into_inner().sync_all().await?;
+    let file = write_out(dir, file, buffer.freeze(), true).await?;
     Ok(StagedBlob {
         sha256: hex::encode(hasher.finalize()),
         size,
-        location: StagedLocation::File(path),
+        location: StagedLocation::File(file.into_temp_path()),
     })
+}
+
+/// Appends `bytes` to `file` (created in `dir` on the first call), then fsyncs it if `last`.
+async fn write_out(
+    dir: &Path,
+    file: Option<NamedTempFile>,
+    bytes: Bytes,
+    last: bool,
+) -> Result<NamedTempFile, StoreError> {
+    let dir = dir.to_path_buf();
+    super::file_io::run(move || -> std::io::Result<NamedTempFile> {
+        let mut file = match file {
+            Some(file) => file,
+            None => tempfile::Builder::new()
+                .prefix("upload-")
+                .tempfile_in(&dir)?,
+        };
+        file.write_all(&bytes)?;
+        if last {
+            file.as_file().sync_all()?;
+        }
+        Ok(file)
+    })
+    .await?
+    .map_err(StoreError::from)
 }

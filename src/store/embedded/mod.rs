@@ -26,6 +26,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::BytesMut;
 use futures_util::StreamExt;
+use futures_util::future::Either;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use tokio::sync::Semaphore;
 
@@ -55,8 +56,8 @@ const ALIAS_HISTORY: TableDefinition<&str, &[u8]> = TableDefinition::new("model_
 
 /// Metadata is small; a modest page cache keeps the server's memory flat.
 const CACHE_BYTES: usize = 16 * 1024 * 1024;
-/// Read size of downloads: each read is one hop to tokio's blocking pool, so chunks are large enough to keep that
-/// overhead small, and small enough that thousands of stalled downloads stay cheap.
+/// Read size of downloads: a read that misses the page cache is one hop to tokio's blocking pool, so chunks are
+/// large enough to keep that overhead small, and small enough that thousands of stalled downloads stay cheap.
 const READ_CHUNK: usize = 128 * 1024;
 /// Chunks of a download read ahead of the network, so that the disk works while the network sends.
 const READ_AHEAD: usize = 2;
@@ -423,8 +424,8 @@ impl EmbeddedStore {
     }
 
     /// Places staged blobs in `blobs/` (fsynced, renamed atomically) and queues `work`, which refers to them, with
-    /// their digests pinned until `work` has committed. Placing and queueing run on a blocking thread as one step,
-    /// so a caller that goes away in between cannot leave a placed blob that nothing will check.
+    /// their digests pinned until `work` has committed. Placing and queueing run as one blocking step, so a caller
+    /// that goes away in between cannot leave a placed blob that nothing will check.
     async fn attaching<T: Send + 'static>(
         &self,
         staged: Vec<(String, tempfile::TempPath)>,
@@ -432,7 +433,7 @@ impl EmbeddedStore {
     ) -> Result<T, StoreError> {
         let (pins, queue) = (Arc::clone(&self.pins), self.writer.queue()?);
         let blobs = self.blobs.clone();
-        let answer = tokio::task::spawn_blocking(move || {
+        let answer = super::file_io::run(move || {
             let mut held = Vec::with_capacity(staged.len());
             for (digest, temp) in staged {
                 held.push(pins.pin(&digest));
@@ -447,8 +448,7 @@ impl EmbeddedStore {
             }
             queue.submit(held, work)
         })
-        .await
-        .map_err(|e| StoreError::Backend(e.to_string()))??;
+        .await??;
         writer::wait(answer).await
     }
 }
@@ -531,10 +531,11 @@ fn write_component(txn: &WriteTransaction, component: &Component) -> Result<Vec<
     Ok(record)
 }
 
-/// Streams `range` of `file`: each chunk is one short job on tokio's blocking pool (a positional read) that holds
-/// one of `readers`' permits while it runs, and no thread waits on the client. Each read is a task of its own, so it
-/// runs to its end (and gives its permit back) even when the client has stopped taking bytes: a stalled download
-/// holds at most `READ_AHEAD` chunks in memory, plus the one the connection is sending, and nothing else.
+/// Streams `range` of `file`. A chunk already in the page cache is copied on the spot (the common case for a
+/// catalogue's popular files); any other is one short job on tokio's blocking pool (a positional read) that holds
+/// one of `readers`' permits while it runs, and no thread waits on the client. Each such read is a task of its own,
+/// so it runs to its end (and gives its permit back) even when the client has stopped taking bytes: a stalled
+/// download holds at most `READ_AHEAD` chunks in memory, plus the one the connection is sending, and nothing else.
 fn read_chunks(file: std::fs::File, range: Range<u64>, readers: Arc<Semaphore>) -> ByteStream {
     let file = Arc::new(file);
     let end = range.end;
@@ -542,6 +543,9 @@ fn read_chunks(file: std::fs::File, range: Range<u64>, readers: Arc<Semaphore>) 
         let file = Arc::clone(&file);
         let readers = Arc::clone(&readers);
         let len = (end - offset).min(READ_CHUNK as u64) as usize;
+        if let Some(chunk) = page_cache::read(&file, offset, len) {
+            return Either::Left(std::future::ready(Ok(chunk)));
+        }
         let read = tokio::spawn(async move {
             let permit = readers
                 .acquire_owned()
@@ -556,9 +560,36 @@ fn read_chunks(file: std::fs::File, range: Range<u64>, readers: Arc<Semaphore>) 
             .await
             .map_err(std::io::Error::other)?
         });
-        async move { read.await.map_err(std::io::Error::other)? }
+        Either::Right(async move { read.await.map_err(std::io::Error::other)? })
     });
     Box::pin(chunks.buffered(READ_AHEAD))
+}
+
+/// Reads that never wait for the disk: `preadv2(RWF_NOWAIT)` copies what the page cache holds and refuses the rest.
+#[cfg(target_os = "linux")]
+mod page_cache {
+    use bytes::{Bytes, BytesMut};
+    use rustix::io::{ReadWriteFlags, preadv2};
+    use std::io::IoSliceMut;
+
+    /// The whole of `len` bytes at `offset`, if all of them are cached; `None` sends the caller to the disk.
+    pub fn read(file: &std::fs::File, offset: u64, len: usize) -> Option<Bytes> {
+        let mut chunk = BytesMut::zeroed(len);
+        let read = preadv2(
+            file,
+            &mut [IoSliceMut::new(&mut chunk)],
+            offset,
+            ReadWriteFlags::NOWAIT,
+        );
+        (read == Ok(len)).then(|| chunk.freeze())
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+mod page_cache {
+    pub fn read(_: &std::fs::File, _: u64, _: usize) -> Option<bytes::Bytes> {
+        None
+    }
 }
 
 #[async_trait]
@@ -1096,5 +1127,68 @@ impl Store for EmbeddedStore {
             })))
         })
         .await
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod download_tests {
+    use std::io::Write;
+
+    use rustix::fs::{Advice, fadvise};
+
+    use super::*;
+
+    fn stored(bytes: &[u8]) -> std::fs::File {
+        let mut file = tempfile::tempfile().expect("a temporary file");
+        file.write_all(bytes).expect("written");
+        file.sync_all().expect("synced");
+        file
+    }
+
+    async fn read(file: &std::fs::File, range: Range<u64>) -> Vec<u8> {
+        let file = file.try_clone().expect("a second handle");
+        let mut chunks = read_chunks(file, range, Arc::new(Semaphore::new(2)));
+        let mut read = Vec::new();
+        while let Some(chunk) = chunks.next().await {
+            read.extend_from_slice(&chunk.expect("a chunk"));
+        }
+        read
+    }
+
+    #[tokio::test]
+    async fn downloads_read_the_same_bytes_from_the_page_cache_and_from_the_disk() {
+        let data: Vec<u8> = (0..READ_CHUNK * 3 + 1000)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let file = stored(&data);
+        let whole = 0..data.len() as u64;
+        let inside = 1000..(READ_CHUNK * 2 + 17) as u64;
+        assert_eq!(read(&file, whole.clone()).await, data);
+        assert_eq!(
+            read(&file, inside.clone()).await,
+            data[inside.start as usize..inside.end as usize]
+        );
+        // Clean pages dropped: the reads that miss the cache go to the blocking pool.
+        fadvise(&file, 0, None, Advice::DontNeed).expect("advice taken");
+        assert_eq!(
+            read(&file, inside.clone()).await,
+            data[1000..READ_CHUNK * 2 + 17]
+        );
+        fadvise(&file, 0, None, Advice::DontNeed).expect("advice taken");
+        assert_eq!(read(&file, whole).await, data);
+    }
+
+    #[test]
+    fn a_page_cache_read_is_all_the_bytes_asked_for_or_nothing() {
+        let file = stored(b"0123456789");
+        assert_eq!(
+            page_cache::read(&file, 2, 8).as_deref(),
+            Some(&b"23456789"[..])
+        );
+        assert_eq!(
+            page_cache::read(&file, 2, 9),
+            None,
+            "a short read is not a chunk"
+        );
     }
 }
