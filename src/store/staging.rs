@@ -1,8 +1,7 @@
 //! Streaming an upload to a temporary file while computing its size and sha256.
 
-use std::path::Path;
-
 use std::io::Write;
+use std::path::Path;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
