@@ -15,6 +15,8 @@
 
 #[path = "../tests/common/process.rs"]
 mod process;
+#[path = "support/random.rs"]
+mod random;
 #[path = "support/rss.rs"]
 mod rss;
 
@@ -27,6 +29,7 @@ use component_repository::domain::{
 };
 use component_repository::store::Store;
 use component_repository::store::embedded::EmbeddedStore;
+use random::Rng;
 use serde_json::{Value, json};
 
 const BATCH: usize = 10_000;
@@ -62,22 +65,6 @@ const REQUIREMENTS: [&str; 8] = [
     "==2.*",
     ">=4.8",
 ];
-
-/// xorshift: the same catalogue every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 fn needs(rng: &mut Rng) -> Needs {
     let mut libraries = BTreeMap::new();

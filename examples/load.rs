@@ -12,6 +12,8 @@
 mod client;
 #[path = "../tests/common/process.rs"]
 mod process;
+#[path = "support/random.rs"]
+mod random;
 #[path = "support/rss.rs"]
 mod rss;
 
@@ -22,6 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use client::{sha256_hex, upload};
 use futures_util::StreamExt;
+use random::Rng;
 use rss::{RssSampler, rss_bytes};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -29,31 +32,6 @@ use sha2::{Digest, Sha256};
 /// Files that every client downloads and verifies; they never change during the run.
 const SHARED_FILES: usize = 20;
 const MIB: f64 = 1024.0 * 1024.0;
-
-/// A small deterministic generator, so that a run can be repeated.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn bytes(&mut self, len: usize) -> Vec<u8> {
-        let mut data = Vec::with_capacity(len + 8);
-        while data.len() < len {
-            data.extend_from_slice(&self.next().to_le_bytes());
-        }
-        data.truncate(len);
-        data
-    }
-}
 
 /// One request of the mix; an upload carries its payload and that payload's sha256.
 enum Work {

@@ -14,6 +14,8 @@
 mod chaos;
 #[path = "../tests/common/process.rs"]
 mod process;
+#[path = "support/random.rs"]
+mod random;
 
 use std::time::{Duration, Instant};
 
@@ -25,20 +27,6 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     }
     let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
     sorted[rank.min(sorted.len() - 1)]
-}
-
-/// Pseudo-random bytes, distinct per seed (so that no two files share a digest).
-fn content(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        out.extend_from_slice(&state.to_le_bytes());
-    }
-    out.truncate(len);
-    out
 }
 
 struct Client {
@@ -138,8 +126,11 @@ async fn main() -> anyhow::Result<()> {
     };
     let each = (total / components.max(1) as u64) as usize;
     for i in 0..components {
-        up.service(&format!("svc-{i:05}"), Some(content(each, i as u64 + 1)))
-            .await?;
+        up.service(
+            &format!("svc-{i:05}"),
+            Some(random::bytes(each, i as u64 + 1)),
+        )
+        .await?;
     }
     let device = dir.path().join("device.json");
     std::fs::write(&device, json!({ "ram": 8 }).to_string())?;
@@ -176,7 +167,7 @@ async fn main() -> anyhow::Result<()> {
     let mut lags = Vec::with_capacity(samples);
     for i in 0..samples {
         let id = format!("lag-{i:05}");
-        up.service(&id, Some(content(10_000, 1_000_000 + i as u64)))
+        up.service(&id, Some(random::bytes(10_000, 1_000_000 + i as u64)))
             .await?;
         let committed = Instant::now();
         let url = format!("{}/service/{id}", site.base);
@@ -196,7 +187,7 @@ async fn main() -> anyhow::Result<()> {
     drop(site);
 
     // 2. A cut at 50 % of one big file, through the fault proxy.
-    up.service("big", Some(content(cut_file, 7))).await?;
+    up.service("big", Some(random::bytes(cut_file, 7))).await?;
     let target = upstream.base.trim_start_matches("http://").parse()?;
     let proxy = chaos::ChaosProxy::start(target).await;
     proxy.set(chaos::Fault::CutAfter(cut_file as u64 / 2));

@@ -17,6 +17,8 @@
 mod client;
 #[path = "../tests/common/process.rs"]
 mod process;
+#[path = "support/random.rs"]
+mod random;
 #[path = "support/rss.rs"]
 mod rss;
 
@@ -43,20 +45,6 @@ fn client_with_timeout(timeout: Duration) -> reqwest::Client {
         .timeout(timeout)
         .build()
         .expect("a client")
-}
-
-/// Deterministic bytes, so that a run can be repeated.
-fn bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut data = Vec::with_capacity(len + 8);
-    while data.len() < len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        data.extend_from_slice(&state.to_le_bytes());
-    }
-    data.truncate(len);
-    data
 }
 
 async fn graphql(client: &reqwest::Client, base: &str, query: &str) -> anyhow::Result<Value> {
@@ -180,8 +168,8 @@ async fn stalled_downloads(
     let base = server.base.clone();
     let addr: SocketAddr = base.trim_start_matches("http://").parse()?;
     let client = reqwest::Client::new();
-    create_with_file(&client, &base, "large", bytes(16 << 20, 1)).await?;
-    let small = bytes(10_000, 2);
+    create_with_file(&client, &base, "large", random::bytes(16 << 20, 1)).await?;
+    let small = random::bytes(10_000, 2);
     let small_sha = sha256_hex(&small);
     create_with_file(&client, &base, "small", small).await?;
     let idle_threads = threads_of(pid).unwrap_or(0);
@@ -319,7 +307,7 @@ async fn slow_readers(readers: usize, seconds: u64, flags: &[&str]) -> anyhow::R
         (0..FILES)
             .map(|f| {
                 (0..VERSIONS)
-                    .map(|v| bytes((1 << 20) + (v << 19), (f * VERSIONS + v) as u64 + 10))
+                    .map(|v| random::bytes((1 << 20) + (v << 19), (f * VERSIONS + v) as u64 + 10))
                     .collect()
             })
             .collect(),

@@ -12,6 +12,8 @@
 
 #[path = "../tests/common/process.rs"]
 mod process;
+#[path = "support/random.rs"]
+mod random;
 
 use std::io::Write;
 use std::path::Path;
@@ -20,20 +22,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use bytesize::ByteSize;
 use serde_json::json;
-
-/// Deterministic, incompressible and different for every (client, round): no upload is deduplicated.
-fn bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut data = Vec::with_capacity(len + 8);
-    while data.len() < len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        data.extend_from_slice(&state.to_le_bytes());
-    }
-    data.truncate(len);
-    data
-}
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
@@ -72,7 +60,7 @@ fn raw_baseline(dir: &Path, clients: usize, size: usize, rounds: usize) -> anyho
                 scope.spawn(move || -> anyhow::Result<Vec<Duration>> {
                     let mut latencies = Vec::with_capacity(rounds);
                     for round in 0..rounds {
-                        let data = bytes(size, (n * rounds + round) as u64 + 1);
+                        let data = random::bytes(size, (n * rounds + round) as u64 + 1);
                         let name = format!("{n}-{round}");
                         let begun = Instant::now();
                         let path = staging.join(&name);
@@ -125,7 +113,7 @@ async fn uploads(
                 let mut latencies = Vec::with_capacity(rounds);
                 for round in 0..rounds {
                     // Offset from the baseline's seeds: fresh bytes for the store too.
-                    let data = bytes(size, (1 << 40) + (n * rounds + round) as u64);
+                    let data = random::bytes(size, (1 << 40) + (n * rounds + round) as u64);
                     let form = reqwest::multipart::Form::new().part(
                         "file",
                         reqwest::multipart::Part::bytes(data).file_name("f.bin"),
