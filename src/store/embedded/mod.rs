@@ -540,12 +540,12 @@ fn read_chunks(file: std::fs::File, range: Range<u64>, readers: Arc<Semaphore>) 
     let file = Arc::new(file);
     let end = range.end;
     let chunks = futures_util::stream::iter(range.step_by(READ_CHUNK)).map(move |offset| {
-        let file = Arc::clone(&file);
-        let readers = Arc::clone(&readers);
         let len = (end - offset).min(READ_CHUNK as u64) as usize;
         if let Some(chunk) = page_cache::read(&file, offset, len) {
             return Either::Left(std::future::ready(Ok(chunk)));
         }
+        let file = Arc::clone(&file);
+        let readers = Arc::clone(&readers);
         let read = tokio::spawn(async move {
             let permit = readers
                 .acquire_owned()
