@@ -11,6 +11,8 @@
 
 #[path = "../tests/common/process.rs"]
 mod process;
+#[path = "support/stats.rs"]
+mod stats;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,12 +20,8 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
+fn percentile(sorted: &[f64], percent: f64) -> f64 {
+    stats::percentile(sorted, percent / 100.0).unwrap_or(f64::NAN)
 }
 
 #[tokio::main]

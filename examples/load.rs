@@ -16,7 +16,10 @@ mod process;
 mod random;
 #[path = "support/rss.rs"]
 mod rss;
+#[path = "support/stats.rs"]
+mod stats;
 
+use stats::ms_at;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -136,7 +139,7 @@ async fn client_loop(
         let started = Instant::now();
         let outcome: anyhow::Result<()> = match work {
             Work::Upload(data, sha) => {
-                let result = upload(&client, &base, &own, data).await;
+                let result = upload(&client, &base, &own, data, &sha).await;
                 if result.is_ok() {
                     own_sha = Some(sha);
                 }
@@ -172,14 +175,6 @@ async fn client_loop(
         }
     }
     tally
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[index].as_secs_f64() * 1000.0
 }
 
 #[tokio::main]
@@ -225,8 +220,9 @@ async fn main() -> anyhow::Result<()> {
         if i < SHARED_FILES {
             let len = 64 * 1024 + rng.below(1024 * 1024) as usize;
             let data = rng.bytes(len);
-            shared.push((id.clone(), sha256_hex(&data)));
-            upload(&client, &base, &id, data).await?;
+            let sha = sha256_hex(&data);
+            upload(&client, &base, &id, data, &sha).await?;
+            shared.push((id.clone(), sha));
         }
     }
     for n in 0..clients {
@@ -281,8 +277,8 @@ async fn main() -> anyhow::Result<()> {
     );
     println!(
         "latency              p50 {:.1} ms, p99 {:.1} ms",
-        percentile(&all, 0.5),
-        percentile(&all, 0.99)
+        ms_at(&all, 0.5),
+        ms_at(&all, 0.99)
     );
     for action in [Action::Upload, Action::Download, Action::List] {
         let mut latencies = total.latencies.remove(&action).unwrap_or_default();
@@ -291,8 +287,8 @@ async fn main() -> anyhow::Result<()> {
             "  {:<18} {:>7} requests, p50 {:.1} ms, p99 {:.1} ms",
             format!("{action:?}").to_lowercase(),
             latencies.len(),
-            percentile(&latencies, 0.5),
-            percentile(&latencies, 0.99)
+            ms_at(&latencies, 0.5),
+            ms_at(&latencies, 0.99)
         );
     }
     println!("errors               {}", total.errors.len());

@@ -21,6 +21,8 @@ mod process;
 mod random;
 #[path = "support/rss.rs"]
 mod rss;
+#[path = "support/stats.rs"]
+mod stats;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -74,7 +76,8 @@ async fn create_with_file(
         &format!("mutation {{ createService(input: {{id: \"{id}\"}}) {{ id }} }}"),
     )
     .await?;
-    upload(client, base, id, data).await
+    let expected = sha256_hex(&data);
+    upload(client, base, id, data, &expected).await
 }
 
 /// Raises this process's file-descriptor limit: the clients need one descriptor each.
@@ -106,12 +109,8 @@ fn threads_of(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[index]
+fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
+    stats::percentile(sorted, fraction).unwrap_or_default()
 }
 
 fn ms(d: Duration) -> f64 {
@@ -334,7 +333,9 @@ async fn slow_readers(readers: usize, seconds: u64, flags: &[&str]) -> anyhow::R
             while Instant::now() < deadline {
                 let f = replaced as usize % FILES;
                 let v = (replaced as usize / FILES + 1) % VERSIONS;
-                match upload(&client, &base, &format!("f{f}"), versions[f][v].clone()).await {
+                let data = versions[f][v].clone();
+                let expected = sha256_hex(&data);
+                match upload(&client, &base, &format!("f{f}"), data, &expected).await {
                     Ok(()) => replaced += 1,
                     Err(e) => errors.push(e.to_string()),
                 }

@@ -14,7 +14,10 @@
 mod process;
 #[path = "support/random.rs"]
 mod random;
+#[path = "support/stats.rs"]
+mod stats;
 
+use stats::ms_at;
 use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -22,14 +25,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use bytesize::ByteSize;
 use serde_json::json;
-
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[index].as_secs_f64() * 1000.0
-}
 
 struct Figures {
     p50: f64,
@@ -40,8 +35,8 @@ struct Figures {
 fn figures(mut latencies: Vec<Duration>, elapsed: Duration) -> Figures {
     latencies.sort();
     Figures {
-        p50: percentile(&latencies, 0.5),
-        p99: percentile(&latencies, 0.99),
+        p50: ms_at(&latencies, 0.5),
+        p99: ms_at(&latencies, 0.99),
         per_second: latencies.len() as f64 / elapsed.as_secs_f64(),
     }
 }

@@ -8,17 +8,19 @@ pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
 }
 
+/// Uploads `data` as the file of service `id` and checks that the server stored `expected` (its sha256, which the
+/// caller computes before any clock starts).
 pub async fn upload(
     client: &reqwest::Client,
     base: &str,
     id: &str,
     data: Vec<u8>,
+    expected: &str,
 ) -> anyhow::Result<()> {
     let operations = json!({
         "query": format!("mutation($file: Upload!) {{ uploadServiceFile(id: \"{id}\", file: $file) {{ file {{ sha256 }} }} }}"),
         "variables": { "file": null }
     });
-    let expected = sha256_hex(&data);
     let form = reqwest::multipart::Form::new()
         .text("operations", operations.to_string())
         .text("map", json!({ "0": ["variables.file"] }).to_string())
@@ -35,7 +37,7 @@ pub async fn upload(
         .error_for_status()?
         .json()
         .await?;
-    if response["data"]["uploadServiceFile"]["file"]["sha256"] != expected.as_str() {
+    if response["data"]["uploadServiceFile"]["file"]["sha256"] != expected {
         bail!("upload of {id}: {response}");
     }
     Ok(())

@@ -541,9 +541,10 @@ fn read_chunks(file: std::fs::File, range: Range<u64>, readers: Arc<Semaphore>) 
     let end = range.end;
     let chunks = futures_util::stream::iter(range.step_by(READ_CHUNK)).map(move |offset| {
         let len = (end - offset).min(READ_CHUNK as u64) as usize;
-        if let Some(chunk) = page_cache::read(&file, offset, len) {
-            return Either::Left(std::future::ready(Ok(chunk)));
-        }
+        let mut chunk = match page_cache::read(&file, offset, BytesMut::zeroed(len)) {
+            Ok(cached) => return Either::Left(std::future::ready(Ok(cached))),
+            Err(buffer) => buffer,
+        };
         let file = Arc::clone(&file);
         let readers = Arc::clone(&readers);
         let read = tokio::spawn(async move {
@@ -553,7 +554,6 @@ fn read_chunks(file: std::fs::File, range: Range<u64>, readers: Arc<Semaphore>) 
                 .map_err(std::io::Error::other)?;
             tokio::task::spawn_blocking(move || {
                 let _permit = permit;
-                let mut chunk = BytesMut::zeroed(len);
                 file.read_exact_at(&mut chunk, offset)?;
                 Ok(chunk.freeze())
             })
@@ -572,23 +572,31 @@ mod page_cache {
     use rustix::io::{ReadWriteFlags, preadv2};
     use std::io::IoSliceMut;
 
-    /// The whole of `len` bytes at `offset`, if all of them are cached; `None` sends the caller to the disk.
-    pub fn read(file: &std::fs::File, offset: u64, len: usize) -> Option<Bytes> {
-        let mut chunk = BytesMut::zeroed(len);
+    /// `chunk.len()` bytes at `offset` if all of them are cached; otherwise the buffer back, for the caller to
+    /// read from the disk (a caller reads or overwrites every byte of it).
+    pub fn read(file: &std::fs::File, offset: u64, mut chunk: BytesMut) -> Result<Bytes, BytesMut> {
         let read = preadv2(
             file,
             &mut [IoSliceMut::new(&mut chunk)],
             offset,
             ReadWriteFlags::NOWAIT,
         );
-        (read == Ok(len)).then(|| chunk.freeze())
+        if read == Ok(chunk.len()) {
+            Ok(chunk.freeze())
+        } else {
+            Err(chunk)
+        }
     }
 }
 
 #[cfg(not(target_os = "linux"))]
 mod page_cache {
-    pub fn read(_: &std::fs::File, _: u64, _: usize) -> Option<bytes::Bytes> {
-        None
+    pub fn read(
+        _: &std::fs::File,
+        _: u64,
+        chunk: bytes::BytesMut,
+    ) -> Result<bytes::Bytes, bytes::BytesMut> {
+        Err(chunk)
     }
 }
 
@@ -1177,13 +1185,14 @@ mod download_tests {
     fn a_page_cache_read_is_all_the_bytes_asked_for_or_nothing() {
         let file = stored(b"0123456789");
         assert_eq!(
-            page_cache::read(&file, 2, 8).as_deref(),
-            Some(&b"23456789"[..])
+            page_cache::read(&file, 2, BytesMut::zeroed(8)).as_deref(),
+            Ok(&b"23456789"[..])
         );
+        let missed = page_cache::read(&file, 2, BytesMut::zeroed(9));
         assert_eq!(
-            page_cache::read(&file, 2, 9),
-            None,
-            "a short read is not a chunk"
+            missed.map_err(|buffer| buffer.len()),
+            Err(9),
+            "a short read is not a chunk; the whole buffer comes back for the read from the disk"
         );
     }
 }

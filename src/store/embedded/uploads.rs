@@ -4,20 +4,20 @@
 //! never shorter: the next append truncates it back.
 
 use std::collections::HashSet;
-use std::io::SeekFrom;
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncSeekExt, AsyncWriteExt, BufWriter};
 
 use super::{EmbeddedStore, OrBackend};
 use crate::store::uploads::{AppendCheck, AppendError, Appended, UploadSession, UploadStore};
-use crate::store::{StagedBlob, StagedLocation, StoreError, UploadStream};
+use crate::store::{StagedBlob, StagedLocation, StoreError, UploadStream, file_io};
 
 const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("upload_sessions");
 /// Directory of the sessions' bytes, inside the data directory.
@@ -125,6 +125,25 @@ fn remove(db: &Database, ids: &[String]) -> Result<u64, StoreError> {
     Ok(removed)
 }
 
+/// Writes `bytes` at `at` in one blocking step, and makes everything written so far durable if `last`: an append
+/// blocks once per `WRITE_BUFFER` bytes, and a small one once in all.
+async fn write_at(
+    file: std::fs::File,
+    bytes: Bytes,
+    at: u64,
+    last: bool,
+) -> Result<std::fs::File, AppendError> {
+    let written = file_io::run(move || -> std::io::Result<std::fs::File> {
+        file.write_all_at(&bytes, at)?;
+        if last {
+            file.sync_data()?;
+        }
+        Ok(file)
+    })
+    .await?;
+    written.map_err(|e| AppendError::Store(StoreError::Io(e)))
+}
+
 fn remove_file(path: PathBuf) -> Result<(), StoreError> {
     match std::fs::remove_file(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
@@ -215,30 +234,35 @@ impl UploadStore for EmbeddedStore {
                 offset: session.offset,
             });
         }
-        let file = match tokio::fs::OpenOptions::new()
-            .write(true)
-            .open(self.partial(id))
-            .await
-        {
+        let path = self.partial(id);
+        // Bytes past the offset are an append that crashed before its offset was recorded.
+        let opened = file_io::run(move || -> std::io::Result<std::fs::File> {
+            let file = std::fs::OpenOptions::new().write(true).open(path)?;
+            file.set_len(offset)?;
+            Ok(file)
+        })
+        .await?;
+        let mut file = match opened {
             Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(AppendError::Gone),
             Err(e) => return Err(StoreError::Io(e).into()),
         };
-        let io = |e: std::io::Error| AppendError::Store(StoreError::Io(e));
-        // Bytes past the offset are an append that crashed before its offset was recorded.
-        file.set_len(offset).await.map_err(io)?;
-        let mut file = file;
-        file.seek(SeekFrom::Start(offset)).await.map_err(io)?;
-        let mut writer = BufWriter::with_capacity(WRITE_BUFFER, file);
         let mut check = AppendCheck::new(session.length - offset, checksum);
+        let mut buffer = BytesMut::with_capacity(WRITE_BUFFER);
         let mut written = 0u64;
         let mut broke = None;
         while let Some(piece) = body.next().await {
             match piece {
                 Ok(chunk) => {
                     check.take(&chunk)?;
-                    writer.write_all(&chunk).await.map_err(io)?;
-                    written += chunk.len() as u64;
+                    buffer.extend_from_slice(&chunk);
+                    if buffer.len() >= WRITE_BUFFER {
+                        let full =
+                            std::mem::replace(&mut buffer, BytesMut::with_capacity(WRITE_BUFFER));
+                        let len = full.len() as u64;
+                        file = write_at(file, full.freeze(), offset + written, false).await?;
+                        written += len;
+                    }
                 }
                 Err(e) => {
                     broke = Some(e);
@@ -255,8 +279,9 @@ impl UploadStore for EmbeddedStore {
         if broke.is_none() && !check.verified() {
             return Err(AppendError::ChecksumMismatch);
         }
-        writer.flush().await.map_err(io)?;
-        writer.into_inner().sync_data().await.map_err(io)?;
+        let tail = buffer.len() as u64;
+        write_at(file, buffer.freeze(), offset + written, true).await?;
+        written += tail;
         let now = offset + written;
         if written > 0 {
             let id = id.to_owned();
