@@ -46,7 +46,7 @@ fn foreign() -> StoreError {
 /// Where a backend keeps a staged blob until it is attached.
 #[derive(Debug)]
 pub enum StagedLocation {
-    /// A fsynced temporary file, deleted when dropped unless it is persisted.
+    /// A temporary file, written but not yet synced (placing it syncs it), deleted when dropped unless it is persisted.
     File(TempPath),
     /// An object already written to a remote store, discarded when dropped unless it is kept.
     Remote(RemoteBlob),
@@ -94,7 +94,8 @@ impl std::fmt::Debug for RemoteBlob {
 
 /// Writes `body` to a new temporary file in `dir`, refusing more than `limit` bytes. On any error the temporary
 /// file is removed before returning. The body is gathered in a buffer of `WRITE_BUFFER` bytes and each full buffer
-/// is written in one step; the last step also fsyncs, so a small upload blocks once (create, write, sync).
+/// is written in one step, so a small upload blocks once (create and write). The file is not synced here: the backend
+/// syncs it where it places it, with the rename (see the embedded store's `BlobDir::place`).
 pub async fn stage_to_file(
     dir: &Path,
     mut body: UploadStream<'_>,
@@ -114,10 +115,10 @@ pub async fn stage_to_file(
         buffer.extend_from_slice(&chunk);
         if buffer.len() >= WRITE_BUFFER {
             let full = std::mem::replace(&mut buffer, BytesMut::with_capacity(WRITE_BUFFER));
-            file = Some(write_out(dir, file, full.freeze(), false).await?);
+            file = Some(write_out(dir, file, full.freeze()).await?);
         }
     }
-    let file = write_out(dir, file, buffer.freeze(), true).await?;
+    let file = write_out(dir, file, buffer.freeze()).await?;
     Ok(StagedBlob {
         sha256: hex::encode(hasher.finalize()),
         size,
@@ -125,12 +126,11 @@ pub async fn stage_to_file(
     })
 }
 
-/// Appends `bytes` to `file` (created in `dir` on the first call), then fsyncs it if `last`.
+/// Appends `bytes` to `file` (created in `dir` on the first call).
 async fn write_out(
     dir: &Path,
     file: Option<NamedTempFile>,
     bytes: Bytes,
-    last: bool,
 ) -> Result<NamedTempFile, StoreError> {
     let dir = dir.to_path_buf();
     super::file_io::run(move || -> std::io::Result<NamedTempFile> {
@@ -141,9 +141,6 @@ async fn write_out(
                 .tempfile_in(&dir)?,
         };
         file.write_all(&bytes)?;
-        if last {
-            file.as_file().sync_all()?;
-        }
         Ok(file)
     })
     .await?
