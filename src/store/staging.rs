@@ -46,7 +46,7 @@ fn foreign() -> StoreError {
 /// Where a backend keeps a staged blob until it is attached.
 #[derive(Debug)]
 pub enum StagedLocation {
-    /// A temporary file, written but not yet synced (placing it syncs it), deleted when dropped unless it is persisted.
+    /// A temporary file, written but not yet synced (placing it syncs it); deleted when dropped unless persisted.
     File(TempPath),
     /// An object already written to a remote store, discarded when dropped unless it is kept.
     Remote(RemoteBlob),

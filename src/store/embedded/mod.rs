@@ -1,10 +1,11 @@
 //! The default store: metadata in redb (a pure-Rust ACID database), files as content-addressed blobs beside it.
 //!
 //! Crash safety rests on one ordering: a blob is written to `tmp/`, renamed into `blobs/` and fsynced (the file and
-//! its directory) *before* the metadata transaction that refers to it commits, and an old blob is deleted only *after* the transaction that
-//! dropped its last reference commits. A crash can therefore leave an unreferenced blob (removed at the next
-//! start-up) but never metadata that points at a missing or partial one. Reference counts live in the same
-//! transactions as the metadata, so identical bytes are stored once and reclaimed when nothing uses them.
+//! its directory) *before* the metadata transaction that refers to it commits, and an old blob is deleted only
+//! *after* the transaction that dropped its last reference commits. A crash can therefore leave an unreferenced
+//! blob (removed at the next start-up) but never metadata that points at a missing or partial one. Reference counts
+//! live in the same transactions as the metadata, so identical bytes are stored once and reclaimed when nothing
+//! uses them.
 //! Every write goes through one writer thread that commits many writes at once ([`writer`]).
 
 mod aliases;
@@ -423,9 +424,9 @@ impl EmbeddedStore {
             .map_err(|e| StoreError::Backend(e.to_string()))?
     }
 
-    /// Places staged blobs in `blobs/` (renamed atomically, then fsynced) and queues `work`, which refers to them, with
-    /// their digests pinned until `work` has committed. Placing and queueing run as one blocking step, so a caller
-    /// that goes away in between cannot leave a placed blob that nothing will check.
+    /// Places staged blobs in `blobs/` (renamed atomically, then fsynced) and queues `work`, which refers to them,
+    /// with their digests pinned until `work` has committed. Placing and queueing run as one blocking step, so a
+    /// caller that goes away in between cannot leave a placed blob that nothing will check.
     async fn attaching<T: Send + 'static>(
         &self,
         staged: Vec<(String, tempfile::TempPath)>,
