@@ -19,7 +19,6 @@ mod rss;
 #[path = "support/stats.rs"]
 mod stats;
 
-use stats::ms_at;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,6 +30,7 @@ use random::Rng;
 use rss::{RssSampler, rss_bytes};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use stats::ms_at;
 
 /// Files that every client downloads and verifies; they never change during the run.
 const SHARED_FILES: usize = 20;

@@ -17,7 +17,6 @@ mod random;
 #[path = "support/stats.rs"]
 mod stats;
 
-use stats::ms_at;
 use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -25,6 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use bytesize::ByteSize;
 use serde_json::json;
+use stats::ms_at;
 
 struct Figures {
     p50: f64,
