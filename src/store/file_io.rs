@@ -1,5 +1,6 @@
 //! Blocking file work (writes, fsyncs, renames) for a request in flight.
 
+use bytes::{Bytes, BytesMut};
 use tokio::runtime::{Handle, RuntimeFlavor};
 
 use super::StoreError;
@@ -17,5 +18,31 @@ pub async fn run<T: Send + 'static>(
         _ => tokio::task::spawn_blocking(work)
             .await
             .map_err(|e| StoreError::Backend(e.to_string())),
+    }
+}
+
+/// Bytes gathered between the network and the disk: large enough for sequential writes, small enough to keep
+/// memory flat.
+const WRITE_BUFFER: usize = 256 * 1024;
+
+/// Gathers a body's chunks into writes of `WRITE_BUFFER` bytes, so that a request blocks once per full buffer
+/// (and a small body once in all) rather than once per chunk.
+pub struct Gather(BytesMut);
+
+impl Gather {
+    pub fn new() -> Self {
+        Self(BytesMut::with_capacity(WRITE_BUFFER))
+    }
+
+    /// Adds `chunk`; a full buffer comes back, to be written.
+    pub fn push(&mut self, chunk: &[u8]) -> Option<Bytes> {
+        self.0.extend_from_slice(chunk);
+        (self.0.len() >= WRITE_BUFFER)
+            .then(|| std::mem::replace(&mut self.0, BytesMut::with_capacity(WRITE_BUFFER)).freeze())
+    }
+
+    /// What is left once the body has ended.
+    pub fn rest(self) -> Bytes {
+        self.0.freeze()
     }
 }

@@ -3,15 +3,13 @@
 use std::io::Write;
 use std::path::Path;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use tempfile::{NamedTempFile, TempPath};
 
+use super::file_io::Gather;
 use super::{StoreError, UploadStream};
-
-/// Buffer between the network and the disk: large enough for sequential writes, small enough to keep memory flat.
-const WRITE_BUFFER: usize = 256 * 1024;
 
 /// An upload that has been fully received and hashed but that nothing refers to yet.
 #[derive(Debug)]
@@ -93,8 +91,8 @@ impl std::fmt::Debug for RemoteBlob {
 }
 
 /// Writes `body` to a new temporary file in `dir`, refusing more than `limit` bytes. On any error the temporary
-/// file is removed before returning. The body is gathered in a buffer of `WRITE_BUFFER` bytes and each full buffer
-/// is written in one step, so a small upload blocks once (create and write). The file is not synced here: the backend
+/// file is removed before returning. The body is gathered ([`Gather`]) and each full buffer is written in one step,
+/// so a small upload blocks once (create and write). The file is not synced here: the backend
 /// syncs it where it places it, with the rename (see the embedded store's `BlobDir::place`).
 pub async fn stage_to_file(
     dir: &Path,
@@ -103,7 +101,7 @@ pub async fn stage_to_file(
 ) -> Result<StagedBlob, StoreError> {
     let mut hasher = Sha256::new();
     let mut size: u64 = 0;
-    let mut buffer = BytesMut::with_capacity(WRITE_BUFFER);
+    let mut gather = Gather::new();
     let mut file = None;
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(StoreError::BodyInterrupted)?;
@@ -112,13 +110,11 @@ pub async fn stage_to_file(
             return Err(StoreError::TooLarge { limit });
         }
         hasher.update(&chunk);
-        buffer.extend_from_slice(&chunk);
-        if buffer.len() >= WRITE_BUFFER {
-            let full = std::mem::replace(&mut buffer, BytesMut::with_capacity(WRITE_BUFFER));
-            file = Some(write_out(dir, file, full.freeze()).await?);
+        if let Some(full) = gather.push(&chunk) {
+            file = Some(write_out(dir, file, full).await?);
         }
     }
-    let file = write_out(dir, file, buffer.freeze()).await?;
+    let file = write_out(dir, file, gather.rest()).await?;
     Ok(StagedBlob {
         sha256: hex::encode(hasher.finalize()),
         size,

@@ -9,20 +9,20 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use sha2::{Digest, Sha256};
 
 use super::{EmbeddedStore, OrBackend};
+use crate::store::file_io::{self, Gather};
 use crate::store::uploads::{AppendCheck, AppendError, Appended, UploadSession, UploadStore};
-use crate::store::{StagedBlob, StagedLocation, StoreError, UploadStream, file_io};
+use crate::store::{StagedBlob, StagedLocation, StoreError, UploadStream};
 
 const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("upload_sessions");
 /// Directory of the sessions' bytes, inside the data directory.
 const DIR: &str = "uploads";
-const WRITE_BUFFER: usize = 256 * 1024;
 
 /// The sessions a request of this process is appending to: one writer per session at a time.
 #[derive(Default)]
@@ -125,8 +125,8 @@ fn remove(db: &Database, ids: &[String]) -> Result<u64, StoreError> {
     Ok(removed)
 }
 
-/// Writes `bytes` at `at` in one blocking step, and makes everything written so far durable if `last`: an append
-/// blocks once per `WRITE_BUFFER` bytes, and a small one once in all.
+/// Writes `bytes` (a [`Gather`]ed buffer) at `at` in one blocking step, and makes everything written so far durable
+/// if `last`.
 async fn write_at(
     file: std::fs::File,
     bytes: Bytes,
@@ -248,19 +248,16 @@ impl UploadStore for EmbeddedStore {
             Err(e) => return Err(StoreError::Io(e).into()),
         };
         let mut check = AppendCheck::new(session.length - offset, checksum);
-        let mut buffer = BytesMut::with_capacity(WRITE_BUFFER);
+        let mut gather = Gather::new();
         let mut written = 0u64;
         let mut broke = None;
         while let Some(piece) = body.next().await {
             match piece {
                 Ok(chunk) => {
                     check.take(&chunk)?;
-                    buffer.extend_from_slice(&chunk);
-                    if buffer.len() >= WRITE_BUFFER {
-                        let full =
-                            std::mem::replace(&mut buffer, BytesMut::with_capacity(WRITE_BUFFER));
+                    if let Some(full) = gather.push(&chunk) {
                         let len = full.len() as u64;
-                        file = write_at(file, full.freeze(), offset + written, false).await?;
+                        file = write_at(file, full, offset + written, false).await?;
                         written += len;
                     }
                 }
@@ -279,9 +276,10 @@ impl UploadStore for EmbeddedStore {
         if broke.is_none() && !check.verified() {
             return Err(AppendError::ChecksumMismatch);
         }
-        let tail = buffer.len() as u64;
-        write_at(file, buffer.freeze(), offset + written, true).await?;
-        written += tail;
+        let tail = gather.rest();
+        let tail_len = tail.len() as u64;
+        write_at(file, tail, offset + written, true).await?;
+        written += tail_len;
         let now = offset + written;
         if written > 0 {
             let id = id.to_owned();
