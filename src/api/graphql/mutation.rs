@@ -2,7 +2,7 @@ use std::sync::Arc;
 
 use async_graphql::{Context, ID, Object, Upload};
 
-use super::http::Caller;
+use crate::api::auth::Access;
 use super::inputs::{
     CreateInferencerInput, CreateModelInput, CreateServiceInput, CreateTransformationInput,
     PlatformInput, UpdateInferencerInput, UpdateModelInput, UpdateServiceInput,
@@ -110,8 +110,8 @@ async fn lock<T: FromNode>(
 }
 
 fn caller<'a>(ctx: &Context<'a>) -> &'a str {
-    ctx.data_opt::<Caller>()
-        .map_or("anonymous", |c| c.0.as_str())
+    ctx.data_opt::<Access>()
+        .map_or("anonymous", |access| access.caller.as_str())
 }
 
 /// A metadata update that only applies to one kind of spec.
