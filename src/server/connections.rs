@@ -1,9 +1,9 @@
 //! The accept loop: at most `max_connections` served at once, the excess refused with a 503 (yet `/healthz`
 //! answered), request headers read within a deadline, stalled responses ended, graceful shutdown.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::future::Future;
-use std::collections::VecDeque;
 use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -95,7 +95,8 @@ pub async fn accept_loop(
                 let io = TokioIo::new(SendIdleTimeout::new(stream, limits.send_idle_timeout));
                 // The connection's slot (and its part in the shutdown wait) is held by its requests' lease, so that
                 // a protocol it upgrades to keeps counting against the limit until it ends too.
-                let lease = ConnectionLease::new(Arc::new((slot, done_rx.clone())), stopping.clone());
+                let lease =
+                    ConnectionLease::new(Arc::new((slot, done_rx.clone())), stopping.clone());
                 let service = TowerToHyperService::new(app.clone().map_request(
                     move |mut request: Request<Incoming>| {
                         request.extensions_mut().insert(lease.clone());

@@ -24,7 +24,9 @@ impl RequestBudget {
     pub fn spend(&self, amount: usize) -> Result<(), usize> {
         self.spent
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |spent| {
-                spent.checked_add(amount).filter(|total| *total <= self.limit)
+                spent
+                    .checked_add(amount)
+                    .filter(|total| *total <= self.limit)
             })
             .map(|_| ())
             .map_err(|spent| spent.saturating_add(amount))

@@ -2,7 +2,6 @@ use std::sync::Arc;
 
 use async_graphql::{Context, ID, Object, Upload};
 
-use crate::api::auth::Access;
 use super::inputs::{
     CreateInferencerInput, CreateModelInput, CreateServiceInput, CreateTransformationInput,
     PlatformInput, UpdateInferencerInput, UpdateModelInput, UpdateServiceInput,
@@ -11,6 +10,7 @@ use super::inputs::{
 use super::multipart::StagedUploads;
 use super::types::{FromNode, Inferencer, Model, Node, Service, Transformation};
 use crate::api::Links;
+use crate::api::auth::Access;
 use crate::api::error::GqlResultExt;
 use crate::domain::{ComponentKey, DomainError, Kind, Spec};
 use crate::service::{RepositoryService, ServiceError};

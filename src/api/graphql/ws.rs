@@ -265,7 +265,8 @@ impl Connection {
                 }
             }
             ClientMessage::Start { id, payload } => {
-                let Some(caller) = session.caller.as_deref().filter(|_| session.acknowledged) else {
+                let Some(caller) = session.caller.as_deref().filter(|_| session.acknowledged)
+                else {
                     return Step::Close(4401, "Unauthorized".into());
                 };
                 if session.running.contains_key(&id) {
@@ -315,9 +316,7 @@ impl Connection {
             headers.insert(header::AUTHORIZATION, value);
         }
         let access = self.tokens.access(&headers).map_err(reason)?;
-        access
-            .allow(crate::api::auth::Need::Read)
-            .map_err(reason)?;
+        access.allow(crate::api::auth::Need::Read).map_err(reason)?;
         Ok(access)
     }
 
@@ -399,7 +398,10 @@ mod tests {
             protocol_of(&headers),
             Some(WebSocketProtocols::SubscriptionsTransportWS)
         );
-        headers.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static("chat"));
+        headers.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static("chat"),
+        );
         assert_eq!(protocol_of(&headers), None);
     }
 }
