@@ -8,11 +8,15 @@ use std::time::Duration;
 
 use async_graphql::dataloader::DataLoader;
 use async_graphql::extensions::{
-    Extension, ExtensionContext, ExtensionFactory, NextExecute, NextParseQuery,
-    NextPrepareRequest, NextValidation,
+    Extension, ExtensionContext, ExtensionFactory, NextExecute, NextParseQuery, NextPrepareRequest,
+    NextRequest, NextSubscribe, NextValidation,
 };
 use async_graphql::parser::types::{ExecutableDocument, OperationType};
-use async_graphql::{Request, Response, ServerError, ServerResult, ValidationResult, Variables};
+use async_graphql::{
+    ErrorExtensionValues, Request, Response, ServerError, ServerResult, ValidationResult, Variables,
+};
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
 
 use super::budget::RequestBudget;
 use super::loader::ModelLoader;
@@ -59,8 +63,36 @@ pub fn need_of(document: &ExecutableDocument) -> Need {
     if writes { Need::Write } else { Need::Read }
 }
 
+/// Errors raised by async-graphql itself (syntax, validation, variable coercion) are the client's; they get a code
+/// too, so that every error a client sees, over any transport, has `extensions.code`.
+fn label_uncoded(mut response: Response) -> Response {
+    for error in &mut response.errors {
+        let extensions = error
+            .extensions
+            .get_or_insert_with(ErrorExtensionValues::default);
+        if extensions.get("code").is_none() {
+            extensions.set("code", "INVALID_INPUT");
+        }
+    }
+    response
+}
+
 #[async_trait::async_trait]
 impl Extension for Guard {
+    async fn request(&self, ctx: &ExtensionContext<'_>, next: NextRequest<'_>) -> Response {
+        label_uncoded(next.run(ctx).await)
+    }
+
+    /// Every answer over a streaming transport (each operation over WebSocket) comes through here.
+    fn subscribe<'s>(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        stream: BoxStream<'s, Response>,
+        next: NextSubscribe<'_>,
+    ) -> BoxStream<'s, Response> {
+        next.run(ctx, stream).map(label_uncoded).boxed()
+    }
+
     async fn prepare_request(
         &self,
         ctx: &ExtensionContext<'_>,
@@ -80,9 +112,7 @@ impl Extension for Guard {
             let loader = ModelLoader {
                 service: service.clone(),
             };
-            request
-                .data
-                .insert(DataLoader::new(loader, tokio::spawn));
+            request.data.insert(DataLoader::new(loader, tokio::spawn));
         }
         next.run(ctx, request).await
     }
@@ -97,7 +127,9 @@ impl Extension for Guard {
         let document = next.run(ctx, query, variables).await?;
         let access = ctx.data_opt::<Access>().ok_or_else(|| {
             // Our fault, not the client's: fail closed, and say so in the log.
-            tracing::error!("a transport ran a GraphQL operation without authenticating its sender");
+            tracing::error!(
+                "a transport ran a GraphQL operation without authenticating its sender"
+            );
             ApiError::Forbidden("this request was not authenticated".into()).into_server_error()
         })?;
         access
@@ -144,7 +176,9 @@ impl Extension for Guard {
         }
         match tokio::time::timeout(self.timeout, next.run(ctx, operation_name)).await {
             Ok(response) => response,
-            Err(_) => Response::from_errors(vec![ApiError::Timeout(self.timeout).into_server_error()]),
+            Err(_) => {
+                Response::from_errors(vec![ApiError::Timeout(self.timeout).into_server_error()])
+            }
         }
     }
 }

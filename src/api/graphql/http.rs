@@ -184,8 +184,7 @@ async fn execute(state: &AppState, mut batch: BatchRequest) -> Response {
         _ => "batch".into(),
     };
     let started = std::time::Instant::now();
-    let mut response = state.schema.execute_batch(batch).await;
-    label_uncoded_errors(&mut response);
+    let response = state.schema.execute_batch(batch).await;
     record(
         state,
         &operation,
@@ -264,23 +263,4 @@ fn record(state: &AppState, operation: &str, response: &BatchResponse, seconds: 
         }
     }
     state.metrics.operation(operation, &outcome, seconds);
-}
-
-/// Errors raised by async-graphql itself (syntax, validation, variable coercion) are the client's; give them a code
-/// too, so that every error a client sees has `extensions.code`.
-fn label_uncoded_errors(response: &mut BatchResponse) {
-    let responses: Vec<&mut async_graphql::Response> = match response {
-        BatchResponse::Single(r) => vec![r],
-        BatchResponse::Batch(rs) => rs.iter_mut().collect(),
-    };
-    for r in responses {
-        for error in &mut r.errors {
-            let extensions = error
-                .extensions
-                .get_or_insert_with(ErrorExtensionValues::default);
-            if extensions.get("code").is_none() {
-                extensions.set("code", Value::from("INVALID_INPUT"));
-            }
-        }
-    }
 }

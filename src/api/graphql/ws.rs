@@ -206,7 +206,8 @@ impl Connection {
                         Some(Ok(Message::Text(text))) => text.as_bytes().to_vec(),
                         Some(Ok(Message::Binary(bytes))) => bytes.to_vec(),
                         Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                        Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break None,
+                        Some(Err(e)) => break Some(read_failure(&e)),
+                        Some(Ok(Message::Close(_))) | None => break None,
                     };
                     match self.step(&mut session, &bytes) {
                         Step::Forward(message) => permit.send(Ok(message)),
@@ -347,6 +348,14 @@ impl Session {
             }
         }
     }
+}
+
+/// How a connection whose message could not be read is closed: 1009 for one over the size bound (axum names no
+/// type for it; tungstenite's message says "too long"), 1002 otherwise.
+fn read_failure(e: &axum::Error) -> (u16, String) {
+    let message = e.to_string();
+    let code = if message.contains("too long") { 1009 } else { 1002 };
+    (code, message)
 }
 
 fn reason(e: ApiError) -> String {
