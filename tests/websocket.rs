@@ -369,3 +369,31 @@ async fn a_stopping_server_says_goodbye_to_websockets() {
     }
     stopped.await.unwrap();
 }
+
+#[tokio::test]
+async fn pages_of_other_sites_cannot_open_a_websocket() {
+    // A server without tokens: a page elsewhere that could connect would run its mutations.
+    let app = app_with(&["--cors-allowed-origins", "https://dashboard.example"]).await;
+    let own = format!("http://{}", app.addr);
+    for (origin, allowed) in [
+        (Some("https://evil.example"), false),
+        (Some("null"), false),
+        (Some(own.as_str()), true),
+        (Some("https://dashboard.example"), true),
+        (None, true),
+    ] {
+        let connected = GraphqlSocket::connect_from(&app, "graphql-transport-ws", origin).await;
+        match allowed {
+            true => assert!(connected.is_ok(), "{origin:?}"),
+            false => assert_eq!(connected.err(), Some(403), "{origin:?}"),
+        }
+    }
+    let relaxed = app_with(&["--csrf-prevention", "false"]).await;
+    let connected = GraphqlSocket::connect_from(
+        &relaxed,
+        "graphql-transport-ws",
+        Some("https://evil.example"),
+    )
+    .await;
+    assert!(connected.is_ok(), "CSRF prevention switched off");
+}

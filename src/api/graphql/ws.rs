@@ -24,6 +24,7 @@ use crate::api::AppState;
 use crate::api::auth::{Access, Tokens};
 use crate::api::error::ApiError;
 use crate::api::lease::ConnectionLease;
+use crate::api::limits::check_websocket_origin;
 
 /// The code of the error a client gets for an operation over a cap.
 const LIMIT_CODE: &str = "LIMIT_EXCEEDED";
@@ -51,6 +52,9 @@ pub async fn graphql_ws(State(state): State<AppState>, request: Request) -> Resp
     if !wants_websocket(&parts.headers) {
         let query = RawQuery(parts.uri.query().map(str::to_string));
         return super::http::graphql_get(State(state), parts.headers, query).await;
+    }
+    if let Err(e) = check_websocket_origin(&state.limits, &parts.headers) {
+        return e.into_response();
     }
     let Some(protocol) = protocol_of(&parts.headers) else {
         return ApiError::BadRequest(
@@ -354,7 +358,11 @@ impl Session {
 /// type for it; tungstenite's message says "too long"), 1002 otherwise.
 fn read_failure(e: &axum::Error) -> (u16, String) {
     let message = e.to_string();
-    let code = if message.contains("too long") { 1009 } else { 1002 };
+    let code = if message.contains("too long") {
+        1009
+    } else {
+        1002
+    };
     (code, message)
 }
 
