@@ -427,3 +427,175 @@ async fn resolvers_find_their_per_request_data_over_websocket() {
         );
     }
 }
+
+#[tokio::test]
+async fn operations_sent_right_behind_connection_init_run() {
+    // Clients that pipeline (Apollo's subscriptions-transport-ws does) send the first operation with the init.
+    let app = app_with(&[]).await;
+    for protocol in PROTOCOLS {
+        for round in 0..20 {
+            let mut socket = GraphqlSocket::connect(&app, protocol).await.unwrap();
+            socket
+                .send(json!({ "type": "connection_init", "payload": {} }))
+                .await;
+            let outcome = socket.run("1", "{ lastSequence }", json!({})).await;
+            assert!(
+                matches!(outcome, Outcome::Result(_)),
+                "{protocol} round {round}: {outcome:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn completing_and_reusing_an_id_cannot_outrun_the_caps() {
+    let app = app_with(&["--max-subscriptions-per-connection", "2"]).await;
+    let feed = "subscription { componentEvents { id } }";
+    let mut socket = GraphqlSocket::open(&app, "graphql-transport-ws", None)
+        .await
+        .unwrap();
+    // subscribe, complete, subscribe again at once: the id's second life must count like the first.
+    for i in 0..20 {
+        let id = i.to_string();
+        socket.start(&id, feed, json!({})).await;
+        socket.stop(&id).await;
+        socket.start(&id, feed, json!({})).await;
+    }
+    // The engine answers in order: its pong says it has read everything before the ping.
+    let sync = async |socket: &mut GraphqlSocket| -> Vec<serde_json::Value> {
+        socket.send(json!({ "type": "ping" })).await;
+        let mut before = Vec::new();
+        loop {
+            let Some(message) = socket.receive().await else {
+                panic!("closed")
+            };
+            if message["type"] == "pong" {
+                return before;
+            }
+            before.push(message);
+        }
+    };
+    sync(&mut socket).await;
+    // Completing every id now answers `complete` for each operation still running: count them.
+    for i in 0..20 {
+        socket.stop(&i.to_string()).await;
+    }
+    let completed: Vec<_> = sync(&mut socket)
+        .await
+        .into_iter()
+        .filter(|message| message["type"] == "complete")
+        .collect();
+    assert!(!completed.is_empty(), "some of the burst ran");
+    assert!(
+        completed.len() <= 2,
+        "at most 2 operations ran on the connection: {completed:?}"
+    );
+    // And the places are all given back.
+    socket.start("again", feed, json!({})).await;
+    socket.start("and-again", feed, json!({})).await;
+    assert!(sync(&mut socket).await.iter().all(|m| m["type"] != "error"));
+}
+
+#[tokio::test]
+async fn clients_without_a_token_have_a_budget_per_address() {
+    let app = app_with(&[
+        "--public-reads",
+        "--read-tokens",
+        "r",
+        "--max-subscriptions-per-token",
+        "2",
+    ])
+    .await;
+    let feed = "subscription { componentEvents { id } }";
+    let mut first = GraphqlSocket::open(&app, "graphql-transport-ws", None)
+        .await
+        .unwrap();
+    first.start("a", feed, json!({})).await;
+    first.start("b", feed, json!({})).await;
+    let refused = first.run("c", feed, json!({})).await;
+    assert_eq!(
+        refused.code().as_deref(),
+        Some("LIMIT_EXCEEDED"),
+        "{refused:?}"
+    );
+    // Another client, from another address, is not held to the first one's use.
+    let mut other = GraphqlSocket::connect_as(&app, "graphql-transport-ws", "127.0.0.2").await;
+    other.init(json!({})).await.unwrap();
+    let outcome = other.run("a", "{ lastSequence }", json!({})).await;
+    assert!(matches!(outcome, Outcome::Result(_)), "{outcome:?}");
+}
+
+#[tokio::test]
+async fn websockets_that_run_nothing_give_their_slot_back() {
+    let app = app_with(&["--header-read-timeout-secs", "1"]).await;
+    let mut idle = GraphqlSocket::open(&app, "graphql-transport-ws", None)
+        .await
+        .unwrap();
+    let mut busy = GraphqlSocket::open(&app, "graphql-transport-ws", None)
+        .await
+        .unwrap();
+    busy.start("feed", "subscription { componentEvents { id } }", json!({}))
+        .await;
+    match idle.closed().await {
+        Outcome::Closed(code, reason) => assert_eq!(
+            (code, reason.as_str()),
+            (1000, "idle: no operation running")
+        ),
+        other => panic!("{other:?}"),
+    }
+    // The one with a subscription stays, and still gets events.
+    app.ok(
+        r#"mutation { createService(input: {id: "late"}) { id } }"#,
+        json!({}),
+    )
+    .await;
+    let Outcome::Result(payload) = busy.outcome_of("feed").await else {
+        panic!("the subscription ended")
+    };
+    assert_eq!(payload["data"]["componentEvents"]["id"], "late");
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: f64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    kib / 1024.0
+}
+
+#[tokio::test]
+async fn pings_from_a_client_that_reads_nothing_cost_bounded_memory() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::process::ServerProcess::start(&dir.path().join("data"), &[]);
+    let pid = server.child.id();
+    let mut request = format!("{}/graphql", server.base.replace("http://", "ws://"))
+        .into_client_request()
+        .unwrap();
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        "graphql-transport-ws".parse().unwrap(),
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let before = rss_mib(pid);
+    // 400,000 pings ask for 51 MB of pongs that the client never reads; no `connection_init` needed.
+    let payload = vec![7u8; 125];
+    for _ in 0..400_000 {
+        if socket
+            .send(Message::Ping(payload.clone().into()))
+            .await
+            .is_err()
+        {
+            break; // cut off: also bounded
+        }
+    }
+    let grown = rss_mib(pid) - before;
+    assert!(
+        grown < 24.0,
+        "the server grew by {grown:.1} MiB for pongs nobody reads"
+    );
+}

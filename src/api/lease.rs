@@ -3,6 +3,7 @@
 //! the server is stopping, on which it says goodbye.
 
 use std::any::Any;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
@@ -12,14 +13,26 @@ pub struct ConnectionLease {
     /// Whatever the accept loop counts a connection by; released when the last clone is dropped.
     _held: Arc<dyn Any + Send + Sync>,
     stopping: CancellationToken,
+    peer: Option<SocketAddr>,
 }
 
 impl ConnectionLease {
-    pub fn new(held: Arc<dyn Any + Send + Sync>, stopping: CancellationToken) -> ConnectionLease {
+    pub fn new(
+        held: Arc<dyn Any + Send + Sync>,
+        stopping: CancellationToken,
+        peer: Option<SocketAddr>,
+    ) -> ConnectionLease {
         ConnectionLease {
             _held: held,
             stopping,
+            peer,
         }
+    }
+
+    /// The client's address (behind a proxy: the proxy's).
+    pub fn peer_ip(&self) -> IpAddr {
+        self.peer
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |peer| peer.ip())
     }
 
     /// Completes once the server begins to stop.

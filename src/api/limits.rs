@@ -39,6 +39,8 @@ pub struct Limits {
     pub cors_origins: Vec<String>,
     /// How long a GraphQL WebSocket may take to send `connection_init`.
     pub ws_init_timeout: Duration,
+    /// How long a GraphQL WebSocket that runs no operation may stay silent before it is closed.
+    pub ws_idle_timeout: Duration,
     /// Most operations running at once on one GraphQL WebSocket.
     pub max_subscriptions_per_connection: usize,
     /// Most GraphQL WebSocket operations running at once for one token (or for all clients without one).
@@ -59,6 +61,7 @@ impl Default for Limits {
             body_idle_timeout: Duration::from_secs(30),
             cors_origins: Vec::new(),
             ws_init_timeout: Duration::from_secs(10),
+            ws_idle_timeout: Duration::from_secs(20),
             max_subscriptions_per_connection: 100,
             max_subscriptions_per_token: 20_000,
         }
@@ -139,29 +142,48 @@ pub fn check_csrf(limits: &Limits, headers: &HeaderMap, method: &Method) -> Resu
 
 /// Counts aliased fields, fragments included once each.
 pub fn alias_count(document: &ExecutableDocument) -> usize {
-    fn count(set: &SelectionSet) -> usize {
+    use std::collections::HashMap;
+
+    /// Aliases of `set` as it runs: a fragment counts each time it is spread. Each fragment is counted once and
+    /// remembered; a spread that cycles back counts nothing here (validation refuses it).
+    fn count<'d>(
+        set: &'d SelectionSet,
+        document: &'d ExecutableDocument,
+        known: &mut HashMap<&'d str, Option<usize>>,
+    ) -> usize {
         set.items
             .iter()
             .map(|item| match &item.node {
-                Selection::Field(field) => {
-                    usize::from(field.node.alias.is_some()) + count(&field.node.selection_set.node)
+                Selection::Field(field) => usize::from(field.node.alias.is_some())
+                    .saturating_add(count(&field.node.selection_set.node, document, known)),
+                Selection::InlineFragment(fragment) => {
+                    count(&fragment.node.selection_set.node, document, known)
                 }
-                Selection::InlineFragment(fragment) => count(&fragment.node.selection_set.node),
-                Selection::FragmentSpread(_) => 0,
+                Selection::FragmentSpread(spread) => {
+                    let name = spread.node.fragment_name.node.as_str();
+                    match known.get(name) {
+                        Some(Some(n)) => *n,
+                        Some(None) => 0, // a cycle
+                        None => {
+                            known.insert(name, None);
+                            let n = document
+                                .fragments
+                                .get(&spread.node.fragment_name.node)
+                                .map_or(0, |f| count(&f.node.selection_set.node, document, known));
+                            known.insert(name, Some(n));
+                            n
+                        }
+                    }
+                }
             })
-            .sum()
+            .fold(0, usize::saturating_add)
     }
+    let mut known = HashMap::new();
     document
         .operations
         .iter()
-        .map(|(_, op)| count(&op.node.selection_set.node))
-        .chain(
-            document
-                .fragments
-                .values()
-                .map(|fragment| count(&fragment.node.selection_set.node)),
-        )
-        .sum()
+        .map(|(_, op)| count(&op.node.selection_set.node, document, &mut known))
+        .fold(0, usize::saturating_add)
 }
 
 /// Deepest nesting of brackets (`[`, `{`, `(`) a GraphQL document may have. async-graphql's parser recurses once
@@ -336,6 +358,27 @@ mod tests {
         )
         .unwrap();
         assert_eq!(alias_count(&document), 4);
+    }
+
+    #[test]
+    fn a_fragment_counts_its_aliases_each_time_it_is_spread() {
+        let fields = |prefix: &str, field: &str| {
+            (0..15)
+                .map(|i| format!("{prefix}{i}: {field} "))
+                .collect::<String>()
+        };
+        let document = async_graphql::parser::parse_query(format!(
+            "{{ ...F }} fragment F on QueryRoot {{ {} }} fragment G on ServiceConnection {{ {} }}",
+            fields("s", "services { ...G }"),
+            fields("t", "totalCount")
+        ))
+        .unwrap();
+        assert_eq!(alias_count(&document), 15 + 15 * 15);
+        let cycle = async_graphql::parser::parse_query(
+            "{ ...A } fragment A on QueryRoot { a: lastSequence ...A }",
+        )
+        .unwrap();
+        assert_eq!(alias_count(&cycle), 1);
     }
 
     #[test]

@@ -85,7 +85,7 @@ pub struct AppState {
     pub limits: Arc<limits::Limits>,
     pub metrics: Arc<metrics::Metrics>,
     /// GraphQL operations running over WebSocket, per token.
-    pub subscriptions: Arc<graphql::TokenOperations>,
+    pub subscriptions: Arc<graphql::OperationCounts>,
 }
 
 /// How the HTTP layer is set up.
@@ -109,7 +109,7 @@ pub fn router(service: Arc<RepositoryService>, config: ApiConfig) -> Router {
     let state = AppState {
         service,
         schema,
-        subscriptions: graphql::TokenOperations::new(limits.max_subscriptions_per_token),
+        subscriptions: graphql::OperationCounts::new(limits.max_subscriptions_per_token),
         tokens: tokens.clone(),
         limits: Arc::new(limits),
         metrics: metrics.clone(),

@@ -92,11 +92,12 @@ pub async fn accept_loop(
         match Arc::clone(&slots).try_acquire_owned() {
             Ok(slot) => {
                 warned_full = false;
+                let peer = stream.peer_addr().ok();
                 let io = TokioIo::new(SendIdleTimeout::new(stream, limits.send_idle_timeout));
                 // The connection's slot (and its part in the shutdown wait) is held by its requests' lease, so that
                 // a protocol it upgrades to keeps counting against the limit until it ends too.
                 let lease =
-                    ConnectionLease::new(Arc::new((slot, done_rx.clone())), stopping.clone());
+                    ConnectionLease::new(Arc::new((slot, done_rx.clone())), stopping.clone(), peer);
                 let service = TowerToHyperService::new(app.clone().map_request(
                     move |mut request: Request<Incoming>| {
                         request.extensions_mut().insert(lease.clone());

@@ -60,6 +60,22 @@ impl GraphqlSocket {
         protocol: &str,
         origin: Option<&str>,
     ) -> Result<GraphqlSocket, u16> {
+        Self::connect_with(app, protocol, origin, None).await
+    }
+
+    /// The same from another loopback address (`127.0.0.2`, say): another client, as the server sees it.
+    pub async fn connect_as(app: &TestApp, protocol: &str, source: &str) -> GraphqlSocket {
+        Self::connect_with(app, protocol, None, Some(source))
+            .await
+            .expect("upgraded")
+    }
+
+    async fn connect_with(
+        app: &TestApp,
+        protocol: &str,
+        origin: Option<&str>,
+        source: Option<&str>,
+    ) -> Result<GraphqlSocket, u16> {
         let mut request = format!("ws://{}/graphql", app.addr)
             .into_client_request()
             .unwrap();
@@ -71,7 +87,16 @@ impl GraphqlSocket {
                 .headers_mut()
                 .insert("origin", origin.parse().unwrap());
         }
-        match tokio_tungstenite::connect_async(request).await {
+        let connected = match source {
+            Some(source) => {
+                let socket = tokio::net::TcpSocket::new_v4().unwrap();
+                socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+                let stream = socket.connect(app.addr).await.unwrap();
+                tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream)).await
+            }
+            None => tokio_tungstenite::connect_async(request).await,
+        };
+        match connected {
             Ok((socket, _)) => Ok(GraphqlSocket {
                 socket,
                 protocol: protocol.to_string(),
@@ -104,12 +129,21 @@ impl GraphqlSocket {
     /// Connects and initialises with a bearer token (or none).
     pub async fn open(app: &TestApp, protocol: &str, token: Option<&str>) -> Result<Self, Outcome> {
         let mut socket = Self::connect(app, protocol).await.expect("upgraded");
-        let payload = match token {
+        socket.init(Self::credentials(token)).await?;
+        Ok(socket)
+    }
+
+    /// The `connection_init` payload that presents `token`.
+    pub fn credentials(token: Option<&str>) -> Value {
+        match token {
             Some(token) => json!({ "Authorization": format!("Bearer {token}") }),
             None => json!({}),
-        };
-        socket.init(payload).await?;
-        Ok(socket)
+        }
+    }
+
+    /// The raw socket, for tests that break the protocol's manners (pings without reading, say).
+    pub fn raw(&mut self) -> &mut WebSocketStream<MaybeTlsStream<TcpStream>> {
+        &mut self.socket
     }
 
     /// Starts operation `id` (`subscribe`, or `start` in the legacy protocol).

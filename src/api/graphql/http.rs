@@ -67,7 +67,7 @@ pub async fn graphql_post(State(state): State<AppState>, request: HttpRequest) -
         }
     };
     match batch {
-        Ok(batch) => execute(&state, with_access(batch, &access)).await,
+        Ok(batch) => execute(&state, with_access(batch, &access), Writes::Allowed).await,
         Err(e) => request_error(e),
     }
 }
@@ -113,13 +113,7 @@ pub async fn graphql_get(
     if let Err(e) = check_documents(&state.limits, &batch) {
         return request_error(e);
     }
-    if batch.iter().any(is_mutation) {
-        // A GET must not change anything: it can be triggered by a link or an <img> on another site.
-        return request_error(ServiceError::InvalidInput(
-            "mutations must be sent with POST".into(),
-        ));
-    }
-    execute(&state, with_access(batch, &access)).await
+    execute(&state, with_access(batch, &access), Writes::Refused).await
 }
 
 /// What is checked of a batch before any of its documents is parsed: its length, and the nesting of each document
@@ -139,24 +133,32 @@ pub(super) fn check_documents(limits: &Limits, batch: &BatchRequest) -> Result<(
         .try_for_each(|request| check_nesting(&request.query))
 }
 
-fn is_mutation(request: &Request) -> bool {
-    // A syntax error is reported by execution.
-    async_graphql::parser::parse_query(&request.query)
-        .is_ok_and(|document| need_of(&document) == Need::Write)
+/// Whether a request may change anything: a GET must not (a link or an `<img>` on another site can send one).
+#[derive(Clone, Copy, PartialEq)]
+enum Writes {
+    Allowed,
+    Refused,
 }
 
-async fn execute(state: &AppState, mut batch: BatchRequest) -> Response {
-    // The guards hold each operation to the limits; a batch is also held to them as a whole: its aliases, which
-    // multiply the work of one request, are counted here before any of it runs, and the complexity budget is
-    // shared by its operations (`budget`).
-    let mut aliases = 0;
+async fn execute(state: &AppState, mut batch: BatchRequest, writes: Writes) -> Response {
+    // Each document is parsed once, here, and execution reuses it. The guards hold each operation to the limits; a
+    // batch is also held to them as a whole: its aliases, which multiply the work of one request, are counted before
+    // any of it runs, and the complexity budget is shared by its operations (`budget`).
+    let mut aliases = 0usize;
     let mut names = Vec::new();
-    for request in batch.iter() {
+    for request in batch.iter_mut() {
         match async_graphql::parser::parse_query(&request.query) {
             Ok(document) => {
-                aliases += alias_count(&document);
+                if writes == Writes::Refused && need_of(&document) == Need::Write {
+                    return request_error(ServiceError::InvalidInput(
+                        "mutations must be sent with POST".into(),
+                    ));
+                }
+                aliases = aliases.saturating_add(alias_count(&document));
                 names.push(operation_name(request, &document));
+                request.set_parsed_query(document);
             }
+            // Execution reports the syntax error.
             Err(_) => names.push("invalid".to_string()),
         }
     }

@@ -23,7 +23,7 @@ use self::events::SubscriptionRoot;
 pub use self::http::graphql_post;
 use self::mutation::MutationRoot;
 use self::query::QueryRoot;
-pub use self::ws::{TokenOperations, graphql_ws};
+pub use self::ws::{OperationCounts, graphql_ws};
 use crate::api::Links;
 use crate::api::limits::Limits;
 use crate::api::metrics::Metrics;

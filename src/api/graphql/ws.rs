@@ -2,7 +2,8 @@
 //! in the `connection_init` payload, since browsers cannot set headers on a WebSocket. Operations run through the
 //! same guards as over HTTP (`guard.rs`); this module keeps the protocol honest: `connection_init` within a bound
 //! (4408), nothing before it (4401), a refused token (4403), unique operation ids (4409), well-formed messages
-//! (4400), operations per connection and per token capped, and a goodbye (1001) when the server stops.
+//! (4400), operations per connection and per token capped (counted for as long as the engine runs them), pings to
+//! find peers that vanished, idle connections closed, and a goodbye (1001) when the server stops.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -28,6 +29,13 @@ use crate::api::limits::check_websocket_origin;
 
 /// The code of the error a client gets for an operation over a cap.
 const LIMIT_CODE: &str = "LIMIT_EXCEEDED";
+/// How long the close frame may take to leave.
+const GOODBYE: Duration = Duration::from_secs(2);
+/// How often the server pings; a peer that answers nothing for two of these is gone.
+const KEEPALIVE: Duration = Duration::from_secs(30);
+/// Most bytes waiting to be written to a client that does not read (pongs to its pings included): then the
+/// connection fails instead of growing. Far above the largest answer the limits allow.
+const MAX_WRITE_BUFFER: usize = 8 * MAX_OPERATIONS_BYTES;
 
 fn wants_websocket(headers: &HeaderMap) -> bool {
     headers
@@ -64,15 +72,19 @@ pub async fn graphql_ws(State(state): State<AppState>, request: Request) -> Resp
     };
     let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
         Ok(upgrade) => upgrade,
-        Err(rejection) => return rejection.into_response(),
+        Err(rejection) => {
+            let body = json!({ "detail": rejection.body_text(), "code": "INVALID_INPUT" });
+            return (rejection.status(), axum::Json(body)).into_response();
+        }
     };
     let connection = Connection {
         schema: state.schema.clone(),
         tokens: state.tokens.clone(),
         per_token: state.subscriptions.clone(),
+        per_connection: OperationCounts::new(state.limits.max_subscriptions_per_connection),
         protocol,
         init_timeout: state.limits.ws_init_timeout,
-        max_operations: state.limits.max_subscriptions_per_connection,
+        idle_timeout: state.limits.ws_idle_timeout,
         lease: parts.extensions.get::<ConnectionLease>().cloned(),
     };
     upgrade
@@ -80,53 +92,79 @@ pub async fn graphql_ws(State(state): State<AppState>, request: Request) -> Resp
         // A message is one operation: the same bound as a JSON request body.
         .max_message_size(MAX_OPERATIONS_BYTES)
         .max_frame_size(MAX_OPERATIONS_BYTES)
+        .max_write_buffer_size(MAX_WRITE_BUFFER)
         .on_upgrade(move |socket| connection.serve(socket))
 }
 
-/// Operations running over WebSocket, per token label, over all connections.
+/// Operations running over WebSocket, per key (a token's label, or the address of a client without a token),
+/// within a cap.
 #[derive(Debug)]
-pub struct TokenOperations {
+pub struct OperationCounts {
     max: usize,
     running: Mutex<HashMap<String, usize>>,
 }
 
-impl TokenOperations {
-    pub fn new(max: usize) -> Arc<TokenOperations> {
-        Arc::new(TokenOperations {
+impl OperationCounts {
+    pub fn new(max: usize) -> Arc<OperationCounts> {
+        Arc::new(OperationCounts {
             max,
             running: Mutex::new(HashMap::new()),
         })
     }
 
-    /// A place for one more operation of `token`, if it has one left.
-    fn take(self: &Arc<Self>, token: &str) -> Option<OperationSlot> {
+    /// A place for one more operation of `key`, if it has one left.
+    fn take(self: &Arc<Self>, key: &str) -> Option<OperationSlot> {
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        let count = running.entry(token.to_string()).or_default();
+        let count = running.entry(key.to_string()).or_default();
         if *count >= self.max {
             return None;
         }
         *count += 1;
         Some(OperationSlot {
             owner: self.clone(),
-            token: token.to_string(),
+            key: key.to_string(),
         })
     }
 }
 
-/// One running operation of a token; given back when dropped.
+/// One running operation of a key; given back when dropped.
 struct OperationSlot {
-    owner: Arc<TokenOperations>,
-    token: String,
+    owner: Arc<OperationCounts>,
+    key: String,
 }
 
 impl Drop for OperationSlot {
     fn drop(&mut self) {
         let mut running = self.owner.running.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = running.get_mut(&self.token) {
+        if let Some(count) = running.get_mut(&self.key) {
             *count -= 1;
             if *count == 0 {
-                running.remove(&self.token);
+                running.remove(&self.key);
             }
+        }
+    }
+}
+
+/// The ids of a connection's running operations, each with the generation that started it: an id may be used again
+/// once the client has completed it, while the engine may still be winding the old one down.
+type RunningIds = Arc<Mutex<HashMap<String, u64>>>;
+
+/// What one operation holds while the engine runs it: its places under the caps and its id. It travels in the
+/// operation's request data, so it is dropped exactly when the engine drops the operation (completed, stopped, or
+/// the connection gone), whatever the messages say.
+struct Ticket {
+    _per_connection: OperationSlot,
+    _per_token: OperationSlot,
+    running: RunningIds,
+    id: String,
+    generation: u64,
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        if running.get(&self.id) == Some(&self.generation) {
+            running.remove(&self.id);
         }
     }
 }
@@ -134,10 +172,11 @@ impl Drop for OperationSlot {
 struct Connection {
     schema: AppSchema,
     tokens: Tokens,
-    per_token: Arc<TokenOperations>,
+    per_token: Arc<OperationCounts>,
+    per_connection: Arc<OperationCounts>,
     protocol: WebSocketProtocols,
     init_timeout: Duration,
-    max_operations: usize,
+    idle_timeout: Duration,
     lease: Option<ConnectionLease>,
 }
 
@@ -155,9 +194,10 @@ enum Step {
 struct Session {
     /// The access `connection_init` established, until the engine takes it.
     access: Arc<Mutex<Option<Access>>>,
-    caller: Option<String>,
-    acknowledged: bool,
-    running: HashMap<String, OperationSlot>,
+    /// What the per-token cap counts this connection's operations under, once `connection_init` was accepted.
+    counted_as: Option<String>,
+    running: RunningIds,
+    generations: u64,
 }
 
 impl Connection {
@@ -185,12 +225,17 @@ impl Connection {
         });
         let mut session = Session {
             access: session_access,
-            caller: None,
-            acknowledged: false,
-            running: HashMap::new(),
+            counted_as: None,
+            running: RunningIds::default(),
+            generations: 0,
         };
         let init_deadline = tokio::time::sleep(self.init_timeout);
         tokio::pin!(init_deadline);
+        let idle_deadline = tokio::time::sleep(self.idle_timeout);
+        tokio::pin!(idle_deadline);
+        let mut keepalive =
+            tokio::time::interval_at(tokio::time::Instant::now() + KEEPALIVE, KEEPALIVE);
+        let mut last_heard = tokio::time::Instant::now();
         let stopping = async {
             match &self.lease {
                 Some(lease) => lease.stopping().await,
@@ -206,6 +251,8 @@ impl Connection {
                     Some((permit, incoming.next().await))
                 } => {
                     let Some((permit, message)) = next else { break None };
+                    last_heard = tokio::time::Instant::now();
+                    idle_deadline.as_mut().reset(last_heard + self.idle_timeout);
                     let bytes = match message {
                         Some(Ok(Message::Text(text))) => text.as_bytes().to_vec(),
                         Some(Ok(Message::Binary(bytes))) => bytes.to_vec(),
@@ -225,7 +272,6 @@ impl Connection {
                 }
                 out = engine.next() => match out {
                     Some(WsMessage::Text(text)) => {
-                        session.observe(&text);
                         if sink.send(Message::text(text)).await.is_err() {
                             break None;
                         }
@@ -233,20 +279,39 @@ impl Connection {
                     Some(WsMessage::Close(code, reason)) => break Some((code, reason)),
                     None => break Some((1000, String::new())),
                 },
-                () = &mut init_deadline, if !session.acknowledged => {
+                () = &mut init_deadline, if session.counted_as.is_none() => {
                     break Some((4408, "Connection initialisation timeout".into()));
+                }
+                () = &mut idle_deadline => {
+                    // Like an idle keep-alive connection: a WebSocket that runs nothing gives its slot back.
+                    if session.is_idle() {
+                        break Some((1000, "idle: no operation running".into()));
+                    }
+                    idle_deadline.as_mut().reset(tokio::time::Instant::now() + self.idle_timeout);
+                }
+                _ = keepalive.tick() => {
+                    if last_heard.elapsed() > 2 * KEEPALIVE {
+                        break Some((1001, "no answer to pings".into()));
+                    }
+                    if sink.send(Message::Ping(Default::default())).await.is_err() {
+                        break None;
+                    }
                 }
                 () = &mut stopping => break Some((1001, "the server is stopping".into())),
             }
         };
-        if let Some((code, reason)) = close {
-            let frame = CloseFrame {
-                code,
-                reason: truncate(&reason).into(),
-            };
-            let _ = sink.send(Message::Close(Some(frame))).await;
-        }
-        let _ = sink.close().await;
+        // A client that reads nothing cannot hold the goodbye up: the socket is dropped after a short wait.
+        let goodbye = async {
+            if let Some((code, reason)) = close {
+                let frame = CloseFrame {
+                    code,
+                    reason: truncate(&reason).into(),
+                };
+                let _ = sink.send(Message::Close(Some(frame))).await;
+            }
+            let _ = sink.close().await;
+        };
+        let _ = tokio::time::timeout(GOODBYE, goodbye).await;
     }
 
     /// Decides what to do with one message of the client.
@@ -257,36 +322,41 @@ impl Connection {
         };
         match message {
             ClientMessage::ConnectionInit { payload } => {
-                if session.caller.is_some() {
+                if session.counted_as.is_some() {
                     return Step::Close(4429, "Too many initialisation requests".into());
                 }
                 match self.authenticate(payload.as_ref()) {
                     Ok(access) => {
-                        session.caller = Some(access.caller.clone());
+                        // Clients without a token share no budget with strangers: each address has its own.
+                        session.counted_as = Some(match (&self.lease, access.caller.as_str()) {
+                            (Some(lease), "anonymous") => format!("anonymous@{}", lease.peer_ip()),
+                            (_, caller) => caller.to_string(),
+                        });
                         *session.access.lock().unwrap_or_else(|e| e.into_inner()) = Some(access);
                         Step::Forward(Box::new(ClientMessage::ConnectionInit { payload }))
                     }
                     Err(e) => Step::Close(4403, e),
                 }
             }
-            ClientMessage::Start { id, payload } => {
-                let Some(caller) = session.caller.as_deref().filter(|_| session.acknowledged)
-                else {
+            ClientMessage::Start { id, mut payload } => {
+                // The engine handles `connection_init` before it reads on, so an operation sent right behind it
+                // (as clients that pipeline do) runs once the connection is acknowledged.
+                let Some(counted_as) = session.counted_as.as_deref() else {
                     return Step::Close(4401, "Unauthorized".into());
                 };
-                if session.running.contains_key(&id) {
+                if session.is_running(&id) {
                     return Step::Close(4409, format!("Subscriber for {id} already exists"));
                 }
-                if session.running.len() >= self.max_operations {
+                let Some(per_connection) = self.per_connection.take("") else {
                     return Step::Answer(self.refusal(
                         &id,
                         format!(
                             "this connection runs {} operations already, the most allowed; complete one first",
-                            self.max_operations
+                            self.per_connection.max
                         ),
                     ));
-                }
-                let Some(slot) = self.per_token.take(caller) else {
+                };
+                let Some(per_token) = self.per_token.take(counted_as) else {
                     return Step::Answer(self.refusal(
                         &id,
                         format!(
@@ -295,11 +365,28 @@ impl Connection {
                         ),
                     ));
                 };
-                session.running.insert(id.clone(), slot);
+                session.generations += 1;
+                session
+                    .running
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(id.clone(), session.generations);
+                payload.data.insert(Ticket {
+                    _per_connection: per_connection,
+                    _per_token: per_token,
+                    running: session.running.clone(),
+                    id: id.clone(),
+                    generation: session.generations,
+                });
                 Step::Forward(Box::new(ClientMessage::Start { id, payload }))
             }
             ClientMessage::Stop { id } => {
-                session.running.remove(&id);
+                // The client is done with the id; its places are given back when the engine drops the operation.
+                session
+                    .running
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&id);
                 Step::Forward(Box::new(ClientMessage::Stop { id }))
             }
             other => Step::Forward(Box::new(other)),
@@ -320,6 +407,9 @@ impl Connection {
                 .map_err(|_| "the Authorization value is not a valid header value".to_string())?;
             headers.insert(header::AUTHORIZATION, value);
         }
+        if !self.tokens.enabled() {
+            return Ok(Access::open());
+        }
         let access = self.tokens.access(&headers).map_err(reason)?;
         access.allow(crate::api::auth::Need::Read).map_err(reason)?;
         Ok(access)
@@ -337,20 +427,18 @@ impl Connection {
 }
 
 impl Session {
-    /// Follows what the engine tells the client: the acknowledgement, and operations that completed.
-    fn observe(&mut self, text: &str) {
-        // The engine writes `type` first; only these two short messages are parsed.
-        if text.starts_with(r#"{"type":"connection_ack""#) {
-            self.acknowledged = true;
-        } else if text.starts_with(r#"{"type":"complete""#) {
-            #[derive(serde::Deserialize)]
-            struct Complete {
-                id: String,
-            }
-            if let Ok(complete) = serde_json::from_str::<Complete>(text) {
-                self.running.remove(&complete.id);
-            }
-        }
+    fn is_running(&self, id: &str) -> bool {
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(id)
+    }
+
+    fn is_idle(&self) -> bool {
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
     }
 }
 
@@ -395,7 +483,7 @@ mod tests {
 
     #[test]
     fn a_token_runs_at_most_its_share_of_operations() {
-        let operations = TokenOperations::new(2);
+        let operations = OperationCounts::new(2);
         let a = operations.take("t").unwrap();
         let _b = operations.take("t").unwrap();
         assert!(operations.take("t").is_none());
