@@ -5,6 +5,7 @@ pub mod auth;
 mod download;
 pub mod error;
 pub mod graphql;
+mod headers;
 pub mod limits;
 pub mod metrics;
 mod playground;
@@ -154,6 +155,7 @@ pub fn router(service: Arc<RepositoryService>, config: ApiConfig) -> Router {
         Some(cors) => router.layer(cors),
         None => router,
     };
+    let router = router.layer(axum::middleware::map_response(headers::secure));
     router.layer(
             tower::ServiceBuilder::new()
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
