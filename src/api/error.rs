@@ -96,6 +96,7 @@ pub fn error_code(e: &ServiceError) -> &'static str {
         ServiceError::PayloadTooLarge { .. } | ServiceError::BodyTooLarge(_) => "PAYLOAD_TOO_LARGE",
         ServiceError::RequestTimeout(_) => "REQUEST_TIMEOUT",
         ServiceError::EventsExpired(_) => "EVENTS_EXPIRED",
+        ServiceError::TooManyUploadSessions(_) => "TOO_MANY_UPLOAD_SESSIONS",
         ServiceError::ReadOnlyMirror(_) => "READ_ONLY_MIRROR",
         ServiceError::Unavailable(_) => "UNAVAILABLE",
         ServiceError::Internal(_) => "INTERNAL",
@@ -118,6 +119,7 @@ pub fn status_of(e: &ServiceError) -> StatusCode {
         }
         ServiceError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
         ServiceError::EventsExpired(_) => StatusCode::GONE,
+        ServiceError::TooManyUploadSessions(_) => StatusCode::TOO_MANY_REQUESTS,
         ServiceError::ReadOnlyMirror(_) => StatusCode::FORBIDDEN,
         ServiceError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         ServiceError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -47,6 +47,9 @@ pub struct RepositoryService {
     delivery_counts: webhooks::DeliveryCounts,
     immutable_files: bool,
     upload_session_ttl: std::time::Duration,
+    /// Most unfinished upload sessions per token; creations of one server wait for each other to count them.
+    max_upload_sessions: usize,
+    creating_upload: tokio::sync::Mutex<()>,
     /// Set on an edge mirror: its status, and writes through the API are refused.
     mirror: Option<mirror::MirrorStatus>,
 }
@@ -60,6 +63,8 @@ impl RepositoryService {
             delivery_counts: webhooks::DeliveryCounts::default(),
             immutable_files: false,
             upload_session_ttl: uploads::DEFAULT_SESSION_TTL,
+            max_upload_sessions: uploads::DEFAULT_MAX_SESSIONS,
+            creating_upload: tokio::sync::Mutex::new(()),
             mirror: None,
         }
     }
