@@ -2,6 +2,7 @@
 //! playground, the web catalogue, the REST API's explorer).
 
 pub mod auth;
+mod body;
 mod download;
 pub mod error;
 pub mod graphql;
