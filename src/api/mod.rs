@@ -7,6 +7,7 @@ mod download;
 pub mod error;
 pub mod graphql;
 mod headers;
+pub mod lease;
 pub mod limits;
 pub mod metrics;
 mod playground;
@@ -85,6 +86,8 @@ pub struct AppState {
     pub tokens: auth::Tokens,
     pub limits: Arc<limits::Limits>,
     pub metrics: Arc<metrics::Metrics>,
+    /// GraphQL operations running over WebSocket, per token.
+    pub subscriptions: Arc<graphql::TokenOperations>,
 }
 
 /// How the HTTP layer is set up.
@@ -108,6 +111,7 @@ pub fn router(service: Arc<RepositoryService>, config: ApiConfig) -> Router {
     let state = AppState {
         service,
         schema,
+        subscriptions: graphql::TokenOperations::new(limits.max_subscriptions_per_token),
         tokens: tokens.clone(),
         limits: Arc::new(limits),
         metrics: metrics.clone(),
