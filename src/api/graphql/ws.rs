@@ -144,7 +144,7 @@ struct Connection {
 /// What the connection does with a client's message.
 enum Step {
     /// Hand it to the protocol engine.
-    Forward(ClientMessage),
+    Forward(Box<ClientMessage>),
     /// Answer it ourselves and go on.
     Answer(String),
     /// Close the connection with this code and reason.
@@ -214,7 +214,7 @@ impl Connection {
                         Some(Ok(Message::Close(_))) | None => break None,
                     };
                     match self.step(&mut session, &bytes) {
-                        Step::Forward(message) => permit.send(Ok(message)),
+                        Step::Forward(message) => permit.send(Ok(*message)),
                         Step::Answer(text) => {
                             if sink.send(Message::text(text)).await.is_err() {
                                 break None;
@@ -264,7 +264,7 @@ impl Connection {
                     Ok(access) => {
                         session.caller = Some(access.caller.clone());
                         *session.access.lock().unwrap_or_else(|e| e.into_inner()) = Some(access);
-                        Step::Forward(ClientMessage::ConnectionInit { payload })
+                        Step::Forward(Box::new(ClientMessage::ConnectionInit { payload }))
                     }
                     Err(e) => Step::Close(4403, e),
                 }
@@ -296,13 +296,13 @@ impl Connection {
                     ));
                 };
                 session.running.insert(id.clone(), slot);
-                Step::Forward(ClientMessage::Start { id, payload })
+                Step::Forward(Box::new(ClientMessage::Start { id, payload }))
             }
             ClientMessage::Stop { id } => {
                 session.running.remove(&id);
-                Step::Forward(ClientMessage::Stop { id })
+                Step::Forward(Box::new(ClientMessage::Stop { id }))
             }
-            other => Step::Forward(other),
+            other => Step::Forward(Box::new(other)),
         }
     }
 
