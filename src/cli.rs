@@ -335,6 +335,11 @@ pub struct ServeArgs {
     )]
     pub max_upload_sessions: u64,
 
+    /// Most bytes one token's unfinished resumable upload sessions may announce together (their `Upload-Length`s),
+    /// e.g. `20GiB`; without it, `--max-upload-sessions` times `--max-upload-size`.
+    #[arg(long, env = "REPOSITORY_MAX_UPLOAD_SESSION_BYTES", global = true)]
+    pub max_upload_session_bytes: Option<ByteSize>,
+
     /// How often the retention of the change feed is enforced, in seconds.
     #[arg(
         long,

@@ -713,8 +713,8 @@ async fn refusals(stand: Stand) {
     assert_eq!(status.status(), StatusCode::NOT_FOUND);
 }
 
-/// Unfinished sessions are bounded per token (`--max-upload-sessions`): the next creation is a 429 with a JSON body
-/// while another token is unaffected; `GET /uploads` lists the caller's own sessions, and cancelling or finishing one
+/// Unfinished sessions are bounded per token, in number (`--max-upload-sessions`) and in announced bytes
+/// (`--max-upload-session-bytes`): the next creation is a 429 with a JSON body while another token is unaffected; `GET /uploads` lists the caller's own sessions, and cancelling or finishing one
 /// makes room again.
 async fn sessions_are_bounded_listed_and_cancelled(stand: Stand) {
     let app = stand
@@ -725,6 +725,8 @@ async fn sessions_are_bounded_listed_and_cancelled(stand: Stand) {
             "reader",
             "--max-upload-sessions",
             "3",
+            "--max-upload-session-bytes",
+            "100",
         ])
         .await;
     let response = app
@@ -773,6 +775,15 @@ async fn sessions_are_bounded_listed_and_cancelled(stand: Stand) {
     // The limit is per token.
     let other = create("second", 50).await.unwrap();
     assert_eq!(other.status(), StatusCode::CREATED);
+    // So is the limit on the bytes the sessions announce: 50 + 51 > 100.
+    let over = create("second", 51).await.unwrap();
+    assert_eq!(over.status(), StatusCode::TOO_MANY_REQUESTS);
+    let body: Value = over.json().await.unwrap();
+    assert_eq!(body["code"], "TOO_MANY_UPLOAD_SESSIONS", "{body}");
+    assert_eq!(
+        create("second", 50).await.unwrap().status(),
+        StatusCode::CREATED
+    );
 
     let listed: Value = list("first").await.unwrap().json().await.unwrap();
     let listed = listed.as_array().unwrap();
@@ -793,7 +804,7 @@ async fn sessions_are_bounded_listed_and_cancelled(stand: Stand) {
     assert_eq!(listed[1]["filename"], "m.bin");
     assert!(listed[1]["expiresAt"].is_string());
     let second: Value = list("second").await.unwrap().json().await.unwrap();
-    assert_eq!(second.as_array().unwrap().len(), 1);
+    assert_eq!(second.as_array().unwrap().len(), 2);
     assert_eq!(
         list("reader").await.unwrap().status(),
         StatusCode::FORBIDDEN
@@ -830,7 +841,7 @@ async fn sessions_are_bounded_listed_and_cancelled(stand: Stand) {
     let listed: Value = list("first").await.unwrap().json().await.unwrap();
     assert_eq!(listed.as_array().unwrap().len(), 2);
     assert_eq!(
-        create("first", 40).await.unwrap().status(),
+        create("first", 30).await.unwrap().status(),
         StatusCode::CREATED
     );
 }

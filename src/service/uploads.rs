@@ -66,6 +66,12 @@ impl RepositoryService {
         self
     }
 
+    /// Sets how many bytes a token's unfinished upload sessions may announce together.
+    pub fn with_max_upload_session_bytes(mut self, max: Option<u64>) -> Self {
+        self.max_upload_session_bytes = max;
+        self
+    }
+
     /// The unfinished sessions `created_by` holds, oldest first.
     pub async fn uploads_of(&self, created_by: &str) -> Result<Vec<UploadSession>, ServiceError> {
         Ok(self
@@ -100,12 +106,24 @@ impl RepositoryService {
         // Counted and created under one lock, so that concurrent creations on this server cannot overshoot the
         // limit (replicas sharing a database each count for themselves).
         let _creating = self.creating_upload.lock().await;
-        let held = self.uploads_of(&new.created_by).await?.len();
-        if held >= self.max_upload_sessions {
+        let held = self.uploads_of(&new.created_by).await?;
+        let advice = "finish or cancel one (GET /uploads lists them, DELETE /uploads/{id} cancels one) or let it \
+                      expire";
+        if held.len() >= self.max_upload_sessions {
             return Err(ServiceError::TooManyUploadSessions(format!(
-                "{} holds {held} unfinished upload sessions, the most a token may: finish or cancel one \
-                 (GET /uploads lists them, DELETE /uploads/{{id}} cancels one) or let it expire",
-                new.created_by
+                "{} holds {} unfinished upload sessions, the most a token may: {advice}",
+                new.created_by,
+                held.len()
+            )));
+        }
+        let announced: u64 = held.iter().map(|s| s.length).sum();
+        if let Some(max) = self.max_upload_session_bytes
+            && announced.saturating_add(new.length) > max
+        {
+            return Err(ServiceError::TooManyUploadSessions(format!(
+                "{}'s unfinished upload sessions announce {announced} bytes; {} more would pass the {max} a token \
+                 may hold: {advice}",
+                new.created_by, new.length
             )));
         }
         let now = crate::domain::now();
