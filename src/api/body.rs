@@ -104,3 +104,48 @@ impl Watched {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body_of(chunks: Vec<Result<&'static [u8], std::io::Error>>) -> Request {
+        let stream = futures_util::stream::iter(
+            chunks
+                .into_iter()
+                .map(|c| c.map(Bytes::from_static))
+                .collect::<Vec<_>>(),
+        );
+        Request::new(Body::from_stream(stream))
+    }
+
+    #[tokio::test]
+    async fn a_body_must_end_cleanly() {
+        // What the reader took, then a small epilogue to the end: complete.
+        let (request, watched) = Watched::new(body_of(vec![Ok(b"form"), Ok(b"epilogue")]));
+        let mut taken = request.into_body().into_data_stream();
+        assert_eq!(taken.next().await.unwrap().unwrap(), "form");
+        drop(taken);
+        assert!(watched.finish().await.is_ok());
+        // A body that breaks off after what the reader took.
+        let (request, watched) = Watched::new(body_of(vec![
+            Ok(b"form"),
+            Err(std::io::Error::other("connection closed")),
+        ]));
+        let mut taken = request.into_body().into_data_stream();
+        assert_eq!(taken.next().await.unwrap().unwrap(), "form");
+        assert!(matches!(
+            watched.finish().await,
+            Err(ServiceError::InvalidInput(_))
+        ));
+        // A break the reader saw itself counts too.
+        let (request, watched) = Watched::new(body_of(vec![Err(std::io::Error::other("reset"))]));
+        let mut taken = request.into_body().into_data_stream();
+        assert!(taken.next().await.unwrap().is_err());
+        assert!(watched.finish().await.is_err());
+        // An epilogue too long to be one.
+        let big: &'static [u8] = Box::leak(vec![b'x'; MAX_EPILOGUE + 1].into_boxed_slice());
+        let (_, watched) = Watched::new(body_of(vec![Ok(big)]));
+        assert!(watched.finish().await.is_err());
+    }
+}
