@@ -313,16 +313,32 @@ pub struct ServeArgs {
     )]
     pub events_retention: crate::store::EventRetention,
 
-    /// How long an unfinished resumable (tus) upload session lives, with a unit (s, m, h or d): afterwards it
-    /// and its bytes are removed.
+    /// How long an unfinished resumable (tus) upload session lives, with a unit (s, m, h or d), from 1s to 30d:
+    /// afterwards it and its bytes are removed.
     #[arg(
         long,
         env = "REPOSITORY_UPLOAD_SESSION_TTL",
         default_value = "24h",
-        value_parser = parse_age,
+        value_parser = parse_session_ttl,
         global = true
     )]
     pub upload_session_ttl: std::time::Duration,
+
+    /// Most unfinished resumable (tus) upload sessions one token may hold (all callers share one without
+    /// tokens); the next creation is answered 429 until one finishes, is cancelled or expires.
+    #[arg(
+        long,
+        env = "REPOSITORY_MAX_UPLOAD_SESSIONS",
+        default_value_t = crate::service::uploads::DEFAULT_MAX_SESSIONS as u64,
+        value_parser = clap::value_parser!(u64).range(1..),
+        global = true
+    )]
+    pub max_upload_sessions: u64,
+
+    /// Most bytes one token's unfinished resumable upload sessions may announce together (their `Upload-Length`s),
+    /// e.g. `20GiB`; without it, `--max-upload-sessions` times `--max-upload-size`.
+    #[arg(long, env = "REPOSITORY_MAX_UPLOAD_SESSION_BYTES", global = true)]
+    pub max_upload_session_bytes: Option<ByteSize>,
 
     /// How often the retention of the change feed is enforced, in seconds.
     #[arg(
@@ -593,9 +609,34 @@ fn parse_age(age: &str) -> Result<std::time::Duration, String> {
     ))
 }
 
+/// A session time to live within [`MIN_SESSION_TTL`](crate::service::uploads::MIN_SESSION_TTL) and
+/// [`MAX_SESSION_TTL`](crate::service::uploads::MAX_SESSION_TTL): `0s` would end every session as it starts.
+fn parse_session_ttl(text: &str) -> Result<std::time::Duration, String> {
+    use crate::service::uploads::{MAX_SESSION_TTL, MIN_SESSION_TTL};
+    let ttl = parse_age(text)?;
+    if ttl < MIN_SESSION_TTL || ttl > MAX_SESSION_TTL {
+        return Err(format!(
+            "{text:?}: an upload session must live at least {}s and at most {}d",
+            MIN_SESSION_TTL.as_secs(),
+            MAX_SESSION_TTL.as_secs() / 86400
+        ));
+    }
+    Ok(ttl)
+}
+
 #[cfg(test)]
 mod retention_tests {
     use super::parse_retention;
+
+    #[test]
+    fn session_ttls_are_bounded() {
+        use super::parse_session_ttl;
+        assert_eq!(parse_session_ttl("90s").unwrap().as_secs(), 90);
+        assert_eq!(parse_session_ttl("30d").unwrap().as_secs(), 30 * 86400);
+        for refused in ["0s", "0d", "31d", "100000h", "5"] {
+            assert!(parse_session_ttl(refused).is_err(), "{refused}");
+        }
+    }
 
     #[test]
     fn retention_reads_age_and_count() {

@@ -145,7 +145,9 @@ pub fn app(store: Arc<dyn Store>, args: &ServeArgs) -> anyhow::Result<axum::Rout
             allow_private_networks: args.webhooks_allow_private_networks,
         })
         .with_immutable_files(args.immutable_files)
-        .with_upload_session_ttl(args.upload_session_ttl);
+        .with_upload_session_ttl(args.upload_session_ttl)
+        .with_max_upload_sessions(usize::try_from(args.max_upload_sessions).unwrap_or(usize::MAX))
+        .with_max_upload_session_bytes(args.max_upload_session_bytes.map(|b| b.as_u64()));
     if let Some(config) = mirror_config(args)? {
         let status = crate::service::mirror::spawn(store, config)
             .context("starting the mirror's HTTP client")?;

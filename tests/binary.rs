@@ -208,6 +208,23 @@ fn bad_configuration_is_refused_with_a_clear_message() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--max-upload-size"), "{stderr}");
+    // Upload sessions that would expire as they start, or stay for a year, and no sessions at all.
+    for (flag, value, says) in [
+        ("--upload-session-ttl", "0s", "at least 1s"),
+        ("--upload-session-ttl", "365d", "at most 30d"),
+        ("--max-upload-sessions", "0", "--max-upload-sessions"),
+    ] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_component-repository"))
+            .args([flag, value])
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{flag} {value}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains(flag) && stderr.contains(says),
+            "{flag} {value}: {stderr}"
+        );
+    }
 }
 
 #[tokio::test]

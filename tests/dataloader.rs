@@ -33,6 +33,13 @@ impl UploadStore for CountingStore {
     async fn upload(&self, id: &str) -> Result<Option<UploadSession>, StoreError> {
         self.inner.upload(id).await
     }
+    async fn uploads_of(
+        &self,
+        created_by: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<UploadSession>, StoreError> {
+        self.inner.uploads_of(created_by, now).await
+    }
     async fn append_upload(
         &self,
         id: &str,

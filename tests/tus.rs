@@ -151,6 +151,7 @@ on_both_stores! {
     expired_sessions_lose_their_bytes => crate::expired_sessions_lose_their_bytes;
     wrong_checksums_attach_nothing => crate::wrong_checksums_attach_nothing;
     refusals => crate::refusals;
+    sessions_are_bounded_per_token_listed_and_cancelled => crate::sessions_are_bounded_listed_and_cancelled;
 }
 
 /// Pseudo-random bytes, so a misplaced chunk cannot go unnoticed.
@@ -710,4 +711,137 @@ async fn refusals(stand: Stand) {
         .await
         .unwrap();
     assert_eq!(status.status(), StatusCode::NOT_FOUND);
+}
+
+/// Unfinished sessions are bounded per token, in number (`--max-upload-sessions`) and in announced bytes
+/// (`--max-upload-session-bytes`): the next creation is a 429 with a JSON body while another token is unaffected; `GET /uploads` lists the caller's own sessions, and cancelling or finishing one
+/// makes room again.
+async fn sessions_are_bounded_listed_and_cancelled(stand: Stand) {
+    let app = stand
+        .server(&[
+            "--write-tokens",
+            "first,second",
+            "--read-tokens",
+            "reader",
+            "--max-upload-sessions",
+            "3",
+            "--max-upload-session-bytes",
+            "100",
+        ])
+        .await;
+    let response = app
+        .client
+        .post(app.url("/model"))
+        .bearer_auth("first")
+        .json(&json!({ "model_name": "bounded", "model_version": "v1", "meta": { "library": "keras" } }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let create = |token: &'static str, length: u64| {
+        app.client
+            .post(app.url("/uploads"))
+            .bearer_auth(token)
+            .header("tus-resumable", "1.0.0")
+            .header("upload-length", length.to_string())
+            .header(
+                "upload-metadata",
+                metadata(&[
+                    ("name", "bounded"),
+                    ("version", "v1"),
+                    ("filename", "m.bin"),
+                ]),
+            )
+            .send()
+    };
+    let list = |token: &'static str| {
+        app.client
+            .get(app.url("/uploads"))
+            .bearer_auth(token)
+            .header("tus-resumable", "1.0.0")
+            .send()
+    };
+    let mut locations = Vec::new();
+    for length in [10, 20, 30] {
+        let created = create("first", length).await.unwrap();
+        assert_eq!(created.status(), StatusCode::CREATED);
+        locations.push(created.headers()["location"].to_str().unwrap().to_owned());
+    }
+    let refused = create("first", 40).await.unwrap();
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(refused.headers()["tus-resumable"], "1.0.0");
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["code"], "TOO_MANY_UPLOAD_SESSIONS", "{body}");
+    // The limit is per token.
+    let other = create("second", 50).await.unwrap();
+    assert_eq!(other.status(), StatusCode::CREATED);
+    // So is the limit on the bytes the sessions announce: 50 + 51 > 100.
+    let over = create("second", 51).await.unwrap();
+    assert_eq!(over.status(), StatusCode::TOO_MANY_REQUESTS);
+    let body: Value = over.json().await.unwrap();
+    assert_eq!(body["code"], "TOO_MANY_UPLOAD_SESSIONS", "{body}");
+    assert_eq!(
+        create("second", 50).await.unwrap().status(),
+        StatusCode::CREATED
+    );
+
+    let listed: Value = list("first").await.unwrap().json().await.unwrap();
+    let listed = listed.as_array().unwrap();
+    assert_eq!(
+        listed
+            .iter()
+            .map(|s| s["location"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        locations,
+        "the first token's sessions, oldest first"
+    );
+    assert_eq!(listed[1]["length"], 20);
+    assert_eq!(listed[1]["offset"], 0);
+    assert_eq!(
+        listed[1]["target"],
+        json!({ "kind": "model", "name": "bounded", "version": "v1" })
+    );
+    assert_eq!(listed[1]["filename"], "m.bin");
+    assert!(listed[1]["expiresAt"].is_string());
+    let second: Value = list("second").await.unwrap().json().await.unwrap();
+    assert_eq!(second.as_array().unwrap().len(), 2);
+    assert_eq!(
+        list("reader").await.unwrap().status(),
+        StatusCode::FORBIDDEN
+    );
+
+    // Cancelling one makes room; so does finishing one.
+    let cancelled = app
+        .client
+        .delete(app.url(&locations[0]))
+        .bearer_auth("first")
+        .header("tus-resumable", "1.0.0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancelled.status(), StatusCode::NO_CONTENT);
+    let again = create("first", 40).await.unwrap();
+    assert_eq!(again.status(), StatusCode::CREATED);
+    assert_eq!(
+        create("first", 40).await.unwrap().status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    let finished = app
+        .client
+        .patch(app.url(&locations[1]))
+        .bearer_auth("first")
+        .header("tus-resumable", "1.0.0")
+        .header("content-type", "application/offset+octet-stream")
+        .header("upload-offset", "0")
+        .body(payload(20))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(finished.status(), StatusCode::NO_CONTENT);
+    let listed: Value = list("first").await.unwrap().json().await.unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 2);
+    assert_eq!(
+        create("first", 30).await.unwrap().status(),
+        StatusCode::CREATED
+    );
 }

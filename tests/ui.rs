@@ -48,6 +48,94 @@ async fn upload_as(app: &TestApp, token: &str, mutation: &str, bytes: Vec<u8>, f
     assert!(body.get("errors").is_none(), "{body:#}");
 }
 
+/// The security headers every response carries; `policy` is its Content-Security-Policy.
+fn assert_secure(response: &reqwest::Response) -> String {
+    let headers = response.headers();
+    let what = response.url().path().to_owned();
+    assert_eq!(headers["x-content-type-options"], "nosniff", "{what}");
+    assert_eq!(headers["x-frame-options"], "DENY", "{what}");
+    assert_eq!(headers["referrer-policy"], "no-referrer", "{what}");
+    let policy = headers["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        policy.contains("frame-ancestors 'none'"),
+        "{what}: {policy}"
+    );
+    policy
+}
+
+/// Pages may run only this server's scripts (and the import map, by its hash); everything else (JSON, errors,
+/// downloads) may run nothing, so a file uploaded as HTML cannot act as this origin even when opened directly.
+#[tokio::test]
+async fn every_response_carries_security_headers() {
+    let app = common::embedded(Options::default()).await;
+    for page in [
+        "/ui",
+        "/docs",
+        "/playground",
+        "/ui/app.js",
+        "/ui/vendor/swagger-ui-bundle.js",
+        "/playground/playground.css",
+    ] {
+        let response = app.get(page).await;
+        assert_eq!(response.status(), 200, "{page}");
+        let policy = assert_secure(&response);
+        assert!(policy.contains("script-src 'self'"), "{page}: {policy}");
+        assert!(!policy.contains("unsafe-inline"), "{page}: {policy}");
+        assert!(!policy.contains("unsafe-eval"), "{page}: {policy}");
+    }
+    app.ok(
+        r#"mutation { createService(input: {id: "page"}) { id } }"#,
+        json!({}),
+    )
+    .await;
+    let html = b"<html><script>alert(document.cookie)</script></html>".to_vec();
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(html)
+            .file_name("page.html")
+            .mime_str("text/html")
+            .unwrap(),
+    );
+    let upload = app
+        .client
+        .put(app.url("/service/page"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(upload.status(), 204);
+    for path in [
+        "/service/page",
+        "/healthz",
+        "/openapi.json",
+        "/no/such/route",
+    ] {
+        let response = app.get(path).await;
+        let policy = assert_secure(&response);
+        assert!(policy.contains("default-src 'none'"), "{path}: {policy}");
+        assert!(policy.contains("sandbox"), "{path}: {policy}");
+    }
+    let download = app.get("/service/page").await;
+    assert_eq!(download.headers()["content-type"], "text/html");
+    assert!(
+        download.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .starts_with("attachment;")
+    );
+    let graphql = app
+        .client
+        .post(app.url("/graphql"))
+        .json(&json!({ "query": "{ __typename }" }))
+        .send()
+        .await
+        .unwrap();
+    assert!(assert_secure(&graphql).contains("default-src 'none'"));
+}
+
 #[tokio::test]
 async fn the_pages_and_their_files_come_from_the_binary() {
     let app = common::embedded(Options::default()).await;

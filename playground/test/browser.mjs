@@ -2,6 +2,7 @@
 // explorer, and keeps a screenshot. Fails when the page asks anything of another host (no CDN allowed).
 //   node playground/test/browser.mjs <server base URL> <screenshot.png> <text the result must show>
 import { chromium } from "playwright-core";
+import { watchPolicy } from "./common.mjs";
 
 const [base, screenshot, expected] = process.argv.slice(2);
 const origin = new URL(base).origin;
@@ -29,6 +30,7 @@ try {
     return route.abort();
   });
   page.on("pageerror", (error) => failures.push(`page error: ${error.message}`));
+  await watchPolicy(page, failures);
 
   await page.goto(`${base}/playground`);
 

@@ -1,5 +1,6 @@
 // What the browser tests of the catalogue and /docs share: a headless Debian Chromium, a guard that fails on any
 // request to another host (nothing may come from a CDN), and an axe-core accessibility check.
+import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { chromium } from "playwright-core";
 
@@ -31,12 +32,29 @@ export async function guardedPage(context, base, failures) {
     return route.abort();
   });
   page.on("pageerror", (error) => failures.push(`page error on ${page.url()}: ${error.message}`));
+  await watchPolicy(page, failures);
   return page;
+}
+
+/** Records in `failures` whatever the page's Content-Security-Policy blocks: every page must work under it. */
+export async function watchPolicy(page, failures) {
+  page.on("console", (message) => {
+    if (message.type() === "error" && /Content Security Policy/i.test(message.text())) {
+      failures.push(`CSP violation on ${page.url()}: ${message.text()}`);
+    }
+  });
+  // The event names what was blocked even where the browser logs nothing (such as report-only cases).
+  await page.addInitScript(() => {
+    document.addEventListener("securitypolicyviolation", (e) => {
+      console.error(`Content Security Policy violation: ${e.violatedDirective} blocked ${e.blockedURI} (${e.sourceFile}:${e.lineNumber})`);
+    });
+  });
 }
 
 /** Runs axe-core in the page; returns its serious and critical violations as lines. */
 export async function seriousViolations(page, options = {}) {
-  await page.addScriptTag({ path: require.resolve("axe-core/axe.min.js") });
+  // Evaluated over the DevTools protocol, not added as an inline <script>, which the page's CSP rightly refuses.
+  await page.evaluate(readFileSync(require.resolve("axe-core/axe.min.js"), "utf8"));
   const result = await page.evaluate(async (options) => {
     // eslint-disable-next-line no-undef
     const { violations } = await axe.run(options.include ? { include: options.include } : document, {

@@ -62,7 +62,7 @@ impl From<axum::extract::rejection::BytesRejection> for ApiError {
                 ))
             }
             _ if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                ApiError::Service(ServiceError::InvalidInput(format!(
+                ApiError::Service(ServiceError::BodyTooLarge(format!(
                     "the request body is too large: {}",
                     e.body_text()
                 )))
@@ -93,9 +93,10 @@ pub fn error_code(e: &ServiceError) -> &'static str {
         ServiceError::Immutable(_) => "IMMUTABLE",
         ServiceError::InvalidInput(_) => "INVALID_INPUT",
         ServiceError::ChecksumMismatch(_) => "CHECKSUM_MISMATCH",
-        ServiceError::PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
+        ServiceError::PayloadTooLarge { .. } | ServiceError::BodyTooLarge(_) => "PAYLOAD_TOO_LARGE",
         ServiceError::RequestTimeout(_) => "REQUEST_TIMEOUT",
         ServiceError::EventsExpired(_) => "EVENTS_EXPIRED",
+        ServiceError::TooManyUploadSessions(_) => "TOO_MANY_UPLOAD_SESSIONS",
         ServiceError::ReadOnlyMirror(_) => "READ_ONLY_MIRROR",
         ServiceError::Unavailable(_) => "UNAVAILABLE",
         ServiceError::Internal(_) => "INTERNAL",
@@ -113,9 +114,12 @@ pub fn status_of(e: &ServiceError) -> StatusCode {
         ServiceError::ChecksumMismatch(_) => {
             StatusCode::from_u16(460).unwrap_or(StatusCode::BAD_REQUEST)
         }
-        ServiceError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        ServiceError::PayloadTooLarge { .. } | ServiceError::BodyTooLarge(_) => {
+            StatusCode::PAYLOAD_TOO_LARGE
+        }
         ServiceError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
         ServiceError::EventsExpired(_) => StatusCode::GONE,
+        ServiceError::TooManyUploadSessions(_) => StatusCode::TOO_MANY_REQUESTS,
         ServiceError::ReadOnlyMirror(_) => StatusCode::FORBIDDEN,
         ServiceError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         ServiceError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

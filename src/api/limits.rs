@@ -259,12 +259,27 @@ pub fn body_io_error<E: std::error::Error + Send + Sync + 'static>(e: E) -> std:
     std::io::Error::new(kind, e)
 }
 
-/// A request body that could not be read: the client stalled (408), or it sent something unreadable.
+/// Whether an error of reading a request body comes from a body limit (axum's `DefaultBodyLimit`, `to_bytes`).
+pub fn is_body_too_long(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(e);
+    while let Some(error) = current {
+        if error.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        current = error.source();
+    }
+    false
+}
+
+/// A request body that could not be read: the client stalled (408), sent more than the route takes (413), or sent
+/// something unreadable.
 pub fn unreadable_body<E: std::error::Error + 'static>(e: &E, what: String) -> ServiceError {
     if is_body_timeout(e) {
         ServiceError::RequestTimeout(format!(
             "the request body stalled for longer than allowed: {what}"
         ))
+    } else if is_body_too_long(e) {
+        ServiceError::BodyTooLarge(what)
     } else {
         ServiceError::InvalidInput(what)
     }

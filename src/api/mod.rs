@@ -2,9 +2,11 @@
 //! playground, the web catalogue, the REST API's explorer).
 
 pub mod auth;
+mod body;
 mod download;
 pub mod error;
 pub mod graphql;
+mod headers;
 pub mod lease;
 pub mod limits;
 pub mod metrics;
@@ -158,6 +160,7 @@ pub fn router(service: Arc<RepositoryService>, config: ApiConfig) -> Router {
         Some(cors) => router.layer(cors),
         None => router,
     };
+    let router = router.layer(axum::middleware::map_response(headers::secure));
     router.layer(
             tower::ServiceBuilder::new()
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))

@@ -17,6 +17,7 @@ macro_rules! asset {
 
 const PAGE: &[u8] = asset!("index.html");
 const SETUP: &[u8] = asset!("playground.js");
+const STYLE: &[u8] = asset!("playground.css");
 
 /// Name, content type and bytes of every vendored asset.
 const ASSETS: &[(&str, &str, &[u8])] = &[
@@ -58,31 +59,39 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
             "/playground/playground.js",
             get(|| async { page(SETUP, JAVASCRIPT) }),
         )
+        .route(
+            "/playground/playground.css",
+            get(|| async { page(STYLE, "text/css; charset=utf-8") }),
+        )
         .route("/playground/assets/{name}", get(asset))
 }
 
 /// A page or a file of ours, revalidated on every load.
 pub(super) fn page(body: &'static [u8], content_type: &'static str) -> Response {
-    (
+    let mut response = (
         [
             (header::CONTENT_TYPE, content_type),
             (header::CACHE_CONTROL, "no-cache"),
         ],
         body,
     )
-        .into_response()
+        .into_response();
+    super::headers::as_page(&mut response);
+    response
 }
 
 /// A vendored file, cached for a day.
 pub(super) fn vendored(body: &'static [u8], content_type: &'static str) -> Response {
-    (
+    let mut response = (
         [
             (header::CONTENT_TYPE, content_type),
             (header::CACHE_CONTROL, ASSET_CACHE),
         ],
         body,
     )
-        .into_response()
+        .into_response();
+    super::headers::as_page(&mut response);
+    response
 }
 
 async fn asset(Path(name): Path<String>) -> Result<Response, ApiError> {

@@ -38,7 +38,7 @@ static UPLOAD_EXPIRES: HeaderName = HeaderName::from_static("upload-expires");
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/uploads", post(create).options(describe))
+        .route("/uploads", post(create).get(list).options(describe))
         .route(
             "/uploads/{id}",
             options(describe)
@@ -132,7 +132,8 @@ async fn create(State(state): State<AppState>, headers: HeaderMap) -> Result<Res
         .get("upload-metadata")
         .map(|v| v.to_str().unwrap_or("\u{0}"))
         .unwrap_or_default();
-    let new = new_upload(parse_metadata(metadata)?, length)?;
+    let mut new = new_upload(parse_metadata(metadata)?, length)?;
+    new.created_by = state.tokens.label(&headers);
     let session = state.service.create_upload(new).await?;
     let mut headers = session_headers(&session);
     headers.insert(
@@ -141,6 +142,43 @@ async fn create(State(state): State<AppState>, headers: HeaderMap) -> Result<Res
             .map_err(|e| ApiError::BadRequest(e.to_string()))?,
     );
     Ok((StatusCode::CREATED, headers).into_response())
+}
+
+/// `GET /uploads` (ours, not tus): the caller's unfinished sessions, oldest first, as JSON; `DELETE` on a session's
+/// `location` cancels it.
+async fn list(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    admit(&state, &headers)?;
+    let sessions = state
+        .service
+        .uploads_of(&state.tokens.label(&headers))
+        .await?;
+    let listed: Vec<serde_json::Value> = sessions.iter().map(listed).collect();
+    Ok(axum::Json(listed).into_response())
+}
+
+/// A session as `GET /uploads` lists it: its target named as in `Upload-Metadata`.
+fn listed(session: &UploadSession) -> serde_json::Value {
+    let mut target = serde_json::Map::new();
+    target.insert("kind".into(), session.target.kind().as_str().into());
+    let names: &[&str] = match session.target.kind() {
+        Kind::Model => &["name", "version"],
+        _ => &["id"],
+    };
+    for (name, value) in names.iter().zip(session.target.path_segments()) {
+        target.insert((*name).into(), value.into());
+    }
+    serde_json::json!({
+        "id": session.id,
+        "location": format!("/uploads/{}", session.id),
+        "target": target,
+        "platform": session.platform.as_ref().map(ToString::to_string),
+        "filename": session.filename,
+        "contentType": session.content_type,
+        "length": session.length,
+        "offset": session.offset,
+        "createdAt": session.created_at,
+        "expiresAt": session.expires_at,
+    })
 }
 
 /// `HEAD /uploads/{id}`: where the session stands.
@@ -314,6 +352,7 @@ fn new_upload(metadata: Vec<(String, String)>, length: u64) -> Result<NewUpload,
         content_type: get("filetype").or(get("content_type")).map(str::to_owned),
         length,
         sha256: get("sha256").map(str::to_owned),
+        created_by: String::new(),
     })
 }
 

@@ -260,6 +260,17 @@ impl Component {
     pub fn kind(&self) -> Kind {
         self.key.kind()
     }
+
+    /// Why this component's metadata may not change, or `None` when it may. A lock freezes the whole component
+    /// (metadata, files, existence): what was locked is exactly what devices keep getting.
+    pub fn metadata_change_refused(&self) -> Option<String> {
+        self.locked.then(|| {
+            format!(
+                "{} is locked: its metadata cannot change, its files cannot be replaced and it cannot be deleted",
+                self.key
+            )
+        })
+    }
 }
 
 #[cfg(test)]

@@ -27,6 +27,12 @@ pub enum ServiceError {
     RequestTimeout(String),
     #[error("the upload is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: u64 },
+    /// The caller holds as many unfinished upload sessions as it may: it must finish or cancel one first.
+    #[error("{0}")]
+    TooManyUploadSessions(String),
+    /// A request body (not an upload) longer than its route takes.
+    #[error("{0}")]
+    BodyTooLarge(String),
     /// The change feed no longer holds what the client asked for: it must resync.
     #[error("{0}")]
     EventsExpired(String),

@@ -50,6 +50,11 @@ pub struct RepositoryService {
     delivery_counts: webhooks::DeliveryCounts,
     immutable_files: bool,
     upload_session_ttl: std::time::Duration,
+    /// Most unfinished upload sessions per token; creations of one server wait for each other to count them.
+    max_upload_sessions: usize,
+    /// Most bytes a token's unfinished upload sessions may announce together; `None` for no limit but the count's.
+    max_upload_session_bytes: Option<u64>,
+    creating_upload: tokio::sync::Mutex<()>,
     /// Set on an edge mirror: its status, and writes through the API are refused.
     mirror: Option<mirror::MirrorStatus>,
 }
@@ -63,6 +68,9 @@ impl RepositoryService {
             delivery_counts: webhooks::DeliveryCounts::default(),
             immutable_files: false,
             upload_session_ttl: uploads::DEFAULT_SESSION_TTL,
+            max_upload_sessions: uploads::DEFAULT_MAX_SESSIONS,
+            max_upload_session_bytes: None,
+            creating_upload: tokio::sync::Mutex::new(()),
             mirror: None,
         }
     }

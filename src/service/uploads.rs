@@ -11,6 +11,13 @@ use crate::store::{UploadStream, replacement_refused};
 
 /// How long an unfinished session lives when the server is not told otherwise.
 pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Most unfinished sessions a token may hold when the server is not told otherwise.
+pub const DEFAULT_MAX_SESSIONS: usize = 100;
+/// The bounds of a session's time to live: a session must outlive a network hiccup, and the bytes of abandoned
+/// ones must not stay for months.
+pub const MIN_SESSION_TTL: Duration = Duration::from_secs(1);
+pub const MAX_SESSION_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
 /// How long a request waits for another request's append to a session to end. A client whose connection broke
 /// asks again at once, while the server may still be recording what arrived; its answer must include those bytes.
 const SETTLE: Duration = Duration::from_secs(3);
@@ -25,6 +32,8 @@ pub struct NewUpload {
     pub length: u64,
     /// The whole file's sha256, lower-case hex, checked once every byte has arrived.
     pub sha256: Option<String>,
+    /// The label of the caller's token: sessions are limited and listed per token.
+    pub created_by: String,
 }
 
 /// Where a session stands after a request; `attached` once its file became the target's.
@@ -51,6 +60,26 @@ impl RepositoryService {
         self.upload_session_ttl
     }
 
+    /// Sets how many unfinished upload sessions a token may hold.
+    pub fn with_max_upload_sessions(mut self, max: usize) -> Self {
+        self.max_upload_sessions = max;
+        self
+    }
+
+    /// Sets how many bytes a token's unfinished upload sessions may announce together.
+    pub fn with_max_upload_session_bytes(mut self, max: Option<u64>) -> Self {
+        self.max_upload_session_bytes = max;
+        self
+    }
+
+    /// The unfinished sessions `created_by` holds, oldest first.
+    pub async fn uploads_of(&self, created_by: &str) -> Result<Vec<UploadSession>, ServiceError> {
+        Ok(self
+            .store
+            .uploads_of(created_by, crate::domain::now())
+            .await?)
+    }
+
     /// Starts a session; the target must exist and accept a file, and the file must fit the upload limit.
     pub async fn create_upload(&self, new: NewUpload) -> Result<UploadSession, ServiceError> {
         self.writable()?;
@@ -74,6 +103,29 @@ impl RepositoryService {
         {
             return Err(refused.into());
         }
+        // Counted and created under one lock, so that concurrent creations on this server cannot overshoot the
+        // limit (replicas sharing a database each count for themselves).
+        let _creating = self.creating_upload.lock().await;
+        let held = self.uploads_of(&new.created_by).await?;
+        let advice = "finish or cancel one (GET /uploads lists them, DELETE /uploads/{id} cancels one) or let it \
+                      expire";
+        if held.len() >= self.max_upload_sessions {
+            return Err(ServiceError::TooManyUploadSessions(format!(
+                "{} holds {} unfinished upload sessions, the most a token may: {advice}",
+                new.created_by,
+                held.len()
+            )));
+        }
+        let announced: u64 = held.iter().map(|s| s.length).sum();
+        if let Some(max) = self.max_upload_session_bytes
+            && announced.saturating_add(new.length) > max
+        {
+            return Err(ServiceError::TooManyUploadSessions(format!(
+                "{}'s unfinished upload sessions announce {announced} bytes; {} more would pass the {max} a token \
+                 may hold: {advice}",
+                new.created_by, new.length
+            )));
+        }
         let now = crate::domain::now();
         let ttl =
             chrono::Duration::from_std(self.upload_session_ttl).unwrap_or(chrono::Duration::MAX);
@@ -88,6 +140,7 @@ impl RepositoryService {
             sha256,
             created_at: now,
             expires_at: now.checked_add_signed(ttl).unwrap_or(now),
+            created_by: new.created_by,
             appending: false,
         };
         Ok(self.store.create_upload(session).await?)

@@ -32,6 +32,10 @@ pub struct UploadSession {
     pub sha256: Option<String>,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
+    /// Who started it: the label of the caller's token (`anonymous` without tokens). Limits and lists are per
+    /// creator; sessions from before this field have none.
+    #[serde(default)]
+    pub created_by: String,
     /// Whether a request is appending to it right now (not stored: read from the store's claim or lease).
     #[serde(skip)]
     pub appending: bool,
@@ -78,6 +82,13 @@ pub trait UploadStore: Send + Sync {
     async fn create_upload(&self, session: UploadSession) -> Result<UploadSession, StoreError>;
 
     async fn upload(&self, id: &str) -> Result<Option<UploadSession>, StoreError>;
+
+    /// The sessions `created_by` started that expire after `now`, oldest first.
+    async fn uploads_of(
+        &self,
+        created_by: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<UploadSession>, StoreError>;
 
     /// Appends `body` at `offset` (which must be the session's). With `checksum` (the sha256 of this request's
     /// bytes) the bytes are kept only when they match; without it, a body that breaks off keeps what arrived

@@ -297,6 +297,29 @@ pub async fn locked_components_keep_their_file(start: Starter) {
             .await,
         "IMMUTABLE"
     );
+    // A lock freezes the metadata too, over GraphQL and REST alike, and leaves it as it was.
+    assert_eq!(
+        app.error_code(
+            "mutation { updateService(id: \"svc\", input: {description: \"changed\"}) { id } }",
+            json!({})
+        )
+        .await,
+        "IMMUTABLE"
+    );
+    let rest = reqwest::Client::new()
+        .put(app.url("/service/meta/svc"))
+        .json(&json!({ "id": "svc", "description": "changed" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rest.status(), 409);
+    let body: Value = rest.json().await.unwrap();
+    assert_eq!(body["code"], "IMMUTABLE");
+    let now = app
+        .ok("{ service(id: \"svc\") { description locked } }", json!({}))
+        .await;
+    assert_ne!(now["service"]["description"], "changed");
+    assert_eq!(now["service"]["locked"], true);
     // Other components are unaffected on a server with mutable files.
     create_model(&app, "1").await;
     assert_eq!(upload_model(&app, "1", bytes(10, 1)).await.status(), 200);

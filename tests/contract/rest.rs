@@ -354,7 +354,37 @@ pub async fn truncated_rest_uploads_are_refused(start: Starter) {
     let mut chunk = format!("{:x}\r\n", part.len()).into_bytes();
     chunk.extend_from_slice(&part);
     chunk.extend_from_slice(b"\r\n");
+    // A multipart body complete to its closing delimiter: the HTTP body around it must be complete too.
+    let mut whole = part.clone();
+    whole.extend_from_slice(b"--\r\n");
+    let mut whole_chunk = format!("{:x}\r\n", whole.len()).into_bytes();
+    whole_chunk.extend_from_slice(&whole);
+    whole_chunk.extend_from_slice(b"\r\n");
     let cases = [
+        (
+            "a complete multipart short of its content-length",
+            head(&format!("content-length: {}\r\n", whole.len() + 100)),
+            whole.clone(),
+            false,
+        ),
+        (
+            "a complete multipart short of its content-length, then closed",
+            head(&format!("content-length: {}\r\n", whole.len() + 100)),
+            whole.clone(),
+            true,
+        ),
+        (
+            "a complete multipart without the last chunk",
+            head("transfer-encoding: chunked\r\n"),
+            whole_chunk.clone(),
+            false,
+        ),
+        (
+            "a complete multipart without the last chunk, then closed",
+            head("transfer-encoding: chunked\r\n"),
+            whole_chunk.clone(),
+            true,
+        ),
         // The declared length is never reached (the client stalls, or goes away).
         (
             "short of its content-length",
@@ -413,13 +443,32 @@ pub async fn truncated_rest_uploads_are_refused(start: Starter) {
         assert_eq!(app.get("/service/svc").await.status(), 404, "{why}");
     }
 
-    // The same bytes, complete, are stored.
-    let mut complete = part;
-    complete.extend_from_slice(b"--\r\n");
+    // The same bytes, complete, are stored: with a content-length, and chunked with its last chunk.
     let answer = raw_request(
         &app,
-        &head(&format!("content-length: {}\r\n", complete.len())),
-        &complete,
+        &head(&format!("content-length: {}\r\n", whole.len())),
+        &whole,
+        false,
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 204"), "{answer}");
+    let downloaded = app.get("/service/svc").await.bytes().await.unwrap();
+    assert_eq!(sha256_hex(&downloaded), sha256_hex(&data));
+    let (status, _) = send(app.client.delete(app.url("/service/svc"))).await;
+    assert_eq!(status, 204);
+    let (status, _) = send(
+        app.client
+            .post(app.url("/service"))
+            .json(&json!({"id": "svc"})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let mut chunked = whole_chunk;
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let answer = raw_request(
+        &app,
+        &head("transfer-encoding: chunked\r\n"),
+        &chunked,
         false,
     )
     .await;

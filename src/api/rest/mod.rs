@@ -18,6 +18,7 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 
 use super::AppState;
+use super::body::Watched;
 use super::download::{Source, download, download_blob, serve};
 use super::error::ApiError;
 use super::limits::{body_io_error, unreadable_body};
@@ -239,26 +240,30 @@ async fn update_meta(
 async fn upload_model(
     State(state): State<AppState>,
     Path((name, version)): Path<(String, String)>,
-    multipart: Multipart,
+    request: axum::extract::Request,
 ) -> Result<StatusCode, ApiError> {
-    upload(&state, ComponentKey::model(name, version)?, multipart).await
+    upload(&state, ComponentKey::model(name, version)?, request).await
 }
 
 async fn upload_by_id(
     State(state): State<AppState>,
     kind: Kind,
     Path(id): Path<String>,
-    multipart: Multipart,
+    request: axum::extract::Request,
 ) -> Result<StatusCode, ApiError> {
-    upload(&state, ComponentKey::with_id(kind, id)?, multipart).await
+    upload(&state, ComponentKey::with_id(kind, id)?, request).await
 }
 
 /// `PUT` with a multipart form whose field `file` is streamed to storage; other fields are ignored.
 async fn upload(
     state: &AppState,
     key: ComponentKey,
-    mut multipart: Multipart,
+    request: axum::extract::Request,
 ) -> Result<StatusCode, ApiError> {
+    let (request, whole_body) = Watched::new(request);
+    let mut multipart = Multipart::from_request(request, state)
+        .await
+        .map_err(|e| ApiError::BadRequest(e.body_text()))?;
     // A missing component is reported before a byte of the file is stored.
     state.service.get(&key).await?;
     let unreadable = |e: axum::extract::multipart::MultipartError| {
@@ -278,6 +283,9 @@ async fn upload(
         while let Some(mut rest) = multipart.next_field().await.map_err(unreadable)? {
             while rest.chunk().await.map_err(unreadable)?.is_some() {}
         }
+        // And the HTTP body to its end: a complete multipart inside a body that then breaks off is refused too.
+        drop(multipart);
+        whole_body.finish().await?;
         let size = staged.size;
         state
             .service

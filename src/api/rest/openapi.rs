@@ -336,8 +336,44 @@ fn upload_paths(paths: PathsBuilder) -> PathsBuilder {
             .response("404", error("The target component does not exist."))
             .response("409", error("The target's file may not be replaced (`IMMUTABLE`)."))
             .response("413", error("`Upload-Length` is over the size limit."))
+            .response(
+                "429",
+                error("The token holds `--max-upload-sessions` unfinished sessions (`TOO_MANY_UPLOAD_SESSIONS`)."),
+            )
             .build(),
     );
+    let typed = |schema_type: Type| ObjectBuilder::new().schema_type(schema_type).build();
+    let listed = ObjectBuilder::new()
+        .property("id", typed(Type::String))
+        .property("location", typed(Type::String))
+        .property("target", typed(Type::Object))
+        .property("platform", typed(Type::String))
+        .property("filename", typed(Type::String))
+        .property("contentType", typed(Type::String))
+        .property("length", typed(Type::Integer))
+        .property("offset", typed(Type::Integer))
+        .property("createdAt", typed(Type::String))
+        .property("expiresAt", typed(Type::String));
+    collection.merge_operations(PathItem::new(
+        HttpMethod::Get,
+        tus_operation(
+            "list_uploads",
+            "The caller's unfinished sessions, oldest first (ours, not tus); DELETE a `location` to cancel one.",
+        )
+        .response(
+            "200",
+            ResponseBuilder::new()
+                .description("The sessions of the caller's token.")
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(utoipa::openapi::schema::ArrayBuilder::new().items(listed)))
+                        .build(),
+                )
+                .build(),
+        )
+        .build(),
+    ));
     collection.merge_operations(PathItem::new(
         HttpMethod::Options,
         OperationBuilder::new()

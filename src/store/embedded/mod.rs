@@ -693,6 +693,9 @@ impl Store for EmbeddedStore {
             .write(Vec::new(), move |txn| {
                 let before =
                     read_component(txn, &key)?.ok_or_else(|| StoreError::NotFound(key.clone()))?;
+                if let Some(refused) = before.metadata_change_refused() {
+                    return Err(StoreError::Immutable(refused));
+                }
                 let mut component = before.clone();
                 update(&mut component.spec)?;
                 component.spec.validate()?;

@@ -297,6 +297,33 @@ impl UploadStore for EmbeddedStore {
         }
     }
 
+    async fn uploads_of(
+        &self,
+        created_by: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<UploadSession>, StoreError> {
+        let created_by = created_by.to_owned();
+        self.blocking(move |db| {
+            let txn = db.begin_read().or_backend()?;
+            let table = match txn.open_table(SESSIONS) {
+                Ok(table) => table,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                Err(e) => return Err(StoreError::Backend(e.to_string())),
+            };
+            let mut found = Vec::new();
+            for entry in table.iter().or_backend()? {
+                let (_, value) = entry.or_backend()?;
+                let session = decode(value.value())?;
+                if session.created_by == created_by && session.expires_at > now {
+                    found.push(session);
+                }
+            }
+            found.sort_by_key(|s: &UploadSession| s.created_at);
+            Ok(found)
+        })
+        .await
+    }
+
     async fn finish_upload(&self, id: &str) -> Result<(), StoreError> {
         self.delete_upload(id).await.map(drop)
     }

@@ -559,6 +559,10 @@ impl MongoStore {
             let Some(Decoded { component, rev, .. }) = self.find_one(key).await? else {
                 return Err(StoreError::NotFound(key.clone()));
             };
+            // The revision guard below makes this hold against a lock taken meanwhile (a lock bumps `rev`).
+            if let Some(refused) = component.metadata_change_refused() {
+                return Err(StoreError::Immutable(refused));
+            }
             let mut spec = component.spec.clone();
             update(&mut spec)?;
             spec.validate()?;

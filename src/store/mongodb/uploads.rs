@@ -266,6 +266,28 @@ impl UploadStore for MongoStore {
             .transpose()
     }
 
+    async fn uploads_of(
+        &self,
+        created_by: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<UploadSession>, StoreError> {
+        let documents: Vec<Document> = self
+            .sessions()
+            .find(doc! { "created_by": created_by, "expires": { "$gt": millis(now) } })
+            .projection(doc! { "tail": 0 })
+            .await
+            .map_err(map_err)?
+            .try_collect()
+            .await
+            .map_err(map_err)?;
+        let mut found = documents
+            .into_iter()
+            .map(decode)
+            .collect::<Result<Vec<_>, _>>()?;
+        found.sort_by_key(|s| s.created_at);
+        Ok(found)
+    }
+
     async fn append_upload(
         &self,
         id: &str,
