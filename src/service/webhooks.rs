@@ -3,15 +3,17 @@
 //! Each webhook is served by one worker at a time (a lease in the store, so with several servers on one MongoDB
 //! database each delivery is sent by one of them). The worker follows the feed after the webhook's cursor and
 //! delivers matching events one by one, in order: a failed delivery is retried with exponential backoff and holds
-//! back the later ones until it succeeds or is given up on. The cursor and every delivery are stored, so a restart
-//! resumes where it stopped. Sends happen on background tasks with a bounded timeout: a slow or dead receiver
-//! never slows the API.
+//! back the later ones until it succeeds or is given up on. Every delivery is stored, and the cursor with it, so a
+//! restart resumes where it stopped. Events a webhook filters out cost no write: the cursor moves past them in
+//! memory and is saved at most every [`WebhookConfig::cursor_save_interval`] (or [`CURSOR_SAVE_EVENTS`] events),
+//! so after a restart a worker may look at them again, never send one twice. Sends happen on background tasks
+//! with a bounded timeout: a slow or dead receiver never slows the API.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -35,34 +37,10 @@ const SCAN_INTERVAL: Duration = Duration::from_secs(1);
 const IDLE_RECHECK: Duration = Duration::from_secs(2);
 /// Deliveries listed per webhook at most.
 pub const MAX_DELIVERIES_LISTED: usize = 100;
+/// Filtered-out events a worker passes before it saves its cursor, whatever the interval.
+pub const CURSOR_SAVE_EVENTS: u64 = 10_000;
 
-/// Whether a destination address is one a webhook may not reach (unless private networks are allowed).
-pub fn is_forbidden_destination(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_multicast()
-                || v4.octets()[0] == 0
-                // 100.64.0.0/10, carrier-grade NAT: not the public internet either.
-                || (v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64)
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_forbidden_destination(IpAddr::V4(v4));
-            }
-            let first = v6.segments()[0];
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (first & 0xfe00) == 0xfc00 // unique local
-                || (first & 0xffc0) == 0xfe80 // link-local
-        }
-    }
-}
+pub use crate::domain::is_forbidden_destination;
 
 /// Resolves webhook hosts and keeps only the addresses they may reach, so a name that resolves to a private
 /// address (or is changed to one later: DNS rebinding) is refused at every connection.
@@ -93,11 +71,31 @@ impl reqwest::dns::Resolve for GuardedResolver {
     }
 }
 
-/// How webhooks are sent.
-#[derive(Debug, Clone, Copy, Default)]
+/// How webhooks are sent, how many there may be, and how long their deliveries are kept.
+#[derive(Debug, Clone, Copy)]
 pub struct WebhookConfig {
     /// Let webhooks reach loopback, private and link-local addresses (tests, closed networks).
     pub allow_private_networks: bool,
+    /// Most webhooks at once; creating one more is refused with `LIMIT_EXCEEDED`.
+    pub max_webhooks: usize,
+    /// Longest a worker keeps its progress past filtered-out events in memory only.
+    pub cursor_save_interval: Duration,
+    /// Settled deliveries older than this are removed.
+    pub delivery_max_age: Duration,
+    /// Settled deliveries kept per webhook at most (the newest).
+    pub deliveries_kept: usize,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        Self {
+            allow_private_networks: false,
+            max_webhooks: 100,
+            cursor_save_interval: Duration::from_secs(5),
+            delivery_max_age: Duration::from_secs(30 * 86_400),
+            deliveries_kept: 1000,
+        }
+    }
 }
 
 /// Deliveries by outcome since start-up, for metrics.
@@ -106,6 +104,10 @@ pub struct DeliveryCounts {
     pub delivered: AtomicU64,
     pub failed: AtomicU64,
     pub gave_up: AtomicU64,
+    /// Cursor saves by the workers, for metrics (and to show that filtered-out events cost none).
+    pub cursor_saves: AtomicU64,
+    /// Events the workers looked at, wanted or not.
+    pub events_examined: AtomicU64,
 }
 
 /// What a client gives to create a webhook.
@@ -175,10 +177,43 @@ impl RepositoryService {
         };
         webhook.validate()?;
         self.check_destination(&webhook.url).await?;
+        let max = self.webhook_config.max_webhooks;
+        let too_many = || {
+            ServiceError::LimitExceeded(format!(
+                "there are already {max} webhooks, the most this server keeps (--max-webhooks); delete one first"
+            ))
+        };
+        if self.store.webhooks().await?.len() >= max {
+            return Err(too_many());
+        }
         self.store.insert_webhook(&webhook).await?;
+        // Concurrent creations may all have passed the check: whoever then sees too many takes theirs back, so
+        // the cap holds (at worst both back off, and a retry succeeds).
+        if self.store.webhooks().await?.len() > max {
+            self.store.delete_webhook(&webhook.id).await?;
+            return Err(too_many());
+        }
         // Not the URL: it may carry credentials.
         tracing::info!(id = %webhook.id, "webhook created");
         Ok(webhook)
+    }
+
+    /// Removes the settled deliveries that the retention no longer keeps, of every webhook; returns how many.
+    pub async fn prune_deliveries(&self) -> Result<u64, ServiceError> {
+        let config = &self.webhook_config;
+        let now = crate::domain::now();
+        let before = chrono::Duration::from_std(config.delivery_max_age)
+            .ok()
+            .and_then(|age| now.checked_sub_signed(age))
+            .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
+        let mut removed = 0;
+        for webhook in self.store.webhooks().await? {
+            removed += self
+                .store
+                .prune_deliveries(&webhook.id, before, config.deliveries_kept)
+                .await?;
+        }
+        Ok(removed)
     }
 
     pub async fn webhooks(&self) -> Result<Vec<Webhook>, ServiceError> {
@@ -213,6 +248,7 @@ impl RepositoryService {
 pub fn spawn_dispatcher(service: &Arc<RepositoryService>) {
     let weak = Arc::downgrade(service);
     let allow_private = service.webhook_config.allow_private_networks;
+    let cursor_save_interval = service.webhook_config.cursor_save_interval;
     tokio::spawn(async move {
         let client = match reqwest::Client::builder()
             .timeout(SEND_TIMEOUT)
@@ -257,6 +293,7 @@ pub fn spawn_dispatcher(service: &Arc<RepositoryService>) {
                                     client: client.clone(),
                                     owner: owner.clone(),
                                     webhook_id: webhook.id.clone(),
+                                    cursor_save_interval,
                                 };
                                 workers.insert(webhook.id, tokio::spawn(worker.run()));
                             }
@@ -278,6 +315,7 @@ struct Worker {
     client: reqwest::Client,
     owner: String,
     webhook_id: String,
+    cursor_save_interval: Duration,
 }
 
 /// Why a worker stops.
@@ -324,15 +362,40 @@ impl Worker {
         }
     }
 
+    /// Saves the cursor: the webhook's progress survives a restart up to `sequence`.
+    async fn save_cursor(&self, sequence: u64) -> Result<(), Result<Stop, ServiceError>> {
+        let service = self.service()?;
+        service
+            .store
+            .advance_webhook(&self.webhook_id, sequence)
+            .await
+            .map_err(|e| Err(e.into()))?;
+        service
+            .delivery_counts
+            .cursor_saves
+            .fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
     async fn work(&self) -> Result<(), Result<Stop, ServiceError>> {
         let mut signal = self.service()?.store.event_signal();
+        // A webhook never changes but for its cursor, which this worker alone moves while it holds the lease.
+        let webhook = self.current().await?;
+        let mut leased_at = Instant::now();
+        // Progress in memory (`handled`) runs ahead of the stored cursor (`saved`) past filtered-out events only.
+        let mut handled = webhook.cursor;
+        let mut saved = webhook.cursor;
+        let mut saved_at = Instant::now();
         loop {
-            let webhook = self.current().await?;
+            if leased_at.elapsed() >= LEASE / 3 {
+                self.current().await?;
+                leased_at = Instant::now();
+            }
             signal.borrow_and_update();
             let batch = self
                 .service()?
                 .store
-                .events(webhook.cursor, 100)
+                .events(handled, 100)
                 .await
                 .map_err(|e| Err(e.into()));
             let batch = match batch {
@@ -346,36 +409,50 @@ impl Worker {
                         .await
                         .map_err(|e| Err(e.into()))?;
                     tracing::warn!(webhook = %webhook.id, "events expired before delivery; skipping to the current sequence");
-                    self.service()?
-                        .store
-                        .advance_webhook(&webhook.id, last)
-                        .await
-                        .map_err(|e| Err(e.into()))?;
+                    self.save_cursor(last).await?;
+                    (handled, saved, saved_at) = (last, last, Instant::now());
                     continue;
                 }
                 Err(e) => return Err(e),
             };
+            let before = handled;
             for event in &batch.events {
+                self.service()?
+                    .delivery_counts
+                    .events_examined
+                    .fetch_add(1, Ordering::Relaxed);
+                handled = event.sequence;
                 if webhook.wants(event) {
+                    // Not deleted meanwhile, and still ours.
+                    self.current().await?;
+                    leased_at = Instant::now();
                     self.deliver(&webhook, event).await?;
+                    self.save_cursor(handled).await?;
+                    (saved, saved_at) = (handled, Instant::now());
                 }
-                self.service()?
-                    .store
-                    .advance_webhook(&webhook.id, event.sequence)
-                    .await
-                    .map_err(|e| Err(e.into()))?;
             }
-            if batch.next_after > webhook.cursor {
-                self.service()?
-                    .store
-                    .advance_webhook(&webhook.id, batch.next_after)
-                    .await
-                    .map_err(|e| Err(e.into()))?;
+            handled = handled.max(batch.next_after);
+            if handled > saved
+                && (handled - saved >= CURSOR_SAVE_EVENTS
+                    || saved_at.elapsed() >= self.cursor_save_interval)
+            {
+                self.save_cursor(handled).await?;
+                (saved, saved_at) = (handled, Instant::now());
+            }
+            if handled > before {
                 continue;
             }
             // New events wake the worker; the timeout also catches an event of another replica that was still
-            // pending at the last read and has been settled since.
-            let _ = tokio::time::timeout(IDLE_RECHECK, signal.changed()).await;
+            // pending at the last read and has been settled since, and progress due to be saved.
+            let mut wait = IDLE_RECHECK;
+            if handled > saved {
+                wait = wait.min(
+                    self.cursor_save_interval
+                        .saturating_sub(saved_at.elapsed())
+                        .max(Duration::from_millis(10)),
+                );
+            }
+            let _ = tokio::time::timeout(wait, signal.changed()).await;
         }
     }
 
@@ -386,15 +463,20 @@ impl Worker {
         event: &Event,
     ) -> Result<(), Result<Stop, ServiceError>> {
         let service = self.service()?;
-        // A delivery already under way (before a restart) keeps its attempts.
-        let mut delivery = service
+        // A delivery already under way (before a restart) keeps its attempts; one settled just before a restart
+        // that left the cursor behind it is not sent again.
+        let latest = service
             .store
             .deliveries(&webhook.id, 1)
             .await
             .map_err(|e| Err(e.into()))?
             .into_iter()
-            .find(|d| d.sequence == event.sequence && d.status == DeliveryStatus::Pending)
-            .unwrap_or_else(|| Delivery::new(webhook, event, crate::domain::now()));
+            .find(|d| d.sequence == event.sequence);
+        let mut delivery = match latest {
+            Some(d) if d.status != DeliveryStatus::Pending => return Ok(()),
+            Some(d) => d,
+            None => Delivery::new(webhook, event, crate::domain::now()),
+        };
         drop(service);
         let body = serde_json::to_vec(&event.to_json()).unwrap_or_default();
         let signature = sign(&webhook.secret, &body);
@@ -490,29 +572,6 @@ fn describe(e: &reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn private_and_local_destinations_are_refused() {
-        for ip in [
-            "127.0.0.1",
-            "10.1.2.3",
-            "172.16.0.1",
-            "192.168.1.1",
-            "169.254.169.254",
-            "0.0.0.0",
-            "100.64.0.1",
-            "::1",
-            "fe80::1",
-            "fd00::1",
-            "::ffff:127.0.0.1",
-            "::ffff:10.0.0.1",
-        ] {
-            assert!(is_forbidden_destination(ip.parse().unwrap()), "{ip}");
-        }
-        for ip in ["93.184.216.34", "1.1.1.1", "2606:4700:4700::1111"] {
-            assert!(!is_forbidden_destination(ip.parse().unwrap()), "{ip}");
-        }
-    }
 
     #[test]
     fn signatures_follow_githubs_scheme() {
