@@ -326,7 +326,9 @@ pub async fn endpoint(State(state): State<super::AppState>) -> Response {
         counts
             .events_examined
             .load(std::sync::atomic::Ordering::Relaxed),
-        counts.cursor_saves.load(std::sync::atomic::Ordering::Relaxed),
+        counts
+            .cursor_saves
+            .load(std::sync::atomic::Ordering::Relaxed),
     );
     if let Some(mirror) = state.service.mirror_status() {
         state.metrics.mirror.observe(&mirror.snapshot());

@@ -230,7 +230,14 @@ mod tests {
 
     #[test]
     fn ipv6_loopback_unspecified_and_ipv4_compatible_are_refused() {
-        for ip in ["::", "::1", "::127.0.0.1", "::10.0.0.1", "::8.8.8.8", "::ffff"] {
+        for ip in [
+            "::",
+            "::1",
+            "::127.0.0.1",
+            "::10.0.0.1",
+            "::8.8.8.8",
+            "::ffff",
+        ] {
             assert!(forbidden(ip), "{ip} must be refused");
         }
     }
@@ -271,7 +278,12 @@ mod tests {
     #[test]
     fn six_to_four_follows_the_embedded_address() {
         // 2002:AABB:CCDD::/48 carries AA.BB.CC.DD.
-        for ip in ["2002:7f00:1::", "2002:a00:1::1", "2002:c0a8:101::5", "2002:a9fe:a9fe::1"] {
+        for ip in [
+            "2002:7f00:1::",
+            "2002:a00:1::1",
+            "2002:c0a8:101::5",
+            "2002:a9fe:a9fe::1",
+        ] {
             assert!(forbidden(ip), "{ip} must be refused");
         }
         for ip in ["2002:5db8:d822::1", "2002:101:101::"] {

@@ -45,6 +45,8 @@ pub struct RepositoryService {
     max_upload_bytes: u64,
     webhook_config: webhooks::WebhookConfig,
     delivery_counts: webhooks::DeliveryCounts,
+    /// Held from counting the webhooks to inserting one, so this server's creations never pass the cap.
+    webhook_creation: tokio::sync::Mutex<()>,
     immutable_files: bool,
     upload_session_ttl: std::time::Duration,
     /// Set on an edge mirror: its status, and writes through the API are refused.
@@ -58,6 +60,7 @@ impl RepositoryService {
             max_upload_bytes,
             webhook_config: webhooks::WebhookConfig::default(),
             delivery_counts: webhooks::DeliveryCounts::default(),
+            webhook_creation: tokio::sync::Mutex::new(()),
             immutable_files: false,
             upload_session_ttl: uploads::DEFAULT_SESSION_TTL,
             mirror: None,

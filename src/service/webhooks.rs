@@ -183,12 +183,13 @@ impl RepositoryService {
                 "there are already {max} webhooks, the most this server keeps (--max-webhooks); delete one first"
             ))
         };
+        let _one_at_a_time = self.webhook_creation.lock().await;
         if self.store.webhooks().await?.len() >= max {
             return Err(too_many());
         }
         self.store.insert_webhook(&webhook).await?;
-        // Concurrent creations may all have passed the check: whoever then sees too many takes theirs back, so
-        // the cap holds (at worst both back off, and a retry succeeds).
+        // Other servers on the same database may have passed the check at the same time: whoever then sees too
+        // many takes theirs back, so the cap holds (at worst both back off, and a retry succeeds).
         if self.store.webhooks().await?.len() > max {
             self.store.delete_webhook(&webhook.id).await?;
             return Err(too_many());

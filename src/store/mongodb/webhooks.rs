@@ -173,10 +173,7 @@ impl WebhookStore {
         let index = IndexModel::builder()
             .keys(doc! { "webhook_id": 1, "sequence": -1 })
             .build();
-        self.deliveries
-            .create_index(index)
-            .await
-            .map_err(map_err)?;
+        self.deliveries.create_index(index).await.map_err(map_err)?;
         let settled = doc! { "$ne": "pending" };
         let mut removed = self
             .deliveries
