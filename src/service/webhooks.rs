@@ -6,8 +6,9 @@
 //! back the later ones until it succeeds or is given up on. Every delivery is stored, and the cursor with it, so a
 //! restart resumes where it stopped. Events a webhook filters out cost no write: the cursor moves past them in
 //! memory and is saved at most every [`WebhookConfig::cursor_save_interval`] (or [`CURSOR_SAVE_EVENTS`] events),
-//! so after a restart a worker may look at them again, never send one twice. Sends happen on background tasks
-//! with a bounded timeout: a slow or dead receiver never slows the API.
+//! so after a restart a worker may look at them again, never send one twice. The feed is read once for all
+//! workers ([`SharedFeed`]): a worker reads the store itself only while it is behind (after a restart, or a long
+//! retry). Sends happen on background tasks with a bounded timeout: a slow or dead receiver never slows the API.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -17,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 use super::{RepositoryService, ServiceError};
 use crate::domain::{Delivery, DeliveryStatus, Event, EventType, Kind, Webhook};
@@ -245,6 +247,80 @@ impl RepositoryService {
     }
 }
 
+/// Batches of the feed kept for workers that fall behind a little; one further behind reads the store.
+const SHARED_BATCHES: usize = 32;
+
+/// Events `after` < sequence <= `next_after`, as read once for every worker.
+struct SharedBatch {
+    after: u64,
+    next_after: u64,
+    events: Vec<Event>,
+}
+
+/// What a worker follows: the batches read for all, and how far they go.
+struct SharedFeed {
+    batches: tokio::sync::broadcast::Receiver<Arc<SharedBatch>>,
+    /// Every event up to here has been published (a worker below it catches up from the store).
+    position: tokio::sync::watch::Receiver<u64>,
+}
+
+/// Reads the feed once per change for all workers, while there are any; stops with the service.
+async fn read_feed_for_workers(
+    service: Weak<RepositoryService>,
+    batches: tokio::sync::broadcast::Sender<Arc<SharedBatch>>,
+    position_tx: tokio::sync::watch::Sender<u64>,
+) {
+    let Some(mut signal) = service.upgrade().map(|s| s.store.event_signal()) else {
+        return;
+    };
+    // None while no worker listens: then nothing is read, and reading resumes from the feed's end.
+    let mut position: Option<u64> = None;
+    loop {
+        let Some(service) = service.upgrade() else {
+            return;
+        };
+        if batches.receiver_count() == 0 {
+            position = None;
+        } else {
+            signal.borrow_and_update();
+            let after = match position {
+                Some(after) => Ok(after),
+                None => service.store.last_sequence().await,
+            };
+            let read = match after {
+                Ok(after) => {
+                    position = Some(after);
+                    position_tx.send_replace(after);
+                    service.store.events(after, 100).await.map(|b| (after, b))
+                }
+                Err(e) => Err(e),
+            };
+            match read {
+                Ok((after, batch)) if batch.next_after > after => {
+                    position = Some(batch.next_after);
+                    let _ = batches.send(Arc::new(SharedBatch {
+                        after,
+                        next_after: batch.next_after,
+                        events: batch.events,
+                    }));
+                    position_tx.send_replace(batch.next_after);
+                    continue;
+                }
+                Ok(_) => {}
+                // Workers behind find it out themselves; the shared reading goes on from the end.
+                Err(crate::store::StoreError::EventsExpired { .. }) => position = None,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading the change feed for webhooks failed; retrying")
+                }
+            }
+        }
+        drop(service);
+        // New events wake the reader; the timeout also catches an event of another replica that was still
+        // pending at the last read and has been settled since.
+        let _ = tokio::time::timeout(IDLE_RECHECK, signal.changed()).await;
+    }
+}
+
 /// Runs the webhook dispatcher for as long as the service lives.
 pub fn spawn_dispatcher(service: &Arc<RepositoryService>) {
     let weak = Arc::downgrade(service);
@@ -266,6 +342,13 @@ pub fn spawn_dispatcher(service: &Arc<RepositoryService>) {
             }
         };
         let owner = uuid::Uuid::new_v4().simple().to_string();
+        let (batches, _) = tokio::sync::broadcast::channel(SHARED_BATCHES);
+        let (position_tx, position) = tokio::sync::watch::channel(0);
+        tokio::spawn(read_feed_for_workers(
+            weak.clone(),
+            batches.clone(),
+            position_tx,
+        ));
         let mut workers: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
         loop {
             let Some(service) = weak.upgrade() else {
@@ -277,6 +360,14 @@ pub fn spawn_dispatcher(service: &Arc<RepositoryService>) {
             workers.retain(|_, worker| !worker.is_finished());
             match service.store.webhooks().await {
                 Ok(webhooks) => {
+                    // The worker of a deleted webhook stops here rather than by looking itself up.
+                    workers.retain(|id, worker| {
+                        let exists = webhooks.iter().any(|w| &w.id == id);
+                        if !exists {
+                            worker.abort();
+                        }
+                        exists
+                    });
                     for webhook in webhooks {
                         if workers.contains_key(&webhook.id) {
                             continue;
@@ -295,6 +386,10 @@ pub fn spawn_dispatcher(service: &Arc<RepositoryService>) {
                                     owner: owner.clone(),
                                     webhook_id: webhook.id.clone(),
                                     cursor_save_interval,
+                                    feed: tokio::sync::Mutex::new(SharedFeed {
+                                        batches: batches.subscribe(),
+                                        position: position.clone(),
+                                    }),
                                 };
                                 workers.insert(webhook.id, tokio::spawn(worker.run()));
                             }
@@ -317,6 +412,15 @@ struct Worker {
     owner: String,
     webhook_id: String,
     cursor_save_interval: Duration,
+    feed: tokio::sync::Mutex<SharedFeed>,
+}
+
+/// How far a worker got: `handled` in memory, `saved` in the store (behind it only past filtered-out events).
+struct Progress {
+    handled: u64,
+    saved: u64,
+    saved_at: Instant,
+    leased_at: Instant,
 }
 
 /// Why a worker stops.
@@ -339,6 +443,18 @@ impl Worker {
 
     fn service(&self) -> Result<Arc<RepositoryService>, Result<Stop, ServiceError>> {
         self.service.upgrade().ok_or(Ok(Stop::Done))
+    }
+
+    /// Renews the lease; stops when another server holds it (or, on a shared store, the webhook is gone).
+    async fn renew(&self) -> Result<(), Result<Stop, ServiceError>> {
+        let until = crate::domain::now() + chrono::Duration::from_std(LEASE).unwrap_or_default();
+        let leased = self
+            .service()?
+            .store
+            .lease_webhook(&self.webhook_id, &self.owner, until)
+            .await
+            .map_err(|e| Err(e.into()))?;
+        if leased { Ok(()) } else { Err(Ok(Stop::Done)) }
     }
 
     /// The webhook as stored now, with the lease renewed; stops when either is gone.
@@ -379,82 +495,154 @@ impl Worker {
     }
 
     async fn work(&self) -> Result<(), Result<Stop, ServiceError>> {
-        let mut signal = self.service()?.store.event_signal();
+        let mut feed = self.feed.lock().await;
         // A webhook never changes but for its cursor, which this worker alone moves while it holds the lease.
         let webhook = self.current().await?;
-        let mut leased_at = Instant::now();
-        // Progress in memory (`handled`) runs ahead of the stored cursor (`saved`) past filtered-out events only.
-        let mut handled = webhook.cursor;
-        let mut saved = webhook.cursor;
-        let mut saved_at = Instant::now();
+        let mut progress = Progress {
+            handled: webhook.cursor,
+            saved: webhook.cursor,
+            saved_at: Instant::now(),
+            leased_at: Instant::now(),
+        };
         loop {
-            if leased_at.elapsed() >= LEASE / 3 {
-                self.current().await?;
-                leased_at = Instant::now();
+            if progress.leased_at.elapsed() >= LEASE / 3 {
+                self.renew().await?;
+                progress.leased_at = Instant::now();
             }
-            signal.borrow_and_update();
-            let batch = self
-                .service()?
-                .store
-                .events(handled, 100)
-                .await
-                .map_err(|e| Err(e.into()));
-            let batch = match batch {
-                Ok(batch) => batch,
-                Err(Err(ServiceError::EventsExpired(_))) => {
-                    // Events were removed before they could be sent: skip to what is retained.
-                    let last = self
-                        .service()?
-                        .store
-                        .last_sequence()
-                        .await
-                        .map_err(|e| Err(e.into()))?;
-                    tracing::warn!(webhook = %webhook.id, "events expired before delivery; skipping to the current sequence");
-                    self.save_cursor(last).await?;
-                    (handled, saved, saved_at) = (last, last, Instant::now());
+            // What was published first: a batch is sent before the position moves past it, so a worker that
+            // took every batch is never behind and never reads the store.
+            loop {
+                match feed.batches.try_recv() {
+                    Ok(batch) => self.apply(&webhook, &batch, &mut progress).await?,
+                    Err(TryRecvError::Lagged(_)) => {}
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Closed) => return Err(Ok(Stop::Done)),
+                }
+            }
+            let published = *feed.position.borrow_and_update();
+            if progress.handled < published {
+                // Behind the shared reading: catch up from the store.
+                let before = progress.handled;
+                self.catch_up(&webhook, &mut progress).await?;
+                self.save_if_due(&mut progress).await?;
+                if progress.handled > before {
                     continue;
                 }
-                Err(e) => return Err(e),
-            };
-            let before = handled;
-            for event in &batch.events {
-                self.service()?
-                    .delivery_counts
-                    .events_examined
-                    .fetch_add(1, Ordering::Relaxed);
-                handled = event.sequence;
-                if webhook.wants(event) {
-                    // Not deleted meanwhile, and still ours.
-                    self.current().await?;
-                    leased_at = Instant::now();
-                    self.deliver(&webhook, event).await?;
-                    self.save_cursor(handled).await?;
-                    (saved, saved_at) = (handled, Instant::now());
-                }
             }
-            handled = handled.max(batch.next_after);
-            if handled > saved
-                && (handled - saved >= CURSOR_SAVE_EVENTS
-                    || saved_at.elapsed() >= self.cursor_save_interval)
-            {
-                self.save_cursor(handled).await?;
-                (saved, saved_at) = (handled, Instant::now());
-            }
-            if handled > before {
-                continue;
-            }
-            // New events wake the worker; the timeout also catches an event of another replica that was still
-            // pending at the last read and has been settled since, and progress due to be saved.
             let mut wait = IDLE_RECHECK;
-            if handled > saved {
+            if progress.handled > progress.saved {
                 wait = wait.min(
                     self.cursor_save_interval
-                        .saturating_sub(saved_at.elapsed())
+                        .saturating_sub(progress.saved_at.elapsed())
                         .max(Duration::from_millis(10)),
                 );
             }
-            let _ = tokio::time::timeout(wait, signal.changed()).await;
+            let SharedFeed { batches, position } = &mut *feed;
+            tokio::select! {
+                biased;
+                received = batches.recv() => match received {
+                    Ok(batch) => self.apply(&webhook, &batch, &mut progress).await?,
+                    Err(RecvError::Lagged(_)) => {}
+                    Err(RecvError::Closed) => return Err(Ok(Stop::Done)),
+                },
+                _ = position.changed() => {}
+                () = tokio::time::sleep(wait) => {}
+            }
+            self.save_if_due(&mut progress).await?;
         }
+    }
+
+    /// Handles a shared batch when it continues this worker's progress. One that starts past it leaves a gap:
+    /// the position shows it, and the store fills it.
+    async fn apply(
+        &self,
+        webhook: &Webhook,
+        batch: &SharedBatch,
+        progress: &mut Progress,
+    ) -> Result<(), Result<Stop, ServiceError>> {
+        if batch.after <= progress.handled && batch.next_after > progress.handled {
+            self.handle(webhook, &batch.events, progress).await?;
+            progress.handled = progress.handled.max(batch.next_after);
+        }
+        Ok(())
+    }
+
+    /// Reads the events after this worker's progress from the store and handles them.
+    async fn catch_up(
+        &self,
+        webhook: &Webhook,
+        progress: &mut Progress,
+    ) -> Result<(), Result<Stop, ServiceError>> {
+        let batch = self
+            .service()?
+            .store
+            .events(progress.handled, 100)
+            .await
+            .map_err(|e| Err(e.into()));
+        match batch {
+            Ok(batch) => {
+                self.handle(webhook, &batch.events, progress).await?;
+                progress.handled = progress.handled.max(batch.next_after);
+                Ok(())
+            }
+            Err(Err(ServiceError::EventsExpired(_))) => {
+                // Events were removed before they could be sent: skip to what is retained.
+                let last = self
+                    .service()?
+                    .store
+                    .last_sequence()
+                    .await
+                    .map_err(|e| Err(e.into()))?;
+                tracing::warn!(webhook = %webhook.id, "events expired before delivery; skipping to the current sequence");
+                self.save_cursor(last).await?;
+                progress.handled = last;
+                progress.saved = last;
+                progress.saved_at = Instant::now();
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Delivers the events after `progress` that the webhook wants, saving the cursor after each delivery; the
+    /// others only move the progress in memory.
+    async fn handle(
+        &self,
+        webhook: &Webhook,
+        events: &[Event],
+        progress: &mut Progress,
+    ) -> Result<(), Result<Stop, ServiceError>> {
+        let from = progress.handled;
+        for event in events.iter().filter(|e| e.sequence > from) {
+            self.service()?
+                .delivery_counts
+                .events_examined
+                .fetch_add(1, Ordering::Relaxed);
+            progress.handled = event.sequence;
+            if webhook.wants(event) {
+                // Not deleted meanwhile, and still ours.
+                self.current().await?;
+                progress.leased_at = Instant::now();
+                self.deliver(webhook, event).await?;
+                self.save_cursor(event.sequence).await?;
+                progress.saved = event.sequence;
+                progress.saved_at = Instant::now();
+            }
+        }
+        Ok(())
+    }
+
+    /// Saves progress past filtered-out events once enough of them, or enough time, went by.
+    async fn save_if_due(&self, progress: &mut Progress) -> Result<(), Result<Stop, ServiceError>> {
+        if progress.handled > progress.saved
+            && (progress.handled - progress.saved >= CURSOR_SAVE_EVENTS
+                || progress.saved_at.elapsed() >= self.cursor_save_interval)
+        {
+            self.save_cursor(progress.handled).await?;
+            progress.saved = progress.handled;
+            progress.saved_at = Instant::now();
+        }
+        Ok(())
     }
 
     /// Sends one event until the receiver takes it or it is given up on.
