@@ -283,7 +283,7 @@ pub async fn webhooks_to_private_networks_are_refused(start: Starter) {
 }
 
 /// The value of the Prometheus sample `name` (0 when absent).
-async fn metric(app: &TestApp, name: &str) -> f64 {
+pub async fn metric(app: &TestApp, name: &str) -> f64 {
     let text = app.get("/metrics").await.text().await.unwrap();
     text.lines()
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
@@ -305,7 +305,7 @@ async fn time_creates(app: &TestApp, prefix: &str, count: usize) -> Duration {
     started.elapsed() / count as u32
 }
 
-const EXAMINED: &str = "repository_webhook_events_examined_total";
+pub const EXAMINED: &str = "repository_webhook_events_examined_total";
 const CURSOR_SAVES: &str = "repository_webhook_cursor_saves_total";
 
 /// A hundred webhooks that all filter an event out write nothing for it: no delivery, no cursor; a wanted event
