@@ -37,6 +37,12 @@ pub struct Limits {
     pub body_idle_timeout: Duration,
     /// Origins allowed to call the API from a browser; empty for none (no CORS headers), `*` for any.
     pub cors_origins: Vec<String>,
+    /// How long a GraphQL WebSocket may take to send `connection_init`.
+    pub ws_init_timeout: Duration,
+    /// Most operations running at once on one GraphQL WebSocket.
+    pub max_subscriptions_per_connection: usize,
+    /// Most GraphQL WebSocket operations running at once for one token (or for all clients without one).
+    pub max_subscriptions_per_token: usize,
 }
 
 impl Default for Limits {
@@ -52,6 +58,9 @@ impl Default for Limits {
             request_timeout: Duration::from_secs(60),
             body_idle_timeout: Duration::from_secs(30),
             cors_origins: Vec::new(),
+            ws_init_timeout: Duration::from_secs(10),
+            max_subscriptions_per_connection: 100,
+            max_subscriptions_per_token: 20_000,
         }
     }
 }
@@ -63,6 +72,38 @@ const PREFLIGHT_HEADERS: [&str; 3] = [
     "x-apollo-operation-name",
     "graphql-require-preflight",
 ];
+
+/// Refuses a WebSocket that a page of another site opens (browsers open WebSockets cross-site without asking, and
+/// a server without tokens would run that page's mutations): this server's own pages and the configured CORS
+/// origins may connect; clients other than browsers send no `Origin`.
+pub fn check_websocket_origin(limits: &Limits, headers: &HeaderMap) -> Result<(), ApiError> {
+    if !limits.csrf_prevention {
+        return Ok(());
+    }
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return Ok(());
+    };
+    let origin = origin.to_str().unwrap_or_default();
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let same_site = origin
+        .split_once("://")
+        .is_some_and(|(_, authority)| !host.is_empty() && authority.eq_ignore_ascii_case(host));
+    let configured = limits
+        .cors_origins
+        .iter()
+        .any(|allowed| allowed == "*" || allowed.eq_ignore_ascii_case(origin));
+    if same_site || configured {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(format!(
+            "a page of {origin} may not open a WebSocket to this server; add the origin to \
+             --cors-allowed-origins to allow it"
+        )))
+    }
+}
 
 /// Refuses a GraphQL request that a browser could have sent from another site without asking first.
 pub fn check_csrf(limits: &Limits, headers: &HeaderMap, method: &Method) -> Result<(), ApiError> {
