@@ -293,14 +293,29 @@ async fn a_restart_re_examines_filtered_events_but_never_resends_a_delivery() {
     let dir = app.stop_keeping_data().await;
 
     // The cursor left just before the delivered event, as if the server died between the two writes.
+    let data_dir = dir.path().join("data");
     {
-        let store = EmbeddedStore::open(&dir.path().join("data")).await.unwrap();
+        let store = EmbeddedStore::open(&data_dir).await.unwrap();
         let mut webhook = store.webhooks().await.unwrap().remove(0);
         webhook.cursor = first["sequence"].as_u64().unwrap() - 1;
         store.insert_webhook(&webhook).await.unwrap();
     }
-
-    let app = common::embedded_in_with(dir.path(), options()).await;
+    // The store closes once its catalogue loader is done with it.
+    let mut reopened = None;
+    assert!(
+        common::eventually(Duration::from_secs(10), async || {
+            reopened = EmbeddedStore::open(&data_dir).await.ok();
+            reopened.is_some()
+        })
+        .await
+    );
+    let app = TestApp::start(
+        std::sync::Arc::new(reopened.unwrap()),
+        dir,
+        Some(data_dir.clone()),
+        options(),
+    )
+    .await;
     // The positive signal: the worker has been through the delivered event and the three filtered-out ones.
     assert!(
         common::eventually(Duration::from_secs(30), async || metric(&app, EXAMINED)
