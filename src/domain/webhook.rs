@@ -16,7 +16,8 @@ pub struct Webhook {
     /// Event types to send; empty means all.
     pub types: Vec<EventType>,
     pub created_at: DateTime<Utc>,
-    /// The last sequence handled (delivered or given up on): delivery resumes after it, in order.
+    /// The last sequence handled (delivered, given up on or filtered out) as saved: delivery resumes after it, in
+    /// order. Saved with every delivery, and past filtered-out events only now and then.
     pub cursor: u64,
 }
 

@@ -545,7 +545,12 @@ impl Worker {
                     Err(RecvError::Lagged(_)) => {}
                     Err(RecvError::Closed) => return Err(Ok(Stop::Done)),
                 },
-                _ = position.changed() => {}
+                changed = position.changed() => {
+                    if changed.is_err() {
+                        // The shared reading is gone: so is the service.
+                        return Err(Ok(Stop::Done));
+                    }
+                }
                 () = tokio::time::sleep(wait) => {}
             }
             self.save_if_due(&mut progress).await?;
