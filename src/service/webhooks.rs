@@ -289,8 +289,11 @@ async fn read_feed_for_workers(
             };
             let read = match after {
                 Ok(after) => {
-                    position = Some(after);
-                    position_tx.send_replace(after);
+                    if position.is_none() {
+                        // Reading starts (again) at the feed's end: workers before it catch up themselves.
+                        position = Some(after);
+                        position_tx.send_replace(after);
+                    }
                     service.store.events(after, 100).await.map(|b| (after, b))
                 }
                 Err(e) => Err(e),
@@ -509,17 +512,15 @@ impl Worker {
                 self.renew().await?;
                 progress.leased_at = Instant::now();
             }
-            // What was published first: a batch is sent before the position moves past it, so a worker that
-            // took every batch is never behind and never reads the store.
-            loop {
-                match feed.batches.try_recv() {
-                    Ok(batch) => self.apply(&webhook, &batch, &mut progress).await?,
-                    Err(TryRecvError::Lagged(_)) => {}
-                    Err(TryRecvError::Empty) => break,
-                    Err(TryRecvError::Closed) => return Err(Ok(Stop::Done)),
-                }
-            }
+            // A batch is sent before the position moves past it, so a worker that takes the batches received
+            // by the time it sees the position is never behind, and never reads the store.
+            self.take_received(&webhook, &mut feed.batches, &mut progress)
+                .await?;
             let published = *feed.position.borrow_and_update();
+            if progress.handled < published {
+                self.take_received(&webhook, &mut feed.batches, &mut progress)
+                    .await?;
+            }
             if progress.handled < published {
                 // Behind the shared reading: catch up from the store.
                 let before = progress.handled;
@@ -554,6 +555,24 @@ impl Worker {
                 () = tokio::time::sleep(wait) => {}
             }
             self.save_if_due(&mut progress).await?;
+        }
+    }
+
+    /// Applies the shared batches received so far.
+    async fn take_received(
+        &self,
+        webhook: &Webhook,
+        batches: &mut tokio::sync::broadcast::Receiver<Arc<SharedBatch>>,
+        progress: &mut Progress,
+    ) -> Result<(), Result<Stop, ServiceError>> {
+        loop {
+            match batches.try_recv() {
+                Ok(batch) => self.apply(webhook, &batch, progress).await?,
+                // Skipped batches leave a gap that the position shows.
+                Err(TryRecvError::Lagged(_)) => {}
+                Err(TryRecvError::Empty) => return Ok(()),
+                Err(TryRecvError::Closed) => return Err(Ok(Stop::Done)),
+            }
         }
     }
 
