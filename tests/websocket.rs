@@ -397,3 +397,33 @@ async fn pages_of_other_sites_cannot_open_a_websocket() {
     .await;
     assert!(connected.is_ok(), "CSRF prevention switched off");
 }
+
+#[tokio::test]
+async fn resolvers_find_their_per_request_data_over_websocket() {
+    let app = app_with(&[]).await;
+    app.ok(
+        r#"mutation { createModel(input: {name: "det", version: "1"}) { name } }"#,
+        json!({}),
+    )
+    .await;
+    app.ok(
+        r#"mutation { createService(input: {id: "uses-det", needs: {availableModels: [{name: "det", version: "1"}]}}) { id } }"#,
+        json!({}),
+    )
+    .await;
+    // `model` is batched by a DataLoader that every request gets, whichever transport carried it.
+    let query = "{ services { edges { node { needs { availableModels { model { name } } } } } } }";
+    for protocol in PROTOCOLS {
+        let mut socket = GraphqlSocket::open(&app, protocol, None).await.unwrap();
+        let outcome = socket.run("1", query, json!({})).await;
+        let Outcome::Result(payload) = outcome else {
+            panic!("{protocol}: {outcome:?}")
+        };
+        assert!(payload.get("errors").is_none(), "{protocol}: {payload}");
+        let node = &payload["data"]["services"]["edges"][0]["node"];
+        assert_eq!(
+            node["needs"]["availableModels"][0]["model"]["name"], "det",
+            "{protocol}"
+        );
+    }
+}
