@@ -340,7 +340,7 @@ pub struct ServeArgs {
     #[arg(long, env = "REPOSITORY_MAX_UPLOAD_SESSION_BYTES", global = true)]
     pub max_upload_session_bytes: Option<ByteSize>,
 
-    /// How often the retention of the change feed is enforced, in seconds.
+    /// How often the retention of the change feed and of webhook deliveries is enforced, in seconds.
     #[arg(
         long,
         env = "REPOSITORY_EVENTS_RETENTION_SWEEP_SECS",
@@ -353,6 +353,38 @@ pub struct ServeArgs {
     /// a way into the server's own network).
     #[arg(long, env = "REPOSITORY_WEBHOOKS_ALLOW_PRIVATE_NETWORKS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", global = true)]
     pub webhooks_allow_private_networks: bool,
+
+    /// Most webhooks at once: creating one more is refused with `LIMIT_EXCEEDED`. Each webhook has a worker
+    /// that looks at every event.
+    #[arg(
+        long,
+        env = "REPOSITORY_MAX_WEBHOOKS",
+        default_value_t = 100,
+        global = true
+    )]
+    pub max_webhooks: usize,
+
+    /// How long webhook deliveries (delivered or given up on) are kept and how many per webhook at most, as
+    /// `AGE,COUNT` (age in s, m, h or d); removed at each `--events-retention-sweep-secs`.
+    #[arg(
+        long,
+        env = "REPOSITORY_WEBHOOK_DELIVERY_RETENTION",
+        default_value = "30d,1000",
+        value_parser = parse_retention,
+        global = true
+    )]
+    pub webhook_delivery_retention: crate::store::EventRetention,
+
+    /// Longest a webhook's progress past events it filters out stays unsaved (s, m, h or d); after a restart it
+    /// looks at those events again. Deliveries always save it.
+    #[arg(
+        long,
+        env = "REPOSITORY_WEBHOOK_CURSOR_SAVE_INTERVAL",
+        default_value = "5s",
+        value_parser = parse_age,
+        global = true
+    )]
+    pub webhook_cursor_save_interval: std::time::Duration,
 
     /// How long in-flight requests may run after SIGTERM or Ctrl-C before the server stops anyway, in seconds.
     #[arg(

@@ -115,6 +115,28 @@ fn spawn_retention(service: &Arc<RepositoryService>, args: &ServeArgs) {
     });
 }
 
+/// Removes the webhook deliveries `--webhook-delivery-retention` no longer keeps, every
+/// `--events-retention-sweep-secs`, for as long as the service lives.
+fn spawn_delivery_pruning(service: &Arc<RepositoryService>, args: &ServeArgs) {
+    let service = Arc::downgrade(service);
+    let every = Duration::from_secs(args.events_retention_sweep_secs.max(1));
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            let Some(service) = service.upgrade() else {
+                return;
+            };
+            match service.prune_deliveries().await {
+                Ok(0) => {}
+                Ok(removed) => tracing::info!(removed, "pruned webhook deliveries"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "pruning webhook deliveries failed; retrying")
+                }
+            }
+        }
+    });
+}
+
 /// Removes expired resumable-upload sessions and their bytes, checking a few times per time-to-live (at least every
 /// minute, at most every second), for as long as the service lives.
 fn spawn_upload_expiry(service: &Arc<RepositoryService>) {
@@ -143,6 +165,11 @@ pub fn app(store: Arc<dyn Store>, args: &ServeArgs) -> anyhow::Result<axum::Rout
     let mut service = RepositoryService::new(store.clone(), args.max_upload_size.as_u64())
         .with_webhooks(crate::service::webhooks::WebhookConfig {
             allow_private_networks: args.webhooks_allow_private_networks,
+            max_webhooks: args.max_webhooks,
+            cursor_save_interval: args.webhook_cursor_save_interval,
+            delivery_max_age: args.webhook_delivery_retention.max_age,
+            deliveries_kept: usize::try_from(args.webhook_delivery_retention.max_count)
+                .unwrap_or(usize::MAX),
         })
         .with_immutable_files(args.immutable_files)
         .with_upload_session_ttl(args.upload_session_ttl)
@@ -155,6 +182,7 @@ pub fn app(store: Arc<dyn Store>, args: &ServeArgs) -> anyhow::Result<axum::Rout
     }
     let service = Arc::new(service);
     spawn_retention(&service, args);
+    spawn_delivery_pruning(&service, args);
     spawn_upload_expiry(&service);
     crate::service::webhooks::spawn_dispatcher(&service);
     Ok(api::router(

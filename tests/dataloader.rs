@@ -219,6 +219,15 @@ impl Store for CountingStore {
     ) -> Result<Vec<component_repository::domain::Delivery>, StoreError> {
         self.inner.deliveries(webhook_id, limit).await
     }
+
+    async fn prune_deliveries(
+        &self,
+        webhook_id: &str,
+        before: chrono::DateTime<chrono::Utc>,
+        keep: usize,
+    ) -> Result<u64, StoreError> {
+        self.inner.prune_deliveries(webhook_id, before, keep).await
+    }
 }
 
 #[tokio::test]

@@ -236,6 +236,111 @@ async fn pending_webhook_deliveries_survive_a_restart() {
     );
 }
 
+/// Progress past filtered-out events is saved lazily, so a restart looks at them again; but it neither sends a
+/// delivered event twice (not even when the cursor was left before it, as a crash between the delivery's record
+/// and the cursor's can leave it) nor skips one the webhook wants.
+#[tokio::test]
+async fn a_restart_re_examines_filtered_events_but_never_resends_a_delivery() {
+    use component_repository::store::Store;
+    use contract::{
+        EXAMINED, Receiver, allow_private, create_service, create_webhook, metric, verified,
+    };
+    use std::time::Duration;
+    let options = || {
+        let mut options = allow_private();
+        options
+            .flags
+            .extend(["--webhook-cursor-save-interval".into(), "1h".into()]);
+        options
+    };
+    let create_model = async |app: &TestApp, version: &str| {
+        app.ok(
+            "mutation($v: String!) { createModel(input: {name: \"m\", version: $v, library: \"l\"}) { name } }",
+            json!({ "v": version }),
+        )
+        .await;
+    };
+    let cursor = async |app: &TestApp| {
+        app.ok("{ webhooks { cursor } }", json!({})).await["webhooks"][0]["cursor"].clone()
+    };
+    let app = common::embedded(options()).await;
+    let receiver = Receiver::start(0).await;
+    create_webhook(&app, &receiver.url, "restarts", json!(["MODEL"])).await;
+    create_model(&app, "1").await;
+    let first = verified(
+        &receiver.wait_for(1, Duration::from_secs(30)).await[0],
+        "restarts",
+    );
+    assert!(
+        common::eventually(Duration::from_secs(10), async || cursor(&app).await
+            == first["sequence"])
+        .await
+    );
+    for id in ["a", "b", "c"] {
+        create_service(&app, id).await;
+    }
+    assert!(
+        common::eventually(Duration::from_secs(30), async || metric(&app, EXAMINED)
+            .await
+            >= 4.0)
+        .await
+    );
+    assert_eq!(
+        cursor(&app).await,
+        first["sequence"],
+        "filtered-out events saved nothing"
+    );
+    let dir = app.stop_keeping_data().await;
+
+    // The cursor left just before the delivered event, as if the server died between the two writes.
+    let data_dir = dir.path().join("data");
+    {
+        let store = EmbeddedStore::open(&data_dir).await.unwrap();
+        let mut webhook = store.webhooks().await.unwrap().remove(0);
+        webhook.cursor = first["sequence"].as_u64().unwrap() - 1;
+        store.insert_webhook(&webhook).await.unwrap();
+    }
+    // The store closes once its catalogue loader is done with it.
+    let mut reopened = None;
+    assert!(
+        common::eventually(Duration::from_secs(10), async || {
+            reopened = EmbeddedStore::open(&data_dir).await.ok();
+            reopened.is_some()
+        })
+        .await
+    );
+    let app = TestApp::start(
+        std::sync::Arc::new(reopened.unwrap()),
+        dir,
+        Some(data_dir.clone()),
+        options(),
+    )
+    .await;
+    // The positive signal: the worker has been through the delivered event and the three filtered-out ones.
+    assert!(
+        common::eventually(Duration::from_secs(30), async || metric(&app, EXAMINED)
+            .await
+            >= 4.0)
+        .await,
+        "examined {}",
+        metric(&app, EXAMINED).await
+    );
+    create_model(&app, "2").await;
+    let received = receiver.wait_for(2, Duration::from_secs(30)).await;
+    let second = verified(&received[1], "restarts");
+    assert_eq!(second["version"], "2", "{second:#}");
+    assert!(
+        common::eventually(Duration::from_secs(10), async || cursor(&app).await
+            == second["sequence"])
+        .await
+    );
+    assert_eq!(
+        receiver.received().len(),
+        2,
+        "the first model was not sent again"
+    );
+}
+
 /// A blob being attached is never reclaimed by a concurrent delete of another component with the same bytes:
 /// every upload that answered is downloadable at once, and afterwards the blobs on disk are exactly those in use.
 #[tokio::test]

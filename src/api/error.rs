@@ -98,6 +98,7 @@ pub fn error_code(e: &ServiceError) -> &'static str {
         ServiceError::EventsExpired(_) => "EVENTS_EXPIRED",
         ServiceError::TooManyUploadSessions(_) => "TOO_MANY_UPLOAD_SESSIONS",
         ServiceError::ReadOnlyMirror(_) => "READ_ONLY_MIRROR",
+        ServiceError::LimitExceeded(_) => "LIMIT_EXCEEDED",
         ServiceError::Unavailable(_) => "UNAVAILABLE",
         ServiceError::Internal(_) => "INTERNAL",
     }
@@ -106,9 +107,11 @@ pub fn error_code(e: &ServiceError) -> &'static str {
 pub fn status_of(e: &ServiceError) -> StatusCode {
     match e {
         ServiceError::NotFound(_) => StatusCode::NOT_FOUND,
-        ServiceError::AlreadyExists(_) | ServiceError::Conflict(_) | ServiceError::Immutable(_) => {
-            StatusCode::CONFLICT
-        }
+        // A cap is a conflict with what the server holds: removing something first makes room.
+        ServiceError::AlreadyExists(_)
+        | ServiceError::Conflict(_)
+        | ServiceError::Immutable(_)
+        | ServiceError::LimitExceeded(_) => StatusCode::CONFLICT,
         ServiceError::InvalidInput(_) => StatusCode::BAD_REQUEST,
         // The tus checksum extension's own status.
         ServiceError::ChecksumMismatch(_) => {

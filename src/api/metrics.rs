@@ -94,6 +94,8 @@ pub struct Metrics {
     subscribers: Family<TransportLabels, Gauge>,
     event_sequence: Gauge,
     deliveries: Family<DeliveryLabels, Counter>,
+    webhook_events_examined: Counter,
+    webhook_cursor_saves: Counter,
     operation_names: Mutex<HashSet<String>>,
     mirror: mirror::MirrorMetrics,
 }
@@ -117,6 +119,8 @@ impl Metrics {
             subscribers: Family::default(),
             event_sequence: Gauge::default(),
             deliveries: Family::default(),
+            webhook_events_examined: Counter::default(),
+            webhook_cursor_saves: Counter::default(),
             operation_names: Mutex::default(),
             mirror: mirror::MirrorMetrics::default(),
             registry: Registry::default(),
@@ -165,6 +169,16 @@ impl Metrics {
             "webhook_deliveries",
             "Webhook delivery attempts by outcome (delivered; failed, to be retried; gave_up)",
             metrics.deliveries.clone(),
+        );
+        registry.register(
+            "webhook_events_examined",
+            "Events the webhook workers looked at, wanted or filtered out",
+            metrics.webhook_events_examined.clone(),
+        );
+        registry.register(
+            "webhook_cursor_saves",
+            "Webhook cursor writes (after each delivery, and batched past filtered-out events)",
+            metrics.webhook_cursor_saves.clone(),
         );
         metrics.mirror.register(&mut registry);
         Metrics {
@@ -252,6 +266,19 @@ impl Metrics {
         }
     }
 
+    /// Brings the webhook workers' counters up to their totals.
+    pub fn webhook_work_up_to(&self, examined: u64, cursor_saves: u64) {
+        for (counter, total) in [
+            (&self.webhook_events_examined, examined),
+            (&self.webhook_cursor_saves, cursor_saves),
+        ] {
+            let seen = counter.get();
+            if total > seen {
+                counter.inc_by(total - seen);
+            }
+        }
+    }
+
     pub fn events_appended(&self, last_sequence: u64) {
         self.event_sequence
             .set(i64::try_from(last_sequence).unwrap_or(i64::MAX));
@@ -295,6 +322,14 @@ pub async fn endpoint(State(state): State<super::AppState>) -> Response {
             .metrics
             .deliveries_up_to(outcome, count.load(std::sync::atomic::Ordering::Relaxed));
     }
+    state.metrics.webhook_work_up_to(
+        counts
+            .events_examined
+            .load(std::sync::atomic::Ordering::Relaxed),
+        counts
+            .cursor_saves
+            .load(std::sync::atomic::Ordering::Relaxed),
+    );
     if let Some(mirror) = state.service.mirror_status() {
         state.metrics.mirror.observe(&mirror.snapshot());
     }

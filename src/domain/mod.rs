@@ -20,7 +20,7 @@ pub use event::{Event, EventAlias, EventDraft, EventFile, EventFilter, EventType
 pub use filter::{ComponentFilter, Device, LibraryWanted, Matcher, ModelWanted, NeedsFilter};
 pub use key::{ComponentKey, Kind, MAX_KEY_BYTES, ModelKey, validate_key_part};
 pub use platform::{DevicePlatform, Platform, Variant, file_for, split_platform};
-pub use webhook::{Delivery, DeliveryStatus, Webhook};
+pub use webhook::{Delivery, DeliveryStatus, Webhook, is_forbidden_destination};
 
 /// The current time at millisecond precision: the precision every backend stores (BSON dates have no more), so a
 /// timestamp reads back exactly as it was returned when it was written.

@@ -36,6 +36,9 @@ pub enum ServiceError {
     /// The change feed no longer holds what the client asked for: it must resync.
     #[error("{0}")]
     EventsExpired(String),
+    /// A configured cap (such as `--max-webhooks`) is reached: removing something first makes room.
+    #[error("{0}")]
+    LimitExceeded(String),
     /// A write to an edge mirror: its content comes from its upstream only.
     #[error("{0}")]
     ReadOnlyMirror(String),

@@ -48,6 +48,8 @@ pub struct RepositoryService {
     max_upload_bytes: u64,
     webhook_config: webhooks::WebhookConfig,
     delivery_counts: webhooks::DeliveryCounts,
+    /// Held from counting the webhooks to inserting one, so this server's creations never pass the cap.
+    webhook_creation: tokio::sync::Mutex<()>,
     immutable_files: bool,
     upload_session_ttl: std::time::Duration,
     /// Most unfinished upload sessions per token; creations of one server wait for each other to count them.
@@ -66,6 +68,7 @@ impl RepositoryService {
             max_upload_bytes,
             webhook_config: webhooks::WebhookConfig::default(),
             delivery_counts: webhooks::DeliveryCounts::default(),
+            webhook_creation: tokio::sync::Mutex::new(()),
             immutable_files: false,
             upload_session_ttl: uploads::DEFAULT_SESSION_TTL,
             max_upload_sessions: uploads::DEFAULT_MAX_SESSIONS,

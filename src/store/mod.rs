@@ -281,6 +281,15 @@ pub trait Store: uploads::UploadStore + Send + Sync + 'static {
     async fn deliveries(&self, webhook_id: &str, limit: usize)
     -> Result<Vec<Delivery>, StoreError>;
 
+    /// Removes a webhook's settled (delivered or failed) deliveries created before `before`, and all but its
+    /// `keep` newest; returns how many went. A pending delivery is the worker's state and always stays.
+    async fn prune_deliveries(
+        &self,
+        webhook_id: &str,
+        before: chrono::DateTime<chrono::Utc>,
+        keep: usize,
+    ) -> Result<u64, StoreError>;
+
     /// Points `alias` of model `name` at `version` (`None` removes the alias) and appends the move to the
     /// alias's history, atomically with respect to the versions: the target must exist, and a version an alias
     /// names refuses deletion ([`StoreError::Aliased`]). Moving an alias to where it already points records

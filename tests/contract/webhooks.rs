@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 
 use super::Starter;
-use crate::common::{Options, TestApp};
+use crate::common::{Options, TestApp, eventually};
 
 /// One request a receiver got.
 #[derive(Debug, Clone)]
@@ -245,6 +245,14 @@ pub async fn webhooks_to_private_networks_are_refused(start: Starter) {
         "http://[::1]:9/hook",
         "http://169.254.169.254/latest/meta-data",
         "http://10.0.0.8/hook",
+        // IPv6 spellings of internal addresses: mapped, compatible, NAT64, 6to4, Teredo, site-local, ULA.
+        "http://[::ffff:127.0.0.1]:9/hook",
+        "http://[::127.0.0.1]:9/hook",
+        "http://[64:ff9b::a9fe:a9fe]/latest/meta-data",
+        "http://[2002:7f00:1::1]:9/hook",
+        "http://[2001:0:4136:e378:8000:63bf:80ff:fffe]:9/hook",
+        "http://[fec0::1]:9/hook",
+        "http://[fd00::1]:9/hook",
         "ftp://example.org/hook",
     ] {
         let body = app
@@ -272,4 +280,260 @@ pub async fn webhooks_to_private_networks_are_refused(start: Starter) {
         app.ok("{ webhooks { id } }", json!({})).await["webhooks"],
         json!([])
     );
+}
+
+/// The value of the Prometheus sample `name` (0 when absent).
+pub async fn metric(app: &TestApp, name: &str) -> f64 {
+    let text = app.get("/metrics").await.text().await.unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn flags(flags: &[&str]) -> Options {
+    let mut options = allow_private();
+    options.flags.extend(flags.iter().map(|f| f.to_string()));
+    options
+}
+
+/// Mean time of `count` service creations, for the report (never asserted: the machine is shared).
+async fn time_creates(app: &TestApp, prefix: &str, count: usize) -> Duration {
+    let started = Instant::now();
+    for i in 0..count {
+        create_service(app, &format!("{prefix}-{i}")).await;
+    }
+    started.elapsed() / count as u32
+}
+
+pub const EXAMINED: &str = "repository_webhook_events_examined_total";
+const CURSOR_SAVES: &str = "repository_webhook_cursor_saves_total";
+
+/// A hundred webhooks that all filter an event out write nothing for it: no delivery, no cursor; a wanted event
+/// is delivered by each, and saves each cursor.
+pub async fn filtered_out_events_cost_webhooks_no_writes(start: Starter) {
+    let app = start(flags(&["--webhook-cursor-save-interval", "1h"])).await;
+    let receiver = Receiver::start(0).await;
+    let without = time_creates(&app, "before", 20).await;
+    const HOOKS: usize = 100;
+    for _ in 0..HOOKS {
+        create_webhook(&app, &receiver.url, "filtered", json!(["MODEL"])).await;
+    }
+    // Every worker running and caught up (each has looked at one event) before timing.
+    create_service(&app, "warm").await;
+    assert!(
+        eventually(Duration::from_secs(60), async || metric(&app, EXAMINED)
+            .await
+            >= HOOKS as f64)
+        .await
+    );
+    const EVENTS: usize = 20;
+    let with = time_creates(&app, "after", EVENTS).await;
+    eprintln!(
+        "mean service creation: {without:?} without webhooks, {with:?} with {HOOKS} that filter it out"
+    );
+    // The positive signal that every worker has been through the events: they counted them.
+    let examined = (HOOKS * (EVENTS + 1)) as f64;
+    assert!(
+        eventually(Duration::from_secs(60), async || metric(&app, EXAMINED)
+            .await
+            >= examined)
+        .await,
+        "the workers looked at {} of {examined} events",
+        metric(&app, EXAMINED).await
+    );
+    assert_eq!(metric(&app, CURSOR_SAVES).await, 0.0, "no cursor written");
+    let listed = app
+        .ok("{ webhooks { cursor deliveries { id } } }", json!({}))
+        .await;
+    for webhook in listed["webhooks"].as_array().unwrap() {
+        assert_eq!(webhook["deliveries"], json!([]), "no delivery written");
+    }
+    assert!(receiver.received().is_empty());
+
+    // A wanted event: each webhook delivers it and saves its cursor at once, past the filtered-out ones too.
+    app.ok(
+        "mutation { createModel(input: {name: \"m\", version: \"1\", library: \"l\"}) { name } }",
+        json!({}),
+    )
+    .await;
+    let received = receiver.wait_for(HOOKS, Duration::from_secs(60)).await;
+    let sequence = verified(&received[0], "filtered")["sequence"].clone();
+    assert!(
+        eventually(Duration::from_secs(30), async || {
+            let listed = app.ok("{ webhooks { cursor } }", json!({})).await;
+            listed["webhooks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|w| w["cursor"] == sequence)
+        })
+        .await,
+        "every cursor saved at {sequence}"
+    );
+    assert_eq!(metric(&app, CURSOR_SAVES).await, HOOKS as f64);
+    assert_eq!(
+        receiver.received().len(),
+        HOOKS,
+        "each webhook sent it once"
+    );
+}
+
+/// `--max-webhooks` caps how many webhooks there are, also against concurrent creations.
+pub async fn webhooks_are_capped(start: Starter) {
+    let app = start(flags(&["--max-webhooks", "3"])).await;
+    let create = async |app: &TestApp| {
+        app.gql(
+            "mutation { createWebhook(input: {url: \"http://127.0.0.1:9/hook\", secret: \"s\"}) { id } }",
+            json!({}),
+        )
+        .await
+    };
+    let first = create(&app).await;
+    let first = first["data"]["createWebhook"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Six at once for the two places left: two get one.
+    let answers = futures_util::future::join_all((0..6).map(|_| create(&app))).await;
+    let created = answers
+        .iter()
+        .filter(|a| a["data"]["createWebhook"]["id"].is_string())
+        .count();
+    assert_eq!(created, 2, "{answers:#?}");
+    for answer in answers.iter().filter(|a| a["errors"].is_array()) {
+        assert_eq!(
+            answer["errors"][0]["extensions"]["code"], "LIMIT_EXCEEDED",
+            "{answer:#}"
+        );
+    }
+    // Full: one more is refused, precisely.
+    let refused = create(&app).await;
+    assert_eq!(
+        refused["errors"][0]["extensions"]["code"], "LIMIT_EXCEEDED",
+        "{refused:#}"
+    );
+    assert!(
+        refused["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--max-webhooks"),
+        "{refused:#}"
+    );
+    assert_eq!(
+        app.ok("{ webhooks { id } }", json!({})).await["webhooks"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    // Deleting one makes room.
+    app.ok(
+        "mutation($id: ID!) { deleteWebhook(id: $id) }",
+        json!({ "id": first }),
+    )
+    .await;
+    assert!(create(&app).await["data"]["createWebhook"]["id"].is_string());
+}
+
+/// Settled deliveries beyond the per-webhook count, or older than the age, are removed in the background; a
+/// pending one stays whatever its age.
+pub async fn webhook_deliveries_are_pruned(start: Starter) {
+    let deliveries = async |app: &TestApp, id: &str| -> Vec<Value> {
+        let listed = app
+            .ok(
+                "{ webhooks { id deliveries { sequence status } } }",
+                json!({}),
+            )
+            .await;
+        let webhook = listed["webhooks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["id"] == id)
+            .cloned()
+            .unwrap();
+        webhook["deliveries"].as_array().unwrap().clone()
+    };
+
+    // By count: the two newest stay.
+    let app = start(flags(&[
+        "--webhook-delivery-retention",
+        "30d,2",
+        "--events-retention-sweep-secs",
+        "1",
+    ]))
+    .await;
+    let receiver = Receiver::start(0).await;
+    let id = create_webhook(&app, &receiver.url, "pruned", json!(null)).await;
+    for i in 0..4 {
+        create_service(&app, &format!("s{i}")).await;
+    }
+    let received = receiver.wait_for(4, Duration::from_secs(30)).await;
+    let sequences: Vec<Value> = received
+        .iter()
+        .map(|r| verified(r, "pruned")["sequence"].clone())
+        .collect();
+    assert!(
+        eventually(Duration::from_secs(30), async || deliveries(&app, &id)
+            .await
+            .len()
+            == 2)
+        .await,
+        "{:#?}",
+        deliveries(&app, &id).await
+    );
+    let kept = deliveries(&app, &id).await;
+    assert_eq!(kept[0]["sequence"], sequences[3]);
+    assert_eq!(kept[1]["sequence"], sequences[2]);
+    assert!(kept.iter().all(|d| d["status"] == "DELIVERED"));
+    app.stop().await;
+
+    // By age: a settled delivery goes after a second; a pending one stays.
+    let app = start(flags(&[
+        "--webhook-delivery-retention",
+        "1s,1000",
+        "--events-retention-sweep-secs",
+        "1",
+    ]))
+    .await;
+    let taking = Receiver::start(0).await;
+    let failing = Receiver::start(usize::MAX).await;
+    let pending = create_webhook(&app, &failing.url, "aged", json!(["SERVICE"])).await;
+    let delivered = create_webhook(&app, &taking.url, "aged", json!(["MODEL"])).await;
+    // The pending delivery first, so it is the older of the two.
+    create_service(&app, "aged").await;
+    assert!(
+        eventually(Duration::from_secs(30), async || !deliveries(
+            &app, &pending
+        )
+        .await
+        .is_empty())
+        .await
+    );
+    app.ok(
+        "mutation { createModel(input: {name: \"m\", version: \"1\", library: \"l\"}) { name } }",
+        json!({}),
+    )
+    .await;
+    assert!(
+        eventually(Duration::from_secs(30), async || !deliveries(
+            &app, &delivered
+        )
+        .await
+        .is_empty())
+        .await
+    );
+    assert!(
+        eventually(Duration::from_secs(30), async || deliveries(
+            &app, &delivered
+        )
+        .await
+        .is_empty())
+        .await,
+        "the delivered one is pruned after a second"
+    );
+    // The sweep that removed it found the older pending one too, and kept it.
+    let left = deliveries(&app, &pending).await;
+    assert_eq!(left.len(), 1, "{left:#?}");
+    assert_eq!(left[0]["status"], "PENDING");
 }

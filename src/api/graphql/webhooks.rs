@@ -67,7 +67,8 @@ impl Webhook {
         self.0.created_at
     }
 
-    /// The last sequence handled; deliveries continue after it, in order.
+    /// The last sequence handled as saved; deliveries continue after it, in order. It may lag behind events this
+    /// webhook filters out (saved every `--webhook-cursor-save-interval`), never behind a delivery.
     async fn cursor(&self) -> Long {
         Long(self.0.cursor)
     }

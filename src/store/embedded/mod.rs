@@ -1053,6 +1053,17 @@ impl Store for EmbeddedStore {
             .await
     }
 
+    async fn prune_deliveries(
+        &self,
+        webhook_id: &str,
+        before: chrono::DateTime<chrono::Utc>,
+        keep: usize,
+    ) -> Result<u64, StoreError> {
+        let webhook_id = webhook_id.to_string();
+        self.blocking(move |db| webhooks::prune(db, &webhook_id, before, keep))
+            .await
+    }
+
     async fn read_blob(
         &self,
         file: &StoredFile,

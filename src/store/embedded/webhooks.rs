@@ -3,7 +3,7 @@
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::OrBackend;
-use crate::domain::{Delivery, Webhook};
+use crate::domain::{Delivery, DeliveryStatus, Webhook};
 use crate::store::StoreError;
 
 /// webhook id -> the webhook as JSON.
@@ -125,4 +125,48 @@ pub(super) fn deliveries(
         found.push(decode(value.value())?);
     }
     Ok(found)
+}
+
+pub(super) fn prune(
+    db: &Database,
+    webhook_id: &str,
+    before: chrono::DateTime<chrono::Utc>,
+    keep: usize,
+) -> Result<u64, StoreError> {
+    let (start, end) = (format!("{webhook_id}/"), format!("{webhook_id}0"));
+    let txn = db.begin_write().or_backend()?;
+    let mut removed = 0u64;
+    {
+        let mut table = txn.open_table(DELIVERIES).or_backend()?;
+        // Two passes over the keys rather than collecting them: memory stays flat however many there are.
+        let total = table
+            .range(start.as_str()..end.as_str())
+            .or_backend()?
+            .count();
+        let beyond_keep = total.saturating_sub(keep);
+        let mut index = 0usize;
+        let mut damaged = None;
+        table
+            .retain_in(start.as_str()..end.as_str(), |_, value| {
+                let position = index;
+                index += 1;
+                let delivery: Delivery = match decode(value) {
+                    Ok(delivery) => delivery,
+                    Err(e) => {
+                        damaged = Some(e);
+                        return true;
+                    }
+                };
+                let settled = delivery.status != DeliveryStatus::Pending;
+                let prune = settled && (position < beyond_keep || delivery.created_at < before);
+                removed += u64::from(prune);
+                !prune
+            })
+            .or_backend()?;
+        if let Some(e) = damaged {
+            return Err(e);
+        }
+    }
+    txn.commit().or_backend()?;
+    Ok(removed)
 }

@@ -1281,6 +1281,15 @@ impl Store for MongoStore {
         self.webhooks.deliveries(webhook_id, limit).await
     }
 
+    async fn prune_deliveries(
+        &self,
+        webhook_id: &str,
+        before: chrono::DateTime<chrono::Utc>,
+        keep: usize,
+    ) -> Result<u64, StoreError> {
+        self.webhooks.prune(webhook_id, before, keep).await
+    }
+
     async fn read_blob(
         &self,
         file: &StoredFile,

@@ -4,7 +4,7 @@
 use futures_util::TryStreamExt;
 use mongodb::bson::{self, Document, doc};
 use mongodb::options::ReplaceOptions;
-use mongodb::{Collection, Database};
+use mongodb::{Collection, Database, IndexModel};
 
 use super::{is_duplicate_key, map_err};
 use crate::domain::{Delivery, Webhook};
@@ -128,6 +128,8 @@ impl WebhookStore {
             "sequence",
             i64::try_from(delivery.sequence).unwrap_or(i64::MAX),
         );
+        // A number for the retention's range query (the serialized `created_at` is text of varying precision).
+        document.insert("created_ms", delivery.created_at.timestamp_millis());
         self.deliveries
             .replace_one(doc! { "_id": &delivery.id }, document)
             .with_options(ReplaceOptions::builder().upsert(true).build())
@@ -155,8 +157,55 @@ impl WebhookStore {
             .into_iter()
             .map(|mut d| {
                 d.remove("_id");
+                d.remove("created_ms");
                 decode(d)
             })
             .collect()
+    }
+
+    pub async fn prune(
+        &self,
+        webhook_id: &str,
+        before: chrono::DateTime<chrono::Utc>,
+        keep: usize,
+    ) -> Result<u64, StoreError> {
+        // Listing and pruning go by webhook and sequence; creating an existing index is a no-op.
+        let index = IndexModel::builder()
+            .keys(doc! { "webhook_id": 1, "sequence": -1 })
+            .build();
+        self.deliveries.create_index(index).await.map_err(map_err)?;
+        let settled = doc! { "$ne": "pending" };
+        let mut removed = self
+            .deliveries
+            .delete_many(doc! {
+                "webhook_id": webhook_id,
+                "status": settled.clone(),
+                "created_ms": { "$lt": before.timestamp_millis() },
+            })
+            .await
+            .map_err(map_err)?
+            .deleted_count;
+        // The newest delivery beyond the ones kept; it and everything older go.
+        let oldest_dropped = self
+            .deliveries
+            .find_one(doc! { "webhook_id": webhook_id })
+            .sort(doc! { "sequence": -1 })
+            .skip(u64::try_from(keep).unwrap_or(u64::MAX))
+            .projection(doc! { "sequence": 1 })
+            .await
+            .map_err(map_err)?;
+        if let Some(sequence) = oldest_dropped.and_then(|d| d.get("sequence").cloned()) {
+            removed += self
+                .deliveries
+                .delete_many(doc! {
+                    "webhook_id": webhook_id,
+                    "status": settled,
+                    "sequence": { "$lte": sequence },
+                })
+                .await
+                .map_err(map_err)?
+                .deleted_count;
+        }
+        Ok(removed)
     }
 }
