@@ -30,6 +30,9 @@ pub enum ServiceError {
     /// The change feed no longer holds what the client asked for: it must resync.
     #[error("{0}")]
     EventsExpired(String),
+    /// A cursor beyond the newest event: it is of another feed (the store was rebuilt or reset): resync.
+    #[error("{0}")]
+    EventsAhead(String),
     /// A write to an edge mirror: its content comes from its upstream only.
     #[error("{0}")]
     ReadOnlyMirror(String),
