@@ -223,6 +223,34 @@ pub struct ServeArgs {
     )]
     pub graphql_max_files: usize,
 
+    /// Seconds a GraphQL WebSocket may wait before its `connection_init`; then it is closed (4408).
+    #[arg(
+        long,
+        env = "REPOSITORY_WS_INIT_TIMEOUT_SECS",
+        default_value_t = 10,
+        global = true
+    )]
+    pub ws_init_timeout_secs: u64,
+
+    /// Most operations (subscriptions, mostly) running at once on one GraphQL WebSocket.
+    #[arg(
+        long,
+        env = "REPOSITORY_MAX_SUBSCRIPTIONS_PER_CONNECTION",
+        default_value_t = 100,
+        global = true
+    )]
+    pub max_subscriptions_per_connection: usize,
+
+    /// Most GraphQL WebSocket operations running at once for one token, over all its connections (clients
+    /// without a token count as one token).
+    #[arg(
+        long,
+        env = "REPOSITORY_MAX_SUBSCRIPTIONS_PER_TOKEN",
+        default_value_t = 20_000,
+        global = true
+    )]
+    pub max_subscriptions_per_token: usize,
+
     /// Whether the GraphQL schema can be introspected (the playground and code generators need it).
     #[arg(long, env = "REPOSITORY_GRAPHQL_INTROSPECTION", default_value_t = true, action = clap::ArgAction::Set, global = true)]
     pub graphql_introspection: bool,

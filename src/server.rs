@@ -178,6 +178,9 @@ pub fn app(store: Arc<dyn Store>, args: &ServeArgs) -> anyhow::Result<axum::Rout
                     .map(|o| o.trim().to_string())
                     .filter(|o| !o.is_empty())
                     .collect(),
+                ws_init_timeout: Duration::from_secs(args.ws_init_timeout_secs.max(1)),
+                max_subscriptions_per_connection: args.max_subscriptions_per_connection.max(1),
+                max_subscriptions_per_token: args.max_subscriptions_per_token.max(1),
             },
         },
     ))

@@ -153,35 +153,87 @@ impl Tokens {
         )
     }
 
-    /// Lets the request through, or says why not (401 without a valid token, 403 for a read token that writes).
-    pub fn check(&self, headers: &HeaderMap, need: Need) -> Result<(), ApiError> {
+    /// Who presents `headers`: what they may do and their label for records. Refuses a token that is not valid;
+    /// a request without one gets reads when reads are public (or no tokens are configured), and nothing otherwise.
+    pub fn access(&self, headers: &HeaderMap) -> Result<Access, ApiError> {
         if !self.enabled() {
-            return Ok(());
+            return Ok(Access::open());
         }
-        let presented = headers.get(header::AUTHORIZATION);
-        if presented.is_none() && need == Need::Read && self.public_reads {
-            return Ok(());
+        if headers.get(header::AUTHORIZATION).is_none() {
+            return Ok(Access {
+                grant: self.public_reads.then_some(Need::Read),
+                token: false,
+                caller: "anonymous".into(),
+            });
         }
         let token = bearer(headers).ok_or_else(|| {
             ApiError::Unauthenticated(
-                "this server needs a bearer token: send `Authorization: Bearer <token>`".into(),
+                "the Authorization header is not of the form `Bearer <token>`".into(),
             )
         })?;
         let presented = digest(token);
-        if contains(&self.write, &presented) {
-            return Ok(());
+        let grant = if contains(&self.write, &presented) {
+            Need::Write
+        } else if contains(&self.read, &presented) {
+            Need::Read
+        } else {
+            return Err(ApiError::Unauthenticated(
+                "the bearer token is not valid".into(),
+            ));
+        };
+        Ok(Access {
+            grant: Some(grant),
+            token: true,
+            caller: self.label(headers),
+        })
+    }
+
+    /// Lets the request through, or says why not (401 without a valid token, 403 for a read token that writes).
+    pub fn check(&self, headers: &HeaderMap, need: Need) -> Result<(), ApiError> {
+        self.access(headers)?.allow(need)
+    }
+}
+
+/// What the sender of a request may do, as its transport authenticated it. GraphQL execution asks it for every
+/// operation (`graphql::guard`), whichever transport carried the operation; a request without one is refused.
+#[derive(Debug, Clone)]
+pub struct Access {
+    /// The most the sender may do; `None` for nothing at all.
+    grant: Option<Need>,
+    /// Whether a (valid) token was presented: without one, a refusal says how to authenticate (401), with one that
+    /// the token does not allow it (403).
+    token: bool,
+    /// The token's label, `anonymous` without one: who made a change, for its records.
+    pub caller: String,
+}
+
+impl Access {
+    /// Everything, for a server without tokens.
+    pub fn open() -> Access {
+        Access {
+            grant: Some(Need::Write),
+            token: false,
+            caller: "anonymous".into(),
         }
-        if contains(&self.read, &presented) {
-            return match need {
-                Need::Read => Ok(()),
-                Need::Write => Err(ApiError::Forbidden(
-                    "this token can only read: changes need a write token".into(),
-                )),
-            };
+    }
+
+    pub fn allows(&self, need: Need) -> bool {
+        self.grant.is_some_and(|grant| grant >= need)
+    }
+
+    /// `Ok` when the sender may do what `need` says; otherwise 401 (no token) or 403 (a token that cannot).
+    pub fn allow(&self, need: Need) -> Result<(), ApiError> {
+        if self.allows(need) {
+            Ok(())
+        } else if !self.token {
+            Err(ApiError::Unauthenticated(
+                "this server needs a bearer token: send `Authorization: Bearer <token>`".into(),
+            ))
+        } else {
+            Err(ApiError::Forbidden(
+                "this token can only read: changes need a write token".into(),
+            ))
         }
-        Err(ApiError::Unauthenticated(
-            "the bearer token is not valid".into(),
-        ))
     }
 }
 

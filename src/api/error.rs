@@ -3,7 +3,7 @@
 use async_graphql::ErrorExtensions;
 use axum::Json;
 use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -214,6 +214,37 @@ impl ApiError {
         let mut response = (status, Json(body)).into_response();
         self.add_headers(&mut response);
         response
+    }
+
+    /// The error as a GraphQL error of a whole request (no path), refused before execution. It keeps itself as the
+    /// error's source, so that the HTTP transport can answer with its status and headers (`http_refusal`).
+    pub fn into_server_error(self) -> async_graphql::ServerError {
+        if let ApiError::Service(e) = &self {
+            log_if_server_fault(e);
+        }
+        let (_, code, message) = self.parts();
+        let mut error = async_graphql::ServerError::new(message, None);
+        let mut extensions = async_graphql::ErrorExtensionValues::default();
+        extensions.set("code", code);
+        error.extensions = Some(extensions);
+        error.source = Some(std::sync::Arc::new(self));
+        error
+    }
+
+    /// The status and headers of a GraphQL response that a guard refused as a whole (no data), if it was.
+    pub fn refusal_of(response: &async_graphql::Response) -> Option<(StatusCode, HeaderMap)> {
+        if !matches!(response.data, async_graphql::Value::Null) {
+            return None;
+        }
+        let refusal = response.errors.iter().find_map(|error| {
+            error
+                .source
+                .as_ref()
+                .and_then(|source| source.downcast_ref::<ApiError>())
+        })?;
+        let mut template = Response::default();
+        refusal.add_headers(&mut template);
+        Some((refusal.parts().0, template.headers().clone()))
     }
 
     fn add_headers(&self, response: &mut Response) {

@@ -37,6 +37,12 @@ pub struct Limits {
     pub body_idle_timeout: Duration,
     /// Origins allowed to call the API from a browser; empty for none (no CORS headers), `*` for any.
     pub cors_origins: Vec<String>,
+    /// How long a GraphQL WebSocket may take to send `connection_init`.
+    pub ws_init_timeout: Duration,
+    /// Most operations running at once on one GraphQL WebSocket.
+    pub max_subscriptions_per_connection: usize,
+    /// Most GraphQL WebSocket operations running at once for one token (or for all clients without one).
+    pub max_subscriptions_per_token: usize,
 }
 
 impl Default for Limits {
@@ -52,6 +58,9 @@ impl Default for Limits {
             request_timeout: Duration::from_secs(60),
             body_idle_timeout: Duration::from_secs(30),
             cors_origins: Vec::new(),
+            ws_init_timeout: Duration::from_secs(10),
+            max_subscriptions_per_connection: 100,
+            max_subscriptions_per_token: 20_000,
         }
     }
 }

@@ -5,6 +5,7 @@ pub mod auth;
 mod download;
 pub mod error;
 pub mod graphql;
+pub mod lease;
 pub mod limits;
 pub mod metrics;
 mod playground;
@@ -84,6 +85,8 @@ pub struct AppState {
     pub tokens: auth::Tokens,
     pub limits: Arc<limits::Limits>,
     pub metrics: Arc<metrics::Metrics>,
+    /// GraphQL operations running over WebSocket, per token.
+    pub subscriptions: Arc<graphql::TokenOperations>,
 }
 
 /// How the HTTP layer is set up.
@@ -107,6 +110,7 @@ pub fn router(service: Arc<RepositoryService>, config: ApiConfig) -> Router {
     let state = AppState {
         service,
         schema,
+        subscriptions: graphql::TokenOperations::new(limits.max_subscriptions_per_token),
         tokens: tokens.clone(),
         limits: Arc::new(limits),
         metrics: metrics.clone(),

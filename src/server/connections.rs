@@ -1,6 +1,7 @@
 //! The accept loop: at most `max_connections` served at once, the excess refused with a 503 (yet `/healthz`
 //! answered), request headers read within a deadline, stalled responses ended, graceful shutdown.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::pin;
@@ -15,12 +16,16 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
+use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
+
+use crate::api::lease::ConnectionLease;
 
 use super::send_idle::SendIdleTimeout;
 
-/// Connections over the limit that are answered (with a 503, or `/healthz`) at once; beyond these, the excess is
-/// closed without a word, so that refusing costs a bounded number of sockets too.
+/// Connections over the limit that are answered (with a 503, or `/healthz`) at once. A newer one takes the place
+/// of the oldest, which is closed: refusing costs a bounded number of sockets, and connections that send nothing
+/// cannot keep a liveness probe from its answer.
 const OVERFLOW_ANSWERS: usize = 64;
 /// Largest read or write buffer of a connection.
 const CONNECTION_BUFFER: usize = 64 * 1024;
@@ -62,7 +67,10 @@ pub async fn accept_loop(
     let overflow_builder = Arc::new(overflow_builder);
 
     let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let overflow_slots = Arc::new(Semaphore::new(OVERFLOW_ANSWERS));
+    // The overflow connections being answered, oldest first; each token is cancelled when its connection ends.
+    let mut overflow: VecDeque<CancellationToken> = VecDeque::new();
+    // Upgraded connections (WebSocket) outlive their HTTP connection task: they learn of shutdown from this.
+    let stopping = CancellationToken::new();
     // Connection tasks watch `stop_rx`'s sender: dropping the receiver asks them to finish. Each holds a clone of
     // `done_rx`, so `done_tx.closed()` completes once the last one has ended.
     let (stop_tx, stop_rx) = watch::channel(());
@@ -85,12 +93,20 @@ pub async fn accept_loop(
             Ok(slot) => {
                 warned_full = false;
                 let io = TokioIo::new(SendIdleTimeout::new(stream, limits.send_idle_timeout));
-                let service = TowerToHyperService::new(app.clone());
+                // The connection's slot (and its part in the shutdown wait) is held by its requests' lease, so that
+                // a protocol it upgrades to keeps counting against the limit until it ends too.
+                let lease =
+                    ConnectionLease::new(Arc::new((slot, done_rx.clone())), stopping.clone());
+                let service = TowerToHyperService::new(app.clone().map_request(
+                    move |mut request: Request<Incoming>| {
+                        request.extensions_mut().insert(lease.clone());
+                        request
+                    },
+                ));
                 let builder = Arc::clone(&builder);
                 let stop_tx = stop_tx.clone();
-                let done_rx = done_rx.clone();
                 tokio::spawn(async move {
-                    // Upgrades: GraphQL subscriptions over WebSocket.
+                    // Upgrades: GraphQL over WebSocket.
                     let mut connection =
                         pin!(builder.serve_connection(io, service).with_upgrades());
                     let mut stopping = pin!(stop_tx.closed());
@@ -109,7 +125,6 @@ pub async fn accept_loop(
                             }
                         }
                     }
-                    drop((slot, done_rx));
                 });
             }
             Err(_) => {
@@ -120,24 +135,32 @@ pub async fn accept_loop(
                     );
                     warned_full = true;
                 }
-                let Ok(answer) = Arc::clone(&overflow_slots).try_acquire_owned() else {
-                    continue; // dropping the stream closes it
-                };
+                overflow.retain(|answering| !answering.is_cancelled());
+                if overflow.len() >= OVERFLOW_ANSWERS {
+                    if let Some(oldest) = overflow.pop_front() {
+                        oldest.cancel();
+                    }
+                }
+                let answering = CancellationToken::new();
+                overflow.push_back(answering.clone());
                 let service = TowerToHyperService::new(tower::service_fn({
                     let app = app.clone();
-                    move |request| overflow(app.clone(), request)
+                    move |request| overflow_answer(app.clone(), request)
                 }));
                 let builder = Arc::clone(&overflow_builder);
                 tokio::spawn(async move {
-                    let _ = builder
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                    drop(answer);
+                    let ended = answering.clone().drop_guard();
+                    tokio::select! {
+                        _ = builder.serve_connection(TokioIo::new(stream), service) => {}
+                        () = answering.cancelled() => {}
+                    }
+                    drop(ended);
                 });
             }
         }
     }
     drop(listener);
+    stopping.cancel();
     drop(stop_rx);
     drop(done_rx);
     done_tx.closed().await;
@@ -145,7 +168,7 @@ pub async fn accept_loop(
 
 /// What a connection over the limit gets: `/healthz` as usual (a liveness probe must not fail because the server
 /// is busy), anything else a 503 that asks the client to come back.
-async fn overflow(
+async fn overflow_answer(
     app: axum::Router,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {

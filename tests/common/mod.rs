@@ -7,6 +7,7 @@ pub mod chaos;
 pub mod mongo;
 pub mod process;
 pub mod slow;
+pub mod ws;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

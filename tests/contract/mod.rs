@@ -7,6 +7,7 @@ mod crud;
 mod events;
 mod faults;
 mod files;
+mod guards;
 mod listing;
 mod rest;
 mod webhooks;
@@ -17,6 +18,7 @@ pub use crud::*;
 pub use events::*;
 pub use faults::*;
 pub use files::*;
+pub use guards::*;
 pub use listing::*;
 pub use rest::*;
 pub use webhooks::*;
@@ -87,6 +89,8 @@ macro_rules! contract_suite {
             variants_are_chosen_by_platform,
             variant_bytes_are_served_by_digest,
             alias_moves_and_locks_are_on_the_feed,
+            every_operation_is_authorized_alike_on_every_transport,
+            every_root_field_is_in_the_matrix,
         );
     };
     (@tests $starter:path, $skip:expr; $($name:ident),* $(,)?) => {

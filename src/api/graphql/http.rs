@@ -1,7 +1,6 @@
 //! `POST /graphql` (JSON or multipart) and `GET /graphql` (queries only).
 
-use async_graphql::dataloader::DataLoader;
-use async_graphql::parser::types::{ExecutableDocument, OperationType};
+use async_graphql::parser::types::ExecutableDocument;
 use async_graphql::{BatchRequest, BatchResponse, ErrorExtensionValues, Request, Value};
 use async_graphql_axum::GraphQLResponse;
 use axum::extract::{RawQuery, Request as HttpRequest, State};
@@ -9,19 +8,19 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::budget::RequestBudget;
-use super::loader::ModelLoader;
+use super::guard::need_of;
 use super::multipart::{self, MAX_OPERATIONS_BYTES};
 use crate::api::AppState;
-use crate::api::auth::Need;
+use crate::api::auth::{Access, Need};
 use crate::api::error::ApiError;
 use crate::api::error::log_if_server_fault;
 use crate::api::limits::{Limits, alias_count, check_csrf, check_nesting, unreadable_body};
 use crate::service::ServiceError;
 
-/// Tells resolvers that need a write token beyond mutations (`webhooks`) whether the request has one.
-fn with_write_access(mut batch: BatchRequest, write: bool) -> BatchRequest {
+/// Hands every request of a batch its sender's access, which the guards inside execution check per operation.
+fn with_access(mut batch: BatchRequest, access: &Access) -> BatchRequest {
     for request in batch.iter_mut() {
-        request.data.insert(super::webhooks::WriteAccess(write));
+        request.data.insert(access.clone());
     }
     batch
 }
@@ -48,45 +47,27 @@ pub async fn graphql_post(State(state): State<AppState>, request: HttpRequest) -
     if let Err(e) = check_csrf(&state.limits, request.headers(), request.method()) {
         return e.into_graphql_response();
     }
-    let caller = Caller(state.tokens.label(request.headers()));
-    let batch = if is_multipart(&request) {
-        // Multipart requests carry uploads, which only mutations take: no byte of them is read without a write
-        // token.
-        if let Err(e) = state.tokens.check(request.headers(), Need::Write) {
-            return e.into_graphql_response();
-        }
-        multipart::read(&state.service, &state.limits, request)
-            .await
-            .map(|batch| with_write_access(batch, true))
+    let access = match state.tokens.access(request.headers()) {
+        Ok(access) => access,
+        Err(e) => return e.into_graphql_response(),
+    };
+    // Multipart requests carry uploads, which only mutations take: no byte of them is read without a write token;
+    // and nothing a client without the right to read sends is read at all.
+    let multipart = is_multipart(&request);
+    let need = if multipart { Need::Write } else { Need::Read };
+    if let Err(e) = access.allow(need) {
+        return e.into_graphql_response();
+    }
+    let batch = if multipart {
+        multipart::read(&state.service, &state.limits, request).await
     } else {
-        let headers = request.headers().clone();
         match read_json(request).await {
-            Ok(batch) => {
-                // What a client without the right to read sends is not even parsed.
-                if let Err(e) = state.tokens.check(&headers, Need::Read) {
-                    return e.into_graphql_response();
-                }
-                if let Err(e) = check_documents(&state.limits, &batch) {
-                    return request_error(e);
-                }
-                let need = if batch.iter().any(is_mutation) {
-                    Need::Write
-                } else {
-                    Need::Read
-                };
-                if let Err(e) = state.tokens.check(&headers, need) {
-                    return e.into_graphql_response();
-                }
-                Ok(with_write_access(
-                    batch,
-                    state.tokens.check(&headers, Need::Write).is_ok(),
-                ))
-            }
+            Ok(batch) => check_documents(&state.limits, &batch).map(|()| batch),
             Err(e) => Err(e),
         }
     };
     match batch {
-        Ok(batch) => execute(&state, batch, caller).await,
+        Ok(batch) => execute(&state, with_access(batch, &access)).await,
         Err(e) => request_error(e),
     }
 }
@@ -114,7 +95,11 @@ pub async fn graphql_get(
     if let Err(e) = check_csrf(&state.limits, &headers, &axum::http::Method::GET) {
         return e.into_graphql_response();
     }
-    if let Err(e) = state.tokens.check(&headers, Need::Read) {
+    let access = match state.tokens.access(&headers) {
+        Ok(access) => access,
+        Err(e) => return e.into_graphql_response(),
+    };
+    if let Err(e) = access.allow(Need::Read) {
         return e.into_graphql_response();
     }
     let request =
@@ -124,8 +109,7 @@ pub async fn graphql_get(
                 return request_error(ServiceError::InvalidInput(format!("query string: {e}")));
             }
         };
-    let write = state.tokens.check(&headers, Need::Write).is_ok();
-    let batch = with_write_access(BatchRequest::Single(request), write);
+    let batch = BatchRequest::Single(request);
     if let Err(e) = check_documents(&state.limits, &batch) {
         return request_error(e);
     }
@@ -135,8 +119,7 @@ pub async fn graphql_get(
             "mutations must be sent with POST".into(),
         ));
     }
-    let caller = Caller(state.tokens.label(&headers));
-    execute(&state, batch, caller).await
+    execute(&state, with_access(batch, &access)).await
 }
 
 /// What is checked of a batch before any of its documents is parsed: its length, and the nesting of each document
@@ -157,22 +140,15 @@ pub(super) fn check_documents(limits: &Limits, batch: &BatchRequest) -> Result<(
 }
 
 fn is_mutation(request: &Request) -> bool {
-    let Ok(document) = async_graphql::parser::parse_query(&request.query) else {
-        return false; // execution reports the syntax error
-    };
-    document
-        .operations
-        .iter()
-        .any(|(_, operation)| operation.node.ty == OperationType::Mutation)
+    // A syntax error is reported by execution.
+    async_graphql::parser::parse_query(&request.query)
+        .is_ok_and(|document| need_of(&document) == Need::Write)
 }
 
-/// The label of the token that sent a request (`anonymous` without one): who made a change, for its records.
-#[derive(Debug, Clone)]
-pub struct Caller(pub String);
-
-async fn execute(state: &AppState, mut batch: BatchRequest, caller: Caller) -> Response {
-    // async-graphql limits depth and complexity per operation; aliases, which multiply the work of one request, are
-    // counted here over the whole batch, and the complexity budget is shared by it (`budget`).
+async fn execute(state: &AppState, mut batch: BatchRequest) -> Response {
+    // The guards hold each operation to the limits; a batch is also held to them as a whole: its aliases, which
+    // multiply the work of one request, are counted here before any of it runs, and the complexity budget is
+    // shared by its operations (`budget`).
     let mut aliases = 0;
     let mut names = Vec::new();
     for request in batch.iter() {
@@ -201,31 +177,31 @@ async fn execute(state: &AppState, mut batch: BatchRequest, caller: Caller) -> R
     }
     let budget = RequestBudget::new(state.limits.max_complexity);
     for request in batch.iter_mut() {
-        // One loader per request: batching within a response, no cache shared between clients.
-        let loader = DataLoader::new(
-            ModelLoader {
-                service: state.service.clone(),
-            },
-            tokio::spawn,
-        );
-        request.data.insert(loader);
         request.data.insert(budget.clone());
-        request.data.insert(caller.clone());
     }
     let operation = match (&batch, names.as_slice()) {
         (BatchRequest::Single(_), [name]) => name.clone(),
         _ => "batch".into(),
     };
     let started = std::time::Instant::now();
-    let mut response = state.schema.execute_batch(batch).await;
-    label_uncoded_errors(&mut response);
+    let response = state.schema.execute_batch(batch).await;
     record(
         state,
         &operation,
         &response,
         started.elapsed().as_secs_f64(),
     );
+    // A single operation that the guards refused as a whole answers with the refusal's status, as HTTP clients
+    // expect (401, 403); a batch answers 200 with each operation's outcome.
+    let refusal = match &response {
+        BatchResponse::Single(single) => ApiError::refusal_of(single),
+        BatchResponse::Batch(_) => None,
+    };
     let mut http = GraphQLResponse::from(response).into_response();
+    if let Some((status, headers)) = refusal {
+        *http.status_mut() = status;
+        http.headers_mut().extend(headers);
+    }
     if http.status() == StatusCode::OK {
         http.headers_mut().insert(
             header::CACHE_CONTROL,
@@ -287,23 +263,4 @@ fn record(state: &AppState, operation: &str, response: &BatchResponse, seconds: 
         }
     }
     state.metrics.operation(operation, &outcome, seconds);
-}
-
-/// Errors raised by async-graphql itself (syntax, validation, variable coercion) are the client's; give them a code
-/// too, so that every error a client sees has `extensions.code`.
-fn label_uncoded_errors(response: &mut BatchResponse) {
-    let responses: Vec<&mut async_graphql::Response> = match response {
-        BatchResponse::Single(r) => vec![r],
-        BatchResponse::Batch(rs) => rs.iter_mut().collect(),
-    };
-    for r in responses {
-        for error in &mut r.errors {
-            let extensions = error
-                .extensions
-                .get_or_insert_with(ErrorExtensionValues::default);
-            if extensions.get("code").is_none() {
-                extensions.set("code", Value::from("INVALID_INPUT"));
-            }
-        }
-    }
 }

@@ -2,6 +2,7 @@
 
 mod budget;
 mod events;
+mod guard;
 mod http;
 mod inputs;
 mod loader;
@@ -22,8 +23,7 @@ use self::events::SubscriptionRoot;
 pub use self::http::graphql_post;
 use self::mutation::MutationRoot;
 use self::query::QueryRoot;
-pub use self::webhooks::WriteAccess;
-pub use self::ws::graphql_ws;
+pub use self::ws::{TokenOperations, graphql_ws};
 use crate::api::Links;
 use crate::api::limits::Limits;
 use crate::api::metrics::Metrics;
@@ -44,7 +44,7 @@ pub fn schema(
         .data(metrics)
         .limit_depth(limits.max_depth)
         .limit_complexity(limits.max_complexity)
-        .extension(budget::BatchBudget);
+        .extension(guard::Guard::new(limits));
     if limits.introspection {
         builder.finish()
     } else {

@@ -2,7 +2,6 @@ use std::sync::Arc;
 
 use async_graphql::{Context, ID, Object, Upload};
 
-use super::http::Caller;
 use super::inputs::{
     CreateInferencerInput, CreateModelInput, CreateServiceInput, CreateTransformationInput,
     PlatformInput, UpdateInferencerInput, UpdateModelInput, UpdateServiceInput,
@@ -11,6 +10,7 @@ use super::inputs::{
 use super::multipart::StagedUploads;
 use super::types::{FromNode, Inferencer, Model, Node, Service, Transformation};
 use crate::api::Links;
+use crate::api::auth::Access;
 use crate::api::error::GqlResultExt;
 use crate::domain::{ComponentKey, DomainError, Kind, Spec};
 use crate::service::{RepositoryService, ServiceError};
@@ -110,8 +110,8 @@ async fn lock<T: FromNode>(
 }
 
 fn caller<'a>(ctx: &Context<'a>) -> &'a str {
-    ctx.data_opt::<Caller>()
-        .map_or("anonymous", |c| c.0.as_str())
+    ctx.data_opt::<Access>()
+        .map_or("anonymous", |access| access.caller.as_str())
 }
 
 /// A metadata update that only applies to one kind of spec.

@@ -8,17 +8,18 @@ use chrono::{DateTime, Utc};
 
 use super::events::{ComponentKind, EventType};
 use super::types::Long;
+use crate::api::auth::{Access, Need};
 use crate::api::error::GqlResultExt;
 use crate::domain::{self, DeliveryStatus};
 use crate::service::RepositoryService;
 use crate::service::webhooks::NewWebhook;
 
-/// Whether the request carries a write token; set by the HTTP handlers.
-#[derive(Debug, Clone, Copy)]
-pub struct WriteAccess(pub bool);
-
+/// Webhooks are managed with a write token, even to read them: their URLs say where the fleet's changes go.
 pub fn require_write(ctx: &Context<'_>) -> async_graphql::Result<()> {
-    if ctx.data_opt::<WriteAccess>().is_some_and(|a| a.0) {
+    if ctx
+        .data_opt::<Access>()
+        .is_some_and(|access| access.allows(Need::Write))
+    {
         return Ok(());
     }
     let error = async_graphql::Error::new("managing webhooks needs a write token");

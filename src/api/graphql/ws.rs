@@ -1,17 +1,32 @@
-//! GraphQL subscriptions over WebSocket at `GET /graphql` (graphql-transport-ws and the legacy graphql-ws): the
-//! bearer token comes in the `connection_init` payload, since browsers cannot set headers on a WebSocket.
+//! GraphQL over WebSocket at `GET /graphql` (graphql-transport-ws and the legacy graphql-ws). The bearer token comes
+//! in the `connection_init` payload, since browsers cannot set headers on a WebSocket. Operations run through the
+//! same guards as over HTTP (`guard.rs`); this module keeps the protocol honest: `connection_init` within a bound
+//! (4408), nothing before it (4401), a refused token (4403), unique operation ids (4409), well-formed messages
+//! (4400), operations per connection and per token capped, and a goodbye (1001) when the server stops.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_graphql::Data;
-use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
-use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
-use axum::extract::ws::WebSocketUpgrade;
+use async_graphql::http::{ClientMessage, WebSocketProtocols, WsMessage};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{FromRequestParts, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::json;
+use tokio::sync::mpsc;
 
+use super::AppSchema;
+use super::multipart::MAX_OPERATIONS_BYTES;
 use crate::api::AppState;
-use crate::api::auth::{Need, Tokens};
+use crate::api::auth::{Access, Tokens};
 use crate::api::error::ApiError;
+use crate::api::lease::ConnectionLease;
+
+/// The code of the error a client gets for an operation over a cap.
+const LIMIT_CODE: &str = "LIMIT_EXCEEDED";
 
 fn wants_websocket(headers: &HeaderMap) -> bool {
     headers
@@ -20,51 +35,382 @@ fn wants_websocket(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }
 
-/// The token of `connection_init`'s payload (`Authorization`, any case), checked like a request header.
-fn authorize(tokens: &Tokens, payload: &serde_json::Value) -> async_graphql::Result<()> {
-    let presented = payload.as_object().and_then(|fields| {
-        fields
-            .iter()
-            .find(|(name, _)| name.eq_ignore_ascii_case("authorization"))
-            .and_then(|(_, value)| value.as_str())
-    });
-    let mut headers = HeaderMap::new();
-    if let Some(value) = presented.and_then(|v| HeaderValue::from_str(v).ok()) {
-        headers.insert(header::AUTHORIZATION, value);
-    }
-    tokens.check(&headers, Need::Read).map_err(|e| {
-        let message = match e {
-            ApiError::Unauthenticated(m) | ApiError::Forbidden(m) => m,
-            _ => "not allowed".into(),
-        };
-        async_graphql::Error::new(message)
-    })
+/// The first GraphQL subprotocol the client offers.
+fn protocol_of(headers: &HeaderMap) -> Option<WebSocketProtocols> {
+    headers
+        .get(header::SEC_WEBSOCKET_PROTOCOL)?
+        .to_str()
+        .ok()?
+        .split(',')
+        .find_map(|p| p.trim().parse().ok())
 }
 
-/// `GET /graphql`: a WebSocket upgrade for subscriptions, otherwise a query in the query string.
+/// `GET /graphql`: a WebSocket upgrade, otherwise a query in the query string.
 pub async fn graphql_ws(State(state): State<AppState>, request: Request) -> Response {
     let (mut parts, _) = request.into_parts();
     if !wants_websocket(&parts.headers) {
         let query = RawQuery(parts.uri.query().map(str::to_string));
         return super::http::graphql_get(State(state), parts.headers, query).await;
     }
-    let protocol = match GraphQLProtocol::from_request_parts(&mut parts, &state).await {
-        Ok(protocol) => protocol,
-        Err(rejection) => return rejection.into_response(),
+    let Some(protocol) = protocol_of(&parts.headers) else {
+        return ApiError::BadRequest(
+            "a GraphQL WebSocket needs the subprotocol graphql-transport-ws or graphql-ws".into(),
+        )
+        .into_response();
     };
     let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
         Ok(upgrade) => upgrade,
         Err(rejection) => return rejection.into_response(),
     };
-    let schema = state.schema.clone();
-    let tokens = state.tokens.clone();
+    let connection = Connection {
+        schema: state.schema.clone(),
+        tokens: state.tokens.clone(),
+        per_token: state.subscriptions.clone(),
+        protocol,
+        init_timeout: state.limits.ws_init_timeout,
+        max_operations: state.limits.max_subscriptions_per_connection,
+        lease: parts.extensions.get::<ConnectionLease>().cloned(),
+    };
     upgrade
-        .protocols(ALL_WEBSOCKET_PROTOCOLS)
-        .on_upgrade(move |socket| {
-            GraphQLWebSocket::new(socket, schema, protocol)
-                .on_connection_init(move |payload| async move {
-                    authorize(&tokens, &payload).map(|()| Data::default())
-                })
-                .serve()
+        .protocols([protocol.sec_websocket_protocol()])
+        // A message is one operation: the same bound as a JSON request body.
+        .max_message_size(MAX_OPERATIONS_BYTES)
+        .max_frame_size(MAX_OPERATIONS_BYTES)
+        .on_upgrade(move |socket| connection.serve(socket))
+}
+
+/// Operations running over WebSocket, per token label, over all connections.
+#[derive(Debug)]
+pub struct TokenOperations {
+    max: usize,
+    running: Mutex<HashMap<String, usize>>,
+}
+
+impl TokenOperations {
+    pub fn new(max: usize) -> Arc<TokenOperations> {
+        Arc::new(TokenOperations {
+            max,
+            running: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// A place for one more operation of `token`, if it has one left.
+    fn take(self: &Arc<Self>, token: &str) -> Option<OperationSlot> {
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let count = running.entry(token.to_string()).or_default();
+        if *count >= self.max {
+            return None;
+        }
+        *count += 1;
+        Some(OperationSlot {
+            owner: self.clone(),
+            token: token.to_string(),
+        })
+    }
+}
+
+/// One running operation of a token; given back when dropped.
+struct OperationSlot {
+    owner: Arc<TokenOperations>,
+    token: String,
+}
+
+impl Drop for OperationSlot {
+    fn drop(&mut self) {
+        let mut running = self.owner.running.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = running.get_mut(&self.token) {
+            *count -= 1;
+            if *count == 0 {
+                running.remove(&self.token);
+            }
+        }
+    }
+}
+
+struct Connection {
+    schema: AppSchema,
+    tokens: Tokens,
+    per_token: Arc<TokenOperations>,
+    protocol: WebSocketProtocols,
+    init_timeout: Duration,
+    max_operations: usize,
+    lease: Option<ConnectionLease>,
+}
+
+/// What the connection does with a client's message.
+enum Step {
+    /// Hand it to the protocol engine.
+    Forward(ClientMessage),
+    /// Answer it ourselves and go on.
+    Answer(String),
+    /// Close the connection with this code and reason.
+    Close(u16, String),
+}
+
+/// The state of one connection as this module polices it; the protocol engine keeps the rest.
+struct Session {
+    /// The access `connection_init` established, until the engine takes it.
+    access: Arc<Mutex<Option<Access>>>,
+    caller: Option<String>,
+    acknowledged: bool,
+    running: HashMap<String, OperationSlot>,
+}
+
+impl Connection {
+    async fn serve(self, socket: WebSocket) {
+        let (mut sink, mut incoming) = socket.split();
+        // The protocol engine reads the messages this connection lets through.
+        let (tx, mut rx) = mpsc::channel::<serde_json::Result<ClientMessage>>(8);
+        let messages = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+        let session_access = Arc::new(Mutex::new(None::<Access>));
+        let engine_access = session_access.clone();
+        let mut engine = async_graphql::http::WebSocket::from_message_stream(
+            self.schema.clone(),
+            messages,
+            self.protocol,
+        )
+        .on_connection_init(move |_payload| async move {
+            let access = engine_access
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take()
+                .ok_or_else(|| async_graphql::Error::new("not authenticated"))?;
+            let mut data = Data::default();
+            data.insert(access);
+            Ok(data)
+        });
+        let mut session = Session {
+            access: session_access,
+            caller: None,
+            acknowledged: false,
+            running: HashMap::new(),
+        };
+        let init_deadline = tokio::time::sleep(self.init_timeout);
+        tokio::pin!(init_deadline);
+        let stopping = async {
+            match &self.lease {
+                Some(lease) => lease.stopping().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(stopping);
+
+        let close = loop {
+            tokio::select! {
+                next = async {
+                    let permit = tx.reserve().await.ok()?;
+                    Some((permit, incoming.next().await))
+                } => {
+                    let Some((permit, message)) = next else { break None };
+                    let bytes = match message {
+                        Some(Ok(Message::Text(text))) => text.as_bytes().to_vec(),
+                        Some(Ok(Message::Binary(bytes))) => bytes.to_vec(),
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                        Some(Err(e)) => break Some(read_failure(&e)),
+                        Some(Ok(Message::Close(_))) | None => break None,
+                    };
+                    match self.step(&mut session, &bytes) {
+                        Step::Forward(message) => permit.send(Ok(message)),
+                        Step::Answer(text) => {
+                            if sink.send(Message::text(text)).await.is_err() {
+                                break None;
+                            }
+                        }
+                        Step::Close(code, reason) => break Some((code, reason)),
+                    }
+                }
+                out = engine.next() => match out {
+                    Some(WsMessage::Text(text)) => {
+                        session.observe(&text);
+                        if sink.send(Message::text(text)).await.is_err() {
+                            break None;
+                        }
+                    }
+                    Some(WsMessage::Close(code, reason)) => break Some((code, reason)),
+                    None => break Some((1000, String::new())),
+                },
+                () = &mut init_deadline, if !session.acknowledged => {
+                    break Some((4408, "Connection initialisation timeout".into()));
+                }
+                () = &mut stopping => break Some((1001, "the server is stopping".into())),
+            }
+        };
+        if let Some((code, reason)) = close {
+            let frame = CloseFrame {
+                code,
+                reason: truncate(&reason).into(),
+            };
+            let _ = sink.send(Message::Close(Some(frame))).await;
+        }
+        let _ = sink.close().await;
+    }
+
+    /// Decides what to do with one message of the client.
+    fn step(&self, session: &mut Session, bytes: &[u8]) -> Step {
+        let message = match ClientMessage::from_bytes(bytes) {
+            Ok(message) => message,
+            Err(e) => return Step::Close(4400, format!("Invalid message received: {e}")),
+        };
+        match message {
+            ClientMessage::ConnectionInit { payload } => {
+                if session.caller.is_some() {
+                    return Step::Close(4429, "Too many initialisation requests".into());
+                }
+                match self.authenticate(payload.as_ref()) {
+                    Ok(access) => {
+                        session.caller = Some(access.caller.clone());
+                        *session.access.lock().unwrap_or_else(|e| e.into_inner()) = Some(access);
+                        Step::Forward(ClientMessage::ConnectionInit { payload })
+                    }
+                    Err(e) => Step::Close(4403, e),
+                }
+            }
+            ClientMessage::Start { id, payload } => {
+                let Some(caller) = session.caller.as_deref().filter(|_| session.acknowledged)
+                else {
+                    return Step::Close(4401, "Unauthorized".into());
+                };
+                if session.running.contains_key(&id) {
+                    return Step::Close(4409, format!("Subscriber for {id} already exists"));
+                }
+                if session.running.len() >= self.max_operations {
+                    return Step::Answer(self.refusal(
+                        &id,
+                        format!(
+                            "this connection runs {} operations already, the most allowed; complete one first",
+                            self.max_operations
+                        ),
+                    ));
+                }
+                let Some(slot) = self.per_token.take(caller) else {
+                    return Step::Answer(self.refusal(
+                        &id,
+                        format!(
+                            "this token runs {} WebSocket operations already, the most allowed",
+                            self.per_token.max
+                        ),
+                    ));
+                };
+                session.running.insert(id.clone(), slot);
+                Step::Forward(ClientMessage::Start { id, payload })
+            }
+            ClientMessage::Stop { id } => {
+                session.running.remove(&id);
+                Step::Forward(ClientMessage::Stop { id })
+            }
+            other => Step::Forward(other),
+        }
+    }
+
+    /// The access a `connection_init` payload's token gives; a connection that may not even read is refused.
+    fn authenticate(&self, payload: Option<&serde_json::Value>) -> Result<Access, String> {
+        let presented = payload.and_then(|p| p.as_object()).and_then(|fields| {
+            fields
+                .iter()
+                .find(|(name, _)| name.eq_ignore_ascii_case("authorization"))
+                .and_then(|(_, value)| value.as_str())
+        });
+        let mut headers = HeaderMap::new();
+        if let Some(value) = presented {
+            let value = HeaderValue::from_str(value)
+                .map_err(|_| "the Authorization value is not a valid header value".to_string())?;
+            headers.insert(header::AUTHORIZATION, value);
+        }
+        let access = self.tokens.access(&headers).map_err(reason)?;
+        access.allow(crate::api::auth::Need::Read).map_err(reason)?;
+        Ok(access)
+    }
+
+    /// The protocol's error message for one operation that is not run.
+    fn refusal(&self, id: &str, message: String) -> String {
+        let error = json!({ "message": message, "extensions": { "code": LIMIT_CODE } });
+        let payload = match self.protocol {
+            WebSocketProtocols::GraphQLWS => json!([error]),
+            WebSocketProtocols::SubscriptionsTransportWS => error,
+        };
+        json!({ "type": "error", "id": id, "payload": payload }).to_string()
+    }
+}
+
+impl Session {
+    /// Follows what the engine tells the client: the acknowledgement, and operations that completed.
+    fn observe(&mut self, text: &str) {
+        // The engine writes `type` first; only these two short messages are parsed.
+        if text.starts_with(r#"{"type":"connection_ack""#) {
+            self.acknowledged = true;
+        } else if text.starts_with(r#"{"type":"complete""#) {
+            #[derive(serde::Deserialize)]
+            struct Complete {
+                id: String,
+            }
+            if let Ok(complete) = serde_json::from_str::<Complete>(text) {
+                self.running.remove(&complete.id);
+            }
+        }
+    }
+}
+
+/// How a connection whose message could not be read is closed: 1009 for one over the size bound (axum names no
+/// type for it; tungstenite's message says "too long"), 1002 otherwise.
+fn read_failure(e: &axum::Error) -> (u16, String) {
+    let message = e.to_string();
+    let code = if message.contains("too long") { 1009 } else { 1002 };
+    (code, message)
+}
+
+fn reason(e: ApiError) -> String {
+    match e {
+        ApiError::Unauthenticated(m) | ApiError::Forbidden(m) => m,
+        _ => "not allowed".into(),
+    }
+}
+
+/// A close frame's reason has at most 123 bytes.
+fn truncate(reason: &str) -> &str {
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    &reason[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn close_reasons_fit_a_frame() {
+        let long = "é".repeat(100);
+        assert!(truncate(&long).len() <= 123);
+        assert_eq!(truncate("short"), "short");
+    }
+
+    #[test]
+    fn a_token_runs_at_most_its_share_of_operations() {
+        let operations = TokenOperations::new(2);
+        let a = operations.take("t").unwrap();
+        let _b = operations.take("t").unwrap();
+        assert!(operations.take("t").is_none());
+        assert!(operations.take("other").is_some());
+        drop(a);
+        assert!(operations.take("t").is_some());
+    }
+
+    #[test]
+    fn the_offered_graphql_subprotocol_is_chosen() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static("chat, graphql-ws"),
+        );
+        assert_eq!(
+            protocol_of(&headers),
+            Some(WebSocketProtocols::SubscriptionsTransportWS)
+        );
+        headers.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static("chat"),
+        );
+        assert_eq!(protocol_of(&headers), None);
+    }
 }

@@ -1,0 +1,363 @@
+//! One guard path for every transport: each operation of the schema, sent over HTTP and over WebSocket (both
+//! subprotocols) with no token, a read token and a write token, is allowed or refused alike, and a refused write
+//! changes nothing.
+
+use std::collections::BTreeSet;
+
+use serde_json::{Value, json};
+
+use super::Starter;
+use crate::common::ws::{GraphqlSocket, Outcome, PROTOCOLS};
+use crate::common::{Options, TestApp};
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Need {
+    Read,
+    Write,
+    /// A read that needs a write token, refused by its resolver (`webhooks`: their URLs say where changes go).
+    Manage,
+}
+
+/// Every root field of the schema, in an operation that reaches it. `every_root_field_is_in_the_matrix` fails
+/// when a field is added without joining this list.
+const OPERATIONS: &[(&str, Need, &str)] = &[
+    (
+        "model",
+        Need::Read,
+        r#"{ model(name: "m", version: "1") { name } }"#,
+    ),
+    (
+        "modelAliasHistory",
+        Need::Read,
+        r#"{ modelAliasHistory(name: "m", alias: "prod") { version } }"#,
+    ),
+    (
+        "transformation",
+        Need::Read,
+        r#"{ transformation(id: "t") { id } }"#,
+    ),
+    (
+        "service",
+        Need::Read,
+        r#"{ service(id: "guarded") { id } }"#,
+    ),
+    (
+        "inferencer",
+        Need::Read,
+        r#"{ inferencer(id: "i") { id } }"#,
+    ),
+    ("models", Need::Read, "{ models { totalCount } }"),
+    (
+        "transformations",
+        Need::Read,
+        "{ transformations { totalCount } }",
+    ),
+    ("services", Need::Read, "{ services { totalCount } }"),
+    ("inferencers", Need::Read, "{ inferencers { totalCount } }"),
+    (
+        "events",
+        Need::Read,
+        "{ events(first: 1) { edges { cursor } } }",
+    ),
+    ("webhooks", Need::Manage, "{ webhooks { id } }"),
+    ("lastSequence", Need::Read, "{ lastSequence }"),
+    ("mirror", Need::Read, "{ mirror { upstream } }"),
+    (
+        "runnableOn",
+        Need::Read,
+        "{ runnableOn(device: {ram: 4}) { totalCount } }",
+    ),
+    (
+        "componentEvents",
+        Need::Read,
+        "subscription { componentEvents(after: 0) { sequence } }",
+    ),
+    (
+        "createWebhook",
+        Need::Write,
+        r#"mutation { createWebhook(input: {url: "https://example.org/hook", secret: "s"}) { id } }"#,
+    ),
+    (
+        "deleteWebhook",
+        Need::Write,
+        r#"mutation { deleteWebhook(id: "none") }"#,
+    ),
+    (
+        "createModel",
+        Need::Write,
+        r#"mutation { createModel(input: {name: "m", version: "1"}) { name } }"#,
+    ),
+    (
+        "updateModel",
+        Need::Write,
+        r#"mutation { updateModel(name: "m", version: "1", input: {description: "d"}) { name } }"#,
+    ),
+    (
+        "setModelAlias",
+        Need::Write,
+        r#"mutation { setModelAlias(name: "m", alias: "prod", version: "1") { name } }"#,
+    ),
+    (
+        "deleteModelAlias",
+        Need::Write,
+        r#"mutation { deleteModelAlias(name: "m", alias: "prod") }"#,
+    ),
+    (
+        "lockModel",
+        Need::Write,
+        r#"mutation { lockModel(name: "m", version: "1") { name } }"#,
+    ),
+    (
+        "lockTransformation",
+        Need::Write,
+        r#"mutation { lockTransformation(id: "t") { id } }"#,
+    ),
+    (
+        "lockService",
+        Need::Write,
+        r#"mutation { lockService(id: "guarded") { id } }"#,
+    ),
+    (
+        "lockInferencer",
+        Need::Write,
+        r#"mutation { lockInferencer(id: "i") { id } }"#,
+    ),
+    (
+        "deleteModel",
+        Need::Write,
+        r#"mutation { deleteModel(name: "m", version: "2") }"#,
+    ),
+    (
+        "uploadModelFile",
+        Need::Write,
+        r#"mutation($f: Upload!) { uploadModelFile(name: "m", version: "1", file: $f) { name } }"#,
+    ),
+    (
+        "createTransformation",
+        Need::Write,
+        r#"mutation { createTransformation(input: {id: "t"}) { id } }"#,
+    ),
+    (
+        "updateTransformation",
+        Need::Write,
+        r#"mutation { updateTransformation(id: "t", input: {description: "d"}) { id } }"#,
+    ),
+    (
+        "deleteTransformation",
+        Need::Write,
+        r#"mutation { deleteTransformation(id: "t2") }"#,
+    ),
+    (
+        "uploadTransformationFile",
+        Need::Write,
+        r#"mutation($f: Upload!) { uploadTransformationFile(id: "t", file: $f) { id } }"#,
+    ),
+    (
+        "createService",
+        Need::Write,
+        r#"mutation { createService(input: {id: "s"}) { id } }"#,
+    ),
+    (
+        "updateService",
+        Need::Write,
+        r#"mutation { updateService(id: "s", input: {description: "d"}) { id } }"#,
+    ),
+    (
+        "deleteService",
+        Need::Write,
+        r#"mutation { deleteService(id: "s2") }"#,
+    ),
+    (
+        "uploadServiceFile",
+        Need::Write,
+        r#"mutation($f: Upload!) { uploadServiceFile(id: "s", file: $f) { id } }"#,
+    ),
+    (
+        "createInferencer",
+        Need::Write,
+        r#"mutation { createInferencer(input: {id: "i"}) { id } }"#,
+    ),
+    (
+        "updateInferencer",
+        Need::Write,
+        r#"mutation { updateInferencer(id: "i", input: {description: "d"}) { id } }"#,
+    ),
+    (
+        "deleteInferencer",
+        Need::Write,
+        r#"mutation { deleteInferencer(id: "i2") }"#,
+    ),
+    (
+        "uploadInferencerFile",
+        Need::Write,
+        r#"mutation($f: Upload!) { uploadInferencerFile(id: "i", file: $f) { id } }"#,
+    ),
+];
+
+const READ: &str = "guard-read";
+const WRITE: &str = "guard-write";
+
+fn options(public_reads: bool) -> Options {
+    let mut flags = vec!["--read-tokens", READ, "--write-tokens", WRITE];
+    if public_reads {
+        flags.push("--public-reads");
+    }
+    Options {
+        flags: flags.into_iter().map(String::from).collect(),
+        ..Options::default()
+    }
+}
+
+/// The refusal `(code, HTTP status)` an operation needing `need` gets with `token`, or `None` when it runs.
+fn refusal(public_reads: bool, token: Option<&str>, need: Need) -> Option<(&'static str, u16)> {
+    match (token, need) {
+        (Some(WRITE), _) => None,
+        (Some(_), Need::Read) => None,
+        (Some(_), Need::Write) => Some(("FORBIDDEN", 403)),
+        (Some(_), Need::Manage) => Some(("FORBIDDEN", 200)),
+        (None, _) if !public_reads => Some(("UNAUTHENTICATED", 401)),
+        (None, Need::Read) => None,
+        (None, Need::Write) => Some(("UNAUTHENTICATED", 401)),
+        (None, Need::Manage) => Some(("FORBIDDEN", 200)),
+    }
+}
+
+async fn over_http(app: &TestApp, token: Option<&str>, query: &str) -> (u16, Value) {
+    let mut request = app
+        .client
+        .post(app.url("/graphql"))
+        .json(&json!({ "query": query }));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+fn code_of(body: &Value) -> Option<&str> {
+    body["errors"][0]["extensions"]["code"].as_str()
+}
+
+fn is_refusal(code: Option<&str>) -> bool {
+    matches!(code, Some("UNAUTHENTICATED" | "FORBIDDEN"))
+}
+
+/// What changes leave behind: the feed's head and the webhooks.
+async fn footprint(app: &TestApp) -> Value {
+    let (_, body) = over_http(app, Some(WRITE), "{ lastSequence webhooks { id } }").await;
+    body["data"].clone()
+}
+
+/// Runs the whole matrix on one server; tokens that cannot write go first, and must leave no trace.
+async fn matrix(app: &TestApp, public_reads: bool) {
+    // One change, so that a subscription from the feed's start has an event to deliver.
+    let (status, _) = over_http(
+        app,
+        Some(WRITE),
+        r#"mutation { createService(input: {id: "guarded"}) { id } }"#,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let before = footprint(app).await;
+    for token in [None, Some(READ), Some(WRITE)] {
+        for (field, need, query) in OPERATIONS {
+            let expected = refusal(public_reads, token, *need);
+            let (status, body) = over_http(app, token, query).await;
+            let what = format!("HTTP {field} with {token:?} (public reads: {public_reads})");
+            match expected {
+                Some((code, http)) => {
+                    assert_eq!(
+                        (status, code_of(&body)),
+                        (http, Some(code)),
+                        "{what}: {body}"
+                    )
+                }
+                None => assert!(!is_refusal(code_of(&body)), "{what}: {body}"),
+            }
+        }
+        for protocol in PROTOCOLS {
+            let what = format!("{protocol} with {token:?} (public reads: {public_reads})");
+            let mut socket = match GraphqlSocket::open(app, protocol, token).await {
+                Ok(socket) => socket,
+                Err(refused) => {
+                    // A connection that may not even read is refused at `connection_init`.
+                    assert_eq!(
+                        refusal(public_reads, token, Need::Read),
+                        Some(("UNAUTHENTICATED", 401)),
+                        "{what}"
+                    );
+                    match refused {
+                        Outcome::Closed(code, _) => assert_eq!(code, 4403, "{what}"),
+                        Outcome::Error(payload) => {
+                            assert!(protocol == "graphql-ws", "{what}: {payload}")
+                        }
+                        other => panic!("{what}: {other:?}"),
+                    }
+                    continue;
+                }
+            };
+            for (n, (field, need, query)) in OPERATIONS.iter().enumerate() {
+                let id = n.to_string();
+                let outcome = socket.run(&id, query, json!({})).await;
+                let code = outcome.code();
+                match refusal(public_reads, token, *need) {
+                    Some((expected, _)) => {
+                        assert_eq!(
+                            code.as_deref(),
+                            Some(expected),
+                            "{what}: {field}: {outcome:?}"
+                        )
+                    }
+                    None => {
+                        assert!(
+                            matches!(outcome, Outcome::Result(_)),
+                            "{what}: {field}: {outcome:?}"
+                        );
+                        assert!(!is_refusal(code.as_deref()), "{what}: {field}: {outcome:?}");
+                    }
+                }
+                if *need == Need::Read && field.starts_with("component") {
+                    socket.stop(&id).await;
+                }
+            }
+        }
+        if token != Some(WRITE) {
+            assert_eq!(
+                footprint(app).await,
+                before,
+                "refused writes changed nothing ({token:?})"
+            );
+        }
+    }
+    assert_ne!(
+        footprint(app).await,
+        before,
+        "the write token's operations ran"
+    );
+}
+
+pub async fn every_operation_is_authorized_alike_on_every_transport(start: Starter) {
+    for public_reads in [false, true] {
+        let app = start(options(public_reads)).await;
+        matrix(&app, public_reads).await;
+    }
+}
+
+pub async fn every_root_field_is_in_the_matrix(start: Starter) {
+    let app = start(Options::default()).await;
+    let body = app
+        .ok(
+            "{ __schema { queryType { fields { name } } mutationType { fields { name } }
+                subscriptionType { fields { name } } } }",
+            json!({}),
+        )
+        .await;
+    let schema = &body["__schema"];
+    let fields: BTreeSet<&str> = ["queryType", "mutationType", "subscriptionType"]
+        .iter()
+        .flat_map(|root| schema[root]["fields"].as_array().unwrap())
+        .map(|field| field["name"].as_str().unwrap())
+        .collect();
+    let covered: BTreeSet<&str> = OPERATIONS.iter().map(|(field, _, _)| *field).collect();
+    assert_eq!(fields, covered, "every root field has a row in OPERATIONS");
+}

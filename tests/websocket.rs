@@ -1,0 +1,371 @@
+//! GraphQL over WebSocket as a hostile client would use it: the document checks and limits of HTTP hold, the
+//! protocol's rules are enforced with its close codes, operations are capped, idle and half-open connections cannot
+//! take the server, and a stopping server says goodbye.
+
+mod common;
+
+use std::time::Duration;
+
+use common::ws::{GraphqlSocket, Outcome, PROTOCOLS};
+use common::{Options, TestApp};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+async fn app_with(flags: &[&str]) -> TestApp {
+    common::embedded(Options {
+        flags: flags.iter().map(|f| f.to_string()).collect(),
+        ..Options::default()
+    })
+    .await
+}
+
+fn nested(n: usize) -> String {
+    format!(
+        "{{ services(filter: {{ text: {}\"x\"{} }}) {{ totalCount }} }}",
+        "[".repeat(n),
+        "]".repeat(n)
+    )
+}
+
+#[tokio::test]
+async fn document_checks_and_limits_hold_over_websocket() {
+    let app = app_with(&["--graphql-max-depth", "4", "--graphql-max-complexity", "20"]).await;
+    let aliases: String = (0..31).map(|i| format!("a{i}: lastSequence ")).collect();
+    let deep_selection =
+        "{ services { edges { node { needs { preinstalledLibraries { name } } } } } }";
+    let costly: String = (0..25).map(|i| format!("a{i}: lastSequence ")).collect();
+    for protocol in PROTOCOLS {
+        let mut socket = GraphqlSocket::open(&app, protocol, None).await.unwrap();
+        // The document that took the process down over WebSocket (3,000 nested brackets, 6 KB).
+        let outcome = socket.run("deep", &nested(3_000), json!({})).await;
+        assert_eq!(
+            outcome.code().as_deref(),
+            Some("INVALID_INPUT"),
+            "{protocol}: {outcome:?}"
+        );
+        let outcome = socket
+            .run("aliases", &format!("{{ {aliases} }}"), json!({}))
+            .await;
+        assert_eq!(
+            outcome.code().as_deref(),
+            Some("INVALID_INPUT"),
+            "{protocol}: {outcome:?}"
+        );
+        let outcome = socket.run("depth", deep_selection, json!({})).await;
+        assert!(
+            outcome.code().is_some(),
+            "{protocol}: depth over the limit: {outcome:?}"
+        );
+        let outcome = socket
+            .run("complexity", &format!("{{ {costly} }}"), json!({}))
+            .await;
+        assert!(
+            format!("{outcome:?}").contains("complex"),
+            "{protocol}: complexity over the limit: {outcome:?}"
+        );
+        // Within the limits, the same connection still works.
+        let outcome = socket.run("ok", "{ lastSequence }", json!({})).await;
+        let Outcome::Result(payload) = outcome else {
+            panic!("{protocol}: {outcome:?}")
+        };
+        assert_eq!(payload["data"]["lastSequence"], 0, "{protocol}");
+    }
+    assert_eq!(
+        app.get("/healthz").await.status(),
+        200,
+        "the server is alive"
+    );
+}
+
+#[tokio::test]
+async fn messages_larger_than_a_request_body_are_refused() {
+    let app = app_with(&[]).await;
+    let mut socket = GraphqlSocket::open(&app, "graphql-transport-ws", None)
+        .await
+        .unwrap();
+    let padding = " ".repeat(1024 * 1024 + 1);
+    socket
+        .send(json!({ "type": "subscribe", "id": "big", "payload": { "query": format!("{{ lastSequence }}{padding}") } }))
+        .await;
+    match socket.closed().await {
+        Outcome::Closed(code, _) => assert_eq!(code, 1009, "message too big"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(app.get("/healthz").await.status(), 200);
+}
+
+#[tokio::test]
+async fn the_protocol_is_enforced_with_its_close_codes() {
+    let app = app_with(&["--ws-init-timeout-secs", "1"]).await;
+    let closed_with = async |socket: &mut GraphqlSocket| match socket.closed().await {
+        Outcome::Closed(code, reason) => (code, reason),
+        other => panic!("{other:?}"),
+    };
+
+    // No `connection_init` within the bound: 4408.
+    let mut idle = GraphqlSocket::connect(&app, "graphql-transport-ws")
+        .await
+        .unwrap();
+    assert_eq!(closed_with(&mut idle).await.0, 4408);
+
+    // An operation before `connection_init`: 4401.
+    let mut eager = GraphqlSocket::connect(&app, "graphql-transport-ws")
+        .await
+        .unwrap();
+    eager.start("1", "{ lastSequence }", json!({})).await;
+    assert_eq!(closed_with(&mut eager).await.0, 4401);
+
+    // Two operations with one id: 4409.
+    let mut twice = GraphqlSocket::open(&app, "graphql-transport-ws", None)
+        .await
+        .unwrap();
+    let feed = "subscription { componentEvents { sequence } }";
+    twice.start("same", feed, json!({})).await;
+    twice.start("same", feed, json!({})).await;
+    let (code, reason) = closed_with(&mut twice).await;
+    assert_eq!(
+        (code, reason.as_str()),
+        (4409, "Subscriber for same already exists")
+    );
+
+    // A message of no known type, or not JSON: 4400 with a close frame.
+    for text in [r#"{"type":"teleport","id":"1"}"#, "not json"] {
+        let mut odd = GraphqlSocket::open(&app, "graphql-transport-ws", None)
+            .await
+            .unwrap();
+        odd.send_text(text).await;
+        assert_eq!(closed_with(&mut odd).await.0, 4400, "{text}");
+    }
+
+    // A second `connection_init`: 4429.
+    let mut again = GraphqlSocket::open(&app, "graphql-transport-ws", None)
+        .await
+        .unwrap();
+    again.send(json!({ "type": "connection_init" })).await;
+    assert_eq!(closed_with(&mut again).await.0, 4429);
+
+    // A WebSocket without a GraphQL subprotocol is refused before the upgrade.
+    assert_eq!(GraphqlSocket::connect(&app, "chat").await.err(), Some(400));
+}
+
+#[tokio::test]
+async fn refused_tokens_close_the_connection_with_4403() {
+    let app = app_with(&["--read-tokens", "r", "--write-tokens", "w"]).await;
+    for payload in [json!({}), json!({ "Authorization": "Bearer nope" })] {
+        let mut socket = GraphqlSocket::connect(&app, "graphql-transport-ws")
+            .await
+            .unwrap();
+        match socket.init(payload.clone()).await {
+            Err(Outcome::Closed(code, reason)) => {
+                assert_eq!(code, 4403, "{payload}: {reason}");
+                assert!(reason.contains("token"), "{reason}");
+            }
+            other => panic!("{payload}: {other:?}"),
+        }
+    }
+    // The legacy protocol says so with `connection_error` and closes.
+    let mut legacy = GraphqlSocket::connect(&app, "graphql-ws").await.unwrap();
+    assert!(legacy.init(json!({})).await.is_err());
+}
+
+#[tokio::test]
+async fn operations_are_capped_per_connection_and_per_token() {
+    let app = app_with(&[
+        "--max-subscriptions-per-connection",
+        "2",
+        "--max-subscriptions-per-token",
+        "3",
+    ])
+    .await;
+    let feed = "subscription { componentEvents { sequence } }";
+    for protocol in PROTOCOLS {
+        let mut first = GraphqlSocket::open(&app, protocol, None).await.unwrap();
+        first.start("a", feed, json!({})).await;
+        first.start("b", feed, json!({})).await;
+        let refused = first.run("c", feed, json!({})).await;
+        assert!(
+            matches!(refused, Outcome::Error(_)),
+            "{protocol}: {refused:?}"
+        );
+        assert_eq!(
+            refused.code().as_deref(),
+            Some("LIMIT_EXCEEDED"),
+            "{protocol}"
+        );
+
+        // The token (here: no token) runs 2 of its 3 on the first connection: one more fits on another.
+        let mut second = GraphqlSocket::open(&app, protocol, None).await.unwrap();
+        second.start("a", feed, json!({})).await;
+        let refused = second.run("b", feed, json!({})).await;
+        assert_eq!(
+            refused.code().as_deref(),
+            Some("LIMIT_EXCEEDED"),
+            "{protocol}: {refused:?}"
+        );
+
+        // Completing one gives its place back.
+        first.stop("a").await;
+        let mut ran = false;
+        for attempt in 0..50 {
+            let id = format!("retry{attempt}");
+            second.start(&id, "{ lastSequence }", json!({})).await;
+            if let Outcome::Result(_) = second.outcome_of(&id).await {
+                ran = true;
+                break;
+            }
+        }
+        assert!(ran, "{protocol}: a place freed by `complete` is given back");
+        drop((first, second));
+        // Closed connections give their places back too: a fresh connection may run two again.
+        assert!(
+            common::eventually(Duration::from_secs(10), async || {
+                let mut socket = GraphqlSocket::open(&app, protocol, None).await.unwrap();
+                socket.start("x", feed, json!({})).await;
+                !matches!(
+                    socket.run("y", "{ lastSequence }", json!({})).await,
+                    Outcome::Error(_)
+                )
+            })
+            .await,
+            "{protocol}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn changes_over_websocket_are_recorded_under_the_token_label() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, "write w-secret release bot\n").unwrap();
+    let app = app_with(&["--tokens-file", tokens.to_str().unwrap()]).await;
+    let mut socket = GraphqlSocket::open(&app, "graphql-transport-ws", Some("w-secret"))
+        .await
+        .unwrap();
+    for (n, query) in [
+        r#"mutation { createModel(input: {name: "m", version: "1"}) { name } }"#,
+        r#"mutation { setModelAlias(name: "m", alias: "prod", version: "1") { name } }"#,
+    ]
+    .iter()
+    .enumerate()
+    {
+        let outcome = socket.run(&n.to_string(), query, json!({})).await;
+        assert!(outcome.code().is_none(), "{outcome:?}");
+    }
+    let history = app
+        .client
+        .post(app.url("/graphql"))
+        .bearer_auth("w-secret")
+        .json(&json!({ "query": r#"{ modelAliasHistory(name: "m", alias: "prod") { by } }"# }))
+        .send()
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+    assert_eq!(
+        history["data"]["modelAliasHistory"][0]["by"], "release bot",
+        "{history}"
+    );
+}
+
+/// Sends `/healthz` on a fresh connection and says whether it answered 200.
+async fn healthz(app: &TestApp) -> bool {
+    let Ok(mut stream) = TcpStream::connect(app.addr).await else {
+        return false;
+    };
+    if stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .is_err()
+    {
+        return false;
+    }
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 512];
+    while !answer.ends_with(b"}") {
+        match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buffer)).await {
+            Ok(Ok(n)) if n > 0 => answer.extend_from_slice(&buffer[..n]),
+            _ => return false,
+        }
+    }
+    answer.starts_with(b"HTTP/1.1 200")
+}
+
+#[tokio::test]
+async fn idle_upgrades_and_half_open_connections_cannot_take_the_server() {
+    let app = app_with(&["--max-connections", "8", "--ws-init-timeout-secs", "2"]).await;
+    // Upgrades that never initialise take every connection slot...
+    let mut idle = Vec::new();
+    for _ in 0..8 {
+        idle.push(
+            GraphqlSocket::connect(&app, "graphql-transport-ws")
+                .await
+                .unwrap(),
+        );
+    }
+    // ...so one more upgrade is refused like any connection over the limit.
+    assert_eq!(
+        GraphqlSocket::connect(&app, "graphql-transport-ws")
+            .await
+            .err(),
+        Some(503)
+    );
+    // Half-open connections pile up beyond the limit, saying nothing.
+    let mut half_open = Vec::new();
+    for _ in 0..200 {
+        half_open.push(TcpStream::connect(app.addr).await.unwrap());
+    }
+    // The liveness probe still answers, on a connection of its own.
+    assert!(
+        healthz(&app).await,
+        "/healthz answers under connection pressure"
+    );
+    // The idle upgrades are closed at the init bound, and ordinary requests are served again.
+    for socket in &mut idle {
+        match socket.closed().await {
+            Outcome::Closed(code, _) => assert_eq!(code, 4408),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(
+        common::eventually(Duration::from_secs(10), async || {
+            app.client
+                .get(app.url("/readyz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        })
+        .await,
+        "ordinary requests are served once the idle upgrades are gone"
+    );
+    drop(half_open);
+}
+
+#[tokio::test]
+async fn a_stopping_server_says_goodbye_to_websockets() {
+    let app = app_with(&[]).await;
+    let mut socket = GraphqlSocket::open(&app, "graphql-transport-ws", None)
+        .await
+        .unwrap();
+    socket
+        .start(
+            "feed",
+            "subscription { componentEvents { sequence } }",
+            json!({}),
+        )
+        .await;
+    // The subscription is running: an operation on the same connection answers after it started.
+    assert!(matches!(
+        socket.run("q", "{ lastSequence }", json!({})).await,
+        Outcome::Result(_)
+    ));
+    let stopped = tokio::spawn(app.stop());
+    match socket.closed().await {
+        Outcome::Closed(code, _) => {
+            assert_eq!(code, 1001, "going away, not dropped at the grace deadline")
+        }
+        other => panic!("{other:?}"),
+    }
+    stopped.await.unwrap();
+}
