@@ -93,7 +93,7 @@ async fn model(app: &TestApp, name: &str, version: &str, content: Vec<u8>) {
 
 async fn status(app: &TestApp) -> Value {
     app.ok(
-        "{ mirror { upstream state lastSequence lagSeconds pendingFiles pendingBytes lastSyncAt lastError } }",
+        "{ mirror { upstream state lastSequence lagSeconds pendingFiles pendingBytes lastSyncAt lastError problems } }",
         json!({}),
     )
     .await["mirror"]
@@ -699,4 +699,70 @@ async fn partial_files_of_components_that_left_scope_are_removed() {
         "the partial file of `leaving` is gone"
     );
     assert_eq!(site.get("/service/leaving").await.status(), 404);
+}
+
+/// The upstream is rebuilt at the same address, twice: first with a shorter feed (the mirror's sequence is beyond
+/// its head: `EVENTS_AHEAD`), then with a longer one (the sequence exists, but the feed id changed). Each time the
+/// mirror reconciles in full and stops serving what the new upstream does not have.
+#[tokio::test]
+async fn a_reset_upstream_means_a_full_reconcile_and_what_is_gone_goes() {
+    let first = common::embedded(Options::default()).await;
+    service(&first, "kept", 1.0, json!([])).await;
+    service(&first, "gone", 1.0, json!([])).await;
+    upload_service(&first, "gone", bytes(10_000, 30)).await;
+    for i in 0..4 {
+        service(&first, &format!("old{i}"), 1.0, json!([])).await;
+    }
+    let proxy = ChaosProxy::start(first.addr).await;
+    let dir = tempfile::tempdir().unwrap();
+    let site = mirror(dir.path(), &proxy.url(), &[]).await;
+    wait_following(&site).await;
+    assert!(download(&site, "/service/gone").await.is_some());
+    let followed = status(&site).await["lastSequence"].as_u64().unwrap();
+
+    // A rebuilt upstream with fewer events than the mirror has applied.
+    let second = common::embedded(Options::default()).await;
+    service(&second, "kept", 1.0, json!([])).await;
+    service(&second, "fresh", 1.0, json!([])).await;
+    assert!(
+        second.ok("{ lastSequence }", json!({})).await["lastSequence"]
+            .as_u64()
+            .unwrap()
+            < followed
+    );
+    // The old one goes away, closing every connection through the proxy; the new one answers at its address.
+    first.stop().await;
+    proxy.retarget(second.addr);
+    assert!(
+        eventually(WAIT, async || !service_json(&site, "fresh").await.is_null()).await,
+        "{:#}",
+        status(&site).await
+    );
+    assert_eq!(site.get("/service/gone").await.status(), 404);
+    assert!(service_json(&site, "gone").await.is_null());
+    for i in 0..4 {
+        assert!(service_json(&site, &format!("old{i}")).await.is_null());
+    }
+    assert!(!service_json(&site, "kept").await.is_null());
+    wait_following(&site).await;
+    let followed = status(&site).await["lastSequence"].as_u64().unwrap();
+
+    // Rebuilt again, now with more events than that: the sequence exists there, but the feed is another one.
+    let third = common::embedded(Options::default()).await;
+    for i in 0..(followed + 3) {
+        service(&third, &format!("t{i}"), 1.0, json!([])).await;
+    }
+    second.stop().await;
+    proxy.retarget(third.addr);
+    assert!(
+        eventually(WAIT, async || service_json(&site, "kept").await.is_null()
+            && service_json(&site, "fresh").await.is_null())
+        .await,
+        "{:#}",
+        status(&site).await
+    );
+    for i in 0..(followed + 3) {
+        assert!(!service_json(&site, &format!("t{i}")).await.is_null());
+    }
+    wait_following(&site).await;
 }
