@@ -11,10 +11,8 @@ pub struct Sha256(String);
 impl Sha256 {
     /// Accepts exactly 64 lower-case hex digits; anything else (`../x`, upper case, a shorter string) is refused.
     pub fn parse(text: &str) -> Result<Self, DomainError> {
-        let valid = text.len() == 64
-            && text
-                .bytes()
-                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        let valid =
+            text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
         if valid {
             Ok(Self(text.to_string()))
         } else {

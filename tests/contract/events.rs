@@ -833,7 +833,11 @@ pub async fn cursors_beyond_the_head_answer_events_ahead(start: Starter) {
     assert!(!feed_id.is_empty());
     let other = start(Options::default()).await;
     let other_id = other.ok("{ feedId }", json!({})).await["feedId"].clone();
-    assert_ne!(other_id, json!(feed_id), "each new store starts a feed of its own");
+    assert_ne!(
+        other_id,
+        json!(feed_id),
+        "each new store starts a feed of its own"
+    );
     other.stop().await;
 
     create_service(&app, "h0").await;
@@ -881,7 +885,10 @@ pub async fn cursors_beyond_the_head_answer_events_ahead(start: Starter) {
         .await
         .unwrap()
         .unwrap_err();
-    assert_eq!(errors[0]["extensions"]["code"], "EVENTS_AHEAD", "{errors:#}");
+    assert_eq!(
+        errors[0]["extensions"]["code"], "EVENTS_AHEAD",
+        "{errors:#}"
+    );
 
     // Once the feed has grown that far, the same cursor is fine again.
     for i in 1..=5 {

@@ -354,7 +354,11 @@ impl Session {
 /// type for it; tungstenite's message says "too long"), 1002 otherwise.
 fn read_failure(e: &axum::Error) -> (u16, String) {
     let message = e.to_string();
-    let code = if message.contains("too long") { 1009 } else { 1002 };
+    let code = if message.contains("too long") {
+        1009
+    } else {
+        1002
+    };
     (code, message)
 }
 

@@ -242,7 +242,11 @@ impl Mirror {
                     continue;
                 }
                 Err(UpstreamError::FeedReset(why)) => {
-                    tracing::warn!(after, why, "the upstream's feed was reset; reconciling in full");
+                    tracing::warn!(
+                        after,
+                        why,
+                        "the upstream's feed was reset; reconciling in full"
+                    );
                     (after, feed) = self.reconcile_again().await?;
                     continue;
                 }

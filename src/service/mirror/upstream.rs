@@ -153,11 +153,12 @@ impl Upstream {
             let body = error_body(response).await;
             return Err(UpstreamError::Status { status, body });
         }
-        let bytes = read_capped(response, MAX_ANSWER_BYTES)
-            .await?
-            .ok_or(UpstreamError::AnswerTooLong {
-                limit: MAX_ANSWER_BYTES,
-            })?;
+        let bytes =
+            read_capped(response, MAX_ANSWER_BYTES)
+                .await?
+                .ok_or(UpstreamError::AnswerTooLong {
+                    limit: MAX_ANSWER_BYTES,
+                })?;
         let mut body: Value =
             serde_json::from_slice(&bytes).map_err(|e| UpstreamError::NotJson(e.to_string()))?;
         if let Some(error) = body

@@ -110,7 +110,12 @@ impl EventLog {
                 let filter = doc! { "_id": FEED };
                 let made = doc! { "$setOnInsert": { "id": uuid::Uuid::new_v4().to_string() } };
                 // Two replicas upserting at once: one inserts, the other gets a duplicate key and reads.
-                match self.meta.update_one(filter.clone(), made).upsert(true).await {
+                match self
+                    .meta
+                    .update_one(filter.clone(), made)
+                    .upsert(true)
+                    .await
+                {
                     Ok(_) => {}
                     Err(e) if is_duplicate_key(&e) => {}
                     Err(e) => return Err(map_err(e)),
