@@ -564,9 +564,9 @@ async fn an_air_gapped_site_restores_a_device_archive_then_follows_the_feed_from
     service(&upstream, "new", 1.0, json!([])).await;
     proxy.set(Fault::Down);
     let mirror = mirror(site.path(), &proxy.url(), &[]).await;
-    assert_eq!(
-        mirror.get("/readyz").await.status(),
-        200,
+    // Ready without a link (the proxy is down): the sync task reads the restored state as it starts.
+    assert!(
+        eventually(WAIT, async || mirror.get("/readyz").await.status() == 200).await,
         "the archive is a complete first sync"
     );
     assert!(
@@ -734,16 +734,20 @@ async fn a_reset_upstream_means_a_full_reconcile_and_what_is_gone_goes() {
     // The old one goes away, closing every connection through the proxy; the new one answers at its address.
     first.stop().await;
     proxy.retarget(second.addr);
+    // A reconcile stores what is new before it removes what is gone: wait for both.
+    let reconciled = async || {
+        let mut gone = service_json(&site, "gone").await.is_null();
+        for i in 0..4 {
+            gone &= service_json(&site, &format!("old{i}")).await.is_null();
+        }
+        gone && !service_json(&site, "fresh").await.is_null()
+    };
     assert!(
-        eventually(WAIT, async || !service_json(&site, "fresh").await.is_null()).await,
+        eventually(WAIT, reconciled).await,
         "{:#}",
         status(&site).await
     );
     assert_eq!(site.get("/service/gone").await.status(), 404);
-    assert!(service_json(&site, "gone").await.is_null());
-    for i in 0..4 {
-        assert!(service_json(&site, &format!("old{i}")).await.is_null());
-    }
     assert!(!service_json(&site, "kept").await.is_null());
     wait_following(&site).await;
     let followed = status(&site).await["lastSequence"].as_u64().unwrap();
@@ -755,16 +759,19 @@ async fn a_reset_upstream_means_a_full_reconcile_and_what_is_gone_goes() {
     }
     second.stop().await;
     proxy.retarget(third.addr);
+    let reconciled = async || {
+        let mut now = service_json(&site, "kept").await.is_null()
+            && service_json(&site, "fresh").await.is_null();
+        for i in 0..(followed + 3) {
+            now &= !service_json(&site, &format!("t{i}")).await.is_null();
+        }
+        now
+    };
     assert!(
-        eventually(WAIT, async || service_json(&site, "kept").await.is_null()
-            && service_json(&site, "fresh").await.is_null())
-        .await,
+        eventually(WAIT, reconciled).await,
         "{:#}",
         status(&site).await
     );
-    for i in 0..(followed + 3) {
-        assert!(!service_json(&site, &format!("t{i}")).await.is_null());
-    }
     wait_following(&site).await;
 }
 
