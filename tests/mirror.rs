@@ -785,6 +785,8 @@ struct Lies {
     blobs: std::collections::HashMap<String, Vec<u8>>,
     /// Every GraphQL answer is an endless body.
     endless: bool,
+    /// `runnableOn` always has a next page (the same one).
+    endless_pages: bool,
     /// The paths of `/blobs` requests received.
     blob_requests: Vec<String>,
 }
@@ -816,7 +818,8 @@ async fn lying_upstream(lies: SharedLies) -> (String, Arc<std::sync::atomic::Ato
         }
         let data = if query.contains("runnableOn") {
             let edges: Vec<Value> = lies.services.iter().map(|s| json!({ "node": s })).collect();
-            json!({ "runnableOn": { "pageInfo": { "hasNextPage": false, "endCursor": null }, "edges": edges } })
+            let more = lies.endless_pages;
+            json!({ "runnableOn": { "pageInfo": { "hasNextPage": more, "endCursor": "again" }, "edges": edges } })
         } else if query.contains("lastSequence") {
             json!({ "lastSequence": 1, "feedId": lies.feed_id })
         } else if query.contains("events(") {
@@ -961,6 +964,25 @@ async fn a_lying_upstream_cannot_escape_the_data_dir_overfill_or_exhaust_the_mir
     );
     let asked = lies.lock().unwrap().blob_requests.clone();
     assert!(!asked.iter().any(|p| p.contains(&big_sha)), "{asked:?}");
+
+    // A new feed id (the upstream was reset) whose listing never ends: refused, not accumulated; once the listing
+    // ends, the reconcile completes.
+    {
+        let mut l = lies.lock().unwrap();
+        l.feed_id = "feed-2".into();
+        l.endless_pages = true;
+    }
+    assert!(
+        eventually(WAIT, async || status(&site).await["lastError"]
+            .as_str()
+            .is_some_and(|e| e.contains("does not end")))
+        .await,
+        "{:#}",
+        status(&site).await
+    );
+    assert_eq!(download(&site, "/service/good").await.unwrap(), good);
+    lies.lock().unwrap().endless_pages = false;
+    wait_following(&site).await;
 
     // Endless answers: read up to the cap and refused; memory stays bounded and the mirror keeps serving.
     let rss_before = rss();

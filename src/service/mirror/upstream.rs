@@ -22,6 +22,9 @@ const MAX_ERROR_BODY: usize = 4 * 1024;
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
 /// Components per `runnableOn` page (the upstream's maximum).
 const PAGE: usize = 100;
+/// Most pages of one listing (200,000 components): an upstream whose pages never end cannot grow the listing, and
+/// the mirror's memory, without bound.
+const MAX_PAGES: usize = 2_000;
 /// Events per page of the feed.
 pub const EVENT_PAGE: usize = 500;
 
@@ -45,6 +48,10 @@ pub enum UpstreamError {
     FeedReset(String),
     #[error("the upstream's answer is longer than {limit} bytes; refused")]
     AnswerTooLong { limit: usize },
+    #[error(
+        "the upstream's listing of {field} does not end (over {MAX_PAGES} pages, or a page repeated); refused"
+    )]
+    EndlessListing { field: String },
     #[error("the upstream's answer is not JSON: {0}")]
     NotJson(String),
     #[error(transparent)]
@@ -223,7 +230,8 @@ impl Upstream {
         mut variables: Value,
     ) -> Result<Vec<Component>, UpstreamError> {
         let mut found = Vec::new();
-        loop {
+        let mut cursors = std::collections::HashSet::new();
+        for _ in 0..MAX_PAGES {
             let data = self.graphql(query, variables.clone()).await?;
             let connection = &data[field];
             for edge in connection["edges"].as_array().into_iter().flatten() {
@@ -232,11 +240,17 @@ impl Upstream {
             let info = &connection["pageInfo"];
             match info["endCursor"].as_str() {
                 Some(cursor) if info["hasNextPage"].as_bool() == Some(true) => {
+                    if !cursors.insert(cursor.to_string()) {
+                        break;
+                    }
                     variables["after"] = json!(cursor);
                 }
                 _ => return Ok(found),
             }
         }
+        Err(UpstreamError::EndlessListing {
+            field: field.to_string(),
+        })
     }
 
     /// The component under `key` as the upstream holds it now; `None` when it is gone.
