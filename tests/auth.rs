@@ -150,8 +150,9 @@ async fn websocket_init(app: &TestApp, payload: Value) -> Result<(), String> {
 #[tokio::test]
 async fn the_change_feed_needs_a_read_token_and_webhooks_a_write_token() {
     let app = with_tokens(&[]).await;
-    // async-graphql closes a refused graphql-transport-ws connection with 1002 and the reason.
+    // A refused graphql-transport-ws connection is closed with the protocol's 4403 and the reason.
     let refused = websocket_init(&app, json!({})).await.unwrap_err();
+    assert!(refused.starts_with("4403 "), "{refused}");
     assert!(refused.contains("needs a bearer token"), "{refused}");
     let refused = websocket_init(&app, json!({ "Authorization": "Bearer nope" }))
         .await

@@ -369,3 +369,61 @@ async fn a_stopping_server_says_goodbye_to_websockets() {
     }
     stopped.await.unwrap();
 }
+
+#[tokio::test]
+async fn pages_of_other_sites_cannot_open_a_websocket() {
+    // A server without tokens: a page elsewhere that could connect would run its mutations.
+    let app = app_with(&["--cors-allowed-origins", "https://dashboard.example"]).await;
+    let own = format!("http://{}", app.addr);
+    for (origin, allowed) in [
+        (Some("https://evil.example"), false),
+        (Some("null"), false),
+        (Some(own.as_str()), true),
+        (Some("https://dashboard.example"), true),
+        (None, true),
+    ] {
+        let connected = GraphqlSocket::connect_from(&app, "graphql-transport-ws", origin).await;
+        match allowed {
+            true => assert!(connected.is_ok(), "{origin:?}"),
+            false => assert_eq!(connected.err(), Some(403), "{origin:?}"),
+        }
+    }
+    let relaxed = app_with(&["--csrf-prevention", "false"]).await;
+    let connected = GraphqlSocket::connect_from(
+        &relaxed,
+        "graphql-transport-ws",
+        Some("https://evil.example"),
+    )
+    .await;
+    assert!(connected.is_ok(), "CSRF prevention switched off");
+}
+
+#[tokio::test]
+async fn resolvers_find_their_per_request_data_over_websocket() {
+    let app = app_with(&[]).await;
+    app.ok(
+        r#"mutation { createModel(input: {name: "det", version: "1"}) { name } }"#,
+        json!({}),
+    )
+    .await;
+    app.ok(
+        r#"mutation { createService(input: {id: "uses-det", needs: {availableModels: [{name: "det", version: "1"}]}}) { id } }"#,
+        json!({}),
+    )
+    .await;
+    // `model` is batched by a DataLoader that every request gets, whichever transport carried it.
+    let query = "{ services { edges { node { needs { availableModels { model { name } } } } } } }";
+    for protocol in PROTOCOLS {
+        let mut socket = GraphqlSocket::open(&app, protocol, None).await.unwrap();
+        let outcome = socket.run("1", query, json!({})).await;
+        let Outcome::Result(payload) = outcome else {
+            panic!("{protocol}: {outcome:?}")
+        };
+        assert!(payload.get("errors").is_none(), "{protocol}: {payload}");
+        let node = &payload["data"]["services"]["edges"][0]["node"];
+        assert_eq!(
+            node["needs"]["availableModels"][0]["model"]["name"], "det",
+            "{protocol}"
+        );
+    }
+}

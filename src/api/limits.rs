@@ -73,6 +73,38 @@ const PREFLIGHT_HEADERS: [&str; 3] = [
     "graphql-require-preflight",
 ];
 
+/// Refuses a WebSocket that a page of another site opens (browsers open WebSockets cross-site without asking, and
+/// a server without tokens would run that page's mutations): this server's own pages and the configured CORS
+/// origins may connect; clients other than browsers send no `Origin`.
+pub fn check_websocket_origin(limits: &Limits, headers: &HeaderMap) -> Result<(), ApiError> {
+    if !limits.csrf_prevention {
+        return Ok(());
+    }
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return Ok(());
+    };
+    let origin = origin.to_str().unwrap_or_default();
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let same_site = origin
+        .split_once("://")
+        .is_some_and(|(_, authority)| !host.is_empty() && authority.eq_ignore_ascii_case(host));
+    let configured = limits
+        .cors_origins
+        .iter()
+        .any(|allowed| allowed == "*" || allowed.eq_ignore_ascii_case(origin));
+    if same_site || configured {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(format!(
+            "a page of {origin} may not open a WebSocket to this server; add the origin to \
+             --cors-allowed-origins to allow it"
+        )))
+    }
+}
+
 /// Refuses a GraphQL request that a browser could have sent from another site without asking first.
 pub fn check_csrf(limits: &Limits, headers: &HeaderMap, method: &Method) -> Result<(), ApiError> {
     if !limits.csrf_prevention {

@@ -22,8 +22,8 @@ use super::auth::Need;
 use super::error::ApiError;
 use super::limits::body_io_error;
 use crate::domain::{ComponentKey, DomainError, Kind, Platform, split_platform};
+use crate::service::UploadSession;
 use crate::service::uploads::NewUpload;
-use crate::store::uploads::UploadSession;
 
 pub const TUS_VERSION: &str = "1.0.0";
 pub const TUS_EXTENSIONS: &str = "creation,termination,expiration,checksum";

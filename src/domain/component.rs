@@ -57,6 +57,11 @@ pub struct InferencerSpec {
     pub needs: Needs,
 }
 
+/// A change to a component's metadata, applied inside the store's own transaction so that concurrent uploads and
+/// updates never overwrite each other. A store that detects a concurrent change re-applies it to the fresh
+/// metadata, so it may run more than once.
+pub type SpecUpdate = Box<dyn Fn(&mut Spec) -> Result<(), DomainError> + Send + Sync>;
+
 /// The metadata of a component, by kind.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]

@@ -14,7 +14,7 @@ mod webhook;
 pub use alias::{AliasMove, AliasRecord, MAX_ALIAS_BYTES, validate_alias, validate_new_version};
 pub use component::{
     Component, InferencerSpec, MAX_ENTRIES, MAX_TEXT_BYTES, ModelSpec, Needs, ServiceSpec, Spec,
-    StoredFile, TransformationSpec,
+    SpecUpdate, StoredFile, TransformationSpec,
 };
 pub use digest::Sha256;
 pub use error::DomainError;

@@ -43,6 +43,13 @@ pub enum ServiceError {
     Internal(#[source] StoreError),
 }
 
+impl ServiceError {
+    /// A fault of ours that no store reported (a record of another kind where one was expected, say).
+    pub fn internal(message: impl Into<String>) -> ServiceError {
+        ServiceError::Internal(StoreError::Backend(message.into()))
+    }
+}
+
 impl From<DomainError> for ServiceError {
     fn from(e: DomainError) -> Self {
         ServiceError::InvalidInput(e.to_string())

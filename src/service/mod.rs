@@ -12,13 +12,16 @@ use std::ops::Range;
 use std::sync::Arc;
 
 pub use self::error::ServiceError;
+// What transports hand to the use cases and get back, named here so that `api` needs no `store`.
 pub use self::events::{EventPage, EventStream, MAX_EVENT_PAGE};
 use crate::domain::{
     AliasMove, Component, ComponentFilter, ComponentKey, Device, DevicePlatform, Kind, ModelKey,
     NeedsFilter, Platform, Spec, StoredFile, file_for, validate_alias, validate_new_version,
 };
+pub use crate::store::StagedBlob;
+pub use crate::store::uploads::UploadSession;
 use crate::store::{
-    ByteStream, ComponentStream, FileMeta, PageRequest, SpecUpdate, StagedBlob, Store, UploadStream,
+    ByteStream, ComponentStream, FileMeta, PageRequest, SpecUpdate, Store, UploadStream,
 };
 
 /// Page size when a client does not ask for one.

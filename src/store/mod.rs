@@ -18,7 +18,7 @@ use thiserror::Error;
 
 use crate::domain::{
     AliasMove, AliasRecord, Component, ComponentFilter, ComponentKey, Delivery, DomainError, Kind,
-    ModelKey, Spec, StoredFile, Webhook,
+    ModelKey, StoredFile, Webhook,
 };
 
 pub use feed::{EventBatch, EventRetention, EventSignal};
@@ -34,10 +34,7 @@ pub type ComponentStream = Pin<Box<dyn Stream<Item = Result<Component, StoreErro
 /// A stream of bytes going into a store; it may borrow from the request it is read from.
 pub type UploadStream<'a> = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send + 'a>>;
 
-/// A change to a component's metadata, applied inside the store's own transaction so that concurrent uploads and
-/// updates never overwrite each other. A store that detects a concurrent change re-applies it to the fresh
-/// metadata, so it may run more than once.
-pub type SpecUpdate = Box<dyn Fn(&mut Spec) -> Result<(), DomainError> + Send + Sync>;
+pub use crate::domain::SpecUpdate;
 
 #[derive(Debug, Error)]
 pub enum StoreError {

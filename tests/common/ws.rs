@@ -51,12 +51,26 @@ impl Outcome {
 impl GraphqlSocket {
     /// Opens a WebSocket to `/graphql` with `protocol`, or says the HTTP status that refused it.
     pub async fn connect(app: &TestApp, protocol: &str) -> Result<GraphqlSocket, u16> {
+        Self::connect_from(app, protocol, None).await
+    }
+
+    /// The same, as a browser on a page of `origin` would.
+    pub async fn connect_from(
+        app: &TestApp,
+        protocol: &str,
+        origin: Option<&str>,
+    ) -> Result<GraphqlSocket, u16> {
         let mut request = format!("ws://{}/graphql", app.addr)
             .into_client_request()
             .unwrap();
         request
             .headers_mut()
             .insert("sec-websocket-protocol", protocol.parse().unwrap());
+        if let Some(origin) = origin {
+            request
+                .headers_mut()
+                .insert("origin", origin.parse().unwrap());
+        }
         match tokio_tungstenite::connect_async(request).await {
             Ok((socket, _)) => Ok(GraphqlSocket {
                 socket,

@@ -11,8 +11,8 @@ use axum::extract::{FromRequest, Request as HttpRequest};
 use futures_util::TryStreamExt;
 
 use crate::api::limits::{Limits, body_io_error, unreadable_body};
+use crate::service::StagedBlob;
 use crate::service::{RepositoryService, ServiceError};
-use crate::store::StagedBlob;
 
 /// Largest `operations` or `map` part accepted.
 pub const MAX_OPERATIONS_BYTES: usize = 1024 * 1024;

@@ -12,9 +12,9 @@ use super::types::{FromNode, Inferencer, Model, Node, Service, Transformation};
 use crate::api::Links;
 use crate::api::auth::Access;
 use crate::api::error::GqlResultExt;
+use crate::domain::SpecUpdate;
 use crate::domain::{ComponentKey, DomainError, Kind, Spec};
 use crate::service::{RepositoryService, ServiceError};
-use crate::store::SpecUpdate;
 
 pub struct MutationRoot;
 

@@ -16,7 +16,6 @@ use crate::api::Links;
 use crate::api::error::{GqlResultExt, graphql_error};
 use crate::domain::{self, Component, ComponentKey, ModelKey, Spec};
 use crate::service::{Listing, ServiceError};
-use crate::store::StoreError;
 
 /// A 64-bit unsigned integer (GraphQL's `Int` is 32-bit), serialised as a JSON number: exact in every JSON client
 /// up to 2^53, far beyond any file this repository stores.
@@ -435,8 +434,9 @@ macro_rules! node_variant {
             fn from_node(node: Node) -> async_graphql::Result<Self> {
                 match node {
                     Node::$variant(inner) => Ok(inner),
-                    _ => Err(graphql_error(&ServiceError::Internal(StoreError::Backend(
-                        concat!("a stored record is not a ", stringify!($variant)).into(),
+                    _ => Err(graphql_error(&ServiceError::internal(concat!(
+                        "a stored record is not a ",
+                        stringify!($variant)
                     )))),
                 }
             }

@@ -24,6 +24,7 @@ use crate::api::AppState;
 use crate::api::auth::{Access, Tokens};
 use crate::api::error::ApiError;
 use crate::api::lease::ConnectionLease;
+use crate::api::limits::check_websocket_origin;
 
 /// The code of the error a client gets for an operation over a cap.
 const LIMIT_CODE: &str = "LIMIT_EXCEEDED";
@@ -51,6 +52,9 @@ pub async fn graphql_ws(State(state): State<AppState>, request: Request) -> Resp
     if !wants_websocket(&parts.headers) {
         let query = RawQuery(parts.uri.query().map(str::to_string));
         return super::http::graphql_get(State(state), parts.headers, query).await;
+    }
+    if let Err(e) = check_websocket_origin(&state.limits, &parts.headers) {
+        return e.into_response();
     }
     let Some(protocol) = protocol_of(&parts.headers) else {
         return ApiError::BadRequest(
@@ -140,7 +144,7 @@ struct Connection {
 /// What the connection does with a client's message.
 enum Step {
     /// Hand it to the protocol engine.
-    Forward(ClientMessage),
+    Forward(Box<ClientMessage>),
     /// Answer it ourselves and go on.
     Answer(String),
     /// Close the connection with this code and reason.
@@ -210,7 +214,7 @@ impl Connection {
                         Some(Ok(Message::Close(_))) | None => break None,
                     };
                     match self.step(&mut session, &bytes) {
-                        Step::Forward(message) => permit.send(Ok(message)),
+                        Step::Forward(message) => permit.send(Ok(*message)),
                         Step::Answer(text) => {
                             if sink.send(Message::text(text)).await.is_err() {
                                 break None;
@@ -260,7 +264,7 @@ impl Connection {
                     Ok(access) => {
                         session.caller = Some(access.caller.clone());
                         *session.access.lock().unwrap_or_else(|e| e.into_inner()) = Some(access);
-                        Step::Forward(ClientMessage::ConnectionInit { payload })
+                        Step::Forward(Box::new(ClientMessage::ConnectionInit { payload }))
                     }
                     Err(e) => Step::Close(4403, e),
                 }
@@ -292,13 +296,13 @@ impl Connection {
                     ));
                 };
                 session.running.insert(id.clone(), slot);
-                Step::Forward(ClientMessage::Start { id, payload })
+                Step::Forward(Box::new(ClientMessage::Start { id, payload }))
             }
             ClientMessage::Stop { id } => {
                 session.running.remove(&id);
-                Step::Forward(ClientMessage::Stop { id })
+                Step::Forward(Box::new(ClientMessage::Stop { id }))
             }
-            other => Step::Forward(other),
+            other => Step::Forward(Box::new(other)),
         }
     }
 
