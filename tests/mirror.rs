@@ -965,6 +965,36 @@ async fn a_lying_upstream_cannot_escape_the_data_dir_overfill_or_exhaust_the_mir
     let asked = lies.lock().unwrap().blob_requests.clone();
     assert!(!asked.iter().any(|p| p.contains(&big_sha)), "{asked:?}");
 
+    // A body longer than the size declared: never written past that size, discarded, the component not kept.
+    let long = bytes(5000, 42);
+    let long_sha = common::sha256_hex(&long[..1000]);
+    {
+        let mut l = lies.lock().unwrap();
+        l.blobs.insert(long_sha.clone(), long.clone());
+        l.services[1] = lying_service("long", &long_sha, 1000);
+        // Announced through a new feed id, so that the mirror lists again.
+        l.feed_id = "feed-long".into();
+    }
+    assert!(
+        eventually(WAIT, async || status(&site).await["lastError"]
+            .as_str()
+            .is_some_and(|e| e.contains(&long_sha)))
+        .await,
+        "{:#}",
+        status(&site).await
+    );
+    assert!(service_json(&site, "long").await.is_null());
+    let partial = dir.path().join("data").join("mirror-partial");
+    let longest = std::fs::read_dir(&partial).map_or(0, |entries| {
+        entries
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .max()
+            .unwrap_or(0)
+    });
+    assert!(longest <= 1000, "a partial file of {longest} bytes");
+    assert_eq!(download(&site, "/service/good").await.unwrap(), good);
+    lies.lock().unwrap().services.truncate(1);
+
     // A new feed id (the upstream was reset) whose listing never ends: refused, not accumulated; once the listing
     // ends, the reconcile completes.
     {
