@@ -54,12 +54,6 @@ fn type_name(kind: Kind) -> &'static str {
 #[error("the upstream answered a component this mirror cannot read: {0}")]
 pub struct Unreadable(String);
 
-impl Unreadable {
-    pub fn new(what: impl Into<String>) -> Self {
-        Self(what.into())
-    }
-}
-
 fn bad(what: impl Into<String>) -> Unreadable {
     Unreadable(what.into())
 }

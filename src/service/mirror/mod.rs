@@ -317,6 +317,7 @@ impl Mirror {
         }
     }
 
+    /// [`Mirror::reconcile`] when following broke off: where to follow from, and the feed now followed.
     async fn reconcile_again(&self) -> Result<(u64, Option<String>), SyncError> {
         let (sequence, feed_id) = self.reconcile().await?;
         Ok((sequence, Some(feed_id)))
@@ -365,7 +366,9 @@ impl Mirror {
             *component = self.for_devices(component.clone());
             match self.refusal(component) {
                 Some(problem) => {
-                    problems.insert(key.to_string(), problem);
+                    if problems.len() < MAX_PROBLEMS {
+                        problems.insert(key.to_string(), problem);
+                    }
                     false
                 }
                 None => true,

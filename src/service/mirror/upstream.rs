@@ -54,6 +54,8 @@ pub enum UpstreamError {
     EndlessListing { field: String },
     #[error("the upstream's answer is not JSON: {0}")]
     NotJson(String),
+    #[error("the upstream names no feedId (up to 128 bytes): it must be a version that has one")]
+    NoFeedId,
     #[error(transparent)]
     Unreadable(#[from] Unreadable),
 }
@@ -63,7 +65,7 @@ fn feed_id(data: &Value) -> Result<String, UpstreamError> {
         .as_str()
         .filter(|id| !id.is_empty() && id.len() <= 128)
         .map(str::to_owned)
-        .ok_or_else(|| convert::Unreadable::new("feedId is missing").into())
+        .ok_or(UpstreamError::NoFeedId)
 }
 
 /// Reads at most `limit` bytes of `response`'s body as it arrives; `None` when it is longer.
