@@ -1,201 +1,285 @@
-//! A load test on loopback: many concurrent clients mixing uploads, downloads and filtered listings against a real
-//! server, for a bounded time; it stops by itself.
+//! An open-loop load test on loopback: requests arrive at a fixed rate whatever the server does (uploads of 100 KiB,
+//! verified downloads and filtered lists), and each one's latency is measured from its scheduled start, so a server
+//! that falls behind shows it (no coordinated omission). It sweeps the rate up to saturation, then measures at 25,
+//! 50 and 75 % of the capacity it found, and the server's CPU time per request of each kind. It stops by itself.
 //!
 //! ```sh
-//! cargo build --release --bins --examples && target/release/examples/load [seconds=60] [clients=100] [-- server flags]
+//! cargo build --release --bins --examples && target/release/examples/load [phase-seconds=10] [-- server flags]
 //! ```
 //!
-//! Prints requests/s, p50/p99 latency (all requests and per kind), errors, bytes whose sha256 was verified, and the
-//! server's peak RSS. It fails (exit 1) on any error or hash mismatch: zero of each is the bar.
+//! The anchor, measured in the same run on the filesystem of the server's data: the raw write + fsync + rename +
+//! directory fsync of 100 KiB. The goal at 50 % of capacity: uploads p99 under twice the raw p99, downloads and
+//! lists p99 under 10 ms, no error. The generator runs on the server's cores; it prints the CPU it took. It fails
+//! (exit 1) on any error or hash mismatch at the measured rates.
 
+#[path = "support/baseline.rs"]
+mod baseline;
 #[path = "support/client.rs"]
 mod client;
+#[path = "support/cpu.rs"]
+mod cpu;
 #[path = "../tests/common/process.rs"]
 mod process;
 #[path = "support/random.rs"]
 mod random;
-#[path = "support/rss.rs"]
-mod rss;
 #[path = "support/stats.rs"]
 mod stats;
 
-use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use client::{sha256_hex, upload};
-use futures_util::StreamExt;
 use random::Rng;
-use rss::{RssSampler, rss_bytes};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use stats::ms_at;
+use tokio::sync::Mutex;
 
-/// Files that every client downloads and verifies; they never change during the run.
 const SHARED_FILES: usize = 20;
-const MIB: f64 = 1024.0 * 1024.0;
+const UPLOAD_BYTES: usize = 100 * 1024;
+/// Components the uploads rotate over, so that concurrent uploads rarely replace the same file.
+const UPLOAD_TARGETS: usize = 64;
+/// Requests in flight beyond which the generator counts the next ones as failed: the server is past saturation.
+const MAX_IN_FLIGHT: usize = 4_000;
+/// A phase's requests must all be answered within this after its last arrival.
+const DRAIN: Duration = Duration::from_secs(5);
 
-/// One request of the mix; an upload carries its payload and that payload's sha256.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    Upload,
+    Download,
+    List,
+}
+
+const KINDS: [Kind; 3] = [Kind::Upload, Kind::Download, Kind::List];
+
+impl Kind {
+    /// The mix: 20 % uploads, 50 % downloads, 30 % lists.
+    fn of(roll: u64) -> Kind {
+        match roll % 100 {
+            0..20 => Kind::Upload,
+            20..70 => Kind::Download,
+            _ => Kind::List,
+        }
+    }
+
+    fn share(self) -> f64 {
+        match self {
+            Kind::Upload => 0.2,
+            Kind::Download => 0.5,
+            Kind::List => 0.3,
+        }
+    }
+}
+
+struct Target {
+    base: String,
+    client: reqwest::Client,
+    shared: Vec<(String, String)>,
+}
+
+#[derive(Default)]
+struct Outcomes {
+    latencies: [Vec<Duration>; 3],
+    errors: Vec<String>,
+}
+
+struct Phase {
+    offered: usize,
+    outcomes: Outcomes,
+    wall: Duration,
+    server_cpu: f64,
+    own_cpu: f64,
+}
+
+impl Phase {
+    fn answered(&self) -> usize {
+        self.outcomes.latencies.iter().map(Vec::len).sum()
+    }
+
+    /// The phase's latencies of one kind (all kinds with `None`), sorted.
+    fn sorted(&self, kind: Option<Kind>) -> Vec<Duration> {
+        let mut all: Vec<Duration> = KINDS
+            .iter()
+            .enumerate()
+            .filter(|(_, k)| kind.is_none_or(|kind| kind == **k))
+            .flat_map(|(i, _)| self.outcomes.latencies[i].iter().copied())
+            .collect();
+        all.sort();
+        all
+    }
+
+    /// Whether the server kept up: every request answered without error, and p99 under half a second.
+    fn sustained(&self) -> bool {
+        self.outcomes.errors.is_empty()
+            && self.answered() == self.offered
+            && ms_at(&self.sorted(None), 0.99) < 500.0
+    }
+}
+
+/// One request; an upload carries its payload and the payload's sha256, made before the clock starts.
 enum Work {
     Upload(Vec<u8>, String),
     Download,
     List,
 }
 
-impl Work {
-    fn action(&self) -> Action {
-        match self {
-            Work::Upload(..) => Action::Upload,
-            Work::Download => Action::Download,
-            Work::List => Action::List,
+async fn request(target: &Target, work: Work, n: u64) -> anyhow::Result<()> {
+    match work {
+        Work::Upload(data, expected) => {
+            let id = format!("load.up-{:02}", n % UPLOAD_TARGETS as u64);
+            upload(&target.client, &target.base, &id, data, &expected).await
+        }
+        Work::Download => {
+            let (id, expected) = &target.shared[(n % target.shared.len() as u64) as usize];
+            let body = target
+                .client
+                .get(format!("{}/service/{id}", target.base))
+                .send()
+                .await?
+                .error_for_status()?
+                .bytes()
+                .await?;
+            if sha256_hex(&body) != *expected {
+                bail!("sha256 mismatch on {id}");
+            }
+            Ok(())
+        }
+        Work::List => {
+            let query = format!(
+                "{{ services(filter: {{needs: {{maxRam: {}, libraries: [{{name: \"torch\", version: \"2.{}\"}}]}}}}, first: 20) \
+                 {{ totalCount edges {{ node {{ id file {{ size }} }} }} }} }}",
+                n % 16,
+                n % 5
+            );
+            let response: Value = target
+                .client
+                .post(format!("{}/graphql", target.base))
+                .json(&json!({ "query": query }))
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await?;
+            if response.get("errors").is_some() {
+                bail!("list: {response}");
+            }
+            Ok(())
         }
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-enum Action {
-    Upload,
-    Download,
-    List,
-}
-
-#[derive(Default)]
-struct Tally {
-    latencies: HashMap<Action, Vec<Duration>>,
-    errors: Vec<String>,
-    mismatches: u64,
-    verified_bytes: u64,
-}
-
-/// Downloads and hashes a file; returns its size and whether the hash matched.
-async fn download(
-    client: &reqwest::Client,
-    base: &str,
-    id: &str,
-    expected: &str,
-) -> anyhow::Result<(u64, bool)> {
-    let response = client
-        .get(format!("{base}/service/{id}"))
-        .send()
-        .await?
-        .error_for_status()?;
-    let mut body = response.bytes_stream();
-    let mut hasher = Sha256::new();
-    let mut size = 0;
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk?;
-        size += chunk.len() as u64;
-        hasher.update(&chunk);
+/// Offers `rate` requests per second for `seconds`, of `only` one kind or of the mix.
+async fn phase(
+    target: &Arc<Target>,
+    server: u32,
+    rate: f64,
+    seconds: f64,
+    only: Option<Kind>,
+    seed: u64,
+) -> Phase {
+    let offered = (rate * seconds).round().max(1.0) as usize;
+    let outcomes = Arc::new(Mutex::new(Outcomes::default()));
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let mut rng = Rng::seeded(seed);
+    // The whole schedule, uploads' fresh bytes (nothing deduplicated) and their hashes included, before the clock.
+    let schedule: Vec<(Kind, u64, Work)> = (0..offered)
+        .map(|_| {
+            let kind = only.unwrap_or_else(|| Kind::of(rng.next()));
+            let n = rng.next();
+            let work = match kind {
+                Kind::Upload => {
+                    let data = random::bytes(UPLOAD_BYTES, n);
+                    let sha = sha256_hex(&data);
+                    Work::Upload(data, sha)
+                }
+                Kind::Download => Work::Download,
+                Kind::List => Work::List,
+            };
+            (kind, n, work)
+        })
+        .collect();
+    let (server_before, own_before) = (cpu::seconds(server), cpu::own_seconds());
+    let start = Instant::now() + Duration::from_millis(20);
+    let mut tasks = Vec::with_capacity(offered);
+    for (i, (kind, n, work)) in schedule.into_iter().enumerate() {
+        let scheduled = start + Duration::from_secs_f64(i as f64 / rate);
+        tokio::time::sleep_until(scheduled.into()).await;
+        if in_flight.load(Ordering::Relaxed) >= MAX_IN_FLIGHT {
+            outcomes
+                .lock()
+                .await
+                .errors
+                .push(format!("{MAX_IN_FLIGHT} requests in flight"));
+            continue;
+        }
+        in_flight.fetch_add(1, Ordering::Relaxed);
+        let (target, outcomes, in_flight) = (target.clone(), outcomes.clone(), in_flight.clone());
+        tasks.push(tokio::spawn(async move {
+            let result = request(&target, work, n).await;
+            let latency = scheduled.elapsed();
+            in_flight.fetch_sub(1, Ordering::Relaxed);
+            let mut outcomes = outcomes.lock().await;
+            match result {
+                Ok(()) => outcomes.latencies[kind as usize].push(latency),
+                Err(e) => outcomes.errors.push(format!("{kind:?}: {e:#}")),
+            }
+        }));
     }
-    Ok((size, hex::encode(hasher.finalize()) == expected))
+    let drained = tokio::time::timeout(DRAIN, async {
+        for task in tasks {
+            let _ = task.await;
+        }
+    })
+    .await;
+    let wall = start.elapsed();
+    let mut outcomes = std::mem::take(&mut *outcomes.lock().await);
+    if drained.is_err() {
+        outcomes.errors.push(format!(
+            "requests still unanswered {DRAIN:?} after the last arrival"
+        ));
+    }
+    Phase {
+        offered,
+        outcomes,
+        wall,
+        server_cpu: cpu::seconds(server) - server_before,
+        own_cpu: cpu::own_seconds() - own_before,
+    }
 }
 
-async fn list(client: &reqwest::Client, base: &str, rng: &mut Rng) -> anyhow::Result<()> {
-    let ram = rng.below(16);
-    let query = format!(
-        "{{ services(filter: {{needs: {{maxRam: {ram}, libraries: [{{name: \"torch\", version: \"2.{}\"}}]}}}}, first: 20) \
-         {{ totalCount edges {{ node {{ id file {{ size }} }} }} }} }}",
-        rng.below(5)
+fn show(label: &str, phase: &Phase) {
+    println!(
+        "{label}: {} offered, {} answered in {:.1} s, {} errors; server CPU {:.2} s, generator CPU {:.2} s ({:.0} % of the machine)",
+        phase.offered,
+        phase.answered(),
+        phase.wall.as_secs_f64(),
+        phase.outcomes.errors.len(),
+        phase.server_cpu,
+        phase.own_cpu,
+        100.0 * phase.own_cpu / (phase.wall.as_secs_f64() * cpu::cores())
     );
-    let response: Value = client
-        .post(format!("{base}/graphql"))
-        .json(&json!({ "query": query }))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    if response.get("errors").is_some() || !response["data"]["services"]["totalCount"].is_number() {
-        bail!("list: {response}");
-    }
-    Ok(())
-}
-
-async fn client_loop(
-    n: usize,
-    client: reqwest::Client,
-    base: String,
-    shared: Arc<Vec<(String, String)>>,
-    deadline: Instant,
-) -> Tally {
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (n as u64 + 1).wrapping_mul(0x2545_F491_4F6C_DD1D));
-    let mut tally = Tally::default();
-    let own = format!("load.client-{n:03}");
-    let mut own_sha: Option<String> = None;
-    while Instant::now() < deadline {
-        // An upload's payload is made before the clock starts: the figures are the server's, not the client's hashing.
-        let work = match rng.below(100) {
-            0..20 => {
-                let len = 1024 + rng.below(256 * 1024) as usize;
-                let data = rng.bytes(len);
-                let sha = sha256_hex(&data);
-                Work::Upload(data, sha)
-            }
-            20..70 => Work::Download,
-            _ => Work::List,
-        };
-        let action = work.action();
-        let started = Instant::now();
-        let outcome: anyhow::Result<()> = match work {
-            Work::Upload(data, sha) => {
-                let result = upload(&client, &base, &own, data, &sha).await;
-                if result.is_ok() {
-                    own_sha = Some(sha);
-                }
-                result
-            }
-            Work::Download => {
-                // Mostly the shared files; sometimes the client's own, which it alone replaces.
-                let (id, expected) = match (&own_sha, rng.below(4)) {
-                    (Some(sha), 0) => (own.clone(), sha.clone()),
-                    _ => shared[rng.below(shared.len() as u64) as usize].clone(),
-                };
-                match download(&client, &base, &id, &expected).await {
-                    Ok((size, true)) => {
-                        tally.verified_bytes += size;
-                        Ok(())
-                    }
-                    Ok((_, false)) => {
-                        tally.mismatches += 1;
-                        Err(anyhow::anyhow!("sha256 mismatch on {id}"))
-                    }
-                    Err(e) => Err(e),
-                }
-            }
-            Work::List => list(&client, &base, &mut rng).await,
-        };
-        tally
-            .latencies
-            .entry(action)
-            .or_default()
-            .push(started.elapsed());
-        if let Err(e) = outcome {
-            tally.errors.push(format!("{action:?}: {e:#}"));
+    for kind in KINDS {
+        let sorted = phase.sorted(Some(kind));
+        if sorted.is_empty() {
+            continue;
         }
+        println!(
+            "  {:<9} {:>6} p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>7.2} ms",
+            format!("{kind:?}").to_lowercase(),
+            sorted.len(),
+            ms_at(&sorted, 0.5),
+            ms_at(&sorted, 0.99),
+            ms_at(&sorted, 1.0)
+        );
     }
-    tally
+    for error in phase.outcomes.errors.iter().take(3) {
+        println!("  error: {error}");
+    }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let mut args = std::env::args().skip(1);
-    let seconds: u64 = args.next().map_or(Ok(60), |a| a.parse())?;
-    let clients: usize = args
-        .next()
-        .filter(|a| a != "--")
-        .map_or(Ok(100), |a| a.parse())?;
-    let server_args: Vec<String> = std::env::args().skip_while(|a| a != "--").skip(1).collect();
-
-    let dir = tempfile::tempdir_in(".")?;
-    let flags: Vec<&str> = server_args.iter().map(String::as_str).collect();
-    let server = process::ServerProcess::start(&dir.path().join("data"), &flags);
-    let base = server.base.clone();
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(clients)
-        .build()?;
-
-    // The catalogue: services with needs to filter on, the shared files, and one component per client.
+async fn setup(base: &str, client: &reqwest::Client) -> anyhow::Result<Vec<(String, String)>> {
     let mut rng = Rng(42);
     let mut shared = Vec::new();
     for i in 0..200 {
@@ -221,13 +305,13 @@ async fn main() -> anyhow::Result<()> {
             let len = 64 * 1024 + rng.below(1024 * 1024) as usize;
             let data = rng.bytes(len);
             let sha = sha256_hex(&data);
-            upload(&client, &base, &id, data, &sha).await?;
-            shared.push((id.clone(), sha));
+            upload(client, base, &id, data, &sha).await?;
+            shared.push((id, sha));
         }
     }
-    for n in 0..clients {
+    for n in 0..UPLOAD_TARGETS {
         let mutation =
-            format!("mutation {{ createService(input: {{id: \"load.client-{n:03}\"}}) {{ id }} }}");
+            format!("mutation {{ createService(input: {{id: \"load.up-{n:02}\"}}) {{ id }} }}");
         client
             .post(format!("{base}/graphql"))
             .json(&json!({ "query": mutation }))
@@ -235,78 +319,122 @@ async fn main() -> anyhow::Result<()> {
             .await?
             .error_for_status()?;
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let idle = rss_bytes(server.child.id()).unwrap_or(0);
-    let rss = RssSampler::start(server.child.id());
-    rss.reset();
+    Ok(shared)
+}
 
-    println!("load: {clients} clients for {seconds} s against {base} (loopback)");
-    let shared = Arc::new(shared);
-    let started = Instant::now();
-    let deadline = started + Duration::from_secs(seconds);
-    let tasks: Vec<_> = (0..clients)
-        .map(|n| {
-            tokio::spawn(client_loop(
-                n,
-                client.clone(),
-                base.clone(),
-                shared.clone(),
-                deadline,
-            ))
-        })
-        .collect();
-    let mut total = Tally::default();
-    for task in tasks {
-        let tally = task.await?;
-        for (action, latencies) in tally.latencies {
-            total.latencies.entry(action).or_default().extend(latencies);
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let seconds: f64 = std::env::args()
+        .nth(1)
+        .filter(|a| a != "--")
+        .map_or(Ok(10.0), |a| a.parse())?;
+    let server_args: Vec<String> = std::env::args().skip_while(|a| a != "--").skip(1).collect();
+
+    let dir = tempfile::tempdir_in(".")?;
+    let flags: Vec<&str> = server_args.iter().map(String::as_str).collect();
+    let server = process::ServerProcess::start(&dir.path().join("data"), &flags);
+    let pid = server.child.id();
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(MAX_IN_FLIGHT)
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let shared = setup(&server.base, &client).await?;
+    let target = Arc::new(Target {
+        base: server.base.clone(),
+        client,
+        shared,
+    });
+    let raw = baseline::raw_baseline(dir.path(), 1, UPLOAD_BYTES, 300)?;
+    println!(
+        "load: open loop against {} (loopback), {seconds} s phases; raw write+fsync+rename+dir fsync of 100 KiB: p50 {:.2} ms, p99 {:.2} ms",
+        server.base, raw.p50, raw.p99
+    );
+
+    // The sweep: the rate grows by half until the server no longer keeps up; capacity is the last rate it kept up with.
+    let mut rate = 100.0;
+    let mut capacity = 0.0;
+    for step in 0..14 {
+        let run = phase(&target, pid, rate, seconds, None, step).await;
+        show(&format!("sweep {rate:.0}/s"), &run);
+        if !run.sustained() {
+            break;
         }
-        total.errors.extend(tally.errors);
-        total.mismatches += tally.mismatches;
-        total.verified_bytes += tally.verified_bytes;
+        capacity = rate;
+        rate *= 1.5;
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    let peak = rss.peak();
+    if capacity == 0.0 {
+        bail!("the server did not keep up with {rate:.0} requests/s");
+    }
+    println!(
+        "capacity: {capacity:.0} requests/s (the highest rate of the sweep answered in full, p99 < 500 ms)"
+    );
 
-    let mut all: Vec<Duration> = total.latencies.values().flatten().copied().collect();
-    all.sort();
+    let mut failed = false;
+    let mut at_half = None;
+    for percent in [25.0, 50.0, 75.0] {
+        let run = phase(
+            &target,
+            pid,
+            capacity * percent / 100.0,
+            seconds,
+            None,
+            100 + percent as u64,
+        )
+        .await;
+        show(
+            &format!(
+                "{percent:.0} % of capacity ({:.0}/s)",
+                capacity * percent / 100.0
+            ),
+            &run,
+        );
+        failed |= !run.outcomes.errors.is_empty();
+        if percent == 50.0 {
+            at_half = Some(run);
+        }
+    }
     println!(
-        "requests             {} in {elapsed:.1} s = {:.0} requests/s",
-        all.len(),
-        all.len() as f64 / elapsed
+        "server CPU per request at 50 % of capacity, each kind alone at its share of the rate:"
     );
-    println!(
-        "latency              p50 {:.1} ms, p99 {:.1} ms",
-        ms_at(&all, 0.5),
-        ms_at(&all, 0.99)
-    );
-    for action in [Action::Upload, Action::Download, Action::List] {
-        let mut latencies = total.latencies.remove(&action).unwrap_or_default();
-        latencies.sort();
+    for kind in KINDS {
+        let run = phase(
+            &target,
+            pid,
+            capacity * 0.5 * kind.share(),
+            seconds,
+            Some(kind),
+            200 + kind as u64,
+        )
+        .await;
+        failed |= !run.outcomes.errors.is_empty();
         println!(
-            "  {:<18} {:>7} requests, p50 {:.1} ms, p99 {:.1} ms",
-            format!("{action:?}").to_lowercase(),
-            latencies.len(),
-            ms_at(&latencies, 0.5),
-            ms_at(&latencies, 0.99)
+            "  {:<9} {:.3} ms CPU per request ({} requests)",
+            format!("{kind:?}").to_lowercase(),
+            1000.0 * run.server_cpu / run.answered().max(1) as f64,
+            run.answered()
         );
     }
-    println!("errors               {}", total.errors.len());
-    println!("sha256 mismatches    {}", total.mismatches);
-    println!(
-        "bytes verified       {:.1} MiB",
-        total.verified_bytes as f64 / MIB
-    );
-    println!(
-        "server RSS           idle {:.1} MiB, peak {:.1} MiB",
-        idle as f64 / MIB,
-        peak as f64 / MIB
-    );
-    for error in total.errors.iter().take(10) {
-        println!("  error: {error}");
+    if let Some(half) = at_half {
+        let p99 = |kind| ms_at(&half.sorted(Some(kind)), 0.99);
+        let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
+        let uploads = p99(Kind::Upload) / raw.p99;
+        println!("goal at 50 %:");
+        println!(
+            "  uploads p99 {:.2} ms = {uploads:.2}x raw p99 (< 2x): {}",
+            p99(Kind::Upload),
+            verdict(uploads < 2.0)
+        );
+        for kind in [Kind::Download, Kind::List] {
+            println!(
+                "  {:<9} p99 {:.2} ms (< 10 ms): {}",
+                format!("{kind:?}").to_lowercase(),
+                p99(kind),
+                verdict(p99(kind) < 10.0)
+            );
+        }
     }
-    if !total.errors.is_empty() || total.mismatches > 0 {
-        bail!("the load run had errors or hash mismatches");
+    if failed {
+        bail!("requests failed at the measured rates");
     }
     Ok(())
 }

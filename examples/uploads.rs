@@ -10,6 +10,8 @@
 //! on loopback; then the baseline again, so a disk that got busier meanwhile shows. Prints p50/p99 and operations
 //! per second of each, and the uploads' p99 as a multiple of the baseline's. Fails (exit 1) on any error.
 
+#[path = "support/baseline.rs"]
+mod baseline;
 #[path = "../tests/common/process.rs"]
 mod process;
 #[path = "support/random.rs"]
@@ -17,70 +19,12 @@ mod random;
 #[path = "support/stats.rs"]
 mod stats;
 
-use std::io::Write;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use baseline::{Figures, figures, raw_baseline};
 use bytesize::ByteSize;
 use serde_json::json;
-use stats::ms_at;
-
-struct Figures {
-    p50: f64,
-    p99: f64,
-    per_second: f64,
-}
-
-fn figures(mut latencies: Vec<Duration>, elapsed: Duration) -> Figures {
-    latencies.sort();
-    Figures {
-        p50: ms_at(&latencies, 0.5),
-        p99: ms_at(&latencies, 0.99),
-        per_second: latencies.len() as f64 / elapsed.as_secs_f64(),
-    }
-}
-
-/// write + fsync + rename + directory fsync, as the store places a blob, from `clients` threads at once.
-fn raw_baseline(dir: &Path, clients: usize, size: usize, rounds: usize) -> anyhow::Result<Figures> {
-    let staging = dir.join("staging");
-    let placed = dir.join("placed");
-    std::fs::create_dir_all(&staging)?;
-    std::fs::create_dir_all(&placed)?;
-    let started = Instant::now();
-    let latencies = std::thread::scope(|scope| -> anyhow::Result<Vec<Duration>> {
-        let threads: Vec<_> = (0..clients)
-            .map(|n| {
-                let (staging, placed) = (&staging, &placed);
-                scope.spawn(move || -> anyhow::Result<Vec<Duration>> {
-                    let mut latencies = Vec::with_capacity(rounds);
-                    for round in 0..rounds {
-                        let data = random::bytes(size, (n * rounds + round) as u64 + 1);
-                        let name = format!("{n}-{round}");
-                        let begun = Instant::now();
-                        let path = staging.join(&name);
-                        let mut file = std::fs::File::create(&path)?;
-                        file.write_all(&data)?;
-                        file.sync_all()?;
-                        std::fs::rename(&path, placed.join(&name))?;
-                        std::fs::File::open(placed)?.sync_all()?;
-                        latencies.push(begun.elapsed());
-                    }
-                    Ok(latencies)
-                })
-            })
-            .collect();
-        let mut all = Vec::new();
-        for thread in threads {
-            all.extend(thread.join().expect("a baseline thread panicked")?);
-        }
-        Ok(all)
-    })?;
-    let elapsed = started.elapsed();
-    std::fs::remove_dir_all(&staging)?;
-    std::fs::remove_dir_all(&placed)?;
-    Ok(figures(latencies, elapsed))
-}
 
 async fn uploads(
     base: &str,
