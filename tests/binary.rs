@@ -261,3 +261,41 @@ async fn secrets_never_reach_the_log() {
     assert!(log.contains("mongodb://***@db-0:27017/"), "{log}");
     assert!(!log.contains("5ecret"), "a secret was logged:\n{log}");
 }
+
+/// An idle `/events` subscriber never ends its stream by itself: on SIGTERM the server ends it at once and exits
+/// well before the grace period. The feed's id is kept with the data across the restart.
+#[tokio::test]
+async fn sigterm_ends_idle_event_streams_without_waiting_out_the_grace_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let grace = Duration::from_secs(60);
+    let mut server = ServerProcess::start(dir.path(), &["--shutdown-grace-secs", "60"]);
+    let base = server.base.clone();
+    let feed_id = gql(&base, "{ feedId }").await["data"]["feedId"].clone();
+    assert!(feed_id.is_string(), "{feed_id}");
+    let response = reqwest::get(format!("{base}/events")).await.unwrap();
+    // The headers arrived: the stream is open, and idle from here on.
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["feed-id"], feed_id.as_str().unwrap());
+    let mut body = response.bytes_stream();
+
+    let stopping = Instant::now();
+    server.signal("TERM");
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(Ok(_)) = body.next().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the event stream ended when shutdown began");
+    assert_eq!(server.wait_exit(Duration::from_secs(10)), Some(0));
+    let took = stopping.elapsed();
+    assert!(
+        took < grace / 6,
+        "exited after {took:?}, not after the grace period"
+    );
+
+    let restarted = ServerProcess::start(dir.path(), &[]);
+    assert_eq!(
+        gql(&restarted.base, "{ feedId }").await["data"]["feedId"],
+        feed_id,
+        "the feed keeps its id across restarts"
+    );
+}

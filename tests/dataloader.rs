@@ -174,6 +174,9 @@ impl Store for CountingStore {
     async fn last_sequence(&self) -> Result<u64, StoreError> {
         self.inner.last_sequence().await
     }
+    async fn feed_id(&self) -> Result<String, StoreError> {
+        self.inner.feed_id().await
+    }
     fn event_signal(&self) -> tokio::sync::watch::Receiver<u64> {
         self.inner.event_signal()
     }

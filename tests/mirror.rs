@@ -29,6 +29,10 @@ fn small_device(dir: &Path) -> String {
 
 /// A mirror of `upstream_url` with its data in `dir/data`, kept when the app stops.
 async fn mirror(dir: &Path, upstream_url: &str, extra: &[&str]) -> TestApp {
+    mirror_with(dir, upstream_url, extra, Options::default()).await
+}
+
+async fn mirror_with(dir: &Path, upstream_url: &str, extra: &[&str], options: Options) -> TestApp {
     let data = dir.join("data");
     let store = EmbeddedStore::open(&data).await.unwrap();
     let mut flags: Vec<String> = vec![
@@ -42,10 +46,7 @@ async fn mirror(dir: &Path, upstream_url: &str, extra: &[&str]) -> TestApp {
         Arc::new(store),
         tempfile::tempdir().unwrap(),
         Some(data),
-        Options {
-            flags,
-            ..Options::default()
-        },
+        Options { flags, ..options },
     )
     .await
 }
@@ -93,7 +94,7 @@ async fn model(app: &TestApp, name: &str, version: &str, content: Vec<u8>) {
 
 async fn status(app: &TestApp) -> Value {
     app.ok(
-        "{ mirror { upstream state lastSequence lagSeconds pendingFiles pendingBytes lastSyncAt lastError } }",
+        "{ mirror { upstream state lastSequence lagSeconds pendingFiles pendingBytes lastSyncAt lastError problems } }",
         json!({}),
     )
     .await["mirror"]
@@ -563,9 +564,9 @@ async fn an_air_gapped_site_restores_a_device_archive_then_follows_the_feed_from
     service(&upstream, "new", 1.0, json!([])).await;
     proxy.set(Fault::Down);
     let mirror = mirror(site.path(), &proxy.url(), &[]).await;
-    assert_eq!(
-        mirror.get("/readyz").await.status(),
-        200,
+    // Ready without a link (the proxy is down): the sync task reads the restored state as it starts.
+    assert!(
+        eventually(WAIT, async || mirror.get("/readyz").await.status() == 200).await,
         "the archive is a complete first sync"
     );
     assert!(
@@ -699,4 +700,340 @@ async fn partial_files_of_components_that_left_scope_are_removed() {
         "the partial file of `leaving` is gone"
     );
     assert_eq!(site.get("/service/leaving").await.status(), 404);
+}
+
+/// The upstream is rebuilt at the same address, twice: first with a shorter feed (the mirror's sequence is beyond
+/// its head: `EVENTS_AHEAD`), then with a longer one (the sequence exists, but the feed id changed). Each time the
+/// mirror reconciles in full and stops serving what the new upstream does not have.
+#[tokio::test]
+async fn a_reset_upstream_means_a_full_reconcile_and_what_is_gone_goes() {
+    let first = common::embedded(Options::default()).await;
+    service(&first, "kept", 1.0, json!([])).await;
+    service(&first, "gone", 1.0, json!([])).await;
+    upload_service(&first, "gone", bytes(10_000, 30)).await;
+    for i in 0..4 {
+        service(&first, &format!("old{i}"), 1.0, json!([])).await;
+    }
+    let proxy = ChaosProxy::start(first.addr).await;
+    let dir = tempfile::tempdir().unwrap();
+    let site = mirror(dir.path(), &proxy.url(), &[]).await;
+    wait_following(&site).await;
+    assert!(download(&site, "/service/gone").await.is_some());
+    let followed = status(&site).await["lastSequence"].as_u64().unwrap();
+
+    // A rebuilt upstream with fewer events than the mirror has applied.
+    let second = common::embedded(Options::default()).await;
+    service(&second, "kept", 1.0, json!([])).await;
+    service(&second, "fresh", 1.0, json!([])).await;
+    assert!(
+        second.ok("{ lastSequence }", json!({})).await["lastSequence"]
+            .as_u64()
+            .unwrap()
+            < followed
+    );
+    // The old one goes away, closing every connection through the proxy; the new one answers at its address.
+    first.stop().await;
+    proxy.retarget(second.addr);
+    // A reconcile stores what is new before it removes what is gone: wait for both.
+    let reconciled = async || {
+        let mut gone = service_json(&site, "gone").await.is_null();
+        for i in 0..4 {
+            gone &= service_json(&site, &format!("old{i}")).await.is_null();
+        }
+        gone && !service_json(&site, "fresh").await.is_null()
+    };
+    assert!(
+        eventually(WAIT, reconciled).await,
+        "{:#}",
+        status(&site).await
+    );
+    assert_eq!(site.get("/service/gone").await.status(), 404);
+    assert!(!service_json(&site, "kept").await.is_null());
+    wait_following(&site).await;
+    let followed = status(&site).await["lastSequence"].as_u64().unwrap();
+
+    // Rebuilt again, now with more events than that: the sequence exists there, but the feed is another one.
+    let third = common::embedded(Options::default()).await;
+    for i in 0..(followed + 3) {
+        service(&third, &format!("t{i}"), 1.0, json!([])).await;
+    }
+    second.stop().await;
+    proxy.retarget(third.addr);
+    let reconciled = async || {
+        let mut now = service_json(&site, "kept").await.is_null()
+            && service_json(&site, "fresh").await.is_null();
+        for i in 0..(followed + 3) {
+            now &= !service_json(&site, &format!("t{i}")).await.is_null();
+        }
+        now
+    };
+    assert!(
+        eventually(WAIT, reconciled).await,
+        "{:#}",
+        status(&site).await
+    );
+    wait_following(&site).await;
+}
+
+/// What the lying upstream says; the test changes it as it goes.
+#[derive(Default)]
+struct Lies {
+    feed_id: String,
+    /// `Service` nodes as GraphQL would answer them.
+    services: Vec<Value>,
+    /// Bytes served at `/blobs/sha256/{digest}`, by digest.
+    blobs: std::collections::HashMap<String, Vec<u8>>,
+    /// Every GraphQL answer is an endless body.
+    endless: bool,
+    /// `runnableOn` always has a next page (the same one).
+    endless_pages: bool,
+    /// The paths of `/blobs` requests received.
+    blob_requests: Vec<String>,
+}
+
+type SharedLies = Arc<std::sync::Mutex<Lies>>;
+
+/// The attacker: a small upstream that speaks the mirror's protocol and says whatever the test makes it say.
+/// Returns its URL and the count of endless-answer bytes it produced.
+async fn lying_upstream(lies: SharedLies) -> (String, Arc<std::sync::atomic::AtomicU64>) {
+    use axum::extract::State;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let produced = Arc::new(AtomicU64::new(0));
+    let counter = produced.clone();
+    let graphql = async move |State(lies): State<SharedLies>,
+                              axum::Json(body): axum::Json<Value>| {
+        let query = body["query"].as_str().unwrap_or_default().to_string();
+        let lies = lies.lock().unwrap();
+        if lies.endless {
+            let counter = counter.clone();
+            let head = futures_util::stream::once(async {
+                Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"{\"data\":{\"feedId\":\""))
+            });
+            let chunk = bytes::Bytes::from(vec![b'a'; 64 * 1024]);
+            let tail = futures_util::stream::repeat(chunk).map(move |c| {
+                counter.fetch_add(c.len() as u64, Ordering::SeqCst);
+                Ok(c)
+            });
+            return axum::response::Response::new(axum::body::Body::from_stream(head.chain(tail)));
+        }
+        let data = if query.contains("runnableOn") {
+            let edges: Vec<Value> = lies.services.iter().map(|s| json!({ "node": s })).collect();
+            let more = lies.endless_pages;
+            json!({ "runnableOn": { "pageInfo": { "hasNextPage": more, "endCursor": "again" }, "edges": edges } })
+        } else if query.contains("lastSequence") {
+            json!({ "lastSequence": 1, "feedId": lies.feed_id })
+        } else if query.contains("events(") {
+            json!({ "feedId": lies.feed_id, "events": { "pageInfo": { "hasNextPage": false }, "nodes": [] } })
+        } else if query.contains("c: service") {
+            let id = body["variables"]["a"].clone();
+            let found = lies.services.iter().find(|s| s["id"] == id).cloned();
+            json!({ "c": found })
+        } else if query.contains("models(") {
+            json!({ "models": { "pageInfo": { "hasNextPage": false, "endCursor": null }, "edges": [] } })
+        } else {
+            json!({ "c": null })
+        };
+        axum::Json(json!({ "data": data })).into_response()
+    };
+    let blob = async |State(lies): State<SharedLies>, uri: axum::http::Uri| {
+        let path = uri.path().to_string();
+        let mut lies = lies.lock().unwrap();
+        lies.blob_requests.push(path.clone());
+        let digest = path.trim_start_matches("/blobs/sha256/");
+        match lies.blobs.get(digest) {
+            Some(bytes) => bytes.clone().into_response(),
+            None => axum::http::StatusCode::NOT_FOUND.into_response(),
+        }
+    };
+    use axum::response::IntoResponse;
+    use futures_util::StreamExt;
+    let app = axum::Router::new()
+        .route("/graphql", axum::routing::post(graphql))
+        .route("/blobs/{*rest}", axum::routing::get(blob))
+        .with_state(lies);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, produced)
+}
+
+fn lying_service(id: &str, sha256: &str, size: u64) -> Value {
+    let at = "2026-01-01T00:00:00Z";
+    json!({ "__typename": "Service", "id": id, "description": "from a liar",
+            "needs": { "storage": null, "ram": 1.0, "gpu": false, "preinstalledLibraries": [], "availableModels": [] },
+            "locked": false, "createdAt": at, "updatedAt": at,
+            "file": { "size": size, "sha256": sha256, "contentType": "application/zip", "filename": "s.zip",
+                      "uploadedAt": at },
+            "variants": [] })
+}
+
+/// Resident memory of this process, in bytes.
+fn rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        * 1024
+}
+
+/// An upstream that lies (or was intercepted: `http://` upstreams are allowed) cannot make the mirror touch a path
+/// outside its data directory, store a file larger than it accepts, or read an endless answer into memory; the
+/// mirror says what went wrong and keeps serving what it holds.
+#[tokio::test]
+async fn a_lying_upstream_cannot_escape_the_data_dir_overfill_or_exhaust_the_mirror() {
+    let good = bytes(1000, 40);
+    let good_sha = common::sha256_hex(&good);
+    let big = bytes(2_000_000, 41);
+    let big_sha = common::sha256_hex(&big);
+    let lies: SharedLies = Arc::default();
+    {
+        let mut l = lies.lock().unwrap();
+        l.feed_id = "feed-1".into();
+        l.blobs.insert(good_sha.clone(), good.clone());
+        l.blobs.insert(big_sha.clone(), big.clone());
+        // Digests that are paths: into the data directory's parent, and an absolute one.
+        l.services = vec![
+            lying_service("good", &good_sha, good.len() as u64),
+            lying_service("evil", "../../escaped", 5),
+        ];
+    }
+    let (url, produced) = lying_upstream(lies.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let limited = Options {
+        max_upload_size: 1_000_000,
+        ..Options::default()
+    };
+    let site = mirror_with(dir.path(), &url, &[], limited).await;
+    assert!(
+        eventually(WAIT, async || status(&site).await["lastError"]
+            .as_str()
+            .is_some_and(|e| e.contains("sha256")))
+        .await,
+        "{:#}",
+        status(&site).await
+    );
+    lies.lock().unwrap().services[1] = lying_service("evil", "/tmp/escaped", 5);
+    let before = status(&site).await["lastError"].clone();
+    assert!(
+        eventually(WAIT, async || status(&site).await["lastError"]
+            .as_str()
+            .is_some_and(|e| e.contains("/tmp/escaped")))
+        .await,
+        "{before}"
+    );
+    let mut here: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    here.sort();
+    assert_eq!(
+        here,
+        ["data", "device.json"],
+        "nothing was created beside the data directory"
+    );
+    assert!(!Path::new("/tmp/escaped-5").exists());
+    assert!(
+        lies.lock()
+            .unwrap()
+            .blob_requests
+            .iter()
+            .all(|p| !p.contains("..") && !p.contains("tmp")),
+        "a digest that is not one is never asked for"
+    );
+    assert_eq!(
+        site.get("/readyz").await.status(),
+        503,
+        "nothing synced yet"
+    );
+
+    // A file over the mirror's own --max-upload-size: refused, said so, never fetched; the rest is kept.
+    lies.lock().unwrap().services[1] = lying_service("big", &big_sha, big.len() as u64);
+    wait_served(&site, "/service/good", &good).await;
+    wait_following(&site).await;
+    assert_eq!(site.get("/service/big").await.status(), 404);
+    assert!(service_json(&site, "big").await.is_null());
+    let problems = status(&site).await["problems"].clone();
+    assert!(
+        problems[0]
+            .as_str()
+            .is_some_and(|p| p.starts_with("service big:") && p.contains("--max-upload-size")),
+        "{problems}"
+    );
+    let asked = lies.lock().unwrap().blob_requests.clone();
+    assert!(!asked.iter().any(|p| p.contains(&big_sha)), "{asked:?}");
+
+    // A body longer than the size declared: never written past that size, discarded, the component not kept.
+    let long = bytes(5000, 42);
+    let long_sha = common::sha256_hex(&long[..1000]);
+    {
+        let mut l = lies.lock().unwrap();
+        l.blobs.insert(long_sha.clone(), long.clone());
+        l.services[1] = lying_service("long", &long_sha, 1000);
+        // Announced through a new feed id, so that the mirror lists again.
+        l.feed_id = "feed-long".into();
+    }
+    assert!(
+        eventually(WAIT, async || status(&site).await["lastError"]
+            .as_str()
+            .is_some_and(|e| e.contains(&long_sha)))
+        .await,
+        "{:#}",
+        status(&site).await
+    );
+    assert!(service_json(&site, "long").await.is_null());
+    let partial = dir.path().join("data").join("mirror-partial");
+    let longest = std::fs::read_dir(&partial).map_or(0, |entries| {
+        entries
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .max()
+            .unwrap_or(0)
+    });
+    assert!(longest <= 1000, "a partial file of {longest} bytes");
+    assert_eq!(download(&site, "/service/good").await.unwrap(), good);
+    lies.lock().unwrap().services.truncate(1);
+
+    // A new feed id (the upstream was reset) whose listing never ends: refused, not accumulated; once the listing
+    // ends, the reconcile completes.
+    {
+        let mut l = lies.lock().unwrap();
+        l.feed_id = "feed-2".into();
+        l.endless_pages = true;
+    }
+    assert!(
+        eventually(WAIT, async || status(&site).await["lastError"]
+            .as_str()
+            .is_some_and(|e| e.contains("does not end")))
+        .await,
+        "{:#}",
+        status(&site).await
+    );
+    assert_eq!(download(&site, "/service/good").await.unwrap(), good);
+    lies.lock().unwrap().endless_pages = false;
+    wait_following(&site).await;
+
+    // Endless answers: read up to the cap and refused; memory stays bounded and the mirror keeps serving.
+    let rss_before = rss();
+    lies.lock().unwrap().endless = true;
+    assert!(
+        eventually(WAIT, async || status(&site).await["lastError"]
+            .as_str()
+            .is_some_and(|e| e.contains("longer than")))
+        .await,
+        "{:#}",
+        status(&site).await
+    );
+    assert_eq!(status(&site).await["state"], "OFFLINE");
+    assert_eq!(download(&site, "/service/good").await.unwrap(), good);
+    let sent = produced.load(std::sync::atomic::Ordering::SeqCst);
+    let grown = rss().saturating_sub(rss_before);
+    lies.lock().unwrap().endless = false;
+    // What one endless answer could push before the mirror hung up: its cap and the socket buffers, not more.
+    let answers = 1 + sent / (32 << 20);
+    assert!(sent < answers * (48 << 20), "{sent} bytes sent");
+    assert!(grown < 400 << 20, "memory grew by {grown} bytes");
+    wait_following(&site).await;
+    assert_eq!(download(&site, "/service/good").await.unwrap(), good);
 }

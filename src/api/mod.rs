@@ -13,6 +13,7 @@ pub mod metrics;
 mod playground;
 mod rest;
 mod sse;
+pub use sse::ShuttingDown;
 mod tus;
 mod ui;
 

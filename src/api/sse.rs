@@ -2,10 +2,13 @@
 //!
 //! Each event carries `id: <sequence>`, so a client that reconnects with `Last-Event-ID` resumes right after the
 //! last event it received. Comment lines keep an idle stream open through proxies. An `after` older than the
-//! retained feed answers `410 Gone` with an `EVENTS_EXPIRED` JSON body before any stream starts.
+//! retained feed answers `410 Gone` with an `EVENTS_EXPIRED` JSON body before any stream starts; one beyond the
+//! newest event (a cursor of another feed) `409 Conflict` with `EVENTS_AHEAD`. The `Feed-Id` header names the feed
+//! the sequences belong to. Streams end as soon as the server begins to shut down.
 
 use std::time::Duration;
 
+use axum::Extension;
 use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
@@ -23,6 +26,20 @@ use crate::service::ServiceError;
 
 /// How often an idle stream sends a comment line.
 const HEARTBEAT: Duration = Duration::from_secs(15);
+/// The response header that carries the feed's id.
+pub const FEED_ID_HEADER: &str = "feed-id";
+
+/// Turns true when the server begins to shut down (`server::serve` gives it to every request): open event streams
+/// then end, so that shutting down does not wait out its grace period for subscribers that never leave.
+#[derive(Clone)]
+pub struct ShuttingDown(pub tokio::sync::watch::Receiver<bool>);
+
+impl ShuttingDown {
+    async fn started(mut self) {
+        // A dropped sender means the server is gone: end as well.
+        let _ = self.0.wait_for(|stopping| *stopping).await;
+    }
+}
 
 #[derive(Debug, Deserialize)]
 pub struct EventsQuery {
@@ -60,6 +77,7 @@ fn parse_list<T>(
 
 async fn events(
     State(state): State<AppState>,
+    shutting_down: Option<Extension<ShuttingDown>>,
     headers: HeaderMap,
     query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
@@ -96,7 +114,12 @@ async fn events(
         // Refused before the stream starts, so the client gets a status it can act on.
         state.service.events(Some(after), Some(0), &filter).await?;
     }
+    let feed_id = state.service.feed_id().await?;
     let stream = state.service.follow(after, filter).await?;
+    let stream = match shutting_down {
+        Some(Extension(shutting_down)) => stream.take_until(shutting_down.started()).boxed(),
+        None => stream,
+    };
     let subscribed = state.metrics.subscriber("sse");
     let stream = stream.map(move |item| {
         let _subscribed = &subscribed;
@@ -115,7 +138,11 @@ async fn events(
             }
         })
     });
-    Ok(Sse::new(stream)
+    let mut response = Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(HEARTBEAT).text("heartbeat"))
-        .into_response())
+        .into_response();
+    if let Ok(value) = axum::http::HeaderValue::from_str(&feed_id) {
+        response.headers_mut().insert(FEED_ID_HEADER, value);
+    }
+    Ok(response)
 }

@@ -2,6 +2,7 @@
 
 mod alias;
 mod component;
+mod digest;
 mod error;
 mod event;
 mod filter;
@@ -15,6 +16,7 @@ pub use component::{
     Component, InferencerSpec, MAX_ENTRIES, MAX_TEXT_BYTES, ModelSpec, Needs, ServiceSpec, Spec,
     SpecUpdate, StoredFile, TransformationSpec,
 };
+pub use digest::Sha256;
 pub use error::DomainError;
 pub use event::{Event, EventAlias, EventDraft, EventFile, EventFilter, EventType};
 pub use filter::{ComponentFilter, Device, LibraryWanted, Matcher, ModelWanted, NeedsFilter};

@@ -54,6 +54,7 @@ pub fn mirror_config(args: &ServeArgs) -> anyhow::Result<Option<MirrorConfig>> {
         concurrency: flags.mirror_concurrency.max(1),
         serve_stale: flags.mirror_serve_stale,
         partial_dir: args.data_dir.join("mirror-partial"),
+        max_file_size: args.max_upload_size.as_u64(),
     }))
 }
 

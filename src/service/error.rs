@@ -39,6 +39,9 @@ pub enum ServiceError {
     /// A configured cap (such as `--max-webhooks`) is reached: removing something first makes room.
     #[error("{0}")]
     LimitExceeded(String),
+    /// A cursor beyond the newest event: it is of another feed (the store was rebuilt or reset): resync.
+    #[error("{0}")]
+    EventsAhead(String),
     /// A write to an edge mirror: its content comes from its upstream only.
     #[error("{0}")]
     ReadOnlyMirror(String),

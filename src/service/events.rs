@@ -36,6 +36,19 @@ pub struct EventPage {
 /// A live follower of the feed: the backlog after a sequence, then new events as they commit.
 pub type EventStream = Pin<Box<dyn Stream<Item = Result<Event, ServiceError>> + Send>>;
 
+/// Refuses a cursor beyond the newest event: no event of this feed was ever delivered there, so it is of another
+/// feed (the store was rebuilt or reset at the same address), and waiting after it would be silent for ever.
+async fn not_ahead(store: &dyn Store, after: u64) -> Result<(), ServiceError> {
+    let head = store.last_sequence().await?;
+    if after > head {
+        return Err(ServiceError::EventsAhead(format!(
+            "after {after} is beyond the newest event of this feed ({head}): the cursor is of another feed (the \
+             repository was reset); list the components again, then follow the feed from its current sequence"
+        )));
+    }
+    Ok(())
+}
+
 /// Where to start: after `after`, or after the oldest retained event when it is `None`.
 async fn start(store: &dyn Store, after: Option<u64>) -> Result<u64, ServiceError> {
     match after {
@@ -65,6 +78,9 @@ impl RepositoryService {
                 )));
             }
         };
+        if let Some(after) = after {
+            not_ahead(self.store.as_ref(), after).await?;
+        }
         let mut cursor = start(self.store.as_ref(), after).await?;
         // Refuses an expired `after` even when nothing is read.
         self.store.events(cursor, 0).await?;
@@ -111,8 +127,13 @@ impl RepositoryService {
         Ok(self.store.last_sequence().await?)
     }
 
+    /// The change feed's id (see [`Store::feed_id`]).
+    pub async fn feed_id(&self) -> Result<String, ServiceError> {
+        Ok(self.store.feed_id().await?)
+    }
+
     /// Follows the feed after `after` (from now when absent): the backlog, then live events, in order, each once.
-    /// An expired `after` is the stream's first and last item.
+    /// An expired `after` is the stream's first and last item; an `after` beyond the newest event is refused.
     pub async fn follow(
         &self,
         after: Option<u64>,
@@ -120,7 +141,10 @@ impl RepositoryService {
     ) -> Result<EventStream, ServiceError> {
         let signal = self.store.event_signal();
         let after = match after {
-            Some(after) => after,
+            Some(after) => {
+                not_ahead(self.store.as_ref(), after).await?;
+                after
+            }
             None => self.store.last_sequence().await?,
         };
         let follower = Follower {

@@ -247,6 +247,10 @@ pub trait Store: uploads::UploadStore + Send + Sync + 'static {
     /// The highest sequence appended so far (0 for none).
     async fn last_sequence(&self) -> Result<u64, StoreError>;
 
+    /// The change feed's id: random, made once with the store and kept with it. Sequences mean something only
+    /// with it: a store rebuilt at the same address starts another feed, and its clients can tell.
+    async fn feed_id(&self) -> Result<String, StoreError>;
+
     /// Changes whenever events may have been appended (by this process or, for shared stores, another one).
     fn event_signal(&self) -> tokio::sync::watch::Receiver<u64>;
 

@@ -28,6 +28,8 @@ pub enum Fault {
 
 pub struct ChaosProxy {
     pub addr: SocketAddr,
+    /// Where new connections go: [`ChaosProxy::retarget`] puts another server at the same address.
+    target: Arc<std::sync::Mutex<SocketAddr>>,
     fault: watch::Sender<Fault>,
     /// Bytes forwarded from the target to clients since the start (or the last [`ChaosProxy::reset_counters`]).
     downstream: Arc<AtomicU64>,
@@ -58,6 +60,7 @@ impl ChaosProxy {
         let (fault, _) = watch::channel(Fault::None);
         let proxy = ChaosProxy {
             addr,
+            target: Arc::new(std::sync::Mutex::new(target)),
             fault,
             downstream: Arc::default(),
             upstream: Arc::default(),
@@ -72,6 +75,7 @@ impl ChaosProxy {
             proxy.connections.clone(),
         );
         let (stopped, stop) = (proxy.stopped.clone(), proxy.stop.clone());
+        let targets = proxy.target.clone();
         tokio::spawn(async move {
             loop {
                 let accepted = tokio::select! {
@@ -87,6 +91,7 @@ impl ChaosProxy {
                     continue;
                 }
                 connections.fetch_add(1, Ordering::SeqCst);
+                let target = *targets.lock().unwrap();
                 let Ok(server) = TcpStream::connect(target).await else {
                     continue;
                 };
@@ -105,6 +110,13 @@ impl ChaosProxy {
     /// The URL of the proxy, for a client that should go through it.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Sends new connections to `target` from now on (open ones stay where they are: set [`Fault::Down`] first to
+    /// close them).
+    pub fn retarget(&self, target: SocketAddr) {
+        assert!(target.ip().is_loopback());
+        *self.target.lock().unwrap() = target;
     }
 
     pub fn set(&self, fault: Fault) {

@@ -820,3 +820,80 @@ pub async fn alias_moves_and_locks_are_on_the_feed(start: Starter) {
     assert_eq!(bodies[1]["alias"]["to"], "2");
     assert_eq!(bodies[1]["alias"]["by"], "anonymous");
 }
+
+/// Sequences are positions in one feed, named by `feedId` (GraphQL) and `Feed-Id` (SSE). A cursor beyond the newest
+/// event is of another feed (the repository was rebuilt at the same address): every transport refuses it with
+/// `EVENTS_AHEAD` instead of waiting silently for ever; the head itself is a fine cursor.
+pub async fn cursors_beyond_the_head_answer_events_ahead(start: Starter) {
+    let app = start(Options::default()).await;
+    let feed_id = app.ok("{ feedId }", json!({})).await["feedId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(!feed_id.is_empty());
+    let other = start(Options::default()).await;
+    let other_id = other.ok("{ feedId }", json!({})).await["feedId"].clone();
+    assert_ne!(
+        other_id,
+        json!(feed_id),
+        "each new store starts a feed of its own"
+    );
+    other.stop().await;
+
+    create_service(&app, "h0").await;
+    let head = last_sequence(&app).await;
+    assert_eq!(
+        app.ok("{ feedId }", json!({})).await["feedId"],
+        json!(feed_id),
+        "the id stays with the store"
+    );
+
+    // At the head: nothing yet, not an error; over SSE the stream starts and names its feed.
+    let query = "query($after: String) { events(after: $after) { edges { node { id } } } }";
+    let at_head = app.ok(query, json!({ "after": head.to_string() })).await;
+    assert_eq!(at_head["events"]["edges"], json!([]));
+    let response = app.get(&format!("/events?after={head}")).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["feed-id"].to_str().unwrap(), feed_id);
+    drop(response);
+
+    // Beyond it: refused everywhere, with the code.
+    let ahead = (head + 5).to_string();
+    let body = app.gql(query, json!({ "after": ahead })).await;
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "EVENTS_AHEAD",
+        "{body:#}"
+    );
+    for response in [
+        app.get(&format!("/events?after={ahead}")).await,
+        app.get_with("/events", &[("last-event-id", &ahead)]).await,
+    ] {
+        assert_eq!(response.status(), 409);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["code"], "EVENTS_AHEAD", "{body}");
+    }
+    let mut subscription = Subscription::start(
+        &app,
+        "graphql-transport-ws",
+        json!({}),
+        &format!("subscription {{ componentEvents(after: {ahead}) {{ sequence }} }}"),
+    )
+    .await
+    .unwrap();
+    let errors = subscription
+        .next(Duration::from_secs(10))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(
+        errors[0]["extensions"]["code"], "EVENTS_AHEAD",
+        "{errors:#}"
+    );
+
+    // Once the feed has grown that far, the same cursor is fine again.
+    for i in 1..=5 {
+        create_service(&app, &format!("h{i}")).await;
+    }
+    let caught_up = app.ok(query, json!({ "after": ahead })).await;
+    assert_eq!(caught_up["events"]["edges"], json!([]));
+}

@@ -61,6 +61,7 @@ const OPERATIONS: &[(&str, Need, &str)] = &[
     ),
     ("webhooks", Need::Manage, "{ webhooks { id } }"),
     ("lastSequence", Need::Read, "{ lastSequence }"),
+    ("feedId", Need::Read, "{ feedId }"),
     ("mirror", Need::Read, "{ mirror { upstream } }"),
     (
         "runnableOn",

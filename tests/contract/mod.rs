@@ -77,6 +77,7 @@ macro_rules! contract_suite {
             sse_resumes_with_last_event_id,
             websocket_subscription_resumes_and_filters,
             expired_feed_positions_answer_events_expired,
+            cursors_beyond_the_head_answer_events_ahead,
             webhooks_deliver_signed_events_in_order_with_retries,
             webhooks_to_private_networks_are_refused,
             filtered_out_events_cost_webhooks_no_writes,

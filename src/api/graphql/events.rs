@@ -285,7 +285,8 @@ impl SubscriptionRoot {
     /// Changes to components: the events after `after` (from now when absent), then each new one as it commits,
     /// in sequence order, each once. `kinds` restricts the kinds of component; `runnableOn` to the transformations,
     /// services and inferencers the device can run before or after the change. An `after` older than the
-    /// retained feed fails with `EVENTS_EXPIRED`: list the components again, then subscribe from now.
+    /// retained feed fails with `EVENTS_EXPIRED`, one beyond `lastSequence` (a cursor of another feed: see `feedId`)
+    /// with `EVENTS_AHEAD`: list the components again, then subscribe from now.
     async fn component_events(
         &self,
         ctx: &Context<'_>,

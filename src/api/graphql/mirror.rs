@@ -52,6 +52,9 @@ pub struct Mirror {
     pub last_sync_at: Option<DateTime<Utc>>,
     /// Why the last attempt failed; null once the mirror is up to date again.
     pub last_error: Option<String>,
+    /// What the upstream offered that the mirror refused and does not keep, one line per component (a file larger
+    /// than this server's `--max-upload-size`, say).
+    pub problems: Vec<String>,
 }
 
 impl From<MirrorSnapshot> for Mirror {
@@ -65,6 +68,11 @@ impl From<MirrorSnapshot> for Mirror {
             pending_bytes: Long(s.pending_bytes),
             last_sync_at: s.last_sync_at,
             last_error: s.last_error,
+            problems: s
+                .problems
+                .into_iter()
+                .map(|(key, problem)| format!("{key}: {problem}"))
+                .collect(),
         }
     }
 }

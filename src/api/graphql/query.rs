@@ -188,7 +188,8 @@ impl QueryRoot {
 
     /// The change feed: events after the cursor `after` (a sequence; from the oldest retained when absent), at most
     /// `first` (default 100, at most 1000). Fails with `EVENTS_EXPIRED` when events after `after` are no longer
-    /// retained: list the components again, then follow the feed from `lastSequence`.
+    /// retained, and with `EVENTS_AHEAD` when `after` is beyond `lastSequence` (the cursor is of another feed: see
+    /// `feedId`): list the components again, then follow the feed from `lastSequence`.
     async fn events(
         &self,
         ctx: &Context<'_>,
@@ -212,6 +213,13 @@ impl QueryRoot {
     async fn last_sequence(&self, ctx: &Context<'_>) -> async_graphql::Result<super::types::Long> {
         let service = ctx.data::<Arc<RepositoryService>>()?;
         Ok(super::types::Long(service.last_sequence().await.gql()?))
+    }
+
+    /// The change feed's id, made with the store: sequences are positions in this feed only. A consumer keeps it
+    /// with its cursor; another id (the repository was rebuilt at the same address) means list everything again.
+    async fn feed_id(&self, ctx: &Context<'_>) -> async_graphql::Result<String> {
+        let service = ctx.data::<Arc<RepositoryService>>()?;
+        service.feed_id().await.gql()
     }
 
     /// Where this edge mirror stands with its upstream; null when this server is not a mirror.

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use crate::domain::{
-    Component, ComponentKey, InferencerSpec, Kind, ModelSpec, Needs, Platform, ServiceSpec, Spec,
-    StoredFile, TransformationSpec, Variant,
+    Component, ComponentKey, InferencerSpec, Kind, ModelSpec, Needs, Platform, ServiceSpec, Sha256,
+    Spec, StoredFile, TransformationSpec, Variant,
 };
 
 /// The fields of a file, selected on every component.
@@ -84,6 +84,11 @@ fn file(node: &Value) -> Result<Option<StoredFile>, Unreadable> {
     let sha256 = opt_text(node, "sha256").ok_or_else(|| {
         bad("a file has no sha256 yet (the upstream computes it in the background)")
     })?;
+    // The digest names the file on disk: whatever the upstream says must be a digest, nothing else.
+    let sha256 = Sha256::parse(&sha256)
+        .map_err(|e| bad(format!("file.{e}")))?
+        .as_str()
+        .to_string();
     Ok(Some(StoredFile {
         blob_id: sha256.clone(),
         size: node

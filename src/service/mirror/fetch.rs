@@ -14,6 +14,7 @@ use tokio::sync::Semaphore;
 
 use super::status::MirrorStatus;
 use super::upstream::{Upstream, UpstreamError};
+use crate::domain::Sha256 as Digest256;
 
 /// Attempts at one file before the sync step gives up (and retries later with backoff); each resumes where the
 /// last one broke off.
@@ -68,7 +69,8 @@ impl Fetcher {
     }
 
     /// Where the partial (or complete, not yet stored) bytes of a file live.
-    fn partial_path(&self, sha256: &str, size: u64) -> PathBuf {
+    /// Only a parsed digest names a file here, so nothing the upstream says reaches outside `dir`.
+    fn partial_path(&self, sha256: &Digest256, size: u64) -> PathBuf {
         self.dir.join(format!("{sha256}-{size}"))
     }
 
@@ -91,7 +93,11 @@ impl Fetcher {
     }
 
     /// Fetches the file (resuming any partial copy) and returns it verified, as a temporary file the store takes.
-    pub async fn fetch(&self, sha256: &str, size: u64) -> Result<tempfile::TempPath, FetchError> {
+    pub async fn fetch(
+        &self,
+        sha256: &Digest256,
+        size: u64,
+    ) -> Result<tempfile::TempPath, FetchError> {
         let _permit = self
             .transfers
             .acquire()
@@ -108,7 +114,7 @@ impl Fetcher {
                 }
                 Err(e @ FetchError::Corrupt(_)) => return Err(e),
                 Err(e) => {
-                    tracing::info!(sha256, error = %e, "file transfer broke off; resuming");
+                    tracing::info!(%sha256, error = %e, "file transfer broke off; resuming");
                     last_error = Some(e);
                 }
             }
@@ -116,7 +122,7 @@ impl Fetcher {
         Err(last_error.expect("at least one attempt"))
     }
 
-    async fn attempt(&self, path: &Path, sha256: &str, size: u64) -> Result<(), FetchError> {
+    async fn attempt(&self, path: &Path, sha256: &Digest256, size: u64) -> Result<(), FetchError> {
         let mut file = tokio::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -144,6 +150,9 @@ impl Fetcher {
             while let Some(chunk) = body.next().await {
                 let chunk = chunk?;
                 if have + chunk.len() as u64 > size {
+                    // Never more than declared: a longer body is a lie, not a file.
+                    drop(file);
+                    tokio::fs::remove_file(path).await?;
                     return Err(FetchError::Corrupt(sha256.to_string()));
                 }
                 self.throttle(chunk.len()).await;
@@ -165,7 +174,7 @@ impl Fetcher {
                 )));
             }
         }
-        if hex::encode(hasher.finalize()) != sha256 {
+        if hex::encode(hasher.finalize()) != sha256.as_str() {
             drop(file);
             tokio::fs::remove_file(path).await?;
             return Err(FetchError::Corrupt(sha256.to_string()));

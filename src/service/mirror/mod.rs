@@ -24,7 +24,7 @@ use serde_json::Value;
 use self::fetch::{FetchError, Fetcher};
 pub use self::status::{MirrorSnapshot, MirrorStatus, SyncState};
 use self::upstream::{Upstream, UpstreamError};
-use crate::domain::{Component, ComponentKey, Device, Kind, ModelKey};
+use crate::domain::{Component, ComponentKey, Device, DomainError, Kind, ModelKey, Sha256};
 use crate::store::{Store, StoreError};
 
 /// First wait after a failure; doubled after each one up to [`MAX_BACKOFF`].
@@ -34,6 +34,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const MIRROR_LABEL: &str = "mirror";
 /// Longest wait for news from the upstream before asking anyway (the event stream may miss a wake-up).
 const POLL: Duration = Duration::from_secs(10);
+/// Most refused components listed in the status at once.
+const MAX_PROBLEMS: usize = 100;
 
 /// One kind of device at the site: the `DeviceInput` sent upstream and the same device for local matching.
 #[derive(Debug, Clone)]
@@ -53,6 +55,8 @@ pub struct MirrorConfig {
     pub serve_stale: bool,
     /// Where partial files wait (on the store's file system, so a verified file moves into it without a copy).
     pub partial_dir: PathBuf,
+    /// The largest file the mirror keeps (its own `--max-upload-size`): a component with a larger one is refused.
+    pub max_file_size: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +67,8 @@ enum SyncError {
     Fetch(#[from] FetchError),
     #[error("the mirror's store failed: {0}")]
     Store(#[from] StoreError),
+    #[error("the upstream offered something invalid: {0}")]
+    Invalid(#[from] DomainError),
 }
 
 /// Parses `kind:key` of `--mirror-include`: `model:NAME/VERSION`, `service:ID`, ...
@@ -91,6 +97,9 @@ struct SavedState {
     upstream: String,
     last_sequence: Option<u64>,
     last_sync_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The id of the upstream feed `last_sequence` is of: another id means the upstream was reset.
+    #[serde(default)]
+    feed_id: Option<String>,
 }
 
 /// Starts the sync task; returns the status it keeps.
@@ -196,12 +205,13 @@ impl Mirror {
         Ok(saved)
     }
 
-    async fn save_state(&self, last_sequence: u64) -> Result<(), StoreError> {
+    async fn save_state(&self, last_sequence: u64, feed_id: &str) -> Result<(), StoreError> {
         let now = chrono::Utc::now();
         let state = SavedState {
             upstream: self.upstream.base().to_string(),
             last_sequence: Some(last_sequence),
             last_sync_at: Some(now),
+            feed_id: Some(feed_id.to_string()),
         };
         self.store
             .save_mirror_state(&serde_json::to_value(state).expect("serialisable"))
@@ -214,20 +224,48 @@ impl Mirror {
     /// One pass: a full sync when needed, then follow the feed until something fails.
     async fn step(&self) -> Result<(), SyncError> {
         let saved = self.load_state().await?;
+        let mut feed = saved.feed_id;
         let mut after = match saved.last_sequence {
             Some(sequence) => sequence,
-            None => self.reconcile().await?,
+            None => {
+                let (sequence, id) = self.reconcile().await?;
+                feed = Some(id);
+                sequence
+            }
         };
         loop {
-            let (events, more) = match self.upstream.events(after).await {
+            let (events, more, feed_id) = match self.upstream.events(after).await {
                 Ok(page) => page,
                 Err(UpstreamError::EventsExpired) => {
                     tracing::warn!(after, "the upstream's feed expired; reconciling in full");
-                    after = self.reconcile().await?;
+                    (after, feed) = self.reconcile_again().await?;
+                    continue;
+                }
+                Err(UpstreamError::FeedReset(why)) => {
+                    tracing::warn!(
+                        after,
+                        why,
+                        "the upstream's feed was reset; reconciling in full"
+                    );
+                    (after, feed) = self.reconcile_again().await?;
                     continue;
                 }
                 Err(e) => return Err(e.into()),
             };
+            // A state saved before feeds had ids takes the first one seen; any other change is a reset upstream.
+            match &feed {
+                Some(known) if *known != feed_id => {
+                    tracing::warn!(
+                        was = known,
+                        now = feed_id,
+                        "the upstream's feed id changed; reconciling in full"
+                    );
+                    (after, feed) = self.reconcile_again().await?;
+                    continue;
+                }
+                Some(_) => {}
+                None => feed = Some(feed_id.clone()),
+            }
             if let Some(first) = events.first() {
                 let since = first.at;
                 self.status.update(|s| {
@@ -258,7 +296,7 @@ impl Mirror {
             }
             if let Some(last) = last {
                 self.discard_partials().await;
-                self.save_state(last).await?;
+                self.save_state(last, &feed_id).await?;
                 after = last;
             }
             if !more {
@@ -279,12 +317,18 @@ impl Mirror {
         }
     }
 
+    /// [`Mirror::reconcile`] when following broke off: where to follow from, and the feed now followed.
+    async fn reconcile_again(&self) -> Result<(u64, Option<String>), SyncError> {
+        let (sequence, feed_id) = self.reconcile().await?;
+        Ok((sequence, Some(feed_id)))
+    }
+
     /// Lists everything in scope upstream, stores what differs, removes what is no longer in scope; returns the
-    /// upstream sequence from which to follow.
-    async fn reconcile(&self) -> Result<u64, SyncError> {
+    /// upstream sequence from which to follow, and the id of the feed.
+    async fn reconcile(&self) -> Result<(u64, String), SyncError> {
         self.status.update(|s| s.state = SyncState::Syncing);
         // Taken before listing: changes made while listing are applied again from the feed, harmlessly.
-        let sequence = self.upstream.last_sequence().await?;
+        let (sequence, feed_id) = self.upstream.head().await?;
         let mut wanted: HashMap<ComponentKey, Component> = HashMap::new();
         for device in &self.config.devices {
             for component in self.upstream.runnable_on(&device.input).await? {
@@ -315,11 +359,25 @@ impl Mirror {
                 wanted.insert(model.key.clone(), model);
             }
         }
+        // What the mirror refuses is not kept: a copy held from before goes too, as the upstream moved on from it.
+        let mut problems = BTreeMap::new();
         let mut plan = Vec::new();
+        wanted.retain(|key, component| {
+            *component = self.for_devices(component.clone());
+            match self.refusal(component) {
+                Some(problem) => {
+                    if problems.len() < MAX_PROBLEMS {
+                        problems.insert(key.to_string(), problem);
+                    }
+                    false
+                }
+                None => true,
+            }
+        });
+        self.status.update(|s| s.problems = problems);
         for component in wanted.values() {
-            let component = self.for_devices(component.clone());
-            if differs(self.store.get(&component.key).await?, &component) {
-                plan.push(component);
+            if differs(self.store.get(&component.key).await?, component) {
+                plan.push(component.clone());
             }
         }
         let (files, bytes) = self.missing_files(&plan).await?;
@@ -348,7 +406,7 @@ impl Mirror {
         }
         self.sync_aliases(None).await?;
         self.discard_partials().await;
-        self.save_state(sequence).await?;
+        self.save_state(sequence, &feed_id).await?;
         let now = chrono::Utc::now();
         self.status.update(|s| {
             s.synced = true;
@@ -359,7 +417,33 @@ impl Mirror {
             sequence,
             "mirror synced with its upstream"
         );
-        Ok(sequence)
+        Ok((sequence, feed_id))
+    }
+
+    /// Why the mirror will not keep `component`, if it will not: a file larger than it accepts itself.
+    fn refusal(&self, component: &Component) -> Option<String> {
+        let limit = self.config.max_file_size;
+        let file = files_of(component).find(|f| f.size > limit)?;
+        Some(format!(
+            "refused: its file {} is {} bytes, over this mirror's --max-upload-size of {limit} bytes",
+            file.sha256, file.size
+        ))
+    }
+
+    /// Records (or clears) the problem of `key` in the status.
+    fn note_problem(&self, key: &ComponentKey, problem: Option<String>) {
+        let key = key.to_string();
+        self.status.update(|s| match problem {
+            Some(problem) => {
+                // Bounded: an upstream offering endless refusals cannot grow the status without limit.
+                if s.problems.len() < MAX_PROBLEMS || s.problems.contains_key(&key) {
+                    s.problems.insert(key, problem);
+                }
+            }
+            None => {
+                s.problems.remove(&key);
+            }
+        });
     }
 
     /// Applies one upstream change of `key`: stores its current state when in scope, else removes it.
@@ -373,9 +457,11 @@ impl Mirror {
             Some(component) if self.in_scope(&component).await? => Some(component),
             _ => None,
         };
-        match wanted {
+        let wanted = wanted.map(|c| self.for_devices(c));
+        let refusal = wanted.as_ref().and_then(|c| self.refusal(c));
+        self.note_problem(key, refusal.clone());
+        match wanted.filter(|_| refusal.is_none()) {
             Some(component) => {
-                let component = self.for_devices(component);
                 if differs(self.store.get(key).await?, &component) {
                     let (files, bytes) =
                         self.missing_files(std::slice::from_ref(&component)).await?;
@@ -587,9 +673,9 @@ impl Mirror {
 
     /// Fetches the files of `component` that the mirror lacks, verified, then stores the component as it is.
     async fn store_component(&self, component: Component) -> Result<(), SyncError> {
-        let digests: BTreeSet<(String, u64)> = files_of(&component)
-            .map(|f| (f.sha256.clone(), f.size))
-            .collect();
+        let digests: BTreeSet<(Sha256, u64)> = files_of(&component)
+            .map(|f| Ok((Sha256::parse(&f.sha256)?, f.size)))
+            .collect::<Result<_, DomainError>>()?;
         // Locked in digest order, so two components that share files never wait on each other in a circle.
         let mut guards = Vec::new();
         for (sha256, _) in &digests {
@@ -597,18 +683,22 @@ impl Mirror {
                 .digest_locks
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .entry(sha256.clone())
+                .entry(sha256.to_string())
                 .or_default()
                 .clone();
             guards.push(lock.lock_owned().await);
         }
         let mut staged = Vec::new();
         for (sha256, size) in &digests {
-            if self.store.blob(sha256).await?.is_some() {
+            if self.store.blob(sha256.as_str()).await?.is_some() {
                 continue;
             }
             let file = self.fetcher.fetch(sha256, *size).await?;
-            staged.push(self.store.stage_verified(file, sha256, *size).await?);
+            staged.push(
+                self.store
+                    .stage_verified(file, sha256.as_str(), *size)
+                    .await?,
+            );
             self.status
                 .update(|s| s.pending_files = s.pending_files.saturating_sub(1));
         }
@@ -652,6 +742,7 @@ pub async fn seed_state(
         upstream: upstream.trim().trim_end_matches('/').to_string(),
         last_sequence: Some(sequence),
         last_sync_at: None,
+        feed_id: None,
     };
     store
         .save_mirror_state(&serde_json::to_value(state).expect("serialisable"))

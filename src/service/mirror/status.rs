@@ -1,5 +1,6 @@
 //! Where a mirror stands, shared between the sync task and the API (GraphQL `mirror`, metrics, `/readyz`).
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
@@ -51,6 +52,9 @@ pub struct MirrorSnapshot {
     pub bytes_fetched: u64,
     /// Files verified and stored since start.
     pub files_fetched: u64,
+    /// What the upstream offered that the mirror refused (a file over `--max-upload-size`), by component: such a
+    /// component is not kept. An entry goes when the component is stored or leaves the upstream.
+    pub problems: BTreeMap<String, String>,
 }
 
 impl MirrorSnapshot {
@@ -88,6 +92,7 @@ impl MirrorStatus {
                 synced: false,
                 bytes_fetched: 0,
                 files_fetched: 0,
+                problems: BTreeMap::new(),
             })),
             serve_stale,
         }

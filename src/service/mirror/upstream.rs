@@ -13,8 +13,18 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// No bytes for this long on a request (a stalled link): the request fails and is retried. SSE heartbeats come
 /// every 15 s, so an open event stream stays well inside it.
 const READ_TIMEOUT: Duration = Duration::from_secs(40);
+/// Longest a GraphQL answer may be. A page of 100 components is far below it; an upstream that sends more (an
+/// endless answer) fails the request, read incrementally, so the mirror's memory stays bounded.
+pub const MAX_ANSWER_BYTES: usize = 32 * 1024 * 1024;
+/// Most of an error answer's body kept for the mirror's status.
+const MAX_ERROR_BODY: usize = 4 * 1024;
+/// Longest a GraphQL request may take in all: an upstream trickling an answer cannot hold the sync for ever.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
 /// Components per `runnableOn` page (the upstream's maximum).
 const PAGE: usize = 100;
+/// Most pages of one listing (200,000 components): an upstream whose pages never end cannot grow the listing, and
+/// the mirror's memory, without bound.
+const MAX_PAGES: usize = 2_000;
 /// Events per page of the feed.
 pub const EVENT_PAGE: usize = 500;
 
@@ -32,8 +42,66 @@ pub enum UpstreamError {
     EventsExpired,
     #[error("the upstream refused a query ({code}): {message}")]
     GraphQl { code: String, message: String },
+    /// The upstream's feed is not the one the mirror followed (rebuilt, or reset, at the same address): its id
+    /// changed, or it has no event at the mirror's sequence. Reconcile in full.
+    #[error("the upstream's change feed was reset: {0}")]
+    FeedReset(String),
+    #[error("the upstream's answer is longer than {limit} bytes; refused")]
+    AnswerTooLong { limit: usize },
+    #[error(
+        "the upstream's listing of {field} does not end (over {MAX_PAGES} pages, or a page repeated); refused"
+    )]
+    EndlessListing { field: String },
+    #[error("the upstream's answer is not JSON: {0}")]
+    NotJson(String),
+    #[error("the upstream names no feedId (up to 128 bytes): it must be a version that has one")]
+    NoFeedId,
     #[error(transparent)]
     Unreadable(#[from] Unreadable),
+}
+
+fn feed_id(data: &Value) -> Result<String, UpstreamError> {
+    data["feedId"]
+        .as_str()
+        .filter(|id| !id.is_empty() && id.len() <= 128)
+        .map(str::to_owned)
+        .ok_or(UpstreamError::NoFeedId)
+}
+
+/// Reads at most `limit` bytes of `response`'s body as it arrives; `None` when it is longer.
+async fn read_capped(
+    response: reqwest::Response,
+    limit: usize,
+) -> Result<Option<Vec<u8>>, reqwest::Error> {
+    use futures_util::StreamExt;
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return Ok(None);
+    }
+    let mut body = Vec::new();
+    let mut chunks = response.bytes_stream();
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk?;
+        if body.len() + chunk.len() > limit {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body))
+}
+
+/// The start of an error answer, for the status: never the whole of it.
+async fn error_body(response: reqwest::Response) -> String {
+    use futures_util::StreamExt;
+    let mut body = Vec::new();
+    let mut chunks = response.bytes_stream();
+    while let Some(Ok(chunk)) = chunks.next().await {
+        let room = MAX_ERROR_BODY - body.len();
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() == MAX_ERROR_BODY {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&body).into_owned()
 }
 
 /// One event of the upstream's feed, as far as the mirror needs it.
@@ -86,14 +154,22 @@ impl Upstream {
         let request = self
             .http
             .post(format!("{}/graphql", self.base))
+            .timeout(ANSWER_TIMEOUT)
             .json(&json!({ "query": query, "variables": variables }));
         let response = self.authorized(request).send().await?;
         let status = response.status();
         if !status.is_success() {
-            let body = response.text().await.unwrap_or_default();
+            let body = error_body(response).await;
             return Err(UpstreamError::Status { status, body });
         }
-        let mut body: Value = response.json().await?;
+        let bytes =
+            read_capped(response, MAX_ANSWER_BYTES)
+                .await?
+                .ok_or(UpstreamError::AnswerTooLong {
+                    limit: MAX_ANSWER_BYTES,
+                })?;
+        let mut body: Value =
+            serde_json::from_slice(&bytes).map_err(|e| UpstreamError::NotJson(e.to_string()))?;
         if let Some(error) = body
             .get("errors")
             .and_then(Value::as_array)
@@ -107,20 +183,25 @@ impl Upstream {
             if code == "EVENTS_EXPIRED" {
                 return Err(UpstreamError::EventsExpired);
             }
-            let message = error
+            let message: String = error
                 .get("message")
                 .and_then(Value::as_str)
                 .unwrap_or_default()
-                .to_string();
+                .chars()
+                .take(MAX_ERROR_BODY)
+                .collect();
+            if code == "EVENTS_AHEAD" {
+                return Err(UpstreamError::FeedReset(message));
+            }
             return Err(UpstreamError::GraphQl { code, message });
         }
         Ok(body.get_mut("data").map(Value::take).unwrap_or(Value::Null))
     }
 
-    /// The newest sequence of the upstream's feed: where to follow from after listing.
-    pub async fn last_sequence(&self) -> Result<u64, UpstreamError> {
-        let data = self.graphql("{ lastSequence }", json!({})).await?;
-        Ok(data["lastSequence"].as_u64().unwrap_or(0))
+    /// The newest sequence of the upstream's feed (where to follow from after listing) and the feed's id.
+    pub async fn head(&self) -> Result<(u64, String), UpstreamError> {
+        let data = self.graphql("{ lastSequence feedId }", json!({})).await?;
+        Ok((data["lastSequence"].as_u64().unwrap_or(0), feed_id(&data)?))
     }
 
     /// Every component `device` (a `DeviceInput` as JSON) can run, page by page.
@@ -151,7 +232,8 @@ impl Upstream {
         mut variables: Value,
     ) -> Result<Vec<Component>, UpstreamError> {
         let mut found = Vec::new();
-        loop {
+        let mut cursors = std::collections::HashSet::new();
+        for _ in 0..MAX_PAGES {
             let data = self.graphql(query, variables.clone()).await?;
             let connection = &data[field];
             for edge in connection["edges"].as_array().into_iter().flatten() {
@@ -160,11 +242,17 @@ impl Upstream {
             let info = &connection["pageInfo"];
             match info["endCursor"].as_str() {
                 Some(cursor) if info["hasNextPage"].as_bool() == Some(true) => {
+                    if !cursors.insert(cursor.to_string()) {
+                        break;
+                    }
                     variables["after"] = json!(cursor);
                 }
                 _ => return Ok(found),
             }
         }
+        Err(UpstreamError::EndlessListing {
+            field: field.to_string(),
+        })
     }
 
     /// The component under `key` as the upstream holds it now; `None` when it is gone.
@@ -196,10 +284,13 @@ impl Upstream {
         }
     }
 
-    /// Up to [`EVENT_PAGE`] events after `after`, and whether there are more.
-    pub async fn events(&self, after: u64) -> Result<(Vec<FeedEvent>, bool), UpstreamError> {
+    /// Up to [`EVENT_PAGE`] events after `after`, whether there are more, and the id of the feed they are of.
+    pub async fn events(
+        &self,
+        after: u64,
+    ) -> Result<(Vec<FeedEvent>, bool, String), UpstreamError> {
         let query = format!(
-            "query($after: String) {{ events(after: $after, first: {EVENT_PAGE}) {{ \
+            "query($after: String) {{ feedId events(after: $after, first: {EVENT_PAGE}) {{ \
              pageInfo {{ hasNextPage }} nodes {{ sequence at type kind id name version }} }} }}"
         );
         let data = self
@@ -237,7 +328,7 @@ impl Upstream {
             });
         }
         let more = connection["pageInfo"]["hasNextPage"].as_bool() == Some(true);
-        Ok((events, more))
+        Ok((events, more, feed_id(&data)?))
     }
 
     /// Opens the upstream's event stream from now (`/events`): every line that arrives says the feed moved.
@@ -251,7 +342,7 @@ impl Upstream {
             let status = response.status();
             return Err(UpstreamError::Status {
                 status,
-                body: response.text().await.unwrap_or_default(),
+                body: error_body(response).await,
             });
         }
         Ok(response)
@@ -260,7 +351,7 @@ impl Upstream {
     /// A download of the bytes with digest `sha256` from `offset` on.
     pub async fn blob(
         &self,
-        sha256: &str,
+        sha256: &crate::domain::Sha256,
         offset: u64,
     ) -> Result<reqwest::Response, UpstreamError> {
         let mut request = self
@@ -274,7 +365,7 @@ impl Upstream {
         if !status.is_success() {
             return Err(UpstreamError::Status {
                 status,
-                body: response.text().await.unwrap_or_default(),
+                body: error_body(response).await,
             });
         }
         Ok(response)

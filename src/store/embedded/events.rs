@@ -15,11 +15,27 @@ pub(super) const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("eve
 /// `floor` -> the highest sequence removed by retention (sequences never restart below it).
 const EVENT_META: TableDefinition<&str, u64> = TableDefinition::new("event_meta");
 const FLOOR: &str = "floor";
+/// `id` -> the feed's id, made with the store (or at the first start of a store made before feeds had one).
+const FEED: TableDefinition<&str, &str> = TableDefinition::new("feed");
+const FEED_ID: &str = "id";
 
 pub(super) fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(EVENTS).or_backend()?;
     txn.open_table(EVENT_META).or_backend()?;
+    let mut feed = txn.open_table(FEED).or_backend()?;
+    if feed.get(FEED_ID).or_backend()?.is_none() {
+        let id = uuid::Uuid::new_v4().to_string();
+        feed.insert(FEED_ID, id.as_str()).or_backend()?;
+    }
     Ok(())
+}
+
+pub(super) fn feed_id(db: &Database) -> Result<String, StoreError> {
+    let txn = db.begin_read().or_backend()?;
+    let table = txn.open_table(FEED).or_backend()?;
+    let id = table.get(FEED_ID).or_backend()?;
+    id.map(|v| v.value().to_string())
+        .ok_or_else(|| StoreError::Backend("the change feed has no id".into()))
 }
 
 fn decode(bytes: &[u8]) -> Result<Event, StoreError> {

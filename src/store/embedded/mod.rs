@@ -996,6 +996,10 @@ impl Store for EmbeddedStore {
         self.blocking(events::last).await
     }
 
+    async fn feed_id(&self) -> Result<String, StoreError> {
+        self.blocking(events::feed_id).await
+    }
+
     fn event_signal(&self) -> tokio::sync::watch::Receiver<u64> {
         self.signal.subscribe()
     }

@@ -42,6 +42,8 @@ const PENDING: &str = "pending";
 const COMMITTED: &str = "committed";
 const ABORTED: &str = "aborted";
 const FLOOR: &str = "floor";
+/// The `event_meta` document that holds the feed's id.
+const FEED: &str = "feed";
 
 #[derive(Clone)]
 pub struct EventLog {
@@ -52,6 +54,7 @@ pub struct EventLog {
     signal: EventSignal,
     polling: Arc<AtomicBool>,
     indexes: Arc<tokio::sync::OnceCell<()>>,
+    feed_id: Arc<tokio::sync::OnceCell<String>>,
 }
 
 fn to_i64(sequence: u64) -> i64 {
@@ -96,7 +99,36 @@ impl EventLog {
             signal: EventSignal::new(0),
             polling: Arc::new(AtomicBool::new(false)),
             indexes: Arc::new(tokio::sync::OnceCell::new()),
+            feed_id: Arc::new(tokio::sync::OnceCell::new()),
         }
+    }
+
+    /// The feed's id: made by the first server to ask (every replica then reads the same one) and kept.
+    pub async fn feed_id(&self) -> Result<String, StoreError> {
+        self.feed_id
+            .get_or_try_init(|| async {
+                let filter = doc! { "_id": FEED };
+                let made = doc! { "$setOnInsert": { "id": uuid::Uuid::new_v4().to_string() } };
+                // Two replicas upserting at once: one inserts, the other gets a duplicate key and reads.
+                match self
+                    .meta
+                    .update_one(filter.clone(), made)
+                    .upsert(true)
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(e) if is_duplicate_key(&e) => {}
+                    Err(e) => return Err(map_err(e)),
+                }
+                let found = self.meta.find_one(filter).await.map_err(map_err)?;
+                found
+                    .as_ref()
+                    .and_then(|d| d.get_str("id").ok())
+                    .map(str::to_owned)
+                    .ok_or_else(|| StoreError::Backend("the change feed has no id".into()))
+            })
+            .await
+            .cloned()
     }
 
     pub async fn ensure_indexes(&self) -> Result<(), StoreError> {

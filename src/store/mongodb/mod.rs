@@ -1236,6 +1236,10 @@ impl Store for MongoStore {
         self.events.last_settled().await
     }
 
+    async fn feed_id(&self) -> Result<String, StoreError> {
+        self.events.feed_id().await
+    }
+
     fn event_signal(&self) -> tokio::sync::watch::Receiver<u64> {
         self.events.subscribe()
     }
