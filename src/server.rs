@@ -264,16 +264,12 @@ pub async fn serve(
     options: ServeOptions,
 ) -> anyhow::Result<()> {
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-    // Event streams never end by themselves: they are told to when shutdown begins.
-    let (streams_tx, streams_rx) = tokio::sync::watch::channel(false);
-    let app = app.layer(axum::Extension(api::ShuttingDown(streams_rx)));
     let server = tokio::spawn(connections::accept_loop(
         listener,
         app,
         options.connections,
         async move {
             shutdown.await;
-            let _ = streams_tx.send(true);
             let _ = stopping_tx.send(());
         },
     ));

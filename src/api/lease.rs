@@ -1,6 +1,6 @@
 //! What the accept loop lends each connection, for the protocols a request upgrades to (GraphQL over WebSocket):
 //! the connection's slot against `--max-connections`, held until the upgraded protocol ends, and the signal that
-//! the server is stopping, on which it says goodbye.
+//! the server is stopping, on which long-lived answers (event streams, WebSockets) end.
 
 use std::any::Any;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -35,8 +35,8 @@ impl ConnectionLease {
             .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |peer| peer.ip())
     }
 
-    /// Completes once the server begins to stop.
-    pub async fn stopping(&self) {
-        self.stopping.cancelled().await
+    /// Completes once the server begins to stop (event streams and WebSockets end then).
+    pub fn stopping(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.stopping.clone().cancelled_owned()
     }
 }

@@ -13,7 +13,6 @@ pub mod metrics;
 mod playground;
 mod rest;
 mod sse;
-pub use sse::ShuttingDown;
 mod tus;
 mod ui;
 

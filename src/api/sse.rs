@@ -21,6 +21,7 @@ use serde_json::json;
 
 use super::AppState;
 use super::error::ApiError;
+use crate::api::lease::ConnectionLease;
 use crate::domain::{EventFilter, EventType, Kind};
 use crate::service::ServiceError;
 
@@ -28,18 +29,6 @@ use crate::service::ServiceError;
 const HEARTBEAT: Duration = Duration::from_secs(15);
 /// The response header that carries the feed's id.
 pub const FEED_ID_HEADER: &str = "feed-id";
-
-/// Turns true when the server begins to shut down (`server::serve` gives it to every request): open event streams
-/// then end, so that shutting down does not wait out its grace period for subscribers that never leave.
-#[derive(Clone)]
-pub struct ShuttingDown(pub tokio::sync::watch::Receiver<bool>);
-
-impl ShuttingDown {
-    async fn started(mut self) {
-        // A dropped sender means the server is gone: end as well.
-        let _ = self.0.wait_for(|stopping| *stopping).await;
-    }
-}
 
 #[derive(Debug, Deserialize)]
 pub struct EventsQuery {
@@ -77,7 +66,9 @@ fn parse_list<T>(
 
 async fn events(
     State(state): State<AppState>,
-    shutting_down: Option<Extension<ShuttingDown>>,
+    // Event streams never end by themselves: they end when the server begins to stop, so that shutting down does
+    // not wait out its grace period for subscribers that never leave.
+    lease: Option<Extension<ConnectionLease>>,
     headers: HeaderMap,
     query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
@@ -116,8 +107,8 @@ async fn events(
     }
     let feed_id = state.service.feed_id().await?;
     let stream = state.service.follow(after, filter).await?;
-    let stream = match shutting_down {
-        Some(Extension(shutting_down)) => stream.take_until(shutting_down.started()).boxed(),
+    let stream = match lease {
+        Some(Extension(lease)) => stream.take_until(lease.stopping()).boxed(),
         None => stream,
     };
     let subscribed = state.metrics.subscriber("sse");
