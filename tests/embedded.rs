@@ -154,7 +154,7 @@ async fn start_up_removes_interrupted_uploads_and_unreferenced_blobs() {
     std::fs::create_dir_all(data_dir.join("blobs/ab")).unwrap();
     std::fs::write(data_dir.join("blobs/ab").join(&orphan), b"orphan").unwrap();
 
-    let store = EmbeddedStore::open(&data_dir).await.unwrap();
+    let store = common::reopen(&data_dir).await;
     let app = TestApp::start(
         std::sync::Arc::new(store),
         dir,
@@ -295,7 +295,7 @@ async fn a_restart_re_examines_filtered_events_but_never_resends_a_delivery() {
     // The cursor left just before the delivered event, as if the server died between the two writes.
     let data_dir = dir.path().join("data");
     {
-        let store = EmbeddedStore::open(&data_dir).await.unwrap();
+        let store = common::reopen(&data_dir).await;
         let mut webhook = store.webhooks().await.unwrap().remove(0);
         webhook.cursor = first["sequence"].as_u64().unwrap() - 1;
         store.insert_webhook(&webhook).await.unwrap();

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use common::chaos::{ChaosProxy, Fault};
 use common::{Options, TestApp, bytes, eventually};
-use component_repository::store::embedded::EmbeddedStore;
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -34,7 +33,7 @@ async fn mirror(dir: &Path, upstream_url: &str, extra: &[&str]) -> TestApp {
 
 async fn mirror_with(dir: &Path, upstream_url: &str, extra: &[&str], options: Options) -> TestApp {
     let data = dir.join("data");
-    let store = EmbeddedStore::open(&data).await.unwrap();
+    let store = common::reopen(&data).await;
     let mut flags: Vec<String> = vec![
         "--mirror-upstream".into(),
         upstream_url.into(),

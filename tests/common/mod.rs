@@ -123,8 +123,31 @@ pub async fn embedded_in(dir: &std::path::Path) -> TestApp {
 
 /// [`embedded_in`] with settings.
 pub async fn embedded_in_with(dir: &std::path::Path, options: Options) -> TestApp {
-    let store = EmbeddedStore::open(&dir.join("data")).await.unwrap();
-    TestApp::start(Arc::new(store), tempfile::tempdir().unwrap(), None, options).await
+    TestApp::start(
+        Arc::new(reopen(&dir.join("data")).await),
+        tempfile::tempdir().unwrap(),
+        None,
+        options,
+    )
+    .await
+}
+
+/// Opens an embedded store that a server stopped a moment ago: the service's background tasks (webhooks,
+/// retention) may hold the previous one for a moment after the server ended, and redb opens a file only once.
+pub async fn reopen(data: &std::path::Path) -> EmbeddedStore {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match EmbeddedStore::open(data).await {
+            Ok(store) => return store,
+            Err(e)
+                if e.to_string().contains("already open")
+                    && std::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("opening the embedded store at {}: {e}", data.display()),
+        }
+    }
 }
 
 impl TestApp {
