@@ -362,3 +362,95 @@ pub async fn every_root_field_is_in_the_matrix(start: Starter) {
     let covered: BTreeSet<&str> = OPERATIONS.iter().map(|(field, _, _)| *field).collect();
     assert_eq!(fields, covered, "every root field has a row in OPERATIONS");
 }
+
+/// A GraphQL multipart upload is kept only when its HTTP body ends cleanly too: complete to its closing delimiter
+/// but short of its `Content-Length`, or chunked without its last chunk, it attaches nothing.
+pub async fn truncated_graphql_uploads_are_refused(start: Starter) {
+    let app = start(Options {
+        flags: vec!["--body-idle-timeout-secs".into(), "1".into()],
+        ..Options::default()
+    })
+    .await;
+    app.ok(
+        r#"mutation { createService(input: {id: "svc"}) { id } }"#,
+        json!({}),
+    )
+    .await;
+    let boundary = "XyZ";
+    let data = crate::common::bytes(20_000, 11);
+    let operations = json!({
+        "query": "mutation($f: Upload!) { uploadServiceFile(id: \"svc\", file: $f) { file { sha256 } } }",
+        "variables": { "f": null }
+    });
+    let mut whole = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"operations\"\r\n\r\n{operations}\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"map\"\r\n\r\n{{\"0\": [\"variables.f\"]}}\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"0\"; filename=\"a.zip\"\r\n\r\n"
+    )
+    .into_bytes();
+    whole.extend_from_slice(&data);
+    whole.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let head = |framing: &str| {
+        format!(
+            "POST /graphql HTTP/1.1\r\nhost: x\r\nconnection: close\r\napollo-require-preflight: true\r\n\
+             content-type: multipart/form-data; boundary={boundary}\r\n{framing}\r\n"
+        )
+    };
+    let mut chunk = format!("{:x}\r\n", whole.len()).into_bytes();
+    chunk.extend_from_slice(&whole);
+    chunk.extend_from_slice(b"\r\n");
+    let file_of_svc = async || {
+        let data = app
+            .ok(r#"{ service(id: "svc") { file { sha256 } } }"#, json!({}))
+            .await;
+        data["service"]["file"].clone()
+    };
+    for (why, head, body, close) in [
+        (
+            "short of its content-length",
+            head(&format!("content-length: {}\r\n", whole.len() + 100)),
+            whole.clone(),
+            false,
+        ),
+        (
+            "short of its content-length, then closed",
+            head(&format!("content-length: {}\r\n", whole.len() + 100)),
+            whole.clone(),
+            true,
+        ),
+        (
+            "without the last chunk",
+            head("transfer-encoding: chunked\r\n"),
+            chunk.clone(),
+            false,
+        ),
+        (
+            "without the last chunk, then closed",
+            head("transfer-encoding: chunked\r\n"),
+            chunk.clone(),
+            true,
+        ),
+    ] {
+        let answer = super::rest::raw_request(&app, &head, &body, close).await;
+        let status = answer.get(9..12).unwrap_or_default();
+        assert!(
+            (close && answer.is_empty())
+                || (status.starts_with('4') && answer.contains("\"code\"")),
+            "{why}: {answer}"
+        );
+        assert_eq!(file_of_svc().await, Value::Null, "{why}: nothing attached");
+    }
+    // The same request, whole, attaches the file.
+    let answer = super::rest::raw_request(
+        &app,
+        &head(&format!("content-length: {}\r\n", whole.len())),
+        &whole,
+        false,
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(
+        file_of_svc().await["sha256"],
+        crate::common::sha256_hex(&data)
+    );
+}

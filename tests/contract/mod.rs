@@ -95,6 +95,7 @@ macro_rules! contract_suite {
             alias_moves_and_locks_are_on_the_feed,
             every_operation_is_authorized_alike_on_every_transport,
             every_root_field_is_in_the_matrix,
+            truncated_graphql_uploads_are_refused,
         );
     };
     (@tests $starter:path, $skip:expr; $($name:ident),* $(,)?) => {

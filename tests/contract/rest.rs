@@ -303,7 +303,7 @@ pub async fn rest_bodies_must_be_json_objects(start: Starter) {
 
 /// Writes `head` and `body` on a fresh connection (closing its sending side if `close`) and returns what the server
 /// answered: possibly nothing, when it closes the connection instead.
-async fn raw_request(app: &TestApp, head: &str, body: &[u8], close: bool) -> String {
+pub(super) async fn raw_request(app: &TestApp, head: &str, body: &[u8], close: bool) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
     stream.write_all(head.as_bytes()).await.unwrap();

@@ -99,6 +99,8 @@ pub async fn read(
     limits: &Limits,
     request: HttpRequest,
 ) -> Result<BatchRequest, ServiceError> {
+    // Nothing is kept unless the HTTP body itself ends cleanly, past the multipart's closing delimiter.
+    let (request, whole_body) = crate::api::body::Watched::new(request);
     let mut multipart = Multipart::from_request(request, &())
         .await
         .map_err(|e| unreadable_body(&e, format!("multipart: {}", e.body_text())))?;
@@ -167,6 +169,8 @@ pub async fn read(
     if let Some(name) = map.keys().next() {
         return Err(invalid(format!("map: the file part `{name}` was not sent")));
     }
+    drop(multipart);
+    whole_body.finish().await?;
     for (index, uploads) in staged.into_iter().enumerate() {
         request_mut(&mut batch, index).data.insert(uploads);
     }
