@@ -10,7 +10,7 @@ use axum::body::{Body, BodyDataStream, Bytes};
 use axum::extract::Request;
 use futures_util::{Stream, StreamExt};
 
-use super::limits::unreadable_body;
+use super::error::unreadable_body;
 use crate::service::ServiceError;
 
 /// Most bytes accepted after a multipart body's closing delimiter (its epilogue, which RFC 2046 says to ignore).

@@ -54,9 +54,7 @@ impl From<axum::extract::rejection::BytesRejection> for ApiError {
     fn from(e: axum::extract::rejection::BytesRejection) -> Self {
         use axum::extract::rejection::BytesRejection;
         match &e {
-            BytesRejection::FailedToBufferBody(inner)
-                if crate::api::limits::is_body_timeout(inner) =>
-            {
+            BytesRejection::FailedToBufferBody(inner) if is_body_timeout(inner) => {
                 ApiError::Service(ServiceError::RequestTimeout(
                     "the request body stalled for longer than allowed".into(),
                 ))
@@ -145,6 +143,54 @@ pub fn graphql_error(e: &ServiceError) -> async_graphql::Error {
     log_if_server_fault(e);
     let code = error_code(e);
     async_graphql::Error::new(e.to_string()).extend_with(|_, ext| ext.set("code", code))
+}
+
+/// Whether an error of reading a request body comes from the body idle timeout.
+pub fn is_body_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(e);
+    while let Some(error) = current {
+        if error.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        current = error.source();
+    }
+    false
+}
+
+/// A request body's read error as an `io::Error` for the store: `TimedOut` when the client stalled.
+pub fn body_io_error<E: std::error::Error + Send + Sync + 'static>(e: E) -> std::io::Error {
+    let kind = if is_body_timeout(&e) {
+        std::io::ErrorKind::TimedOut
+    } else {
+        std::io::ErrorKind::Other
+    };
+    std::io::Error::new(kind, e)
+}
+
+/// Whether an error of reading a request body comes from a body limit (axum's `DefaultBodyLimit`, `to_bytes`).
+pub fn is_body_too_long(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(e);
+    while let Some(error) = current {
+        if error.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        current = error.source();
+    }
+    false
+}
+
+/// A request body that could not be read: the client stalled (408), sent more than the route takes (413), or sent
+/// something unreadable.
+pub fn unreadable_body<E: std::error::Error + 'static>(e: &E, what: String) -> ServiceError {
+    if is_body_timeout(e) {
+        ServiceError::RequestTimeout(format!(
+            "the request body stalled for longer than allowed: {what}"
+        ))
+    } else if is_body_too_long(e) {
+        ServiceError::BodyTooLarge(what)
+    } else {
+        ServiceError::InvalidInput(what)
+    }
 }
 
 /// `.gql()` turns our errors into GraphQL errors with a code. (A bare `?` would also compile, through

@@ -7,6 +7,7 @@ mod download;
 pub mod error;
 pub mod graphql;
 mod headers;
+pub mod layers;
 pub mod lease;
 pub mod limits;
 pub mod metrics;
@@ -106,7 +107,7 @@ pub fn router(service: Arc<RepositoryService>, config: ApiConfig) -> Router {
     } = config;
     let metrics = Arc::new(metrics::Metrics::new());
     let schema = graphql::schema(service.clone(), links, &limits, metrics.clone());
-    let cors = limits::cors(&limits.cors_origins);
+    let cors = layers::cors(&limits.cors_origins);
     let (request_timeout, body_idle_timeout) = (limits.request_timeout, limits.body_idle_timeout);
     let state = AppState {
         service,
@@ -151,7 +152,7 @@ pub fn router(service: Arc<RepositoryService>, config: ApiConfig) -> Router {
         .with_state(state)
         .layer(axum::middleware::from_fn_with_state(
             request_timeout,
-            limits::request_timeout,
+            layers::request_timeout,
         ))
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
             body_idle_timeout,

@@ -20,7 +20,7 @@ use futures_util::TryStreamExt;
 use super::AppState;
 use super::auth::Need;
 use super::error::ApiError;
-use super::limits::body_io_error;
+use super::error::body_io_error;
 use crate::domain::{ComponentKey, DomainError, Kind, Platform, split_platform};
 use crate::service::UploadSession;
 use crate::service::uploads::NewUpload;

@@ -19,11 +19,12 @@ use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 
 use super::budget::RequestBudget;
+use super::document::{alias_count, check_nesting};
 use super::loader::ModelLoader;
 use super::multipart::{MAX_OPERATIONS_BYTES, StagedUploads};
 use crate::api::auth::{Access, Need};
 use crate::api::error::ApiError;
-use crate::api::limits::{Limits, alias_count, check_nesting};
+use crate::api::limits::Limits;
 use crate::service::{RepositoryService, ServiceError};
 
 /// Installs the guards in the schema.

@@ -1,6 +1,7 @@
 //! The GraphQL API: schema, resolvers, DataLoader and the streaming multipart reader.
 
 mod budget;
+mod document;
 mod events;
 mod guard;
 mod http;

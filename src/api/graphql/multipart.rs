@@ -10,7 +10,8 @@ use axum::extract::multipart::{Field, Multipart};
 use axum::extract::{FromRequest, Request as HttpRequest};
 use futures_util::TryStreamExt;
 
-use crate::api::limits::{Limits, body_io_error, unreadable_body};
+use crate::api::error::{body_io_error, unreadable_body};
+use crate::api::limits::Limits;
 use crate::service::StagedBlob;
 use crate::service::{RepositoryService, ServiceError};
 

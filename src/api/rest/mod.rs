@@ -21,7 +21,7 @@ use super::AppState;
 use super::body::Watched;
 use super::download::{Source, download, download_blob, serve};
 use super::error::ApiError;
-use super::limits::{body_io_error, unreadable_body};
+use super::error::{body_io_error, unreadable_body};
 use crate::domain::{ComponentKey, DomainError, Kind, Spec};
 use crate::service::ServiceError;
 

@@ -1,0 +1,88 @@
+//! Layers around every route: the request time limit and CORS.
+
+use std::time::Duration;
+
+use axum::extract::Request;
+use axum::http::{HeaderValue, Method, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use super::error::ApiError;
+
+/// A time limit for everything but uploads, whose length depends on the file (their bodies have the idle timeout).
+pub async fn request_timeout(
+    axum::extract::State(timeout): axum::extract::State<Duration>,
+    request: Request,
+    next: Next,
+) -> Response {
+    // PATCH: the appends of resumable uploads.
+    let upload = request.method() == Method::PUT
+        || request.method() == Method::PATCH
+        || request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.to_ascii_lowercase().starts_with("multipart/"));
+    if upload {
+        return next.run(request).await;
+    }
+    match tokio::time::timeout(timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::Timeout(timeout).into_response(),
+    }
+}
+
+/// CORS for browser dashboards on the configured origins; none configured, no CORS headers at all.
+pub fn cors(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([
+                Method::GET,
+                Method::HEAD,
+                Method::POST,
+                Method::PUT,
+                Method::PATCH,
+                Method::DELETE,
+            ])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                header::RANGE,
+                header::IF_NONE_MATCH,
+                header::IF_RANGE,
+                header::HeaderName::from_static("apollo-require-preflight"),
+                header::HeaderName::from_static("x-apollo-operation-name"),
+                // Resumable (tus) uploads.
+                header::HeaderName::from_static("tus-resumable"),
+                header::HeaderName::from_static("upload-length"),
+                header::HeaderName::from_static("upload-metadata"),
+                header::HeaderName::from_static("upload-offset"),
+                header::HeaderName::from_static("upload-checksum"),
+            ])
+            .expose_headers([
+                header::ETAG,
+                header::CONTENT_RANGE,
+                header::CONTENT_DISPOSITION,
+                header::HeaderName::from_static("x-request-id"),
+                header::LOCATION,
+                header::HeaderName::from_static("tus-resumable"),
+                header::HeaderName::from_static("tus-version"),
+                header::HeaderName::from_static("tus-max-size"),
+                header::HeaderName::from_static("tus-extension"),
+                header::HeaderName::from_static("upload-offset"),
+                header::HeaderName::from_static("upload-length"),
+                header::HeaderName::from_static("upload-expires"),
+            ])
+            .max_age(Duration::from_secs(3600)),
+    )
+}
