@@ -308,7 +308,7 @@ impl Drop for Subscribed {
 pub struct StoreFault(pub &'static str);
 
 /// `GET /metrics` in the Prometheus text format.
-pub async fn endpoint(State(state): State<super::AppState>) -> Response {
+pub async fn endpoint(State(state): State<super::state::AppState>) -> Response {
     if let Ok(last) = state.service.last_sequence().await {
         state.metrics.events_appended(last);
     }

@@ -14,6 +14,7 @@ pub mod metrics;
 mod playground;
 mod rest;
 mod sse;
+pub mod state;
 mod tus;
 mod ui;
 
@@ -24,72 +25,13 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use serde_json::json;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
 use self::error::ApiError;
-use self::graphql::AppSchema;
-use crate::domain::ComponentKey;
+pub use self::state::{AppState, Links};
 use crate::service::RepositoryService;
-
-/// How the API builds links to itself.
-#[derive(Debug, Clone, Default)]
-pub struct Links {
-    /// Prefix of absolute links, such as `https://repo.example.org`; empty for paths relative to the server.
-    pub public_url: String,
-}
-
-/// Characters escaped in a path segment (RFC 3986 `pchar` keeps the rest).
-const SEGMENT: &AsciiSet = &CONTROLS
-    .add(b' ')
-    .add(b'"')
-    .add(b'#')
-    .add(b'%')
-    .add(b'/')
-    .add(b'<')
-    .add(b'>')
-    .add(b'?')
-    .add(b'\\')
-    .add(b'^')
-    .add(b'`')
-    .add(b'{')
-    .add(b'|')
-    .add(b'}');
-
-impl Links {
-    /// The REST download route of a component.
-    pub fn download_url(&self, key: &ComponentKey) -> String {
-        let mut url = format!("{}/{}", self.public_url.trim_end_matches('/'), key.kind());
-        for segment in key.path_segments() {
-            url.push('/');
-            url.extend(utf8_percent_encode(segment, SEGMENT));
-        }
-        url
-    }
-}
-
-impl Links {
-    /// The content-addressed download of some bytes.
-    pub fn blob_url(&self, sha256: &str) -> String {
-        format!(
-            "{}/blobs/sha256/{sha256}",
-            self.public_url.trim_end_matches('/')
-        )
-    }
-}
-
-#[derive(Clone)]
-pub struct AppState {
-    pub service: Arc<RepositoryService>,
-    pub schema: AppSchema,
-    pub tokens: auth::Tokens,
-    pub limits: Arc<limits::Limits>,
-    pub metrics: Arc<metrics::Metrics>,
-    /// GraphQL operations running over WebSocket, per token.
-    pub subscriptions: Arc<graphql::OperationCounts>,
-}
 
 /// How the HTTP layer is set up.
 pub struct ApiConfig {
@@ -197,24 +139,5 @@ async fn readyz(State(state): State<AppState>) -> Response {
             )
                 .into_response()
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn download_urls_escape_segments() {
-        let links = Links {
-            public_url: "https://repo.example/".into(),
-        };
-        let key = ComponentKey::model("fall detection", "v#1").unwrap();
-        assert_eq!(
-            links.download_url(&key),
-            "https://repo.example/model/fall%20detection/v%231"
-        );
-        let key = ComponentKey::with_id(crate::domain::Kind::Service, "a.b_c").unwrap();
-        assert_eq!(Links::default().download_url(&key), "/service/a.b_c");
     }
 }

@@ -19,8 +19,8 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::AppState;
 use super::error::ApiError;
+use super::state::AppState;
 use crate::api::lease::ConnectionLease;
 use crate::domain::{EventFilter, EventType, Kind};
 use crate::service::ServiceError;

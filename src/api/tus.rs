@@ -17,10 +17,10 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use futures_util::TryStreamExt;
 
-use super::AppState;
 use super::auth::Need;
 use super::error::ApiError;
 use super::error::body_io_error;
+use super::state::AppState;
 use crate::domain::{ComponentKey, DomainError, Kind, Platform, split_platform};
 use crate::service::UploadSession;
 use crate::service::uploads::NewUpload;

@@ -9,9 +9,9 @@ use futures_util::{Stream, StreamExt};
 
 use super::inputs::DeviceInput;
 use super::types::Long;
-use crate::api::Links;
 use crate::api::error::GqlResultExt;
 use crate::api::metrics::Metrics;
+use crate::api::state::Links;
 use crate::domain::{self, ComponentKey, Device, EventFilter, Kind};
 use crate::service::{RepositoryService, ServiceError};
 

@@ -11,12 +11,12 @@ use super::budget::RequestBudget;
 use super::document::{alias_count, check_nesting};
 use super::guard::need_of;
 use super::multipart::{self, MAX_OPERATIONS_BYTES};
-use crate::api::AppState;
 use crate::api::auth::{Access, Need};
 use crate::api::error::ApiError;
 use crate::api::error::log_if_server_fault;
 use crate::api::error::unreadable_body;
 use crate::api::limits::{Limits, check_csrf};
+use crate::api::state::AppState;
 use crate::service::ServiceError;
 
 /// Hands every request of a batch its sender's access, which the guards inside execution check per operation.

@@ -25,9 +25,9 @@ pub use self::http::graphql_post;
 use self::mutation::MutationRoot;
 use self::query::QueryRoot;
 pub use self::ws::{OperationCounts, graphql_ws};
-use crate::api::Links;
 use crate::api::limits::Limits;
 use crate::api::metrics::Metrics;
+use crate::api::state::Links;
 use crate::service::RepositoryService;
 
 pub type AppSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;

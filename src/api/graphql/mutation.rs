@@ -9,9 +9,9 @@ use super::inputs::{
 };
 use super::multipart::StagedUploads;
 use super::types::{FromNode, Inferencer, Model, Node, Service, Transformation};
-use crate::api::Links;
 use crate::api::auth::Access;
 use crate::api::error::GqlResultExt;
+use crate::api::state::Links;
 use crate::domain::SpecUpdate;
 use crate::domain::{ComponentKey, DomainError, Kind, Spec};
 use crate::service::{RepositoryService, ServiceError};

@@ -8,8 +8,8 @@ use super::inputs::{
 use super::types::{
     AliasMove, FromNode, Inferencer, Model, Node, Page, Service, Transformation, page,
 };
-use crate::api::Links;
 use crate::api::error::GqlResultExt;
+use crate::api::state::Links;
 use crate::domain::{ComponentFilter, ComponentKey, Device, Kind};
 use crate::service::{RepositoryService, ServiceError};
 

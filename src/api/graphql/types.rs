@@ -12,8 +12,8 @@ use chrono::{DateTime, Utc};
 
 use super::inputs::DevicePlatformInput;
 use super::loader::ModelLoader;
-use crate::api::Links;
 use crate::api::error::{GqlResultExt, graphql_error};
+use crate::api::state::Links;
 use crate::domain::{self, Component, ComponentKey, ModelKey, Spec};
 use crate::service::{Listing, ServiceError};
 

@@ -21,11 +21,11 @@ use tokio::sync::mpsc;
 
 use super::AppSchema;
 use super::multipart::MAX_OPERATIONS_BYTES;
-use crate::api::AppState;
 use crate::api::auth::{Access, Tokens};
 use crate::api::error::ApiError;
 use crate::api::lease::ConnectionLease;
 use crate::api::limits::check_websocket_origin;
+use crate::api::state::AppState;
 
 /// The code of the error a client gets for an operation over a cap.
 const LIMIT_CODE: &str = "LIMIT_EXCEEDED";

@@ -17,11 +17,11 @@ use axum::{Json, Router};
 use futures_util::StreamExt;
 use serde::Deserialize;
 
-use super::AppState;
 use super::body::Watched;
 use super::download::{Source, download, download_blob, serve};
 use super::error::ApiError;
 use super::error::{body_io_error, unreadable_body};
+use super::state::AppState;
 use crate::domain::{ComponentKey, DomainError, Kind, Spec};
 use crate::service::ServiceError;
 
