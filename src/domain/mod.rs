@@ -2,6 +2,7 @@
 
 mod alias;
 mod component;
+mod device_file;
 mod digest;
 mod error;
 mod event;
@@ -16,6 +17,7 @@ pub use component::{
     Component, InferencerSpec, MAX_ENTRIES, MAX_TEXT_BYTES, ModelSpec, Needs, ServiceSpec, Spec,
     SpecUpdate, StoredFile, TransformationSpec,
 };
+pub use device_file::parse_device;
 pub use digest::Sha256;
 pub use error::DomainError;
 pub use event::{Event, EventAlias, EventDraft, EventFile, EventFilter, EventType};

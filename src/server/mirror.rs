@@ -28,16 +28,7 @@ pub fn mirror_config(args: &ServeArgs) -> anyhow::Result<Option<MirrorConfig>> {
     }
     let mut devices = Vec::new();
     for path in &flags.mirror_devices {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading --mirror-device {}", path.display()))?;
-        let input: serde_json::Value = serde_json::from_str(&text)
-            .with_context(|| format!("--mirror-device {} is not JSON", path.display()))?;
-        let device = crate::api::graphql::parse_device(input.clone()).map_err(|e| {
-            anyhow::anyhow!(
-                "--mirror-device {} is not a DeviceInput: {e}",
-                path.display()
-            )
-        })?;
+        let (input, device) = load_device(path).context("--mirror-device")?;
         devices.push(MirrorDevice { input, device });
     }
     let include = flags
@@ -64,7 +55,7 @@ pub fn load_device(path: &Path) -> anyhow::Result<(serde_json::Value, Device)> {
         .with_context(|| format!("reading the device description {}", path.display()))?;
     let input: serde_json::Value = serde_json::from_str(&text)
         .with_context(|| format!("the device description {} is not JSON", path.display()))?;
-    let device = crate::api::graphql::parse_device(input.clone()).map_err(|e| {
+    let device = crate::domain::parse_device(&input).map_err(|e| {
         anyhow::anyhow!(
             "the device description {} is not a DeviceInput: {e}",
             path.display()

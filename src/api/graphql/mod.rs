@@ -57,15 +57,6 @@ pub fn schema(
     }
 }
 
-/// A device description of `--mirror-device` (JSON of the shape of `DeviceInput`) as the domain's device.
-pub fn parse_device(json: serde_json::Value) -> Result<crate::domain::Device, String> {
-    use async_graphql::InputType;
-    let value = async_graphql::Value::from_json(json).map_err(|e| e.to_string())?;
-    let input = inputs::DeviceInput::parse(Some(value))
-        .map_err(|e| e.into_server_error(Default::default()).message)?;
-    crate::domain::Device::try_from(input).map_err(|e| e.to_string())
-}
-
 /// The SDL of the public contract, as committed in `schema.graphql`.
 pub fn sdl() -> String {
     Schema::build(QueryRoot, MutationRoot, SubscriptionRoot)
