@@ -8,13 +8,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use futures_util::future::BoxFuture;
 use tokio::net::TcpListener;
 
 use crate::api::auth::Tokens;
 use crate::api::limits::Limits;
 use crate::api::{self, ApiConfig, Links};
 use crate::cli::{ServeArgs, StoreKind};
-use crate::service::RepositoryService;
+use crate::service::{RepositoryService, ServiceError};
 use crate::store::Store;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::mongodb::{MongoConfig, MongoStore};
@@ -93,70 +94,44 @@ pub fn spawn_periodic_gc(
     }))
 }
 
-/// Enforces the change feed's retention every `--events-retention-sweep-secs`, for as long as the service lives.
-fn spawn_retention(service: &Arc<RepositoryService>, args: &ServeArgs) {
+/// Runs `sweep` every `every` for as long as the service lives (the task holds it only while a sweep runs), logging
+/// what it removed (`what`) and its failures, which the next round retries.
+fn spawn_sweep<F>(service: &Arc<RepositoryService>, every: Duration, what: &'static str, sweep: F)
+where
+    F: Fn(Arc<RepositoryService>) -> BoxFuture<'static, Result<u64, ServiceError>> + Send + 'static,
+{
     let service = Arc::downgrade(service);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            let Some(service) = service.upgrade() else {
+                return;
+            };
+            match sweep(service).await {
+                Ok(0) => {}
+                Ok(removed) => tracing::info!(removed, "removed {what}"),
+                Err(e) => tracing::warn!(error = %e, "removing {what} failed; retrying"),
+            }
+        }
+    });
+}
+
+/// The service's housekeeping: the change feed's retention and the webhook deliveries' every
+/// `--events-retention-sweep-secs`, expired upload sessions a few times per time-to-live (at least every minute, at
+/// most every second).
+fn spawn_sweeps(service: &Arc<RepositoryService>, args: &ServeArgs) {
+    let every = Duration::from_secs(args.events_retention_sweep_secs.max(1));
     let retention = args.events_retention;
-    let every = Duration::from_secs(args.events_retention_sweep_secs.max(1));
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(every).await;
-            let Some(service) = service.upgrade() else {
-                return;
-            };
-            match service.expire_events(&retention).await {
-                Ok(0) => {}
-                Ok(removed) => tracing::info!(removed, "expired change-feed events"),
-                Err(e) => {
-                    tracing::warn!(error = %e, "expiring change-feed events failed; retrying")
-                }
-            }
-        }
+    spawn_sweep(service, every, "expired change-feed events", move |s| {
+        Box::pin(async move { s.expire_events(&retention).await })
     });
-}
-
-/// Removes the webhook deliveries `--webhook-delivery-retention` no longer keeps, every
-/// `--events-retention-sweep-secs`, for as long as the service lives.
-fn spawn_delivery_pruning(service: &Arc<RepositoryService>, args: &ServeArgs) {
-    let service = Arc::downgrade(service);
-    let every = Duration::from_secs(args.events_retention_sweep_secs.max(1));
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(every).await;
-            let Some(service) = service.upgrade() else {
-                return;
-            };
-            match service.prune_deliveries().await {
-                Ok(0) => {}
-                Ok(removed) => tracing::info!(removed, "pruned webhook deliveries"),
-                Err(e) => {
-                    tracing::warn!(error = %e, "pruning webhook deliveries failed; retrying")
-                }
-            }
-        }
+    spawn_sweep(service, every, "pruned webhook deliveries", |s| {
+        Box::pin(async move { s.prune_deliveries().await })
     });
-}
-
-/// Removes expired resumable-upload sessions and their bytes, checking a few times per time-to-live (at least every
-/// minute, at most every second), for as long as the service lives.
-fn spawn_upload_expiry(service: &Arc<RepositoryService>) {
-    let every =
+    let uploads =
         (service.upload_session_ttl() / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
-    let service = Arc::downgrade(service);
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(every).await;
-            let Some(service) = service.upgrade() else {
-                return;
-            };
-            match service.expire_uploads().await {
-                Ok(0) => {}
-                Ok(removed) => tracing::info!(removed, "removed expired upload sessions"),
-                Err(e) => {
-                    tracing::warn!(error = %e, "removing expired upload sessions failed; retrying")
-                }
-            }
-        }
+    spawn_sweep(service, uploads, "expired upload sessions", |s| {
+        Box::pin(async move { s.expire_uploads().await })
     });
 }
 
@@ -181,9 +156,7 @@ pub fn app(store: Arc<dyn Store>, args: &ServeArgs) -> anyhow::Result<axum::Rout
         service = service.with_mirror(status);
     }
     let service = Arc::new(service);
-    spawn_retention(&service, args);
-    spawn_delivery_pruning(&service, args);
-    spawn_upload_expiry(&service);
+    spawn_sweeps(&service, args);
     crate::service::webhooks::spawn_dispatcher(&service);
     Ok(api::router(
         service,
