@@ -124,27 +124,14 @@ async fn without_tokens_everything_is_open() {
 
 /// `connection_init`'s payload of a graphql-transport-ws connection: acknowledged, or closed with a reason.
 async fn websocket_init(app: &TestApp, payload: Value) -> Result<(), String> {
-    use futures_util::{SinkExt, StreamExt};
-    use tokio_tungstenite::tungstenite::Message;
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let mut request = format!("ws://{}/graphql", app.addr)
-        .into_client_request()
-        .unwrap();
-    request.headers_mut().insert(
-        "sec-websocket-protocol",
-        "graphql-transport-ws".parse().unwrap(),
-    );
-    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
-    let init = json!({ "type": "connection_init", "payload": payload });
-    socket.send(Message::text(init.to_string())).await.unwrap();
-    let answer = tokio::time::timeout(std::time::Duration::from_secs(10), socket.next())
+    use common::ws::{GraphqlSocket, Outcome};
+    let mut socket = GraphqlSocket::connect(app, "graphql-transport-ws")
         .await
         .unwrap();
-    match answer {
-        Some(Ok(Message::Text(text))) if text.contains("connection_ack") => Ok(()),
-        Some(Ok(Message::Close(Some(frame)))) => Err(format!("{} {}", frame.code, frame.reason)),
-        other => Err(format!("{other:?}")),
-    }
+    socket.init(payload).await.map_err(|refused| match refused {
+        Outcome::Closed(code, reason) => format!("{code} {reason}"),
+        other => format!("{other:?}"),
+    })
 }
 
 #[tokio::test]
