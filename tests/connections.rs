@@ -126,6 +126,9 @@ async fn connections_over_the_limit_get_a_503_but_healthz_answers() {
     assert_eq!(response.status(), 503);
     assert_eq!(response.headers()["retry-after"], "1");
     assert_eq!(response.headers()["content-type"], "application/json");
+    // Answered outside the router, with the same security headers as every other answer.
+    assert_eq!(response.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(response.headers()["x-frame-options"], "DENY");
     let body: Value = response.json().await.unwrap();
     assert!(
         body["detail"]

@@ -6,7 +6,7 @@ mod body;
 mod download;
 pub mod error;
 pub mod graphql;
-mod headers;
+pub mod headers;
 pub mod layers;
 pub mod lease;
 pub mod limits;

@@ -187,7 +187,8 @@ async fn overflow_answer(
     );
     headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
-    Ok(response)
+    // Answered outside the router: its security headers are added here.
+    Ok(crate::api::headers::secure(response).await)
 }
 
 /// Waits out accept errors: a full file-descriptor table clears as connections close, and a connection reset

@@ -124,12 +124,15 @@ pub struct Upstream {
 
 impl Upstream {
     pub fn new(base: &str, token: Option<String>) -> Result<Self, reqwest::Error> {
+        // No redirects: a lying upstream must not point the site's mirror at other hosts of its network.
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .read_timeout(READ_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
         let stream_http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
         Ok(Self {
             base: base.trim_end_matches('/').to_string(),
