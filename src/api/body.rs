@@ -15,6 +15,9 @@ use crate::service::ServiceError;
 
 /// Most bytes accepted after a multipart body's closing delimiter (its epilogue, which RFC 2046 says to ignore).
 const MAX_EPILOGUE: usize = 64 * 1024;
+/// Most bytes accepted before a multipart body's first delimiter (its preamble): the multipart reader searches all it
+/// has buffered again as each chunk arrives, so a long preamble would cost quadratic time.
+const MAX_PREAMBLE: usize = 64 * 1024;
 
 #[derive(Default)]
 struct State {
@@ -23,6 +26,56 @@ struct State {
     ended: bool,
     /// The body broke off while the reader had it; the error went to the reader.
     broke: bool,
+    /// Until the first delimiter has passed: looking for it.
+    preamble: Option<Preamble>,
+}
+
+/// The search for a multipart body's first delimiter (`--` and the boundary), across chunks.
+#[derive(Default)]
+struct Preamble {
+    delimiter: Vec<u8>,
+    /// Bytes before the delimiter so far.
+    seen: usize,
+    /// The end of what came so far, where the start of the delimiter may be.
+    tail: Vec<u8>,
+}
+
+impl Preamble {
+    fn for_boundary(headers: &axum::http::HeaderMap) -> Option<Preamble> {
+        let content_type = headers
+            .get(axum::http::header::CONTENT_TYPE)?
+            .to_str()
+            .ok()?;
+        let boundary = content_type.split(';').find_map(|param| {
+            let (name, value) = param.trim().split_once('=')?;
+            name.trim()
+                .eq_ignore_ascii_case("boundary")
+                .then(|| value.trim().trim_matches('"').to_string())
+        })?;
+        Some(Preamble {
+            delimiter: format!("--{boundary}").into_bytes(),
+            ..Preamble::default()
+        })
+    }
+
+    /// Whether the delimiter has now arrived; `Err` once the preamble is longer than allowed.
+    fn found_in(&mut self, chunk: &[u8]) -> Result<bool, ()> {
+        let mut window = std::mem::take(&mut self.tail);
+        window.extend_from_slice(chunk);
+        if window
+            .windows(self.delimiter.len())
+            .any(|w| w == self.delimiter.as_slice())
+        {
+            return Ok(true);
+        }
+        self.seen += chunk.len();
+        if self.seen > MAX_PREAMBLE {
+            return Err(());
+        }
+        let keep = self.delimiter.len().saturating_sub(1).min(window.len());
+        self.tail = window.split_off(window.len() - keep);
+        Ok(false)
+    }
 }
 
 /// A request body shared by the reader it is handed to and the handler, which finishes it with
@@ -44,7 +97,25 @@ impl Stream for Shared {
         match &next {
             Poll::Ready(None) => state.ended = true,
             Poll::Ready(Some(Err(_))) => state.broke = true,
-            _ => {}
+            Poll::Ready(Some(Ok(chunk))) => {
+                if let Some(preamble) = state.preamble.as_mut() {
+                    match preamble.found_in(chunk) {
+                        Ok(true) => state.preamble = None,
+                        Ok(false) => {}
+                        Err(()) => {
+                            state.broke = true;
+                            state.stream = None;
+                            return Poll::Ready(Some(Err(axum::Error::new(std::io::Error::new(
+                                std::io::ErrorKind::InvalidData,
+                                format!(
+                                    "no multipart delimiter within the first {MAX_PREAMBLE} bytes of the body"
+                                ),
+                            )))));
+                        }
+                    }
+                }
+            }
+            Poll::Pending => {}
         }
         next
     }
@@ -56,6 +127,7 @@ impl Watched {
         let (parts, body) = request.into_parts();
         let state = Arc::new(Mutex::new(State {
             stream: Some(body.into_data_stream()),
+            preamble: Preamble::for_boundary(&parts.headers),
             ..State::default()
         }));
         let shared = Body::from_stream(Shared(state.clone()));
@@ -146,6 +218,38 @@ mod tests {
         // An epilogue too long to be one.
         let big: &'static [u8] = Box::leak(vec![b'x'; MAX_EPILOGUE + 1].into_boxed_slice());
         let (_, watched) = Watched::new(body_of(vec![Ok(big)]));
+        assert!(watched.finish().await.is_err());
+    }
+
+    #[tokio::test]
+    async fn the_first_delimiter_must_come_early() {
+        let multipart = |chunks| {
+            let mut request = body_of(chunks);
+            request.headers_mut().insert(
+                axum::http::header::CONTENT_TYPE,
+                axum::http::HeaderValue::from_static("multipart/form-data; boundary=\"XyZ\""),
+            );
+            request
+        };
+        let filler: &'static [u8] = Box::leak(vec![b'p'; 40 * 1024].into_boxed_slice());
+        // A preamble within the bound, the delimiter split across chunks: read as usual.
+        let (request, _) = Watched::new(multipart(vec![
+            Ok(filler),
+            Ok(b"\r\n-"),
+            Ok(b"-XyZ\r\n"),
+            Ok(filler),
+            Ok(filler),
+        ]));
+        let read: Vec<_> = request.into_body().into_data_stream().collect().await;
+        assert!(read.iter().all(Result::is_ok));
+        // Past the bound without a delimiter: the body fails there, and nothing can be kept.
+        let (request, watched) = Watched::new(multipart(vec![
+            Ok(filler),
+            Ok(filler),
+            Ok(b"\r\n--XyZ\r\n"),
+        ]));
+        let read: Vec<_> = request.into_body().into_data_stream().collect().await;
+        assert!(read.last().unwrap().is_err());
         assert!(watched.finish().await.is_err());
     }
 }

@@ -440,6 +440,26 @@ pub async fn truncated_graphql_uploads_are_refused(start: Starter) {
         );
         assert_eq!(file_of_svc().await, Value::Null, "{why}: nothing attached");
     }
+    // A long preamble before the first delimiter (which the multipart reader would search again and again).
+    let mut preambled = vec![b'p'; 200 * 1024];
+    preambled.extend_from_slice(b"\r\n");
+    preambled.extend_from_slice(&whole);
+    let answer = super::rest::raw_request(
+        &app,
+        &head(&format!("content-length: {}\r\n", preambled.len())),
+        &preambled,
+        false,
+    )
+    .await;
+    assert!(
+        answer.starts_with("HTTP/1.1 4") && answer.contains("\"code\""),
+        "preamble: {answer}"
+    );
+    assert_eq!(
+        file_of_svc().await,
+        Value::Null,
+        "preamble: nothing attached"
+    );
     // The same request, whole, attaches the file.
     let answer = super::rest::raw_request(
         &app,
