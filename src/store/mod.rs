@@ -421,6 +421,15 @@ pub fn replacement_refused(
             .find(|v| &v.platform == platform)
             .map(|v| &v.file),
     };
+    // A locked component that has a file gains none either: a new variant would change what devices of that
+    // platform get. (Under `--immutable-files` alone, each variant may have its first file.)
+    let has_a_file = component.file.is_some() || !component.variants.is_empty();
+    if replaced.is_none() && component.locked && has_a_file {
+        return Some(StoreError::Immutable(format!(
+            "{} is locked: what devices get cannot change, so no file can be added for another platform",
+            component.key
+        )));
+    }
     immutability_of(component, replaced, immutable)
 }
 

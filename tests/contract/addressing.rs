@@ -320,6 +320,28 @@ pub async fn locked_components_keep_their_file(start: Starter) {
         .await;
     assert_ne!(now["service"]["description"], "changed");
     assert_eq!(now["service"]["locked"], true);
+    // Nor can a file be added for a platform: devices of that platform would get other bytes than were locked.
+    let variant = upload_variant(
+        &app,
+        json!({ "os": "linux", "arch": "arm64" }),
+        bytes(10, 3),
+    )
+    .await;
+    assert_eq!(
+        variant["errors"][0]["extensions"]["code"], "IMMUTABLE",
+        "{variant}"
+    );
+    let arm = app
+        .get("/service/svc?platform=linux/arm64")
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(
+        sha256_hex(&arm),
+        sha256_hex(&bytes(300, 1)),
+        "arm64 devices still get the locked file"
+    );
     // Other components are unaffected on a server with mutable files.
     create_model(&app, "1").await;
     assert_eq!(upload_model(&app, "1", bytes(10, 1)).await.status(), 200);
