@@ -810,6 +810,26 @@ async fn sessions_are_bounded_listed_and_cancelled(stand: Stand) {
         StatusCode::FORBIDDEN
     );
 
+    // Another token can neither see, append to nor cancel them: to it they do not exist.
+    for (method, body) in [
+        (reqwest::Method::HEAD, Vec::new()),
+        (reqwest::Method::PATCH, b"abc".to_vec()),
+        (reqwest::Method::DELETE, Vec::new()),
+    ] {
+        let foreign = app
+            .client
+            .request(method.clone(), app.url(&locations[0]))
+            .bearer_auth("second")
+            .header("tus-resumable", "1.0.0")
+            .header("upload-offset", "0")
+            .header("content-type", "application/offset+octet-stream")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(foreign.status(), StatusCode::NOT_FOUND, "{method}");
+    }
+
     // Cancelling one makes room; so does finishing one.
     let cancelled = app
         .client

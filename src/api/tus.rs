@@ -86,6 +86,13 @@ fn admit(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     state.tokens.check(headers, Need::Write)
 }
 
+/// [`admit`], for a request on session `id`: only the token that created a session may see, append to or cancel it.
+async fn admit_to(state: &AppState, headers: &HeaderMap, id: &str) -> Result<(), ApiError> {
+    admit(state, headers)?;
+    let caller = state.tokens.label(headers);
+    Ok(state.service.check_upload_owner(id, &caller).await?)
+}
+
 fn number(n: u64) -> HeaderValue {
     HeaderValue::from(n)
 }
@@ -187,7 +194,7 @@ async fn status(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    admit(&state, &headers)?;
+    admit_to(&state, &headers, &id).await?;
     let session = state.service.upload_status(&id).await?;
     Ok((StatusCode::OK, session_headers(&session)).into_response())
 }
@@ -218,7 +225,7 @@ async fn append_body(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    admit(&state, &headers)?;
+    admit_to(&state, &headers, &id).await?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -251,7 +258,7 @@ async fn terminate(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    admit(&state, &headers)?;
+    admit_to(&state, &headers, &id).await?;
     state.service.delete_upload(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -174,6 +174,17 @@ impl RepositoryService {
         }
     }
 
+    /// Refuses a session to anyone but the token that created it: to them it does not exist. (Sessions recorded
+    /// before sessions had owners are anyone's.)
+    pub async fn check_upload_owner(&self, id: &str, caller: &str) -> Result<(), ServiceError> {
+        let session = self.live_upload(id).await?;
+        if session.created_by.is_empty() || session.created_by == caller {
+            Ok(())
+        } else {
+            Err(session_missing(id))
+        }
+    }
+
     async fn live_upload(&self, id: &str) -> Result<UploadSession, ServiceError> {
         match self.store.upload(id).await? {
             Some(session) if session.expires_at > crate::domain::now() => Ok(session),
