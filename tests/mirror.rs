@@ -1013,6 +1013,27 @@ async fn a_lying_upstream_cannot_escape_the_data_dir_overfill_or_exhaust_the_mir
     lies.lock().unwrap().endless_pages = false;
     wait_following(&site).await;
 
+    // A page with more components than asked for (100): refused, not accumulated; the mirror keeps serving.
+    {
+        let mut l = lies.lock().unwrap();
+        l.feed_id = "feed-3".into();
+        let many: Vec<Value> = (0..101)
+            .map(|i| lying_service(&format!("many-{i}"), &good_sha, good.len() as u64))
+            .collect();
+        l.services.extend(many);
+    }
+    assert!(
+        eventually(WAIT, async || status(&site).await["lastError"]
+            .as_str()
+            .is_some_and(|e| e.contains("larger than asked for")))
+        .await,
+        "{:#}",
+        status(&site).await
+    );
+    assert_eq!(download(&site, "/service/good").await.unwrap(), good);
+    lies.lock().unwrap().services.truncate(1);
+    wait_following(&site).await;
+
     // Endless answers: read up to the cap and refused; memory stays bounded and the mirror keeps serving.
     let rss_before = rss();
     lies.lock().unwrap().endless = true;

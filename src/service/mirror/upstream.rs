@@ -25,6 +25,8 @@ const PAGE: usize = 100;
 /// Most pages of one listing (200,000 components): an upstream whose pages never end cannot grow the listing, and
 /// the mirror's memory, without bound.
 const MAX_PAGES: usize = 2_000;
+/// Most bytes of answers one listing may take in all (a catalogue of 200,000 typical components takes far less).
+const MAX_LISTING_BYTES: usize = 256 * 1024 * 1024;
 /// Events per page of the feed.
 pub const EVENT_PAGE: usize = 500;
 
@@ -52,6 +54,10 @@ pub enum UpstreamError {
         "the upstream's listing of {field} does not end (over {MAX_PAGES} pages, or a page repeated); refused"
     )]
     EndlessListing { field: String },
+    #[error(
+        "the upstream's listing of {field} is larger than asked for (over {PAGE} components a page, or {MAX_LISTING_BYTES} bytes in all); refused"
+    )]
+    OversizeListing { field: String },
     #[error("the upstream's answer is not JSON: {0}")]
     NotJson(String),
     #[error("the upstream names no feedId (up to 128 bytes): it must be a version that has one")]
@@ -154,6 +160,15 @@ impl Upstream {
     }
 
     async fn graphql(&self, query: &str, variables: Value) -> Result<Value, UpstreamError> {
+        Ok(self.graphql_sized(query, variables).await?.0)
+    }
+
+    /// The `data` of an answer, and how many bytes the answer had.
+    async fn graphql_sized(
+        &self,
+        query: &str,
+        variables: Value,
+    ) -> Result<(Value, usize), UpstreamError> {
         let request = self
             .http
             .post(format!("{}/graphql", self.base))
@@ -171,6 +186,7 @@ impl Upstream {
                 .ok_or(UpstreamError::AnswerTooLong {
                     limit: MAX_ANSWER_BYTES,
                 })?;
+        let size = bytes.len();
         let mut body: Value =
             serde_json::from_slice(&bytes).map_err(|e| UpstreamError::NotJson(e.to_string()))?;
         if let Some(error) = body
@@ -198,7 +214,8 @@ impl Upstream {
             }
             return Err(UpstreamError::GraphQl { code, message });
         }
-        Ok(body.get_mut("data").map(Value::take).unwrap_or(Value::Null))
+        let data = body.get_mut("data").map(Value::take).unwrap_or(Value::Null);
+        Ok((data, size))
     }
 
     /// The newest sequence of the upstream's feed (where to follow from after listing) and the feed's id.
@@ -236,10 +253,22 @@ impl Upstream {
     ) -> Result<Vec<Component>, UpstreamError> {
         let mut found = Vec::new();
         let mut cursors = std::collections::HashSet::new();
+        let mut listed_bytes = 0usize;
         for _ in 0..MAX_PAGES {
-            let data = self.graphql(query, variables.clone()).await?;
+            let (data, size) = self.graphql_sized(query, variables.clone()).await?;
+            listed_bytes += size;
             let connection = &data[field];
-            for edge in connection["edges"].as_array().into_iter().flatten() {
+            let edges = connection["edges"]
+                .as_array()
+                .map_or(&[][..], Vec::as_slice);
+            // A page holds what was asked for, and a listing what a catalogue of that size takes: a lying upstream
+            // cannot grow the mirror's memory past either.
+            if edges.len() > PAGE || listed_bytes > MAX_LISTING_BYTES {
+                return Err(UpstreamError::OversizeListing {
+                    field: field.to_string(),
+                });
+            }
+            for edge in edges {
                 found.push(convert::component(&edge["node"])?);
             }
             let info = &connection["pageInfo"];
