@@ -297,6 +297,13 @@ fn parse_metadata(text: &str) -> Result<Vec<(String, String)>, ApiError> {
         if pairs.iter().any(|(k, _)| k == key) {
             return Err(invalid(format!("{key:?} is given twice")));
         }
+        // Values become file names, content types and identifiers: no control characters (a line break in a
+        // type would be a header injected into a later answer).
+        if value.chars().any(char::is_control) {
+            return Err(invalid(format!(
+                "the value of {key:?} holds a control character"
+            )));
+        }
         pairs.push((key.to_owned(), value));
     }
     Ok(pairs)
@@ -402,6 +409,7 @@ mod tests {
     fn bad_metadata_is_refused() {
         assert!(parse_metadata("name !!!").is_err());
         assert!(parse_metadata(&encoded(&[("id", "a"), ("id", "b")])).is_err());
+        assert!(parse_metadata(&encoded(&[("filetype", "text/html\r\nX-Evil: 1")])).is_err());
         for pairs in [
             &[("kind", "service")][..],
             &[("filename", "x")][..],
