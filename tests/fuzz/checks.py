@@ -10,15 +10,26 @@ import schemathesis
 from hypothesis import strategies as st
 from schemathesis.graphql import nodes
 
+# Every code whose HTTP status is a 4xx (src/api/error.rs): what the client asked cannot be done as asked.
 CLIENT_CODES = {
     "INVALID_INPUT",
     "NOT_FOUND",
     "ALREADY_EXISTS",
+    "CONFLICT",
+    "IMMUTABLE",
+    "CHECKSUM_MISMATCH",
     "PAYLOAD_TOO_LARGE",
     "RANGE_NOT_SATISFIABLE",
     "UNAUTHENTICATED",
     "FORBIDDEN",
     "METHOD_NOT_ALLOWED",
+    "UNSUPPORTED_MEDIA_TYPE",
+    "PRECONDITION_FAILED",
+    "EVENTS_EXPIRED",
+    "EVENTS_AHEAD",
+    "READ_ONLY_MIRROR",
+    "LIMIT_EXCEEDED",
+    "TOO_MANY_UPLOAD_SESSIONS",
 }
 
 
