@@ -18,17 +18,9 @@ async fn with_tokens(extra: &[&str]) -> TestApp {
     .await
 }
 
-/// Status and `extensions.code` (or REST `code`) of a GraphQL request with an optional token.
+/// Status and body of a GraphQL request with an optional token.
 async fn graphql(app: &TestApp, query: &str, token: Option<&str>) -> (u16, Value) {
-    let mut request = app
-        .client
-        .post(app.url("/graphql"))
-        .json(&json!({ "query": query }));
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    let response = request.send().await.unwrap();
-    (response.status().as_u16(), response.json().await.unwrap())
+    app.gql_as(token, query).await
 }
 
 fn code(body: &Value) -> &str {

@@ -288,6 +288,19 @@ impl TestApp {
         }
         request.send().await.unwrap()
     }
+
+    /// A GraphQL operation over HTTP with a bearer token (or none): the status and the body, whatever they are.
+    pub async fn gql_as(&self, token: Option<&str>, query: &str) -> (u16, Value) {
+        let mut request = self
+            .client
+            .post(self.url("/graphql"))
+            .json(&json!({ "query": query }));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
+        (response.status().as_u16(), response.json().await.unwrap())
+    }
 }
 
 /// Deterministic pseudo-random bytes, so that failures reproduce.

@@ -223,18 +223,6 @@ fn refusal(public_reads: bool, token: Option<&str>, need: Need) -> Option<(&'sta
     }
 }
 
-async fn over_http(app: &TestApp, token: Option<&str>, query: &str) -> (u16, Value) {
-    let mut request = app
-        .client
-        .post(app.url("/graphql"))
-        .json(&json!({ "query": query }));
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    let response = request.send().await.unwrap();
-    (response.status().as_u16(), response.json().await.unwrap())
-}
-
 fn code_of(body: &Value) -> Option<&str> {
     body["errors"][0]["extensions"]["code"].as_str()
 }
@@ -245,25 +233,27 @@ fn is_refusal(code: Option<&str>) -> bool {
 
 /// What changes leave behind: the feed's head and the webhooks.
 async fn footprint(app: &TestApp) -> Value {
-    let (_, body) = over_http(app, Some(WRITE), "{ lastSequence webhooks { id } }").await;
+    let (_, body) = app
+        .gql_as(Some(WRITE), "{ lastSequence webhooks { id } }")
+        .await;
     body["data"].clone()
 }
 
 /// Runs the whole matrix on one server; tokens that cannot write go first, and must leave no trace.
 async fn matrix(app: &TestApp, public_reads: bool) {
     // One change, so that a subscription from the feed's start has an event to deliver.
-    let (status, _) = over_http(
-        app,
-        Some(WRITE),
-        r#"mutation { createService(input: {id: "guarded"}) { id } }"#,
-    )
-    .await;
+    let (status, _) = app
+        .gql_as(
+            Some(WRITE),
+            r#"mutation { createService(input: {id: "guarded"}) { id } }"#,
+        )
+        .await;
     assert_eq!(status, 200);
     let before = footprint(app).await;
     for token in [None, Some(READ), Some(WRITE)] {
         for (field, need, query) in OPERATIONS {
             let expected = refusal(public_reads, token, *need);
-            let (status, body) = over_http(app, token, query).await;
+            let (status, body) = app.gql_as(token, query).await;
             let what = format!("HTTP {field} with {token:?} (public reads: {public_reads})");
             match expected {
                 Some((code, http)) => {
