@@ -82,6 +82,20 @@ pub async fn open_sse(app: &TestApp, path: &str, headers: &[(&str, &str)]) -> Ss
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+/// A subscription to the feed after `after` fails at once with `code`.
+async fn assert_subscription_refused(app: &TestApp, after: impl std::fmt::Display, code: &str) {
+    let query = format!("subscription {{ componentEvents(after: {after}) {{ sequence }} }}");
+    let mut subscription = Subscription::start(app, "graphql-transport-ws", json!({}), &query)
+        .await
+        .unwrap();
+    let errors = subscription
+        .next(Duration::from_secs(10))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(errors[0]["extensions"]["code"], code, "{errors:#}");
+}
+
 /// A graphql-transport-ws client with one subscription.
 pub struct Subscription {
     socket: Socket,
@@ -546,23 +560,7 @@ pub async fn expired_feed_positions_answer_events_expired(start: Starter) {
     assert_eq!(gone.status(), 410);
     let body: Value = gone.json().await.unwrap();
     assert_eq!(body["code"], "EVENTS_EXPIRED");
-    let mut subscription = Subscription::start(
-        &app,
-        "graphql-transport-ws",
-        json!({}),
-        &format!("subscription {{ componentEvents(after: {from}) {{ sequence }} }}"),
-    )
-    .await
-    .unwrap();
-    let errors = subscription
-        .next(Duration::from_secs(10))
-        .await
-        .unwrap()
-        .unwrap_err();
-    assert_eq!(
-        errors[0]["extensions"]["code"], "EVENTS_EXPIRED",
-        "{errors:#}"
-    );
+    assert_subscription_refused(&app, from, "EVENTS_EXPIRED").await;
     // New events keep counting up after what was removed.
     create_service(&app, "r6").await;
     assert_eq!(last_sequence(&app).await, from + 7);
@@ -872,23 +870,7 @@ pub async fn cursors_beyond_the_head_answer_events_ahead(start: Starter) {
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["code"], "EVENTS_AHEAD", "{body}");
     }
-    let mut subscription = Subscription::start(
-        &app,
-        "graphql-transport-ws",
-        json!({}),
-        &format!("subscription {{ componentEvents(after: {ahead}) {{ sequence }} }}"),
-    )
-    .await
-    .unwrap();
-    let errors = subscription
-        .next(Duration::from_secs(10))
-        .await
-        .unwrap()
-        .unwrap_err();
-    assert_eq!(
-        errors[0]["extensions"]["code"], "EVENTS_AHEAD",
-        "{errors:#}"
-    );
+    assert_subscription_refused(&app, &ahead, "EVENTS_AHEAD").await;
 
     // Once the feed has grown that far, the same cursor is fine again.
     for i in 1..=5 {

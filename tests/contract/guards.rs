@@ -386,41 +386,13 @@ pub async fn truncated_graphql_uploads_are_refused(start: Starter) {
              content-type: multipart/form-data; boundary={boundary}\r\n{framing}\r\n"
         )
     };
-    let mut chunk = format!("{:x}\r\n", whole.len()).into_bytes();
-    chunk.extend_from_slice(&whole);
-    chunk.extend_from_slice(b"\r\n");
     let file_of_svc = async || {
         let data = app
             .ok(r#"{ service(id: "svc") { file { sha256 } } }"#, json!({}))
             .await;
         data["service"]["file"].clone()
     };
-    for (why, head, body, close) in [
-        (
-            "short of its content-length",
-            head(&format!("content-length: {}\r\n", whole.len() + 100)),
-            whole.clone(),
-            false,
-        ),
-        (
-            "short of its content-length, then closed",
-            head(&format!("content-length: {}\r\n", whole.len() + 100)),
-            whole.clone(),
-            true,
-        ),
-        (
-            "without the last chunk",
-            head("transfer-encoding: chunked\r\n"),
-            chunk.clone(),
-            false,
-        ),
-        (
-            "without the last chunk, then closed",
-            head("transfer-encoding: chunked\r\n"),
-            chunk.clone(),
-            true,
-        ),
-    ] {
+    for (why, head, body, close) in super::rest::cut_off_framings(head, &whole) {
         let answer = super::rest::raw_request(&app, &head, &body, close).await;
         let status = answer.get(9..12).unwrap_or_default();
         assert!(

@@ -303,6 +303,51 @@ pub async fn rest_bodies_must_be_json_objects(start: Starter) {
 
 /// Writes `head` and `body` on a fresh connection (closing its sending side if `close`) and returns what the server
 /// answered: possibly nothing, when it closes the connection instead.
+/// `body` as one chunk of a chunked body, without the last chunk that would end it.
+pub(super) fn one_chunk(body: &[u8]) -> Vec<u8> {
+    let mut chunk = format!("{:x}\r\n", body.len()).into_bytes();
+    chunk.extend_from_slice(body);
+    chunk.extend_from_slice(b"\r\n");
+    chunk
+}
+
+/// A multipart body complete to its closing delimiter, in HTTP framing that never ends: short of its
+/// `Content-Length`, or chunked without its last chunk; each with the client waiting, then going away. `head` makes
+/// the request head for a framing header. Cases: (why, head, body, whether the client closes).
+pub(super) fn cut_off_framings(
+    head: impl Fn(&str) -> String,
+    whole: &[u8],
+) -> Vec<(&'static str, String, Vec<u8>, bool)> {
+    let short = head(&format!("content-length: {}\r\n", whole.len() + 100));
+    let chunked = head("transfer-encoding: chunked\r\n");
+    vec![
+        (
+            "a complete multipart short of its content-length",
+            short.clone(),
+            whole.to_vec(),
+            false,
+        ),
+        (
+            "a complete multipart short of its content-length, then closed",
+            short,
+            whole.to_vec(),
+            true,
+        ),
+        (
+            "a complete multipart without the last chunk",
+            chunked.clone(),
+            one_chunk(whole),
+            false,
+        ),
+        (
+            "a complete multipart without the last chunk, then closed",
+            chunked,
+            one_chunk(whole),
+            true,
+        ),
+    ]
+}
+
 pub(super) async fn raw_request(app: &TestApp, head: &str, body: &[u8], close: bool) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
@@ -351,40 +396,12 @@ pub async fn truncated_rest_uploads_are_refused(start: Starter) {
              content-type: multipart/form-data; boundary={boundary}\r\n{framing}\r\n"
         )
     };
-    let mut chunk = format!("{:x}\r\n", part.len()).into_bytes();
-    chunk.extend_from_slice(&part);
-    chunk.extend_from_slice(b"\r\n");
+    let chunk = one_chunk(&part);
     // A multipart body complete to its closing delimiter: the HTTP body around it must be complete too.
     let mut whole = part.clone();
     whole.extend_from_slice(b"--\r\n");
-    let mut whole_chunk = format!("{:x}\r\n", whole.len()).into_bytes();
-    whole_chunk.extend_from_slice(&whole);
-    whole_chunk.extend_from_slice(b"\r\n");
-    let cases = [
-        (
-            "a complete multipart short of its content-length",
-            head(&format!("content-length: {}\r\n", whole.len() + 100)),
-            whole.clone(),
-            false,
-        ),
-        (
-            "a complete multipart short of its content-length, then closed",
-            head(&format!("content-length: {}\r\n", whole.len() + 100)),
-            whole.clone(),
-            true,
-        ),
-        (
-            "a complete multipart without the last chunk",
-            head("transfer-encoding: chunked\r\n"),
-            whole_chunk.clone(),
-            false,
-        ),
-        (
-            "a complete multipart without the last chunk, then closed",
-            head("transfer-encoding: chunked\r\n"),
-            whole_chunk.clone(),
-            true,
-        ),
+    let mut cases = cut_off_framings(head, &whole);
+    cases.extend([
         // The declared length is never reached (the client stalls, or goes away).
         (
             "short of its content-length",
@@ -418,7 +435,7 @@ pub async fn truncated_rest_uploads_are_refused(start: Starter) {
             chunk,
             true,
         ),
-    ];
+    ]);
     for (why, head, body, close) in cases {
         let answer = raw_request(&app, &head, &body, close).await;
         let status = answer.get(9..12).unwrap_or_default();
@@ -463,7 +480,7 @@ pub async fn truncated_rest_uploads_are_refused(start: Starter) {
     )
     .await;
     assert_eq!(status, 201);
-    let mut chunked = whole_chunk;
+    let mut chunked = one_chunk(&whole);
     chunked.extend_from_slice(b"0\r\n\r\n");
     let answer = raw_request(
         &app,
