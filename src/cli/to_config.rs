@@ -165,3 +165,215 @@ fn mirror(flags: &MirrorArgs) -> Result<Option<Mirror>, ConfigError> {
         ..Mirror::new(upstream)
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use clap::Parser;
+
+    use crate::cli::Cli;
+    use crate::config::{Config, ConfigError, StoreKind};
+
+    fn config(flags: &[&str]) -> Result<Config, ConfigError> {
+        let argv = ["component-repository", "serve"].iter().chain(flags);
+        Config::try_from(Cli::try_parse_from(argv).unwrap().serve)
+    }
+
+    fn refusal(flags: &[&str]) -> ConfigError {
+        config(flags).expect_err("refused")
+    }
+
+    #[test]
+    fn the_flags_defaults_are_the_configs_defaults() {
+        // Where the environment names a setting, it is the user's, not a default.
+        if std::env::vars()
+            .any(|(name, _)| name.starts_with("REPOSITORY_") || name == "MONGODB_URI")
+        {
+            eprintln!(
+                "SKIPPED the_flags_defaults_are_the_configs_defaults: REPOSITORY_* set in the environment"
+            );
+            return;
+        }
+        assert_eq!(
+            format!("{:?}", config(&[]).unwrap()),
+            format!("{:?}", Config::default())
+        );
+    }
+
+    #[test]
+    fn durations_and_counts_are_clamped_to_at_least_one() {
+        let config = config(&[
+            "--request-timeout-secs=0",
+            "--body-idle-timeout-secs=0",
+            "--ws-init-timeout-secs=0",
+            "--header-read-timeout-secs=0",
+            "--send-idle-timeout-secs=0",
+            "--events-retention-sweep-secs=0",
+            "--mongodb-timeout-secs=0",
+            "--max-subscriptions-per-connection=0",
+            "--max-subscriptions-per-token=0",
+            "--max-connections=0",
+        ])
+        .unwrap();
+        let second = Duration::from_secs(1);
+        assert_eq!(config.limits.request_timeout, second);
+        assert_eq!(config.limits.body_idle_timeout, second);
+        assert_eq!(config.limits.ws_init_timeout, second);
+        assert_eq!(config.limits.ws_idle_timeout, second);
+        assert_eq!(config.connections.header_read_timeout, second);
+        assert_eq!(config.connections.send_idle_timeout, second);
+        assert_eq!(config.events.sweep_interval, second);
+        assert_eq!(config.store.mongodb.timeout, second);
+        assert_eq!(config.limits.max_subscriptions_per_connection, 1);
+        assert_eq!(config.limits.max_subscriptions_per_token, 1);
+        assert_eq!(config.connections.max_connections, Some(1));
+    }
+
+    #[test]
+    fn flags_that_mean_something_else_in_the_config_are_translated() {
+        let config = config(&[
+            "--gc-interval-secs=0",
+            "--header-read-timeout-secs=7",
+            "--cors-allowed-origins= https://a.example ,,https://b.example",
+            "--write-tokens=w-one,w-two",
+            "--read-tokens=r-one",
+            "--webhook-delivery-retention=2h,5",
+            "--max-upload-session-bytes=1KiB",
+            "--store=mongodb",
+        ])
+        .unwrap();
+        assert_eq!(config.store.gc_interval, None, "0: never");
+        assert_eq!(config.store.kind, StoreKind::Mongodb);
+        // A WebSocket that runs nothing idles like a kept-alive connection.
+        assert_eq!(config.limits.ws_idle_timeout, Duration::from_secs(7));
+        assert_eq!(
+            config.limits.cors_origins,
+            ["https://a.example", "https://b.example"]
+        );
+        assert_eq!(
+            config.auth.summary(),
+            "2 write and 1 read tokens; reads need a token"
+        );
+        assert_eq!(config.webhooks.delivery_max_age, Duration::from_secs(7200));
+        assert_eq!(config.webhooks.deliveries_kept, 5);
+        assert_eq!(config.uploads.max_session_bytes, Some(1024));
+    }
+
+    fn device_file(dir: &std::path::Path, text: &str) -> String {
+        let path = dir.join("device.json");
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    }
+
+    #[test]
+    fn a_mirror_is_read_from_its_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let device = device_file(
+            dir.path(),
+            r#"{"ram": 8, "libraries": [{"name": "torch"}]}"#,
+        );
+        let mirrored = config(&[
+            "--mirror-upstream= https://repo.example.org/ ",
+            "--mirror-device",
+            &device,
+            "--mirror-include=model:yolo/v8",
+            "--mirror-token=secret",
+            "--mirror-max-rate=1MiB",
+            "--mirror-concurrency=0",
+        ])
+        .unwrap();
+        let mirror = mirrored.mirror.expect("a mirror");
+        assert_eq!(mirror.upstream, "https://repo.example.org");
+        assert_eq!(mirror.devices.len(), 1);
+        assert_eq!(mirror.include.len(), 1);
+        assert_eq!(mirror.token.map(|t| t.0), Some("secret".to_string()));
+        assert_eq!(mirror.max_rate, Some(1024 * 1024));
+        assert_eq!(mirror.concurrency, 1, "clamped");
+        assert!(config(&[]).unwrap().mirror.is_none());
+    }
+
+    #[test]
+    fn contradictory_or_unreadable_settings_are_refused_with_the_flag_that_names_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let device = device_file(dir.path(), r#"{"ram": 8}"#);
+        let missing = dir.path().join("missing.json").display().to_string();
+        let mirror = |extra: &[&str]| {
+            let mut flags = vec!["--mirror-upstream", "https://repo.example.org"];
+            flags.extend_from_slice(extra);
+            refusal(&flags)
+        };
+        let cases = [
+            (
+                mirror(&["--mirror-device", &device, "--store", "mongodb"]),
+                "--mirror-upstream",
+                "needs the embedded store",
+            ),
+            (
+                refusal(&[
+                    "--mirror-upstream",
+                    "repo.example.org",
+                    "--mirror-device",
+                    &device,
+                ]),
+                "--mirror-upstream",
+                "is not a URL",
+            ),
+            (
+                refusal(&[
+                    "--mirror-upstream",
+                    "ftp://repo.example.org",
+                    "--mirror-device",
+                    &device,
+                ]),
+                "--mirror-upstream",
+                "http or https",
+            ),
+            (
+                mirror(&[]),
+                "--mirror-device",
+                "at least one --mirror-device",
+            ),
+            (
+                mirror(&["--mirror-device", &missing]),
+                "--mirror-device",
+                "reading the device description",
+            ),
+            (
+                mirror(&["--mirror-device", &device_file(dir.path(), "{")]),
+                "--mirror-device",
+                "is not JSON",
+            ),
+            (
+                mirror(&[
+                    "--mirror-device",
+                    &device_file(dir.path(), r#"{"ramm": 8}"#),
+                ]),
+                "--mirror-device",
+                "is not a DeviceInput",
+            ),
+            (
+                mirror(&["--mirror-include", "yolo"]),
+                "--mirror-include",
+                "expected kind:key",
+            ),
+            (
+                refusal(&["--tokens-file", &missing]),
+                "--tokens-file",
+                "reading the tokens file",
+            ),
+        ];
+        for (error, setting, reason) in cases {
+            assert_eq!(error.setting, setting, "{error}");
+            assert!(error.reason.contains(reason), "{error}");
+        }
+        let tokens = dir.path().join("tokens");
+        std::fs::write(&tokens, "write good\nadmin s3cret\n").unwrap();
+        let error = refusal(&["--tokens-file", tokens.to_str().unwrap()]);
+        assert!(error.reason.contains("line 2"), "{error}");
+        assert!(
+            !error.to_string().contains("s3cret"),
+            "a token never reaches a message: {error}"
+        );
+    }
+}

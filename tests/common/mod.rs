@@ -21,12 +21,11 @@ use component_repository::store::embedded::EmbeddedStore;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
-/// The configuration a test starts from: `serve`'s defaults, with uploads up to 64 MiB (refusals are quick to
-/// provoke) and the sweeps' and webhooks' defaults. [`TestApp::start`] sets the address and data directory.
+/// The configuration a test starts from: `serve`'s defaults (never the environment's), with uploads up to 64 MiB
+/// so that refusals are quick to provoke. [`TestApp::start`] sets the address and the data directory.
 pub fn test_config() -> Config {
     let mut config = Config::default();
     config.uploads.max_size = 64 * 1024 * 1024;
-    config.log_level = "warn".into();
     config
 }
 
