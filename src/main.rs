@@ -181,6 +181,7 @@ async fn gc(config: &StoreConfig, log_level: &str) -> anyhow::Result<()> {
     init_logging(log_level)?;
     let store = server::open_store(config).await?.store();
     let report = store
+        .blobs()
         .collect_garbage(config.gc_grace)
         .await
         .context("collecting garbage")?;
