@@ -83,8 +83,9 @@ impl ComponentStore for CountingStore {
         &self,
         key: &ComponentKey,
         update: SpecUpdate,
+        expected: Option<u64>,
     ) -> Result<Component, StoreError> {
-        self.inner.components().update(key, update).await
+        self.inner.components().update(key, update, expected).await
     }
     async fn delete(
         &self,
@@ -93,8 +94,12 @@ impl ComponentStore for CountingStore {
     ) -> Result<Option<Component>, StoreError> {
         self.inner.components().delete(key, policy).await
     }
-    async fn lock(&self, key: &ComponentKey) -> Result<Component, StoreError> {
-        self.inner.components().lock(key).await
+    async fn lock(
+        &self,
+        key: &ComponentKey,
+        expected: Option<u64>,
+    ) -> Result<Component, StoreError> {
+        self.inner.components().lock(key, expected).await
     }
     async fn attach(
         &self,

@@ -19,8 +19,8 @@ fn the_contract_names_the_fixed_operations() {
         "model(name: String!, version: String, alias: String): Model",
         "transformation(id: ID!): Transformation",
         "runnableOn(device: DeviceInput!",
-        "uploadModelFile(name: String!, version: String!, file: Upload!, platform: PlatformInput): Model!",
-        "uploadServiceFile(id: ID!, file: Upload!, platform: PlatformInput): Service!",
+        "uploadModelFile(name: String!, version: String!, file: Upload!, platform: PlatformInput, expectedRevision: Long): Model!",
+        "uploadServiceFile(id: ID!, file: Upload!, platform: PlatformInput, expectedRevision: Long): Service!",
         "totalCount: Int!",
         "scalar Long",
     ] {

@@ -87,7 +87,7 @@ pub fn error_code(e: &ServiceError) -> &'static str {
     match e {
         ServiceError::NotFound(_) => "NOT_FOUND",
         ServiceError::AlreadyExists(_) => "ALREADY_EXISTS",
-        ServiceError::Conflict(_) => "CONFLICT",
+        ServiceError::Conflict(_) | ServiceError::Stale { .. } => "CONFLICT",
         ServiceError::Immutable(_) => "IMMUTABLE",
         ServiceError::InvalidInput(_) => "INVALID_INPUT",
         ServiceError::ChecksumMismatch(_) => "CHECKSUM_MISMATCH",
@@ -106,6 +106,8 @@ pub fn error_code(e: &ServiceError) -> &'static str {
 pub fn status_of(e: &ServiceError) -> StatusCode {
     match e {
         ServiceError::NotFound(_) => StatusCode::NOT_FOUND,
+        // Only `If-Match` (REST) states a revision; GraphQL answers with the code.
+        ServiceError::Stale { .. } => StatusCode::PRECONDITION_FAILED,
         // A cap is a conflict with what the server holds: removing something first makes room.
         ServiceError::AlreadyExists(_)
         | ServiceError::Conflict(_)
@@ -142,7 +144,17 @@ pub fn log_if_server_fault(e: &ServiceError) {
 pub fn graphql_error(e: &ServiceError) -> async_graphql::Error {
     log_if_server_fault(e);
     let code = error_code(e);
-    async_graphql::Error::new(e.to_string()).extend_with(|_, ext| ext.set("code", code))
+    let current = match e {
+        ServiceError::Stale { current, .. } => Some(*current),
+        _ => None,
+    };
+    async_graphql::Error::new(e.to_string()).extend_with(|_, ext| {
+        ext.set("code", code);
+        // A stale write says where the component is now, so a client can show both sides and retry.
+        if let Some(current) = current {
+            ext.set("currentRevision", current);
+        }
+    })
 }
 
 /// Whether an error of reading a request body comes from the body idle timeout.

@@ -236,6 +236,12 @@ pub struct Component {
     /// Files for particular platforms, besides the platform-neutral default `file`; one per platform.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub variants: Vec<super::Variant>,
+    /// Changes with every write of the component (metadata, files, lock, the aliases naming it): a client that
+    /// read revision N writes "as of N" and is refused when someone else wrote in between (see [`Refusal::Stale`]).
+    ///
+    /// [`Refusal::Stale`]: super::Refusal::Stale
+    #[serde(default)]
+    pub revision: u64,
 }
 
 impl Component {
@@ -257,6 +263,7 @@ impl Component {
             aliases: BTreeSet::new(),
             locked: false,
             variants: Vec::new(),
+            revision: 0,
         })
     }
 

@@ -20,6 +20,16 @@ pub enum Refusal {
         key: ComponentKey,
         aliases: Vec<String>,
     },
+    /// The write was made as of a revision the component has moved on from: someone else wrote in between.
+    #[error(
+        "{key} is at revision {actual}, not {expected}: it changed since it was read; read it again and reapply \
+         the change"
+    )]
+    Stale {
+        key: ComponentKey,
+        expected: u64,
+        actual: u64,
+    },
 }
 
 /// Why an update is not applied: a rule of the component, or a value that breaks the domain.
@@ -94,12 +104,14 @@ impl Component {
         platform: Option<Platform>,
         file: StoredFile,
         policy: FilePolicy,
+        expected: Option<u64>,
         now: DateTime<Utc>,
     ) -> Result<FilePut, Refusal> {
+        self.check_revision(expected)?;
         if let Some(refused) = self.replacement_refused(platform.as_ref(), policy) {
             return Err(refused);
         }
-        let mut after = self.clone();
+        let mut after = self.next_revision();
         let replaced = match platform {
             None => after.file.replace(file.clone()),
             Some(platform) => match after.variants.iter_mut().find(|v| v.platform == platform) {
@@ -152,12 +164,14 @@ impl Component {
     pub fn apply_update(
         &self,
         update: &SpecUpdate,
+        expected: Option<u64>,
         now: DateTime<Utc>,
     ) -> Result<Updated, UpdateError> {
+        self.check_revision(expected)?;
         if let Some(refused) = self.metadata_change_refused() {
             return Err(Refusal::Immutable(refused).into());
         }
-        let mut after = self.clone();
+        let mut after = self.next_revision();
         update(&mut after.spec)?;
         after.spec.validate()?;
         after.updated_at = now;
@@ -193,16 +207,48 @@ impl Component {
     }
 
     /// Locks the component; `None` when it is locked already (nothing changes, so nothing goes on the feed).
-    pub fn lock(&self) -> Option<(Component, EventDraft)> {
+    pub fn lock(&self, expected: Option<u64>) -> Result<Option<(Component, EventDraft)>, Refusal> {
+        self.check_revision(expected)?;
         if self.locked {
-            return None;
+            return Ok(None);
         }
         let locked = Component {
             locked: true,
-            ..self.clone()
+            ..self.next_revision()
         };
         let event = EventDraft::locked(&locked);
-        Some((locked, event))
+        Ok(Some((locked, event)))
+    }
+
+    /// Marks (or unmarks) this model version as named by `alias`; `None` when that changes nothing. The marks
+    /// are what a deletion checks in the same transaction or document.
+    pub fn with_alias_mark(&self, alias: &str, named: bool) -> Option<Component> {
+        let mut after = self.next_revision();
+        let changed = if named {
+            after.aliases.insert(alias.to_string())
+        } else {
+            after.aliases.remove(alias)
+        };
+        changed.then_some(after)
+    }
+
+    /// Refuses a write made as of another revision than the component's.
+    pub fn check_revision(&self, expected: Option<u64>) -> Result<(), Refusal> {
+        match expected {
+            Some(expected) if expected != self.revision => Err(Refusal::Stale {
+                key: self.key.clone(),
+                expected,
+                actual: self.revision,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    fn next_revision(&self) -> Component {
+        Component {
+            revision: self.revision + 1,
+            ..self.clone()
+        }
     }
 
     /// The event of this component put exactly as an upstream has it (an edge mirror), over `before`: created,
@@ -270,7 +316,7 @@ mod tests {
     #[test]
     fn a_put_replaces_the_file_of_its_platform_only() {
         let first = service()
-            .put_file(None, file('a'), FilePolicy::Replaceable, at(1))
+            .put_file(None, file('a'), FilePolicy::Replaceable, None, at(1))
             .unwrap();
         assert_eq!(first.replaced, None);
         assert_eq!(first.event.event_type, EventType::FileUploaded);
@@ -278,7 +324,7 @@ mod tests {
 
         let variant = first
             .component
-            .put_file(Some(arm()), file('b'), FilePolicy::Replaceable, at(2))
+            .put_file(Some(arm()), file('b'), FilePolicy::Replaceable, None, at(2))
             .unwrap();
         assert_eq!(variant.replaced, None, "a new platform replaces nothing");
         assert_eq!(variant.component.file, Some(file('a')));
@@ -286,7 +332,7 @@ mod tests {
 
         let again = variant
             .component
-            .put_file(Some(arm()), file('c'), FilePolicy::Replaceable, at(3))
+            .put_file(Some(arm()), file('c'), FilePolicy::Replaceable, None, at(3))
             .unwrap();
         assert_eq!(again.replaced, Some(file('b')));
         assert_eq!(again.event.event_type, EventType::FileReplaced);
@@ -298,16 +344,16 @@ mod tests {
     #[test]
     fn immutable_files_refuse_a_replacement_but_not_a_first_file_of_a_platform() {
         let with_file = service()
-            .put_file(None, file('a'), FilePolicy::Immutable, at(1))
+            .put_file(None, file('a'), FilePolicy::Immutable, None, at(1))
             .expect("a first file is always allowed")
             .component;
         assert!(matches!(
-            with_file.put_file(None, file('b'), FilePolicy::Immutable, at(2)),
+            with_file.put_file(None, file('b'), FilePolicy::Immutable, None, at(2)),
             Err(Refusal::Immutable(_))
         ));
         assert!(
             with_file
-                .put_file(Some(arm()), file('b'), FilePolicy::Immutable, at(2))
+                .put_file(Some(arm()), file('b'), FilePolicy::Immutable, None, at(2))
                 .is_ok()
         );
         assert!(matches!(
@@ -325,19 +371,28 @@ mod tests {
     #[test]
     fn a_locked_component_keeps_its_files_metadata_and_existence() {
         let with_file = service()
-            .put_file(None, file('a'), FilePolicy::Replaceable, at(1))
+            .put_file(None, file('a'), FilePolicy::Replaceable, None, at(1))
             .unwrap()
             .component;
-        let (locked, event) = with_file.lock().expect("not locked yet");
+        let (locked, event) = with_file.lock(None).unwrap().expect("not locked yet");
         assert_eq!(event.event_type, EventType::Locked);
-        assert!(locked.lock().is_none(), "locking twice changes nothing");
+        assert!(
+            locked.lock(None).unwrap().is_none(),
+            "locking twice changes nothing"
+        );
         for platform in [None, Some(arm())] {
-            let put = locked.put_file(platform.clone(), file('b'), FilePolicy::Replaceable, at(2));
+            let put = locked.put_file(
+                platform.clone(),
+                file('b'),
+                FilePolicy::Replaceable,
+                None,
+                at(2),
+            );
             assert!(matches!(put, Err(Refusal::Immutable(_))), "{platform:?}");
         }
         let update: SpecUpdate = Box::new(|_| Ok(()));
         assert!(matches!(
-            locked.apply_update(&update, at(2)),
+            locked.apply_update(&update, None, at(2)),
             Err(UpdateError::Refused(Refusal::Immutable(_)))
         ));
         assert!(
@@ -356,7 +411,7 @@ mod tests {
             }
             Ok(())
         });
-        let updated = before.apply_update(&grow, at(5)).unwrap();
+        let updated = before.apply_update(&grow, None, at(5)).unwrap();
         assert_eq!(updated.component.updated_at, at(5));
         assert_eq!(updated.component.created_at, before.created_at);
         assert_eq!(updated.event.event_type, EventType::Updated);
@@ -368,7 +423,7 @@ mod tests {
             Ok(())
         });
         assert!(matches!(
-            before.apply_update(&negative, at(6)),
+            before.apply_update(&negative, None, at(6)),
             Err(UpdateError::Invalid(_))
         ));
     }
@@ -376,10 +431,10 @@ mod tests {
     #[test]
     fn a_version_an_alias_names_is_not_deleted_and_a_deletion_releases_every_file() {
         let with_files = service()
-            .put_file(None, file('a'), FilePolicy::Replaceable, at(1))
+            .put_file(None, file('a'), FilePolicy::Replaceable, None, at(1))
             .unwrap()
             .component
-            .put_file(Some(arm()), file('b'), FilePolicy::Replaceable, at(2))
+            .put_file(Some(arm()), file('b'), FilePolicy::Replaceable, None, at(2))
             .unwrap()
             .component;
         assert_eq!(
@@ -396,5 +451,41 @@ mod tests {
             .unwrap();
         assert_eq!(deletion.released, [file('a'), file('b')]);
         assert_eq!(deletion.event.event_type, EventType::Deleted);
+    }
+
+    #[test]
+    fn every_write_moves_the_revision_and_a_write_as_of_an_old_one_is_refused() {
+        let created = service();
+        assert_eq!(created.revision, 0);
+        let put = created
+            .put_file(None, file('a'), FilePolicy::Replaceable, Some(0), at(1))
+            .unwrap()
+            .component;
+        assert_eq!(put.revision, 1);
+        let noop: SpecUpdate = Box::new(|_| Ok(()));
+        let stale = put.apply_update(&noop, Some(0), at(2));
+        assert_eq!(
+            stale.err(),
+            Some(UpdateError::Refused(Refusal::Stale {
+                key: put.key.clone(),
+                expected: 0,
+                actual: 1,
+            }))
+        );
+        let updated = put.apply_update(&noop, Some(1), at(2)).unwrap().component;
+        assert_eq!(updated.revision, 2);
+        assert!(updated.lock(Some(1)).is_err());
+        let (locked, _) = updated.lock(Some(2)).unwrap().unwrap();
+        assert_eq!(locked.revision, 3);
+        let marked = locked.with_alias_mark("production", true).unwrap();
+        assert_eq!(marked.revision, 4);
+        assert!(
+            marked.with_alias_mark("production", true).is_none(),
+            "marked already"
+        );
+        assert!(
+            put.apply_update(&noop, None, at(3)).is_ok(),
+            "without an expected revision, the write is unconditional"
+        );
     }
 }

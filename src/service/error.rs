@@ -14,6 +14,9 @@ pub enum ServiceError {
     /// Concurrent changes kept winning over this one: retrying may succeed.
     #[error("{0}")]
     Conflict(String),
+    /// The write was made as of a revision the component has moved on from (`expectedRevision`, `If-Match`).
+    #[error("{message}")]
+    Stale { message: String, current: u64 },
     #[error("{0}")]
     InvalidInput(String),
     /// The bytes of a resumable upload's request do not match the checksum it gave: none of them were kept.
@@ -91,6 +94,10 @@ impl From<StoreError> for ServiceError {
             StoreError::Refused(e @ Refusal::Aliased { .. }) => {
                 ServiceError::Conflict(e.to_string())
             }
+            StoreError::Refused(e @ Refusal::Stale { actual, .. }) => ServiceError::Stale {
+                message: e.to_string(),
+                current: actual,
+            },
             e @ StoreError::Unavailable(_) => ServiceError::Unavailable(e),
             e @ (StoreError::Io(_) | StoreError::Backend(_)) => ServiceError::Internal(e),
         }

@@ -278,13 +278,19 @@ impl RepositoryService {
         Ok(self.store.components().scan(kind).await?)
     }
 
+    /// Applies `update`; with `expected`, only if the component is still at that revision.
     pub async fn update(
         &self,
         key: &ComponentKey,
         update: SpecUpdate,
+        expected: Option<u64>,
     ) -> Result<Component, ServiceError> {
         self.writable()?;
-        Ok(self.store.components().update(key, update).await?)
+        Ok(self
+            .store
+            .components()
+            .update(key, update, expected)
+            .await?)
     }
 
     pub async fn delete(&self, key: &ComponentKey) -> Result<Component, ServiceError> {
@@ -332,10 +338,12 @@ impl RepositoryService {
         filename: Option<&str>,
         content_type: Option<&str>,
         platform: Option<Platform>,
+        expected: Option<u64>,
     ) -> Result<Component, ServiceError> {
         self.writable()?;
         let meta = FileMeta {
             platform,
+            expected_revision: expected,
             filename: clean_filename(filename).unwrap_or_else(|| default_filename(key)),
             content_type: clean_content_type(content_type),
             policy: FilePolicy::immutable(self.immutable_files),
@@ -344,9 +352,13 @@ impl RepositoryService {
     }
 
     /// Locks a component for good: its file stays as it is and the component stays once it has one.
-    pub async fn lock(&self, key: &ComponentKey) -> Result<Component, ServiceError> {
+    pub async fn lock(
+        &self,
+        key: &ComponentKey,
+        expected: Option<u64>,
+    ) -> Result<Component, ServiceError> {
         self.writable()?;
-        Ok(self.store.components().lock(key).await?)
+        Ok(self.store.components().lock(key, expected).await?)
     }
 
     /// Points `alias` of model `name` at `version`; `by` is the label of the caller's token.

@@ -247,6 +247,7 @@ impl RepositoryService {
                     session.filename.as_deref(),
                     session.content_type.as_deref(),
                     session.platform.clone(),
+                    None,
                 )
                 .await
             }

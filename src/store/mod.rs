@@ -109,6 +109,8 @@ pub struct FileMeta {
     /// The platform the file is built for: it becomes (or replaces) that platform's variant. `None` is the
     /// platform-neutral default file.
     pub platform: Option<crate::domain::Platform>,
+    /// The revision the upload was made as of: refused as stale when the component has moved on.
+    pub expected_revision: Option<u64>,
 }
 
 /// The staged bytes of a component brought over from elsewhere: its default file's, and each variant's in the
@@ -213,9 +215,14 @@ pub trait ComponentStore: Send + Sync {
     /// by page.
     async fn scan(&self, kind: Kind) -> Result<ComponentStream, StoreError>;
 
-    /// Applies `update` to the metadata of a component atomically and returns the result.
-    async fn update(&self, key: &ComponentKey, update: SpecUpdate)
-    -> Result<Component, StoreError>;
+    /// Applies `update` to the metadata of a component atomically and returns the result; refused as stale when
+    /// `expected` is given and the component is at another revision.
+    async fn update(
+        &self,
+        key: &ComponentKey,
+        update: SpecUpdate,
+        expected: Option<u64>,
+    ) -> Result<Component, StoreError>;
 
     /// Deletes the component and its files; `None` when there was no such component. Refused as
     /// [`Component::deletion`] decides (immutable, locked, aliased).
@@ -226,7 +233,12 @@ pub trait ComponentStore: Send + Sync {
     ) -> Result<Option<Component>, StoreError>;
 
     /// Locks a component for good: its file can no longer be replaced, nor the component deleted once it has one.
-    async fn lock(&self, key: &ComponentKey) -> Result<Component, StoreError>;
+    /// Refused as stale when `expected` is given and the component is at another revision.
+    async fn lock(
+        &self,
+        key: &ComponentKey,
+        expected: Option<u64>,
+    ) -> Result<Component, StoreError>;
 
     /// Makes a staged blob a file of a component ([`Component::put_file`]), reclaiming the one it replaces.
     async fn attach(

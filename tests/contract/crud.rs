@@ -465,3 +465,115 @@ pub async fn malformed_library_requirements_are_refused(start: Starter) {
     assert_eq!(refusal["code"], "INVALID_INPUT", "{refusal}");
     assert_eq!(app.get("/service/rest").await.status(), 404);
 }
+
+pub async fn stale_writes_are_refused_with_the_current_revision(start: Starter) {
+    let app = start(test_config()).await;
+    let created = app
+        .ok(
+            "mutation { createService(input: {id: \"svc\", description: \"first\"}) { revision } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(created["createService"]["revision"], 0);
+    let update = "mutation($r: Long) { updateService(id: \"svc\", input: {description: \"second\"}, expectedRevision: $r) { revision description } }";
+    let updated = app.ok(update, json!({ "r": 0 })).await;
+    assert_eq!(updated["updateService"]["revision"], 1);
+
+    // A second editor still holding revision 0 loses nothing and learns where the component is.
+    let stale = app
+        .gql(update.replace("second", "lost").as_str(), json!({ "r": 0 }))
+        .await;
+    assert_eq!(
+        stale["errors"][0]["extensions"]["code"], "CONFLICT",
+        "{stale}"
+    );
+    assert_eq!(
+        stale["errors"][0]["extensions"]["currentRevision"], 1,
+        "{stale}"
+    );
+    let kept = app
+        .ok(
+            "{ service(id: \"svc\") { description revision } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        kept["service"],
+        json!({"description": "second", "revision": 1})
+    );
+
+    // Uploads and locks move the revision and honour it too.
+    let uploaded = app
+        .upload(
+            "mutation($file: Upload!) { uploadServiceFile(id: \"svc\", file: $file, expectedRevision: 1) { revision } }",
+            json!({}),
+            b"code".to_vec(),
+            "svc.zip",
+        )
+        .await;
+    assert_eq!(uploaded.status(), 200);
+    let uploaded: serde_json::Value = uploaded.json().await.unwrap();
+    assert_eq!(
+        uploaded["data"]["uploadServiceFile"]["revision"], 2,
+        "{uploaded}"
+    );
+    let lock =
+        "mutation($r: Long) { lockService(id: \"svc\", expectedRevision: $r) { revision locked } }";
+    assert_eq!(app.error_code(lock, json!({ "r": 1 })).await, "CONFLICT");
+    let locked = app.ok(lock, json!({ "r": 2 })).await;
+    assert_eq!(
+        locked["lockService"],
+        json!({"revision": 3, "locked": true})
+    );
+    // Without a revision a write is unconditional, as before.
+    app.ok(
+        "mutation { createService(input: {id: \"other\"}) { id } }",
+        json!({}),
+    )
+    .await;
+    app.ok(
+        "mutation { updateService(id: \"other\", input: {description: \"x\"}) { id } }",
+        json!({}),
+    )
+    .await;
+
+    // An alias naming a version is a write of that version.
+    app.ok(
+        "mutation { createModel(input: {name: \"m\", version: \"1\"}) { name } }",
+        json!({}),
+    )
+    .await;
+    let aliased = app
+        .ok("mutation { setModelAlias(name: \"m\", alias: \"production\", version: \"1\") { revision } }", json!({}))
+        .await;
+    assert_eq!(aliased["setModelAlias"]["revision"], 1);
+
+    // REST: If-Match with the revision in quotes, 412 when stale, the new revision as the ETag.
+    let put = |tag: Option<&str>, description: &str| {
+        let mut request = app
+            .client
+            .put(app.url("/service/meta/other"))
+            .json(&json!({"description": description, "needs": {}}));
+        if let Some(tag) = tag {
+            request = request.header("if-match", tag);
+        }
+        request.send()
+    };
+    let fresh = put(Some("\"1\""), "via REST").await.unwrap();
+    assert_eq!(fresh.status(), 204);
+    assert_eq!(fresh.headers()["etag"], "\"2\"");
+    for stale_tag in ["\"1\"", "W/\"0\"", "\"not-a-revision\""] {
+        let refused = put(Some(stale_tag), "lost").await.unwrap();
+        assert_eq!(refused.status(), 412, "{stale_tag}");
+        let body: serde_json::Value = refused.json().await.unwrap();
+        assert_eq!(body["code"], "CONFLICT", "{stale_tag}: {body}");
+    }
+    assert_eq!(put(Some("*"), "any").await.unwrap().status(), 204);
+    let now = app
+        .ok(
+            "{ service(id: \"other\") { description revision } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(now["service"], json!({"description": "any", "revision": 3}));
+}

@@ -48,6 +48,7 @@ macro_rules! contract_suite {
             deletes_component_and_file,
             errors_have_codes,
             malformed_library_requirements_are_refused,
+            stale_writes_are_refused_with_the_current_revision,
             uploads_and_downloads_files,
             serves_conditional_and_range_requests,
             serves_ranges_across_chunk_boundaries,

@@ -8,7 +8,7 @@ use super::inputs::{
     UpdateTransformationInput, replace,
 };
 use super::multipart::StagedUploads;
-use super::types::{FromNode, Inferencer, Model, Node, Service, Transformation};
+use super::types::{FromNode, Inferencer, Long, Model, Node, Service, Transformation};
 use crate::api::auth::Access;
 use crate::api::error::GqlResultExt;
 use crate::api::state::Links;
@@ -43,9 +43,11 @@ async fn update<T: FromNode>(
     ctx: &Context<'_>,
     key: Result<ComponentKey, DomainError>,
     update: SpecUpdate,
+    expected: Option<Long>,
 ) -> async_graphql::Result<T> {
+    let expected = expected.map(|r| r.0);
     let key = key.gql()?;
-    let updated = service(ctx)?.update(&key, update).await.gql()?;
+    let updated = service(ctx)?.update(&key, update, expected).await.gql()?;
     node(ctx, updated)
 }
 
@@ -64,7 +66,9 @@ async fn upload<T: FromNode>(
     key: Result<ComponentKey, DomainError>,
     file: Upload,
     platform: Option<PlatformInput>,
+    expected: Option<Long>,
 ) -> async_graphql::Result<T> {
+    let expected = expected.map(|r| r.0);
     let key = key.gql()?;
     let platform = platform
         .map(PlatformInput::into_platform)
@@ -91,6 +95,7 @@ async fn upload<T: FromNode>(
             Some(&value.filename),
             value.content_type.as_deref(),
             platform,
+            expected,
         )
         .await
         .gql()?;
@@ -103,9 +108,11 @@ async fn upload<T: FromNode>(
 async fn lock<T: FromNode>(
     ctx: &Context<'_>,
     key: Result<ComponentKey, DomainError>,
+    expected: Option<Long>,
 ) -> async_graphql::Result<T> {
+    let expected = expected.map(|r| r.0);
     let key = key.gql()?;
-    let locked = service(ctx)?.lock(&key).await.gql()?;
+    let locked = service(ctx)?.lock(&key, expected).await.gql()?;
     node(ctx, locked)
 }
 
@@ -163,6 +170,7 @@ impl MutationRoot {
         name: String,
         version: String,
         input: UpdateModelInput,
+        expected_revision: Option<Long>,
     ) -> async_graphql::Result<Model> {
         let change = update_of(
             |s| match s {
@@ -176,7 +184,13 @@ impl MutationRoot {
                 Ok(())
             },
         );
-        update(ctx, ComponentKey::model(name, version), change).await
+        update(
+            ctx,
+            ComponentKey::model(name, version),
+            change,
+            expected_revision,
+        )
+        .await
     }
 
     /// Points `alias` (such as `production`) of model `name` at `version`, recording the move in the alias's
@@ -215,8 +229,9 @@ impl MutationRoot {
         ctx: &Context<'_>,
         name: String,
         version: String,
+        expected_revision: Option<Long>,
     ) -> async_graphql::Result<Model> {
-        lock(ctx, ComponentKey::model(name, version)).await
+        lock(ctx, ComponentKey::model(name, version), expected_revision).await
     }
 
     /// Locks a transformation for good (see `lockModel`).
@@ -224,13 +239,29 @@ impl MutationRoot {
         &self,
         ctx: &Context<'_>,
         id: ID,
+        expected_revision: Option<Long>,
     ) -> async_graphql::Result<Transformation> {
-        lock(ctx, ComponentKey::with_id(Kind::Transformation, id.0)).await
+        lock(
+            ctx,
+            ComponentKey::with_id(Kind::Transformation, id.0),
+            expected_revision,
+        )
+        .await
     }
 
     /// Locks a service for good (see `lockModel`).
-    async fn lock_service(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Service> {
-        lock(ctx, ComponentKey::with_id(Kind::Service, id.0)).await
+    async fn lock_service(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        expected_revision: Option<Long>,
+    ) -> async_graphql::Result<Service> {
+        lock(
+            ctx,
+            ComponentKey::with_id(Kind::Service, id.0),
+            expected_revision,
+        )
+        .await
     }
 
     /// Locks an inferencer for good (see `lockModel`).
@@ -238,8 +269,14 @@ impl MutationRoot {
         &self,
         ctx: &Context<'_>,
         id: ID,
+        expected_revision: Option<Long>,
     ) -> async_graphql::Result<Inferencer> {
-        lock(ctx, ComponentKey::with_id(Kind::Inferencer, id.0)).await
+        lock(
+            ctx,
+            ComponentKey::with_id(Kind::Inferencer, id.0),
+            expected_revision,
+        )
+        .await
     }
 
     /// Deletes a model and its file.
@@ -260,8 +297,16 @@ impl MutationRoot {
         version: String,
         file: Upload,
         platform: Option<PlatformInput>,
+        expected_revision: Option<Long>,
     ) -> async_graphql::Result<Model> {
-        upload(ctx, ComponentKey::model(name, version), file, platform).await
+        upload(
+            ctx,
+            ComponentKey::model(name, version),
+            file,
+            platform,
+            expected_revision,
+        )
+        .await
     }
 
     async fn create_transformation(
@@ -278,6 +323,7 @@ impl MutationRoot {
         ctx: &Context<'_>,
         id: ID,
         input: UpdateTransformationInput,
+        expected_revision: Option<Long>,
     ) -> async_graphql::Result<Transformation> {
         let change = update_of(
             |s| match s {
@@ -290,6 +336,7 @@ impl MutationRoot {
             ctx,
             ComponentKey::with_id(Kind::Transformation, id.0),
             change,
+            expected_revision,
         )
         .await
     }
@@ -308,12 +355,14 @@ impl MutationRoot {
         id: ID,
         file: Upload,
         platform: Option<PlatformInput>,
+        expected_revision: Option<Long>,
     ) -> async_graphql::Result<Transformation> {
         upload(
             ctx,
             ComponentKey::with_id(Kind::Transformation, id.0),
             file,
             platform,
+            expected_revision,
         )
         .await
     }
@@ -332,6 +381,7 @@ impl MutationRoot {
         ctx: &Context<'_>,
         id: ID,
         input: UpdateServiceInput,
+        expected_revision: Option<Long>,
     ) -> async_graphql::Result<Service> {
         let change = update_of(
             |s| match s {
@@ -344,7 +394,13 @@ impl MutationRoot {
                 input.needs.unwrap_or_default().apply(&mut s.needs)
             },
         );
-        update(ctx, ComponentKey::with_id(Kind::Service, id.0), change).await
+        update(
+            ctx,
+            ComponentKey::with_id(Kind::Service, id.0),
+            change,
+            expected_revision,
+        )
+        .await
     }
 
     async fn delete_service(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<bool> {
@@ -357,12 +413,14 @@ impl MutationRoot {
         id: ID,
         file: Upload,
         platform: Option<PlatformInput>,
+        expected_revision: Option<Long>,
     ) -> async_graphql::Result<Service> {
         upload(
             ctx,
             ComponentKey::with_id(Kind::Service, id.0),
             file,
             platform,
+            expected_revision,
         )
         .await
     }
@@ -381,6 +439,7 @@ impl MutationRoot {
         ctx: &Context<'_>,
         id: ID,
         input: UpdateInferencerInput,
+        expected_revision: Option<Long>,
     ) -> async_graphql::Result<Inferencer> {
         let change = update_of(
             |s| match s {
@@ -395,7 +454,13 @@ impl MutationRoot {
                 input.needs.unwrap_or_default().apply(&mut i.needs)
             },
         );
-        update(ctx, ComponentKey::with_id(Kind::Inferencer, id.0), change).await
+        update(
+            ctx,
+            ComponentKey::with_id(Kind::Inferencer, id.0),
+            change,
+            expected_revision,
+        )
+        .await
     }
 
     async fn delete_inferencer(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<bool> {
@@ -408,12 +473,14 @@ impl MutationRoot {
         id: ID,
         file: Upload,
         platform: Option<PlatformInput>,
+        expected_revision: Option<Long>,
     ) -> async_graphql::Result<Inferencer> {
         upload(
             ctx,
             ComponentKey::with_id(Kind::Inferencer, id.0),
             file,
             platform,
+            expected_revision,
         )
         .await
     }

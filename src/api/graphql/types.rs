@@ -244,6 +244,10 @@ pub struct Model {
     pub aliases: Vec<String>,
     /// Locked for good: the file cannot be replaced, nor the component deleted once it has one.
     pub locked: bool,
+    /// Changes with every write of the component. Pass it back as `expectedRevision` of an update, upload or lock
+    /// (or as REST `If-Match`) to write only if nobody wrote in between; a stale one answers `CONFLICT` with
+    /// `extensions.currentRevision`.
+    pub revision: Long,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -288,6 +292,10 @@ pub struct Transformation {
     pub file: Option<File>,
     /// Locked for good: the file cannot be replaced, nor the component deleted once it has one.
     pub locked: bool,
+    /// Changes with every write of the component. Pass it back as `expectedRevision` of an update, upload or lock
+    /// (or as REST `If-Match`) to write only if nobody wrote in between; a stale one answers `CONFLICT` with
+    /// `extensions.currentRevision`.
+    pub revision: Long,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -304,6 +312,10 @@ pub struct Service {
     pub file: Option<File>,
     /// Locked for good: the file cannot be replaced, nor the component deleted once it has one.
     pub locked: bool,
+    /// Changes with every write of the component. Pass it back as `expectedRevision` of an update, upload or lock
+    /// (or as REST `If-Match`) to write only if nobody wrote in between; a stale one answers `CONFLICT` with
+    /// `extensions.currentRevision`.
+    pub revision: Long,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -322,6 +334,10 @@ pub struct Inferencer {
     pub file: Option<File>,
     /// Locked for good: the file cannot be replaced, nor the component deleted once it has one.
     pub locked: bool,
+    /// Changes with every write of the component. Pass it back as `expectedRevision` of an update, upload or lock
+    /// (or as REST `If-Match`) to write only if nobody wrote in between; a stale one answers `CONFLICT` with
+    /// `extensions.currentRevision`.
+    pub revision: Long,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -344,7 +360,8 @@ impl Node {
             variants: c.variants,
         };
         let file = c.file.map(|f| File::new(f, files.download_url.clone()));
-        let (created_at, updated_at, locked) = (c.created_at, c.updated_at, c.locked);
+        let (created_at, updated_at, locked, revision) =
+            (c.created_at, c.updated_at, c.locked, Long(c.revision));
         let aliases: Vec<String> = c.aliases.into_iter().collect();
         let id = match &c.key {
             ComponentKey::Model(_) => ID::default(),
@@ -362,6 +379,7 @@ impl Node {
                 file,
                 aliases,
                 locked,
+                revision,
                 created_at,
                 updated_at,
             }),
@@ -375,6 +393,7 @@ impl Node {
                 files: files.clone(),
                 file,
                 locked,
+                revision,
                 created_at,
                 updated_at,
             }),
@@ -385,6 +404,7 @@ impl Node {
                 files: files.clone(),
                 file,
                 locked,
+                revision,
                 created_at,
                 updated_at,
             }),
@@ -397,6 +417,7 @@ impl Node {
                 files: files.clone(),
                 file,
                 locked,
+                revision,
                 created_at,
                 updated_at,
             }),
@@ -410,6 +431,7 @@ impl Node {
                 file,
                 aliases: Vec::new(),
                 locked,
+                revision,
                 created_at,
                 updated_at,
             }),

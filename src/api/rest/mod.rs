@@ -112,7 +112,7 @@ pub fn routes() -> Router<AppState> {
             )
             .route(
                 &format!("/{kind}/meta/{{id}}"),
-                put(move |s, p, body| update_meta(s, kind, p, body)),
+                put(move |s, p, h, body| update_meta(s, kind, p, h, body)),
             )
             .route(
                 &format!("/{kind}/{{id}}"),
@@ -191,15 +191,52 @@ async fn list(State(state): State<AppState>, kind: Kind) -> Result<Response, Api
         .into_response())
 }
 
+/// The revision an `If-Match` header states (`"3"`, `W/"3"`); `None` without one or for `*`. A tag that is no
+/// revision of ours can match nothing: the precondition fails.
+fn expected_revision(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    let Some(value) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let text = value.to_str().unwrap_or_default().trim();
+    if text == "*" {
+        return Ok(None);
+    }
+    let tag = text.strip_prefix("W/").unwrap_or(text);
+    tag.strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .and_then(|t| t.parse().ok())
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::Service(ServiceError::Stale {
+                message: format!(
+                    "If-Match {text:?} names no revision of this component (send its revision in quotes, as its \
+                     ETag gives it)"
+                ),
+                current: 0,
+            })
+        })
+}
+
+/// `204 No Content` with the component's new revision as its ETag, for the next `If-Match`.
+fn updated(component: &crate::domain::Component) -> Response {
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    if let Ok(tag) = header::HeaderValue::from_str(&format!("\"{}\"", component.revision)) {
+        response.headers_mut().insert(header::ETAG, tag);
+    }
+    response
+}
+
 async fn update_model_meta(
     State(state): State<AppState>,
     Path((name, version)): Path<(String, String)>,
+    headers: HeaderMap,
     Body(body): Body,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Response, ApiError> {
+    let expected = expected_revision(&headers)?;
     let meta: original::OriginalMeta = original::parse(&body)?;
     let key = ComponentKey::model(name, version)?;
     let (library, description) = (meta.library, meta.description);
-    state
+    let component = state
         .service
         .update(
             &key,
@@ -211,9 +248,10 @@ async fn update_model_meta(
                 }
                 _ => Err(DomainError::new("kind", "not a model")),
             }),
+            expected,
         )
         .await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(updated(&component))
 }
 
 /// `PUT /{kind}/meta/{id}`: the body is the whole object, which replaces the metadata.
@@ -221,10 +259,12 @@ async fn update_meta(
     State(state): State<AppState>,
     kind: Kind,
     Path(id): Path<String>,
+    headers: HeaderMap,
     Body(body): Body,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Response, ApiError> {
+    let expected = expected_revision(&headers)?;
     let (key, replacement) = original::component(kind, &body, Some(&id))?;
-    state
+    let component = state
         .service
         .update(
             &key,
@@ -232,9 +272,10 @@ async fn update_meta(
                 *spec = replacement.clone();
                 Ok(())
             }),
+            expected,
         )
         .await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(updated(&component))
 }
 
 async fn upload_model(
@@ -294,6 +335,7 @@ async fn upload(
                 staged,
                 filename.as_deref(),
                 content_type.as_deref(),
+                None,
                 None,
             )
             .await?;

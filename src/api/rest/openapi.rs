@@ -280,10 +280,19 @@ fn kind_paths(paths: PathsBuilder, kind: &str, key: &str, key_parameters: &[&str
             &meta_summary,
         ))
         .request_body(Some(meta_body))
-        .response("204", empty("Updated."))
+        .parameter(optional_header_parameter(
+            "If-Match",
+            "The component's revision in quotes (`\"3\"`, the `ETag` of the last update, or `revision` in \
+             GraphQL): update only if nobody wrote since.",
+        ))
+        .response("204", empty("Updated; the `ETag` header is the new revision."))
         .response(
             "400",
             error("The body's id is not the path's, or a value is not valid."),
+        )
+        .response(
+            "412",
+            error("`If-Match` names another revision than the component's (code `CONFLICT`)."),
         )
         .response("404", error("No such component."))
         .response("415", error("The body is not sent as JSON."))
@@ -305,6 +314,12 @@ fn header_parameter(name: &str, description: &str) -> utoipa::openapi::path::Par
         .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
         .build();
     described(parameter, description)
+}
+
+fn optional_header_parameter(name: &str, description: &str) -> utoipa::openapi::path::Parameter {
+    let mut parameter = header_parameter(name, description);
+    parameter.required = Required::False;
+    parameter
 }
 
 /// A tus request: the protocol version header, and the 412 for a request without it.

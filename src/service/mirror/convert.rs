@@ -212,6 +212,7 @@ pub fn component(node: &Value) -> Result<Component, Unreadable> {
         key,
         spec,
         file: file(node.get("file").unwrap_or(&Value::Null))?,
+        revision: node.get("revision").and_then(Value::as_u64).unwrap_or(0),
         created_at: time(node, "createdAt")?,
         updated_at: time(node, "updatedAt")?,
         aliases: node

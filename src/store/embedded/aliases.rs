@@ -84,9 +84,9 @@ pub(super) fn insert(
     let target = match &record.version {
         Some(version) => {
             let key = ComponentKey::model(record.model.clone(), version.clone())?;
-            let mut target =
+            let found =
                 read_component(txn, &key)?.ok_or_else(|| StoreError::NotFound(key.clone()))?;
-            target.aliases.insert(record.alias.clone());
+            let target = found.with_alias_mark(&record.alias, true).unwrap_or(found);
             let draft = EventDraft::alias_moved(Some(&target), &record.last_move())?;
             Some((version, target, draft))
         }
@@ -140,10 +140,8 @@ impl AliasStore for EmbeddedStore {
                 let target = match &version {
                     Some(to) => {
                         let key = ComponentKey::model(name.clone(), to.clone())?;
-                        let mut target =
-                            read_component(txn, &key)?.ok_or(StoreError::NotFound(key))?;
-                        target.aliases.insert(alias.clone());
-                        Some(target)
+                        let found = read_component(txn, &key)?.ok_or(StoreError::NotFound(key))?;
+                        Some(found.with_alias_mark(&alias, true).unwrap_or(found))
                     }
                     None => None,
                 };
@@ -167,8 +165,7 @@ impl AliasStore for EmbeddedStore {
                     let written = write_component(txn, &target)?;
                     changed.push((target, written));
                 }
-                if let Some(mut previous) = previous {
-                    previous.aliases.remove(&alias);
+                if let Some(previous) = previous.and_then(|p| p.with_alias_mark(&alias, false)) {
                     let written = write_component(txn, &previous)?;
                     changed.push((previous, written));
                 }

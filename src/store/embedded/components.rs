@@ -257,10 +257,11 @@ impl ComponentStore for EmbeddedStore {
         &self,
         key: &ComponentKey,
         update: SpecUpdate,
+        expected: Option<u64>,
     ) -> Result<Component, StoreError> {
         let now = crate::domain::now();
         self.modify(key, Vec::new(), move |before| {
-            let updated = before.apply_update(&update, now)?;
+            let updated = before.apply_update(&update, expected, now)?;
             Ok(Ok(Decided::put(
                 updated.component.clone(),
                 updated.component,
@@ -295,9 +296,13 @@ impl ComponentStore for EmbeddedStore {
         }
     }
 
-    async fn lock(&self, key: &ComponentKey) -> Result<Component, StoreError> {
-        self.modify(key, Vec::new(), |component| {
-            Ok(match component.lock() {
+    async fn lock(
+        &self,
+        key: &ComponentKey,
+        expected: Option<u64>,
+    ) -> Result<Component, StoreError> {
+        self.modify(key, Vec::new(), move |component| {
+            Ok(match component.lock(expected)? {
                 Some((locked, event)) => Ok(Decided::put(locked.clone(), locked, event)),
                 None => Err(component),
             })
@@ -321,9 +326,9 @@ impl ComponentStore for EmbeddedStore {
             filename: meta.filename,
             uploaded_at: now,
         };
-        let (platform, policy) = (meta.platform, meta.policy);
+        let (platform, policy, expected) = (meta.platform, meta.policy, meta.expected_revision);
         self.modify(key, vec![(sha256.clone(), temp)], move |component| {
-            let put = component.put_file(platform, file, policy, now)?;
+            let put = component.put_file(platform, file, policy, expected, now)?;
             Ok(Ok(Decided {
                 answer: put.component.clone(),
                 after: Some(put.component),

@@ -41,16 +41,9 @@ impl MongoStore {
     ) -> Result<(), StoreError> {
         // A mark is no event of its own: the alias record's write is the move.
         self.modify(key, None, |component| {
-            let mut after = component.clone();
-            let changed = if on {
-                after.aliases.insert(alias.to_string())
-            } else {
-                after.aliases.remove(alias)
-            };
-            Ok(if changed {
-                Decision::Write { after, answer: () }
-            } else {
-                Decision::Unchanged(after)
+            Ok(match component.with_alias_mark(alias, on) {
+                Some(after) => Decision::Write { after, answer: () },
+                None => Decision::Unchanged(component.clone()),
             })
         })
         .await

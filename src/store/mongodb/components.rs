@@ -303,13 +303,14 @@ impl ComponentStore for MongoStore {
         &self,
         key: &ComponentKey,
         update: SpecUpdate,
+        expected: Option<u64>,
     ) -> Result<Component, StoreError> {
         let now = crate::domain::now();
         self.events
             .recorded(EventType::Updated, key, |sequence| async move {
                 let (_, decision) = self
                     .modify(key, Some(sequence), |before| {
-                        let updated = before.apply_update(&update, now)?;
+                        let updated = before.apply_update(&update, expected, now)?;
                         Ok(Decision::Write {
                             after: updated.component,
                             answer: updated.event,
@@ -377,12 +378,16 @@ impl ComponentStore for MongoStore {
         Ok(component)
     }
 
-    async fn lock(&self, key: &ComponentKey) -> Result<Component, StoreError> {
+    async fn lock(
+        &self,
+        key: &ComponentKey,
+        expected: Option<u64>,
+    ) -> Result<Component, StoreError> {
         self.events
             .recorded(EventType::Locked, key, |sequence| async move {
                 let (_, decision) = self
                     .modify(key, Some(sequence), |component| {
-                        Ok(match component.lock() {
+                        Ok(match component.lock(expected)? {
                             Some((after, event)) => Decision::Write {
                                 after,
                                 answer: event,
@@ -427,15 +432,20 @@ impl ComponentStore for MongoStore {
                 },
             )
             .await?;
-        let (platform, policy) = (&meta.platform, meta.policy);
+        let (platform, policy, expected) = (&meta.platform, meta.policy, meta.expected_revision);
         let file = &file;
         let put = self
             .events
             .recorded(EventType::FileUploaded, key, |sequence| async move {
                 let (_, decision) = self
                     .modify(key, Some(sequence), |component| {
-                        let put =
-                            component.put_file(platform.clone(), file.clone(), policy, now)?;
+                        let put = component.put_file(
+                            platform.clone(),
+                            file.clone(),
+                            policy,
+                            expected,
+                            now,
+                        )?;
                         Ok(Decision::Write {
                             after: put.component,
                             answer: (put.replaced, put.event),

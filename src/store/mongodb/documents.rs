@@ -198,7 +198,7 @@ pub fn to_document(component: &Component) -> Result<Document, StoreError> {
     }
     document.insert("created_at", to_bson_date(component.created_at));
     document.insert("updated_at", to_bson_date(component.updated_at));
-    document.insert("rev", 0_i64);
+    document.insert("rev", component.revision as i64);
     if component.locked {
         document.insert("locked", true);
     }
@@ -437,6 +437,10 @@ pub fn from_document(kind: Kind, document: &Document) -> Result<Decoded, StoreEr
                 .unwrap_or_default(),
             locked: boolean(document.get("locked")),
             variants: read_variants(document),
+            // The optimistic-concurrency counter is the component's revision (0 in documents the original wrote).
+            revision: integer(document.get("rev"))
+                .and_then(|rev| u64::try_from(rev).ok())
+                .unwrap_or(0),
         },
         rev: integer(document.get("rev")),
         legacy_file,
