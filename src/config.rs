@@ -353,6 +353,42 @@ pub fn redact_uri(uri: &str) -> String {
 }
 
 #[cfg(test)]
+mod tests {
+    use super::{Config, Mirror, StoreKind};
+
+    #[test]
+    fn a_mirror_on_mongodb_is_refused_however_the_config_was_built() {
+        let mut config = Config {
+            mirror: Some(Mirror::new("https://repo.example.org/")),
+            ..Config::default()
+        };
+        assert!(config.check().is_ok());
+        assert_eq!(
+            config.mirror.as_ref().unwrap().upstream,
+            "https://repo.example.org"
+        );
+        config.store.kind = StoreKind::Mongodb;
+        let refused = config.check().unwrap_err();
+        assert_eq!(refused.setting, "--mirror-upstream");
+        assert!(refused.reason.contains("embedded store"), "{refused}");
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_mongodb_password_or_the_mirror_token() {
+        let mut config = Config::default();
+        config.store.mongodb.uri = "mongodb://admin:pa55@db:27017".into();
+        let mut mirror = Mirror::new("https://repo.example.org");
+        mirror.token = Some(super::Secret("t0ken".into()));
+        config.mirror = Some(mirror);
+        let shown = format!("{config:?}");
+        assert!(shown.contains("mongodb://***@db:27017"), "{shown}");
+        for secret in ["pa55", "t0ken"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+    }
+}
+
+#[cfg(test)]
 mod redaction_tests {
     use super::redact_uri;
 

@@ -72,18 +72,6 @@ impl From<Arc<dyn Store>> for Backend {
     }
 }
 
-impl From<EmbeddedStore> for Backend {
-    fn from(store: EmbeddedStore) -> Self {
-        Backend::Embedded(Arc::new(store))
-    }
-}
-
-impl From<MongoStore> for Backend {
-    fn from(store: MongoStore) -> Self {
-        Backend::Mongodb(Arc::new(store))
-    }
-}
-
 /// The HTTP application over `backend`, with every background task the configuration asks for started (see
 /// [`start_background`]); fails when the configuration contradicts itself or the mirror cannot start.
 pub fn app(backend: impl Into<Backend>, config: &Config) -> anyhow::Result<axum::Router> {

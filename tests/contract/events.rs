@@ -338,6 +338,20 @@ pub async fn concurrent_writers_feed_subscribers_in_order(start: Starter) {
     .await
     .unwrap();
     let started = Instant::now();
+    // The WebSocket is read while the writers run: a client that reads nothing answers no pings, and the server
+    // closes a WebSocket silent for a minute (which the writers take on a busy machine).
+    let ws_reader = tokio::spawn(async move {
+        let mut sequences = Vec::with_capacity(total);
+        for n in 0..total {
+            let data = ws
+                .next(Duration::from_secs(30))
+                .await
+                .unwrap_or_else(|| panic!("the subscription stalled after {n} of {total} events"))
+                .unwrap();
+            sequences.push(data["componentEvents"]["sequence"].as_u64().unwrap());
+        }
+        sequences
+    });
     let mut tasks = Vec::new();
     for w in 0..writers {
         let client = app.client.clone();
@@ -380,13 +394,7 @@ pub async fn concurrent_writers_feed_subscribers_in_order(start: Starter) {
         task.await.unwrap();
     }
     let mut ws_last = from;
-    for n in 0..total {
-        let data = ws
-            .next(Duration::from_secs(30))
-            .await
-            .unwrap_or_else(|| panic!("the subscription stalled after {n} of {total} events"))
-            .unwrap();
-        let sequence = data["componentEvents"]["sequence"].as_u64().unwrap();
+    for sequence in ws_reader.await.unwrap() {
         assert!(sequence > ws_last);
         ws_last = sequence;
     }
