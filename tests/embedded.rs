@@ -228,12 +228,16 @@ async fn pending_webhook_deliveries_survive_a_restart() {
         assert!(Instant::now() < deadline, "{listed:#}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(
-        receiver.received().len(),
-        failed_attempts + 1,
-        "sent once after the restart"
-    );
+    // The positive signal: a later event arrives, and deliveries go in order, so a second send would be before it.
+    create_service(&app, "after").await;
+    let received = receiver
+        .wait_for(failed_attempts + 2, Duration::from_secs(30))
+        .await;
+    let ids: Vec<Value> = received[failed_attempts..]
+        .iter()
+        .map(|r| verified(r, "restart-secret")["id"].clone())
+        .collect();
+    assert_eq!(ids, ["waiting", "after"], "sent once after the restart");
 }
 
 /// Progress past filtered-out events is saved lazily, so a restart looks at them again; but it neither sends a

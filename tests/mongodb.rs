@@ -1264,7 +1264,7 @@ async fn alias_events_left_pending_are_settled_from_the_alias_record() {
 /// Two servers on one database: each webhook delivery is sent once, not once per server, and in order.
 #[tokio::test]
 async fn replicas_send_each_webhook_delivery_once() {
-    use contract::{Receiver, allow_private, create_webhook, verified};
+    use contract::{EXAMINED, Receiver, allow_private, create_webhook, metric, verified};
     let Some(target) = feed_target("replicas_send_each_webhook_delivery_once") else {
         return;
     };
@@ -1287,21 +1287,21 @@ async fn replicas_send_each_webhook_delivery_once() {
         let app = if i % 2 == 0 { &first } else { &second };
         create_service(app, &format!("s{i}")).await;
     }
-    let received = receiver.wait_for(10, Duration::from_secs(30)).await;
-    // Both servers look for work every second: give a duplicate the time to show up.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let received = if receiver.received().len() > received.len() {
-        receiver.received()
-    } else {
-        received
-    };
-    let sequences: Vec<u64> = received
+    receiver.wait_for(10, Duration::from_secs(30)).await;
+    // The positive signal: a later event arrives, and the workers have looked at all of them. Deliveries go in
+    // order, so a duplicate of an earlier one would have come before the last.
+    create_service(&second, "s10").await;
+    receiver.wait_for(11, Duration::from_secs(30)).await;
+    let examined = async || metric(&first, EXAMINED).await + metric(&second, EXAMINED).await;
+    assert!(common::eventually(Duration::from_secs(30), async || examined().await >= 11.0).await);
+    let sequences: Vec<u64> = receiver
+        .received()
         .iter()
         .map(|r| verified(r, "shared")["sequence"].as_u64().unwrap())
         .collect();
     assert_eq!(
         sequences,
-        (1..=10).collect::<Vec<u64>>(),
+        (1..=11).collect::<Vec<u64>>(),
         "each once, in order"
     );
 }

@@ -167,7 +167,13 @@ pub async fn webhooks_deliver_signed_events_in_order_with_retries(start: Starter
     assert_eq!(received[3].headers["x-repository-event"], "created");
     assert_eq!(bodies[3]["kind"], "service");
     assert!(bodies[3]["sequence"].as_u64() > bodies[0]["sequence"].as_u64());
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The positive signal: the worker has looked at all three events, the model included.
+    assert!(
+        eventually(Duration::from_secs(10), async || metric(&app, EXAMINED)
+            .await
+            >= 3.0)
+        .await
+    );
     assert_eq!(
         receiver.received().len(),
         4,
@@ -228,8 +234,12 @@ pub async fn webhooks_deliver_signed_events_in_order_with_retries(start: Starter
         .await,
         "NOT_FOUND"
     );
+    // The positive signal: a webhook that still exists gets the later event, sent from the same feed.
+    let witness = Receiver::start(0).await;
+    create_webhook(&app, &witness.url, "witness", json!(["SERVICE"])).await;
     create_service(&app, "third").await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let seen = witness.wait_for(1, Duration::from_secs(30)).await;
+    assert_eq!(verified(&seen[0], "witness")["id"], "third");
     assert_eq!(
         receiver.received().len(),
         4,
