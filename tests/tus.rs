@@ -296,9 +296,12 @@ fn client_command(client: Client) -> Result<tokio::process::Command, String> {
             Ok(command)
         }
         Client::TusJs => {
-            if !tus_dir().join("node_modules/tus-js-client").exists() {
+            // The repository's one npm root; node finds it from the script's directory upwards.
+            let modules = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("node_modules");
+            if !modules.join("tus-js-client").exists() {
                 return Err(
-                    "no tests/tus/node_modules (scripts/test.sh installs tus-js-client)".into(),
+                    "no node_modules/tus-js-client (scripts/test.sh runs playground/build.sh --check)"
+                        .into(),
                 );
             }
             let mut command = tokio::process::Command::new("node");
