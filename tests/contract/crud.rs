@@ -346,45 +346,22 @@ pub async fn deletes_component_and_file(start: Starter) {
 
 pub async fn errors_have_codes(start: Starter) {
     let app = start(Options::default()).await;
-    assert_eq!(
-        app.error_code("{ nonsense }", json!({})).await,
-        "INVALID_INPUT"
-    );
-    assert_eq!(
-        app.error_code("{ models(first: 101) { totalCount } }", json!({}))
-            .await,
-        "INVALID_INPUT"
-    );
-    assert_eq!(
-        app.error_code("{ models(first: -1) { totalCount } }", json!({}))
-            .await,
-        "INVALID_INPUT"
-    );
-    assert_eq!(
-        app.error_code(
-            "{ models(after: \"bm90IGEgY3Vyc29y\") { totalCount } }",
-            json!({})
-        )
-        .await,
-        "INVALID_INPUT"
-    );
-    assert_eq!(
-        app.error_code(
-            "mutation { createTransformation(input: {id: \"t\", parameterTypes: {axis: 1}}) { id } }",
-            json!({})
-        )
-        .await,
-        "INVALID_INPUT",
-        "parameter types are names of types"
-    );
-    assert_eq!(
-        app.error_code(
-            "{ services(filter: {needs: {maxRam: -2}}) { totalCount } }",
-            json!({})
-        )
-        .await,
-        "INVALID_INPUT"
-    );
+    // Each refused request's whole `errors` list: message, code, and where it points.
+    let mut refusals = serde_json::Map::new();
+    for query in [
+        "{ nonsense }",
+        "{ models(first: 101) { totalCount } }",
+        "{ models(first: -1) { totalCount } }",
+        "{ models(after: \"bm90IGEgY3Vyc29y\") { totalCount } }",
+        // Parameter types are names of types.
+        "mutation { createTransformation(input: {id: \"t\", parameterTypes: {axis: 1}}) { id } }",
+        "{ services(filter: {needs: {maxRam: -2}}) { totalCount } }",
+    ] {
+        let body = app.gql(query, json!({})).await;
+        assert!(body["data"].is_null(), "{query}: {body}");
+        refusals.insert(query.into(), body["errors"].clone());
+    }
+    super::assert_json_snapshot("graphql_errors", &serde_json::Value::Object(refusals), &[]);
     // A body that is not JSON is a 400 with a GraphQL-shaped error.
     let response = app
         .client

@@ -31,6 +31,19 @@ use crate::common::{Options, TestApp};
 /// Starts a fresh server (with empty storage) on the backend under test.
 pub type Starter = fn(Options) -> Pin<Box<dyn Future<Output = TestApp> + Send>>;
 
+/// Asserts that `value` matches the committed snapshot `tests/contract/snapshots/<name>.snap`. Every backend checks
+/// the same file, so they answer alike; `redactions` (insta selectors, e.g. `.**.storage_id`) replace what varies
+/// from run to run: ids, times, digests. `cargo insta review` (or `INSTA_UPDATE=always`) writes a changed one.
+pub fn assert_json_snapshot(name: &str, value: &serde_json::Value, redactions: &[(&str, &str)]) {
+    let mut settings = insta::Settings::clone_current();
+    settings.set_prepend_module_to_snapshot(false);
+    settings.set_omit_expression(true);
+    for (selector, replacement) in redactions {
+        settings.add_redaction(selector, *replacement);
+    }
+    settings.bind(|| insta::assert_json_snapshot!(name, value));
+}
+
 /// The contract tests written in `tests/contract/*.rs`: every `pub async fn` that takes a [`Starter`].
 pub fn contract_tests_in_files() -> Vec<(String, String)> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/contract");
