@@ -8,12 +8,8 @@
 //! the server's peak RSS above its idle RSS during each phase (sampled from /proc every 2 ms). Targets: less than
 //! 64 MiB above idle whatever the size; download at least half the raw read rate.
 
-#[path = "../tests/common/process.rs"]
-mod process;
-#[path = "support/rss.rs"]
-mod rss;
-
 use std::io::{Read, Write};
+use testkit::process;
 #[cfg(not(target_os = "linux"))]
 compile_error!("the benchmark reads /proc and uses O_DIRECT: Linux only");
 use std::time::{Duration, Instant};
@@ -21,9 +17,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use bytesize::ByteSize;
 use futures_util::StreamExt;
-use rss::{RssSampler, rss_bytes};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use testkit::bench::rss::{RssSampler, rss_bytes};
 
 const CHUNK: usize = 1024 * 1024;
 const MIB: f64 = 1024.0 * 1024.0;

@@ -9,13 +9,10 @@
 //! event's commit time (`at`, stamped in the committing transaction) to its arrival at every subscriber, over all
 //! subscriber × change pairs. Client and server share the machine's clock.
 
-#[path = "../tests/common/process.rs"]
-mod process;
-#[path = "support/stats.rs"]
-mod stats;
-
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use testkit::bench::stats;
+use testkit::process;
 
 use futures_util::StreamExt;
 use serde_json::{Value, json};

@@ -10,16 +10,11 @@
 //! and mirrors as processes on loopback (the cut through the tests' fault proxy), prints the figures, and stops.
 //! Needs about twice TOTAL plus twice CUT_FILE of free disk.
 
-#[path = "../tests/common/chaos.rs"]
-mod chaos;
-#[path = "../tests/common/process.rs"]
-mod process;
-#[path = "support/random.rs"]
-mod random;
-#[path = "support/stats.rs"]
-mod stats;
-
 use std::time::{Duration, Instant};
+use testkit::bench::stats;
+use testkit::chaos;
+use testkit::data as random;
+use testkit::process;
 
 use serde_json::{Value, json};
 

@@ -3,11 +3,13 @@
 
 pub mod archive;
 pub mod browser;
-pub mod chaos;
 pub mod mongo;
-pub mod process;
 pub mod slow;
 pub mod ws;
+
+// The parts of the test kit (the `testkit` crate) that tests, examples and benchmarks share.
+#[allow(unused_imports)] // each test crate uses a different part
+pub use testkit::{bytes, chaos, eventually, process, sha256_hex};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -303,42 +305,10 @@ impl TestApp {
     }
 }
 
-/// Deterministic pseudo-random bytes, so that failures reproduce.
-pub fn bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..len)
-        .map(|_| {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (state >> 33) as u8
-        })
-        .collect()
-}
-
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(bytes))
-}
-
 /// Says loudly that a test could not run, and why. It writes to the process's stderr directly, past the test
 /// harness's output capture, so the line shows in every run; `.ci/run` counts these lines as skipped tests.
 pub fn report_skip(test: &str, reason: &str) {
     use std::io::Write;
     let line = format!("SKIPPED {test}: {reason}\n");
     let _ = std::io::stderr().write_all(line.as_bytes());
-}
-
-/// Waits until `condition` holds, checking every 50 ms, for at most `deadline`.
-pub async fn eventually(deadline: Duration, mut condition: impl AsyncFnMut() -> bool) -> bool {
-    let start = std::time::Instant::now();
-    while start.elapsed() < deadline {
-        if condition().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
 }

@@ -1,0 +1,69 @@
+//! The GraphQL multipart request (the spec uploads follow), built in one place for every test and benchmark.
+
+use anyhow::bail;
+use serde_json::{Value, json};
+
+/// The form of a GraphQL multipart request that sends `bytes` as variable `file` (set to null in `variables`, as
+/// the spec asks) of `query`.
+pub fn upload_form(
+    query: &str,
+    variables: Value,
+    bytes: Vec<u8>,
+    filename: &str,
+) -> reqwest::multipart::Form {
+    let mut variables = if variables.is_null() {
+        json!({})
+    } else {
+        variables
+    };
+    variables["file"] = Value::Null;
+    let operations = json!({ "query": query, "variables": variables });
+    reqwest::multipart::Form::new()
+        .text("operations", operations.to_string())
+        .text("map", json!({ "0": ["variables.file"] }).to_string())
+        .part(
+            "0",
+            reqwest::multipart::Part::bytes(bytes)
+                .file_name(filename.to_owned())
+                .mime_str("application/zip")
+                .expect("a valid media type"),
+        )
+}
+
+/// A POST of `form` to `<base>/graphql` with the preflight-forcing header the GraphQL multipart request spec asks of
+/// clients (CSRF prevention).
+pub fn post_upload(
+    client: &reqwest::Client,
+    base: &str,
+    form: reqwest::multipart::Form,
+) -> reqwest::RequestBuilder {
+    client
+        .post(format!("{base}/graphql"))
+        .header("apollo-require-preflight", "true")
+        .multipart(form)
+}
+
+/// Uploads `data` as the file of service `id` and checks that the server stored `expected` (its sha256, which the
+/// caller computes before any clock starts).
+pub async fn upload_service_file(
+    client: &reqwest::Client,
+    base: &str,
+    id: &str,
+    data: Vec<u8>,
+    expected: &str,
+) -> anyhow::Result<()> {
+    let query = format!(
+        "mutation($file: Upload!) {{ uploadServiceFile(id: \"{id}\", file: $file) {{ file {{ sha256 }} }} }}"
+    );
+    let form = upload_form(&query, json!({}), data, "f.zip");
+    let response: Value = post_upload(client, base, form)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    if response["data"]["uploadServiceFile"]["file"]["sha256"] != expected {
+        bail!("upload of {id}: {response}");
+    }
+    Ok(())
+}

@@ -1,0 +1,32 @@
+//! The one test kit of component-repository: what its tests (`tests/`), examples and benchmarks (`examples/`)
+//! share, so none of them pulls another's files in by path. A workspace member, a dev-dependency of the root
+//! package.
+//!
+//! - [`process`]: the real binary, run as an operator would.
+//! - [`chaos`]: a loopback TCP proxy a test can break.
+//! - [`data`]: the one generator of test bytes, and the one hash helper.
+//! - [`graphql`]: the GraphQL multipart request (uploads), built once.
+//! - [`eventually`]: waits for a condition instead of sleeping.
+//! - [`bench`]: what the benchmarks measure with (percentiles, RSS, CPU time, the raw disk baseline).
+
+pub mod bench;
+pub mod chaos;
+pub mod data;
+pub mod graphql;
+pub mod process;
+
+pub use data::{bytes, sha256_hex};
+
+use std::time::Duration;
+
+/// Waits until `condition` holds, checking every 50 ms, for at most `deadline`; says whether it did.
+pub async fn eventually(deadline: Duration, mut condition: impl AsyncFnMut() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < deadline {
+        if condition().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
