@@ -226,23 +226,17 @@ async fn bench_backend(
     rss.reset();
     let file = tokio::fs::File::open(input).await?;
     let stream = tokio_util::io::ReaderStream::with_capacity(file, CHUNK);
-    let operations = json!({
-        "query": "mutation($file: Upload!) { uploadModelFile(name: \"bench\", version: \"1\", file: $file) { file { size sha256 } } }",
-        "variables": { "file": null }
-    });
-    let form = reqwest::multipart::Form::new()
-        .text("operations", operations.to_string())
-        .text("map", json!({ "0": ["variables.file"] }).to_string())
-        .part(
-            "0",
+    let form = testkit::graphql::files_form(
+        "mutation($file: Upload!) { uploadModelFile(name: \"bench\", version: \"1\", file: $file) { file { size sha256 } } }",
+        json!({}),
+        vec![(
+            "file".into(),
             reqwest::multipart::Part::stream_with_length(reqwest::Body::wrap_stream(stream), size)
                 .file_name("bench.bin"),
-        );
+        )],
+    );
     let started = Instant::now();
-    let response: Value = client
-        .post(format!("{base}/graphql"))
-        .header("apollo-require-preflight", "true")
-        .multipart(form)
+    let response: Value = testkit::graphql::post_upload(&client, &base, form)
         .send()
         .await?
         .json()

@@ -48,22 +48,13 @@ impl Client {
         )
         .await?;
         if let Some(bytes) = file {
-            let operations = json!({
-                "query": "mutation($file: Upload!, $id: ID!) { uploadServiceFile(id: $id, file: $file) { id } }",
-                "variables": { "id": id, "file": null },
-            });
-            let form = reqwest::multipart::Form::new()
-                .text("operations", operations.to_string())
-                .text("map", json!({ "0": ["variables.file"] }).to_string())
-                .part(
-                    "0",
-                    reqwest::multipart::Part::bytes(bytes).file_name("f.bin"),
-                );
-            let response = self
-                .http
-                .post(format!("{}/graphql", self.base))
-                .header("apollo-require-preflight", "true")
-                .multipart(form)
+            let form = testkit::graphql::upload_form(
+                "mutation($file: Upload!, $id: ID!) { uploadServiceFile(id: $id, file: $file) { id } }",
+                json!({ "id": id }),
+                bytes,
+                "f.bin",
+            );
+            let response = testkit::graphql::post_upload(&self.http, &self.base, form)
                 .send()
                 .await?;
             anyhow::ensure!(response.status() == 200, "upload: {}", response.status());

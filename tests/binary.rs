@@ -55,23 +55,19 @@ fn slow_upload(
     let body = futures_util::stream::once(async move { first })
         .chain(rest)
         .map(|chunk| Ok::<_, std::io::Error>(bytes::Bytes::from(chunk)));
-    let operations = json!({
-        "query": format!("mutation($file: Upload!) {{ uploadServiceFile(id: \"{id}\", file: $file) {{ file {{ size sha256 }} }} }}"),
-        "variables": { "file": null }
-    });
-    let form = reqwest::multipart::Form::new()
-        .text("operations", operations.to_string())
-        .text("map", json!({ "0": ["variables.file"] }).to_string())
-        .part(
-            "0",
+    let form = testkit::graphql::files_form(
+        &format!(
+            "mutation($file: Upload!) {{ uploadServiceFile(id: \"{id}\", file: $file) {{ file {{ size sha256 }} }} }}"
+        ),
+        json!({}),
+        vec![(
+            "file".into(),
             reqwest::multipart::Part::stream(reqwest::Body::wrap_stream(body)).file_name("big.zip"),
-        );
-    let url = format!("{base}/graphql");
+        )],
+    );
+    let base = base.to_owned();
     let request = tokio::spawn(async move {
-        reqwest::Client::new()
-            .post(url)
-            .header("apollo-require-preflight", "true")
-            .multipart(form)
+        testkit::graphql::post_upload(&reqwest::Client::new(), &base, form)
             .send()
             .await
     });

@@ -3,31 +3,46 @@
 use anyhow::bail;
 use serde_json::{Value, json};
 
-/// The form of a GraphQL multipart request that sends `bytes` as variable `file` (set to null in `variables`, as
-/// the spec asks) of `query`.
+/// The form of a GraphQL multipart request that sends `bytes` as variable `file` of `query` (its other variables in
+/// `variables`).
 pub fn upload_form(
     query: &str,
     variables: Value,
     bytes: Vec<u8>,
     filename: &str,
 ) -> reqwest::multipart::Form {
+    let part = reqwest::multipart::Part::bytes(bytes)
+        .file_name(filename.to_owned())
+        .mime_str("application/zip")
+        .expect("a valid media type");
+    files_form(query, variables, vec![("file".into(), part)])
+}
+
+/// The form of a GraphQL multipart request that sends each part as the variable it is named with (set to null in
+/// the operations, as the spec asks), in that order: the parts may be streams.
+pub fn files_form(
+    query: &str,
+    variables: Value,
+    files: Vec<(String, reqwest::multipart::Part)>,
+) -> reqwest::multipart::Form {
     let mut variables = if variables.is_null() {
         json!({})
     } else {
         variables
     };
-    variables["file"] = Value::Null;
+    let mut map = serde_json::Map::new();
+    for (n, (variable, _)) in files.iter().enumerate() {
+        variables[variable.as_str()] = Value::Null;
+        map.insert(n.to_string(), json!([format!("variables.{variable}")]));
+    }
     let operations = json!({ "query": query, "variables": variables });
-    reqwest::multipart::Form::new()
+    let mut form = reqwest::multipart::Form::new()
         .text("operations", operations.to_string())
-        .text("map", json!({ "0": ["variables.file"] }).to_string())
-        .part(
-            "0",
-            reqwest::multipart::Part::bytes(bytes)
-                .file_name(filename.to_owned())
-                .mime_str("application/zip")
-                .expect("a valid media type"),
-        )
+        .text("map", Value::Object(map).to_string());
+    for (n, (_, part)) in files.into_iter().enumerate() {
+        form = form.part(n.to_string(), part);
+    }
+    form
 }
 
 /// A POST of `form` to `<base>/graphql` with the preflight-forcing header the GraphQL multipart request spec asks of
