@@ -23,15 +23,8 @@ async fn gql(base: &str, query: &str) -> Value {
 }
 
 /// Waits until `condition` holds, for at most 30 s; says whether it did.
-async fn eventually(mut condition: impl AsyncFnMut() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if condition().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    false
+async fn eventually(condition: impl AsyncFnMut() -> bool) -> bool {
+    common::eventually(Duration::from_secs(30), condition).await
 }
 
 /// Uploads being staged in an embedded store's data directory.

@@ -178,29 +178,28 @@ async fn start_up_removes_interrupted_uploads_and_unreferenced_blobs() {
 #[tokio::test]
 async fn pending_webhook_deliveries_survive_a_restart() {
     use contract::{Receiver, allow_private, create_service, create_webhook, verified};
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
     let app = common::embedded(allow_private()).await;
     let receiver = Receiver::start(usize::MAX).await;
     create_webhook(&app, &receiver.url, "restart-secret", json!(null)).await;
     create_service(&app, "waiting").await;
     receiver.wait_for(1, Duration::from_secs(10)).await;
     // The failed attempt is recorded just after the receiver answered.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    let delivery = common::wait_for(Duration::from_secs(10), async || {
         let pending = app
             .ok(
                 "{ webhooks { deliveries { status attempts lastStatus } } }",
                 json!({}),
             )
             .await;
-        let delivery = &pending["webhooks"][0]["deliveries"][0];
-        if delivery["lastStatus"] == 500 {
-            assert_eq!(delivery["status"], "PENDING");
-            break;
+        let delivery = pending["webhooks"][0]["deliveries"][0].clone();
+        match delivery["lastStatus"] == 500 {
+            true => Ok(delivery),
+            false => Err(format!("{pending:#}")),
         }
-        assert!(Instant::now() < deadline, "{pending:#}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
+    assert_eq!(delivery["status"], "PENDING");
     let dir = app.stop_keeping_data().await;
     let failed_attempts = receiver.received().len();
     receiver.recover();
@@ -211,23 +210,22 @@ async fn pending_webhook_deliveries_survive_a_restart() {
         .await;
     let last = received.last().unwrap();
     assert_eq!(verified(last, "restart-secret")["id"], "waiting");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    let delivery = common::wait_for(Duration::from_secs(10), async || {
         let listed = app
             .ok("{ webhooks { deliveries { status attempts } } }", json!({}))
             .await;
-        let delivery = &listed["webhooks"][0]["deliveries"][0];
-        if delivery["status"] == "DELIVERED" {
-            assert_eq!(
-                delivery["attempts"],
-                failed_attempts as u64 + 1,
-                "attempts carry over"
-            );
-            break;
+        let delivery = listed["webhooks"][0]["deliveries"][0].clone();
+        match delivery["status"] == "DELIVERED" {
+            true => Ok(delivery),
+            false => Err(format!("{listed:#}")),
         }
-        assert!(Instant::now() < deadline, "{listed:#}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
+    assert_eq!(
+        delivery["attempts"],
+        failed_attempts as u64 + 1,
+        "attempts carry over"
+    );
     // The positive signal: a later event arrives, and deliveries go in order, so a second send would be before it.
     create_service(&app, "after").await;
     let received = receiver

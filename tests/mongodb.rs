@@ -680,11 +680,15 @@ async fn a_database_that_goes_away_gives_503_and_recovers() {
 
     // The database comes (back): the server notices by itself.
     mongo::start_wire_server_on(binary, port).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while app.get("/readyz").await.status() != 200 {
-        assert!(Instant::now() < deadline, "the server did not recover");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    assert!(
+        common::eventually(Duration::from_secs(30), async || app
+            .get("/readyz")
+            .await
+            .status()
+            == 200)
+        .await,
+        "the server did not recover"
+    );
     app.ok(
         "mutation { createService(input: {id: \"svc\"}) { id } }",
         json!({}),
@@ -1130,24 +1134,23 @@ async fn events_left_pending_are_settled_by_readers() {
         .await
         .unwrap();
     create_service(&app, "after").await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    let page = common::wait_for(Duration::from_secs(10), async || {
         let page = app
             .ok(
                 "{ events(after: \"3\") { edges { node { sequence id } } } }",
                 json!({}),
             )
             .await;
-        if page["events"]["edges"].as_array().unwrap().len() == 2 {
-            assert_eq!(
-                page["events"]["edges"][1]["node"],
-                json!({ "sequence": 5, "id": "after" })
-            );
-            break;
+        match page["events"]["edges"].as_array().unwrap().len() {
+            2 => Ok(page),
+            _ => Err(format!("{page:#}")),
         }
-        assert!(Instant::now() < deadline, "{page:#}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
+    assert_eq!(
+        page["events"]["edges"][1]["node"],
+        json!({ "sequence": 5, "id": "after" })
+    );
 }
 
 /// A download by digest finds a variant's bytes through the multikey index on `variants.file.sha256`: the

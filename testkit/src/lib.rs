@@ -6,7 +6,7 @@
 //! - [`chaos`]: a loopback TCP proxy a test can break.
 //! - [`data`]: the one generator of test bytes, and the one hash helper.
 //! - [`graphql`]: the GraphQL multipart request (uploads), built once.
-//! - [`eventually`]: waits for a condition instead of sleeping.
+//! - [`eventually`], [`wait_for`]: wait for a condition instead of sleeping.
 //! - [`bench`]: what the benchmarks measure with (percentiles, RSS, CPU time, the raw disk baseline).
 
 pub mod bench;
@@ -16,6 +16,8 @@ pub mod graphql;
 pub mod process;
 
 pub use data::{bytes, sha256_hex};
+
+use std::fmt::Display;
 
 use std::time::Duration;
 
@@ -29,4 +31,22 @@ pub async fn eventually(deadline: Duration, mut condition: impl AsyncFnMut() -> 
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     false
+}
+
+/// Polls `probe` every 50 ms until it answers `Ok`, for at most `within`, and returns that answer; otherwise fails
+/// the test with the probe's last `Err` (what it saw instead).
+pub async fn wait_for<T, E: Display>(
+    within: Duration,
+    mut probe: impl AsyncFnMut() -> Result<T, E>,
+) -> T {
+    let start = std::time::Instant::now();
+    loop {
+        match probe().await {
+            Ok(found) => return found,
+            Err(seen) if start.elapsed() >= within => {
+                panic!("still not there after {within:?}: {seen}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
 }

@@ -9,7 +9,7 @@ pub mod ws;
 
 // The parts of the test kit (the `testkit` crate) that tests, examples and benchmarks share.
 #[allow(unused_imports)] // each test crate uses a different part
-pub use testkit::{bytes, chaos, eventually, process, sha256_hex};
+pub use testkit::{bytes, chaos, eventually, process, sha256_hex, wait_for};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -17,14 +17,14 @@ pub async fn health_and_readiness_answer(start: Starter) {
     );
     // The embedded store loads its catalogue in the background (503 until then): on a busy machine that takes a
     // moment even for an empty store.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let ready = loop {
+    let ready = crate::common::wait_for(std::time::Duration::from_secs(10), async || {
         let ready = app.get("/readyz").await;
-        if ready.status() != 503 || std::time::Instant::now() > deadline {
-            break ready;
+        match ready.status() {
+            reqwest::StatusCode::SERVICE_UNAVAILABLE => Err("still loading (503)"),
+            _ => Ok(ready),
         }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
+    })
+    .await;
     assert_eq!(ready.status(), 200, "the store answers");
     let body: serde_json::Value = ready.json().await.unwrap();
     assert_eq!(body["status"], "ready");

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 
 use super::Starter;
-use crate::common::{Options, TestApp, eventually};
+use crate::common::{Options, TestApp, eventually, wait_for};
 
 /// One request a receiver got.
 #[derive(Debug, Clone)]
@@ -79,19 +79,17 @@ impl Receiver {
 
     /// Waits until `count` requests have arrived.
     pub async fn wait_for(&self, count: usize, within: Duration) -> Vec<Received> {
-        let deadline = Instant::now() + within;
-        loop {
+        wait_for(within, async || {
             let received = self.received();
-            if received.len() >= count {
-                return received;
+            match received.len() >= count {
+                true => Ok(received),
+                false => Err(format!(
+                    "only {} of {count} deliveries arrived",
+                    received.len()
+                )),
             }
-            assert!(
-                Instant::now() < deadline,
-                "only {} of {count} deliveries arrived",
-                received.len()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await
     }
 }
 
@@ -181,8 +179,7 @@ pub async fn webhooks_deliver_signed_events_in_order_with_retries(start: Starter
     );
 
     // Each delivery is recorded just after its receiver answered.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let listed = loop {
+    let listed = wait_for(Duration::from_secs(10), async || {
         let listed = app
             .ok(
                 "{ webhooks { id url kinds cursor deliveries { id type status attempts lastStatus lastError deliveredAt } } }",
@@ -190,12 +187,12 @@ pub async fn webhooks_deliver_signed_events_in_order_with_retries(start: Starter
             )
             .await;
         let deliveries = &listed["webhooks"][0]["deliveries"];
-        if deliveries[0]["status"] == "DELIVERED" && deliveries[1]["status"] == "DELIVERED" {
-            break listed;
+        match deliveries[0]["status"] == "DELIVERED" && deliveries[1]["status"] == "DELIVERED" {
+            true => Ok(listed),
+            false => Err(format!("{listed:#}")),
         }
-        assert!(Instant::now() < deadline, "{listed:#}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    })
+    .await;
     let webhook = &listed["webhooks"][0];
     assert_eq!(webhook["id"], id.as_str());
     assert_eq!(webhook["kinds"], json!(["SERVICE"]));
