@@ -947,7 +947,8 @@ async fn a_selective_runnable_on_reads_only_its_candidates() {
 // The change feed on MongoDB beyond the contract: several replicas on one database, and a writer that went away in
 // the middle of a change.
 
-use contract::{Subscription, open_sse};
+use common::ws::GraphqlSocket;
+use contract::open_sse;
 
 fn feed_target(test: &str) -> Option<&'static mongo::Target> {
     match mongo::target() {
@@ -988,8 +989,8 @@ async fn replicas_share_one_feed() {
     first.guard = Some(Box::new(DropDatabases(config.clone())));
     let second = replica(&config).await;
     let mut on_first = open_sse(&first, "/events?after=0", &[]).await;
-    let mut on_second = Subscription::start(
-        &second,
+    let mut on_second = GraphqlSocket::subscribe(
+        second.addr,
         "graphql-transport-ws",
         json!({}),
         "subscription { componentEvents(after: 0) { sequence id } }",
@@ -1030,7 +1031,7 @@ async fn replicas_share_one_feed() {
             .expect("SSE event");
         sse_ids.push((event.id, event.data["id"].as_str().unwrap().to_string()));
         let data = on_second
-            .next(Duration::from_secs(20))
+            .next_result(Duration::from_secs(20))
             .await
             .expect("subscription event")
             .unwrap();

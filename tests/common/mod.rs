@@ -5,11 +5,10 @@ pub mod archive;
 pub mod browser;
 pub mod mongo;
 pub mod slow;
-pub mod ws;
 
 // The parts of the test kit (the `testkit` crate) that tests, examples and benchmarks share.
 #[allow(unused_imports)] // each test crate uses a different part
-pub use testkit::{bytes, chaos, eventually, process, sha256_hex, wait_for};
+pub use testkit::{bytes, chaos, eventually, process, sha256_hex, wait_for, ws};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -3,12 +3,11 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use super::Starter;
+use crate::common::ws::GraphqlSocket;
 use crate::common::{Options, TestApp};
 
 /// Reads Server-Sent Events off a streaming response.
@@ -79,103 +78,19 @@ pub async fn open_sse(app: &TestApp, path: &str, headers: &[(&str, &str)]) -> Ss
     SseReader::new(app.get_with(path, headers).await)
 }
 
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
 /// A subscription to the feed after `after` fails at once with `code`.
 async fn assert_subscription_refused(app: &TestApp, after: impl std::fmt::Display, code: &str) {
     let query = format!("subscription {{ componentEvents(after: {after}) {{ sequence }} }}");
-    let mut subscription = Subscription::start(app, "graphql-transport-ws", json!({}), &query)
-        .await
-        .unwrap();
+    let mut subscription =
+        GraphqlSocket::subscribe(app.addr, "graphql-transport-ws", json!({}), &query)
+            .await
+            .unwrap();
     let errors = subscription
-        .next(Duration::from_secs(10))
+        .next_result(Duration::from_secs(10))
         .await
         .unwrap()
         .unwrap_err();
     assert_eq!(errors[0]["extensions"]["code"], code, "{errors:#}");
-}
-
-/// A graphql-transport-ws client with one subscription.
-pub struct Subscription {
-    socket: Socket,
-}
-
-impl Subscription {
-    /// Connects, initialises with `init` as payload and subscribes to `query`; `Err` with the close reason when
-    /// the server refuses the connection.
-    pub async fn start(
-        app: &TestApp,
-        protocol: &str,
-        init: Value,
-        query: &str,
-    ) -> Result<Subscription, String> {
-        let mut request = format!("ws://{}/graphql", app.addr)
-            .into_client_request()
-            .unwrap();
-        request
-            .headers_mut()
-            .insert("sec-websocket-protocol", protocol.parse().unwrap());
-        let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
-        let init = json!({ "type": "connection_init", "payload": init });
-        socket.send(Message::text(init.to_string())).await.unwrap();
-        loop {
-            match tokio::time::timeout(Duration::from_secs(10), socket.next()).await {
-                Ok(Some(Ok(Message::Text(text)))) => {
-                    let message: Value = serde_json::from_str(&text).unwrap();
-                    match message["type"].as_str() {
-                        Some("connection_ack") => break,
-                        Some("ka") => continue,
-                        _ => return Err(text.to_string()),
-                    }
-                }
-                Ok(Some(Ok(Message::Close(frame)))) => {
-                    return Err(frame
-                        .map(|f| format!("{} {}", f.code, f.reason))
-                        .unwrap_or_default());
-                }
-                other => return Err(format!("{other:?}")),
-            }
-        }
-        let start = if protocol == "graphql-ws" {
-            "start"
-        } else {
-            "subscribe"
-        };
-        let subscribe = json!({ "type": start, "id": "1", "payload": { "query": query } });
-        socket
-            .send(Message::text(subscribe.to_string()))
-            .await
-            .unwrap();
-        Ok(Subscription { socket })
-    }
-
-    /// The `data` of the next result, or the errors as `Err`; `None` when nothing comes within `wait`.
-    pub async fn next(&mut self, wait: Duration) -> Option<Result<Value, Value>> {
-        let deadline = Instant::now() + wait;
-        loop {
-            let left = deadline.checked_duration_since(Instant::now())?;
-            match tokio::time::timeout(left, self.socket.next()).await {
-                Ok(Some(Ok(Message::Text(text)))) => {
-                    let message: Value = serde_json::from_str(&text).unwrap();
-                    match message["type"].as_str() {
-                        Some("next" | "data") => {
-                            let payload = &message["payload"];
-                            return Some(match payload.get("errors") {
-                                Some(errors) => Err(errors.clone()),
-                                None => Ok(payload["data"].clone()),
-                            });
-                        }
-                        Some("error") => return Some(Err(message["payload"].clone())),
-                        Some("complete") => return None,
-                        _ => continue,
-                    }
-                }
-                Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
-                _ => return None,
-            }
-        }
-    }
 }
 
 async fn create_service(app: &TestApp, id: &str) {
@@ -337,8 +252,8 @@ pub async fn concurrent_writers_feed_subscribers_in_order(start: Starter) {
     let total = writers * per_writer;
     let from = last_sequence(&app).await;
     let mut sse = open_sse(&app, &format!("/events?after={from}&kinds=service"), &[]).await;
-    let mut ws = Subscription::start(
-        &app,
+    let mut ws = GraphqlSocket::subscribe(
+        app.addr,
         "graphql-transport-ws",
         json!({}),
         &format!("subscription {{ componentEvents(after: {from}) {{ sequence type id }} }}"),
@@ -389,11 +304,11 @@ pub async fn concurrent_writers_feed_subscribers_in_order(start: Starter) {
     }
     let mut ws_last = from;
     for n in 0..total {
-        let data = ws
-            .next(Duration::from_secs(30))
-            .await
-            .unwrap_or_else(|| panic!("the subscription stalled after {n} of {total} events"))
-            .unwrap();
+        let Some(data) = ws.next_result(Duration::from_secs(30)).await else {
+            let how = ws.closed().await;
+            panic!("the subscription stalled after {n} of {total} events: {how:?}");
+        };
+        let data = data.unwrap();
         let sequence = data["componentEvents"]["sequence"].as_u64().unwrap();
         assert!(sequence > ws_last);
         ws_last = sequence;
@@ -464,9 +379,10 @@ pub async fn websocket_subscription_resumes_and_filters(start: Starter) {
     };
     for protocol in ["graphql-transport-ws", "graphql-ws"] {
         let from = last_sequence(&app).await;
-        let mut subscription = Subscription::start(&app, protocol, json!({}), &query(from))
-            .await
-            .unwrap();
+        let mut subscription =
+            GraphqlSocket::subscribe(app.addr, protocol, json!({}), &query(from))
+                .await
+                .unwrap();
         let tag = protocol.replace('-', "_");
         let small = format!("{tag}.small");
         app.ok(
@@ -485,7 +401,7 @@ pub async fn websocket_subscription_resumes_and_filters(start: Starter) {
         )
         .await;
         let first = subscription
-            .next(Duration::from_secs(10))
+            .next_result(Duration::from_secs(10))
             .await
             .unwrap()
             .unwrap();
@@ -493,7 +409,7 @@ pub async fn websocket_subscription_resumes_and_filters(start: Starter) {
         assert_eq!(first["componentEvents"]["type"], "CREATED");
         // The update made it too big for the device: delivered, so the consumer can drop it.
         let second = subscription
-            .next(Duration::from_secs(10))
+            .next_result(Duration::from_secs(10))
             .await
             .unwrap()
             .unwrap();
@@ -512,11 +428,12 @@ pub async fn websocket_subscription_resumes_and_filters(start: Starter) {
             json!({ "id": format!("{tag}.t") }),
         )
         .await;
-        let mut resumed = Subscription::start(&app, protocol, json!({}), &query(resume_after))
-            .await
-            .unwrap();
+        let mut resumed =
+            GraphqlSocket::subscribe(app.addr, protocol, json!({}), &query(resume_after))
+                .await
+                .unwrap();
         let next = resumed
-            .next(Duration::from_secs(10))
+            .next_result(Duration::from_secs(10))
             .await
             .unwrap()
             .unwrap();
@@ -525,7 +442,12 @@ pub async fn websocket_subscription_resumes_and_filters(start: Starter) {
             "the big one's deletion is not for this device"
         );
         assert!(next["componentEvents"]["sequence"].as_u64().unwrap() > resume_after);
-        assert!(resumed.next(Duration::from_millis(300)).await.is_none());
+        assert!(
+            resumed
+                .next_result(Duration::from_millis(300))
+                .await
+                .is_none()
+        );
     }
 }
 
@@ -584,8 +506,8 @@ pub async fn alias_moves_and_locks_are_on_the_feed(start: Starter) {
         .await;
     assert!(hook["createWebhook"]["id"].is_string());
     let from = last_sequence(&app).await;
-    let mut models = Subscription::start(
-        &app,
+    let mut models = GraphqlSocket::subscribe(
+        app.addr,
         "graphql-transport-ws",
         json!({}),
         &format!(
@@ -594,8 +516,8 @@ pub async fn alias_moves_and_locks_are_on_the_feed(start: Starter) {
     )
     .await
     .unwrap();
-    let mut device = Subscription::start(
-        &app,
+    let mut device = GraphqlSocket::subscribe(
+        app.addr,
         "graphql-transport-ws",
         json!({}),
         &format!(
@@ -737,7 +659,7 @@ pub async fn alias_moves_and_locks_are_on_the_feed(start: Starter) {
     let mut seen = Vec::new();
     while seen.len() < 7 {
         let next = models
-            .next(Duration::from_secs(10))
+            .next_result(Duration::from_secs(10))
             .await
             .expect("a model event")
             .unwrap();
@@ -757,19 +679,29 @@ pub async fn alias_moves_and_locks_are_on_the_feed(start: Starter) {
         ]
     );
     assert_eq!(seen[4]["alias"]["from"], "1");
-    assert!(models.next(Duration::from_millis(300)).await.is_none());
+    assert!(
+        models
+            .next_result(Duration::from_millis(300))
+            .await
+            .is_none()
+    );
 
     // A device follows what it can run: models (and so their aliases) are left out, the service's lock is not.
     for expected in ["CREATED", "LOCKED"] {
         let next = device
-            .next(Duration::from_secs(10))
+            .next_result(Duration::from_secs(10))
             .await
             .expect("a service event")
             .unwrap();
         assert_eq!(next["componentEvents"]["type"], expected);
         assert_eq!(next["componentEvents"]["id"], "svc");
     }
-    assert!(device.next(Duration::from_millis(300)).await.is_none());
+    assert!(
+        device
+            .next_result(Duration::from_millis(300))
+            .await
+            .is_none()
+    );
 
     // SSE, filtered by the new types.
     let mut names = Vec::new();

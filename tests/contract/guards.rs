@@ -268,7 +268,7 @@ async fn matrix(app: &TestApp, public_reads: bool) {
         }
         for protocol in PROTOCOLS {
             let what = format!("{protocol} with {token:?} (public reads: {public_reads})");
-            let mut socket = match GraphqlSocket::open(app, protocol, token).await {
+            let mut socket = match GraphqlSocket::open(app.addr, protocol, token).await {
                 Ok(socket) => socket,
                 Err(refused) => {
                     // A connection that may not even read is refused at `connection_init`.
