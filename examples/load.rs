@@ -283,16 +283,7 @@ async fn setup(base: &str, client: &reqwest::Client) -> anyhow::Result<Vec<(Stri
             i % 3 == 0,
             i % 5
         );
-        let created: Value = client
-            .post(format!("{base}/graphql"))
-            .json(&json!({ "query": mutation }))
-            .send()
-            .await?
-            .json()
-            .await?;
-        if created.get("errors").is_some() {
-            bail!("setting up: {created}");
-        }
+        testkit::graphql::query(client, base, &mutation, json!({})).await?;
         if i < SHARED_FILES {
             let len = 64 * 1024 + rng.below(1024 * 1024) as usize;
             let data = rng.bytes(len);
@@ -302,14 +293,7 @@ async fn setup(base: &str, client: &reqwest::Client) -> anyhow::Result<Vec<(Stri
         }
     }
     for n in 0..UPLOAD_TARGETS {
-        let mutation =
-            format!("mutation {{ createService(input: {{id: \"load.up-{n:02}\"}}) {{ id }} }}");
-        client
-            .post(format!("{base}/graphql"))
-            .json(&json!({ "query": mutation }))
-            .send()
-            .await?
-            .error_for_status()?;
+        testkit::graphql::create_service(client, base, &format!("load.up-{n:02}")).await?;
     }
     Ok(shared)
 }

@@ -29,16 +29,7 @@ struct Client {
 
 impl Client {
     async fn gql(&self, query: &str, variables: Value) -> anyhow::Result<Value> {
-        let body: Value = self
-            .http
-            .post(format!("{}/graphql", self.base))
-            .json(&json!({ "query": query, "variables": variables }))
-            .send()
-            .await?
-            .json()
-            .await?;
-        anyhow::ensure!(body.get("errors").is_none(), "{body}");
-        Ok(body["data"].clone())
+        testkit::graphql::query(&self.http, &self.base, query, variables).await
     }
 
     async fn service(&self, id: &str, file: Option<Vec<u8>>) -> anyhow::Result<()> {

@@ -43,18 +43,7 @@ fn client_with_timeout(timeout: Duration) -> reqwest::Client {
 }
 
 async fn graphql(client: &reqwest::Client, base: &str, query: &str) -> anyhow::Result<Value> {
-    let response: Value = client
-        .post(format!("{base}/graphql"))
-        .json(&json!({ "query": query }))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    if response.get("errors").is_some() {
-        bail!("{query}: {response}");
-    }
-    Ok(response["data"].clone())
+    testkit::graphql::query(client, base, query, json!({})).await
 }
 
 async fn create_with_file(
@@ -63,12 +52,7 @@ async fn create_with_file(
     id: &str,
     data: Vec<u8>,
 ) -> anyhow::Result<()> {
-    graphql(
-        client,
-        base,
-        &format!("mutation {{ createService(input: {{id: \"{id}\"}}) {{ id }} }}"),
-    )
-    .await?;
+    testkit::graphql::create_service(client, base, id).await?;
     let expected = sha256_hex(&data);
     upload_service_file(client, base, id, data, &expected).await
 }

@@ -82,3 +82,36 @@ pub async fn upload_service_file(
     }
     Ok(())
 }
+
+/// Runs a GraphQL operation at `<base>/graphql` and returns its `data`; an answer with errors is an error.
+pub async fn query(
+    client: &reqwest::Client,
+    base: &str,
+    query: &str,
+    variables: Value,
+) -> anyhow::Result<Value> {
+    let body: Value = client
+        .post(format!("{base}/graphql"))
+        .json(&json!({ "query": query, "variables": variables }))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    if body.get("errors").is_some() {
+        bail!("{query}: {body}");
+    }
+    Ok(body["data"].clone())
+}
+
+/// Creates service `id` with nothing but its id.
+pub async fn create_service(client: &reqwest::Client, base: &str, id: &str) -> anyhow::Result<()> {
+    query(
+        client,
+        base,
+        "mutation($id: ID!) { createService(input: {id: $id}) { id } }",
+        json!({ "id": id }),
+    )
+    .await?;
+    Ok(())
+}
