@@ -26,10 +26,10 @@ pub use webhooks::*;
 use std::future::Future;
 use std::pin::Pin;
 
-use crate::common::{Options, TestApp};
+use crate::common::{Config, TestApp};
 
 /// Starts a fresh server (with empty storage) on the backend under test.
-pub type Starter = fn(Options) -> Pin<Box<dyn Future<Output = TestApp> + Send>>;
+pub type Starter = fn(Config) -> Pin<Box<dyn Future<Output = TestApp> + Send>>;
 
 /// Asserts that `value` matches the committed snapshot `tests/contract/snapshots/<name>.snap`. Every backend checks
 /// the same file, so they answer alike; `redactions` (insta selectors, e.g. `.**.storage_id`) replace what varies
