@@ -2,6 +2,8 @@
 //! share, so none of them pulls another's files in by path. A workspace member, a dev-dependency of the root
 //! package.
 //!
+//! - [`app`]: [`app::TestApp`], the real server on a random port in this process, with a client and typed
+//!   helpers (create each kind, upload, download), started from a plain `Config`.
 //! - [`process`]: the real binary, run as an operator would.
 //! - [`chaos`]: a loopback TCP proxy a test can break.
 //! - [`data`]: the one generator of test bytes, and the one hash helper.
@@ -10,6 +12,7 @@
 //! - [`eventually`], [`wait_for`]: wait for a condition instead of sleeping.
 //! - [`bench`]: what the benchmarks measure with (percentiles, RSS, CPU time, the raw disk baseline).
 
+pub mod app;
 pub mod bench;
 pub mod chaos;
 pub mod data;
