@@ -173,12 +173,12 @@ async fn start_up_removes_interrupted_uploads_and_unreferenced_blobs() {
 /// A delivery that kept failing is still pending after a restart, and is sent once the receiver is back.
 #[tokio::test]
 async fn pending_webhook_deliveries_survive_a_restart() {
-    use contract::{Receiver, allow_private, create_service, create_webhook, verified};
+    use contract::{Receiver, allow_private, create_webhook, verified};
     use std::time::Duration;
     let app = common::embedded(allow_private()).await;
     let receiver = Receiver::start(usize::MAX).await;
     create_webhook(&app, &receiver.url, "restart-secret", json!(null)).await;
-    create_service(&app, "waiting").await;
+    app.create_service("waiting").await;
     receiver.wait_for(1, Duration::from_secs(10)).await;
     // The failed attempt is recorded just after the receiver answered.
     let delivery = common::wait_for(Duration::from_secs(10), async || {
@@ -223,7 +223,7 @@ async fn pending_webhook_deliveries_survive_a_restart() {
         "attempts carry over"
     );
     // The positive signal: a later event arrives, and deliveries go in order, so a second send would be before it.
-    create_service(&app, "after").await;
+    app.create_service("after").await;
     let received = receiver
         .wait_for(failed_attempts + 2, Duration::from_secs(30))
         .await;
@@ -240,7 +240,7 @@ async fn pending_webhook_deliveries_survive_a_restart() {
 #[tokio::test]
 async fn a_restart_re_examines_filtered_events_but_never_resends_a_delivery() {
     use component_repository::store::Store;
-    use contract::{EXAMINED, Receiver, create_service, create_webhook, metric, verified};
+    use contract::{EXAMINED, Receiver, create_webhook, metric, verified};
     use std::time::Duration;
     let options = || {
         contract::allow_private_with(|c| {
@@ -271,7 +271,7 @@ async fn a_restart_re_examines_filtered_events_but_never_resends_a_delivery() {
         .await
     );
     for id in ["a", "b", "c"] {
-        create_service(&app, id).await;
+        app.create_service(id).await;
     }
     assert!(
         common::eventually(Duration::from_secs(30), async || metric(&app, EXAMINED)

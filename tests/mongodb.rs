@@ -970,14 +970,6 @@ async fn replica(config: &component_repository::store::mongodb::MongoConfig) -> 
     .await
 }
 
-async fn create_service(app: &TestApp, id: &str) {
-    app.ok(
-        "mutation($id: ID!) { createService(input: {id: $id, description: \"s\"}) { id } }",
-        json!({ "id": id }),
-    )
-    .await;
-}
-
 /// Two servers on one database: a subscriber of either sees the changes made through both, in one order.
 #[tokio::test]
 async fn replicas_share_one_feed() {
@@ -1064,7 +1056,7 @@ async fn events_left_pending_are_settled_by_readers() {
     let config = mongo::config(target);
     let mut app = replica(&config).await;
     app.guard = Some(Box::new(DropDatabases(config.clone())));
-    create_service(&app, "before").await;
+    app.create_service("before").await;
     let client = mongodb::Client::with_uri_str(&config.uri).await.unwrap();
     let db = client.database(&config.database);
     let events = db.collection::<mongodb::bson::Document>("events");
@@ -1135,7 +1127,7 @@ async fn events_left_pending_are_settled_by_readers() {
         )
         .await
         .unwrap();
-    create_service(&app, "after").await;
+    app.create_service("after").await;
     let page = common::wait_for(Duration::from_secs(10), async || {
         let page = app
             .ok(
@@ -1173,7 +1165,7 @@ async fn variant_digest_lookups_use_the_multikey_index() {
     let config = mongo::config(target);
     let mut app = replica(&config).await;
     app.guard = Some(Box::new(DropDatabases(config.clone())));
-    create_service(&app, "svc").await;
+    app.create_service("svc").await;
     let client = mongodb::Client::with_uri_str(&config.uri).await.unwrap();
     let explained = client
         .database(&config.database)
@@ -1290,12 +1282,12 @@ async fn replicas_send_each_webhook_delivery_once() {
     create_webhook(&first, &receiver.url, "shared", json!(null)).await;
     for i in 0..10 {
         let app = if i % 2 == 0 { &first } else { &second };
-        create_service(app, &format!("s{i}")).await;
+        app.create_service(&format!("s{i}")).await;
     }
     receiver.wait_for(10, Duration::from_secs(30)).await;
     // The positive signal: a later event arrives, and the workers have looked at all of them. Deliveries go in
     // order, so a duplicate of an earlier one would have come before the last.
-    create_service(&second, "s10").await;
+    second.create_service("s10").await;
     receiver.wait_for(11, Duration::from_secs(30)).await;
     let examined = async || metric(&first, EXAMINED).await + metric(&second, EXAMINED).await;
     assert!(common::eventually(Duration::from_secs(30), async || examined().await >= 11.0).await);

@@ -93,21 +93,6 @@ async fn assert_subscription_refused(app: &TestApp, after: impl std::fmt::Displa
     assert_eq!(errors[0]["extensions"]["code"], code, "{errors:#}");
 }
 
-async fn create_service(app: &TestApp, id: &str) {
-    let client = &app.client;
-    let response = client
-        .post(app.url("/graphql"))
-        .json(&json!({
-            "query": "mutation($id: ID!) { createService(input: {id: $id, description: \"s\"}) { id } }",
-            "variables": { "id": id },
-        }))
-        .send()
-        .await
-        .unwrap();
-    let body: Value = response.json().await.unwrap();
-    assert!(body.get("errors").is_none(), "{body:#}");
-}
-
 async fn last_sequence(app: &TestApp) -> u64 {
     app.ok("{ lastSequence }", json!({})).await["lastSequence"]
         .as_u64()
@@ -328,7 +313,7 @@ pub async fn sse_resumes_with_last_event_id(start: Starter) {
     let app = start(test_config()).await;
     let from = last_sequence(&app).await;
     for i in 0..3 {
-        create_service(&app, &format!("a{i}")).await;
+        app.create_service(&format!("a{i}")).await;
     }
     let mut sse = open_sse(&app, &format!("/events?after={from}"), &[]).await;
     let mut ids = Vec::new();
@@ -337,7 +322,7 @@ pub async fn sse_resumes_with_last_event_id(start: Starter) {
     }
     drop(sse); // the connection breaks
     for i in 0..3 {
-        create_service(&app, &format!("b{i}")).await;
+        app.create_service(&format!("b{i}")).await;
     }
     let resume = ids[2].to_string();
     // Last-Event-ID wins over the `after` of the original URL, as after a browser's automatic reconnect.
@@ -358,7 +343,7 @@ pub async fn sse_resumes_with_last_event_id(start: Starter) {
 
     // Live events after the backlog, and no `after` means from now.
     let mut live = open_sse(&app, "/events", &[]).await;
-    create_service(&app, "c0").await;
+    app.create_service("c0").await;
     let event = live.next(Duration::from_secs(10)).await.unwrap();
     assert_eq!(event.data["id"], "c0");
     assert_eq!(event.data["kind"], "service");
@@ -459,7 +444,7 @@ pub async fn expired_feed_positions_answer_events_expired(start: Starter) {
     .await;
     let from = last_sequence(&app).await;
     for i in 0..6 {
-        create_service(&app, &format!("r{i}")).await;
+        app.create_service(&format!("r{i}")).await;
     }
     let query = "query($after: String) { events(after: $after) { edges { node { id } } } }";
     crate::common::wait_for(Duration::from_secs(20), async || {
@@ -483,7 +468,7 @@ pub async fn expired_feed_positions_answer_events_expired(start: Starter) {
     assert_eq!(body["code"], "EVENTS_EXPIRED");
     assert_subscription_refused(&app, from, "EVENTS_EXPIRED").await;
     // New events keep counting up after what was removed.
-    create_service(&app, "r6").await;
+    app.create_service("r6").await;
     assert_eq!(last_sequence(&app).await, from + 7);
 }
 
@@ -769,7 +754,7 @@ pub async fn cursors_beyond_the_head_answer_events_ahead(start: Starter) {
     );
     other.stop().await;
 
-    create_service(&app, "h0").await;
+    app.create_service("h0").await;
     let head = last_sequence(&app).await;
     assert_eq!(
         app.ok("{ feedId }", json!({})).await["feedId"],
@@ -805,7 +790,7 @@ pub async fn cursors_beyond_the_head_answer_events_ahead(start: Starter) {
 
     // Once the feed has grown that far, the same cursor is fine again.
     for i in 1..=5 {
-        create_service(&app, &format!("h{i}")).await;
+        app.create_service(&format!("h{i}")).await;
     }
     let caught_up = app.ok(query, json!({ "after": ahead })).await;
     assert_eq!(caught_up["events"]["edges"], json!([]));

@@ -130,27 +130,19 @@ pub async fn create_webhook(app: &TestApp, url: &str, secret: &str, kinds: Value
     data["createWebhook"]["id"].as_str().unwrap().to_string()
 }
 
-pub async fn create_service(app: &TestApp, id: &str) {
-    app.ok(
-        "mutation($id: ID!) { createService(input: {id: $id}) { id } }",
-        json!({ "id": id }),
-    )
-    .await;
-}
-
 pub async fn webhooks_deliver_signed_events_in_order_with_retries(start: Starter) {
     let app = start(allow_private()).await;
     let receiver = Receiver::start(2).await;
     let secret = "s3cr3t-for-the-test";
     let id = create_webhook(&app, &receiver.url, secret, json!(["SERVICE"])).await;
 
-    create_service(&app, "first").await;
+    app.create_service("first").await;
     app.ok(
         "mutation { createModel(input: {name: \"m\", version: \"1\", library: \"l\"}) { name } }",
         json!({}),
     )
     .await;
-    create_service(&app, "second").await;
+    app.create_service("second").await;
 
     // Two answers of 500 for the first event (retried after 1 s, then 2 s), then each event once, in order.
     let received = receiver.wait_for(4, Duration::from_secs(30)).await;
@@ -239,7 +231,7 @@ pub async fn webhooks_deliver_signed_events_in_order_with_retries(start: Starter
     // The positive signal: a webhook that still exists gets the later event, sent from the same feed.
     let witness = Receiver::start(0).await;
     create_webhook(&app, &witness.url, "witness", json!(["SERVICE"])).await;
-    create_service(&app, "third").await;
+    app.create_service("third").await;
     let seen = witness.wait_for(1, Duration::from_secs(30)).await;
     assert_eq!(verified(&seen[0], "witness")["id"], "third");
     assert_eq!(
@@ -306,7 +298,7 @@ pub async fn metric(app: &TestApp, name: &str) -> f64 {
 async fn time_creates(app: &TestApp, prefix: &str, count: usize) -> Duration {
     let started = Instant::now();
     for i in 0..count {
-        create_service(app, &format!("{prefix}-{i}")).await;
+        app.create_service(&format!("{prefix}-{i}")).await;
     }
     started.elapsed() / count as u32
 }
@@ -328,7 +320,7 @@ pub async fn filtered_out_events_cost_webhooks_no_writes(start: Starter) {
         create_webhook(&app, &receiver.url, "filtered", json!(["MODEL"])).await;
     }
     // Every worker running and caught up (each has looked at one event) before timing.
-    create_service(&app, "warm").await;
+    app.create_service("warm").await;
     assert!(
         eventually(Duration::from_secs(60), async || metric(&app, EXAMINED)
             .await
@@ -473,7 +465,7 @@ pub async fn webhook_deliveries_are_pruned(start: Starter) {
     let receiver = Receiver::start(0).await;
     let id = create_webhook(&app, &receiver.url, "pruned", json!(null)).await;
     for i in 0..4 {
-        create_service(&app, &format!("s{i}")).await;
+        app.create_service(&format!("s{i}")).await;
     }
     let received = receiver.wait_for(4, Duration::from_secs(30)).await;
     let sequences: Vec<Value> = received
@@ -506,7 +498,7 @@ pub async fn webhook_deliveries_are_pruned(start: Starter) {
     let pending = create_webhook(&app, &failing.url, "aged", json!(["SERVICE"])).await;
     let delivered = create_webhook(&app, &taking.url, "aged", json!(["MODEL"])).await;
     // The pending delivery first, so it is the older of the two.
-    create_service(&app, "aged").await;
+    app.create_service("aged").await;
     assert!(
         eventually(Duration::from_secs(30), async || !deliveries(
             &app, &pending
