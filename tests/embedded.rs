@@ -108,11 +108,7 @@ async fn identical_bytes_are_stored_once_and_reclaimed_when_unused() {
 #[tokio::test]
 async fn refused_uploads_leave_nothing_behind() {
     let app = common::embedded(common::config_with(|c| c.uploads.max_size = 1000)).await;
-    app.ok(
-        "mutation { createService(input: {id: \"svc\"}) { id } }",
-        json!({}),
-    )
-    .await;
+    app.create_service("svc").await;
     let (status, body) = upload_service(&app, "svc", common::bytes(5000, 3)).await;
     assert_eq!(status, 413, "{body}");
     let (status, body) = upload_service(&app, "missing", common::bytes(500, 4)).await;
@@ -137,11 +133,7 @@ async fn start_up_removes_interrupted_uploads_and_unreferenced_blobs() {
         test_config(),
     )
     .await;
-    app.ok(
-        "mutation { createService(input: {id: \"svc\"}) { id } }",
-        json!({}),
-    )
-    .await;
+    app.create_service("svc").await;
     upload_ok(&app, "svc", kept.clone()).await;
     app.stop().await;
     // What a crash can leave: a half-written upload, and a blob renamed into place whose metadata never committed.
@@ -341,11 +333,7 @@ async fn a_restart_re_examines_filtered_events_but_never_resends_a_delivery() {
 async fn a_blob_being_attached_survives_a_concurrent_delete_of_the_same_bytes() {
     let app = std::sync::Arc::new(common::embedded(test_config()).await);
     let (shared, other) = (common::bytes(30_000, 21), common::bytes(20_000, 22));
-    app.ok(
-        "mutation { createService(input: {id: \"keeper\"}) { id } }",
-        json!({}),
-    )
-    .await;
+    app.create_service("keeper").await;
     let keeper = {
         let (app, shared, other) = (app.clone(), shared.clone(), other.clone());
         tokio::spawn(async move {
@@ -368,11 +356,7 @@ async fn a_blob_being_attached_survives_a_concurrent_delete_of_the_same_bytes() 
         let (app, shared) = (app.clone(), shared.clone());
         tokio::spawn(async move {
             for _ in 0..40 {
-                app.ok(
-                    "mutation { createService(input: {id: \"churn\"}) { id } }",
-                    json!({}),
-                )
-                .await;
+                app.create_service("churn").await;
                 upload_ok(&app, "churn", shared.clone()).await;
                 app.ok("mutation { deleteService(id: \"churn\") }", json!({}))
                     .await;

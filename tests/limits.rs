@@ -76,11 +76,7 @@ async fn introspection_can_be_switched_off() {
 #[tokio::test]
 async fn cross_site_simple_requests_are_refused() {
     let app = app_with(|_| {}).await;
-    app.ok(
-        "mutation { createService(input: {id: \"svc\"}) { id } }",
-        json!({}),
-    )
-    .await;
+    app.create_service("svc").await;
     // A multipart upload without a preflight-forcing header: what a form on another site could send.
     let form = testkit::graphql::upload_form(
         "mutation($file: Upload!) { uploadServiceFile(id: \"svc\", file: $file) { id } }",

@@ -454,11 +454,7 @@ async fn replaced_and_deleted_files_go_after_the_grace_period() {
         return;
     };
     let (app, raw, store) = start_on_prepared(target, |raw| async move { raw }).await;
-    app.ok(
-        "mutation { createService(input: {id: \"svc\"}) { id } }",
-        json!({}),
-    )
-    .await;
+    app.create_service("svc").await;
     let upload = |data: Vec<u8>| {
         app.upload(
             "mutation($file: Upload!) { uploadServiceFile(id: \"svc\", file: $file) { id } }",
@@ -573,11 +569,7 @@ async fn gc_removes_old_unreferenced_files_only() {
         raw
     })
     .await;
-    app.ok(
-        "mutation { createService(input: {id: \"svc\"}) { id } }",
-        json!({}),
-    )
-    .await;
+    app.create_service("svc").await;
     app.upload(
         "mutation($file: Upload!) { uploadServiceFile(id: \"svc\", file: $file) { id } }",
         json!({}),
@@ -690,11 +682,7 @@ async fn a_database_that_goes_away_gives_503_and_recovers() {
         .await,
         "the server did not recover"
     );
-    app.ok(
-        "mutation { createService(input: {id: \"svc\"}) { id } }",
-        json!({}),
-    )
-    .await;
+    app.create_service("svc").await;
 }
 
 #[tokio::test]

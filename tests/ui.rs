@@ -75,11 +75,7 @@ async fn every_response_carries_security_headers() {
         assert!(!policy.contains("unsafe-inline"), "{page}: {policy}");
         assert!(!policy.contains("unsafe-eval"), "{page}: {policy}");
     }
-    app.ok(
-        r#"mutation { createService(input: {id: "page"}) { id } }"#,
-        json!({}),
-    )
-    .await;
+    app.create_service("page").await;
     let html = b"<html><script>alert(document.cookie)</script></html>".to_vec();
     let form = reqwest::multipart::Form::new().part(
         "file",

@@ -557,11 +557,7 @@ async fn websockets_that_run_nothing_give_their_slot_back() {
         other => panic!("{other:?}"),
     }
     // The one with a subscription stays, and still gets events.
-    app.ok(
-        r#"mutation { createService(input: {id: "late"}) { id } }"#,
-        json!({}),
-    )
-    .await;
+    app.create_service("late").await;
     let Outcome::Result(payload) = busy.outcome_of("feed").await else {
         panic!("the subscription ended")
     };

@@ -302,11 +302,7 @@ pub async fn updates_only_what_is_given(start: Starter) {
 
 pub async fn deletes_component_and_file(start: Starter) {
     let app = start(test_config()).await;
-    app.ok(
-        "mutation { createService(input: {id: \"svc\"}) { id } }",
-        json!({}),
-    )
-    .await;
+    app.create_service("svc").await;
     let response = app
         .upload(
             "mutation($file: Upload!) { uploadServiceFile(id: \"svc\", file: $file) { id } }",

@@ -61,11 +61,7 @@ fn disconnect_mid_upload(addr: std::net::SocketAddr, path: &'static str) {
 
 pub async fn a_client_that_disconnects_mid_upload_leaves_nothing(start: Starter) {
     let app = start(test_config()).await;
-    app.ok(
-        "mutation { createService(input: {id: \"svc\"}) { id } }",
-        json!({}),
-    )
-    .await;
+    app.create_service("svc").await;
     let first = bytes(50_000, 1);
     let response = app.upload(UPLOAD, json!({}), first.clone(), "f.zip").await;
     assert_eq!(response.status(), 200);

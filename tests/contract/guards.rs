@@ -353,11 +353,7 @@ pub async fn truncated_graphql_uploads_are_refused(start: Starter) {
         c.limits.body_idle_timeout = std::time::Duration::from_secs(1);
     }))
     .await;
-    app.ok(
-        r#"mutation { createService(input: {id: "svc"}) { id } }"#,
-        json!({}),
-    )
-    .await;
+    app.create_service("svc").await;
     let boundary = "XyZ";
     let data = crate::common::bytes(20_000, 11);
     let operations = json!({
