@@ -8,12 +8,8 @@
 //! the server's peak RSS above its idle RSS during each phase (sampled from /proc every 2 ms). Targets: less than
 //! 64 MiB above idle whatever the size; download at least half the raw read rate.
 
-#[path = "../tests/common/process.rs"]
-mod process;
-#[path = "support/rss.rs"]
-mod rss;
-
 use std::io::{Read, Write};
+use testkit::process;
 #[cfg(not(target_os = "linux"))]
 compile_error!("the benchmark reads /proc and uses O_DIRECT: Linux only");
 use std::time::{Duration, Instant};
@@ -21,9 +17,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use bytesize::ByteSize;
 use futures_util::StreamExt;
-use rss::{RssSampler, rss_bytes};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use testkit::bench::rss::{RssSampler, rss_bytes};
 
 const CHUNK: usize = 1024 * 1024;
 const MIB: f64 = 1024.0 * 1024.0;
@@ -230,23 +226,17 @@ async fn bench_backend(
     rss.reset();
     let file = tokio::fs::File::open(input).await?;
     let stream = tokio_util::io::ReaderStream::with_capacity(file, CHUNK);
-    let operations = json!({
-        "query": "mutation($file: Upload!) { uploadModelFile(name: \"bench\", version: \"1\", file: $file) { file { size sha256 } } }",
-        "variables": { "file": null }
-    });
-    let form = reqwest::multipart::Form::new()
-        .text("operations", operations.to_string())
-        .text("map", json!({ "0": ["variables.file"] }).to_string())
-        .part(
-            "0",
+    let form = testkit::graphql::files_form(
+        "mutation($file: Upload!) { uploadModelFile(name: \"bench\", version: \"1\", file: $file) { file { size sha256 } } }",
+        json!({}),
+        vec![(
+            "file".into(),
             reqwest::multipart::Part::stream_with_length(reqwest::Body::wrap_stream(stream), size)
                 .file_name("bench.bin"),
-        );
+        )],
+    );
     let started = Instant::now();
-    let response: Value = client
-        .post(format!("{base}/graphql"))
-        .header("apollo-require-preflight", "true")
-        .multipart(form)
+    let response: Value = testkit::graphql::post_upload(&client, &base, form)
         .send()
         .await?
         .json()

@@ -13,15 +13,10 @@
 //! `--data-dir DIR` keeps the store in DIR and, when DIR already holds one, measures it as it is instead of filling
 //! a new one (a million components take minutes to fill); its counts are then read from the store.
 
-#[path = "../tests/common/process.rs"]
-mod process;
-#[path = "support/random.rs"]
-mod random;
-#[path = "support/rss.rs"]
-mod rss;
-
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
+use testkit::bench::rss;
+use testkit::process;
 
 use anyhow::{Context, bail, ensure};
 use component_repository::domain::{
@@ -29,8 +24,8 @@ use component_repository::domain::{
 };
 use component_repository::store::Store;
 use component_repository::store::embedded::EmbeddedStore;
-use random::Rng;
 use serde_json::{Value, json};
+use testkit::data::Rng;
 
 const BATCH: usize = 10_000;
 const LIBRARIES: [&str; 20] = [

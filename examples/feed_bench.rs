@@ -11,15 +11,10 @@
 //! SUBSCRIBERS). Client and server share the machine's clock. The file-descriptor limit is raised to its maximum
 //! (the server raises its own).
 
-#[path = "../tests/common/process.rs"]
-mod process;
-#[path = "support/rss.rs"]
-mod rss;
-#[path = "support/stats.rs"]
-mod stats;
-
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use testkit::bench::{rss, stats};
+use testkit::process;
 
 use futures_util::StreamExt;
 use serde_json::{Value, json};

@@ -12,28 +12,20 @@
 //! lists p99 under 10 ms, no error. The generator runs on the server's cores; it prints the CPU it took. It fails
 //! (exit 1) on any error or hash mismatch at the measured rates.
 
-#[path = "support/baseline.rs"]
-mod baseline;
-#[path = "support/client.rs"]
-mod client;
-#[path = "support/cpu.rs"]
-mod cpu;
-#[path = "../tests/common/process.rs"]
-mod process;
-#[path = "support/random.rs"]
-mod random;
-#[path = "support/stats.rs"]
-mod stats;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+use testkit::bench::baseline;
+use testkit::bench::cpu;
+use testkit::data as random;
+use testkit::graphql::upload_service_file;
+use testkit::process;
 
 use anyhow::bail;
-use client::{sha256_hex, upload};
-use random::Rng;
 use serde_json::{Value, json};
-use stats::ms_at;
+use testkit::bench::stats::ms_at;
+use testkit::data::Rng;
+use testkit::sha256_hex;
 use tokio::sync::Mutex;
 
 const SHARED_FILES: usize = 20;
@@ -129,7 +121,7 @@ async fn request(target: &Target, work: Work, n: u64) -> anyhow::Result<()> {
     match work {
         Work::Upload(data, expected) => {
             let id = format!("load.up-{:02}", n % UPLOAD_TARGETS as u64);
-            upload(&target.client, &target.base, &id, data, &expected).await
+            upload_service_file(&target.client, &target.base, &id, data, &expected).await
         }
         Work::Download => {
             let (id, expected) = &target.shared[(n % target.shared.len() as u64) as usize];
@@ -186,8 +178,8 @@ async fn phase(
     // The whole schedule, uploads' fresh bytes (nothing deduplicated) and their hashes included, before the clock.
     let schedule: Vec<(Kind, u64, Work)> = (0..offered)
         .map(|_| {
-            let kind = only.unwrap_or_else(|| Kind::of(rng.next()));
-            let n = rng.next();
+            let kind = only.unwrap_or_else(|| Kind::of(rng.next_u64()));
+            let n = rng.next_u64();
             let work = match kind {
                 Kind::Upload => {
                     let data = random::bytes(UPLOAD_BYTES, n);
@@ -291,33 +283,17 @@ async fn setup(base: &str, client: &reqwest::Client) -> anyhow::Result<Vec<(Stri
             i % 3 == 0,
             i % 5
         );
-        let created: Value = client
-            .post(format!("{base}/graphql"))
-            .json(&json!({ "query": mutation }))
-            .send()
-            .await?
-            .json()
-            .await?;
-        if created.get("errors").is_some() {
-            bail!("setting up: {created}");
-        }
+        testkit::graphql::query(client, base, &mutation, json!({})).await?;
         if i < SHARED_FILES {
             let len = 64 * 1024 + rng.below(1024 * 1024) as usize;
             let data = rng.bytes(len);
             let sha = sha256_hex(&data);
-            upload(client, base, &id, data, &sha).await?;
+            upload_service_file(client, base, &id, data, &sha).await?;
             shared.push((id, sha));
         }
     }
     for n in 0..UPLOAD_TARGETS {
-        let mutation =
-            format!("mutation {{ createService(input: {{id: \"load.up-{n:02}\"}}) {{ id }} }}");
-        client
-            .post(format!("{base}/graphql"))
-            .json(&json!({ "query": mutation }))
-            .send()
-            .await?
-            .error_for_status()?;
+        testkit::graphql::create_service(client, base, &format!("load.up-{n:02}")).await?;
     }
     Ok(shared)
 }

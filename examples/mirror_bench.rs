@@ -10,16 +10,11 @@
 //! and mirrors as processes on loopback (the cut through the tests' fault proxy), prints the figures, and stops.
 //! Needs about twice TOTAL plus twice CUT_FILE of free disk.
 
-#[path = "../tests/common/chaos.rs"]
-mod chaos;
-#[path = "../tests/common/process.rs"]
-mod process;
-#[path = "support/random.rs"]
-mod random;
-#[path = "support/stats.rs"]
-mod stats;
-
 use std::time::{Duration, Instant};
+use testkit::bench::stats;
+use testkit::chaos;
+use testkit::data as random;
+use testkit::process;
 
 use serde_json::{Value, json};
 
@@ -34,16 +29,7 @@ struct Client {
 
 impl Client {
     async fn gql(&self, query: &str, variables: Value) -> anyhow::Result<Value> {
-        let body: Value = self
-            .http
-            .post(format!("{}/graphql", self.base))
-            .json(&json!({ "query": query, "variables": variables }))
-            .send()
-            .await?
-            .json()
-            .await?;
-        anyhow::ensure!(body.get("errors").is_none(), "{body}");
-        Ok(body["data"].clone())
+        testkit::graphql::query(&self.http, &self.base, query, variables).await
     }
 
     async fn service(&self, id: &str, file: Option<Vec<u8>>) -> anyhow::Result<()> {
@@ -53,22 +39,13 @@ impl Client {
         )
         .await?;
         if let Some(bytes) = file {
-            let operations = json!({
-                "query": "mutation($file: Upload!, $id: ID!) { uploadServiceFile(id: $id, file: $file) { id } }",
-                "variables": { "id": id, "file": null },
-            });
-            let form = reqwest::multipart::Form::new()
-                .text("operations", operations.to_string())
-                .text("map", json!({ "0": ["variables.file"] }).to_string())
-                .part(
-                    "0",
-                    reqwest::multipart::Part::bytes(bytes).file_name("f.bin"),
-                );
-            let response = self
-                .http
-                .post(format!("{}/graphql", self.base))
-                .header("apollo-require-preflight", "true")
-                .multipart(form)
+            let form = testkit::graphql::upload_form(
+                "mutation($file: Upload!, $id: ID!) { uploadServiceFile(id: $id, file: $file) { id } }",
+                json!({ "id": id }),
+                bytes,
+                "f.bin",
+            );
+            let response = testkit::graphql::post_upload(&self.http, &self.base, form)
                 .send()
                 .await?;
             anyhow::ensure!(response.status() == 200, "upload: {}", response.status());

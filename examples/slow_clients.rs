@@ -13,28 +13,21 @@
 //! `slow-readers`: that many clients download files at 256 KiB/s each while a writer keeps replacing the files.
 //! Every download must complete and hash to one whole version of its file. Fails (exit 1) otherwise.
 
-#[path = "support/client.rs"]
-mod client;
-#[path = "../tests/common/process.rs"]
-mod process;
-#[path = "support/random.rs"]
-mod random;
-#[path = "support/rss.rs"]
-mod rss;
-#[path = "support/stats.rs"]
-mod stats;
-
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use testkit::bench::stats;
+use testkit::data as random;
+use testkit::graphql::upload_service_file;
+use testkit::process;
 
 use anyhow::{Context, bail};
-use client::{sha256_hex, upload};
 use futures_util::StreamExt;
-use rss::{RssSampler, rss_bytes};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use testkit::bench::rss::{RssSampler, rss_bytes};
+use testkit::sha256_hex;
 use tokio::io::AsyncWriteExt;
 
 const MIB: f64 = 1024.0 * 1024.0;
@@ -50,18 +43,7 @@ fn client_with_timeout(timeout: Duration) -> reqwest::Client {
 }
 
 async fn graphql(client: &reqwest::Client, base: &str, query: &str) -> anyhow::Result<Value> {
-    let response: Value = client
-        .post(format!("{base}/graphql"))
-        .json(&json!({ "query": query }))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    if response.get("errors").is_some() {
-        bail!("{query}: {response}");
-    }
-    Ok(response["data"].clone())
+    testkit::graphql::query(client, base, query, json!({})).await
 }
 
 async fn create_with_file(
@@ -70,14 +52,9 @@ async fn create_with_file(
     id: &str,
     data: Vec<u8>,
 ) -> anyhow::Result<()> {
-    graphql(
-        client,
-        base,
-        &format!("mutation {{ createService(input: {{id: \"{id}\"}}) {{ id }} }}"),
-    )
-    .await?;
+    testkit::graphql::create_service(client, base, id).await?;
     let expected = sha256_hex(&data);
-    upload(client, base, id, data, &expected).await
+    upload_service_file(client, base, id, data, &expected).await
 }
 
 /// Raises this process's file-descriptor limit: the clients need one descriptor each.
@@ -335,7 +312,7 @@ async fn slow_readers(readers: usize, seconds: u64, flags: &[&str]) -> anyhow::R
                 let v = (replaced as usize / FILES + 1) % VERSIONS;
                 let data = versions[f][v].clone();
                 let expected = sha256_hex(&data);
-                match upload(&client, &base, &format!("f{f}"), data, &expected).await {
+                match upload_service_file(&client, &base, &format!("f{f}"), data, &expected).await {
                     Ok(()) => replaced += 1,
                     Err(e) => errors.push(e.to_string()),
                 }

@@ -10,21 +10,14 @@
 //! on loopback; then the baseline again, so a disk that got busier meanwhile shows. Prints p50/p99 and operations
 //! per second of each, and the uploads' p99 as a multiple of the baseline's. Fails (exit 1) on any error.
 
-#[path = "support/baseline.rs"]
-mod baseline;
-#[path = "../tests/common/process.rs"]
-mod process;
-#[path = "support/random.rs"]
-mod random;
-#[path = "support/stats.rs"]
-mod stats;
-
 use std::time::{Duration, Instant};
+use testkit::data as random;
+use testkit::process;
 
 use anyhow::{Context, bail};
-use baseline::{Figures, figures, raw_baseline};
 use bytesize::ByteSize;
 use serde_json::json;
+use testkit::bench::baseline::{Figures, figures, raw_baseline};
 
 async fn uploads(
     base: &str,

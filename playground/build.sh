@@ -1,34 +1,35 @@
 #!/usr/bin/env bash
 # Rebuilds the third-party browser files the server embeds from the npm registry, exactly the versions locked in
-# package-lock.json: GraphiQL for the playground (playground/assets), Preact, htm, tus-js-client and Swagger UI for
+# the repository's one npm root (package.json, package-lock.json; its node_modules also serves the browser and tus
+# tests): GraphiQL for the playground (playground/assets), Preact, htm, tus-js-client and Swagger UI for
 # the web catalogue and /docs (ui/vendor). The Rust build never runs npm: it embeds the committed files.
 #   playground/build.sh           refresh the assets (after changing versions in package.json: npm install first)
 #   playground/build.sh --check   fail when the committed assets differ from what the lock file gives
 set -euo pipefail
-cd "$(dirname "$0")"
+cd "$(dirname "$0")/.."
 
 npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
 
-# source in node_modules -> committed file (relative to playground/)
+# source in node_modules -> committed file (relative to the repository)
 files=(
-  "graphiql/graphiql.min.js assets/graphiql.min.js"
-  "graphiql/graphiql.min.css assets/graphiql.min.css"
-  "react/umd/react.production.min.js assets/react.production.min.js"
-  "react-dom/umd/react-dom.production.min.js assets/react-dom.production.min.js"
-  "graphiql/LICENSE assets/LICENSE.graphiql"
-  "react/LICENSE assets/LICENSE.react"
-  "react-dom/LICENSE assets/LICENSE.react-dom"
-  "preact/dist/preact.mjs ../ui/vendor/preact.mjs"
-  "preact/hooks/dist/hooks.mjs ../ui/vendor/preact-hooks.mjs"
-  "htm/dist/htm.mjs ../ui/vendor/htm.mjs"
-  "swagger-ui-dist/swagger-ui-bundle.js ../ui/vendor/swagger-ui-bundle.js"
-  "swagger-ui-dist/swagger-ui.css ../ui/vendor/swagger-ui.css"
-  "preact/LICENSE ../ui/vendor/LICENSE.preact"
-  "htm/LICENSE ../ui/vendor/LICENSE.htm"
-  "swagger-ui-dist/LICENSE ../ui/vendor/LICENSE.swagger-ui"
-  "swagger-ui-dist/NOTICE ../ui/vendor/NOTICE.swagger-ui"
-  "tus-js-client/dist/tus.min.js ../ui/vendor/tus.min.js"
-  "tus-js-client/LICENSE ../ui/vendor/LICENSE.tus-js-client"
+  "graphiql/graphiql.min.js playground/assets/graphiql.min.js"
+  "graphiql/graphiql.min.css playground/assets/graphiql.min.css"
+  "react/umd/react.production.min.js playground/assets/react.production.min.js"
+  "react-dom/umd/react-dom.production.min.js playground/assets/react-dom.production.min.js"
+  "graphiql/LICENSE playground/assets/LICENSE.graphiql"
+  "react/LICENSE playground/assets/LICENSE.react"
+  "react-dom/LICENSE playground/assets/LICENSE.react-dom"
+  "preact/dist/preact.mjs ui/vendor/preact.mjs"
+  "preact/hooks/dist/hooks.mjs ui/vendor/preact-hooks.mjs"
+  "htm/dist/htm.mjs ui/vendor/htm.mjs"
+  "swagger-ui-dist/swagger-ui-bundle.js ui/vendor/swagger-ui-bundle.js"
+  "swagger-ui-dist/swagger-ui.css ui/vendor/swagger-ui.css"
+  "preact/LICENSE ui/vendor/LICENSE.preact"
+  "htm/LICENSE ui/vendor/LICENSE.htm"
+  "swagger-ui-dist/LICENSE ui/vendor/LICENSE.swagger-ui"
+  "swagger-ui-dist/NOTICE ui/vendor/NOTICE.swagger-ui"
+  "tus-js-client/dist/tus.min.js ui/vendor/tus.min.js"
+  "tus-js-client/LICENSE ui/vendor/LICENSE.tus-js-client"
 )
 
 check=false

@@ -114,7 +114,7 @@ async fn without_tokens_everything_is_open() {
 /// `connection_init`'s payload of a graphql-transport-ws connection: acknowledged, or closed with a reason.
 async fn websocket_init(app: &TestApp, payload: Value) -> Result<(), String> {
     use common::ws::{GraphqlSocket, Outcome};
-    let mut socket = GraphqlSocket::connect(app, "graphql-transport-ws")
+    let mut socket = GraphqlSocket::connect(app.addr, "graphql-transport-ws")
         .await
         .unwrap();
     socket.init(payload).await.map_err(|refused| match refused {

@@ -23,15 +23,8 @@ async fn gql(base: &str, query: &str) -> Value {
 }
 
 /// Waits until `condition` holds, for at most 30 s; says whether it did.
-async fn eventually(mut condition: impl AsyncFnMut() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if condition().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    false
+async fn eventually(condition: impl AsyncFnMut() -> bool) -> bool {
+    common::eventually(Duration::from_secs(30), condition).await
 }
 
 /// Uploads being staged in an embedded store's data directory.
@@ -55,23 +48,19 @@ fn slow_upload(
     let body = futures_util::stream::once(async move { first })
         .chain(rest)
         .map(|chunk| Ok::<_, std::io::Error>(bytes::Bytes::from(chunk)));
-    let operations = json!({
-        "query": format!("mutation($file: Upload!) {{ uploadServiceFile(id: \"{id}\", file: $file) {{ file {{ size sha256 }} }} }}"),
-        "variables": { "file": null }
-    });
-    let form = reqwest::multipart::Form::new()
-        .text("operations", operations.to_string())
-        .text("map", json!({ "0": ["variables.file"] }).to_string())
-        .part(
-            "0",
+    let form = testkit::graphql::files_form(
+        &format!(
+            "mutation($file: Upload!) {{ uploadServiceFile(id: \"{id}\", file: $file) {{ file {{ size sha256 }} }} }}"
+        ),
+        json!({}),
+        vec![(
+            "file".into(),
             reqwest::multipart::Part::stream(reqwest::Body::wrap_stream(body)).file_name("big.zip"),
-        );
-    let url = format!("{base}/graphql");
+        )],
+    );
+    let base = base.to_owned();
     let request = tokio::spawn(async move {
-        reqwest::Client::new()
-            .post(url)
-            .header("apollo-require-preflight", "true")
-            .multipart(form)
+        testkit::graphql::post_upload(&reqwest::Client::new(), &base, form)
             .send()
             .await
     });

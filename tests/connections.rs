@@ -12,11 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 async fn upload_service_file(app: &TestApp, data: Vec<u8>) {
-    app.ok(
-        "mutation { createService(input: {id: \"svc\"}) { id } }",
-        json!({}),
-    )
-    .await;
+    app.create_service("svc").await;
     let response = app
         .upload(
             "mutation($file: Upload!) { uploadServiceFile(id: \"svc\", file: $file) { id } }",

@@ -108,11 +108,7 @@ async fn identical_bytes_are_stored_once_and_reclaimed_when_unused() {
 #[tokio::test]
 async fn refused_uploads_leave_nothing_behind() {
     let app = common::embedded(common::config_with(|c| c.uploads.max_size = 1000)).await;
-    app.ok(
-        "mutation { createService(input: {id: \"svc\"}) { id } }",
-        json!({}),
-    )
-    .await;
+    app.create_service("svc").await;
     let (status, body) = upload_service(&app, "svc", common::bytes(5000, 3)).await;
     assert_eq!(status, 413, "{body}");
     let (status, body) = upload_service(&app, "missing", common::bytes(500, 4)).await;
@@ -137,11 +133,7 @@ async fn start_up_removes_interrupted_uploads_and_unreferenced_blobs() {
         test_config(),
     )
     .await;
-    app.ok(
-        "mutation { createService(input: {id: \"svc\"}) { id } }",
-        json!({}),
-    )
-    .await;
+    app.create_service("svc").await;
     upload_ok(&app, "svc", kept.clone()).await;
     app.stop().await;
     // What a crash can leave: a half-written upload, and a blob renamed into place whose metadata never committed.
@@ -173,30 +165,29 @@ async fn start_up_removes_interrupted_uploads_and_unreferenced_blobs() {
 /// A delivery that kept failing is still pending after a restart, and is sent once the receiver is back.
 #[tokio::test]
 async fn pending_webhook_deliveries_survive_a_restart() {
-    use contract::{Receiver, allow_private, create_service, create_webhook, verified};
-    use std::time::{Duration, Instant};
+    use contract::{Receiver, allow_private, create_webhook, verified};
+    use std::time::Duration;
     let app = common::embedded(allow_private()).await;
     let receiver = Receiver::start(usize::MAX).await;
     create_webhook(&app, &receiver.url, "restart-secret", json!(null)).await;
-    create_service(&app, "waiting").await;
+    app.create_service("waiting").await;
     receiver.wait_for(1, Duration::from_secs(10)).await;
     // The failed attempt is recorded just after the receiver answered.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    let delivery = common::wait_for(Duration::from_secs(10), async || {
         let pending = app
             .ok(
                 "{ webhooks { deliveries { status attempts lastStatus } } }",
                 json!({}),
             )
             .await;
-        let delivery = &pending["webhooks"][0]["deliveries"][0];
-        if delivery["lastStatus"] == 500 {
-            assert_eq!(delivery["status"], "PENDING");
-            break;
+        let delivery = pending["webhooks"][0]["deliveries"][0].clone();
+        match delivery["lastStatus"] == 500 {
+            true => Ok(delivery),
+            false => Err(format!("{pending:#}")),
         }
-        assert!(Instant::now() < deadline, "{pending:#}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
+    assert_eq!(delivery["status"], "PENDING");
     let dir = app.stop_keeping_data().await;
     let failed_attempts = receiver.received().len();
     receiver.recover();
@@ -207,29 +198,32 @@ async fn pending_webhook_deliveries_survive_a_restart() {
         .await;
     let last = received.last().unwrap();
     assert_eq!(verified(last, "restart-secret")["id"], "waiting");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    let delivery = common::wait_for(Duration::from_secs(10), async || {
         let listed = app
             .ok("{ webhooks { deliveries { status attempts } } }", json!({}))
             .await;
-        let delivery = &listed["webhooks"][0]["deliveries"][0];
-        if delivery["status"] == "DELIVERED" {
-            assert_eq!(
-                delivery["attempts"],
-                failed_attempts as u64 + 1,
-                "attempts carry over"
-            );
-            break;
+        let delivery = listed["webhooks"][0]["deliveries"][0].clone();
+        match delivery["status"] == "DELIVERED" {
+            true => Ok(delivery),
+            false => Err(format!("{listed:#}")),
         }
-        assert!(Instant::now() < deadline, "{listed:#}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    })
+    .await;
     assert_eq!(
-        receiver.received().len(),
-        failed_attempts + 1,
-        "sent once after the restart"
+        delivery["attempts"],
+        failed_attempts as u64 + 1,
+        "attempts carry over"
     );
+    // The positive signal: a later event arrives, and deliveries go in order, so a second send would be before it.
+    app.create_service("after").await;
+    let received = receiver
+        .wait_for(failed_attempts + 2, Duration::from_secs(30))
+        .await;
+    let ids: Vec<Value> = received[failed_attempts..]
+        .iter()
+        .map(|r| verified(r, "restart-secret")["id"].clone())
+        .collect();
+    assert_eq!(ids, ["waiting", "after"], "sent once after the restart");
 }
 
 /// Progress past filtered-out events is saved lazily, so a restart looks at them again; but it neither sends a
@@ -238,7 +232,7 @@ async fn pending_webhook_deliveries_survive_a_restart() {
 #[tokio::test]
 async fn a_restart_re_examines_filtered_events_but_never_resends_a_delivery() {
     use component_repository::store::Store;
-    use contract::{EXAMINED, Receiver, create_service, create_webhook, metric, verified};
+    use contract::{EXAMINED, Receiver, create_webhook, metric, verified};
     use std::time::Duration;
     let options = || {
         contract::allow_private_with(|c| {
@@ -269,7 +263,7 @@ async fn a_restart_re_examines_filtered_events_but_never_resends_a_delivery() {
         .await
     );
     for id in ["a", "b", "c"] {
-        create_service(&app, id).await;
+        app.create_service(id).await;
     }
     assert!(
         common::eventually(Duration::from_secs(30), async || metric(&app, EXAMINED)
@@ -339,11 +333,7 @@ async fn a_restart_re_examines_filtered_events_but_never_resends_a_delivery() {
 async fn a_blob_being_attached_survives_a_concurrent_delete_of_the_same_bytes() {
     let app = std::sync::Arc::new(common::embedded(test_config()).await);
     let (shared, other) = (common::bytes(30_000, 21), common::bytes(20_000, 22));
-    app.ok(
-        "mutation { createService(input: {id: \"keeper\"}) { id } }",
-        json!({}),
-    )
-    .await;
+    app.create_service("keeper").await;
     let keeper = {
         let (app, shared, other) = (app.clone(), shared.clone(), other.clone());
         tokio::spawn(async move {
@@ -366,11 +356,7 @@ async fn a_blob_being_attached_survives_a_concurrent_delete_of_the_same_bytes() 
         let (app, shared) = (app.clone(), shared.clone());
         tokio::spawn(async move {
             for _ in 0..40 {
-                app.ok(
-                    "mutation { createService(input: {id: \"churn\"}) { id } }",
-                    json!({}),
-                )
-                .await;
+                app.create_service("churn").await;
                 upload_ok(&app, "churn", shared.clone()).await;
                 app.ok("mutation { deleteService(id: \"churn\") }", json!({}))
                     .await;

@@ -76,23 +76,14 @@ async fn introspection_can_be_switched_off() {
 #[tokio::test]
 async fn cross_site_simple_requests_are_refused() {
     let app = app_with(|_| {}).await;
-    app.ok(
-        "mutation { createService(input: {id: \"svc\"}) { id } }",
-        json!({}),
-    )
-    .await;
+    app.create_service("svc").await;
     // A multipart upload without a preflight-forcing header: what a form on another site could send.
-    let operations = json!({
-        "query": "mutation($file: Upload!) { uploadServiceFile(id: \"svc\", file: $file) { id } }",
-        "variables": { "file": null }
-    });
-    let form = reqwest::multipart::Form::new()
-        .text("operations", operations.to_string())
-        .text("map", json!({ "0": ["variables.file"] }).to_string())
-        .part(
-            "0",
-            reqwest::multipart::Part::bytes(bytes(1000, 1)).file_name("f.zip"),
-        );
+    let form = testkit::graphql::upload_form(
+        "mutation($file: Upload!) { uploadServiceFile(id: \"svc\", file: $file) { id } }",
+        json!({}),
+        bytes(1000, 1),
+        "f.zip",
+    );
     let response = app
         .client
         .post(app.url("/graphql"))
@@ -272,14 +263,7 @@ async fn deeply_nested_documents_are_refused_without_a_crash() {
             assert_eq!(response.status(), 400);
         }
         // A multipart request: refused before its file is read.
-        let operations = json!({ "query": document, "variables": { "file": null } });
-        let form = reqwest::multipart::Form::new()
-            .text("operations", operations.to_string())
-            .text("map", json!({ "0": ["variables.file"] }).to_string())
-            .part(
-                "0",
-                reqwest::multipart::Part::bytes(bytes(1000, 1)).file_name("f.zip"),
-            );
+        let form = testkit::graphql::upload_form(document, json!({}), bytes(1000, 1), "f.zip");
         let response = open
             .client
             .post(open.url("/graphql"))
@@ -411,37 +395,24 @@ async fn multipart_files_are_bounded_per_request() {
     )
     .await;
     let send = |ids: Vec<&'static str>, size: usize| {
-        let variables: serde_json::Map<String, serde_json::Value> = ids
-            .iter()
-            .map(|id| (id.to_string(), serde_json::Value::Null))
-            .collect();
         let parameters: Vec<String> = ids.iter().map(|id| format!("${id}: Upload!")).collect();
         let uploads: String = ids
             .iter()
             .map(|id| format!("{id}: uploadServiceFile(id: \"{id}\", file: ${id}) {{ id }} "))
             .collect();
-        let operations = json!({
-            "query": format!("mutation({}) {{ {uploads} }}", parameters.join(", ")),
-            "variables": variables,
-        });
-        let map: serde_json::Map<String, serde_json::Value> = ids
+        let files = ids
             .iter()
-            .map(|id| (id.to_string(), json!([format!("variables.{id}")])))
+            .map(|id| {
+                let part = reqwest::multipart::Part::bytes(bytes(size, 1)).file_name("f.zip");
+                (id.to_string(), part)
+            })
             .collect();
-        let mut form = reqwest::multipart::Form::new()
-            .text("operations", operations.to_string())
-            .text("map", serde_json::Value::Object(map).to_string());
-        for id in &ids {
-            form = form.part(
-                *id,
-                reqwest::multipart::Part::bytes(bytes(size, 1)).file_name("f.zip"),
-            );
-        }
-        app.client
-            .post(app.url("/graphql"))
-            .header("apollo-require-preflight", "true")
-            .multipart(form)
-            .send()
+        let form = testkit::graphql::files_form(
+            &format!("mutation({}) {{ {uploads} }}", parameters.join(", ")),
+            json!({}),
+            files,
+        );
+        testkit::graphql::post_upload(&app.client, &app.url(""), form).send()
     };
     let response = send(vec!["a", "b", "c"], 100).await.unwrap();
     assert_eq!(response.status(), 400);

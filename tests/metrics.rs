@@ -2,6 +2,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::{bytes, config_with, test_config};
 use serde_json::json;
 
@@ -162,36 +164,32 @@ async fn the_change_feed_is_measured() {
         )
         .await;
     }
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
+    let text = common::wait_for(Duration::from_secs(20), async || {
         let text = app.get("/metrics").await.text().await.unwrap();
         let delivered = sample(
             &text,
             "repository_webhook_deliveries_total{outcome=\"delivered\"}",
         );
         if delivered == 3.0 {
-            assert_eq!(sample(&text, "repository_events_appended "), 3.0, "{text}");
-            assert_eq!(
-                sample(&text, "repository_event_subscribers{transport=\"sse\"}"),
-                1.0,
-                "{text}"
-            );
-            break;
+            Ok(text)
+        } else {
+            Err(text)
         }
-        assert!(std::time::Instant::now() < deadline, "{text}");
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    })
+    .await;
+    assert_eq!(sample(&text, "repository_events_appended "), 3.0, "{text}");
+    assert_eq!(
+        sample(&text, "repository_event_subscribers{transport=\"sse\"}"),
+        1.0,
+        "{text}"
+    );
     drop(stream);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let text = app.get("/metrics").await.text().await.unwrap();
-        if sample(&text, "repository_event_subscribers{transport=\"sse\"}") == 0.0 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the subscriber is counted out"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    assert!(
+        common::eventually(Duration::from_secs(10), async || {
+            let text = app.get("/metrics").await.text().await.unwrap();
+            sample(&text, "repository_event_subscribers{transport=\"sse\"}") == 0.0
+        })
+        .await,
+        "the subscriber is counted out"
+    );
 }

@@ -454,11 +454,7 @@ async fn replaced_and_deleted_files_go_after_the_grace_period() {
         return;
     };
     let (app, raw, store) = start_on_prepared(target, |raw| async move { raw }).await;
-    app.ok(
-        "mutation { createService(input: {id: \"svc\"}) { id } }",
-        json!({}),
-    )
-    .await;
+    app.create_service("svc").await;
     let upload = |data: Vec<u8>| {
         app.upload(
             "mutation($file: Upload!) { uploadServiceFile(id: \"svc\", file: $file) { id } }",
@@ -573,11 +569,7 @@ async fn gc_removes_old_unreferenced_files_only() {
         raw
     })
     .await;
-    app.ok(
-        "mutation { createService(input: {id: \"svc\"}) { id } }",
-        json!({}),
-    )
-    .await;
+    app.create_service("svc").await;
     app.upload(
         "mutation($file: Upload!) { uploadServiceFile(id: \"svc\", file: $file) { id } }",
         json!({}),
@@ -681,16 +673,16 @@ async fn a_database_that_goes_away_gives_503_and_recovers() {
 
     // The database comes (back): the server notices by itself.
     mongo::start_wire_server_on(binary, port).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while app.get("/readyz").await.status() != 200 {
-        assert!(Instant::now() < deadline, "the server did not recover");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    app.ok(
-        "mutation { createService(input: {id: \"svc\"}) { id } }",
-        json!({}),
-    )
-    .await;
+    assert!(
+        common::eventually(Duration::from_secs(30), async || app
+            .get("/readyz")
+            .await
+            .status()
+            == 200)
+        .await,
+        "the server did not recover"
+    );
+    app.create_service("svc").await;
 }
 
 #[tokio::test]
@@ -943,7 +935,8 @@ async fn a_selective_runnable_on_reads_only_its_candidates() {
 // The change feed on MongoDB beyond the contract: several replicas on one database, and a writer that went away in
 // the middle of a change.
 
-use contract::{Subscription, open_sse};
+use common::ws::GraphqlSocket;
+use contract::open_sse;
 
 fn feed_target(test: &str) -> Option<&'static mongo::Target> {
     match mongo::target() {
@@ -965,14 +958,6 @@ async fn replica(config: &component_repository::store::mongodb::MongoConfig) -> 
     .await
 }
 
-async fn create_service(app: &TestApp, id: &str) {
-    app.ok(
-        "mutation($id: ID!) { createService(input: {id: $id, description: \"s\"}) { id } }",
-        json!({ "id": id }),
-    )
-    .await;
-}
-
 /// Two servers on one database: a subscriber of either sees the changes made through both, in one order.
 #[tokio::test]
 async fn replicas_share_one_feed() {
@@ -984,8 +969,8 @@ async fn replicas_share_one_feed() {
     first.guard = Some(Box::new(DropDatabases(config.clone())));
     let second = replica(&config).await;
     let mut on_first = open_sse(&first, "/events?after=0", &[]).await;
-    let mut on_second = Subscription::start(
-        &second,
+    let mut on_second = GraphqlSocket::subscribe(
+        second.addr,
         "graphql-transport-ws",
         json!({}),
         "subscription { componentEvents(after: 0) { sequence id } }",
@@ -1026,7 +1011,7 @@ async fn replicas_share_one_feed() {
             .expect("SSE event");
         sse_ids.push((event.id, event.data["id"].as_str().unwrap().to_string()));
         let data = on_second
-            .next(Duration::from_secs(20))
+            .next_result(Duration::from_secs(20))
             .await
             .expect("subscription event")
             .unwrap();
@@ -1059,7 +1044,7 @@ async fn events_left_pending_are_settled_by_readers() {
     let config = mongo::config(target);
     let mut app = replica(&config).await;
     app.guard = Some(Box::new(DropDatabases(config.clone())));
-    create_service(&app, "before").await;
+    app.create_service("before").await;
     let client = mongodb::Client::with_uri_str(&config.uri).await.unwrap();
     let db = client.database(&config.database);
     let events = db.collection::<mongodb::bson::Document>("events");
@@ -1130,25 +1115,24 @@ async fn events_left_pending_are_settled_by_readers() {
         )
         .await
         .unwrap();
-    create_service(&app, "after").await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    app.create_service("after").await;
+    let page = common::wait_for(Duration::from_secs(10), async || {
         let page = app
             .ok(
                 "{ events(after: \"3\") { edges { node { sequence id } } } }",
                 json!({}),
             )
             .await;
-        if page["events"]["edges"].as_array().unwrap().len() == 2 {
-            assert_eq!(
-                page["events"]["edges"][1]["node"],
-                json!({ "sequence": 5, "id": "after" })
-            );
-            break;
+        match page["events"]["edges"].as_array().unwrap().len() {
+            2 => Ok(page),
+            _ => Err(format!("{page:#}")),
         }
-        assert!(Instant::now() < deadline, "{page:#}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
+    assert_eq!(
+        page["events"]["edges"][1]["node"],
+        json!({ "sequence": 5, "id": "after" })
+    );
 }
 
 /// A download by digest finds a variant's bytes through the multikey index on `variants.file.sha256`: the
@@ -1169,7 +1153,7 @@ async fn variant_digest_lookups_use_the_multikey_index() {
     let config = mongo::config(target);
     let mut app = replica(&config).await;
     app.guard = Some(Box::new(DropDatabases(config.clone())));
-    create_service(&app, "svc").await;
+    app.create_service("svc").await;
     let client = mongodb::Client::with_uri_str(&config.uri).await.unwrap();
     let explained = client
         .database(&config.database)
@@ -1265,7 +1249,7 @@ async fn alias_events_left_pending_are_settled_from_the_alias_record() {
 /// Two servers on one database: each webhook delivery is sent once, not once per server, and in order.
 #[tokio::test]
 async fn replicas_send_each_webhook_delivery_once() {
-    use contract::{Receiver, allow_private, create_webhook, verified};
+    use contract::{EXAMINED, Receiver, allow_private, create_webhook, metric, verified};
     let Some(target) = feed_target("replicas_send_each_webhook_delivery_once") else {
         return;
     };
@@ -1286,23 +1270,23 @@ async fn replicas_send_each_webhook_delivery_once() {
     create_webhook(&first, &receiver.url, "shared", json!(null)).await;
     for i in 0..10 {
         let app = if i % 2 == 0 { &first } else { &second };
-        create_service(app, &format!("s{i}")).await;
+        app.create_service(&format!("s{i}")).await;
     }
-    let received = receiver.wait_for(10, Duration::from_secs(30)).await;
-    // Both servers look for work every second: give a duplicate the time to show up.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let received = if receiver.received().len() > received.len() {
-        receiver.received()
-    } else {
-        received
-    };
-    let sequences: Vec<u64> = received
+    receiver.wait_for(10, Duration::from_secs(30)).await;
+    // The positive signal: a later event arrives, and the workers have looked at all of them. Deliveries go in
+    // order, so a duplicate of an earlier one would have come before the last.
+    second.create_service("s10").await;
+    receiver.wait_for(11, Duration::from_secs(30)).await;
+    let examined = async || metric(&first, EXAMINED).await + metric(&second, EXAMINED).await;
+    assert!(common::eventually(Duration::from_secs(30), async || examined().await >= 11.0).await);
+    let sequences: Vec<u64> = receiver
+        .received()
         .iter()
         .map(|r| verified(r, "shared")["sequence"].as_u64().unwrap())
         .collect();
     assert_eq!(
         sequences,
-        (1..=10).collect::<Vec<u64>>(),
+        (1..=11).collect::<Vec<u64>>(),
         "each once, in order"
     );
 }

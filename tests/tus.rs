@@ -7,7 +7,7 @@ mod common;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -254,16 +254,11 @@ async fn download(app: &TestApp, name: &str) -> (StatusCode, Vec<u8>) {
 }
 
 /// Waits (bounded) until `condition` holds.
-async fn wait_until<F, Fut>(what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !condition().await {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+async fn wait_until(what: &str, condition: impl AsyncFnMut() -> bool) {
+    assert!(
+        common::eventually(Duration::from_secs(30), condition).await,
+        "timed out waiting until {what}"
+    );
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -296,9 +291,12 @@ fn client_command(client: Client) -> Result<tokio::process::Command, String> {
             Ok(command)
         }
         Client::TusJs => {
-            if !tus_dir().join("node_modules/tus-js-client").exists() {
+            // The repository's one npm root; node finds it from the script's directory upwards.
+            let modules = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("node_modules");
+            if !modules.join("tus-js-client").exists() {
                 return Err(
-                    "no tests/tus/node_modules (scripts/test.sh installs tus-js-client)".into(),
+                    "no node_modules/tus-js-client (scripts/test.sh runs playground/build.sh --check)"
+                        .into(),
                 );
             }
             let mut command = tokio::process::Command::new("node");
@@ -466,10 +464,13 @@ async fn expired_sessions_lose_their_bytes(stand: Stand) {
         stand.session_pieces(&[&location]).await > 0,
         "the session's bytes are stored"
     );
-    wait_until("the session expired and its bytes were removed", || async {
-        head(&app, &location).await.status() == StatusCode::NOT_FOUND
-            && stand.session_pieces(&[&location]).await == 0
-    })
+    wait_until(
+        "the session expired and its bytes were removed",
+        async || {
+            head(&app, &location).await.status() == StatusCode::NOT_FOUND
+                && stand.session_pieces(&[&location]).await == 0
+        },
+    )
     .await;
     let late = patch(&app, &location, 300_000, &payload(200_000)).await;
     assert_eq!(late.status(), StatusCode::NOT_FOUND);
@@ -508,7 +509,7 @@ async fn wrong_checksums_attach_nothing(stand: Stand) {
         assert_eq!(probe.staged_uploads().await, 0);
         assert_eq!(probe.live_files().await, 0);
     }
-    wait_until("no session bytes are left", || async {
+    wait_until("no session bytes are left", async || {
         stand.session_pieces(&[&location]).await == 0
     })
     .await;

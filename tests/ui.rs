@@ -25,20 +25,9 @@ async fn ok_as(app: &TestApp, token: &str, query: &str, variables: Value) -> Val
 
 /// Uploads `bytes` as the file of a component with a GraphQL multipart request and a bearer token.
 async fn upload_as(app: &TestApp, token: &str, mutation: &str, bytes: Vec<u8>, filename: &str) {
-    let operations = json!({ "query": mutation, "variables": { "file": null } });
-    let form = reqwest::multipart::Form::new()
-        .text("operations", operations.to_string())
-        .text("map", json!({ "0": ["variables.file"] }).to_string())
-        .part(
-            "0",
-            reqwest::multipart::Part::bytes(bytes).file_name(filename.to_owned()),
-        );
-    let body: Value = app
-        .client
-        .post(app.url("/graphql"))
+    let form = testkit::graphql::upload_form(mutation, json!({}), bytes, filename);
+    let body: Value = testkit::graphql::post_upload(&app.client, &app.url(""), form)
         .bearer_auth(token)
-        .header("apollo-require-preflight", "true")
-        .multipart(form)
         .send()
         .await
         .unwrap()
@@ -86,11 +75,7 @@ async fn every_response_carries_security_headers() {
         assert!(!policy.contains("unsafe-inline"), "{page}: {policy}");
         assert!(!policy.contains("unsafe-eval"), "{page}: {policy}");
     }
-    app.ok(
-        r#"mutation { createService(input: {id: "page"}) { id } }"#,
-        json!({}),
-    )
-    .await;
+    app.create_service("page").await;
     let html = b"<html><script>alert(document.cookie)</script></html>".to_vec();
     let form = reqwest::multipart::Form::new().part(
         "file",

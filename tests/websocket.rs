@@ -36,7 +36,7 @@ async fn document_checks_and_limits_hold_over_websocket() {
         "{ services { edges { node { needs { preinstalledLibraries { name } } } } } }";
     let costly: String = (0..25).map(|i| format!("a{i}: lastSequence ")).collect();
     for protocol in PROTOCOLS {
-        let mut socket = GraphqlSocket::open(&app, protocol, None).await.unwrap();
+        let mut socket = GraphqlSocket::open(app.addr, protocol, None).await.unwrap();
         // The document that took the process down over WebSocket (3,000 nested brackets, 6 KB).
         let outcome = socket.run("deep", &nested(3_000), json!({})).await;
         assert_eq!(
@@ -81,7 +81,7 @@ async fn document_checks_and_limits_hold_over_websocket() {
 #[tokio::test]
 async fn messages_larger_than_a_request_body_are_refused() {
     let app = app_with(|_| {}).await;
-    let mut socket = GraphqlSocket::open(&app, "graphql-transport-ws", None)
+    let mut socket = GraphqlSocket::open(app.addr, "graphql-transport-ws", None)
         .await
         .unwrap();
     let padding = " ".repeat(1024 * 1024 + 1);
@@ -104,20 +104,20 @@ async fn the_protocol_is_enforced_with_its_close_codes() {
     };
 
     // No `connection_init` within the bound: 4408.
-    let mut idle = GraphqlSocket::connect(&app, "graphql-transport-ws")
+    let mut idle = GraphqlSocket::connect(app.addr, "graphql-transport-ws")
         .await
         .unwrap();
     assert_eq!(closed_with(&mut idle).await.0, 4408);
 
     // An operation before `connection_init`: 4401.
-    let mut eager = GraphqlSocket::connect(&app, "graphql-transport-ws")
+    let mut eager = GraphqlSocket::connect(app.addr, "graphql-transport-ws")
         .await
         .unwrap();
     eager.start("1", "{ lastSequence }", json!({})).await;
     assert_eq!(closed_with(&mut eager).await.0, 4401);
 
     // Two operations with one id: 4409.
-    let mut twice = GraphqlSocket::open(&app, "graphql-transport-ws", None)
+    let mut twice = GraphqlSocket::open(app.addr, "graphql-transport-ws", None)
         .await
         .unwrap();
     let feed = "subscription { componentEvents { sequence } }";
@@ -131,7 +131,7 @@ async fn the_protocol_is_enforced_with_its_close_codes() {
 
     // A message of no known type, or not JSON: 4400 with a close frame.
     for text in [r#"{"type":"teleport","id":"1"}"#, "not json"] {
-        let mut odd = GraphqlSocket::open(&app, "graphql-transport-ws", None)
+        let mut odd = GraphqlSocket::open(app.addr, "graphql-transport-ws", None)
             .await
             .unwrap();
         odd.send_text(text).await;
@@ -139,21 +139,24 @@ async fn the_protocol_is_enforced_with_its_close_codes() {
     }
 
     // A second `connection_init`: 4429.
-    let mut again = GraphqlSocket::open(&app, "graphql-transport-ws", None)
+    let mut again = GraphqlSocket::open(app.addr, "graphql-transport-ws", None)
         .await
         .unwrap();
     again.send(json!({ "type": "connection_init" })).await;
     assert_eq!(closed_with(&mut again).await.0, 4429);
 
     // A WebSocket without a GraphQL subprotocol is refused before the upgrade.
-    assert_eq!(GraphqlSocket::connect(&app, "chat").await.err(), Some(400));
+    assert_eq!(
+        GraphqlSocket::connect(app.addr, "chat").await.err(),
+        Some(400)
+    );
 }
 
 #[tokio::test]
 async fn refused_tokens_close_the_connection_with_4403() {
     let app = app_with(|c| c.auth = tokens(&["r"], &["w"], false)).await;
     for payload in [json!({}), json!({ "Authorization": "Bearer nope" })] {
-        let mut socket = GraphqlSocket::connect(&app, "graphql-transport-ws")
+        let mut socket = GraphqlSocket::connect(app.addr, "graphql-transport-ws")
             .await
             .unwrap();
         match socket.init(payload.clone()).await {
@@ -165,7 +168,9 @@ async fn refused_tokens_close_the_connection_with_4403() {
         }
     }
     // The legacy protocol says so with `connection_error` and closes.
-    let mut legacy = GraphqlSocket::connect(&app, "graphql-ws").await.unwrap();
+    let mut legacy = GraphqlSocket::connect(app.addr, "graphql-ws")
+        .await
+        .unwrap();
     assert!(legacy.init(json!({})).await.is_err());
 }
 
@@ -178,7 +183,7 @@ async fn operations_are_capped_per_connection_and_per_token() {
     .await;
     let feed = "subscription { componentEvents { sequence } }";
     for protocol in PROTOCOLS {
-        let mut first = GraphqlSocket::open(&app, protocol, None).await.unwrap();
+        let mut first = GraphqlSocket::open(app.addr, protocol, None).await.unwrap();
         first.start("a", feed, json!({})).await;
         first.start("b", feed, json!({})).await;
         let refused = first.run("c", feed, json!({})).await;
@@ -193,7 +198,7 @@ async fn operations_are_capped_per_connection_and_per_token() {
         );
 
         // The token (here: no token) runs 2 of its 3 on the first connection: one more fits on another.
-        let mut second = GraphqlSocket::open(&app, protocol, None).await.unwrap();
+        let mut second = GraphqlSocket::open(app.addr, protocol, None).await.unwrap();
         second.start("a", feed, json!({})).await;
         let refused = second.run("b", feed, json!({})).await;
         assert_eq!(
@@ -218,7 +223,7 @@ async fn operations_are_capped_per_connection_and_per_token() {
         // Closed connections give their places back too: a fresh connection may run two again.
         assert!(
             common::eventually(Duration::from_secs(10), async || {
-                let mut socket = GraphqlSocket::open(&app, protocol, None).await.unwrap();
+                let mut socket = GraphqlSocket::open(app.addr, protocol, None).await.unwrap();
                 socket.start("x", feed, json!({})).await;
                 !matches!(
                     socket.run("y", "{ lastSequence }", json!({})).await,
@@ -241,7 +246,7 @@ async fn changes_over_websocket_are_recorded_under_the_token_label() {
             component_repository::api::auth::Tokens::new(&[], &[], Some(&tokens), false).unwrap();
     })
     .await;
-    let mut socket = GraphqlSocket::open(&app, "graphql-transport-ws", Some("w-secret"))
+    let mut socket = GraphqlSocket::open(app.addr, "graphql-transport-ws", Some("w-secret"))
         .await
         .unwrap();
     for (n, query) in [
@@ -305,14 +310,14 @@ async fn idle_upgrades_and_half_open_connections_cannot_take_the_server() {
     let mut idle = Vec::new();
     for _ in 0..8 {
         idle.push(
-            GraphqlSocket::connect(&app, "graphql-transport-ws")
+            GraphqlSocket::connect(app.addr, "graphql-transport-ws")
                 .await
                 .unwrap(),
         );
     }
     // ...so one more upgrade is refused like any connection over the limit.
     assert_eq!(
-        GraphqlSocket::connect(&app, "graphql-transport-ws")
+        GraphqlSocket::connect(app.addr, "graphql-transport-ws")
             .await
             .err(),
         Some(503)
@@ -351,7 +356,7 @@ async fn idle_upgrades_and_half_open_connections_cannot_take_the_server() {
 #[tokio::test]
 async fn a_stopping_server_says_goodbye_to_websockets() {
     let app = app_with(|_| {}).await;
-    let mut socket = GraphqlSocket::open(&app, "graphql-transport-ws", None)
+    let mut socket = GraphqlSocket::open(app.addr, "graphql-transport-ws", None)
         .await
         .unwrap();
     socket
@@ -388,7 +393,7 @@ async fn pages_of_other_sites_cannot_open_a_websocket() {
         (Some("https://dashboard.example"), true),
         (None, true),
     ] {
-        let connected = GraphqlSocket::connect_from(&app, "graphql-transport-ws", origin).await;
+        let connected = GraphqlSocket::connect_from(app.addr, "graphql-transport-ws", origin).await;
         match allowed {
             true => assert!(connected.is_ok(), "{origin:?}"),
             false => assert_eq!(connected.err(), Some(403), "{origin:?}"),
@@ -396,7 +401,7 @@ async fn pages_of_other_sites_cannot_open_a_websocket() {
     }
     let relaxed = app_with(|c| c.limits.csrf_prevention = false).await;
     let connected = GraphqlSocket::connect_from(
-        &relaxed,
+        relaxed.addr,
         "graphql-transport-ws",
         Some("https://evil.example"),
     )
@@ -420,7 +425,7 @@ async fn resolvers_find_their_per_request_data_over_websocket() {
     // `model` is batched by a DataLoader that every request gets, whichever transport carried it.
     let query = "{ services { edges { node { needs { availableModels { model { name } } } } } } }";
     for protocol in PROTOCOLS {
-        let mut socket = GraphqlSocket::open(&app, protocol, None).await.unwrap();
+        let mut socket = GraphqlSocket::open(app.addr, protocol, None).await.unwrap();
         let outcome = socket.run("1", query, json!({})).await;
         let Outcome::Result(payload) = outcome else {
             panic!("{protocol}: {outcome:?}")
@@ -440,7 +445,7 @@ async fn operations_sent_right_behind_connection_init_run() {
     let app = app_with(|_| {}).await;
     for protocol in PROTOCOLS {
         for round in 0..20 {
-            let mut socket = GraphqlSocket::connect(&app, protocol).await.unwrap();
+            let mut socket = GraphqlSocket::connect(app.addr, protocol).await.unwrap();
             socket
                 .send(json!({ "type": "connection_init", "payload": {} }))
                 .await;
@@ -457,7 +462,7 @@ async fn operations_sent_right_behind_connection_init_run() {
 async fn completing_and_reusing_an_id_cannot_outrun_the_caps() {
     let app = app_with(|c| c.limits.max_subscriptions_per_connection = 2).await;
     let feed = "subscription { componentEvents { id } }";
-    let mut socket = GraphqlSocket::open(&app, "graphql-transport-ws", None)
+    let mut socket = GraphqlSocket::open(app.addr, "graphql-transport-ws", None)
         .await
         .unwrap();
     // subscribe, complete, subscribe again at once: the id's second life must count like the first.
@@ -510,7 +515,7 @@ async fn clients_without_a_token_have_a_budget_per_address() {
     })
     .await;
     let feed = "subscription { componentEvents { id } }";
-    let mut first = GraphqlSocket::open(&app, "graphql-transport-ws", None)
+    let mut first = GraphqlSocket::open(app.addr, "graphql-transport-ws", None)
         .await
         .unwrap();
     first.start("a", feed, json!({})).await;
@@ -522,7 +527,7 @@ async fn clients_without_a_token_have_a_budget_per_address() {
         "{refused:?}"
     );
     // Another client, from another address, is not held to the first one's use.
-    let mut other = GraphqlSocket::connect_as(&app, "graphql-transport-ws", "127.0.0.2").await;
+    let mut other = GraphqlSocket::connect_as(app.addr, "graphql-transport-ws", "127.0.0.2").await;
     other.init(json!({})).await.unwrap();
     let outcome = other.run("a", "{ lastSequence }", json!({})).await;
     assert!(matches!(outcome, Outcome::Result(_)), "{outcome:?}");
@@ -536,10 +541,10 @@ async fn websockets_that_run_nothing_give_their_slot_back() {
         c.limits.ws_idle_timeout = std::time::Duration::from_secs(1);
     })
     .await;
-    let mut idle = GraphqlSocket::open(&app, "graphql-transport-ws", None)
+    let mut idle = GraphqlSocket::open(app.addr, "graphql-transport-ws", None)
         .await
         .unwrap();
-    let mut busy = GraphqlSocket::open(&app, "graphql-transport-ws", None)
+    let mut busy = GraphqlSocket::open(app.addr, "graphql-transport-ws", None)
         .await
         .unwrap();
     busy.start("feed", "subscription { componentEvents { id } }", json!({}))
@@ -552,11 +557,7 @@ async fn websockets_that_run_nothing_give_their_slot_back() {
         other => panic!("{other:?}"),
     }
     // The one with a subscription stays, and still gets events.
-    app.ok(
-        r#"mutation { createService(input: {id: "late"}) { id } }"#,
-        json!({}),
-    )
-    .await;
+    app.create_service("late").await;
     let Outcome::Result(payload) = busy.outcome_of("feed").await else {
         panic!("the subscription ended")
     };

@@ -1,5 +1,5 @@
-//! The browser tests' tools: Debian's Chromium driven by `playwright-core` from `playground/node_modules`
-//! (`scripts/test.sh` installs both), and a runner for their scripts in `playground/test/`.
+//! The browser tests' tools: Debian's Chromium driven by `playwright-core` from the repository's one npm root
+//! (`node_modules`; `scripts/test.sh` installs both), and a runner for their scripts in `playground/test/`.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -10,7 +10,7 @@ use super::report_skip;
 pub fn chromium() -> Result<PathBuf, String> {
     let chromium =
         PathBuf::from(std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()));
-    let modules = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("playground/node_modules");
+    let modules = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("node_modules");
     let node_ok = Command::new("node")
         .arg("--version")
         .output()
@@ -27,7 +27,7 @@ pub fn chromium() -> Result<PathBuf, String> {
     for package in ["playwright-core", "axe-core"] {
         if !modules.join(package).exists() {
             return Err(format!(
-                "playground/node_modules/{package} is missing (scripts/test.sh runs playground/build.sh --check)"
+                "node_modules/{package} is missing (scripts/test.sh runs playground/build.sh --check)"
             ));
         }
     }

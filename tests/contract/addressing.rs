@@ -261,11 +261,7 @@ pub async fn immutable_files_refuse_replacement_and_deletion(start: Starter) {
 
 pub async fn locked_components_keep_their_file(start: Starter) {
     let app = start(test_config()).await;
-    app.ok(
-        "mutation { createService(input: {id: \"svc\"}) { id } }",
-        json!({}),
-    )
-    .await;
+    app.create_service("svc").await;
     let locked = app
         .ok(
             "mutation { lockService(id: \"svc\") { locked } }",
@@ -533,11 +529,7 @@ pub async fn variants_are_chosen_by_platform(start: Starter) {
 
 pub async fn variant_bytes_are_served_by_digest(start: Starter) {
     let app = start(test_config()).await;
-    app.ok(
-        "mutation { createService(input: {id: \"svc\"}) { id } }",
-        json!({}),
-    )
-    .await;
+    app.create_service("svc").await;
     let (v6, v7, v7b) = (bytes(100, 6), bytes(100, 7), bytes(100, 17));
     let blob = |data: &Vec<u8>| format!("/blobs/sha256/{}", sha256_hex(data));
     upload_variant(

@@ -17,14 +17,14 @@ pub async fn health_and_readiness_answer(start: Starter) {
     );
     // The embedded store loads its catalogue in the background (503 until then): on a busy machine that takes a
     // moment even for an empty store.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let ready = loop {
+    let ready = crate::common::wait_for(std::time::Duration::from_secs(10), async || {
         let ready = app.get("/readyz").await;
-        if ready.status() != 503 || std::time::Instant::now() > deadline {
-            break ready;
+        match ready.status() {
+            reqwest::StatusCode::SERVICE_UNAVAILABLE => Err("still loading (503)"),
+            _ => Ok(ready),
         }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
+    })
+    .await;
     assert_eq!(ready.status(), 200, "the store answers");
     let body: serde_json::Value = ready.json().await.unwrap();
     assert_eq!(body["status"], "ready");
@@ -302,11 +302,7 @@ pub async fn updates_only_what_is_given(start: Starter) {
 
 pub async fn deletes_component_and_file(start: Starter) {
     let app = start(test_config()).await;
-    app.ok(
-        "mutation { createService(input: {id: \"svc\"}) { id } }",
-        json!({}),
-    )
-    .await;
+    app.create_service("svc").await;
     let response = app
         .upload(
             "mutation($file: Upload!) { uploadServiceFile(id: \"svc\", file: $file) { id } }",
@@ -346,45 +342,22 @@ pub async fn deletes_component_and_file(start: Starter) {
 
 pub async fn errors_have_codes(start: Starter) {
     let app = start(test_config()).await;
-    assert_eq!(
-        app.error_code("{ nonsense }", json!({})).await,
-        "INVALID_INPUT"
-    );
-    assert_eq!(
-        app.error_code("{ models(first: 101) { totalCount } }", json!({}))
-            .await,
-        "INVALID_INPUT"
-    );
-    assert_eq!(
-        app.error_code("{ models(first: -1) { totalCount } }", json!({}))
-            .await,
-        "INVALID_INPUT"
-    );
-    assert_eq!(
-        app.error_code(
-            "{ models(after: \"bm90IGEgY3Vyc29y\") { totalCount } }",
-            json!({})
-        )
-        .await,
-        "INVALID_INPUT"
-    );
-    assert_eq!(
-        app.error_code(
-            "mutation { createTransformation(input: {id: \"t\", parameterTypes: {axis: 1}}) { id } }",
-            json!({})
-        )
-        .await,
-        "INVALID_INPUT",
-        "parameter types are names of types"
-    );
-    assert_eq!(
-        app.error_code(
-            "{ services(filter: {needs: {maxRam: -2}}) { totalCount } }",
-            json!({})
-        )
-        .await,
-        "INVALID_INPUT"
-    );
+    // Each refused request's whole `errors` list: message, code, and where it points.
+    let mut refusals = serde_json::Map::new();
+    for query in [
+        "{ nonsense }",
+        "{ models(first: 101) { totalCount } }",
+        "{ models(first: -1) { totalCount } }",
+        "{ models(after: \"bm90IGEgY3Vyc29y\") { totalCount } }",
+        // Parameter types are names of types.
+        "mutation { createTransformation(input: {id: \"t\", parameterTypes: {axis: 1}}) { id } }",
+        "{ services(filter: {needs: {maxRam: -2}}) { totalCount } }",
+    ] {
+        let body = app.gql(query, json!({})).await;
+        assert!(body["data"].is_null(), "{query}: {body}");
+        refusals.insert(query.into(), body["errors"].clone());
+    }
+    super::assert_json_snapshot("graphql_errors", &serde_json::Value::Object(refusals), &[]);
     // A body that is not JSON is a 400 with a GraphQL-shaped error.
     let response = app
         .client

@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 use std::io::Write;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
 
@@ -20,17 +20,17 @@ fn probe(app: &TestApp) -> &dyn StorageProbe {
 
 /// Waits until `probe` shows `(live, staged)`, for at most 30 s; returns what it showed last.
 async fn settles_at(app: &TestApp, live: usize, staged: usize) -> (usize, usize) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let seen = (
+    let seen = async || {
+        (
             probe(app).live_files().await,
             probe(app).staged_uploads().await,
-        );
-        if seen == (live, staged) || Instant::now() > deadline {
-            return seen;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        )
+    };
+    crate::common::eventually(Duration::from_secs(30), async || {
+        seen().await == (live, staged)
+    })
+    .await;
+    seen().await
 }
 
 /// Sends an upload that promises 10 MB, sends half a megabyte, and goes away.
@@ -61,11 +61,7 @@ fn disconnect_mid_upload(addr: std::net::SocketAddr, path: &'static str) {
 
 pub async fn a_client_that_disconnects_mid_upload_leaves_nothing(start: Starter) {
     let app = start(test_config()).await;
-    app.ok(
-        "mutation { createService(input: {id: \"svc\"}) { id } }",
-        json!({}),
-    )
-    .await;
+    app.create_service("svc").await;
     let first = bytes(50_000, 1);
     let response = app.upload(UPLOAD, json!({}), first.clone(), "f.zip").await;
     assert_eq!(response.status(), 200);

@@ -501,11 +501,7 @@ pub async fn serves_empty_files_and_multiple_ranges(start: Starter) {
 /// gets every byte of the version it started, while new requests see the new state at once.
 pub async fn downloads_in_progress_survive_replace_and_delete(start: Starter) {
     let app = start(test_config()).await;
-    app.ok(
-        "mutation { createService(input: {id: \"svc\"}) { id } }",
-        json!({}),
-    )
-    .await;
+    app.create_service("svc").await;
     let upload = "mutation($file: Upload!) { uploadServiceFile(id: \"svc\", file: $file) { id } }";
     let old = bytes(16 << 20, 21);
     let response = app.upload(upload, json!({}), old.clone(), "v1.zip").await;

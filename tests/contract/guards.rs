@@ -261,7 +261,7 @@ async fn matrix(app: &TestApp, public_reads: bool) {
         }
         for protocol in PROTOCOLS {
             let what = format!("{protocol} with {token:?} (public reads: {public_reads})");
-            let mut socket = match GraphqlSocket::open(app, protocol, token).await {
+            let mut socket = match GraphqlSocket::open(app.addr, protocol, token).await {
                 Ok(socket) => socket,
                 Err(refused) => {
                     // A connection that may not even read is refused at `connection_init`.
@@ -353,11 +353,7 @@ pub async fn truncated_graphql_uploads_are_refused(start: Starter) {
         c.limits.body_idle_timeout = std::time::Duration::from_secs(1);
     }))
     .await;
-    app.ok(
-        r#"mutation { createService(input: {id: "svc"}) { id } }"#,
-        json!({}),
-    )
-    .await;
+    app.create_service("svc").await;
     let boundary = "XyZ";
     let data = crate::common::bytes(20_000, 11);
     let operations = json!({

@@ -31,6 +31,67 @@ use crate::common::{Config, TestApp};
 /// Starts a fresh server (with empty storage) on the backend under test.
 pub type Starter = fn(Config) -> Pin<Box<dyn Future<Output = TestApp> + Send>>;
 
+/// Asserts that `value` matches the committed snapshot `tests/contract/snapshots/<name>.snap`. Every backend checks
+/// the same file, so they answer alike; `redactions` (insta selectors, e.g. `.**.storage_id`) replace what varies
+/// from run to run: ids, times, digests. `cargo insta review` (or `INSTA_UPDATE=always`) writes a changed one.
+pub fn assert_json_snapshot(name: &str, value: &serde_json::Value, redactions: &[(&str, &str)]) {
+    let mut settings = insta::Settings::clone_current();
+    settings.set_prepend_module_to_snapshot(false);
+    settings.set_omit_expression(true);
+    for (selector, replacement) in redactions {
+        settings.add_redaction(selector, *replacement);
+    }
+    settings.bind(|| insta::assert_json_snapshot!(name, value));
+}
+
+/// The contract tests written in `tests/contract/*.rs`: every `pub async fn` that takes a [`Starter`].
+pub fn contract_tests_in_files() -> Vec<(String, String)> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/contract");
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        // mod.rs holds the suite and this scan, no contract test.
+        if path.extension().is_none_or(|e| e != "rs") || path.ends_with("mod.rs") {
+            continue;
+        }
+        let file = path.file_name().unwrap().to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(&path).unwrap();
+        for (at, _) in text.match_indices("pub async fn ") {
+            let rest = &text[at + "pub async fn ".len()..];
+            let Some(open) = rest.find('(') else { continue };
+            let name = rest[..open].trim();
+            // The parameters, however rustfmt wraps them.
+            let params = rest[open..].split(')').next().unwrap_or_default();
+            if params.contains("Starter") {
+                found.push((file.clone(), name.to_string()));
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// Fails naming every contract test that `listed` (the suite a backend runs) leaves out.
+pub fn assert_all_listed(listed: &[&str]) {
+    let written = contract_tests_in_files();
+    // The other way round (a listed name with no such function) does not compile; here it shows a broken parser.
+    let unseen: Vec<&&str> = listed
+        .iter()
+        .filter(|name| !written.iter().any(|(_, found)| found == *name))
+        .collect();
+    assert!(unseen.is_empty(), "the file scan missed {unseen:?}");
+    let missing: Vec<String> = written
+        .iter()
+        .filter(|(_, name)| !listed.contains(&name.as_str()))
+        .map(|(file, name)| format!("{name} ({file})"))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "contract tests not in `contract_suite!` (tests/contract/mod.rs), so never run: {}",
+        missing.join(", ")
+    );
+}
+
 #[macro_export]
 macro_rules! contract_suite {
     ($starter:path) => {
@@ -101,6 +162,11 @@ macro_rules! contract_suite {
         );
     };
     (@tests $starter:path, $skip:expr; $($name:ident),* $(,)?) => {
+        /// A contract test nobody lists above never runs: this fails naming it.
+        #[test]
+        fn every_contract_test_is_in_the_suite() {
+            contract::assert_all_listed(&[$(stringify!($name)),*]);
+        }
         $(
             #[tokio::test]
             async fn $name() {

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 
 use super::Starter;
-use crate::common::{Config, TestApp, config_with, eventually, test_config};
+use crate::common::{Config, TestApp, config_with, eventually, test_config, wait_for};
 
 /// One request a receiver got.
 #[derive(Debug, Clone)]
@@ -79,19 +79,17 @@ impl Receiver {
 
     /// Waits until `count` requests have arrived.
     pub async fn wait_for(&self, count: usize, within: Duration) -> Vec<Received> {
-        let deadline = Instant::now() + within;
-        loop {
+        wait_for(within, async || {
             let received = self.received();
-            if received.len() >= count {
-                return received;
+            match received.len() >= count {
+                true => Ok(received),
+                false => Err(format!(
+                    "only {} of {count} deliveries arrived",
+                    received.len()
+                )),
             }
-            assert!(
-                Instant::now() < deadline,
-                "only {} of {count} deliveries arrived",
-                received.len()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await
     }
 }
 
@@ -132,27 +130,19 @@ pub async fn create_webhook(app: &TestApp, url: &str, secret: &str, kinds: Value
     data["createWebhook"]["id"].as_str().unwrap().to_string()
 }
 
-pub async fn create_service(app: &TestApp, id: &str) {
-    app.ok(
-        "mutation($id: ID!) { createService(input: {id: $id}) { id } }",
-        json!({ "id": id }),
-    )
-    .await;
-}
-
 pub async fn webhooks_deliver_signed_events_in_order_with_retries(start: Starter) {
     let app = start(allow_private()).await;
     let receiver = Receiver::start(2).await;
     let secret = "s3cr3t-for-the-test";
     let id = create_webhook(&app, &receiver.url, secret, json!(["SERVICE"])).await;
 
-    create_service(&app, "first").await;
+    app.create_service("first").await;
     app.ok(
         "mutation { createModel(input: {name: \"m\", version: \"1\", library: \"l\"}) { name } }",
         json!({}),
     )
     .await;
-    create_service(&app, "second").await;
+    app.create_service("second").await;
 
     // Two answers of 500 for the first event (retried after 1 s, then 2 s), then each event once, in order.
     let received = receiver.wait_for(4, Duration::from_secs(30)).await;
@@ -172,7 +162,13 @@ pub async fn webhooks_deliver_signed_events_in_order_with_retries(start: Starter
     assert_eq!(received[3].headers["x-repository-event"], "created");
     assert_eq!(bodies[3]["kind"], "service");
     assert!(bodies[3]["sequence"].as_u64() > bodies[0]["sequence"].as_u64());
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The positive signal: the worker has looked at all three events, the model included.
+    assert!(
+        eventually(Duration::from_secs(10), async || metric(&app, EXAMINED)
+            .await
+            >= 3.0)
+        .await
+    );
     assert_eq!(
         receiver.received().len(),
         4,
@@ -180,8 +176,7 @@ pub async fn webhooks_deliver_signed_events_in_order_with_retries(start: Starter
     );
 
     // Each delivery is recorded just after its receiver answered.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let listed = loop {
+    let listed = wait_for(Duration::from_secs(10), async || {
         let listed = app
             .ok(
                 "{ webhooks { id url kinds cursor deliveries { id type status attempts lastStatus lastError deliveredAt } } }",
@@ -189,12 +184,12 @@ pub async fn webhooks_deliver_signed_events_in_order_with_retries(start: Starter
             )
             .await;
         let deliveries = &listed["webhooks"][0]["deliveries"];
-        if deliveries[0]["status"] == "DELIVERED" && deliveries[1]["status"] == "DELIVERED" {
-            break listed;
+        match deliveries[0]["status"] == "DELIVERED" && deliveries[1]["status"] == "DELIVERED" {
+            true => Ok(listed),
+            false => Err(format!("{listed:#}")),
         }
-        assert!(Instant::now() < deadline, "{listed:#}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    })
+    .await;
     let webhook = &listed["webhooks"][0];
     assert_eq!(webhook["id"], id.as_str());
     assert_eq!(webhook["kinds"], json!(["SERVICE"]));
@@ -233,8 +228,12 @@ pub async fn webhooks_deliver_signed_events_in_order_with_retries(start: Starter
         .await,
         "NOT_FOUND"
     );
-    create_service(&app, "third").await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The positive signal: a webhook that still exists gets the later event, sent from the same feed.
+    let witness = Receiver::start(0).await;
+    create_webhook(&app, &witness.url, "witness", json!(["SERVICE"])).await;
+    app.create_service("third").await;
+    let seen = witness.wait_for(1, Duration::from_secs(30)).await;
+    assert_eq!(verified(&seen[0], "witness")["id"], "third");
     assert_eq!(
         receiver.received().len(),
         4,
@@ -299,7 +298,7 @@ pub async fn metric(app: &TestApp, name: &str) -> f64 {
 async fn time_creates(app: &TestApp, prefix: &str, count: usize) -> Duration {
     let started = Instant::now();
     for i in 0..count {
-        create_service(app, &format!("{prefix}-{i}")).await;
+        app.create_service(&format!("{prefix}-{i}")).await;
     }
     started.elapsed() / count as u32
 }
@@ -321,7 +320,7 @@ pub async fn filtered_out_events_cost_webhooks_no_writes(start: Starter) {
         create_webhook(&app, &receiver.url, "filtered", json!(["MODEL"])).await;
     }
     // Every worker running and caught up (each has looked at one event) before timing.
-    create_service(&app, "warm").await;
+    app.create_service("warm").await;
     assert!(
         eventually(Duration::from_secs(60), async || metric(&app, EXAMINED)
             .await
@@ -466,7 +465,7 @@ pub async fn webhook_deliveries_are_pruned(start: Starter) {
     let receiver = Receiver::start(0).await;
     let id = create_webhook(&app, &receiver.url, "pruned", json!(null)).await;
     for i in 0..4 {
-        create_service(&app, &format!("s{i}")).await;
+        app.create_service(&format!("s{i}")).await;
     }
     let received = receiver.wait_for(4, Duration::from_secs(30)).await;
     let sequences: Vec<Value> = received
@@ -499,7 +498,7 @@ pub async fn webhook_deliveries_are_pruned(start: Starter) {
     let pending = create_webhook(&app, &failing.url, "aged", json!(["SERVICE"])).await;
     let delivered = create_webhook(&app, &taking.url, "aged", json!(["MODEL"])).await;
     // The pending delivery first, so it is the older of the two.
-    create_service(&app, "aged").await;
+    app.create_service("aged").await;
     assert!(
         eventually(Duration::from_secs(30), async || !deliveries(
             &app, &pending

@@ -1,7 +1,8 @@
 //! A GraphQL-over-WebSocket client for tests, speaking either subprotocol (`graphql-transport-ws` or the legacy
 //! `graphql-ws`) as a real client would, with access to the close frame when the server ends the connection.
 
-use std::time::Duration;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -9,8 +10,6 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-
-use super::TestApp;
 
 /// Both subprotocols, for tests that run over each.
 pub const PROTOCOLS: [&str; 2] = ["graphql-transport-ws", "graphql-ws"];
@@ -22,6 +21,15 @@ pub struct GraphqlSocket {
     protocol: String,
     /// The close frame `receive` met, for `closed` to report.
     last_close: Option<(u16, String)>,
+}
+
+/// What reading the socket met.
+enum Received {
+    Message(Value),
+    /// The connection is closing or closed.
+    Closed,
+    /// Nothing within the wait.
+    Nothing,
 }
 
 /// How a server answered one operation or ended the connection.
@@ -49,34 +57,35 @@ impl Outcome {
 }
 
 impl GraphqlSocket {
-    /// Opens a WebSocket to `/graphql` with `protocol`, or says the HTTP status that refused it.
-    pub async fn connect(app: &TestApp, protocol: &str) -> Result<GraphqlSocket, u16> {
-        Self::connect_from(app, protocol, None).await
+    /// Opens a WebSocket to `/graphql` of the server at `addr` with `protocol`, or says the HTTP status that
+    /// refused it.
+    pub async fn connect(addr: SocketAddr, protocol: &str) -> Result<GraphqlSocket, u16> {
+        Self::connect_from(addr, protocol, None).await
     }
 
     /// The same, as a browser on a page of `origin` would.
     pub async fn connect_from(
-        app: &TestApp,
+        addr: SocketAddr,
         protocol: &str,
         origin: Option<&str>,
     ) -> Result<GraphqlSocket, u16> {
-        Self::connect_with(app, protocol, origin, None).await
+        Self::connect_with(addr, protocol, origin, None).await
     }
 
     /// The same from another loopback address (`127.0.0.2`, say): another client, as the server sees it.
-    pub async fn connect_as(app: &TestApp, protocol: &str, source: &str) -> GraphqlSocket {
-        Self::connect_with(app, protocol, None, Some(source))
+    pub async fn connect_as(addr: SocketAddr, protocol: &str, source: &str) -> GraphqlSocket {
+        Self::connect_with(addr, protocol, None, Some(source))
             .await
             .expect("upgraded")
     }
 
     async fn connect_with(
-        app: &TestApp,
+        addr: SocketAddr,
         protocol: &str,
         origin: Option<&str>,
         source: Option<&str>,
     ) -> Result<GraphqlSocket, u16> {
-        let mut request = format!("ws://{}/graphql", app.addr)
+        let mut request = format!("ws://{addr}/graphql")
             .into_client_request()
             .unwrap();
         request
@@ -91,7 +100,7 @@ impl GraphqlSocket {
             Some(source) => {
                 let socket = tokio::net::TcpSocket::new_v4().unwrap();
                 socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
-                let stream = socket.connect(app.addr).await.unwrap();
+                let stream = socket.connect(addr).await.unwrap();
                 tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream)).await
             }
             None => tokio_tungstenite::connect_async(request).await,
@@ -127,10 +136,59 @@ impl GraphqlSocket {
     }
 
     /// Connects and initialises with a bearer token (or none).
-    pub async fn open(app: &TestApp, protocol: &str, token: Option<&str>) -> Result<Self, Outcome> {
-        let mut socket = Self::connect(app, protocol).await.expect("upgraded");
+    pub async fn open(
+        addr: SocketAddr,
+        protocol: &str,
+        token: Option<&str>,
+    ) -> Result<Self, Outcome> {
+        let mut socket = Self::connect(addr, protocol).await.expect("upgraded");
         socket.init(Self::credentials(token)).await?;
         Ok(socket)
+    }
+
+    /// A client with one subscription: connects, initialises with `init` and starts operation `"1"`, `query`;
+    /// `Err` with how the server refused the connection. Read it with [`GraphqlSocket::next_result`].
+    pub async fn subscribe(
+        addr: SocketAddr,
+        protocol: &str,
+        init: Value,
+        query: &str,
+    ) -> Result<Self, String> {
+        let mut socket = Self::connect(addr, protocol)
+            .await
+            .map_err(|status| format!("HTTP {status}"))?;
+        match socket.init(init).await {
+            Ok(()) => {}
+            Err(Outcome::Closed(code, reason)) => return Err(format!("{code} {reason}")),
+            Err(refused) => return Err(format!("{refused:?}")),
+        }
+        socket.start("1", query, json!({})).await;
+        Ok(socket)
+    }
+
+    /// The `data` of the next result of any operation, or its errors as `Err`; `None` when the operation completes,
+    /// the connection closes, or nothing comes within `wait`.
+    pub async fn next_result(&mut self, wait: Duration) -> Option<Result<Value, Value>> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            let message = match self.receive_within(left).await {
+                Received::Message(message) => message,
+                Received::Closed | Received::Nothing => return None,
+            };
+            match message["type"].as_str() {
+                Some("next" | "data") => {
+                    let payload = &message["payload"];
+                    return Some(match payload.get("errors") {
+                        Some(errors) => Err(errors.clone()),
+                        None => Ok(payload["data"].clone()),
+                    });
+                }
+                Some("error") => return Some(Err(message["payload"].clone())),
+                Some("complete") => return None,
+                _ => continue,
+            }
+        }
     }
 
     /// The `connection_init` payload that presents `token`.
@@ -199,12 +257,21 @@ impl GraphqlSocket {
         let _ = self.socket.send(Message::text(text.to_string())).await;
     }
 
-    /// The next JSON message, or `None` when the connection is closing or closed.
+    /// The next JSON message, or `None` when the connection is closing or closed; fails the test when none comes
+    /// within 10 s.
     pub async fn receive(&mut self) -> Option<Value> {
+        match self.receive_within(WAIT).await {
+            Received::Message(message) => Some(message),
+            Received::Closed => None,
+            Received::Nothing => panic!("no message within {WAIT:?}"),
+        }
+    }
+
+    async fn receive_within(&mut self, wait: Duration) -> Received {
         loop {
-            match tokio::time::timeout(WAIT, self.socket.next()).await {
+            match tokio::time::timeout(wait, self.socket.next()).await {
                 Ok(Some(Ok(Message::Text(text)))) => {
-                    return Some(serde_json::from_str(&text).unwrap());
+                    return Received::Message(serde_json::from_str(&text).unwrap());
                 }
                 Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
                 Ok(Some(Ok(Message::Close(frame)))) => {
@@ -213,10 +280,10 @@ impl GraphqlSocket {
                             .map(|f| (u16::from(f.code), f.reason.to_string()))
                             .unwrap_or((1005, String::new())),
                     );
-                    return None;
+                    return Received::Closed;
                 }
-                Ok(_) => return None,
-                Err(_) => panic!("no message within {WAIT:?}"),
+                Ok(_) => return Received::Closed,
+                Err(_) => return Received::Nothing,
             }
         }
     }

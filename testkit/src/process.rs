@@ -1,4 +1,3 @@
-#![allow(dead_code)] // shared by several test crates and the benchmark, each using a part
 //! Runs the real binary, as an operator would.
 
 use std::io::{BufRead, BufReader};
@@ -13,20 +12,18 @@ pub struct ServerProcess {
     pub log: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
-/// The server binary: cargo names it for integration tests; other targets built beside it (the benchmark example)
-/// find it in the same target directory.
+/// The server binary, built beside what runs this code: an integration test (`<target>/<profile>/deps/`) or an
+/// example (`<target>/<profile>/examples/`). Cargo builds the binary before either.
 pub fn binary() -> PathBuf {
-    match option_env!("CARGO_BIN_EXE_component-repository") {
-        Some(path) => PathBuf::from(path),
-        None => {
-            let exe = std::env::current_exe().expect("the running executable has a path");
-            let profile_dir = exe
-                .parent()
-                .and_then(Path::parent)
-                .expect("examples live in <target>/<profile>/examples");
-            profile_dir.join("component-repository")
-        }
-    }
+    let exe = std::env::current_exe().expect("the running executable has a path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("tests and examples live in <target>/<profile>/<deps|examples>");
+    profile_dir.join(format!(
+        "component-repository{}",
+        std::env::consts::EXE_SUFFIX
+    ))
 }
 
 impl ServerProcess {

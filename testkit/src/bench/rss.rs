@@ -1,5 +1,4 @@
 //! A server's resident set size, sampled from /proc (Linux), for the benchmark and the load test.
-#![allow(dead_code)] // each example uses a part
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -1,4 +1,3 @@
-#![allow(dead_code)] // shared by several test crates, each using a part
 //! A loopback TCP proxy that a test can break, in the spirit of crates.io's `chaosproxy.rs`: it forwards
 //! connections to a target and, when told, cuts each connection after a number of bytes, stalls it, or refuses new
 //! ones, so that tests can prove how clients and servers resume after a broken link.

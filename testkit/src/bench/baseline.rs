@@ -1,13 +1,12 @@
 //! The raw cost of storing bytes durably, the anchor of the upload benchmarks: write + fsync + rename + directory
 //! fsync, as the store places a blob, measured on the filesystem of the server's data in the same run.
-#![allow(dead_code)] // each example uses a part
 
 use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::random;
 use super::stats::ms_at;
+use crate::data as random;
 
 pub struct Figures {
     pub p50: f64,

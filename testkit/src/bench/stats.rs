@@ -8,7 +8,6 @@ pub fn percentile<T: Copy>(sorted: &[T], fraction: f64) -> Option<T> {
 }
 
 /// Milliseconds of the value at `fraction` of `sorted`; 0 when empty.
-#[allow(dead_code)] // not every benchmark times requests
 pub fn ms_at(sorted: &[std::time::Duration], fraction: f64) -> f64 {
     percentile(sorted, fraction).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
 }
