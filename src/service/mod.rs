@@ -5,6 +5,7 @@ mod cursor;
 mod error;
 mod events;
 pub mod mirror;
+mod oci;
 pub mod uploads;
 pub mod webhooks;
 
