@@ -5,6 +5,7 @@ pub mod archive;
 pub mod browser;
 pub mod chaos;
 pub mod mongo;
+pub mod oci;
 pub mod process;
 pub mod slow;
 pub mod ws;
