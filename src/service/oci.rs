@@ -122,20 +122,19 @@ impl RepositoryService {
         let mut exists = false;
         self.oci_find(repo, |c| {
             exists = true;
-            if oci::artifact(c).is_none() {
-                return None::<()>;
-            }
-            match &c.key {
-                ComponentKey::Model(m) => {
+            // Only what has a file is pulled; the scan goes on through every version.
+            match (&c.key, oci::artifact(c)) {
+                (_, None) => {}
+                (ComponentKey::Model(m), Some(_)) => {
                     for name in std::iter::once(&m.version).chain(&c.aliases) {
                         if let Some(tag) = oci::encode_tag(name) {
                             tags.insert(tag);
                         }
                     }
                 }
-                _ => tags.insert("latest".to_string()),
+                (_, Some(_)) => tags.insert("latest".to_string()),
             }
-            None
+            None::<()>
         })
         .await?;
         Ok(exists.then(|| tags.into_vec()))
