@@ -86,3 +86,33 @@ pub async fn skopeo_run(args: &[&str]) -> Result<Vec<u8>, String> {
         Err(String::from_utf8_lossy(&output.stderr).into_owned())
     }
 }
+
+/// `oras push` of one file to `reference` (after the registry); with a token, after a login.
+pub async fn oras_push(
+    app: &TestApp,
+    reference: &str,
+    file: &Path,
+    token: Option<&str>,
+) -> Result<(), String> {
+    let python = oras_python()?;
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/oci/oras_push.py");
+    let mut command = tokio::process::Command::new(python);
+    command
+        .arg(script)
+        .arg(registry(app))
+        .arg(format!("{}/{reference}", registry(app)))
+        .arg(file);
+    if let Some(token) = token {
+        command.arg(token);
+    }
+    let output = command.output().await.map_err(|e| e.to_string())?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ))
+    }
+}

@@ -102,6 +102,7 @@ macro_rules! contract_suite {
             oci_platform_pull_gets_the_variant,
             oci_routes_answer_in_the_spec_shape,
             oci_routes_are_authorized_like_rest,
+            oras_push_creates_the_model_version,
         );
     };
     (@tests $starter:path, $skip:expr; $($name:ident),* $(,)?) => {

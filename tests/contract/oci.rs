@@ -3,7 +3,7 @@
 use serde_json::{Value, json};
 
 use super::Starter;
-use crate::common::oci::{clients, oras_pull, registry, skopeo_run};
+use crate::common::oci::{clients, oras_pull, oras_push, registry, skopeo_run};
 use crate::common::{Options, TestApp, bytes, report_skip, sha256_hex};
 
 async fn model_with_file(app: &TestApp, name: &str, version: &str, data: Vec<u8>) {
@@ -418,4 +418,116 @@ pub async fn oci_routes_answer_in_the_spec_shape(start: Starter) {
         .await;
     assert_eq!(out_of_range.status(), 416);
     assert_eq!(out_of_range.headers()["content-range"], "bytes */10000");
+}
+
+/// `oras push` of one file to `models/<name>:<version>` creates that version (or fills an existing one) with the
+/// file, as any upload does: the REST download is the pushed bytes, the feed has the events, and a pull gets
+/// them back. Uploads with a wrong digest and manifests that cannot be a model version are refused.
+pub async fn oras_push_creates_the_model_version(start: Starter) {
+    if let Err(reason) = clients() {
+        return report_skip("oras_push_creates_the_model_version", &reason);
+    }
+    let app = start(Options::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("weights.onnx");
+    let data = bytes(400_000, 31);
+    std::fs::write(&file, &data).unwrap();
+    oras_push(&app, "models/pushed:1.0", &file, None)
+        .await
+        .unwrap();
+    let rest = app.get("/model/pushed/1.0").await;
+    assert_eq!(rest.status(), 200);
+    assert!(
+        rest.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .contains("weights.onnx")
+    );
+    assert!(
+        rest.bytes().await.unwrap() == data,
+        "REST serves the pushed bytes"
+    );
+    let events = app
+        .ok(
+            "{ events(filter: {kinds: [MODEL]}) { edges { node { type name version file { sha256 } } } } }",
+            json!({}),
+        )
+        .await;
+    let types: Vec<&str> = events["events"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["node"]["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["CREATED", "FILE_UPLOADED"], "{events}");
+
+    // An existing version is filled; a pull gets the pushed bytes back.
+    model_with_file(&app, "pushed", "2.0", bytes(10, 1)).await;
+    let replacement = bytes(20_000, 32);
+    std::fs::write(&file, &replacement).unwrap();
+    oras_push(&app, "models/pushed:2.0", &file, None)
+        .await
+        .unwrap();
+    let out = dir.path().join("pulled");
+    let files = oras_pull(&app, "models/pushed:2.0", &out, None)
+        .await
+        .unwrap();
+    assert!(std::fs::read(&files[0]).unwrap() == replacement);
+
+    // A blob whose bytes are not the digest announced, a manifest with two layers, a push to another kind.
+    let wrong = app
+        .client
+        .post(app.url(&format!(
+            "/v2/models/pushed/blobs/uploads/?digest=sha256:{}",
+            "0".repeat(64)
+        )))
+        .body(b"not those bytes".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 400);
+    assert_eq!(error_code(&wrong.json().await.unwrap()), "DIGEST_INVALID");
+    let layer = json!({"mediaType": "application/octet-stream", "digest": format!("sha256:{}", sha256_hex(&data)), "size": data.len()});
+    let two = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a", "size": 2},
+        "layers": [layer, layer],
+    });
+    for (path, code) in [
+        ("/v2/models/pushed/manifests/3.0", "MANIFEST_INVALID"),
+        ("/v2/services/svc/manifests/latest", "UNSUPPORTED"),
+    ] {
+        let refused = app
+            .client
+            .put(app.url(path))
+            .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+            .body(two.to_string())
+            .send()
+            .await
+            .unwrap();
+        let status = refused.status().as_u16();
+        let body: Value = refused.json().await.unwrap();
+        assert_eq!(error_code(&body), code, "{path}: {status} {body}");
+    }
+    let mut unknown = two.clone();
+    unknown["layers"] = json!([{"mediaType": "application/octet-stream", "digest": format!("sha256:{}", "1".repeat(64)), "size": 1}]);
+    let refused = app
+        .client
+        .put(app.url("/v2/models/pushed/manifests/3.0"))
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body(unknown.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+    assert_eq!(
+        error_code(&refused.json().await.unwrap()),
+        "MANIFEST_BLOB_UNKNOWN"
+    );
+    assert_eq!(
+        app.get("/model/pushed/3.0").await.status(),
+        404,
+        "a refused push leaves no version behind"
+    );
 }

@@ -13,6 +13,9 @@ use crate::service::ServiceError;
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Code {
     BlobUnknown,
+    BlobUploadUnknown,
+    ManifestBlobUnknown,
+    ManifestInvalid,
     DigestInvalid,
     ManifestUnknown,
     NameInvalid,
@@ -31,6 +34,9 @@ impl Code {
     fn parts(self) -> (StatusCode, &'static str) {
         match self {
             Code::BlobUnknown => (StatusCode::NOT_FOUND, "BLOB_UNKNOWN"),
+            Code::BlobUploadUnknown => (StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN"),
+            Code::ManifestBlobUnknown => (StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN"),
+            Code::ManifestInvalid => (StatusCode::BAD_REQUEST, "MANIFEST_INVALID"),
             Code::DigestInvalid => (StatusCode::BAD_REQUEST, "DIGEST_INVALID"),
             Code::ManifestUnknown => (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN"),
             Code::NameInvalid => (StatusCode::BAD_REQUEST, "NAME_INVALID"),

@@ -7,6 +7,7 @@
 //! client to fetch a bearer token from `/v2/token`, which checks the Basic credentials and hands back the token.
 
 mod error;
+mod push;
 
 use axum::Router;
 use axum::body::Body;
@@ -28,18 +29,34 @@ use crate::service::ServiceError;
 const MAX_PAGE: usize = 1000;
 
 pub fn routes(links: Links) -> Router<AppState> {
-    let handler = move |state: State<AppState>, method: Method, uri: Uri, headers: HeaderMap| {
-        let links = links.clone();
-        async move {
-            handle(&state, &links, &method, &uri, &headers)
-                .await
-                .unwrap_or_else(IntoResponse::into_response)
-        }
-    };
+    let pending = std::sync::Arc::new(push::Pending::default());
+    let handler =
+        move |state: State<AppState>, method: Method, uri: Uri, headers: HeaderMap, body: Body| {
+            let (links, pending) = (links.clone(), pending.clone());
+            async move {
+                let request = Incoming {
+                    method: &method,
+                    uri: &uri,
+                    headers: &headers,
+                };
+                handle(&state, &links, &pending, request, body)
+                    .await
+                    .unwrap_or_else(IntoResponse::into_response)
+            }
+        };
     Router::new()
         .route("/v2", any(handler.clone()))
         .route("/v2/", any(handler.clone()))
+        // Pushed blobs are limited by the upload size limit while they stream, not by a body limit.
         .route("/v2/{*path}", any(handler))
+        .layer(axum::extract::DefaultBodyLimit::disable())
+}
+
+/// The parts of a request the routes read, besides its body.
+struct Incoming<'a> {
+    method: &'a Method,
+    uri: &'a Uri,
+    headers: &'a HeaderMap,
 }
 
 /// What a `/v2/` path asks for.
@@ -50,7 +67,8 @@ enum Route<'a> {
     Catalog,
     Manifest(&'a str, &'a str),
     Blob(&'a str, &'a str),
-    Upload(&'a str),
+    /// A repository and, after the session's creation, the session's id.
+    Upload(&'a str, Option<&'a str>),
     Tags(&'a str),
     Referrers(&'a str, &'a str),
 }
@@ -66,8 +84,13 @@ fn route(path: &str) -> Option<Route<'_>> {
     if let Some(name) = path.strip_suffix("/tags/list") {
         return Some(Route::Tags(name));
     }
-    if let Some((name, _)) = path.split_once("/blobs/uploads") {
-        return Some(Route::Upload(name));
+    if let Some((name, rest)) = path.split_once("/blobs/uploads") {
+        let session = rest.trim_start_matches('/');
+        return match session {
+            "" => Some(Route::Upload(name, None)),
+            id if !id.contains('/') => Some(Route::Upload(name, Some(id))),
+            _ => None,
+        };
     }
     let (rest, last) = path.rsplit_once('/')?;
     let (name, what) = rest.rsplit_once('/')?;
@@ -82,10 +105,15 @@ fn route(path: &str) -> Option<Route<'_>> {
 async fn handle(
     state: &AppState,
     links: &Links,
-    method: &Method,
-    uri: &Uri,
-    headers: &HeaderMap,
+    pending: &push::Pending,
+    request: Incoming<'_>,
+    body: Body,
 ) -> Result<Response, OciError> {
+    let Incoming {
+        method,
+        uri,
+        headers,
+    } = request;
     let path = uri.path().strip_prefix("/v2").unwrap_or_default();
     let path = path.strip_prefix('/').unwrap_or(path);
     let route = route(path).ok_or_else(|| OciError::new(Code::NotFound, "no such OCI route"))?;
@@ -94,7 +122,7 @@ async fn handle(
         return token(state, headers, challenge());
     }
     let need = match *method {
-        Method::GET | Method::HEAD => Need::Read,
+        Method::GET | Method::HEAD | Method::OPTIONS => Need::Read,
         _ => Need::Write,
     };
     let access = state
@@ -103,13 +131,31 @@ async fn handle(
         .and_then(|access| access.allow(need))
         .map_err(|e| OciError::from_api(e).with_challenge(challenge()));
     access?;
-    if need == Need::Write {
-        return Err(OciError::new(
-            Code::Unsupported,
-            "this registry is read-only over OCI: upload through the GraphQL or REST API",
-        ));
-    }
     let query = Query::parse(uri);
+    match (&route, method) {
+        (Route::Upload(name, session), _) => {
+            return push::upload(
+                state,
+                pending,
+                method,
+                name,
+                *session,
+                query.digest.as_deref(),
+                body,
+            )
+            .await;
+        }
+        (Route::Manifest(name, reference), &Method::PUT) => {
+            return push::manifest(state, pending, headers, name, reference, body).await;
+        }
+        (_, &Method::GET | &Method::HEAD) => {}
+        _ => {
+            return Err(OciError::new(
+                Code::Unsupported,
+                "this registry takes pushes of models (blob uploads and manifest PUT) only",
+            ));
+        }
+    }
     match route {
         Route::Base => Ok(with_api_version(json_response(
             StatusCode::OK,
@@ -146,7 +192,15 @@ async fn handle(
         }
         Route::Blob(name, digest) => {
             let repo = repository(name)?;
-            blob(state, &repo, digest, headers).await
+            blob(
+                state,
+                pending,
+                &repo,
+                digest,
+                request_is_head(method),
+                headers,
+            )
+            .await
         }
         Route::Referrers(name, digest) => {
             repository(name)?;
@@ -162,15 +216,21 @@ async fn handle(
             }
             Ok(response)
         }
-        Route::Upload(_) => unreachable!("a write, refused above"),
+        Route::Upload(..) => unreachable!("answered above"),
     }
 }
 
 /// `GET /v2/<name>/blobs/<digest>`: a file's bytes (with ranges) by digest, or a generated config.
+fn request_is_head(method: &Method) -> bool {
+    method == Method::HEAD
+}
+
 async fn blob(
     state: &AppState,
+    pending: &push::Pending,
     repo: &Repository,
     digest: &str,
+    head: bool,
     headers: &HeaderMap,
 ) -> Result<Response, OciError> {
     let sha256 = sha256_of(digest)?;
@@ -198,6 +258,18 @@ async fn blob(
     }
     match state.service.oci_config(repo, digest).await? {
         Some(config) => Ok(document_response(&config, headers)),
+        // A pushed blob waiting for its manifest exists for clients that check before they upload.
+        None if head && pending.blob_size(&repo.oci_name(), digest).is_some() => {
+            let size = pending.blob_size(&repo.oci_name(), digest).unwrap_or(0);
+            let mut response = StatusCode::OK.into_response();
+            set(
+                &mut response,
+                header::CONTENT_LENGTH.as_str(),
+                &size.to_string(),
+            );
+            set(&mut response, "docker-content-digest", digest);
+            Ok(response)
+        }
         None => Err(OciError::new(
             Code::BlobUnknown,
             format!("{} has no blob {digest}", repo.oci_name()),
@@ -323,6 +395,7 @@ struct Query {
     n: Option<String>,
     last: Option<String>,
     artifact_type: Option<String>,
+    digest: Option<String>,
 }
 
 impl Query {
@@ -336,6 +409,7 @@ impl Query {
                 "n" => &mut parsed.n,
                 "last" => &mut parsed.last,
                 "artifactType" => &mut parsed.artifact_type,
+                "digest" => &mut parsed.digest,
                 _ => continue,
             };
             *slot = Some(value);
@@ -463,7 +537,11 @@ mod tests {
         );
         assert_eq!(
             route("models/m/blobs/uploads/"),
-            Some(Route::Upload("models/m"))
+            Some(Route::Upload("models/m", None))
+        );
+        assert_eq!(
+            route("models/m/blobs/uploads/abc"),
+            Some(Route::Upload("models/m", Some("abc")))
         );
         assert_eq!(route("models/m/tags/list"), Some(Route::Tags("models/m")));
         assert_eq!(
