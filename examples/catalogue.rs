@@ -141,7 +141,10 @@ async fn stored(data_dir: &std::path::Path) -> anyhow::Result<(usize, usize)> {
             limit: 0,
             count: true,
         };
-        let page = store.list(kind, &ComponentFilter::default(), page).await?;
+        let page = store
+            .components()
+            .list(kind, &ComponentFilter::default(), page)
+            .await?;
         counts.push(page.total.context("the store did not count")? as usize);
     }
     Ok((counts[0], counts[1]))

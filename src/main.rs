@@ -169,6 +169,7 @@ async fn gc(args: ServeArgs) -> anyhow::Result<()> {
     init_logging(&args)?;
     let store = server::open_store(&args).await?;
     let report = store
+        .blobs()
         .collect_garbage(Duration::from_secs(args.mongodb.gc_grace_secs))
         .await
         .context("collecting garbage")?;

@@ -80,7 +80,7 @@ pub fn spawn_periodic_gc(
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
-            match store.collect_garbage(grace).await {
+            match store.blobs().collect_garbage(grace).await {
                 Ok(report) => tracing::info!(
                     files = report.files,
                     stray_chunks = report.stray_chunks,

@@ -296,9 +296,9 @@ async fn a_restart_re_examines_filtered_events_but_never_resends_a_delivery() {
     let data_dir = dir.path().join("data");
     {
         let store = common::reopen(&data_dir).await;
-        let mut webhook = store.webhooks().await.unwrap().remove(0);
+        let mut webhook = store.webhooks().list_webhooks().await.unwrap().remove(0);
         webhook.cursor = first["sequence"].as_u64().unwrap() - 1;
-        store.insert_webhook(&webhook).await.unwrap();
+        store.webhooks().insert_webhook(&webhook).await.unwrap();
     }
     // The store closes once its catalogue loader is done with it.
     let mut reopened = None;

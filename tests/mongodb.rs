@@ -492,6 +492,7 @@ async fn replaced_and_deleted_files_go_after_the_grace_period() {
         .await
         .unwrap();
     let report = store
+        .blobs()
         .collect_garbage(Duration::from_secs(3600))
         .await
         .unwrap();
@@ -500,7 +501,7 @@ async fn replaced_and_deleted_files_go_after_the_grace_period() {
         count_where(&raw.chunks(), doc! { "files_id": first }).await,
         2
     );
-    let report = store.collect_garbage(Duration::ZERO).await.unwrap();
+    let report = store.blobs().collect_garbage(Duration::ZERO).await.unwrap();
     assert_eq!(report.files, 1);
     assert_eq!(raw.count(raw.files()).await, 1, "only the current file");
     assert_eq!(
@@ -529,7 +530,7 @@ async fn replaced_and_deleted_files_go_after_the_grace_period() {
         2,
         "a deleted component's file stays for downloads in flight"
     );
-    let report = store.collect_garbage(Duration::ZERO).await.unwrap();
+    let report = store.blobs().collect_garbage(Duration::ZERO).await.unwrap();
     assert_eq!(report.files, 1);
     assert_eq!(raw.count(raw.files()).await, 0);
     assert_eq!(

@@ -10,7 +10,7 @@ use http_range_header::parse_range_header;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 use super::error::ApiError;
-use crate::domain::{ComponentKey, StoredFile};
+use crate::domain::{ComponentKey, Sha256, StoredFile};
 use crate::service::RepositoryService;
 
 pub async fn download(
@@ -27,7 +27,7 @@ pub async fn download(
 pub async fn download_blob(
     service: &RepositoryService,
     metrics: &std::sync::Arc<crate::api::metrics::Metrics>,
-    sha256: &str,
+    sha256: &Sha256,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
     let file = service.blob(sha256).await?;

@@ -12,6 +12,7 @@ pub mod oci;
 mod platform;
 pub mod version;
 mod webhook;
+mod write;
 
 pub use alias::{AliasMove, AliasRecord, MAX_ALIAS_BYTES, validate_alias, validate_new_version};
 pub use component::{
@@ -26,6 +27,7 @@ pub use filter::{ComponentFilter, Device, LibraryWanted, Matcher, ModelWanted, N
 pub use key::{ComponentKey, Kind, MAX_KEY_BYTES, ModelKey, validate_key_part};
 pub use platform::{DevicePlatform, Platform, Variant, file_for, split_platform};
 pub use webhook::{Delivery, DeliveryStatus, Webhook, is_forbidden_destination};
+pub use write::{Deletion, FilePolicy, FilePut, Refusal, UpdateError, Updated};
 
 /// The current time at millisecond precision: the precision every backend stores (BSON dates have no more), so a
 /// timestamp reads back exactly as it was returned when it was written.

@@ -23,8 +23,8 @@ use sha2::{Digest, Sha256};
 use thiserror::Error;
 use tokio_util::io::{ReaderStream, StreamReader, SyncIoBridge};
 
-use crate::domain::{AliasRecord, Component, ComponentFilter, Kind, StoredFile};
-use crate::store::{PageRequest, StagedFiles, Store, StoreError, alias_known};
+use crate::domain::{AliasRecord, Component, ComponentFilter, Kind};
+use crate::store::{PageRequest, StagedFiles, Store, StoreError};
 
 const FORMAT: &str = "component-repository-archive";
 /// 2 carries variants' bytes and aliases; 1 (default files only) is still read.
@@ -97,6 +97,7 @@ async fn all_components(store: &dyn Store) -> Result<Vec<Component>, StoreError>
         let mut after = None;
         loop {
             let page = store
+                .components()
                 .list(
                     kind,
                     &ComponentFilter::default(),
@@ -121,6 +122,7 @@ async fn all_components(store: &dyn Store) -> Result<Vec<Component>, StoreError>
 pub async fn is_empty(store: &dyn Store) -> Result<bool, StoreError> {
     for kind in Kind::ALL {
         let page = store
+            .components()
             .list(
                 kind,
                 &ComponentFilter::default(),
@@ -220,7 +222,7 @@ async fn dump_selected(
 ) -> Result<Tally, ArchiveError> {
     // Taken before reading: changes made while dumping are applied again from the feed, harmlessly.
     let sequence = match devices {
-        Some(_) => Some(store.last_sequence().await?),
+        Some(_) => Some(store.feed().last_sequence().await?),
         None => None,
     };
     let mut components = all_components(store).await?;
@@ -230,7 +232,10 @@ async fn dump_selected(
     // Files inherited from the original service may have no hash recorded yet: the archive names files by hash.
     for component in &mut components {
         if let Some(file) = component.file.as_mut().filter(|f| f.sha256.is_empty()) {
-            let mut stream = store.read(&component.key, file, 0..file.size).await?;
+            let mut stream = store
+                .blobs()
+                .read(&component.key, file, 0..file.size)
+                .await?;
             let mut hasher = Sha256::new();
             while let Some(chunk) = stream.next().await {
                 hasher.update(&chunk.map_err(StoreError::Io)?);
@@ -268,7 +273,7 @@ async fn dump_selected(
         lines.push(b'\n');
     }
     let mut alias_lines = Vec::new();
-    for record in store.alias_records().await? {
+    for record in store.aliases().alias_records().await? {
         serde_json::to_writer(&mut alias_lines, &record).map_err(io::Error::other)?;
         alias_lines.push(b'\n');
     }
@@ -297,12 +302,15 @@ async fn dump_selected(
         for component in &components {
             progress.component();
             tally.components += 1;
-            for file in files_of(component) {
+            for file in component.files() {
                 let name = format!("{BLOBS}{}", file.sha256);
                 if manifest.entries.contains_key(&name) {
                     continue;
                 }
-                let stream = store.read(&component.key, file, 0..file.size).await?;
+                let stream = store
+                    .blobs()
+                    .read(&component.key, file, 0..file.size)
+                    .await?;
                 let reader = SyncIoBridge::new(StreamReader::new(stream));
                 let (size, expected) = (file.size, file.sha256.clone());
                 let (returned, entry) = blocking(move || {
@@ -359,14 +367,6 @@ fn partial_path(out: &Path) -> PathBuf {
     out.with_file_name(name)
 }
 
-/// The default file and the variants' files of a component.
-fn files_of(component: &Component) -> impl Iterator<Item = &StoredFile> {
-    component
-        .file
-        .iter()
-        .chain(component.variants.iter().map(|v| &v.file))
-}
-
 /// An archive read back and verified in a scratch directory.
 struct Unpacked {
     dir: tempfile::TempDir,
@@ -413,10 +413,7 @@ fn unpack(archive: &Path, scratch: &Path) -> Result<Unpacked, ArchiveError> {
         let target = if name == COMPONENTS || name == ALIASES {
             dir.path().join(&name)
         } else if let Some(sha) = name.strip_prefix(BLOBS)
-            && sha.len() == 64
-            && sha
-                .bytes()
-                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+            && crate::domain::Sha256::parse(sha).is_ok()
         {
             dir.path().join("blobs").join(sha)
         } else {
@@ -480,7 +477,7 @@ fn unpack(archive: &Path, scratch: &Path) -> Result<Unpacked, ArchiveError> {
             .validate()
             .map_err(|e| invalid(format!("{}: {e}", component.key)))?;
 
-        for file in files_of(&component) {
+        for file in component.files() {
             let blob = manifest.entries.get(&format!("{BLOBS}{}", file.sha256));
             if blob.is_none_or(|b| b.size != file.size) {
                 return Err(invalid(format!(
@@ -539,7 +536,11 @@ pub async fn restore(
     let unpacked = blocking(move || unpack(&input, &scratch)).await?;
     refuse_existing(store, &unpacked.components).await?;
     for record in &unpacked.aliases {
-        if alias_known(store, &record.model, &record.alias).await? {
+        if store
+            .aliases()
+            .alias_known(&record.model, &record.alias)
+            .await?
+        {
             return Err(ArchiveError::Exists(format!(
                 "alias {} of model {}",
                 record.alias, record.model
@@ -552,7 +553,7 @@ pub async fn restore(
     };
     for component in &unpacked.components {
         let mut files = StagedFiles::default();
-        for (n, file) in files_of(component).enumerate() {
+        for (n, file) in component.files().enumerate() {
             let path = unpacked.blob(&file.sha256);
             let body = ReaderStream::new(tokio::fs::File::open(&path).await?)
                 .inspect(|chunk| {
@@ -561,7 +562,7 @@ pub async fn restore(
                     }
                 })
                 .boxed();
-            let staged = store.stage(body, u64::MAX).await?;
+            let staged = store.blobs().stage(body, u64::MAX).await?;
             if n == 0 && component.file.is_some() {
                 files.default = Some(staged);
             } else {
@@ -571,22 +572,25 @@ pub async fn restore(
             tally.bytes += file.size;
         }
         if files.default.is_some() || !files.variants.is_empty() {
-            store.insert_with_files(component.clone(), files).await?;
+            store
+                .components()
+                .insert_with_files(component.clone(), files)
+                .await?;
         } else {
-            store.insert(component.clone()).await?;
+            store.components().insert(component.clone()).await?;
         }
         progress.component();
         tally.components += 1;
     }
     for record in unpacked.aliases {
-        store.insert_alias(record).await?;
+        store.aliases().insert_alias(record).await?;
     }
     Ok(tally)
 }
 
 async fn refuse_existing(store: &dyn Store, components: &[Component]) -> Result<(), ArchiveError> {
     for component in components {
-        if store.get(&component.key).await?.is_some() {
+        if store.components().get(&component.key).await?.is_some() {
             return Err(ArchiveError::Exists(component.key.to_string()));
         }
     }
@@ -602,9 +606,13 @@ pub async fn import(
 ) -> Result<Tally, ArchiveError> {
     let components = all_components(source).await?;
     refuse_existing(target, &components).await?;
-    let aliases = source.alias_records().await?;
+    let aliases = source.aliases().alias_records().await?;
     for record in &aliases {
-        if alias_known(target, &record.model, &record.alias).await? {
+        if target
+            .aliases()
+            .alias_known(&record.model, &record.alias)
+            .await?
+        {
             return Err(ArchiveError::Exists(format!(
                 "alias {} of model {}",
                 record.alias, record.model
@@ -622,6 +630,7 @@ pub async fn import(
             .enumerate()
         {
             let body = source
+                .blobs()
                 .read(&component.key, file, 0..file.size)
                 .await?
                 .inspect(|chunk| {
@@ -630,7 +639,7 @@ pub async fn import(
                     }
                 })
                 .boxed();
-            let staged = target.stage(body, u64::MAX).await?;
+            let staged = target.blobs().stage(body, u64::MAX).await?;
             if staged.size != file.size || (!file.sha256.is_empty() && staged.sha256 != file.sha256)
             {
                 return Err(invalid(format!(
@@ -651,15 +660,18 @@ pub async fn import(
         // Alias marks come with the alias records, written last.
         component.aliases.clear();
         if files.default.is_some() || !files.variants.is_empty() {
-            target.insert_with_files(component, files).await?;
+            target
+                .components()
+                .insert_with_files(component, files)
+                .await?;
         } else {
-            target.insert(component).await?;
+            target.components().insert(component).await?;
         }
         progress.component();
         tally.components += 1;
     }
     for record in aliases {
-        target.insert_alias(record).await?;
+        target.aliases().insert_alias(record).await?;
     }
     Ok(tally)
 }

@@ -1,6 +1,6 @@
 use thiserror::Error;
 
-use crate::domain::DomainError;
+use crate::domain::{DomainError, Refusal};
 use crate::store::StoreError;
 
 /// Everything a use case can answer besides success. Transports map it to HTTP statuses and GraphQL codes in one
@@ -87,8 +87,10 @@ impl From<StoreError> for ServiceError {
             e @ StoreError::EventsExpired { .. } => ServiceError::EventsExpired(format!(
                 "{e}; list the components again, then follow the feed from its current sequence"
             )),
-            StoreError::Immutable(message) => ServiceError::Immutable(message),
-            e @ StoreError::Aliased { .. } => ServiceError::Conflict(e.to_string()),
+            StoreError::Refused(Refusal::Immutable(message)) => ServiceError::Immutable(message),
+            StoreError::Refused(e @ Refusal::Aliased { .. }) => {
+                ServiceError::Conflict(e.to_string())
+            }
             e @ StoreError::Unavailable(_) => ServiceError::Unavailable(e),
             e @ (StoreError::Io(_) | StoreError::Backend(_)) => ServiceError::Internal(e),
         }

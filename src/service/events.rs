@@ -39,7 +39,7 @@ pub type EventStream = Pin<Box<dyn Stream<Item = Result<Event, ServiceError>> + 
 /// Refuses a cursor beyond the newest event: no event of this feed was ever delivered there, so it is of another
 /// feed (the store was rebuilt or reset at the same address), and waiting after it would be silent for ever.
 async fn not_ahead(store: &dyn Store, after: u64) -> Result<(), ServiceError> {
-    let head = store.last_sequence().await?;
+    let head = store.feed().last_sequence().await?;
     if after > head {
         return Err(ServiceError::EventsAhead(format!(
             "after {after} is beyond the newest event of this feed ({head}): the cursor is of another feed (the \
@@ -53,7 +53,7 @@ async fn not_ahead(store: &dyn Store, after: u64) -> Result<(), ServiceError> {
 async fn start(store: &dyn Store, after: Option<u64>) -> Result<u64, ServiceError> {
     match after {
         Some(after) => Ok(after),
-        None => match store.events(0, 0).await {
+        None => match store.feed().events(0, 0).await {
             Ok(_) => Ok(0),
             Err(StoreError::EventsExpired { floor, .. }) => Ok(floor),
             Err(e) => Err(e.into()),
@@ -83,7 +83,7 @@ impl RepositoryService {
         }
         let mut cursor = start(self.store.as_ref(), after).await?;
         // Refuses an expired `after` even when nothing is read.
-        self.store.events(cursor, 0).await?;
+        self.store.feed().events(cursor, 0).await?;
         let mut page = EventPage {
             events: Vec::new(),
             end: cursor,
@@ -95,7 +95,7 @@ impl RepositoryService {
                 page.has_next = true;
                 break;
             }
-            let batch = self.store.events(cursor, FOLLOW_BATCH).await?;
+            let batch = self.store.feed().events(cursor, FOLLOW_BATCH).await?;
             if batch.next_after == cursor {
                 break;
             }
@@ -117,19 +117,19 @@ impl RepositoryService {
             page.end = cursor;
         }
         if !page.has_next && page.events.len() == limit {
-            page.has_next = self.store.events(page.end, 1).await?.next_after > page.end;
+            page.has_next = self.store.feed().events(page.end, 1).await?.next_after > page.end;
         }
         Ok(page)
     }
 
     /// The newest sequence every event up to which is settled: where a follower "from now" starts.
     pub async fn last_sequence(&self) -> Result<u64, ServiceError> {
-        Ok(self.store.last_sequence().await?)
+        Ok(self.store.feed().last_sequence().await?)
     }
 
     /// The change feed's id (see [`Store::feed_id`]).
     pub async fn feed_id(&self) -> Result<String, ServiceError> {
-        Ok(self.store.feed_id().await?)
+        Ok(self.store.feed().feed_id().await?)
     }
 
     /// Follows the feed after `after` (from now when absent): the backlog, then live events, in order, each once.
@@ -139,13 +139,13 @@ impl RepositoryService {
         after: Option<u64>,
         filter: EventFilter,
     ) -> Result<EventStream, ServiceError> {
-        let signal = self.store.event_signal();
+        let signal = self.store.feed().event_signal();
         let after = match after {
             Some(after) => {
                 not_ahead(self.store.as_ref(), after).await?;
                 after
             }
-            None => self.store.last_sequence().await?,
+            None => self.store.feed().last_sequence().await?,
         };
         let follower = Follower {
             store: self.store.clone(),
@@ -166,7 +166,7 @@ impl RepositoryService {
 
     /// Removes events beyond `retention`; returns how many.
     pub async fn expire_events(&self, retention: &EventRetention) -> Result<u64, ServiceError> {
-        Ok(self.store.expire_events(retention).await?)
+        Ok(self.store.feed().expire_events(retention).await?)
     }
 }
 
@@ -191,7 +191,7 @@ impl Follower {
             }
             // Marks the current signal as seen before reading, so an append during the read wakes us again.
             self.signal.borrow_and_update();
-            match self.store.events(self.after, FOLLOW_BATCH).await {
+            match self.store.feed().events(self.after, FOLLOW_BATCH).await {
                 Ok(batch) => {
                     let progressed = batch.next_after > self.after;
                     self.after = batch.next_after;

@@ -16,8 +16,9 @@ pub use self::error::ServiceError;
 // What transports hand to the use cases and get back, named here so that `api` needs no `store`.
 pub use self::events::{EventPage, EventStream, MAX_EVENT_PAGE};
 use crate::domain::{
-    AliasMove, Component, ComponentFilter, ComponentKey, Device, DevicePlatform, Kind, ModelKey,
-    NeedsFilter, Platform, Spec, StoredFile, file_for, validate_alias, validate_new_version,
+    AliasMove, Component, ComponentFilter, ComponentKey, Device, DevicePlatform, FilePolicy, Kind,
+    ModelKey, NeedsFilter, Platform, Sha256, Spec, StoredFile, file_for, validate_alias,
+    validate_new_version,
 };
 pub use crate::store::StagedBlob;
 pub use crate::store::uploads::UploadSession;
@@ -139,12 +140,12 @@ impl RepositoryService {
             validate_new_version(&model.version)?;
         }
         let component = Component::new(key, spec, crate::domain::now())?;
-        self.store.insert(component.clone()).await?;
+        self.store.components().insert(component.clone()).await?;
         Ok(component)
     }
 
     pub async fn find(&self, key: &ComponentKey) -> Result<Option<Component>, ServiceError> {
-        Ok(self.store.get(key).await?)
+        Ok(self.store.components().get(key).await?)
     }
 
     pub async fn get(&self, key: &ComponentKey) -> Result<Component, ServiceError> {
@@ -155,7 +156,7 @@ impl RepositoryService {
 
     /// The models behind many references, in one store round trip.
     pub async fn models(&self, keys: &[ModelKey]) -> Result<Vec<Component>, ServiceError> {
-        Ok(self.store.get_models(keys).await?)
+        Ok(self.store.components().get_models(keys).await?)
     }
 
     pub async fn list(
@@ -174,6 +175,7 @@ impl RepositoryService {
             .map(|(_, sort_key)| sort_key);
         let page = self
             .store
+            .components()
             .list(
                 kind,
                 &filter,
@@ -244,6 +246,7 @@ impl RepositoryService {
             }
             let page = self
                 .store
+                .components()
                 .list(
                     kind,
                     &filter,
@@ -269,7 +272,7 @@ impl RepositoryService {
 
     /// Every component of `kind` in listing order, read in one pass.
     pub async fn list_all(&self, kind: Kind) -> Result<ComponentStream, ServiceError> {
-        Ok(self.store.scan(kind).await?)
+        Ok(self.store.components().scan(kind).await?)
     }
 
     pub async fn update(
@@ -278,13 +281,14 @@ impl RepositoryService {
         update: SpecUpdate,
     ) -> Result<Component, ServiceError> {
         self.writable()?;
-        Ok(self.store.update(key, update).await?)
+        Ok(self.store.components().update(key, update).await?)
     }
 
     pub async fn delete(&self, key: &ComponentKey) -> Result<Component, ServiceError> {
         self.writable()?;
         self.store
-            .delete(key, self.immutable_files)
+            .components()
+            .delete(key, FilePolicy::immutable(self.immutable_files))
             .await?
             .ok_or_else(|| ServiceError::NotFound(format!("{key} not found")))
     }
@@ -293,7 +297,11 @@ impl RepositoryService {
     /// [`RepositoryService::attach_file`] or discarded by dropping it.
     pub async fn stage_upload(&self, body: UploadStream<'_>) -> Result<StagedBlob, ServiceError> {
         self.writable()?;
-        Ok(self.store.stage(body, self.max_upload_bytes).await?)
+        Ok(self
+            .store
+            .blobs()
+            .stage(body, self.max_upload_bytes)
+            .await?)
     }
 
     /// Like [`RepositoryService::stage_upload`], for one more file of a request that already staged `already` bytes:
@@ -305,7 +313,7 @@ impl RepositoryService {
     ) -> Result<StagedBlob, ServiceError> {
         self.writable()?;
         let left = self.max_upload_bytes.saturating_sub(already);
-        match self.store.stage(body, left).await {
+        match self.store.blobs().stage(body, left).await {
             Ok(blob) => Ok(blob),
             Err(crate::store::StoreError::TooLarge { .. }) => Err(ServiceError::PayloadTooLarge {
                 limit: self.max_upload_bytes,
@@ -327,15 +335,15 @@ impl RepositoryService {
             platform,
             filename: clean_filename(filename).unwrap_or_else(|| default_filename(key)),
             content_type: clean_content_type(content_type),
-            immutable: self.immutable_files,
+            policy: FilePolicy::immutable(self.immutable_files),
         };
-        Ok(self.store.attach(key, staged, meta).await?)
+        Ok(self.store.components().attach(key, staged, meta).await?)
     }
 
     /// Locks a component for good: its file stays as it is and the component stays once it has one.
     pub async fn lock(&self, key: &ComponentKey) -> Result<Component, ServiceError> {
         self.writable()?;
-        Ok(self.store.lock(key).await?)
+        Ok(self.store.components().lock(key).await?)
     }
 
     /// Points `alias` of model `name` at `version`; `by` is the label of the caller's token.
@@ -350,6 +358,7 @@ impl RepositoryService {
         validate_alias(alias)?;
         let key = ComponentKey::model(name, version)?;
         self.store
+            .aliases()
             .move_alias(name, alias, Some(version), by)
             .await?;
         self.get(&key).await
@@ -364,7 +373,12 @@ impl RepositoryService {
     ) -> Result<(), ServiceError> {
         self.writable()?;
         validate_alias(alias)?;
-        match self.store.move_alias(name, alias, None, by).await? {
+        match self
+            .store
+            .aliases()
+            .move_alias(name, alias, None, by)
+            .await?
+        {
             Some(_) => Ok(()),
             None => Err(ServiceError::NotFound(format!(
                 "model {name} has no alias {alias}"
@@ -381,6 +395,7 @@ impl RepositoryService {
         validate_alias(alias)?;
         let version = self
             .store
+            .aliases()
             .resolve_alias(name, alias)
             .await?
             .ok_or_else(|| ServiceError::NotFound(format!("model {name} has no alias {alias}")))?;
@@ -394,7 +409,7 @@ impl RepositoryService {
         alias: &str,
     ) -> Result<Vec<AliasMove>, ServiceError> {
         validate_alias(alias)?;
-        Ok(self.store.alias_history(name, alias).await?)
+        Ok(self.store.aliases().alias_history(name, alias).await?)
     }
 
     /// The file of a component for a device's platform: the best fitting variant, else the platform-neutral
@@ -444,8 +459,8 @@ impl RepositoryService {
     }
 
     /// The stored bytes with this sha256, for a download by digest.
-    pub async fn blob(&self, sha256: &str) -> Result<StoredFile, ServiceError> {
-        self.store.blob(sha256).await?.ok_or_else(|| {
+    pub async fn blob(&self, sha256: &Sha256) -> Result<StoredFile, ServiceError> {
+        self.store.blobs().blob(sha256).await?.ok_or_else(|| {
             ServiceError::NotFound(format!("no stored file has the sha256 {sha256}"))
         })
     }
@@ -455,9 +470,13 @@ impl RepositoryService {
         file: &StoredFile,
         range: Range<u64>,
     ) -> Result<ByteStream, ServiceError> {
-        self.store.read_blob(file, range).await?.ok_or_else(|| {
-            ServiceError::NotFound(format!("sha256 {} is no longer stored", file.sha256))
-        })
+        self.store
+            .blobs()
+            .read_blob(file, range)
+            .await?
+            .ok_or_else(|| {
+                ServiceError::NotFound(format!("sha256 {} is no longer stored", file.sha256))
+            })
     }
 
     pub async fn read(
@@ -466,7 +485,7 @@ impl RepositoryService {
         file: &StoredFile,
         range: Range<u64>,
     ) -> Result<ByteStream, ServiceError> {
-        Ok(self.store.read(key, file, range).await?)
+        Ok(self.store.blobs().read(key, file, range).await?)
     }
 }
 

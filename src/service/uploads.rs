@@ -5,9 +5,9 @@
 use std::time::Duration;
 
 use super::{RepositoryService, ServiceError};
-use crate::domain::{Component, ComponentKey, Platform};
+use crate::domain::{Component, ComponentKey, FilePolicy, Platform, Sha256};
 use crate::store::uploads::{AppendError, Appended, UploadSession};
-use crate::store::{UploadStream, replacement_refused};
+use crate::store::{StoreError, UploadStream};
 
 /// How long an unfinished session lives when the server is not told otherwise.
 pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -76,6 +76,7 @@ impl RepositoryService {
     pub async fn uploads_of(&self, created_by: &str) -> Result<Vec<UploadSession>, ServiceError> {
         Ok(self
             .store
+            .uploads()
             .uploads_of(created_by, crate::domain::now())
             .await?)
     }
@@ -90,7 +91,7 @@ impl RepositoryService {
         }
         let sha256 = new.sha256.map(|s| s.to_ascii_lowercase());
         if let Some(sha256) = &sha256
-            && (sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()))
+            && Sha256::parse(sha256).is_err()
         {
             return Err(ServiceError::InvalidInput(
                 "Upload-Metadata sha256: must be 64 hexadecimal digits".into(),
@@ -98,10 +99,9 @@ impl RepositoryService {
         }
         // Refused now rather than after gigabytes: a missing target, or a file that may not be replaced.
         let component = self.get(&new.target).await?;
-        if let Some(refused) =
-            replacement_refused(&component, new.platform.as_ref(), self.immutable_files)
-        {
-            return Err(refused.into());
+        let policy = FilePolicy::immutable(self.immutable_files);
+        if let Some(refused) = component.replacement_refused(new.platform.as_ref(), policy) {
+            return Err(StoreError::from(refused).into());
         }
         // Counted and created under one lock, so that concurrent creations on this server cannot overshoot the
         // limit (replicas sharing a database each count for themselves).
@@ -143,7 +143,7 @@ impl RepositoryService {
             created_by: new.created_by,
             appending: false,
         };
-        Ok(self.store.create_upload(session).await?)
+        Ok(self.store.uploads().create_upload(session).await?)
     }
 
     /// A session that has not expired. One that holds every byte but was not attached (the server stopped in
@@ -186,7 +186,7 @@ impl RepositoryService {
     }
 
     async fn live_upload(&self, id: &str) -> Result<UploadSession, ServiceError> {
-        match self.store.upload(id).await? {
+        match self.store.uploads().upload(id).await? {
             Some(session) if session.expires_at > crate::domain::now() => Ok(session),
             _ => Err(session_missing(id)),
         }
@@ -203,7 +203,12 @@ impl RepositoryService {
     ) -> Result<UploadProgress, ServiceError> {
         self.writable()?;
         let mut session = self.settled_upload(id).await?;
-        let staged = match self.store.append_upload(id, offset, body, checksum).await {
+        let staged = match self
+            .store
+            .uploads()
+            .append_upload(id, offset, body, checksum)
+            .await
+        {
             Ok(Appended::Partial(now)) => {
                 session.offset = now;
                 return Ok(UploadProgress {
@@ -252,14 +257,14 @@ impl RepositoryService {
         };
         match attached {
             Ok(component) => {
-                self.store.finish_upload(id).await?;
+                self.store.uploads().finish_upload(id).await?;
                 Ok(UploadProgress {
                     session,
                     attached: Some(component),
                 })
             }
             Err(e) => {
-                if let Err(cleanup) = self.store.delete_upload(id).await {
+                if let Err(cleanup) = self.store.uploads().delete_upload(id).await {
                     tracing::warn!(error = %cleanup, id, "could not discard a failed upload session; it expires");
                 }
                 Err(e)
@@ -269,7 +274,7 @@ impl RepositoryService {
 
     /// Ends a session and removes its bytes (the tus termination extension).
     pub async fn delete_upload(&self, id: &str) -> Result<(), ServiceError> {
-        if self.store.delete_upload(id).await? {
+        if self.store.uploads().delete_upload(id).await? {
             Ok(())
         } else {
             Err(session_missing(id))
@@ -278,7 +283,11 @@ impl RepositoryService {
 
     /// Removes the sessions that expired, with their bytes; returns how many.
     pub async fn expire_uploads(&self) -> Result<u64, ServiceError> {
-        Ok(self.store.expire_uploads(crate::domain::now()).await?)
+        Ok(self
+            .store
+            .uploads()
+            .expire_uploads(crate::domain::now())
+            .await?)
     }
 }
 

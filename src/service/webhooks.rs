@@ -175,7 +175,7 @@ impl RepositoryService {
             types: new.types,
             created_at: crate::domain::now(),
             // Events from now on: a new webhook does not replay the history.
-            cursor: self.store.last_sequence().await?,
+            cursor: self.store.feed().last_sequence().await?,
         };
         webhook.validate()?;
         self.check_destination(&webhook.url).await?;
@@ -186,14 +186,14 @@ impl RepositoryService {
             ))
         };
         let _one_at_a_time = self.webhook_creation.lock().await;
-        if self.store.webhooks().await?.len() >= max {
+        if self.store.webhooks().list_webhooks().await?.len() >= max {
             return Err(too_many());
         }
-        self.store.insert_webhook(&webhook).await?;
+        self.store.webhooks().insert_webhook(&webhook).await?;
         // Other servers on the same database may have passed the check at the same time: whoever then sees too
         // many takes theirs back, so the cap holds (at worst both back off, and a retry succeeds).
-        if self.store.webhooks().await?.len() > max {
-            self.store.delete_webhook(&webhook.id).await?;
+        if self.store.webhooks().list_webhooks().await?.len() > max {
+            self.store.webhooks().delete_webhook(&webhook.id).await?;
             return Err(too_many());
         }
         // Not the URL: it may carry credentials.
@@ -210,9 +210,10 @@ impl RepositoryService {
             .and_then(|age| now.checked_sub_signed(age))
             .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
         let mut removed = 0;
-        for webhook in self.store.webhooks().await? {
+        for webhook in self.store.webhooks().list_webhooks().await? {
             removed += self
                 .store
+                .webhooks()
                 .prune_deliveries(&webhook.id, before, config.deliveries_kept)
                 .await?;
         }
@@ -220,11 +221,11 @@ impl RepositoryService {
     }
 
     pub async fn webhooks(&self) -> Result<Vec<Webhook>, ServiceError> {
-        Ok(self.store.webhooks().await?)
+        Ok(self.store.webhooks().list_webhooks().await?)
     }
 
     pub async fn delete_webhook(&self, id: &str) -> Result<(), ServiceError> {
-        if self.store.delete_webhook(id).await? {
+        if self.store.webhooks().delete_webhook(id).await? {
             Ok(())
         } else {
             Err(ServiceError::NotFound(format!("webhook {id} not found")))
@@ -239,7 +240,7 @@ impl RepositoryService {
         let limit = first
             .map_or(20, |n| n.max(0) as usize)
             .min(MAX_DELIVERIES_LISTED);
-        Ok(self.store.deliveries(webhook_id, limit).await?)
+        Ok(self.store.webhooks().deliveries(webhook_id, limit).await?)
     }
 
     pub fn delivery_counts(&self) -> &DeliveryCounts {
@@ -270,7 +271,7 @@ async fn read_feed_for_workers(
     batches: tokio::sync::broadcast::Sender<Arc<SharedBatch>>,
     position_tx: tokio::sync::watch::Sender<u64>,
 ) {
-    let Some(mut signal) = service.upgrade().map(|s| s.store.event_signal()) else {
+    let Some(mut signal) = service.upgrade().map(|s| s.store.feed().event_signal()) else {
         return;
     };
     // None while no worker listens: then nothing is read, and reading resumes from the feed's end.
@@ -285,7 +286,7 @@ async fn read_feed_for_workers(
             signal.borrow_and_update();
             let after = match position {
                 Some(after) => Ok(after),
-                None => service.store.last_sequence().await,
+                None => service.store.feed().last_sequence().await,
             };
             let read = match after {
                 Ok(after) => {
@@ -294,7 +295,12 @@ async fn read_feed_for_workers(
                         position = Some(after);
                         position_tx.send_replace(after);
                     }
-                    service.store.events(after, 100).await.map(|b| (after, b))
+                    service
+                        .store
+                        .feed()
+                        .events(after, 100)
+                        .await
+                        .map(|b| (after, b))
                 }
                 Err(e) => Err(e),
             };
@@ -361,7 +367,7 @@ pub fn spawn_dispatcher(service: &Arc<RepositoryService>) {
                 return;
             };
             workers.retain(|_, worker| !worker.is_finished());
-            match service.store.webhooks().await {
+            match service.store.webhooks().list_webhooks().await {
                 Ok(webhooks) => {
                     // The worker of a deleted webhook stops here rather than by looking itself up.
                     workers.retain(|id, worker| {
@@ -379,6 +385,7 @@ pub fn spawn_dispatcher(service: &Arc<RepositoryService>) {
                             + chrono::Duration::from_std(LEASE).unwrap_or_default();
                         match service
                             .store
+                            .webhooks()
                             .lease_webhook(&webhook.id, &owner, until)
                             .await
                         {
@@ -454,6 +461,7 @@ impl Worker {
         let leased = self
             .service()?
             .store
+            .webhooks()
             .lease_webhook(&self.webhook_id, &self.owner, until)
             .await
             .map_err(|e| Err(e.into()))?;
@@ -466,12 +474,14 @@ impl Worker {
         let until = crate::domain::now() + chrono::Duration::from_std(LEASE).unwrap_or_default();
         let leased = service
             .store
+            .webhooks()
             .lease_webhook(&self.webhook_id, &self.owner, until)
             .await
             .map_err(|e| Err(e.into()))?;
         let webhook = service
             .store
             .webhooks()
+            .list_webhooks()
             .await
             .map_err(|e| Err(e.into()))?
             .into_iter()
@@ -487,6 +497,7 @@ impl Worker {
         let service = self.service()?;
         service
             .store
+            .webhooks()
             .advance_webhook(&self.webhook_id, sequence)
             .await
             .map_err(|e| Err(e.into()))?;
@@ -600,6 +611,7 @@ impl Worker {
         let batch = self
             .service()?
             .store
+            .feed()
             .events(progress.handled, 100)
             .await
             .map_err(|e| Err(e.into()));
@@ -614,6 +626,7 @@ impl Worker {
                 let last = self
                     .service()?
                     .store
+                    .feed()
                     .last_sequence()
                     .await
                     .map_err(|e| Err(e.into()))?;
@@ -680,6 +693,7 @@ impl Worker {
         // that left the cursor behind it is not sent again.
         let latest = service
             .store
+            .webhooks()
             .deliveries(&webhook.id, 1)
             .await
             .map_err(|e| Err(e.into()))?
@@ -755,6 +769,7 @@ impl Worker {
             }
             service
                 .store
+                .webhooks()
                 .save_delivery(&delivery)
                 .await
                 .map_err(|e| Err(e.into()))?;

@@ -17,13 +17,14 @@ use futures_util::Stream;
 use thiserror::Error;
 
 use crate::domain::{
-    AliasMove, AliasRecord, Component, ComponentFilter, ComponentKey, Delivery, DomainError, Kind,
-    ModelKey, StoredFile, Webhook,
+    AliasMove, AliasRecord, Component, ComponentFilter, ComponentKey, Delivery, DomainError,
+    FilePolicy, Kind, ModelKey, Refusal, Sha256, StoredFile, UpdateError, Webhook,
 };
 
 pub use feed::{EventBatch, EventRetention, EventSignal};
 
 pub use staging::{RemoteBlob, StagedBlob, StagedLocation, stage_to_file};
+pub use uploads::UploadStore;
 
 /// A stream of bytes coming out of a store.
 pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
@@ -35,6 +36,15 @@ pub type ComponentStream = Pin<Box<dyn Stream<Item = Result<Component, StoreErro
 pub type UploadStream<'a> = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send + 'a>>;
 
 pub use crate::domain::SpecUpdate;
+
+impl From<UpdateError> for StoreError {
+    fn from(e: UpdateError) -> Self {
+        match e {
+            UpdateError::Refused(refusal) => Self::Refused(refusal),
+            UpdateError::Invalid(invalid) => Self::Invalid(invalid),
+        }
+    }
+}
 
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -61,15 +71,9 @@ pub enum StoreError {
         "events after sequence {after} are no longer retained (the oldest retained follows {floor})"
     )]
     EventsExpired { after: u64, floor: u64 },
-    /// The component's file may not change: `--immutable-files`, or the component is locked.
-    #[error("{0}")]
-    Immutable(String),
-    /// Aliases name this model version, so it cannot be deleted.
-    #[error("{key} is named by the aliases {aliases:?}: move or delete them first")]
-    Aliased {
-        key: ComponentKey,
-        aliases: Vec<String>,
-    },
+    /// The component's own rules refuse the write (immutable, locked, aliased).
+    #[error(transparent)]
+    Refused(#[from] Refusal),
     #[error("storage I/O failed: {0}")]
     Io(#[from] io::Error),
     #[error("storage backend failed: {0}")]
@@ -100,9 +104,8 @@ pub struct Page {
 pub struct FileMeta {
     pub filename: String,
     pub content_type: String,
-    /// Refuse ([`StoreError::Immutable`]) to replace a file already there (`--immutable-files`); a locked
-    /// component refuses it anyway.
-    pub immutable: bool,
+    /// Whether a file already there may be replaced (`--immutable-files`); a locked component refuses anyway.
+    pub policy: FilePolicy,
     /// The platform the file is built for: it becomes (or replaces) that platform's variant. `None` is the
     /// platform-neutral default file.
     pub platform: Option<crate::domain::Platform>,
@@ -142,12 +145,6 @@ impl StagedFiles {
     }
 }
 
-/// Whether `store` already knows an alias (it points somewhere, or has a history): restore only adds.
-pub async fn alias_known(store: &dyn Store, model: &str, alias: &str) -> Result<bool, StoreError> {
-    Ok(store.resolve_alias(model, alias).await?.is_some()
-        || !store.alias_history(model, alias).await?.is_empty())
-}
-
 /// What a garbage collection removed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct GcReport {
@@ -157,14 +154,45 @@ pub struct GcReport {
     pub stray_chunks: u64,
 }
 
+/// A store: one trait per aggregate, each backend implementing those it holds. Callers reach an aggregate
+/// through its accessor (`store.components().get(..)`), so a wrapper (a test that counts reads, say) replaces one
+/// aggregate and hands the others on.
 #[async_trait]
-pub trait Store: uploads::UploadStore + Send + Sync + 'static {
+pub trait Store: Send + Sync + 'static {
     /// A short name for logs and `/readyz`.
     fn backend(&self) -> &'static str;
 
     /// Succeeds when the store can serve requests.
     async fn ping(&self) -> Result<(), StoreError>;
 
+    fn components(&self) -> &dyn ComponentStore;
+    fn blobs(&self) -> &dyn BlobStore;
+    fn aliases(&self) -> &dyn AliasStore;
+    fn feed(&self) -> &dyn FeedStore;
+    fn webhooks(&self) -> &dyn WebhookStore;
+    fn uploads(&self) -> &dyn UploadStore;
+
+    /// What an edge mirror needs of its store; `None` for a backend that cannot hold one.
+    fn mirror(&self) -> Option<&dyn MirrorStore> {
+        None
+    }
+
+    /// The error a mirror gets from a backend that cannot hold one.
+    fn mirror_or_refuse(&self) -> Result<&dyn MirrorStore, StoreError> {
+        self.mirror().ok_or_else(|| {
+            StoreError::Backend(format!(
+                "the {} store cannot hold an edge mirror (use the embedded store)",
+                self.backend()
+            ))
+        })
+    }
+}
+
+/// Components: their metadata and which stored files they hold. Every write runs the domain's decision
+/// ([`Component::put_file`], [`Component::apply_update`], [`Component::deletion`], [`Component::lock`]) inside
+/// one atomic read-decide-write step and appends the event the decision names with it.
+#[async_trait]
+pub trait ComponentStore: Send + Sync {
     /// Inserts a new component; [`StoreError::AlreadyExists`] when the key is taken.
     async fn insert(&self, component: Component) -> Result<(), StoreError>;
 
@@ -189,29 +217,86 @@ pub trait Store: uploads::UploadStore + Send + Sync + 'static {
     async fn update(&self, key: &ComponentKey, update: SpecUpdate)
     -> Result<Component, StoreError>;
 
-    /// Deletes the component and its file; `None` when there was no such component. With `immutable` (or when
-    /// the component is locked) a component with a file is kept: [`StoreError::Immutable`]. A model version that
-    /// aliases name is kept too: [`StoreError::Aliased`].
+    /// Deletes the component and its files; `None` when there was no such component. Refused as
+    /// [`Component::deletion`] decides (immutable, locked, aliased).
     async fn delete(
         &self,
         key: &ComponentKey,
-        immutable: bool,
+        policy: FilePolicy,
     ) -> Result<Option<Component>, StoreError>;
 
     /// Locks a component for good: its file can no longer be replaced, nor the component deleted once it has one.
     async fn lock(&self, key: &ComponentKey) -> Result<Component, StoreError>;
 
-    /// Streams an upload into a staging area, hashing it on the way. Nothing refers to it yet: dropping the staged
-    /// blob discards it.
-    async fn stage(&self, body: UploadStream<'_>, limit: u64) -> Result<StagedBlob, StoreError>;
-
-    /// Makes a staged blob the file of a component, replacing (and reclaiming) any previous one.
+    /// Makes a staged blob a file of a component ([`Component::put_file`]), reclaiming the one it replaces.
     async fn attach(
         &self,
         key: &ComponentKey,
         staged: StagedBlob,
         meta: FileMeta,
     ) -> Result<Component, StoreError>;
+
+    /// Inserts a component exactly as given, timestamps, file record and variants included, with `files` as the
+    /// bytes of its default file and of each variant: how restore and import bring components over from
+    /// elsewhere. Each file record's size and sha256 must be its staged blob's; its `blob_id` is replaced by this
+    /// store's own. Alias marks are dropped: aliases come over with their own records ([`AliasStore::insert_alias`]).
+    /// [`StoreError::AlreadyExists`] when the key is taken, and then nothing is kept.
+    async fn insert_with_files(
+        &self,
+        component: Component,
+        files: StagedFiles,
+    ) -> Result<(), StoreError>;
+}
+
+/// Stored bytes: staged uploads, reads, lookups by digest and collection of what nothing refers to.
+#[async_trait]
+pub trait BlobStore: Send + Sync {
+    /// Streams an upload into a staging area, hashing it on the way. Nothing refers to it yet: dropping the staged
+    /// blob discards it.
+    async fn stage(&self, body: UploadStream<'_>, limit: u64) -> Result<StagedBlob, StoreError>;
+
+    /// Turns a complete file whose `sha256` and `size` were verified into a staged blob. The default streams a
+    /// copy through [`BlobStore::stage`] (which hashes it again); a file-based store moves it instead.
+    async fn stage_verified(
+        &self,
+        file: tempfile::TempPath,
+        sha256: &Sha256,
+        size: u64,
+    ) -> Result<StagedBlob, StoreError> {
+        let opened = tokio::fs::File::open(&file).await?;
+        let body = tokio_util::io::ReaderStream::new(opened);
+        let staged = self.stage(Box::pin(body), size).await?;
+        if staged.sha256 != sha256.as_str() {
+            return Err(StoreError::Backend(format!(
+                "{} changed while it was staged",
+                file.display()
+            )));
+        }
+        Ok(staged)
+    }
+
+    /// Streams `range` of a component's stored file.
+    async fn read(
+        &self,
+        key: &ComponentKey,
+        file: &StoredFile,
+        range: Range<u64>,
+    ) -> Result<ByteStream, StoreError> {
+        self.read_blob(file, range)
+            .await?
+            .ok_or_else(|| StoreError::BlobMissing(key.clone()))
+    }
+
+    /// Streams `range` of stored bytes; `None` when they are no longer stored.
+    async fn read_blob(
+        &self,
+        file: &StoredFile,
+        range: Range<u64>,
+    ) -> Result<Option<ByteStream>, StoreError>;
+
+    /// The stored file whose bytes have this sha256, whichever component or variant holds it. Its content type and
+    /// name are generic: the digest names bytes, not a component.
+    async fn blob(&self, sha256: &Sha256) -> Result<Option<StoredFile>, StoreError>;
 
     /// Removes stored files that no component refers to and that are older than `grace`. The embedded store
     /// reclaims files as their last reference goes and cleans up after crashes at start-up, so it has nothing
@@ -220,17 +305,28 @@ pub trait Store: uploads::UploadStore + Send + Sync + 'static {
         let _ = grace;
         Ok(GcReport::default())
     }
+}
 
-    /// Inserts a component exactly as given, timestamps, file record and variants included, with `files` as the
-    /// bytes of its default file and of each variant: how restore and import bring components over from
-    /// elsewhere. Each file record's size and sha256 must be its staged blob's; its `blob_id` is replaced by this
-    /// store's own. Alias marks are dropped: aliases come over with their own records ([`Store::insert_alias`]).
-    /// [`StoreError::AlreadyExists`] when the key is taken, and then nothing is kept.
-    async fn insert_with_files(
+/// Model aliases: where each points and every move.
+#[async_trait]
+pub trait AliasStore: Send + Sync {
+    /// Points `alias` of model `name` at `version` (`None` removes the alias) and appends the move to the
+    /// alias's history, atomically with respect to the versions: the target must exist, and a version an alias
+    /// names refuses deletion ([`Refusal::Aliased`]). Moving an alias to where it already points records
+    /// nothing and returns `None`. This is the one write an alias move makes, so a change feed joins it here.
+    async fn move_alias(
         &self,
-        component: Component,
-        files: StagedFiles,
-    ) -> Result<(), StoreError>;
+        name: &str,
+        alias: &str,
+        version: Option<&str>,
+        by: &str,
+    ) -> Result<Option<AliasMove>, StoreError>;
+
+    /// The version `alias` of model `name` points at.
+    async fn resolve_alias(&self, name: &str, alias: &str) -> Result<Option<String>, StoreError>;
+
+    /// Every move of `alias` of model `name`, oldest first.
+    async fn alias_history(&self, name: &str, alias: &str) -> Result<Vec<AliasMove>, StoreError>;
 
     /// Every alias this store has held, with where it points and its whole history.
     async fn alias_records(&self) -> Result<Vec<AliasRecord>, StoreError>;
@@ -240,6 +336,16 @@ pub trait Store: uploads::UploadStore + Send + Sync + 'static {
     /// the alias.
     async fn insert_alias(&self, record: AliasRecord) -> Result<(), StoreError>;
 
+    /// Whether this store already knows an alias (it points somewhere, or has a history): restore only adds.
+    async fn alias_known(&self, model: &str, alias: &str) -> Result<bool, StoreError> {
+        Ok(self.resolve_alias(model, alias).await?.is_some()
+            || !self.alias_history(model, alias).await?.is_empty())
+    }
+}
+
+/// The change feed: events committed with their changes.
+#[async_trait]
+pub trait FeedStore: Send + Sync {
     /// Up to `limit` events of the change feed with a sequence above `after`, in sequence order, each committed
     /// with its change. [`StoreError::EventsExpired`] when some of them were removed by retention.
     async fn events(&self, after: u64, limit: usize) -> Result<EventBatch, StoreError>;
@@ -256,14 +362,18 @@ pub trait Store: uploads::UploadStore + Send + Sync + 'static {
 
     /// Removes the events that `retention` no longer keeps; returns how many.
     async fn expire_events(&self, retention: &EventRetention) -> Result<u64, StoreError>;
+}
 
+/// Webhooks, their cursors and their deliveries.
+#[async_trait]
+pub trait WebhookStore: Send + Sync {
     /// Adds a webhook.
     async fn insert_webhook(&self, webhook: &Webhook) -> Result<(), StoreError>;
 
     /// Removes a webhook and its deliveries; false when there was none.
     async fn delete_webhook(&self, id: &str) -> Result<bool, StoreError>;
 
-    async fn webhooks(&self) -> Result<Vec<Webhook>, StoreError>;
+    async fn list_webhooks(&self) -> Result<Vec<Webhook>, StoreError>;
 
     /// Moves a webhook's cursor forward (never back; nothing when the webhook is gone).
     async fn advance_webhook(&self, id: &str, cursor: u64) -> Result<(), StoreError>;
@@ -293,97 +403,26 @@ pub trait Store: uploads::UploadStore + Send + Sync + 'static {
         before: chrono::DateTime<chrono::Utc>,
         keep: usize,
     ) -> Result<u64, StoreError>;
+}
 
-    /// Points `alias` of model `name` at `version` (`None` removes the alias) and appends the move to the
-    /// alias's history, atomically with respect to the versions: the target must exist, and a version an alias
-    /// names refuses deletion ([`StoreError::Aliased`]). Moving an alias to where it already points records
-    /// nothing and returns `None`. This is the one write an alias move makes, so a change feed joins it here.
-    async fn move_alias(
-        &self,
-        name: &str,
-        alias: &str,
-        version: Option<&str>,
-        by: &str,
-    ) -> Result<Option<AliasMove>, StoreError>;
-
-    /// The version `alias` of model `name` points at.
-    async fn resolve_alias(&self, name: &str, alias: &str) -> Result<Option<String>, StoreError>;
-
-    /// Every move of `alias` of model `name`, oldest first.
-    async fn alias_history(&self, name: &str, alias: &str) -> Result<Vec<AliasMove>, StoreError>;
-
-    /// Streams `range` of a stored file.
-    async fn read(
-        &self,
-        key: &ComponentKey,
-        file: &StoredFile,
-        range: Range<u64>,
-    ) -> Result<ByteStream, StoreError> {
-        self.read_blob(file, range)
-            .await?
-            .ok_or_else(|| StoreError::BlobMissing(key.clone()))
-    }
-
-    /// Streams `range` of stored bytes; `None` when they are no longer stored.
-    async fn read_blob(
-        &self,
-        file: &StoredFile,
-        range: Range<u64>,
-    ) -> Result<Option<ByteStream>, StoreError>;
-
-    /// The stored file whose bytes have this sha256 (lower-case hex), whichever component or variant holds it.
-    /// Its content type and name are generic: the digest names bytes, not a component.
-    async fn blob(&self, sha256: &str) -> Result<Option<StoredFile>, StoreError>;
-
-    /// Edge mirrors: puts `component` exactly as its upstream has it (timestamps, lock, file records), replacing
-    /// whatever `key` held, or removes `key` when `component` is `None` (locks and aliases do not stop it: the
-    /// upstream decided). `staged` holds the verified bytes of the files this store does not hold yet; every other
-    /// file of the component must already be stored. One event is appended, so the mirror has a feed of its own.
+/// What an edge mirror keeps in its store; only a backend that can hold a mirror implements it.
+#[async_trait]
+pub trait MirrorStore: Send + Sync {
+    /// Puts `component` exactly as its upstream has it (timestamps, lock, file records), replacing whatever `key`
+    /// held, or removes `key` when `component` is `None` (locks do not stop it: the upstream decided). `staged`
+    /// holds the verified bytes of the files this store does not hold yet; every other file of the component must
+    /// already be stored. One event is appended, so the mirror has a feed of its own.
     async fn put_mirrored(
         &self,
         key: &ComponentKey,
         component: Option<Component>,
         staged: Vec<StagedBlob>,
-    ) -> Result<(), StoreError> {
-        let _ = (key, component, staged);
-        Err(mirror_unsupported(self.backend()))
-    }
-
-    /// Turns a complete file whose `sha256` and `size` were verified into a staged blob. The default streams a
-    /// copy through [`Store::stage`] (which hashes it again); a file-based store moves it instead.
-    async fn stage_verified(
-        &self,
-        file: tempfile::TempPath,
-        sha256: &str,
-        size: u64,
-    ) -> Result<StagedBlob, StoreError> {
-        let opened = tokio::fs::File::open(&file).await?;
-        let body = tokio_util::io::ReaderStream::new(opened);
-        let staged = self.stage(Box::pin(body), size).await?;
-        if staged.sha256 != sha256 {
-            return Err(StoreError::Backend(format!(
-                "{} changed while it was staged",
-                file.display()
-            )));
-        }
-        Ok(staged)
-    }
+    ) -> Result<(), StoreError>;
 
     /// The edge mirror's own state (where it follows its upstream's feed), as it was last saved.
-    async fn mirror_state(&self) -> Result<Option<serde_json::Value>, StoreError> {
-        Err(mirror_unsupported(self.backend()))
-    }
+    async fn mirror_state(&self) -> Result<Option<serde_json::Value>, StoreError>;
 
-    async fn save_mirror_state(&self, state: &serde_json::Value) -> Result<(), StoreError> {
-        let _ = state;
-        Err(mirror_unsupported(self.backend()))
-    }
-}
-
-fn mirror_unsupported(backend: &str) -> StoreError {
-    StoreError::Backend(format!(
-        "the {backend} store cannot hold an edge mirror (use the embedded store)"
-    ))
+    async fn save_mirror_state(&self, state: &serde_json::Value) -> Result<(), StoreError>;
 }
 
 /// The record of bytes served by digest: a generic type and name, since many components may share them.
@@ -393,66 +432,4 @@ pub fn digest_file(file: StoredFile) -> StoredFile {
         content_type: "application/octet-stream".into(),
         ..file
     }
-}
-
-/// Why a component's file may not change, or `None` when it may: the rule a store checks inside its write.
-pub fn immutability(component: &Component, immutable: bool) -> Option<StoreError> {
-    immutability_of(
-        component,
-        component
-            .file
-            .as_ref()
-            .or(component.variants.first().map(|v| &v.file)),
-        immutable,
-    )
-}
-
-/// Why the file an upload for `platform` would replace may not change, or `None` when it may.
-pub fn replacement_refused(
-    component: &Component,
-    platform: Option<&crate::domain::Platform>,
-    immutable: bool,
-) -> Option<StoreError> {
-    let replaced = match platform {
-        None => component.file.as_ref(),
-        Some(platform) => component
-            .variants
-            .iter()
-            .find(|v| &v.platform == platform)
-            .map(|v| &v.file),
-    };
-    // A locked component that has a file gains none either: a new variant would change what devices of that
-    // platform get. (Under `--immutable-files` alone, each variant may have its first file.)
-    let has_a_file = component.file.is_some() || !component.variants.is_empty();
-    if replaced.is_none() && component.locked && has_a_file {
-        return Some(StoreError::Immutable(format!(
-            "{} is locked: what devices get cannot change, so no file can be added for another platform",
-            component.key
-        )));
-    }
-    immutability_of(component, replaced, immutable)
-}
-
-fn immutability_of(
-    component: &Component,
-    file: Option<&StoredFile>,
-    immutable: bool,
-) -> Option<StoreError> {
-    let file = file?;
-    let why = if component.locked {
-        "is locked"
-    } else if immutable {
-        "has a file and files are immutable on this server"
-    } else {
-        return None;
-    };
-    Some(StoreError::Immutable(format!(
-        "{} {why}: its files ({} ...) cannot be replaced and it cannot be deleted",
-        component.key,
-        if file.sha256.is_empty() {
-            &file.blob_id
-        } else {
-            &file.sha256
-        }
-    )))
 }

@@ -22,7 +22,7 @@ use super::download::{Source, download, download_blob, serve};
 use super::error::ApiError;
 use super::error::{body_io_error, unreadable_body};
 use super::state::AppState;
-use crate::domain::{ComponentKey, DomainError, Kind, Spec};
+use crate::domain::{ComponentKey, DomainError, Kind, Sha256, Spec};
 use crate::service::ServiceError;
 
 /// Most components written as one chunk of a streamed list: large enough to keep per-chunk overhead small.
@@ -424,13 +424,9 @@ async fn blob(
     Path(hex): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let hex = hex.to_ascii_lowercase();
-    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(ApiError::BadRequest(
-            "a sha256 digest is 64 hexadecimal digits".into(),
-        ));
-    }
-    download_blob(&state.service, &state.metrics, &hex, &headers).await
+    let digest = Sha256::parse(&hex.to_ascii_lowercase())
+        .map_err(|_| ApiError::BadRequest("a sha256 digest is 64 hexadecimal digits".into()))?;
+    download_blob(&state.service, &state.metrics, &digest, &headers).await
 }
 
 #[derive(Deserialize)]

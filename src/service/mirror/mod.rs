@@ -194,7 +194,7 @@ impl Mirror {
     }
 
     async fn load_state(&self) -> Result<SavedState, StoreError> {
-        let saved: SavedState = match self.store.mirror_state().await? {
+        let saved: SavedState = match self.store.mirror_or_refuse()?.mirror_state().await? {
             Some(value) => serde_json::from_value(value).unwrap_or_default(),
             None => SavedState::default(),
         };
@@ -214,6 +214,7 @@ impl Mirror {
             feed_id: Some(feed_id.to_string()),
         };
         self.store
+            .mirror_or_refuse()?
             .save_mirror_state(&serde_json::to_value(state).expect("serialisable"))
             .await?;
         self.status
@@ -376,7 +377,10 @@ impl Mirror {
         });
         self.status.update(|s| s.problems = problems);
         for component in wanted.values() {
-            if differs(self.store.get(&component.key).await?, component) {
+            if differs(
+                self.store.components().get(&component.key).await?,
+                component,
+            ) {
                 plan.push(component.clone());
             }
         }
@@ -393,6 +397,7 @@ impl Mirror {
         for kind in Kind::ALL {
             let held: Vec<ComponentKey> = self
                 .store
+                .components()
                 .scan(kind)
                 .await?
                 .map_ok(|c| c.key)
@@ -423,7 +428,7 @@ impl Mirror {
     /// Why the mirror will not keep `component`, if it will not: a file larger than it accepts itself.
     fn refusal(&self, component: &Component) -> Option<String> {
         let limit = self.config.max_file_size;
-        let file = files_of(component).find(|f| f.size > limit)?;
+        let file = component.files().find(|f| f.size > limit)?;
         Some(format!(
             "refused: its file {} is {} bytes, over this mirror's --max-upload-size of {limit} bytes",
             file.sha256, file.size
@@ -462,7 +467,7 @@ impl Mirror {
         self.note_problem(key, refusal.clone());
         match wanted.filter(|_| refusal.is_none()) {
             Some(component) => {
-                if differs(self.store.get(key).await?, &component) {
+                if differs(self.store.components().get(key).await?, &component) {
                     let (files, bytes) =
                         self.missing_files(std::slice::from_ref(&component)).await?;
                     self.status.update(|s| {
@@ -494,17 +499,21 @@ impl Mirror {
     /// Removes a component the mirror no longer keeps; first the mirror's aliases that name it (the upstream
     /// moved or deleted them before it could delete the version; [`Mirror::sync_aliases`] follows them).
     async fn remove(&self, key: &ComponentKey) -> Result<(), SyncError> {
-        let Some(held) = self.store.get(key).await? else {
+        let Some(held) = self.store.components().get(key).await? else {
             return Ok(());
         };
         if let ComponentKey::Model(model) = key {
             for alias in &held.aliases {
                 self.store
+                    .aliases()
                     .move_alias(&model.name, alias, None, MIRROR_LABEL)
                     .await?;
             }
         }
-        self.store.put_mirrored(key, None, Vec::new()).await?;
+        self.store
+            .mirror_or_refuse()?
+            .put_mirrored(key, None, Vec::new())
+            .await?;
         Ok(())
     }
 
@@ -512,7 +521,7 @@ impl Mirror {
     /// versions it holds: an alias whose version the mirror does not keep is not kept either.
     async fn sync_aliases(&self, names: Option<&BTreeSet<String>>) -> Result<(), SyncError> {
         let mut held = BTreeSet::new();
-        let mut models = self.store.scan(Kind::Model).await?;
+        let mut models = self.store.components().scan(Kind::Model).await?;
         while let Some(model) = models.try_next().await? {
             if let ComponentKey::Model(m) = model.key {
                 held.insert(m);
@@ -536,7 +545,7 @@ impl Mirror {
             }
         }
         let mut here = BTreeMap::new();
-        for record in self.store.alias_records().await? {
+        for record in self.store.aliases().alias_records().await? {
             if let Some(version) = record.version
                 && names.contains(&record.model)
             {
@@ -546,6 +555,7 @@ impl Mirror {
         for ((name, alias), version) in &wanted {
             if here.get(&(name.clone(), alias.clone())) != Some(version) {
                 self.store
+                    .aliases()
                     .move_alias(name, alias, Some(version), MIRROR_LABEL)
                     .await?;
             }
@@ -553,6 +563,7 @@ impl Mirror {
         for (name, alias) in here.keys() {
             if !wanted.contains_key(&(name.clone(), alias.clone())) {
                 self.store
+                    .aliases()
                     .move_alias(name, alias, None, MIRROR_LABEL)
                     .await?;
             }
@@ -588,7 +599,7 @@ impl Mirror {
     async fn held_references(&self) -> Result<(BTreeSet<ModelKey>, BTreeSet<String>), SyncError> {
         let mut held = Vec::new();
         for kind in Kind::WITH_NEEDS {
-            let mut scan = self.store.scan(kind).await?;
+            let mut scan = self.store.components().scan(kind).await?;
             while let Some(component) = scan.try_next().await? {
                 held.push(component);
             }
@@ -608,7 +619,7 @@ impl Mirror {
         let (exact, any_version) = self.held_references().await?;
         for model in &exact {
             let key = ComponentKey::Model(model.clone());
-            if self.store.get(&key).await?.is_none() {
+            if self.store.components().get(&key).await?.is_none() {
                 self.apply(&key, false).await?;
                 touched.insert(model.name.clone());
             }
@@ -616,13 +627,13 @@ impl Mirror {
         for name in &any_version {
             for model in self.upstream.model_versions(name).await? {
                 let key = model.key.clone();
-                if differs(self.store.get(&key).await?, &model) {
+                if differs(self.store.components().get(&key).await?, &model) {
                     self.apply(&key, false).await?;
                     touched.insert(name.clone());
                 }
             }
         }
-        let mut models = self.store.scan(Kind::Model).await?;
+        let mut models = self.store.components().scan(Kind::Model).await?;
         let mut stale = Vec::new();
         while let Some(model) = models.try_next().await? {
             if let ComponentKey::Model(m) = &model.key
@@ -662,8 +673,15 @@ impl Mirror {
     async fn missing_files(&self, components: &[Component]) -> Result<(u64, u64), SyncError> {
         let mut seen = HashSet::new();
         let (mut files, mut bytes) = (0, 0);
-        for file in components.iter().flat_map(files_of) {
-            if seen.insert(file.sha256.clone()) && self.store.blob(&file.sha256).await?.is_none() {
+        for file in components.iter().flat_map(Component::files) {
+            if seen.insert(file.sha256.clone())
+                && self
+                    .store
+                    .blobs()
+                    .blob(&Sha256::parse(&file.sha256)?)
+                    .await?
+                    .is_none()
+            {
                 files += 1;
                 bytes += file.size;
             }
@@ -673,7 +691,8 @@ impl Mirror {
 
     /// Fetches the files of `component` that the mirror lacks, verified, then stores the component as it is.
     async fn store_component(&self, component: Component) -> Result<(), SyncError> {
-        let digests: BTreeSet<(Sha256, u64)> = files_of(&component)
+        let digests: BTreeSet<(Sha256, u64)> = component
+            .files()
             .map(|f| Ok((Sha256::parse(&f.sha256)?, f.size)))
             .collect::<Result<_, DomainError>>()?;
         // Locked in digest order, so two components that share files never wait on each other in a circle.
@@ -690,13 +709,14 @@ impl Mirror {
         }
         let mut staged = Vec::new();
         for (sha256, size) in &digests {
-            if self.store.blob(sha256.as_str()).await?.is_some() {
+            if self.store.blobs().blob(sha256).await?.is_some() {
                 continue;
             }
             let file = self.fetcher.fetch(sha256, *size).await?;
             staged.push(
                 self.store
-                    .stage_verified(file, sha256.as_str(), *size)
+                    .blobs()
+                    .stage_verified(file, sha256, *size)
                     .await?,
             );
             self.status
@@ -704,6 +724,7 @@ impl Mirror {
         }
         let key = component.key.clone();
         self.store
+            .mirror_or_refuse()?
             .put_mirrored(&key, Some(component), staged)
             .await?;
         drop(guards);
@@ -745,6 +766,7 @@ pub async fn seed_state(
         feed_id: None,
     };
     store
+        .mirror_or_refuse()?
         .save_mirror_state(&serde_json::to_value(state).expect("serialisable"))
         .await
 }
@@ -758,13 +780,6 @@ fn differs(held: Option<Component>, wanted: &Component) -> bool {
         }
         None => true,
     }
-}
-
-fn files_of(component: &Component) -> impl Iterator<Item = &crate::domain::StoredFile> {
-    component
-        .file
-        .iter()
-        .chain(component.variants.iter().map(|v| &v.file))
 }
 
 /// The models `components` need: exact versions, and names of which any version does (`*` or empty).

@@ -5,8 +5,11 @@ use std::collections::BTreeMap;
 
 use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
 
-use super::{ALIAS_HISTORY, ALIASES, Change, OrBackend, events, read_component, write_component};
+use super::components::{Change, read_component, write_component};
+use super::writer::Applied;
+use super::{ALIAS_HISTORY, ALIASES, EmbeddedStore, OrBackend, events};
 use crate::domain::{AliasMove, AliasRecord, ComponentKey, DomainError, EventDraft};
+use crate::store::AliasStore;
 use crate::store::StoreError;
 
 /// Every alias with a pointer or a history, by model and alias.
@@ -109,4 +112,139 @@ pub(super) fn insert(
         .or_backend()?;
     let sequence = events::append(txn, draft)?;
     Ok((Some(sequence), Change::Put(vec![(target, written)])))
+}
+
+#[async_trait::async_trait]
+impl AliasStore for EmbeddedStore {
+    async fn move_alias(
+        &self,
+        name: &str,
+        alias: &str,
+        version: Option<&str>,
+        by: &str,
+    ) -> Result<Option<AliasMove>, StoreError> {
+        let (name, alias, by) = (name.to_string(), alias.to_string(), by.to_string());
+        let version = version.map(str::to_string);
+        self.writer
+            .write(Vec::new(), move |txn| {
+                let slot = format!("{name}\0{alias}");
+                let from = {
+                    let aliases = txn.open_table(ALIASES).or_backend()?;
+                    let found = aliases.get(slot.as_str()).or_backend()?;
+                    found.map(|v| v.value().to_string())
+                };
+                if from == version {
+                    return Ok(Applied::new(None, Change::Put(Vec::new())));
+                }
+                // Everything that can refuse the move is read (and its event drawn up) before anything is written.
+                let target = match &version {
+                    Some(to) => {
+                        let key = ComponentKey::model(name.clone(), to.clone())?;
+                        let mut target =
+                            read_component(txn, &key)?.ok_or(StoreError::NotFound(key))?;
+                        target.aliases.insert(alias.clone());
+                        Some(target)
+                    }
+                    None => None,
+                };
+                let previous = match &from {
+                    Some(old) => {
+                        read_component(txn, &ComponentKey::model(name.clone(), old.clone())?)?
+                    }
+                    None => None,
+                };
+                let record = AliasMove {
+                    model: name,
+                    alias: alias.clone(),
+                    from,
+                    to: version.clone(),
+                    at: crate::domain::now(),
+                    by,
+                };
+                let draft = EventDraft::alias_moved(target.as_ref(), &record)?;
+                let mut changed = Vec::new();
+                if let Some(target) = target {
+                    let written = write_component(txn, &target)?;
+                    changed.push((target, written));
+                }
+                if let Some(mut previous) = previous {
+                    previous.aliases.remove(&alias);
+                    let written = write_component(txn, &previous)?;
+                    changed.push((previous, written));
+                }
+                {
+                    let mut aliases = txn.open_table(ALIASES).or_backend()?;
+                    match &version {
+                        Some(to) => aliases.insert(slot.as_str(), to.as_str()).or_backend()?,
+                        None => aliases.remove(slot.as_str()).or_backend()?,
+                    };
+                }
+                {
+                    let mut history = txn.open_table(ALIAS_HISTORY).or_backend()?;
+                    let (start, end) = (format!("{slot}\0"), format!("{slot}\u{1}"));
+                    let last = history
+                        .range(start.as_str()..end.as_str())
+                        .or_backend()?
+                        .next_back()
+                        .transpose()
+                        .or_backend()?
+                        .and_then(|(k, _)| k.value().rsplit('\0').next()?.parse::<u64>().ok());
+                    let entry = format!("{start}{:020}", last.map_or(0, |n| n + 1));
+                    let json = serde_json::to_vec(&record)
+                        .map_err(|e| StoreError::Backend(format!("encoding an alias move: {e}")))?;
+                    history
+                        .insert(entry.as_str(), json.as_slice())
+                        .or_backend()?;
+                }
+                let sequence = events::append(txn, draft)?;
+                Ok(Applied::new(Some(record), Change::Put(changed)).event(sequence))
+            })
+            .await
+    }
+
+    async fn resolve_alias(&self, name: &str, alias: &str) -> Result<Option<String>, StoreError> {
+        let slot = format!("{name}\0{alias}");
+        self.blocking(move |db| {
+            let txn = db.begin_read().or_backend()?;
+            let aliases = txn.open_table(ALIASES).or_backend()?;
+            let found = aliases.get(slot.as_str()).or_backend()?;
+            Ok(found.map(|v| v.value().to_string()))
+        })
+        .await
+    }
+
+    async fn alias_history(&self, name: &str, alias: &str) -> Result<Vec<AliasMove>, StoreError> {
+        let slot = format!("{name}\0{alias}");
+        self.blocking(move |db| {
+            let txn = db.begin_read().or_backend()?;
+            let history = txn.open_table(ALIAS_HISTORY).or_backend()?;
+            let (start, end) = (format!("{slot}\0"), format!("{slot}\u{1}"));
+            let mut moves = Vec::new();
+            for entry in history.range(start.as_str()..end.as_str()).or_backend()? {
+                let (_, value) = entry.or_backend()?;
+                moves.push(serde_json::from_slice(value.value()).map_err(|e| {
+                    StoreError::Backend(format!("a stored alias move is damaged: {e}"))
+                })?);
+            }
+            Ok(moves)
+        })
+        .await
+    }
+
+    async fn alias_records(&self) -> Result<Vec<AliasRecord>, StoreError> {
+        self.blocking(records).await
+    }
+
+    async fn insert_alias(&self, record: AliasRecord) -> Result<(), StoreError> {
+        self.writer
+            .write(Vec::new(), move |txn| {
+                let (sequence, change) = insert(txn, &record)?;
+                let applied = Applied::new((), change);
+                Ok(match sequence {
+                    Some(sequence) => applied.event(sequence),
+                    None => applied,
+                })
+            })
+            .await
+    }
 }

@@ -1,5 +1,6 @@
 //! Content-addressed blob files: `blobs/<first two hex digits>/<sha256>`.
 
+use crate::domain::Sha256;
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -19,11 +20,12 @@ impl BlobDir {
     /// Where the blob with this digest lives; `None` for anything that is not a sha256 in lower-case hex, so that
     /// a damaged record can never make us open a path outside the directory.
     pub fn path_of(&self, sha256: &str) -> Option<PathBuf> {
-        let valid = sha256.len() == 64
-            && sha256
-                .bytes()
-                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-        valid.then(|| self.root.join(&sha256[..2]).join(sha256))
+        Sha256::parse(sha256).ok().map(|digest| self.path(&digest))
+    }
+
+    pub fn path(&self, digest: &Sha256) -> PathBuf {
+        let text = digest.as_str();
+        self.root.join(&text[..2]).join(text)
     }
 
     /// Moves a temporary file into place, atomically, and makes its bytes and its name durable. When the same

@@ -6,8 +6,9 @@ use redb::{
     WriteTransaction,
 };
 
-use super::OrBackend;
+use super::{EmbeddedStore, OrBackend};
 use crate::domain::{Event, EventDraft};
+use crate::store::FeedStore;
 use crate::store::{EventBatch, EventRetention, StoreError};
 
 /// sequence -> the event as JSON.
@@ -142,4 +143,28 @@ pub(super) fn expire(db: &Database, retention: &EventRetention) -> Result<u64, S
     }
     txn.commit().or_backend()?;
     Ok(removed)
+}
+
+#[async_trait::async_trait]
+impl FeedStore for EmbeddedStore {
+    async fn events(&self, after: u64, limit: usize) -> Result<EventBatch, StoreError> {
+        self.blocking(move |db| read(db, after, limit)).await
+    }
+
+    async fn last_sequence(&self) -> Result<u64, StoreError> {
+        self.blocking(last).await
+    }
+
+    async fn feed_id(&self) -> Result<String, StoreError> {
+        self.blocking(feed_id).await
+    }
+
+    fn event_signal(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.signal.subscribe()
+    }
+
+    async fn expire_events(&self, retention: &EventRetention) -> Result<u64, StoreError> {
+        let retention = *retention;
+        self.blocking(move |db| expire(db, &retention)).await
+    }
 }

@@ -3,12 +3,11 @@
 
 use redb::{ReadableDatabase, TableDefinition};
 
+use super::components::{Change, adjust_refs, read_component, write_component};
 use super::writer::Applied;
-use super::{
-    Change, EmbeddedStore, OrBackend, adjust_refs, events, files_of, read_component, table,
-    write_component,
-};
-use crate::domain::{Component, ComponentKey, EventDraft};
+use super::{EmbeddedStore, OrBackend, events, table};
+use crate::domain::{Component, ComponentKey, EventDraft, Refusal};
+use crate::store::MirrorStore;
 use crate::store::{StagedBlob, StagedLocation, StoreError};
 
 /// `state` -> the mirror's state as JSON.
@@ -38,10 +37,11 @@ impl EmbeddedStore {
                         return Ok(Applied::new((), Change::Remove(key)));
                     };
                     if !previous.aliases.is_empty() {
-                        return Err(StoreError::Aliased {
+                        return Err(Refusal::Aliased {
                             key,
                             aliases: previous.aliases.iter().cloned().collect(),
-                        });
+                        }
+                        .into());
                     }
                     txn.open_table(table(key.kind()))
                         .or_backend()?
@@ -61,11 +61,7 @@ impl EmbeddedStore {
                         .as_ref()
                         .map(|p| p.aliases.clone())
                         .unwrap_or_default();
-                    for file in component
-                        .file
-                        .iter_mut()
-                        .chain(component.variants.iter_mut().map(|v| &mut v.file))
-                    {
+                    for file in component.files_mut() {
                         file.blob_id = file.sha256.clone();
                         // Placed by this write, or held for another component: the writer reclaims blobs only
                         // between batches, on this same thread, so what is here now stays for this commit.
@@ -77,7 +73,7 @@ impl EmbeddedStore {
                             )));
                         }
                     }
-                    for file in files_of(&component) {
+                    for file in component.files() {
                         adjust_refs(txn, &file.blob_id, 1)?;
                     }
                     let record = write_component(txn, &component)?;
@@ -92,7 +88,7 @@ impl EmbeddedStore {
                 }
             };
             let mut released = Vec::new();
-            for file in previous.iter().flat_map(files_of) {
+            for file in previous.iter().flat_map(Component::files) {
                 adjust_refs(txn, &file.blob_id, -1)?;
                 released.push(file.blob_id.clone());
             }
@@ -106,7 +102,7 @@ impl EmbeddedStore {
     pub(super) fn adopt_verified(
         &self,
         file: tempfile::TempPath,
-        sha256: &str,
+        sha256: &crate::domain::Sha256,
         size: u64,
     ) -> StagedBlob {
         StagedBlob {
@@ -155,6 +151,25 @@ impl EmbeddedStore {
 
 /// Whether the files of two versions of a component differ (default file or variants).
 fn files_differ(before: &Component, after: &Component) -> bool {
-    let digests = |c: &Component| files_of(c).map(|f| f.sha256.clone()).collect::<Vec<_>>();
+    let digests = |c: &Component| c.files().map(|f| f.sha256.clone()).collect::<Vec<_>>();
     digests(before) != digests(after)
+}
+
+#[async_trait::async_trait]
+impl MirrorStore for EmbeddedStore {
+    async fn put_mirrored(
+        &self,
+        key: &ComponentKey,
+        component: Option<Component>,
+        staged: Vec<StagedBlob>,
+    ) -> Result<(), StoreError> {
+        self.put_mirrored_component(key, component, staged).await
+    }
+    async fn mirror_state(&self) -> Result<Option<serde_json::Value>, StoreError> {
+        self.read_mirror_state().await
+    }
+
+    async fn save_mirror_state(&self, state: &serde_json::Value) -> Result<(), StoreError> {
+        self.write_mirror_state(state).await
+    }
 }

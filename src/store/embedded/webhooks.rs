@@ -2,9 +2,10 @@
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::OrBackend;
+use super::{EmbeddedStore, OrBackend};
 use crate::domain::{Delivery, DeliveryStatus, Webhook};
 use crate::store::StoreError;
+use crate::store::WebhookStore;
 
 /// webhook id -> the webhook as JSON.
 const WEBHOOKS: TableDefinition<&str, &[u8]> = TableDefinition::new("webhooks");
@@ -169,4 +170,62 @@ pub(super) fn prune(
     }
     txn.commit().or_backend()?;
     Ok(removed)
+}
+
+#[async_trait::async_trait]
+impl WebhookStore for EmbeddedStore {
+    async fn insert_webhook(&self, webhook: &Webhook) -> Result<(), StoreError> {
+        let webhook = webhook.clone();
+        self.blocking(move |db| insert(db, &webhook)).await
+    }
+
+    async fn delete_webhook(&self, id: &str) -> Result<bool, StoreError> {
+        let id = id.to_string();
+        self.blocking(move |db| delete(db, &id)).await
+    }
+
+    async fn list_webhooks(&self) -> Result<Vec<Webhook>, StoreError> {
+        self.blocking(list).await
+    }
+
+    async fn advance_webhook(&self, id: &str, cursor: u64) -> Result<(), StoreError> {
+        let id = id.to_string();
+        self.blocking(move |db| advance(db, &id, cursor)).await
+    }
+
+    async fn lease_webhook(
+        &self,
+        _id: &str,
+        _owner: &str,
+        _until: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool, StoreError> {
+        // The database is open in this process only.
+        Ok(true)
+    }
+
+    async fn save_delivery(&self, delivery: &Delivery) -> Result<(), StoreError> {
+        let delivery = delivery.clone();
+        self.blocking(move |db| save_delivery(db, &delivery)).await
+    }
+
+    async fn deliveries(
+        &self,
+        webhook_id: &str,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let webhook_id = webhook_id.to_string();
+        self.blocking(move |db| deliveries(db, &webhook_id, limit))
+            .await
+    }
+
+    async fn prune_deliveries(
+        &self,
+        webhook_id: &str,
+        before: chrono::DateTime<chrono::Utc>,
+        keep: usize,
+    ) -> Result<u64, StoreError> {
+        let webhook_id = webhook_id.to_string();
+        self.blocking(move |db| prune(db, &webhook_id, before, keep))
+            .await
+    }
 }

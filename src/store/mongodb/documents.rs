@@ -209,6 +209,41 @@ pub fn to_document(component: &Component) -> Result<Document, StoreError> {
     Ok(document)
 }
 
+/// The `$set` of a write: the fields of `after` that differ from `before`, and only fields this service knows, so
+/// whatever else a document holds (fields the original service wrote) survives every write.
+pub fn changed_fields(before: &Component, after: &Component) -> Result<Document, StoreError> {
+    let mut set = Document::new();
+    if before.spec != after.spec {
+        set.extend(spec_fields(&after.spec)?);
+    }
+    if before.file != after.file {
+        let field = file_ref_field(after.kind());
+        match &after.file {
+            Some(file) => {
+                set.insert(field, &file.blob_id);
+                set.insert("file", file_document(file));
+            }
+            None => {
+                set.insert(field, Bson::Null);
+            }
+        }
+    }
+    if before.variants != after.variants {
+        set.insert("variants", variants_document(&after.variants));
+    }
+    if before.locked != after.locked {
+        set.insert("locked", after.locked);
+    }
+    if before.aliases != after.aliases {
+        let marks: Vec<&String> = after.aliases.iter().collect();
+        set.insert("aliases", marks);
+    }
+    if before.updated_at != after.updated_at {
+        set.insert("updated_at", to_bson_date(after.updated_at));
+    }
+    Ok(set)
+}
+
 /// A component read back, with what the store must still look up about it.
 pub struct Decoded {
     pub component: Component,

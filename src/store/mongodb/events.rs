@@ -515,3 +515,41 @@ pub fn first_sequence(sequence: i64) -> (String, Bson) {
         Bson::Array(vec![Bson::Int64(sequence)]),
     )
 }
+
+#[async_trait::async_trait]
+impl crate::store::FeedStore for super::MongoStore {
+    async fn events(&self, after: u64, limit: usize) -> Result<EventBatch, StoreError> {
+        self.events
+            .read(after, limit, |key| async move {
+                let Some(document) = self
+                    .collection(key.kind())
+                    .find_one(super::documents::key_filter(&key))
+                    .await
+                    .map_err(map_err)?
+                else {
+                    return Ok(None);
+                };
+                let decoded = self
+                    .decode_all(key.kind(), std::slice::from_ref(&document))
+                    .await?;
+                Ok(decoded.into_iter().next().map(|d| (document, d)))
+            })
+            .await
+    }
+
+    async fn last_sequence(&self) -> Result<u64, StoreError> {
+        self.events.last_settled().await
+    }
+
+    async fn feed_id(&self) -> Result<String, StoreError> {
+        self.events.feed_id().await
+    }
+
+    fn event_signal(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.events.subscribe()
+    }
+
+    async fn expire_events(&self, retention: &EventRetention) -> Result<u64, StoreError> {
+        self.events.expire(retention).await
+    }
+}

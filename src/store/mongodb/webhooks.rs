@@ -11,7 +11,7 @@ use crate::domain::{Delivery, Webhook};
 use crate::store::StoreError;
 
 #[derive(Clone)]
-pub struct WebhookStore {
+pub struct WebhookCollections {
     webhooks: Collection<Document>,
     deliveries: Collection<Document>,
 }
@@ -37,7 +37,7 @@ fn webhook_of(mut document: Document) -> Result<Webhook, StoreError> {
     decode(document)
 }
 
-impl WebhookStore {
+impl WebhookCollections {
     pub fn new(metadata: &Database) -> Self {
         Self {
             webhooks: metadata.collection("webhooks"),
@@ -207,5 +207,54 @@ impl WebhookStore {
                 .deleted_count;
         }
         Ok(removed)
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::store::WebhookStore for super::MongoStore {
+    async fn insert_webhook(&self, webhook: &Webhook) -> Result<(), StoreError> {
+        self.webhooks.insert(webhook).await
+    }
+
+    async fn delete_webhook(&self, id: &str) -> Result<bool, StoreError> {
+        self.webhooks.delete(id).await
+    }
+
+    async fn list_webhooks(&self) -> Result<Vec<Webhook>, StoreError> {
+        self.webhooks.list().await
+    }
+
+    async fn advance_webhook(&self, id: &str, cursor: u64) -> Result<(), StoreError> {
+        self.webhooks.advance(id, cursor).await
+    }
+
+    async fn lease_webhook(
+        &self,
+        id: &str,
+        owner: &str,
+        until: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool, StoreError> {
+        self.webhooks.lease(id, owner, until).await
+    }
+
+    async fn save_delivery(&self, delivery: &Delivery) -> Result<(), StoreError> {
+        self.webhooks.save_delivery(delivery).await
+    }
+
+    async fn deliveries(
+        &self,
+        webhook_id: &str,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        self.webhooks.deliveries(webhook_id, limit).await
+    }
+
+    async fn prune_deliveries(
+        &self,
+        webhook_id: &str,
+        before: chrono::DateTime<chrono::Utc>,
+        keep: usize,
+    ) -> Result<u64, StoreError> {
+        self.webhooks.prune(webhook_id, before, keep).await
     }
 }

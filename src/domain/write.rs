@@ -1,0 +1,387 @@
+//! The write rules of a component, as pure functions: which file a put replaces, whether a write is refused
+//! (immutable, locked, aliased), how an update is applied, and which event each write emits. A store reads the
+//! component, asks here, and commits the answer atomically; no backend decides any of this itself.
+
+use chrono::{DateTime, Utc};
+use thiserror::Error;
+
+use super::{Component, DomainError, EventDraft, Platform, SpecUpdate, StoredFile, Variant};
+use crate::domain::ComponentKey;
+
+/// Why the component's own rules refuse a write.
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum Refusal {
+    /// The file (or the metadata) may not change: `--immutable-files`, or the component is locked.
+    #[error("{0}")]
+    Immutable(String),
+    /// Aliases name this model version, so it cannot be deleted.
+    #[error("{key} is named by the aliases {aliases:?}: move or delete them first")]
+    Aliased {
+        key: ComponentKey,
+        aliases: Vec<String>,
+    },
+}
+
+/// Why an update is not applied: a rule of the component, or a value that breaks the domain.
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum UpdateError {
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    #[error(transparent)]
+    Invalid(#[from] DomainError),
+}
+
+/// Whether a component that has a file may have it replaced (or be deleted): the server's `--immutable-files`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FilePolicy {
+    #[default]
+    Replaceable,
+    Immutable,
+}
+
+impl FilePolicy {
+    pub fn immutable(immutable: bool) -> Self {
+        if immutable {
+            Self::Immutable
+        } else {
+            Self::Replaceable
+        }
+    }
+}
+
+/// A file put into a component: the component after, the file it replaced (its bytes lose a reference once the
+/// write commits) and the event to append with it.
+#[derive(Debug, Clone)]
+pub struct FilePut {
+    pub component: Component,
+    pub replaced: Option<StoredFile>,
+    pub event: EventDraft,
+}
+
+/// A metadata update decided: the component after it and its event.
+#[derive(Debug, Clone)]
+pub struct Updated {
+    pub component: Component,
+    pub event: EventDraft,
+}
+
+/// A deletion decided: the files whose bytes lose a reference, and the event.
+#[derive(Debug, Clone)]
+pub struct Deletion {
+    pub released: Vec<StoredFile>,
+    pub event: EventDraft,
+}
+
+impl Component {
+    /// Every stored file of the component: the default one and those of its variants, in that order.
+    pub fn files(&self) -> impl Iterator<Item = &StoredFile> {
+        self.file
+            .iter()
+            .chain(self.variants.iter().map(|v| &v.file))
+    }
+
+    /// The same files, to rewrite their records (a store names the bytes its own way).
+    pub fn files_mut(&mut self) -> impl Iterator<Item = &mut StoredFile> {
+        self.file
+            .iter_mut()
+            .chain(self.variants.iter_mut().map(|v| &mut v.file))
+    }
+
+    /// Puts `file` in as the default file (`platform` `None`) or as that platform's variant, replacing the file
+    /// there. Refused when the replaced file may not change, or when a locked component would gain a file.
+    pub fn put_file(
+        &self,
+        platform: Option<Platform>,
+        file: StoredFile,
+        policy: FilePolicy,
+        now: DateTime<Utc>,
+    ) -> Result<FilePut, Refusal> {
+        if let Some(refused) = self.replacement_refused(platform.as_ref(), policy) {
+            return Err(refused);
+        }
+        let mut after = self.clone();
+        let replaced = match platform {
+            None => after.file.replace(file.clone()),
+            Some(platform) => match after.variants.iter_mut().find(|v| v.platform == platform) {
+                Some(existing) => Some(std::mem::replace(&mut existing.file, file.clone())),
+                None => {
+                    after.variants.push(Variant {
+                        platform,
+                        file: file.clone(),
+                    });
+                    None
+                }
+            },
+        };
+        after.updated_at = now;
+        let event = EventDraft::attached(&after, &file, replaced.is_some());
+        Ok(FilePut {
+            component: after,
+            replaced,
+            event,
+        })
+    }
+
+    /// Why an upload for `platform` may not replace the file there, or `None` when it may: checked again by
+    /// [`Component::put_file`], and before the bytes arrive so a refused upload is refused early.
+    pub fn replacement_refused(
+        &self,
+        platform: Option<&Platform>,
+        policy: FilePolicy,
+    ) -> Option<Refusal> {
+        let replaced = match platform {
+            None => self.file.as_ref(),
+            Some(platform) => self
+                .variants
+                .iter()
+                .find(|v| &v.platform == platform)
+                .map(|v| &v.file),
+        };
+        // A locked component that has a file gains none either: a new variant would change what devices of that
+        // platform get. (Under `--immutable-files` alone, each variant may have its first file.)
+        if replaced.is_none() && self.locked && self.files().next().is_some() {
+            return Some(Refusal::Immutable(format!(
+                "{} is locked: what devices get cannot change, so no file can be added for another platform",
+                self.key
+            )));
+        }
+        self.file_frozen(replaced?, policy)
+    }
+
+    /// Applies `update` to the metadata, validates the result and stamps it. A locked component refuses.
+    pub fn apply_update(
+        &self,
+        update: &SpecUpdate,
+        now: DateTime<Utc>,
+    ) -> Result<Updated, UpdateError> {
+        if let Some(refused) = self.metadata_change_refused() {
+            return Err(Refusal::Immutable(refused).into());
+        }
+        let mut after = self.clone();
+        update(&mut after.spec)?;
+        after.spec.validate()?;
+        after.updated_at = now;
+        let event = EventDraft::updated(self, &after);
+        Ok(Updated {
+            component: after,
+            event,
+        })
+    }
+
+    /// Decides a deletion. `naming_aliases` are the aliases that name this version now (the store knows them in
+    /// the same transaction or double-checks stale marks): any of them keeps it.
+    pub fn deletion(
+        &self,
+        policy: FilePolicy,
+        naming_aliases: Vec<String>,
+    ) -> Result<Deletion, Refusal> {
+        if let Some(file) = self.files().next()
+            && let Some(refused) = self.file_frozen(file, policy)
+        {
+            return Err(refused);
+        }
+        if !naming_aliases.is_empty() {
+            return Err(Refusal::Aliased {
+                key: self.key.clone(),
+                aliases: naming_aliases,
+            });
+        }
+        Ok(Deletion {
+            released: self.files().cloned().collect(),
+            event: EventDraft::deleted(self),
+        })
+    }
+
+    /// Locks the component; `None` when it is locked already (nothing changes, so nothing goes on the feed).
+    pub fn lock(&self) -> Option<(Component, EventDraft)> {
+        if self.locked {
+            return None;
+        }
+        let locked = Component {
+            locked: true,
+            ..self.clone()
+        };
+        let event = EventDraft::locked(&locked);
+        Some((locked, event))
+    }
+
+    fn file_frozen(&self, file: &StoredFile, policy: FilePolicy) -> Option<Refusal> {
+        let why = if self.locked {
+            "is locked"
+        } else if policy == FilePolicy::Immutable {
+            "has a file and files are immutable on this server"
+        } else {
+            return None;
+        };
+        let named = if file.sha256.is_empty() {
+            &file.blob_id
+        } else {
+            &file.sha256
+        };
+        Some(Refusal::Immutable(format!(
+            "{} {why}: its files ({named} ...) cannot be replaced and it cannot be deleted",
+            self.key
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{EventType, Kind, ServiceSpec, Spec};
+
+    fn at(second: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000 + second, 0).unwrap()
+    }
+
+    fn service() -> Component {
+        let key = ComponentKey::with_id(Kind::Service, "svc").unwrap();
+        Component::new(key, Spec::Service(ServiceSpec::default()), at(0)).unwrap()
+    }
+
+    fn file(sha: char) -> StoredFile {
+        StoredFile {
+            blob_id: sha.to_string().repeat(64),
+            size: 3,
+            sha256: sha.to_string().repeat(64),
+            content_type: "application/octet-stream".into(),
+            filename: "f.bin".into(),
+            uploaded_at: at(1),
+        }
+    }
+
+    fn arm() -> Platform {
+        Platform::new("linux", "arm64", None, None, None).unwrap()
+    }
+
+    #[test]
+    fn a_put_replaces_the_file_of_its_platform_only() {
+        let first = service()
+            .put_file(None, file('a'), FilePolicy::Replaceable, at(1))
+            .unwrap();
+        assert_eq!(first.replaced, None);
+        assert_eq!(first.event.event_type, EventType::FileUploaded);
+        assert_eq!(first.component.updated_at, at(1));
+
+        let variant = first
+            .component
+            .put_file(Some(arm()), file('b'), FilePolicy::Replaceable, at(2))
+            .unwrap();
+        assert_eq!(variant.replaced, None, "a new platform replaces nothing");
+        assert_eq!(variant.component.file, Some(file('a')));
+        assert_eq!(variant.component.variants.len(), 1);
+
+        let again = variant
+            .component
+            .put_file(Some(arm()), file('c'), FilePolicy::Replaceable, at(3))
+            .unwrap();
+        assert_eq!(again.replaced, Some(file('b')));
+        assert_eq!(again.event.event_type, EventType::FileReplaced);
+        assert_eq!(again.event.file.as_ref().unwrap().sha256, file('c').sha256);
+        let files: Vec<_> = again.component.files().map(|f| f.sha256.clone()).collect();
+        assert_eq!(files, [file('a').sha256, file('c').sha256]);
+    }
+
+    #[test]
+    fn immutable_files_refuse_a_replacement_but_not_a_first_file_of_a_platform() {
+        let with_file = service()
+            .put_file(None, file('a'), FilePolicy::Immutable, at(1))
+            .expect("a first file is always allowed")
+            .component;
+        assert!(matches!(
+            with_file.put_file(None, file('b'), FilePolicy::Immutable, at(2)),
+            Err(Refusal::Immutable(_))
+        ));
+        assert!(
+            with_file
+                .put_file(Some(arm()), file('b'), FilePolicy::Immutable, at(2))
+                .is_ok()
+        );
+        assert!(matches!(
+            with_file.deletion(FilePolicy::Immutable, Vec::new()),
+            Err(Refusal::Immutable(_))
+        ));
+        assert!(
+            service()
+                .deletion(FilePolicy::Immutable, Vec::new())
+                .is_ok(),
+            "without a file there is nothing to keep"
+        );
+    }
+
+    #[test]
+    fn a_locked_component_keeps_its_files_metadata_and_existence() {
+        let with_file = service()
+            .put_file(None, file('a'), FilePolicy::Replaceable, at(1))
+            .unwrap()
+            .component;
+        let (locked, event) = with_file.lock().expect("not locked yet");
+        assert_eq!(event.event_type, EventType::Locked);
+        assert!(locked.lock().is_none(), "locking twice changes nothing");
+        for platform in [None, Some(arm())] {
+            let put = locked.put_file(platform.clone(), file('b'), FilePolicy::Replaceable, at(2));
+            assert!(matches!(put, Err(Refusal::Immutable(_))), "{platform:?}");
+        }
+        let update: SpecUpdate = Box::new(|_| Ok(()));
+        assert!(matches!(
+            locked.apply_update(&update, at(2)),
+            Err(UpdateError::Refused(Refusal::Immutable(_)))
+        ));
+        assert!(
+            locked
+                .deletion(FilePolicy::Replaceable, Vec::new())
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn an_update_is_validated_stamped_and_announced_with_the_needs_before() {
+        let before = service();
+        let grow: SpecUpdate = Box::new(|spec| {
+            if let Spec::Service(service) = spec {
+                service.needs.ram = Some(2.0);
+            }
+            Ok(())
+        });
+        let updated = before.apply_update(&grow, at(5)).unwrap();
+        assert_eq!(updated.component.updated_at, at(5));
+        assert_eq!(updated.component.created_at, before.created_at);
+        assert_eq!(updated.event.event_type, EventType::Updated);
+        assert_eq!(updated.event.previous_needs.as_ref(), before.spec.needs());
+        let negative: SpecUpdate = Box::new(|spec| {
+            if let Spec::Service(service) = spec {
+                service.needs.ram = Some(-1.0);
+            }
+            Ok(())
+        });
+        assert!(matches!(
+            before.apply_update(&negative, at(6)),
+            Err(UpdateError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn a_version_an_alias_names_is_not_deleted_and_a_deletion_releases_every_file() {
+        let with_files = service()
+            .put_file(None, file('a'), FilePolicy::Replaceable, at(1))
+            .unwrap()
+            .component
+            .put_file(Some(arm()), file('b'), FilePolicy::Replaceable, at(2))
+            .unwrap()
+            .component;
+        assert_eq!(
+            with_files
+                .deletion(FilePolicy::Replaceable, vec!["production".into()])
+                .err(),
+            Some(Refusal::Aliased {
+                key: with_files.key.clone(),
+                aliases: vec!["production".into()],
+            })
+        );
+        let deletion = with_files
+            .deletion(FilePolicy::Replaceable, Vec::new())
+            .unwrap();
+        assert_eq!(deletion.released, [file('a'), file('b')]);
+        assert_eq!(deletion.event.event_type, EventType::Deleted);
+    }
+}
