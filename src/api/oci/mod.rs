@@ -22,6 +22,7 @@ use self::error::{Code, OciError};
 use super::auth::Need;
 use super::download::{Source, serve};
 use super::state::{AppState, Links};
+use crate::domain::Sha256;
 use crate::domain::oci::{self, Document, Repository};
 use crate::service::ServiceError;
 
@@ -234,7 +235,7 @@ async fn blob(
     headers: &HeaderMap,
 ) -> Result<Response, OciError> {
     let sha256 = sha256_of(digest)?;
-    match state.service.blob(sha256).await {
+    match state.service.blob(&sha256).await {
         Ok(file) => {
             let mut response = serve(
                 &state.service,
@@ -376,11 +377,11 @@ fn check_reference(reference: &str) -> Result<(), OciError> {
     }
 }
 
-/// The hex of a `sha256:<hex>` digest.
-fn sha256_of(digest: &str) -> Result<&str, OciError> {
+/// The sha256 of a `sha256:<hex>` digest.
+fn sha256_of(digest: &str) -> Result<Sha256, OciError> {
     digest
         .strip_prefix("sha256:")
-        .filter(|hex| crate::domain::Sha256::parse(hex).is_ok())
+        .and_then(|hex| Sha256::parse(hex).ok())
         .ok_or_else(|| {
             OciError::new(
                 Code::DigestInvalid,

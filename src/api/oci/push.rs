@@ -112,8 +112,8 @@ async fn stage(state: &AppState, body: Body) -> Result<StagedBlob, OciError> {
 
 /// Keeps a staged blob whose digest is what the client said, or refuses it.
 fn check_digest(staged: &StagedBlob, digest: &str) -> Result<(), OciError> {
-    let hex = sha256_of(digest)?;
-    if staged.sha256 != hex {
+    let sha256 = sha256_of(digest)?;
+    if staged.sha256 != sha256.as_str() {
         return Err(OciError::new(
             Code::DigestInvalid,
             format!(
@@ -328,7 +328,7 @@ pub async fn manifest(
     let digest = layer["digest"]
         .as_str()
         .ok_or_else(|| invalid("the layer has no digest"))?;
-    let hex = sha256_of(digest)?;
+    let sha256 = sha256_of(digest)?;
     let filename = ["org.opencontainers.image.title", oci::MODEL_FILEPATH]
         .iter()
         .find_map(|a| layer["annotations"][a].as_str())
@@ -336,7 +336,7 @@ pub async fn manifest(
     let staged = match pending.take_blob(name, digest) {
         Some(staged) => staged,
         // Bytes the store already holds (another version's file) are staged again from the store.
-        None => match state.service.blob(hex).await {
+        None => match state.service.blob(&sha256).await {
             Ok(file) => {
                 let bytes = state
                     .service
