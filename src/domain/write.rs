@@ -205,6 +205,19 @@ impl Component {
         Some((locked, event))
     }
 
+    /// The event of this component put exactly as an upstream has it (an edge mirror), over `before`: created,
+    /// its files changed, or its metadata.
+    pub fn mirrored_event(&self, before: Option<&Component>) -> EventDraft {
+        let digests = |c: &Component| c.files().map(|f| f.sha256.clone()).collect::<Vec<_>>();
+        match before {
+            None => EventDraft::created(self),
+            Some(before) if digests(before) != digests(self) => {
+                EventDraft::file(self, before.file.is_some())
+            }
+            Some(before) => EventDraft::updated(before, self),
+        }
+    }
+
     fn file_frozen(&self, file: &StoredFile, policy: FilePolicy) -> Option<Refusal> {
         let why = if self.locked {
             "is locked"

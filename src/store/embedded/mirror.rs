@@ -77,13 +77,7 @@ impl EmbeddedStore {
                         adjust_refs(txn, &file.blob_id, 1)?;
                     }
                     let record = write_component(txn, &component)?;
-                    let draft = match &previous {
-                        None => EventDraft::created(&component),
-                        Some(before) if files_differ(before, &component) => {
-                            EventDraft::file(&component, before.file.is_some())
-                        }
-                        Some(before) => EventDraft::updated(before, &component),
-                    };
+                    let draft = component.mirrored_event(previous.as_ref());
                     (draft, Change::Put(vec![(component, record)]))
                 }
             };
@@ -147,12 +141,6 @@ impl EmbeddedStore {
         })
         .await
     }
-}
-
-/// Whether the files of two versions of a component differ (default file or variants).
-fn files_differ(before: &Component, after: &Component) -> bool {
-    let digests = |c: &Component| c.files().map(|f| f.sha256.clone()).collect::<Vec<_>>();
-    digests(before) != digests(after)
 }
 
 #[async_trait::async_trait]

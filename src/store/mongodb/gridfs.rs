@@ -1,10 +1,9 @@
 //! Binaries in GridFS: streaming uploads through the driver's bucket, downloads and ranges straight from the
-//! chunks collection (so a range reads only the chunks it covers), and collecting files that nothing references.
+//! chunks collection (so a range reads only the chunks it covers). What nothing references any more is collected
+//! by [`super::gc`].
 
-use std::collections::HashSet;
 use std::io;
 use std::ops::Range;
-use std::time::Duration;
 
 use bytes::BytesMut;
 use futures_util::{StreamExt, TryStreamExt};
@@ -15,12 +14,9 @@ use mongodb::options::IndexOptions;
 use mongodb::{Collection, Database, IndexModel};
 use sha2::{Digest, Sha256};
 
-use super::documents::{collection_name, file_ref_field, integer};
+use super::documents::integer;
 use super::map_err;
-use crate::domain::Kind;
-use crate::store::{
-    ByteStream, GcReport, RemoteBlob, StagedBlob, StagedLocation, StoreError, UploadStream,
-};
+use crate::store::{ByteStream, RemoteBlob, StagedBlob, StagedLocation, StoreError, UploadStream};
 
 /// Suffix of the collection (beside the bucket's) that records when a file stopped being any component's file.
 /// A collection of our own rather than a field of the files document: GridFS readers (the original service's
@@ -218,7 +214,7 @@ impl Grid {
     }
 
     /// Deletes a file, its chunks and any record of it; says whether there was a file.
-    async fn delete_now(&self, id: ObjectId) -> Result<bool, StoreError> {
+    pub(super) async fn delete_now(&self, id: ObjectId) -> Result<bool, StoreError> {
         // Chunks first: a crash in between leaves a files document without chunks rather than chunks that no
         // files document accounts for, and gc removes either.
         self.chunks
@@ -322,81 +318,6 @@ impl Grid {
         });
         Ok(Some(Box::pin(stream)))
     }
-
-    /// Removes GridFS files (and stray chunks) that no component refers to and that are older than `grace`, so
-    /// that uploads still in flight or just staged are never collected; a replaced or deleted file goes once it
-    /// has been superseded for longer than `grace`, so that downloads begun before are never cut.
-    pub async fn collect_garbage(
-        &self,
-        metadata: &Database,
-        grace: Duration,
-    ) -> Result<GcReport, StoreError> {
-        let cutoff = BsonDateTime::from_millis(
-            BsonDateTime::now().timestamp_millis() - grace.as_millis() as i64,
-        );
-        // Read the cut-off files first and the references second: a file attached in between is then seen as
-        // referenced.
-        // Unreferenced files go once uploaded before the cut-off, unless they stopped being a component's file
-        // after it; replaced and deleted files go once superseded before it, however recent their upload.
-        let mut superseded_recently = HashSet::new();
-        let mut candidates = HashSet::new();
-        let mut records = self.superseded.find(doc! {}).await.map_err(map_err)?;
-        while let Some(record) = records.try_next().await.map_err(map_err)? {
-            let (Ok(id), Ok(at)) = (record.get_object_id("_id"), record.get_datetime("at")) else {
-                continue;
-            };
-            if *at < cutoff {
-                candidates.insert(id);
-            } else {
-                superseded_recently.insert(id);
-            }
-        }
-        let mut old_uploads = self
-            .files
-            .find(doc! { "uploadDate": { "$lt": cutoff } })
-            .projection(doc! { "_id": 1 })
-            .await
-            .map_err(map_err)?;
-        while let Some(file) = old_uploads.try_next().await.map_err(map_err)? {
-            if let Ok(id) = file.get_object_id("_id") {
-                candidates.insert(id);
-            }
-        }
-        let mut referenced = referenced_files(metadata).await?;
-        // The chunks of resumable uploads in progress have no files document yet.
-        referenced.extend(super::uploads::live_sessions(metadata).await?);
-        let mut report = GcReport::default();
-        for id in candidates {
-            if !referenced.contains(&id)
-                && !superseded_recently.contains(&id)
-                && self.delete_now(id).await?
-            {
-                report.files += 1;
-            }
-        }
-        // Chunks of uploads that never finished: no files document, and an id (which carries its creation time)
-        // older than the grace period.
-        let files_ids = self
-            .chunks
-            .distinct("files_id", doc! {})
-            .await
-            .map_err(map_err)?;
-        for files_id in files_ids {
-            let Bson::ObjectId(id) = files_id else {
-                continue;
-            };
-            let old = id.timestamp().timestamp_millis() < cutoff.timestamp_millis();
-            if old && !referenced.contains(&id) && self.file(id).await?.is_none() {
-                let deleted = self
-                    .chunks
-                    .delete_many(doc! { "files_id": id })
-                    .await
-                    .map_err(map_err)?;
-                report.stray_chunks += deleted.deleted_count;
-            }
-        }
-        Ok(report)
-    }
 }
 
 /// The part of chunk `n` that falls in `range`, checking that the chunk is the one expected.
@@ -428,39 +349,4 @@ fn chunk_slice(
         )));
     }
     Ok(&data[from..to])
-}
-
-/// Every GridFS id that a component refers to.
-async fn referenced_files(metadata: &Database) -> Result<HashSet<ObjectId>, StoreError> {
-    let mut referenced = HashSet::new();
-    for kind in Kind::ALL {
-        let field = file_ref_field(kind);
-        let mut cursor = metadata
-            .collection::<Document>(collection_name(kind))
-            .find(doc! { field: { "$type": "string" } })
-            .projection(doc! { field: 1 })
-            .await
-            .map_err(map_err)?;
-        while let Some(document) = cursor.try_next().await.map_err(map_err)? {
-            if let Ok(id) = document.get_str(field).map(ObjectId::parse_str) {
-                referenced.extend(id.ok());
-            }
-        }
-        // Files of per-platform variants.
-        let mut cursor = metadata
-            .collection::<Document>(collection_name(kind))
-            .find(doc! { "variants": { "$exists": true } })
-            .projection(doc! { "variants": 1 })
-            .await
-            .map_err(map_err)?;
-        while let Some(document) = cursor.try_next().await.map_err(map_err)? {
-            for variant in document.get_array("variants").into_iter().flatten() {
-                let id = variant
-                    .as_document()
-                    .and_then(|v| v.get_str("blob_id").ok());
-                referenced.extend(id.and_then(|id| ObjectId::parse_str(id).ok()));
-            }
-        }
-    }
-    Ok(referenced)
 }

@@ -13,6 +13,7 @@ mod aliases;
 mod components;
 mod documents;
 mod events;
+mod gc;
 mod gridfs;
 mod legacy;
 mod query;

@@ -16,7 +16,7 @@ impl BlobStore for MongoStore {
     }
 
     async fn collect_garbage(&self, grace: Duration) -> Result<GcReport, StoreError> {
-        self.grid.collect_garbage(&self.metadata, grace).await
+        self.collect_garbage_now(grace).await
     }
 
     async fn read_blob(
