@@ -6,15 +6,15 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::archive::{dump_embedded, populated_store, restore_embedded};
-use common::oci::{oras_pull, oras_python};
+use common::oci::{clients, oras_pull, skopeo_run};
 use common::{Options, TestApp, bytes, report_skip};
 use serde_json::{Value, json};
 
-/// `oras login` with a read token (as the Basic password, traded at the realm for a bearer token), then a pull;
+/// `oras login` (and skopeo's `--creds` / `--registry-token`) with a read token (as the Basic password, traded at the realm for a bearer token), then a pull;
 /// a wrong token gets nothing.
 #[tokio::test]
 async fn oras_logs_in_with_a_token() {
-    if let Err(reason) = oras_python() {
+    if let Err(reason) = clients() {
         return report_skip("oras_logs_in_with_a_token", &reason);
     }
     let app = common::embedded(Options {
@@ -63,6 +63,43 @@ async fn oras_logs_in_with_a_token() {
         .await
         .unwrap();
     assert_eq!(refused.status(), 401, "a wrong token gets no bearer token");
+    // skopeo with the token as Basic credentials (through the realm) and as a bearer token directly.
+    {
+        let target = format!("docker://{}/models/m:1", app.addr);
+        let manifest = app
+            .client
+            .get(app.url("/v2/models/m/manifests/1"))
+            .bearer_auth("oci-read")
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        for credentials in [["--creds", "ci:oci-read"], ["--registry-token", "oci-read"]] {
+            let raw = skopeo_run(&[
+                "inspect",
+                "--tls-verify=false",
+                "--raw",
+                credentials[0],
+                credentials[1],
+                &target,
+            ])
+            .await
+            .unwrap();
+            assert_eq!(raw, manifest.as_ref(), "{credentials:?}");
+        }
+        let refused = skopeo_run(&[
+            "inspect",
+            "--tls-verify=false",
+            "--raw",
+            "--creds",
+            "ci:wrong",
+            &target,
+        ])
+        .await;
+        assert!(refused.is_err(), "a wrong token inspected {refused:?}");
+    }
     // A token sent directly as Bearer works without the realm.
     let direct = app
         .client
