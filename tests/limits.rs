@@ -529,6 +529,27 @@ async fn oci_routes_obey_the_upload_and_page_limits() {
         .await
         .unwrap();
     assert_eq!(head.status(), 404, "nothing of the refused blob is kept");
+    // Chunks count towards the same limit.
+    let session = app
+        .client
+        .post(app.url("/v2/models/m/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(session.status(), 202);
+    let location = session.headers()["location"].to_str().unwrap().to_string();
+    for (chunk, status) in [(bytes(1000, 1), 202), (bytes(1000, 2), 413)] {
+        let patch = app
+            .client
+            .patch(app.url(&location))
+            .body(chunk)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(patch.status(), status);
+    }
+    let gone = app.get(&location).await;
+    assert_eq!(gone.status(), 404, "an upload over the limit is dropped");
     let (status, body) = {
         let response = app.get("/v2/_catalog?n=1001").await;
         (

@@ -87,12 +87,14 @@ pub async fn skopeo_run(args: &[&str]) -> Result<Vec<u8>, String> {
     }
 }
 
-/// `oras push` of one file to `reference` (after the registry); with a token, after a login.
+/// `oras push` of one file to `reference` (after the registry); with a token, after a login; with a chunk size, in
+/// chunks of that many bytes.
 pub async fn oras_push(
     app: &TestApp,
     reference: &str,
     file: &Path,
     token: Option<&str>,
+    chunk_size: Option<usize>,
 ) -> Result<(), String> {
     let python = oras_python()?;
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/oci/oras_push.py");
@@ -104,6 +106,9 @@ pub async fn oras_push(
         .arg(file);
     if let Some(token) = token {
         command.arg(token);
+    }
+    if let Some(chunk_size) = chunk_size {
+        command.env("ORAS_CHUNK_SIZE", chunk_size.to_string());
     }
     let output = command.output().await.map_err(|e| e.to_string())?;
     if output.status.success() {

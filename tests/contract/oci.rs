@@ -432,7 +432,7 @@ pub async fn oras_push_creates_the_model_version(start: Starter) {
     let file = dir.path().join("weights.onnx");
     let data = bytes(400_000, 31);
     std::fs::write(&file, &data).unwrap();
-    oras_push(&app, "models/pushed:1.0", &file, None)
+    oras_push(&app, "models/pushed:1.0", &file, None, None)
         .await
         .unwrap();
     let rest = app.get("/model/pushed/1.0").await;
@@ -465,7 +465,7 @@ pub async fn oras_push_creates_the_model_version(start: Starter) {
     model_with_file(&app, "pushed", "2.0", bytes(10, 1)).await;
     let replacement = bytes(20_000, 32);
     std::fs::write(&file, &replacement).unwrap();
-    oras_push(&app, "models/pushed:2.0", &file, None)
+    oras_push(&app, "models/pushed:2.0", &file, None, None)
         .await
         .unwrap();
     let out = dir.path().join("pulled");
@@ -473,6 +473,20 @@ pub async fn oras_push_creates_the_model_version(start: Starter) {
         .await
         .unwrap();
     assert!(std::fs::read(&files[0]).unwrap() == replacement);
+
+    // In chunks (PATCH after PATCH, then the PUT with the digest).
+    let chunked = bytes(250_000, 33);
+    std::fs::write(&file, &chunked).unwrap();
+    oras_push(&app, "models/pushed:chunked", &file, None, Some(64 * 1024))
+        .await
+        .unwrap();
+    let rest = app
+        .get("/model/pushed/chunked")
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    assert!(rest == chunked, "chunks arrive in order, whole");
 
     // A blob whose bytes are not the digest announced, a manifest with two layers, a push to another kind.
     let wrong = app

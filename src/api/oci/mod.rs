@@ -139,6 +139,7 @@ async fn handle(
                 state,
                 pending,
                 method,
+                headers,
                 name,
                 *session,
                 query.digest.as_deref(),

@@ -1,6 +1,6 @@
 //! `oras push` of a single-file artifact to `models/<name>:<version>`: blob uploads (a monolithic `POST ?digest=`,
-//! or `POST` then one `PATCH` and/or a `PUT ?digest=`) stage the bytes in the store with the upload size limit and
-//! check their digest; the manifest `PUT` then creates the model version if it is missing and makes the one layer
+//! `POST` then `PUT ?digest=` with the bytes, or chunks `PATCH`ed in order then the `PUT`) stage the bytes in the
+//! store with the upload size limit and check their digest; the manifest `PUT` then creates the model version if it is missing and makes the one layer
 //! its file, as any upload does (same events, same immutability and lock rules). Staged blobs wait for their
 //! manifest in this process only, at most [`MAX_PENDING`] of them for [`PENDING_TTL`]; a client that loses the
 //! server in between pushes again.
@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use futures_util::TryStreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use serde_json::Value;
 
 use super::error::{Code, OciError};
@@ -33,24 +33,32 @@ const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
 /// Upload sessions and uploaded blobs, by id and by (repository, digest).
 #[derive(Default)]
 pub struct Pending {
-    sessions: Mutex<HashMap<String, Upload>>,
+    sessions: Mutex<HashMap<String, Session>>,
     blobs: Mutex<HashMap<(String, String), Upload>>,
 }
 
+/// An uploaded blob waiting for its manifest.
 struct Upload {
+    staged: StagedBlob,
+    since: Instant,
+}
+
+/// An upload session: the chunks `PATCH`ed so far, in a temporary file (the one copy a chunked upload costs; a
+/// blob sent whole streams straight into the store).
+struct Session {
     repo: String,
-    staged: Option<StagedBlob>,
+    chunks: Option<tempfile::TempPath>,
+    size: u64,
     since: Instant,
 }
 
 impl Pending {
     fn prune(&self) {
-        let fresh = |u: &Upload| u.since.elapsed() < PENDING_TTL;
         if let Ok(mut sessions) = self.sessions.lock() {
-            sessions.retain(|_, u| fresh(u));
+            sessions.retain(|_, s| s.since.elapsed() < PENDING_TTL);
         }
         if let Ok(mut blobs) = self.blobs.lock() {
-            blobs.retain(|_, u| fresh(u));
+            blobs.retain(|_, u| u.since.elapsed() < PENDING_TTL);
         }
     }
 
@@ -75,8 +83,7 @@ impl Pending {
             blobs.insert(
                 (repo.to_string(), digest.to_string()),
                 Upload {
-                    repo: repo.to_string(),
-                    staged: Some(staged),
+                    staged,
                     since: Instant::now(),
                 },
             );
@@ -87,14 +94,14 @@ impl Pending {
     pub fn blob_size(&self, repo: &str, digest: &str) -> Option<u64> {
         let blobs = self.blobs.lock().ok()?;
         let upload = blobs.get(&(repo.to_string(), digest.to_string()))?;
-        upload.staged.as_ref().map(|s| s.size)
+        Some(upload.staged.size)
     }
 
     fn take_blob(&self, repo: &str, digest: &str) -> Option<StagedBlob> {
         let mut blobs = self.blobs.lock().ok()?;
         blobs
-            .remove(&(repo.to_string(), digest.to_string()))?
-            .staged
+            .remove(&(repo.to_string(), digest.to_string()))
+            .map(|u| u.staged)
     }
 }
 
@@ -162,10 +169,12 @@ fn models_only(repo: &Repository) -> Result<(), OciError> {
 }
 
 /// `POST`, `PATCH`, `PUT`, `GET` and `DELETE` under `/v2/<name>/blobs/uploads/`.
+#[allow(clippy::too_many_arguments)]
 pub async fn upload(
     state: &AppState,
     pending: &Pending,
     method: &axum::http::Method,
+    headers: &HeaderMap,
     name: &str,
     session: Option<&str>,
     digest: Option<&str>,
@@ -190,9 +199,10 @@ pub async fn upload(
             if let Ok(mut sessions) = pending.sessions.lock() {
                 sessions.insert(
                     id.clone(),
-                    Upload {
+                    Session {
                         repo: name.to_string(),
-                        staged: None,
+                        chunks: None,
+                        size: 0,
                         since: Instant::now(),
                     },
                 );
@@ -200,17 +210,18 @@ pub async fn upload(
             Ok(session_response(StatusCode::ACCEPTED, name, &id, 0))
         }
         (&Method::PATCH, Some(id)) => {
-            let already = take_session(pending, id, name).ok_or_else(missing)?;
-            if already.staged.is_some() {
+            let mut session = take_session(pending, id, name).ok_or_else(missing)?;
+            if let Some(start) = range_start(headers)
+                && start != session.size
+            {
                 return Err(OciError::new(
                     Code::Other(StatusCode::RANGE_NOT_SATISFIABLE, "BLOB_UPLOAD_INVALID"),
-                    "one PATCH per upload session: send the blob in one chunk (oras-py's default), or publish \
-                     large files with tus and pull them here",
+                    format!("chunks go in order: the next starts at {}", session.size),
                 ));
             }
-            let staged = stage(state, body).await?;
-            let size = staged.size;
-            put_session(pending, id, name, Some(staged));
+            append(state, &mut session, body).await?;
+            let size = session.size;
+            put_session(pending, id, session);
             Ok(session_response(StatusCode::ACCEPTED, name, id, size))
         }
         (&Method::PUT, Some(id)) => {
@@ -219,18 +230,25 @@ pub async fn upload(
             })?;
             sha256_of(digest)?;
             let session = take_session(pending, id, name).ok_or_else(missing)?;
-            let staged = match session.staged {
-                Some(staged) => {
-                    // Whatever this request carried would come after the PATCHed chunk.
-                    axum::body::to_bytes(body, 0).await.map_err(|_| {
-                        OciError::new(
-                            Code::Other(StatusCode::RANGE_NOT_SATISFIABLE, "BLOB_UPLOAD_INVALID"),
-                            "one chunk per upload session: this PUT carries more bytes after a PATCH",
-                        )
+            let rest = body.into_data_stream().map_err(body_io_error);
+            let staged = match session.chunks {
+                // The chunks, then whatever this request carries.
+                Some(chunks) => {
+                    let file = tokio::fs::File::open(&chunks).await.map_err(|e| {
+                        OciError::service(ServiceError::Internal(e.into()), Code::BlobUnknown)
                     })?;
+                    let stream = tokio_util::io::ReaderStream::new(file).chain(rest);
+                    let staged = state
+                        .service
+                        .stage_upload(Box::pin(stream))
+                        .await
+                        .map_err(|e| OciError::service(e, Code::BlobUnknown))?;
+                    state
+                        .metrics
+                        .uploaded(staged.size.saturating_sub(session.size));
                     staged
                 }
-                None => stage(state, body).await?,
+                None => stage(state, Body::from_stream(rest)).await?,
             };
             check_digest(&staged, digest)?;
             pending.keep_blob(name, digest, staged);
@@ -238,11 +256,11 @@ pub async fn upload(
         }
         (&Method::GET, Some(id)) => {
             let sessions = pending.sessions.lock().map_err(|_| missing())?;
-            let upload = sessions
+            let size = sessions
                 .get(id)
-                .filter(|u| u.repo == name)
-                .ok_or_else(missing)?;
-            let size = upload.staged.as_ref().map_or(0, |s| s.size);
+                .filter(|s| s.repo == name)
+                .ok_or_else(missing)?
+                .size;
             Ok(session_response(StatusCode::NO_CONTENT, name, id, size))
         }
         (&Method::DELETE, Some(id)) => {
@@ -256,27 +274,70 @@ pub async fn upload(
     }
 }
 
-fn take_session(pending: &Pending, id: &str, repo: &str) -> Option<Upload> {
+fn take_session(pending: &Pending, id: &str, repo: &str) -> Option<Session> {
     let mut sessions = pending.sessions.lock().ok()?;
     match sessions.get(id) {
-        Some(upload) if upload.repo == repo && upload.since.elapsed() < PENDING_TTL => {
+        Some(session) if session.repo == repo && session.since.elapsed() < PENDING_TTL => {
             sessions.remove(id)
         }
         _ => None,
     }
 }
 
-fn put_session(pending: &Pending, id: &str, repo: &str, staged: Option<StagedBlob>) {
+fn put_session(pending: &Pending, id: &str, mut session: Session) {
+    session.since = Instant::now();
     if let Ok(mut sessions) = pending.sessions.lock() {
-        sessions.insert(
-            id.to_string(),
-            Upload {
-                repo: repo.to_string(),
-                staged,
-                since: Instant::now(),
-            },
-        );
+        sessions.insert(id.to_string(), session);
     }
+}
+
+/// The first byte of a chunk's `Content-Range: <start>-<end>`, when the client sends one.
+fn range_start(headers: &HeaderMap) -> Option<u64> {
+    let value = headers.get(header::CONTENT_RANGE)?.to_str().ok()?;
+    let value = value
+        .trim()
+        .trim_start_matches("bytes")
+        .trim_start_matches([' ', '=']);
+    value.split('-').next()?.trim().parse().ok()
+}
+
+/// Appends a chunk to a session's file, within the upload size limit.
+async fn append(state: &AppState, session: &mut Session, body: Body) -> Result<(), OciError> {
+    use tokio::io::AsyncWriteExt;
+    let fault =
+        |e: std::io::Error| OciError::service(ServiceError::Internal(e.into()), Code::BlobUnknown);
+    let path = match session.chunks.take() {
+        Some(path) => path,
+        None => tempfile::NamedTempFile::new()
+            .map_err(fault)?
+            .into_temp_path(),
+    };
+    let mut file = tokio::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .await
+        .map_err(fault)?;
+    let limit = state.service.max_upload_bytes();
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            OciError::service(
+                crate::api::error::unreadable_body(&e, "the chunk could not be read".into()),
+                Code::BlobUnknown,
+            )
+        })?;
+        session.size += chunk.len() as u64;
+        if session.size > limit {
+            return Err(OciError::service(
+                ServiceError::PayloadTooLarge { limit },
+                Code::BlobUnknown,
+            ));
+        }
+        file.write_all(&chunk).await.map_err(fault)?;
+    }
+    file.flush().await.map_err(fault)?;
+    session.chunks = Some(path);
+    Ok(())
 }
 
 /// `PUT /v2/models/<name>/manifests/<version>`: the one layer becomes the file of that model version.
