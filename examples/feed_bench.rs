@@ -7,10 +7,14 @@
 //! Starts the server (embedded store, or `-- --store mongodb ...`), connects SUBSCRIBERS (default 1,000) SSE
 //! subscribers, makes CHANGES (default 200) changes one after another, and prints the p50/p99/max latency from each
 //! event's commit time (`at`, stamped in the committing transaction) to its arrival at every subscriber, over all
-//! subscriber × change pairs. Client and server share the machine's clock.
+//! subscriber × change pairs, and the server's memory per connected idle subscriber (resident set growth divided by
+//! SUBSCRIBERS). Client and server share the machine's clock. The file-descriptor limit is raised to its maximum
+//! (the server raises its own).
 
 #[path = "../tests/common/process.rs"]
 mod process;
+#[path = "support/rss.rs"]
+mod rss;
 #[path = "support/stats.rs"]
 mod stats;
 
@@ -33,14 +37,19 @@ async fn main() -> anyhow::Result<()> {
     };
     let subscribers: usize = ours.first().map_or(Ok(1000), |s| s.parse())?;
     let changes: usize = ours.get(1).map_or(Ok(200), |s| s.parse())?;
+    raise_fd_limit();
     let dir = tempfile::tempdir()?;
     let flags: Vec<&str> = server_flags.iter().map(String::as_str).collect();
     let server = process::ServerProcess::start(&dir.path().join("data"), &flags);
     let base = server.base.clone();
+    let pid = server.child.id();
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(subscribers + 8)
         .build()?;
 
+    // Warm the server up (its first requests allocate what every later one reuses) before its baseline memory.
+    client.get(format!("{base}/healthz")).send().await?;
+    let rss_before = rss::rss_bytes(pid).unwrap_or_default();
     let latencies = Arc::new(Mutex::new(Vec::with_capacity(subscribers * changes)));
     let connected = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut tasks = Vec::new();
@@ -90,9 +99,14 @@ async fn main() -> anyhow::Result<()> {
     }
     // The streams are open; let the server finish setting each one up.
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_after = rss::rss_bytes(pid).unwrap_or_default();
     println!(
-        "{subscribers} SSE subscribers connected in {:?}",
-        started.elapsed()
+        "{subscribers} SSE subscribers connected in {:?}; server memory {:.1} KiB per idle subscriber ({:.1} MiB \
+         -> {:.1} MiB)",
+        started.elapsed(),
+        rss_after.saturating_sub(rss_before) as f64 / 1024.0 / subscribers as f64,
+        rss_before as f64 / 1048576.0,
+        rss_after as f64 / 1048576.0,
     );
 
     let writes = Instant::now();
@@ -126,4 +140,19 @@ async fn main() -> anyhow::Result<()> {
     );
     drop(server);
     Ok(())
+}
+
+/// Raises this process's file-descriptor limit to its hard limit: each subscriber is a connection.
+fn raise_fd_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the structs we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
 }

@@ -7,6 +7,8 @@ use bytesize::ByteSize;
 use clap::{Parser, Subcommand};
 
 mod mirror;
+mod to_config;
+pub use crate::config::{Secret, redact_uri};
 pub use mirror::MirrorArgs;
 
 #[derive(Debug, Parser)]
@@ -69,24 +71,6 @@ pub struct ImportArgs {
     /// Its GridFS bucket.
     #[arg(long, default_value = "fs")]
     pub from_bucket: String,
-}
-
-/// A value that must never be printed, not even by `{:?}`.
-#[derive(Clone)]
-pub struct Secret(pub String);
-
-impl std::str::FromStr for Secret {
-    type Err = std::convert::Infallible;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(Secret(s.trim().to_string()))
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("***")
-    }
 }
 
 /// Where components are stored.
@@ -486,122 +470,6 @@ pub struct MongoArgs {
         global = true
     )]
     pub gc_grace_secs: u64,
-}
-
-impl MongoArgs {
-    /// The connection string with any password replaced, for logs.
-    pub fn redacted_uri(&self) -> String {
-        redact_uri(&self.mongodb_uri)
-    }
-}
-
-/// Connection string options whose values are never secret, so logs keep them; every other option's value is
-/// replaced (passwords of TLS keys, `authMechanismProperties` with AWS session tokens, options added later).
-const PUBLIC_URI_OPTIONS: [&str; 30] = [
-    "appname",
-    "authmechanism",
-    "authsource",
-    "compressors",
-    "connecttimeoutms",
-    "directconnection",
-    "heartbeatfrequencyms",
-    "journal",
-    "loadbalanced",
-    "localthresholdms",
-    "maxconnecting",
-    "maxidletimems",
-    "maxpoolsize",
-    "maxstalenessseconds",
-    "minpoolsize",
-    "readconcernlevel",
-    "readpreference",
-    "readpreferencetags",
-    "replicaset",
-    "retryreads",
-    "retrywrites",
-    "serverselectiontimeoutms",
-    "sockettimeoutms",
-    "srvmaxhosts",
-    "srvservicename",
-    "ssl",
-    "tls",
-    "w",
-    "waitqueuetimeoutms",
-    "wtimeoutms",
-];
-
-/// The URI for logs: user information (`scheme://user:password@hosts/...`) and the value of every query option
-/// not known to be public become `***`.
-pub fn redact_uri(uri: &str) -> String {
-    let Some((scheme, rest)) = uri.split_once("://") else {
-        return "***".to_string();
-    };
-    // A password with an unescaped `?` must not pass for the query: the user information ends at the last `@`
-    // before the path (erring towards redacting too much).
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let (userinfo, rest) = match rest[..authority_end].rfind('@') {
-        Some(at) => ("***@", &rest[at + 1..]),
-        None => ("", rest),
-    };
-    let (rest, query) = match rest.split_once('?') {
-        Some((rest, query)) => (rest, Some(query)),
-        None => (rest, None),
-    };
-    let mut redacted = format!("{scheme}://{userinfo}{rest}");
-    if let Some(query) = query {
-        let options: Vec<String> = query
-            .split(['&', ';'])
-            .map(|option| match option.split_once('=') {
-                Some((name, _))
-                    if PUBLIC_URI_OPTIONS.contains(&name.to_ascii_lowercase().as_str()) =>
-                {
-                    option.to_string()
-                }
-                Some((name, _)) => format!("{name}=***"),
-                None => option.to_string(),
-            })
-            .collect();
-        redacted.push('?');
-        redacted.push_str(&options.join("&"));
-    }
-    redacted
-}
-
-#[cfg(test)]
-mod tests {
-    use super::redact_uri;
-
-    #[test]
-    fn credentials_never_reach_the_logs() {
-        assert_eq!(
-            redact_uri("mongodb://admin:s3cr@t@db-0,db-1:27017/repo?replicaSet=rs0"),
-            "mongodb://***@db-0,db-1:27017/repo?replicaSet=rs0"
-        );
-        assert_eq!(redact_uri("mongodb://db:27017"), "mongodb://db:27017");
-        assert_eq!(redact_uri("not a uri with secret@host"), "***");
-    }
-
-    #[test]
-    fn secret_query_options_never_reach_the_logs() {
-        let uri = "mongodb+srv://db.example/repo?tls=true&tlsCertificateKeyFilePassword=k3y\
-                   &authMechanism=MONGODB-AWS&authMechanismProperties=AWS_SESSION_TOKEN:t0ken\
-                   &password=pw&replicaSet=rs0";
-        let redacted = redact_uri(uri);
-        assert_eq!(
-            redacted,
-            "mongodb+srv://db.example/repo?tls=true&tlsCertificateKeyFilePassword=***\
-             &authMechanism=MONGODB-AWS&authMechanismProperties=***&password=***&replicaSet=rs0"
-        );
-        for secret in ["k3y", "t0ken", "pw"] {
-            assert!(!redacted.contains(secret), "{secret} in {redacted}");
-        }
-        // A password in the user information and a query with an `@` in it.
-        assert_eq!(
-            redact_uri("mongodb://u:p@h/?authSource=admin&x=a@b"),
-            "mongodb://***@h/?authSource=admin&x=***"
-        );
-        assert_eq!(redact_uri("mongodb://u:p?w@h/db"), "mongodb://***@h/db");
-    }
 }
 
 /// `AGE,COUNT` of `--events-retention`: `30d,1000000`, `12h,5000`, `90s,10`.

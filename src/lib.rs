@@ -3,10 +3,11 @@
 //!
 //! Layers, each depending only on the ones before it: [`domain`] (types, validation, needs matching) ->
 //! [`store`] (the storage trait and its backends) -> [`service`] (use cases) -> [`api`] (GraphQL, REST) ->
-//! [`server`] and the binary.
+//! [`config`] (the server's settings as plain values) -> [`server`] -> [`cli`] (flags to a `Config`) and the binary.
 
 pub mod api;
 pub mod cli;
+pub mod config;
 pub mod domain;
 pub mod server;
 pub mod service;

@@ -5,7 +5,8 @@ use anyhow::Context;
 use clap::Parser;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use component_repository::cli::{Cli, Command, ServeArgs, redact_uri};
+use component_repository::cli::{Cli, Command};
+use component_repository::config::{Config, StoreConfig, redact_uri};
 use component_repository::service::archive;
 use component_repository::store::Store;
 use component_repository::store::mongodb::{MongoConfig, MongoStore};
@@ -16,19 +17,27 @@ use tracing_subscriber::EnvFilter;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // The one-shot commands need the store's settings only (and the log level): a setting only `serve` uses (a
+    // mirror's device files, a tokens file) must not stop a `restore`.
+    let store = StoreConfig::from(&cli.serve);
+    let log_level = cli.serve.log_level.clone();
     match cli.command.unwrap_or(Command::Serve) {
         Command::Schema => {
             print!("{}", api::graphql::sdl());
             Ok(())
         }
-        Command::Serve => run(cli.serve).await,
-        Command::Gc => gc(cli.serve).await,
+        Command::Serve => run(Config::try_from(cli.serve)?).await,
+        Command::Gc => gc(&store, &log_level).await,
         Command::Dump { out, devices } => {
             let devices = devices
                 .iter()
-                .map(|path| server::load_device(path).map(|(_, device)| device))
+                .map(|path| {
+                    component_repository::config::load_device(path)
+                        .map(|d| d.device)
+                        .map_err(anyhow::Error::msg)
+                })
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            let store = open_for_command(&cli.serve).await?;
+            let store = open_for_command(&store, &log_level).await?;
             let bar = ProgressView::new("dumping");
             let tally = if devices.is_empty() {
                 archive::dump(store.as_ref(), &out, &bar).await
@@ -44,7 +53,7 @@ async fn main() -> anyhow::Result<()> {
             scratch_dir,
             if_empty,
         } => {
-            let store = open_for_command(&cli.serve).await?;
+            let store = open_for_command(&store, &log_level).await?;
             if if_empty && !archive::is_empty(store.as_ref()).await? {
                 tracing::info!("the store already holds components: nothing restored");
                 return Ok(());
@@ -69,15 +78,16 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Import(from) => {
-            let target = open_for_command(&cli.serve).await?;
-            let config = MongoConfig {
+            let target = open_for_command(&store, &log_level).await?;
+            let timeout = store.mongodb.timeout;
+            let source = MongoConfig {
                 uri: from.from_mongodb_uri.clone(),
                 database: from.from_database.clone(),
                 grid_database: from.from_grid_database.clone(),
                 bucket: from.from_bucket.clone(),
-                timeout: Duration::from_secs(cli.serve.mongodb.mongodb_timeout_secs.max(1)),
+                timeout,
             };
-            let source = MongoStore::open_source(&config)
+            let source = MongoStore::open_source(&source)
                 .await
                 .with_context(|| format!("connecting to {}", redact_uri(&from.from_mongodb_uri)))?;
             let bar = ProgressView::new("importing");
@@ -91,13 +101,15 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// A store for a one-shot command: logs only warnings, so that scripts stay quiet.
-async fn open_for_command(args: &ServeArgs) -> anyhow::Result<std::sync::Arc<dyn Store>> {
-    let mut args = args.clone();
-    if args.log_level == "info" {
-        args.log_level = "warn".into();
-    }
-    init_logging(&args)?;
-    server::open_store(&args).await
+async fn open_for_command(
+    store: &StoreConfig,
+    log_level: &str,
+) -> anyhow::Result<std::sync::Arc<dyn Store>> {
+    init_logging(match log_level {
+        "info" => "warn",
+        level => level,
+    })?;
+    Ok(server::open_store(store).await?.store())
 }
 
 /// Progress on a terminal (objects and bytes), nothing at all in scripts.
@@ -152,9 +164,9 @@ impl archive::Progress for ProgressView {
     }
 }
 
-fn init_logging(args: &ServeArgs) -> anyhow::Result<()> {
+fn init_logging(level: &str) -> anyhow::Result<()> {
     let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&args.log_level))
+        .or_else(|_| EnvFilter::try_new(level))
         .context("--log-level is not a valid log filter")?;
     // Colours only for people at a terminal; log collectors get plain text.
     tracing_subscriber::fmt()
@@ -165,12 +177,12 @@ fn init_logging(args: &ServeArgs) -> anyhow::Result<()> {
 }
 
 /// One garbage collection, by hand (the server also runs it every `--gc-interval-secs`).
-async fn gc(args: ServeArgs) -> anyhow::Result<()> {
-    init_logging(&args)?;
-    let store = server::open_store(&args).await?;
+async fn gc(config: &StoreConfig, log_level: &str) -> anyhow::Result<()> {
+    init_logging(log_level)?;
+    let store = server::open_store(config).await?.store();
     let report = store
         .blobs()
-        .collect_garbage(Duration::from_secs(args.mongodb.gc_grace_secs))
+        .collect_garbage(config.gc_grace)
         .await
         .context("collecting garbage")?;
     println!(
@@ -180,40 +192,41 @@ async fn gc(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    init_logging(&args)?;
+async fn run(config: Config) -> anyhow::Result<()> {
+    init_logging(&config.log_level)?;
     let descriptors = server::raise_fd_limit();
-    let options = server::ServeOptions::from_args(&args);
+    // After the limit is raised: the default connection limit follows it.
+    let options = server::ServeOptions::new(&config.connections);
+    let mirror = config.mirror.as_ref();
     // Secrets stay out of the log: the MongoDB URI is shown without its credentials.
     tracing::info!(
-        bind = %args.bind,
-        store = ?args.store,
-        mongodb_uri = %args.mongodb.redacted_uri(),
-        mongodb_database = %args.mongodb.mongodb_database,
-        data_dir = %args.data_dir.display(),
-        auth = %server::tokens(&args)?.summary(),
-        max_upload_size = %args.max_upload_size,
-        upload_session_ttl_secs = args.upload_session_ttl.as_secs(),
-        public_url = %args.public_url,
-        shutdown_grace_secs = args.shutdown_grace_secs,
+        bind = %config.bind,
+        store = ?config.store.kind,
+        mongodb_uri = %redact_uri(&config.store.mongodb.uri),
+        mongodb_database = %config.store.mongodb.database,
+        data_dir = %config.store.data_dir.display(),
+        auth = %config.auth.summary(),
+        max_upload_size = %bytesize::ByteSize::b(config.uploads.max_size),
+        upload_session_ttl_secs = config.uploads.session_ttl.as_secs(),
+        public_url = %config.public_url,
+        shutdown_grace_secs = config.connections.shutdown_grace.as_secs(),
         max_connections = options.connections.max_connections,
-        mirror_upstream = args.mirror.mirror_upstream.as_deref().unwrap_or(""),
-        mirror_devices = args.mirror.mirror_devices.len(),
-        mirror_include = args.mirror.mirror_include.join(","),
-        mirror_token = args.mirror.mirror_token.is_some(),
-        mirror_max_rate = %args.mirror.mirror_max_rate.map(|r| r.to_string()).unwrap_or_default(),
-        mirror_concurrency = args.mirror.mirror_concurrency,
+        mirror_upstream = mirror.map_or("", |m| m.upstream.as_str()),
+        mirror_devices = mirror.map_or(0, |m| m.devices.len()),
+        mirror_include = mirror.map(|m| m.include.iter().map(|k| k.to_string()).collect::<Vec<_>>().join(",")).unwrap_or_default(),
+        mirror_token = mirror.is_some_and(|m| m.token.is_some()),
+        mirror_max_rate = %mirror.and_then(|m| m.max_rate).map(|r| bytesize::ByteSize::b(r).to_string()).unwrap_or_default(),
+        mirror_concurrency = mirror.map_or(0, |m| m.concurrency),
         descriptors,
         version = env!("CARGO_PKG_VERSION"),
         "starting component-repository"
     );
-    let store = server::open_store(&args).await?;
-    tracing::info!(backend = store.backend(), "store ready");
-    let _gc = server::spawn_periodic_gc(store.clone(), &args);
-    let app = server::app(store, &args)?;
-    let listener = tokio::net::TcpListener::bind(args.bind)
+    let backend = server::open_store(&config.store).await?;
+    tracing::info!(backend = backend.store().backend(), "store ready");
+    let app = server::app(backend, &config)?;
+    let listener = tokio::net::TcpListener::bind(config.bind)
         .await
-        .with_context(|| format!("binding {}", args.bind))?;
+        .with_context(|| format!("binding {}", config.bind))?;
     tracing::info!(address = %listener.local_addr()?, "listening; GraphQL at /graphql");
     server::serve(listener, app, server::shutdown_signal(), options).await
 }

@@ -11,71 +11,175 @@ use anyhow::Context;
 use futures_util::future::BoxFuture;
 use tokio::net::TcpListener;
 
-use crate::api::auth::Tokens;
-use crate::api::limits::Limits;
 use crate::api::{self, ApiConfig, Links};
-use crate::cli::{ServeArgs, StoreKind};
+use crate::config::{Config, StoreConfig, StoreKind};
 use crate::service::{RepositoryService, ServiceError};
 use crate::store::Store;
 use crate::store::embedded::EmbeddedStore;
-use crate::store::mongodb::{MongoConfig, MongoStore};
+use crate::store::mongodb::MongoStore;
 
 pub use self::connections::{ConnectionLimits, raise_fd_limit};
 
-mod mirror;
-pub use self::mirror::{load_device, mirror_config};
-
-/// Opens the store the configuration names.
-pub async fn open_store(args: &ServeArgs) -> anyhow::Result<Arc<dyn Store>> {
-    match args.store {
+/// Opens the store the configuration names (nothing runs in the background yet: see [`app`]).
+pub async fn open_store(config: &StoreConfig) -> anyhow::Result<Backend> {
+    Ok(match config.kind {
         StoreKind::Embedded => {
-            let store = EmbeddedStore::open(&args.data_dir).await.with_context(|| {
-                format!("opening the embedded store in {}", args.data_dir.display())
-            })?;
-            Ok(Arc::new(store))
+            let store = EmbeddedStore::open(&config.data_dir)
+                .await
+                .with_context(|| {
+                    format!(
+                        "opening the embedded store in {}",
+                        config.data_dir.display()
+                    )
+                })?;
+            Backend::Embedded(Arc::new(store))
         }
         StoreKind::Mongodb => {
-            let mongo = &args.mongodb;
-            let config = MongoConfig {
-                uri: mongo.mongodb_uri.clone(),
-                database: mongo.mongodb_database.clone(),
-                grid_database: mongo.mongodb_grid_database.clone(),
-                bucket: mongo.mongodb_bucket.clone(),
-                timeout: Duration::from_secs(mongo.mongodb_timeout_secs.max(1)),
-            };
-            let store =
-                Arc::new(MongoStore::connect(&config).await.with_context(|| {
-                    format!("connecting to MongoDB at {}", mongo.redacted_uri())
-                })?);
-            let backfill = store.clone();
-            tokio::spawn(async move {
-                match backfill.backfill_legacy_hashes().await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(
-                        files = n,
-                        "hashed files inherited from the original service"
-                    ),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "could not hash files inherited from the original service")
-                    }
-                }
-            });
-            Ok(store)
+            let store = MongoStore::connect(&config.mongodb)
+                .await
+                .with_context(|| {
+                    format!(
+                        "connecting to MongoDB at {}",
+                        crate::config::redact_uri(&config.mongodb.uri)
+                    )
+                })?;
+            Backend::Mongodb(Arc::new(store))
+        }
+    })
+}
+
+/// An opened store, with its backend known for the housekeeping only that backend needs.
+pub enum Backend {
+    Embedded(Arc<EmbeddedStore>),
+    Mongodb(Arc<MongoStore>),
+    /// Any other store (tests wrap the real ones).
+    Other(Arc<dyn Store>),
+}
+
+impl Backend {
+    pub fn store(&self) -> Arc<dyn Store> {
+        match self {
+            Backend::Embedded(store) => store.clone(),
+            Backend::Mongodb(store) => store.clone(),
+            Backend::Other(store) => store.clone(),
         }
     }
 }
 
-/// Collects unreferenced files every `--gc-interval-secs`, for as long as the returned task runs.
-pub fn spawn_periodic_gc(
-    store: Arc<dyn Store>,
-    args: &ServeArgs,
-) -> Option<tokio::task::JoinHandle<()>> {
-    let interval = Duration::from_secs(args.mongodb.gc_interval_secs);
-    let grace = Duration::from_secs(args.mongodb.gc_grace_secs);
-    if interval.is_zero() || args.store == StoreKind::Embedded {
-        return None;
+impl From<Arc<dyn Store>> for Backend {
+    fn from(store: Arc<dyn Store>) -> Self {
+        Backend::Other(store)
     }
-    Some(tokio::spawn(async move {
+}
+
+impl From<EmbeddedStore> for Backend {
+    fn from(store: EmbeddedStore) -> Self {
+        Backend::Embedded(Arc::new(store))
+    }
+}
+
+impl From<MongoStore> for Backend {
+    fn from(store: MongoStore) -> Self {
+        Backend::Mongodb(Arc::new(store))
+    }
+}
+
+/// The HTTP application over `backend`, with every background task the configuration asks for started (see
+/// [`start_background`]); fails when the configuration contradicts itself or the mirror cannot start.
+pub fn app(backend: impl Into<Backend>, config: &Config) -> anyhow::Result<axum::Router> {
+    config.check()?;
+    let backend = backend.into();
+    let store = backend.store();
+    let mut service = RepositoryService::new(store.clone(), config.uploads.max_size)
+        .with_webhooks(config.webhooks)
+        .with_immutable_files(config.immutable_files)
+        .with_upload_session_ttl(config.uploads.session_ttl)
+        .with_max_upload_sessions(config.uploads.max_sessions)
+        .with_max_upload_session_bytes(config.uploads.max_session_bytes);
+    let mirror = match &config.mirror {
+        Some(mirror) => {
+            let (status, task) =
+                crate::service::mirror::prepare(store, mirror_config(mirror, config))
+                    .context("starting the mirror's HTTP client")?;
+            service = service.with_mirror(status);
+            Some(task)
+        }
+        None => None,
+    };
+    let service = Arc::new(service);
+    start_background(&backend, &service, mirror, config);
+    Ok(api::router(
+        service,
+        ApiConfig {
+            links: Links {
+                public_url: config.public_url.clone(),
+            },
+            tokens: config.auth.clone(),
+            limits: config.limits.clone(),
+        },
+    ))
+}
+
+/// The service's mirror settings: the configuration's, with the partial files beside the store's and the store's
+/// own upload limit.
+fn mirror_config(
+    mirror: &crate::config::Mirror,
+    config: &Config,
+) -> crate::service::mirror::MirrorConfig {
+    crate::service::mirror::MirrorConfig {
+        upstream: mirror.upstream.clone(),
+        token: mirror.token.as_ref().map(|t| t.0.clone()),
+        devices: mirror.devices.clone(),
+        include: mirror.include.clone(),
+        max_rate: mirror.max_rate,
+        concurrency: mirror.concurrency.max(1),
+        serve_stale: mirror.serve_stale,
+        partial_dir: config.store.data_dir.join("mirror-partial"),
+        max_file_size: config.uploads.max_size,
+    }
+}
+
+/// Every task the server runs beside answering requests, started here and nowhere else: the edge mirror's sync,
+/// the webhook dispatcher, the retention sweeps, and the backend's housekeeping (MongoDB: hashing the files the
+/// original service left without one, periodic garbage collection). Each lives as long as the service.
+fn start_background(
+    backend: &Backend,
+    service: &Arc<RepositoryService>,
+    mirror: Option<crate::service::mirror::MirrorTask>,
+    config: &Config,
+) {
+    if let Some(mirror) = mirror {
+        mirror.spawn();
+    }
+    crate::service::webhooks::spawn_dispatcher(service);
+    spawn_sweeps(service, config);
+    if let Backend::Mongodb(store) = backend {
+        spawn_legacy_hashes(store.clone());
+        if let Some(interval) = config.store.gc_interval {
+            spawn_periodic_gc(store.clone(), interval, config.store.gc_grace);
+        }
+    }
+}
+
+/// Hashes the files the original service stored without a sha256, once.
+fn spawn_legacy_hashes(store: Arc<MongoStore>) {
+    tokio::spawn(async move {
+        match store.backfill_legacy_hashes().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                files = n,
+                "hashed files inherited from the original service"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not hash files inherited from the original service")
+            }
+        }
+    });
+}
+
+/// Collects unreferenced files every `interval`.
+fn spawn_periodic_gc(store: Arc<MongoStore>, interval: Duration, grace: Duration) {
+    tokio::spawn(async move {
         let mut ticks = tokio::time::interval(interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -91,7 +195,7 @@ pub fn spawn_periodic_gc(
                 }
             }
         }
-    }))
+    });
 }
 
 /// Runs `sweep` every `every` for as long as the service lives (the task holds it only while a sweep runs), logging
@@ -116,12 +220,11 @@ where
     });
 }
 
-/// The service's housekeeping: the change feed's retention and the webhook deliveries' every
-/// `--events-retention-sweep-secs`, expired upload sessions a few times per time-to-live (at least every minute, at
-/// most every second).
-fn spawn_sweeps(service: &Arc<RepositoryService>, args: &ServeArgs) {
-    let every = Duration::from_secs(args.events_retention_sweep_secs.max(1));
-    let retention = args.events_retention;
+/// The service's housekeeping: the change feed's retention and the webhook deliveries' every sweep interval,
+/// expired upload sessions a few times per time-to-live (at least every minute, at most every second).
+fn spawn_sweeps(service: &Arc<RepositoryService>, config: &Config) {
+    let every = config.events.sweep_interval.max(Duration::from_secs(1));
+    let retention = config.events.retention;
     spawn_sweep(service, every, "expired change-feed events", move |s| {
         Box::pin(async move { s.expire_events(&retention).await })
     });
@@ -135,74 +238,6 @@ fn spawn_sweeps(service: &Arc<RepositoryService>, args: &ServeArgs) {
     });
 }
 
-/// The HTTP application over `store`; fails when the configured tokens cannot be read.
-pub fn app(store: Arc<dyn Store>, args: &ServeArgs) -> anyhow::Result<axum::Router> {
-    let mut service = RepositoryService::new(store.clone(), args.max_upload_size.as_u64())
-        .with_webhooks(crate::service::webhooks::WebhookConfig {
-            allow_private_networks: args.webhooks_allow_private_networks,
-            max_webhooks: args.max_webhooks,
-            cursor_save_interval: args.webhook_cursor_save_interval,
-            delivery_max_age: args.webhook_delivery_retention.max_age,
-            deliveries_kept: usize::try_from(args.webhook_delivery_retention.max_count)
-                .unwrap_or(usize::MAX),
-        })
-        .with_immutable_files(args.immutable_files)
-        .with_upload_session_ttl(args.upload_session_ttl)
-        .with_max_upload_sessions(usize::try_from(args.max_upload_sessions).unwrap_or(usize::MAX))
-        .with_max_upload_session_bytes(args.max_upload_session_bytes.map(|b| b.as_u64()));
-    if let Some(config) = mirror_config(args)? {
-        let status = crate::service::mirror::spawn(store, config)
-            .context("starting the mirror's HTTP client")?;
-        service = service.with_mirror(status);
-    }
-    let service = Arc::new(service);
-    spawn_sweeps(&service, args);
-    crate::service::webhooks::spawn_dispatcher(&service);
-    Ok(api::router(
-        service,
-        ApiConfig {
-            links: Links {
-                public_url: args.public_url.clone(),
-            },
-            tokens: tokens(args)?,
-            limits: Limits {
-                max_depth: args.graphql_max_depth,
-                max_complexity: args.graphql_max_complexity,
-                max_aliases: args.graphql_max_aliases,
-                max_batch: args.graphql_max_batch,
-                max_files: args.graphql_max_files,
-                introspection: args.graphql_introspection,
-                csrf_prevention: args.csrf_prevention,
-                request_timeout: Duration::from_secs(args.request_timeout_secs.max(1)),
-                body_idle_timeout: Duration::from_secs(args.body_idle_timeout_secs.max(1)),
-                cors_origins: args
-                    .cors_allowed_origins
-                    .iter()
-                    .map(|o| o.trim().to_string())
-                    .filter(|o| !o.is_empty())
-                    .collect(),
-                ws_init_timeout: Duration::from_secs(args.ws_init_timeout_secs.max(1)),
-                // A WebSocket that runs nothing is an idle keep-alive connection by another name.
-                ws_idle_timeout: Duration::from_secs(args.header_read_timeout_secs.max(1)),
-                max_subscriptions_per_connection: args.max_subscriptions_per_connection.max(1),
-                max_subscriptions_per_token: args.max_subscriptions_per_token.max(1),
-            },
-        },
-    ))
-}
-
-/// The bearer tokens the configuration names.
-pub fn tokens(args: &ServeArgs) -> anyhow::Result<Tokens> {
-    let secrets =
-        |list: &[crate::cli::Secret]| list.iter().map(|s| s.0.clone()).collect::<Vec<_>>();
-    Tokens::new(
-        &secrets(&args.read_tokens),
-        &secrets(&args.write_tokens),
-        args.tokens_file.as_deref(),
-        args.public_reads,
-    )
-}
-
 /// How the server accepts, keeps and stops connections.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
@@ -212,19 +247,19 @@ pub struct ServeOptions {
 }
 
 impl ServeOptions {
-    /// The options the configuration names; without `--max-connections`, a limit that fits the process's
-    /// file-descriptor limit.
-    pub fn from_args(args: &ServeArgs) -> Self {
+    /// The options the configuration names; without a connection limit, one that fits the process's
+    /// file-descriptor limit now.
+    pub fn new(config: &crate::config::Connections) -> Self {
         Self {
             connections: ConnectionLimits {
-                max_connections: args
+                max_connections: config
                     .max_connections
                     .unwrap_or_else(|| connections::max_connections_for(connections::fd_limit()))
                     .max(1),
-                header_read_timeout: Duration::from_secs(args.header_read_timeout_secs.max(1)),
-                send_idle_timeout: Duration::from_secs(args.send_idle_timeout_secs.max(1)),
+                header_read_timeout: config.header_read_timeout.max(Duration::from_secs(1)),
+                send_idle_timeout: config.send_idle_timeout.max(Duration::from_secs(1)),
             },
-            grace: Duration::from_secs(args.shutdown_grace_secs),
+            grace: config.shutdown_grace,
         }
     }
 }

@@ -2,19 +2,16 @@
 
 mod common;
 
-use common::{Options, TestApp, bytes};
+use common::{TestApp, bytes, config_with, test_config, tokens};
 use serde_json::{Value, json};
 
 const CREATE: &str = "mutation { createService(input: {id: \"svc\"}) { id } }";
 const LIST: &str = "{ services { totalCount } }";
 
-async fn with_tokens(extra: &[&str]) -> TestApp {
-    let mut flags = vec!["--write-tokens", "w-one,w-two", "--read-tokens", "r-one"];
-    flags.extend(extra);
-    common::embedded(Options {
-        flags: flags.into_iter().map(String::from).collect(),
-        ..Options::default()
-    })
+async fn with_tokens(public_reads: bool) -> TestApp {
+    common::embedded(config_with(|c| {
+        c.auth = tokens(&["r-one"], &["w-one", "w-two"], public_reads);
+    }))
     .await
 }
 
@@ -31,7 +28,7 @@ fn code(body: &Value) -> &str {
 
 #[tokio::test]
 async fn writes_need_a_write_token_and_reads_a_token() {
-    let app = with_tokens(&[]).await;
+    let app = with_tokens(false).await;
 
     let (status, body) = graphql(&app, CREATE, None).await;
     assert_eq!((status, code(&body)), (401, "UNAUTHENTICATED"), "{body}");
@@ -79,7 +76,7 @@ async fn writes_need_a_write_token_and_reads_a_token() {
 
 #[tokio::test]
 async fn uploads_without_a_write_token_are_refused_before_they_are_read() {
-    let app = with_tokens(&[]).await;
+    let app = with_tokens(false).await;
     graphql(&app, CREATE, Some("w-one")).await;
     // Refused at once, without the body being staged.
     let response = app
@@ -99,7 +96,7 @@ async fn uploads_without_a_write_token_are_refused_before_they_are_read() {
 
 #[tokio::test]
 async fn public_reads_need_no_token_but_writes_still_do() {
-    let app = with_tokens(&["--public-reads"]).await;
+    let app = with_tokens(true).await;
     let (status, _) = graphql(&app, LIST, None).await;
     assert_eq!(status, 200);
     let (status, body) = graphql(&app, CREATE, None).await;
@@ -109,7 +106,7 @@ async fn public_reads_need_no_token_but_writes_still_do() {
 
 #[tokio::test]
 async fn without_tokens_everything_is_open() {
-    let app = common::embedded(Options::default()).await;
+    let app = common::embedded(test_config()).await;
     let (status, _) = graphql(&app, CREATE, None).await;
     assert_eq!(status, 200);
 }
@@ -128,7 +125,7 @@ async fn websocket_init(app: &TestApp, payload: Value) -> Result<(), String> {
 
 #[tokio::test]
 async fn the_change_feed_needs_a_read_token_and_webhooks_a_write_token() {
-    let app = with_tokens(&[]).await;
+    let app = with_tokens(false).await;
     // A refused graphql-transport-ws connection is closed with the protocol's 4403 and the reason.
     let refused = websocket_init(&app, json!({})).await.unwrap_err();
     assert!(refused.starts_with("4403 "), "{refused}");

@@ -6,17 +6,10 @@ mod common;
 use std::time::Duration;
 
 use common::slow::SlowDownload;
-use common::{Options, TestApp, bytes, eventually};
+use common::{TestApp, bytes, config_with, eventually, test_config};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-fn with_flags(flags: &[&str]) -> Options {
-    Options {
-        flags: flags.iter().map(|f| f.to_string()).collect(),
-        ..Options::default()
-    }
-}
 
 async fn upload_service_file(app: &TestApp, data: Vec<u8>) {
     app.ok(
@@ -38,7 +31,10 @@ async fn upload_service_file(app: &TestApp, data: Vec<u8>) {
 
 #[tokio::test]
 async fn a_download_whose_client_stops_reading_is_ended() {
-    let app = common::embedded(with_flags(&["--send-idle-timeout-secs", "1"])).await;
+    let app = common::embedded(config_with(|c| {
+        c.connections.send_idle_timeout = Duration::from_secs(1)
+    }))
+    .await;
     let data = bytes(16 << 20, 1);
     upload_service_file(&app, data.clone()).await;
 
@@ -64,7 +60,10 @@ async fn a_download_whose_client_stops_reading_is_ended() {
 
 #[tokio::test]
 async fn connections_that_never_finish_their_headers_are_closed() {
-    let app = common::embedded(with_flags(&["--header-read-timeout-secs", "1"])).await;
+    let app = common::embedded(config_with(|c| {
+        c.connections.header_read_timeout = Duration::from_secs(1)
+    }))
+    .await;
     let mut idle = TcpStream::connect(app.addr).await.unwrap();
     let mut partial = TcpStream::connect(app.addr).await.unwrap();
     partial
@@ -109,7 +108,7 @@ async fn healthz_on(stream: &mut TcpStream) {
 
 #[tokio::test]
 async fn connections_over_the_limit_get_a_503_but_healthz_answers() {
-    let app = common::embedded(with_flags(&["--max-connections", "4"])).await;
+    let app = common::embedded(config_with(|c| c.connections.max_connections = Some(4))).await;
     let mut held = Vec::new();
     for _ in 0..4 {
         let mut stream = TcpStream::connect(app.addr).await.unwrap();
@@ -165,7 +164,7 @@ async fn connections_over_the_limit_get_a_503_but_healthz_answers() {
 
 #[tokio::test]
 async fn a_download_cut_mid_body_resumes_with_range_to_the_same_bytes() {
-    let app = common::embedded(Options::default()).await;
+    let app = common::embedded(test_config()).await;
     let data = bytes(1024 * 1024, 7);
     upload_service_file(&app, data.clone()).await;
     let proxy = common::chaos::ChaosProxy::start(app.addr).await;

@@ -124,7 +124,7 @@ async fn model_references_of_a_page_are_loaded_in_one_batch() {
         gets: AtomicUsize::new(0),
         model_batches: AtomicUsize::new(0),
     });
-    let app = common::TestApp::start(store.clone(), dir, None, common::Options::default()).await;
+    let app = common::TestApp::start(store.clone(), dir, None, common::test_config()).await;
     for i in 0..10 {
         app.ok(
             "mutation($n: String!) { createModel(input: {name: $n, version: \"1\"}) { name } }",

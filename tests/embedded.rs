@@ -6,10 +6,10 @@ mod contract;
 use std::future::Future;
 use std::pin::Pin;
 
-use common::{Options, TestApp};
+use common::{Config, TestApp, test_config};
 
-fn start(options: Options) -> Pin<Box<dyn Future<Output = TestApp> + Send>> {
-    Box::pin(common::embedded(options))
+fn start(config: Config) -> Pin<Box<dyn Future<Output = TestApp> + Send>> {
+    Box::pin(common::embedded(config))
 }
 
 contract_suite!(start);
@@ -71,7 +71,7 @@ async fn upload_ok(app: &TestApp, id: &str, bytes: Vec<u8>) {
 
 #[tokio::test]
 async fn identical_bytes_are_stored_once_and_reclaimed_when_unused() {
-    let app = common::embedded(Options::default()).await;
+    let app = common::embedded(test_config()).await;
     for id in ["a", "b"] {
         app.ok(
             &format!("mutation {{ createService(input: {{id: \"{id}\"}}) {{ id }} }}"),
@@ -107,11 +107,7 @@ async fn identical_bytes_are_stored_once_and_reclaimed_when_unused() {
 
 #[tokio::test]
 async fn refused_uploads_leave_nothing_behind() {
-    let app = common::embedded(Options {
-        max_upload_size: 1000,
-        ..Options::default()
-    })
-    .await;
+    let app = common::embedded(common::config_with(|c| c.uploads.max_size = 1000)).await;
     app.ok(
         "mutation { createService(input: {id: \"svc\"}) { id } }",
         json!({}),
@@ -138,7 +134,7 @@ async fn start_up_removes_interrupted_uploads_and_unreferenced_blobs() {
         std::sync::Arc::new(EmbeddedStore::open(&data_dir).await.unwrap()),
         tempfile::tempdir().unwrap(),
         Some(data_dir.clone()),
-        Options::default(),
+        test_config(),
     )
     .await;
     app.ok(
@@ -159,7 +155,7 @@ async fn start_up_removes_interrupted_uploads_and_unreferenced_blobs() {
         std::sync::Arc::new(store),
         dir,
         Some(data_dir.clone()),
-        Options::default(),
+        test_config(),
     )
     .await;
     assert!(staged(&app).is_empty());
@@ -242,16 +238,12 @@ async fn pending_webhook_deliveries_survive_a_restart() {
 #[tokio::test]
 async fn a_restart_re_examines_filtered_events_but_never_resends_a_delivery() {
     use component_repository::store::Store;
-    use contract::{
-        EXAMINED, Receiver, allow_private, create_service, create_webhook, metric, verified,
-    };
+    use contract::{EXAMINED, Receiver, create_service, create_webhook, metric, verified};
     use std::time::Duration;
     let options = || {
-        let mut options = allow_private();
-        options
-            .flags
-            .extend(["--webhook-cursor-save-interval".into(), "1h".into()]);
-        options
+        contract::allow_private_with(|c| {
+            c.webhooks.cursor_save_interval = Duration::from_secs(3600)
+        })
     };
     let create_model = async |app: &TestApp, version: &str| {
         app.ok(
@@ -345,7 +337,7 @@ async fn a_restart_re_examines_filtered_events_but_never_resends_a_delivery() {
 /// every upload that answered is downloadable at once, and afterwards the blobs on disk are exactly those in use.
 #[tokio::test]
 async fn a_blob_being_attached_survives_a_concurrent_delete_of_the_same_bytes() {
-    let app = std::sync::Arc::new(common::embedded(Options::default()).await);
+    let app = std::sync::Arc::new(common::embedded(test_config()).await);
     let (shared, other) = (common::bytes(30_000, 21), common::bytes(20_000, 22));
     app.ok(
         "mutation { createService(input: {id: \"keeper\"}) { id } }",
@@ -401,7 +393,7 @@ async fn a_blob_being_attached_survives_a_concurrent_delete_of_the_same_bytes() 
 /// else, every success has its event, and all of it is on disk after a restart.
 #[tokio::test]
 async fn concurrent_writes_are_answered_one_by_one_and_all_persist() {
-    let app = std::sync::Arc::new(common::embedded(Options::default()).await);
+    let app = std::sync::Arc::new(common::embedded(test_config()).await);
     let mut tasks = Vec::new();
     for n in 0..120 {
         let app = app.clone();

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Options, TestApp, bytes, sha256_hex};
+use common::{TestApp, bytes, sha256_hex, test_config};
 use serde_json::{Value, json};
 
 async fn post_raw(app: &TestApp, path: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {
@@ -23,7 +23,7 @@ async fn post_raw(app: &TestApp, path: &str, content_type: &str, body: Vec<u8>) 
 
 #[tokio::test]
 async fn huge_deep_and_broken_json_is_refused_cleanly() {
-    let app = common::embedded(Options::default()).await;
+    let app = common::embedded(test_config()).await;
     // 3 MiB of GraphQL document.
     let huge =
         json!({ "query": format!("{{ services {{ totalCount }} }} #{}", "x".repeat(3 << 20)) });
@@ -116,7 +116,7 @@ fn stalled_downloads_leave_the_server_to_everyone_else() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let app = common::embedded(Options::default()).await;
+        let app = common::embedded(test_config()).await;
         let large = bytes(16 << 20, 7);
         let small = bytes(10_000, 8);
         for (id, data) in [("large", &large), ("small", &small)] {

@@ -6,20 +6,20 @@ mod common;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use common::{Options, TestApp, bytes};
+use common::{Config, TestApp, bytes, config_with, tokens};
 use serde_json::json;
 
-async fn app_with(flags: &[&str]) -> TestApp {
-    common::embedded(Options {
-        flags: flags.iter().map(|f| f.to_string()).collect(),
-        ..Options::default()
-    })
-    .await
+async fn app_with(change: impl FnOnce(&mut Config)) -> TestApp {
+    common::embedded(config_with(change)).await
 }
 
 #[tokio::test]
 async fn graphql_depth_complexity_and_aliases_are_bounded() {
-    let app = app_with(&["--graphql-max-depth", "4", "--graphql-max-complexity", "20"]).await;
+    let app = app_with(|c| {
+        c.limits.max_depth = 4;
+        c.limits.max_complexity = 20;
+    })
+    .await;
     assert_eq!(
         app.error_code(
             "{ services { edges { node { needs { availableModels { model { name } } } } } } }",
@@ -38,7 +38,7 @@ async fn graphql_depth_complexity_and_aliases_are_bounded() {
     );
     app.ok("{ services { totalCount } }", json!({})).await;
 
-    let app = app_with(&[]).await;
+    let app = app_with(|_| {}).await;
     let aliases: String = (0..31)
         .map(|i| format!("a{i}: services {{ totalCount }} "))
         .collect();
@@ -59,10 +59,10 @@ async fn graphql_depth_complexity_and_aliases_are_bounded() {
 
 #[tokio::test]
 async fn introspection_can_be_switched_off() {
-    let open = app_with(&[]).await;
+    let open = app_with(|_| {}).await;
     open.ok("{ __schema { queryType { name } } }", json!({}))
         .await;
-    let closed = app_with(&["--graphql-introspection", "false"]).await;
+    let closed = app_with(|c| c.limits.introspection = false).await;
     let body = closed
         .gql("{ __schema { queryType { name } } }", json!({}))
         .await;
@@ -76,7 +76,7 @@ async fn introspection_can_be_switched_off() {
 
 #[tokio::test]
 async fn cross_site_simple_requests_are_refused() {
-    let app = app_with(&[]).await;
+    let app = app_with(|_| {}).await;
     app.ok(
         "mutation { createService(input: {id: \"svc\"}) { id } }",
         json!({}),
@@ -129,7 +129,7 @@ async fn cross_site_simple_requests_are_refused() {
         .unwrap();
     assert_eq!(text.status(), 400);
 
-    let off = app_with(&["--csrf-prevention", "false"]).await;
+    let off = app_with(|c| c.limits.csrf_prevention = false).await;
     assert_eq!(
         off.get("/graphql?query=%7B__typename%7D").await.status(),
         200
@@ -149,7 +149,7 @@ async fn cors_answers_only_the_configured_origins() {
             )
             .send()
     };
-    let app = app_with(&["--cors-allowed-origins", "https://dash.example.org"]).await;
+    let app = app_with(|c| c.limits.cors_origins = vec!["https://dash.example.org".into()]).await;
     let allowed = preflight(&app, "https://dash.example.org").await.unwrap();
     assert_eq!(
         allowed.headers()["access-control-allow-origin"],
@@ -158,7 +158,7 @@ async fn cors_answers_only_the_configured_origins() {
     let other = preflight(&app, "https://evil.example.com").await.unwrap();
     assert!(other.headers().get("access-control-allow-origin").is_none());
 
-    let none = app_with(&[]).await;
+    let none = app_with(|_| {}).await;
     let response = preflight(&none, "https://dash.example.org").await.unwrap();
     assert!(
         response
@@ -170,7 +170,7 @@ async fn cors_answers_only_the_configured_origins() {
 
 #[tokio::test]
 async fn a_body_that_stalls_is_cut_off() {
-    let app = app_with(&["--body-idle-timeout-secs", "1"]).await;
+    let app = app_with(|c| c.limits.body_idle_timeout = Duration::from_secs(1)).await;
     let addr = app.addr;
     let started = Instant::now();
     let answer = tokio::task::spawn_blocking(move || {
@@ -240,7 +240,7 @@ async fn deeply_nested_documents_are_refused_without_a_crash() {
             "}".repeat(n)
         ),
     ];
-    let app = app_with(&["--write-tokens", "w", "--read-tokens", "r"]).await;
+    let app = app_with(|c| c.auth = tokens(&["r"], &["w"], false)).await;
     for document in &documents {
         // Without a token the document is not even read as GraphQL.
         let (status, body) = post(&app, &json!({ "query": document }), None).await;
@@ -258,7 +258,7 @@ async fn deeply_nested_documents_are_refused_without_a_crash() {
         let (status, body) = post(&app, &batch, Some("r")).await;
         assert_eq!((status, code(&body)), (400, "INVALID_INPUT"), "{body}");
     }
-    let open = app_with(&["--csrf-prevention", "false"]).await;
+    let open = app_with(|c| c.limits.csrf_prevention = false).await;
     for document in &documents {
         let (status, body) = post(&open, &json!({ "query": document }), None).await;
         assert_eq!((status, code(&body)), (400, "INVALID_INPUT"), "{body}");
@@ -333,7 +333,7 @@ async fn deeply_nested_documents_are_refused_without_a_crash() {
 /// operations together.
 #[tokio::test]
 async fn batches_are_bounded_as_a_whole() {
-    let app = app_with(&[]).await;
+    let app = app_with(|_| {}).await;
     let batch = |n: usize, query: &str| {
         json!(
             (0..n)
@@ -368,12 +368,10 @@ async fn batches_are_bounded_as_a_whole() {
         "{body}"
     );
 
-    let small = app_with(&[
-        "--graphql-max-batch",
-        "15",
-        "--graphql-max-complexity",
-        "20",
-    ])
+    let small = app_with(|c| {
+        c.limits.max_batch = 15;
+        c.limits.max_complexity = 20;
+    })
     .await;
     let (status, body) = post(&small, &batch(16, "{ __typename }"), None).await;
     assert_eq!((status, code(&body)), (400, "INVALID_INPUT"), "{body}");
@@ -402,10 +400,10 @@ async fn batches_are_bounded_as_a_whole() {
 /// Files per multipart request and their bytes in all are bounded, before and while they are read.
 #[tokio::test]
 async fn multipart_files_are_bounded_per_request() {
-    let app = common::embedded(Options {
-        max_upload_size: 10_000,
-        flags: vec!["--graphql-max-files".into(), "2".into()],
-    })
+    let app = common::embedded(config_with(|c| {
+        c.uploads.max_size = 10_000;
+        c.limits.max_files = 2;
+    }))
     .await;
     app.ok(
         "mutation { a: createService(input: {id: \"a\"}) { id } b: createService(input: {id: \"b\"}) { id }
@@ -482,7 +480,7 @@ async fn multipart_files_are_bounded_per_request() {
 #[tokio::test]
 async fn no_suggestions_without_introspection() {
     let query = "{ servic { totalCount } }";
-    let open = app_with(&[]).await;
+    let open = app_with(|_| {}).await;
     let body = open.gql(query, json!({})).await;
     assert!(
         body["errors"][0]["message"]
@@ -491,7 +489,7 @@ async fn no_suggestions_without_introspection() {
             .contains("Did you mean"),
         "{body}"
     );
-    let closed = app_with(&["--graphql-introspection", "false"]).await;
+    let closed = app_with(|c| c.limits.introspection = false).await;
     let body = closed.gql(query, json!({})).await;
     let message = body["errors"][0]["message"].as_str().unwrap();
     assert_eq!(code(&body), "INVALID_INPUT");

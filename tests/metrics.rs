@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{Options, bytes};
+use common::{bytes, config_with, test_config};
 use serde_json::json;
 
 /// The value of the sample whose line starts with `prefix`, or 0.
@@ -16,7 +16,7 @@ fn sample(text: &str, prefix: &str) -> f64 {
 
 #[tokio::test]
 async fn requests_operations_bytes_and_errors_are_counted() {
-    let app = common::embedded(Options::default()).await;
+    let app = common::embedded(test_config()).await;
     app.ok(
         "mutation CreateOne { createService(input: {id: \"svc\"}) { id } }",
         json!({}),
@@ -79,7 +79,7 @@ async fn requests_operations_bytes_and_errors_are_counted() {
 #[tokio::test]
 async fn client_chosen_operation_names_stay_bounded() {
     use futures_util::StreamExt;
-    let app = common::embedded(Options::default()).await;
+    let app = common::embedded(test_config()).await;
     let app = &app;
     let send = |query: String, operation_name: String| async move {
         let response = app
@@ -140,11 +140,7 @@ async fn client_chosen_operation_names_stay_bounded() {
 
 #[tokio::test]
 async fn the_change_feed_is_measured() {
-    let app = common::embedded(Options {
-        flags: vec!["--webhooks-allow-private-networks".into()],
-        ..Options::default()
-    })
-    .await;
+    let app = common::embedded(config_with(|c| c.webhooks.allow_private_networks = true)).await;
     // A receiver that takes every delivery.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());

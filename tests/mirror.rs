@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::chaos::{ChaosProxy, Fault};
-use common::{Options, TestApp, bytes, eventually};
+use common::{Config, TestApp, bytes, config_with, eventually, test_config, tokens};
+use component_repository::config::{Mirror, Secret, load_device};
+use component_repository::service::mirror::parse_include;
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -27,25 +29,30 @@ fn small_device(dir: &Path) -> String {
 }
 
 /// A mirror of `upstream_url` with its data in `dir/data`, kept when the app stops.
-async fn mirror(dir: &Path, upstream_url: &str, extra: &[&str]) -> TestApp {
-    mirror_with(dir, upstream_url, extra, Options::default()).await
+/// `change` adjusts the mirror's settings.
+async fn mirror(dir: &Path, upstream_url: &str, change: impl FnOnce(&mut Mirror)) -> TestApp {
+    mirror_with(dir, upstream_url, change, test_config()).await
 }
 
-async fn mirror_with(dir: &Path, upstream_url: &str, extra: &[&str], options: Options) -> TestApp {
+async fn mirror_with(
+    dir: &Path,
+    upstream_url: &str,
+    change: impl FnOnce(&mut Mirror),
+    mut config: Config,
+) -> TestApp {
     let data = dir.join("data");
     let store = common::reopen(&data).await;
-    let mut flags: Vec<String> = vec![
-        "--mirror-upstream".into(),
-        upstream_url.into(),
-        "--mirror-device".into(),
-        small_device(dir),
-    ];
-    flags.extend(extra.iter().map(|s| s.to_string()));
+    let mut mirror = Mirror::new(upstream_url);
+    mirror
+        .devices
+        .push(load_device(Path::new(&small_device(dir))).unwrap());
+    change(&mut mirror);
+    config.mirror = Some(mirror);
     TestApp::start(
         Arc::new(store),
         tempfile::tempdir().unwrap(),
         Some(data),
-        Options { flags, ..options },
+        config,
     )
     .await
 }
@@ -138,7 +145,7 @@ async fn wait_following(app: &TestApp) {
 
 #[tokio::test]
 async fn mirror_holds_what_its_devices_run_follows_changes_and_refuses_writes() {
-    let upstream = common::embedded(Options::default()).await;
+    let upstream = common::embedded(test_config()).await;
     let small = bytes(300_000, 1);
     service(
         &upstream,
@@ -155,11 +162,9 @@ async fn mirror_holds_what_its_devices_run_follows_changes_and_refuses_writes() 
     model(&upstream, "extra", "v1", bytes(1000, 5)).await;
 
     let dir = tempfile::tempdir().unwrap();
-    let site = mirror(
-        dir.path(),
-        &upstream.url(""),
-        &["--mirror-include", "model:extra/v1"],
-    )
+    let site = mirror(dir.path(), &upstream.url(""), |m| {
+        m.include = vec![parse_include("model:extra/v1").unwrap()]
+    })
     .await;
     assert!(
         eventually(WAIT, async || site.get("/readyz").await.status() == 200).await,
@@ -243,7 +248,7 @@ async fn mirror_holds_what_its_devices_run_follows_changes_and_refuses_writes() 
 
 #[tokio::test]
 async fn cut_and_stalled_transfers_resume_and_the_upstream_going_down_is_survived() {
-    let upstream = common::embedded(Options::default()).await;
+    let upstream = common::embedded(test_config()).await;
     let content = bytes(6 * 1024 * 1024, 11);
     service(&upstream, "svc", 1.0, json!([])).await;
     upload_service(&upstream, "svc", content.clone()).await;
@@ -251,7 +256,7 @@ async fn cut_and_stalled_transfers_resume_and_the_upstream_going_down_is_survive
     // Every connection breaks after 256 KiB: the file arrives in pieces, each resumed with Range.
     proxy.set(Fault::CutAfter(256 * 1024));
     let dir = tempfile::tempdir().unwrap();
-    let site = mirror(dir.path(), &proxy.url(), &[]).await;
+    let site = mirror(dir.path(), &proxy.url(), |_| {}).await;
     assert!(
         eventually(WAIT, async || status(&site).await["lastError"].is_string()).await,
         "cut transfers are reported"
@@ -297,18 +302,9 @@ async fn cut_and_stalled_transfers_resume_and_the_upstream_going_down_is_survive
 
 #[tokio::test]
 async fn a_protected_upstream_needs_the_mirror_token() {
-    let upstream = common::embedded(Options {
-        flags: vec![
-            "--write-tokens".into(),
-            "w".into(),
-            "--read-tokens".into(),
-            "r".into(),
-        ],
-        ..Options::default()
-    })
-    .await;
+    let upstream = common::embedded(config_with(|c| c.auth = tokens(&["r"], &["w"], false))).await;
     let dir = tempfile::tempdir().unwrap();
-    let without = mirror(dir.path(), &upstream.url(""), &[]).await;
+    let without = mirror(dir.path(), &upstream.url(""), |_| {}).await;
     assert!(
         eventually(WAIT, async || status(&without).await["lastError"]
             .as_str()
@@ -324,7 +320,10 @@ async fn a_protected_upstream_needs_the_mirror_token() {
     );
     without.stop().await;
     let dir = tempfile::tempdir().unwrap();
-    let with = mirror(dir.path(), &upstream.url(""), &["--mirror-token", "r"]).await;
+    let with = mirror(dir.path(), &upstream.url(""), |m| {
+        m.token = Some(Secret("r".into()))
+    })
+    .await;
     assert!(eventually(WAIT, async || with.get("/readyz").await.status() == 200).await);
     wait_following(&with).await;
 }
@@ -339,19 +338,14 @@ async fn fetched_bytes(app: &TestApp) -> u64 {
 
 #[tokio::test]
 async fn the_rate_cap_holds_within_20_percent() {
-    let upstream = common::embedded(Options::default()).await;
+    let upstream = common::embedded(test_config()).await;
     let size = 5 * 1024 * 1024;
     service(&upstream, "svc", 1.0, json!([])).await;
     upload_service(&upstream, "svc", bytes(size, 21)).await;
     let proxy = ChaosProxy::start(upstream.addr).await;
     let dir = tempfile::tempdir().unwrap();
     let rate = 1024 * 1024;
-    let site = mirror(
-        dir.path(),
-        &proxy.url(),
-        &["--mirror-max-rate", &rate.to_string()],
-    )
-    .await;
+    let site = mirror(dir.path(), &proxy.url(), |m| m.max_rate = Some(rate)).await;
     // Timed between two marks inside the transfer, on the bytes the mirror took (socket buffers let the proxy run
     // ahead), so start-up and the first burst do not count.
     let (low, high) = (1024 * 1024u64, 4 * 1024 * 1024u64);
@@ -379,14 +373,14 @@ async fn the_rate_cap_holds_within_20_percent() {
 
 #[tokio::test]
 async fn a_mirror_of_a_mirror_serves_the_same_and_follows_through_it() {
-    let cloud = common::embedded(Options::default()).await;
+    let cloud = common::embedded(test_config()).await;
     let content = bytes(400_000, 31);
     service(&cloud, "svc", 1.0, json!([])).await;
     upload_service(&cloud, "svc", content.clone()).await;
     let region_dir = tempfile::tempdir().unwrap();
-    let region = mirror(region_dir.path(), &cloud.url(""), &[]).await;
+    let region = mirror(region_dir.path(), &cloud.url(""), |_| {}).await;
     let site_dir = tempfile::tempdir().unwrap();
-    let site = mirror(site_dir.path(), &region.url(""), &[]).await;
+    let site = mirror(site_dir.path(), &region.url(""), |_| {}).await;
     wait_served(&site, "/service/svc", &content).await;
     assert_eq!(
         service_json(&site, "svc").await,
@@ -404,21 +398,17 @@ async fn a_mirror_of_a_mirror_serves_the_same_and_follows_through_it() {
 
 #[tokio::test]
 async fn an_expired_feed_means_a_full_reconcile() {
-    let upstream = common::embedded(Options {
-        flags: vec![
-            "--events-retention".into(),
-            "1h,2".into(),
-            "--events-retention-sweep-secs".into(),
-            "1".into(),
-        ],
-        ..Options::default()
-    })
+    let upstream = common::embedded(config_with(|c| {
+        c.events.retention.max_age = Duration::from_secs(3600);
+        c.events.retention.max_count = 2;
+        c.events.sweep_interval = Duration::from_secs(1);
+    }))
     .await;
     service(&upstream, "kept", 1.0, json!([])).await;
     service(&upstream, "gone", 1.0, json!([])).await;
     let proxy = ChaosProxy::start(upstream.addr).await;
     let dir = tempfile::tempdir().unwrap();
-    let site = mirror(dir.path(), &proxy.url(), &[]).await;
+    let site = mirror(dir.path(), &proxy.url(), |_| {}).await;
     wait_following(&site).await;
     assert!(!service_json(&site, "gone").await.is_null());
     proxy.set(Fault::Down);
@@ -455,7 +445,7 @@ fn partial_len(dir: &Path) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_sync_then_restart_resumes_without_fetching_completed_bytes() {
     use common::process::ServerProcess;
-    let upstream = common::embedded(Options::default()).await;
+    let upstream = common::embedded(test_config()).await;
     let size = 12 * 1024 * 1024;
     let content = bytes(size, 41);
     service(&upstream, "svc", 1.0, json!([])).await;
@@ -509,7 +499,7 @@ async fn kill_9_mid_sync_then_restart_resumes_without_fetching_completed_bytes()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_air_gapped_site_restores_a_device_archive_then_follows_the_feed_from_it() {
     use common::process::run;
-    let upstream = common::embedded(Options::default()).await;
+    let upstream = common::embedded(test_config()).await;
     let small = bytes(2 * 1024 * 1024, 51);
     service(
         &upstream,
@@ -562,7 +552,7 @@ async fn an_air_gapped_site_restores_a_device_archive_then_follows_the_feed_from
     // A change the site has not seen, made while it has no link.
     service(&upstream, "new", 1.0, json!([])).await;
     proxy.set(Fault::Down);
-    let mirror = mirror(site.path(), &proxy.url(), &[]).await;
+    let mirror = mirror(site.path(), &proxy.url(), |_| {}).await;
     // Ready without a link (the proxy is down): the sync task reads the restored state as it starts.
     assert!(
         eventually(WAIT, async || mirror.get("/readyz").await.status() == 200).await,
@@ -613,7 +603,7 @@ async fn aliased(app: &TestApp, alias: &str) -> Option<Vec<u8>> {
 /// deleted upstream follow, and a version that stops being needed goes with its aliases.
 #[tokio::test]
 async fn aliases_follow_the_upstream_for_the_versions_held() {
-    let upstream = common::embedded(Options::default()).await;
+    let upstream = common::embedded(test_config()).await;
     let v1 = bytes(20_000, 1);
     model(&upstream, "detector", "v1", v1.clone()).await;
     model(&upstream, "detector", "v2", bytes(20_000, 2)).await;
@@ -628,7 +618,7 @@ async fn aliases_follow_the_upstream_for_the_versions_held() {
     set_alias(&upstream, "candidate", Some("v2")).await;
 
     let dir = tempfile::tempdir().unwrap();
-    let site = mirror(dir.path(), &upstream.url(""), &[]).await;
+    let site = mirror(dir.path(), &upstream.url(""), |_| {}).await;
     wait_following(&site).await;
     assert_eq!(aliased(&site, "production").await.as_deref(), Some(&v1[..]));
     assert_eq!(
@@ -671,14 +661,14 @@ async fn aliases_follow_the_upstream_for_the_versions_held() {
 /// A file whose component leaves scope before its transfer finished leaves no partial bytes behind.
 #[tokio::test]
 async fn partial_files_of_components_that_left_scope_are_removed() {
-    let upstream = common::embedded(Options::default()).await;
+    let upstream = common::embedded(test_config()).await;
     service(&upstream, "leaving", 1.0, json!([])).await;
     upload_service(&upstream, "leaving", bytes(4 * 1024 * 1024, 21)).await;
     let proxy = ChaosProxy::start(upstream.addr).await;
     proxy.set(Fault::CutAfter(256 * 1024));
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let site = mirror(dir.path(), &proxy.url(), &[]).await;
+    let site = mirror(dir.path(), &proxy.url(), |_| {}).await;
     assert!(eventually(WAIT, async || partial_len(&data) > 0).await);
     proxy.set(Fault::Down);
     upstream
@@ -706,7 +696,7 @@ async fn partial_files_of_components_that_left_scope_are_removed() {
 /// mirror reconciles in full and stops serving what the new upstream does not have.
 #[tokio::test]
 async fn a_reset_upstream_means_a_full_reconcile_and_what_is_gone_goes() {
-    let first = common::embedded(Options::default()).await;
+    let first = common::embedded(test_config()).await;
     service(&first, "kept", 1.0, json!([])).await;
     service(&first, "gone", 1.0, json!([])).await;
     upload_service(&first, "gone", bytes(10_000, 30)).await;
@@ -715,13 +705,13 @@ async fn a_reset_upstream_means_a_full_reconcile_and_what_is_gone_goes() {
     }
     let proxy = ChaosProxy::start(first.addr).await;
     let dir = tempfile::tempdir().unwrap();
-    let site = mirror(dir.path(), &proxy.url(), &[]).await;
+    let site = mirror(dir.path(), &proxy.url(), |_| {}).await;
     wait_following(&site).await;
     assert!(download(&site, "/service/gone").await.is_some());
     let followed = status(&site).await["lastSequence"].as_u64().unwrap();
 
     // A rebuilt upstream with fewer events than the mirror has applied.
-    let second = common::embedded(Options::default()).await;
+    let second = common::embedded(test_config()).await;
     service(&second, "kept", 1.0, json!([])).await;
     service(&second, "fresh", 1.0, json!([])).await;
     assert!(
@@ -752,7 +742,7 @@ async fn a_reset_upstream_means_a_full_reconcile_and_what_is_gone_goes() {
     let followed = status(&site).await["lastSequence"].as_u64().unwrap();
 
     // Rebuilt again, now with more events than that: the sequence exists there, but the feed is another one.
-    let third = common::embedded(Options::default()).await;
+    let third = common::embedded(test_config()).await;
     for i in 0..(followed + 3) {
         service(&third, &format!("t{i}"), 1.0, json!([])).await;
     }
@@ -901,11 +891,8 @@ async fn a_lying_upstream_cannot_escape_the_data_dir_overfill_or_exhaust_the_mir
     }
     let (url, produced) = lying_upstream(lies.clone()).await;
     let dir = tempfile::tempdir().unwrap();
-    let limited = Options {
-        max_upload_size: 1_000_000,
-        ..Options::default()
-    };
-    let site = mirror_with(dir.path(), &url, &[], limited).await;
+    let limited = config_with(|c| c.uploads.max_size = 1_000_000);
+    let site = mirror_with(dir.path(), &url, |_| {}, limited).await;
     assert!(
         eventually(WAIT, async || status(&site).await["lastError"]
             .as_str()

@@ -9,16 +9,16 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use common::mongo::{self, DropDatabases};
-use common::{Options, TestApp};
+use common::{Config, TestApp, test_config};
 
-fn start(options: Options) -> Pin<Box<dyn Future<Output = TestApp> + Send>> {
+fn start(config: Config) -> Pin<Box<dyn Future<Output = TestApp> + Send>> {
     Box::pin(async move {
         let target = mongo::target().expect("checked by the skip rule");
-        let (store, config) = mongo::store(target).await;
+        let (store, databases) = mongo::store(target).await;
         let mut app =
-            TestApp::start(Arc::new(store), tempfile::tempdir().unwrap(), None, options).await;
-        app.probe = Some(Arc::new(mongo::MongoProbe::new(&config).await));
-        app.guard = Some(Box::new(DropDatabases(config)));
+            TestApp::start(Arc::new(store), tempfile::tempdir().unwrap(), None, config).await;
+        app.probe = Some(Arc::new(mongo::MongoProbe::new(&databases).await));
+        app.guard = Some(Box::new(DropDatabases(databases)));
         app
     })
 }
@@ -138,7 +138,7 @@ where
         Arc::new(MongoStore::connect(&config).await.unwrap()),
         tempfile::tempdir().unwrap(),
         None,
-        Options::default(),
+        test_config(),
     )
     .await;
     app.guard = Some(Box::new(DropDatabases(config)));
@@ -657,7 +657,7 @@ async fn a_database_that_goes_away_gives_503_and_recovers() {
         Arc::new(store),
         tempfile::tempdir().unwrap(),
         None,
-        Options::default(),
+        test_config(),
     )
     .await;
 
@@ -885,7 +885,7 @@ async fn a_selective_runnable_on_reads_only_its_candidates() {
         Arc::new(store),
         tempfile::tempdir().unwrap(),
         None,
-        Options::default(),
+        test_config(),
     )
     .await;
     app.guard = Some(Box::new(DropDatabases(config)));
@@ -960,7 +960,7 @@ async fn replica(config: &component_repository::store::mongodb::MongoConfig) -> 
         Arc::new(MongoStore::connect(config).await.unwrap()),
         tempfile::tempdir().unwrap(),
         None,
-        Options::default(),
+        test_config(),
     )
     .await
 }

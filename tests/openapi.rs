@@ -2,11 +2,11 @@
 
 mod common;
 
-use common::Options;
+use common::test_config;
 
 #[tokio::test]
 async fn openapi_describes_every_rest_route() {
-    let app = common::embedded(Options::default()).await;
+    let app = common::embedded(test_config()).await;
     let document: serde_json::Value = app.get("/openapi.json").await.json().await.unwrap();
     assert!(document["openapi"].as_str().unwrap().starts_with("3."));
     let paths = document["paths"].as_object().unwrap();

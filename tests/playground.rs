@@ -2,12 +2,12 @@
 
 mod common;
 
-use common::{Options, browser};
+use common::{browser, test_config};
 use serde_json::json;
 
 #[tokio::test]
 async fn playground_and_its_assets_come_from_the_binary() {
-    let app = common::embedded(Options::default()).await;
+    let app = common::embedded(test_config()).await;
     let page = app.get("/playground").await;
     assert_eq!(page.status(), 200);
     assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");
@@ -48,7 +48,7 @@ async fn the_playground_runs_a_query_in_a_real_browser() {
     let Some(chromium) = browser::chromium_or_skip(test) else {
         return;
     };
-    let app = common::embedded(Options::default()).await;
+    let app = common::embedded(test_config()).await;
     // Something for the first example (a filtered listing) to find.
     app.ok(
         "mutation { createService(input: {id: \"edge.camera-svc\", needs: {ram: 2, \

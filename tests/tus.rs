@@ -13,7 +13,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use common::chaos::{ChaosProxy, Fault};
 use common::mongo::{self, DropDatabases};
-use common::{Options, TestApp, sha256_hex};
+use common::{Config, TestApp, config_with, sha256_hex, tokens};
 use component_repository::store::mongodb::{MongoConfig, MongoStore};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -44,16 +44,16 @@ impl Stand {
     }
 
     /// A server on this stand's data.
-    async fn server(&self, flags: &[&str]) -> TestApp {
-        let options = Options {
-            max_upload_size: 64 * 1024 * 1024,
-            flags: flags.iter().map(|f| f.to_string()).collect(),
-        };
+    async fn server(&self, change: impl FnOnce(&mut Config)) -> TestApp {
+        let config = config_with(|c| {
+            c.uploads.max_size = 64 * 1024 * 1024;
+            change(c);
+        });
         match self {
-            Stand::Embedded(dir) => common::embedded_in_with(dir.path(), options).await,
-            Stand::Mongo(config, _) => {
-                let store = MongoStore::connect(config).await.unwrap();
-                TestApp::start(Arc::new(store), tempfile::tempdir().unwrap(), None, options).await
+            Stand::Embedded(dir) => common::embedded_in_with(dir.path(), config).await,
+            Stand::Mongo(databases, _) => {
+                let store = MongoStore::connect(databases).await.unwrap();
+                TestApp::start(Arc::new(store), tempfile::tempdir().unwrap(), None, config).await
             }
         }
     }
@@ -318,7 +318,9 @@ async fn third_party_client_resumes(stand: Stand, client: Client) {
             return;
         }
     };
-    let app = stand.server(&["--write-tokens", "writer"]).await;
+    let app = stand
+        .server(|c| c.auth = tokens(&[], &["writer"], false))
+        .await;
     let size = 3 * 1024 * 1024 + 12345;
     let bytes = payload(size);
     let file = tempfile::NamedTempFile::new().unwrap();
@@ -388,7 +390,7 @@ async fn third_party_client_resumes(stand: Stand, client: Client) {
 /// Half a file, a restart, the other half: the session and its bytes were kept by the store.
 async fn sessions_outlive_a_restart(stand: Stand) {
     let bytes = payload(700_000);
-    let app = stand.server(&[]).await;
+    let app = stand.server(|_| {}).await;
     create_model(&app, "restarted").await;
     let location = new_session(&app, "restarted", bytes.len(), &[]).await;
     let half = patch(&app, &location, 0, &bytes[..300_001]).await;
@@ -396,7 +398,7 @@ async fn sessions_outlive_a_restart(stand: Stand) {
     assert_eq!(offset_of(&half), 300_001);
     app.stop().await;
 
-    let app = stand.server(&[]).await;
+    let app = stand.server(|_| {}).await;
     let status = head(&app, &location).await;
     assert_eq!(status.status(), StatusCode::OK);
     assert_eq!(offset_of(&status), 300_001);
@@ -416,7 +418,7 @@ async fn sessions_outlive_a_restart(stand: Stand) {
 /// that do not line up with storage chunks.
 async fn another_server_continues_a_session(stand: Stand) {
     let bytes = payload(600_000);
-    let first = stand.server(&[]).await;
+    let first = stand.server(|_| {}).await;
     create_model(&first, "replicated").await;
     let location = new_session(
         &first,
@@ -432,10 +434,10 @@ async fn another_server_continues_a_session(stand: Stand) {
         offset += piece;
     }
     let second = match &stand {
-        Stand::Mongo(..) => stand.server(&[]).await,
+        Stand::Mongo(..) => stand.server(|_| {}).await,
         Stand::Embedded(_) => {
             first.stop().await;
-            stand.server(&[]).await
+            stand.server(|_| {}).await
         }
     };
     assert_eq!(offset_of(&head(&second, &location).await), offset);
@@ -453,7 +455,9 @@ async fn another_server_continues_a_session(stand: Stand) {
 
 /// An unfinished session is refused once its time is up, and the sweep removes its bytes.
 async fn expired_sessions_lose_their_bytes(stand: Stand) {
-    let app = stand.server(&["--upload-session-ttl", "2s"]).await;
+    let app = stand
+        .server(|c| c.uploads.session_ttl = Duration::from_secs(2))
+        .await;
     create_model(&app, "expiring").await;
     let location = new_session(&app, "expiring", 500_000, &[]).await;
     let response = patch(&app, &location, 0, &payload(300_000)).await;
@@ -475,7 +479,7 @@ async fn expired_sessions_lose_their_bytes(stand: Stand) {
 /// A file whose sha256 is not the announced one is refused, and so is a request whose Upload-Checksum is wrong:
 /// nothing is attached, nothing is left staged.
 async fn wrong_checksums_attach_nothing(stand: Stand) {
-    let app = stand.server(&[]).await;
+    let app = stand.server(|_| {}).await;
     create_model(&app, "checked").await;
     let bytes = payload(100_000);
     let location = new_session(
@@ -560,7 +564,7 @@ async fn wrong_checksums_attach_nothing(stand: Stand) {
 /// does not exist, a file over the limit, an offset that is not the session's; and `OPTIONS` says what is served.
 async fn refusals(stand: Stand) {
     let app = stand
-        .server(&["--write-tokens", "writer", "--read-tokens", "reader"])
+        .server(|c| c.auth = tokens(&["reader"], &["writer"], false))
         .await;
     let options = app
         .client
@@ -718,16 +722,11 @@ async fn refusals(stand: Stand) {
 /// makes room again.
 async fn sessions_are_bounded_listed_and_cancelled(stand: Stand) {
     let app = stand
-        .server(&[
-            "--write-tokens",
-            "first,second",
-            "--read-tokens",
-            "reader",
-            "--max-upload-sessions",
-            "3",
-            "--max-upload-session-bytes",
-            "100",
-        ])
+        .server(|c| {
+            c.auth = tokens(&["reader"], &["first", "second"], false);
+            c.uploads.max_sessions = 3;
+            c.uploads.max_session_bytes = Some(100);
+        })
         .await;
     let response = app
         .client

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Options, TestApp, browser};
+use common::{TestApp, browser, config_with, test_config, tokens};
 use serde_json::{Value, json};
 
 /// Runs a GraphQL operation with a bearer token and returns its `data`.
@@ -70,7 +70,7 @@ fn assert_secure(response: &reqwest::Response) -> String {
 /// downloads) may run nothing, so a file uploaded as HTML cannot act as this origin even when opened directly.
 #[tokio::test]
 async fn every_response_carries_security_headers() {
-    let app = common::embedded(Options::default()).await;
+    let app = common::embedded(test_config()).await;
     for page in [
         "/ui",
         "/docs",
@@ -138,7 +138,7 @@ async fn every_response_carries_security_headers() {
 
 #[tokio::test]
 async fn the_pages_and_their_files_come_from_the_binary() {
-    let app = common::embedded(Options::default()).await;
+    let app = common::embedded(test_config()).await;
     for (page, prefix, expected) in [("/ui", "/ui/", 6), ("/docs", "/ui/", 4)] {
         let response = app.get(page).await;
         assert_eq!(response.status(), 200, "{page}");
@@ -263,7 +263,7 @@ async fn the_catalogue_works_in_a_real_browser() {
     let Some(chromium) = browser::chromium_or_skip(test) else {
         return;
     };
-    let app = common::embedded(Options::default()).await;
+    let app = common::embedded(test_config()).await;
     seed(&app, "").await;
     // A file of a few MiB: enough for the upload to report progress, small enough for a quick test.
     let dir = tempfile::tempdir().unwrap();
@@ -304,19 +304,16 @@ async fn a_protected_catalogue_asks_for_a_token_and_shows_read_only_views() {
         return;
     };
     let (read, write) = ("read-token-for-the-browser", "write-token-for-the-browser");
-    let private = common::embedded(Options {
-        flags: vec![
-            format!("--read-tokens={read}"),
-            format!("--write-tokens={write}"),
-        ],
-        max_upload_size: 128 * 1024 * 1024,
-    })
+    let private = common::embedded(config_with(|c| {
+        c.auth = tokens(&[read], &[write], false);
+        c.uploads.max_size = 128 * 1024 * 1024;
+    }))
     .await;
     // With a small upload limit, to see the page explain a refused upload.
-    let public = common::embedded(Options {
-        flags: vec![format!("--write-tokens={write}"), "--public-reads".into()],
-        max_upload_size: 1024 * 1024,
-    })
+    let public = common::embedded(config_with(|c| {
+        c.auth = tokens(&[], &[write], true);
+        c.uploads.max_size = 1024 * 1024;
+    }))
     .await;
     let dir = tempfile::tempdir().unwrap();
     let too_large = dir.path().join("too-large.bin");
@@ -374,7 +371,7 @@ async fn docs_explores_the_rest_api_in_a_real_browser() {
     let Some(chromium) = browser::chromium_or_skip(test) else {
         return;
     };
-    let app = common::embedded(Options::default()).await;
+    let app = common::embedded(test_config()).await;
     seed(&app, "").await;
     browser::run_script(
         &chromium,

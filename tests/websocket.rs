@@ -7,17 +7,13 @@ mod common;
 use std::time::Duration;
 
 use common::ws::{GraphqlSocket, Outcome, PROTOCOLS};
-use common::{Options, TestApp};
+use common::{Config, TestApp, config_with, tokens};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-async fn app_with(flags: &[&str]) -> TestApp {
-    common::embedded(Options {
-        flags: flags.iter().map(|f| f.to_string()).collect(),
-        ..Options::default()
-    })
-    .await
+async fn app_with(change: impl FnOnce(&mut Config)) -> TestApp {
+    common::embedded(config_with(change)).await
 }
 
 fn nested(n: usize) -> String {
@@ -30,7 +26,11 @@ fn nested(n: usize) -> String {
 
 #[tokio::test]
 async fn document_checks_and_limits_hold_over_websocket() {
-    let app = app_with(&["--graphql-max-depth", "4", "--graphql-max-complexity", "20"]).await;
+    let app = app_with(|c| {
+        c.limits.max_depth = 4;
+        c.limits.max_complexity = 20;
+    })
+    .await;
     let aliases: String = (0..31).map(|i| format!("a{i}: lastSequence ")).collect();
     let deep_selection =
         "{ services { edges { node { needs { preinstalledLibraries { name } } } } } }";
@@ -80,7 +80,7 @@ async fn document_checks_and_limits_hold_over_websocket() {
 
 #[tokio::test]
 async fn messages_larger_than_a_request_body_are_refused() {
-    let app = app_with(&[]).await;
+    let app = app_with(|_| {}).await;
     let mut socket = GraphqlSocket::open(&app, "graphql-transport-ws", None)
         .await
         .unwrap();
@@ -97,7 +97,7 @@ async fn messages_larger_than_a_request_body_are_refused() {
 
 #[tokio::test]
 async fn the_protocol_is_enforced_with_its_close_codes() {
-    let app = app_with(&["--ws-init-timeout-secs", "1"]).await;
+    let app = app_with(|c| c.limits.ws_init_timeout = std::time::Duration::from_secs(1)).await;
     let closed_with = async |socket: &mut GraphqlSocket| match socket.closed().await {
         Outcome::Closed(code, reason) => (code, reason),
         other => panic!("{other:?}"),
@@ -151,7 +151,7 @@ async fn the_protocol_is_enforced_with_its_close_codes() {
 
 #[tokio::test]
 async fn refused_tokens_close_the_connection_with_4403() {
-    let app = app_with(&["--read-tokens", "r", "--write-tokens", "w"]).await;
+    let app = app_with(|c| c.auth = tokens(&["r"], &["w"], false)).await;
     for payload in [json!({}), json!({ "Authorization": "Bearer nope" })] {
         let mut socket = GraphqlSocket::connect(&app, "graphql-transport-ws")
             .await
@@ -171,12 +171,10 @@ async fn refused_tokens_close_the_connection_with_4403() {
 
 #[tokio::test]
 async fn operations_are_capped_per_connection_and_per_token() {
-    let app = app_with(&[
-        "--max-subscriptions-per-connection",
-        "2",
-        "--max-subscriptions-per-token",
-        "3",
-    ])
+    let app = app_with(|c| {
+        c.limits.max_subscriptions_per_connection = 2;
+        c.limits.max_subscriptions_per_token = 3;
+    })
     .await;
     let feed = "subscription { componentEvents { sequence } }";
     for protocol in PROTOCOLS {
@@ -238,7 +236,11 @@ async fn changes_over_websocket_are_recorded_under_the_token_label() {
     let dir = tempfile::tempdir().unwrap();
     let tokens = dir.path().join("tokens");
     std::fs::write(&tokens, "write w-secret release bot\n").unwrap();
-    let app = app_with(&["--tokens-file", tokens.to_str().unwrap()]).await;
+    let app = app_with(|c| {
+        c.auth =
+            component_repository::api::auth::Tokens::new(&[], &[], Some(&tokens), false).unwrap();
+    })
+    .await;
     let mut socket = GraphqlSocket::open(&app, "graphql-transport-ws", Some("w-secret"))
         .await
         .unwrap();
@@ -294,7 +296,11 @@ async fn healthz(app: &TestApp) -> bool {
 
 #[tokio::test]
 async fn idle_upgrades_and_half_open_connections_cannot_take_the_server() {
-    let app = app_with(&["--max-connections", "8", "--ws-init-timeout-secs", "2"]).await;
+    let app = app_with(|c| {
+        c.connections.max_connections = Some(8);
+        c.limits.ws_init_timeout = std::time::Duration::from_secs(2);
+    })
+    .await;
     // Upgrades that never initialise take every connection slot...
     let mut idle = Vec::new();
     for _ in 0..8 {
@@ -344,7 +350,7 @@ async fn idle_upgrades_and_half_open_connections_cannot_take_the_server() {
 
 #[tokio::test]
 async fn a_stopping_server_says_goodbye_to_websockets() {
-    let app = app_with(&[]).await;
+    let app = app_with(|_| {}).await;
     let mut socket = GraphqlSocket::open(&app, "graphql-transport-ws", None)
         .await
         .unwrap();
@@ -373,7 +379,7 @@ async fn a_stopping_server_says_goodbye_to_websockets() {
 #[tokio::test]
 async fn pages_of_other_sites_cannot_open_a_websocket() {
     // A server without tokens: a page elsewhere that could connect would run its mutations.
-    let app = app_with(&["--cors-allowed-origins", "https://dashboard.example"]).await;
+    let app = app_with(|c| c.limits.cors_origins = vec!["https://dashboard.example".into()]).await;
     let own = format!("http://{}", app.addr);
     for (origin, allowed) in [
         (Some("https://evil.example"), false),
@@ -388,7 +394,7 @@ async fn pages_of_other_sites_cannot_open_a_websocket() {
             false => assert_eq!(connected.err(), Some(403), "{origin:?}"),
         }
     }
-    let relaxed = app_with(&["--csrf-prevention", "false"]).await;
+    let relaxed = app_with(|c| c.limits.csrf_prevention = false).await;
     let connected = GraphqlSocket::connect_from(
         &relaxed,
         "graphql-transport-ws",
@@ -400,7 +406,7 @@ async fn pages_of_other_sites_cannot_open_a_websocket() {
 
 #[tokio::test]
 async fn resolvers_find_their_per_request_data_over_websocket() {
-    let app = app_with(&[]).await;
+    let app = app_with(|_| {}).await;
     app.ok(
         r#"mutation { createModel(input: {name: "det", version: "1"}) { name } }"#,
         json!({}),
@@ -431,7 +437,7 @@ async fn resolvers_find_their_per_request_data_over_websocket() {
 #[tokio::test]
 async fn operations_sent_right_behind_connection_init_run() {
     // Clients that pipeline (Apollo's subscriptions-transport-ws does) send the first operation with the init.
-    let app = app_with(&[]).await;
+    let app = app_with(|_| {}).await;
     for protocol in PROTOCOLS {
         for round in 0..20 {
             let mut socket = GraphqlSocket::connect(&app, protocol).await.unwrap();
@@ -449,7 +455,7 @@ async fn operations_sent_right_behind_connection_init_run() {
 
 #[tokio::test]
 async fn completing_and_reusing_an_id_cannot_outrun_the_caps() {
-    let app = app_with(&["--max-subscriptions-per-connection", "2"]).await;
+    let app = app_with(|c| c.limits.max_subscriptions_per_connection = 2).await;
     let feed = "subscription { componentEvents { id } }";
     let mut socket = GraphqlSocket::open(&app, "graphql-transport-ws", None)
         .await
@@ -498,13 +504,10 @@ async fn completing_and_reusing_an_id_cannot_outrun_the_caps() {
 
 #[tokio::test]
 async fn clients_without_a_token_have_a_budget_per_address() {
-    let app = app_with(&[
-        "--public-reads",
-        "--read-tokens",
-        "r",
-        "--max-subscriptions-per-token",
-        "2",
-    ])
+    let app = app_with(|c| {
+        c.auth = tokens(&["r"], &[], true);
+        c.limits.max_subscriptions_per_token = 2;
+    })
     .await;
     let feed = "subscription { componentEvents { id } }";
     let mut first = GraphqlSocket::open(&app, "graphql-transport-ws", None)
@@ -527,7 +530,12 @@ async fn clients_without_a_token_have_a_budget_per_address() {
 
 #[tokio::test]
 async fn websockets_that_run_nothing_give_their_slot_back() {
-    let app = app_with(&["--header-read-timeout-secs", "1"]).await;
+    let app = app_with(|c| {
+        // What `--header-read-timeout-secs 1` sets: a WebSocket running nothing is an idle keep-alive.
+        c.connections.header_read_timeout = std::time::Duration::from_secs(1);
+        c.limits.ws_idle_timeout = std::time::Duration::from_secs(1);
+    })
+    .await;
     let mut idle = GraphqlSocket::open(&app, "graphql-transport-ws", None)
         .await
         .unwrap();

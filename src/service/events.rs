@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use futures_util::Stream;
 
+use super::feed_hub::Subscription;
 use super::{RepositoryService, ServiceError};
 use crate::domain::{Event, EventFilter};
 use crate::store::{EventRetention, Store, StoreError};
@@ -140,15 +141,17 @@ impl RepositoryService {
         filter: EventFilter,
     ) -> Result<EventStream, ServiceError> {
         let signal = self.store.feed().event_signal();
+        let head = self.store.feed().last_sequence().await?;
         let after = match after {
             Some(after) => {
                 not_ahead(self.store.as_ref(), after).await?;
                 after
             }
-            None => self.store.feed().last_sequence().await?,
+            None => head,
         };
         let follower = Follower {
             store: self.store.clone(),
+            hub: self.feed_hub.subscribe(&self.store, head),
             signal,
             after,
             filter,
@@ -172,6 +175,8 @@ impl RepositoryService {
 
 struct Follower {
     store: Arc<dyn Store>,
+    /// The process's one reader of the feed: a live follower reads its window, not the store.
+    hub: Subscription,
     signal: tokio::sync::watch::Receiver<u64>,
     /// The last sequence read: never read again, so nothing is delivered twice.
     after: u64,
@@ -189,7 +194,30 @@ impl Follower {
             if let Some(event) = self.ready.pop_front() {
                 return Some(Ok(event));
             }
-            // Marks the current signal as seen before reading, so an append during the read wakes us again.
+            // Marks the head as seen before reading the window, so a move during the read wakes us again.
+            self.hub.head.borrow_and_update();
+            let window = self.hub.window.load();
+            if self.after >= window.first_after {
+                // Live: the window has everything after `after`, or will have once the reader gets there.
+                if self.after < window.head {
+                    let (events, next) = window.after(self.after, FOLLOW_BATCH);
+                    self.after = next;
+                    let filter = &self.filter;
+                    self.ready.extend(
+                        events
+                            .iter()
+                            .filter(|e| filter.matches(e))
+                            .map(|e| Event::clone(e)),
+                    );
+                    continue;
+                }
+                drop(window);
+                if self.hub.head.changed().await.is_ok() {
+                    continue;
+                }
+                // The reader stopped (the store is going away): read the store as a follower of its own.
+            }
+            // Behind the window (a backlog, or a subscriber that stopped reading for a while): the store.
             self.signal.borrow_and_update();
             match self.store.feed().events(self.after, FOLLOW_BATCH).await {
                 Ok(batch) => {

@@ -4,6 +4,7 @@ pub mod archive;
 mod cursor;
 mod error;
 mod events;
+mod feed_hub;
 pub mod mirror;
 mod oci;
 pub mod uploads;
@@ -61,6 +62,8 @@ pub struct RepositoryService {
     creating_upload: tokio::sync::Mutex<()>,
     /// Set on an edge mirror: its status, and writes through the API are refused.
     mirror: Option<mirror::MirrorStatus>,
+    /// The one reader of the change feed that live followers share.
+    feed_hub: feed_hub::FeedHub,
 }
 
 impl RepositoryService {
@@ -77,6 +80,7 @@ impl RepositoryService {
             max_upload_session_bytes: None,
             creating_upload: tokio::sync::Mutex::new(()),
             mirror: None,
+            feed_hub: feed_hub::FeedHub::default(),
         }
     }
 

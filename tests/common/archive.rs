@@ -6,11 +6,11 @@ use serde_json::json;
 use tempfile::TempDir;
 
 use super::process::run;
-use super::{Options, bytes};
+use super::{bytes, test_config};
 
 /// A store with every kind, files (two components share the same bytes) and a component without a file.
 pub async fn populated_store() -> TempDir {
-    let app = super::embedded(Options::default()).await;
+    let app = super::embedded(test_config()).await;
     app.ok(
         "mutation {
           createModel(input: {name: \"fall-detection\", version: \"pilot-2-1\", library: \"keras\", description: \"CNN\"}) { name }

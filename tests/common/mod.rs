@@ -15,43 +15,37 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytesize::ByteSize;
-use clap::Parser;
-use component_repository::cli::{Cli, ServeArgs};
+pub use component_repository::config::Config;
 use component_repository::server;
 use component_repository::store::Store;
 use component_repository::store::embedded::EmbeddedStore;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
-/// Settings a test may change; the rest are the defaults of `serve`.
-#[derive(Clone)]
-pub struct Options {
-    pub max_upload_size: u64,
-    /// Extra command-line flags of `serve` (tokens, say).
-    pub flags: Vec<String>,
+/// The configuration a test starts from: `serve`'s defaults (never the environment's), with uploads up to 64 MiB
+/// so that refusals are quick to provoke. [`TestApp::start`] sets the address and the data directory.
+pub fn test_config() -> Config {
+    let mut config = Config::default();
+    config.uploads.max_size = 64 * 1024 * 1024;
+    config
 }
 
-impl Default for Options {
-    fn default() -> Self {
-        Self {
-            max_upload_size: 64 * 1024 * 1024,
-            flags: Vec::new(),
-        }
-    }
+/// [`test_config`] as `change` leaves it: `config_with(|c| c.immutable_files = true)`.
+pub fn config_with(change: impl FnOnce(&mut Config)) -> Config {
+    let mut config = test_config();
+    change(&mut config);
+    config
 }
 
-pub fn serve_args(data_dir: PathBuf, options: &Options) -> ServeArgs {
-    let mut argv = vec!["component-repository".to_string(), "serve".to_string()];
-    argv.extend(options.flags.iter().cloned());
-    let mut args = Cli::parse_from(argv).serve;
-    args.bind = "127.0.0.1:0".parse().unwrap();
-    args.data_dir = data_dir;
-    args.max_upload_size = ByteSize::b(options.max_upload_size);
-    args.log_level = "warn".into();
-    args.public_url = String::new();
-    args.shutdown_grace_secs = 5;
-    args
+/// Bearer tokens as the flags give them (no tokens file).
+pub fn tokens(
+    read: &[&str],
+    write: &[&str],
+    public_reads: bool,
+) -> component_repository::api::auth::Tokens {
+    let owned = |list: &[&str]| list.iter().map(|t| t.to_string()).collect::<Vec<_>>();
+    component_repository::api::auth::Tokens::new(&owned(read), &owned(write), None, public_reads)
+        .unwrap()
 }
 
 pub struct TestApp {
@@ -108,27 +102,27 @@ impl StorageProbe for EmbeddedProbe {
 }
 
 /// The embedded store in a fresh temporary directory.
-pub async fn embedded(options: Options) -> TestApp {
+pub async fn embedded(config: Config) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
     let store = Arc::new(EmbeddedStore::open(&data_dir).await.unwrap());
-    let mut app = TestApp::start(store, dir, Some(data_dir.clone()), options).await;
+    let mut app = TestApp::start(store, dir, Some(data_dir.clone()), config).await;
     app.probe = Some(Arc::new(EmbeddedProbe(data_dir)));
     app
 }
 
 /// A server on the embedded store that an earlier run (or a restore) left in `dir/data`.
 pub async fn embedded_in(dir: &std::path::Path) -> TestApp {
-    embedded_in_with(dir, Options::default()).await
+    embedded_in_with(dir, test_config()).await
 }
 
 /// [`embedded_in`] with settings.
-pub async fn embedded_in_with(dir: &std::path::Path, options: Options) -> TestApp {
+pub async fn embedded_in_with(dir: &std::path::Path, config: Config) -> TestApp {
     TestApp::start(
         Arc::new(reopen(&dir.join("data")).await),
         tempfile::tempdir().unwrap(),
         None,
-        options,
+        config,
     )
     .await
 }
@@ -156,7 +150,7 @@ impl TestApp {
         store: Arc<dyn Store>,
         dir: TempDir,
         data_dir: Option<PathBuf>,
-        options: Options,
+        mut config: Config,
     ) -> TestApp {
         // Server logs (warnings and errors) go to the test's captured output: shown when a test fails.
         let _ = tracing_subscriber::fmt()
@@ -164,17 +158,15 @@ impl TestApp {
             .with_test_writer()
             .try_init();
         // The store is opened by the caller; the data directory matters to a mirror (its partial files).
-        let args = serve_args(
-            data_dir
-                .clone()
-                .unwrap_or_else(|| dir.path().join("unused")),
-            &options,
-        );
-        let app = server::app(store, &args).unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        config.store.data_dir = data_dir
+            .clone()
+            .unwrap_or_else(|| dir.path().join("unused"));
+        config.bind = "127.0.0.1:0".parse().unwrap();
+        let app = server::app(store, &config).unwrap();
+        let listener = tokio::net::TcpListener::bind(config.bind).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let mut serve_options = server::ServeOptions::from_args(&args);
+        let mut serve_options = server::ServeOptions::new(&config.connections);
         serve_options.grace = Duration::from_secs(1);
         let server = tokio::spawn(server::serve(
             listener,

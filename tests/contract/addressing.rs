@@ -3,7 +3,7 @@
 use serde_json::{Value, json};
 
 use super::Starter;
-use crate::common::{Options, TestApp, bytes, sha256_hex};
+use crate::common::{TestApp, bytes, config_with, sha256_hex, test_config};
 
 async fn create_model(app: &TestApp, version: &str) {
     app.ok(
@@ -24,7 +24,7 @@ async fn upload_model(app: &TestApp, version: &str, data: Vec<u8>) -> reqwest::R
 }
 
 pub async fn blobs_are_served_by_digest(start: Starter) {
-    let app = start(Options::default()).await;
+    let app = start(test_config()).await;
     create_model(&app, "1").await;
     let data = bytes(70_000, 41);
     let digest = sha256_hex(&data);
@@ -87,7 +87,7 @@ pub async fn blobs_are_served_by_digest(start: Starter) {
 const SET_ALIAS: &str = "mutation($v: String!) { setModelAlias(name: \"fall-detection\", alias: \"production\", version: $v) { version aliases } }";
 
 pub async fn model_aliases_move_with_history(start: Starter) {
-    let app = start(Options::default()).await;
+    let app = start(test_config()).await;
     for version in ["1", "2"] {
         create_model(&app, version).await;
         let data = bytes(1000, version.parse().unwrap());
@@ -214,11 +214,7 @@ pub async fn model_aliases_move_with_history(start: Starter) {
 }
 
 pub async fn immutable_files_refuse_replacement_and_deletion(start: Starter) {
-    let app = start(Options {
-        flags: vec!["--immutable-files".into()],
-        ..Options::default()
-    })
-    .await;
+    let app = start(config_with(|c| c.immutable_files = true)).await;
     create_model(&app, "1").await;
     create_model(&app, "2").await;
     // A component without a file can still be deleted, and a first upload is accepted.
@@ -264,7 +260,7 @@ pub async fn immutable_files_refuse_replacement_and_deletion(start: Starter) {
 }
 
 pub async fn locked_components_keep_their_file(start: Starter) {
-    let app = start(Options::default()).await;
+    let app = start(test_config()).await;
     app.ok(
         "mutation { createService(input: {id: \"svc\"}) { id } }",
         json!({}),
@@ -381,7 +377,7 @@ fn ids(data: &Value) -> Vec<String> {
 }
 
 pub async fn variants_are_chosen_by_platform(start: Starter) {
-    let app = start(Options::default()).await;
+    let app = start(test_config()).await;
     for id in ["svc", "plain"] {
         app.ok(
             "mutation($id: ID!) { createService(input: {id: $id}) { id } }",
@@ -536,7 +532,7 @@ pub async fn variants_are_chosen_by_platform(start: Starter) {
 }
 
 pub async fn variant_bytes_are_served_by_digest(start: Starter) {
-    let app = start(Options::default()).await;
+    let app = start(test_config()).await;
     app.ok(
         "mutation { createService(input: {id: \"svc\"}) { id } }",
         json!({}),

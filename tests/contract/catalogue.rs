@@ -13,7 +13,7 @@ use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use serde_json::{Value, json};
 
 use super::Starter;
-use crate::common::{Options, TestApp};
+use crate::common::{TestApp, test_config};
 
 async fn create_service(app: &TestApp, id: &str, needs: Value) {
     app.ok(
@@ -41,7 +41,7 @@ fn edge_ids(connection: &Value) -> Vec<String> {
 }
 
 pub async fn finds_any_version_and_overlapping_ranges(start: Starter) {
-    let app = start(Options::default()).await;
+    let app = start(test_config()).await;
     let tf = |v: &str| json!({"preinstalledLibraries": [{"name": "tensorflow", "version": v}]});
     create_service(&app, "any", tf("*")).await;
     create_service(&app, "unversioned", tf("")).await;
@@ -76,7 +76,7 @@ pub async fn finds_any_version_and_overlapping_ranges(start: Starter) {
 /// Items that exist for the whole walk through the pages are each seen exactly once, in order, however the
 /// catalogue changes between pages.
 pub async fn paginates_while_the_store_changes(start: Starter) {
-    let app = start(Options::default()).await;
+    let app = start(test_config()).await;
     let throughout: Vec<String> = (0..30).map(|i| format!("svc-{:03}", i * 10)).collect();
     for id in &throughout {
         create_service(&app, id, json!({})).await;
@@ -263,7 +263,7 @@ async fn walk(app: &TestApp, field: &str, query: &str, variables: Value) -> (Vec
 /// Random catalogues and filters: pages and totalCount agree with testing every component with the domain's own
 /// filter, whatever the store narrows by index or query first.
 pub async fn counts_match_a_brute_force_filter(start: Starter) {
-    let app = start(Options::default()).await;
+    let app = start(test_config()).await;
     let mut runner = TestRunner::new_with_rng(
         Config::default(),
         TestRng::from_seed(RngAlgorithm::ChaCha, &[7; 32]),

@@ -1,14 +1,14 @@
 use serde_json::json;
 
 use super::Starter;
-use crate::common::Options;
+use crate::common::test_config;
 
 pub const MODEL_FIELDS: &str =
     "name version library description createdAt updatedAt file { size sha256 }";
 pub const NEEDS_FIELDS: &str = "needs { storage ram gpu preinstalledLibraries { name version } availableModels { name version } }";
 
 pub async fn health_and_readiness_answer(start: Starter) {
-    let app = start(Options::default()).await;
+    let app = start(test_config()).await;
     let alive = app.get("/healthz").await;
     assert_eq!(alive.status(), 200);
     assert_eq!(
@@ -32,7 +32,7 @@ pub async fn health_and_readiness_answer(start: Starter) {
 }
 
 pub async fn creates_and_fetches_every_kind(start: Starter) {
-    let app = start(Options::default()).await;
+    let app = start(test_config()).await;
     let created = app
         .ok(
             &format!(
@@ -121,7 +121,7 @@ pub async fn creates_and_fetches_every_kind(start: Starter) {
 }
 
 pub async fn refuses_duplicate_keys(start: Starter) {
-    let app = start(Options::default()).await;
+    let app = start(test_config()).await;
     let create = "mutation { createService(input: {id: \"svc\"}) { id } }";
     app.ok(create, json!({})).await;
     assert_eq!(app.error_code(create, json!({})).await, "ALREADY_EXISTS");
@@ -137,7 +137,7 @@ pub async fn refuses_duplicate_keys(start: Starter) {
 }
 
 pub async fn concurrent_creates_have_one_winner(start: Starter) {
-    let app = start(Options::default()).await;
+    let app = start(test_config()).await;
     let attempts = (0..8).map(|i| {
         app.gql(
             "mutation($d: String!) { createService(input: {id: \"race\", description: $d}) { id } }",
@@ -153,7 +153,7 @@ pub async fn concurrent_creates_have_one_winner(start: Starter) {
 }
 
 pub async fn refuses_invalid_keys(start: Starter) {
-    let app = start(Options::default()).await;
+    let app = start(test_config()).await;
     let long = "x".repeat(300);
     for id in [
         "",
@@ -228,7 +228,7 @@ pub async fn refuses_invalid_keys(start: Starter) {
 }
 
 pub async fn updates_only_what_is_given(start: Starter) {
-    let app = start(Options::default()).await;
+    let app = start(test_config()).await;
     app.ok(
         "mutation { createInferencer(input: {id: \"inf\", description: \"old\", library: \"torch\",
             needs: {ram: 4, storage: 2, gpu: true, preinstalledLibraries: [{name: \"torch\", version: \"2.1.0\"}]}}) { id } }",
@@ -301,7 +301,7 @@ pub async fn updates_only_what_is_given(start: Starter) {
 }
 
 pub async fn deletes_component_and_file(start: Starter) {
-    let app = start(Options::default()).await;
+    let app = start(test_config()).await;
     app.ok(
         "mutation { createService(input: {id: \"svc\"}) { id } }",
         json!({}),
@@ -345,7 +345,7 @@ pub async fn deletes_component_and_file(start: Starter) {
 }
 
 pub async fn errors_have_codes(start: Starter) {
-    let app = start(Options::default()).await;
+    let app = start(test_config()).await;
     assert_eq!(
         app.error_code("{ nonsense }", json!({})).await,
         "INVALID_INPUT"

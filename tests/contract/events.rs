@@ -9,7 +9,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use super::Starter;
-use crate::common::{Options, TestApp};
+use crate::common::{TestApp, config_with, test_config};
 
 /// Reads Server-Sent Events off a streaming response.
 pub struct SseReader {
@@ -202,7 +202,7 @@ async fn last_sequence(app: &TestApp) -> u64 {
 const EVENT_FIELDS: &str = "sequence type kind id name version file { sha256 size }";
 
 pub async fn feed_records_every_change_in_order(start: Starter) {
-    let app = start(Options::default()).await;
+    let app = start(test_config()).await;
     let from = last_sequence(&app).await;
     app.ok(
         "mutation { createModel(input: {name: \"m\", version: \"1\", library: \"keras\", description: \"a\"}) { name } }",
@@ -320,7 +320,7 @@ pub async fn feed_records_every_change_in_order(start: Starter) {
 /// Writers on `writers` tasks make `per_writer` changes each while an SSE subscriber and a WebSocket subscriber
 /// follow the feed: each sees every event exactly once, in sequence order.
 pub async fn concurrent_writers_feed_subscribers_in_order(start: Starter) {
-    let app = start(Options::default()).await;
+    let app = start(test_config()).await;
     let backend = app.get("/readyz").await.json::<Value>().await.unwrap()["backend"].clone();
     // nx-27017 (SQLite behind the wire protocol) serialises writes: 10 x 1,000 changes there take about five
     // minutes of CI, so the stand-in gets 10 x 100; embedded and real MongoDB run 10 x 1,000.
@@ -402,7 +402,7 @@ pub async fn concurrent_writers_feed_subscribers_in_order(start: Starter) {
 }
 
 pub async fn sse_resumes_with_last_event_id(start: Starter) {
-    let app = start(Options::default()).await;
+    let app = start(test_config()).await;
     let from = last_sequence(&app).await;
     for i in 0..3 {
         create_service(&app, &format!("a{i}")).await;
@@ -447,7 +447,7 @@ pub async fn sse_resumes_with_last_event_id(start: Starter) {
 }
 
 pub async fn websocket_subscription_resumes_and_filters(start: Starter) {
-    let app = start(Options::default()).await;
+    let app = start(test_config()).await;
     let query = |after: u64| {
         format!(
             "subscription {{ componentEvents(after: {after}, kinds: [SERVICE, TRANSFORMATION],
@@ -522,15 +522,10 @@ pub async fn websocket_subscription_resumes_and_filters(start: Starter) {
 }
 
 pub async fn expired_feed_positions_answer_events_expired(start: Starter) {
-    let app = start(Options {
-        flags: vec![
-            "--events-retention".into(),
-            "30d,3".into(),
-            "--events-retention-sweep-secs".into(),
-            "1".into(),
-        ],
-        ..Options::default()
-    })
+    let app = start(config_with(|c| {
+        c.events.retention.max_count = 3;
+        c.events.sweep_interval = Duration::from_secs(1);
+    }))
     .await;
     let from = last_sequence(&app).await;
     for i in 0..6 {
@@ -823,13 +818,13 @@ pub async fn alias_moves_and_locks_are_on_the_feed(start: Starter) {
 /// event is of another feed (the repository was rebuilt at the same address): every transport refuses it with
 /// `EVENTS_AHEAD` instead of waiting silently for ever; the head itself is a fine cursor.
 pub async fn cursors_beyond_the_head_answer_events_ahead(start: Starter) {
-    let app = start(Options::default()).await;
+    let app = start(test_config()).await;
     let feed_id = app.ok("{ feedId }", json!({})).await["feedId"]
         .as_str()
         .unwrap()
         .to_string();
     assert!(!feed_id.is_empty());
-    let other = start(Options::default()).await;
+    let other = start(test_config()).await;
     let other_id = other.ok("{ feedId }", json!({})).await["feedId"].clone();
     assert_ne!(
         other_id,

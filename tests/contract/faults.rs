@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use super::Starter;
-use crate::common::{Options, StorageProbe, TestApp, bytes, sha256_hex};
+use crate::common::{StorageProbe, TestApp, bytes, sha256_hex, test_config};
 
 const UPLOAD: &str =
     "mutation($file: Upload!) { uploadServiceFile(id: \"svc\", file: $file) { id } }";
@@ -60,7 +60,7 @@ fn disconnect_mid_upload(addr: std::net::SocketAddr, path: &'static str) {
 }
 
 pub async fn a_client_that_disconnects_mid_upload_leaves_nothing(start: Starter) {
-    let app = start(Options::default()).await;
+    let app = start(test_config()).await;
     app.ok(
         "mutation { createService(input: {id: \"svc\"}) { id } }",
         json!({}),
@@ -90,7 +90,7 @@ pub async fn a_client_that_disconnects_mid_upload_leaves_nothing(start: Starter)
 }
 
 pub async fn concurrent_upload_download_and_delete_stay_consistent(start: Starter) {
-    let app = std::sync::Arc::new(start(Options::default()).await);
+    let app = std::sync::Arc::new(start(test_config()).await);
     let versions: Vec<Vec<u8>> = (0..4).map(|i| bytes(40_000 + i * 1000, i as u64)).collect();
     let known: HashSet<String> = versions.iter().map(|v| sha256_hex(v)).collect();
     let create = "mutation { createService(input: {id: \"svc\"}) { id } }";

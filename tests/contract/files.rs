@@ -2,7 +2,7 @@ use serde_json::{Value, json};
 
 use super::Starter;
 use crate::common::slow::SlowDownload;
-use crate::common::{Options, bytes, sha256_hex};
+use crate::common::{bytes, config_with, sha256_hex, test_config};
 
 const UPLOAD_MODEL: &str = "mutation($file: Upload!) { uploadModelFile(name: \"fall-detection\", version: \"pilot-2-1\", file: $file) {
     file { size sha256 contentType filename uploadedAt downloadUrl } updatedAt } }";
@@ -16,7 +16,7 @@ async fn create_model(app: &crate::common::TestApp) {
 }
 
 pub async fn uploads_and_downloads_files(start: Starter) {
-    let app = start(Options::default()).await;
+    let app = start(test_config()).await;
     create_model(&app).await;
     let data = bytes(300_001, 1);
     let response = app
@@ -114,7 +114,7 @@ pub async fn uploads_and_downloads_files(start: Starter) {
 }
 
 pub async fn serves_conditional_and_range_requests(start: Starter) {
-    let app = start(Options::default()).await;
+    let app = start(test_config()).await;
     create_model(&app).await;
     let data = bytes(10_000, 3);
     app.upload(UPLOAD_MODEL, json!({}), data.clone(), "m.zip")
@@ -159,7 +159,7 @@ pub async fn serves_conditional_and_range_requests(start: Starter) {
 /// Large enough to span several storage chunks (GridFS cuts files into 255 KiB chunks), with ranges that start,
 /// end and cross chunk boundaries.
 pub async fn serves_ranges_across_chunk_boundaries(start: Starter) {
-    let app = start(Options::default()).await;
+    let app = start(test_config()).await;
     create_model(&app).await;
     let data = bytes(1024 * 1024 + 17, 21);
     let uploaded = app
@@ -190,7 +190,7 @@ pub async fn serves_ranges_across_chunk_boundaries(start: Starter) {
 }
 
 pub async fn missing_files_are_clean_404s(start: Starter) {
-    let app = start(Options::default()).await;
+    let app = start(test_config()).await;
     for path in [
         "/model/none/1",
         "/transformation/none",
@@ -221,11 +221,7 @@ pub async fn missing_files_are_clean_404s(start: Starter) {
 }
 
 pub async fn oversize_uploads_are_refused_and_keep_the_previous_file(start: Starter) {
-    let app = start(Options {
-        max_upload_size: 100_000,
-        ..Options::default()
-    })
-    .await;
+    let app = start(config_with(|c| c.uploads.max_size = 100_000)).await;
     create_model(&app).await;
     let first = bytes(100_000, 4);
     let response = app
@@ -261,7 +257,7 @@ pub async fn oversize_uploads_are_refused_and_keep_the_previous_file(start: Star
 }
 
 pub async fn uploads_to_missing_components_are_not_found(start: Starter) {
-    let app = start(Options::default()).await;
+    let app = start(test_config()).await;
     let response = app
         .upload(UPLOAD_MODEL, json!({}), bytes(1000, 6), "m.zip")
         .await;
@@ -272,7 +268,7 @@ pub async fn uploads_to_missing_components_are_not_found(start: Starter) {
 }
 
 pub async fn forged_and_malformed_uploads_are_refused(start: Starter) {
-    let app = start(Options::default()).await;
+    let app = start(test_config()).await;
     create_model(&app).await;
     // An upload reference smuggled into a JSON request.
     let body = app
@@ -368,7 +364,7 @@ pub async fn forged_and_malformed_uploads_are_refused(start: Starter) {
 }
 
 pub async fn identical_bytes_are_deduplicated_per_component(start: Starter) {
-    let app = start(Options::default()).await;
+    let app = start(test_config()).await;
     let data = bytes(5000, 7);
     for id in ["a", "b"] {
         app.ok(
@@ -392,7 +388,7 @@ pub async fn identical_bytes_are_deduplicated_per_component(start: Starter) {
 }
 
 pub async fn model_meta_route_keeps_the_original_shape(start: Starter) {
-    let app = start(Options::default()).await;
+    let app = start(test_config()).await;
     app.ok(
         "mutation { createModel(input: {name: \"base\", version: \"base2\", library: \"keras\", description: \"CIFAR\"}) { name } }",
         json!({}),
@@ -421,7 +417,7 @@ pub async fn model_meta_route_keeps_the_original_shape(start: Starter) {
 }
 
 pub async fn graphql_over_get_runs_queries_only(start: Starter) {
-    let app = start(Options::default()).await;
+    let app = start(test_config()).await;
     let response = app
         .client
         .get(app.url("/graphql"))
@@ -458,7 +454,7 @@ pub async fn graphql_over_get_runs_queries_only(start: Starter) {
 /// RFC 9110: no range of an empty file is satisfiable (416 with `bytes */0`); several ranges are answered with the
 /// whole file, whatever they select.
 pub async fn serves_empty_files_and_multiple_ranges(start: Starter) {
-    let app = start(Options::default()).await;
+    let app = start(test_config()).await;
     create_model(&app).await;
     const PATH: &str = "/model/fall-detection/pilot-2-1";
     let response = app
@@ -504,7 +500,7 @@ pub async fn serves_empty_files_and_multiple_ranges(start: Starter) {
 /// A client on a slow link is half way through a download when the file is replaced and then deleted: it still
 /// gets every byte of the version it started, while new requests see the new state at once.
 pub async fn downloads_in_progress_survive_replace_and_delete(start: Starter) {
-    let app = start(Options::default()).await;
+    let app = start(test_config()).await;
     app.ok(
         "mutation { createService(input: {id: \"svc\"}) { id } }",
         json!({}),

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::Starter;
 use crate::common::ws::{GraphqlSocket, Outcome, PROTOCOLS};
-use crate::common::{Options, TestApp};
+use crate::common::{Config, TestApp, config_with, test_config, tokens};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Need {
@@ -198,15 +198,8 @@ const OPERATIONS: &[(&str, Need, &str)] = &[
 const READ: &str = "guard-read";
 const WRITE: &str = "guard-write";
 
-fn options(public_reads: bool) -> Options {
-    let mut flags = vec!["--read-tokens", READ, "--write-tokens", WRITE];
-    if public_reads {
-        flags.push("--public-reads");
-    }
-    Options {
-        flags: flags.into_iter().map(String::from).collect(),
-        ..Options::default()
-    }
+fn options(public_reads: bool) -> Config {
+    config_with(|c| c.auth = tokens(&[READ], &[WRITE], public_reads))
 }
 
 /// The refusal `(code, HTTP status)` an operation needing `need` gets with `token`, or `None` when it runs.
@@ -335,7 +328,7 @@ pub async fn every_operation_is_authorized_alike_on_every_transport(start: Start
 }
 
 pub async fn every_root_field_is_in_the_matrix(start: Starter) {
-    let app = start(Options::default()).await;
+    let app = start(test_config()).await;
     let body = app
         .ok(
             "{ __schema { queryType { fields { name } } mutationType { fields { name } }
@@ -356,10 +349,9 @@ pub async fn every_root_field_is_in_the_matrix(start: Starter) {
 /// A GraphQL multipart upload is kept only when its HTTP body ends cleanly too: complete to its closing delimiter
 /// but short of its `Content-Length`, or chunked without its last chunk, it attaches nothing.
 pub async fn truncated_graphql_uploads_are_refused(start: Starter) {
-    let app = start(Options {
-        flags: vec!["--body-idle-timeout-secs".into(), "1".into()],
-        ..Options::default()
-    })
+    let app = start(config_with(|c| {
+        c.limits.body_idle_timeout = std::time::Duration::from_secs(1);
+    }))
     .await;
     app.ok(
         r#"mutation { createService(input: {id: "svc"}) { id } }"#,

@@ -1,7 +1,7 @@
 use serde_json::{Value, json};
 
 use super::Starter;
-use crate::common::{Options, TestApp};
+use crate::common::{TestApp, test_config};
 
 async fn service(app: &TestApp, id: &str, needs: Value) {
     app.ok(
@@ -44,7 +44,7 @@ async fn services_matching(app: &TestApp, filter: Value) -> Vec<String> {
 }
 
 pub async fn filters_by_needs(start: Starter) {
-    let app = start(Options::default()).await;
+    let app = start(test_config()).await;
     service(&app, "small", json!({"ram": 0.5, "storage": 1})).await;
     service(
         &app,
@@ -106,7 +106,7 @@ pub async fn filters_by_needs(start: Starter) {
 }
 
 pub async fn filters_by_library_versions_as_versions(start: Starter) {
-    let app = start(Options::default()).await;
+    let app = start(test_config()).await;
     let tf = |v: &str| json!({"preinstalledLibraries": [{"name": "tensorflow", "version": v}]});
     service(&app, "tf-2.9", tf("2.9.0")).await;
     service(&app, "tf-2.12", tf("2.12.0")).await;
@@ -145,7 +145,7 @@ pub async fn filters_by_library_versions_as_versions(start: Starter) {
 }
 
 pub async fn filters_models_and_inferencers(start: Starter) {
-    let app = start(Options::default()).await;
+    let app = start(test_config()).await;
     for (name, version, library) in [
         ("fall-detection", "pilot-2-1", "keras"),
         ("fall-detection", "pilot-3", "keras"),
@@ -206,7 +206,7 @@ pub async fn filters_models_and_inferencers(start: Starter) {
 }
 
 pub async fn paginates_with_cursors(start: Starter) {
-    let app = start(Options::default()).await;
+    let app = start(test_config()).await;
     for i in 0..25 {
         service(&app, &format!("svc-{i:02}"), json!({})).await;
     }
@@ -291,7 +291,7 @@ async fn seed_runnable(app: &TestApp) {
 }
 
 pub async fn runnable_on_matches_devices(start: Starter) {
-    let app = start(Options::default()).await;
+    let app = start(test_config()).await;
     seed_runnable(&app).await;
 
     let edge_device = json!({"gpu": false, "ram": 4, "storage": 8,
@@ -334,7 +334,7 @@ pub async fn runnable_on_matches_devices(start: Starter) {
 }
 
 pub async fn runnable_on_paginates_across_kinds(start: Starter) {
-    let app = start(Options::default()).await;
+    let app = start(test_config()).await;
     seed_runnable(&app).await;
     let anything = json!({"gpu": true, "libraries": [{"name": "tensorflow", "version": "2.12.0"}],
         "models": [{"name": "yolo", "version": "v8"}]});
@@ -362,7 +362,7 @@ pub async fn runnable_on_paginates_across_kinds(start: Starter) {
 }
 
 pub async fn available_models_resolve_to_models(start: Starter) {
-    let app = start(Options::default()).await;
+    let app = start(test_config()).await;
     app.ok("mutation { createModel(input: {name: \"yolo\", version: \"v8\", library: \"torch\"}) { name } }", json!({}))
         .await;
     service(&app, "svc", json!({"availableModels": [{"name": "yolo", "version": "v8"}, {"name": "ghost", "version": "1"}]}))

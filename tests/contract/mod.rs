@@ -28,10 +28,10 @@ pub use webhooks::*;
 use std::future::Future;
 use std::pin::Pin;
 
-use crate::common::{Options, TestApp};
+use crate::common::{Config, TestApp};
 
 /// Starts a fresh server (with empty storage) on the backend under test.
-pub type Starter = fn(Options) -> Pin<Box<dyn Future<Output = TestApp> + Send>>;
+pub type Starter = fn(Config) -> Pin<Box<dyn Future<Output = TestApp> + Send>>;
 
 #[macro_export]
 macro_rules! contract_suite {

@@ -3,7 +3,7 @@
 use serde_json::{Value, json};
 
 use super::Starter;
-use crate::common::{Options, TestApp, bytes, sha256_hex};
+use crate::common::{TestApp, bytes, config_with, sha256_hex, test_config};
 
 async fn send(request: reqwest::RequestBuilder) -> (u16, Value) {
     let response = request.send().await.unwrap();
@@ -20,7 +20,7 @@ fn file_form(data: Vec<u8>) -> reqwest::multipart::Form {
 }
 
 pub async fn original_rest_api_round_trip(start: Starter) {
-    let app: TestApp = start(Options::default()).await;
+    let app: TestApp = start(test_config()).await;
     let c = &app.client;
 
     // Models: create, upload, meta, update meta, list, download, delete.
@@ -159,7 +159,7 @@ pub async fn original_rest_api_round_trip(start: Starter) {
 }
 
 pub async fn original_rest_api_errors(start: Starter) {
-    let app: TestApp = start(Options::default()).await;
+    let app: TestApp = start(test_config()).await;
     let c = &app.client;
     let service = json!({"id": "svc", "description": "", "needs": {}});
     send(c.post(app.url("/service")).json(&service)).await;
@@ -232,7 +232,7 @@ pub async fn original_rest_api_errors(start: Starter) {
 /// REST bodies are JSON objects sent as JSON: what a cross-site HTML form can send (`text/plain`, form encodings,
 /// no type) is a 415, and an array is not read as a positional object.
 pub async fn rest_bodies_must_be_json_objects(start: Starter) {
-    let app: TestApp = start(Options::default()).await;
+    let app: TestApp = start(test_config()).await;
     let c = &app.client;
     let model = json!({"model_name": "m", "model_version": "1", "meta": {"library": "keras", "description": "d"}});
     let (status, _) = send(c.post(app.url("/model")).json(&model)).await;
@@ -369,10 +369,9 @@ pub(super) async fn raw_request(app: &TestApp, head: &str, body: &[u8], close: b
 /// A REST upload whose body breaks off after a complete `file` part is refused, and nothing is stored: the declared
 /// length is not reached, the closing delimiter is missing, or a chunked body lacks its last chunk.
 pub async fn truncated_rest_uploads_are_refused(start: Starter) {
-    let app: TestApp = start(Options {
-        flags: vec!["--body-idle-timeout-secs".into(), "1".into()],
-        ..Options::default()
-    })
+    let app: TestApp = start(config_with(|c| {
+        c.limits.body_idle_timeout = std::time::Duration::from_secs(1);
+    }))
     .await;
     let (status, _) = send(
         app.client

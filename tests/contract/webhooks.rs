@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 
 use super::Starter;
-use crate::common::{Options, TestApp, eventually};
+use crate::common::{Config, TestApp, config_with, eventually, test_config};
 
 /// One request a receiver got.
 #[derive(Debug, Clone)]
@@ -109,11 +109,16 @@ pub fn verified(received: &Received, secret: &str) -> Value {
     serde_json::from_slice(&received.body).unwrap()
 }
 
-pub fn allow_private() -> Options {
-    Options {
-        flags: vec!["--webhooks-allow-private-networks".into()],
-        ..Options::default()
-    }
+pub fn allow_private() -> Config {
+    allow_private_with(|_| {})
+}
+
+/// [`allow_private`] as `change` leaves it.
+pub fn allow_private_with(change: impl FnOnce(&mut Config)) -> Config {
+    config_with(|c| {
+        c.webhooks.allow_private_networks = true;
+        change(c);
+    })
 }
 
 pub async fn create_webhook(app: &TestApp, url: &str, secret: &str, kinds: Value) -> String {
@@ -238,7 +243,7 @@ pub async fn webhooks_deliver_signed_events_in_order_with_retries(start: Starter
 }
 
 pub async fn webhooks_to_private_networks_are_refused(start: Starter) {
-    let app = start(Options::default()).await;
+    let app = start(test_config()).await;
     for url in [
         "http://127.0.0.1:9/hook",
         "http://localhost:9/hook",
@@ -290,12 +295,6 @@ pub async fn metric(app: &TestApp, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-fn flags(flags: &[&str]) -> Options {
-    let mut options = allow_private();
-    options.flags.extend(flags.iter().map(|f| f.to_string()));
-    options
-}
-
 /// Mean time of `count` service creations, for the report (never asserted: the machine is shared).
 async fn time_creates(app: &TestApp, prefix: &str, count: usize) -> Duration {
     let started = Instant::now();
@@ -311,7 +310,10 @@ const CURSOR_SAVES: &str = "repository_webhook_cursor_saves_total";
 /// A hundred webhooks that all filter an event out write nothing for it: no delivery, no cursor; a wanted event
 /// is delivered by each, and saves each cursor.
 pub async fn filtered_out_events_cost_webhooks_no_writes(start: Starter) {
-    let app = start(flags(&["--webhook-cursor-save-interval", "1h"])).await;
+    let app = start(allow_private_with(|c| {
+        c.webhooks.cursor_save_interval = Duration::from_secs(3600)
+    }))
+    .await;
     let receiver = Receiver::start(0).await;
     let without = time_creates(&app, "before", 20).await;
     const HOOKS: usize = 100;
@@ -380,7 +382,7 @@ pub async fn filtered_out_events_cost_webhooks_no_writes(start: Starter) {
 
 /// `--max-webhooks` caps how many webhooks there are, also against concurrent creations.
 pub async fn webhooks_are_capped(start: Starter) {
-    let app = start(flags(&["--max-webhooks", "3"])).await;
+    let app = start(allow_private_with(|c| c.webhooks.max_webhooks = 3)).await;
     let create = async |app: &TestApp| {
         app.gql(
             "mutation { createWebhook(input: {url: \"http://127.0.0.1:9/hook\", secret: \"s\"}) { id } }",
@@ -456,12 +458,10 @@ pub async fn webhook_deliveries_are_pruned(start: Starter) {
     };
 
     // By count: the two newest stay.
-    let app = start(flags(&[
-        "--webhook-delivery-retention",
-        "30d,2",
-        "--events-retention-sweep-secs",
-        "1",
-    ]))
+    let app = start(allow_private_with(|c| {
+        c.webhooks.deliveries_kept = 2;
+        c.events.sweep_interval = Duration::from_secs(1);
+    }))
     .await;
     let receiver = Receiver::start(0).await;
     let id = create_webhook(&app, &receiver.url, "pruned", json!(null)).await;
@@ -489,12 +489,10 @@ pub async fn webhook_deliveries_are_pruned(start: Starter) {
     app.stop().await;
 
     // By age: a settled delivery goes after a second; a pending one stays.
-    let app = start(flags(&[
-        "--webhook-delivery-retention",
-        "1s,1000",
-        "--events-retention-sweep-secs",
-        "1",
-    ]))
+    let app = start(allow_private_with(|c| {
+        c.webhooks.delivery_max_age = Duration::from_secs(1);
+        c.events.sweep_interval = Duration::from_secs(1);
+    }))
     .await;
     let taking = Receiver::start(0).await;
     let failing = Receiver::start(usize::MAX).await;

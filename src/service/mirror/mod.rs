@@ -102,8 +102,11 @@ struct SavedState {
     feed_id: Option<String>,
 }
 
-/// Starts the sync task; returns the status it keeps.
-pub fn spawn(store: Arc<dyn Store>, config: MirrorConfig) -> Result<MirrorStatus, reqwest::Error> {
+/// The sync, ready to start, and the status it will keep (the service shows it before the sync runs).
+pub fn prepare(
+    store: Arc<dyn Store>,
+    config: MirrorConfig,
+) -> Result<(MirrorStatus, MirrorTask), reqwest::Error> {
     let status = MirrorStatus::new(&config.upstream, config.serve_stale);
     let upstream = Upstream::new(&config.upstream, config.token.clone())?;
     let fetcher = Fetcher::new(
@@ -123,9 +126,21 @@ pub fn spawn(store: Arc<dyn Store>, config: MirrorConfig) -> Result<MirrorStatus
         digest_locks: Default::default(),
         wake: wake.clone(),
     });
-    tokio::spawn(watch_events(mirror.upstream.clone(), wake));
-    tokio::spawn(mirror.run());
-    Ok(status)
+    Ok((status, MirrorTask { mirror, wake }))
+}
+
+/// A prepared sync: its tasks run once spawned.
+pub struct MirrorTask {
+    mirror: Arc<Mirror>,
+    wake: Arc<tokio::sync::Notify>,
+}
+
+impl MirrorTask {
+    /// Starts following the upstream's feed and syncing.
+    pub fn spawn(self) {
+        tokio::spawn(watch_events(self.mirror.upstream.clone(), self.wake));
+        tokio::spawn(self.mirror.run());
+    }
 }
 
 struct Mirror {

@@ -1,0 +1,183 @@
+//! One reader of the change feed per process. It follows the store and keeps the newest events in memory (the
+//! window); every live follower reads them there. A committed event then costs one store read however many
+//! subscribers follow, and a subscriber that stops reading holds nothing: it only falls behind the window, and
+//! catches up from the store when it reads again.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
+
+use crate::domain::Event;
+use crate::store::{Store, StoreError};
+
+/// Events kept in memory: a follower this far behind reads the store instead.
+const WINDOW: usize = 4096;
+/// Events read from the store at a time.
+const READ_BATCH: usize = 512;
+/// The reader re-reads the store at least this often, even without a signal: an event of another replica that
+/// was pending at the last read is then picked up once settled.
+const RECHECK: Duration = Duration::from_secs(1);
+
+/// The newest events, in sequence order: every event with a sequence in `(first_after, head]`.
+#[derive(Clone, Default)]
+pub(super) struct Window {
+    pub first_after: u64,
+    pub head: u64,
+    pub events: imbl::Vector<Arc<Event>>,
+}
+
+impl Window {
+    /// Up to `limit` events after `after` (which must be in the window), and the sequence to continue after.
+    pub fn after(&self, after: u64, limit: usize) -> (Vec<Arc<Event>>, u64) {
+        let start = match self.events.binary_search_by(|e| e.sequence.cmp(&after)) {
+            Ok(at) => at + 1,
+            Err(at) => at,
+        };
+        let taken: Vec<Arc<Event>> = self
+            .events
+            .skip(start)
+            .iter()
+            .take(limit)
+            .cloned()
+            .collect();
+        let next = if start + taken.len() == self.events.len() {
+            self.head
+        } else {
+            taken.last().map_or(after, |e| e.sequence)
+        };
+        (taken, next.max(after))
+    }
+}
+
+/// What a follower holds of the hub: the window, and a signal raised when its head moves. Holding one keeps the
+/// reader running; the reader stops when nobody follows.
+#[derive(Clone)]
+pub(super) struct Subscription {
+    pub window: Arc<ArcSwap<Window>>,
+    pub head: watch::Receiver<u64>,
+}
+
+#[derive(Default)]
+pub(super) struct FeedHub {
+    running: Mutex<Option<Subscription>>,
+}
+
+impl FeedHub {
+    /// A subscription to the window, starting the reader (after `from`, the store's newest settled sequence) when
+    /// none runs.
+    pub fn subscribe(&self, store: &Arc<dyn Store>, from: u64) -> Subscription {
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(subscription) = running.as_ref()
+            && subscription.head.has_changed().is_ok()
+        {
+            return subscription.clone();
+        }
+        let window = Arc::new(ArcSwap::from_pointee(Window {
+            first_after: from,
+            head: from,
+            events: imbl::Vector::new(),
+        }));
+        let (head_tx, head) = watch::channel(from);
+        let subscription = Subscription {
+            window: window.clone(),
+            head,
+        };
+        tokio::spawn(read(Arc::downgrade(store), window, head_tx, from));
+        // The hub keeps no receiver of its own for long: a clone handed out keeps the reader alive, and the one kept
+        // here is only to hand out more; it is replaced once the reader has stopped.
+        *running = Some(subscription.clone());
+        subscription
+    }
+}
+
+/// The reader: appends what the store commits to the window until no follower is left (only the hub's own
+/// receiver) or the store is gone.
+async fn read(
+    store: std::sync::Weak<dyn Store>,
+    window: Arc<ArcSwap<Window>>,
+    head: watch::Sender<u64>,
+    mut after: u64,
+) {
+    let Some(mut signal) = store.upgrade().map(|s| s.feed().event_signal()) else {
+        return;
+    };
+    loop {
+        // Only the hub's receiver left: nobody follows.
+        if head.receiver_count() <= 1 {
+            return;
+        }
+        signal.borrow_and_update();
+        let Some(strong) = store.upgrade() else {
+            return;
+        };
+        let read = strong.feed().events(after, READ_BATCH).await;
+        drop(strong);
+        match read {
+            Ok(batch) if batch.next_after > after => {
+                let mut next = Window::clone(&window.load());
+                for event in batch.events {
+                    next.events.push_back(Arc::new(event));
+                }
+                while next.events.len() > WINDOW {
+                    if let Some(dropped) = next.events.pop_front() {
+                        next.first_after = dropped.sequence;
+                    }
+                }
+                after = batch.next_after;
+                next.head = after;
+                window.store(Arc::new(next));
+                head.send_replace(after);
+                continue;
+            }
+            Ok(_) => {}
+            // Retention passed the reader (it was far behind): the window starts again at the oldest retained.
+            Err(StoreError::EventsExpired { floor, .. }) => {
+                after = floor;
+                window.store(Arc::new(Window {
+                    first_after: floor,
+                    head: floor,
+                    events: imbl::Vector::new(),
+                }));
+                head.send_replace(floor);
+                continue;
+            }
+            Err(e) => tracing::warn!(error = %e, "reading the change feed failed; retrying"),
+        }
+        tokio::select! {
+            _ = tokio::time::timeout(RECHECK, signal.changed()) => {}
+            _ = head.closed() => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{ComponentKey, EventDraft, Kind};
+
+    fn event(sequence: u64) -> Arc<Event> {
+        let key = ComponentKey::with_id(Kind::Service, "svc").unwrap();
+        Arc::new(
+            EventDraft::bare(crate::domain::EventType::Created, key)
+                .at(sequence, crate::domain::now()),
+        )
+    }
+
+    #[test]
+    fn a_window_hands_out_what_follows_a_sequence_and_where_to_continue() {
+        let window = Window {
+            first_after: 10,
+            head: 20,
+            events: [11, 12, 15].into_iter().map(event).collect(),
+        };
+        let sequences = |(events, next): (Vec<Arc<Event>>, u64)| {
+            (events.iter().map(|e| e.sequence).collect::<Vec<_>>(), next)
+        };
+        assert_eq!(sequences(window.after(10, 10)), (vec![11, 12, 15], 20));
+        assert_eq!(sequences(window.after(11, 1)), (vec![12], 12));
+        assert_eq!(sequences(window.after(15, 10)), (vec![], 20));
+        assert_eq!(sequences(window.after(20, 10)), (vec![], 20));
+    }
+}
