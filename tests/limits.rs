@@ -503,11 +503,7 @@ async fn no_suggestions_without_introspection() {
 /// timeout (408); listings are paged at most 1000 at a time.
 #[tokio::test]
 async fn oci_routes_obey_the_upload_and_page_limits() {
-    let app = common::embedded(Options {
-        max_upload_size: 1024,
-        ..Options::default()
-    })
-    .await;
+    let app = app_with(|c| c.uploads.max_size = 1024).await;
     let data = bytes(2048, 9);
     let digest = format!("sha256:{}", common::sha256_hex(&data));
     let response = app
@@ -558,7 +554,7 @@ async fn oci_routes_obey_the_upload_and_page_limits() {
     assert_eq!(status, 400);
     assert_eq!(body["errors"][0]["code"], "PAGINATION_NUMBER_INVALID");
 
-    let app = app_with(&["--body-idle-timeout-secs", "1"]).await;
+    let app = app_with(|c| c.limits.body_idle_timeout = Duration::from_secs(1)).await;
     let addr = app.addr;
     let started = Instant::now();
     let answer = tokio::task::spawn_blocking(move || {

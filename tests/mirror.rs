@@ -1049,12 +1049,12 @@ async fn a_lying_upstream_cannot_escape_the_data_dir_overfill_or_exhaust_the_mir
 /// the same bytes as its upstream, so registry clients and P2P engines can use the mirror; pushes are refused.
 #[tokio::test]
 async fn a_mirror_serves_the_upstreams_oci_artifacts_and_refuses_pushes() {
-    let cloud = common::embedded(Options::default()).await;
+    let cloud = common::embedded(test_config()).await;
     let content = bytes(200_000, 41);
     service(&cloud, "svc", 1.0, json!([])).await;
     upload_service(&cloud, "svc", content.clone()).await;
     let site_dir = tempfile::tempdir().unwrap();
-    let site = mirror(site_dir.path(), &cloud.url(""), &[]).await;
+    let site = mirror(site_dir.path(), &cloud.url(""), |_| {}).await;
     wait_served(&site, "/service/svc", &content).await;
     let manifest = |app: &TestApp| {
         let url = app.url("/v2/services/svc/manifests/latest");

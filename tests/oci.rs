@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use common::archive::{dump_embedded, populated_store, restore_embedded};
 use common::oci::{clients, oras_pull, skopeo_run};
-use common::{Options, TestApp, bytes, report_skip};
+use common::{TestApp, bytes, config_with, report_skip, tokens};
 use serde_json::{Value, json};
 
 /// `oras login` (and skopeo's `--creds` / `--registry-token`) with a read token (as the Basic password, traded at the realm for a bearer token), then a pull;
@@ -17,12 +17,9 @@ async fn oras_logs_in_with_a_token() {
     if let Err(reason) = clients() {
         return report_skip("oras_logs_in_with_a_token", &reason);
     }
-    let app = common::embedded(Options {
-        flags: ["--read-tokens", "oci-read", "--write-tokens", "oci-write"]
-            .map(String::from)
-            .to_vec(),
-        ..Options::default()
-    })
+    let app = common::embedded(config_with(|c| {
+        c.auth = tokens(&["oci-read"], &["oci-write"], false)
+    }))
     .await;
     let (status, _) = app
         .gql_as(

@@ -4,7 +4,7 @@ use serde_json::{Value, json};
 
 use super::Starter;
 use crate::common::oci::{clients, oras_pull, oras_push, registry, skopeo_run};
-use crate::common::{Options, TestApp, bytes, report_skip, sha256_hex};
+use crate::common::{TestApp, bytes, report_skip, sha256_hex, test_config};
 
 async fn model_with_file(app: &TestApp, name: &str, version: &str, data: Vec<u8>) {
     app.ok(
@@ -41,7 +41,7 @@ pub async fn oci_clients_pull_what_rest_serves(start: Starter) {
         Err(reason) => return report_skip("oci_clients_pull_what_rest_serves", &reason),
     };
     let _ = python;
-    let app = start(Options::default()).await;
+    let app = start(test_config()).await;
     let data = bytes(300_000, 24);
     model_with_file(&app, "fall-detection", "1.0", data.clone()).await;
     app.ok(
@@ -160,7 +160,7 @@ pub async fn oci_platform_pull_gets_the_variant(start: Starter) {
     if let Err(reason) = clients() {
         return report_skip("oci_platform_pull_gets_the_variant", &reason);
     }
-    let app = start(Options::default()).await;
+    let app = start(test_config()).await;
     app.ok(
         "mutation { createService(input: {id: \"svc\"}) { id } }",
         json!({}),
@@ -226,7 +226,7 @@ pub async fn oci_platform_pull_gets_the_variant(start: Starter) {
 /// The routes themselves, without a client: version header, tags and catalog with paging, blobs with ranges,
 /// referrers, and the spec's error codes.
 pub async fn oci_routes_answer_in_the_spec_shape(start: Starter) {
-    let app = start(Options::default()).await;
+    let app = start(test_config()).await;
     let base = app.get("/v2/").await;
     assert_eq!(base.status(), 200);
     assert_eq!(
@@ -427,7 +427,7 @@ pub async fn oras_push_creates_the_model_version(start: Starter) {
     if let Err(reason) = clients() {
         return report_skip("oras_push_creates_the_model_version", &reason);
     }
-    let app = start(Options::default()).await;
+    let app = start(test_config()).await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("weights.onnx");
     let data = bytes(400_000, 31);
