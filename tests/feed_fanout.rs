@@ -102,7 +102,7 @@ async fn each_event_is_read_from_the_store_once_whatever_the_number_of_subscribe
         inner: EmbeddedStore::open(&dir.path().join("data")).await.unwrap(),
         reads: AtomicUsize::new(0),
     });
-    let app = common::TestApp::start(store.clone(), dir, None, common::Options::default()).await;
+    let app = common::TestApp::start(store.clone(), dir, None, common::test_config()).await;
 
     // A subscriber that never reads a byte of its stream.
     let mut stalled = tokio::net::TcpStream::connect(app.addr).await.unwrap();

@@ -149,6 +149,9 @@ impl Needs {
         for (name, version) in &self.preinstalled_libraries {
             validate_name("needs.preinstalledLibraries", name)?;
             validate_text("needs.preinstalledLibraries", version)?;
+            super::version::check_requirement(version).map_err(|reason| {
+                DomainError::new(format!("needs.preinstalledLibraries.{name}"), reason)
+            })?;
         }
         for (name, version) in &self.available_models {
             validate_key_part("needs.availableModels.name", name)?;

@@ -61,6 +61,48 @@ impl Requirement {
     }
 }
 
+/// Refuses a requirement that begins like a PEP 440 specifier (with `<`, `>`, `=`, `!` or `~`) but does not parse
+/// as one (`>=>=2`, `==`, `>=2,,<3`): no device could ever satisfy it. The reason names the clause and its
+/// position (the 1-based character where it starts). Other text (`latest`, `2.12.0`) is accepted as the original
+/// service's clients send it.
+///
+/// ```
+/// use component_repository::domain::version::check_requirement;
+///
+/// assert!(check_requirement(">=2.12,<3").is_ok());
+/// assert!(check_requirement("latest").is_ok());
+/// assert_eq!(
+///     check_requirement(">=2,,<3").unwrap_err(),
+///     "an empty clause at character 5: a PEP 440 specifier set is clauses such as `>=2.12` separated by commas"
+/// );
+/// ```
+pub fn check_requirement(text: &str) -> Result<(), String> {
+    let trimmed = text.trim_start();
+    if !trimmed.starts_with(['<', '>', '=', '!', '~']) || VersionSpecifiers::from_str(text).is_ok()
+    {
+        return Ok(());
+    }
+    let mut start = text.len() - trimmed.len();
+    for clause in trimmed.split(',') {
+        let position = text[..start].chars().count() + 1;
+        let written = clause.trim();
+        if written.is_empty() {
+            return Err(format!(
+                "an empty clause at character {position}: a PEP 440 specifier set is clauses such as `>=2.12` \
+                 separated by commas"
+            ));
+        }
+        if let Err(e) = VersionSpecifier::from_str(written) {
+            let position = position + (clause.len() - clause.trim_start().len());
+            return Err(format!(
+                "{written:?} at character {position} is not a PEP 440 version clause: {e}"
+            ));
+        }
+        start += clause.len() + 1;
+    }
+    Err(format!("{text:?} is not a PEP 440 specifier set"))
+}
+
 /// Does a component's requirement `required` fall within what a search asks for (`wanted`)? They match when some
 /// version would satisfy both:
 /// - a search for any version (empty or `*`) matches every requirement, and a component that accepts any version
@@ -111,6 +153,33 @@ fn overlap(a: &VersionSpecifiers, b: &VersionSpecifiers) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn requirements_that_begin_like_specifiers_must_parse_and_say_where_they_do_not() {
+        for good in [
+            ">=2.12,<3",
+            "==2.*",
+            "~=1.13",
+            "!=2.0",
+            " >=2 , <3",
+            "latest",
+            "2.12.0",
+            "",
+            "*",
+            "cu118",
+        ] {
+            assert_eq!(check_requirement(good), Ok(()), "{good:?}");
+        }
+        for (bad, at) in [
+            (">=>=2", "character 1"),
+            ("==", "character 1"),
+            (">=2,,<3", "character 5"),
+            (">=2, <x", "character 6"),
+        ] {
+            let reason = check_requirement(bad).expect_err(bad);
+            assert!(reason.contains(at), "{bad:?}: {reason}");
+        }
+    }
 
     #[test]
     fn plain_versions_are_exact_but_compared_as_versions() {

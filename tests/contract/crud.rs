@@ -407,3 +407,61 @@ pub async fn errors_have_codes(start: Starter) {
     let response = app.client.delete(app.url("/healthz")).send().await.unwrap();
     assert_eq!(response.status(), 405);
 }
+
+pub async fn malformed_library_requirements_are_refused(start: Starter) {
+    let app = start(test_config()).await;
+    let create = "mutation($v: String!) { createService(input: {id: \"svc\", needs: {preinstalledLibraries: [{name: \"tensorflow\", version: $v}]}}) { id } }";
+    for (bad, at) in [
+        (">=>=2", "character 1"),
+        ("==", "character 1"),
+        (">=2,,<3", "character 5"),
+    ] {
+        let answer = app.gql(create, json!({ "v": bad })).await;
+        let error = &answer["errors"][0];
+        assert_eq!(
+            error["extensions"]["code"], "INVALID_INPUT",
+            "{bad:?}: {answer}"
+        );
+        let message = error["message"].as_str().unwrap();
+        assert!(
+            message.contains(at),
+            "{bad:?}: the position is named: {message}"
+        );
+        assert_eq!(
+            app.ok("{ service(id: \"svc\") { id } }", json!({})).await["service"],
+            json!(null),
+            "{bad:?}: nothing was created"
+        );
+    }
+    // Text that is no specifier is what the original's clients send: kept as it is.
+    app.ok(create, json!({ "v": "latest" })).await;
+    let update = "mutation($v: String!) { updateService(id: \"svc\", input: {needs: {preinstalledLibraries: [{name: \"tensorflow\", version: $v}]}}) { id } }";
+    assert_eq!(
+        app.error_code(update, json!({ "v": ">=2,<" })).await,
+        "INVALID_INPUT"
+    );
+    let kept = app
+        .ok(
+            "{ service(id: \"svc\") { needs { preinstalledLibraries { version } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        kept["service"]["needs"]["preinstalledLibraries"][0]["version"],
+        "latest"
+    );
+
+    // The original REST routes refuse it the same way.
+    let body = json!({"id": "rest", "description": "", "needs": {"preinstalled_libraries": {"torch": ">=>=2"}}});
+    let response = app
+        .client
+        .post(app.url("/service"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let refusal: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(refusal["code"], "INVALID_INPUT", "{refusal}");
+    assert_eq!(app.get("/service/rest").await.status(), 404);
+}

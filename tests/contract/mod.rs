@@ -49,6 +49,7 @@ macro_rules! contract_suite {
             updates_only_what_is_given,
             deletes_component_and_file,
             errors_have_codes,
+            malformed_library_requirements_are_refused,
             uploads_and_downloads_files,
             serves_conditional_and_range_requests,
             serves_ranges_across_chunk_boundaries,
