@@ -3,6 +3,8 @@
 # - curl, jq, openssl: the README tour (tests/readme.rs) runs its examples with them.
 # - nx-27017 (PyPI): a MongoDB-wire server, so the MongoDB backend's contract suite runs without a MongoDB server.
 #   With MONGODB_URI set, the suite runs against that server instead.
+# - oras (PyPI, oras-py) and skopeo (Debian): the OCI clients the registry tests (tests/oci.rs, tests/contract/oci.rs)
+#   pull with.
 # - tuspy (PyPI) and tus-js-client (npm): the tus clients the resumable-upload tests (tests/tus.rs) drive.
 # - chromium (Debian) and node_modules (npm: playwright-core, axe-core among them): the browser tests of the
 #   playground, the catalogue and /docs (tests/playground.rs, tests/ui.rs). The repository has one npm root
@@ -16,10 +18,11 @@ cd "$(dirname "$0")/.."
 
 NX_VERSION=0.8.1
 TUSPY_VERSION=1.1.0
+ORAS_VERSION=0.2.43
 tools=target/tools
 
 missing=()
-for tool in curl jq openssl; do
+for tool in curl jq openssl skopeo; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
 [ -x /usr/bin/chromium ] || missing+=(chromium)
@@ -48,6 +51,13 @@ if [ ! -x "$tools/tuspy/bin/python" ] || ! "$tools/tuspy/bin/pip" show -q tuspy 
   "$tools/tuspy/bin/pip" install --quiet --disable-pip-version-check "tuspy==$TUSPY_VERSION"
 fi
 export TUSPY_PYTHON="$PWD/$tools/tuspy/bin/python"
+
+if [ ! -x "$tools/oras/bin/python" ] || ! "$tools/oras/bin/pip" show -q oras >/dev/null 2>&1; then
+  echo "installing oras $ORAS_VERSION into $tools/oras"
+  python3 -m venv "$tools/oras"
+  "$tools/oras/bin/pip" install --quiet --disable-pip-version-check "oras==$ORAS_VERSION"
+fi
+export ORAS_PYTHON="$PWD/$tools/oras/bin/python"
 
 if command -v npm >/dev/null 2>&1; then
   playground/build.sh --check

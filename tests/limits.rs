@@ -1,4 +1,5 @@
-//! Limits over HTTP: GraphQL depth, complexity and aliases, introspection, CSRF prevention, CORS, slow bodies.
+//! Limits over HTTP: GraphQL depth, complexity and aliases, introspection, CSRF prevention, CORS, slow bodies, and
+//! the same limits on the OCI routes.
 
 mod common;
 
@@ -467,4 +468,82 @@ async fn no_suggestions_without_introspection() {
         !message.contains("Did you mean") && !message.contains("\"services\""),
         "{message}"
     );
+}
+
+/// OCI pushes stream under the same limits as every upload: the size limit (413, nothing kept) and the body idle
+/// timeout (408); listings are paged at most 1000 at a time.
+#[tokio::test]
+async fn oci_routes_obey_the_upload_and_page_limits() {
+    let app = app_with(|c| c.uploads.max_size = 1024).await;
+    let data = bytes(2048, 9);
+    let digest = format!("sha256:{}", common::sha256_hex(&data));
+    let response = app
+        .client
+        .post(app.url(&format!("/v2/models/m/blobs/uploads/?digest={digest}")))
+        .body(data)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["errors"][0]["code"], "PAYLOAD_TOO_LARGE", "{body}");
+    let head = app
+        .client
+        .head(app.url(&format!("/v2/models/m/blobs/{digest}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 404, "nothing of the refused blob is kept");
+    // Chunks count towards the same limit.
+    let session = app
+        .client
+        .post(app.url("/v2/models/m/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(session.status(), 202);
+    let location = session.headers()["location"].to_str().unwrap().to_string();
+    for (chunk, status) in [(bytes(1000, 1), 202), (bytes(1000, 2), 413)] {
+        let patch = app
+            .client
+            .patch(app.url(&location))
+            .body(chunk)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(patch.status(), status);
+    }
+    let gone = app.get(&location).await;
+    assert_eq!(gone.status(), 404, "an upload over the limit is dropped");
+    let (status, body) = {
+        let response = app.get("/v2/_catalog?n=1001").await;
+        (
+            response.status(),
+            response.json::<serde_json::Value>().await.unwrap(),
+        )
+    };
+    assert_eq!(status, 400);
+    assert_eq!(body["errors"][0]["code"], "PAGINATION_NUMBER_INVALID");
+
+    let app = app_with(|c| c.limits.body_idle_timeout = Duration::from_secs(1)).await;
+    let addr = app.addr;
+    let started = Instant::now();
+    let answer = tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let zeros = "0".repeat(64);
+        write!(
+            stream,
+            "POST /v2/models/m/blobs/uploads/?digest=sha256:{zeros} HTTP/1.1\r\nhost: x\r\ncontent-length: 1000\r\n\r\nabc"
+        )
+        .unwrap();
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        answer
+    })
+    .await
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("REQUEST_TIMEOUT"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(5));
 }

@@ -1044,3 +1044,48 @@ async fn a_lying_upstream_cannot_escape_the_data_dir_overfill_or_exhaust_the_mir
     wait_following(&site).await;
     assert_eq!(download(&site, "/service/good").await.unwrap(), good);
 }
+
+/// An edge mirror speaks OCI too: the same manifest (same digest, the component's metadata being the same) and
+/// the same bytes as its upstream, so registry clients and P2P engines can use the mirror; pushes are refused.
+#[tokio::test]
+async fn a_mirror_serves_the_upstreams_oci_artifacts_and_refuses_pushes() {
+    let cloud = common::embedded(test_config()).await;
+    let content = bytes(200_000, 41);
+    service(&cloud, "svc", 1.0, json!([])).await;
+    upload_service(&cloud, "svc", content.clone()).await;
+    let site_dir = tempfile::tempdir().unwrap();
+    let site = mirror(site_dir.path(), &cloud.url(""), |_| {}).await;
+    wait_served(&site, "/service/svc", &content).await;
+    let manifest = |app: &TestApp| {
+        let url = app.url("/v2/services/svc/manifests/latest");
+        let client = app.client.clone();
+        async move {
+            let response = client.get(url).send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            response.bytes().await.unwrap()
+        }
+    };
+    let at_site = manifest(&site).await;
+    assert_eq!(
+        at_site,
+        manifest(&cloud).await,
+        "the same manifest, byte for byte"
+    );
+    let parsed: Value = serde_json::from_slice(&at_site).unwrap();
+    let layer = parsed["layers"][0]["digest"].as_str().unwrap();
+    let blob = download(&site, &format!("/v2/services/svc/blobs/{layer}")).await;
+    assert!(
+        blob.as_deref() == Some(content.as_slice()),
+        "the mirror's blob"
+    );
+    let push = site
+        .client
+        .post(site.url(&format!("/v2/models/m/blobs/uploads/?digest={layer}")))
+        .body(content)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(push.status(), 403);
+    let body: Value = push.json().await.unwrap();
+    assert_eq!(body["errors"][0]["code"], "READ_ONLY_MIRROR", "{body}");
+}

@@ -11,6 +11,7 @@ pub mod layers;
 pub mod lease;
 pub mod limits;
 pub mod metrics;
+mod oci;
 mod playground;
 mod rest;
 mod sse;
@@ -48,6 +49,7 @@ pub fn router(service: Arc<RepositoryService>, config: ApiConfig) -> Router {
         limits,
     } = config;
     let metrics = Arc::new(metrics::Metrics::new());
+    let oci_routes = oci::routes(links.clone());
     let schema = graphql::schema(service.clone(), links, &limits, metrics.clone());
     let cors = layers::cors(&limits.cors_origins);
     let (request_timeout, body_idle_timeout) = (limits.request_timeout, limits.body_idle_timeout);
@@ -80,6 +82,8 @@ pub fn router(service: Arc<RepositoryService>, config: ApiConfig) -> Router {
         )
         // Resumable uploads check their tokens themselves: every request of a session needs a write token.
         .merge(tus::routes())
+        // The OCI distribution API checks tokens itself: its refusals carry a registry's challenge.
+        .merge(oci_routes)
         .merge(playground::routes())
         .merge(ui::routes())
         .merge(rest::documentation())

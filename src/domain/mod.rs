@@ -8,6 +8,7 @@ mod error;
 mod event;
 mod filter;
 mod key;
+pub mod oci;
 mod platform;
 pub mod version;
 mod webhook;

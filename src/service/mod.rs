@@ -6,6 +6,7 @@ mod error;
 mod events;
 mod feed_hub;
 pub mod mirror;
+mod oci;
 pub mod uploads;
 pub mod webhooks;
 

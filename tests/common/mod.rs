@@ -6,6 +6,7 @@
 pub mod archive;
 pub mod browser;
 pub mod mongo;
+pub mod oci;
 pub mod slow;
 
 #[allow(unused_imports)] // each test crate uses a different part

@@ -424,3 +424,113 @@ pub async fn truncated_graphql_uploads_are_refused(start: Starter) {
         crate::common::sha256_hex(&data)
     );
 }
+
+/// The OCI routes (`/v2/`), with no token, a read token and a write token, sent as registries' clients send them
+/// (Bearer, or Basic with the token as password): reads and writes are allowed or refused as everywhere else; a
+/// refusal without a token challenges the client to fetch a bearer token from the realm.
+pub async fn oci_routes_are_authorized_like_rest(start: Starter) {
+    use base64::Engine;
+    for public_reads in [false, true] {
+        let app = start(options(public_reads)).await;
+        let (status, _) = app
+            .gql_as(
+                Some(WRITE),
+                r#"mutation { createService(input: {id: "guarded"}) { id } }"#,
+            )
+            .await;
+        assert_eq!(status, 200);
+        let requests: [(&str, &str, Need); 7] = [
+            ("GET", "/v2/", Need::Read),
+            ("GET", "/v2/_catalog", Need::Read),
+            ("GET", "/v2/services/guarded/tags/list", Need::Read),
+            ("HEAD", "/v2/services/guarded/manifests/latest", Need::Read),
+            (
+                "GET",
+                "/v2/services/guarded/referrers/sha256:0000000000000000000000000000000000000000000000000000000000000000",
+                Need::Read,
+            ),
+            ("POST", "/v2/services/guarded/blobs/uploads/", Need::Write),
+            ("PUT", "/v2/services/guarded/manifests/latest", Need::Write),
+        ];
+        for token in [None, Some(READ), Some(WRITE)] {
+            for basic in [false, true] {
+                if basic && token.is_none() {
+                    continue;
+                }
+                for (method, path, need) in requests {
+                    let mut request = app.client.request(method.parse().unwrap(), app.url(path));
+                    if let Some(token) = token {
+                        request = if basic {
+                            let credentials = base64::engine::general_purpose::STANDARD
+                                .encode(format!("ci:{token}"));
+                            request.header("authorization", format!("Basic {credentials}"))
+                        } else {
+                            request.bearer_auth(token)
+                        };
+                    }
+                    let response = request.send().await.unwrap();
+                    let status = response.status().as_u16();
+                    let what = format!(
+                        "{method} {path} with {token:?} (basic: {basic}, public reads: {public_reads})"
+                    );
+                    match refusal(public_reads, token, need) {
+                        Some((_, 401)) => {
+                            assert_eq!(status, 401, "{what}");
+                            let challenge = response.headers()["www-authenticate"]
+                                .to_str()
+                                .unwrap()
+                                .to_string();
+                            assert!(
+                                challenge.starts_with(&format!(
+                                    "Bearer realm=\"http://{}/v2/token\"",
+                                    app.addr
+                                )),
+                                "{what}: {challenge}"
+                            );
+                        }
+                        Some((_, 403)) => assert_eq!(status, 403, "{what}"),
+                        Some(other) => panic!("{what}: unexpected refusal {other:?}"),
+                        None => assert!(!matches!(status, 401 | 403), "{what}: {status}"),
+                    }
+                    if method != "HEAD" && matches!(status, 401 | 403) {
+                        let body: Value = response.json().await.unwrap();
+                        let code = body["errors"][0]["code"].as_str().unwrap_or_default();
+                        let expected = if status == 401 {
+                            "UNAUTHORIZED"
+                        } else {
+                            "DENIED"
+                        };
+                        assert_eq!(code, expected, "{what}: {body}");
+                    }
+                }
+            }
+        }
+        // The realm trades Basic credentials for a bearer token, and refuses bad ones.
+        for (password, ok) in [(READ, true), (WRITE, true), ("forged", false)] {
+            let response = app
+                .client
+                .get(app.url("/v2/token?service=x&scope=repository:services/guarded:pull"))
+                .basic_auth("ci", Some(password))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                response.status().as_u16(),
+                if ok { 200 } else { 401 },
+                "{password}"
+            );
+            if ok {
+                let body: Value = response.json().await.unwrap();
+                let bearer = body["token"].as_str().unwrap();
+                let base = app
+                    .client
+                    .get(app.url("/v2/"))
+                    .bearer_auth(bearer)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(base.status(), 200, "the realm's token opens /v2/");
+            }
+        }
+    }
+}

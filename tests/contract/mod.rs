@@ -9,6 +9,7 @@ mod faults;
 mod files;
 mod guards;
 mod listing;
+mod oci;
 mod rest;
 mod webhooks;
 
@@ -20,6 +21,7 @@ pub use faults::*;
 pub use files::*;
 pub use guards::*;
 pub use listing::*;
+pub use oci::*;
 pub use rest::*;
 pub use webhooks::*;
 
@@ -159,6 +161,11 @@ macro_rules! contract_suite {
             every_operation_is_authorized_alike_on_every_transport,
             every_root_field_is_in_the_matrix,
             truncated_graphql_uploads_are_refused,
+            oci_clients_pull_what_rest_serves,
+            oci_platform_pull_gets_the_variant,
+            oci_routes_answer_in_the_spec_shape,
+            oci_routes_are_authorized_like_rest,
+            oras_push_creates_the_model_version,
         );
     };
     (@tests $starter:path, $skip:expr; $($name:ident),* $(,)?) => {
