@@ -547,3 +547,57 @@ async fn oci_routes_obey_the_upload_and_page_limits() {
     assert!(answer.contains("REQUEST_TIMEOUT"), "{answer}");
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+/// One client cannot take every pending OCI upload: each caller holds at most 32 sessions or blobs waiting for a
+/// manifest, and a chunk sent out of order leaves the session where it was, for the client to resume.
+#[tokio::test]
+async fn oci_pending_uploads_are_capped_per_caller_and_survive_a_chunk_out_of_order() {
+    let app = app_with(|c| c.auth = tokens(&[], &["w1", "w2"], false)).await;
+    let open = |token: &'static str| {
+        app.client
+            .post(app.url("/v2/models/m/blobs/uploads/"))
+            .bearer_auth(token)
+            .send()
+    };
+    let mut locations = Vec::new();
+    for _ in 0..32 {
+        let session = open("w1").await.unwrap();
+        assert_eq!(session.status(), 202);
+        locations.push(session.headers()["location"].to_str().unwrap().to_string());
+    }
+    let refused = open("w1").await.unwrap();
+    assert_eq!(refused.status(), 429);
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["errors"][0]["code"], "TOOMANYREQUESTS", "{body}");
+    assert_eq!(
+        open("w2").await.unwrap().status(),
+        202,
+        "another caller still pushes"
+    );
+
+    let location = &locations[0];
+    let patch = |range: &'static str, body: &'static [u8]| {
+        app.client
+            .patch(app.url(location))
+            .bearer_auth("w1")
+            .header("content-range", range)
+            .body(body)
+            .send()
+    };
+    assert_eq!(patch("0-2", b"abc").await.unwrap().status(), 202);
+    assert_eq!(patch("5-7", b"def").await.unwrap().status(), 416);
+    let status = app
+        .client
+        .get(app.url(location))
+        .bearer_auth("w1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status.status(), 204, "the session is still there");
+    assert_eq!(status.headers()["range"], "0-2");
+    assert_eq!(
+        patch("3-5", b"def").await.unwrap().status(),
+        202,
+        "and resumes"
+    );
+}

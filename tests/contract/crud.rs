@@ -535,7 +535,8 @@ pub async fn stale_writes_are_refused_with_the_current_revision(start: Starter) 
     let fresh = put(Some("\"1\""), "via REST").await.unwrap();
     assert_eq!(fresh.status(), 204);
     assert_eq!(fresh.headers()["etag"], "\"2\"");
-    for stale_tag in ["\"1\"", "W/\"0\"", "\"not-a-revision\""] {
+    // Strong comparison: a weak tag never matches, even of the current revision; nor a tag that is no revision.
+    for stale_tag in ["\"1\"", "W/\"2\"", "\"02\"", "\"not-a-revision\""] {
         let refused = put(Some(stale_tag), "lost").await.unwrap();
         assert_eq!(refused.status(), 412, "{stale_tag}");
         let body: serde_json::Value = refused.json().await.unwrap();

@@ -129,15 +129,15 @@ async fn handle(
     let access = state
         .tokens
         .access(&as_bearer(headers))
-        .and_then(|access| access.allow(need))
-        .map_err(|e| OciError::from_api(e).with_challenge(challenge()));
-    access?;
+        .and_then(|access| access.allow(need).map(|()| access))
+        .map_err(|e| OciError::from_api(e).with_challenge(challenge()))?;
     let query = Query::parse(uri);
     match (&route, method) {
         (Route::Upload(name, session), _) => {
             return push::upload(
                 state,
                 pending,
+                &access.caller,
                 method,
                 headers,
                 name,

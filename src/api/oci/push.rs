@@ -23,8 +23,10 @@ use crate::domain::oci::{self, Repository};
 use crate::domain::{ComponentKey, Kind, ModelSpec, Spec};
 use crate::service::{ServiceError, StagedBlob};
 
-/// Most upload sessions and uploaded blobs waiting for their manifest, all clients together.
+/// Most upload sessions and uploaded blobs waiting for their manifest (or being received), all clients together.
 const MAX_PENDING: usize = 256;
+/// Most of them one caller (a token's label, or `anonymous`) may hold: one client cannot take every place.
+const MAX_PENDING_PER_CALLER: usize = 32;
 /// How long an upload session or an uploaded blob waits for its manifest.
 const PENDING_TTL: Duration = Duration::from_secs(3600);
 /// Largest manifest accepted.
@@ -35,12 +37,34 @@ const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
 pub struct Pending {
     sessions: Mutex<HashMap<String, Session>>,
     blobs: Mutex<HashMap<(String, String), Upload>>,
+    /// Requests receiving bytes right now (a session being appended to is out of `sessions` meanwhile), by caller.
+    receiving: Mutex<HashMap<String, usize>>,
+}
+
+/// A place held by a request while it receives bytes; given back when dropped.
+struct Receiving<'a> {
+    pending: &'a Pending,
+    caller: String,
+}
+
+impl Drop for Receiving<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut receiving) = self.pending.receiving.lock()
+            && let Some(count) = receiving.get_mut(&self.caller)
+        {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                receiving.remove(&self.caller);
+            }
+        }
+    }
 }
 
 /// An uploaded blob waiting for its manifest.
 struct Upload {
     staged: StagedBlob,
     since: Instant,
+    caller: String,
 }
 
 /// An upload session: the chunks `PATCH`ed so far, in a temporary file (the one copy a chunked upload costs; a
@@ -50,6 +74,7 @@ struct Session {
     chunks: Option<tempfile::TempPath>,
     size: u64,
     since: Instant,
+    caller: String,
 }
 
 impl Pending {
@@ -62,29 +87,72 @@ impl Pending {
         }
     }
 
-    fn count(&self) -> usize {
-        self.sessions.lock().map(|s| s.len()).unwrap_or(0)
-            + self.blobs.lock().map(|b| b.len()).unwrap_or(0)
+    /// Places taken, all callers together and `caller`'s own.
+    fn count(&self, caller: &str) -> (usize, usize) {
+        let (mut all, mut own) = (0, 0);
+        if let Ok(sessions) = self.sessions.lock() {
+            all += sessions.len();
+            own += sessions.values().filter(|s| s.caller == caller).count();
+        }
+        if let Ok(blobs) = self.blobs.lock() {
+            all += blobs.len();
+            own += blobs.values().filter(|u| u.caller == caller).count();
+        }
+        if let Ok(receiving) = self.receiving.lock() {
+            all += receiving.values().sum::<usize>();
+            own += receiving.get(caller).copied().unwrap_or(0);
+        }
+        (all, own)
     }
 
-    fn room(&self) -> Result<(), OciError> {
+    fn room(&self, caller: &str) -> Result<(), OciError> {
         self.prune();
-        if self.count() >= MAX_PENDING {
-            return Err(OciError::new(
+        let (all, own) = self.count(caller);
+        let full = |message: String| {
+            Err(OciError::new(
                 Code::Other(StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS"),
-                format!("{MAX_PENDING} uploads are waiting for their manifests: try again later"),
+                message,
+            ))
+        };
+        if own >= MAX_PENDING_PER_CALLER {
+            return full(format!(
+                "you hold {MAX_PENDING_PER_CALLER} uploads waiting for their manifests: finish (PUT the manifest) \
+                 or cancel (DELETE the upload) one first"
+            ));
+        }
+        if all >= MAX_PENDING {
+            return full(format!(
+                "{MAX_PENDING} uploads are waiting for their manifests: try again later"
             ));
         }
         Ok(())
     }
 
-    fn keep_blob(&self, repo: &str, digest: &str, staged: StagedBlob) {
+    /// Takes a place, if there is room, while a request receives bytes that no session or blob holds yet.
+    fn receiving(&self, caller: &str) -> Result<Receiving<'_>, OciError> {
+        self.room(caller)?;
+        Ok(self.hold(caller))
+    }
+
+    /// Keeps the place of a session taken out of the map while a request appends to it or closes it.
+    fn hold(&self, caller: &str) -> Receiving<'_> {
+        if let Ok(mut receiving) = self.receiving.lock() {
+            *receiving.entry(caller.to_string()).or_default() += 1;
+        }
+        Receiving {
+            pending: self,
+            caller: caller.to_string(),
+        }
+    }
+
+    fn keep_blob(&self, repo: &str, digest: &str, staged: StagedBlob, caller: &str) {
         if let Ok(mut blobs) = self.blobs.lock() {
             blobs.insert(
                 (repo.to_string(), digest.to_string()),
                 Upload {
                     staged,
                     since: Instant::now(),
+                    caller: caller.to_string(),
                 },
             );
         }
@@ -173,6 +241,7 @@ fn models_only(repo: &Repository) -> Result<(), OciError> {
 pub async fn upload(
     state: &AppState,
     pending: &Pending,
+    caller: &str,
     method: &axum::http::Method,
     headers: &HeaderMap,
     name: &str,
@@ -186,13 +255,15 @@ pub async fn upload(
     let missing = || OciError::new(Code::BlobUploadUnknown, "no such upload session");
     match (method, session) {
         (&Method::POST, None) => {
-            pending.room()?;
+            pending.room(caller)?;
             if let Some(digest) = digest {
-                // A monolithic upload: the whole blob in this request.
+                // A monolithic upload: the whole blob in this request, which holds a place while it streams.
                 sha256_of(digest)?;
+                let place = pending.receiving(caller)?;
                 let staged = stage(state, body).await?;
                 check_digest(&staged, digest)?;
-                pending.keep_blob(name, digest, staged);
+                drop(place);
+                pending.keep_blob(name, digest, staged, caller);
                 return Ok(created(&format!("/v2/{name}/blobs/{digest}"), digest));
             }
             let id = uuid::Uuid::new_v4().to_string();
@@ -204,6 +275,7 @@ pub async fn upload(
                         chunks: None,
                         size: 0,
                         since: Instant::now(),
+                        caller: caller.to_string(),
                     },
                 );
             }
@@ -211,12 +283,17 @@ pub async fn upload(
         }
         (&Method::PATCH, Some(id)) => {
             let mut session = take_session(pending, id, name).ok_or_else(missing)?;
+            // The session is out of the map while this request appends: its place is held meanwhile.
+            let _place = pending.hold(&session.caller);
             if let Some(start) = range_start(headers)
                 && start != session.size
             {
+                let next = session.size;
+                // A chunk out of order is refused, and the upload stays where it was for the client to resume.
+                put_session(pending, id, session);
                 return Err(OciError::new(
                     Code::Other(StatusCode::RANGE_NOT_SATISFIABLE, "BLOB_UPLOAD_INVALID"),
-                    format!("chunks go in order: the next starts at {}", session.size),
+                    format!("chunks go in order: the next starts at {next}"),
                 ));
             }
             append(state, &mut session, body).await?;
@@ -230,6 +307,7 @@ pub async fn upload(
             })?;
             sha256_of(digest)?;
             let session = take_session(pending, id, name).ok_or_else(missing)?;
+            let _place = pending.hold(&session.caller);
             let rest = body.into_data_stream().map_err(body_io_error);
             let staged = match session.chunks {
                 // The chunks, then whatever this request carries.
@@ -251,7 +329,7 @@ pub async fn upload(
                 None => stage(state, Body::from_stream(rest)).await?,
             };
             check_digest(&staged, digest)?;
-            pending.keep_blob(name, digest, staged);
+            pending.keep_blob(name, digest, staged, &session.caller);
             Ok(created(&format!("/v2/{name}/blobs/{digest}"), digest))
         }
         (&Method::GET, Some(id)) => {

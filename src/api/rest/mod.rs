@@ -191,8 +191,9 @@ async fn list(State(state): State<AppState>, kind: Kind) -> Result<Response, Api
         .into_response())
 }
 
-/// The revision an `If-Match` header states (`"3"`, `W/"3"`); `None` without one or for `*`. A tag that is no
-/// revision of ours can match nothing: the precondition fails.
+/// The revision an `If-Match` header states (`"3"`); `None` without one or for `*`. If-Match compares strongly
+/// (RFC 9110): a weak tag (`W/"3"`) matches nothing, nor does a tag that is no revision of ours (`"03"`, `"x"`), so
+/// the precondition fails. One revision is expected: a list of several is refused the same way.
 fn expected_revision(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
     let Some(value) = headers.get(header::IF_MATCH) else {
         return Ok(None);
@@ -201,20 +202,25 @@ fn expected_revision(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
     if text == "*" {
         return Ok(None);
     }
-    let tag = text.strip_prefix("W/").unwrap_or(text);
-    tag.strip_prefix('"')
+    let revision = text
+        .strip_prefix('"')
         .and_then(|t| t.strip_suffix('"'))
-        .and_then(|t| t.parse().ok())
-        .map(Some)
-        .ok_or_else(|| {
-            ApiError::Service(ServiceError::Stale {
-                message: format!(
-                    "If-Match {text:?} names no revision of this component (send its revision in quotes, as its \
-                     ETag gives it)"
-                ),
-                current: 0,
-            })
+        .filter(|t| {
+            !t.is_empty()
+                && t.bytes().all(|b| b.is_ascii_digit())
+                && (*t == "0" || !t.starts_with('0'))
         })
+        .and_then(|t| t.parse().ok());
+    match revision {
+        Some(revision) => Ok(Some(revision)),
+        None => Err(ApiError::Service(ServiceError::Stale {
+            message: format!(
+                "If-Match {text:?} matches no revision of this component: send its revision in quotes, as its \
+                 ETag gives it (`\"3\"`; weak tags never match)"
+            ),
+            current: 0,
+        })),
+    }
 }
 
 /// `204 No Content` with the component's new revision as its ETag, for the next `If-Match`.
