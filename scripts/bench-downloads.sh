@@ -44,6 +44,9 @@ layer=$(curl -sf "$base/v2/models/bench/manifests/1" | jq -r '.layers[0].digest'
 
 mkdir -p "$work/www"
 ln "$blob" "$work/www/blob" 2>/dev/null || cp "$blob" "$work/www/blob"
+# nginx's workers run as another user: they must be able to reach and read the file.
+chmod a+rx "$work" "$work/www"
+chmod a+r "$work/www/blob"
 cat >"$work/nginx.conf" <<EOF
 worker_processes 1;
 pid $work/nginx.pid;
