@@ -240,8 +240,12 @@ pub struct Component {
     /// read revision N writes "as of N" and is refused when someone else wrote in between (see [`Refusal::Stale`]).
     ///
     /// [`Refusal::Stale`]: super::Refusal::Stale
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub revision: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Component {

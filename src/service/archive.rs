@@ -260,15 +260,13 @@ async fn dump_selected(
     for component in &components {
         // Stores locate files their own way (a hash, a GridFS id): in the archive a file is its blob entry.
         let mut portable = component.clone();
-        for file in portable
-            .file
-            .iter_mut()
-            .chain(portable.variants.iter_mut().map(|v| &mut v.file))
-        {
+        for file in portable.files_mut() {
             file.blob_id = file.sha256.clone();
         }
-        // A version's alias marks follow from the alias records.
+        // A version's alias marks follow from the alias records; a revision counts the writes of one store and
+        // starts again in the store the archive is restored into.
         portable.aliases.clear();
+        portable.revision = 0;
         serde_json::to_writer(&mut lines, &portable).map_err(io::Error::other)?;
         lines.push(b'\n');
     }
