@@ -164,7 +164,8 @@ async fn handle(
             "application/json",
             b"{}".to_vec(),
         ))),
-        Route::Token => unreachable!("answered above"),
+        // Answered before authorization; kept total rather than panicking.
+        Route::Token => token(state, headers, challenge()),
         Route::Catalog => {
             let (n, last) = query.page()?;
             let names = state.service.oci_catalog(last, n + 1).await?;
@@ -218,7 +219,11 @@ async fn handle(
             }
             Ok(response)
         }
-        Route::Upload(..) => unreachable!("answered above"),
+        // Answered with the other methods above; kept total rather than panicking.
+        Route::Upload(..) => Err(OciError::new(
+            Code::Unsupported,
+            "uploads take POST, PATCH, PUT, GET and DELETE",
+        )),
     }
 }
 
