@@ -36,24 +36,34 @@ pub(super) enum Decision<T> {
     Write { after: Component, answer: T },
 }
 
+impl Decision<EventDraft> {
+    /// The component after the decision, and the event to record: none when nothing changed.
+    fn recorded(self) -> (Component, Option<EventDraft>) {
+        match self {
+            Decision::Write { after, answer } => (after, Some(answer)),
+            Decision::Unchanged(same) => (same, None),
+        }
+    }
+}
+
 impl MongoStore {
     /// The read-decide-write step of every change to a component: reads it, lets `decide` rule on it and writes
     /// the fields that changed together with the event's `sequence` (if the write has an event), guarded by the revision read. A concurrent
-    /// change in between makes the guard miss, and the step reads and decides again. Returns the component
-    /// before and what `decide` answered.
+    /// change in between makes the guard miss, and the step reads and decides again. Returns what `decide`
+    /// answered.
     pub(super) async fn modify<T>(
         &self,
         key: &ComponentKey,
         sequence: Option<i64>,
         decide: impl Fn(&Component) -> Result<Decision<T>, StoreError>,
-    ) -> Result<(Component, Decision<T>), StoreError> {
+    ) -> Result<Decision<T>, StoreError> {
         let collection = self.collection(key.kind());
         for _ in 0..UPDATE_ATTEMPTS {
             let Some(Decoded { component, rev, .. }) = self.find_one(key).await? else {
                 return Err(StoreError::NotFound(key.clone()));
             };
             let (after, answer) = match decide(&component)? {
-                Decision::Unchanged(same) => return Ok((component, Decision::Unchanged(same))),
+                Decision::Unchanged(same) => return Ok(Decision::Unchanged(same)),
                 Decision::Write { after, answer } => (after, answer),
             };
             let mut set = changed_fields(&component, &after)?;
@@ -67,7 +77,7 @@ impl MongoStore {
                 .await
                 .map_err(map_err)?;
             if result.matched_count == 1 {
-                return Ok((component, Decision::Write { after, answer }));
+                return Ok(Decision::Write { after, answer });
             }
         }
         Err(StoreError::Contended(format!(
@@ -308,7 +318,7 @@ impl ComponentStore for MongoStore {
         let now = crate::domain::now();
         self.events
             .recorded(EventType::Updated, key, |sequence| async move {
-                let (_, decision) = self
+                let decision = self
                     .modify(key, Some(sequence), |before| {
                         let updated = before.apply_update(&update, expected, now)?;
                         Ok(Decision::Write {
@@ -317,10 +327,7 @@ impl ComponentStore for MongoStore {
                         })
                     })
                     .await?;
-                match decision {
-                    Decision::Write { after, answer } => Ok((after, Some(answer))),
-                    Decision::Unchanged(same) => Ok((same, None)),
-                }
+                Ok(decision.recorded())
             })
             .await
     }
@@ -385,7 +392,7 @@ impl ComponentStore for MongoStore {
     ) -> Result<Component, StoreError> {
         self.events
             .recorded(EventType::Locked, key, |sequence| async move {
-                let (_, decision) = self
+                let decision = self
                     .modify(key, Some(sequence), |component| {
                         Ok(match component.lock(expected)? {
                             Some((after, event)) => Decision::Write {
@@ -396,11 +403,8 @@ impl ComponentStore for MongoStore {
                         })
                     })
                     .await?;
-                match decision {
-                    Decision::Write { after, answer } => Ok((after, Some(answer))),
-                    // Locked already: nothing changes, so nothing goes on the feed.
-                    Decision::Unchanged(same) => Ok((same, None)),
-                }
+                // Locked already: nothing changes, so nothing goes on the feed.
+                Ok(decision.recorded())
             })
             .await
     }
@@ -437,7 +441,7 @@ impl ComponentStore for MongoStore {
         let put = self
             .events
             .recorded(EventType::FileUploaded, key, |sequence| async move {
-                let (_, decision) = self
+                let decision = self
                     .modify(key, Some(sequence), |component| {
                         let put = component.put_file(
                             platform.clone(),
