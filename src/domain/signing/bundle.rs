@@ -308,3 +308,144 @@ impl Bundle {
         &self.signatures
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Written by `model_signing sign key` (1.1.1) over a file holding "hello\n".
+    const HELLO: &str = include_str!("testdata/hello.p256.sig.json");
+
+    fn edited(change: impl FnOnce(&mut serde_json::Value)) -> Result<Bundle, BundleError> {
+        let mut value: serde_json::Value = serde_json::from_str(HELLO).unwrap();
+        change(&mut value);
+        Bundle::parse(&value.to_string())
+    }
+
+    fn statement_edited(
+        change: impl FnOnce(&mut serde_json::Value),
+    ) -> Result<Bundle, BundleError> {
+        edited(|v| {
+            let engine = base64::engine::general_purpose::STANDARD;
+            let payload = engine
+                .decode(v["dsseEnvelope"]["payload"].as_str().unwrap())
+                .unwrap();
+            let mut statement: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+            change(&mut statement);
+            v["dsseEnvelope"]["payload"] = engine.encode(statement.to_string()).into();
+        })
+    }
+
+    #[track_caller]
+    fn malformed(result: Result<Bundle, BundleError>, part: &str) {
+        match result {
+            Err(BundleError::Malformed(message)) => {
+                assert!(message.contains(part), "{message:?} should say {part:?}")
+            }
+            other => panic!("expected Malformed({part:?}), got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_clis_bundle_parses_as_sent() {
+        let bundle = Bundle::parse(HELLO).unwrap();
+        assert_eq!(bundle.raw(), HELLO);
+        let hello =
+            Sha256::parse("5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03")
+                .unwrap();
+        assert!(bundle.names(&hello));
+        assert!(bundle.inconsistency().is_none());
+        assert!(matches!(bundle.material(), Material::PublicKey { hint } if hint.len() == 64));
+        assert_eq!(bundle.signatures().len(), 1);
+        assert!(
+            bundle
+                .signed_bytes()
+                .starts_with(b"DSSEv1 28 application/vnd.in-toto+json ")
+        );
+    }
+
+    #[test]
+    fn bundles_that_are_not_model_signatures_are_refused_with_the_reason() {
+        assert!(matches!(
+            Bundle::parse("not json"),
+            Err(BundleError::NotJson(_))
+        ));
+        assert!(matches!(
+            Bundle::parse("{\"mediaType\": "),
+            Err(BundleError::NotJson(_))
+        ));
+        assert!(matches!(
+            Bundle::parse("[1, 2]"),
+            Err(BundleError::Malformed(_))
+        ));
+        let padded = format!("{HELLO}{}", " ".repeat(MAX_BUNDLE_BYTES));
+        assert_eq!(
+            Bundle::parse(&padded).unwrap_err(),
+            BundleError::TooLarge(padded.len())
+        );
+        assert_eq!(
+            edited(|v| v["mediaType"] = "application/vnd.dev.sigstore.bundle.v0.2+json".into())
+                .unwrap_err(),
+            BundleError::MediaType("application/vnd.dev.sigstore.bundle.v0.2+json".into())
+        );
+        malformed(
+            edited(|v| {
+                let envelope = v.as_object_mut().unwrap().remove("dsseEnvelope").unwrap();
+                v["messageSignature"] = envelope;
+            }),
+            "no dsseEnvelope",
+        );
+        malformed(
+            edited(|v| v["dsseEnvelope"]["payloadType"] = "text/plain".into()),
+            "payloadType",
+        );
+        malformed(
+            edited(|v| v["dsseEnvelope"]["signatures"] = serde_json::json!([])),
+            "no signature",
+        );
+        malformed(
+            edited(|v| v["dsseEnvelope"]["signatures"][0]["sig"] = "%%%".into()),
+            "dsseEnvelope.signatures.sig is not base64",
+        );
+        malformed(
+            edited(|v| v["dsseEnvelope"]["payload"] = "%%%".into()),
+            "dsseEnvelope.payload is not base64",
+        );
+        malformed(
+            edited(|v| v["verificationMaterial"] = serde_json::json!({ "tlogEntries": [] })),
+            "neither a public key nor a certificate",
+        );
+        malformed(
+            statement_edited(|s| s["_type"] = "https://in-toto.io/Statement/v0.1".into()),
+            "_type",
+        );
+        malformed(
+            statement_edited(|s| s["predicateType"] = "https://slsa.dev/provenance/v1".into()),
+            "predicateType",
+        );
+        malformed(
+            statement_edited(|s| s["predicate"]["resources"][0]["algorithm"] = "blake2".into()),
+            "no sha256 digest",
+        );
+        malformed(
+            statement_edited(|s| s["predicate"]["resources"][0]["digest"] = "ABC".into()),
+            "a resource digest",
+        );
+    }
+
+    #[test]
+    fn a_statement_whose_subject_does_not_hash_its_resources_is_inconsistent() {
+        let other = "a".repeat(64);
+        let bundle =
+            statement_edited(|s| s["predicate"]["resources"][0]["digest"] = other.clone().into())
+                .unwrap();
+        assert!(
+            bundle
+                .inconsistency()
+                .unwrap()
+                .contains("the statement is inconsistent")
+        );
+        let bundle = statement_edited(|s| s["subject"] = serde_json::json!([])).unwrap();
+        assert!(bundle.inconsistency().unwrap().contains("0 subjects"));
+    }
+}

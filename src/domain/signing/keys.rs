@@ -3,26 +3,24 @@
 
 use base64::Engine as _;
 use sha2::{Digest as _, Sha256};
-use x509_parser::oid_registry::{
-    OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384, OID_SIG_ED25519,
-};
+use x509_parser::oid_registry::{OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384};
 use x509_parser::prelude::{FromDer as _, SubjectPublicKeyInfo};
 
-/// The algorithms `model_signing` signs with that `ring` verifies (P-521 is model_signing's third curve; ring has
-/// no P-521, so such keys are refused when the policy is read, not silently never verified).
+/// The algorithms `model_signing` 1.1.1 signs with that `ring` verifies. model_signing signs with EC keys only;
+/// its third curve, P-521, ring cannot verify: such keys (and Ed25519, RSA) are refused when the policy is read,
+/// rather than silently never verifying.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Algorithm {
     /// ECDSA over P-256 with SHA-256, ASN.1 DER signatures (model_signing picks the hash by curve).
     P256,
     /// ECDSA over P-384 with SHA-384.
     P384,
-    Ed25519,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PublicKey {
     algorithm: Algorithm,
-    /// The key as `ring` takes it: the uncompressed EC point, or Ed25519's 32 bytes.
+    /// The key as `ring` takes it: the uncompressed EC point.
     raw: Vec<u8>,
     /// `sha256:<hex>` of the SubjectPublicKeyInfo DER: the signer name the registry shows.
     fingerprint: String,
@@ -59,11 +57,9 @@ impl PublicKey {
                     "an EC key on curve {curve}; P-256 and P-384 are supported"
                 ));
             }
-        } else if *oid == OID_SIG_ED25519 {
-            Algorithm::Ed25519
         } else {
             return Err(format!(
-                "a key of algorithm {oid}; EC P-256, EC P-384 and Ed25519 are supported"
+                "a key of algorithm {oid}; model_signing signs with EC keys, of which P-256 and P-384 are supported"
             ));
         };
         let der = spki.raw;
@@ -88,13 +84,12 @@ impl PublicKey {
         &self.hint
     }
 
-    /// Whether `signature` (ASN.1 DER for ECDSA) signs `message` under this key.
+    /// Whether `signature` (ASN.1 DER) signs `message` under this key.
     pub fn verifies(&self, message: &[u8], signature: &[u8]) -> bool {
         use ring::signature;
         let algorithm: &dyn signature::VerificationAlgorithm = match self.algorithm {
             Algorithm::P256 => &signature::ECDSA_P256_SHA256_ASN1,
             Algorithm::P384 => &signature::ECDSA_P384_SHA384_ASN1,
-            Algorithm::Ed25519 => &signature::ED25519,
         };
         signature::UnparsedPublicKey::new(algorithm, &self.raw)
             .verify(message, signature)

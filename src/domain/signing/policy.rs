@@ -462,7 +462,8 @@ mod tests {
             "p256.pub.pem" => Ok(include_bytes!("testdata/p256.pub.pem").to_vec()),
             "p256.key.pem" => Ok(include_bytes!("testdata/p256.key.pem").to_vec()),
             "p521.pub.pem" => Ok(include_bytes!("testdata/p521.pub.pem").to_vec()),
-            "ed25519.pub.pem" => Ok(include_bytes!("testdata/ed25519.pub.pem").to_vec()),
+            "p384.pub.pem" => Ok(include_bytes!("testdata/p384.pub.pem").to_vec()),
+            "ed25519.pub.pem" => Ok(b"-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEA1khxpXMjbKsGmn81jeGE0VSouaaH9P221Rv8/fxlzhs=\n-----END PUBLIC KEY-----\n".to_vec()),
             "ca.pem" => Ok(include_bytes!("testdata/ca.pem").to_vec()),
             "not-ca.pem" => Ok(include_bytes!("testdata/not-ca.pem").to_vec()),
             "text.txt" => Ok(b"not a key\n".to_vec()),
@@ -490,7 +491,7 @@ mod tests {
 
             [[rule]]
             match = "*"
-            keys = ["ed25519.pub.pem"]
+            keys = ["p384.pub.pem"]
             "#,
         )
         .unwrap();
@@ -547,6 +548,10 @@ mod tests {
             (
                 "[[rule]]\nmatch = \"*\"\nkeys = [\"p521.pub.pem\"]",
                 &["#2", "`keys` \"p521.pub.pem\"", "P-256 and P-384"],
+            ),
+            (
+                "[[rule]]\nmatch = \"*\"\nkeys = [\"ed25519.pub.pem\"]",
+                &["#2", "`keys` \"ed25519.pub.pem\"", "1.3.101.112", "EC keys"],
             ),
             (
                 "[[rule]]\nmatch = \"*\"\nkeys = [\"ca.pem\"]",
@@ -646,7 +651,7 @@ mod tests {
         assert!(!verdict.verified);
         assert!(verdict.reason.unwrap().contains("other bytes"));
 
-        let untrusting = "[[rule]]\nmatch = \"*\"\nkeys = [\"ed25519.pub.pem\"]\n";
+        let untrusting = "[[rule]]\nmatch = \"*\"\nkeys = [\"p384.pub.pem\"]\n";
         let verdict = hello(untrusting, Kind::Model, "fall-detector", HELLO_SHA256);
         assert!(!verdict.verified);
         assert_eq!(verdict.signer, None, "the policy does not know the key");
