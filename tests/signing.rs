@@ -8,7 +8,8 @@ use component_repository::domain::signing::{Bundle, Subject, TrustPolicy, Verdic
 use component_repository::domain::{Kind, Sha256};
 use testkit::app::report_skip;
 use testkit::signing::{
-    self, Ca, Key, LeafOptions, Policy, sign_with_certificate, sign_with_key, verify_with_key,
+    self, Ca, Key, LeafOptions, Policy, sign_with_certificate, sign_with_key,
+    verify_with_certificate, verify_with_key,
 };
 
 /// The CLI and a scratch directory, or None after saying SKIPPED.
@@ -118,6 +119,11 @@ fn certificate_signed_files_verify_with_the_identity_as_signer() {
                 signer: Some(leaf.identity.clone()),
                 reason: None
             }
+        );
+        let (accepted, output) = verify_with_certificate(&path, &bundle, &root);
+        assert!(
+            accepted,
+            "model_signing verify certificate refused: {output}"
         );
     }
 }
@@ -280,6 +286,11 @@ fn certificates_from_another_ca_or_for_another_identity_are_unverified() {
         },
     );
     assert_unverified(&check(&no_usage), "may not sign");
+    let bundle = sign_with_certificate(&path, &no_usage);
+    assert!(
+        !verify_with_certificate(&path, &bundle, &trusted).0,
+        "model_signing refuses it too"
+    );
 
     // Like model_signing, the chain is checked when the leaf was issued: an expired leaf's signature stands.
     let expired = trusted.leaf_with(
@@ -290,6 +301,12 @@ fn certificates_from_another_ca_or_for_another_identity_are_unverified() {
         },
     );
     assert!(check(&expired).verified);
+    let bundle = sign_with_certificate(&path, &expired);
+    let (accepted, output) = verify_with_certificate(&path, &bundle, &trusted);
+    assert!(accepted, "model_signing accepts it too: {output}");
+    // And the CLI, like the policy, refuses a chain to another CA.
+    let bundle = sign_with_certificate(&path, &other.leaf("release@example.org"));
+    assert!(!verify_with_certificate(&path, &bundle, &trusted).0);
 }
 
 #[test]

@@ -346,15 +346,30 @@ pub fn sign_with_certificate(file: &Path, leaf: &Leaf) -> String {
 
 /// `model_signing verify key FILE`: whether the CLI accepts `bundle` for `file` under `key`, and its output.
 pub fn verify_with_key(file: &Path, bundle: &str, key: &Key) -> (bool, String) {
+    cli_verify(file, bundle, &["key", "--public_key"], &key.public)
+}
+
+/// `model_signing verify certificate FILE --certificate_chain CA`: whether the CLI accepts `bundle` for `file`
+/// with `ca` as its root of trust, and its output. (It checks no identity: that is the trust policy's part.)
+pub fn verify_with_certificate(file: &Path, bundle: &str, ca: &Ca) -> (bool, String) {
+    cli_verify(
+        file,
+        bundle,
+        &["certificate", "--certificate_chain"],
+        &ca.cert,
+    )
+}
+
+fn cli_verify(file: &Path, bundle: &str, method: &[&str; 2], trusted: &Path) -> (bool, String) {
     let signature = unique(file.parent().unwrap_or(Path::new(".")), "bundle", "sig");
     std::fs::write(&signature, bundle).expect("write the bundle");
     let output = Command::new(&tool().model_signing)
-        .args(["verify", "key"])
+        .args(["verify", method[0]])
         .arg(file)
         .arg("--signature")
         .arg(&signature)
-        .arg("--public_key")
-        .arg(&key.public)
+        .arg(method[1])
+        .arg(trusted)
         .output()
         .expect("run model_signing verify");
     let _ = std::fs::remove_file(&signature);
