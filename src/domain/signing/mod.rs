@@ -3,7 +3,10 @@
 //! caller and handed in as bytes.
 
 mod bundle;
+mod glob;
+mod keys;
 mod policy;
+mod x509;
 
 pub use bundle::{Bundle, BundleError, MAX_BUNDLE_BYTES, Material};
 pub use policy::{PolicyError, Subject, TrustPolicy, Verdict};
