@@ -1096,7 +1096,9 @@ fn tampered(bundle: &str) -> String {
     use base64::Engine as _;
     let engine = base64::engine::general_purpose::STANDARD;
     let mut value: Value = serde_json::from_str(bundle).unwrap();
-    let sig = value["dsseEnvelope"]["signatures"][0]["sig"].as_str().unwrap();
+    let sig = value["dsseEnvelope"]["signatures"][0]["sig"]
+        .as_str()
+        .unwrap();
     let mut raw = engine.decode(sig).unwrap();
     let last = raw.len() - 1;
     raw[last] ^= 0x01;
@@ -1159,7 +1161,10 @@ async fn an_enforcing_mirror_keeps_only_files_its_own_policy_verifies() {
         .json()
         .await
         .unwrap();
-    assert_eq!(signatures["signatures"][0]["verified"], true, "{signatures}");
+    assert_eq!(
+        signatures["signatures"][0]["verified"], true,
+        "{signatures}"
+    );
 
     // Nothing of the tampered file: no component, no bytes; the status says why and counts it.
     assert_eq!(site.get("/service/tampered").await.status(), 404);
@@ -1180,10 +1185,9 @@ async fn an_enforcing_mirror_keeps_only_files_its_own_policy_verifies() {
     assert!(status["unverifiedFiles"].as_u64().unwrap() >= 1, "{status}");
     let metrics = site.get("/metrics").await.text().await.unwrap();
     assert!(
-        metrics
-            .lines()
-            .any(|l| l.starts_with("repository_mirror_unverified_files_total ")
-                && !l.ends_with(" 0")),
+        metrics.lines().any(
+            |l| l.starts_with("repository_mirror_unverified_files_total ") && !l.ends_with(" 0")
+        ),
         "{metrics}"
     );
 
