@@ -45,6 +45,17 @@ fn readme_tour_runs_as_written() {
         blocks.len()
     );
 
+    // `model_signing` (Signing and verification) as scripts/test.sh installs it, found like the user's own.
+    let mut path = std::env::var("PATH").unwrap_or_default();
+    let signing = std::env::var("MODEL_SIGNING_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("target/tools/model-signing/bin/model_signing")
+        });
+    if let Some(bin) = signing.parent().filter(|_| signing.exists()) {
+        path = format!("{}:{path}", bin.display());
+    }
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(&dir.path().join("data"), &[]);
     let address = server.base.trim_start_matches("http://").to_owned();
@@ -52,6 +63,7 @@ fn readme_tour_runs_as_written() {
         let script = block.replace("localhost:8000", &address);
         let output = std::process::Command::new("bash")
             .args(["-euo", "pipefail", "-c", &script])
+            .env("PATH", &path)
             .current_dir(dir.path())
             .output()
             .unwrap();
