@@ -264,6 +264,19 @@ fn certificates_from_another_ca_or_for_another_identity_are_unverified() {
         "who the certificate claims"
     );
 
+    // A bundle stuffed with certificates is refused before any chain is walked.
+    let bundle = sign_with_certificate(&path, &trusted.leaf("release@example.org"));
+    let stuffed = edit(&bundle, |v| {
+        let chain = &mut v["verificationMaterial"]["x509CertificateChain"]["certificates"];
+        let one = chain.as_array().unwrap().clone();
+        let many: Vec<serde_json::Value> = one.iter().cycle().take(12).cloned().collect();
+        *chain = many.into();
+    });
+    assert_unverified(
+        &verify(&policy, Kind::Model, "m", &sha256, &stuffed),
+        "the bundle carries 12 certificates",
+    );
+
     let verdict = check(&impostor.leaf("release@example.org"));
     assert_unverified(
         &verdict,
