@@ -126,6 +126,21 @@ fn certificate_signed_files_verify_with_the_identity_as_signer() {
             "model_signing verify certificate refused: {output}"
         );
     }
+
+    // A policy may trust an intermediate CA itself: leaves under it verify, leaves of its root beside it do not.
+    let narrow = load(
+        &Policy::new()
+            .rule(&[], "*")
+            .certificate(&intermediate, "https://ci.example.org/release")
+            .write(dir),
+    );
+    let under = sign_with_certificate(&path, &via_intermediate);
+    assert!(verify(&narrow, Kind::Transformation, "resize", &sha256, &under).verified);
+    let beside = sign_with_certificate(&path, &root.leaf("https://ci.example.org/release"));
+    assert_unverified(
+        &verify(&narrow, Kind::Transformation, "resize", &sha256, &beside),
+        "the certificate chain does not lead to a CA trusted for transformation resize",
+    );
 }
 
 #[test]
