@@ -126,6 +126,21 @@ fn certificate_signed_files_verify_with_the_identity_as_signer() {
             "model_signing verify certificate refused: {output}"
         );
     }
+
+    // A policy may trust an intermediate CA itself: leaves under it verify, leaves of its root beside it do not.
+    let narrow = load(
+        &Policy::new()
+            .rule(&[], "*")
+            .certificate(&intermediate, "https://ci.example.org/release")
+            .write(dir),
+    );
+    let under = sign_with_certificate(&path, &via_intermediate);
+    assert!(verify(&narrow, Kind::Transformation, "resize", &sha256, &under).verified);
+    let beside = sign_with_certificate(&path, &root.leaf("https://ci.example.org/release"));
+    assert_unverified(
+        &verify(&narrow, Kind::Transformation, "resize", &sha256, &beside),
+        "the certificate chain does not lead to a CA trusted for transformation resize",
+    );
 }
 
 #[test]
@@ -262,6 +277,19 @@ fn certificates_from_another_ca_or_for_another_identity_are_unverified() {
         verdict.signer.as_deref(),
         Some("release@example.org"),
         "who the certificate claims"
+    );
+
+    // A bundle stuffed with certificates is refused before any chain is walked.
+    let bundle = sign_with_certificate(&path, &trusted.leaf("release@example.org"));
+    let stuffed = edit(&bundle, |v| {
+        let chain = &mut v["verificationMaterial"]["x509CertificateChain"]["certificates"];
+        let one = chain.as_array().unwrap().clone();
+        let many: Vec<serde_json::Value> = one.iter().cycle().take(12).cloned().collect();
+        *chain = many.into();
+    });
+    assert_unverified(
+        &verify(&policy, Kind::Model, "m", &sha256, &stuffed),
+        "the bundle carries 12 certificates",
     );
 
     let verdict = check(&impostor.leaf("release@example.org"));

@@ -69,6 +69,26 @@ mod tests {
         assert!(matches("?", "é"), "one character, not one byte");
     }
 
+    /// The definition, written the obvious (exponential) way.
+    fn reference(pattern: &[char], text: &[char]) -> bool {
+        match pattern.split_first() {
+            None => text.is_empty(),
+            Some(('*', rest)) => (0..=text.len()).any(|i| reference(rest, &text[i..])),
+            Some((&c, rest)) => {
+                !text.is_empty() && (c == '?' || c == text[0]) && reference(rest, &text[1..])
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn agrees_with_the_definition(pattern in "[ab*?-]{0,8}", text in "[ab-]{0,10}") {
+            let p: Vec<char> = pattern.chars().collect();
+            let t: Vec<char> = text.chars().collect();
+            proptest::prop_assert_eq!(matches(&pattern, &text), reference(&p, &t));
+        }
+    }
+
     #[test]
     fn backtracking_stays_linear_on_adversarial_input() {
         let text = "a".repeat(10_000);

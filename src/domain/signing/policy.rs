@@ -236,6 +236,14 @@ fn verify_with_certificates(
     bundle: &Bundle,
 ) -> Verdict {
     let fail = |reason: String| Verdict::unverified(signer.clone(), reason);
+    // Each step of the walk tries the bundle's certificates: a bundle stuffed with them must not cost much.
+    if chain.len() > x509::MAX_CERTIFICATES {
+        return fail(format!(
+            "the bundle carries {} certificates; at most {} are checked",
+            chain.len(),
+            x509::MAX_CERTIFICATES
+        ));
+    }
     let mut parsed = Vec::with_capacity(chain.len());
     for (i, der) in chain.iter().enumerate() {
         match x509::parse(der) {

@@ -22,6 +22,9 @@ use super::keys::PublicKey;
 /// Longest chain walked above the leaf; real PKIs use one or two intermediates.
 const MAX_DEPTH: usize = 8;
 
+/// Most certificates a bundle may carry (leaf, intermediates, and the root that model_signing users often add).
+pub const MAX_CERTIFICATES: usize = MAX_DEPTH + 2;
+
 /// Parses one DER certificate, refusing trailing bytes.
 pub fn parse(der: &[u8]) -> Result<X509Certificate<'_>, String> {
     match X509Certificate::from_der(der) {
