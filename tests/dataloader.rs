@@ -101,6 +101,17 @@ impl ComponentStore for CountingStore {
     ) -> Result<Component, StoreError> {
         self.inner.components().lock(key, expected).await
     }
+    async fn change(
+        &self,
+        key: &ComponentKey,
+        event_type: component_repository::domain::EventType,
+        decide: component_repository::store::Decide,
+    ) -> Result<Component, StoreError> {
+        self.inner
+            .components()
+            .change(key, event_type, decide)
+            .await
+    }
     async fn attach(
         &self,
         key: &ComponentKey,
