@@ -31,6 +31,11 @@ pub const MODEL_FILEPATH: &str = "org.cncf.model.filepath";
 pub const TITLE: &str = "org.opencontainers.image.title";
 pub const CREATED: &str = "org.opencontainers.image.created";
 /// The accelerator a variant's file is built for, with its version requirement.
+/// A signature's artifact type and its one layer's media type: the Sigstore bundle, as the OCI referrers of what
+/// it signs (the layout cosign and the Sigstore bundle spec use).
+pub const SIGSTORE_BUNDLE: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
+/// The empty config of artifacts that have no config of their own (OCI image spec 1.1).
+pub const EMPTY: &str = "application/vnd.oci.empty.v1+json";
 pub const ACCELERATOR: &str = "dev.component-repository.accelerator";
 pub const ACCELERATOR_VERSION: &str = "dev.component-repository.accelerator-version";
 /// The marker of an escaped repository name component or tag.
@@ -210,7 +215,11 @@ pub struct Document {
 
 impl Document {
     fn new(media_type: &str, value: &Value) -> Self {
-        let bytes = canonical(value);
+        Self::raw(media_type, canonical(value))
+    }
+
+    /// Bytes served exactly as they are (a signature bundle as it was attached).
+    fn raw(media_type: &str, bytes: Vec<u8>) -> Self {
         let digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
         Self {
             media_type: media_type.to_string(),
@@ -230,15 +239,50 @@ impl Document {
 pub struct Artifact {
     pub top: Document,
     pub manifests: Vec<Document>,
+    /// Generated blobs: configs, and the signature bundles with their empty config.
     pub configs: Vec<Document>,
+    /// The signatures, each a manifest whose `subject` is the manifest of the file it signs.
+    pub referrers: Vec<Referrer>,
+}
+
+/// A signature as an OCI referrer of the manifest of the file it signs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Referrer {
+    /// The digest of the manifest it refers to.
+    pub subject: String,
+    pub manifest: Document,
+    pub created: String,
 }
 
 impl Artifact {
-    /// The manifest or index with this digest.
+    /// The manifest or index with this digest (a signature's manifest included).
     pub fn manifest(&self, digest: &str) -> Option<&Document> {
         std::iter::once(&self.top)
             .chain(&self.manifests)
+            .chain(self.referrers.iter().map(|r| &r.manifest))
             .find(|d| d.digest == digest)
+    }
+
+    /// The referrers index of the manifest `subject`: `None` when no manifest of this artifact has that digest.
+    /// `artifact_type` filters, as the distribution spec's `?artifactType=` does.
+    pub fn referrers_of(&self, subject: &str, artifact_type: Option<&str>) -> Option<Document> {
+        self.manifest(subject)?;
+        let manifests: Vec<Value> = self
+            .referrers
+            .iter()
+            .filter(|r| r.subject == subject)
+            .filter(|_| artifact_type.is_none_or(|t| t == SIGSTORE_BUNDLE))
+            .map(|r| {
+                let mut entry = r.manifest.descriptor();
+                entry["artifactType"] = json!(SIGSTORE_BUNDLE);
+                entry["annotations"] = json!({ CREATED: r.created });
+                entry
+            })
+            .collect();
+        Some(Document::new(
+            INDEX,
+            &json!({ "schemaVersion": 2, "mediaType": INDEX, "manifests": manifests }),
+        ))
     }
 
     pub fn config(&self, digest: &str) -> Option<&Document> {
@@ -256,15 +300,21 @@ pub fn artifact(component: &Component) -> Option<Artifact> {
         .collect();
     let default = component.file.as_ref().filter(hashed);
     if variants.is_empty() {
-        let (manifest, config) = single(component, default?);
+        let file = default?;
+        let (manifest, config) = single(component, file);
+        let mut configs = vec![config];
+        let mut referrers = Vec::new();
+        signatures_of(file, &manifest, &mut configs, &mut referrers);
         return Some(Artifact {
             top: manifest,
             manifests: Vec::new(),
-            configs: vec![config],
+            configs,
+            referrers,
         });
     }
     let mut manifests = Vec::new();
     let mut configs = Vec::new();
+    let mut referrers = Vec::new();
     let mut entries = Vec::new();
     let files = default
         .map(|f| (f, None))
@@ -272,6 +322,7 @@ pub fn artifact(component: &Component) -> Option<Artifact> {
         .chain(variants.iter().map(|v| (&v.file, Some(&v.platform))));
     for (file, platform) in files {
         let (manifest, config) = single(component, file);
+        signatures_of(file, &manifest, &mut configs, &mut referrers);
         let mut entry = manifest.descriptor();
         entry["artifactType"] = json!(artifact_type(component.kind()));
         if let Some(platform) = platform {
@@ -297,7 +348,46 @@ pub fn artifact(component: &Component) -> Option<Artifact> {
         top: Document::new(INDEX, &index),
         manifests,
         configs,
+        referrers,
     })
+}
+
+/// The signatures of `file` as referrers of its `manifest`: a manifest each, with the bundle (exactly as attached)
+/// as its one layer and the empty config.
+fn signatures_of(
+    file: &StoredFile,
+    manifest: &Document,
+    blobs: &mut Vec<Document>,
+    referrers: &mut Vec<Referrer>,
+) {
+    if file.signatures.is_empty() {
+        return;
+    }
+    let empty = Document::new(EMPTY, &json!({}));
+    for signature in &file.signatures {
+        let bundle = Document::raw(SIGSTORE_BUNDLE, signature.bundle.as_bytes().to_vec());
+        let created = signature
+            .added_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let signature_manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": MANIFEST,
+            "artifactType": SIGSTORE_BUNDLE,
+            "config": empty.descriptor(),
+            "layers": [bundle.descriptor()],
+            "subject": manifest.descriptor(),
+            "annotations": { CREATED: created },
+        });
+        referrers.push(Referrer {
+            subject: manifest.digest.clone(),
+            manifest: Document::new(MANIFEST, &signature_manifest),
+            created,
+        });
+        blobs.push(bundle);
+    }
+    if !blobs.iter().any(|b| b.digest == empty.digest) {
+        blobs.push(empty);
+    }
 }
 
 /// A platform as OCI writes it: containerd's canonical form leaves out the variants every device of the
