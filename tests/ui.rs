@@ -176,6 +176,22 @@ async fn the_pages_and_their_files_come_from_the_binary() {
         assert_eq!(response.json::<Value>().await.unwrap()["code"], "NOT_FOUND");
     }
 
+    // With a slash, the catalogue too; and the icon browsers ask for on every page.
+    let slashed = app.get("/ui/").await;
+    assert_eq!(slashed.status(), 200);
+    assert_eq!(
+        slashed.bytes().await.unwrap(),
+        app.get("/ui").await.bytes().await.unwrap()
+    );
+    let icon = app.get("/favicon.ico").await;
+    assert_eq!(icon.status(), 200);
+    assert_eq!(icon.headers()["content-type"], "image/vnd.microsoft.icon");
+    assert_eq!(
+        &icon.bytes().await.unwrap()[..4],
+        &[0, 0, 1, 0],
+        "an ICO header"
+    );
+
     let landing = app
         .get_with("/", &[("accept", "text/html,application/xhtml+xml")])
         .await;

@@ -3,14 +3,24 @@
 
 const TOKEN_KEY = "component-repository.token";
 
+/** The token of this tab, else the one remembered on this device (opt-in), else none. */
 export function token() {
-  return sessionStorage.getItem(TOKEN_KEY) || "";
+  return sessionStorage.getItem(TOKEN_KEY) || localStorage.getItem(TOKEN_KEY) || "";
 }
 
-/** Kept for this browser tab's session only: closing the tab forgets it. */
-export function setToken(value) {
-  if (value) sessionStorage.setItem(TOKEN_KEY, value);
-  else sessionStorage.removeItem(TOKEN_KEY);
+export function remembered() {
+  return Boolean(localStorage.getItem(TOKEN_KEY));
+}
+
+/**
+ * Kept for this browser tab's session only, unless `remember`: then in localStorage, which every tab of this
+ * origin shares (and sees change through the `storage` event) until "Forget".
+ */
+export function setToken(value, remember = false) {
+  sessionStorage.removeItem(TOKEN_KEY);
+  localStorage.removeItem(TOKEN_KEY);
+  if (value && remember) localStorage.setItem(TOKEN_KEY, value);
+  else if (value) sessionStorage.setItem(TOKEN_KEY, value);
 }
 
 function authorization(withToken = true) {
@@ -19,10 +29,11 @@ function authorization(withToken = true) {
 }
 
 export class ApiError extends Error {
-  constructor(code, message, status) {
+  constructor(code, message, status, extensions = {}) {
     super(message);
     this.code = code;
     this.status = status;
+    this.extensions = extensions;
   }
 }
 
@@ -34,6 +45,8 @@ const ADVICE = {
   ALREADY_EXISTS: "A component with this key already exists.",
   INVALID_INPUT: "The server refused the input.",
   CONFLICT: "The repository refused the change as things stand: the message says why.",
+  STALE: "Someone else changed it since you opened the form: compare below, then save yours over it or cancel.",
+  NOT_SENT: "Checked in this browser: nothing was sent to the server.",
   IMMUTABLE: "Its file is locked: it can no longer be replaced, nor the component deleted.",
   PAYLOAD_TOO_LARGE: "The file is larger than this server accepts (its --max-upload-size).",
   REQUEST_TIMEOUT: "The upload stalled and the server gave up waiting for it.",
@@ -67,7 +80,7 @@ function unwrap(body, status) {
   }
   if (Array.isArray(body.errors) && body.errors.length > 0) {
     const first = body.errors[0];
-    throw new ApiError(first.extensions?.code || "INTERNAL", first.message, status);
+    throw new ApiError(first.extensions?.code || "INTERNAL", first.message, status, first.extensions || {});
   }
   return body.data;
 }

@@ -106,7 +106,10 @@ impl Files {
                     accelerator: v.platform.accelerator.clone(),
                     accelerator_version: v.platform.accelerator_version.clone(),
                 },
-                file: File::new(v.file.clone(), links.blob_url(&v.file.sha256)),
+                file: File::new(
+                    v.file.clone(),
+                    links.named_blob_url(&v.file.sha256, &v.file.filename),
+                ),
             })
             .collect()
     }
@@ -121,7 +124,10 @@ impl Files {
         Ok(
             domain::file_for(self.default.as_ref(), &self.variants, &device).map(
                 |(file, platform)| match platform {
-                    Some(_) => File::new(file.clone(), links.blob_url(&file.sha256)),
+                    Some(_) => File::new(
+                        file.clone(),
+                        links.named_blob_url(&file.sha256, &file.filename),
+                    ),
                     None => File::new(file.clone(), self.download_url.clone()),
                 },
             ),
