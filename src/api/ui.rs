@@ -33,6 +33,8 @@ const OWN: &[(&str, &str, &[u8])] = &[
     ("device.js", JAVASCRIPT, file!("device.js")),
     ("format.js", JAVASCRIPT, file!("format.js")),
     ("live.js", JAVASCRIPT, file!("live.js")),
+    ("markdown.js", JAVASCRIPT, file!("markdown.js")),
+    ("model.js", JAVASCRIPT, file!("model.js")),
     ("docs.js", JAVASCRIPT, file!("docs.js")),
     (
         "download-worker.js",
