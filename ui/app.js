@@ -83,7 +83,8 @@ function Page({ route, access, notify }) {
   const listed = KIND_NAMES.find((kind) => KINDS[kind].list === first);
   if (listed) return html`<${Catalogue} kind=${listed} ...${props} />`;
   if (first === "device") return html`<${DevicePage} ...${props} />`;
-  if (first === "search") return html`<${SearchPage} ...${props} />`;
+  // Keyed by the query, so a new search (or Back) starts the form from the address.
+  if (first === "search") return html`<${SearchPage} key=${route.params.toString()} ...${props} />`;
   if (first === "model" && rest.length === 1) return html`<${ModelPage} key=${rest[0]} name=${rest[0]} ...${props} />`;
   if (first === "new" && KINDS[rest[0]]) return html`<${CreateForm} kind=${rest[0]} ...${props} />`;
   if (KINDS[first] && rest.length === KINDS[first].key.length) {

@@ -251,7 +251,6 @@ export function SearchPage({ params }) {
   const [values, setValues] = useState({ q, model });
   const [found, setFound] = useState(null);
   const [error, setError] = useState(null);
-  useEffect(() => setValues({ q, model }), [q, model]);
   useEffect(() => {
     setFound(null);
     setError(null);

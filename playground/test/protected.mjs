@@ -44,7 +44,10 @@ async function open(base, options = {}) {
 }
 
 async function useToken(value) {
-  await page.getByLabel("Token").fill(value);
+  // With a token in use the field is folded behind "Change token".
+  const change = page.getByRole("button", { name: "Change token" });
+  if (await change.isVisible()) await change.click();
+  await page.getByLabel("Token", { exact: true }).fill(value);
   await page.getByRole("button", { name: "Use" }).click();
 }
 
