@@ -132,6 +132,17 @@ pub struct ServeArgs {
     #[arg(long, env = "REPOSITORY_IMMUTABLE_FILES", global = true)]
     pub immutable_files: bool,
 
+    /// What to do with signatures of files: `off` (kept and shown), `audit` (also checked against
+    /// `--trust-policy`; unverified downloads are counted) or `enforce` (files without a verified signature are
+    /// not served: 403 `UNSIGNED`; aliases do not move to such versions). Default: `audit` with a policy, else `off`.
+    #[arg(long, env = "REPOSITORY_SIGNATURES", value_enum, global = true)]
+    pub signatures: Option<SignaturesArg>,
+
+    /// The trust policy (TOML): which public keys and certificate authorities vouch for which components; see the
+    /// README, "Signing and verification". Re-read on SIGHUP.
+    #[arg(long, env = "REPOSITORY_TRUST_POLICY", global = true)]
+    pub trust_policy: Option<PathBuf>,
+
     /// Bearer tokens that may read and write, comma-separated. With any token configured, writes need a write
     /// token. Never logged.
     #[arg(
@@ -548,4 +559,12 @@ mod retention_tests {
         assert!(parse_retention("30,5").is_err());
         assert!(parse_retention("3w,5").is_err());
     }
+}
+
+/// `--signatures`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SignaturesArg {
+    Off,
+    Audit,
+    Enforce,
 }

@@ -37,6 +37,26 @@ pub struct Config {
     /// Set on an edge mirror of another repository.
     pub mirror: Option<Mirror>,
     pub connections: Connections,
+    pub signatures: Signatures,
+}
+
+/// Signatures of files: the trust policy (`--trust-policy`) and what to do with it (`--signatures`).
+#[derive(Debug, Clone, Default)]
+pub struct Signatures {
+    /// `None`: audit when a policy is given, else off.
+    pub mode: Option<crate::service::signing::SignatureMode>,
+    pub trust_policy: Option<PathBuf>,
+}
+
+impl Signatures {
+    pub fn mode(&self) -> crate::service::signing::SignatureMode {
+        use crate::service::signing::SignatureMode;
+        self.mode.unwrap_or(if self.trust_policy.is_some() {
+            SignatureMode::Audit
+        } else {
+            SignatureMode::Off
+        })
+    }
 }
 
 impl Default for Config {
@@ -54,6 +74,7 @@ impl Default for Config {
             webhooks: WebhookConfig::default(),
             mirror: None,
             connections: Connections::default(),
+            signatures: Signatures::default(),
         }
     }
 }

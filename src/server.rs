@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 
 use crate::api::{self, ApiConfig, Links};
 use crate::config::{Config, StoreConfig, StoreKind};
+use crate::service::signing::Signing;
 use crate::service::{RepositoryService, ServiceError};
 use crate::store::Store;
 use crate::store::embedded::EmbeddedStore;
@@ -78,7 +79,15 @@ pub fn app(backend: impl Into<Backend>, config: &Config) -> anyhow::Result<axum:
     config.check()?;
     let backend = backend.into();
     let store = backend.store();
+    let signing = Arc::new(
+        Signing::new(
+            config.signatures.mode(),
+            config.signatures.trust_policy.clone(),
+        )
+        .context("loading the trust policy (--trust-policy)")?,
+    );
     let mut service = RepositoryService::new(store.clone(), config.uploads.max_size)
+        .with_signing(signing.clone())
         .with_webhooks(config.webhooks)
         .with_immutable_files(config.immutable_files)
         .with_upload_session_ttl(config.uploads.session_ttl)
@@ -87,7 +96,7 @@ pub fn app(backend: impl Into<Backend>, config: &Config) -> anyhow::Result<axum:
     let mirror = match &config.mirror {
         Some(mirror) => {
             let (status, task) =
-                crate::service::mirror::prepare(store, mirror_config(mirror, config))
+                crate::service::mirror::prepare(store, mirror_config(mirror, config, &signing))
                     .context("starting the mirror's HTTP client")?;
             service = service.with_mirror(status);
             Some(task)
@@ -113,6 +122,7 @@ pub fn app(backend: impl Into<Backend>, config: &Config) -> anyhow::Result<axum:
 fn mirror_config(
     mirror: &crate::config::Mirror,
     config: &Config,
+    signing: &Arc<Signing>,
 ) -> crate::service::mirror::MirrorConfig {
     crate::service::mirror::MirrorConfig {
         upstream: mirror.upstream.clone(),
@@ -124,6 +134,7 @@ fn mirror_config(
         serve_stale: mirror.serve_stale,
         partial_dir: config.store.data_dir.join("mirror-partial"),
         max_file_size: config.uploads.max_size,
+        signing: signing.clone(),
     }
 }
 
@@ -141,12 +152,49 @@ fn start_background(
     }
     crate::service::webhooks::spawn_dispatcher(service);
     spawn_sweeps(service, config);
+    if config.signatures.trust_policy.is_some() {
+        spawn_policy_reload(service);
+    }
     if let Backend::Mongodb(store) = backend {
         spawn_legacy_hashes(store.clone());
         if let Some(interval) = config.store.gc_interval {
             spawn_periodic_gc(store.clone(), interval, config.store.gc_grace);
         }
     }
+}
+
+/// Re-reads the trust policy on SIGHUP; a policy that does not load is logged and the one in force stays.
+fn spawn_policy_reload(service: &Arc<RepositoryService>) {
+    #[cfg(unix)]
+    {
+        let service = Arc::downgrade(service);
+        let mut hangups = match tokio::signal::unix::signal(
+            tokio::signal::unix::SignalKind::hangup(),
+        ) {
+            Ok(hangups) => hangups,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGHUP: the trust policy is read at start only");
+                return;
+            }
+        };
+        tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                let Some(service) = service.upgrade() else {
+                    return;
+                };
+                match service.signing().reload() {
+                    Ok(()) => tracing::info!(
+                        "trust policy re-read (SIGHUP): stored signatures are judged by it now"
+                    ),
+                    Err(e) => {
+                        tracing::error!(error = %e, "the trust policy could not be re-read; the previous one stays in force")
+                    }
+                }
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    let _ = service;
 }
 
 /// Hashes the files the original service stored without a sha256, once.

@@ -61,6 +61,11 @@ pub async fn serve(
     file: &StoredFile,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
+    let key = match source {
+        Source::Component(key) => Some(key),
+        Source::Digest => None,
+    };
+    service.admit_download(key, file).await?;
     // A file inherited from the original service may not be hashed yet; its GridFS id, never reused, identifies
     // its bytes as well until then.
     let etag = match file.sha256.as_str() {

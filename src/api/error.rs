@@ -97,6 +97,7 @@ pub fn error_code(e: &ServiceError) -> &'static str {
         ServiceError::TooManyUploadSessions(_) => "TOO_MANY_UPLOAD_SESSIONS",
         ServiceError::EventsAhead(_) => "EVENTS_AHEAD",
         ServiceError::ReadOnlyMirror(_) => "READ_ONLY_MIRROR",
+        ServiceError::Unsigned(_) | ServiceError::UnsignedVersion(_) => "UNSIGNED",
         ServiceError::LimitExceeded(_) => "LIMIT_EXCEEDED",
         ServiceError::Unavailable(_) => "UNAVAILABLE",
         ServiceError::Internal(_) => "INTERNAL",
@@ -125,7 +126,8 @@ pub fn status_of(e: &ServiceError) -> StatusCode {
         ServiceError::EventsExpired(_) => StatusCode::GONE,
         ServiceError::TooManyUploadSessions(_) => StatusCode::TOO_MANY_REQUESTS,
         ServiceError::EventsAhead(_) => StatusCode::CONFLICT,
-        ServiceError::ReadOnlyMirror(_) => StatusCode::FORBIDDEN,
+        ServiceError::ReadOnlyMirror(_) | ServiceError::Unsigned(_) => StatusCode::FORBIDDEN,
+        ServiceError::UnsignedVersion(_) => StatusCode::CONFLICT,
         ServiceError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         ServiceError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }

@@ -1,5 +1,6 @@
 //! `serve`'s flags to the server's [`Config`]: every check and clamp of the command line happens here, once.
 
+use crate::service::signing::SignatureMode;
 use std::time::Duration;
 
 use crate::api::auth::Tokens;
@@ -86,6 +87,14 @@ impl TryFrom<ServeArgs> for Config {
                     .unwrap_or(usize::MAX),
             },
             mirror: mirror(&args.mirror)?,
+            signatures: crate::config::Signatures {
+                mode: args.signatures.map(|mode| match mode {
+                    crate::cli::SignaturesArg::Off => SignatureMode::Off,
+                    crate::cli::SignaturesArg::Audit => SignatureMode::Audit,
+                    crate::cli::SignaturesArg::Enforce => SignatureMode::Enforce,
+                }),
+                trust_policy: args.trust_policy.clone(),
+            },
             connections: Connections {
                 max_connections: args.max_connections.map(|n| n.max(1)),
                 header_read_timeout: secs(args.header_read_timeout_secs),

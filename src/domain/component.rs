@@ -215,6 +215,9 @@ pub struct StoredFile {
     pub content_type: String,
     pub filename: String,
     pub uploaded_at: DateTime<Utc>,
+    /// Signatures of these bytes (OpenSSF Model Signing bundles); they go with the file: a replacement has none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signatures: Vec<super::signing::Signature>,
 }
 
 /// One stored component: key, metadata and, once uploaded, its file.

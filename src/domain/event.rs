@@ -22,10 +22,12 @@ pub enum EventType {
     AliasDeleted,
     /// The component was locked for good.
     Locked,
+    /// A signature was attached to one of the component's files (the event's `file`).
+    SignatureAdded,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 8] = [
+    pub const ALL: [EventType; 9] = [
         EventType::Created,
         EventType::Updated,
         EventType::FileUploaded,
@@ -34,6 +36,7 @@ impl EventType {
         EventType::AliasSet,
         EventType::AliasDeleted,
         EventType::Locked,
+        EventType::SignatureAdded,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -46,6 +49,7 @@ impl EventType {
             EventType::AliasSet => "alias_set",
             EventType::AliasDeleted => "alias_deleted",
             EventType::Locked => "locked",
+            EventType::SignatureAdded => "signature_added",
         }
     }
 
@@ -174,6 +178,14 @@ impl EventDraft {
                 size: file.size,
             }),
             ..Self::file(after, replaced)
+        }
+    }
+
+    /// A signature attached to `file` of `after`.
+    pub fn signature_added(after: &Component, file: &StoredFile) -> Self {
+        Self {
+            event_type: EventType::SignatureAdded,
+            ..Self::attached(after, file, false)
         }
     }
 

@@ -171,6 +171,11 @@ impl ComponentKey {
         }
     }
 
+    /// What a trust policy's `match` glob is matched with: a model's name (every version alike), or the id.
+    pub fn subject_name(&self) -> &str {
+        self.search_text()[0]
+    }
+
     /// Path segments after the kind in REST routes: `[name, version]` or `[id]`.
     pub fn path_segments(&self) -> Vec<&str> {
         match self {

@@ -10,6 +10,7 @@ mod filter;
 mod key;
 pub mod oci;
 mod platform;
+pub mod signing;
 pub mod version;
 mod webhook;
 mod write;

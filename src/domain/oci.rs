@@ -432,6 +432,7 @@ mod tests {
             content_type: "application/zip".into(),
             filename: name.into(),
             uploaded_at: chrono::Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap(),
+            signatures: Vec::new(),
         }
     }
 

@@ -334,6 +334,7 @@ mod tests {
             content_type: String::new(),
             filename: String::new(),
             uploaded_at: chrono::DateTime::default(),
+            signatures: Vec::new(),
         };
         let variants = vec![
             Variant {

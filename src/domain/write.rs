@@ -5,7 +5,10 @@
 use chrono::{DateTime, Utc};
 use thiserror::Error;
 
-use super::{Component, DomainError, EventDraft, Platform, SpecUpdate, StoredFile, Variant};
+use super::signing::{Bundle, MAX_SIGNATURES_PER_FILE, Signature};
+use super::{
+    Component, DomainError, EventDraft, Platform, Sha256, SpecUpdate, StoredFile, Variant,
+};
 use crate::domain::ComponentKey;
 
 /// Why the component's own rules refuse a write.
@@ -30,6 +33,12 @@ pub enum Refusal {
         expected: u64,
         actual: u64,
     },
+    /// The write names a file the component does not have.
+    #[error("{0}")]
+    NoFile(String),
+    /// A cap on what one component keeps (signatures per file) is reached.
+    #[error("{0}")]
+    Full(String),
 }
 
 /// Why an update is not applied: a rule of the component, or a value that breaks the domain.
@@ -220,6 +229,60 @@ impl Component {
         Ok(Some((locked, event)))
     }
 
+    /// Attaches a signature to the default file (`platform` `None`) or to that platform's variant; `None` when the
+    /// file has this very bundle already. A signature vouches for bytes without changing them, so a locked or
+    /// immutable component takes one too; the bundle must sign exactly the file's bytes.
+    pub fn add_signature(
+        &self,
+        platform: Option<&Platform>,
+        bundle: &Bundle,
+        added_by: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<(Component, EventDraft)>, UpdateError> {
+        let mut after = self.next_revision();
+        let file = match platform {
+            None => after.file.as_mut(),
+            Some(platform) => after
+                .variants
+                .iter_mut()
+                .find(|v| &v.platform == platform)
+                .map(|v| &mut v.file),
+        }
+        .ok_or_else(|| {
+            Refusal::NoFile(match platform {
+                None => format!("{} has no file to sign", self.key),
+                Some(platform) => format!("{} has no file for the platform {platform}", self.key),
+            })
+        })?;
+        let sha256 = Sha256::parse(&file.sha256)?;
+        if !bundle.names(&sha256) {
+            let signed: Vec<&str> = bundle.digests().iter().map(Sha256::as_str).collect();
+            return Err(DomainError::new(
+                "bundle",
+                format!(
+                    "the bundle signs the bytes with sha256 {}, not this file (sha256 {sha256}): sign the file that \
+                     was uploaded",
+                    signed.join(", ")
+                ),
+            )
+            .into());
+        }
+        let signature = Signature::new(bundle, added_by, now);
+        if file.signatures.iter().any(|s| s.id == signature.id) {
+            return Ok(None);
+        }
+        if file.signatures.len() >= MAX_SIGNATURES_PER_FILE {
+            return Err(Refusal::Full(format!(
+                "the file has {MAX_SIGNATURES_PER_FILE} signatures, as many as a file keeps"
+            ))
+            .into());
+        }
+        file.signatures.push(signature);
+        let file = file.clone();
+        let event = EventDraft::signature_added(&after, &file);
+        Ok(Some((after, event)))
+    }
+
     /// Marks (or unmarks) this model version as named by `alias`; `None` when that changes nothing. The marks
     /// are what a deletion checks in the same transaction or document.
     pub fn with_alias_mark(&self, alias: &str, named: bool) -> Option<Component> {
@@ -306,6 +369,7 @@ mod tests {
             content_type: "application/octet-stream".into(),
             filename: "f.bin".into(),
             uploaded_at: at(1),
+            signatures: Vec::new(),
         }
     }
 

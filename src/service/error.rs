@@ -45,6 +45,12 @@ pub enum ServiceError {
     /// A cursor beyond the newest event: it is of another feed (the store was rebuilt or reset): resync.
     #[error("{0}")]
     EventsAhead(String),
+    /// `--signatures enforce`: the file has no signature the trust policy verifies, so it is not served.
+    #[error("{0}")]
+    Unsigned(String),
+    /// `--signatures enforce`: an alias may not move to a version with a file no signature verifies.
+    #[error("{0}")]
+    UnsignedVersion(String),
     /// A write to an edge mirror: its content comes from its upstream only.
     #[error("{0}")]
     ReadOnlyMirror(String),
@@ -94,6 +100,8 @@ impl From<StoreError> for ServiceError {
             StoreError::Refused(e @ Refusal::Aliased { .. }) => {
                 ServiceError::Conflict(e.to_string())
             }
+            StoreError::Refused(Refusal::NoFile(message)) => ServiceError::NotFound(message),
+            StoreError::Refused(Refusal::Full(message)) => ServiceError::LimitExceeded(message),
             StoreError::Refused(e @ Refusal::Stale { actual, .. }) => ServiceError::Stale {
                 message: e.to_string(),
                 current: actual,

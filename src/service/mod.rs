@@ -7,6 +7,7 @@ mod events;
 mod feed_hub;
 pub mod mirror;
 mod oci;
+pub mod signing;
 pub mod uploads;
 pub mod webhooks;
 
@@ -64,6 +65,8 @@ pub struct RepositoryService {
     mirror: Option<mirror::MirrorStatus>,
     /// The one reader of the change feed that live followers share.
     feed_hub: feed_hub::FeedHub,
+    /// The trust policy and what the server does with signatures.
+    signing: Arc<signing::Signing>,
 }
 
 impl RepositoryService {
@@ -81,7 +84,18 @@ impl RepositoryService {
             creating_upload: tokio::sync::Mutex::new(()),
             mirror: None,
             feed_hub: feed_hub::FeedHub::default(),
+            signing: Arc::default(),
         }
+    }
+
+    /// Sets the trust policy and the signature mode.
+    pub fn with_signing(mut self, signing: Arc<signing::Signing>) -> Self {
+        self.signing = signing;
+        self
+    }
+
+    pub fn signing(&self) -> &signing::Signing {
+        &self.signing
     }
 
     /// Makes this the service of an edge mirror: read-only, with the sync's status.
@@ -362,6 +376,66 @@ impl RepositoryService {
         Ok(self.store.components().lock(key, expected).await?)
     }
 
+    /// Attaches a signature (a bundle as `model_signing` writes it) to the default file of a component, or to its
+    /// variant for `platform`. Answers the component after, the signature with its verdict, and whether it is new
+    /// (the same bundle again changes nothing).
+    pub async fn add_signature(
+        &self,
+        key: &ComponentKey,
+        platform: Option<Platform>,
+        bundle: &str,
+        by: &str,
+    ) -> Result<(Component, signing::CheckedSignature, bool), ServiceError> {
+        use crate::domain::signing::{Bundle, BundleError};
+        self.writable()?;
+        let bundle = Bundle::parse(bundle).map_err(|e| match e {
+            BundleError::TooLarge(_) => ServiceError::BodyTooLarge(e.to_string()),
+            e => ServiceError::InvalidInput(format!("bundle: {e}")),
+        })?;
+        let id = crate::domain::signing::Signature::new(&bundle, by, crate::domain::now()).id;
+        let added = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let decide: crate::store::Decide = {
+            let (added, by, platform) = (added.clone(), by.to_string(), platform.clone());
+            Box::new(move |component| {
+                let decided = component.add_signature(
+                    platform.as_ref(),
+                    &bundle,
+                    &by,
+                    crate::domain::now(),
+                )?;
+                added.store(decided.is_some(), std::sync::atomic::Ordering::Relaxed);
+                Ok(decided)
+            })
+        };
+        let component = self
+            .store
+            .components()
+            .change(key, crate::domain::EventType::SignatureAdded, decide)
+            .await?;
+        let file = signed_file(&component, platform.as_ref())?;
+        let checked = self
+            .signing
+            .check(&component, file)
+            .into_iter()
+            .find(|c| c.signature.id == id)
+            .ok_or_else(|| {
+                ServiceError::internal("the signature just attached is not on the file")
+            })?;
+        let added = added.load(std::sync::atomic::Ordering::Relaxed);
+        Ok((component, checked, added))
+    }
+
+    /// The signatures of a component's default file, or of its variant for `platform`, with their verdicts.
+    pub async fn signatures(
+        &self,
+        key: &ComponentKey,
+        platform: Option<&Platform>,
+    ) -> Result<(StoredFile, Vec<signing::CheckedSignature>), ServiceError> {
+        let component = self.get(key).await?;
+        let file = signed_file(&component, platform)?;
+        Ok((file.clone(), self.signing.check(&component, file)))
+    }
+
     /// Points `alias` of model `name` at `version`; `by` is the label of the caller's token.
     pub async fn set_alias(
         &self,
@@ -373,6 +447,18 @@ impl RepositoryService {
         self.writable()?;
         validate_alias(alias)?;
         let key = ComponentKey::model(name, version)?;
+        if self.signing.mode() == signing::SignatureMode::Enforce {
+            let target = self.get(&key).await?;
+            if let Some(file) = target
+                .files()
+                .find(|file| !self.signing.verified(&key, file))
+            {
+                return Err(ServiceError::UnsignedVersion(format!(
+                    "alias {alias} cannot move to {}: devices would be refused it",
+                    signing::unsigned_message(&key, file)
+                )));
+            }
+        }
         self.store
             .aliases()
             .move_alias(name, alias, Some(version), by)
@@ -481,6 +567,55 @@ impl RepositoryService {
         })
     }
 
+    /// Whether a download of `file` may go out: in enforce mode only a file with a verified signature does; in
+    /// audit mode one without is counted. By digest, the bytes go out when any component's file with them is
+    /// verified (this reads the catalogue: enforce and audit mode cost one scan per download by digest).
+    pub async fn admit_download(
+        &self,
+        key: Option<&ComponentKey>,
+        file: &StoredFile,
+    ) -> Result<(), ServiceError> {
+        if self.signing.mode() == signing::SignatureMode::Off {
+            return Ok(());
+        }
+        match key {
+            Some(key) => self
+                .signing
+                .admit_download(key, file)
+                .map_err(ServiceError::Unsigned),
+            None => {
+                let holders = self.holders(&file.sha256).await?;
+                let verified = holders
+                    .iter()
+                    .find(|(key, held)| self.signing.verified(key, held));
+                match verified.or(holders.first()) {
+                    Some((key, held)) => self
+                        .signing
+                        .admit_download(key, held)
+                        .map_err(ServiceError::Unsigned),
+                    // Bytes no component holds (an OCI config, a pushed blob awaiting its manifest).
+                    None => Ok(()),
+                }
+            }
+        }
+    }
+
+    /// The components with a file of these bytes, each with that file.
+    async fn holders(&self, sha256: &str) -> Result<Vec<(ComponentKey, StoredFile)>, ServiceError> {
+        use futures_util::StreamExt as _;
+        let mut found = Vec::new();
+        for kind in Kind::ALL {
+            let mut components = self.store.components().scan(kind).await?;
+            while let Some(component) = components.next().await {
+                let component = component?;
+                if let Some(file) = component.files().find(|f| f.sha256 == sha256) {
+                    found.push((component.key.clone(), file.clone()));
+                }
+            }
+        }
+        Ok(found)
+    }
+
     pub async fn read_blob(
         &self,
         file: &StoredFile,
@@ -503,6 +638,27 @@ impl RepositoryService {
     ) -> Result<ByteStream, ServiceError> {
         Ok(self.store.blobs().read(key, file, range).await?)
     }
+}
+
+/// The file a signature is for: the default one, or the variant of `platform`.
+fn signed_file<'c>(
+    component: &'c Component,
+    platform: Option<&Platform>,
+) -> Result<&'c StoredFile, ServiceError> {
+    match platform {
+        None => component.file.as_ref(),
+        Some(platform) => component
+            .variants
+            .iter()
+            .find(|v| &v.platform == platform)
+            .map(|v| &v.file),
+    }
+    .ok_or_else(|| {
+        ServiceError::NotFound(match platform {
+            None => format!("{} has no file", component.key),
+            Some(platform) => format!("{} has no file for the platform {platform}", component.key),
+        })
+    })
 }
 
 fn page_size(first: Option<i32>) -> Result<usize, ServiceError> {

@@ -18,7 +18,8 @@ use thiserror::Error;
 
 use crate::domain::{
     AliasMove, AliasRecord, Component, ComponentFilter, ComponentKey, Delivery, DomainError,
-    FilePolicy, Kind, ModelKey, Refusal, Sha256, StoredFile, UpdateError, Webhook,
+    EventDraft, EventType, FilePolicy, Kind, ModelKey, Refusal, Sha256, StoredFile, UpdateError,
+    Webhook,
 };
 
 pub use feed::{EventBatch, EventRetention, EventSignal};
@@ -36,6 +37,11 @@ pub type ComponentStream = Pin<Box<dyn Stream<Item = Result<Component, StoreErro
 pub type UploadStream<'a> = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send + 'a>>;
 
 pub use crate::domain::SpecUpdate;
+
+/// The domain's ruling on a component for a change that moves no bytes: the component after and its event, or
+/// `None` when nothing changes. A store may run it more than once (after a concurrent write).
+pub type Decide =
+    Box<dyn Fn(&Component) -> Result<Option<(Component, EventDraft)>, UpdateError> + Send + Sync>;
 
 impl From<UpdateError> for StoreError {
     fn from(e: UpdateError) -> Self {
@@ -238,6 +244,16 @@ pub trait ComponentStore: Send + Sync {
         &self,
         key: &ComponentKey,
         expected: Option<u64>,
+    ) -> Result<Component, StoreError>;
+
+    /// Commits what `decide` rules on the component as stored, for a change that moves no bytes (a signature):
+    /// the component after and its event, atomically. `event_type` is that event's type, for stores that reserve
+    /// the event ahead. Answers the component as it is afterwards.
+    async fn change(
+        &self,
+        key: &ComponentKey,
+        event_type: EventType,
+        decide: Decide,
     ) -> Result<Component, StoreError>;
 
     /// Makes a staged blob a file of a component ([`Component::put_file`]), reclaiming the one it replaces.

@@ -63,6 +63,8 @@ pub enum EventType {
     AliasDeleted,
     /// The component was locked (`lockModel`, `lock…`).
     Locked,
+    /// A signature was attached to one of the component's files (`addSignature`): see `file`.
+    SignatureAdded,
 }
 
 impl From<EventType> for domain::EventType {
@@ -76,6 +78,7 @@ impl From<EventType> for domain::EventType {
             EventType::AliasSet => domain::EventType::AliasSet,
             EventType::AliasDeleted => domain::EventType::AliasDeleted,
             EventType::Locked => domain::EventType::Locked,
+            EventType::SignatureAdded => domain::EventType::SignatureAdded,
         }
     }
 }
@@ -91,6 +94,7 @@ impl From<domain::EventType> for EventType {
             domain::EventType::AliasSet => EventType::AliasSet,
             domain::EventType::AliasDeleted => EventType::AliasDeleted,
             domain::EventType::Locked => EventType::Locked,
+            domain::EventType::SignatureAdded => EventType::SignatureAdded,
         }
     }
 }

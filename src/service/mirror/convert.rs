@@ -99,6 +99,7 @@ fn file(node: &Value) -> Result<Option<StoredFile>, Unreadable> {
         content_type: text(node, "contentType")?,
         filename: text(node, "filename")?,
         uploaded_at: time(node, "uploadedAt")?,
+        signatures: Vec::new(),
     }))
 }
 

@@ -57,6 +57,8 @@ pub struct MirrorConfig {
     pub partial_dir: PathBuf,
     /// The largest file the mirror keeps (its own `--max-upload-size`): a component with a larger one is refused.
     pub max_file_size: u64,
+    /// The mirror's own trust policy and mode: it verifies signatures itself, never taking the upstream's word.
+    pub signing: std::sync::Arc<crate::service::signing::Signing>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -310,6 +310,21 @@ impl ComponentStore for EmbeddedStore {
         .await
     }
 
+    async fn change(
+        &self,
+        key: &ComponentKey,
+        _event_type: crate::domain::EventType,
+        decide: crate::store::Decide,
+    ) -> Result<Component, StoreError> {
+        self.modify(key, Vec::new(), move |component| {
+            Ok(match decide(&component)? {
+                Some((after, event)) => Ok(Decided::put(after.clone(), after, event)),
+                None => Err(component),
+            })
+        })
+        .await
+    }
+
     async fn attach(
         &self,
         key: &ComponentKey,
@@ -325,6 +340,7 @@ impl ComponentStore for EmbeddedStore {
             content_type: meta.content_type,
             filename: meta.filename,
             uploaded_at: now,
+            signatures: Vec::new(),
         };
         let (platform, policy, expected) = (meta.platform, meta.policy, meta.expected_revision);
         self.modify(key, vec![(sha256.clone(), temp)], move |component| {

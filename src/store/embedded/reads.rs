@@ -154,6 +154,7 @@ impl BlobStore for EmbeddedStore {
                 content_type: String::new(),
                 filename: String::new(),
                 uploaded_at: modified,
+                signatures: Vec::new(),
             })))
         })
         .await

@@ -409,6 +409,30 @@ impl ComponentStore for MongoStore {
             .await
     }
 
+    async fn change(
+        &self,
+        key: &ComponentKey,
+        event_type: EventType,
+        decide: crate::store::Decide,
+    ) -> Result<Component, StoreError> {
+        self.events
+            .recorded(event_type, key, |sequence| async move {
+                let decision = self
+                    .modify(key, Some(sequence), |component| {
+                        Ok(match decide(component)? {
+                            Some((after, event)) => Decision::Write {
+                                after,
+                                answer: event,
+                            },
+                            None => Decision::Unchanged(component.clone()),
+                        })
+                    })
+                    .await?;
+                Ok(decision.recorded())
+            })
+            .await
+    }
+
     async fn attach(
         &self,
         key: &ComponentKey,
@@ -424,6 +448,7 @@ impl ComponentStore for MongoStore {
             content_type: meta.content_type.clone(),
             filename: meta.filename.clone(),
             uploaded_at: now,
+            signatures: Vec::new(),
         };
         self.grid
             .label(

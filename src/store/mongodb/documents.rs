@@ -13,7 +13,7 @@ use mongodb::bson::{self as bson, Bson, DateTime as BsonDateTime, Document, doc}
 
 use crate::domain::{
     Component, ComponentKey, InferencerSpec, Kind, ModelSpec, Needs, Platform, ServiceSpec, Spec,
-    StoredFile, TransformationSpec, Variant,
+    StoredFile, TransformationSpec, Variant, signing::Signature,
 };
 use crate::store::StoreError;
 
@@ -165,6 +165,7 @@ fn read_variants(document: &Document) -> Vec<Variant> {
                     content_type: string(file, "content_type"),
                     filename: string(file, "filename"),
                     uploaded_at: read_date(file.get("uploaded_at"))?,
+                    signatures: read_signatures(file),
                 },
             })
         })
@@ -173,13 +174,49 @@ fn read_variants(document: &Document) -> Vec<Variant> {
 
 /// Our record of a stored binary, kept beside the original's file reference.
 pub fn file_document(file: &StoredFile) -> Document {
-    doc! {
+    let mut document = doc! {
         "size": file.size as i64,
         "sha256": &file.sha256,
         "content_type": &file.content_type,
         "filename": &file.filename,
         "uploaded_at": to_bson_date(file.uploaded_at),
+    };
+    if !file.signatures.is_empty() {
+        let signatures: Vec<Document> = file
+            .signatures
+            .iter()
+            .map(|s| {
+                doc! {
+                    "id": &s.id,
+                    // Kept as the text that was sent, byte for byte (a BSON document would reorder nothing but
+                    // could not promise the same bytes back).
+                    "bundle": &s.bundle,
+                    "added_at": to_bson_date(s.added_at),
+                    "added_by": &s.added_by,
+                }
+            })
+            .collect();
+        document.insert("signatures", signatures);
     }
+    document
+}
+
+fn read_signatures(file: &Document) -> Vec<Signature> {
+    let Ok(items) = file.get_array("signatures") else {
+        return Vec::new();
+    };
+    items
+        .iter()
+        .filter_map(|item| {
+            let item = item.as_document()?;
+            Some(Signature {
+                id: item.get_str("id").ok()?.to_owned(),
+                bundle: item.get_str("bundle").ok()?.to_owned(),
+                added_at: read_date(item.get("added_at"))?,
+                added_by: string(item, "added_by"),
+            })
+        })
+        .collect()
 }
 
 /// A whole new component document.
@@ -398,6 +435,7 @@ fn read_file(kind: Kind, document: &Document) -> (Option<StoredFile>, Option<Obj
             content_type: string(file, "content_type"),
             filename: string(file, "filename"),
             uploaded_at: read_date(file.get("uploaded_at"))?,
+            signatures: read_signatures(file),
         })
     });
     match recorded {

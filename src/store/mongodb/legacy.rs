@@ -93,5 +93,6 @@ pub(super) fn legacy_stored_file(id: ObjectId, file: &Document) -> StoredFile {
             .ok()
             .and_then(|t| chrono::DateTime::from_timestamp_millis(t.timestamp_millis()))
             .unwrap_or_default(),
+        signatures: Vec::new(),
     }
 }
