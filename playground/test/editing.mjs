@@ -257,6 +257,8 @@ try {
   const wide = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   check(failures, wide <= 0, `the component page on a phone is ${wide}px wider than the screen`);
   await shot("ui-phone-component.png");
+  // The README's phone picture: the top of a component page.
+  await page.screenshot({ path: `${shots}/ui-readme-phone.png` });
   console.log(`header: ${header.height}px at 1280 px, ${phone.height}px at 390x844`);
 } catch (error) {
   failures.push(String(error.stack || error));
