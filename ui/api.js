@@ -150,7 +150,32 @@ export function resumableUpload(target, file, onProgress) {
     upload.abort(true).catch(() => {});
     cancel();
   };
-  return { done, abort };
+  // Stops sending but keeps the server's session and this browser's note of it, so it can resume later.
+  const pause = () => {
+    upload.abort(false).catch(() => {});
+    cancel();
+  };
+  return { done, abort, pause };
+}
+
+/**
+ * The unfinished uploads this browser remembers (tus-js-client's notes in localStorage) whose metadata `matches`:
+ * each `{ urlStorageKey, uploadUrl, size, metadata, creationTime }`.
+ */
+export async function unfinishedUploads(matches) {
+  const storage = window.tus?.defaultOptions?.urlStorage;
+  if (!storage?.findAllUploads) return [];
+  const all = await storage.findAllUploads();
+  return all.filter((entry) => matches(entry.metadata || {}));
+}
+
+/** Forgets an unfinished upload here and ends its session on the server (whose answer does not matter). */
+export async function discardUpload(entry) {
+  await window.tus.defaultOptions.urlStorage.removeUpload(entry.urlStorageKey);
+  if (entry.uploadUrl) {
+    await fetch(entry.uploadUrl, { method: "DELETE", headers: { "tus-resumable": "1.0.0", ...authorization() } })
+      .catch(() => {});
+  }
 }
 
 /**

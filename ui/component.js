@@ -3,7 +3,7 @@
 // progress bar, delete. The page follows the change feed, so it shows what others change.
 
 import { useEffect, useRef, useState } from "preact/hooks";
-import { ApiError, gql, resumableUpload, token } from "./api.js";
+import { ApiError, discardUpload, gql, resumableUpload, token, unfinishedUploads } from "./api.js";
 import { LiveBadge, useLiveReload } from "./live.js";
 import { Markdown } from "./markdown.js";
 import {
@@ -407,6 +407,31 @@ function EditForm({ kind, component, onSaved, onCancel }) {
 
 const NO_PLATFORM = { os: "", arch: "", variant: "", accelerator: "", acceleratorVersion: "" };
 
+/** The metadata of this component's uploads, as `ReplaceFile` sends it to tus. */
+function sameTarget(kind, component) {
+  return (metadata) => (kind === "model"
+    ? (metadata.kind === undefined || metadata.kind === "model") && metadata.name === component.name
+      && metadata.version === component.version
+    : metadata.kind === kind && metadata.id === component.id);
+}
+
+/** Uploads of this component that this browser started and did not finish: choosing the same file resumes one. */
+function Unfinished({ kind, component, running }) {
+  const [entries, setEntries] = useState([]);
+  const refresh = () => unfinishedUploads(sameTarget(kind, component)).then(setEntries).catch(() => setEntries([]));
+  useEffect(refresh, [kind, component.revision, running]);
+  if (running || entries.length === 0) return null;
+  return html`<div class="unfinished" role="region" aria-label="Unfinished uploads">
+    <p><strong>${entries.length === 1 ? "An unfinished upload" : `${entries.length} unfinished uploads`}</strong> from
+      this browser: choose the same file again to resume where the server stands.</p>
+    <ul>${entries.map((entry) => html`<li key=${entry.urlStorageKey}>
+      ${entry.metadata.filename} (${bytes(entry.size)}${entry.metadata.platform ? `, for ${entry.metadata.platform}` : ""}),
+      started <time datetime=${entry.creationTime}>${time(entry.creationTime)}</time>${" "}
+      <button type="button" class="link" onClick=${() => discardUpload(entry).then(refresh)}>Discard
+        ${entry.metadata.filename}</button></li>`)}</ul>
+  </div>`;
+}
+
 function ReplaceFile({ kind, component, onUploaded }) {
   const spec = KINDS[kind];
   const input = useRef(null);
@@ -427,6 +452,11 @@ function ReplaceFile({ kind, component, onUploaded }) {
     window.addEventListener("beforeunload", warn);
     return () => window.removeEventListener("beforeunload", warn);
   }, [running]);
+  // Leaving for another page of the catalogue pauses it rather than letting it run on unseen; coming back
+  // lists it under "unfinished uploads".
+  const current = useRef(null);
+  current.current = running;
+  useEffect(() => () => current.current?.pause(), []);
 
   const submit = (event) => {
     event.preventDefault();
@@ -459,8 +489,11 @@ function ReplaceFile({ kind, component, onUploaded }) {
         setPlatform(NO_PLATFORM);
         onUploaded(uploaded, file.name, target.platform);
       })
-      .catch(setError)
+      .catch((problem) => {
+        if (input.current) setError(problem);
+      })
       .finally(() => {
+        if (!input.current) return;
         setRunning(null);
         setProgress(null);
       });
@@ -471,6 +504,7 @@ function ReplaceFile({ kind, component, onUploaded }) {
   const speed = seconds > 0.5 && progress.sent > 0 ? progress.sent / seconds : null;
   const left = speed ? Math.ceil((progress.total - progress.sent) / speed) : null;
   return html`<form class="stack upload" onSubmit=${submit}>
+    <${Unfinished} kind=${kind} component=${component} running=${running} />
     <div class="field">
       <label for="upload-file">${component.file ? "Replace the file" : "Upload the file"}</label>
       <input id="upload-file" type="file" ref=${input} required disabled=${!!running} />

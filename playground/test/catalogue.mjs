@@ -120,6 +120,8 @@ try {
   // A reload half way, then the same file chosen again: the upload resumes where the server stands.
   await page.reload();
   await visible(page.getByRole("heading", { name: "Model fall-detection · pilot-2-1" }));
+  // The page says the upload can be resumed.
+  await visible(page.getByRole("region", { name: "Unfinished uploads" }).getByText("fall-detection.zip"));
   await page.getByLabel("Upload the file").setInputFiles(uploadPath);
   await page.getByRole("button", { name: "Upload", exact: true }).click();
   const seen = new Set([...before, ...(await progressValues(() => false))]);
