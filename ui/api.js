@@ -39,7 +39,7 @@ export class ApiError extends Error {
 
 /** What a person should read for each error code the API answers with. */
 const ADVICE = {
-  UNAUTHENTICATED: "This server needs a token: enter a read or write token at the top of the page.",
+  UNAUTHENTICATED: "This server needs a token: enter a read or write token.",
   FORBIDDEN: "Your token can only read: changes need a write token.",
   NOT_FOUND: "It is not (or no longer) in the repository.",
   ALREADY_EXISTS: "A component with this key already exists.",

@@ -28,17 +28,20 @@ function useRoute() {
   return route;
 }
 
-function TokenForm({ access, onChange }) {
-  // The field empties once a token is in use: the badge and "Forget" say that one is. With one in use the
-  // field folds away behind "Change", so the header keeps to one row.
+/**
+ * The token: in the header, folded behind "Set token" / "Change token" so the header keeps to one row; on the
+ * sign-in page (`expanded`), the whole form.
+ */
+function TokenForm({ access, onChange, expanded = false }) {
+  // The field empties once a token is in use: the badge and "Forget" say that one is.
   const [value, setValue] = useState("");
   const [remember, setRemember] = useState(remembered);
-  const [changing, setChanging] = useState(false);
+  const [open, setOpen] = useState(false);
   const submit = (event) => {
     event.preventDefault();
     setToken(value.trim(), remember);
     setValue("");
-    setChanging(false);
+    setOpen(false);
     onChange();
   };
   const forget = () => {
@@ -48,16 +51,18 @@ function TokenForm({ access, onChange }) {
     onChange();
   };
   const inUse = Boolean(token());
-  return html`<form class="token" onSubmit=${submit}>
-    ${(!inUse || changing) && html`<label for="token">Token</label>
+  const field = expanded || open;
+  return html`<form class=${expanded ? "token signin" : "token"} onSubmit=${submit}>
+    ${field && html`<label for="token">Token</label>
       <input id="token" type="password" autocomplete="off" spellcheck="false" value=${value}
         onInput=${(e) => setValue(e.currentTarget.value)} />
       <label class="check remember"><input type="checkbox" checked=${remember}
         onChange=${(e) => setRemember(e.currentTarget.checked)} /> Remember on this device</label>
       <button type="submit">Use</button>`}
-    ${inUse && !changing && html`<button type="button" class="secondary" onClick=${() => setChanging(true)}>Change token</button>`}
+    ${!field && html`<button type="button" class="secondary" onClick=${() => setOpen(true)}>
+      ${inUse ? "Change token" : "Set token"}</button>`}
     ${inUse && html`<button type="button" class="secondary" onClick=${forget}>Forget</button>`}
-    <${AccessBadge} access=${access} />
+    ${!expanded && html`<${AccessBadge} access=${access} />`}
   </form>`;
 }
 
@@ -152,7 +157,7 @@ function App() {
       <a class="brand" href="#/models">component-repository</a>
       <button type="button" class="menu-button" aria-expanded=${menu} aria-controls="top-menu"
         onClick=${() => setMenu(!menu)}>Menu</button>
-      <div id="top-menu" class=${menu || (access && !access.read) ? "menu open" : "menu"}>
+      <div id="top-menu" class=${menu ? "menu open" : "menu"}>
         <nav aria-label="Main">
           <a href="#/models" aria-current=${section === "catalogue" ? "page" : undefined}>Catalogue</a>
           <a href="#/search" aria-current=${section === "search" ? "page" : undefined}>Search</a>
@@ -160,7 +165,9 @@ function App() {
           <a href="/docs">REST API</a>
           <a href="/playground">GraphQL playground</a>
         </nav>
-        <${TokenForm} access=${access} onChange=${checkAccess} />
+        ${access && !access.read
+          ? html`<span class="token"><${AccessBadge} access=${access} /></span>`
+          : html`<${TokenForm} access=${access} onChange=${checkAccess} />`}
       </div>
     </header>
     <main id="main" ref=${main}>
@@ -169,6 +176,7 @@ function App() {
         ? html`<p class="muted">Loading…</p>`
         : !access.read
           ? html`<section><h1 tabindex="-1">Sign in with a token</h1><${ErrorBox} error=${accessError} />
+              <${TokenForm} access=${access} onChange=${checkAccess} expanded=${true} />
               <p>Enter a read token to browse, or a write token to make changes; the page keeps it for this
               browser tab only, unless you tick "Remember on this device" (then every tab of this browser uses it
               until "Forget").</p></section>`

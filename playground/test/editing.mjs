@@ -55,6 +55,8 @@ try {
   // /ui/ with its slash is the catalogue; signing in with "Remember on this device".
   await page.goto(`${base}/ui/`);
   await visible(page.getByRole("heading", { name: "Sign in with a token" }));
+  const signIn = await page.locator("header.top").boundingBox();
+  check(failures, signIn.height <= 60, `the header is ${signIn.height}px high at 1280 px before signing in`);
   await page.getByLabel("Token", { exact: true }).fill(writeToken);
   await page.getByLabel("Remember on this device").check();
   await page.getByRole("button", { name: "Use", exact: true }).click();

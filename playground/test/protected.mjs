@@ -44,9 +44,9 @@ async function open(base, options = {}) {
 }
 
 async function useToken(value) {
-  // With a token in use the field is folded behind "Change token".
-  const change = page.getByRole("button", { name: "Change token" });
-  if (await change.isVisible()) await change.click();
+  // In the header the field is folded behind "Set token" or "Change token".
+  const unfold = page.getByRole("button", { name: /^(Set|Change) token$/ });
+  if (await unfold.isVisible()) await unfold.click();
   await page.getByLabel("Token", { exact: true }).fill(value);
   await page.getByRole("button", { name: "Use" }).click();
 }
