@@ -137,6 +137,8 @@ try {
   check(failures, answered.model.file.sha256 === cardSha, `the copied query answered ${JSON.stringify(answered)}`);
   await page.getByRole("button", { name: "Copy sha256" }).click();
   check(failures, (await clipboard(page)) === cardSha, "the sha256 copied differs");
+  failures.push(...(await seriousViolations(page)));
+  await shot("ui-use-this.png");
   await page.getByRole("button", { name: "Copy oras pull" }).click();
   const oras = await clipboard(page);
   check(failures, oras.endsWith(`oras pull --plain-http ${new URL(base).host}/models/card:1.10`), `oras: ${oras}`);
@@ -225,6 +227,7 @@ try {
   check(failures, kinds.toLowerCase() === "model,service", `search found ${kinds}`);
   await page.goto(`${base}/ui#/search?model=card`);
   await visible(page.getByText("1 match"));
+  failures.push(...(await seriousViolations(page)));
 
   // The device check: platform fields, pasted JSON kept whole, client-side JSON errors said so, plurals.
   await page.goto(`${base}/ui#/device`);
