@@ -617,8 +617,8 @@ export function ComponentPage({ kind, keys, access, notify }) {
   const live = useLiveReload(kind, access.read, Boolean(token()) && !access.publicReads, load);
 
   // The heading comes from the address, so it is there (and named) before the component has loaded.
-  const heading = html`<p class="crumbs"><a href=${`#/${spec.list}`}>${spec.label}</a>${kind === "model" && html`
-    › <a href=${`#/model/${encodeURIComponent(keys[0])}`}>${keys[0]}</a>`}</p>
+  const heading = html`<p class="crumbs"><a href=${`#/${spec.list}`}>${spec.label}</a>${kind === "model"
+    && html`${" › "}<a href=${`#/model/${encodeURIComponent(keys[0])}`}>${keys[0]}</a>`}</p>
     <h1 tabindex="-1"><span class="kind">${spec.singular}</span> <${Breakable} text=${keys.join(" · ")} /></h1>`;
   if (error && component === undefined) return html`<section>${heading}<${ErrorBox} error=${error} /></section>`;
   if (component === undefined) return html`<section>${heading}<p>Loading…</p></section>`;

@@ -246,6 +246,32 @@ try {
   await visible(page.getByRole("alert").getByText("Checked in this browser: nothing was sent to the server."));
   await visible(page.getByRole("alert").getByText("is not valid JSON"));
 
+  // Leaving a page through an in-app link pauses its upload; coming back offers to resume it.
+  const cdp = await first.newCDPSession(page);
+  await cdp.send("Network.enable");
+  const throttle = (uploadThroughput) => cdp.send("Network.emulateNetworkConditions", {
+    offline: false, latency: 0, downloadThroughput: -1, uploadThroughput,
+  });
+  await throttle(8 * 1024);
+  await page.goto(`${base}/ui#/service/tiny`);
+  await page.getByLabel("Upload the file").setInputFiles(variantPath);
+  await page.getByRole("button", { name: "Upload", exact: true }).click();
+  await page.waitForFunction(() => Number(document.querySelector("#upload-progress")?.getAttribute("value")) > 0,
+    null, { timeout: 15000 });
+  // The positive sign that it stopped: the running PATCH is aborted when the page is left.
+  const stopped = page.waitForEvent("requestfailed", {
+    predicate: (request) => request.method() === "PATCH" && request.url().includes("/uploads/"),
+    timeout: 10000,
+  });
+  await page.getByRole("link", { name: "Services", exact: true }).click();
+  await stopped;
+  await visible(page.getByText(/of \d+ services/));
+  await throttle(-1);
+  await page.goto(`${base}/ui#/service/tiny`);
+  await visible(page.getByRole("region", { name: "Unfinished uploads" }).getByText(variantName));
+  const tiny = await graphql('{ service(id: "tiny") { file { sha256 } } }');
+  check(failures, tiny.service.file === null, `the left upload ran on: ${JSON.stringify(tiny)}`);
+
   // A phone: the header folds into a menu and takes at most 10 % of the screen.
   await page.setViewportSize({ width: 390, height: 844 });
   await page.goto(`${base}/ui#/services`);
