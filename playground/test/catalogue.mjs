@@ -116,6 +116,8 @@ try {
   await visible(page.locator("#upload-progress"));
   const before = await progressValues((values) => [...values].some((v) => v >= 30));
   await shot("ui-upload-progress.png");
+  const rate = await page.locator(".progress span").innerText().catch(() => "");
+  check(failures, /\/s, about \d+ s left$/.test(rate), `the progress says ${rate}`);
   check(failures, [...before].some((v) => v >= 30 && v < 100), `the first upload showed only ${[...before]}`);
   // A reload half way, then the same file chosen again: the upload resumes where the server stands.
   await page.reload();

@@ -258,6 +258,18 @@ try {
   await page.getByRole("button", { name: "Upload", exact: true }).click();
   await page.waitForFunction(() => Number(document.querySelector("#upload-progress")?.getAttribute("value")) > 0,
     null, { timeout: 15000 });
+  // Leaving the app while it runs asks first (dismissed here: the page stays, the upload goes on).
+  const asked = new Promise((resolve) => {
+    page.once("dialog", async (dialog) => {
+      resolve(dialog.type());
+      await dialog.dismiss();
+    });
+    setTimeout(() => resolve("no dialog"), 5000);
+  });
+  await page.evaluate(() => { window.location.href = "/docs"; });
+  const dialogType = await asked;
+  check(failures, dialogType === "beforeunload", `leaving during an upload asked: ${dialogType}`);
+  check(failures, new URL(page.url()).pathname === "/ui", `the page left to ${page.url()}`);
   // The positive sign that it stopped: the running PATCH is aborted when the page is left.
   const stopped = page.waitForEvent("requestfailed", {
     predicate: (request) => request.method() === "PATCH" && request.url().includes("/uploads/"),
