@@ -79,7 +79,8 @@ pub struct PlatformInfo {
     pub accelerator_version: Option<String>,
 }
 
-/// A file of a component for one platform; its `downloadUrl` is the content-addressed `/blobs/sha256/{hex}`.
+/// A file of a component for one platform; its `downloadUrl` is the content-addressed `/blobs/sha256/{hex}`, with
+/// `?filename=` so that it saves under its own name.
 #[derive(SimpleObject)]
 pub struct FileVariant {
     pub platform: PlatformInfo,
