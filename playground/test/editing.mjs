@@ -115,6 +115,17 @@ try {
   check(failures, await page.evaluate(() => window.notReloaded === true), "the page reloaded to update");
   await other.close();
 
+  // A library range that begins like a PEP 440 specifier but does not parse is refused before sending.
+  await page.goto(`${base}/ui#/service/tiny`);
+  await page.getByRole("button", { name: "Edit" }).click();
+  await page.getByRole("button", { name: "Add library" }).click();
+  await page.getByLabel("Library 1 name").fill("tensorflow");
+  await page.getByLabel("Library 1 version").fill(">=>=2");
+  await page.getByRole("button", { name: "Save", exact: true }).click();
+  await visible(page.getByRole("alert").getByText("Checked in this browser: nothing was sent to the server."));
+  await visible(page.getByRole("alert").getByText('">=>=2" is no PEP 440 version range'));
+  await page.getByRole("button", { name: "Cancel" }).click();
+
   // "Use this": the lines are copied and run by the real clients.
   await page.goto(`${base}/ui#/model/card/1.10`);
   await visible(page.getByRole("heading", { name: "Use this" }));
