@@ -165,9 +165,9 @@ function App() {
           <a href="/docs">REST API</a>
           <a href="/playground">GraphQL playground</a>
         </nav>
-        ${access && !access.read
-          ? html`<span class="token"><${AccessBadge} access=${access} /></span>`
-          : html`<${TokenForm} access=${access} onChange=${checkAccess} />`}
+        ${access?.read
+          ? html`<${TokenForm} access=${access} onChange=${checkAccess} />`
+          : html`<span class="token"><${AccessBadge} access=${access} /></span>`}
       </div>
     </header>
     <main id="main" ref=${main}>

@@ -152,10 +152,6 @@ function ociTag(tag) {
   return `x--${btoa(binary).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "")}`;
 }
 
-function graphqlString(text) {
-  return JSON.stringify(text);
-}
-
 /** How to fetch this component from elsewhere: addresses, curl, Python, GraphQL and oras, each to copy. */
 function UseThis({ kind, component, access }) {
   const spec = KINDS[kind];
@@ -186,9 +182,10 @@ function UseThis({ kind, component, access }) {
     "    for chunk in response.iter_content(chunk_size=1 << 20):",
     "        out.write(chunk)",
   ].filter((line) => line !== null).join("\n");
+  // A GraphQL string literal escapes as a JSON one does.
   const args = kind === "model"
-    ? `name: ${graphqlString(component.name)}, version: ${graphqlString(component.version)}`
-    : `id: ${graphqlString(component.id)}`;
+    ? `name: ${JSON.stringify(component.name)}, version: ${JSON.stringify(component.version)}`
+    : `id: ${JSON.stringify(component.id)}`;
   const query = `{\n  ${kind}(${args}) {\n    revision\n    file { filename size sha256 downloadUrl }\n    variants { platform { os arch variant accelerator } file { filename sha256 downloadUrl } }\n  }\n}`;
   const reference = kind === "model"
     ? `${window.location.host}/models/${ociRepository(component.name)}:${ociTag(byAlias[0]?.alias ?? component.version)}`
@@ -227,7 +224,7 @@ function parseJson(text, label) {
  * A library requirement that starts like a PEP 440 specifier must be one (`>=2.12,<3`, `==2.*`, `~=1.4`); plain
  * text (`latest`) stays allowed, as the server rules. Returns why not, or null.
  */
-export function requirementProblem(text) {
+function requirementProblem(text) {
   const value = text.trim();
   if (!/^[<>=!~]/.test(value)) return null;
   const clauses = value.split(",");
