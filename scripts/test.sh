@@ -6,6 +6,8 @@
 # - oras (PyPI, oras-py) and skopeo (Debian): the OCI clients the registry tests (tests/oci.rs, tests/contract/oci.rs)
 #   pull with.
 # - tuspy (PyPI) and tus-js-client (npm): the tus clients the resumable-upload tests (tests/tus.rs) drive.
+# - model-signing (PyPI, OpenSSF Model Signing; pyopenssl, which its `sign certificate` imports): the signing
+#   client the signature tests (tests/signing.rs and the API tests through testkit::signing) sign with.
 # - chromium (Debian) and node_modules (npm: playwright-core, axe-core among them): the browser tests of the
 #   playground, the catalogue and /docs (tests/playground.rs, tests/ui.rs). The repository has one npm root
 #   (package.json, package-lock.json): `playground/build.sh --check` installs it and proves the embedded browser
@@ -19,6 +21,7 @@ cd "$(dirname "$0")/.."
 NX_VERSION=0.8.1
 TUSPY_VERSION=1.1.0
 ORAS_VERSION=0.2.43
+MODEL_SIGNING_VERSION=1.1.1
 tools=target/tools
 
 missing=()
@@ -58,6 +61,14 @@ if [ ! -x "$tools/oras/bin/python" ] || ! "$tools/oras/bin/pip" show -q oras >/d
   "$tools/oras/bin/pip" install --quiet --disable-pip-version-check "oras==$ORAS_VERSION"
 fi
 export ORAS_PYTHON="$PWD/$tools/oras/bin/python"
+
+if [ ! -x "$tools/model-signing/bin/model_signing" ] || ! "$tools/model-signing/bin/pip" show -q pyopenssl >/dev/null 2>&1; then
+  echo "installing model-signing $MODEL_SIGNING_VERSION into $tools/model-signing"
+  python3 -m venv "$tools/model-signing"
+  "$tools/model-signing/bin/pip" install --quiet --disable-pip-version-check \
+    "model-signing==$MODEL_SIGNING_VERSION" pyopenssl
+fi
+export MODEL_SIGNING_BIN="$PWD/$tools/model-signing/bin/model_signing"
 
 if command -v npm >/dev/null 2>&1; then
   playground/build.sh --check

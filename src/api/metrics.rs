@@ -58,6 +58,11 @@ struct DeliveryLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeOnly {
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CodeLabels {
     code: String,
 }
@@ -96,6 +101,7 @@ pub struct Metrics {
     deliveries: Family<DeliveryLabels, Counter>,
     webhook_events_examined: Counter,
     webhook_cursor_saves: Counter,
+    unsigned_downloads: Family<OutcomeOnly, Counter>,
     operation_names: Mutex<HashSet<String>>,
     mirror: mirror::MirrorMetrics,
 }
@@ -121,6 +127,7 @@ impl Metrics {
             deliveries: Family::default(),
             webhook_events_examined: Counter::default(),
             webhook_cursor_saves: Counter::default(),
+            unsigned_downloads: Family::default(),
             operation_names: Mutex::default(),
             mirror: mirror::MirrorMetrics::default(),
             registry: Registry::default(),
@@ -179,6 +186,12 @@ impl Metrics {
             "webhook_cursor_saves",
             "Webhook cursor writes (after each delivery, and batched past filtered-out events)",
             metrics.webhook_cursor_saves.clone(),
+        );
+        registry.register(
+            "unverified_downloads",
+            "Downloads of files without a signature the trust policy verifies: served (audit mode) or refused \
+             (enforce mode, 403 UNSIGNED)",
+            metrics.unsigned_downloads.clone(),
         );
         metrics.mirror.register(&mut registry);
         Metrics {
@@ -279,6 +292,19 @@ impl Metrics {
         }
     }
 
+    /// Brings the unverified-download counters up to the service's totals.
+    pub fn unverified_downloads_up_to(&self, served: u64, refused: u64) {
+        for (outcome, total) in [("served", served), ("refused", refused)] {
+            let counter = self.unsigned_downloads.get_or_create(&OutcomeOnly {
+                outcome: outcome.into(),
+            });
+            let seen = counter.get();
+            if total > seen {
+                counter.inc_by(total - seen);
+            }
+        }
+    }
+
     pub fn events_appended(&self, last_sequence: u64) {
         self.event_sequence
             .set(i64::try_from(last_sequence).unwrap_or(i64::MAX));
@@ -330,6 +356,10 @@ pub async fn endpoint(State(state): State<super::state::AppState>) -> Response {
             .cursor_saves
             .load(std::sync::atomic::Ordering::Relaxed),
     );
+    if state.service.signing().mode() != crate::service::signing::SignatureMode::Off {
+        let (served, refused) = state.service.signing().download_counts();
+        state.metrics.unverified_downloads_up_to(served, refused);
+    }
     if let Some(mirror) = state.service.mirror_status() {
         state.metrics.mirror.observe(&mirror.snapshot());
     }

@@ -323,6 +323,16 @@ impl Component {
             Some(before) if digests(before) != digests(self) => {
                 EventDraft::file(self, before.file.is_some())
             }
+            Some(before)
+                if let Some(signed) = self.files().find(|f| {
+                    before
+                        .files()
+                        .find(|b| b.sha256 == f.sha256)
+                        .is_some_and(|b| b.signatures.len() < f.signatures.len())
+                }) =>
+            {
+                EventDraft::signature_added(self, signed)
+            }
             Some(before) => EventDraft::updated(before, self),
         }
     }

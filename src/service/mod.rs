@@ -415,7 +415,7 @@ impl RepositoryService {
         let file = signed_file(&component, platform.as_ref())?;
         let checked = self
             .signing
-            .check(&component, file)
+            .check(&component.key, file)
             .into_iter()
             .find(|c| c.signature.id == id)
             .ok_or_else(|| {
@@ -433,7 +433,7 @@ impl RepositoryService {
     ) -> Result<(StoredFile, Vec<signing::CheckedSignature>), ServiceError> {
         let component = self.get(key).await?;
         let file = signed_file(&component, platform)?;
-        Ok((file.clone(), self.signing.check(&component, file)))
+        Ok((file.clone(), self.signing.check(&component.key, file)))
     }
 
     /// Points `alias` of model `name` at `version`; `by` is the label of the caller's token.

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 
 use crate::domain::signing::{Bundle, PolicyError, Signature, Subject, TrustPolicy, Verdict};
-use crate::domain::{Component, ComponentKey, Sha256, StoredFile};
+use crate::domain::{ComponentKey, Sha256, StoredFile};
 
 /// What the server does with signatures (`--signatures`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -125,12 +125,12 @@ impl Signing {
         Ok(())
     }
 
-    /// The signatures of `file` of `component`, each with its verdict.
-    pub fn check(&self, component: &Component, file: &StoredFile) -> Vec<CheckedSignature> {
+    /// The signatures of `file` of the component `key`, each with its verdict.
+    pub fn check(&self, key: &ComponentKey, file: &StoredFile) -> Vec<CheckedSignature> {
         file.signatures
             .iter()
             .map(|signature| CheckedSignature {
-                verdict: self.verdict(&component.key, file, signature),
+                verdict: self.verdict(key, file, signature),
                 signature: signature.clone(),
             })
             .collect()

@@ -8,6 +8,7 @@
 //! - [`chaos`]: a loopback TCP proxy a test can break.
 //! - [`data`]: the one generator of test bytes, and the one hash helper.
 //! - [`graphql`]: the GraphQL multipart request (uploads), built once.
+//! - [`signing`]: keys, a private CA, bundles and trust policies made with the real `model_signing` CLI.
 //! - [`ws`]: the GraphQL-over-WebSocket client (both subprotocols).
 //! - [`eventually`], [`wait_for`]: wait for a condition instead of sleeping.
 //! - [`bench`]: what the benchmarks measure with (percentiles, RSS, CPU time, the raw disk baseline).
@@ -18,6 +19,7 @@ pub mod chaos;
 pub mod data;
 pub mod graphql;
 pub mod process;
+pub mod signing;
 pub mod ws;
 
 pub use data::{bytes, sha256_hex};

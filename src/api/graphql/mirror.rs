@@ -53,8 +53,11 @@ pub struct Mirror {
     /// Why the last attempt failed; null once the mirror is up to date again.
     pub last_error: Option<String>,
     /// What the upstream offered that the mirror refused and does not keep, one line per component (a file larger
-    /// than this server's `--max-upload-size`, say).
+    /// than this server's `--max-upload-size`, or, with `--signatures enforce`, a file no signature verifies).
     pub problems: Vec<String>,
+    /// Files the upstream offered whose signatures this mirror's own trust policy does not verify, counted at each
+    /// offer since start: not kept with `--signatures enforce`, kept and served (counted) with `audit`.
+    pub unverified_files: Long,
 }
 
 impl From<MirrorSnapshot> for Mirror {
@@ -68,6 +71,7 @@ impl From<MirrorSnapshot> for Mirror {
             pending_bytes: Long(s.pending_bytes),
             last_sync_at: s.last_sync_at,
             last_error: s.last_error,
+            unverified_files: Long(s.unverified_files),
             problems: s
                 .problems
                 .into_iter()

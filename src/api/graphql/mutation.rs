@@ -2,13 +2,14 @@ use std::sync::Arc;
 
 use async_graphql::{Context, ID, Object, Upload};
 
+use super::events::ComponentKind;
 use super::inputs::{
     CreateInferencerInput, CreateModelInput, CreateServiceInput, CreateTransformationInput,
     PlatformInput, UpdateInferencerInput, UpdateModelInput, UpdateServiceInput,
     UpdateTransformationInput, replace,
 };
 use super::multipart::StagedUploads;
-use super::types::{FromNode, Inferencer, Long, Model, Node, Service, Transformation};
+use super::types::{FromNode, Inferencer, Long, Model, Node, Service, Signature, Transformation};
 use crate::api::auth::Access;
 use crate::api::error::GqlResultExt;
 use crate::api::state::Links;
@@ -221,6 +222,46 @@ impl MutationRoot {
             .await
             .gql()?;
         Ok(true)
+    }
+
+    /// Attaches a signature to a component's file: `bundle` is the Sigstore bundle exactly as `model_signing sign`
+    /// writes it, and its statement must name the file's sha256. `platform` names a per-platform file (exactly as
+    /// uploaded), else the default file. Name the component by `name` and `version` (models) or `id`. Attaching
+    /// the same bundle again changes nothing. Works on locked components: a signature vouches for bytes, it does
+    /// not change them.
+    #[allow(clippy::too_many_arguments)]
+    async fn add_signature(
+        &self,
+        ctx: &Context<'_>,
+        kind: ComponentKind,
+        name: Option<String>,
+        version: Option<String>,
+        id: Option<ID>,
+        platform: Option<PlatformInput>,
+        bundle: String,
+    ) -> async_graphql::Result<Signature> {
+        let key = match (Kind::from(kind), name, version, id) {
+            (Kind::Model, Some(name), Some(version), None) => ComponentKey::model(name, version),
+            (Kind::Model, ..) => Err(DomainError::new(
+                "name",
+                "a model is named by `name` and `version` (and no `id`)",
+            )),
+            (kind, None, None, Some(id)) => ComponentKey::with_id(kind, id.0),
+            (kind, ..) => Err(DomainError::new(
+                "id",
+                format!("a {kind} is named by `id` (and no `name` or `version`)"),
+            )),
+        }
+        .gql()?;
+        let platform = platform
+            .map(PlatformInput::into_platform)
+            .transpose()
+            .gql()?;
+        let (_, checked, _) = service(ctx)?
+            .add_signature(&key, platform, &bundle, caller(ctx))
+            .await
+            .gql()?;
+        Ok(Signature::from(checked))
     }
 
     /// Locks a model version for good: its file can no longer be replaced, nor the model deleted once it has one.

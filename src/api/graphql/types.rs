@@ -40,6 +40,7 @@ impl ScalarType for Long {
 
 /// The binary object of a component.
 #[derive(SimpleObject)]
+#[graphql(complex)]
 pub struct File {
     /// Size in bytes.
     pub size: Long,
@@ -53,17 +54,72 @@ pub struct File {
     pub uploaded_at: DateTime<Utc>,
     /// Where to download it: the REST route `GET /{kind}/{id}` (`/model/{name}/{version}` for models).
     pub download_url: String,
+    #[graphql(skip)]
+    pub stored: domain::StoredFile,
+    #[graphql(skip)]
+    pub key: ComponentKey,
 }
 
 impl File {
-    fn new(f: domain::StoredFile, download_url: String) -> Self {
+    fn new(f: domain::StoredFile, download_url: String, key: &ComponentKey) -> Self {
         File {
             size: Long(f.size),
             download_url,
-            sha256: Some(f.sha256).filter(|sha| !sha.is_empty()),
-            content_type: f.content_type,
-            filename: f.filename,
+            sha256: Some(f.sha256.clone()).filter(|sha| !sha.is_empty()),
+            content_type: f.content_type.clone(),
+            filename: f.filename.clone(),
             uploaded_at: f.uploaded_at,
+            stored: f,
+            key: key.clone(),
+        }
+    }
+}
+
+#[ComplexObject]
+impl File {
+    /// Signatures of these bytes (OpenSSF Model Signing bundles), each with whether this server's trust policy
+    /// verifies it. A replaced file's signatures stay with the bytes they signed.
+    async fn signatures(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Signature>> {
+        let service = ctx.data::<std::sync::Arc<crate::service::RepositoryService>>()?;
+        Ok(service
+            .signing()
+            .check(&self.key, &self.stored)
+            .into_iter()
+            .map(Signature::from)
+            .collect())
+    }
+}
+
+/// A signature of a file, and this server's verdict on it under its trust policy (`--trust-policy`).
+#[derive(SimpleObject)]
+pub struct Signature {
+    /// The sha256 of the bundle.
+    pub id: ID,
+    /// Whether the trust policy verifies it: a key or certificate authority of a rule covering this component
+    /// signed a statement naming exactly these bytes.
+    pub verified: bool,
+    /// Who signed: `sha256:<hex>` of a key, or a certificate's identity; null when not known.
+    pub signer: Option<String>,
+    /// Why it is not verified; null when it is.
+    pub reason: Option<String>,
+    pub added_at: DateTime<Utc>,
+    /// The label of the token that attached it.
+    pub added_by: String,
+    /// The bundle exactly as it was attached (Sigstore bundle v0.3 JSON, as `model_signing` writes it).
+    pub bundle: String,
+}
+
+impl From<crate::service::signing::CheckedSignature> for Signature {
+    fn from(checked: crate::service::signing::CheckedSignature) -> Self {
+        let (s, verdict) = (checked.signature, checked.verdict);
+        Signature {
+            id: ID(s.id),
+            verified: verdict.verified,
+            signer: verdict.signer,
+            reason: verdict.reason,
+            added_at: s.added_at,
+            added_by: s.added_by,
+            bundle: s.bundle,
         }
     }
 }
@@ -88,8 +144,9 @@ pub struct FileVariant {
 }
 
 /// What `fileFor` chooses from: the default file and the variants.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Files {
+    key: ComponentKey,
     download_url: String,
     default: Option<domain::StoredFile>,
     variants: Vec<domain::Variant>,
@@ -110,6 +167,7 @@ impl Files {
                 file: File::new(
                     v.file.clone(),
                     links.named_blob_url(&v.file.sha256, &v.file.filename),
+                    &self.key,
                 ),
             })
             .collect()
@@ -128,8 +186,9 @@ impl Files {
                     Some(_) => File::new(
                         file.clone(),
                         links.named_blob_url(&file.sha256, &file.filename),
+                        &self.key,
                     ),
-                    None => File::new(file.clone(), self.download_url.clone()),
+                    None => File::new(file.clone(), self.download_url.clone(), &self.key),
                 },
             ),
         )
@@ -362,11 +421,14 @@ pub enum Node {
 impl Node {
     pub fn new(c: Component, links: &Links) -> Self {
         let files = Files {
+            key: c.key.clone(),
             download_url: links.download_url(&c.key),
             default: c.file.clone(),
             variants: c.variants,
         };
-        let file = c.file.map(|f| File::new(f, files.download_url.clone()));
+        let file = c
+            .file
+            .map(|f| File::new(f, files.download_url.clone(), &c.key));
         let (created_at, updated_at, locked, revision) =
             (c.created_at, c.updated_at, c.locked, Long(c.revision));
         let aliases: Vec<String> = c.aliases.into_iter().collect();

@@ -26,6 +26,7 @@ pub struct MirrorMetrics {
     failing: Gauge,
     fetched_bytes: Counter,
     fetched_files: Counter,
+    unverified_files: Counter,
 }
 
 const STATES: [SyncState; 5] = [
@@ -96,6 +97,12 @@ impl MirrorMetrics {
             "Files fetched, verified and stored",
             self.fetched_files.clone(),
         );
+        registry.register(
+            "unverified_files",
+            "Files the upstream offered whose signatures this mirror's trust policy does not verify (not kept in \
+             enforce mode)",
+            self.unverified_files.clone(),
+        );
     }
 
     pub fn observe(&self, s: &MirrorSnapshot) {
@@ -118,5 +125,6 @@ impl MirrorMetrics {
         self.failing.set(i64::from(s.last_error.is_some()));
         bring_up_to(&self.fetched_bytes, s.bytes_fetched);
         bring_up_to(&self.fetched_files, s.files_fetched);
+        bring_up_to(&self.unverified_files, s.unverified_files);
     }
 }

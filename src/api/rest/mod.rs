@@ -3,6 +3,7 @@
 
 mod openapi;
 mod original;
+mod signatures;
 
 /// The kinds keyed by id, whose routes are the same but for the kind: the router and the OpenAPI document both
 /// read this list.
@@ -22,6 +23,7 @@ use super::download::{Source, download, download_blob, serve};
 use super::error::ApiError;
 use super::error::{body_io_error, unreadable_body};
 use super::state::AppState;
+use crate::domain::signing::MAX_BUNDLE_BYTES;
 use crate::domain::{ComponentKey, DomainError, Kind, Sha256, Spec};
 use crate::service::ServiceError;
 
@@ -103,6 +105,12 @@ pub fn routes() -> Router<AppState> {
                 .put(upload_model)
                 .delete(delete_model)
                 .layer(DefaultBodyLimit::disable()),
+        )
+        .route(
+            "/model/{name}/{version}/signatures",
+            post(signatures::add_to_model)
+                .get(signatures::list_of_model)
+                .layer(DefaultBodyLimit::max(MAX_BUNDLE_BYTES)),
         );
     for kind in ID_KINDS {
         router = router
@@ -121,6 +129,12 @@ pub fn routes() -> Router<AppState> {
                     .delete(move |s, p| delete_by_id(s, kind, p))
                     // Uploads are limited per file by the service while they stream, not by a body limit.
                     .layer(DefaultBodyLimit::disable()),
+            )
+            .route(
+                &format!("/{kind}/{{id}}/signatures"),
+                post(move |s, p, q, h, b| signatures::add_by_id(s, kind, p, q, h, b))
+                    .get(move |s, p, q| signatures::list_by_id(s, kind, p, q))
+                    .layer(DefaultBodyLimit::max(MAX_BUNDLE_BYTES)),
             );
     }
     router

@@ -160,8 +160,9 @@ fn operation(id: String, tag: &str, summary: &str) -> OperationBuilder {
         .response(
             "403",
             error(
-                "The token may only read (when tokens are configured), or this server is a read-only mirror \
-                 (`READ_ONLY_MIRROR`).",
+                "The token may only read (when tokens are configured), this server is a read-only mirror \
+                 (`READ_ONLY_MIRROR`), or (downloads, `--signatures enforce`) the file has no verified signature \
+                 (`UNSIGNED`).",
             ),
         )
 }
@@ -304,6 +305,125 @@ fn kind_paths(paths: PathsBuilder, kind: &str, key: &str, key_parameters: &[&str
         .path(format!("/{kind}"), collection)
         .path(key, item)
         .path(meta_path, meta)
+        .path(format!("{key}/signatures"), signature_paths(kind, with_key))
+}
+
+/// `POST` and `GET {key}/signatures`.
+fn signature_paths(
+    kind: &str,
+    with_key: impl Fn(OperationBuilder) -> OperationBuilder,
+) -> PathItem {
+    let file_parameters = |builder: OperationBuilder| {
+        builder
+            .parameter(described(
+                optional(query_parameter("platform")),
+                "A per-platform file, `os/arch[/variant]`, exactly as uploaded; without it, the default file.",
+            ))
+            .parameter(described(
+                optional(query_parameter("accelerator")),
+                "With `platform`: the variant's accelerator, as uploaded.",
+            ))
+            .parameter(described(
+                optional(query_parameter("accelerator_version")),
+                "With `accelerator`: the variant's accelerator version requirement, as uploaded.",
+            ))
+    };
+    let bundle_body = RequestBodyBuilder::new()
+        .description(Some(
+            "The Sigstore bundle (v0.3) exactly as `model_signing sign` writes it; its statement must name the \
+             file's sha256. At most 32 KiB.",
+        ))
+        .required(Some(Required::True))
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("SigstoreBundle")))
+                .build(),
+        )
+        .build();
+    let mut item = PathItem::new(
+        HttpMethod::Post,
+        file_parameters(with_key(operation(
+            format!("add_{kind}_signature"),
+            kind,
+            &format!("Attaches a signature to the file of a {kind}."),
+        )))
+        .request_body(Some(bundle_body))
+        .response(
+            "201",
+            json_response("Attached; the verdict of this server's trust policy.", "Signature", false),
+        )
+        .response(
+            "200",
+            json_response("This bundle was attached already; nothing changed.", "Signature", false),
+        )
+        .response(
+            "400",
+            error("Not JSON, not a model-signing bundle, or its statement names other bytes than the file's."),
+        )
+        .response("404", error("No such component, or no file (for the platform)."))
+        .response("409", error("The file has as many signatures as it keeps (8)."))
+        .response("413", error("The bundle is larger than 32 KiB."))
+        .response("415", error("The body is not sent as JSON."))
+        .build(),
+    );
+    item.merge_operations(PathItem::new(
+        HttpMethod::Get,
+        file_parameters(with_key(operation(
+            format!("list_{kind}_signatures"),
+            kind,
+            &format!("The signatures of the file of a {kind}, with their bundles and verdicts."),
+        )))
+        .response(
+            "200",
+            json_response("The file's sha256 and signatures.", "Signatures", false),
+        )
+        .response(
+            "404",
+            error("No such component, or no file (for the platform)."),
+        )
+        .build(),
+    ));
+    item
+}
+
+fn signature_schema() -> ObjectBuilder {
+    let text = || ObjectBuilder::new().schema_type(Type::String);
+    let nullable_text = || {
+        ObjectBuilder::new().schema_type(utoipa::openapi::schema::SchemaType::from_iter([
+            Type::String,
+            Type::Null,
+        ]))
+    };
+    ObjectBuilder::new()
+        .description(Some(
+            "A signature of a file and this server's verdict on it under its trust policy (`--trust-policy`).",
+        ))
+        .property("id", text().description(Some("The sha256 of the bundle.")))
+        .property(
+            "verified",
+            ObjectBuilder::new().schema_type(Type::Boolean).description(Some(
+                "Whether a key or certificate authority of a rule covering this component signed a statement \
+                 naming exactly these bytes.",
+            )),
+        )
+        .property(
+            "signer",
+            nullable_text().description(Some("`sha256:<hex>` of a key, or a certificate's identity.")),
+        )
+        .property("reason", nullable_text().description(Some("Why it is not verified.")))
+        .property("addedAt", text().format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+            utoipa::openapi::KnownFormat::DateTime,
+        ))))
+        .property("addedBy", text().description(Some("The label of the token that attached it.")))
+        .property(
+            "bundle",
+            Ref::from_schema_name("SigstoreBundle"),
+        )
+        .required("id")
+        .required("verified")
+        .required("addedAt")
+        .required("addedBy")
 }
 
 fn header_parameter(name: &str, description: &str) -> utoipa::openapi::path::Parameter {
@@ -553,6 +673,32 @@ pub fn document() -> OpenApi {
                 .schema_from::<OriginalComponent>()
                 .schema_from::<OriginalNeeds>()
                 .schema("Error", error_schema)
+                .schema("Signature", signature_schema())
+                .schema(
+                    "Signatures",
+                    ObjectBuilder::new()
+                        .property("sha256", ObjectBuilder::new().schema_type(Type::String))
+                        .property(
+                            "signatures",
+                            utoipa::openapi::schema::ArrayBuilder::new()
+                                .items(Ref::from_schema_name("Signature")),
+                        )
+                        .required("sha256")
+                        .required("signatures"),
+                )
+                .schema(
+                    "SigstoreBundle",
+                    ObjectBuilder::new()
+                        .description(Some(
+                            "A Sigstore bundle v0.3 (`application/vnd.dev.sigstore.bundle.v0.3+json`): a DSSE \
+                             envelope over an in-toto statement (predicate `https://model_signing/signature/v1.0`), \
+                             kept exactly as sent.",
+                        ))
+                        .property("mediaType", ObjectBuilder::new().schema_type(Type::String))
+                        .property("verificationMaterial", ObjectBuilder::new())
+                        .property("dsseEnvelope", ObjectBuilder::new())
+                        .required("mediaType"),
+                )
                 .security_scheme(
                     "bearer",
                     SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),

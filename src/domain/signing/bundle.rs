@@ -14,6 +14,7 @@ const MEDIA_TYPES: [&str; 2] = [
     "application/vnd.dev.sigstore.bundle+json;version=0.3",
 ];
 const IN_TOTO_PAYLOAD: &str = "application/vnd.in-toto+json";
+const IN_TOTO_STATEMENT: &str = "https://in-toto.io/Statement/v1";
 
 /// Why a bundle cannot be attached; every variant is the sender's mistake.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -39,6 +40,9 @@ pub struct Bundle {
     signatures: Vec<Vec<u8>>,
     material: Material,
     digests: Vec<Sha256>,
+    /// Why the statement contradicts itself (its subject digest is not the hash of its resources' digests), as
+    /// model_signing's verifier finds it; `None` when consistent.
+    inconsistency: Option<String>,
 }
 
 /// What the bundle says about who signed: a hint naming a public key, or a certificate chain (leaf first, DER).
@@ -96,9 +100,19 @@ struct RawSignature {
 
 #[derive(Deserialize)]
 struct Statement {
+    #[serde(rename = "_type")]
+    statement_type: String,
+    #[serde(default)]
+    subject: Vec<StatementSubject>,
     #[serde(rename = "predicateType")]
     predicate_type: String,
     predicate: Predicate,
+}
+
+#[derive(Deserialize)]
+struct StatementSubject {
+    #[serde(default)]
+    digest: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -116,6 +130,38 @@ fn base64_field(field: &str, text: &str) -> Result<Vec<u8>, BundleError> {
     base64::engine::general_purpose::STANDARD
         .decode(text)
         .map_err(|e| BundleError::Malformed(format!("{field} is not base64: {e}")))
+}
+
+/// model_signing's verifier (`dsse_payload_to_manifest`): exactly one subject, whose sha256 is the sha256 over the
+/// raw bytes of every resource digest in the order listed.
+fn inconsistency(statement: &Statement) -> Option<String> {
+    let [subject] = statement.subject.as_slice() else {
+        return Some(format!(
+            "the statement has {} subjects; model_signing writes exactly one",
+            statement.subject.len()
+        ));
+    };
+    let Some(expected) = subject.digest.get("sha256") else {
+        return Some("the statement's subject has no sha256 digest".into());
+    };
+    let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
+    for resource in &statement.predicate.resources {
+        match hex::decode(&resource.digest) {
+            Ok(bytes) => sha2::Digest::update(&mut hasher, &bytes),
+            Err(_) => {
+                return Some(format!(
+                    "the resource digest {:?} is not hex",
+                    resource.digest
+                ));
+            }
+        }
+    }
+    let obtained = hex::encode(sha2::Digest::finalize(hasher));
+    (obtained != *expected).then(|| {
+        format!(
+            "the statement is inconsistent: its subject digest is {expected} but its resources hash to {obtained}"
+        )
+    })
 }
 
 impl Bundle {
@@ -182,6 +228,12 @@ impl Bundle {
                 "the envelope's payload is no in-toto statement: {e}"
             ))
         })?;
+        if statement.statement_type != IN_TOTO_STATEMENT {
+            return Err(BundleError::Malformed(format!(
+                "the payload's _type is {:?}; expected {IN_TOTO_STATEMENT}",
+                statement.statement_type
+            )));
+        }
         if statement.predicate_type != "https://model_signing/signature/v1.0" {
             return Err(BundleError::Malformed(format!(
                 "the statement's predicateType is {:?}; expected https://model_signing/signature/v1.0",
@@ -203,6 +255,7 @@ impl Bundle {
                 "the statement lists no sha256 digest of a file".into(),
             ));
         }
+        let inconsistency = inconsistency(&statement);
         Ok(Bundle {
             raw: raw.to_string(),
             payload_type: envelope.payload_type,
@@ -210,6 +263,7 @@ impl Bundle {
             signatures,
             material,
             digests,
+            inconsistency,
         })
     }
 
@@ -221,6 +275,12 @@ impl Bundle {
     /// Whether the statement lists these bytes among the files it signs.
     pub fn names(&self, sha256: &Sha256) -> bool {
         self.digests.contains(sha256)
+    }
+
+    /// Why the statement is not what model_signing signs (one subject whose sha256 is the hash of the resources'
+    /// digests, in order); `None` when it is.
+    pub fn inconsistency(&self) -> Option<&str> {
+        self.inconsistency.as_deref()
     }
 
     pub fn digests(&self) -> &[Sha256] {
@@ -246,5 +306,146 @@ impl Bundle {
 
     pub fn signatures(&self) -> &[Vec<u8>] {
         &self.signatures
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Written by `model_signing sign key` (1.1.1) over a file holding "hello\n".
+    const HELLO: &str = include_str!("testdata/hello.p256.sig.json");
+
+    fn edited(change: impl FnOnce(&mut serde_json::Value)) -> Result<Bundle, BundleError> {
+        let mut value: serde_json::Value = serde_json::from_str(HELLO).unwrap();
+        change(&mut value);
+        Bundle::parse(&value.to_string())
+    }
+
+    fn statement_edited(
+        change: impl FnOnce(&mut serde_json::Value),
+    ) -> Result<Bundle, BundleError> {
+        edited(|v| {
+            let engine = base64::engine::general_purpose::STANDARD;
+            let payload = engine
+                .decode(v["dsseEnvelope"]["payload"].as_str().unwrap())
+                .unwrap();
+            let mut statement: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+            change(&mut statement);
+            v["dsseEnvelope"]["payload"] = engine.encode(statement.to_string()).into();
+        })
+    }
+
+    #[track_caller]
+    fn malformed(result: Result<Bundle, BundleError>, part: &str) {
+        match result {
+            Err(BundleError::Malformed(message)) => {
+                assert!(message.contains(part), "{message:?} should say {part:?}")
+            }
+            other => panic!("expected Malformed({part:?}), got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_clis_bundle_parses_as_sent() {
+        let bundle = Bundle::parse(HELLO).unwrap();
+        assert_eq!(bundle.raw(), HELLO);
+        let hello =
+            Sha256::parse("5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03")
+                .unwrap();
+        assert!(bundle.names(&hello));
+        assert!(bundle.inconsistency().is_none());
+        assert!(matches!(bundle.material(), Material::PublicKey { hint } if hint.len() == 64));
+        assert_eq!(bundle.signatures().len(), 1);
+        assert!(
+            bundle
+                .signed_bytes()
+                .starts_with(b"DSSEv1 28 application/vnd.in-toto+json ")
+        );
+    }
+
+    #[test]
+    fn bundles_that_are_not_model_signatures_are_refused_with_the_reason() {
+        assert!(matches!(
+            Bundle::parse("not json"),
+            Err(BundleError::NotJson(_))
+        ));
+        assert!(matches!(
+            Bundle::parse("{\"mediaType\": "),
+            Err(BundleError::NotJson(_))
+        ));
+        assert!(matches!(
+            Bundle::parse("[1, 2]"),
+            Err(BundleError::Malformed(_))
+        ));
+        let padded = format!("{HELLO}{}", " ".repeat(MAX_BUNDLE_BYTES));
+        assert_eq!(
+            Bundle::parse(&padded).unwrap_err(),
+            BundleError::TooLarge(padded.len())
+        );
+        assert_eq!(
+            edited(|v| v["mediaType"] = "application/vnd.dev.sigstore.bundle.v0.2+json".into())
+                .unwrap_err(),
+            BundleError::MediaType("application/vnd.dev.sigstore.bundle.v0.2+json".into())
+        );
+        malformed(
+            edited(|v| {
+                let envelope = v.as_object_mut().unwrap().remove("dsseEnvelope").unwrap();
+                v["messageSignature"] = envelope;
+            }),
+            "no dsseEnvelope",
+        );
+        malformed(
+            edited(|v| v["dsseEnvelope"]["payloadType"] = "text/plain".into()),
+            "payloadType",
+        );
+        malformed(
+            edited(|v| v["dsseEnvelope"]["signatures"] = serde_json::json!([])),
+            "no signature",
+        );
+        malformed(
+            edited(|v| v["dsseEnvelope"]["signatures"][0]["sig"] = "%%%".into()),
+            "dsseEnvelope.signatures.sig is not base64",
+        );
+        malformed(
+            edited(|v| v["dsseEnvelope"]["payload"] = "%%%".into()),
+            "dsseEnvelope.payload is not base64",
+        );
+        malformed(
+            edited(|v| v["verificationMaterial"] = serde_json::json!({ "tlogEntries": [] })),
+            "neither a public key nor a certificate",
+        );
+        malformed(
+            statement_edited(|s| s["_type"] = "https://in-toto.io/Statement/v0.1".into()),
+            "_type",
+        );
+        malformed(
+            statement_edited(|s| s["predicateType"] = "https://slsa.dev/provenance/v1".into()),
+            "predicateType",
+        );
+        malformed(
+            statement_edited(|s| s["predicate"]["resources"][0]["algorithm"] = "blake2".into()),
+            "no sha256 digest",
+        );
+        malformed(
+            statement_edited(|s| s["predicate"]["resources"][0]["digest"] = "ABC".into()),
+            "a resource digest",
+        );
+    }
+
+    #[test]
+    fn a_statement_whose_subject_does_not_hash_its_resources_is_inconsistent() {
+        let other = "a".repeat(64);
+        let bundle =
+            statement_edited(|s| s["predicate"]["resources"][0]["digest"] = other.clone().into())
+                .unwrap();
+        assert!(
+            bundle
+                .inconsistency()
+                .unwrap()
+                .contains("the statement is inconsistent")
+        );
+        let bundle = statement_edited(|s| s["subject"] = serde_json::json!([])).unwrap();
+        assert!(bundle.inconsistency().unwrap().contains("0 subjects"));
     }
 }

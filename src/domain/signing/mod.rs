@@ -3,7 +3,10 @@
 //! caller and handed in as bytes.
 
 mod bundle;
+mod glob;
+mod keys;
 mod policy;
+mod x509;
 
 pub use bundle::{Bundle, BundleError, MAX_BUNDLE_BYTES, Material};
 pub use policy::{PolicyError, Subject, TrustPolicy, Verdict};
@@ -28,11 +31,16 @@ pub struct Signature {
 
 impl Signature {
     pub fn new(bundle: &Bundle, added_by: &str, now: DateTime<Utc>) -> Self {
+        Self::new_raw(bundle.raw(), added_by, now)
+    }
+
+    /// A signature of bundle text as another server holds it (a mirror's upstream, an archive), parsed or not.
+    pub fn new_raw(bundle: &str, added_by: &str, added_at: DateTime<Utc>) -> Self {
         use sha2::Digest as _;
         Self {
-            id: hex::encode(sha2::Sha256::digest(bundle.raw().as_bytes())),
-            bundle: bundle.raw().to_string(),
-            added_at: now,
+            id: hex::encode(sha2::Sha256::digest(bundle.as_bytes())),
+            bundle: bundle.to_string(),
+            added_at,
             added_by: added_by.to_string(),
         }
     }

@@ -4,13 +4,15 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
+use crate::domain::signing::Signature;
 use crate::domain::{
     Component, ComponentKey, InferencerSpec, Kind, ModelSpec, Needs, Platform, ServiceSpec, Sha256,
     Spec, StoredFile, TransformationSpec, Variant,
 };
 
 /// The fields of a file, selected on every component.
-const FILE: &str = "size sha256 contentType filename uploadedAt";
+const FILE: &str =
+    "size sha256 contentType filename uploadedAt signatures { bundle addedAt addedBy }";
 const NEEDS: &str = "needs { storage ram gpu preinstalledLibraries { name version } \
                      availableModels { name version } }";
 
@@ -99,8 +101,26 @@ fn file(node: &Value) -> Result<Option<StoredFile>, Unreadable> {
         content_type: text(node, "contentType")?,
         filename: text(node, "filename")?,
         uploaded_at: time(node, "uploadedAt")?,
-        signatures: Vec::new(),
+        signatures: signatures(node)?,
     }))
+}
+
+/// The signatures of a file as the upstream holds them: bundles only, which the mirror judges with its own trust
+/// policy. A bundle that does not parse is kept (it verifies nowhere); its id is computed here, not taken.
+fn signatures(node: &Value) -> Result<Vec<Signature>, Unreadable> {
+    let Some(list) = node.get("signatures").and_then(Value::as_array) else {
+        return Ok(Vec::new());
+    };
+    list.iter()
+        .map(|s| {
+            let bundle = text(s, "bundle")?;
+            Ok(Signature::new_raw(
+                &bundle,
+                &text(s, "addedBy")?,
+                time(s, "addedAt")?,
+            ))
+        })
+        .collect()
 }
 
 fn pairs(node: &Value, field: &str) -> Result<BTreeMap<String, String>, Unreadable> {

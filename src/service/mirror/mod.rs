@@ -25,6 +25,7 @@ use self::fetch::{FetchError, Fetcher};
 pub use self::status::{MirrorSnapshot, MirrorStatus, SyncState};
 use self::upstream::{Upstream, UpstreamError};
 use crate::domain::{Component, ComponentKey, Device, DomainError, Kind, ModelKey, Sha256};
+use crate::service::signing::SignatureMode;
 use crate::store::{Store, StoreError};
 
 /// First wait after a failure; doubled after each one up to [`MAX_BACKOFF`].
@@ -442,8 +443,19 @@ impl Mirror {
         Ok((sequence, feed_id))
     }
 
-    /// Why the mirror will not keep `component`, if it will not: a file larger than it accepts itself.
+    /// Why the mirror will not keep `component`, if it will not: a file larger than it accepts itself, or (in
+    /// enforce mode) a default file that no signature verifies under the mirror's own trust policy.
     fn refusal(&self, component: &Component) -> Option<String> {
+        let signing = &self.config.signing;
+        if signing.mode() == SignatureMode::Enforce
+            && let Some(file) = &component.file
+            && !signing.verified(&component.key, file)
+        {
+            return Some(format!(
+                "refused: {}",
+                crate::service::signing::unsigned_message(&component.key, file)
+            ));
+        }
         let limit = self.config.max_file_size;
         let file = component.files().find(|f| f.size > limit)?;
         Some(format!(
@@ -670,8 +682,31 @@ impl Mirror {
     }
 
     /// The component with only the variants that fit at least one of the site's devices (all of them when a
-    /// device states no platform: it may run any).
-    fn for_devices(&self, mut component: Component) -> Component {
+    /// device states no platform: it may run any) and, in enforce mode, whose signatures the mirror's own trust
+    /// policy verifies: the upstream's word is never taken. Unverified files are counted in the status.
+    fn for_devices(&self, component: Component) -> Component {
+        let mut component = self.for_platforms(component);
+        let signing = &self.config.signing;
+        if signing.mode() == SignatureMode::Off {
+            return component;
+        }
+        let key = component.key.clone();
+        let unverified = component
+            .files()
+            .filter(|f| !signing.verified(&key, f))
+            .count() as u64;
+        if unverified > 0 {
+            self.status.update(|s| s.unverified_files += unverified);
+        }
+        if signing.mode() == SignatureMode::Enforce {
+            component
+                .variants
+                .retain(|v| signing.verified(&key, &v.file));
+        }
+        component
+    }
+
+    fn for_platforms(&self, mut component: Component) -> Component {
         let platforms: Option<Vec<_>> = self
             .config
             .devices

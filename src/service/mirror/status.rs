@@ -52,6 +52,9 @@ pub struct MirrorSnapshot {
     pub bytes_fetched: u64,
     /// Files verified and stored since start.
     pub files_fetched: u64,
+    /// Files the upstream offered whose signatures the mirror's own trust policy does not verify, counted at each
+    /// offer since start (not stored in enforce mode; stored and served in audit mode).
+    pub unverified_files: u64,
     /// What the upstream offered that the mirror refused (a file over `--max-upload-size`), by component: such a
     /// component is not kept. An entry goes when the component is stored or leaves the upstream.
     pub problems: BTreeMap<String, String>,
@@ -92,6 +95,7 @@ impl MirrorStatus {
                 synced: false,
                 bytes_fetched: 0,
                 files_fetched: 0,
+                unverified_files: 0,
                 problems: BTreeMap::new(),
             })),
             serve_stale,
