@@ -243,3 +243,58 @@ async fn crafted_keys_are_refused_by_restore() {
         );
     }
 }
+
+/// Signatures travel in archives: a restored store lists each bundle exactly as it was attached.
+#[tokio::test]
+async fn signatures_survive_dump_and_restore() {
+    use testkit::signing::{Key, available, sign_with_key};
+    if let Err(reason) = available() {
+        return common::report_skip("signatures_survive_dump_and_restore", &reason);
+    }
+    let source = tempfile::tempdir().unwrap();
+    let data = bytes(30_000, 61);
+    let file = source.path().join("model.onnx");
+    std::fs::write(&file, &data).unwrap();
+    let bundle = sign_with_key(&file, &Key::p256(source.path()));
+    let app = common::embedded_in(source.path()).await;
+    app.ok(
+        "mutation { createModel(input: {name: \"signed\", version: \"1\", library: \"onnx\", description: \"\"}) { name } }",
+        json!({}),
+    )
+    .await;
+    let response = app
+        .upload(
+            "mutation($file: Upload!) { uploadModelFile(name: \"signed\", version: \"1\", file: $file) { name } }",
+            json!({}),
+            data,
+            "model.onnx",
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    let attached = app
+        .client
+        .post(app.url("/model/signed/1/signatures"))
+        .header("content-type", "application/json")
+        .body(bundle.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(attached.status(), 201);
+    app.stop().await;
+
+    let work = tempfile::tempdir().unwrap();
+    let archive = work.path().join("signed.tar");
+    dump_embedded(source.path(), &archive);
+    let target = tempfile::tempdir().unwrap();
+    restore_embedded(target.path(), &archive);
+    let app = common::embedded_in(target.path()).await;
+    let listing = app
+        .get("/model/signed/1/signatures")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(listing.contains(&bundle), "{listing}");
+    let listing: serde_json::Value = serde_json::from_str(&listing).unwrap();
+    assert_eq!(listing["signatures"].as_array().unwrap().len(), 1);
+}

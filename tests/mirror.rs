@@ -1089,3 +1089,114 @@ async fn a_mirror_serves_the_upstreams_oci_artifacts_and_refuses_pushes() {
     let body: Value = push.json().await.unwrap();
     assert_eq!(body["errors"][0]["code"], "READ_ONLY_MIRROR", "{body}");
 }
+
+/// A bundle whose DSSE signature no longer matches its statement (one byte of the signature changed): it still
+/// parses and names the file, so an upstream without a policy keeps it.
+fn tampered(bundle: &str) -> String {
+    use base64::Engine as _;
+    let engine = base64::engine::general_purpose::STANDARD;
+    let mut value: Value = serde_json::from_str(bundle).unwrap();
+    let sig = value["dsseEnvelope"]["signatures"][0]["sig"].as_str().unwrap();
+    let mut raw = engine.decode(sig).unwrap();
+    let last = raw.len() - 1;
+    raw[last] ^= 0x01;
+    value["dsseEnvelope"]["signatures"][0]["sig"] = json!(engine.encode(raw));
+    value.to_string()
+}
+
+/// An edge mirror judges signatures with its own trust policy, never the upstream's word: with `enforce`, a file
+/// whose bundle was tampered with is not stored nor served, and is counted; a verified one is.
+#[tokio::test]
+async fn an_enforcing_mirror_keeps_only_files_its_own_policy_verifies() {
+    use testkit::signing::{Key, Policy, available, sign_with_key};
+    if let Err(reason) = available() {
+        return common::report_skip(
+            "an_enforcing_mirror_keeps_only_files_its_own_policy_verifies",
+            &reason,
+        );
+    }
+    let keys = tempfile::tempdir().unwrap();
+    let publisher = Key::p256(keys.path());
+    // The upstream checks nothing: it keeps whatever parses and names the file.
+    let cloud = common::embedded(test_config()).await;
+    let (good, bad) = (bytes(40_000, 71), bytes(40_000, 72));
+    for (id, content) in [("good", &good), ("tampered", &bad)] {
+        service(&cloud, id, 1.0, json!([])).await;
+        upload_service(&cloud, id, content.clone()).await;
+        let file = keys.path().join(id);
+        std::fs::write(&file, content).unwrap();
+        let mut bundle = sign_with_key(&file, &publisher);
+        if id == "tampered" {
+            bundle = tampered(&bundle);
+        }
+        let response = cloud
+            .client
+            .post(cloud.url(&format!("/service/{id}/signatures")))
+            .header("content-type", "application/json")
+            .body(bundle)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+    }
+    let policy = Policy::new()
+        .rule(&["service"], "*")
+        .key(&publisher)
+        .write(keys.path());
+    let site_dir = tempfile::tempdir().unwrap();
+    let config = config_with(|c| {
+        c.signatures = component_repository::config::Signatures {
+            mode: Some(component_repository::service::signing::SignatureMode::Enforce),
+            trust_policy: Some(policy),
+        }
+    });
+    let site = mirror_with(site_dir.path(), &cloud.url(""), |_| {}, config).await;
+    wait_following(&site).await;
+    wait_served(&site, "/service/good", &good).await;
+    let signatures: Value = site
+        .get("/service/good/signatures")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(signatures["signatures"][0]["verified"], true, "{signatures}");
+
+    // Nothing of the tampered file: no component, no bytes; the status says why and counts it.
+    assert_eq!(site.get("/service/tampered").await.status(), 404);
+    let digest = common::sha256_hex(&bad);
+    assert_eq!(
+        site.get(&format!("/blobs/sha256/{digest}")).await.status(),
+        404
+    );
+    let status = site
+        .ok("{ mirror { problems unverifiedFiles } }", json!({}))
+        .await["mirror"]
+        .clone();
+    let problems = status["problems"].to_string();
+    assert!(
+        problems.contains("tampered") && problems.contains(&digest),
+        "{status}"
+    );
+    assert!(status["unverifiedFiles"].as_u64().unwrap() >= 1, "{status}");
+    let metrics = site.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("repository_mirror_unverified_files_total ")
+                && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+
+    // Signed properly upstream, the file comes over.
+    let file = keys.path().join("tampered");
+    let response = cloud
+        .client
+        .post(cloud.url("/service/tampered/signatures"))
+        .header("content-type", "application/json")
+        .body(sign_with_key(&file, &publisher))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    wait_served(&site, "/service/tampered", &bad).await;
+}

@@ -104,6 +104,11 @@ const OPERATIONS: &[(&str, Need, &str)] = &[
         r#"mutation { deleteModelAlias(name: "m", alias: "prod") }"#,
     ),
     (
+        "addSignature",
+        Need::Write,
+        r#"mutation { addSignature(kind: SERVICE, id: "guarded", bundle: "{}") { id } }"#,
+    ),
+    (
         "lockModel",
         Need::Write,
         r#"mutation { lockModel(name: "m", version: "1") { name } }"#,

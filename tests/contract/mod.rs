@@ -11,6 +11,7 @@ mod guards;
 mod listing;
 mod oci;
 mod rest;
+mod signatures;
 mod webhooks;
 
 pub use addressing::*;
@@ -23,6 +24,7 @@ pub use guards::*;
 pub use listing::*;
 pub use oci::*;
 pub use rest::*;
+pub use signatures::*;
 pub use webhooks::*;
 
 use std::future::Future;
@@ -167,6 +169,8 @@ macro_rules! contract_suite {
             oci_routes_answer_in_the_spec_shape,
             oci_routes_are_authorized_like_rest,
             oras_push_creates_the_model_version,
+            signatures_are_attached_kept_and_judged,
+            enforce_mode_serves_only_verified_files,
         );
     };
     (@tests $starter:path, $skip:expr; $($name:ident),* $(,)?) => {

@@ -7,13 +7,15 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use serde_json::value::RawValue;
 
 use super::{Body, Path, Query};
 use crate::api::error::ApiError;
 use crate::api::state::AppState;
 use crate::domain::{ComponentKey, Kind, Platform, split_platform};
+use crate::service::ServiceError;
 use crate::service::signing::CheckedSignature;
 
 /// The file a signature is for: the default file, or the variant of exactly this platform.
@@ -46,25 +48,36 @@ impl FileQuery {
     }
 }
 
-/// A signature as REST shows it; `bundle` is the bundle exactly as it was sent.
-pub fn signature_json(checked: &CheckedSignature, with_bundle: bool) -> Value {
-    let s = &checked.signature;
-    let mut value = json!({
-        "id": s.id,
-        "verified": checked.verdict.verified,
-        "signer": checked.verdict.signer,
-        "reason": checked.verdict.reason,
-        "addedAt": s.added_at,
-        "addedBy": s.added_by,
-    });
-    if with_bundle {
-        // Stored as sent, so it is JSON; kept byte for byte rather than re-serialized.
-        value["bundle"] = match serde_json::value::RawValue::from_string(s.bundle.clone()) {
-            Ok(raw) => serde_json::to_value(raw).unwrap_or(Value::String(s.bundle.clone())),
-            Err(_) => Value::String(s.bundle.clone()),
-        };
+/// A signature as REST shows it; `bundle` is the bundle exactly as it was sent, byte for byte.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SignatureBody<'a> {
+    id: &'a str,
+    verified: bool,
+    signer: Option<&'a str>,
+    reason: Option<&'a str>,
+    added_at: chrono::DateTime<chrono::Utc>,
+    added_by: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bundle: Option<&'a RawValue>,
+}
+
+impl<'a> SignatureBody<'a> {
+    fn new(checked: &'a CheckedSignature, with_bundle: bool) -> Self {
+        let s = &checked.signature;
+        SignatureBody {
+            id: &s.id,
+            verified: checked.verdict.verified,
+            signer: checked.verdict.signer.as_deref(),
+            reason: checked.verdict.reason.as_deref(),
+            added_at: s.added_at,
+            added_by: &s.added_by,
+            // Stored only after it parsed as a bundle, so it is JSON.
+            bundle: with_bundle
+                .then(|| serde_json::from_str::<&RawValue>(&s.bundle).ok())
+                .flatten(),
+        }
     }
-    value
 }
 
 async fn add(
@@ -82,7 +95,8 @@ async fn add(
         .service
         .add_signature(&key, platform.clone(), bundle, &by)
         .await?;
-    let mut value = signature_json(&checked, false);
+    let mut value = serde_json::to_value(SignatureBody::new(&checked, false))
+        .map_err(|e| ServiceError::internal(e.to_string()))?;
     value["platform"] = json!(platform.map(|p| p.to_string()));
     value["revision"] = json!(component.revision);
     let status = if added {
@@ -96,11 +110,20 @@ async fn add(
 async fn list(state: &AppState, key: ComponentKey, query: FileQuery) -> Result<Response, ApiError> {
     let platform = query.platform()?;
     let (file, signatures) = state.service.signatures(&key, platform.as_ref()).await?;
-    Ok(Json(json!({
-        "sha256": file.sha256,
-        "platform": platform.map(|p| p.to_string()),
-        "signatures": signatures.iter().map(|s| signature_json(s, true)).collect::<Vec<_>>(),
-    }))
+    #[derive(Serialize)]
+    struct Listing<'a> {
+        sha256: &'a str,
+        platform: Option<String>,
+        signatures: Vec<SignatureBody<'a>>,
+    }
+    Ok(Json(Listing {
+        sha256: &file.sha256,
+        platform: platform.map(|p| p.to_string()),
+        signatures: signatures
+            .iter()
+            .map(|s| SignatureBody::new(s, true))
+            .collect(),
+    })
     .into_response())
 }
 
