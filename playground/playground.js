@@ -62,11 +62,13 @@ query RunnableOn {
 }
 `;
 
+  // A version of this moment, so the example never collides with the README tour's model nor with an earlier run.
+  const stamp = new Date().toISOString().replace(/\D/g, "").slice(0, 14);
   const mutation = `# Registers a model. Its file is uploaded with
 # uploadModelFile, a multipart request (see the README).
 mutation CreateModel {
   createModel(
-    input: { name: "fall-detection", version: "pilot-2-1", library: "keras", description: "A CNN" }
+    input: { name: "playground-example", version: "try-${stamp}", library: "keras", description: "A CNN" }
   ) {
     name
     version
@@ -112,10 +114,64 @@ query ProductionForDevice {
 }
 `;
 
-  const root = ReactDOM.createRoot(document.getElementById("graphiql"));
-  root.render(
-    React.createElement(GraphiQL, {
-      fetcher: GraphiQL.createFetcher({ url: endpoint, subscriptionUrl }),
+  const plain = GraphiQL.createFetcher({ url: endpoint, subscriptionUrl });
+
+  /** What a refused or broken operation says in the result pane, instead of an uncaught error in the page. */
+  function describe(error) {
+    if (error && typeof error === "object" && "code" in error && "reason" in error) {
+      return `The server closed the connection (${error.code}${error.reason ? `: ${error.reason}` : ""}). ` +
+        'Needs a token? Put {"Authorization": "Bearer <token>"} in the Headers tab below.';
+    }
+    if (Array.isArray(error)) return error.map((e) => e?.message || String(e)).join("; ");
+    return String(error?.message || error);
+  }
+
+  async function* guarded(iterable) {
+    try {
+      for await (const value of iterable) yield value;
+    } catch (error) {
+      yield { errors: [{ message: describe(error) }] };
+    }
+  }
+
+  // Subscriptions come back as async iterables; their failures (a refused WebSocket) become a result too.
+  function fetcher(params, options) {
+    const failed = (error) => ({ errors: [{ message: describe(error) }] });
+    const wrap = (value) => (value && typeof value[Symbol.asyncIterator] === "function" ? guarded(value) : value);
+    let result;
+    try {
+      result = plain(params, options);
+    } catch (error) {
+      return Promise.resolve(failed(error));
+    }
+    return result && typeof result.then === "function" ? result.then(wrap, failed) : wrap(result);
+  }
+
+  // GraphiQL reads the schema once, with the headers of that moment: when the Headers tab settles on different
+  // valid JSON (a token added, say), it is mounted again with them, so the docs and completion follow.
+  function Playground() {
+    const [state, setState] = React.useState({ headers: "", generation: 0 });
+    const applied = React.useRef("{}");
+    const timer = React.useRef(null);
+    const onEditHeaders = (text) => {
+      clearTimeout(timer.current);
+      timer.current = setTimeout(() => {
+        let canonical;
+        try {
+          canonical = JSON.stringify(text.trim() ? JSON.parse(text) : {});
+        } catch {
+          return;
+        }
+        if (canonical === applied.current) return;
+        applied.current = canonical;
+        setState((now) => ({ headers: text, generation: now.generation + 1 }));
+      }, 700);
+    };
+    return React.createElement(GraphiQL, {
+      key: state.generation,
+      fetcher,
+      headers: state.headers,
+      onEditHeaders,
       defaultTabs: [
         { query: listing },
         { query: runnableOn },
@@ -126,6 +182,8 @@ query ProductionForDevice {
       defaultEditorToolsVisibility: "headers",
       headerEditorEnabled: true,
       shouldPersistHeaders: false,
-    }),
-  );
+    });
+  }
+
+  ReactDOM.createRoot(document.getElementById("graphiql")).render(React.createElement(Playground));
 })();

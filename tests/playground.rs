@@ -72,3 +72,27 @@ async fn the_playground_runs_a_query_in_a_real_browser() {
         "a screenshot was kept"
     );
 }
+
+/// With tokens: a refused subscription is a message, not a page error; the schema follows the Headers tab.
+#[tokio::test]
+async fn the_playground_with_tokens_refetches_the_schema_and_explains_refusals() {
+    let test = "the_playground_with_tokens_refetches_the_schema_and_explains_refusals";
+    let Some(chromium) = browser::chromium_or_skip(test) else {
+        return;
+    };
+    let read = "read-token-for-graphiql";
+    let app = common::embedded(common::config_with(|c| {
+        c.auth = common::tokens(&[read], &["write-token-for-graphiql"], false);
+    }))
+    .await;
+    browser::run_script(
+        &chromium,
+        "refused.mjs",
+        &[
+            format!("http://{}", app.addr),
+            browser::screenshots().display().to_string(),
+            read.into(),
+        ],
+    )
+    .await;
+}

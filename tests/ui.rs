@@ -176,6 +176,22 @@ async fn the_pages_and_their_files_come_from_the_binary() {
         assert_eq!(response.json::<Value>().await.unwrap()["code"], "NOT_FOUND");
     }
 
+    // With a slash, the catalogue too; and the icon browsers ask for on every page.
+    let slashed = app.get("/ui/").await;
+    assert_eq!(slashed.status(), 200);
+    assert_eq!(
+        slashed.bytes().await.unwrap(),
+        app.get("/ui").await.bytes().await.unwrap()
+    );
+    let icon = app.get("/favicon.ico").await;
+    assert_eq!(icon.status(), 200);
+    assert_eq!(icon.headers()["content-type"], "image/vnd.microsoft.icon");
+    assert_eq!(
+        &icon.bytes().await.unwrap()[..4],
+        &[0, 0, 1, 0],
+        "an ICO header"
+    );
+
     let landing = app
         .get_with("/", &[("accept", "text/html,application/xhtml+xml")])
         .await;
@@ -367,4 +383,90 @@ async fn docs_explores_the_rest_api_in_a_real_browser() {
         ],
     )
     .await;
+}
+
+/// Round 2 of the catalogue (issue #27) on a server whose reads need a token: no lost edits, live component
+/// pages, aliases, locks, per-platform files named right, "Use this" lines that real clients run, the model page
+/// with a safe Markdown card, search across kinds, the device check's platform, tokens shared by tabs.
+#[tokio::test]
+async fn the_catalogue_edits_without_lost_updates_and_shows_how_to_use_it() {
+    let test = "the_catalogue_edits_without_lost_updates_and_shows_how_to_use_it";
+    let Some(chromium) = browser::chromium_or_skip(test) else {
+        return;
+    };
+    let (read, write) = ("read-token-round-2", "write-token-round-2");
+    let app = common::embedded(config_with(|c| {
+        c.auth = tokens(&[read], &[write], false);
+    }))
+    .await;
+    let card = "# Card of the model\n\nDetects things. <script>window.pwned = true</script>\n\n\
+                <img src=x onerror=\"window.pwned = true\">\n\n\
+                [click me](javascript:window.pwned=true) and [the paper](https://example.org/paper).";
+    ok_as(
+        &app,
+        write,
+        r#"mutation($card: String!) {
+          a: createModel(input: {name: "card", version: "1.9", library: "torch", description: "camera model"}) { name }
+          b: createModel(input: {name: "card", version: "1.10", library: "torch"}) { name }
+          c: createModel(input: {name: "card", version: "1.10rc1", library: "torch"}) { name }
+          d: createModel(input: {name: "card", version: "pilot-x", library: "torch"}) { name }
+          e: createModel(input: {name: "card", version: "2.0", library: "torch", description: $card}) { name }
+          f: createService(input: {id: "edge.camera-svc.long-identifier_v2", description: "camera pipeline",
+               needs: {ram: 0.25, availableModels: [{name: "card", version: "1.10"}]}}) { id }
+          g: createService(input: {id: "tiny", description: "fits anywhere", needs: {ram: 0.5}}) { id }
+        }"#,
+        json!({ "card": card }),
+    )
+    .await;
+    let bytes = common::bytes(200_000, 27);
+    upload_as(
+        &app,
+        write,
+        r#"mutation($file: Upload!) { uploadModelFile(name: "card", version: "1.10", file: $file) { name } }"#,
+        bytes.clone(),
+        "card-1.10.bin",
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let variant = dir.path().join("card-arm64.bin");
+    std::fs::write(&variant, common::bytes(50_000, 28)).unwrap();
+    let python = std::env::var("TUSPY_PYTHON").unwrap_or_else(|_| "python3".into());
+    browser::run_script(
+        &chromium,
+        "editing.mjs",
+        &[
+            format!("http://{}", app.addr),
+            browser::screenshots().display().to_string(),
+            write.into(),
+            variant.display().to_string(),
+            common::sha256_hex(&bytes),
+            python,
+        ],
+    )
+    .await;
+    // What the pages did reached the store: the RAM the other browser saved survived this one's description.
+    let data = ok_as(
+        &app,
+        read,
+        r#"{ service(id: "edge.camera-svc.long-identifier_v2") { description needs { ram } }
+             model(name: "card", version: "1.9") { locked aliases variants { file { filename } } }
+             history: modelAliasHistory(name: "card", alias: "production") { from to } }"#,
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        data["service"]["description"],
+        "Camera pipeline. **Edited** in the first browser."
+    );
+    assert_eq!(data["service"]["needs"]["ram"], 3.0);
+    assert_eq!(data["model"]["locked"], true);
+    assert_eq!(data["model"]["aliases"], json!(["production"]));
+    assert_eq!(
+        data["model"]["variants"][0]["file"]["filename"],
+        "card-arm64.bin"
+    );
+    assert_eq!(
+        data["history"],
+        json!([{"from": null, "to": "1.10"}, {"from": "1.10", "to": "1.9"}])
+    );
 }

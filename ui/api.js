@@ -3,14 +3,24 @@
 
 const TOKEN_KEY = "component-repository.token";
 
+/** The token of this tab, else the one remembered on this device (opt-in), else none. */
 export function token() {
-  return sessionStorage.getItem(TOKEN_KEY) || "";
+  return sessionStorage.getItem(TOKEN_KEY) || localStorage.getItem(TOKEN_KEY) || "";
 }
 
-/** Kept for this browser tab's session only: closing the tab forgets it. */
-export function setToken(value) {
-  if (value) sessionStorage.setItem(TOKEN_KEY, value);
-  else sessionStorage.removeItem(TOKEN_KEY);
+export function remembered() {
+  return Boolean(localStorage.getItem(TOKEN_KEY));
+}
+
+/**
+ * Kept for this browser tab's session only, unless `remember`: then in localStorage, which every tab of this
+ * origin shares (and sees change through the `storage` event) until "Forget".
+ */
+export function setToken(value, remember = false) {
+  sessionStorage.removeItem(TOKEN_KEY);
+  localStorage.removeItem(TOKEN_KEY);
+  if (value && remember) localStorage.setItem(TOKEN_KEY, value);
+  else if (value) sessionStorage.setItem(TOKEN_KEY, value);
 }
 
 function authorization(withToken = true) {
@@ -19,21 +29,24 @@ function authorization(withToken = true) {
 }
 
 export class ApiError extends Error {
-  constructor(code, message, status) {
+  constructor(code, message, status, extensions = {}) {
     super(message);
     this.code = code;
     this.status = status;
+    this.extensions = extensions;
   }
 }
 
 /** What a person should read for each error code the API answers with. */
 const ADVICE = {
-  UNAUTHENTICATED: "This server needs a token: enter a read or write token at the top of the page.",
+  UNAUTHENTICATED: "This server needs a token: enter a read or write token.",
   FORBIDDEN: "Your token can only read: changes need a write token.",
   NOT_FOUND: "It is not (or no longer) in the repository.",
   ALREADY_EXISTS: "A component with this key already exists.",
   INVALID_INPUT: "The server refused the input.",
   CONFLICT: "The repository refused the change as things stand: the message says why.",
+  STALE: "Someone else changed it since you opened the form: compare below, then save yours over it or cancel.",
+  NOT_SENT: "Checked in this browser: nothing was sent to the server.",
   IMMUTABLE: "Its file is locked: it can no longer be replaced, nor the component deleted.",
   PAYLOAD_TOO_LARGE: "The file is larger than this server accepts (its --max-upload-size).",
   REQUEST_TIMEOUT: "The upload stalled and the server gave up waiting for it.",
@@ -67,7 +80,7 @@ function unwrap(body, status) {
   }
   if (Array.isArray(body.errors) && body.errors.length > 0) {
     const first = body.errors[0];
-    throw new ApiError(first.extensions?.code || "INTERNAL", first.message, status);
+    throw new ApiError(first.extensions?.code || "INTERNAL", first.message, status, first.extensions || {});
   }
   return body.data;
 }
@@ -137,7 +150,32 @@ export function resumableUpload(target, file, onProgress) {
     upload.abort(true).catch(() => {});
     cancel();
   };
-  return { done, abort };
+  // Stops sending but keeps the server's session and this browser's note of it, so it can resume later.
+  const pause = () => {
+    upload.abort(false).catch(() => {});
+    cancel();
+  };
+  return { done, abort, pause };
+}
+
+/**
+ * The unfinished uploads this browser remembers (tus-js-client's notes in localStorage) whose metadata `matches`:
+ * each `{ urlStorageKey, uploadUrl, size, metadata, creationTime }`.
+ */
+export async function unfinishedUploads(matches) {
+  const storage = window.tus?.defaultOptions?.urlStorage;
+  if (!storage?.findAllUploads) return [];
+  const all = await storage.findAllUploads();
+  return all.filter((entry) => matches(entry.metadata || {}));
+}
+
+/** Forgets an unfinished upload here and ends its session on the server (whose answer does not matter). */
+export async function discardUpload(entry) {
+  await window.tus.defaultOptions.urlStorage.removeUpload(entry.urlStorageKey);
+  if (entry.uploadUrl) {
+    await fetch(entry.uploadUrl, { method: "DELETE", headers: { "tus-resumable": "1.0.0", ...authorization() } })
+      .catch(() => {});
+  }
 }
 
 /**

@@ -6,7 +6,7 @@ import { useCallback, useEffect, useRef, useState } from "preact/hooks";
 import { gql, token } from "./api.js";
 import { LiveBadge, useLiveReload } from "./live.js";
 import {
-  ErrorBox, FileView, KINDS, KIND_NAMES, NeedsView, componentHref, html, keyOf, number, title,
+  Breakable, ErrorBox, FileView, KINDS, KIND_NAMES, NeedsView, componentHref, html, keyOf, number, plural, title,
 } from "./format.js";
 
 const PAGE_SIZE = 20;
@@ -102,10 +102,12 @@ function FilterForm({ kind, params }) {
 function Card({ kind, component, access, onError }) {
   const spec = KINDS[kind];
   return html`<li class="card">
-    <h3><a href=${componentHref(kind, keyOf(kind, component))}>${title(kind, component)}</a></h3>
+    <h3><a href=${componentHref(kind, keyOf(kind, component))}><${Breakable} text=${title(kind, component)} /></a></h3>
     <p class=${component.description ? "" : "muted"}>${component.description || "No description."}</p>
     ${spec.hasLibrary && component.library && html`<p class="meta">Library: ${component.library}</p>`}
     ${component.aliases?.length > 0 && html`<p class="meta">Aliases: ${component.aliases.join(", ")}</p>`}
+    ${kind === "model" && html`<p class="meta"><a href=${`#/model/${encodeURIComponent(component.name)}`}>All versions
+      of ${component.name}</a></p>`}
     ${spec.hasNeeds && html`<${NeedsView} needs=${component.needs} />`}
     <${FileView} file=${component.file} access=${access} onError=${onError} />
   </li>`;
@@ -160,7 +162,7 @@ export function Catalogue({ kind, params, access }) {
       <p aria-live="polite">${loading ? "Loading…" : shown
         ? shown.totalCount === 0
           ? `No ${spec.label.toLowerCase()} match.`
-          : `${start + 1}–${start + shown.nodes.length} of ${shown.totalCount} ${spec.label.toLowerCase()}`
+          : `${start + 1}–${start + shown.nodes.length} of ${plural(shown.totalCount, [spec.singular.toLowerCase(), spec.label.toLowerCase()])}`
         : ""}</p>
       <${LiveBadge} state=${live} />
       ${access.write && html`<a class="button" href=${`#/new/${kind}`}>New ${spec.singular.toLowerCase()}</a>`}
@@ -232,5 +234,58 @@ export function CreateForm({ kind, access, notify }) {
         <a href=${`#/${spec.list}`}>Cancel</a>
       </div>
     </form>
+  </section>`;
+}
+
+const SEARCH = `query Search($search: String, $needs: NeedsFilterInput, $byModel: Boolean!) {
+  models(filter: { search: $search }, first: 50) @skip(if: $byModel) { totalCount nodes { name version description } }
+  transformations(filter: { search: $search, needs: $needs }, first: 50) { totalCount nodes { id description } }
+  services(filter: { search: $search, needs: $needs }, first: 50) { totalCount nodes { id description } }
+  inferencers(filter: { search: $search, needs: $needs }, first: 50) { totalCount nodes { id description } }
+}`;
+
+/** Search across every kind: text in ids, names, versions and descriptions, and what needs a given model. */
+export function SearchPage({ params }) {
+  const q = params.get("q") ?? "";
+  const model = params.get("model") ?? "";
+  const [values, setValues] = useState({ q, model });
+  const [found, setFound] = useState(null);
+  const [error, setError] = useState(null);
+  useEffect(() => {
+    setFound(null);
+    setError(null);
+    if (!q.trim() && !model.trim()) return;
+    const variables = {
+      search: q.trim() || null,
+      needs: model.trim() ? { models: [{ name: model.trim() }] } : null,
+      byModel: Boolean(model.trim()),
+    };
+    gql(SEARCH, variables).then(setFound).catch(setError);
+  }, [q, model]);
+  const submit = (event) => {
+    event.preventDefault();
+    const next = new URLSearchParams();
+    if (values.q.trim()) next.set("q", values.q.trim());
+    if (values.model.trim()) next.set("model", values.model.trim());
+    window.location.hash = `#/search?${next}`;
+  };
+  const total = found ? KIND_NAMES.reduce((sum, kind) => sum + (found[KINDS[kind].list]?.totalCount ?? 0), 0) : 0;
+  return html`<section>
+    <h1 tabindex="-1">Search every kind</h1>
+    <form class="filters" role="search" aria-label="Search every kind" onSubmit=${submit}>
+      <div class="field grow"><label for="search-q">Text</label>
+        <input id="search-q" type="search" placeholder="in ids, names, versions, descriptions" value=${values.q}
+          onInput=${(e) => setValues({ ...values, q: e.currentTarget.value })} /></div>
+      <div class="field"><label for="search-model">Needs the model</label>
+        <input id="search-model" placeholder="fall-detection" value=${values.model}
+          onInput=${(e) => setValues({ ...values, model: e.currentTarget.value })} /></div>
+      <div class="actions"><button type="submit">Search</button></div>
+    </form>
+    <${ErrorBox} error=${error} />
+    ${found && html`<p aria-live="polite" class="muted">${total === 0 ? "Nothing matches." : `${plural(total, ["match", "matches"])}`}</p>
+      <ul class="runnable">${KIND_NAMES.flatMap((kind) => (found[KINDS[kind].list]?.nodes ?? []).map((node) => html`
+        <li key=${`${kind}/${title(kind, node)}`}><span class="kind">${KINDS[kind].singular}</span>
+          <a href=${componentHref(kind, keyOf(kind, node))}><${Breakable} text=${title(kind, node)} /></a>
+          ${node.description && html`<span class="muted"> — ${node.description}</span>`}</li>`))}</ul>`}
   </section>`;
 }

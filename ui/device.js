@@ -2,8 +2,8 @@
 // device lives in the page's address (`#/device?device=<JSON>`), so the address is the link to share.
 
 import { useEffect, useState } from "preact/hooks";
-import { gql } from "./api.js";
-import { ErrorBox, KINDS, PairsEditor, componentHref, html, kindOf, number, pairs } from "./format.js";
+import { ApiError, gql } from "./api.js";
+import { ErrorBox, KINDS, PairsEditor, componentHref, html, kindOf, number, pairs, plural } from "./format.js";
 
 const PAGE_SIZE = 50;
 
@@ -15,15 +15,27 @@ const EXAMPLE = `{
   "models": [{ "name": "fall-detection", "version": "pilot-2-1" }]
 }`;
 
-const EMPTY = { gpu: false, ram: "", storage: "", libraries: [], models: [] };
+const EMPTY = {
+  gpu: false, ram: "", storage: "", libraries: [], models: [], os: "", arch: "", variant: "", accelerators: [],
+  rest: {},
+};
 
-/** Form state -> the GraphQL `DeviceInput`. */
+/**
+ * Form state -> the GraphQL `DeviceInput`. Fields the form has no place for (`rest`, from pasted JSON) pass
+ * through untouched, so the server judges them rather than the page dropping them.
+ */
 function deviceInput(form) {
-  const device = { gpu: !!form.gpu, libraries: pairs(form.libraries), models: pairs(form.models) };
+  const device = { ...form.rest, gpu: !!form.gpu, libraries: pairs(form.libraries), models: pairs(form.models) };
   const ram = number(form.ram);
   if (ram !== null) device.ram = ram;
   const storage = number(form.storage);
   if (storage !== null) device.storage = storage;
+  const [os, arch, variant] = [form.os, form.arch, form.variant].map((v) => String(v ?? "").trim());
+  if (os || arch) {
+    device.platform = { ...(form.rest.platform ?? {}), os, arch, accelerators: pairs(form.accelerators) };
+    if (variant) device.platform.variant = variant;
+    else delete device.platform.variant;
+  }
   return device;
 }
 
@@ -36,12 +48,23 @@ function formFrom(json) {
     if (!Array.isArray(list)) throw new Error(`"${what}" must be a list of {"name", "version"}`);
     return list.map((item) => ({ name: String(item?.name ?? ""), version: String(item?.version ?? "") }));
   };
+  const { gpu, ram, storage, libraries, models, ...rest } = device;
+  const platform = device.platform && typeof device.platform === "object" ? device.platform : null;
+  if (device.platform !== undefined && device.platform !== null && !platform) {
+    throw new Error('"platform" must be an object like {"os": "linux", "arch": "arm64"}');
+  }
+  const accelerators = platform?.accelerators === undefined ? [] : rows(platform.accelerators, "platform.accelerators");
   return {
-    gpu: device.gpu === true,
-    ram: device.ram ?? "",
-    storage: device.storage ?? "",
-    libraries: rows(device.libraries, "libraries"),
-    models: rows(device.models, "models"),
+    gpu: gpu === true,
+    ram: ram ?? "",
+    storage: storage ?? "",
+    libraries: rows(libraries, "libraries"),
+    models: rows(models, "models"),
+    os: platform?.os ?? "",
+    arch: platform?.arch ?? "",
+    variant: platform?.variant ?? "",
+    accelerators,
+    rest,
   };
 }
 
@@ -84,7 +107,7 @@ function Results({ device }) {
     <h2 id="results-title">This device can run</h2>
     <${ErrorBox} error=${error} />
     <p aria-live="polite">${loading ? "Checking…" : info
-      ? info.totalCount === 0 ? "Nothing in the repository." : `${info.totalCount} components`
+      ? info.totalCount === 0 ? "Nothing in the repository." : plural(info.totalCount, ["component", "components"])
       : ""}</p>
     <ul class="runnable">
       ${items.map((node) => {
@@ -122,7 +145,7 @@ export function DevicePage({ params }) {
       setDevice(deviceInput(next));
       setError(null);
     } catch (problem) {
-      setError({ code: "INVALID_INPUT", message: `The device in the address is not valid: ${problem.message}` });
+      setError(new ApiError("NOT_SENT", `The device in the address is not valid: ${problem.message}`));
     }
   }, [shared]);
 
@@ -133,7 +156,8 @@ export function DevicePage({ params }) {
     try {
       input = mode === "json" ? deviceInput(formFrom(pasted)) : deviceInput(form);
     } catch (problem) {
-      setError({ code: "INVALID_INPUT", message: `The pasted device is not valid: ${problem.message}` });
+      const what = problem instanceof SyntaxError ? "not valid JSON" : "not a device";
+      setError(new ApiError("NOT_SENT", `The pasted device is ${what}: ${problem.message}`));
       return;
     }
     setError(null);
@@ -141,6 +165,13 @@ export function DevicePage({ params }) {
   };
   const switchTo = (next) => {
     if (next === "json") setPasted(JSON.stringify(deviceInput(form), null, 2));
+    if (next === "form" && pasted.trim()) {
+      try {
+        setForm(formFrom(pasted));
+      } catch {
+        // Left as typed: the JSON view still holds it, and "Check" says what is wrong.
+      }
+    }
     setMode(next);
   };
 
@@ -167,7 +198,21 @@ export function DevicePage({ params }) {
         <${PairsEditor} legend="Installed libraries" what="Library" versionHint="exact version, e.g. 2.13.0"
           rows=${form.libraries} onChange=${(rows) => set("libraries", rows)} />
         <${PairsEditor} legend="Models on the device" what="Model" versionHint="version"
-          rows=${form.models} onChange=${(rows) => set("models", rows)} />`
+          rows=${form.models} onChange=${(rows) => set("models", rows)} />
+        <fieldset>
+          <legend>Platform (for per-platform files)</legend>
+          <div class="row">
+            <div class="field small"><label for="device-os">OS</label>
+              <input id="device-os" placeholder="linux" value=${form.os} onInput=${(e) => set("os", e.currentTarget.value)} /></div>
+            <div class="field small"><label for="device-arch">Architecture</label>
+              <input id="device-arch" placeholder="arm64" value=${form.arch} onInput=${(e) => set("arch", e.currentTarget.value)} /></div>
+            <div class="field small"><label for="device-variant">Variant</label>
+              <input id="device-variant" placeholder="v8" value=${form.variant}
+                onInput=${(e) => set("variant", e.currentTarget.value)} /></div>
+          </div>
+          <${PairsEditor} legend="Accelerators" what="Accelerator" versionHint="version, e.g. 8.6"
+            rows=${form.accelerators} onChange=${(rows) => set("accelerators", rows)} />
+        </fieldset>`
       : html`<div class="field">
           <label for="device-json">Device JSON (GraphQL <code>DeviceInput</code>)</label>
           <textarea id="device-json" class="mono" rows="9" placeholder=${EXAMPLE} value=${pasted}

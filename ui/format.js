@@ -10,7 +10,7 @@ export const html = htm.bind(h);
 
 const FILE = "file { size sha256 contentType filename uploadedAt downloadUrl }";
 // Files for particular platforms, and the lock that keeps a component's files as they are.
-const VARIANTS = `locked variants { platform { os arch variant accelerator acceleratorVersion } ${FILE} }`;
+const VARIANTS = `revision locked variants { platform { os arch variant accelerator acceleratorVersion } ${FILE} }`;
 const NEEDS =
   "needs { storage ram gpu preinstalledLibraries { name version } availableModels { name version model { name version } } }";
 
@@ -71,6 +71,37 @@ export function keyOf(kind, component) {
 
 export function title(kind, component) {
   return keyOf(kind, component).join(" · ");
+}
+
+/** "1 service", "3 services": `forms` is [singular, plural]. */
+export function plural(count, [one, many]) {
+  return `${count} ${count === 1 ? one : many}`;
+}
+
+/**
+ * A long id or name that may break only after its separators (`edge.camera-svc/v2_b`), never mid-word: the
+ * browser gets a break opportunity (`<wbr>`) after each `.`, `-`, `_`, `/`, `:` and `@`.
+ */
+export function Breakable({ text }) {
+  const parts = String(text ?? "").split(/(?<=[.\-_/:@])/);
+  return html`<span class="breakable">${parts.map((part, i) => (i === 0 ? part : html`<wbr />${part}`))}</span>`;
+}
+
+/** Copies `text` to the clipboard and says so in a status next to it. `label` names what is copied. */
+export function CopyButton({ text, label }) {
+  const [state, setState] = useState("");
+  const copy = async () => {
+    try {
+      await navigator.clipboard.writeText(text);
+      setState(`Copied ${label}.`);
+    } catch {
+      // No clipboard here (plain HTTP on another host, or refused): the text is selectable, so say how.
+      setState("The browser refused the clipboard: select the text and copy it by hand.");
+    }
+    setTimeout(() => setState(""), 4000);
+  };
+  return html`<button type="button" class="secondary copy" onClick=${copy}>Copy ${label}</button>
+    <span class="copied" role="status">${state}</span>`;
 }
 
 /** The catalogue's address of a component. */

@@ -77,7 +77,7 @@ try {
   await page.getByLabel("Search").focus();
   await page.keyboard.type("camera");
   await page.keyboard.press("Enter");
-  await visible(page.getByText("1–1 of 1 services"));
+  await visible(page.getByText("1–1 of 1 service", { exact: true }));
 
   // Referenced models: resolved to a link when stored, said to be missing when not.
   const card = page.locator(".card").filter({ hasText: "edge.camera-svc" });
@@ -116,10 +116,14 @@ try {
   await visible(page.locator("#upload-progress"));
   const before = await progressValues((values) => [...values].some((v) => v >= 30));
   await shot("ui-upload-progress.png");
+  const rate = await page.locator(".progress span").innerText().catch(() => "");
+  check(failures, /\/s, about \d+ s left$/.test(rate), `the progress says ${rate}`);
   check(failures, [...before].some((v) => v >= 30 && v < 100), `the first upload showed only ${[...before]}`);
   // A reload half way, then the same file chosen again: the upload resumes where the server stands.
   await page.reload();
   await visible(page.getByRole("heading", { name: "Model fall-detection · pilot-2-1" }));
+  // The page says the upload can be resumed.
+  await visible(page.getByRole("region", { name: "Unfinished uploads" }).getByText("fall-detection.zip"));
   await page.getByLabel("Upload the file").setInputFiles(uploadPath);
   await page.getByRole("button", { name: "Upload", exact: true }).click();
   const seen = new Set([...before, ...(await progressValues(() => false))]);
@@ -151,8 +155,10 @@ try {
   await page.getByRole("button", { name: "Save" }).click();
   await visible(page.locator(".notice").getByText("Saved."));
   await visible(page.getByText("detects falls, edited in the browser"));
+  // "all versions" leads to the model's own page.
   await page.getByRole("link", { name: "all versions" }).click();
-  await visible(page.getByText("1–1 of 1 models"));
+  await visible(page.getByRole("heading", { name: "Model fall-detection" }));
+  await visible(page.getByText("1 version", { exact: true }));
 
   // Edit needs: a GPU, more RAM, one more library.
   await page.goto(`${base}/ui#/service/svc-12`);
@@ -183,7 +189,7 @@ try {
   await page.getByLabel("Library 1 name").fill("tensorflow");
   await page.getByLabel("Library 1 version").fill("2.13.0");
   await page.getByRole("button", { name: "Check" }).click();
-  await visible(page.getByText("4 components"));
+  await visible(page.getByText("4 components", { exact: true }));
   const runnable = (await page.locator(".runnable li a").allInnerTexts()).join();
   check(failures, runnable === "resize,svc-03,svc-09,tf-inferencer", `runnable: ${runnable}`);
   failures.push(...(await seriousViolations(page)));
@@ -288,7 +294,7 @@ try {
   // On a phone: one column, nothing wider than the screen.
   await page.setViewportSize({ width: 390, height: 844 });
   await page.goto(`${base}/ui#/services?search=camera`);
-  await visible(page.getByText("1–1 of 1 services"));
+  await visible(page.getByText("1–1 of 1 service", { exact: true }));
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   check(failures, overflow <= 0, `the phone view is ${overflow}px wider than the screen`);
   failures.push(...(await seriousViolations(page)));

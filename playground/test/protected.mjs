@@ -44,7 +44,11 @@ async function open(base, options = {}) {
 }
 
 async function useToken(value) {
-  await page.getByLabel("Token").fill(value);
+  // In the header the field is folded behind "Set token" or "Change token", once the page knows what it may do.
+  await page.locator(".top .badge").filter({ hasNotText: "Checking access" }).first().waitFor({ timeout: 15000 });
+  const unfold = page.getByRole("button", { name: /^(Set|Change) token$/ });
+  if (await unfold.isVisible()) await unfold.click();
+  await page.getByLabel("Token", { exact: true }).fill(value);
   await page.getByRole("button", { name: "Use" }).click();
 }
 

@@ -24,13 +24,18 @@ pub async fn download(
 }
 
 /// `GET /blobs/sha256/{hex}`: bytes by their digest, which never change under the URL, so caches may keep them.
+/// Digests carry no name: `filename` (the `?filename=` a variant's `downloadUrl` carries) names the saved file.
 pub async fn download_blob(
     service: &RepositoryService,
     metrics: &std::sync::Arc<crate::api::metrics::Metrics>,
     sha256: &Sha256,
+    filename: Option<String>,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
-    let file = service.blob(sha256).await?;
+    let mut file = service.blob(sha256).await?;
+    if let Some(name) = filename.filter(|name| !name.trim().is_empty()) {
+        file.filename = name;
+    }
     let mut response = serve(service, metrics, Source::Digest, &file, headers).await?;
     set(
         &mut response,

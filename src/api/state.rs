@@ -53,6 +53,20 @@ impl Links {
             self.public_url.trim_end_matches('/')
         )
     }
+
+    /// The content-addressed download of a stored file, saved under its own name (`?filename=`).
+    pub fn named_blob_url(&self, sha256: &str, filename: &str) -> String {
+        let mut url = self.blob_url(sha256);
+        if !filename.is_empty() {
+            url.push_str("?filename=");
+            // A query value: `&`, `=` and `+` must not stand for themselves.
+            url.extend(utf8_percent_encode(
+                filename,
+                percent_encoding::NON_ALPHANUMERIC,
+            ));
+        }
+        url
+    }
 }
 
 #[derive(Clone)]

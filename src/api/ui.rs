@@ -21,6 +21,7 @@ const HTML: &str = "text/html; charset=utf-8";
 const CSS: &str = "text/css; charset=utf-8";
 
 const CATALOGUE: &[u8] = file!("index.html");
+const FAVICON: &[u8] = file!("favicon.ico");
 const DOCS: &[u8] = file!("docs.html");
 
 /// Our own scripts and styles: revalidated on every load, like the pages, so an upgrade shows at once.
@@ -32,6 +33,8 @@ const OWN: &[(&str, &str, &[u8])] = &[
     ("device.js", JAVASCRIPT, file!("device.js")),
     ("format.js", JAVASCRIPT, file!("format.js")),
     ("live.js", JAVASCRIPT, file!("live.js")),
+    ("markdown.js", JAVASCRIPT, file!("markdown.js")),
+    ("model.js", JAVASCRIPT, file!("model.js")),
     ("docs.js", JAVASCRIPT, file!("docs.js")),
     (
         "download-worker.js",
@@ -64,6 +67,13 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route("/", get(root))
         .route("/ui", get(|| async { page(CATALOGUE, HTML) }))
+        // With the slash too: people type it, and every address in the page is absolute.
+        .route("/ui/", get(|| async { page(CATALOGUE, HTML) }))
+        // Browsers ask for it on every page whatever the page links.
+        .route(
+            "/favicon.ico",
+            get(|| async { vendored(FAVICON, "image/vnd.microsoft.icon") }),
+        )
         .route("/ui/{name}", get(own))
         .route("/ui/vendor/{name}", get(third_party))
         .route("/docs", get(|| async { page(DOCS, HTML) }))

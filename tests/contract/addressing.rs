@@ -493,7 +493,7 @@ pub async fn variants_are_chosen_by_platform(start: Starter) {
     let fits = file_for("8.9").await;
     assert_eq!(
         fits["service"]["fileFor"],
-        json!({"sha256": sha256_hex(&cuda), "downloadUrl": format!("/blobs/sha256/{}", sha256_hex(&cuda))})
+        json!({"sha256": sha256_hex(&cuda), "downloadUrl": format!("/blobs/sha256/{}?filename=svc%2Ezip", sha256_hex(&cuda))})
     );
     assert_eq!(file_for("7.5").await["service"]["fileFor"], Value::Null);
 
@@ -525,6 +525,40 @@ pub async fn variants_are_chosen_by_platform(start: Starter) {
         pick("linux/arm/v7").await.bytes().await.unwrap().as_ref(),
         v7b.as_slice()
     );
+}
+
+/// A per-platform file saves under the name it was uploaded with (its digest names nothing), on every store.
+pub async fn a_variant_downloads_under_its_own_name(start: Starter) {
+    let app = start(test_config()).await;
+    app.create_service("svc").await;
+    let data = bytes(100, 8);
+    let uploaded = app
+        .upload(
+            "mutation($file: Upload!) { uploadServiceFile(id: \"svc\", file: $file, platform: {os: \"linux\", arch: \"arm64\"}) { variants { file { downloadUrl } } } }",
+            json!({}),
+            data.clone(),
+            "édge build & co.tar.gz",
+        )
+        .await
+        .json::<Value>()
+        .await
+        .unwrap();
+    let url = uploaded["data"]["uploadServiceFile"]["variants"][0]["file"]["downloadUrl"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let response = app.get(&url).await;
+    assert_eq!(response.status(), 200, "{url}");
+    let disposition = response.headers()["content-disposition"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        disposition,
+        "attachment; filename=\"_dge build & co.tar.gz\"; filename*=UTF-8''%C3%A9dge%20build%20&%20co.tar.gz",
+        "{url}"
+    );
+    assert_eq!(response.bytes().await.unwrap().as_ref(), data.as_slice());
 }
 
 pub async fn variant_bytes_are_served_by_digest(start: Starter) {

@@ -159,6 +159,7 @@ macro_rules! contract_suite {
             locked_components_keep_their_file,
             variants_are_chosen_by_platform,
             variant_bytes_are_served_by_digest,
+            a_variant_downloads_under_its_own_name,
             alias_moves_and_locks_are_on_the_feed,
             every_operation_is_authorized_alike_on_every_transport,
             every_root_field_is_in_the_matrix,

@@ -135,7 +135,8 @@ pub struct PlatformInfo {
     pub accelerator_version: Option<String>,
 }
 
-/// A file of a component for one platform; its `downloadUrl` is the content-addressed `/blobs/sha256/{hex}`.
+/// A file of a component for one platform; its `downloadUrl` is the content-addressed `/blobs/sha256/{hex}`, with
+/// `?filename=` so that it saves under its own name.
 #[derive(SimpleObject)]
 pub struct FileVariant {
     pub platform: PlatformInfo,
@@ -163,7 +164,11 @@ impl Files {
                     accelerator: v.platform.accelerator.clone(),
                     accelerator_version: v.platform.accelerator_version.clone(),
                 },
-                file: File::new(v.file.clone(), links.blob_url(&v.file.sha256), &self.key),
+                file: File::new(
+                    v.file.clone(),
+                    links.named_blob_url(&v.file.sha256, &v.file.filename),
+                    &self.key,
+                ),
             })
             .collect()
     }
@@ -178,7 +183,11 @@ impl Files {
         Ok(
             domain::file_for(self.default.as_ref(), &self.variants, &device).map(
                 |(file, platform)| match platform {
-                    Some(_) => File::new(file.clone(), links.blob_url(&file.sha256), &self.key),
+                    Some(_) => File::new(
+                        file.clone(),
+                        links.named_blob_url(&file.sha256, &file.filename),
+                        &self.key,
+                    ),
                     None => File::new(file.clone(), self.download_url.clone(), &self.key),
                 },
             ),

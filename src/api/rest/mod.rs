@@ -484,11 +484,24 @@ async fn download_for(
 async fn blob(
     State(state): State<AppState>,
     Path(hex): Path<String>,
+    Query(query): Query<BlobQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let digest = Sha256::parse(&hex.to_ascii_lowercase())
         .map_err(|_| ApiError::BadRequest("a sha256 digest is 64 hexadecimal digits".into()))?;
-    download_blob(&state.service, &state.metrics, &digest, &headers).await
+    download_blob(
+        &state.service,
+        &state.metrics,
+        &digest,
+        query.filename,
+        &headers,
+    )
+    .await
+}
+
+#[derive(Deserialize)]
+struct BlobQuery {
+    filename: Option<String>,
 }
 
 #[derive(Deserialize)]

@@ -624,6 +624,10 @@ pub fn document() -> OpenApi {
             path_parameter("hex"),
             "The sha256 of the bytes, 64 hexadecimal digits.",
         ))
+        .parameter(described(
+            optional(query_parameter("filename")),
+            "The name `Content-Disposition` gives the saved file (a variant's `downloadUrl` carries its own).",
+        ))
         .response("200", file_response())
         .response("304", empty("Not modified (If-None-Match)."))
         .response("400", error("Not a sha256 digest."))
