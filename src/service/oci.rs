@@ -99,6 +99,22 @@ impl RepositoryService {
         artifact_of(&component).map(|a| a.top)
     }
 
+    /// The referrers index of the manifest `digest` (the signatures of its file), filtered by `artifact_type`;
+    /// the empty index when no manifest of the repository has that digest, as registries answer.
+    pub async fn oci_referrers(
+        &self,
+        repo: &Repository,
+        digest: &str,
+        artifact_type: Option<&str>,
+    ) -> Result<Document, ServiceError> {
+        Ok(self
+            .oci_find(repo, |c| {
+                oci::artifact(c).and_then(|a| a.referrers_of(digest, artifact_type))
+            })
+            .await?
+            .unwrap_or_else(oci::empty_index))
+    }
+
     /// A config blob of the repository, recognised by recomputing the configs of its components.
     pub async fn oci_config(
         &self,

@@ -169,6 +169,7 @@ macro_rules! contract_suite {
             oci_routes_answer_in_the_spec_shape,
             oci_routes_are_authorized_like_rest,
             oras_push_creates_the_model_version,
+            signatures_are_referrers_of_the_signed_manifest,
             signatures_are_attached_kept_and_judged,
             enforce_mode_serves_only_verified_files,
         );

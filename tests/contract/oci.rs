@@ -545,3 +545,110 @@ pub async fn oras_push_creates_the_model_version(start: Starter) {
         "a refused push leaves no version behind"
     );
 }
+
+/// A file's signatures are the OCI referrers of its manifest (Sigstore bundle artifacts): a device that pulls by
+/// digest finds them with the referrers API and verifies the pulled bytes with `model_signing` itself.
+pub async fn signatures_are_referrers_of_the_signed_manifest(start: Starter) {
+    use testkit::signing::{Key, available, sign_with_key, verify_with_key};
+    if let Err(reason) = available() {
+        return report_skip("signatures_are_referrers_of_the_signed_manifest", &reason);
+    }
+    let app = start(test_config()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = bytes(50_000, 91);
+    model_with_file(&app, "signed-model", "1.0", data.clone()).await;
+    let key = Key::p256(dir.path());
+    let file = dir.path().join("model.onnx");
+    std::fs::write(&file, &data).unwrap();
+    let bundle = sign_with_key(&file, &key);
+    let attached = app
+        .client
+        .post(app.url("/model/signed-model/1.0/signatures"))
+        .header("content-type", "application/json")
+        .body(bundle.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(attached.status(), 201);
+
+    let manifest = app
+        .get("/v2/models/signed-model/manifests/1.0")
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    let subject = format!("sha256:{}", sha256_hex(&manifest));
+    let (status, index) = json_of(
+        &app,
+        &format!("/v2/models/signed-model/referrers/{subject}"),
+    )
+    .await;
+    assert_eq!(status, 200, "{index}");
+    let referrers = index["manifests"].as_array().unwrap();
+    assert_eq!(referrers.len(), 1, "{index}");
+    assert_eq!(
+        referrers[0]["artifactType"],
+        "application/vnd.dev.sigstore.bundle.v0.3+json"
+    );
+    let signature_digest = referrers[0]["digest"].as_str().unwrap();
+    let signature_manifest = app
+        .get(&format!(
+            "/v2/models/signed-model/manifests/{signature_digest}"
+        ))
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(
+        format!("sha256:{}", sha256_hex(&signature_manifest)),
+        signature_digest
+    );
+    let signature_manifest: Value = serde_json::from_slice(&signature_manifest).unwrap();
+    assert_eq!(signature_manifest["subject"]["digest"], subject.as_str());
+    let layer = signature_manifest["layers"][0]["digest"].as_str().unwrap();
+    let pulled = app
+        .get(&format!("/v2/models/signed-model/blobs/{layer}"))
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(
+        pulled.as_ref(),
+        bundle.as_bytes(),
+        "the bundle, byte for byte"
+    );
+    let config = signature_manifest["config"]["digest"].as_str().unwrap();
+    assert_eq!(
+        app.get(&format!("/v2/models/signed-model/blobs/{config}"))
+            .await
+            .status(),
+        200
+    );
+
+    // The device's check, on what it pulled: the model layer and the referrer's bundle.
+    let layer_digest = serde_json::from_slice::<Value>(&manifest).unwrap()["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let weights = app
+        .get(&format!("/v2/models/signed-model/blobs/{layer_digest}"))
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    let pulled_file = dir.path().join("pulled.onnx");
+    std::fs::write(&pulled_file, &weights).unwrap();
+    let (verified, said) =
+        verify_with_key(&pulled_file, std::str::from_utf8(&pulled).unwrap(), &key);
+    assert!(verified, "model_signing verify: {said}");
+
+    // Filtered by another artifact type: none, and the filter is said to be applied.
+    let filtered = app
+        .get(&format!(
+            "/v2/models/signed-model/referrers/{subject}?artifactType=application/vnd.example"
+        ))
+        .await;
+    assert_eq!(filtered.headers()["oci-filters-applied"], "artifactType");
+    let filtered: Value = filtered.json().await.unwrap();
+    assert_eq!(filtered["manifests"], json!([]));
+}

@@ -206,12 +206,15 @@ async fn handle(
             .await
         }
         Route::Referrers(name, digest) => {
-            repository(name)?;
+            let repo = repository(name)?;
             sha256_of(digest)?;
-            let mut response = document_response(&oci::empty_index(), headers);
+            let index = state
+                .service
+                .oci_referrers(&repo, digest, query.artifact_type.as_deref())
+                .await?;
+            let mut response = document_response(&index, headers);
             response.headers_mut().remove("docker-content-digest");
             if query.artifact_type.is_some() {
-                // No referrer is stored yet, so the filtered list is the empty one too.
                 response.headers_mut().insert(
                     "oci-filters-applied",
                     HeaderValue::from_static("artifactType"),
