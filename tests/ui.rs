@@ -470,3 +470,71 @@ async fn the_catalogue_edits_without_lost_updates_and_shows_how_to_use_it() {
         json!([{"from": null, "to": "1.10"}, {"from": "1.10", "to": "1.9"}])
     );
 }
+
+/// Signatures in the catalogue: attached from the component page, shown with their signer and verdict.
+#[tokio::test]
+async fn the_catalogue_attaches_and_shows_signatures() {
+    let test = "the_catalogue_attaches_and_shows_signatures";
+    let Some(chromium) = browser::chromium_or_skip(test) else {
+        return;
+    };
+    if let Err(reason) = testkit::signing::available() {
+        return common::report_skip(test, &reason);
+    }
+    use testkit::signing::{Key, Policy, sign_with_key};
+    let dir = tempfile::tempdir().unwrap();
+    let (publisher, stranger) = (Key::p256(dir.path()), Key::p256(dir.path()));
+    let policy = Policy::new()
+        .rule(&["model"], "signed-*")
+        .key(&publisher)
+        .write(dir.path());
+    let app = common::embedded(config_with(|c| c.signatures.trust_policy = Some(policy))).await;
+    app.ok(
+        r#"mutation { createModel(input: {name: "signed-model", version: "1.0", library: "onnx"}) { name } }"#,
+        json!({}),
+    )
+    .await;
+    let data = common::bytes(20_000, 29);
+    let response = app
+        .upload(
+            r#"mutation($file: Upload!) { uploadModelFile(name: "signed-model", version: "1.0", file: $file) { name } }"#,
+            json!({}),
+            data.clone(),
+            "model.onnx",
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    let file = dir.path().join("model.onnx");
+    std::fs::write(&file, &data).unwrap();
+    let (trusted, untrusted) = (
+        dir.path().join("trusted.sig"),
+        dir.path().join("untrusted.sig"),
+    );
+    std::fs::write(&trusted, sign_with_key(&file, &publisher)).unwrap();
+    std::fs::write(&untrusted, sign_with_key(&file, &stranger)).unwrap();
+    browser::run_script(
+        &chromium,
+        "signing.mjs",
+        &[
+            format!("http://{}", app.addr),
+            browser::screenshots().display().to_string(),
+            trusted.display().to_string(),
+            untrusted.display().to_string(),
+            publisher.fingerprint.clone(),
+        ],
+    )
+    .await;
+    let listing: Value = app
+        .get("/model/signed-model/1.0/signatures")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let verdicts: Vec<&Value> = listing["signatures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| &s["verified"])
+        .collect();
+    assert_eq!(verdicts, [&json!(true), &json!(false)], "{listing}");
+}

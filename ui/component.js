@@ -7,7 +7,8 @@ import { ApiError, discardUpload, gql, resumableUpload, token, unfinishedUploads
 import { LiveBadge, useLiveReload } from "./live.js";
 import { Markdown } from "./markdown.js";
 import {
-  Breakable, CopyButton, Download, ErrorBox, FileView, KINDS, NeedsView, PairsEditor, bytes, html, number, pairs,
+  Breakable, CopyButton, Download, ErrorBox, FileView, KINDS, NeedsView, PairsEditor, SignaturesView, bytes, html,
+  number, pairs,
   platformName, requirement, time, title,
 } from "./format.js";
 
@@ -87,17 +88,52 @@ function AliasForm({ component, onChanged }) {
   </form>`;
 }
 
+/** Attaches a signature bundle (as `model_signing sign` writes it) to the component's default file. */
+function SignatureForm({ kind, component, onChanged }) {
+  const [error, setError] = useState(null);
+  const [busy, setBusy] = useState(false);
+  const submit = async (event) => {
+    event.preventDefault();
+    const input = event.currentTarget.elements.bundle;
+    const file = input.files[0];
+    if (!file) return;
+    setBusy(true);
+    setError(null);
+    try {
+      const keys = kind === "model" ? { name: component.name, version: component.version } : { id: component.id };
+      const data = await gql(
+        `mutation($kind: ComponentKind!, $name: String, $version: String, $id: ID, $bundle: String!) {
+          addSignature(kind: $kind, name: $name, version: $version, id: $id, bundle: $bundle) { id verified } }`,
+        { kind: kind.toUpperCase(), ...keys, bundle: await file.text() },
+      );
+      input.value = "";
+      onChanged(data.addSignature.verified ? "Signature attached: verified." : "Signature attached: not verified.");
+    } catch (e) {
+      setError(e);
+    } finally {
+      setBusy(false);
+    }
+  };
+  return html`<form class="inline-form" onSubmit=${submit} aria-label="Attach a signature">
+    <label for="signature-bundle">Attach a signature (a <code>model_signing</code> bundle)</label>
+    <input id="signature-bundle" name="bundle" type="file" accept=".sig,.json,application/json" />
+    <button type="submit" disabled=${busy}>Attach</button>
+    <${ErrorBox} error=${error} />
+  </form>`;
+}
+
 function Variants({ variants, access, onError }) {
   if (variants.length === 0) return html`<p class="muted">No per-platform files: every device gets the file above.</p>`;
   return html`<div class="table-scroll"><table class="variants">
     <caption class="visually-hidden">Files for particular platforms</caption>
     <thead><tr><th scope="col">Platform</th><th scope="col">File</th><th scope="col">sha256</th>
-      <th scope="col">Uploaded</th></tr></thead>
+      <th scope="col">Uploaded</th><th scope="col">Signatures</th></tr></thead>
     <tbody>${variants.map(({ platform, file }) => html`<tr key=${platformName(platform)}>
       <td>${platformName(platform)}</td>
       <td><${Download} file=${file} access=${access} onError=${onError} /></td>
       <td><code class="hash" title=${file.sha256}>${file.sha256}</code></td>
       <td><time datetime=${file.uploadedAt}>${time(file.uploadedAt)}</time></td>
+      <td><${SignaturesView} signatures=${file.signatures} /></td>
     </tr>`)}</tbody>
   </table></div>`;
 }
@@ -135,6 +171,9 @@ function Metadata({ kind, component, access, onError, onChanged }) {
     <h2>File</h2>
     <${FileView} file=${component.file} access=${access} onError=${onError} full=${true} />
     ${component.file?.sha256 && html`<div class="actions"><${CopyButton} text=${component.file.sha256} label="sha256" /></div>`}
+    ${component.file && html`<h3>Signatures</h3>
+      <${SignaturesView} signatures=${component.file.signatures} />
+      ${canWrite && html`<${SignatureForm} kind=${kind} component=${component} onChanged=${onChanged} />`}`}
     <h2>Per-platform files</h2>
     <${Variants} variants=${component.variants} access=${access} onError=${onError} />`;
 }

@@ -8,7 +8,8 @@ import { advice, downloadWithToken, streamingDownloads, token } from "./api.js";
 
 export const html = htm.bind(h);
 
-const FILE = "file { size sha256 contentType filename uploadedAt downloadUrl }";
+const FILE =
+  "file { size sha256 contentType filename uploadedAt downloadUrl signatures { id verified signer reason addedAt addedBy } }";
 // Files for particular platforms, and the lock that keeps a component's files as they are.
 const VARIANTS = `revision locked variants { platform { os arch variant accelerator acceleratorVersion } ${FILE} }`;
 const NEEDS =
@@ -205,6 +206,17 @@ export function FileView({ file, access, onError, full = false }) {
     ${full && html`<dt>Type</dt><dd>${file.contentType}</dd>`}
     <dt>Uploaded</dt><dd><time datetime=${file.uploadedAt}>${time(file.uploadedAt)}</time></dd>
   </dl>`;
+}
+
+/** Who signed a file and whether this server's trust policy verifies each signature (README, "Signing"). */
+export function SignaturesView({ signatures }) {
+  if (!signatures || signatures.length === 0) return html`<p class="muted">Not signed.</p>`;
+  return html`<ul class="signatures">${signatures.map((s) => html`<li key=${s.id}>
+    <span class=${s.verified ? "badge good" : "badge bad"}>${s.verified ? "verified" : "not verified"}</span>
+    ${" "}<${Breakable} text=${s.signer || "unknown signer"} />
+    ${!s.verified && s.reason && html`<div class="muted">${s.reason}</div>`}
+    <div class="muted">attached by ${s.addedBy}, <time datetime=${s.addedAt}>${time(s.addedAt)}</time></div>
+  </li>`)}</ul>`;
 }
 
 /** Rows of name and version (libraries, models), with buttons to add and remove rows. */
