@@ -40,8 +40,9 @@ function AliasHistory({ name, alias, revision, canWrite, onChanged }) {
   }, [name, alias, revision]);
   const remove = () => {
     setError(null);
-    gql("mutation DeleteAlias($name: String!, $alias: String!) { deleteModelAlias(name: $name, alias: $alias) }",
-      { name, alias })
+    // Made as of the revision this page shows: a version changed elsewhere meanwhile answers CONFLICT.
+    gql(`mutation DeleteAlias($name: String!, $alias: String!, $revision: Long) {
+      deleteModelAlias(name: $name, alias: $alias, expectedRevision: $revision) }`, { name, alias, revision })
       .then(() => onChanged(`Deleted the alias ${alias}.`))
       .catch(setError);
   };
@@ -69,9 +70,9 @@ function AliasForm({ component, onChanged }) {
     gql(`query Before($name: String!, $alias: String!) { before: model(name: $name, alias: $alias) { version } }`,
       { name: component.name, alias: wanted })
       .catch(() => ({ before: null }))
-      .then(({ before }) => gql(`mutation SetAlias($name: String!, $alias: String!, $version: String!) {
-          setModelAlias(name: $name, alias: $alias, version: $version) { name }
-        }`, { name: component.name, alias: wanted, version: component.version })
+      .then(({ before }) => gql(`mutation SetAlias($name: String!, $alias: String!, $version: String!, $revision: Long) {
+          setModelAlias(name: $name, alias: $alias, version: $version, expectedRevision: $revision) { name }
+        }`, { name: component.name, alias: wanted, version: component.version, revision: component.revision })
         .then(() => {
           setAlias("");
           const from = before && before.version !== component.version ? ` (moved from ${before.version})` : "";

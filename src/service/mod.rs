@@ -436,13 +436,15 @@ impl RepositoryService {
         Ok((file.clone(), self.signing.check(&component.key, file)))
     }
 
-    /// Points `alias` of model `name` at `version`; `by` is the label of the caller's token.
+    /// Points `alias` of model `name` at `version`; `by` is the label of the caller's token. With `expected`, only
+    /// if `version` is still at that revision.
     pub async fn set_alias(
         &self,
         name: &str,
         alias: &str,
         version: &str,
         by: &str,
+        expected: Option<u64>,
     ) -> Result<Component, ServiceError> {
         self.writable()?;
         validate_alias(alias)?;
@@ -461,7 +463,7 @@ impl RepositoryService {
         }
         self.store
             .aliases()
-            .move_alias(name, alias, Some(version), by)
+            .move_alias(name, alias, Some(version), by, expected)
             .await?;
         self.get(&key).await
     }
@@ -472,13 +474,14 @@ impl RepositoryService {
         name: &str,
         alias: &str,
         by: &str,
+        expected: Option<u64>,
     ) -> Result<(), ServiceError> {
         self.writable()?;
         validate_alias(alias)?;
         match self
             .store
             .aliases()
-            .move_alias(name, alias, None, by)
+            .move_alias(name, alias, None, by, expected)
             .await?
         {
             Some(_) => Ok(()),

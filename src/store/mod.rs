@@ -342,12 +342,15 @@ pub trait AliasStore: Send + Sync {
     /// alias's history, atomically with respect to the versions: the target must exist, and a version an alias
     /// names refuses deletion ([`Refusal::Aliased`]). Moving an alias to where it already points records
     /// nothing and returns `None`. This is the one write an alias move makes, so a change feed joins it here.
+    /// `expected` is the revision of the version the move is made as of (the target; deleting, the version the
+    /// alias names): refused as [`Refusal::Stale`] when that version has changed since.
     async fn move_alias(
         &self,
         name: &str,
         alias: &str,
         version: Option<&str>,
         by: &str,
+        expected: Option<u64>,
     ) -> Result<Option<AliasMove>, StoreError>;
 
     /// The version `alias` of model `name` points at.

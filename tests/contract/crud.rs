@@ -520,6 +520,42 @@ pub async fn stale_writes_are_refused_with_the_current_revision(start: Starter) 
         .ok("mutation { setModelAlias(name: \"m\", alias: \"production\", version: \"1\") { revision } }", json!({}))
         .await;
     assert_eq!(aliased["setModelAlias"]["revision"], 1);
+    // Alias moves are made as of the revision of the version they name (the target; deleting, the version named).
+    app.ok(
+        "mutation { createModel(input: {name: \"m\", version: \"2\"}) { name } }",
+        json!({}),
+    )
+    .await;
+    app.ok(
+        "mutation { updateModel(name: \"m\", version: \"2\", input: {description: \"better\"}) { revision } }",
+        json!({}),
+    )
+    .await;
+    let move_to_2 = "mutation($r: Long) { setModelAlias(name: \"m\", alias: \"production\", version: \"2\", expectedRevision: $r) { revision } }";
+    let stale = app.gql(move_to_2, json!({ "r": 0 })).await;
+    assert_eq!(
+        stale["errors"][0]["extensions"]["code"], "CONFLICT",
+        "{stale}"
+    );
+    assert_eq!(
+        stale["errors"][0]["extensions"]["currentRevision"], 1,
+        "{stale}"
+    );
+    let still = app
+        .ok(
+            "{ model(name: \"m\", alias: \"production\") { version } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        still["model"]["version"], "1",
+        "the refused move changed nothing"
+    );
+    let moved = app.ok(move_to_2, json!({ "r": 1 })).await;
+    assert_eq!(moved["setModelAlias"]["revision"], 2);
+    let delete = "mutation($r: Long) { deleteModelAlias(name: \"m\", alias: \"production\", expectedRevision: $r) }";
+    assert_eq!(app.error_code(delete, json!({ "r": 1 })).await, "CONFLICT");
+    app.ok(delete, json!({ "r": 2 })).await;
 
     // REST: If-Match with the revision in quotes, 412 when stale, the new revision as the ETag.
     let put = |tag: Option<&str>, description: &str| {

@@ -218,6 +218,20 @@ pub async fn signatures_are_attached_kept_and_judged(start: Starter) {
         )
         .await;
     assert_eq!(added["addSignature"]["verified"], true);
+    let variants = app
+        .ok(
+            "{ model(name: \"fall-detector\", version: \"1\") { variants { signatures { verified } file { signatures { verified } } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        variants["model"]["variants"][0]["signatures"],
+        json!([{ "verified": true }])
+    );
+    assert_eq!(
+        variants["model"]["variants"][0]["file"]["signatures"],
+        json!([{ "verified": true }])
+    );
     let (status, variant) = (
         app.get(&format!("{route}?platform=linux/arm64"))
             .await

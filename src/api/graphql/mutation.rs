@@ -195,30 +195,40 @@ impl MutationRoot {
     }
 
     /// Points `alias` (such as `production`) of model `name` at `version`, recording the move in the alias's
-    /// history. A version that aliases name cannot be deleted until they move.
+    /// history. A version that aliases name cannot be deleted until they move. With `expectedRevision` (the
+    /// `revision` of `version` as you read it), refused with `CONFLICT` when that version changed since.
     async fn set_model_alias(
         &self,
         ctx: &Context<'_>,
         name: String,
         alias: String,
         version: String,
+        expected_revision: Option<Long>,
     ) -> async_graphql::Result<Model> {
         let model = service(ctx)?
-            .set_alias(&name, &alias, &version, caller(ctx))
+            .set_alias(
+                &name,
+                &alias,
+                &version,
+                caller(ctx),
+                expected_revision.map(|r| r.0),
+            )
             .await
             .gql()?;
         node(ctx, model)
     }
 
-    /// Removes `alias` of model `name`, recording it in the alias's history.
+    /// Removes `alias` of model `name`, recording it in the alias's history. With `expectedRevision` (the
+    /// `revision` of the version the alias names, as you read it), refused with `CONFLICT` when it changed since.
     async fn delete_model_alias(
         &self,
         ctx: &Context<'_>,
         name: String,
         alias: String,
+        expected_revision: Option<Long>,
     ) -> async_graphql::Result<bool> {
         service(ctx)?
-            .delete_alias(&name, &alias, caller(ctx))
+            .delete_alias(&name, &alias, caller(ctx), expected_revision.map(|r| r.0))
             .await
             .gql()?;
         Ok(true)

@@ -138,9 +138,18 @@ pub struct PlatformInfo {
 /// A file of a component for one platform; its `downloadUrl` is the content-addressed `/blobs/sha256/{hex}`, with
 /// `?filename=` so that it saves under its own name.
 #[derive(SimpleObject)]
+#[graphql(complex)]
 pub struct FileVariant {
     pub platform: PlatformInfo,
     pub file: File,
+}
+
+#[ComplexObject]
+impl FileVariant {
+    /// The signatures of this platform's file (the same as `file.signatures`).
+    async fn signatures(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Signature>> {
+        self.file.signatures(ctx).await
+    }
 }
 
 /// What `fileFor` chooses from: the default file and the variants.

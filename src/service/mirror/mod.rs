@@ -535,7 +535,7 @@ impl Mirror {
             for alias in &held.aliases {
                 self.store
                     .aliases()
-                    .move_alias(&model.name, alias, None, MIRROR_LABEL)
+                    .move_alias(&model.name, alias, None, MIRROR_LABEL, None)
                     .await?;
             }
         }
@@ -585,7 +585,7 @@ impl Mirror {
             if here.get(&(name.clone(), alias.clone())) != Some(version) {
                 self.store
                     .aliases()
-                    .move_alias(name, alias, Some(version), MIRROR_LABEL)
+                    .move_alias(name, alias, Some(version), MIRROR_LABEL, None)
                     .await?;
             }
         }
@@ -593,7 +593,7 @@ impl Mirror {
             if !wanted.contains_key(&(name.clone(), alias.clone())) {
                 self.store
                     .aliases()
-                    .move_alias(name, alias, None, MIRROR_LABEL)
+                    .move_alias(name, alias, None, MIRROR_LABEL, None)
                     .await?;
             }
         }

@@ -122,6 +122,7 @@ impl AliasStore for EmbeddedStore {
         alias: &str,
         version: Option<&str>,
         by: &str,
+        expected: Option<u64>,
     ) -> Result<Option<AliasMove>, StoreError> {
         let (name, alias, by) = (name.to_string(), alias.to_string(), by.to_string());
         let version = version.map(str::to_string);
@@ -141,6 +142,7 @@ impl AliasStore for EmbeddedStore {
                     Some(to) => {
                         let key = ComponentKey::model(name.clone(), to.clone())?;
                         let found = read_component(txn, &key)?.ok_or(StoreError::NotFound(key))?;
+                        found.check_revision(expected)?;
                         Some(found.with_alias_mark(&alias, true).unwrap_or(found))
                     }
                     None => None,
@@ -151,6 +153,11 @@ impl AliasStore for EmbeddedStore {
                     }
                     None => None,
                 };
+                if version.is_none()
+                    && let Some(previous) = &previous
+                {
+                    previous.check_revision(expected)?;
+                }
                 let record = AliasMove {
                     model: name,
                     alias: alias.clone(),

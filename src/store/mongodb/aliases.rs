@@ -38,9 +38,11 @@ impl MongoStore {
         key: &ComponentKey,
         alias: &str,
         on: bool,
+        expected: Option<u64>,
     ) -> Result<(), StoreError> {
         // A mark is no event of its own: the alias record's write is the move.
         self.modify(key, None, |component| {
+            component.check_revision(expected)?;
             Ok(match component.with_alias_mark(alias, on) {
                 Some(after) => Decision::Write { after, answer: () },
                 None => Decision::Unchanged(component.clone()),
@@ -61,11 +63,13 @@ impl MongoStore {
         from: Option<&str>,
         to: Option<&str>,
         sequence: i64,
+        expected: Option<u64>,
     ) -> Result<Option<Component>, StoreError> {
         let target = match to {
             Some(to) => {
                 let target = ComponentKey::model(name, to)?;
-                self.mark_alias(&target, alias, true).await?;
+                // The revision is checked in the same guarded write as the mark, before the alias moves.
+                self.mark_alias(&target, alias, true, expected).await?;
                 Some(target)
             }
             None => None,
@@ -131,6 +135,7 @@ impl AliasStore for MongoStore {
         alias: &str,
         version: Option<&str>,
         by: &str,
+        expected: Option<u64>,
     ) -> Result<Option<AliasMove>, StoreError> {
         let aliases = self.alias_collection();
         let slot = doc! { "model_name": name, "alias": alias };
@@ -141,6 +146,15 @@ impl AliasStore for MongoStore {
             .and_then(|d| d.get_str("model_version").ok().map(str::to_owned));
         if from.as_deref() == version {
             return Ok(None);
+        }
+        // A deletion is checked against the version it unnames as read here: its mark comes off last, after the
+        // alias record moved, so the check cannot ride on that write.
+        if version.is_none()
+            && expected.is_some()
+            && let Some(old) = &from
+            && let Some(current) = self.get(&ComponentKey::model(name, old.as_str())?).await?
+        {
+            current.check_revision(expected)?;
         }
         let mut record = AliasMove {
             model: name.to_string(),
@@ -158,11 +172,23 @@ impl AliasStore for MongoStore {
                 async move {
                     // The previous target is unmarked last, once the alias no longer names it.
                     let target = self
-                        .point_alias(name, alias, record.from.as_deref(), version, sequence)
+                        .point_alias(
+                            name,
+                            alias,
+                            record.from.as_deref(),
+                            version,
+                            sequence,
+                            expected,
+                        )
                         .await?;
                     if let Some(old) = &record.from {
                         match self
-                            .mark_alias(&ComponentKey::model(name, old.as_str())?, alias, false)
+                            .mark_alias(
+                                &ComponentKey::model(name, old.as_str())?,
+                                alias,
+                                false,
+                                None,
+                            )
                             .await
                         {
                             Ok(()) | Err(StoreError::NotFound(_)) => {}
@@ -298,7 +324,7 @@ impl AliasStore for MongoStore {
                 let last = &last;
                 async move {
                     let target = self
-                        .point_alias(name, alias, None, Some(version), sequence)
+                        .point_alias(name, alias, None, Some(version), sequence, None)
                         .await?;
                     Ok(((), Some(EventDraft::alias_moved(target.as_ref(), last)?)))
                 }
