@@ -124,6 +124,46 @@ function Results({ device }) {
   </section>`;
 }
 
+/** Components the device nearly runs (one or two needs unmet), each need with both values (`unmetNeeds`). */
+const NEARLY = 2;
+const SCANNED = 100;
+
+function NearlyFits({ device }) {
+  const [items, setItems] = useState(null);
+  const [error, setError] = useState(null);
+  const key = JSON.stringify(device);
+  useEffect(() => {
+    setItems(null);
+    setError(null);
+    const part = (list) => `${list}(first: ${SCANNED}) { nodes { __typename id unmetNeeds(device: $device) { need wanted has } } }`;
+    gql(`query NearlyFits($device: DeviceInput!) {
+      ${part("transformations")} ${part("services")} ${part("inferencers")}
+    }`, { device })
+      .then((data) => setItems(
+        ["transformations", "services", "inferencers"]
+          .flatMap((list) => data[list].nodes)
+          .filter((node) => node.unmetNeeds.length > 0 && node.unmetNeeds.length <= NEARLY),
+      ))
+      .catch(setError);
+  }, [key]);
+  if (error) return html`<${ErrorBox} error=${error} />`;
+  if (!items || items.length === 0) return null;
+  return html`<section class="results" aria-labelledby="nearly-title">
+    <h2 id="nearly-title">Nearly fits: why not</h2>
+    <ul class="runnable">
+      ${items.map((node) => {
+        const kind = kindOf(node.__typename);
+        return html`<li key=${`${kind}/${node.id}`}>
+          <span class="kind">${KINDS[kind].singular}</span>
+          <a href=${componentHref(kind, [node.id])}>${node.id}</a>
+          <ul class="unmet">${node.unmetNeeds.map((u) => html`<li key=${u.need}>
+            <strong>${u.need}</strong>: needs ${u.wanted}, this device has ${u.has}</li>`)}</ul>
+        </li>`;
+      })}
+    </ul>
+  </section>`;
+}
+
 export function DevicePage({ params }) {
   const shared = params.get("device");
   const [form, setForm] = useState(EMPTY);
@@ -226,5 +266,6 @@ export function DevicePage({ params }) {
       <input id="device-link" readonly value=${window.location.href} onFocus=${(e) => e.currentTarget.select()} />
     </div>`}
     ${device && html`<${Results} device=${device} />`}
+    ${device && html`<${NearlyFits} device=${device} />`}
   </section>`;
 }

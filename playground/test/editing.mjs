@@ -4,7 +4,7 @@
 // follows changes made elsewhere; aliases set, moved and deleted with their history; a lock; a per-platform
 // upload downloaded under its own name; "Use this" lines copied and run with the real curl and Python requests;
 // a model's own page (PEP 440 order, alias badges, a Markdown card whose <script>, <img onerror> and javascript:
-// link stay inert); search across kinds; the device check's platform fields, kept JSON and plurals; the favicon,
+// link stay inert); search across kinds; the device check's platform fields, kept JSON, plurals and "why not"; the favicon,
 // /ui/, and a header of one row at 1280 px and at most 10 % of a phone screen.
 //   node playground/test/editing.mjs <base URL> <screenshot dir> <write token> <file to upload as a variant>
 //        <sha256 of model card 1.10's file> <python with requests>
@@ -246,6 +246,9 @@ try {
   await page.getByLabel("Device JSON").fill('{"gpu": false, "ram": 1, "platform": {"os": "linux", "arch": "arm64", "accelerators": [{"name": "cuda", "version": "12.2"}]}}');
   await page.getByRole("button", { name: "Check" }).click();
   await visible(page.getByText(/^1 component$/));
+  // What nearly fits says why not: the unmet need with both values.
+  const nearly = page.getByRole("region", { name: "Nearly fits: why not" });
+  await visible(nearly.getByText("needs card 1.10, this device has no model card"));
   const address = decodeURIComponent(page.url());
   check(failures, address.includes('"platform":{"os":"linux","arch":"arm64"'), `the platform was dropped: ${address}`);
   await page.getByRole("button", { name: "Form" }).click();

@@ -60,6 +60,75 @@ impl Device {
                 .all(|(name, version)| self.has_model(name, version))
     }
 
+    /// Why the device cannot run `component`: each need it does not meet, with what the component wants and what
+    /// the device has (empty exactly when [`Device::satisfies`] and [`Device::has_file_for`] both hold). Models
+    /// have no needs: empty.
+    pub fn unmet(&self, component: &Component) -> Vec<Unmet> {
+        let mut unmet = Vec::new();
+        let Some(needs) = component.spec.needs() else {
+            return unmet;
+        };
+        let mut miss =
+            |need: String, wanted: String, has: String| unmet.push(Unmet { need, wanted, has });
+        if needs.gpu && !self.gpu {
+            miss("gpu".into(), "a GPU".into(), "no GPU".into());
+        }
+        for (need, wanted, has) in [
+            ("ram", needs.ram, self.ram),
+            ("storage", needs.storage, self.storage),
+        ] {
+            if let (Some(wanted), Some(has)) = (wanted, has)
+                && wanted > has
+            {
+                miss(need.into(), format!("{wanted} GB"), format!("{has} GB"));
+            }
+        }
+        for (name, required) in &needs.preinstalled_libraries {
+            if !self.has_library(name, required) {
+                let wanted = match required.trim() {
+                    "" | "*" => format!("{name} (any version)"),
+                    range => format!("{name} {range}"),
+                };
+                let has = match self.libraries.get(name) {
+                    Some(installed) => format!("{name} {installed}"),
+                    None => format!("no {name}"),
+                };
+                miss(format!("library {name}"), wanted, has);
+            }
+        }
+        for (name, version) in &needs.available_models {
+            if !self.has_model(name, version) {
+                let present: Vec<&str> = self
+                    .models
+                    .iter()
+                    .filter(|(have, _)| have == name)
+                    .map(|(_, v)| v.as_str())
+                    .collect();
+                let has = if present.is_empty() {
+                    format!("no model {name}")
+                } else {
+                    format!("{name} {}", present.join(", "))
+                };
+                miss(format!("model {name}"), format!("{name} {version}"), has);
+            }
+        }
+        if let Some(platform) = &self.platform
+            && !self.has_file_for(component)
+        {
+            let platforms: Vec<String> = component
+                .variants
+                .iter()
+                .map(|v| v.platform.to_string())
+                .collect();
+            miss(
+                "platform".into(),
+                format!("one of {}", platforms.join(", ")),
+                format!("{}/{}", platform.os, platform.arch),
+            );
+        }
+        unmet
+    }
+
     /// Whether the device has library `name` in a version that `required` accepts.
     pub fn has_library(&self, name: &str, required: &str) -> bool {
         self.libraries
@@ -78,6 +147,14 @@ impl Device {
 fn version_label_matches(required: &str, present: &str) -> bool {
     let required = required.trim();
     required.is_empty() || required == "*" || required == present
+}
+
+/// A need a device does not meet: which (`ram`, `library torch`...), what the component wants, what the device has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unmet {
+    pub need: String,
+    pub wanted: String,
+    pub has: String,
 }
 
 /// A library a component must need; `version` (a version or a range) narrows it down.
@@ -291,6 +368,62 @@ mod tests {
             models: vec![("fall-detection".into(), "pilot-2-1".into())],
             platform: None,
         }
+    }
+
+    fn service_needing(needs: Needs) -> Component {
+        let key =
+            crate::domain::ComponentKey::with_id(crate::domain::Kind::Service, "svc").unwrap();
+        let spec = crate::domain::Spec::Service(crate::domain::ServiceSpec {
+            description: String::new(),
+            needs,
+        });
+        Component::new(key, spec, chrono::DateTime::default()).unwrap()
+    }
+
+    #[test]
+    fn unmet_needs_say_what_is_wanted_and_what_the_device_has() {
+        let d = device();
+        let cases = [
+            needs(false, 2.0, &[("tensorflow", ">=2.12,<3")], &[]),
+            needs(
+                true,
+                8.0,
+                &[("tensorflow", ">=2.14"), ("torch", "")],
+                &[("fall-detection", "pilot-3")],
+            ),
+            needs(false, 4.5, &[], &[("other", "1")]),
+        ];
+        for needs in &cases {
+            let component = service_needing(needs.clone());
+            assert_eq!(
+                d.unmet(&component).is_empty(),
+                d.satisfies(needs),
+                "{needs:?}"
+            );
+        }
+        let unmet = d.unmet(&service_needing(cases[1].clone()));
+        let shown: Vec<(&str, &str, &str)> = unmet
+            .iter()
+            .map(|u| (u.need.as_str(), u.wanted.as_str(), u.has.as_str()))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                ("gpu", "a GPU", "no GPU"),
+                ("ram", "8 GB", "4 GB"),
+                (
+                    "library tensorflow",
+                    "tensorflow >=2.14",
+                    "tensorflow 2.13.1"
+                ),
+                ("library torch", "torch (any version)", "no torch"),
+                (
+                    "model fall-detection",
+                    "fall-detection pilot-3",
+                    "fall-detection pilot-2-1"
+                ),
+            ]
+        );
     }
 
     #[test]

@@ -24,7 +24,9 @@ pub use device_file::parse_device;
 pub use digest::Sha256;
 pub use error::DomainError;
 pub use event::{Event, EventAlias, EventDraft, EventFile, EventFilter, EventType};
-pub use filter::{ComponentFilter, Device, LibraryWanted, Matcher, ModelWanted, NeedsFilter};
+pub use filter::{
+    ComponentFilter, Device, LibraryWanted, Matcher, ModelWanted, NeedsFilter, Unmet,
+};
 pub use key::{ComponentKey, Kind, MAX_KEY_BYTES, ModelKey, validate_key_part};
 pub use platform::{DevicePlatform, Platform, Variant, file_for, split_platform};
 pub use webhook::{Delivery, DeliveryStatus, Webhook, is_forbidden_destination};

@@ -306,6 +306,31 @@ pub async fn runnable_on_matches_devices(start: Starter) {
     );
     assert_eq!(found["edges"][0]["node"]["__typename"], "Transformation");
     assert_eq!(found["totalCount"], 3);
+    // What the device lacks for the others, need by need: the same matching, said out loud.
+    let data = app
+        .ok(
+            "query($d: DeviceInput!) { services(first: 10) { edges { node { id unmetNeeds(device: $d) { need wanted has } } } } }",
+            json!({ "d": edge_device }),
+        )
+        .await;
+    for edge in data["services"]["edges"].as_array().unwrap() {
+        let node = &edge["node"];
+        let runnable = ["svc.light", "svc.yolo"].contains(&node["id"].as_str().unwrap());
+        assert_eq!(
+            node["unmetNeeds"].as_array().unwrap().is_empty(),
+            runnable,
+            "{node}"
+        );
+        if node["id"] == "svc.gpu" {
+            assert!(
+                node["unmetNeeds"]
+                    .as_array()
+                    .unwrap()
+                    .contains(&json!({"need": "gpu", "wanted": "a GPU", "has": "no GPU"})),
+                "{node}"
+            );
+        }
+    }
 
     let gpu_server =
         json!({"gpu": true, "ram": 128, "libraries": [{"name": "tensorflow", "version": "2.9.0"}]});

@@ -10,7 +10,7 @@ use async_graphql::{
 };
 use chrono::{DateTime, Utc};
 
-use super::inputs::DevicePlatformInput;
+use super::inputs::{DeviceInput, DevicePlatformInput};
 use super::loader::ModelLoader;
 use crate::api::error::{GqlResultExt, graphql_error};
 use crate::api::state::Links;
@@ -155,6 +155,8 @@ impl FileVariant {
 /// What `fileFor` chooses from: the default file and the variants.
 #[derive(Clone)]
 pub struct Files {
+    /// The whole component, for what is worked out from several of its parts (`unmetNeeds`).
+    component: std::sync::Arc<Component>,
     key: ComponentKey,
     download_url: String,
     default: Option<domain::StoredFile>,
@@ -204,6 +206,17 @@ impl Files {
     }
 }
 
+/// A need a device does not meet.
+#[derive(SimpleObject)]
+pub struct UnmetNeed {
+    /// `gpu`, `ram`, `storage`, `library <name>`, `model <name>` or `platform`.
+    pub need: String,
+    /// What the component needs, such as `8 GB` or `torch >=2.4`.
+    pub wanted: String,
+    /// What the device has, such as `4 GB`, `torch 2.3.0` or `no torch`.
+    pub has: String,
+}
+
 /// `variants` and `fileFor` of every kind.
 macro_rules! per_platform_files {
     ($type:ident) => {
@@ -222,6 +235,25 @@ macro_rules! per_platform_files {
                 device: DevicePlatformInput,
             ) -> async_graphql::Result<Option<File>> {
                 self.files.file_for(ctx, device)
+            }
+
+            /// Why `device` cannot run this component: each need it does not meet, with what the component
+            /// wants and what the device has, as `runnableOn` matches them. Empty when it can (always, for
+            /// models: they run where their inferencer runs).
+            async fn unmet_needs(
+                &self,
+                device: DeviceInput,
+            ) -> async_graphql::Result<Vec<UnmetNeed>> {
+                let device = domain::Device::try_from(device).gql()?;
+                Ok(device
+                    .unmet(&self.files.component)
+                    .into_iter()
+                    .map(|u| UnmetNeed {
+                        need: u.need,
+                        wanted: u.wanted,
+                        has: u.has,
+                    })
+                    .collect())
             }
         }
     };
@@ -430,6 +462,7 @@ pub enum Node {
 impl Node {
     pub fn new(c: Component, links: &Links) -> Self {
         let files = Files {
+            component: std::sync::Arc::new(c.clone()),
             key: c.key.clone(),
             download_url: links.download_url(&c.key),
             default: c.file.clone(),
