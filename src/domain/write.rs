@@ -121,6 +121,22 @@ impl Component {
             return Err(refused);
         }
         let mut after = self.next_revision();
+        // The same bytes again (a retried upload) keep the signatures that vouch for them.
+        let mut file = file;
+        let current = match &platform {
+            None => self.file.as_ref(),
+            Some(platform) => self
+                .variants
+                .iter()
+                .find(|v| &v.platform == platform)
+                .map(|v| &v.file),
+        };
+        if let Some(current) = current
+            && current.sha256 == file.sha256
+            && !file.sha256.is_empty()
+        {
+            file.signatures = current.signatures.clone();
+        }
         let replaced = match platform {
             None => after.file.replace(file.clone()),
             Some(platform) => match after.variants.iter_mut().find(|v| v.platform == platform) {
@@ -231,13 +247,17 @@ impl Component {
 
     /// Attaches a signature to the default file (`platform` `None`) or to that platform's variant; `None` when the
     /// file has this very bundle already. A signature vouches for bytes without changing them, so a locked or
-    /// immutable component takes one too; the bundle must sign exactly the file's bytes.
+    /// immutable component takes one too; the bundle must sign exactly the file's bytes. `verifies` tells whether a
+    /// signature of the file verifies under the server's trust policy: on a full file, a new signature that
+    /// verifies takes the place of the oldest one that does not, so unverified bundles cannot crowd out the
+    /// publisher's.
     pub fn add_signature(
         &self,
         platform: Option<&Platform>,
         bundle: &Bundle,
         added_by: &str,
         now: DateTime<Utc>,
+        verifies: &dyn Fn(&StoredFile, &Signature) -> bool,
     ) -> Result<Option<(Component, EventDraft)>, UpdateError> {
         let mut after = self.next_revision();
         let file = match platform {
@@ -272,10 +292,25 @@ impl Component {
             return Ok(None);
         }
         if file.signatures.len() >= MAX_SIGNATURES_PER_FILE {
-            return Err(Refusal::Full(format!(
-                "the file has {MAX_SIGNATURES_PER_FILE} signatures, as many as a file keeps"
-            ))
-            .into());
+            let evicted = verifies(file, &signature)
+                .then(|| {
+                    file.signatures
+                        .iter()
+                        .position(|existing| !verifies(file, existing))
+                })
+                .flatten();
+            match evicted {
+                Some(at) => {
+                    file.signatures.remove(at);
+                }
+                None => {
+                    return Err(Refusal::Full(format!(
+                        "the file has {MAX_SIGNATURES_PER_FILE} signatures, as many as a file keeps; a signature this \
+                         server's trust policy verifies takes the place of one it does not"
+                    ))
+                    .into());
+                }
+            }
         }
         file.signatures.push(signature);
         let file = file.clone();

@@ -396,12 +396,18 @@ impl RepositoryService {
         let added = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let decide: crate::store::Decide = {
             let (added, by, platform) = (added.clone(), by.to_string(), platform.clone());
+            let (signing, key) = (self.signing.clone(), key.clone());
             Box::new(move |component| {
+                let verifies =
+                    |file: &StoredFile, signature: &crate::domain::signing::Signature| {
+                        signing.verifies(&key, file, signature)
+                    };
                 let decided = component.add_signature(
                     platform.as_ref(),
                     &bundle,
                     &by,
                     crate::domain::now(),
+                    &verifies,
                 )?;
                 added.store(decided.is_some(), std::sync::atomic::Ordering::Relaxed);
                 Ok(decided)
@@ -451,6 +457,12 @@ impl RepositoryService {
         let key = ComponentKey::model(name, version)?;
         if self.signing.mode() == signing::SignatureMode::Enforce {
             let target = self.get(&key).await?;
+            if target.files().next().is_none() {
+                return Err(ServiceError::UnsignedVersion(format!(
+                    "alias {alias} cannot move to {key}: it has no file yet, so no signature vouches for what \
+                     devices would get"
+                )));
+            }
             if let Some(file) = target
                 .files()
                 .find(|file| !self.signing.verified(&key, file))
@@ -571,8 +583,9 @@ impl RepositoryService {
     }
 
     /// Whether a download of `file` may go out: in enforce mode only a file with a verified signature does; in
-    /// audit mode one without is counted. By digest, the bytes go out when any component's file with them is
-    /// verified (this reads the catalogue: enforce and audit mode cost one scan per download by digest).
+    /// audit mode one without is counted. By digest, the bytes go out only when every component holding them has
+    /// a verified signature for them: a signature trusted for one component never unlocks another's copy (this
+    /// reads the catalogue: enforce and audit mode cost one scan per download by digest).
     pub async fn admit_download(
         &self,
         key: Option<&ComponentKey>,
@@ -588,10 +601,10 @@ impl RepositoryService {
                 .map_err(ServiceError::Unsigned),
             None => {
                 let holders = self.holders(&file.sha256).await?;
-                let verified = holders
+                let unverified = holders
                     .iter()
-                    .find(|(key, held)| self.signing.verified(key, held));
-                match verified.or(holders.first()) {
+                    .find(|(key, held)| !self.signing.verified(key, held));
+                match unverified.or(holders.first()) {
                     Some((key, held)) => self
                         .signing
                         .admit_download(key, held)

@@ -44,7 +44,9 @@ pub struct CheckedSignature {
 /// Most verdicts kept; the cache starts over when full (a verdict costs one ECDSA check to make again).
 const MAX_CACHED_VERDICTS: usize = 16 * 1024;
 
-type VerdictKey = (String, String, String);
+/// The signature, the component (kind and key parts: text such as `model a version b` could name two models) and
+/// the bytes.
+type VerdictKey = (String, crate::domain::Kind, Vec<String>, String);
 
 pub struct Signing {
     mode: SignatureMode,
@@ -143,18 +145,33 @@ impl Signing {
             .any(|signature| self.verdict(key, file, signature).verified)
     }
 
+    /// Whether one signature of `file` verifies under the policy in force.
+    pub fn verifies(&self, key: &ComponentKey, file: &StoredFile, signature: &Signature) -> bool {
+        self.verdict(key, file, signature).verified
+    }
+
     fn verdict(&self, key: &ComponentKey, file: &StoredFile, signature: &Signature) -> Verdict {
         let policy = self.policy.load();
         let Some(policy) = policy.as_ref() else {
             return match Bundle::parse(&signature.bundle) {
                 Ok(bundle) => Verdict::unverified(
-                    claimed_signer(&bundle),
-                    "this server has no trust policy (--trust-policy): signatures are kept, not checked",
+                    None,
+                    format!(
+                        "this server has no trust policy (--trust-policy): signatures are kept, not checked{}",
+                        claimed_signer(&bundle)
+                            .map(|claim| format!(" (the bundle names {claim})"))
+                            .unwrap_or_default()
+                    ),
                 ),
                 Err(e) => Verdict::unverified(None, e.to_string()),
             };
         };
-        let cache_key = (signature.id.clone(), key.to_string(), file.sha256.clone());
+        let cache_key = (
+            signature.id.clone(),
+            key.kind(),
+            key.path_segments().into_iter().map(str::to_owned).collect(),
+            file.sha256.clone(),
+        );
         if let Some(verdict) = self
             .verdicts
             .lock()
@@ -177,6 +194,15 @@ impl Signing {
             ),
             (Err(e), _) => Verdict::unverified(None, e.to_string()),
             (_, Err(e)) => Verdict::unverified(None, e.to_string()),
+        };
+        // Who signed is known only once verified: a bundle's hint or certificate is its own claim.
+        let verdict = if verdict.verified {
+            verdict
+        } else {
+            Verdict {
+                signer: None,
+                ..verdict
+            }
         };
         let mut verdicts = self.verdicts.lock().unwrap_or_else(|e| e.into_inner());
         if verdicts.len() >= MAX_CACHED_VERDICTS {

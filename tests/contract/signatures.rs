@@ -290,6 +290,8 @@ pub async fn enforce_mode_serves_only_verified_files(start: Starter) {
     let policy = Policy::new()
         .rule(&["model"], "fall-*")
         .key(&publisher)
+        .rule(&["model"], "prod")
+        .key(&publisher)
         .rule(&["service"], "svc-*")
         .certificate(&ca, "release@example.org")
         .write(dir.path());
@@ -414,11 +416,132 @@ pub async fn enforce_mode_serves_only_verified_files(start: Starter) {
         );
     }
 
-    // A file replaced after signing has no signature any more.
+    // The same bytes uploaded again keep their signatures; other bytes lose them.
+    upload_model_file(&app, "fall-a", "1", &signed).await;
+    assert_eq!(
+        app.get("/model/fall-a/1").await.status(),
+        200,
+        "a retried upload"
+    );
     upload_model_file(&app, "fall-a", "1", &bytes(20_000, 55)).await;
     assert_eq!(
         status_and_code(&app, "/model/fall-a/1").await,
         (403, "UNSIGNED".into())
+    );
+
+    // By digest, bytes go out only when every component holding them is verified for them: a signature trusted
+    // for one component never unlocks another's copy.
+    let shared = bytes(20_000, 56);
+    let shared_file = model_with_file(&app, dir.path(), "fall-b", "1", &shared).await;
+    attach(
+        &app,
+        "/model/fall-b/1/signatures",
+        "application/json",
+        &sign_with_key(&shared_file, &publisher),
+    )
+    .await;
+    let shared_blob = format!("/blobs/sha256/{}", sha256_hex(&shared));
+    assert_eq!(app.get(&shared_blob).await.status(), 200);
+    model_with_file(&app, dir.path(), "fall-c", "1", &shared).await;
+    assert_eq!(
+        status_and_code(&app, &shared_blob).await,
+        (403, "UNSIGNED".into())
+    );
+    assert_eq!(
+        app.get("/model/fall-b/1").await.status(),
+        200,
+        "its own route still serves it"
+    );
+
+    // Keys are compared whole: `prod` `v version 1` and `prod version v` `1` are two models, one covered.
+    let prod = bytes(5_000, 57);
+    let prod_file = model_with_file(&app, dir.path(), "prod", "v version 1", &prod).await;
+    model_with_file(&app, dir.path(), "prod version v", "1", &prod).await;
+    let prod_bundle = sign_with_key(&prod_file, &publisher);
+    attach(
+        &app,
+        "/model/prod/v%20version%201/signatures",
+        "application/json",
+        &prod_bundle,
+    )
+    .await;
+    attach(
+        &app,
+        "/model/prod%20version%20v/1/signatures",
+        "application/json",
+        &prod_bundle,
+    )
+    .await;
+    assert_eq!(app.get("/model/prod/v%20version%201").await.status(), 200);
+    assert_eq!(
+        status_and_code(&app, "/model/prod%20version%20v/1").await,
+        (403, "UNSIGNED".into())
+    );
+
+    // Unverified bundles cannot crowd out the publisher's: at the cap, a verified one takes an unverified one's
+    // place; another unverified one is refused.
+    let crowded = bytes(6_000, 58);
+    let crowded_file = model_with_file(&app, dir.path(), "fall-d", "1", &crowded).await;
+    let junk = sign_with_key(&crowded_file, &stranger);
+    for n in 0..8 {
+        let (status, body) = attach(
+            &app,
+            "/model/fall-d/1/signatures",
+            "application/json",
+            &format!("{junk}{}", " ".repeat(n)),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let (status, body) = attach(
+        &app,
+        "/model/fall-d/1/signatures",
+        "application/json",
+        &format!("{junk}         "),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("LIMIT_EXCEEDED")),
+        "{body}"
+    );
+    let (status, body) = attach(
+        &app,
+        "/model/fall-d/1/signatures",
+        "application/json",
+        &sign_with_key(&crowded_file, &publisher),
+    )
+    .await;
+    assert_eq!((status, &body["verified"]), (201, &json!(true)), "{body}");
+    let listing: Value = app
+        .get("/model/fall-d/1/signatures")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let verdicts: Vec<bool> = listing["signatures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["verified"].as_bool().unwrap())
+        .collect();
+    assert_eq!(
+        (verdicts.len(), verdicts.iter().filter(|v| **v).count()),
+        (8, 1),
+        "{listing}"
+    );
+    assert_eq!(app.get("/model/fall-d/1").await.status(), 200);
+
+    // An alias does not move to a version with nothing signed to serve.
+    app.ok(
+        "mutation { createModel(input: {name: \"fall-a\", version: \"empty\"}) { name } }",
+        json!({}),
+    )
+    .await;
+    let refused = app.gql(&set("empty"), json!({})).await;
+    assert_eq!(
+        refused["errors"][0]["extensions"]["code"], "UNSIGNED",
+        "{refused}"
     );
 
     let metrics = app.get("/metrics").await.text().await.unwrap();

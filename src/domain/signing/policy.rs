@@ -350,6 +350,11 @@ impl Rule {
             }
         };
         let glob = match table.get("match") {
+            Some(toml::Value::String(glob)) if glob.is_empty() => {
+                return Err(
+                    "`match` is empty, which matches nothing; write \"*\" for every one".into(),
+                );
+            }
             Some(toml::Value::String(glob)) => glob.clone(),
             Some(_) => return Err("`match` must be a string (a glob)".into()),
             None => {

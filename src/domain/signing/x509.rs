@@ -149,6 +149,18 @@ fn issuer_constraints(issuer: &X509Certificate<'_>, below: usize) -> Result<(), 
             ));
         }
     }
+    // Name constraints limit which identities a CA may certify; they are not evaluated here, so a chain through a
+    // CA that has them is refused rather than trusted beyond them (OpenSSL and model_signing enforce them).
+    if issuer
+        .extensions()
+        .iter()
+        .any(|e| matches!(e.parsed_extension(), ParsedExtension::NameConstraints(_)))
+    {
+        return Err(format!(
+            "{} has name constraints, which this server does not evaluate: a chain through it is not trusted",
+            issuer.subject()
+        ));
+    }
     if let Ok(Some(usage)) = issuer.key_usage() {
         if !usage.value.key_cert_sign() {
             return Err(format!(
