@@ -61,11 +61,6 @@ pub async fn serve(
     file: &StoredFile,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
-    let key = match source {
-        Source::Component(key) => Some(key),
-        Source::Digest => None,
-    };
-    service.admit_download(key, file).await?;
     // A file inherited from the original service may not be hashed yet; its GridFS id, never reused, identifies
     // its bytes as well until then.
     let etag = match file.sha256.as_str() {
@@ -77,6 +72,12 @@ pub async fn serve(
         set(&mut response, header::ETAG, &etag);
         return Ok(response);
     }
+    // Checked (and counted) when bytes would go out: a 304 sends none.
+    let key = match source {
+        Source::Component(key) => Some(key),
+        Source::Digest => None,
+    };
+    service.admit_download(key, file).await?;
     let range = requested_range(headers, &etag, file.size)?;
     let (status, range) = match range {
         Some(range) => (StatusCode::PARTIAL_CONTENT, range),
