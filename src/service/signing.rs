@@ -46,13 +46,20 @@ const MAX_CACHED_VERDICTS: usize = 16 * 1024;
 
 /// The signature, the component (kind and key parts: text such as `model a version b` could name two models) and
 /// the bytes.
+#[derive(Default)]
+struct InForce {
+    policy: Option<TrustPolicy>,
+    verdicts: Mutex<HashMap<VerdictKey, Verdict>>,
+}
+
 type VerdictKey = (String, crate::domain::Kind, Vec<String>, String);
 
 pub struct Signing {
     mode: SignatureMode,
     policy_path: Option<PathBuf>,
-    policy: ArcSwap<Option<TrustPolicy>>,
-    verdicts: Mutex<HashMap<VerdictKey, Verdict>>,
+    /// The policy in force with the verdicts made under it: swapped whole on reload, so a verdict of the old
+    /// policy can never land in the new one's cache.
+    policy: ArcSwap<InForce>,
     unverified_downloads: AtomicU64,
     refused_downloads: AtomicU64,
 }
@@ -71,8 +78,7 @@ impl Default for Signing {
         Self {
             mode: SignatureMode::Off,
             policy_path: None,
-            policy: ArcSwap::from_pointee(None),
-            verdicts: Mutex::default(),
+            policy: ArcSwap::from_pointee(InForce::default()),
             unverified_downloads: AtomicU64::new(0),
             refused_downloads: AtomicU64::new(0),
         }
@@ -103,7 +109,10 @@ impl Signing {
         Ok(Self {
             mode,
             policy_path,
-            policy: ArcSwap::from_pointee(policy),
+            policy: ArcSwap::from_pointee(InForce {
+                policy,
+                verdicts: Mutex::default(),
+            }),
             ..Self::default()
         })
     }
@@ -118,12 +127,11 @@ impl Signing {
             return Ok(());
         };
         let policy = load_policy(path)?;
-        self.policy.store(Arc::new(Some(policy)));
-        // Every stored signature is judged anew by the new policy.
-        self.verdicts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        // Every stored signature is judged anew by the new policy: it starts with no verdicts.
+        self.policy.store(Arc::new(InForce {
+            policy: Some(policy),
+            verdicts: Mutex::default(),
+        }));
         Ok(())
     }
 
@@ -151,8 +159,8 @@ impl Signing {
     }
 
     fn verdict(&self, key: &ComponentKey, file: &StoredFile, signature: &Signature) -> Verdict {
-        let policy = self.policy.load();
-        let Some(policy) = policy.as_ref() else {
+        let in_force = self.policy.load();
+        let Some(policy) = in_force.policy.as_ref() else {
             return match Bundle::parse(&signature.bundle) {
                 Ok(bundle) => Verdict::unverified(
                     None,
@@ -172,7 +180,7 @@ impl Signing {
             key.path_segments().into_iter().map(str::to_owned).collect(),
             file.sha256.clone(),
         );
-        if let Some(verdict) = self
+        if let Some(verdict) = in_force
             .verdicts
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -204,7 +212,7 @@ impl Signing {
                 ..verdict
             }
         };
-        let mut verdicts = self.verdicts.lock().unwrap_or_else(|e| e.into_inner());
+        let mut verdicts = in_force.verdicts.lock().unwrap_or_else(|e| e.into_inner());
         if verdicts.len() >= MAX_CACHED_VERDICTS {
             verdicts.clear();
         }
