@@ -616,7 +616,7 @@ impl RepositoryService {
         }
     }
 
-    /// The components with a file of these bytes, each with that file.
+    /// The components with a file of these bytes, each with that file (a component holding them twice, twice).
     async fn holders(&self, sha256: &str) -> Result<Vec<(ComponentKey, StoredFile)>, ServiceError> {
         use futures_util::StreamExt as _;
         let mut found = Vec::new();
@@ -624,7 +624,7 @@ impl RepositoryService {
             let mut components = self.store.components().scan(kind).await?;
             while let Some(component) = components.next().await {
                 let component = component?;
-                if let Some(file) = component.files().find(|f| f.sha256 == sha256) {
+                for file in component.files().filter(|f| f.sha256 == sha256) {
                     found.push((component.key.clone(), file.clone()));
                 }
             }
