@@ -301,13 +301,9 @@ impl ComponentStore for EmbeddedStore {
         key: &ComponentKey,
         expected: Option<u64>,
     ) -> Result<Component, StoreError> {
-        self.modify(key, Vec::new(), move |component| {
-            Ok(match component.lock(expected)? {
-                Some((locked, event)) => Ok(Decided::put(locked.clone(), locked, event)),
-                None => Err(component),
-            })
-        })
-        .await
+        let decide: crate::store::Decide = Box::new(move |component| Ok(component.lock(expected)?));
+        self.change(key, crate::domain::EventType::Locked, decide)
+            .await
     }
 
     async fn change(

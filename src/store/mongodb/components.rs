@@ -390,23 +390,9 @@ impl ComponentStore for MongoStore {
         key: &ComponentKey,
         expected: Option<u64>,
     ) -> Result<Component, StoreError> {
-        self.events
-            .recorded(EventType::Locked, key, |sequence| async move {
-                let decision = self
-                    .modify(key, Some(sequence), |component| {
-                        Ok(match component.lock(expected)? {
-                            Some((after, event)) => Decision::Write {
-                                after,
-                                answer: event,
-                            },
-                            None => Decision::Unchanged(component.clone()),
-                        })
-                    })
-                    .await?;
-                // Locked already: nothing changes, so nothing goes on the feed.
-                Ok(decision.recorded())
-            })
-            .await
+        // Locked already: nothing changes, so nothing goes on the feed.
+        let decide: crate::store::Decide = Box::new(move |component| Ok(component.lock(expected)?));
+        self.change(key, EventType::Locked, decide).await
     }
 
     async fn change(
