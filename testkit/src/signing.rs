@@ -6,7 +6,7 @@
 //! Everything here is synchronous and quick (a `model_signing` run is about 0.7 s); a test first asks
 //! [`available`] and says SKIPPED when the CLI is missing:
 //!
-//! ```ignore
+//! ```text
 //! let Ok(tool) = testkit::signing::available() else { return report_skip(..) };
 //! let key = Key::p256(dir);
 //! let bundle = sign_with_key(&file, &key);

@@ -351,20 +351,37 @@ fn signature_paths(
         .request_body(Some(bundle_body))
         .response(
             "201",
-            json_response("Attached; the verdict of this server's trust policy.", "Signature", false),
+            json_response(
+                "Attached; the verdict of this server's trust policy.",
+                "Signature",
+                false,
+            ),
         )
         .response(
             "200",
-            json_response("This bundle was attached already; nothing changed.", "Signature", false),
+            json_response(
+                "This bundle was attached already; nothing changed.",
+                "Signature",
+                false,
+            ),
         )
         .response(
             "400",
-            error("Not JSON, not a model-signing bundle, or its statement names other bytes than the file's."),
+            error(
+                "Not a model-signing bundle, or its statement names other bytes than the file's.",
+            ),
         )
-        .response("404", error("No such component, or no file (for the platform)."))
-        .response("409", error("The file has as many signatures as it keeps (8)."))
+        .response(
+            "404",
+            error("No such component, or no file (for the platform)."),
+        )
+        .response(
+            "409",
+            error("The file has as many signatures as it keeps (8)."),
+        )
         .response("413", error("The bundle is larger than 32 KiB."))
         .response("415", error("The body is not sent as JSON."))
+        .response("422", error("The body is not a JSON object."))
         .build(),
     );
     item.merge_operations(PathItem::new(
