@@ -150,7 +150,7 @@ function NearlyFits({ device }) {
   if (!items || items.length === 0) return null;
   return html`<section class="results" aria-labelledby="nearly-title">
     <h2 id="nearly-title">Nearly fits: why not</h2>
-    <ul class="runnable">
+    <ul class="nearly-fits">
       ${items.map((node) => {
         const kind = kindOf(node.__typename);
         return html`<li key=${`${kind}/${node.id}`}>
