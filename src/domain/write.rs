@@ -99,6 +99,29 @@ impl Component {
             .chain(self.variants.iter().map(|v| &v.file))
     }
 
+    /// The default file (`platform` `None`) or the variant file of exactly that platform.
+    pub fn file_of(&self, platform: Option<&Platform>) -> Option<&StoredFile> {
+        match platform {
+            None => self.file.as_ref(),
+            Some(platform) => self
+                .variants
+                .iter()
+                .find(|v| &v.platform == platform)
+                .map(|v| &v.file),
+        }
+    }
+
+    fn file_of_mut(&mut self, platform: Option<&Platform>) -> Option<&mut StoredFile> {
+        match platform {
+            None => self.file.as_mut(),
+            Some(platform) => self
+                .variants
+                .iter_mut()
+                .find(|v| &v.platform == platform)
+                .map(|v| &mut v.file),
+        }
+    }
+
     /// The same files, to rewrite their records (a store names the bytes its own way).
     pub fn files_mut(&mut self) -> impl Iterator<Item = &mut StoredFile> {
         self.file
@@ -123,14 +146,7 @@ impl Component {
         let mut after = self.next_revision();
         // The same bytes again (a retried upload) keep the signatures that vouch for them.
         let mut file = file;
-        let current = match &platform {
-            None => self.file.as_ref(),
-            Some(platform) => self
-                .variants
-                .iter()
-                .find(|v| &v.platform == platform)
-                .map(|v| &v.file),
-        };
+        let current = self.file_of(platform.as_ref());
         if let Some(current) = current
             && current.sha256 == file.sha256
             && !file.sha256.is_empty()
@@ -166,14 +182,7 @@ impl Component {
         platform: Option<&Platform>,
         policy: FilePolicy,
     ) -> Option<Refusal> {
-        let replaced = match platform {
-            None => self.file.as_ref(),
-            Some(platform) => self
-                .variants
-                .iter()
-                .find(|v| &v.platform == platform)
-                .map(|v| &v.file),
-        };
+        let replaced = self.file_of(platform);
         // A locked component that has a file gains none either: a new variant would change what devices of that
         // platform get. (Under `--immutable-files` alone, each variant may have its first file.)
         if replaced.is_none() && self.locked && self.files().next().is_some() {
@@ -260,15 +269,7 @@ impl Component {
         verifies: &dyn Fn(&StoredFile, &Signature) -> bool,
     ) -> Result<Option<(Component, EventDraft)>, UpdateError> {
         let mut after = self.next_revision();
-        let file = match platform {
-            None => after.file.as_mut(),
-            Some(platform) => after
-                .variants
-                .iter_mut()
-                .find(|v| &v.platform == platform)
-                .map(|v| &mut v.file),
-        }
-        .ok_or_else(|| {
+        let file = after.file_of_mut(platform).ok_or_else(|| {
             Refusal::NoFile(match platform {
                 None => format!("{} has no file to sign", self.key),
                 Some(platform) => format!("{} has no file for the platform {platform}", self.key),

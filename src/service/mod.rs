@@ -661,15 +661,7 @@ fn signed_file<'c>(
     component: &'c Component,
     platform: Option<&Platform>,
 ) -> Result<&'c StoredFile, ServiceError> {
-    match platform {
-        None => component.file.as_ref(),
-        Some(platform) => component
-            .variants
-            .iter()
-            .find(|v| &v.platform == platform)
-            .map(|v| &v.file),
-    }
-    .ok_or_else(|| {
+    component.file_of(platform).ok_or_else(|| {
         ServiceError::NotFound(match platform {
             None => format!("{} has no file", component.key),
             Some(platform) => format!("{} has no file for the platform {platform}", component.key),
