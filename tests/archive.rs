@@ -271,14 +271,7 @@ async fn signatures_survive_dump_and_restore() {
         )
         .await;
     assert_eq!(response.status(), 200);
-    let attached = app
-        .client
-        .post(app.url("/model/signed/1/signatures"))
-        .header("content-type", "application/json")
-        .body(bundle.clone())
-        .send()
-        .await
-        .unwrap();
+    let attached = app.attach_signature("/model/signed/1", &bundle).await;
     assert_eq!(attached.status(), 201);
     app.stop().await;
 

@@ -1132,13 +1132,8 @@ async fn an_enforcing_mirror_keeps_only_files_its_own_policy_verifies() {
             bundle = tampered(&bundle);
         }
         let response = cloud
-            .client
-            .post(cloud.url(&format!("/service/{id}/signatures")))
-            .header("content-type", "application/json")
-            .body(bundle)
-            .send()
-            .await
-            .unwrap();
+            .attach_signature(&format!("/service/{id}"), &bundle)
+            .await;
         assert_eq!(response.status(), 201);
     }
     let policy = Policy::new()
@@ -1194,13 +1189,8 @@ async fn an_enforcing_mirror_keeps_only_files_its_own_policy_verifies() {
     // Signed properly upstream, the file comes over.
     let file = keys.path().join("tampered");
     let response = cloud
-        .client
-        .post(cloud.url("/service/tampered/signatures"))
-        .header("content-type", "application/json")
-        .body(sign_with_key(&file, &publisher))
-        .send()
-        .await
-        .unwrap();
+        .attach_signature("/service/tampered", &sign_with_key(&file, &publisher))
+        .await;
     assert_eq!(response.status(), 201);
     wait_served(&site, "/service/tampered", &bad).await;
 }

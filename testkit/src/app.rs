@@ -289,6 +289,18 @@ impl TestApp {
         (status, response.bytes().await.unwrap().to_vec())
     }
 
+    /// `POST {component}/signatures` with a signature bundle as `model_signing` wrote it; `component` is the
+    /// component's REST route (`/model/<name>/<version>`, `/service/<id>`).
+    pub async fn attach_signature(&self, component: &str, bundle: &str) -> reqwest::Response {
+        self.client
+            .post(self.url(&format!("{component}/signatures")))
+            .header("content-type", "application/json")
+            .body(bundle.to_string())
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.get_with(path, &[]).await
     }

@@ -562,13 +562,8 @@ pub async fn signatures_are_referrers_of_the_signed_manifest(start: Starter) {
     std::fs::write(&file, &data).unwrap();
     let bundle = sign_with_key(&file, &key);
     let attached = app
-        .client
-        .post(app.url("/model/signed-model/1.0/signatures"))
-        .header("content-type", "application/json")
-        .body(bundle.clone())
-        .send()
-        .await
-        .unwrap();
+        .attach_signature("/model/signed-model/1.0", &bundle)
+        .await;
     assert_eq!(attached.status(), 201);
 
     let manifest = app
