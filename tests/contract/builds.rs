@@ -216,3 +216,94 @@ pub async fn build_needs_are_checked_at_upload(start: Starter) {
         "nothing was stored"
     );
 }
+
+/// A subscription to a pipeline's resolution sends it at once, then only when what the device would fetch changes
+/// (or whether it fits): a description edit sends nothing, a replaced file and a move of the model's alias do.
+pub async fn pipeline_subscribers_hear_of_changes_to_what_the_device_fetches(start: Starter) {
+    use testkit::ws::GraphqlSocket;
+    let app = start(test_config()).await;
+    for version in ["1", "2"] {
+        app.create_model("cam", version, "onnx").await;
+        app.upload(
+            "mutation($v: String!, $file: Upload!) { uploadModelFile(name: \"cam\", version: $v, file: $file) { name } }",
+            json!({ "v": version }),
+            bytes(300, version.parse().unwrap()),
+            "cam.onnx",
+        )
+        .await;
+    }
+    app.ok(
+        "mutation { a: setModelAlias(name: \"cam\", alias: \"production\", version: \"1\") { version } \
+         b: createTransformation(input: {id: \"resize\", needs: {ram: 1}}) { id } }",
+        json!({}),
+    )
+    .await;
+    let first_resize = app
+        .upload(
+            "mutation($file: Upload!) { uploadTransformationFile(id: \"resize\", file: $file) { id } }",
+            json!({}),
+            bytes(100, 3),
+            "resize.zip",
+        )
+        .await;
+    assert_eq!(first_resize.status(), 200);
+    let query = "subscription { pipelineResolutions(device: {ram: 4}, pipeline: {model: {name: \"cam\", alias: \"production\"}, \
+                 preprocessing: [\"resize\"]}) { fits lock components { key file { sha256 } } } }";
+    let mut socket = GraphqlSocket::subscribe(app.addr, "graphql-transport-ws", json!({}), query)
+        .await
+        .unwrap();
+    let first = resolution(&mut socket).await;
+    assert_eq!(first["fits"], true, "{first:#}");
+    assert_eq!(first["components"][0]["key"], "model cam version 1");
+
+    // A description changes nothing the device fetches: the next message is the replaced file's.
+    app.ok(
+        "mutation { updateTransformation(id: \"resize\", input: {description: \"resizes\"}) { id } }",
+        json!({}),
+    )
+    .await;
+    let replacement = bytes(120, 4);
+    app.upload(
+        "mutation($file: Upload!) { uploadTransformationFile(id: \"resize\", file: $file) { id } }",
+        json!({}),
+        replacement.clone(),
+        "resize.zip",
+    )
+    .await;
+    let replaced = resolution(&mut socket).await;
+    assert_eq!(
+        replaced["components"][1]["file"]["sha256"],
+        sha256_hex(&replacement),
+        "{replaced:#}"
+    );
+    assert_ne!(replaced["lock"], first["lock"]);
+
+    // Moving the model's alias changes the model's file; a need the device cannot meet changes whether it fits.
+    app.ok(
+        "mutation { setModelAlias(name: \"cam\", alias: \"production\", version: \"2\") { version } }",
+        json!({}),
+    )
+    .await;
+    let moved = resolution(&mut socket).await;
+    assert_eq!(
+        moved["components"][0]["key"], "model cam version 2",
+        "{moved:#}"
+    );
+    app.ok(
+        "mutation { updateTransformation(id: \"resize\", input: {needs: {ram: 8}}) { id } }",
+        json!({}),
+    )
+    .await;
+    let too_big = resolution(&mut socket).await;
+    assert_eq!(too_big["fits"], false, "{too_big:#}");
+    assert_eq!(
+        too_big["components"][1]["file"],
+        Value::Null,
+        "no build of it fits"
+    );
+}
+
+async fn resolution(socket: &mut testkit::ws::GraphqlSocket) -> Value {
+    let next = socket.next_result(std::time::Duration::from_secs(10)).await;
+    next.expect("a resolution within 10 s").expect("no errors")["pipelineResolutions"].clone()
+}

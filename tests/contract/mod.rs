@@ -161,6 +161,7 @@ macro_rules! contract_suite {
             locked_components_keep_their_file,
             builds_are_chosen_by_what_the_device_holds,
             build_needs_are_checked_at_upload,
+            pipeline_subscribers_hear_of_changes_to_what_the_device_fetches,
             variants_are_chosen_by_platform,
             variant_bytes_are_served_by_digest,
             a_variant_downloads_under_its_own_name,
