@@ -164,7 +164,29 @@ pub struct ServeArgs {
     )]
     pub read_tokens: Vec<Secret>,
 
-    /// A file of tokens, one per line: `read <token>` or `write <token>` (`#` starts a comment).
+    /// Bearer tokens of devices, comma-separated: they may report (`POST /devices/{id}/report`) and read, nothing
+    /// else. Never logged.
+    #[arg(
+        long,
+        env = "REPOSITORY_DEVICE_TOKENS",
+        value_delimiter = ',',
+        hide_env_values = true,
+        global = true
+    )]
+    pub device_tokens: Vec<Secret>,
+
+    /// How long a device report keeps its device live (s, m, h or d): older reports are left out of `devices`
+    /// and of in-use counts, and swept.
+    #[arg(
+        long,
+        env = "REPOSITORY_DEVICE_REPORT_TTL",
+        default_value = "15m",
+        value_parser = parse_age,
+        global = true
+    )]
+    pub device_report_ttl: std::time::Duration,
+
+    /// A file of tokens, one per line: `read <token>`, `write <token>` or `device <token>` (`#` starts a comment).
     #[arg(long, env = "REPOSITORY_TOKENS_FILE", global = true)]
     pub tokens_file: Option<PathBuf>,
 

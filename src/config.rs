@@ -38,6 +38,8 @@ pub struct Config {
     pub mirror: Option<Mirror>,
     pub connections: Connections,
     pub signatures: Signatures,
+    /// How long a device report keeps its device live (`--device-report-ttl`); older reports are ignored and swept.
+    pub device_report_ttl: std::time::Duration,
 }
 
 /// Signatures of files: the trust policy (`--trust-policy`) and what to do with it (`--signatures`).
@@ -75,6 +77,7 @@ impl Default for Config {
             mirror: None,
             connections: Connections::default(),
             signatures: Signatures::default(),
+            device_report_ttl: crate::service::devices::DEFAULT_REPORT_TTL,
         }
     }
 }

@@ -90,6 +90,7 @@ pub fn app(backend: impl Into<Backend>, config: &Config) -> anyhow::Result<axum:
         .with_signing(signing.clone())
         .with_webhooks(config.webhooks)
         .with_immutable_files(config.immutable_files)
+        .with_device_report_ttl(config.device_report_ttl)
         .with_upload_session_ttl(config.uploads.session_ttl)
         .with_max_upload_sessions(config.uploads.max_sessions)
         .with_max_upload_session_bytes(config.uploads.max_session_bytes);
@@ -272,6 +273,11 @@ fn spawn_sweeps(service: &Arc<RepositoryService>, config: &Config) {
         (service.upload_session_ttl() / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
     spawn_sweep(service, uploads, "expired upload sessions", |s| {
         Box::pin(async move { s.expire_uploads().await })
+    });
+    // Reads ignore expired reports already: the sweep only keeps the table small.
+    let devices = (service.device_report_ttl() / 4).clamp(Duration::from_secs(1), Duration::from_secs(300));
+    spawn_sweep(service, devices, "expired device reports", |s| {
+        Box::pin(async move { s.expire_device_reports().await })
     });
 }
 

@@ -50,6 +50,9 @@ impl Store for CountingFeed {
     fn uploads(&self) -> &dyn UploadStore {
         self.inner.uploads()
     }
+    fn devices(&self) -> &dyn component_repository::store::DeviceStore {
+        self.inner.devices()
+    }
     fn mirror(&self) -> Option<&dyn MirrorStore> {
         self.inner.mirror()
     }

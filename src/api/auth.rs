@@ -17,6 +17,8 @@ use super::error::ApiError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Need {
     Read,
+    /// A device's report of itself (`POST /devices/{id}/report`): device and write tokens.
+    Report,
     Write,
 }
 
@@ -24,7 +26,9 @@ pub enum Need {
 pub struct Tokens {
     read: Vec<[u8; 32]>,
     write: Vec<[u8; 32]>,
-    /// A name per token, in the order of `write` then `read`: what records of who did what say (alias history).
+    /// Tokens of devices: they read and report, nothing else.
+    device: Vec<[u8; 32]>,
+    /// A name per token, in the order of `write`, `read` then `device`: what records of who did what say.
     labels: Vec<String>,
     public_reads: bool,
 }
@@ -67,6 +71,7 @@ impl Tokens {
             .filter(|t| !t.is_empty())
             .map(|t| (t.clone(), None))
             .collect();
+        let mut device_tokens: Vec<(String, Option<String>)> = Vec::new();
         if let Some(path) = file {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| anyhow::anyhow!("reading the tokens file {}: {e}", path.display()))?;
@@ -82,9 +87,11 @@ impl Tokens {
                 match (scope, token) {
                     (Some("read"), Some(token)) => read_tokens.push((token.to_string(), label)),
                     (Some("write"), Some(token)) => write_tokens.push((token.to_string(), label)),
+                    (Some("device"), Some(token)) => device_tokens.push((token.to_string(), label)),
                     // The line may hold a token: say where, never what.
                     _ => anyhow::bail!(
-                        "{} line {}: expected `read <token> [label]` or `write <token> [label]`",
+                        "{} line {}: expected `read <token> [label]`, `write <token> [label]` or \
+                         `device <token> [label]`",
                         path.display(),
                         n + 1
                     ),
@@ -99,6 +106,7 @@ impl Tokens {
         let tokens = Tokens {
             read: read_tokens.iter().map(|(t, _)| digest(t)).collect(),
             write: write_tokens.iter().map(|(t, _)| digest(t)).collect(),
+            device: device_tokens.iter().map(|(t, _)| digest(t)).collect(),
             labels: write_tokens
                 .iter()
                 .enumerate()
@@ -109,10 +117,26 @@ impl Tokens {
                         .enumerate()
                         .map(|(i, (_, l))| name("read", i, l)),
                 )
+                .chain(
+                    device_tokens
+                        .iter()
+                        .enumerate()
+                        .map(|(i, (_, l))| name("device", i, l)),
+                )
                 .collect(),
             public_reads,
         };
         Ok(tokens)
+    }
+
+    /// Adds device tokens (`--device-token`), after those of the tokens file.
+    pub fn with_device_tokens(mut self, tokens: &[String]) -> Tokens {
+        let first = self.device.len();
+        for (i, token) in tokens.iter().filter(|t| !t.is_empty()).enumerate() {
+            self.device.push(digest(token));
+            self.labels.push(format!("device-token-{}", first + i + 1));
+        }
+        self
     }
 
     /// The label of the token a request presents: `anonymous` without tokens configured or without a valid
@@ -123,7 +147,8 @@ impl Tokens {
         };
         let presented = digest(token);
         let mut found = u64::MAX;
-        for (i, d) in self.write.iter().chain(self.read.iter()).enumerate() {
+        let all = self.write.iter().chain(&self.read).chain(&self.device);
+        for (i, d) in all.enumerate() {
             found = u64::conditional_select(&found, &(i as u64), d.ct_eq(&presented));
         }
         self.labels
@@ -133,7 +158,7 @@ impl Tokens {
     }
 
     pub fn enabled(&self) -> bool {
-        !self.read.is_empty() || !self.write.is_empty()
+        !self.read.is_empty() || !self.write.is_empty() || !self.device.is_empty()
     }
 
     /// For the start-up log: how many tokens, never which.
@@ -142,9 +167,10 @@ impl Tokens {
             return "off: no tokens configured, everything is open".into();
         }
         format!(
-            "{} write and {} read tokens; reads {}",
+            "{} write, {} read and {} device tokens; reads {}",
             self.write.len(),
             self.read.len(),
+            self.device.len(),
             if self.public_reads {
                 "public"
             } else {
@@ -174,6 +200,8 @@ impl Tokens {
         let presented = digest(token);
         let grant = if contains(&self.write, &presented) {
             Need::Write
+        } else if contains(&self.device, &presented) {
+            Need::Report
         } else if contains(&self.read, &presented) {
             Need::Read
         } else {
@@ -229,6 +257,14 @@ impl Access {
             Err(ApiError::Unauthenticated(
                 "this server needs a bearer token: send `Authorization: Bearer <token>`".into(),
             ))
+        } else if self.grant == Some(Need::Report) {
+            Err(ApiError::Forbidden(
+                "this device token can only read and report: changes need a write token".into(),
+            ))
+        } else if need == Need::Report {
+            Err(ApiError::Forbidden(
+                "this token can only read: device reports need a device or write token".into(),
+            ))
         } else {
             Err(ApiError::Forbidden(
                 "this token can only read: changes need a write token".into(),
@@ -248,10 +284,21 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         })
 }
 
-/// For REST routes: GET and HEAD read, everything else writes.
+/// Whether a request is a device's report of itself: `POST /devices/{id}/report`.
+fn is_device_report(method: &Method, path: &str) -> bool {
+    let mut segments = path.trim_start_matches('/').split('/');
+    *method == Method::POST
+        && segments.next() == Some("devices")
+        && segments.next().is_some_and(|id| !id.is_empty())
+        && segments.next() == Some("report")
+        && segments.next().is_none()
+}
+
+/// For REST routes: GET and HEAD read, a device report reports, everything else writes.
 pub async fn rest_guard(State(tokens): State<Tokens>, request: Request, next: Next) -> Response {
     let need = match *request.method() {
         Method::GET | Method::HEAD | Method::OPTIONS => Need::Read,
+        ref method if is_device_report(method, request.uri().path()) => Need::Report,
         _ => Need::Write,
     };
     match tokens.check(request.headers(), need) {
@@ -299,6 +346,35 @@ mod tests {
             tokens.check(&headers(Some("x")), Need::Read),
             Err(ApiError::Unauthenticated(_))
         ));
+    }
+
+    #[test]
+    fn device_tokens_read_and_report_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens");
+        std::fs::write(&path, "device d1 jetson fleet\nread r1\n").unwrap();
+        let tokens = Tokens::new(&[], &["w".into()], Some(&path), false)
+            .unwrap()
+            .with_device_tokens(&["d2".into()]);
+        for device in ["d1", "d2"] {
+            assert!(tokens.check(&headers(Some(device)), Need::Read).is_ok());
+            assert!(tokens.check(&headers(Some(device)), Need::Report).is_ok());
+            assert!(matches!(
+                tokens.check(&headers(Some(device)), Need::Write),
+                Err(ApiError::Forbidden(_))
+            ));
+        }
+        assert!(matches!(
+            tokens.check(&headers(Some("r1")), Need::Report),
+            Err(ApiError::Forbidden(_))
+        ));
+        assert!(tokens.check(&headers(Some("w")), Need::Report).is_ok());
+        assert_eq!(tokens.label(&headers(Some("d1"))), "jetson fleet");
+        assert_eq!(tokens.label(&headers(Some("d2"))), "device-token-2");
+        assert!(is_device_report(&Method::POST, "/devices/cam-7/report"));
+        assert!(!is_device_report(&Method::POST, "/devices/cam-7/report/x"));
+        assert!(!is_device_report(&Method::POST, "/model/devices/report"));
+        assert!(!is_device_report(&Method::DELETE, "/devices/cam-7/report"));
     }
 
     #[test]

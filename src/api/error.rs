@@ -99,6 +99,7 @@ pub fn error_code(e: &ServiceError) -> &'static str {
         ServiceError::ReadOnlyMirror(_) => "READ_ONLY_MIRROR",
         ServiceError::Unsigned(_) | ServiceError::UnsignedVersion(_) => "UNSIGNED",
         ServiceError::LimitExceeded(_) => "LIMIT_EXCEEDED",
+        ServiceError::InUse { .. } => "IN_USE",
         ServiceError::Unavailable(_) => "UNAVAILABLE",
         ServiceError::Internal(_) => "INTERNAL",
     }
@@ -113,7 +114,8 @@ pub fn status_of(e: &ServiceError) -> StatusCode {
         ServiceError::AlreadyExists(_)
         | ServiceError::Conflict(_)
         | ServiceError::Immutable(_)
-        | ServiceError::LimitExceeded(_) => StatusCode::CONFLICT,
+        | ServiceError::LimitExceeded(_)
+        | ServiceError::InUse { .. } => StatusCode::CONFLICT,
         ServiceError::InvalidInput(_) => StatusCode::BAD_REQUEST,
         // The tus checksum extension's own status.
         ServiceError::ChecksumMismatch(_) => {
@@ -150,8 +152,16 @@ pub fn graphql_error(e: &ServiceError) -> async_graphql::Error {
         ServiceError::Stale { current, .. } => Some(*current),
         _ => None,
     };
+    let devices = match e {
+        ServiceError::InUse { devices, .. } => Some(*devices),
+        _ => None,
+    };
     async_graphql::Error::new(e.to_string()).extend_with(|_, ext| {
         ext.set("code", code);
+        // An in-use refusal says how many live devices run it.
+        if let Some(devices) = devices {
+            ext.set("devices", devices);
+        }
         // A stale write says where the component is now, so a client can show both sides and retry.
         if let Some(current) = current {
             ext.set("currentRevision", current);
@@ -342,8 +352,11 @@ impl IntoResponse for ApiError {
             }
             _ => json!(detail),
         };
-        let mut response =
-            (status, Json(json!({ "detail": detail, "code": code }))).into_response();
+        let mut body = json!({ "detail": detail, "code": code });
+        if let ApiError::Service(ServiceError::InUse { devices, .. }) = &self {
+            body["devices"] = json!(devices);
+        }
+        let mut response = (status, Json(body)).into_response();
         self.add_headers(&mut response);
         if let ApiError::Service(ServiceError::Unavailable(_) | ServiceError::Internal(_)) = &self {
             response

@@ -38,7 +38,8 @@ impl TryFrom<ServeArgs> for Config {
             args.tokens_file.as_deref(),
             args.public_reads,
         )
-        .map_err(|e| ConfigError::new("--tokens-file", format!("{e:#}")))?;
+        .map_err(|e| ConfigError::new("--tokens-file", format!("{e:#}")))?
+        .with_device_tokens(&secrets(&args.device_tokens));
         let config = Config {
             bind: args.bind,
             public_url: args.public_url.clone(),
@@ -101,6 +102,7 @@ impl TryFrom<ServeArgs> for Config {
                 send_idle_timeout: secs(args.send_idle_timeout_secs),
                 shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
             },
+            device_report_ttl: args.device_report_ttl,
         };
         config.check()?;
         Ok(config)

@@ -3,6 +3,7 @@
 mod alias;
 mod component;
 mod device_file;
+pub mod device_report;
 mod digest;
 mod error;
 mod event;
@@ -23,6 +24,7 @@ pub use component::{
     SpecUpdate, StoredFile, TransformationSpec,
 };
 pub use device_file::parse_device;
+pub use device_report::{DeviceReport, Health, Running, hardware_class};
 pub use digest::Sha256;
 pub use error::DomainError;
 pub use event::{Event, EventAlias, EventDraft, EventFile, EventFilter, EventType};

@@ -37,6 +37,9 @@ pub enum Refusal {
     /// The write names a file the component does not have.
     #[error("{0}")]
     NoFile(String),
+    /// Live devices report running this component (device reports): deleting it needs `force`.
+    #[error("{devices} live devices report running {key}: delete with force to delete it anyway")]
+    InUse { key: ComponentKey, devices: u64 },
     /// A cap on what one component keeps (signatures per file) is reached.
     #[error("{0}")]
     Full(String),

@@ -51,6 +51,9 @@ pub enum ServiceError {
     /// `--signatures enforce`: an alias may not move to a version with a file no signature verifies.
     #[error("{0}")]
     UnsignedVersion(String),
+    /// Live devices report running what a delete names (device reports): `force` deletes it anyway.
+    #[error("{message}")]
+    InUse { message: String, devices: u64 },
     /// A write to an edge mirror: its content comes from its upstream only.
     #[error("{0}")]
     ReadOnlyMirror(String),
@@ -100,6 +103,10 @@ impl From<StoreError> for ServiceError {
             StoreError::Refused(e @ Refusal::Aliased { .. }) => {
                 ServiceError::Conflict(e.to_string())
             }
+            StoreError::Refused(e @ Refusal::InUse { devices, .. }) => ServiceError::InUse {
+                message: e.to_string(),
+                devices,
+            },
             StoreError::Refused(Refusal::NoFile(message)) => ServiceError::NotFound(message),
             StoreError::Refused(Refusal::Full(message)) => ServiceError::LimitExceeded(message),
             StoreError::Refused(e @ Refusal::Stale { actual, .. }) => ServiceError::Stale {

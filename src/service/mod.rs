@@ -11,6 +11,7 @@ mod pipelines;
 pub mod signing;
 pub mod uploads;
 pub mod webhooks;
+pub mod devices;
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -68,6 +69,8 @@ pub struct RepositoryService {
     feed_hub: feed_hub::FeedHub,
     /// The trust policy and what the server does with signatures.
     signing: Arc<signing::Signing>,
+    /// How long a device report keeps its device live (`--device-report-ttl`).
+    device_report_ttl: std::time::Duration,
 }
 
 impl RepositoryService {
@@ -86,7 +89,14 @@ impl RepositoryService {
             mirror: None,
             feed_hub: feed_hub::FeedHub::default(),
             signing: Arc::default(),
+            device_report_ttl: devices::DEFAULT_REPORT_TTL,
         }
+    }
+
+    /// Sets how long a device report keeps its device live.
+    pub fn with_device_report_ttl(mut self, ttl: std::time::Duration) -> Self {
+        self.device_report_ttl = ttl;
+        self
     }
 
     /// Sets the trust policy and the signature mode.

@@ -17,7 +17,7 @@ use futures_util::Stream;
 use thiserror::Error;
 
 use crate::domain::{
-    AliasMove, AliasRecord, Component, ComponentFilter, ComponentKey, Delivery, DomainError,
+    AliasMove, AliasRecord, Component, ComponentFilter, ComponentKey, Delivery, DeviceReport, DomainError,
     EventDraft, EventType, FilePolicy, Kind, ModelKey, Refusal, Sha256, StoredFile, UpdateError,
     Webhook,
 };
@@ -181,6 +181,7 @@ pub trait Store: Send + Sync + 'static {
     fn feed(&self) -> &dyn FeedStore;
     fn webhooks(&self) -> &dyn WebhookStore;
     fn uploads(&self) -> &dyn UploadStore;
+    fn devices(&self) -> &dyn DeviceStore;
 
     /// What an edge mirror needs of its store; `None` for a backend that cannot hold one.
     fn mirror(&self) -> Option<&dyn MirrorStore> {
@@ -436,6 +437,43 @@ pub trait WebhookStore: Send + Sync {
         before: chrono::DateTime<chrono::Utc>,
         keep: usize,
     ) -> Result<u64, StoreError>;
+}
+
+/// Which device reports a listing returns.
+#[derive(Debug, Clone, Default)]
+pub struct DeviceQuery {
+    /// Only devices of this hardware class.
+    pub hardware_class: Option<String>,
+    /// Only devices running this key ([`crate::domain::device_report::running_slot`]).
+    pub running_slot: Option<String>,
+    /// Only reports received at or after this time (older ones have expired).
+    pub since: chrono::DateTime<chrono::Utc>,
+    /// At most this many, by device id.
+    pub limit: usize,
+}
+
+/// The latest report of each device (`POST /devices/{id}/report`); one record per device.
+#[async_trait]
+pub trait DeviceStore: Send + Sync {
+    /// Replaces the device's report with `report` (or adds it).
+    async fn put_report(&self, report: &DeviceReport) -> Result<(), StoreError>;
+
+    /// The device's latest report, however old.
+    async fn report(&self, id: &str) -> Result<Option<DeviceReport>, StoreError>;
+
+    /// Reports that match `query`, by device id.
+    async fn reports(&self, query: &DeviceQuery) -> Result<Vec<DeviceReport>, StoreError>;
+
+    /// How many devices reported running the key of `running_slot` at or after `since`.
+    async fn count_running(
+        &self,
+        running_slot: &str,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<u64, StoreError>;
+
+    /// Removes reports received before `before`; returns how many.
+    async fn expire_reports(&self, before: chrono::DateTime<chrono::Utc>)
+    -> Result<u64, StoreError>;
 }
 
 /// What an edge mirror keeps in its store; only a backend that can hold a mirror implements it.

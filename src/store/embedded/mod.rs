@@ -12,6 +12,7 @@ mod aliases;
 mod blobs;
 mod catalog;
 mod components;
+mod devices;
 mod events;
 mod layered;
 mod mirror;
@@ -211,6 +212,10 @@ impl Store for EmbeddedStore {
     }
 
     fn uploads(&self) -> &dyn UploadStore {
+        self
+    }
+
+    fn devices(&self) -> &dyn crate::store::DeviceStore {
         self
     }
 

@@ -12,7 +12,7 @@ use super::catalog::{Builder, Catalog, Snapshot};
 use super::writer::{self, Pins, Writer};
 use super::{
     ALIAS_HISTORY, ALIASES, BLOB_READERS, BLOB_REFS, CACHE_BYTES, EmbeddedStore, LOAD_BATCH,
-    Loading, OrBackend, damaged, events, table, uploads, webhooks,
+    Loading, OrBackend, damaged, devices, events, table, uploads, webhooks,
 };
 use crate::domain::Kind;
 use crate::store::{EventSignal, StoreError};
@@ -224,6 +224,7 @@ impl EmbeddedStore {
         txn.open_table(BLOB_REFS).or_backend()?;
         events::create_tables(&txn)?;
         webhooks::create_tables(&txn)?;
+        devices::create_tables(&txn)?;
         txn.open_table(ALIASES).or_backend()?;
         txn.open_table(ALIAS_HISTORY).or_backend()?;
         txn.commit().or_backend()?;

@@ -11,6 +11,7 @@
 
 mod aliases;
 mod components;
+mod devices;
 mod documents;
 mod events;
 mod gc;
@@ -212,6 +213,11 @@ impl MongoStore {
                     .create_index(history)
                     .await
                     .map_err(map_err)?;
+                self.metadata
+                    .collection::<Document>(devices::DEVICE_REPORTS)
+                    .create_indexes(devices::indexes())
+                    .await
+                    .map_err(map_err)?;
                 self.grid.ensure_indexes().await;
                 self.events.ensure_indexes().await?;
                 Ok(())
@@ -261,6 +267,10 @@ impl Store for MongoStore {
     }
 
     fn uploads(&self) -> &dyn UploadStore {
+        self
+    }
+
+    fn devices(&self) -> &dyn super::DeviceStore {
         self
     }
 }
