@@ -12,8 +12,8 @@ async fn openapi_describes_every_rest_route() {
     let paths = document["paths"].as_object().unwrap();
     assert_eq!(
         paths.len(),
-        20,
-        "4 kinds x (collection, item, meta, signatures) + /model/meta + /blobs/sha256/{{hex}} + /uploads and /uploads/{{id}}: {:?}",
+        21,
+        "4 kinds x (collection, item, meta, signatures) + /model/meta + /blobs/sha256/{{hex}} + /uploads and /uploads/{{id}} + /devices/{{id}}/report: {:?}",
         paths.keys()
     );
     // Every documented operation is routed: none falls through to the router's 404 or 405.

@@ -1,6 +1,7 @@
 //! The GraphQL API: schema, resolvers, DataLoader and the streaming multipart reader.
 
 mod budget;
+mod devices;
 mod document;
 mod events;
 mod guard;

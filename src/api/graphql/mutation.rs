@@ -55,9 +55,13 @@ async fn update<T: FromNode>(
 async fn delete(
     ctx: &Context<'_>,
     key: Result<ComponentKey, DomainError>,
+    force: Option<bool>,
 ) -> async_graphql::Result<bool> {
     let key = key.gql()?;
-    service(ctx)?.delete(&key).await.gql()?;
+    service(ctx)?
+        .delete_unless_in_use(&key, force.unwrap_or(false))
+        .await
+        .gql()?;
     Ok(true)
 }
 
@@ -361,14 +365,16 @@ impl MutationRoot {
         .await
     }
 
-    /// Deletes a model and its file.
+    /// Deletes a model and its file. Refused (`IN_USE`, with `extensions.devices`) while live devices report
+    /// running it, unless `force`.
     async fn delete_model(
         &self,
         ctx: &Context<'_>,
         name: String,
         version: String,
+        force: Option<bool>,
     ) -> async_graphql::Result<bool> {
-        delete(ctx, ComponentKey::model(name, version)).await
+        delete(ctx, ComponentKey::model(name, version), force).await
     }
 
     /// Uploads (or replaces) the file of a model. Send as a multipart request. With `platform` the file is that
@@ -431,12 +437,14 @@ impl MutationRoot {
         .await
     }
 
+    /// Deletes a transformation; refused (`IN_USE`) while live devices report running it, unless `force`.
     async fn delete_transformation(
         &self,
         ctx: &Context<'_>,
         id: ID,
+        force: Option<bool>,
     ) -> async_graphql::Result<bool> {
-        delete(ctx, ComponentKey::with_id(Kind::Transformation, id.0)).await
+        delete(ctx, ComponentKey::with_id(Kind::Transformation, id.0), force).await
     }
 
     /// Uploads (or replaces) the file of a transformation. Send as a multipart request. With `platform` the file is that
@@ -502,8 +510,14 @@ impl MutationRoot {
         .await
     }
 
-    async fn delete_service(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<bool> {
-        delete(ctx, ComponentKey::with_id(Kind::Service, id.0)).await
+    /// Deletes a service; refused (`IN_USE`) while live devices report running it, unless `force`.
+    async fn delete_service(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        force: Option<bool>,
+    ) -> async_graphql::Result<bool> {
+        delete(ctx, ComponentKey::with_id(Kind::Service, id.0), force).await
     }
 
     /// Uploads (or replaces) the file of a service. Send as a multipart request. With `platform` the file is that
@@ -571,8 +585,14 @@ impl MutationRoot {
         .await
     }
 
-    async fn delete_inferencer(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<bool> {
-        delete(ctx, ComponentKey::with_id(Kind::Inferencer, id.0)).await
+    /// Deletes an inferencer; refused (`IN_USE`) while live devices report running it, unless `force`.
+    async fn delete_inferencer(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        force: Option<bool>,
+    ) -> async_graphql::Result<bool> {
+        delete(ctx, ComponentKey::with_id(Kind::Inferencer, id.0), force).await
     }
 
     /// Uploads (or replaces) the file of a inferencer. Send as a multipart request. With `platform` the file is that

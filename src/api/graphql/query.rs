@@ -200,6 +200,26 @@ impl QueryRoot {
         super::events::events(ctx, after, first, filter).await
     }
 
+    /// The live devices (their latest report is newer than `--device-report-ttl`) that match `filter`, by id:
+    /// what each runs, its hardware class and when it was last seen. At most `first` (default and most 10,000).
+    async fn devices(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<super::devices::DevicesFilter>,
+        first: Option<i32>,
+    ) -> async_graphql::Result<Vec<super::devices::ReportedDevice>> {
+        super::devices::devices(ctx, filter, first).await
+    }
+
+    /// A live device's latest report; null when it never reported or its report expired.
+    async fn device(
+        &self,
+        ctx: &Context<'_>,
+        id: String,
+    ) -> async_graphql::Result<Option<super::devices::ReportedDevice>> {
+        super::devices::device(ctx, id).await
+    }
+
     /// The webhooks, with their deliveries. Needs a write token.
     async fn webhooks(
         &self,

@@ -1,6 +1,7 @@
 //! The original service's REST API, route for route: create, upload, update metadata, list, download and delete
 //! for all four kinds, with the original's bodies and status codes, served by the same service layer as GraphQL.
 
+mod devices;
 mod openapi;
 mod original;
 mod signatures;
@@ -107,6 +108,12 @@ pub fn routes() -> Router<AppState> {
                 .layer(DefaultBodyLimit::disable()),
         )
         .route(
+            "/devices/{id}/report",
+            post(devices::report).layer(DefaultBodyLimit::max(
+                crate::domain::device_report::MAX_REPORT_BYTES,
+            )),
+        )
+        .route(
             "/model/{name}/{version}/signatures",
             post(signatures::add_to_model)
                 .get(signatures::list_of_model)
@@ -126,7 +133,7 @@ pub fn routes() -> Router<AppState> {
                 &format!("/{kind}/{{id}}"),
                 get(move |s, p, q, h| download_by_id(s, kind, p, q, h))
                     .put(move |s, p, m| upload_by_id(s, kind, p, m))
-                    .delete(move |s, p| delete_by_id(s, kind, p))
+                    .delete(move |s, p, q| delete_by_id(s, kind, p, q))
                     // Uploads are limited per file by the service while they stream, not by a body limit.
                     .layer(DefaultBodyLimit::disable()),
             )
@@ -368,13 +375,21 @@ async fn upload(
     ))
 }
 
+/// `?force=true` deletes what live devices report running (otherwise 409 `IN_USE`).
+#[derive(Deserialize)]
+struct DeleteQuery {
+    #[serde(default)]
+    force: bool,
+}
+
 async fn delete_model(
     State(state): State<AppState>,
     Path((name, version)): Path<(String, String)>,
+    Query(query): Query<DeleteQuery>,
 ) -> Result<StatusCode, ApiError> {
     state
         .service
-        .delete(&ComponentKey::model(name, version)?)
+        .delete_unless_in_use(&ComponentKey::model(name, version)?, query.force)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -383,10 +398,11 @@ async fn delete_by_id(
     State(state): State<AppState>,
     kind: Kind,
     Path(id): Path<String>,
+    Query(query): Query<DeleteQuery>,
 ) -> Result<StatusCode, ApiError> {
     state
         .service
-        .delete(&ComponentKey::with_id(kind, id)?)
+        .delete_unless_in_use(&ComponentKey::with_id(kind, id)?, query.force)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

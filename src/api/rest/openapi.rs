@@ -254,8 +254,19 @@ fn kind_paths(paths: PathsBuilder, kind: &str, key: &str, key_parameters: &[&str
             kind,
             &format!("Deletes a {kind} and its file."),
         ))
+        .parameter(described(
+            optional(query_parameter("force")),
+            "`true` deletes it even when live devices report running it.",
+        ))
         .response("204", empty("Deleted."))
         .response("404", error("No such component."))
+        .response(
+            "409",
+            error(
+                "Live devices report running it (code `IN_USE`, with their count in `devices`), or it is locked \
+                 or aliased.",
+            ),
+        )
         .build(),
     ));
 
@@ -402,6 +413,39 @@ fn signature_paths(
         .build(),
     ));
     item
+}
+
+/// The body of `POST /devices/{id}/report`.
+fn device_report_schema() -> ObjectBuilder {
+    let number = || ObjectBuilder::new().schema_type(Type::Number).minimum(Some(0.0));
+    let integer = || ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(0.0));
+    ObjectBuilder::new()
+        .description(Some(
+            "What a device reports: `device` as GraphQL's `DeviceInput` (platform and accelerators, gpu, \
+             gpuMemory, ram, storage in GB, libraries), `running` (at most 64 entries `{kind, id}` or \
+             `{kind: \"model\", name, version}`, with the `sha256` of the file it runs), and `health` since the last \
+             report.",
+        ))
+        .property("device", ObjectBuilder::new())
+        .property(
+            "running",
+            utoipa::openapi::schema::ArrayBuilder::new().items(
+                ObjectBuilder::new()
+                    .property("kind", ObjectBuilder::new().schema_type(Type::String))
+                    .property("id", ObjectBuilder::new().schema_type(Type::String))
+                    .property("name", ObjectBuilder::new().schema_type(Type::String))
+                    .property("version", ObjectBuilder::new().schema_type(Type::String))
+                    .property("sha256", ObjectBuilder::new().schema_type(Type::String))
+                    .required("kind"),
+            ),
+        )
+        .property(
+            "health",
+            ObjectBuilder::new()
+                .property("requests", integer())
+                .property("errors", integer())
+                .property("p99Ms", number()),
+        )
 }
 
 fn signature_schema() -> ObjectBuilder {
@@ -667,6 +711,33 @@ pub fn document() -> OpenApi {
         .property("code", ObjectBuilder::new().schema_type(Type::String))
         .required("detail")
         .required("code");
+    let device_report = PathItem::new(
+        HttpMethod::Post,
+        operation(
+            "report_device".into(),
+            "devices",
+            "A device reports its hardware, what it runs and its health since its last report. Device and \
+             write tokens may send it.",
+        )
+        .parameter(described(
+            path_parameter("id"),
+            "The device's id, a key part (no `/`).",
+        ))
+        .request_body(Some(json_body(
+            "DeviceReport",
+            "The device (as GraphQL's `DeviceInput`), what it runs and its health.",
+        )))
+        .response(
+            "200",
+            json_response("The report as stored, with its hardware class.", "StoredDeviceReport", false),
+        )
+        .response("400", error("A value is not valid (an id, a number, too many entries)."))
+        .response("403", error("The token may not report (a read token)."))
+        .response("413", error("The report is larger than 64 KiB."))
+        .response("415", error("The body is not sent as JSON."))
+        .response("422", error("The body is not a JSON object."))
+        .build(),
+    );
     OpenApiBuilder::new()
         .info(
             InfoBuilder::new()
@@ -681,6 +752,7 @@ pub fn document() -> OpenApi {
             upload_paths(paths)
                 .path("/model/meta", model_meta)
                 .path("/blobs/sha256/{hex}", blob)
+                .path("/devices/{id}/report", device_report)
                 .build(),
         )
         .components(Some(
@@ -691,6 +763,24 @@ pub fn document() -> OpenApi {
                 .schema_from::<OriginalNeeds>()
                 .schema("Error", error_schema)
                 .schema("Signature", signature_schema())
+                .schema("DeviceReport", device_report_schema())
+                .schema(
+                    "StoredDeviceReport",
+                    device_report_schema()
+                        .description(Some("A device's latest report as stored."))
+                        .property("id", ObjectBuilder::new().schema_type(Type::String))
+                        .property(
+                            "hardwareClass",
+                            ObjectBuilder::new().schema_type(Type::String).description(Some(
+                                "`os/arch[/variant]`, `+accelerator` per accelerator, `@` and the memory bucket.",
+                            )),
+                        )
+                        .property("receivedAt", ObjectBuilder::new().schema_type(Type::String))
+                        .property("reportedBy", ObjectBuilder::new().schema_type(Type::String))
+                        .required("id")
+                        .required("hardwareClass")
+                        .required("receivedAt"),
+                )
                 .schema(
                     "Signatures",
                     ObjectBuilder::new()
