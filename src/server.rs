@@ -275,7 +275,8 @@ fn spawn_sweeps(service: &Arc<RepositoryService>, config: &Config) {
         Box::pin(async move { s.expire_uploads().await })
     });
     // Reads ignore expired reports already: the sweep only keeps the table small.
-    let devices = (service.device_report_ttl() / 4).clamp(Duration::from_secs(1), Duration::from_secs(300));
+    let devices =
+        (service.device_report_ttl() / 4).clamp(Duration::from_secs(1), Duration::from_secs(300));
     spawn_sweep(service, devices, "expired device reports", |s| {
         Box::pin(async move { s.expire_device_reports().await })
     });

@@ -134,8 +134,8 @@ pub fn parse_report(
             format!("must be at most {MAX_REPORT_BYTES} bytes"),
         ));
     }
-    let body: ReportBody = serde_json::from_slice(body)
-        .map_err(|e| DomainError::new("report", e.to_string()))?;
+    let body: ReportBody =
+        serde_json::from_slice(body).map_err(|e| DomainError::new("report", e.to_string()))?;
     let device = match &body.device {
         Some(json) => parse_device(json).map_err(|e| DomainError::new("report.device", e))?,
         None => Device::default(),
@@ -261,7 +261,12 @@ mod tests {
     use super::*;
 
     fn parse(body: serde_json::Value) -> Result<DeviceReport, DomainError> {
-        parse_report("jetson-1", body.to_string().as_bytes(), "dev", super::super::now())
+        parse_report(
+            "jetson-1",
+            body.to_string().as_bytes(),
+            "dev",
+            super::super::now(),
+        )
     }
 
     #[test]
@@ -294,7 +299,10 @@ mod tests {
                 ..Default::default()
             })
         };
-        assert_eq!(with(Some(24.0), None, "12.1"), with(Some(23.5), None, "11.8"));
+        assert_eq!(
+            with(Some(24.0), None, "12.1"),
+            with(Some(23.5), None, "11.8")
+        );
         assert_eq!(with(None, Some(16.0), "12"), "linux/amd64/v1+cuda@ram16g");
         assert_eq!(with(None, Some(0.5), "12"), "linux/amd64/v1+cuda@ram<1g");
         assert_eq!(with(None, None, "12"), "linux/amd64/v1+cuda");
@@ -304,10 +312,15 @@ mod tests {
     #[test]
     fn bad_reports_are_refused_with_the_field() {
         let refused = |body: serde_json::Value| parse(body).unwrap_err().to_string();
-        assert!(refused(serde_json::json!({"health": {"requests": 1, "errors": 2}})).contains("errors"));
+        assert!(
+            refused(serde_json::json!({"health": {"requests": 1, "errors": 2}})).contains("errors")
+        );
         assert!(refused(serde_json::json!({"health": {"p99Ms": -1}})).contains("p99Ms"));
         assert!(refused(serde_json::json!({"device": {"ram": -4}})).contains("ram"));
-        assert!(refused(serde_json::json!({"running": [{"kind": "model", "id": "x"}]})).contains("report"));
+        assert!(
+            refused(serde_json::json!({"running": [{"kind": "model", "id": "x"}]}))
+                .contains("report")
+        );
         assert!(refused(serde_json::json!({"extra": 1})).contains("extra"));
         let many: Vec<_> = (0..=MAX_RUNNING)
             .map(|i| serde_json::json!({"kind": "service", "id": format!("s{i}")}))

@@ -30,7 +30,8 @@ impl RepositoryService {
     }
 
     fn live_since(&self) -> DateTime<Utc> {
-        let ttl = chrono::Duration::from_std(self.device_report_ttl).unwrap_or(chrono::Duration::MAX);
+        let ttl =
+            chrono::Duration::from_std(self.device_report_ttl).unwrap_or(chrono::Duration::MAX);
         crate::domain::now()
             .checked_sub_signed(ttl)
             .unwrap_or(DateTime::<Utc>::MIN_UTC)
@@ -67,7 +68,10 @@ impl RepositoryService {
             hardware_class: filter.hardware_class,
             running_slot: filter.running.as_ref().map(running_slot),
             since: self.live_since(),
-            limit: filter.limit.unwrap_or(MAX_DEVICES_LISTED).min(MAX_DEVICES_LISTED),
+            limit: filter
+                .limit
+                .unwrap_or(MAX_DEVICES_LISTED)
+                .min(MAX_DEVICES_LISTED),
         };
         Ok(self.store.devices().reports(&query).await?)
     }

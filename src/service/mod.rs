@@ -2,6 +2,7 @@
 
 pub mod archive;
 mod cursor;
+pub mod devices;
 mod error;
 mod events;
 mod feed_hub;
@@ -11,7 +12,6 @@ mod pipelines;
 pub mod signing;
 pub mod uploads;
 pub mod webhooks;
-pub mod devices;
 
 use std::ops::Range;
 use std::sync::Arc;

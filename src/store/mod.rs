@@ -17,9 +17,9 @@ use futures_util::Stream;
 use thiserror::Error;
 
 use crate::domain::{
-    AliasMove, AliasRecord, Component, ComponentFilter, ComponentKey, Delivery, DeviceReport, DomainError,
-    EventDraft, EventType, FilePolicy, Kind, ModelKey, Refusal, Sha256, StoredFile, UpdateError,
-    Webhook,
+    AliasMove, AliasRecord, Component, ComponentFilter, ComponentKey, Delivery, DeviceReport,
+    DomainError, EventDraft, EventType, FilePolicy, Kind, ModelKey, Refusal, Sha256, StoredFile,
+    UpdateError, Webhook,
 };
 
 pub use feed::{EventBatch, EventRetention, EventSignal};
@@ -472,8 +472,10 @@ pub trait DeviceStore: Send + Sync {
     ) -> Result<u64, StoreError>;
 
     /// Removes reports received before `before`; returns how many.
-    async fn expire_reports(&self, before: chrono::DateTime<chrono::Utc>)
-    -> Result<u64, StoreError>;
+    async fn expire_reports(
+        &self,
+        before: chrono::DateTime<chrono::Utc>,
+    ) -> Result<u64, StoreError>;
 }
 
 /// What an edge mirror keeps in its store; only a backend that can hold a mirror implements it.

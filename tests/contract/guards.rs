@@ -1,6 +1,6 @@
 //! One guard path for every transport: each operation of the schema, sent over HTTP and over WebSocket (both
-//! subprotocols) with no token, a read token and a write token, is allowed or refused alike, and a refused write
-//! changes nothing.
+//! subprotocols) with no token, a read token, a device token and a write token, is allowed or refused alike, and a
+//! refused write changes nothing.
 
 use std::collections::BTreeSet;
 
@@ -61,6 +61,12 @@ const OPERATIONS: &[(&str, Need, &str)] = &[
     ),
     ("webhooks", Need::Manage, "{ webhooks { id } }"),
     ("lastSequence", Need::Read, "{ lastSequence }"),
+    (
+        "devices",
+        Need::Read,
+        r#"{ devices(filter: {hardwareClass: "unknown"}) { id } }"#,
+    ),
+    ("device", Need::Read, r#"{ device(id: "cam") { id } }"#),
     ("feedId", Need::Read, "{ feedId }"),
     ("mirror", Need::Read, "{ mirror { upstream } }"),
     (
@@ -212,9 +218,13 @@ const OPERATIONS: &[(&str, Need, &str)] = &[
 
 const READ: &str = "guard-read";
 const WRITE: &str = "guard-write";
+/// A device token: it reads and reports (REST only), so GraphQL treats it as a read token.
+const DEVICE: &str = "guard-device";
 
 fn options(public_reads: bool) -> Config {
-    config_with(|c| c.auth = tokens(&[READ], &[WRITE], public_reads))
+    config_with(|c| {
+        c.auth = tokens(&[READ], &[WRITE], public_reads).with_device_tokens(&[DEVICE.into()])
+    })
 }
 
 /// The refusal `(code, HTTP status)` an operation needing `need` gets with `token`, or `None` when it runs.
@@ -258,7 +268,7 @@ async fn matrix(app: &TestApp, public_reads: bool) {
         .await;
     assert_eq!(status, 200);
     let before = footprint(app).await;
-    for token in [None, Some(READ), Some(WRITE)] {
+    for token in [None, Some(READ), Some(DEVICE), Some(WRITE)] {
         for (field, need, query) in OPERATIONS {
             let expected = refusal(public_reads, token, *need);
             let (status, body) = app.gql_as(token, query).await;

@@ -5,6 +5,7 @@ mod addressing;
 mod builds;
 mod catalogue;
 mod crud;
+mod devices;
 mod events;
 mod faults;
 mod files;
@@ -19,6 +20,7 @@ pub use addressing::*;
 pub use builds::*;
 pub use catalogue::*;
 pub use crud::*;
+pub use devices::*;
 pub use events::*;
 pub use faults::*;
 pub use files::*;
@@ -107,6 +109,10 @@ macro_rules! contract_suite {
     ($starter:path, $skip:expr) => {
         $crate::contract_suite!(@tests $starter, $skip;
             health_and_readiness_answer,
+            device_reports_are_stored_and_listed_by_class,
+            device_reports_expire_after_their_ttl,
+            deleting_what_live_devices_run_is_refused_unless_forced,
+            device_tokens_report_and_read_but_cannot_write,
             creates_and_fetches_every_kind,
             refuses_duplicate_keys,
             concurrent_creates_have_one_winner,

@@ -160,7 +160,12 @@ pub async fn devices(
 ) -> async_graphql::Result<Vec<ReportedDevice>> {
     let service = ctx.data::<Arc<RepositoryService>>()?;
     let filter = filter.unwrap_or_default();
-    let running = filter.running.as_ref().map(RunningInput::key).transpose().gql()?;
+    let running = filter
+        .running
+        .as_ref()
+        .map(RunningInput::key)
+        .transpose()
+        .gql()?;
     let reports = service
         .devices(DeviceFilter {
             hardware_class: filter.hardware_class,
@@ -172,7 +177,10 @@ pub async fn devices(
     Ok(reports.into_iter().map(ReportedDevice::from).collect())
 }
 
-pub async fn device(ctx: &Context<'_>, id: String) -> async_graphql::Result<Option<ReportedDevice>> {
+pub async fn device(
+    ctx: &Context<'_>,
+    id: String,
+) -> async_graphql::Result<Option<ReportedDevice>> {
     let service = ctx.data::<Arc<RepositoryService>>()?;
     Ok(service.device(&id).await.gql()?.map(ReportedDevice::from))
 }

@@ -444,7 +444,12 @@ impl MutationRoot {
         id: ID,
         force: Option<bool>,
     ) -> async_graphql::Result<bool> {
-        delete(ctx, ComponentKey::with_id(Kind::Transformation, id.0), force).await
+        delete(
+            ctx,
+            ComponentKey::with_id(Kind::Transformation, id.0),
+            force,
+        )
+        .await
     }
 
     /// Uploads (or replaces) the file of a transformation. Send as a multipart request. With `platform` the file is that

@@ -417,8 +417,16 @@ fn signature_paths(
 
 /// The body of `POST /devices/{id}/report`.
 fn device_report_schema() -> ObjectBuilder {
-    let number = || ObjectBuilder::new().schema_type(Type::Number).minimum(Some(0.0));
-    let integer = || ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(0.0));
+    let number = || {
+        ObjectBuilder::new()
+            .schema_type(Type::Number)
+            .minimum(Some(0.0))
+    };
+    let integer = || {
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .minimum(Some(0.0))
+    };
     ObjectBuilder::new()
         .description(Some(
             "What a device reports: `device` as GraphQL's `DeviceInput` (platform and accelerators, gpu, \
