@@ -100,9 +100,10 @@ struct ReportBody {
     health: Health,
 }
 
-/// The text a store indexes for a running key: `kind\0id` or `model\0name\0version`.
+/// The text a store indexes for a running key: `kind/id` or `model/name/version` (key parts hold no `/`, nor
+/// control characters, which some backends' JSON paths choke on).
 pub fn running_slot(key: &ComponentKey) -> String {
-    format!("{}\0{}", key.kind(), key.path_segments().join("\0"))
+    format!("{}/{}", key.kind(), key.path_segments().join("/"))
 }
 
 /// Validates a device id: it is a key part (it names a path segment and a stored record).
@@ -280,7 +281,7 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(report.hardware_class, "linux/arm64/v8+cuda@gpu8g");
-        assert_eq!(report.running_slots, ["model\0det\02", "service\0svc"]);
+        assert_eq!(report.running_slots, ["model/det/2", "service/svc"]);
         assert_eq!(report.health.p99_ms, Some(41.5));
     }
 

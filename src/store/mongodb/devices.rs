@@ -11,17 +11,17 @@ use crate::domain::DeviceReport;
 use crate::store::{DeviceQuery, DeviceStore, StoreError};
 
 pub(super) const DEVICE_REPORTS: &str = "device_reports";
-/// The report's time as a BSON date, for range queries (the report's own field is text).
-const RECEIVED: &str = "received";
+/// The report's time in milliseconds, a number for range queries (the report's own field is text).
+const RECEIVED: &str = "received_ms";
 
-fn millis(t: chrono::DateTime<chrono::Utc>) -> bson::DateTime {
-    bson::DateTime::from_millis(t.timestamp_millis())
+fn millis(t: chrono::DateTime<chrono::Utc>) -> i64 {
+    t.timestamp_millis()
 }
 
 /// The indexes the queries below use.
 pub(super) fn indexes() -> Vec<IndexModel> {
     [
-        doc! { "hardware_class": 1, "_id": 1 },
+        doc! { "hardware_class": 1 },
         doc! { "running_slots": 1, RECEIVED: 1 },
         doc! { RECEIVED: 1 },
     ]
