@@ -601,3 +601,37 @@ async fn oci_pending_uploads_are_capped_per_caller_and_survive_a_chunk_out_of_or
         "and resumes"
     );
 }
+
+/// Device reports obey the same limits as every JSON route: a body over 64 KiB is a 413 and a stalled one a 408,
+/// and neither leaves a report behind.
+#[tokio::test]
+async fn device_reports_obey_the_body_limits() {
+    let app = app_with(|c| c.limits.body_idle_timeout = Duration::from_secs(1)).await;
+    let huge = json!({"device": {"libraries": [{"name": "x".repeat(70_000), "version": "1"}]}});
+    let response = app
+        .client
+        .post(app.url("/devices/cam-1/report"))
+        .json(&huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    let addr = app.addr;
+    let answer = tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(
+            stream,
+            "POST /devices/cam-1/report HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"health\""
+        )
+        .unwrap();
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        answer
+    })
+    .await
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    let data = app.ok(r#"{ devices { id } }"#, json!({})).await;
+    assert_eq!(data["devices"], json!([]));
+}
