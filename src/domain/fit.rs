@@ -34,8 +34,8 @@ pub fn file_needs(component: &Component, variant: Option<&Variant>) -> Needs {
 }
 
 impl Device {
-    /// A device of which only the platform is known (a download's `?platform=`, `fileFor(platform:)`): a GPU is
-    /// assumed and no figure is checked, so only the platform and the builds' order decide.
+    /// A device of which only the platform is known (a download's `?platform=`): a GPU is assumed and no figure
+    /// is checked, so only the platform and the builds' order decide.
     pub fn of_platform(platform: super::DevicePlatform) -> Device {
         Device {
             gpu: true,
