@@ -84,7 +84,7 @@ export function PipelineCheck({ device }) {
           <textarea rows="3" class="mono" ...${field("services")}></textarea></div>
       </div>
       <${ErrorBox} error=${error} />
-      <div class="actions"><button type="submit" disabled=${busy}>Check pipeline</button></div>
+      <div class="actions"><button type="submit" disabled=${busy}>Resolve pipeline</button></div>
     </form>
     ${answer && html`<${Resolution} answer=${answer} />`}
   </section>`;
