@@ -17,8 +17,8 @@ use utoipa::ToSchema;
 use super::is_json;
 use crate::api::error::ApiError;
 use crate::api::state::{AppState, Links};
-use crate::domain::parse_device;
 use crate::domain::pipeline::{ModelRef, Pipeline, ProblemCode, Resolution, Role};
+use crate::domain::{parse_device, validate_alias, validate_key_part};
 
 /// Most bytes of a body: the configurations of a pipeline are a few kilobytes; parameters inline leave room.
 pub const MAX_BODY: usize = 2 * 1024 * 1024;
@@ -79,6 +79,13 @@ fn read_body(bytes: &[u8]) -> Result<(Pipeline, crate::domain::Device), ApiError
     };
     let mut pipeline = Pipeline::default();
     if let Some(model) = part::<ModelFile>(&body, "model")? {
+        key_part("model.model_name", &model.model_name)?;
+        if let Some(version) = &model.model_version {
+            key_part("model.model_version", version)?;
+        }
+        if let Some(alias) = &model.model_alias {
+            validate_alias(alias).map_err(|e| bad("model.model_alias", e.reason))?;
+        }
         pipeline.model = Some(match (model.model_version, model.model_alias) {
             (Some(version), None) => ModelRef::Version {
                 name: model.model_name,
@@ -106,13 +113,22 @@ fn read_body(bytes: &[u8]) -> Result<(Pipeline, crate::domain::Device), ApiError
             .map_err(|e| prefixed("setup.", e))?
             .and_then(|s| s.servicer)
         {
+            key_part("setup.service.servicer", &service)?;
             pipeline.services.push(service);
         }
         pipeline.inferencer = part::<InferenceSetup>(setup, "inference")
             .map_err(|e| prefixed("setup.", e))?
             .and_then(|i| i.inferencer);
+        if let Some(inferencer) = &pipeline.inferencer {
+            key_part("setup.inference.inferencer", inferencer)?;
+        }
     }
     Ok((pipeline, device))
+}
+
+/// A name that must be a valid key part, checked here to name the field of the file it came from.
+fn key_part(field: &str, value: &str) -> Result<(), ApiError> {
+    validate_key_part(field, value).map_err(|e| bad(field, e.reason))
 }
 
 fn bad(field: &str, reason: impl std::fmt::Display) -> ApiError {
@@ -145,9 +161,11 @@ fn steps(body: &Map<String, Value>, field: &str) -> Result<Vec<String>, ApiError
             .iter()
             .enumerate()
             .map(|(i, step)| {
-                Step::deserialize(step)
-                    .map(|s| s.id)
-                    .map_err(|e| bad(&format!("{field}[{i}]"), e))
+                let id = Step::deserialize(step)
+                    .map_err(|e| bad(&format!("{field}[{i}]"), e))?
+                    .id;
+                key_part(&format!("{field}[{i}].id"), &id)?;
+                Ok(id)
             })
             .collect(),
         Some(_) => Err(bad(
@@ -205,7 +223,7 @@ pub struct PipelineComponent {
     role: &'static str,
     /// `model`, `transformation`, `service` or `inferencer`.
     kind: String,
-    /// The part's key (`model fall-detection pilot-2-2`); for a model named by an alias, the version it names.
+    /// The part's key (`model fall-detection version pilot-2-2`); for a model named by an alias, the version it names.
     key: String,
     /// The file the device fetches; null when there is none (see `problems`).
     file: Option<PipelineFile>,
@@ -437,6 +455,18 @@ mod tests {
                 "postprocessing:",
             ),
             (r#"{"setup": [], "device": {}}"#, "setup:"),
+            (
+                r#"{"preprocessing": [{"id": "a/b"}], "device": {}}"#,
+                "preprocessing[0].id:",
+            ),
+            (
+                r#"{"model": {"model_name": "m", "model_version": ".."}, "device": {}}"#,
+                "model.model_version:",
+            ),
+            (
+                r#"{"setup": {"service": {"servicer": ""}}, "device": {}}"#,
+                "setup.service.servicer:",
+            ),
             (
                 r#"{"setup": {"inference": {"inferencer": 3}}, "device": {}}"#,
                 "setup.inference:",
