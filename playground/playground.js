@@ -104,8 +104,8 @@ query ProductionForDevice {
     aliases
     variants { platform { os arch variant accelerator } file { sha256 } }
     fileFor(device: {
-      os: "linux", arch: "arm64"
-      accelerators: [{ name: "tensorrt", version: "8.6.1" }]
+      gpu: true, gpuMemory: 8
+      platform: { os: "linux", arch: "arm64", accelerators: [{ name: "tensorrt", version: "8.6.1" }] }
     }) { sha256 size downloadUrl }
   }
   modelAliasHistory(name: "fall-detection", alias: "production") {

@@ -93,6 +93,14 @@ impl FileNeeds {
     pub fn is_empty(&self) -> bool {
         *self == FileNeeds::default()
     }
+
+    /// GPU memory implies a GPU: a build that states some and says nothing of the GPU needs one.
+    pub fn normalised(mut self) -> Self {
+        if self.gpu.is_none() && self.gpu_memory.is_some_and(|gb| gb > 0.0) {
+            self.gpu = Some(true);
+        }
+        self
+    }
 }
 
 fn clean(field: &str, value: &str) -> Result<String, DomainError> {

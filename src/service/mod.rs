@@ -668,7 +668,7 @@ pub(crate) fn build_needs(
         ));
     }
     needs.validate()?;
-    Ok(Some(needs))
+    Ok(Some(needs.normalised()))
 }
 
 /// The file a signature is for: the default one, or the variant of `platform`.

@@ -238,6 +238,7 @@ fn device_json(device: &Device) -> Value {
     json!({
         "gpu": device.gpu,
         "ram": device.ram,
+        "gpuMemory": device.gpu_memory,
         "libraries": libraries_json(&device.libraries),
         "models": device.models.iter().map(|(n, v)| json!({"name": n, "version": v})).collect::<Vec<_>>(),
     })
@@ -282,6 +283,7 @@ pub async fn counts_match_a_brute_force_filter(start: Starter) {
             json!({
                 "ram": needs.ram,
                 "gpu": needs.gpu,
+                "gpuMemory": needs.gpu_memory,
                 "preinstalledLibraries": libraries_json(&needs.preinstalled_libraries),
                 "availableModels": libraries_json(&needs.available_models),
             }),

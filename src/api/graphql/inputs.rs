@@ -100,12 +100,11 @@ impl NeedsInput {
                  component's (update the component to change them)",
             ));
         }
-        let gpu = self.gpu || self.gpu_memory.is_some_and(|gb| gb > 0.0);
         let needs = FileNeeds {
             storage: self.storage,
             ram: self.ram,
             gpu_memory: self.gpu_memory,
-            gpu: gpu.then_some(true),
+            gpu: self.gpu.then_some(true),
         };
         needs.validate()?;
         Ok(needs)

@@ -125,7 +125,7 @@ pub fn variants_document(variants: &[Variant]) -> Vec<Document> {
     variants
         .iter()
         .map(|v| {
-            doc! {
+            let mut variant = doc! {
                 "platform": {
                     "os": &v.platform.os,
                     "arch": &v.platform.arch,
@@ -134,15 +134,22 @@ pub fn variants_document(variants: &[Variant]) -> Vec<Document> {
                     "accelerator_version": v.platform.accelerator_version.as_deref(),
                     "precision": v.platform.precision.as_deref(),
                 },
-                "needs": v.needs.as_ref().map(|n| doc! {
-                    "storage": n.storage,
-                    "RAM": n.ram,
-                    "gpu_memory": n.gpu_memory,
-                    "GPU": n.gpu,
-                }),
                 "blob_id": &v.file.blob_id,
                 "file": file_document(&v.file),
+            };
+            // Only builds that state needs have the field: `runnableOn` queries select them by its presence.
+            if let Some(n) = &v.needs {
+                variant.insert(
+                    "needs",
+                    doc! {
+                        "storage": n.storage,
+                        "RAM": n.ram,
+                        "gpu_memory": n.gpu_memory,
+                        "GPU": n.gpu,
+                    },
+                );
             }
+            variant
         })
         .collect()
 }
