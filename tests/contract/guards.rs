@@ -69,11 +69,6 @@ const OPERATIONS: &[(&str, Need, &str)] = &[
         "{ runnableOn(device: {ram: 4}) { totalCount } }",
     ),
     (
-        "resolvePipeline",
-        Need::Read,
-        r#"{ resolvePipeline(device: {ram: 4}, pipeline: {preprocessing: ["t"]}) { fits } }"#,
-    ),
-    (
         "componentEvents",
         Need::Read,
         "subscription { componentEvents(after: 0) { sequence } }",
