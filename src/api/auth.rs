@@ -294,10 +294,14 @@ fn is_device_report(method: &Method, path: &str) -> bool {
         && segments.next().is_none()
 }
 
-/// For REST routes: GET and HEAD read, a device report reports, everything else writes.
+/// REST routes that take a POST only because their question is a body: they read, like a GET.
+pub const POST_READS: [&str; 1] = ["/pipelines/resolve"];
+
+/// For REST routes: GET and HEAD read, and the [`POST_READS`]; a device report reports; everything else writes.
 pub async fn rest_guard(State(tokens): State<Tokens>, request: Request, next: Next) -> Response {
     let need = match *request.method() {
         Method::GET | Method::HEAD | Method::OPTIONS => Need::Read,
+        Method::POST if POST_READS.contains(&request.uri().path()) => Need::Read,
         ref method if is_device_report(method, request.uri().path()) => Need::Report,
         _ => Need::Write,
     };

@@ -661,14 +661,10 @@ impl Mirror {
         }
     }
 
+    /// As `runnableOn` lists it: libraries and models on the device, and some build that fits.
     fn runnable(&self, component: &Component) -> bool {
-        let Some(needs) = component.spec.needs() else {
-            return false;
-        };
-        self.config
-            .devices
-            .iter()
-            .any(|d| d.device.satisfies(needs) && d.device.has_file_for(component))
+        component.spec.needs().is_some()
+            && self.config.devices.iter().any(|d| d.device.runs(component))
     }
 
     /// The models referenced by what the mirror holds, and by the extras.
@@ -838,13 +834,7 @@ impl Mirror {
 /// What `devices` can run (transformations, services, inferencers) and the models those reference: the content
 /// of an air-gapped site's archive (`dump --device`).
 pub(crate) fn for_devices(components: Vec<Component>, devices: &[Device]) -> Vec<Component> {
-    let runnable = |c: &Component| {
-        c.spec.needs().is_some_and(|needs| {
-            devices
-                .iter()
-                .any(|d| d.satisfies(needs) && d.has_file_for(c))
-        })
-    };
+    let runnable = |c: &Component| c.spec.needs().is_some() && devices.iter().any(|d| d.runs(c));
     let (exact, any_version) = referenced_models(components.iter().filter(|c| runnable(c)));
     components
         .into_iter()
