@@ -129,7 +129,7 @@ impl Tokens {
         Ok(tokens)
     }
 
-    /// Adds device tokens (`--device-token`), after those of the tokens file.
+    /// Adds device tokens (`--device-tokens`), after those of the tokens file.
     pub fn with_device_tokens(mut self, tokens: &[String]) -> Tokens {
         let first = self.device.len();
         for (i, token) in tokens.iter().filter(|t| !t.is_empty()).enumerate() {
