@@ -166,11 +166,14 @@ impl Tokens {
         if !self.enabled() {
             return "off: no tokens configured, everything is open".into();
         }
+        let devices = match self.device.len() {
+            0 => String::new(),
+            n => format!(", {n} device tokens"),
+        };
         format!(
-            "{} write, {} read and {} device tokens; reads {}",
+            "{} write and {} read tokens{devices}; reads {}",
             self.write.len(),
             self.read.len(),
-            self.device.len(),
             if self.public_reads {
                 "public"
             } else {
