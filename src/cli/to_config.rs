@@ -282,6 +282,18 @@ mod tests {
         assert_eq!(config.uploads.max_session_bytes, Some(1024));
     }
 
+    #[test]
+    fn device_tokens_and_the_report_ttl_come_from_their_flags() {
+        let set = config(&["--device-tokens=d-one,d-two", "--device-report-ttl=2m"]).unwrap();
+        assert_eq!(
+            set.auth.summary(),
+            "0 write and 0 read tokens, 2 device tokens; reads need a token"
+        );
+        assert_eq!(set.device_report_ttl, Duration::from_secs(120));
+        let default = config(&[]).unwrap();
+        assert_eq!(default.device_report_ttl, Duration::from_secs(15 * 60));
+    }
+
     fn device_file(dir: &std::path::Path, text: &str) -> String {
         let path = dir.join("device.json");
         std::fs::write(&path, text).unwrap();
