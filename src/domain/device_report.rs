@@ -15,6 +15,8 @@ pub const MAX_RUNNING: usize = 64;
 pub const MAX_REPORT_BYTES: usize = 64 * 1024;
 /// Most libraries (and accelerators) a report may name.
 pub const MAX_LIBRARIES: usize = 128;
+/// Largest count a report may give: the largest integer every JSON client and BSON's signed 64 bits hold exactly.
+pub const MAX_COUNT: u64 = (1 << 53) - 1;
 
 /// A device's hardware as it reported it: what `DeviceInput` says, kept as plain data.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -174,6 +176,12 @@ pub fn parse_report(
             format!("may list at most {MAX_RUNNING} entries"),
         ));
     }
+    if body.health.requests > MAX_COUNT {
+        return Err(DomainError::new(
+            "report.health.requests",
+            format!("must be at most {MAX_COUNT}"),
+        ));
+    }
     if body.health.errors > body.health.requests {
         return Err(DomainError::new(
             "report.health.errors",
@@ -317,6 +325,8 @@ mod tests {
             refused(serde_json::json!({"health": {"requests": 1, "errors": 2}})).contains("errors")
         );
         assert!(refused(serde_json::json!({"health": {"p99Ms": -1}})).contains("p99Ms"));
+        let huge = serde_json::json!({"health": {"requests": u64::MAX, "errors": 0}});
+        assert!(refused(huge).contains("requests"));
         assert!(refused(serde_json::json!({"device": {"ram": -4}})).contains("ram"));
         assert!(
             refused(serde_json::json!({"running": [{"kind": "model", "id": "x"}]}))
