@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use testkit::bench::{rss, stats};
+use testkit::bench::{cpu, rss, stats};
 use testkit::process;
 
 use futures_util::StreamExt;
@@ -105,6 +105,7 @@ async fn main() -> anyhow::Result<()> {
     );
 
     let writes = Instant::now();
+    let (server_cpu, own_cpu) = (cpu::seconds(pid), cpu::own_seconds());
     for i in 0..changes {
         let body: Value = client
             .post(format!("{base}/graphql"))
@@ -124,6 +125,7 @@ async fn main() -> anyhow::Result<()> {
     for task in tasks {
         all.extend(task.await??);
     }
+    let (server_cpu, own_cpu) = (cpu::seconds(pid) - server_cpu, cpu::own_seconds() - own_cpu);
     all.sort_by(f64::total_cmp);
     println!(
         "{changes} changes in {:?}; {} deliveries; commit -> subscriber latency: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
@@ -132,6 +134,13 @@ async fn main() -> anyhow::Result<()> {
         percentile(&all, 50.0),
         percentile(&all, 99.0),
         all.last().copied().unwrap_or(f64::NAN),
+    );
+    // CPU time does not depend on what else runs on the machine the way latency does.
+    println!(
+        "server CPU {server_cpu:.2} s ({:.2} us per delivery), bench CPU {own_cpu:.2} s, over {:.1} s on {} cores",
+        server_cpu * 1e6 / all.len().max(1) as f64,
+        writes.elapsed().as_secs_f64(),
+        cpu::cores()
     );
     drop(server);
     Ok(())
