@@ -15,7 +15,7 @@
 //! ```
 //!
 //! The anchor, measured in the same run on the filesystem of the server's data: the raw write + fsync + rename +
-//! directory fsync of 100 KiB. The goal at 50 % of capacity: uploads p99 under twice the raw p99, downloads and
+//! directory fsync of 100 KiB, at the start and again right before the 50 % phase (the ratio uses the latter). The goal at 50 % of capacity: uploads p99 under twice the raw p99, downloads and
 //! lists p99 under 10 ms, no error. The generator runs on the server's cores; it prints the CPU it took. It fails
 //! (exit 1) on any error or hash mismatch at the measured rates.
 
@@ -430,7 +430,17 @@ async fn main() -> anyhow::Result<()> {
 
     let mut failed = false;
     let mut at_half = None;
+    let mut raw_at_half = None;
     for percent in [25.0, 50.0, 75.0] {
+        if percent == 50.0 {
+            // The disk is shared too: the anchor of the goal is measured again right before the phase it judges.
+            let again = baseline::raw_baseline(dir.path(), 1, UPLOAD_BYTES, 300)?;
+            println!(
+                "raw write+fsync+rename+dir fsync of 100 KiB again: p50 {:.2} ms, p99 {:.2} ms",
+                again.p50, again.p99
+            );
+            raw_at_half = Some(again);
+        }
         let run = phase(
             &target,
             pid,
@@ -476,7 +486,8 @@ async fn main() -> anyhow::Result<()> {
     if let Some(half) = at_half {
         let p99 = |kind| ms_at(&half.sorted(Some(kind)), 0.99);
         let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
-        let uploads = p99(Kind::Upload) / raw.p99;
+        let anchor = raw_at_half.as_ref().unwrap_or(&raw);
+        let uploads = p99(Kind::Upload) / anchor.p99;
         println!("goal at 50 %:");
         println!(
             "  uploads p99 {:.2} ms = {uploads:.2}x raw p99 (< 2x): {}",
