@@ -81,6 +81,7 @@ fn needs(rng: &mut Rng) -> Needs {
         storage: Some([0.1, 0.5, 1.0, 4.0][rng.below(4) as usize]),
         ram: Some([0.5, 1.0, 2.0, 4.0, 8.0, 16.0][rng.below(6) as usize]),
         gpu: rng.below(5) == 0,
+        gpu_memory: None,
         preinstalled_libraries: libraries,
         available_models: models,
     }

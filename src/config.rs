@@ -202,6 +202,8 @@ pub struct Mirror {
     pub devices: Vec<MirrorDevice>,
     /// Components mirrored whatever the devices.
     pub include: Vec<ComponentKey>,
+    /// Pipelines the site runs: their parts are mirrored, with the builds for their devices.
+    pub pipelines: Vec<crate::service::mirror::MirrorPipeline>,
     /// Bandwidth cap for file transfers, in bytes per second.
     pub max_rate: Option<u64>,
     /// Most files transferred at once (at least 1).
@@ -218,6 +220,7 @@ impl Mirror {
             token: None,
             devices: Vec::new(),
             include: Vec::new(),
+            pipelines: Vec::new(),
             max_rate: None,
             concurrency: 4,
             serve_stale: false,

@@ -19,8 +19,10 @@ fn the_contract_names_the_fixed_operations() {
         "model(name: String!, version: String, alias: String): Model",
         "transformation(id: ID!): Transformation",
         "runnableOn(device: DeviceInput!",
-        "uploadModelFile(name: String!, version: String!, file: Upload!, platform: PlatformInput, expectedRevision: Long): Model!",
-        "uploadServiceFile(id: ID!, file: Upload!, platform: PlatformInput, expectedRevision: Long): Service!",
+        "resolvePipeline(device: DeviceInput!, pipeline: PipelineInput!): PipelineResolution!",
+        "fileFor(device: DeviceInput!): File",
+        "uploadModelFile(name: String!, version: String!, file: Upload!, platform: PlatformInput, needs: NeedsInput, precision: String, expectedRevision: Long): Model!",
+        "uploadServiceFile(id: ID!, file: Upload!, platform: PlatformInput, needs: NeedsInput, precision: String, expectedRevision: Long): Service!",
         "totalCount: Int!",
         "scalar Long",
     ] {

@@ -538,3 +538,70 @@ async fn the_catalogue_attaches_and_shows_signatures() {
         .collect();
     assert_eq!(verdicts, [&json!(true), &json!(false)], "{listing}");
 }
+
+/// Builds and pipelines in the catalogue: a build uploaded with its precision and GPU memory, the builds with their
+/// needs, the device check's GPU memory, and a pipeline checked on a device where it fits and on one where it does
+/// not, with the reason.
+#[tokio::test]
+async fn the_catalogue_uploads_builds_and_checks_a_pipeline() {
+    let test = "the_catalogue_uploads_builds_and_checks_a_pipeline";
+    let Some(chromium) = browser::chromium_or_skip(test) else {
+        return;
+    };
+    let app = common::embedded(common::test_config()).await;
+    app.ok(
+        r#"mutation {
+          a: createModel(input: {name: "llm", version: "1", library: "vllm"}) { name }
+          b: createInferencer(input: {id: "plain-runner", needs: {ram: 2}}) { id }
+        }"#,
+        json!({}),
+    )
+    .await;
+    app.upload(
+        r#"mutation($file: Upload!) { uploadInferencerFile(id: "plain-runner", file: $file) { id } }"#,
+        json!({}),
+        common::bytes(100, 40),
+        "runner.zip",
+    )
+    .await;
+    for (i, (precision, gpu_memory)) in [("4bit", 6), ("8bit", 10), ("16bit", 18)]
+        .into_iter()
+        .enumerate()
+    {
+        let response = app
+            .upload(
+                r#"mutation($file: Upload!, $precision: String, $needs: NeedsInput) {
+                  uploadModelFile(name: "llm", version: "1", file: $file, precision: $precision, needs: $needs,
+                    platform: {os: "linux", arch: "amd64", accelerator: "cuda"}) { name } }"#,
+                json!({ "precision": precision, "needs": {"gpuMemory": gpu_memory} }),
+                common::bytes(1000 + i, 41 + i as u64),
+                &format!("llm-{precision}.bin"),
+            )
+            .await;
+        assert_eq!(response.status(), 200);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let build = dir.path().join("llm-2bit.bin");
+    std::fs::write(&build, common::bytes(5_000, 44)).unwrap();
+    browser::run_script(
+        &chromium,
+        "pipeline.mjs",
+        &[
+            format!("http://{}", app.addr),
+            browser::screenshots().display().to_string(),
+            build.display().to_string(),
+        ],
+    )
+    .await;
+    // The build the page uploaded reached the store with its precision and needs.
+    let data = app
+        .ok(
+            r#"{ model(name: "llm", version: "1") { variants { platform { precision } needs { gpuMemory gpu } } } }"#,
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        data["model"]["variants"][3],
+        json!({"platform": {"precision": "2bit"}, "needs": {"gpuMemory": 3.0, "gpu": true}})
+    );
+}

@@ -9,7 +9,7 @@ import { Markdown } from "./markdown.js";
 import {
   Breakable, CopyButton, Download, ErrorBox, FileView, KINDS, NeedsView, PairsEditor, SignaturesView, bytes, html,
   number, pairs,
-  platformName, requirement, time, title,
+  buildNeeds, platformName, requirement, time, title,
 } from "./format.js";
 
 /** GraphQL variable declarations and arguments that name one component. */
@@ -128,13 +128,14 @@ function Variants({ variants, access, onError }) {
   return html`<div class="table-scroll"><table class="variants">
     <caption class="visually-hidden">Files for particular platforms</caption>
     <thead><tr><th scope="col">Platform</th><th scope="col">File</th><th scope="col">sha256</th>
-      <th scope="col">Uploaded</th><th scope="col">Signatures</th></tr></thead>
-    <tbody>${variants.map(({ platform, file }) => html`<tr key=${platformName(platform)}>
+      <th scope="col">Uploaded</th><th scope="col">Signatures</th><th scope="col">Needs</th></tr></thead>
+    <tbody>${variants.map(({ platform, file, needs }) => html`<tr key=${platformName(platform)}>
       <td>${platformName(platform)}</td>
       <td><${Download} file=${file} access=${access} onError=${onError} /></td>
       <td><code class="hash" title=${file.sha256}>${file.sha256}</code></td>
       <td><time datetime=${file.uploadedAt}>${time(file.uploadedAt)}</time></td>
       <td><${SignaturesView} signatures=${file.signatures} /></td>
+      <td>${buildNeeds(needs)}</td>
     </tr>`)}</tbody>
   </table></div>`;
 }
@@ -288,6 +289,7 @@ function formValues(kind, component) {
     outputs: (component.outputs ?? []).join(", "),
     gpu: needs?.gpu ?? false,
     ram: String(needs?.ram ?? ""),
+    gpuMemory: String(needs?.gpuMemory ?? ""),
     storage: String(needs?.storage ?? ""),
     libraries: needs?.preinstalledLibraries.map(({ name, version }) => ({ name, version })) ?? [],
     models: needs?.availableModels.map(({ name, version }) => ({ name, version })) ?? [],
@@ -296,7 +298,8 @@ function formValues(kind, component) {
 
 const LABELS = {
   description: "Description", library: "Library", useCuda: "Uses CUDA", parameterTypes: "Parameter types",
-  defaultValues: "Default values", outputs: "Outputs", gpu: "Needs a GPU", ram: "RAM (GB)", storage: "Storage (GB)",
+  defaultValues: "Default values", outputs: "Outputs", gpu: "Needs a GPU", ram: "RAM (GB)", gpuMemory: "GPU memory (GB)",
+  storage: "Storage (GB)",
   libraries: "Libraries", models: "Models",
 };
 
@@ -334,6 +337,7 @@ function EditForm({ kind, component, onSaved, onCancel }) {
       if (field === "outputs") input.outputs = values.outputs.split(",").map((s) => s.trim()).filter(Boolean);
       if (field === "gpu") needs.gpu = values.gpu;
       if (field === "ram") needs.ram = number(values.ram);
+      if (field === "gpuMemory") needs.gpuMemory = number(values.gpuMemory);
       if (field === "storage") needs.storage = number(values.storage);
       if (field === "libraries") {
         needs.preinstalledLibraries = pairs(values.libraries);
@@ -414,6 +418,8 @@ function EditForm({ kind, component, onSaved, onCancel }) {
       <div class="row">
         <div class="field small"><label for="edit-ram">RAM (GB)</label>
           <input type="number" min="0" step="any" inputmode="decimal" ...${text("ram")} /></div>
+        <div class="field small"><label for="edit-gpuMemory">GPU memory (GB)</label>
+          <input type="number" min="0" step="any" inputmode="decimal" ...${text("gpuMemory")} /></div>
         <div class="field small"><label for="edit-storage">Storage (GB)</label>
           <input type="number" min="0" step="any" inputmode="decimal" ...${text("storage")} /></div>
       </div>
@@ -442,7 +448,9 @@ function EditForm({ kind, component, onSaved, onCancel }) {
   </form>`;
 }
 
-const NO_PLATFORM = { os: "", arch: "", variant: "", accelerator: "", acceleratorVersion: "" };
+const NO_PLATFORM = {
+  os: "", arch: "", variant: "", accelerator: "", acceleratorVersion: "", precision: "", gpuMemory: "", ram: "",
+};
 
 /** The metadata of this component's uploads, as `ReplaceFile` sends it to tus. */
 function sameTarget(kind, component) {
@@ -503,7 +511,8 @@ function ReplaceFile({ kind, component, onUploaded }) {
     const keys = keyVariables(kind, spec.key.map((f) => component[f]));
     const target = kind === "model" ? { ...keys } : { kind, ...keys };
     const [os, arch, variant] = [platform.os.trim(), platform.arch.trim(), platform.variant.trim()];
-    if (os || arch || variant || platform.accelerator.trim()) {
+    const build = [platform.precision, platform.gpuMemory, platform.ram].some((v) => String(v).trim());
+    if (os || arch || variant || platform.accelerator.trim() || build) {
       if (!os || !arch) {
         setError(new ApiError("NOT_SENT", "A per-platform file needs both OS and architecture (such as linux and arm64)."));
         return;
@@ -513,6 +522,18 @@ function ReplaceFile({ kind, component, onUploaded }) {
         target.accelerator = platform.accelerator.trim();
         if (platform.acceleratorVersion.trim()) target.accelerator_version = platform.acceleratorVersion.trim();
       }
+      if (platform.precision.trim()) target.precision = platform.precision.trim();
+      const needs = {};
+      for (const [field, value] of [["gpuMemory", platform.gpuMemory], ["ram", platform.ram]]) {
+        if (String(value).trim() === "") continue;
+        const gb = Number(value);
+        if (!Number.isFinite(gb) || gb < 0) {
+          setError(new ApiError("NOT_SENT", `${field === "ram" ? "RAM" : "GPU memory"} must be a number of GB.`));
+          return;
+        }
+        needs[field] = gb;
+      }
+      if (Object.keys(needs).length) target.needs = JSON.stringify(needs);
     }
     setError(null);
     const started = Date.now();
@@ -560,6 +581,16 @@ function ReplaceFile({ kind, component, onUploaded }) {
         <div class="field small"><label for="upload-accelerator-version">Accelerator version</label>
           <input id="upload-accelerator-version" placeholder=">=8.6" value=${platform.acceleratorVersion}
             onInput=${setField("acceleratorVersion")} /></div>
+      </div>
+      <div class="row">
+        <div class="field small"><label for="upload-precision">Precision (build)</label>
+          <input id="upload-precision" placeholder="8bit" value=${platform.precision} onInput=${setField("precision")} /></div>
+        <div class="field small"><label for="upload-gpu-memory">This build's GPU memory in GB</label>
+          <input id="upload-gpu-memory" type="number" min="0" step="any" inputmode="decimal" placeholder="as the component"
+            value=${platform.gpuMemory} onInput=${setField("gpuMemory")} /></div>
+        <div class="field small"><label for="upload-ram">This build's RAM in GB</label>
+          <input id="upload-ram" type="number" min="0" step="any" inputmode="decimal" placeholder="as the component"
+            value=${platform.ram} onInput=${setField("ram")} /></div>
       </div>
     </details>
     ${progress && html`<div class="progress">

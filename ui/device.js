@@ -3,6 +3,7 @@
 
 import { useEffect, useState } from "preact/hooks";
 import { ApiError, gql } from "./api.js";
+import { PipelineCheck } from "./pipeline.js";
 import { ErrorBox, KINDS, PairsEditor, componentHref, html, kindOf, number, pairs, plural } from "./format.js";
 
 const PAGE_SIZE = 50;
@@ -16,7 +17,7 @@ const EXAMPLE = `{
 }`;
 
 const EMPTY = {
-  gpu: false, ram: "", storage: "", libraries: [], models: [], os: "", arch: "", variant: "", accelerators: [],
+  gpu: false, ram: "", gpuMemory: "", storage: "", libraries: [], models: [], os: "", arch: "", variant: "", accelerators: [],
   rest: {},
 };
 
@@ -28,6 +29,8 @@ function deviceInput(form) {
   const device = { ...form.rest, gpu: !!form.gpu, libraries: pairs(form.libraries), models: pairs(form.models) };
   const ram = number(form.ram);
   if (ram !== null) device.ram = ram;
+  const gpuMemory = number(form.gpuMemory);
+  if (gpuMemory !== null) device.gpuMemory = gpuMemory;
   const storage = number(form.storage);
   if (storage !== null) device.storage = storage;
   const [os, arch, variant] = [form.os, form.arch, form.variant].map((v) => String(v ?? "").trim());
@@ -48,7 +51,7 @@ function formFrom(json) {
     if (!Array.isArray(list)) throw new Error(`"${what}" must be a list of {"name", "version"}`);
     return list.map((item) => ({ name: String(item?.name ?? ""), version: String(item?.version ?? "") }));
   };
-  const { gpu, ram, storage, libraries, models, ...rest } = device;
+  const { gpu, ram, gpuMemory, storage, libraries, models, ...rest } = device;
   const platform = device.platform && typeof device.platform === "object" ? device.platform : null;
   if (device.platform !== undefined && device.platform !== null && !platform) {
     throw new Error('"platform" must be an object like {"os": "linux", "arch": "arm64"}');
@@ -57,6 +60,7 @@ function formFrom(json) {
   return {
     gpu: gpu === true,
     ram: ram ?? "",
+    gpuMemory: gpuMemory ?? "",
     storage: storage ?? "",
     libraries: rows(libraries, "libraries"),
     models: rows(models, "models"),
@@ -231,6 +235,9 @@ export function DevicePage({ params }) {
           <div class="field small"><label for="device-ram">RAM (GB)</label>
             <input id="device-ram" type="number" min="0" step="any" inputmode="decimal" value=${form.ram}
               placeholder="not checked" onInput=${(e) => set("ram", e.currentTarget.value)} /></div>
+          <div class="field small"><label for="device-gpu-memory">GPU memory (GB)</label>
+            <input id="device-gpu-memory" type="number" min="0" step="any" inputmode="decimal" value=${form.gpuMemory}
+              placeholder="not checked" onInput=${(e) => set("gpuMemory", e.currentTarget.value)} /></div>
           <div class="field small"><label for="device-storage">Free storage (GB)</label>
             <input id="device-storage" type="number" min="0" step="any" inputmode="decimal" value=${form.storage}
               placeholder="not checked" onInput=${(e) => set("storage", e.currentTarget.value)} /></div>
@@ -267,5 +274,6 @@ export function DevicePage({ params }) {
     </div>`}
     ${device && html`<${Results} device=${device} />`}
     ${device && html`<${NearlyFits} device=${device} />`}
+    ${device && html`<${PipelineCheck} device=${device} />`}
   </section>`;
 }

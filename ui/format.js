@@ -11,9 +11,10 @@ export const html = htm.bind(h);
 const FILE =
   "file { size sha256 contentType filename uploadedAt downloadUrl signatures { id verified signer reason addedAt addedBy } }";
 // Files for particular platforms, and the lock that keeps a component's files as they are.
-const VARIANTS = `revision locked variants { platform { os arch variant accelerator acceleratorVersion } ${FILE} }`;
+const VARIANTS = `revision locked variants { platform { os arch variant accelerator acceleratorVersion precision }
+  needs { ram gpuMemory storage gpu } ${FILE} }`;
 const NEEDS =
-  "needs { storage ram gpu preinstalledLibraries { name version } availableModels { name version model { name version } } }";
+  "needs { storage ram gpu gpuMemory preinstalledLibraries { name version } availableModels { name version model { name version } } }";
 
 export const KINDS = {
   model: {
@@ -155,6 +156,7 @@ export function NeedsView({ needs }) {
   return html`<dl class="facts">
     <dt>GPU</dt><dd>${needs.gpu ? "needed" : "not needed"}</dd>
     <dt>RAM</dt><dd>${needs.ram === null ? "any" : gigabytes(needs.ram)}</dd>
+    <dt>GPU memory</dt><dd>${needs.gpuMemory === null || needs.gpuMemory === undefined ? "any" : gigabytes(needs.gpuMemory)}</dd>
     <dt>Storage</dt><dd>${needs.storage === null ? "any" : gigabytes(needs.storage)}</dd>
     <dt>Libraries</dt>
     <dd>${libraries.length === 0 ? "none" : html`<ul class="chips">
@@ -251,9 +253,21 @@ export function pairs(rows) {
     .map((row) => ({ name: row.name.trim(), version: row.version.trim() }));
 }
 
-/** A platform as OCI image indexes write it (`linux/arm64/v8`), with its accelerator (`cuda >=12`). */
-export function platformName({ os, arch, variant, accelerator, acceleratorVersion }) {
+/** A platform as OCI image indexes write it (`linux/arm64/v8`), with its accelerator (`cuda >=12`) and build (`8bit`). */
+export function platformName({ os, arch, variant, accelerator, acceleratorVersion, precision }) {
   const base = [os, arch, variant].filter(Boolean).join("/");
-  if (!accelerator) return base;
-  return `${base} + ${accelerator}${acceleratorVersion ? ` ${acceleratorVersion}` : ""}`;
+  const built = precision ? ` (${precision})` : "";
+  if (!accelerator) return `${base}${built}`;
+  return `${base} + ${accelerator}${acceleratorVersion ? ` ${acceleratorVersion}` : ""}${built}`;
+}
+
+/** The needs a build states for itself (`GPU memory 10 GB, RAM 4 GB`), or "as the component". */
+export function buildNeeds(needs) {
+  if (!needs) return "as the component";
+  const parts = [];
+  if (needs.gpuMemory !== null && needs.gpuMemory !== undefined) parts.push(`GPU memory ${needs.gpuMemory} GB`);
+  if (needs.ram !== null && needs.ram !== undefined) parts.push(`RAM ${needs.ram} GB`);
+  if (needs.storage !== null && needs.storage !== undefined) parts.push(`storage ${needs.storage} GB`);
+  if (needs.gpu === true) parts.push("a GPU");
+  return parts.length ? parts.join(", ") : "as the component";
 }

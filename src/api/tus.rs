@@ -356,18 +356,49 @@ fn new_upload(metadata: Vec<(String, String)>, length: u64) -> Result<NewUpload,
                 variant,
                 get("accelerator"),
                 get("accelerator_version"),
-            )
+            )?
+            .with_precision(get("precision"))
         })
         .transpose()?;
+    if platform.is_none() && get("precision").is_some() {
+        return Err(DomainError::new("Upload-Metadata precision", "needs a platform").into());
+    }
+    // The build's own needs, as JSON: `{"ram": 8, "gpuMemory": 10, "storage": 2, "gpu": true}`.
+    let needs = get("needs")
+        .map(|text| {
+            serde_json::from_str::<TusNeeds>(text).map_err(|e| {
+                DomainError::new(
+                    "Upload-Metadata needs",
+                    format!("must be a JSON object with ram, gpuMemory, storage (GB) and gpu: {e}"),
+                )
+            })
+        })
+        .transpose()?
+        .map(|n| crate::domain::FileNeeds {
+            ram: n.ram,
+            gpu_memory: n.gpu_memory,
+            storage: n.storage,
+            gpu: n.gpu,
+        });
     Ok(NewUpload {
         target,
         platform,
+        needs,
         filename: get("filename").map(str::to_owned),
         content_type: get("filetype").or(get("content_type")).map(str::to_owned),
         length,
         sha256: get("sha256").map(str::to_owned),
         created_by: String::new(),
     })
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct TusNeeds {
+    ram: Option<f64>,
+    gpu_memory: Option<f64>,
+    storage: Option<f64>,
+    gpu: Option<bool>,
 }
 
 #[cfg(test)]

@@ -35,6 +35,7 @@ const OWN: &[(&str, &str, &[u8])] = &[
     ("live.js", JAVASCRIPT, file!("live.js")),
     ("markdown.js", JAVASCRIPT, file!("markdown.js")),
     ("model.js", JAVASCRIPT, file!("model.js")),
+    ("pipeline.js", JAVASCRIPT, file!("pipeline.js")),
     ("docs.js", JAVASCRIPT, file!("docs.js")),
     (
         "download-worker.js",

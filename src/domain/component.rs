@@ -20,6 +20,9 @@ pub struct Needs {
     /// RAM in GB; absent means none.
     pub ram: Option<f64>,
     pub gpu: bool,
+    /// GPU memory in GB; absent means none (or unknown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_memory: Option<f64>,
     /// Library name -> required version (a PEP 440 version or specifier set, see [`super::version`]).
     pub preinstalled_libraries: BTreeMap<String, String>,
     /// Model name -> model version that must be present on the device.
@@ -141,6 +144,7 @@ impl Needs {
     pub fn validate(&self) -> Result<(), DomainError> {
         validate_gigabytes("needs.storage", self.storage)?;
         validate_gigabytes("needs.ram", self.ram)?;
+        validate_gigabytes("needs.gpuMemory", self.gpu_memory)?;
         validate_count(
             "needs.preinstalledLibraries",
             self.preinstalled_libraries.len(),
@@ -161,7 +165,7 @@ impl Needs {
     }
 }
 
-fn validate_gigabytes(field: &str, value: Option<f64>) -> Result<(), DomainError> {
+pub(super) fn validate_gigabytes(field: &str, value: Option<f64>) -> Result<(), DomainError> {
     match value {
         Some(v) if !v.is_finite() || v < 0.0 => Err(DomainError::new(
             field,

@@ -12,6 +12,8 @@ use super::{Device, DevicePlatform};
 struct DeviceFile {
     #[serde(default)]
     gpu: bool,
+    #[serde(rename = "gpuMemory")]
+    gpu_memory: Option<f64>,
     ram: Option<f64>,
     storage: Option<f64>,
     #[serde(default)]
@@ -70,6 +72,7 @@ pub fn parse_device(json: &serde_json::Value) -> Result<Device, String> {
         .map_err(|e| e.to_string())?;
     Ok(Device {
         gpu: file.gpu,
+        gpu_memory: file.gpu_memory,
         ram: file.ram,
         storage: file.storage,
         libraries: file

@@ -7,7 +7,7 @@ use super::{Component, Needs};
 
 /// What a device offers. `runnableOn` returns the components whose needs it satisfies:
 /// - `gpu`: a component that needs a GPU runs only where `gpu` is true;
-/// - `ram`, `storage` (GB): a component's need must be at most the device's figure; `None` leaves it unchecked;
+/// - `ram`, `gpu_memory`, `storage` (GB): a component's need must be at most the device's figure; `None` leaves it unchecked;
 /// - `libraries`: every library the component needs is installed, in a version its requirement accepts
 ///   (see [`super::version`]);
 /// - `models`: every model the component needs is present in exactly the version named (model versions such as
@@ -15,6 +15,8 @@ use super::{Component, Needs};
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Device {
     pub gpu: bool,
+    /// GPU memory in GB, checked like `ram`.
+    pub gpu_memory: Option<f64>,
     pub ram: Option<f64>,
     pub storage: Option<f64>,
     pub libraries: BTreeMap<String, String>,
@@ -49,6 +51,7 @@ impl Device {
         };
         (!needs.gpu || self.gpu)
             && fits(needs.ram, self.ram)
+            && fits(needs.gpu_memory, self.gpu_memory)
             && fits(needs.storage, self.storage)
             && needs.preinstalled_libraries.iter().all(|(name, required)| {
                 self.libraries.contains_key(name)
@@ -60,40 +63,75 @@ impl Device {
                 .all(|(name, version)| self.has_model(name, version))
     }
 
-    /// Why the device cannot run `component`: each need it does not meet, with what the component wants and what
-    /// the device has (empty exactly when [`Device::satisfies`] and [`Device::has_file_for`] both hold). Models
-    /// have no needs: empty.
-    pub fn unmet(&self, component: &Component) -> Vec<Unmet> {
+    /// Each of `needs` this device does not meet, with what is wanted and what the device has (empty exactly when
+    /// [`Device::satisfies`] holds).
+    pub fn unmet_needs(&self, needs: &Needs) -> Vec<Unmet> {
+        let mut unmet = self.unmet_resources(needs);
+        unmet.extend(self.unmet_requirements(needs));
+        unmet
+    }
+
+    /// The figures of `needs` a file can state for itself (GPU, RAM, GPU memory, storage) that this device does
+    /// not meet.
+    pub fn unmet_resources(&self, needs: &Needs) -> Vec<Unmet> {
         let mut unmet = Vec::new();
-        let Some(needs) = component.spec.needs() else {
-            return unmet;
+        let mut miss = |code: NeedCode, need: String, wanted: String, has: String| {
+            unmet.push(Unmet {
+                code,
+                need,
+                wanted,
+                has,
+            })
         };
-        let mut miss =
-            |need: String, wanted: String, has: String| unmet.push(Unmet { need, wanted, has });
         if needs.gpu && !self.gpu {
-            miss("gpu".into(), "a GPU".into(), "no GPU".into());
+            miss(NeedCode::Gpu, "gpu".into(), "a GPU".into(), "no GPU".into());
         }
-        for (need, wanted, has) in [
-            ("ram", needs.ram, self.ram),
-            ("storage", needs.storage, self.storage),
+        for (code, need, wanted, has) in [
+            (NeedCode::Ram, "ram", needs.ram, self.ram),
+            (
+                NeedCode::GpuMemory,
+                "gpuMemory",
+                needs.gpu_memory,
+                self.gpu_memory,
+            ),
+            (NeedCode::Storage, "storage", needs.storage, self.storage),
         ] {
             if let (Some(wanted), Some(has)) = (wanted, has)
                 && wanted > has
             {
-                miss(need.into(), format!("{wanted} GB"), format!("{has} GB"));
+                miss(
+                    code,
+                    need.into(),
+                    format!("{wanted} GB"),
+                    format!("{has} GB"),
+                );
             }
         }
+        unmet
+    }
+
+    /// The libraries and models of `needs` this device lacks: a component's whatever the file.
+    pub fn unmet_requirements(&self, needs: &Needs) -> Vec<Unmet> {
+        let mut unmet = Vec::new();
+        let mut miss = |code: NeedCode, need: String, wanted: String, has: String| {
+            unmet.push(Unmet {
+                code,
+                need,
+                wanted,
+                has,
+            })
+        };
         for (name, required) in &needs.preinstalled_libraries {
             if !self.has_library(name, required) {
                 let wanted = match required.trim() {
                     "" | "*" => format!("{name} (any version)"),
                     range => format!("{name} {range}"),
                 };
-                let has = match self.libraries.get(name) {
-                    Some(installed) => format!("{name} {installed}"),
-                    None => format!("no {name}"),
+                let (code, has) = match self.libraries.get(name) {
+                    Some(installed) => (NeedCode::LibraryVersion, format!("{name} {installed}")),
+                    None => (NeedCode::Library, format!("no {name}")),
                 };
-                miss(format!("library {name}"), wanted, has);
+                miss(code, format!("library {name}"), wanted, has);
             }
         }
         for (name, version) in &needs.available_models {
@@ -109,24 +147,28 @@ impl Device {
                 } else {
                     format!("{name} {}", present.join(", "))
                 };
-                miss(format!("model {name}"), format!("{name} {version}"), has);
+                miss(
+                    NeedCode::Model,
+                    format!("model {name}"),
+                    format!("{name} {version}"),
+                    has,
+                );
             }
         }
-        if let Some(platform) = &self.platform
-            && !self.has_file_for(component)
-        {
-            let platforms: Vec<String> = component
-                .variants
-                .iter()
-                .map(|v| v.platform.to_string())
-                .collect();
-            miss(
-                "platform".into(),
-                format!("one of {}", platforms.join(", ")),
-                format!("{}/{}", platform.os, platform.arch),
-            );
-        }
         unmet
+    }
+
+    /// Whether the device runs `component`, remembering library verdicts across a listing: a component whose files
+    /// all share its needs is judged from them and its platforms; one whose builds state needs of their own, build
+    /// by build ([`Device::runs`]).
+    fn runs_with(&self, component: &Component, memo: &mut VersionMemo) -> bool {
+        match component.spec.needs() {
+            Some(needs) if !super::fit::has_file_needs(component) => {
+                self.satisfies_with(needs, memo) && self.has_file_for(component)
+            }
+            None if !super::fit::has_file_needs(component) => self.has_file_for(component),
+            _ => self.runs(component),
+        }
     }
 
     /// Whether the device has library `name` in a version that `required` accepts.
@@ -152,9 +194,28 @@ fn version_label_matches(required: &str, present: &str) -> bool {
 /// A need a device does not meet: which (`ram`, `library torch`...), what the component wants, what the device has.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unmet {
+    pub code: NeedCode,
     pub need: String,
     pub wanted: String,
     pub has: String,
+}
+
+/// The kind of an unmet need, for machines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NeedCode {
+    Gpu,
+    Ram,
+    GpuMemory,
+    Storage,
+    /// The device does not have the library.
+    Library,
+    /// The device has the library in a version the requirement refuses.
+    LibraryVersion,
+    Model,
+    /// No file runs on the device's platform.
+    Platform,
+    /// The component has no file at all.
+    NoFile,
 }
 
 /// A library a component must need; `version` (a version or a range) narrows it down.
@@ -210,6 +271,15 @@ impl NeedsFilter {
         wanted_memo: &mut VersionMemo,
         device_memo: &mut VersionMemo,
     ) -> bool {
+        self.matches_without_device(needs, wanted_memo)
+            && self
+                .runnable_on
+                .as_ref()
+                .is_none_or(|device| device.satisfies_with(needs, device_memo))
+    }
+
+    /// Every field but `runnable_on`, which judges a component's files rather than its needs alone.
+    fn matches_without_device(&self, needs: &Needs, wanted_memo: &mut VersionMemo) -> bool {
         let at_most =
             |need: Option<f64>, max: Option<f64>| max.is_none_or(|max| need.unwrap_or(0.0) <= max);
         self.gpu.is_none_or(|gpu| needs.gpu == gpu)
@@ -232,10 +302,6 @@ impl NeedsFilter {
                     .get(&wanted.name)
                     .is_some_and(|required| wanted.version.as_deref().is_none_or(|v| v == required))
             })
-            && self
-                .runnable_on
-                .as_ref()
-                .is_none_or(|device| device.satisfies_with(needs, device_memo))
     }
 }
 
@@ -323,19 +389,19 @@ impl Matcher<'_> {
                 .is_some_and(|l| l.eq_ignore_ascii_case(library))
         });
         let needs_ok = match component.spec.needs() {
-            Some(needs) => {
-                filter
-                    .needs
-                    .matches_with(needs, &mut self.wanted_memo, &mut self.device_memo)
-            }
+            Some(needs) => filter
+                .needs
+                .matches_without_device(needs, &mut self.wanted_memo),
             None => filter.needs.is_empty(),
         };
-        let platform_ok = filter
-            .needs
-            .runnable_on
-            .as_ref()
-            .is_none_or(|device| device.has_file_for(component));
-        search_ok && name_ok && library_ok && needs_ok && platform_ok
+        let mut device_ok = || {
+            filter
+                .needs
+                .runnable_on
+                .as_ref()
+                .is_none_or(|device| device.runs_with(component, &mut self.device_memo))
+        };
+        search_ok && name_ok && library_ok && needs_ok && device_ok()
     }
 }
 
@@ -345,6 +411,7 @@ mod tests {
 
     fn needs(gpu: bool, ram: f64, libs: &[(&str, &str)], models: &[(&str, &str)]) -> Needs {
         Needs {
+            gpu_memory: None,
             storage: Some(1.0),
             ram: Some(ram),
             gpu,
@@ -362,6 +429,7 @@ mod tests {
     fn device() -> Device {
         Device {
             gpu: false,
+            gpu_memory: None,
             ram: Some(4.0),
             storage: Some(10.0),
             libraries: [("tensorflow".to_string(), "2.13.1".to_string())].into(),

@@ -7,8 +7,10 @@ mod digest;
 mod error;
 mod event;
 mod filter;
+mod fit;
 mod key;
 pub mod oci;
+pub mod pipeline;
 mod platform;
 pub mod signing;
 pub mod version;
@@ -25,10 +27,11 @@ pub use digest::Sha256;
 pub use error::DomainError;
 pub use event::{Event, EventAlias, EventDraft, EventFile, EventFilter, EventType};
 pub use filter::{
-    ComponentFilter, Device, LibraryWanted, Matcher, ModelWanted, NeedsFilter, Unmet,
+    ComponentFilter, Device, LibraryWanted, Matcher, ModelWanted, NeedCode, NeedsFilter, Unmet,
 };
+pub use fit::{Chosen, file_needs, has_file_needs};
 pub use key::{ComponentKey, Kind, MAX_KEY_BYTES, ModelKey, validate_key_part};
-pub use platform::{DevicePlatform, Platform, Variant, file_for, split_platform};
+pub use platform::{DevicePlatform, FileNeeds, Platform, Variant, file_for, split_platform};
 pub use webhook::{Delivery, DeliveryStatus, Webhook, is_forbidden_destination};
 pub use write::{Deletion, FilePolicy, FilePut, Refusal, UpdateError, Updated};
 

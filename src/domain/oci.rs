@@ -652,10 +652,12 @@ mod tests {
         .unwrap();
         c.variants = vec![
             Variant {
+                needs: None,
                 platform: Platform::new("linux", "aarch64", None, None, None).unwrap(),
                 file: file(&"b".repeat(64), "arm.zip"),
             },
             Variant {
+                needs: None,
                 platform: Platform::new("linux", "armhf", None, Some("npu"), None).unwrap(),
                 file: file(&"c".repeat(64), "armv7.zip"),
             },

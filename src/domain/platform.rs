@@ -34,6 +34,9 @@ pub struct Platform {
     /// PEP 440 requirement on the device's accelerator version; absent accepts any.
     #[serde(default)]
     pub accelerator_version: Option<String>,
+    /// A free-form label of the build (`4bit`, `fp16`): one platform may hold several builds, one per precision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precision: Option<String>,
 }
 
 /// What a device is, for picking files: its platform and the accelerators it has, by name, with their versions.
@@ -45,11 +48,59 @@ pub struct DevicePlatform {
     pub accelerators: BTreeMap<String, String>,
 }
 
-/// One more file of a component, for one platform.
+/// One more file of a component, for one platform (and precision).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Variant {
     pub platform: Platform,
     pub file: StoredFile,
+    /// What this build needs instead of its component's needs, field by field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub needs: Option<FileNeeds>,
+}
+
+/// The needs a per-platform file states for itself: a 4-bit build of a model needs far less memory than its 16-bit
+/// build. Each figure that is set replaces the component's; libraries and models stay the component's.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FileNeeds {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ram: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_memory: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<bool>,
+}
+
+impl FileNeeds {
+    pub fn validate(&self) -> Result<(), DomainError> {
+        super::component::validate_gigabytes("needs.storage", self.storage)?;
+        super::component::validate_gigabytes("needs.ram", self.ram)?;
+        super::component::validate_gigabytes("needs.gpuMemory", self.gpu_memory)
+    }
+
+    /// The component's needs with this file's figures in their place.
+    pub fn over(&self, base: &super::Needs) -> super::Needs {
+        super::Needs {
+            storage: self.storage.or(base.storage),
+            ram: self.ram.or(base.ram),
+            gpu_memory: self.gpu_memory.or(base.gpu_memory),
+            gpu: self.gpu.unwrap_or(base.gpu),
+            ..base.clone()
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == FileNeeds::default()
+    }
+
+    /// GPU memory implies a GPU: a build that states some and says nothing of the GPU needs one.
+    pub fn normalised(mut self) -> Self {
+        if self.gpu.is_none() && self.gpu_memory.is_some_and(|gb| gb > 0.0) {
+            self.gpu = Some(true);
+        }
+        self
+    }
 }
 
 fn clean(field: &str, value: &str) -> Result<String, DomainError> {
@@ -154,7 +205,17 @@ impl Platform {
             variant,
             accelerator,
             accelerator_version,
+            precision: None,
         })
+    }
+
+    /// The same platform for the build of `precision` (`4bit`, `fp16`...); empty text is none.
+    pub fn with_precision(mut self, precision: Option<&str>) -> Result<Self, DomainError> {
+        self.precision = precision
+            .filter(|p| !p.trim().is_empty())
+            .map(|p| clean("platform.precision", p))
+            .transpose()?;
+        Ok(self)
     }
 
     /// Whether a device with `device` runs this platform's files.
@@ -188,7 +249,7 @@ impl Platform {
     }
 
     /// How well a fitting file suits: accelerated builds first, then the newest variant.
-    fn rank(&self) -> (bool, Option<(u32, u32)>) {
+    pub(super) fn rank(&self) -> (bool, Option<(u32, u32)>) {
         (
             self.accelerator.is_some(),
             self.variant.as_deref().and_then(level),
@@ -250,6 +311,9 @@ impl fmt::Display for Platform {
             if let Some(version) = &self.accelerator_version {
                 write!(f, " {version}")?;
             }
+        }
+        if let Some(precision) = &self.precision {
+            write!(f, " ({precision})")?;
         }
         Ok(())
     }
@@ -338,10 +402,12 @@ mod tests {
         };
         let variants = vec![
             Variant {
+                needs: None,
                 platform: file("linux", "arm", Some("v6")),
                 file: stored("v6"),
             },
             Variant {
+                needs: None,
                 platform: file("linux", "arm", Some("v7")),
                 file: stored("v7"),
             },

@@ -134,6 +134,15 @@ pub fn requirement_matches(required: &str, wanted: &str) -> bool {
     }
 }
 
+/// Whether two components' requirements on one library exclude each other: both are PEP 440 specifier sets and no
+/// version satisfies both. Literal text (`latest`) conflicts with nothing, as nothing is known of it.
+pub fn requirements_conflict(a: &str, b: &str) -> bool {
+    match (Requirement::parse(a), Requirement::parse(b)) {
+        (Requirement::Specifiers(a), Requirement::Specifiers(b)) => !overlap(&a, &b),
+        _ => false,
+    }
+}
+
 /// Whether some version satisfies both specifier sets.
 fn overlap(a: &VersionSpecifiers, b: &VersionSpecifiers) -> bool {
     let has_local = |set: &VersionSpecifiers| set.iter().any(|s| s.version().is_local());

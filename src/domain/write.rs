@@ -7,7 +7,8 @@ use thiserror::Error;
 
 use super::signing::{Bundle, MAX_SIGNATURES_PER_FILE, Signature};
 use super::{
-    Component, DomainError, EventDraft, Platform, Sha256, SpecUpdate, StoredFile, Variant,
+    Component, DomainError, EventDraft, FileNeeds, Platform, Sha256, SpecUpdate, StoredFile,
+    Variant,
 };
 use crate::domain::ComponentKey;
 
@@ -130,10 +131,12 @@ impl Component {
     }
 
     /// Puts `file` in as the default file (`platform` `None`) or as that platform's variant, replacing the file
-    /// there. Refused when the replaced file may not change, or when a locked component would gain a file.
+    /// there (and the needs the variant states: `needs` describe the build uploaded). Refused when the replaced file
+    /// may not change, or when a locked component would gain a file.
     pub fn put_file(
         &self,
         platform: Option<Platform>,
+        needs: Option<FileNeeds>,
         file: StoredFile,
         policy: FilePolicy,
         expected: Option<u64>,
@@ -156,11 +159,15 @@ impl Component {
         let replaced = match platform {
             None => after.file.replace(file.clone()),
             Some(platform) => match after.variants.iter_mut().find(|v| v.platform == platform) {
-                Some(existing) => Some(std::mem::replace(&mut existing.file, file.clone())),
+                Some(existing) => {
+                    existing.needs = needs;
+                    Some(std::mem::replace(&mut existing.file, file.clone()))
+                }
                 None => {
                     after.variants.push(Variant {
                         platform,
                         file: file.clone(),
+                        needs,
                     });
                     None
                 }
@@ -426,7 +433,7 @@ mod tests {
     #[test]
     fn a_put_replaces_the_file_of_its_platform_only() {
         let first = service()
-            .put_file(None, file('a'), FilePolicy::Replaceable, None, at(1))
+            .put_file(None, None, file('a'), FilePolicy::Replaceable, None, at(1))
             .unwrap();
         assert_eq!(first.replaced, None);
         assert_eq!(first.event.event_type, EventType::FileUploaded);
@@ -434,7 +441,14 @@ mod tests {
 
         let variant = first
             .component
-            .put_file(Some(arm()), file('b'), FilePolicy::Replaceable, None, at(2))
+            .put_file(
+                Some(arm()),
+                None,
+                file('b'),
+                FilePolicy::Replaceable,
+                None,
+                at(2),
+            )
             .unwrap();
         assert_eq!(variant.replaced, None, "a new platform replaces nothing");
         assert_eq!(variant.component.file, Some(file('a')));
@@ -442,7 +456,14 @@ mod tests {
 
         let again = variant
             .component
-            .put_file(Some(arm()), file('c'), FilePolicy::Replaceable, None, at(3))
+            .put_file(
+                Some(arm()),
+                None,
+                file('c'),
+                FilePolicy::Replaceable,
+                None,
+                at(3),
+            )
             .unwrap();
         assert_eq!(again.replaced, Some(file('b')));
         assert_eq!(again.event.event_type, EventType::FileReplaced);
@@ -454,16 +475,23 @@ mod tests {
     #[test]
     fn immutable_files_refuse_a_replacement_but_not_a_first_file_of_a_platform() {
         let with_file = service()
-            .put_file(None, file('a'), FilePolicy::Immutable, None, at(1))
+            .put_file(None, None, file('a'), FilePolicy::Immutable, None, at(1))
             .expect("a first file is always allowed")
             .component;
         assert!(matches!(
-            with_file.put_file(None, file('b'), FilePolicy::Immutable, None, at(2)),
+            with_file.put_file(None, None, file('b'), FilePolicy::Immutable, None, at(2)),
             Err(Refusal::Immutable(_))
         ));
         assert!(
             with_file
-                .put_file(Some(arm()), file('b'), FilePolicy::Immutable, None, at(2))
+                .put_file(
+                    Some(arm()),
+                    None,
+                    file('b'),
+                    FilePolicy::Immutable,
+                    None,
+                    at(2)
+                )
                 .is_ok()
         );
         assert!(matches!(
@@ -481,7 +509,7 @@ mod tests {
     #[test]
     fn a_locked_component_keeps_its_files_metadata_and_existence() {
         let with_file = service()
-            .put_file(None, file('a'), FilePolicy::Replaceable, None, at(1))
+            .put_file(None, None, file('a'), FilePolicy::Replaceable, None, at(1))
             .unwrap()
             .component;
         let (locked, event) = with_file.lock(None).unwrap().expect("not locked yet");
@@ -493,6 +521,7 @@ mod tests {
         for platform in [None, Some(arm())] {
             let put = locked.put_file(
                 platform.clone(),
+                None,
                 file('b'),
                 FilePolicy::Replaceable,
                 None,
@@ -541,10 +570,17 @@ mod tests {
     #[test]
     fn a_version_an_alias_names_is_not_deleted_and_a_deletion_releases_every_file() {
         let with_files = service()
-            .put_file(None, file('a'), FilePolicy::Replaceable, None, at(1))
+            .put_file(None, None, file('a'), FilePolicy::Replaceable, None, at(1))
             .unwrap()
             .component
-            .put_file(Some(arm()), file('b'), FilePolicy::Replaceable, None, at(2))
+            .put_file(
+                Some(arm()),
+                None,
+                file('b'),
+                FilePolicy::Replaceable,
+                None,
+                at(2),
+            )
             .unwrap()
             .component;
         assert_eq!(
@@ -568,7 +604,14 @@ mod tests {
         let created = service();
         assert_eq!(created.revision, 0);
         let put = created
-            .put_file(None, file('a'), FilePolicy::Replaceable, Some(0), at(1))
+            .put_file(
+                None,
+                None,
+                file('a'),
+                FilePolicy::Replaceable,
+                Some(0),
+                at(1),
+            )
             .unwrap()
             .component;
         assert_eq!(put.revision, 1);

@@ -7,6 +7,7 @@ mod events;
 mod feed_hub;
 pub mod mirror;
 mod oci;
+mod pipelines;
 pub mod signing;
 pub mod uploads;
 pub mod webhooks;
@@ -18,8 +19,8 @@ pub use self::error::ServiceError;
 // What transports hand to the use cases and get back, named here so that `api` needs no `store`.
 pub use self::events::{EventPage, EventStream, MAX_EVENT_PAGE};
 use crate::domain::{
-    AliasMove, Component, ComponentFilter, ComponentKey, Device, DevicePlatform, FilePolicy, Kind,
-    ModelKey, NeedsFilter, Platform, Sha256, Spec, StoredFile, file_for, validate_alias,
+    AliasMove, Component, ComponentFilter, ComponentKey, Device, FileNeeds, FilePolicy, Kind,
+    ModelKey, NeedsFilter, Platform, Sha256, Spec, StoredFile, validate_alias,
     validate_new_version,
 };
 pub use crate::store::StagedBlob;
@@ -353,11 +354,14 @@ impl RepositoryService {
         filename: Option<&str>,
         content_type: Option<&str>,
         platform: Option<Platform>,
+        needs: Option<FileNeeds>,
         expected: Option<u64>,
     ) -> Result<Component, ServiceError> {
         self.writable()?;
+        let needs = build_needs(platform.as_ref(), needs)?;
         let meta = FileMeta {
             platform,
+            needs,
             expected_revision: expected,
             filename: clean_filename(filename).unwrap_or_else(|| default_filename(key)),
             content_type: clean_content_type(content_type),
@@ -529,42 +533,33 @@ impl RepositoryService {
         Ok(self.store.aliases().alias_history(name, alias).await?)
     }
 
-    /// The file of a component for a device's platform: the best fitting variant, else the platform-neutral
-    /// default; none fitting is a 404 that lists the platforms there are.
+    /// The file of a component for a device: the best build that runs on its platform and fits its means (see
+    /// [`Device::choose`]); none fitting is a 404 that says why.
     pub async fn file_for(
         &self,
         key: &ComponentKey,
-        device: &DevicePlatform,
+        device: &Device,
     ) -> Result<StoredFile, ServiceError> {
         let component = self.get(key).await?;
-        if let Some((file, _)) = file_for(component.file.as_ref(), &component.variants, device) {
-            return Ok(file.clone());
-        }
-        let platforms: Vec<String> = component
-            .variants
-            .iter()
-            .map(|v| v.platform.to_string())
-            .collect();
-        Err(ServiceError::NotFound(if platforms.is_empty() {
-            format!("{key} has no file yet")
-        } else {
-            format!(
-                "{key} has no file for {}/{}{}{}; its platforms are: {}",
-                device.os,
-                device.arch,
-                device
-                    .variant
-                    .as_deref()
-                    .map(|v| format!("/{v}"))
-                    .unwrap_or_default(),
-                device
-                    .accelerators
+        match device.choose(&component) {
+            Ok(chosen) => Ok(chosen.file.clone()),
+            Err(unmet) => {
+                let why: Vec<String> = unmet
                     .iter()
-                    .map(|(name, version)| format!(" {name} {version}"))
-                    .collect::<String>(),
-                platforms.join(", ")
-            )
-        }))
+                    .map(|u| match u.code {
+                        crate::domain::NeedCode::NoFile => u.has.clone(),
+                        _ => format!(
+                            "{}: it wants {}, the device has {}",
+                            u.need, u.wanted, u.has
+                        ),
+                    })
+                    .collect();
+                Err(ServiceError::NotFound(format!(
+                    "{key} has no file for this device: {}",
+                    why.join("; ")
+                )))
+            }
+        }
     }
 
     /// The component and its file, for a download.
@@ -654,6 +649,26 @@ impl RepositoryService {
     ) -> Result<ByteStream, ServiceError> {
         Ok(self.store.blobs().read(key, file, range).await?)
     }
+}
+
+/// The needs an upload states for its build: only a per-platform file has needs of its own, and all-empty needs are
+/// none.
+pub(crate) fn build_needs(
+    platform: Option<&Platform>,
+    needs: Option<FileNeeds>,
+) -> Result<Option<FileNeeds>, ServiceError> {
+    let Some(needs) = needs.filter(|n| !n.is_empty()) else {
+        return Ok(None);
+    };
+    if platform.is_none() {
+        return Err(ServiceError::InvalidInput(
+            "needs: only a per-platform file states needs of its own (give a platform); the default file's needs \
+             are the component's"
+                .into(),
+        ));
+    }
+    needs.validate()?;
+    Ok(Some(needs.normalised()))
 }
 
 /// The file a signature is for: the default one, or the variant of `platform`.

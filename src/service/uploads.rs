@@ -27,6 +27,8 @@ const SETTLE: Duration = Duration::from_secs(3);
 pub struct NewUpload {
     pub target: ComponentKey,
     pub platform: Option<Platform>,
+    /// What the build for `platform` needs instead of the component's needs.
+    pub needs: Option<crate::domain::FileNeeds>,
     pub filename: Option<String>,
     pub content_type: Option<String>,
     pub length: u64,
@@ -89,7 +91,7 @@ impl RepositoryService {
                 limit: self.max_upload_bytes,
             });
         }
-        let sha256 = new.sha256.map(|s| s.to_ascii_lowercase());
+        let sha256 = new.sha256.as_ref().map(|s| s.to_ascii_lowercase());
         if let Some(sha256) = &sha256
             && Sha256::parse(sha256).is_err()
         {
@@ -97,6 +99,10 @@ impl RepositoryService {
                 "Upload-Metadata sha256: must be 64 hexadecimal digits".into(),
             ));
         }
+        let new = NewUpload {
+            needs: super::build_needs(new.platform.as_ref(), new.needs.clone())?,
+            ..new
+        };
         // Refused now rather than after gigabytes: a missing target, or a file that may not be replaced.
         let component = self.get(&new.target).await?;
         let policy = FilePolicy::immutable(self.immutable_files);
@@ -133,6 +139,7 @@ impl RepositoryService {
             id: String::new(),
             target: new.target,
             platform: new.platform,
+            needs: new.needs,
             filename: new.filename,
             content_type: new.content_type,
             length: new.length,
@@ -247,6 +254,7 @@ impl RepositoryService {
                     session.filename.as_deref(),
                     session.content_type.as_deref(),
                     session.platform.clone(),
+                    session.needs.clone(),
                     None,
                 )
                 .await

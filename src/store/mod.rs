@@ -115,6 +115,8 @@ pub struct FileMeta {
     /// The platform the file is built for: it becomes (or replaces) that platform's variant. `None` is the
     /// platform-neutral default file.
     pub platform: Option<crate::domain::Platform>,
+    /// What that platform's build needs instead of the component's needs.
+    pub needs: Option<crate::domain::FileNeeds>,
     /// The revision the upload was made as of: refused as stale when the component has moved on.
     pub expected_revision: Option<u64>,
 }

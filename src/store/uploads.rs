@@ -19,6 +19,9 @@ pub struct UploadSession {
     pub target: ComponentKey,
     #[serde(default)]
     pub platform: Option<Platform>,
+    /// What the build for `platform` needs instead of the component's needs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub needs: Option<crate::domain::FileNeeds>,
     #[serde(default)]
     pub filename: Option<String>,
     #[serde(default)]

@@ -486,8 +486,8 @@ pub async fn variants_are_chosen_by_platform(start: Starter) {
     // GraphQL: the accelerated build for a device whose CUDA fits, nothing for one whose CUDA is too old.
     let file_for = |version: &str| {
         app.ok(
-            "query($d: DevicePlatformInput!) { service(id: \"svc\") { fileFor(device: $d) { sha256 downloadUrl } } }",
-            json!({ "d": {"os": "linux", "arch": "amd64", "accelerators": [{"name": "cuda", "version": version}]} }),
+            "query($d: DeviceInput!) { service(id: \"svc\") { fileFor(device: $d) { sha256 downloadUrl } } }",
+            json!({ "d": {"gpu": true, "platform": {"os": "linux", "arch": "amd64", "accelerators": [{"name": "cuda", "version": version}]}} }),
         )
     };
     let fits = file_for("8.9").await;

@@ -138,13 +138,15 @@ fn needs_strategy() -> impl Strategy<Value = Needs> {
     (
         prop::option::of(pick(&[0.5, 2.0, 8.0])),
         any::<bool>(),
+        prop::option::of(pick(&[4.0, 12.0])),
         prop::collection::btree_map(pick(&LIBRARIES), pick(&REQUIREMENTS), 0..3),
         prop::collection::btree_map(pick(&["yolo", "bert"]), pick(&["v8", "v5", "base"]), 0..2),
     )
-        .prop_map(|(ram, gpu, libraries, models)| Needs {
+        .prop_map(|(ram, gpu, gpu_memory, libraries, models)| Needs {
             storage: None,
             ram,
             gpu,
+            gpu_memory,
             preinstalled_libraries: libraries
                 .into_iter()
                 .map(|(n, v)| (n.to_string(), v.to_string()))
@@ -160,12 +162,14 @@ fn device_strategy() -> impl Strategy<Value = Device> {
     (
         any::<bool>(),
         prop::option::of(pick(&[1.0, 4.0, 16.0])),
+        prop::option::of(pick(&[8.0, 24.0])),
         prop::collection::btree_map(pick(&LIBRARIES), pick(&INSTALLED), 0..4),
         prop::collection::vec(pick(&MODELS), 0..3),
     )
-        .prop_map(|(gpu, ram, libraries, models)| Device {
+        .prop_map(|(gpu, ram, gpu_memory, libraries, models)| Device {
             gpu,
             ram,
+            gpu_memory,
             storage: None,
             libraries: libraries
                 .into_iter()
@@ -234,6 +238,7 @@ fn device_json(device: &Device) -> Value {
     json!({
         "gpu": device.gpu,
         "ram": device.ram,
+        "gpuMemory": device.gpu_memory,
         "libraries": libraries_json(&device.libraries),
         "models": device.models.iter().map(|(n, v)| json!({"name": n, "version": v})).collect::<Vec<_>>(),
     })
@@ -278,6 +283,7 @@ pub async fn counts_match_a_brute_force_filter(start: Starter) {
             json!({
                 "ram": needs.ram,
                 "gpu": needs.gpu,
+                "gpuMemory": needs.gpu_memory,
                 "preinstalledLibraries": libraries_json(&needs.preinstalled_libraries),
                 "availableModels": libraries_json(&needs.available_models),
             }),

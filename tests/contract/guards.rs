@@ -74,6 +74,16 @@ const OPERATIONS: &[(&str, Need, &str)] = &[
         "subscription { componentEvents(after: 0) { sequence } }",
     ),
     (
+        "resolvePipeline",
+        Need::Read,
+        r#"{ resolvePipeline(device: {ram: 4}, pipeline: {services: ["guarded"]}) { fits } }"#,
+    ),
+    (
+        "pipelineResolutions",
+        Need::Read,
+        r#"subscription { pipelineResolutions(device: {ram: 4}, pipeline: {services: ["guarded"]}) { fits } }"#,
+    ),
+    (
         "createWebhook",
         Need::Write,
         r#"mutation { createWebhook(input: {url: "https://example.org/hook", secret: "s"}) { id } }"#,

@@ -2,6 +2,7 @@
 //! `contract_suite!(starter)`, where `starter` starts a server on that backend.
 
 mod addressing;
+mod builds;
 mod catalogue;
 mod crud;
 mod events;
@@ -15,6 +16,7 @@ mod signatures;
 mod webhooks;
 
 pub use addressing::*;
+pub use builds::*;
 pub use catalogue::*;
 pub use crud::*;
 pub use events::*;
@@ -157,6 +159,9 @@ macro_rules! contract_suite {
             model_aliases_move_with_history,
             immutable_files_refuse_replacement_and_deletion,
             locked_components_keep_their_file,
+            builds_are_chosen_by_what_the_device_holds,
+            build_needs_are_checked_at_upload,
+            pipeline_subscribers_hear_of_changes_to_what_the_device_fetches,
             variants_are_chosen_by_platform,
             variant_bytes_are_served_by_digest,
             a_variant_downloads_under_its_own_name,

@@ -322,4 +322,29 @@ impl SubscriptionRoot {
             item.map(|event| ComponentEvent::new(event, &links)).gql()
         }))
     }
+
+    /// The resolution of an inference pipeline for a device (as `resolvePipeline` answers it) now, then again
+    /// each time a change to one of its parts, or an alias move of its model, changes what the device would fetch
+    /// (the `lock`) or whether it `fits`; changes that alter neither send nothing.
+    async fn pipeline_resolutions(
+        &self,
+        ctx: &Context<'_>,
+        device: DeviceInput,
+        pipeline: super::pipeline::PipelineInput,
+    ) -> async_graphql::Result<
+        impl Stream<Item = async_graphql::Result<super::pipeline::PipelineResolution>> + use<>,
+    > {
+        let service = ctx.data::<Arc<RepositoryService>>()?.clone();
+        let links = ctx.data::<Links>()?.clone();
+        let metrics = ctx.data::<Arc<Metrics>>()?.clone();
+        let device = Device::try_from(device).map_err(ServiceError::from).gql()?;
+        let pipeline = pipeline.into_domain().map_err(ServiceError::from).gql()?;
+        let stream = service.follow_pipeline(pipeline, device).await.gql()?;
+        let connected = metrics.subscriber("graphql_ws");
+        Ok(stream.map(move |item| {
+            let _connected = &connected;
+            item.map(|r| super::pipeline::PipelineResolution::new(r, &links))
+                .gql()
+        }))
+    }
 }

@@ -1,6 +1,6 @@
 //! GraphQL input types and how they become domain values.
 
-use crate::domain::{DevicePlatform, Platform};
+use crate::domain::{DevicePlatform, FileNeeds, Platform};
 use std::collections::BTreeMap;
 
 use async_graphql::{Enum, ID, InputObject, Json, MaybeUndefined};
@@ -66,6 +66,8 @@ pub struct NeedsInput {
     pub ram: Option<f64>,
     #[graphql(default)]
     pub gpu: bool,
+    /// GPU memory in GB.
+    pub gpu_memory: Option<f64>,
     #[graphql(default)]
     pub preinstalled_libraries: Vec<LibraryInput>,
     #[graphql(default)]
@@ -78,12 +80,34 @@ impl NeedsInput {
             storage: self.storage,
             ram: self.ram,
             gpu: self.gpu,
+            gpu_memory: self.gpu_memory,
             preinstalled_libraries: library_map(
                 "needs.preinstalledLibraries",
                 self.preinstalled_libraries,
             )?,
             available_models: model_map("needs.availableModels", self.available_models)?,
         })
+    }
+
+    /// The needs of one per-platform build: the figures that replace its component's. `gpu: true` or any GPU
+    /// memory make the build need a GPU; otherwise it keeps its component's GPU need. Libraries and models are the
+    /// component's and are refused here.
+    pub fn into_file_needs(self) -> Result<FileNeeds, DomainError> {
+        if !self.preinstalled_libraries.is_empty() || !self.available_models.is_empty() {
+            return Err(DomainError::new(
+                "needs",
+                "a build states storage, ram, gpu and gpuMemory of its own; libraries and models are its \
+                 component's (update the component to change them)",
+            ));
+        }
+        let needs = FileNeeds {
+            storage: self.storage,
+            ram: self.ram,
+            gpu_memory: self.gpu_memory,
+            gpu: self.gpu.then_some(true),
+        };
+        needs.validate()?;
+        Ok(needs)
     }
 }
 
@@ -93,6 +117,7 @@ impl NeedsInput {
 pub struct NeedsPatch {
     pub storage: MaybeUndefined<f64>,
     pub ram: MaybeUndefined<f64>,
+    pub gpu_memory: MaybeUndefined<f64>,
     pub gpu: Option<bool>,
     pub preinstalled_libraries: Option<Vec<LibraryInput>>,
     pub available_models: Option<Vec<ModelRefInput>>,
@@ -102,6 +127,7 @@ impl NeedsPatch {
     pub fn apply(self, needs: &mut Needs) -> Result<(), DomainError> {
         self.storage.update_to(&mut needs.storage);
         self.ram.update_to(&mut needs.ram);
+        self.gpu_memory.update_to(&mut needs.gpu_memory);
         if let Some(gpu) = self.gpu {
             needs.gpu = gpu;
         }
@@ -259,6 +285,8 @@ pub struct DeviceInput {
     pub gpu: bool,
     /// RAM in GB; left out, RAM is not checked.
     pub ram: Option<f64>,
+    /// GPU memory in GB; left out, GPU memory is not checked.
+    pub gpu_memory: Option<f64>,
     /// Free storage in GB; left out, storage is not checked.
     pub storage: Option<f64>,
     /// Installed libraries with their exact versions.
@@ -284,6 +312,8 @@ pub struct PlatformInput {
     pub accelerator: Option<String>,
     /// PEP 440 requirement on the device's accelerator version, such as `>=8.6` (a CUDA compute capability).
     pub accelerator_version: Option<String>,
+    /// A label of the build (`4bit`, `fp16`): one platform holds one file per precision.
+    pub precision: Option<String>,
 }
 
 impl PlatformInput {
@@ -294,7 +324,8 @@ impl PlatformInput {
             self.variant.as_deref(),
             self.accelerator.as_deref(),
             self.accelerator_version.as_deref(),
-        )
+        )?
+        .with_precision(self.precision.as_deref())
     }
 }
 
@@ -356,6 +387,7 @@ impl TryFrom<DeviceInput> for Device {
     fn try_from(d: DeviceInput) -> Result<Self, DomainError> {
         Ok(Device {
             gpu: d.gpu,
+            gpu_memory: d.gpu_memory,
             ram: d.ram,
             storage: d.storage,
             libraries: d

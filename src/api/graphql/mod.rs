@@ -10,6 +10,7 @@ mod loader;
 mod mirror;
 mod multipart;
 mod mutation;
+mod pipeline;
 mod query;
 mod types;
 mod webhooks;

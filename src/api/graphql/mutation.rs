@@ -5,7 +5,7 @@ use async_graphql::{Context, ID, Object, Upload};
 use super::events::ComponentKind;
 use super::inputs::{
     CreateInferencerInput, CreateModelInput, CreateServiceInput, CreateTransformationInput,
-    PlatformInput, UpdateInferencerInput, UpdateModelInput, UpdateServiceInput,
+    NeedsInput, PlatformInput, UpdateInferencerInput, UpdateModelInput, UpdateServiceInput,
     UpdateTransformationInput, replace,
 };
 use super::multipart::StagedUploads;
@@ -14,7 +14,7 @@ use crate::api::auth::Access;
 use crate::api::error::GqlResultExt;
 use crate::api::state::Links;
 use crate::domain::SpecUpdate;
-use crate::domain::{ComponentKey, DomainError, Kind, Spec};
+use crate::domain::{ComponentKey, DomainError, FileNeeds, Kind, Platform, Spec};
 use crate::service::{RepositoryService, ServiceError};
 
 pub struct MutationRoot;
@@ -62,19 +62,49 @@ async fn delete(
 }
 
 /// Attaches the file that the multipart request staged for `file`.
+/// The per-platform build an upload is for: the platform, its precision and its own needs.
+struct Build {
+    platform: Option<PlatformInput>,
+    needs: Option<NeedsInput>,
+    precision: Option<String>,
+}
+
+impl Build {
+    fn into_domain(self) -> Result<(Option<Platform>, Option<FileNeeds>), DomainError> {
+        let mut platform = self.platform;
+        if let Some(precision) = self.precision.filter(|p| !p.trim().is_empty()) {
+            let Some(given) = platform.as_mut() else {
+                return Err(DomainError::new(
+                    "precision",
+                    "names a build of a platform: give the platform too",
+                ));
+            };
+            match &given.precision {
+                Some(other) if other != &precision => {
+                    return Err(DomainError::new(
+                        "precision",
+                        format!("is {precision} but platform.precision is {other}"),
+                    ));
+                }
+                _ => given.precision = Some(precision),
+            }
+        }
+        let platform = platform.map(PlatformInput::into_platform).transpose()?;
+        let needs = self.needs.map(NeedsInput::into_file_needs).transpose()?;
+        Ok((platform, needs))
+    }
+}
+
 async fn upload<T: FromNode>(
     ctx: &Context<'_>,
     key: Result<ComponentKey, DomainError>,
     file: Upload,
-    platform: Option<PlatformInput>,
+    build: Build,
     expected: Option<Long>,
 ) -> async_graphql::Result<T> {
     let expected = expected.map(|r| r.0);
     let key = key.gql()?;
-    let platform = platform
-        .map(PlatformInput::into_platform)
-        .transpose()
-        .gql()?;
+    let (platform, needs) = build.into_domain().gql()?;
     // Only uploads that our multipart reader staged are accepted: a client that forges an upload reference in a
     // plain JSON request gets a clear error instead of reaching async-graphql's upload table.
     let staged = ctx
@@ -96,6 +126,7 @@ async fn upload<T: FromNode>(
             Some(&value.filename),
             value.content_type.as_deref(),
             platform,
+            needs,
             expected,
         )
         .await
@@ -340,7 +371,9 @@ impl MutationRoot {
         delete(ctx, ComponentKey::model(name, version)).await
     }
 
-    /// Uploads (or replaces) the file of a model. Send as a multipart request.
+    /// Uploads (or replaces) the file of a model. Send as a multipart request. With `platform` the file is that
+    /// platform's build (one per platform and `precision`, such as `4bit` or `fp16`), and `needs` (storage, ram,
+    /// gpu, gpuMemory) are what this build needs instead of the component's; without, it is the default file.
     async fn upload_model_file(
         &self,
         ctx: &Context<'_>,
@@ -348,13 +381,19 @@ impl MutationRoot {
         version: String,
         file: Upload,
         platform: Option<PlatformInput>,
+        needs: Option<NeedsInput>,
+        precision: Option<String>,
         expected_revision: Option<Long>,
     ) -> async_graphql::Result<Model> {
         upload(
             ctx,
             ComponentKey::model(name, version),
             file,
-            platform,
+            Build {
+                platform,
+                needs,
+                precision,
+            },
             expected_revision,
         )
         .await
@@ -400,19 +439,28 @@ impl MutationRoot {
         delete(ctx, ComponentKey::with_id(Kind::Transformation, id.0)).await
     }
 
+    /// Uploads (or replaces) the file of a transformation. Send as a multipart request. With `platform` the file is that
+    /// platform's build (one per platform and `precision`, such as `4bit` or `fp16`), and `needs` (storage, ram,
+    /// gpu, gpuMemory) are what this build needs instead of the component's; without, it is the default file.
     async fn upload_transformation_file(
         &self,
         ctx: &Context<'_>,
         id: ID,
         file: Upload,
         platform: Option<PlatformInput>,
+        needs: Option<NeedsInput>,
+        precision: Option<String>,
         expected_revision: Option<Long>,
     ) -> async_graphql::Result<Transformation> {
         upload(
             ctx,
             ComponentKey::with_id(Kind::Transformation, id.0),
             file,
-            platform,
+            Build {
+                platform,
+                needs,
+                precision,
+            },
             expected_revision,
         )
         .await
@@ -458,19 +506,28 @@ impl MutationRoot {
         delete(ctx, ComponentKey::with_id(Kind::Service, id.0)).await
     }
 
+    /// Uploads (or replaces) the file of a service. Send as a multipart request. With `platform` the file is that
+    /// platform's build (one per platform and `precision`, such as `4bit` or `fp16`), and `needs` (storage, ram,
+    /// gpu, gpuMemory) are what this build needs instead of the component's; without, it is the default file.
     async fn upload_service_file(
         &self,
         ctx: &Context<'_>,
         id: ID,
         file: Upload,
         platform: Option<PlatformInput>,
+        needs: Option<NeedsInput>,
+        precision: Option<String>,
         expected_revision: Option<Long>,
     ) -> async_graphql::Result<Service> {
         upload(
             ctx,
             ComponentKey::with_id(Kind::Service, id.0),
             file,
-            platform,
+            Build {
+                platform,
+                needs,
+                precision,
+            },
             expected_revision,
         )
         .await
@@ -518,19 +575,28 @@ impl MutationRoot {
         delete(ctx, ComponentKey::with_id(Kind::Inferencer, id.0)).await
     }
 
+    /// Uploads (or replaces) the file of a inferencer. Send as a multipart request. With `platform` the file is that
+    /// platform's build (one per platform and `precision`, such as `4bit` or `fp16`), and `needs` (storage, ram,
+    /// gpu, gpuMemory) are what this build needs instead of the component's; without, it is the default file.
     async fn upload_inferencer_file(
         &self,
         ctx: &Context<'_>,
         id: ID,
         file: Upload,
         platform: Option<PlatformInput>,
+        needs: Option<NeedsInput>,
+        precision: Option<String>,
         expected_revision: Option<Long>,
     ) -> async_graphql::Result<Inferencer> {
         upload(
             ctx,
             ComponentKey::with_id(Kind::Inferencer, id.0),
             file,
-            platform,
+            Build {
+                platform,
+                needs,
+                precision,
+            },
             expected_revision,
         )
         .await

@@ -258,4 +258,16 @@ impl QueryRoot {
             .await;
         page(listing, after.as_deref(), links)
     }
+
+    /// Resolves an inference server's whole configuration for a device: the file of every part, the sums of their
+    /// needs (they share one process), every problem with a code and a sentence, and a lock digest that changes
+    /// exactly when what the device would fetch changes. Missing parts are problems, not errors.
+    async fn resolve_pipeline(
+        &self,
+        ctx: &Context<'_>,
+        device: DeviceInput,
+        pipeline: super::pipeline::PipelineInput,
+    ) -> async_graphql::Result<super::pipeline::PipelineResolution> {
+        super::pipeline::resolve(ctx, device, pipeline).await
+    }
 }

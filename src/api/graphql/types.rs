@@ -10,7 +10,7 @@ use async_graphql::{
 };
 use chrono::{DateTime, Utc};
 
-use super::inputs::{DeviceInput, DevicePlatformInput};
+use super::inputs::DeviceInput;
 use super::loader::ModelLoader;
 use crate::api::error::{GqlResultExt, graphql_error};
 use crate::api::state::Links;
@@ -133,6 +133,45 @@ pub struct PlatformInfo {
     pub accelerator: Option<String>,
     /// PEP 440 requirement on the device's accelerator version.
     pub accelerator_version: Option<String>,
+    /// The build's label (`4bit`, `fp16`), when the platform holds several.
+    pub precision: Option<String>,
+}
+
+impl From<&domain::Platform> for PlatformInfo {
+    fn from(p: &domain::Platform) -> Self {
+        Self {
+            os: p.os.clone(),
+            arch: p.arch.clone(),
+            variant: p.variant.clone(),
+            accelerator: p.accelerator.clone(),
+            accelerator_version: p.accelerator_version.clone(),
+            precision: p.precision.clone(),
+        }
+    }
+}
+
+/// The needs a per-platform build states for itself; each figure set replaces its component's.
+#[derive(SimpleObject, Clone)]
+pub struct FileNeeds {
+    /// Storage in GB.
+    pub storage: Option<f64>,
+    /// RAM in GB.
+    pub ram: Option<f64>,
+    /// GPU memory in GB.
+    pub gpu_memory: Option<f64>,
+    /// Whether this build needs a GPU (null: as its component).
+    pub gpu: Option<bool>,
+}
+
+impl From<&domain::FileNeeds> for FileNeeds {
+    fn from(n: &domain::FileNeeds) -> Self {
+        Self {
+            storage: n.storage,
+            ram: n.ram,
+            gpu_memory: n.gpu_memory,
+            gpu: n.gpu,
+        }
+    }
 }
 
 /// A file of a component for one platform; its `downloadUrl` is the content-addressed `/blobs/sha256/{hex}`, with
@@ -141,6 +180,8 @@ pub struct PlatformInfo {
 #[graphql(complex)]
 pub struct FileVariant {
     pub platform: PlatformInfo,
+    /// What this build needs instead of its component's needs; null when it states none.
+    pub needs: Option<FileNeeds>,
     pub file: File,
 }
 
@@ -159,7 +200,6 @@ pub struct Files {
     component: std::sync::Arc<Component>,
     key: ComponentKey,
     download_url: String,
-    default: Option<domain::StoredFile>,
     variants: Vec<domain::Variant>,
 }
 
@@ -168,13 +208,8 @@ impl Files {
         self.variants
             .iter()
             .map(|v| FileVariant {
-                platform: PlatformInfo {
-                    os: v.platform.os.clone(),
-                    arch: v.platform.arch.clone(),
-                    variant: v.platform.variant.clone(),
-                    accelerator: v.platform.accelerator.clone(),
-                    accelerator_version: v.platform.accelerator_version.clone(),
-                },
+                platform: PlatformInfo::from(&v.platform),
+                needs: v.needs.as_ref().map(FileNeeds::from),
                 file: File::new(
                     v.file.clone(),
                     links.named_blob_url(&v.file.sha256, &v.file.filename),
@@ -187,29 +222,27 @@ impl Files {
     fn file_for(
         &self,
         ctx: &Context<'_>,
-        device: DevicePlatformInput,
+        device: DeviceInput,
     ) -> async_graphql::Result<Option<File>> {
-        let device = device.into_platform().gql()?;
+        let device = domain::Device::try_from(device).gql()?;
         let links = ctx.data::<Links>()?;
-        Ok(
-            domain::file_for(self.default.as_ref(), &self.variants, &device).map(
-                |(file, platform)| match platform {
-                    Some(_) => File::new(
-                        file.clone(),
-                        links.named_blob_url(&file.sha256, &file.filename),
-                        &self.key,
-                    ),
-                    None => File::new(file.clone(), self.download_url.clone(), &self.key),
-                },
-            ),
-        )
+        Ok(device.choose(&self.component).ok().map(|chosen| {
+            let file = chosen.file.clone();
+            match chosen.variant {
+                Some(_) => {
+                    let url = links.named_blob_url(&file.sha256, &file.filename);
+                    File::new(file, url, &self.key)
+                }
+                None => File::new(file, self.download_url.clone(), &self.key),
+            }
+        }))
     }
 }
 
 /// A need a device does not meet.
 #[derive(SimpleObject)]
 pub struct UnmetNeed {
-    /// `gpu`, `ram`, `storage`, `library <name>`, `model <name>` or `platform`.
+    /// `gpu`, `ram`, `gpuMemory`, `storage`, `library <name>`, `model <name>`, `platform` or `file`.
     pub need: String,
     /// What the component needs, such as `8 GB` or `torch >=2.4`.
     pub wanted: String,
@@ -227,12 +260,14 @@ macro_rules! per_platform_files {
                 Ok(self.files.variants(ctx.data::<Links>()?))
             }
 
-            /// The file a device with this platform runs: the best fitting variant (accelerated builds first, then
-            /// the newest variant), else the platform-neutral default file; null when none fits.
+            /// The file `device` gets: of the builds that run on its platform and fit its RAM, GPU memory, GPU and
+            /// storage, an accelerated build first, a per-platform build before the default file, then the most
+            /// demanding (GPU memory, then RAM), then the newest platform variant; null when none fits
+            /// (`unmetNeeds` says why). Takes the same `DeviceInput` as `runnableOn`.
             async fn file_for(
                 &self,
                 ctx: &Context<'_>,
-                device: DevicePlatformInput,
+                device: DeviceInput,
             ) -> async_graphql::Result<Option<File>> {
                 self.files.file_for(ctx, device)
             }
@@ -308,6 +343,8 @@ pub struct Needs {
     /// RAM in GB.
     pub ram: Option<f64>,
     pub gpu: bool,
+    /// GPU memory in GB.
+    pub gpu_memory: Option<f64>,
     pub preinstalled_libraries: Vec<Library>,
     pub available_models: Vec<ModelRequirement>,
 }
@@ -318,6 +355,7 @@ impl From<domain::Needs> for Needs {
             storage: n.storage,
             ram: n.ram,
             gpu: n.gpu,
+            gpu_memory: n.gpu_memory,
             preinstalled_libraries: n
                 .preinstalled_libraries
                 .into_iter()
@@ -465,7 +503,6 @@ impl Node {
             component: std::sync::Arc::new(c.clone()),
             key: c.key.clone(),
             download_url: links.download_url(&c.key),
-            default: c.file.clone(),
             variants: c.variants,
         };
         let file = c

@@ -522,7 +522,7 @@ pub async fn manifest(
     };
     let attached = state
         .service
-        .attach_file(&key, staged, filename.as_deref(), None, None, None)
+        .attach_file(&key, staged, filename.as_deref(), None, None, None, None)
         .await;
     let component = match attached {
         Ok(component) => component,

@@ -357,6 +357,7 @@ async fn upload(
                 content_type.as_deref(),
                 None,
                 None,
+                None,
             )
             .await?;
         state.metrics.uploaded(size);
@@ -415,19 +416,26 @@ async fn download_by_id(
 }
 
 /// `?platform=linux/arm64` picks the variant a device of that platform runs; `&accelerator=cuda&accelerator_version=8.6`
-/// says which accelerators it has (comma-separated lists, paired in order, for several).
+/// says which accelerators it has (comma-separated lists, paired in order, for several); `&gpu_memory=12&ram=16`
+/// (GB) pick among builds of one platform the biggest that fits.
 #[derive(Deserialize)]
 struct PlatformQuery {
     platform: Option<String>,
     accelerator: Option<String>,
     accelerator_version: Option<String>,
+    gpu_memory: Option<f64>,
+    ram: Option<f64>,
 }
 
 impl PlatformQuery {
     /// The device the query describes, or `None` for the default file.
-    fn device(self) -> Result<Option<crate::domain::DevicePlatform>, ApiError> {
+    fn device(self) -> Result<Option<crate::domain::Device>, ApiError> {
         let Some(platform) = self.platform else {
-            if self.accelerator.is_some() || self.accelerator_version.is_some() {
+            if self.accelerator.is_some()
+                || self.accelerator_version.is_some()
+                || self.gpu_memory.is_some()
+                || self.ram.is_some()
+            {
                 return Err(ApiError::BadRequest(
                     "accelerator: needs platform (such as platform=linux/amd64&accelerator=cuda&accelerator_version=8.6)"
                         .into(),
@@ -456,6 +464,16 @@ impl PlatformQuery {
             names.into_iter().zip(versions).collect(),
         )?;
         device.accelerators = given.accelerators;
+        for (field, gb) in [("gpu_memory", self.gpu_memory), ("ram", self.ram)] {
+            if gb.is_some_and(|gb| !gb.is_finite() || gb < 0.0) {
+                return Err(ApiError::BadRequest(format!(
+                    "{field}: must be a non-negative number of GB"
+                )));
+            }
+        }
+        let mut device = crate::domain::Device::of_platform(device);
+        device.gpu_memory = self.gpu_memory;
+        device.ram = self.ram;
         Ok(Some(device))
     }
 }

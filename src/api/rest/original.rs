@@ -23,6 +23,9 @@ pub struct OriginalNeeds {
     ram: Option<f64>,
     #[serde(rename = "GPU", default)]
     gpu: Option<bool>,
+    /// GPU memory in GB (an addition of this server; the original has no such field).
+    #[serde(default)]
+    gpu_memory: Option<f64>,
     #[serde(default)]
     preinstalled_libraries: Option<BTreeMap<String, String>>,
     #[serde(default)]
@@ -35,6 +38,7 @@ impl From<OriginalNeeds> for Needs {
             storage: n.storage,
             ram: n.ram,
             gpu: n.gpu.unwrap_or(false),
+            gpu_memory: n.gpu_memory,
             preinstalled_libraries: n.preinstalled_libraries.unwrap_or_default(),
             available_models: n.available_models.unwrap_or_default(),
         }
@@ -156,13 +160,18 @@ pub fn component(
 }
 
 fn needs_json(needs: &Needs) -> Value {
-    json!({
+    let mut json = json!({
         "storage": needs.storage,
         "RAM": needs.ram,
         "GPU": needs.gpu,
         "preinstalled_libraries": needs.preinstalled_libraries,
         "available_models": needs.available_models,
-    })
+    });
+    // Only when set, so that the original's clients see exactly the fields they know.
+    if let Some(gb) = needs.gpu_memory {
+        json["gpu_memory"] = json!(gb);
+    }
+    json
 }
 
 /// A component as the original service answered it. `model_id` / `storage_id` name the stored file (null before

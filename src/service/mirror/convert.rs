@@ -6,21 +6,22 @@ use serde_json::Value;
 
 use crate::domain::signing::Signature;
 use crate::domain::{
-    Component, ComponentKey, InferencerSpec, Kind, ModelSpec, Needs, Platform, ServiceSpec, Sha256,
-    Spec, StoredFile, TransformationSpec, Variant,
+    Component, ComponentKey, FileNeeds, InferencerSpec, Kind, ModelSpec, Needs, Platform,
+    ServiceSpec, Sha256, Spec, StoredFile, TransformationSpec, Variant,
 };
 
 /// The fields of a file, selected on every component.
 const FILE: &str =
     "size sha256 contentType filename uploadedAt signatures { bundle addedAt addedBy }";
-const NEEDS: &str = "needs { storage ram gpu preinstalledLibraries { name version } \
+const NEEDS: &str = "needs { storage ram gpu gpuMemory preinstalledLibraries { name version } \
                      availableModels { name version } }";
 
 /// The fields a mirror keeps of a component of `kind`, with `__typename`.
 pub fn fields(kind: Kind) -> String {
     let common = format!(
         "locked createdAt updatedAt file {{ {FILE} }} \
-         variants {{ platform {{ os arch variant accelerator acceleratorVersion }} file {{ {FILE} }} }}"
+         variants {{ platform {{ os arch variant accelerator acceleratorVersion precision }} \
+         needs {{ storage ram gpuMemory gpu }} file {{ {FILE} }} }}"
     );
     let own = match kind {
         Kind::Model => "name version library description aliases".to_string(),
@@ -139,6 +140,7 @@ fn needs(node: &Value) -> Result<Needs, Unreadable> {
         storage: n.get("storage").and_then(Value::as_f64),
         ram: n.get("ram").and_then(Value::as_f64),
         gpu: n.get("gpu").and_then(Value::as_bool).unwrap_or(false),
+        gpu_memory: n.get("gpuMemory").and_then(Value::as_f64),
         preinstalled_libraries: pairs(n, "preinstalledLibraries")?,
         available_models: pairs(n, "availableModels")?,
     })
@@ -158,10 +160,25 @@ fn variants(node: &Value) -> Result<Vec<Variant>, Unreadable> {
                 opt_text(p, "accelerator").as_deref(),
                 opt_text(p, "acceleratorVersion").as_deref(),
             )
+            .and_then(|p| {
+                p.with_precision(
+                    opt_text(v.get("platform").unwrap_or(&Value::Null), "precision").as_deref(),
+                )
+            })
             .map_err(|e| bad(e.to_string()))?;
+            let needs = v.get("needs").filter(|n| !n.is_null()).map(|n| FileNeeds {
+                storage: n.get("storage").and_then(Value::as_f64),
+                ram: n.get("ram").and_then(Value::as_f64),
+                gpu_memory: n.get("gpuMemory").and_then(Value::as_f64),
+                gpu: n.get("gpu").and_then(Value::as_bool),
+            });
             let file = file(v.get("file").unwrap_or(&Value::Null))?
                 .ok_or_else(|| bad("variant.file is missing"))?;
-            Ok(Variant { platform, file })
+            Ok(Variant {
+                platform,
+                file,
+                needs,
+            })
         })
         .collect()
 }

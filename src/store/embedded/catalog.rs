@@ -211,14 +211,17 @@ fn slot(kind: Kind) -> usize {
 
 /// A filter prepared for one listing: from summaries when it allows, else from decoded components.
 enum Test<'a> {
-    Summary(SummaryMatcher<'a>),
+    /// Summaries, but a device is matched against the decoded component when its builds state needs of their
+    /// own (the summary holds the component's needs only).
+    Summary(SummaryMatcher<'a>, Option<Matcher<'a>>),
     Component(Matcher<'a>),
 }
 
 impl<'a> Test<'a> {
     fn new(symbols: &'a Symbols, filter: &'a ComponentFilter) -> Self {
         if summary_only(filter) {
-            Test::Summary(SummaryMatcher::new(symbols, &filter.needs))
+            let by_build = filter.needs.runnable_on.is_some().then(|| filter.matcher());
+            Test::Summary(SummaryMatcher::new(symbols, &filter.needs), by_build)
         } else {
             Test::Component(filter.matcher())
         }
@@ -226,7 +229,10 @@ impl<'a> Test<'a> {
 
     fn matches(&mut self, item: &Item) -> Result<bool, StoreError> {
         match self {
-            Test::Summary(matcher) => Ok(matcher.matches(&item.summary)),
+            Test::Summary(_, Some(by_build)) if item.summary.builds_differ => {
+                Ok(by_build.matches(&item.component()?))
+            }
+            Test::Summary(matcher, _) => Ok(matcher.matches(&item.summary)),
             Test::Component(matcher) => Ok(matcher.matches(&item.component()?)),
         }
     }
@@ -234,8 +240,14 @@ impl<'a> Test<'a> {
 
 impl Snapshot {
     /// Adds or replaces a component: its key, its needs (None for models) and its encoded record.
-    pub fn insert(&mut self, key: &ComponentKey, needs: Option<&Needs>, record: Arc<[u8]>) {
-        let summary = Summary::new(&mut self.symbols, needs);
+    pub fn insert(
+        &mut self,
+        key: &ComponentKey,
+        needs: Option<&Needs>,
+        builds_differ: bool,
+        record: Arc<[u8]>,
+    ) {
+        let summary = Summary::new(&mut self.symbols, needs, builds_differ);
         let item = Item { record, summary };
         self.kinds[slot(key.kind())].insert(&self.symbols, key.sort_key().into(), item);
     }
@@ -348,13 +360,14 @@ impl Builder {
         kind: Kind,
         sort_key: Arc<str>,
         needs: Option<&Needs>,
+        builds_differ: bool,
         record: Arc<[u8]>,
     ) {
         let mut symbols = Cached {
             symbols: &mut self.symbols,
             cache: &mut self.cache,
         };
-        let summary = Summary::new(&mut symbols, needs);
+        let summary = Summary::new(&mut symbols, needs, builds_differ);
         let item = Item { record, summary };
         let index = &mut self.kinds[slot(kind)];
         let mut libraries = symbols
@@ -470,6 +483,7 @@ mod tests {
             ..ComponentFilter::default()
         };
         let device = Device {
+            gpu_memory: None,
             gpu: false,
             ram: Some(4.0),
             storage: None,
@@ -541,8 +555,14 @@ mod tests {
             let mut inserted = Snapshot::default();
             for (id, (_, ram, libraries)) in &loaded {
                 let (key, needs, record) = service(*id, *ram, libraries);
-                builder.push(Kind::Service, key.sort_key().into(), Some(&needs), record.clone());
-                inserted.insert(&key, Some(&needs), record);
+                builder.push(
+                    Kind::Service,
+                    key.sort_key().into(),
+                    Some(&needs),
+                    false,
+                    record.clone(),
+                );
+                inserted.insert(&key, Some(&needs), false, record);
             }
             let mut built = builder.finish();
             prop_assert_eq!(answers(&built), answers(&inserted));
@@ -551,7 +571,7 @@ mod tests {
                 for snapshot in [&mut built, &mut inserted] {
                     match remove {
                         true => snapshot.remove(&key),
-                        false => snapshot.insert(&key, Some(&needs), record.clone()),
+                        false => snapshot.insert(&key, Some(&needs), false, record.clone()),
                     }
                 }
             }

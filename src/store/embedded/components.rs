@@ -142,7 +142,12 @@ impl Change {
         match self {
             Change::Put(puts) => {
                 for (component, record) in puts {
-                    snapshot.insert(&component.key, component.spec.needs(), record.into());
+                    snapshot.insert(
+                        &component.key,
+                        component.spec.needs(),
+                        crate::domain::has_file_needs(&component),
+                        record.into(),
+                    );
                 }
             }
             Change::Remove(key) => snapshot.remove(&key),
@@ -338,9 +343,14 @@ impl ComponentStore for EmbeddedStore {
             uploaded_at: now,
             signatures: Vec::new(),
         };
-        let (platform, policy, expected) = (meta.platform, meta.policy, meta.expected_revision);
+        let (platform, needs, policy, expected) = (
+            meta.platform,
+            meta.needs,
+            meta.policy,
+            meta.expected_revision,
+        );
         self.modify(key, vec![(sha256.clone(), temp)], move |component| {
-            let put = component.put_file(platform, file, policy, expected, now)?;
+            let put = component.put_file(platform, needs, file, policy, expected, now)?;
             Ok(Ok(Decided {
                 answer: put.component.clone(),
                 after: Some(put.component),

@@ -22,6 +22,14 @@ use crate::store::{EventSignal, StoreError};
 #[derive(serde::Deserialize)]
 struct RecordView {
     spec: SpecView,
+    #[serde(default)]
+    variants: Vec<VariantView>,
+}
+
+#[derive(serde::Deserialize)]
+struct VariantView {
+    #[serde(default)]
+    needs: Option<crate::domain::FileNeeds>,
 }
 
 #[derive(serde::Deserialize)]
@@ -35,6 +43,7 @@ struct Loaded {
     kind: Kind,
     sort_key: Arc<str>,
     needs: Option<crate::domain::Needs>,
+    builds_differ: bool,
     record: Arc<[u8]>,
 }
 
@@ -57,6 +66,11 @@ impl Loaded {
             kind: raw.kind,
             sort_key: raw.sort_key,
             needs,
+            // As `has_file_needs` on the decoded component.
+            builds_differ: view
+                .variants
+                .iter()
+                .any(|v| v.needs.as_ref().is_some_and(|n| !n.is_empty())),
             record: raw.record,
         })
     }
@@ -152,6 +166,7 @@ impl EmbeddedStore {
                             loaded.kind,
                             loaded.sort_key,
                             loaded.needs.as_ref(),
+                            loaded.builds_differ,
                             loaded.record,
                         );
                         count += 1;

@@ -128,12 +128,15 @@ impl Intern for Cached<'_> {
     }
 }
 
-/// The fields of a component that needs filters read: 32 bytes, no pointer, so that a count reads them in place.
+/// The fields of a component that needs filters read: 40 bytes, no pointer, so that a count reads them in place.
 #[derive(Clone, Copy)]
 pub struct Summary {
     /// Transformations, services and inferencers have needs; models do not.
     has_needs: bool,
     gpu: bool,
+    /// Some per-platform build states needs of its own: a device is matched build by build, from the component.
+    pub builds_differ: bool,
+    gpu_memory: f64,
     /// An absent figure counts as 0, as in [`NeedsFilter`] and [`Device`].
     ram: f64,
     storage: f64,
@@ -144,7 +147,7 @@ pub struct Summary {
 }
 
 impl Summary {
-    pub fn new(symbols: &mut impl Intern, needs: Option<&Needs>) -> Self {
+    pub fn new(symbols: &mut impl Intern, needs: Option<&Needs>, builds_differ: bool) -> Self {
         let mut pairs = |map: &std::collections::BTreeMap<String, String>| {
             // Components need a few libraries: no allocation for up to four.
             let mut pairs = [(0, 0); 4];
@@ -167,6 +170,8 @@ impl Summary {
             Some(needs) => Self {
                 has_needs: true,
                 gpu: needs.gpu,
+                builds_differ,
+                gpu_memory: needs.gpu_memory.unwrap_or(0.0),
                 ram: needs.ram.unwrap_or(0.0),
                 storage: needs.storage.unwrap_or(0.0),
                 libraries: pairs(&needs.preinstalled_libraries),
@@ -177,6 +182,8 @@ impl Summary {
                 Self {
                     has_needs: false,
                     gpu: false,
+                    builds_differ,
+                    gpu_memory: 0.0,
                     ram: 0.0,
                     storage: 0.0,
                     libraries: none,
@@ -300,6 +307,7 @@ impl<'a> SummaryMatcher<'a> {
             let fits = |need: f64, has: Option<f64>| has.is_none_or(|has| need <= has);
             if (summary.gpu && !device.gpu)
                 || !fits(summary.ram, device.ram)
+                || !fits(summary.gpu_memory, device.gpu_memory)
                 || !fits(summary.storage, device.storage)
             {
                 return false;
@@ -404,6 +412,7 @@ mod tests {
             prop::collection::btree_map(pick(&["yolo", "bert"]), pick(&VERSIONS), 0..2),
         )
             .prop_map(|(storage, ram, gpu, libraries, models)| Needs {
+                gpu_memory: ram.map(|gb| gb * 3.0),
                 storage,
                 ram,
                 gpu,
@@ -425,6 +434,7 @@ mod tests {
             prop::collection::vec((pick(&["yolo", "bert"]), pick(&["v8", "v5"])), 0..3),
         )
             .prop_map(|(gpu, ram, storage, libraries, models)| Device {
+                gpu_memory: ram.map(|gb| gb * 2.0),
                 gpu,
                 ram,
                 storage,
@@ -482,7 +492,7 @@ mod tests {
             let mut symbols = Symbols::default();
             let summaries: Vec<Summary> = catalogue
                 .iter()
-                .map(|needs| Summary::new(&mut symbols, needs.as_ref()))
+                .map(|needs| Summary::new(&mut symbols, needs.as_ref(), false))
                 .collect();
             let mut matcher = SummaryMatcher::new(&symbols, &filter);
             for (needs, summary) in catalogue.iter().zip(&summaries) {

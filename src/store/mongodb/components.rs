@@ -447,7 +447,12 @@ impl ComponentStore for MongoStore {
                 },
             )
             .await?;
-        let (platform, policy, expected) = (&meta.platform, meta.policy, meta.expected_revision);
+        let (platform, needs, policy, expected) = (
+            &meta.platform,
+            &meta.needs,
+            meta.policy,
+            meta.expected_revision,
+        );
         let file = &file;
         let put = self
             .events
@@ -456,6 +461,7 @@ impl ComponentStore for MongoStore {
                     .modify(key, Some(sequence), |component| {
                         let put = component.put_file(
                             platform.clone(),
+                            needs.clone(),
                             file.clone(),
                             policy,
                             expected,

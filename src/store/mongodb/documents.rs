@@ -12,8 +12,8 @@ use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{self as bson, Bson, DateTime as BsonDateTime, Document, doc};
 
 use crate::domain::{
-    Component, ComponentKey, InferencerSpec, Kind, ModelSpec, Needs, Platform, ServiceSpec, Spec,
-    StoredFile, TransformationSpec, Variant, signing::Signature,
+    Component, ComponentKey, FileNeeds, InferencerSpec, Kind, ModelSpec, Needs, Platform,
+    ServiceSpec, Spec, StoredFile, TransformationSpec, Variant, signing::Signature,
 };
 use crate::store::StoreError;
 
@@ -84,6 +84,7 @@ fn needs_document(needs: &Needs) -> Document {
         "storage": needs.storage,
         "RAM": needs.ram,
         "GPU": needs.gpu,
+        "gpu_memory": needs.gpu_memory,
         "preinstalled_libraries": string_map(&needs.preinstalled_libraries),
         "available_models": string_map(&needs.available_models),
     }
@@ -124,17 +125,31 @@ pub fn variants_document(variants: &[Variant]) -> Vec<Document> {
     variants
         .iter()
         .map(|v| {
-            doc! {
+            let mut variant = doc! {
                 "platform": {
                     "os": &v.platform.os,
                     "arch": &v.platform.arch,
                     "variant": v.platform.variant.as_deref(),
                     "accelerator": v.platform.accelerator.as_deref(),
                     "accelerator_version": v.platform.accelerator_version.as_deref(),
+                    "precision": v.platform.precision.as_deref(),
                 },
                 "blob_id": &v.file.blob_id,
                 "file": file_document(&v.file),
+            };
+            // Only builds that state needs have the field: `runnableOn` queries select them by its presence.
+            if let Some(n) = &v.needs {
+                variant.insert(
+                    "needs",
+                    doc! {
+                        "storage": n.storage,
+                        "RAM": n.ram,
+                        "gpu_memory": n.gpu_memory,
+                        "GPU": n.gpu,
+                    },
+                );
             }
+            variant
         })
         .collect()
 }
@@ -157,7 +172,14 @@ fn read_variants(document: &Document) -> Vec<Variant> {
                     variant: text("variant"),
                     accelerator: text("accelerator"),
                     accelerator_version: text("accelerator_version"),
+                    precision: text("precision"),
                 },
+                needs: item.get_document("needs").ok().map(|n| FileNeeds {
+                    storage: number(n.get("storage")),
+                    ram: number(n.get("RAM")),
+                    gpu_memory: number(n.get("gpu_memory")),
+                    gpu: n.get_bool("GPU").ok(),
+                }),
                 file: StoredFile {
                     blob_id: item.get_str("blob_id").ok()?.to_owned(),
                     size: u64::try_from(integer(file.get("size"))?).ok()?,
@@ -356,6 +378,7 @@ fn read_needs(document: &Document) -> Needs {
         storage: number(needs.get("storage")),
         ram: number(needs.get("RAM")),
         gpu: boolean(needs.get("GPU")),
+        gpu_memory: number(needs.get("gpu_memory")),
         preinstalled_libraries: read_string_map(needs.get("preinstalled_libraries")),
         available_models: read_string_map(needs.get("available_models")),
     }
@@ -494,6 +517,7 @@ mod tests {
         let spec = Spec::Service(ServiceSpec {
             description: "gRPC servicer".into(),
             needs: Needs {
+                gpu_memory: None,
                 ram: Some(1.5),
                 storage: None,
                 gpu: true,

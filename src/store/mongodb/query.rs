@@ -90,14 +90,22 @@ fn needs_clauses(needs: &NeedsFilter, clauses: &mut Vec<Document>) -> bool {
         }
     }
     if let Some(device) = &needs.runnable_on {
+        // A component whose builds state needs of their own may run on a build lighter than the component's
+        // figures: those are let through and judged build by build with the rest.
+        let or_builds = |clause: Document| {
+            doc! { "$or": [clause, { "variants.needs": { "$exists": true } }] }
+        };
         if !device.gpu {
-            clauses.push(doc! { "needs.GPU": { "$ne": true } });
+            clauses.push(or_builds(doc! { "needs.GPU": { "$ne": true } }));
         }
         if let Some(ram) = device.ram {
-            clauses.push(at_most("needs.RAM", ram));
+            clauses.push(or_builds(at_most("needs.RAM", ram)));
+        }
+        if let Some(gpu_memory) = device.gpu_memory {
+            clauses.push(or_builds(at_most("needs.gpu_memory", gpu_memory)));
         }
         if let Some(storage) = device.storage {
-            clauses.push(at_most("needs.storage", storage));
+            clauses.push(or_builds(at_most("needs.storage", storage)));
         }
         // Every library and model the component needs is one the device has, by name; versions are compared per
         // candidate.
