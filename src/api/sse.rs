@@ -26,7 +26,7 @@ use crate::api::lease::ConnectionLease;
 use crate::domain::{EventFilter, EventType, Kind};
 use crate::service::ServiceError;
 
-/// How often an idle stream sends a comment line.
+/// How often a stream sends a comment line (an idle one needs it; a busy one gets it anyway).
 const HEARTBEAT: Duration = Duration::from_secs(15);
 /// The response header that carries the feed's id.
 pub const FEED_ID_HEADER: &str = "feed-id";
@@ -130,7 +130,7 @@ async fn events(
             }
         }
     });
-    let mut response = Response::new(Body::from_stream(with_heartbeats(frames)));
+    let mut response = Response::new(Body::from_stream(with_heartbeats(frames, HEARTBEAT)));
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
@@ -159,25 +159,68 @@ fn frame(id: &str, event: &str, data: &[u8]) -> Bytes {
     frame.freeze()
 }
 
-/// The frames, with a comment line every `HEARTBEAT` that keeps an idle stream open through proxies. The timer
-/// is not reset by events (a reset per event and subscriber was a measurable cost of fanning out): a busy stream
-/// gets a spare comment now and then.
+/// The frames, with a comment line `every` so often that keeps an idle stream open through proxies. The timer is
+/// not reset by events (a reset per event and subscriber was a measurable cost of fanning out): a busy stream gets
+/// a spare comment now and then. Ends when the frames end.
 fn with_heartbeats(
     frames: impl Stream<Item = Bytes> + Send + 'static,
+    every: Duration,
 ) -> impl Stream<Item = Result<Bytes, std::convert::Infallible>> + Send + 'static {
-    let heartbeat = Box::pin(tokio::time::sleep(HEARTBEAT));
+    let heartbeat = Box::pin(tokio::time::sleep(every));
     futures_util::stream::unfold(
         (Box::pin(frames), heartbeat),
-        |(mut frames, mut heartbeat)| async move {
+        move |(mut frames, mut heartbeat)| async move {
             let next = tokio::select! {
                 biased;
                 frame = frames.next() => frame?,
                 () = &mut heartbeat => {
-                    heartbeat.as_mut().reset(tokio::time::Instant::now() + HEARTBEAT);
+                    heartbeat.as_mut().reset(tokio::time::Instant::now() + every);
                     Bytes::from_static(b": heartbeat\n\n")
                 }
             };
             Some((Ok(next), (frames, heartbeat)))
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn next(
+        stream: &mut (impl Stream<Item = Result<Bytes, std::convert::Infallible>> + Unpin),
+    ) -> Option<Bytes> {
+        tokio::time::timeout(Duration::from_secs(5), stream.next())
+            .await
+            .expect("the stream yields or ends")
+            .map(|item| item.unwrap())
+    }
+
+    #[tokio::test]
+    async fn an_idle_stream_gets_heartbeats_and_a_busy_one_its_frames_in_order() {
+        let mut idle = Box::pin(with_heartbeats(
+            futures_util::stream::pending(),
+            Duration::from_millis(20),
+        ));
+        for _ in 0..2 {
+            assert_eq!(next(&mut idle).await.unwrap(), &b": heartbeat\n\n"[..]);
+        }
+        let frames = [
+            frame("1", "created", b"{}"),
+            frame("", "error", b"{\"code\":\"X\"}"),
+        ];
+        let mut busy = Box::pin(with_heartbeats(
+            futures_util::stream::iter(frames.clone()),
+            Duration::from_secs(3600),
+        ));
+        assert_eq!(
+            next(&mut busy).await.unwrap(),
+            &b"id: 1\nevent: created\ndata: {}\n\n"[..]
+        );
+        assert_eq!(
+            next(&mut busy).await.unwrap(),
+            &b"event: error\ndata: {\"code\":\"X\"}\n\n"[..]
+        );
+        assert!(next(&mut busy).await.is_none(), "ends with its frames");
+    }
 }
