@@ -304,6 +304,20 @@ pub fn load_device(path: &Path) -> Result<MirrorDevice, String> {
     Ok(MirrorDevice { input, device })
 }
 
+/// A pipeline file (JSON as `POST /pipelines/resolve` takes it, see [`crate::domain::parse_pipeline_file`]).
+pub fn load_pipeline(path: &Path) -> Result<crate::service::mirror::MirrorPipeline, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("reading the pipeline file {}: {e}", path.display()))?;
+    let input: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| format!("the pipeline file {} is not JSON: {e}", path.display()))?;
+    let (pipeline, device) = crate::domain::parse_pipeline_file(&input)
+        .map_err(|e| format!("the pipeline file {}: {e}", path.display()))?;
+    pipeline
+        .parts()
+        .map_err(|e| format!("the pipeline file {}: {e}", path.display()))?;
+    Ok(crate::service::mirror::MirrorPipeline { pipeline, device })
+}
+
 /// Connection string options whose values are never secret, so logs keep them; every other option's value is
 /// replaced (passwords of TLS keys, `authMechanismProperties` with AWS session tokens, options added later).
 const PUBLIC_URI_OPTIONS: [&str; 30] = [

@@ -601,3 +601,86 @@ async fn oci_pending_uploads_are_capped_per_caller_and_survive_a_chunk_out_of_or
         "and resumes"
     );
 }
+
+/// `POST /pipelines/resolve` reads a JSON body whole, so it is bounded: a body over 2 MiB is a 413, one that stalls
+/// a 408, JSON nested past the parser's depth and a pipeline of more parts than are resolved at once are 400s;
+/// the server answers the next request as usual.
+#[tokio::test]
+async fn pipeline_resolution_bodies_are_bounded() {
+    let app = app_with(|c| c.limits.body_idle_timeout = Duration::from_secs(1)).await;
+    let send = async |body: Vec<u8>| {
+        let response = app
+            .client
+            .post(app.url("/pipelines/resolve"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (
+            status,
+            response
+                .json::<serde_json::Value>()
+                .await
+                .unwrap_or_default(),
+        )
+    };
+    // Over 2 MiB: inline parameters of a step, as a pipeline file may carry them.
+    let parameters = "0,".repeat(1024 * 1024 + 1);
+    let big = format!(
+        r#"{{"preprocessing": [{{"id": "t", "parameters": {{"table": [{parameters}0]}}}}], "device": {{}}}}"#
+    );
+    let (status, body) = send(big.into_bytes()).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (413, Some("PAYLOAD_TOO_LARGE")),
+        "{body}"
+    );
+    // Nested 100 000 deep in a few hundred kilobytes: refused by the parser's depth limit, no stack overflow.
+    let deep = format!(
+        r#"{{"setup": {}{}, "device": {{}}}}"#,
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    let (status, body) = send(deep.into_bytes()).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("INVALID_INPUT")),
+        "{body}"
+    );
+    // More parts than one resolution takes.
+    let steps: Vec<serde_json::Value> = (0..300)
+        .map(|i| json!({ "id": format!("t{i}"), "parameters": {} }))
+        .collect();
+    let many = json!({ "preprocessing": steps, "device": {} });
+    let (status, body) = send(serde_json::to_vec(&many).unwrap()).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("INVALID_INPUT")),
+        "{body}"
+    );
+    assert!(
+        body["detail"].as_str().unwrap().contains("at most"),
+        "{body}"
+    );
+    // A body that stalls.
+    let addr = app.addr;
+    let answer = tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(
+            stream,
+            "POST /pipelines/resolve HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{{\"device\""
+        )
+        .unwrap();
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        answer
+    })
+    .await
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    let (status, body) = send(br#"{"device": {"ram": 4}}"#.to_vec()).await;
+    assert_eq!((status, &body["fits"]), (200, &json!(true)), "{body}");
+}

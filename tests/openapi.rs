@@ -12,8 +12,8 @@ async fn openapi_describes_every_rest_route() {
     let paths = document["paths"].as_object().unwrap();
     assert_eq!(
         paths.len(),
-        20,
-        "4 kinds x (collection, item, meta, signatures) + /model/meta + /blobs/sha256/{{hex}} + /uploads and /uploads/{{id}}: {:?}",
+        21,
+        "4 kinds x (collection, item, meta, signatures) + /model/meta + /blobs/sha256/{{hex}} + /uploads and /uploads/{{id}} + /pipelines/resolve: {:?}",
         paths.keys()
     );
     // Every documented operation is routed: none falls through to the router's 404 or 405.
@@ -52,6 +52,32 @@ async fn openapi_describes_every_rest_route() {
     // The tus routes, with their protocol's statuses.
     assert!(paths["/uploads"]["options"].is_object());
     assert!(paths["/uploads/{id}"]["patch"]["responses"]["460"].is_object());
+    // The pipeline resolution: its body, its answer (GraphQL's type, field for field) and its refusals.
+    let resolve = &paths["/pipelines/resolve"]["post"];
+    for status in ["200", "400", "413", "415"] {
+        assert!(resolve["responses"][status].is_object(), "{status}");
+    }
+    let schemas = &document["components"]["schemas"];
+    assert_eq!(
+        schemas["PipelineRequest"]["required"],
+        serde_json::json!(["device"])
+    );
+    let mut answer: Vec<&str> = schemas["PipelineResolution"]["properties"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    answer.sort();
+    assert_eq!(answer, ["components", "fits", "lock", "problems", "totals"]);
+    for nested in [
+        "PipelineComponent",
+        "PipelineFile",
+        "PipelineTotals",
+        "PipelineProblem",
+    ] {
+        assert!(schemas[nested]["properties"].is_object(), "{nested}");
+    }
     let blob = &paths["/blobs/sha256/{hex}"]["get"];
     assert_eq!(blob["parameters"][0]["name"], "hex");
     assert!(blob["responses"]["404"].is_object());

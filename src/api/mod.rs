@@ -50,7 +50,7 @@ pub fn router(service: Arc<RepositoryService>, config: ApiConfig) -> Router {
     } = config;
     let metrics = Arc::new(metrics::Metrics::new());
     let oci_routes = oci::routes(links.clone());
-    let schema = graphql::schema(service.clone(), links, &limits, metrics.clone());
+    let schema = graphql::schema(service.clone(), links.clone(), &limits, metrics.clone());
     let cors = layers::cors(&limits.cors_origins);
     let (request_timeout, body_idle_timeout) = (limits.request_timeout, limits.body_idle_timeout);
     let state = AppState {
@@ -60,6 +60,7 @@ pub fn router(service: Arc<RepositoryService>, config: ApiConfig) -> Router {
         tokens: tokens.clone(),
         limits: Arc::new(limits),
         metrics: metrics.clone(),
+        links,
     };
     let router = Router::new()
         .route(

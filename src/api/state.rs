@@ -76,6 +76,8 @@ pub struct AppState {
     pub tokens: auth::Tokens,
     pub limits: Arc<limits::Limits>,
     pub metrics: Arc<metrics::Metrics>,
+    /// How answers link to downloads (REST's pipeline resolution gives download URLs, as GraphQL does).
+    pub links: Links,
     /// GraphQL operations running over WebSocket, per token.
     pub subscriptions: Arc<graphql::OperationCounts>,
 }

@@ -244,7 +244,7 @@ impl TestApp {
     /// Creates a component of `kind` from the GraphQL `input` (`{id: ...}`, or `{name, version, library}` for a
     /// model), which must succeed; returns what the mutation answered (its `__typename`).
     pub async fn create(&self, kind: Kind, input: Value) -> Value {
-        let (mutation, input_type) = kind.create();
+        let (mutation, input_type) = kind.create_mutation();
         let query = format!(
             "mutation($input: {input_type}!) {{ {mutation}(input: $input) {{ __typename }} }}"
         );
@@ -339,7 +339,7 @@ pub enum Kind {
 
 impl Kind {
     /// The create mutation and its input type.
-    fn create(self) -> (&'static str, &'static str) {
+    pub fn create_mutation(self) -> (&'static str, &'static str) {
         match self {
             Kind::Model => ("createModel", "CreateModelInput"),
             Kind::Service => ("createService", "CreateServiceInput"),

@@ -8,6 +8,7 @@
 //! - [`chaos`]: a loopback TCP proxy a test can break.
 //! - [`data`]: the one generator of test bytes, and the one hash helper.
 //! - [`graphql`]: the GraphQL multipart request (uploads), built once.
+//! - [`inference_server`]: the inference server's real configurations and component files, loaded into a server.
 //! - [`signing`]: keys, a private CA, bundles and trust policies made with the real `model_signing` CLI.
 //! - [`ws`]: the GraphQL-over-WebSocket client (both subprotocols).
 //! - [`eventually`], [`wait_for`]: wait for a condition instead of sleeping.
@@ -18,6 +19,7 @@ pub mod bench;
 pub mod chaos;
 pub mod data;
 pub mod graphql;
+pub mod inference_server;
 pub mod process;
 pub mod signing;
 pub mod ws;

@@ -361,6 +361,62 @@ pub async fn every_root_field_is_in_the_matrix(start: Starter) {
     assert_eq!(fields, covered, "every root field has a row in OPERATIONS");
 }
 
+/// `POST /pipelines/resolve` asks a question with a body: it is a read, allowed and refused as GraphQL's
+/// `resolvePipeline` is, while the REST POSTs that write still need a write token.
+pub async fn pipeline_resolution_is_a_read_on_every_transport(start: Starter) {
+    for public_reads in [false, true] {
+        let app = start(options(public_reads)).await;
+        for token in [None, Some(READ), Some(WRITE)] {
+            let what = format!("with {token:?} (public reads: {public_reads})");
+            let send = async |path: &str, body: Value| {
+                let mut request = app.client.post(app.url(path)).json(&body);
+                if let Some(token) = token {
+                    request = request.bearer_auth(token);
+                }
+                let response = request.send().await.unwrap();
+                let status = response.status().as_u16();
+                (status, response.json::<Value>().await.unwrap_or_default())
+            };
+            let (status, body) = send(
+                "/pipelines/resolve",
+                json!({ "preprocessing": [{"id": "t", "parameters": {}}], "device": {"ram": 4} }),
+            )
+            .await;
+            match refusal(public_reads, token, Need::Read) {
+                Some((code, http)) => {
+                    assert_eq!(
+                        (status, body["code"].as_str()),
+                        (http, Some(code)),
+                        "{what}: {body}"
+                    )
+                }
+                None => {
+                    assert_eq!(status, 200, "{what}: {body}");
+                    assert_eq!(body["problems"][0]["code"], "MISSING_COMPONENT", "{what}");
+                }
+            }
+            let (graphql_status, graphql) = app
+                .gql_as(token, r#"{ resolvePipeline(device: {ram: 4}, pipeline: {preprocessing: ["t"]}) { fits } }"#)
+                .await;
+            assert_eq!(
+                graphql_status, status,
+                "{what}: REST and GraphQL alike: {graphql}"
+            );
+            let (status, body) = send("/service", json!({ "id": "written" })).await;
+            match refusal(public_reads, token, Need::Write) {
+                Some((code, http)) => {
+                    assert_eq!(
+                        (status, body["code"].as_str()),
+                        (http, Some(code)),
+                        "{what}: {body}"
+                    )
+                }
+                None => assert_eq!(status, 201, "{what}: {body}"),
+            }
+        }
+    }
+}
+
 /// A GraphQL multipart upload is kept only when its HTTP body ends cleanly too: complete to its closing delimiter
 /// but short of its `Content-Length`, or chunked without its last chunk, it attaches nothing.
 pub async fn truncated_graphql_uploads_are_refused(start: Starter) {

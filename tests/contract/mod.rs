@@ -11,6 +11,7 @@ mod files;
 mod guards;
 mod listing;
 mod oci;
+mod pipelines;
 mod rest;
 mod signatures;
 mod webhooks;
@@ -25,6 +26,7 @@ pub use files::*;
 pub use guards::*;
 pub use listing::*;
 pub use oci::*;
+pub use pipelines::*;
 pub use rest::*;
 pub use signatures::*;
 pub use webhooks::*;
@@ -177,6 +179,13 @@ macro_rules! contract_suite {
             signatures_are_referrers_of_the_signed_manifest,
             signatures_are_attached_kept_and_judged,
             enforce_mode_serves_only_verified_files,
+            inference_server_use_cases_resolve_to_the_files_it_fetches,
+            inference_server_use_cases_fail_on_unfit_devices_with_named_problems,
+            a_deleted_model_version_is_a_missing_model_version,
+            parts_requiring_incompatible_versions_are_a_library_conflict,
+            the_lock_changes_exactly_when_a_fetched_file_does,
+            pipeline_requests_of_another_shape_are_refused_naming_the_field,
+            pipeline_resolution_is_a_read_on_every_transport,
         );
     };
     (@tests $starter:path, $skip:expr; $($name:ident),* $(,)?) => {

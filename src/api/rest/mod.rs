@@ -3,6 +3,7 @@
 
 mod openapi;
 mod original;
+mod pipelines;
 mod signatures;
 
 /// The kinds keyed by id, whose routes are the same but for the kind: the router and the OpenAPI document both
@@ -98,6 +99,11 @@ pub fn routes() -> Router<AppState> {
         .route("/model", post(create_model).get(|s| list(s, Kind::Model)))
         .route("/model/meta", get(model_meta))
         .route("/blobs/sha256/{hex}", get(blob))
+        // A read that takes its question as a body (`auth::POST_READS`).
+        .route(
+            "/pipelines/resolve",
+            post(pipelines::resolve).layer(DefaultBodyLimit::max(pipelines::MAX_BODY)),
+        )
         .route("/model/meta/{name}/{version}", put(update_model_meta))
         .route(
             "/model/{name}/{version}",
@@ -355,8 +361,7 @@ async fn upload(
                 staged,
                 filename.as_deref(),
                 content_type.as_deref(),
-                None,
-                None,
+                Default::default(),
                 None,
             )
             .await?;

@@ -15,6 +15,10 @@ use utoipa::openapi::{
 
 use super::ID_KINDS;
 use super::original::{OriginalComponent, OriginalMeta, OriginalModel, OriginalNeeds};
+use super::pipelines::{
+    PipelineComponent, PipelineFile, PipelineFileNeeds, PipelinePlatform, PipelineProblem,
+    PipelineResolution, PipelineTotals,
+};
 
 fn json_body(schema: &str, description: &str) -> utoipa::openapi::request_body::RequestBody {
     RequestBodyBuilder::new()
@@ -658,6 +662,76 @@ pub fn document() -> OpenApi {
         )
         .build(),
     );
+    let free = |description: &str| ObjectBuilder::new().description(Some(description)).build();
+    let pipeline_request = ObjectBuilder::new()
+        .description(Some(
+            "An inference server's configuration files, as they are, and a device. Each of the four files may be \
+             left out; what the resolution does not use (parameters, input formats, `modules`, `method`, \
+             `use_cuda`) is ignored.",
+        ))
+        .property(
+            "setup",
+            free("`setup.json`: `service.servicer` and `inference.inferencer` are fetched."),
+        )
+        .property(
+            "model",
+            free(
+                "`model.json`: `model_name` with `model_version`, or with `model_alias` (`production`) instead.",
+            ),
+        )
+        .property(
+            "preprocessing",
+            utoipa::openapi::schema::ArrayBuilder::new()
+                .description(Some("`preprocessing_pipeline.json`: steps `{\"id\", \"parameters\"}`, in order."))
+                .items(ObjectBuilder::new().property("id", ObjectBuilder::new().schema_type(Type::String))),
+        )
+        .property(
+            "postprocessing",
+            utoipa::openapi::schema::ArrayBuilder::new()
+                .description(Some("`postprocessing_pipeline.json`, as `preprocessing`."))
+                .items(ObjectBuilder::new().property("id", ObjectBuilder::new().schema_type(Type::String))),
+        )
+        .property(
+            "device",
+            free("The device, as GraphQL's `DeviceInput` (`{\"ram\": 4, \"gpu\": true, \"gpuMemory\": 8, \"libraries\": [{\"name\", \"version\"}], \"platform\": {\"os\", \"arch\"}}`)."),
+        )
+        .required("device");
+    let resolve_pipeline = PathItem::new(
+        HttpMethod::Post,
+        operation(
+            "resolve_pipeline".into(),
+            "pipelines",
+            "Resolves an inference server's configuration for a device: the file each part would fetch, the \
+             sums of their needs, every problem (`code` as GraphQL's `PipelineProblemCode`) and a lock digest. A \
+             read: it needs a read token only when reads are not public.",
+        )
+        .request_body(Some(
+            RequestBodyBuilder::new()
+                .required(Some(Required::True))
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("PipelineRequest")))
+                        .build(),
+                )
+                .build(),
+        ))
+        .response(
+            "200",
+            json_response(
+                "The resolution; missing parts are problems, not errors.",
+                "PipelineResolution",
+                false,
+            ),
+        )
+        .response(
+            "400",
+            error("The body is not JSON or not of this shape: `detail` names the field."),
+        )
+        .response("413", error("The body is larger than 2 MiB."))
+        .response("415", error("The body is not sent as `application/json`."))
+        .build(),
+    );
     let error_schema = ObjectBuilder::new()
         .description(Some(
             "`detail` is a message (a list of problems for a body that is not the object, as FastAPI gave); `code` is \
@@ -673,7 +747,8 @@ pub fn document() -> OpenApi {
                 .title("component-repository REST API")
                 .version(env!("CARGO_PKG_VERSION"))
                 .description(Some(
-                    "The original service's REST routes. GraphQL, at /graphql, is described by schema.graphql.",
+                    "The original service's REST routes, and `POST /pipelines/resolve`. GraphQL, at /graphql, is described by \
+                     schema.graphql.",
                 ))
                 .build(),
         )
@@ -681,6 +756,7 @@ pub fn document() -> OpenApi {
             upload_paths(paths)
                 .path("/model/meta", model_meta)
                 .path("/blobs/sha256/{hex}", blob)
+                .path("/pipelines/resolve", resolve_pipeline)
                 .build(),
         )
         .components(Some(
@@ -689,6 +765,14 @@ pub fn document() -> OpenApi {
                 .schema_from::<OriginalMeta>()
                 .schema_from::<OriginalComponent>()
                 .schema_from::<OriginalNeeds>()
+                .schema("PipelineRequest", pipeline_request)
+                .schema_from::<PipelineResolution>()
+                .schema_from::<PipelineComponent>()
+                .schema_from::<PipelineFile>()
+                .schema_from::<PipelinePlatform>()
+                .schema_from::<PipelineFileNeeds>()
+                .schema_from::<PipelineTotals>()
+                .schema_from::<PipelineProblem>()
                 .schema("Error", error_schema)
                 .schema("Signature", signature_schema())
                 .schema(
