@@ -171,7 +171,14 @@ async fn add_pipeline(service: &RepositoryService) -> anyhow::Result<Pipeline> {
         });
         let staged = service.stage_upload(Box::pin(body)).await?;
         service
-            .attach_file(&key, staged, Some("part.zip"), None, None, None, None)
+            .attach_file(
+                &key,
+                staged,
+                Some("part.zip"),
+                None,
+                Default::default(),
+                None,
+            )
             .await?;
     }
     Ok(pipeline)
