@@ -3,12 +3,19 @@
 //! that falls behind shows it (no coordinated omission). It sweeps the rate up to saturation, then measures at 25,
 //! 50 and 75 % of the capacity it found, and the server's CPU time per request of each kind. It stops by itself.
 //!
+//! Capacity is the highest rate at which fewer than 1 % of the requests fail or are late (answered more than
+//! 250 ms after their scheduled start): the sweep grows the rate by half until a step misses that (twice in a row:
+//! a missed step is run again once), then halves the interval between the last rate kept up with and the first
+//! missed twice. The generator's own slip (how late
+//! it sent requests after their schedule) is printed too: a large one means the generator, not the server, fell
+//! behind.
+//!
 //! ```sh
 //! cargo build --release --bins --examples && target/release/examples/load [phase-seconds=10] [-- server flags]
 //! ```
 //!
 //! The anchor, measured in the same run on the filesystem of the server's data: the raw write + fsync + rename +
-//! directory fsync of 100 KiB. The goal at 50 % of capacity: uploads p99 under twice the raw p99, downloads and
+//! directory fsync of 100 KiB, at the start and again right before the 50 % phase (the ratio uses the latter). The goal at 50 % of capacity: uploads p99 under twice the raw p99, downloads and
 //! lists p99 under 10 ms, no error. The generator runs on the server's cores; it prints the CPU it took. It fails
 //! (exit 1) on any error or hash mismatch at the measured rates.
 
@@ -36,6 +43,10 @@ const UPLOAD_TARGETS: usize = 64;
 const MAX_IN_FLIGHT: usize = 4_000;
 /// A phase's requests must all be answered within this after its last arrival.
 const DRAIN: Duration = Duration::from_secs(5);
+/// A request answered later than this after its scheduled start is late.
+const LATE: Duration = Duration::from_millis(250);
+/// The share of failed or late requests a rate may have and still count as kept up with.
+const MISS_ALLOWED: f64 = 0.01;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Kind {
@@ -75,6 +86,8 @@ struct Target {
 struct Outcomes {
     latencies: [Vec<Duration>; 3],
     errors: Vec<String>,
+    /// How late the generator sent each request after its schedule.
+    slips: Vec<Duration>,
 }
 
 struct Phase {
@@ -102,11 +115,24 @@ impl Phase {
         all
     }
 
-    /// Whether the server kept up: every request answered without error, and p99 under half a second.
+    /// Requests answered later than `LATE` after their scheduled start.
+    fn late(&self) -> usize {
+        self.outcomes
+            .latencies
+            .iter()
+            .flatten()
+            .filter(|l| **l > LATE)
+            .count()
+    }
+
+    /// Requests that failed, late or never answered.
+    fn missed(&self) -> usize {
+        self.offered - self.answered() + self.late()
+    }
+
+    /// Whether the server kept up: fewer than 1 % of the requests failed or late (which bounds p99 by `LATE`).
     fn sustained(&self) -> bool {
-        self.outcomes.errors.is_empty()
-            && self.answered() == self.offered
-            && ms_at(&self.sorted(None), 0.99) < 500.0
+        (self.missed() as f64) < MISS_ALLOWED * self.offered as f64
     }
 }
 
@@ -198,6 +224,7 @@ async fn phase(
     for (i, (kind, n, work)) in schedule.into_iter().enumerate() {
         let scheduled = start + Duration::from_secs_f64(i as f64 / rate);
         tokio::time::sleep_until(scheduled.into()).await;
+        outcomes.lock().await.slips.push(scheduled.elapsed());
         if in_flight.load(Ordering::Relaxed) >= MAX_IN_FLIGHT {
             outcomes
                 .lock()
@@ -242,15 +269,20 @@ async fn phase(
 }
 
 fn show(label: &str, phase: &Phase) {
+    let mut slips = phase.outcomes.slips.clone();
+    slips.sort();
     println!(
-        "{label}: {} offered, {} answered in {:.1} s, {} errors; server CPU {:.2} s, generator CPU {:.2} s ({:.0} % of the machine)",
+        "{label}: {} offered, {} answered in {:.1} s, {} errors, {} late; server CPU {:.2} s, generator CPU {:.2} s \
+         ({:.0} % of the machine), generator slip p99 {:.2} ms",
         phase.offered,
         phase.answered(),
         phase.wall.as_secs_f64(),
         phase.outcomes.errors.len(),
+        phase.late(),
         phase.server_cpu,
         phase.own_cpu,
-        100.0 * phase.own_cpu / (phase.wall.as_secs_f64() * cpu::cores())
+        100.0 * phase.own_cpu / (phase.wall.as_secs_f64() * cpu::cores()),
+        ms_at(&slips, 0.99)
     );
     for kind in KINDS {
         let sorted = phase.sorted(Some(kind));
@@ -269,6 +301,26 @@ fn show(label: &str, phase: &Phase) {
     for error in phase.outcomes.errors.iter().take(3) {
         println!("  error: {error}");
     }
+}
+
+/// Whether the server keeps up with `rate`; a rate missed once is tried again, and counts as missed only if missed
+/// twice (on a machine shared with other work, a burst of someone else's load can make one step miss).
+async fn kept_up(
+    target: &Arc<Target>,
+    server: u32,
+    rate: f64,
+    seconds: f64,
+    label: &str,
+    seed: u64,
+) -> bool {
+    for attempt in 0..2 {
+        let run = phase(target, server, rate, seconds, None, seed + 1000 * attempt).await;
+        show(label, &run);
+        if run.sustained() {
+            return true;
+        }
+    }
+    false
 }
 
 async fn setup(base: &str, client: &reqwest::Client) -> anyhow::Result<Vec<(String, String)>> {
@@ -326,13 +378,23 @@ async fn main() -> anyhow::Result<()> {
         server.base, raw.p50, raw.p99
     );
 
-    // The sweep: the rate grows by half until the server no longer keeps up; capacity is the last rate it kept up with.
+    // The sweep: the rate grows by half until the server no longer keeps up, then two halvings of the interval
+    // between the last rate kept up with and the first missed; capacity is the highest rate kept up with.
     let mut rate = 100.0;
     let mut capacity = 0.0;
+    let mut missed = None;
     for step in 0..14 {
-        let run = phase(&target, pid, rate, seconds, None, step).await;
-        show(&format!("sweep {rate:.0}/s"), &run);
-        if !run.sustained() {
+        if !kept_up(
+            &target,
+            pid,
+            rate,
+            seconds,
+            &format!("sweep {rate:.0}/s"),
+            step,
+        )
+        .await
+        {
+            missed = Some(rate);
             break;
         }
         capacity = rate;
@@ -341,13 +403,44 @@ async fn main() -> anyhow::Result<()> {
     if capacity == 0.0 {
         bail!("the server did not keep up with {rate:.0} requests/s");
     }
+    if let Some(mut above) = missed {
+        for step in 0..2 {
+            let rate = (capacity + above) / 2.0;
+            if kept_up(
+                &target,
+                pid,
+                rate,
+                seconds,
+                &format!("refine {rate:.0}/s"),
+                50 + step,
+            )
+            .await
+            {
+                capacity = rate;
+            } else {
+                above = rate;
+            }
+        }
+    }
     println!(
-        "capacity: {capacity:.0} requests/s (the highest rate of the sweep answered in full, p99 < 500 ms)"
+        "capacity: {capacity:.0} requests/s (the highest rate with under 1 % of requests failed or answered more \
+         than {} ms after their scheduled start)",
+        LATE.as_millis()
     );
 
     let mut failed = false;
     let mut at_half = None;
+    let mut raw_at_half = None;
     for percent in [25.0, 50.0, 75.0] {
+        if percent == 50.0 {
+            // The disk is shared too: the anchor of the goal is measured again right before the phase it judges.
+            let again = baseline::raw_baseline(dir.path(), 1, UPLOAD_BYTES, 300)?;
+            println!(
+                "raw write+fsync+rename+dir fsync of 100 KiB again: p50 {:.2} ms, p99 {:.2} ms",
+                again.p50, again.p99
+            );
+            raw_at_half = Some(again);
+        }
         let run = phase(
             &target,
             pid,
@@ -393,7 +486,8 @@ async fn main() -> anyhow::Result<()> {
     if let Some(half) = at_half {
         let p99 = |kind| ms_at(&half.sorted(Some(kind)), 0.99);
         let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
-        let uploads = p99(Kind::Upload) / raw.p99;
+        let anchor = raw_at_half.as_ref().unwrap_or(&raw);
+        let uploads = p99(Kind::Upload) / anchor.p99;
         println!("goal at 50 %:");
         println!(
             "  uploads p99 {:.2} ms = {uploads:.2}x raw p99 (< 2x): {}",
@@ -408,6 +502,8 @@ async fn main() -> anyhow::Result<()> {
                 verdict(p99(kind) < 10.0)
             );
         }
+        let errors = half.offered - half.answered();
+        println!("  errors {errors} (0): {}", verdict(errors == 0));
     }
     if failed {
         bail!("requests failed at the measured rates");

@@ -3,7 +3,7 @@
   "use strict";
 
   const endpoint = new URL("/graphql", window.location.href).toString();
-  // Subscriptions go over WebSocket (graphql-transport-ws); GraphiQL sends the Headers tab as the
+  // Subscriptions go over WebSocket (graphql-transport-ws, our own client below); it sends the Headers tab as the
   // connection_init payload, so {"Authorization": "Bearer <token>"} works there too.
   const subscriptionUrl = endpoint.replace(/^http/, "ws");
 
@@ -114,7 +114,7 @@ query ProductionForDevice {
 }
 `;
 
-  const plain = GraphiQL.createFetcher({ url: endpoint, subscriptionUrl });
+  const plain = GraphiQL.createFetcher({ url: endpoint });
 
   /** What a refused or broken operation says in the result pane, instead of an uncaught error in the page. */
   function describe(error) {
@@ -126,25 +126,101 @@ query ProductionForDevice {
     return String(error?.message || error);
   }
 
-  async function* guarded(iterable) {
-    try {
-      for await (const value of iterable) yield value;
-    } catch (error) {
-      yield { errors: [{ message: describe(error) }] };
-    }
+  /** Whether the operation GraphiQL runs is a subscription. */
+  function isSubscription({ query, operationName }) {
+    const operations = [...String(query).matchAll(/(^|[}\s])(query|mutation|subscription)\b\s*([_A-Za-z][_0-9A-Za-z]*)?/g)];
+    const chosen = operationName ? operations.find((m) => m[3] === operationName) : operations[0];
+    return chosen?.[2] === "subscription";
   }
 
-  // Subscriptions come back as async iterables; their failures (a refused WebSocket) become a result too.
+  /**
+   * A subscription over graphql-transport-ws as an async iterable whose every end is a value or the end: a refusal
+   * (a close code, an `error` message) becomes a result with `errors`. GraphiQL's own WebSocket fetcher turns a
+   * close into a rejected promise nobody awaits when the close races the pane's first read: an uncaught page error
+   * and an empty pane.
+   */
+  function subscribe(params, headers) {
+    return {
+      [Symbol.asyncIterator]() {
+        const queue = [];
+        let waiting = null;
+        let finished = false;
+        const push = (item) => {
+          if (waiting) {
+            const resolve = waiting;
+            waiting = null;
+            resolve(item);
+          } else {
+            queue.push(item);
+          }
+        };
+        const end = () => push({ value: undefined, done: true });
+        const socket = new WebSocket(subscriptionUrl, "graphql-transport-ws");
+        socket.onopen = () => socket.send(JSON.stringify({ type: "connection_init", payload: headers || {} }));
+        socket.onmessage = (event) => {
+          let message;
+          try {
+            message = JSON.parse(event.data);
+          } catch {
+            return;
+          }
+          if (message.type === "connection_ack") {
+            socket.send(JSON.stringify({ id: "1", type: "subscribe", payload: params }));
+          } else if (message.type === "ping") {
+            socket.send(JSON.stringify({ type: "pong" }));
+          } else if (message.type === "next") {
+            push({ value: message.payload, done: false });
+          } else if (message.type === "error") {
+            push({ value: { errors: message.payload }, done: false });
+            finished = true;
+            end();
+            socket.close(1000);
+          } else if (message.type === "complete") {
+            finished = true;
+            end();
+            socket.close(1000);
+          }
+        };
+        socket.onerror = () => {};
+        socket.onclose = (event) => {
+          if (finished) return;
+          finished = true;
+          push({ value: { errors: [{ message: describe(event) }] }, done: false });
+          end();
+        };
+        return {
+          next() {
+            if (queue.length > 0) return Promise.resolve(queue.shift());
+            return new Promise((resolve) => { waiting = resolve; });
+          },
+          return() {
+            if (!finished) {
+              finished = true;
+              try {
+                socket.send(JSON.stringify({ id: "1", type: "complete" }));
+              } catch {
+                // Not open yet: closing is enough.
+              }
+              socket.close(1000);
+            }
+            return Promise.resolve({ value: undefined, done: true });
+          },
+        };
+      },
+    };
+  }
+
+  // Queries and mutations go over HTTP; subscriptions over our WebSocket client, whose failures are results too.
   function fetcher(params, options) {
+    if (isSubscription(params)) return subscribe(params, options?.headers);
     const failed = (error) => ({ errors: [{ message: describe(error) }] });
-    const wrap = (value) => (value && typeof value[Symbol.asyncIterator] === "function" ? guarded(value) : value);
     let result;
     try {
       result = plain(params, options);
     } catch (error) {
       return Promise.resolve(failed(error));
     }
-    return result && typeof result.then === "function" ? result.then(wrap, failed) : wrap(result);
+    return result && typeof result.then === "function" ? result.catch(failed) : result;
   }
 
   // GraphiQL reads the schema once, with the headers of that moment: when the Headers tab settles on different

@@ -202,6 +202,8 @@ pub struct Mirror {
     pub devices: Vec<MirrorDevice>,
     /// Components mirrored whatever the devices.
     pub include: Vec<ComponentKey>,
+    /// Pipelines the site runs: their parts are mirrored, with the builds for their devices.
+    pub pipelines: Vec<crate::service::mirror::MirrorPipeline>,
     /// Bandwidth cap for file transfers, in bytes per second.
     pub max_rate: Option<u64>,
     /// Most files transferred at once (at least 1).
@@ -218,6 +220,7 @@ impl Mirror {
             token: None,
             devices: Vec::new(),
             include: Vec::new(),
+            pipelines: Vec::new(),
             max_rate: None,
             concurrency: 4,
             serve_stale: false,
@@ -299,6 +302,20 @@ pub fn load_device(path: &Path) -> Result<MirrorDevice, String> {
         )
     })?;
     Ok(MirrorDevice { input, device })
+}
+
+/// A pipeline file (JSON as `POST /pipelines/resolve` takes it, see [`crate::domain::parse_pipeline_file`]).
+pub fn load_pipeline(path: &Path) -> Result<crate::service::mirror::MirrorPipeline, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("reading the pipeline file {}: {e}", path.display()))?;
+    let input: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| format!("the pipeline file {} is not JSON: {e}", path.display()))?;
+    let (pipeline, device) = crate::domain::parse_pipeline_file(&input)
+        .map_err(|e| format!("the pipeline file {}: {e}", path.display()))?;
+    pipeline
+        .parts()
+        .map_err(|e| format!("the pipeline file {}: {e}", path.display()))?;
+    Ok(crate::service::mirror::MirrorPipeline { pipeline, device })
 }
 
 /// Connection string options whose values are never secret, so logs keep them; every other option's value is

@@ -129,6 +129,7 @@ fn mirror_config(
         token: mirror.token.as_ref().map(|t| t.0.clone()),
         devices: mirror.devices.clone(),
         include: mirror.include.clone(),
+        pipelines: mirror.pipelines.clone(),
         max_rate: mirror.max_rate,
         concurrency: mirror.concurrency.max(1),
         serve_stale: mirror.serve_stale,

@@ -140,3 +140,129 @@ async fn each_event_is_read_from_the_store_once_whatever_the_number_of_subscribe
     );
     drop(stalled);
 }
+
+/// Takes the whole events off the front of an SSE text and gives their `id:`s, in order; a partial event stays.
+fn take_event_ids(text: &mut String) -> Vec<u64> {
+    let Some(end) = text.rfind("\n\n") else {
+        return Vec::new();
+    };
+    let whole: String = text.drain(..end + 2).collect();
+    whole
+        .split("\n\n")
+        .filter(|block| block.lines().any(|l| l.starts_with("data:")))
+        .filter_map(|block| block.lines().find_map(|l| l.strip_prefix("id: ")))
+        .map(|id| id.trim().parse().unwrap())
+        .collect()
+}
+
+/// The gauge of connected SSE subscribers, from `/metrics`.
+async fn sse_subscribers(app: &common::TestApp) -> f64 {
+    let text = app.get("/metrics").await.text().await.unwrap();
+    text.lines()
+        .find(|l| l.starts_with("repository_event_subscribers{transport=\"sse\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn a_subscriber_that_stops_reading_is_cut_off_after_a_bounded_backlog_and_resumes_with_last_event_id()
+ {
+    // Enough events to fill the stalled subscriber's socket buffers and the server's write buffer many times.
+    const CHANGES: usize = 20_000;
+    const BATCH: usize = 100;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(EmbeddedStore::open(&dir.path().join("data")).await.unwrap());
+    let config = common::config_with(|c| c.connections.send_idle_timeout = Duration::from_secs(1));
+    let app = common::TestApp::start(store, dir, None, config).await;
+
+    // A small receive window, and not one byte read.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stalled = socket.connect(app.addr).await.unwrap();
+    stalled
+        .write_all(b"GET /events HTTP/1.1\r\nhost: test\r\naccept: text/event-stream\r\n\r\n")
+        .await
+        .unwrap();
+    let live = app.get_with("/events", &[]).await;
+    assert!(
+        common::eventually(Duration::from_secs(10), async || sse_subscribers(&app)
+            .await
+            == 2.0)
+        .await,
+        "both subscribers follow the feed"
+    );
+    let live = tokio::spawn(receive(live, CHANGES));
+
+    // Creates in GraphQL batches, with long ids: many bytes of events quickly, as a busy fleet makes them.
+    for batch in 0..CHANGES / BATCH {
+        let operations: Vec<serde_json::Value> = (0..BATCH)
+            .map(|i| {
+                json!({
+                    "query": "mutation($id: ID!) { createService(input: {id: $id}) { id } }",
+                    "variables": { "id": format!("svc-{batch:03}-{i:03}-{}", "x".repeat(100)) },
+                })
+            })
+            .collect();
+        let response = app
+            .client
+            .post(app.url("/graphql"))
+            .json(&operations)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    }
+    let seen = tokio::time::timeout(Duration::from_secs(20), live)
+        .await
+        .expect("the reading subscriber got every event while the other read nothing")
+        .unwrap();
+    assert_eq!(seen, CHANGES);
+
+    // The stalled subscriber's connection is closed: the gauge shows only nobody (the live one has left too).
+    assert!(
+        common::eventually(Duration::from_secs(15), async || sse_subscribers(&app)
+            .await
+            == 0.0)
+        .await,
+        "the subscriber that read nothing was cut off after the send idle timeout"
+    );
+    let mut received = Vec::new();
+    let _ = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::io::AsyncReadExt::read_to_end(&mut stalled, &mut received),
+    )
+    .await
+    .expect("the cut-off connection ends");
+    let before_cut = take_event_ids(&mut String::from_utf8_lossy(&received).into_owned());
+    assert!(
+        before_cut.len() < CHANGES,
+        "the backlog held for a stalled subscriber is bounded: {} of {CHANGES} events reached it",
+        before_cut.len()
+    );
+
+    // It resumes after the last whole event it got, and gets every other event once, in order.
+    let last = before_cut.last().copied().unwrap_or(0);
+    let resumed = app
+        .get_with("/events", &[("last-event-id", &last.to_string())])
+        .await;
+    assert_eq!(resumed.status(), 200);
+    let mut body = resumed.bytes_stream();
+    let mut text = String::new();
+    let mut after_cut = Vec::new();
+    while before_cut.len() + after_cut.len() < CHANGES {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), body.next())
+            .await
+            .expect("the resumed stream delivers the rest")
+            .expect("the stream stays open")
+            .unwrap();
+        text.push_str(std::str::from_utf8(&chunk).unwrap());
+        after_cut.extend(take_event_ids(&mut text));
+    }
+    let all: Vec<u64> = before_cut.iter().chain(&after_cut).copied().collect();
+    let mut sorted = all.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(all, sorted, "in order, none twice");
+    assert_eq!(all.len(), CHANGES);
+}

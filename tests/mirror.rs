@@ -1194,3 +1194,93 @@ async fn an_enforcing_mirror_keeps_only_files_its_own_policy_verifies() {
     assert_eq!(response.status(), 201);
     wait_served(&site, "/service/tampered", &bad).await;
 }
+
+/// A site that runs one pipeline holds exactly its parts (every version of a model named by an alias) with the
+/// builds for its device's platform, and resolves the pipeline as the upstream does.
+#[tokio::test]
+async fn a_pipeline_mirror_holds_exactly_what_its_pipeline_resolves_to() {
+    use component_repository::domain::pipeline::{ModelRef, Pipeline};
+    use component_repository::service::mirror::MirrorPipeline;
+    let upstream = common::embedded(test_config()).await;
+    let (v1, v2) = (bytes(10_000, 61), bytes(10_000, 62));
+    model(&upstream, "cam", "v1", v1.clone()).await;
+    model(&upstream, "cam", "v2", v2.clone()).await;
+    upstream
+        .ok(
+            "mutation { a: setModelAlias(name: \"cam\", alias: \"production\", version: \"v1\") { version } \
+             b: createTransformation(input: {id: \"resize\", needs: {ram: 1}}) { id } }",
+            json!({}),
+        )
+        .await;
+    service(&upstream, "svc", 1.0, json!([])).await;
+    upload_service(&upstream, "svc", bytes(3_000, 63)).await;
+    service(&upstream, "other", 1.0, json!([])).await;
+    upload_service(&upstream, "other", bytes(3_000, 64)).await;
+    let (arm, cuda) = (bytes(4_000, 65), bytes(4_000, 66));
+    for (platform, content) in [
+        (json!({"os": "linux", "arch": "arm64"}), arm.clone()),
+        (
+            json!({"os": "linux", "arch": "amd64", "accelerator": "cuda"}),
+            cuda,
+        ),
+    ] {
+        let response = upstream
+            .upload(
+                "mutation($p: PlatformInput, $file: Upload!) { uploadTransformationFile(id: \"resize\", file: $file, platform: $p) { id } }",
+                json!({ "p": platform }),
+                content,
+                "resize.zip",
+            )
+            .await;
+        assert_eq!(response.status(), 200);
+    }
+    let device_json = json!({"ram": 8, "libraries": [{"name": "torch", "version": "2.3.0"}],
+                             "platform": {"os": "linux", "arch": "arm64"}});
+    let device = component_repository::domain::parse_device(&device_json).unwrap();
+    let pipeline = Pipeline {
+        model: Some(ModelRef::Alias {
+            name: "cam".into(),
+            alias: "production".into(),
+        }),
+        preprocessing: vec!["resize".into()],
+        services: vec!["svc".into()],
+        ..Pipeline::default()
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let site = mirror(dir.path(), &upstream.url(""), |m| {
+        m.devices.clear();
+        m.pipelines.push(MirrorPipeline { pipeline, device });
+    })
+    .await;
+    wait_following(&site).await;
+    wait_served(&site, "/model/cam/@production", &v1).await;
+    wait_served(&site, "/model/cam/v2", &v2).await;
+    assert_eq!(site.get("/service/svc").await.status(), 200);
+    assert_eq!(
+        site.get("/service/other").await.status(),
+        404,
+        "a component outside the pipeline is not mirrored, though the device could run it"
+    );
+    let variants = site
+        .ok(
+            "{ transformation(id: \"resize\") { variants { platform { arch } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        variants["transformation"]["variants"],
+        json!([{"platform": {"arch": "arm64"}}]),
+        "only the build for the site's platform"
+    );
+    let resolve = "query($d: DeviceInput!) { resolvePipeline(device: $d, pipeline: {model: {name: \"cam\", alias: \"production\"}, \
+                   preprocessing: [\"resize\"], services: [\"svc\"]}) { fits lock } }";
+    let here = site.ok(resolve, json!({ "d": device_json })).await;
+    let there = upstream.ok(resolve, json!({ "d": device_json })).await;
+    assert_eq!(here["resolvePipeline"]["fits"], true, "{here:#}");
+    assert_eq!(
+        here, there,
+        "the site resolves the pipeline to the same files"
+    );
+    assert_eq!(status(&site).await["lastError"], Value::Null);
+}

@@ -585,10 +585,10 @@ function ReplaceFile({ kind, component, onUploaded }) {
       <div class="row">
         <div class="field small"><label for="upload-precision">Precision (build)</label>
           <input id="upload-precision" placeholder="8bit" value=${platform.precision} onInput=${setField("precision")} /></div>
-        <div class="field small"><label for="upload-gpu-memory">This build's GPU memory (GB)</label>
+        <div class="field small"><label for="upload-gpu-memory">This build's GPU memory in GB</label>
           <input id="upload-gpu-memory" type="number" min="0" step="any" inputmode="decimal" placeholder="as the component"
             value=${platform.gpuMemory} onInput=${setField("gpuMemory")} /></div>
-        <div class="field small"><label for="upload-ram">This build's RAM (GB)</label>
+        <div class="field small"><label for="upload-ram">This build's RAM in GB</label>
           <input id="upload-ram" type="number" min="0" step="any" inputmode="decimal" placeholder="as the component"
             value=${platform.ram} onInput=${setField("ram")} /></div>
       </div>

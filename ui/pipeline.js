@@ -84,7 +84,7 @@ export function PipelineCheck({ device }) {
           <textarea rows="3" class="mono" ...${field("services")}></textarea></div>
       </div>
       <${ErrorBox} error=${error} />
-      <div class="actions"><button type="submit" disabled=${busy}>Check pipeline</button></div>
+      <div class="actions"><button type="submit" disabled=${busy}>Resolve pipeline</button></div>
     </form>
     ${answer && html`<${Resolution} answer=${answer} />`}
   </section>`;
@@ -98,7 +98,7 @@ function Resolution({ answer }) {
       : `Does not fit: ${plural(answer.problems.length, ["problem", "problems"])}.`}</strong></p>
     ${answer.problems.length > 0 && html`<ul class="problems">${answer.problems.map((p, i) => html`<li key=${i}>
       <code>${p.code}</code> ${p.message}</li>`)}</ul>`}
-    <div class="table-scroll"><table class="pipeline-parts">
+    <div class="table-scroll"><table class="variants pipeline-parts">
       <caption class="visually-hidden">The parts and the file each gets</caption>
       <thead><tr><th scope="col">Part</th><th scope="col">Component</th><th scope="col">File</th>
         <th scope="col">Build</th><th scope="col">Size</th></tr></thead>

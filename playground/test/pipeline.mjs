@@ -23,7 +23,7 @@ try {
   await page.getByLabel("Architecture", { exact: true }).fill("amd64");
   await page.getByLabel("Accelerator", { exact: true }).fill("cuda");
   await page.getByLabel("Precision (build)").fill("2bit");
-  await page.getByLabel("This build's GPU memory (GB)").fill("3");
+  await page.getByLabel("This build's GPU memory in GB").fill("3");
   await page.getByRole("button", { name: "Upload", exact: true }).click();
   const twoBit = page.locator("table.variants tbody tr", { hasText: "(2bit)" });
   await visible(twoBit, 30000);
@@ -49,7 +49,7 @@ try {
     await page.getByLabel("Model name").fill("llm");
     await page.getByLabel("Version or @alias").fill("1");
     await page.getByLabel("Inferencer").fill("plain-runner");
-    await page.getByRole("button", { name: "Check pipeline" }).click();
+    await page.getByRole("button", { name: "Resolve pipeline" }).click();
   };
   await checkDevice(12);
   await visible(page.getByText("Fits: it would start on this device."));

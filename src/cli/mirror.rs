@@ -23,6 +23,18 @@ pub struct MirrorArgs {
     )]
     pub mirror_devices: Vec<PathBuf>,
 
+    /// An inference pipeline the site runs: a JSON file as `POST /pipelines/resolve` takes it (the inference
+    /// server's setup, model, preprocessing and postprocessing files and the `device`). The mirror holds its parts
+    /// (every version of a model it names by alias) with the builds for that device's platform; repeatable
+    /// (comma-separated in the environment).
+    #[arg(
+        long = "mirror-pipeline",
+        env = "REPOSITORY_MIRROR_PIPELINES",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub mirror_pipelines: Vec<PathBuf>,
+
     /// Bearer token for a protected upstream (a read token is enough). Never logged.
     #[arg(
         long,

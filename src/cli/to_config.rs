@@ -145,12 +145,22 @@ fn mirror(flags: &MirrorArgs) -> Result<Option<Mirror>, ConfigError> {
             format!("{upstream:?} must be an http or https URL"),
         ));
     }
-    if flags.mirror_devices.is_empty() && flags.mirror_include.is_empty() {
+    if flags.mirror_devices.is_empty()
+        && flags.mirror_include.is_empty()
+        && flags.mirror_pipelines.is_empty()
+    {
         return Err(ConfigError::new(
             "--mirror-device",
-            "a mirror needs at least one --mirror-device (or --mirror-include)",
+            "a mirror needs at least one --mirror-device (or --mirror-include, or --mirror-pipeline)",
         ));
     }
+    let pipelines = flags
+        .mirror_pipelines
+        .iter()
+        .map(|path| {
+            crate::config::load_pipeline(path).map_err(|e| ConfigError::new("--mirror-pipeline", e))
+        })
+        .collect::<Result<_, _>>()?;
     let devices = flags
         .mirror_devices
         .iter()
@@ -168,6 +178,7 @@ fn mirror(flags: &MirrorArgs) -> Result<Option<Mirror>, ConfigError> {
         token: flags.mirror_token.clone(),
         devices,
         include,
+        pipelines,
         max_rate: flags.mirror_max_rate.map(|r| r.as_u64()),
         concurrency: flags.mirror_concurrency.max(1),
         serve_stale: flags.mirror_serve_stale,
@@ -300,6 +311,42 @@ mod tests {
         assert_eq!(mirror.max_rate, Some(1024 * 1024));
         assert_eq!(mirror.concurrency, 1, "clamped");
         assert!(config(&[]).unwrap().mirror.is_none());
+    }
+
+    #[test]
+    fn a_pipeline_mirror_reads_the_inference_servers_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let pipeline = device_file(
+            dir.path(),
+            r#"{"setup": {"service": {"servicer": "extended-inf-svc", "modules": ["custom"]},
+                          "inference": {"inferencer": "tflite_inferencer"}},
+                "model": {"model_name": "fall-detection", "model_alias": "production", "library": "tflite"},
+                "preprocessing": [{"id": "custom.expansion", "parameters": {"axis": 0}}],
+                "device": {"ram": 2, "platform": {"os": "linux", "arch": "arm64"}}}"#,
+        );
+        let mirrored = config(&[
+            "--mirror-upstream=https://repo.example.org",
+            "--mirror-pipeline",
+            &pipeline,
+        ])
+        .unwrap();
+        let mirror = mirrored.mirror.expect("a pipeline is scope enough");
+        assert!(mirror.devices.is_empty());
+        let site = &mirror.pipelines[0];
+        assert_eq!(site.pipeline.services, ["extended-inf-svc"]);
+        assert_eq!(site.pipeline.preprocessing, ["custom.expansion"]);
+        assert_eq!(
+            site.pipeline.inferencer.as_deref(),
+            Some("tflite_inferencer")
+        );
+        assert_eq!(site.device.ram, Some(2.0));
+        let refused = refusal(&[
+            "--mirror-upstream=https://repo.example.org",
+            "--mirror-pipeline",
+            &device_file(dir.path(), r#"{"preprocesing": [], "device": {}}"#),
+        ]);
+        assert_eq!(refused.setting, "--mirror-pipeline");
+        assert!(refused.reason.contains("preprocesing"), "{refused}");
     }
 
     #[test]

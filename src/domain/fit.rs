@@ -34,8 +34,8 @@ pub fn file_needs(component: &Component, variant: Option<&Variant>) -> Needs {
 }
 
 impl Device {
-    /// A device of which only the platform is known (a download's `?platform=`, `fileFor(platform:)`): a GPU is
-    /// assumed and no figure is checked, so only the platform and the builds' order decide.
+    /// A device of which only the platform is known (a download's `?platform=`): a GPU is assumed and no figure
+    /// is checked, so only the platform and the builds' order decide.
     pub fn of_platform(platform: super::DevicePlatform) -> Device {
         Device {
             gpu: true,
@@ -160,10 +160,22 @@ fn demand(needs: &Needs) -> (Gb, Gb) {
     )
 }
 
-#[derive(PartialEq, PartialOrd)]
+/// Gigabytes ordered as `f64::total_cmp` orders them (figures are validated finite and non-negative).
 struct Gb(f64);
 
+impl PartialEq for Gb {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
 impl Eq for Gb {}
+
+impl PartialOrd for Gb {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
 
 impl Ord for Gb {
     fn cmp(&self, other: &Self) -> Ordering {

@@ -11,6 +11,7 @@ mod fit;
 mod key;
 pub mod oci;
 pub mod pipeline;
+mod pipeline_file;
 mod platform;
 pub mod signing;
 pub mod version;
@@ -31,6 +32,7 @@ pub use filter::{
 };
 pub use fit::{Chosen, file_needs, has_file_needs};
 pub use key::{ComponentKey, Kind, MAX_KEY_BYTES, ModelKey, validate_key_part};
+pub use pipeline_file::parse_pipeline_file;
 pub use platform::{DevicePlatform, FileNeeds, Platform, Variant, file_for, split_platform};
 pub use webhook::{Delivery, DeliveryStatus, Webhook, is_forbidden_destination};
 pub use write::{Deletion, FilePolicy, FilePut, Refusal, UpdateError, Updated};

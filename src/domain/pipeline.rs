@@ -414,8 +414,9 @@ fn sums_exceeded(
     let mut problems = Vec::new();
     for (code, what, sum, has, downloads) in checks {
         let Some(has) = has else { continue };
-        if sum <= has || parts.len() < 2 {
-            // One part over the device's figure is that part's problem, reported with it.
+        // `parts` are those whose file fits on its own (one that does not is its own problem): a sum over the
+        // device's figure is the parts together, or one part's storage with the bytes it downloads.
+        if sum <= has {
             continue;
         }
         let figure = |needs: &Needs| match code {
@@ -508,4 +509,119 @@ pub fn models_needed(parts: &[Part]) -> BTreeMap<String, BTreeSet<String>> {
         }
     }
     needed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{ServiceSpec, Spec, StoredFile, TransformationSpec};
+
+    fn with_file(key: ComponentKey, spec: Spec, size: u64) -> Component {
+        let mut c = Component::new(key, spec, chrono::DateTime::default()).unwrap();
+        c.file = Some(StoredFile {
+            blob_id: format!("{size}"),
+            size,
+            sha256: format!("{size:064x}"),
+            content_type: String::new(),
+            filename: "f".into(),
+            uploaded_at: chrono::DateTime::default(),
+            signatures: Vec::new(),
+        });
+        c
+    }
+
+    fn part(role: Role, component: Component) -> Part {
+        Part {
+            role,
+            named: component.key.to_string(),
+            key: Some(component.key.clone()),
+            component: Some(component),
+        }
+    }
+
+    fn service(id: &str, ram: f64, storage: f64, size: u64) -> Component {
+        let needs = Needs {
+            ram: Some(ram),
+            storage: Some(storage),
+            ..Needs::default()
+        };
+        let key = ComponentKey::with_id(Kind::Service, id).unwrap();
+        with_file(
+            key,
+            Spec::Service(ServiceSpec {
+                description: String::new(),
+                needs,
+            }),
+            size,
+        )
+    }
+
+    #[test]
+    fn needs_add_up_across_parts_and_one_part_counts_once() {
+        let device = Device {
+            ram: Some(3.0),
+            storage: Some(10.0),
+            ..Device::default()
+        };
+        let resize = {
+            let key = ComponentKey::with_id(Kind::Transformation, "resize").unwrap();
+            let needs = Needs {
+                ram: Some(1.0),
+                ..Needs::default()
+            };
+            with_file(
+                key,
+                Spec::Transformation(TransformationSpec {
+                    needs,
+                    ..TransformationSpec::default()
+                }),
+                10,
+            )
+        };
+        let parts = vec![
+            part(Role::Preprocessing, resize.clone()),
+            part(Role::Postprocessing, resize),
+            part(Role::Service, service("svc", 2.0, 1.0, 20)),
+        ];
+        let fits = resolve(parts.clone(), &device, &|_, _| false);
+        assert!(fits.fits, "{:?}", fits.problems);
+        assert_eq!(fits.totals.ram, 3.0, "resize is loaded once");
+        assert_eq!(fits.totals.download_bytes, 30);
+        let small = Device {
+            ram: Some(2.5),
+            ..device
+        };
+        let refused = resolve(parts, &small, &|_, _| false);
+        let codes: Vec<_> = refused.problems.iter().map(|p| (p.code, p.role)).collect();
+        assert_eq!(
+            codes,
+            [(ProblemCode::RamExceeded, None)],
+            "{:?}",
+            refused.problems
+        );
+        assert!(
+            refused.problems[0].message.contains("3 GB"),
+            "{}",
+            refused.problems[0].message
+        );
+        assert_eq!(refused.lock, fits.lock, "the same files would be fetched");
+    }
+
+    #[test]
+    fn one_parts_download_counts_against_storage() {
+        let device = Device {
+            storage: Some(1.0),
+            ..Device::default()
+        };
+        // 0.5 GB of storage fits, but with its 600 MB download the service no longer does.
+        let parts = vec![part(Role::Service, service("svc", 0.0, 0.5, 600_000_000))];
+        let resolution = resolve(parts, &device, &|_, _| false);
+        let codes: Vec<_> = resolution.problems.iter().map(|p| p.code).collect();
+        assert_eq!(codes, [ProblemCode::StorageExceeded]);
+        assert!(
+            resolution.problems[0].message.contains("downloads 0.6 GB"),
+            "{:?}",
+            resolution.problems
+        );
+    }
 }

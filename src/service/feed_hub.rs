@@ -9,7 +9,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
-use crate::domain::Event;
+use super::events::FeedEvent;
 use crate::store::{Store, StoreError};
 
 /// Events kept in memory: a follower this far behind reads the store instead.
@@ -25,27 +25,27 @@ const RECHECK: Duration = Duration::from_secs(1);
 pub(super) struct Window {
     pub first_after: u64,
     pub head: u64,
-    pub events: imbl::Vector<Arc<Event>>,
+    pub events: imbl::Vector<Arc<FeedEvent>>,
 }
 
 impl Window {
     /// Up to `limit` events after `after` (which must be in the window), and the sequence to continue after.
-    pub fn after(&self, after: u64, limit: usize) -> (Vec<Arc<Event>>, u64) {
-        let start = match self.events.binary_search_by(|e| e.sequence.cmp(&after)) {
+    pub fn after(&self, after: u64, limit: usize) -> (Vec<Arc<FeedEvent>>, u64) {
+        let start = match self
+            .events
+            .binary_search_by(|e| e.event.sequence.cmp(&after))
+        {
             Ok(at) => at + 1,
             Err(at) => at,
         };
-        let taken: Vec<Arc<Event>> = self
-            .events
-            .skip(start)
-            .iter()
-            .take(limit)
-            .cloned()
-            .collect();
-        let next = if start + taken.len() == self.events.len() {
+        // Indexes through a focus rather than `skip`, which copies the tree's path for every follower woken.
+        let end = self.events.len().min(start.saturating_add(limit));
+        let mut focus = self.events.focus();
+        let taken: Vec<Arc<FeedEvent>> = (start..end).map(|i| focus.index(i).clone()).collect();
+        let next = if end == self.events.len() {
             self.head
         } else {
-            taken.last().map_or(after, |e| e.sequence)
+            taken.last().map_or(after, |e| e.event.sequence)
         };
         (taken, next.max(after))
     }
@@ -118,11 +118,11 @@ async fn read(
             Ok(batch) if batch.next_after > after => {
                 let mut next = Window::clone(&window.load());
                 for event in batch.events {
-                    next.events.push_back(Arc::new(event));
+                    next.events.push_back(Arc::new(FeedEvent::new(event)));
                 }
                 while next.events.len() > WINDOW {
                     if let Some(dropped) = next.events.pop_front() {
-                        next.first_after = dropped.sequence;
+                        next.first_after = dropped.event.sequence;
                     }
                 }
                 after = batch.next_after;
@@ -157,12 +157,12 @@ mod tests {
     use super::*;
     use crate::domain::{ComponentKey, EventDraft, Kind};
 
-    fn event(sequence: u64) -> Arc<Event> {
+    fn event(sequence: u64) -> Arc<FeedEvent> {
         let key = ComponentKey::with_id(Kind::Service, "svc").unwrap();
-        Arc::new(
+        Arc::new(FeedEvent::new(
             EventDraft::bare(crate::domain::EventType::Created, key)
                 .at(sequence, crate::domain::now()),
-        )
+        ))
     }
 
     #[test]
@@ -172,8 +172,11 @@ mod tests {
             head: 20,
             events: [11, 12, 15].into_iter().map(event).collect(),
         };
-        let sequences = |(events, next): (Vec<Arc<Event>>, u64)| {
-            (events.iter().map(|e| e.sequence).collect::<Vec<_>>(), next)
+        let sequences = |(events, next): (Vec<Arc<FeedEvent>>, u64)| {
+            (
+                events.iter().map(|e| e.event.sequence).collect::<Vec<_>>(),
+                next,
+            )
         };
         assert_eq!(sequences(window.after(10, 10)), (vec![11, 12, 15], 20));
         assert_eq!(sequences(window.after(11, 1)), (vec![12], 12));

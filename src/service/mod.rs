@@ -353,11 +353,11 @@ impl RepositoryService {
         staged: StagedBlob,
         filename: Option<&str>,
         content_type: Option<&str>,
-        platform: Option<Platform>,
-        needs: Option<FileNeeds>,
+        target: FileTarget,
         expected: Option<u64>,
     ) -> Result<Component, ServiceError> {
         self.writable()?;
+        let FileTarget { platform, needs } = target;
         let needs = build_needs(platform.as_ref(), needs)?;
         let meta = FileMeta {
             platform,
@@ -649,6 +649,14 @@ impl RepositoryService {
     ) -> Result<ByteStream, ServiceError> {
         Ok(self.store.blobs().read(key, file, range).await?)
     }
+}
+
+/// Which file of a component an upload is: the default one (`platform` `None`) or that platform's build, with the
+/// needs that build states for itself.
+#[derive(Debug, Clone, Default)]
+pub struct FileTarget {
+    pub platform: Option<Platform>,
+    pub needs: Option<FileNeeds>,
 }
 
 /// The needs an upload states for its build: only a per-platform file has needs of its own, and all-empty needs are

@@ -253,8 +253,10 @@ impl RepositoryService {
                     staged,
                     session.filename.as_deref(),
                     session.content_type.as_deref(),
-                    session.platform.clone(),
-                    session.needs.clone(),
+                    super::FileTarget {
+                        platform: session.platform.clone(),
+                        needs: session.needs.clone(),
+                    },
                     None,
                 )
                 .await

@@ -125,8 +125,7 @@ async fn upload<T: FromNode>(
             staged,
             Some(&value.filename),
             value.content_type.as_deref(),
-            platform,
-            needs,
+            crate::service::FileTarget { platform, needs },
             expected,
         )
         .await
@@ -374,6 +373,8 @@ impl MutationRoot {
     /// Uploads (or replaces) the file of a model. Send as a multipart request. With `platform` the file is that
     /// platform's build (one per platform and `precision`, such as `4bit` or `fp16`), and `needs` (storage, ram,
     /// gpu, gpuMemory) are what this build needs instead of the component's; without, it is the default file.
+    // One argument per GraphQL argument of the mutation: the schema, not this signature, is what users read.
+    #[allow(clippy::too_many_arguments)]
     async fn upload_model_file(
         &self,
         ctx: &Context<'_>,
@@ -442,6 +443,8 @@ impl MutationRoot {
     /// Uploads (or replaces) the file of a transformation. Send as a multipart request. With `platform` the file is that
     /// platform's build (one per platform and `precision`, such as `4bit` or `fp16`), and `needs` (storage, ram,
     /// gpu, gpuMemory) are what this build needs instead of the component's; without, it is the default file.
+    // One argument per GraphQL argument of the mutation: the schema, not this signature, is what users read.
+    #[allow(clippy::too_many_arguments)]
     async fn upload_transformation_file(
         &self,
         ctx: &Context<'_>,
@@ -509,6 +512,8 @@ impl MutationRoot {
     /// Uploads (or replaces) the file of a service. Send as a multipart request. With `platform` the file is that
     /// platform's build (one per platform and `precision`, such as `4bit` or `fp16`), and `needs` (storage, ram,
     /// gpu, gpuMemory) are what this build needs instead of the component's; without, it is the default file.
+    // One argument per GraphQL argument of the mutation: the schema, not this signature, is what users read.
+    #[allow(clippy::too_many_arguments)]
     async fn upload_service_file(
         &self,
         ctx: &Context<'_>,
@@ -578,6 +583,8 @@ impl MutationRoot {
     /// Uploads (or replaces) the file of a inferencer. Send as a multipart request. With `platform` the file is that
     /// platform's build (one per platform and `precision`, such as `4bit` or `fp16`), and `needs` (storage, ram,
     /// gpu, gpuMemory) are what this build needs instead of the component's; without, it is the default file.
+    // One argument per GraphQL argument of the mutation: the schema, not this signature, is what users read.
+    #[allow(clippy::too_many_arguments)]
     async fn upload_inferencer_file(
         &self,
         ctx: &Context<'_>,

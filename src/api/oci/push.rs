@@ -522,7 +522,14 @@ pub async fn manifest(
     };
     let attached = state
         .service
-        .attach_file(&key, staged, filename.as_deref(), None, None, None, None)
+        .attach_file(
+            &key,
+            staged,
+            filename.as_deref(),
+            None,
+            Default::default(),
+            None,
+        )
         .await;
     let component = match attached {
         Ok(component) => component,

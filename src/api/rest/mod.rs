@@ -361,8 +361,7 @@ async fn upload(
                 staged,
                 filename.as_deref(),
                 content_type.as_deref(),
-                None,
-                None,
+                Default::default(),
                 None,
             )
             .await?;

@@ -9,28 +9,18 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, Request, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde::Serialize;
+use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::is_json;
 use crate::api::error::ApiError;
 use crate::api::state::{AppState, Links};
-use crate::domain::pipeline::{ModelRef, Pipeline, ProblemCode, Resolution, Role};
-use crate::domain::{parse_device, validate_alias, validate_key_part};
+use crate::domain::parse_pipeline_file;
+use crate::domain::pipeline::{Pipeline, ProblemCode, Resolution, Role};
 
 /// Most bytes of a body: the configurations of a pipeline are a few kilobytes; parameters inline leave room.
 pub const MAX_BODY: usize = 2 * 1024 * 1024;
-
-/// The fields of the body; any other is refused (a misspelt `preprocesing` would otherwise resolve nothing).
-const FIELDS: [&str; 5] = [
-    "setup",
-    "model",
-    "preprocessing",
-    "postprocessing",
-    "device",
-];
 
 pub(super) async fn resolve(
     State(state): State<AppState>,
@@ -56,150 +46,7 @@ pub(super) async fn resolve(
 fn read_body(bytes: &[u8]) -> Result<(Pipeline, crate::domain::Device), ApiError> {
     let body: Value = serde_json::from_slice(bytes)
         .map_err(|e| ApiError::BadRequest(format!("the body is not JSON: {e}")))?;
-    let Value::Object(body) = body else {
-        return Err(ApiError::BadRequest(
-            "the body must be a JSON object: {\"setup\", \"model\", \"preprocessing\", \"postprocessing\", \"device\"}"
-                .into(),
-        ));
-    };
-    if let Some(unknown) = body.keys().find(|k| !FIELDS.contains(&k.as_str())) {
-        return Err(bad(
-            unknown,
-            "is not a field of the body, which takes setup, model, preprocessing, postprocessing and device",
-        ));
-    }
-    let device = match body.get("device") {
-        Some(value) if !value.is_null() => parse_device(value).map_err(|e| bad("device", e))?,
-        _ => {
-            return Err(bad(
-                "device",
-                "is required: the device to resolve for, as GraphQL's DeviceInput ({\"ram\": 4, \"libraries\": [...]})",
-            ));
-        }
-    };
-    let mut pipeline = Pipeline::default();
-    if let Some(model) = part::<ModelFile>(&body, "model")? {
-        key_part("model.model_name", &model.model_name)?;
-        if let Some(version) = &model.model_version {
-            key_part("model.model_version", version)?;
-        }
-        if let Some(alias) = &model.model_alias {
-            validate_alias(alias).map_err(|e| bad("model.model_alias", e.reason))?;
-        }
-        pipeline.model = Some(match (model.model_version, model.model_alias) {
-            (Some(version), None) => ModelRef::Version {
-                name: model.model_name,
-                version,
-            },
-            (None, Some(alias)) => ModelRef::Alias {
-                name: model.model_name,
-                alias,
-            },
-            _ => {
-                return Err(bad(
-                    "model",
-                    "give either `model_version` or `model_alias` (an alias such as `production`), not both",
-                ));
-            }
-        });
-    }
-    pipeline.preprocessing = steps(&body, "preprocessing")?;
-    pipeline.postprocessing = steps(&body, "postprocessing")?;
-    if let Some(setup) = body.get("setup").filter(|v| !v.is_null()) {
-        let Value::Object(setup) = setup else {
-            return Err(bad("setup", "must be the setup.json object"));
-        };
-        if let Some(service) = part::<ServiceSetup>(setup, "service")
-            .map_err(|e| prefixed("setup.", e))?
-            .and_then(|s| s.servicer)
-        {
-            key_part("setup.service.servicer", &service)?;
-            pipeline.services.push(service);
-        }
-        pipeline.inferencer = part::<InferenceSetup>(setup, "inference")
-            .map_err(|e| prefixed("setup.", e))?
-            .and_then(|i| i.inferencer);
-        if let Some(inferencer) = &pipeline.inferencer {
-            key_part("setup.inference.inferencer", inferencer)?;
-        }
-    }
-    Ok((pipeline, device))
-}
-
-/// A name that must be a valid key part, checked here to name the field of the file it came from.
-fn key_part(field: &str, value: &str) -> Result<(), ApiError> {
-    validate_key_part(field, value).map_err(|e| bad(field, e.reason))
-}
-
-fn bad(field: &str, reason: impl std::fmt::Display) -> ApiError {
-    ApiError::BadRequest(format!("{field}: {reason}"))
-}
-
-fn prefixed(prefix: &str, e: ApiError) -> ApiError {
-    match e {
-        ApiError::BadRequest(message) => ApiError::BadRequest(format!("{prefix}{message}")),
-        other => other,
-    }
-}
-
-/// `object[field]` read as `T`; `None` when it is absent or null.
-fn part<T: DeserializeOwned>(
-    object: &Map<String, Value>,
-    field: &str,
-) -> Result<Option<T>, ApiError> {
-    match object.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(value) => T::deserialize(value).map(Some).map_err(|e| bad(field, e)),
-    }
-}
-
-/// The transformation ids of a pipeline file (`[{"id": ..., "parameters": ...}, ...]`), in order.
-fn steps(body: &Map<String, Value>, field: &str) -> Result<Vec<String>, ApiError> {
-    match body.get(field) {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::Array(list)) => list
-            .iter()
-            .enumerate()
-            .map(|(i, step)| {
-                let id = Step::deserialize(step)
-                    .map_err(|e| bad(&format!("{field}[{i}]"), e))?
-                    .id;
-                key_part(&format!("{field}[{i}].id"), &id)?;
-                Ok(id)
-            })
-            .collect(),
-        Some(_) => Err(bad(
-            field,
-            "must be the pipeline file's list of steps ([{\"id\": ..., \"parameters\": {...}}])",
-        )),
-    }
-}
-
-/// `model.json`: the model by name and version (or, ours, by alias); `library` and `input_format` are the
-/// inference server's.
-#[derive(Deserialize)]
-struct ModelFile {
-    model_name: String,
-    model_version: Option<String>,
-    model_alias: Option<String>,
-}
-
-/// A step of a pre- or postprocessing file; its `parameters` are the inference server's.
-#[derive(Deserialize)]
-struct Step {
-    id: String,
-}
-
-/// `setup.service`: the servicer is fetched; its zip carries the `modules` and the `method`.
-#[derive(Deserialize)]
-struct ServiceSetup {
-    servicer: Option<String>,
-}
-
-/// `setup.inference`: the inferencer is fetched; `use_cuda` is the inferencer's to read.
-#[derive(Deserialize)]
-struct InferenceSetup {
-    inferencer: Option<String>,
+    parse_pipeline_file(&body).map_err(|e| ApiError::BadRequest(e.to_string()))
 }
 
 /// The answer: GraphQL's `PipelineResolution`, field for field.
@@ -378,6 +225,7 @@ impl PipelineResolution {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::pipeline::ModelRef;
 
     fn message(body: &str) -> String {
         match read_body(body.as_bytes()) {

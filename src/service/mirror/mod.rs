@@ -45,12 +45,21 @@ pub struct MirrorDevice {
     pub device: Device,
 }
 
+/// A pipeline the site runs, on its device: the mirror holds its parts (every version of a model named by an
+/// alias, so the alias can move without a download) and the builds that run on the device's platform.
+#[derive(Debug, Clone)]
+pub struct MirrorPipeline {
+    pub pipeline: crate::domain::pipeline::Pipeline,
+    pub device: Device,
+}
+
 #[derive(Debug, Clone)]
 pub struct MirrorConfig {
     pub upstream: String,
     pub token: Option<String>,
     pub devices: Vec<MirrorDevice>,
     pub include: Vec<ComponentKey>,
+    pub pipelines: Vec<MirrorPipeline>,
     pub max_rate: Option<u64>,
     pub concurrency: usize,
     pub serve_stale: bool,
@@ -60,6 +69,34 @@ pub struct MirrorConfig {
     pub max_file_size: u64,
     /// The mirror's own trust policy and mode: it verifies signatures itself, never taking the upstream's word.
     pub signing: std::sync::Arc<crate::service::signing::Signing>,
+}
+
+impl MirrorConfig {
+    /// The extras and every pipeline's parts named by key.
+    fn included(&self) -> Vec<ComponentKey> {
+        let mut keys = self.include.clone();
+        for p in &self.pipelines {
+            keys.extend(
+                p.pipeline
+                    .parts()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|part| part.key),
+            );
+        }
+        keys
+    }
+
+    /// The models pipelines name by an alias: every version is kept.
+    fn aliased_models(&self) -> BTreeSet<String> {
+        self.pipelines
+            .iter()
+            .filter_map(|p| match &p.pipeline.model {
+                Some(crate::domain::pipeline::ModelRef::Alias { name, .. }) => Some(name.clone()),
+                _ => None,
+            })
+            .collect()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -354,14 +391,19 @@ impl Mirror {
                 wanted.insert(component.key.clone(), component);
             }
         }
-        for key in &self.config.include {
+        for key in &self.config.included() {
             match self.upstream.component(key).await? {
                 Some(component) => {
                     wanted.insert(key.clone(), component);
                 }
                 None => {
-                    tracing::warn!(%key, "--mirror-include names a component the upstream does not hold")
+                    tracing::warn!(%key, "--mirror-include or --mirror-pipeline names a component the upstream does not hold")
                 }
+            }
+        }
+        for name in self.config.aliased_models() {
+            for model in self.upstream.model_versions(&name).await? {
+                wanted.insert(model.key.clone(), model);
             }
         }
         let (exact, any_version) = referenced_models(wanted.values());
@@ -602,7 +644,12 @@ impl Mirror {
 
     /// Whether the mirror keeps `component`: an extra, runnable on a device, or a model such a component needs.
     async fn in_scope(&self, component: &Component) -> Result<bool, SyncError> {
-        if self.config.include.contains(&component.key) {
+        if self.config.included().contains(&component.key) {
+            return Ok(true);
+        }
+        if let ComponentKey::Model(model) = &component.key
+            && self.config.aliased_models().contains(&model.name)
+        {
             return Ok(true);
         }
         match &component.key {
@@ -614,14 +661,10 @@ impl Mirror {
         }
     }
 
+    /// As `runnableOn` lists it: libraries and models on the device, and some build that fits.
     fn runnable(&self, component: &Component) -> bool {
-        let Some(needs) = component.spec.needs() else {
-            return false;
-        };
-        self.config
-            .devices
-            .iter()
-            .any(|d| d.device.satisfies(needs) && d.device.has_file_for(component))
+        component.spec.needs().is_some()
+            && self.config.devices.iter().any(|d| d.device.runs(component))
     }
 
     /// The models referenced by what the mirror holds, and by the extras.
@@ -634,10 +677,12 @@ impl Mirror {
             }
         }
         let (mut exact, any_version) = referenced_models(held.iter());
-        exact.extend(self.config.include.iter().filter_map(|k| match k {
-            ComponentKey::Model(m) => Some(m.clone()),
+        exact.extend(self.config.included().into_iter().filter_map(|k| match k {
+            ComponentKey::Model(m) => Some(m),
             _ => None,
         }));
+        let mut any_version = any_version;
+        any_version.extend(self.config.aliased_models());
         Ok((exact, any_version))
     }
 
@@ -711,7 +756,9 @@ impl Mirror {
             .config
             .devices
             .iter()
-            .map(|d| d.device.platform.as_ref())
+            .map(|d| &d.device)
+            .chain(self.config.pipelines.iter().map(|p| &p.device))
+            .map(|d| d.platform.as_ref())
             .collect();
         if let Some(platforms) = platforms {
             component
@@ -787,13 +834,7 @@ impl Mirror {
 /// What `devices` can run (transformations, services, inferencers) and the models those reference: the content
 /// of an air-gapped site's archive (`dump --device`).
 pub(crate) fn for_devices(components: Vec<Component>, devices: &[Device]) -> Vec<Component> {
-    let runnable = |c: &Component| {
-        c.spec.needs().is_some_and(|needs| {
-            devices
-                .iter()
-                .any(|d| d.satisfies(needs) && d.has_file_for(c))
-        })
-    };
+    let runnable = |c: &Component| c.spec.needs().is_some() && devices.iter().any(|d| d.runs(c));
     let (exact, any_version) = referenced_models(components.iter().filter(|c| runnable(c)));
     components
         .into_iter()

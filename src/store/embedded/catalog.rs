@@ -213,14 +213,18 @@ fn slot(kind: Kind) -> usize {
 enum Test<'a> {
     /// Summaries, but a device is matched against the decoded component when its builds state needs of their
     /// own (the summary holds the component's needs only).
-    Summary(SummaryMatcher<'a>, Option<Matcher<'a>>),
+    Summary(SummaryMatcher<'a>, Option<Box<Matcher<'a>>>),
     Component(Matcher<'a>),
 }
 
 impl<'a> Test<'a> {
     fn new(symbols: &'a Symbols, filter: &'a ComponentFilter) -> Self {
         if summary_only(filter) {
-            let by_build = filter.needs.runnable_on.is_some().then(|| filter.matcher());
+            let by_build = filter
+                .needs
+                .runnable_on
+                .is_some()
+                .then(|| Box::new(filter.matcher()));
             Test::Summary(SummaryMatcher::new(symbols, &filter.needs), by_build)
         } else {
             Test::Component(filter.matcher())
