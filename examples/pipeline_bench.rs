@@ -21,7 +21,7 @@ use component_repository::domain::{
     Component, ComponentKey, Device, InferencerSpec, Kind, ModelSpec, Needs, ServiceSpec, Spec,
     TransformationSpec, now,
 };
-use component_repository::service::RepositoryService;
+use component_repository::service::{FileTarget, RepositoryService};
 use component_repository::store::Store;
 use component_repository::store::embedded::EmbeddedStore;
 use serde_json::{Value, json};
@@ -171,7 +171,14 @@ async fn add_pipeline(service: &RepositoryService) -> anyhow::Result<Pipeline> {
         });
         let staged = service.stage_upload(Box::pin(body)).await?;
         service
-            .attach_file(&key, staged, Some("part.zip"), None, None, None, None)
+            .attach_file(
+                &key,
+                staged,
+                Some("part.zip"),
+                None,
+                FileTarget::default(),
+                None,
+            )
             .await?;
     }
     Ok(pipeline)
