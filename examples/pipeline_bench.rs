@@ -21,7 +21,7 @@ use component_repository::domain::{
     Component, ComponentKey, Device, InferencerSpec, Kind, ModelSpec, Needs, ServiceSpec, Spec,
     TransformationSpec, now,
 };
-use component_repository::service::{FileTarget, RepositoryService};
+use component_repository::service::RepositoryService;
 use component_repository::store::Store;
 use component_repository::store::embedded::EmbeddedStore;
 use serde_json::{Value, json};
@@ -176,7 +176,7 @@ async fn add_pipeline(service: &RepositoryService) -> anyhow::Result<Pipeline> {
                 staged,
                 Some("part.zip"),
                 None,
-                FileTarget::default(),
+                Default::default(),
                 None,
             )
             .await?;

@@ -13,8 +13,8 @@ pub struct MirrorArgs {
     #[arg(long, env = "REPOSITORY_MIRROR_UPSTREAM", global = true)]
     pub mirror_upstream: Option<String>,
 
-    /// A JSON device description (the shape of GraphQL's `DeviceInput`), one per kind of device at the site;
-    /// repeatable (comma-separated in the environment).
+    /// A file holding a JSON device description (the shape of GraphQL's `DeviceInput`), one per kind of device at
+    /// the site; repeatable (comma-separated in the environment).
     #[arg(
         long = "mirror-device",
         env = "REPOSITORY_MIRROR_DEVICES",

@@ -87,6 +87,12 @@ pub fn parse_device(json: &serde_json::Value) -> Result<Device, String> {
             .collect(),
         platform,
     })
+    .and_then(|device: Device| {
+        device
+            .validate()
+            .map(|()| device)
+            .map_err(|e| e.to_string())
+    })
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::version::{Requirement, requirement_matches};
-use super::{Component, Needs};
+use super::{Component, DomainError, Needs};
 
 /// What a device offers. `runnableOn` returns the components whose needs it satisfies:
 /// - `gpu`: a component that needs a GPU runs only where `gpu` is true;
@@ -40,6 +40,18 @@ impl Device {
 }
 
 impl Device {
+    /// Refuses figures no device has: negative, infinite or NaN GB.
+    pub fn validate(&self) -> Result<(), DomainError> {
+        for (field, gb) in [
+            ("device.ram", self.ram),
+            ("device.gpuMemory", self.gpu_memory),
+            ("device.storage", self.storage),
+        ] {
+            super::component::validate_gigabytes(field, gb)?;
+        }
+        Ok(())
+    }
+
     pub fn satisfies(&self, needs: &Needs) -> bool {
         self.satisfies_with(needs, &mut VersionMemo::default())
     }

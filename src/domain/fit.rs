@@ -5,8 +5,9 @@
 //! RAM, GPU memory, storage: the component's, with a variant's own ([`FileNeeds`]) in their place); libraries and
 //! models are the component's whatever the file, so they decide whether it runs ([`Device::runs`]), not which file. Of those that fit, the device gets, in order:
 //! an accelerated build before any other, a per-platform build before the default file, then the most demanding
-//! (most GPU memory, then most RAM: the biggest build the device can hold is the one its author meant for it), then
-//! the newest platform variant (`v8.2` before `v8`). A device that fits none learns why from the nearest candidate:
+//! (most GPU memory, then most RAM: the biggest build the device can hold is the one its author meant for it; of a
+//! figure the device leaves out, the least: what cannot be judged is not risked), then the newest platform variant
+//! (`v8.2` before `v8`). A device that fits none learns why from the nearest candidate:
 //! the one with the fewest unmet needs, the least demanding among equals.
 
 use std::cmp::Ordering;
@@ -91,7 +92,7 @@ impl Device {
                 .into_iter()
                 .filter(|(_, unmet)| unmet.is_empty())
                 .map(|(c, _)| c)
-                .max_by(better)
+                .max_by(|a, b| better(self, a, b))
                 .expect("one fits");
             return Ok(best);
         }
@@ -183,13 +184,20 @@ impl Ord for Gb {
     }
 }
 
-fn better(a: &Chosen<'_>, b: &Chosen<'_>) -> Ordering {
+/// Which of two fitting builds `device` should get (the greater).
+fn better(device: &Device, a: &Chosen<'_>, b: &Chosen<'_>) -> Ordering {
+    // The biggest build of a figure the device states; the smallest of one it leaves out.
+    let toward = |stated: bool, gb: Option<f64>| {
+        let gb = gb.unwrap_or(0.0);
+        Gb(if stated { gb } else { -gb })
+    };
     let key = |c: &Chosen<'_>| {
         let platform = c.variant.map(|v| &v.platform);
         (
             platform.is_some_and(|p| p.accelerator.is_some()),
             platform.is_some(),
-            demand(&c.needs),
+            toward(device.gpu_memory.is_some(), c.needs.gpu_memory),
+            toward(device.ram.is_some(), c.needs.ram),
             platform.map(|p| p.rank()),
         )
     };
@@ -264,6 +272,16 @@ mod tests {
                 .map(|chosen| chosen.file.sha256.clone())
         };
         assert_eq!(pick(12.0).as_deref(), Ok("8bit"));
+        let mut silent = gpu_device(0.0);
+        silent.gpu_memory = None;
+        assert_eq!(
+            silent
+                .choose(&c)
+                .map(|chosen| chosen.file.sha256.clone())
+                .as_deref(),
+            Ok("4bit"),
+            "GPU memory left out: the least demanding build, not the biggest"
+        );
         assert_eq!(pick(24.0).as_deref(), Ok("16bit"));
         assert_eq!(pick(6.0).as_deref(), Ok("4bit"));
         let why = pick(4.0).unwrap_err();

@@ -255,7 +255,10 @@ pub fn resolve(
                 ),
                 (Role::Model, None) => (
                     ProblemCode::MissingModelVersion,
-                    format!("{} names no version", part.named),
+                    match &part.named.split_once('@') {
+                        Some((model, alias)) => format!("{model} has no alias {alias}"),
+                        None => format!("{} names no version", part.named),
+                    },
                 ),
                 _ => (
                     ProblemCode::MissingComponent,
@@ -449,8 +452,9 @@ fn sums_exceeded(
     problems
 }
 
+/// Gigabytes to the byte: sums of small figures stay readable without showing tiny ones as 0.
 fn round(gb: f64) -> f64 {
-    (gb * 1000.0).round() / 1000.0
+    (gb * 1e9).round() / 1e9
 }
 
 /// Pairs of parts whose requirements on one library no version satisfies together.

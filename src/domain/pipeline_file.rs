@@ -69,7 +69,7 @@ pub fn parse_pipeline_file(value: &Value) -> Result<(Pipeline, Device), DomainEr
             _ => {
                 return Err(DomainError::new(
                     "model",
-                    "give either `model_version` or `model_alias` (an alias such as `production`), not both",
+                    "give exactly one of `model_version` and `model_alias` (an alias such as `production`)",
                 ));
             }
         });

@@ -12,6 +12,9 @@ use super::{
 };
 use crate::domain::ComponentKey;
 
+/// Most per-platform files (builds) one component holds: every listing and image index carries them all.
+pub const MAX_VARIANTS: usize = 64;
+
 /// Why the component's own rules refuse a write.
 #[derive(Debug, Clone, PartialEq, Error)]
 pub enum Refusal {
@@ -158,20 +161,25 @@ impl Component {
         }
         let replaced = match platform {
             None => after.file.replace(file.clone()),
-            Some(platform) => match after.variants.iter_mut().find(|v| v.platform == platform) {
-                Some(existing) => {
-                    existing.needs = needs;
-                    Some(std::mem::replace(&mut existing.file, file.clone()))
+            Some(platform) => {
+                let full = after.variants.len() >= MAX_VARIANTS;
+                match after.variants.iter_mut().find(|v| v.platform == platform) {
+                    Some(existing) => {
+                        existing.needs = needs;
+                        Some(std::mem::replace(&mut existing.file, file.clone()))
+                    }
+                    // Checked by `replacement_refused` above; kept for the count the store read in its step.
+                    None if full => return Err(Refusal::Full(format!("{} is full", self.key))),
+                    None => {
+                        after.variants.push(Variant {
+                            platform,
+                            file: file.clone(),
+                            needs,
+                        });
+                        None
+                    }
                 }
-                None => {
-                    after.variants.push(Variant {
-                        platform,
-                        file: file.clone(),
-                        needs,
-                    });
-                    None
-                }
-            },
+            }
         };
         after.updated_at = now;
         let event = EventDraft::attached(&after, &file, replaced.is_some());
@@ -190,6 +198,13 @@ impl Component {
         policy: FilePolicy,
     ) -> Option<Refusal> {
         let replaced = self.file_of(platform);
+        if platform.is_some() && replaced.is_none() && self.variants.len() >= MAX_VARIANTS {
+            return Some(Refusal::Full(format!(
+                "{} has {MAX_VARIANTS} per-platform files, the most a component holds: replace one (upload with the \
+                 same platform, accelerator and precision)",
+                self.key
+            )));
+        }
         // A locked component that has a file gains none either: a new variant would change what devices of that
         // platform get. (Under `--immutable-files` alone, each variant may have its first file.)
         if replaced.is_none() && self.locked && self.files().next().is_some() {
@@ -428,6 +443,49 @@ mod tests {
 
     fn arm() -> Platform {
         Platform::new("linux", "arm64", None, None, None).unwrap()
+    }
+
+    #[test]
+    fn one_component_holds_at_most_64_builds_and_a_full_one_still_replaces_them() {
+        let mut c = service();
+        for n in 0..MAX_VARIANTS {
+            let platform = arm().with_precision(Some(&format!("p{n}"))).unwrap();
+            c = c
+                .put_file(
+                    Some(platform),
+                    None,
+                    file('a'),
+                    FilePolicy::Replaceable,
+                    None,
+                    at(1),
+                )
+                .unwrap()
+                .component;
+        }
+        let another = arm().with_precision(Some("one-more")).unwrap();
+        assert!(matches!(
+            c.replacement_refused(Some(&another), FilePolicy::Replaceable),
+            Some(Refusal::Full(_))
+        ));
+        let put = c.put_file(
+            Some(another),
+            None,
+            file('b'),
+            FilePolicy::Replaceable,
+            None,
+            at(2),
+        );
+        assert!(matches!(put, Err(Refusal::Full(_))));
+        let same = arm().with_precision(Some("p7")).unwrap();
+        let replaced = c.put_file(
+            Some(same),
+            None,
+            file('b'),
+            FilePolicy::Replaceable,
+            None,
+            at(2),
+        );
+        assert_eq!(replaced.unwrap().component.variants.len(), MAX_VARIANTS);
     }
 
     #[test]

@@ -540,6 +540,7 @@ impl RepositoryService {
         key: &ComponentKey,
         device: &Device,
     ) -> Result<StoredFile, ServiceError> {
+        device.validate()?;
         let component = self.get(key).await?;
         match device.choose(&component) {
             Ok(chosen) => Ok(chosen.file.clone()),
@@ -728,12 +729,13 @@ fn check_filter(kind: Kind, filter: &ComponentFilter) -> Result<(), ServiceError
     for (field, value) in [
         ("filter.needs.maxRam", needs.max_ram),
         ("filter.needs.maxStorage", needs.max_storage),
-        ("device.ram", device.and_then(|d| d.ram)),
-        ("device.storage", device.and_then(|d| d.storage)),
     ] {
         if value.is_some_and(|v| !v.is_finite() || v < 0.0) {
             return invalid(&format!("{field}: must be a non-negative number of GB"));
         }
+    }
+    if let Some(device) = device {
+        device.validate()?;
     }
     Ok(())
 }

@@ -21,6 +21,7 @@ impl RepositoryService {
         pipeline: &Pipeline,
         device: &Device,
     ) -> Result<Resolution, ServiceError> {
+        device.validate()?;
         let mut parts = pipeline.parts()?;
         if let Some(ModelRef::Alias { name, alias }) = &pipeline.model
             && let Some(part) = parts.iter_mut().find(|p| p.role == Role::Model)

@@ -122,11 +122,16 @@ pub async fn builds_are_chosen_by_what_the_device_holds(start: Starter) {
     let path = "/model/llm/1?platform=linux/amd64&accelerator=cuda&accelerator_version=8.9";
     let (status, body) = app.download(&format!("{path}&gpu_memory=12")).await;
     assert_eq!((status, sha256_hex(&body)), (200, sha["8bit"].clone()));
-    // A bigger GPU gets the biggest build; a device silent about its GPU memory is not checked for it.
+    // A bigger GPU gets the biggest build; a device silent about its GPU memory is not refused a build for it, and
+    // gets the least demanding one: what cannot be judged is not risked.
     let big = app.ok(query, json!({ "d": device(24.0) })).await;
     assert_eq!(big["model"]["fileFor"]["sha256"], sha["16bit"]);
     let (_, body) = app.download(path).await;
-    assert_eq!(sha256_hex(&body), sha["16bit"]);
+    assert_eq!(sha256_hex(&body), sha["4bit"]);
+    let mut silent = device(0.0);
+    silent.as_object_mut().unwrap().remove("gpuMemory");
+    let silent = app.ok(query, json!({ "d": silent })).await;
+    assert_eq!(silent["model"]["fileFor"]["sha256"], sha["4bit"]);
 
     // A 4 GB GPU gets none, and learns why from the nearest build.
     let small = app.ok(query, json!({ "d": device(4.0) })).await;

@@ -225,6 +225,7 @@ impl Files {
         device: DeviceInput,
     ) -> async_graphql::Result<Option<File>> {
         let device = domain::Device::try_from(device).gql()?;
+        device.validate().gql()?;
         let links = ctx.data::<Links>()?;
         Ok(device.choose(&self.component).ok().map(|chosen| {
             let file = chosen.file.clone();
@@ -280,6 +281,7 @@ macro_rules! per_platform_files {
                 device: DeviceInput,
             ) -> async_graphql::Result<Vec<UnmetNeed>> {
                 let device = domain::Device::try_from(device).gql()?;
+                device.validate().gql()?;
                 Ok(device
                     .unmet(&self.files.component)
                     .into_iter()

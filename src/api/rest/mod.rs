@@ -442,7 +442,8 @@ impl PlatformQuery {
                 || self.ram.is_some()
             {
                 return Err(ApiError::BadRequest(
-                    "accelerator: needs platform (such as platform=linux/amd64&accelerator=cuda&accelerator_version=8.6)"
+                    "accelerator, accelerator_version, gpu_memory and ram describe a device of a platform: give \
+                     platform too (such as platform=linux/amd64&accelerator=cuda&accelerator_version=8.6&gpu_memory=12)"
                         .into(),
                 ));
             }
