@@ -147,6 +147,27 @@ pub async fn device_reports_are_stored_and_listed_by_class(start: Starter) {
         )
         .await;
     assert_eq!(data["device"]["health"]["requests"], 7);
+
+    // Replacing a file a device runs is not refused; the device's entry then says it runs an old file.
+    app.create_service("cam-svc").await;
+    let first = app
+        .upload_service_file("cam-svc", b"build 1".to_vec())
+        .await;
+    let running = json!([{"kind": "service", "id": "cam-svc", "sha256": first}]);
+    assert_eq!(
+        report(&app, None, "pc-2", &body(PC, running, 1)).await.0,
+        200
+    );
+    let current = async |device: &str| {
+        let query = format!(r#"{{ device(id: "{device}") {{ running {{ current }} }} }}"#);
+        let data = app.ok(&query, json!({})).await;
+        data["device"]["running"][0]["current"].clone()
+    };
+    assert_eq!(current("pc-2").await, json!(true));
+    app.upload_service_file("cam-svc", b"build 2".to_vec())
+        .await;
+    assert_eq!(current("pc-2").await, json!(false));
+    assert_eq!(current("pc-1").await, Value::Null, "no sha256 sent");
 }
 
 pub async fn device_reports_expire_after_their_ttl(start: Starter) {

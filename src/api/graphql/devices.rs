@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use async_graphql::{Context, InputObject, SimpleObject};
+use async_graphql::{ComplexObject, Context, InputObject, SimpleObject};
 use chrono::{DateTime, Utc};
 
 use super::events::ComponentKind;
@@ -52,7 +52,10 @@ pub struct ReportedPlatform {
 
 /// A component a device runs: its key and the sha256 of the file it runs, when it said.
 #[derive(SimpleObject)]
+#[graphql(complex)]
 pub struct RunningComponent {
+    #[graphql(skip)]
+    pub key: ComponentKey,
     pub kind: ComponentKind,
     /// The id (transformations, services, inferencers).
     pub id: Option<String>,
@@ -60,6 +63,23 @@ pub struct RunningComponent {
     pub name: Option<String>,
     pub version: Option<String>,
     pub sha256: Option<String>,
+}
+
+#[ComplexObject]
+impl RunningComponent {
+    /// Whether `sha256` is a file the component holds now (its default file or one of its builds): false once that
+    /// file was replaced (replacing is not refused while devices run it) or the component deleted; null when the
+    /// device sent no sha256.
+    async fn current(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<bool>> {
+        let Some(sha256) = &self.sha256 else {
+            return Ok(None);
+        };
+        let service = ctx.data::<Arc<RepositoryService>>()?;
+        let found = service.find(&self.key).await.gql()?;
+        Ok(Some(
+            found.is_some_and(|c| c.files().any(|f| &f.sha256 == sha256)),
+        ))
+    }
 }
 
 /// Requests, errors and p99 latency since the previous report.
@@ -129,6 +149,7 @@ impl From<DeviceReport> for ReportedDevice {
                 .into_iter()
                 .map(|entry| {
                     let kind = entry.key.kind().into();
+                    let key = entry.key.clone();
                     let (id, name, version) = match entry.key {
                         ComponentKey::Model(m) => (None, Some(m.name), Some(m.version)),
                         ComponentKey::Transformation { id }
@@ -136,6 +157,7 @@ impl From<DeviceReport> for ReportedDevice {
                         | ComponentKey::Inferencer { id } => (Some(id), None, None),
                     };
                     RunningComponent {
+                        key,
                         kind,
                         id,
                         name,
