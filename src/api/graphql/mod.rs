@@ -11,9 +11,9 @@ mod loader;
 mod mirror;
 mod multipart;
 mod mutation;
-mod pipeline;
+pub(crate) mod pipeline;
 mod query;
-mod types;
+pub(crate) mod types;
 mod webhooks;
 mod ws;
 

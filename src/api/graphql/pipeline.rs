@@ -3,6 +3,8 @@
 use std::sync::Arc;
 
 use async_graphql::{Context, Enum, ID, InputObject, SimpleObject};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::inputs::DeviceInput;
 use super::types::{FileNeeds, Long, PlatformInfo};
@@ -65,7 +67,8 @@ impl PipelineInput {
 }
 
 /// Where a part sits in its pipeline.
-#[derive(Enum, Clone, Copy, PartialEq, Eq)]
+#[derive(Enum, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum PipelineRole {
     Model,
     Preprocessing,
@@ -87,7 +90,8 @@ impl From<Role> for PipelineRole {
 }
 
 /// Why a pipeline would not start on the device.
-#[derive(Enum, Clone, Copy, PartialEq, Eq)]
+#[derive(Enum, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum PipelineProblemCode {
     /// A transformation, service or inferencer named is not in the repository.
     MissingComponent,
@@ -135,7 +139,8 @@ impl From<ProblemCode> for PipelineProblemCode {
 }
 
 /// One problem, about one part (`component`, `role`) or the pipeline as a whole (both null).
-#[derive(SimpleObject)]
+#[derive(SimpleObject, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct PipelineProblem {
     pub role: Option<PipelineRole>,
     /// The part's key (`transformation custom.expansion`, `model fall-detection pilot-2-2`).
@@ -145,9 +150,11 @@ pub struct PipelineProblem {
 }
 
 /// The file a device fetches for a part.
-#[derive(SimpleObject)]
+#[derive(SimpleObject, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct PipelineFile {
     pub sha256: String,
+    #[schema(value_type = u64)]
     pub size: Long,
     pub filename: String,
     /// The content-addressed URL of exactly this file.
@@ -159,7 +166,8 @@ pub struct PipelineFile {
 }
 
 /// A part of the pipeline with the file chosen for the device (null when there is none: see `problems`).
-#[derive(SimpleObject)]
+#[derive(SimpleObject, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct PipelineComponent {
     pub role: PipelineRole,
     /// `model`, `transformation`, `service` or `inferencer`.
@@ -170,7 +178,8 @@ pub struct PipelineComponent {
 }
 
 /// The sums over the pipeline's distinct components: they share one process on the device.
-#[derive(SimpleObject)]
+#[derive(SimpleObject, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct PipelineTotals {
     /// RAM in GB.
     pub ram: f64,
@@ -180,10 +189,12 @@ pub struct PipelineTotals {
     pub storage: f64,
     /// Whether some part needs a GPU.
     pub gpu: bool,
+    #[schema(value_type = u64)]
     pub download_bytes: Long,
 }
 
-#[derive(SimpleObject)]
+#[derive(SimpleObject, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct PipelineResolution {
     /// True when there are no problems: the pipeline starts on the device with these files.
     pub fits: bool,

@@ -19,6 +19,8 @@ use crate::service::{Listing, ServiceError};
 
 /// A 64-bit unsigned integer (GraphQL's `Int` is 32-bit), serialised as a JSON number: exact in every JSON client
 /// up to 2^53, far beyond any file this repository stores.
+#[derive(serde::Serialize)]
+#[serde(transparent)]
 pub struct Long(pub u64);
 
 #[Scalar(name = "Long")]
@@ -125,7 +127,8 @@ impl From<crate::service::signing::CheckedSignature> for Signature {
 }
 
 /// The platform a variant is built for.
-#[derive(SimpleObject, Clone)]
+#[derive(SimpleObject, Clone, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct PlatformInfo {
     pub os: String,
     pub arch: String,
@@ -151,7 +154,8 @@ impl From<&domain::Platform> for PlatformInfo {
 }
 
 /// The needs a per-platform build states for itself; each figure set replaces its component's.
-#[derive(SimpleObject, Clone)]
+#[derive(SimpleObject, Clone, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct FileNeeds {
     /// Storage in GB.
     pub storage: Option<f64>,

@@ -15,10 +15,11 @@ use utoipa::openapi::{
 
 use super::ID_KINDS;
 use super::original::{OriginalComponent, OriginalMeta, OriginalModel, OriginalNeeds};
-use super::pipelines::{
-    PipelineComponent, PipelineFile, PipelineFileNeeds, PipelinePlatform, PipelineProblem,
-    PipelineResolution, PipelineTotals,
+use crate::api::graphql::pipeline::{
+    PipelineComponent, PipelineFile, PipelineProblem, PipelineProblemCode, PipelineResolution,
+    PipelineRole, PipelineTotals,
 };
+use crate::api::graphql::types::{FileNeeds, PlatformInfo};
 
 fn json_body(schema: &str, description: &str) -> utoipa::openapi::request_body::RequestBody {
     RequestBodyBuilder::new()
@@ -849,8 +850,10 @@ pub fn document() -> OpenApi {
                 .schema_from::<PipelineResolution>()
                 .schema_from::<PipelineComponent>()
                 .schema_from::<PipelineFile>()
-                .schema_from::<PipelinePlatform>()
-                .schema_from::<PipelineFileNeeds>()
+                .schema_from::<PlatformInfo>()
+                .schema_from::<FileNeeds>()
+                .schema_from::<PipelineRole>()
+                .schema_from::<PipelineProblemCode>()
                 .schema_from::<PipelineTotals>()
                 .schema_from::<PipelineProblem>()
                 .schema("Error", error_schema)
