@@ -3,12 +3,12 @@
 //! The candidates are the variants that run on the device's platform (every variant when the device states no
 //! platform) and the platform-neutral default file. Each is judged by the figures a file may state for itself (GPU,
 //! RAM, GPU memory, storage: the component's, with a variant's own ([`FileNeeds`]) in their place); libraries and
-//! models are the component's whatever the file, so they decide whether it runs ([`Device::runs`]), not which file. Of those that fit, the device gets, in order:
-//! an accelerated build before any other, a per-platform build before the default file, then the most demanding
-//! (most GPU memory, then most RAM: the biggest build the device can hold is the one its author meant for it; of a
-//! figure the device leaves out, the least: what cannot be judged is not risked), then the newest platform variant
-//! (`v8.2` before `v8`). A device that fits none learns why from the nearest candidate:
-//! the one with the fewest unmet needs, the least demanding among equals.
+//! models are the component's whatever the file, so they decide whether it runs ([`Device::runs`]), not which file.
+//! Of those that fit, the device gets, in order: an accelerated build before any other, a per-platform build before
+//! the default file, then the most demanding (most GPU memory, then most RAM: the biggest build the device can hold
+//! is the one its author meant for it; of a figure the device leaves out, the least: what cannot be judged is not
+//! risked), then the newest platform variant (`v8.2` before `v8`). A device that fits none learns why from the
+//! nearest candidate: the one with the fewest unmet needs, the least demanding among equals.
 
 use std::cmp::Ordering;
 
