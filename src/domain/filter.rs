@@ -87,16 +87,13 @@ impl Device {
     /// not meet.
     pub fn unmet_resources(&self, needs: &Needs) -> Vec<Unmet> {
         let mut unmet = Vec::new();
-        let mut miss = |code: NeedCode, need: String, wanted: String, has: String| {
-            unmet.push(Unmet {
-                code,
-                need,
-                wanted,
-                has,
-            })
-        };
         if needs.gpu && !self.gpu {
-            miss(NeedCode::Gpu, "gpu".into(), "a GPU".into(), "no GPU".into());
+            unmet.push(Unmet::new(
+                NeedCode::Gpu,
+                "gpu".into(),
+                "a GPU".into(),
+                "no GPU".into(),
+            ));
         }
         for (code, need, wanted, has) in [
             (NeedCode::Ram, "ram", needs.ram, self.ram),
@@ -111,12 +108,12 @@ impl Device {
             if let (Some(wanted), Some(has)) = (wanted, has)
                 && wanted > has
             {
-                miss(
+                unmet.push(Unmet::new(
                     code,
                     need.into(),
                     format!("{wanted} GB"),
                     format!("{has} GB"),
-                );
+                ));
             }
         }
         unmet
@@ -125,14 +122,6 @@ impl Device {
     /// The libraries and models of `needs` this device lacks: a component's whatever the file.
     pub fn unmet_requirements(&self, needs: &Needs) -> Vec<Unmet> {
         let mut unmet = Vec::new();
-        let mut miss = |code: NeedCode, need: String, wanted: String, has: String| {
-            unmet.push(Unmet {
-                code,
-                need,
-                wanted,
-                has,
-            })
-        };
         for (name, required) in &needs.preinstalled_libraries {
             if !self.has_library(name, required) {
                 let wanted = match required.trim() {
@@ -143,7 +132,7 @@ impl Device {
                     Some(installed) => (NeedCode::LibraryVersion, format!("{name} {installed}")),
                     None => (NeedCode::Library, format!("no {name}")),
                 };
-                miss(code, format!("library {name}"), wanted, has);
+                unmet.push(Unmet::new(code, format!("library {name}"), wanted, has));
             }
         }
         for (name, version) in &needs.available_models {
@@ -159,12 +148,12 @@ impl Device {
                 } else {
                     format!("{name} {}", present.join(", "))
                 };
-                miss(
+                unmet.push(Unmet::new(
                     NeedCode::Model,
                     format!("model {name}"),
                     format!("{name} {version}"),
                     has,
-                );
+                ));
             }
         }
         unmet
@@ -210,6 +199,17 @@ pub struct Unmet {
     pub need: String,
     pub wanted: String,
     pub has: String,
+}
+
+impl Unmet {
+    pub fn new(code: NeedCode, need: String, wanted: String, has: String) -> Self {
+        Unmet {
+            code,
+            need,
+            wanted,
+            has,
+        }
+    }
 }
 
 /// The kind of an unmet need, for machines.

@@ -452,6 +452,18 @@ pub struct DeviceQuery {
     pub limit: usize,
 }
 
+impl DeviceQuery {
+    /// The live devices (reported at or after `since`) running the key of `running_slot`, as every backend counts
+    /// them for [`DeviceStore::count_running`].
+    pub fn running(running_slot: &str, since: chrono::DateTime<chrono::Utc>) -> Self {
+        DeviceQuery {
+            running_slot: Some(running_slot.to_string()),
+            since,
+            ..DeviceQuery::default()
+        }
+    }
+}
+
 /// The latest report of each device (`POST /devices/{id}/report`); one record per device.
 #[async_trait]
 pub trait DeviceStore: Send + Sync {

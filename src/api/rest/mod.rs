@@ -46,16 +46,7 @@ impl<S: Send + Sync> FromRequest<S> for Body {
     type Rejection = ApiError;
 
     async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
-        let content_type = request
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default();
-        if !is_json(content_type) {
-            return Err(ApiError::UnsupportedMediaType(format!(
-                "the body must be JSON, sent with `content-type: application/json`, not {content_type:?}"
-            )));
-        }
+        require_json(request.headers())?;
         let bytes = Bytes::from_request(request, state).await?;
         // Arrays would be read as positional objects: `[]` would be a model with empty metadata.
         if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
@@ -64,6 +55,21 @@ impl<S: Send + Sync> FromRequest<S> for Body {
             ));
         }
         Ok(Body(bytes))
+    }
+}
+
+/// Refuses a body not sent as JSON (415): the types a cross-site HTML form can send never reach a handler.
+fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if is_json(content_type) {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType(format!(
+            "the body must be JSON, sent with `content-type: application/json`, not {content_type:?}"
+        )))
     }
 }
 

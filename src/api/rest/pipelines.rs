@@ -7,11 +7,10 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request, State};
-use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
-use super::is_json;
+use super::require_json;
 use crate::api::error::ApiError;
 use crate::api::graphql::pipeline::PipelineResolution;
 use crate::api::state::AppState;
@@ -25,16 +24,8 @@ pub(super) async fn resolve(
     State(state): State<AppState>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let content_type = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    if !is_json(content_type) {
-        return Err(ApiError::UnsupportedMediaType(format!(
-            "the body must be JSON, sent with `content-type: application/json`, not {content_type:?}"
-        )));
-    }
+    // Not the `Body` extractor: a top-level array is this route's 400 naming the shape, not a 422.
+    require_json(request.headers())?;
     let bytes = Bytes::from_request(request, &state).await?;
     let (pipeline, device) = read_body(&bytes)?;
     let resolution = state.service.resolve_pipeline(&pipeline, &device).await?;

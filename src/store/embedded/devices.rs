@@ -124,11 +124,7 @@ impl DeviceStore for EmbeddedStore {
         running_slot: &str,
         since: chrono::DateTime<chrono::Utc>,
     ) -> Result<u64, StoreError> {
-        let query = DeviceQuery {
-            running_slot: Some(running_slot.to_string()),
-            since,
-            ..DeviceQuery::default()
-        };
+        let query = DeviceQuery::running(running_slot, since);
         self.blocking(move |db| {
             let mut count = 0u64;
             scan(db, &query, |_| {

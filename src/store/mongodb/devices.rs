@@ -98,11 +98,7 @@ impl DeviceStore for MongoStore {
         running_slot: &str,
         since: chrono::DateTime<chrono::Utc>,
     ) -> Result<u64, StoreError> {
-        let query = DeviceQuery {
-            running_slot: Some(running_slot.to_string()),
-            since,
-            ..DeviceQuery::default()
-        };
+        let query = DeviceQuery::running(running_slot, since);
         self.device_reports()
             .count_documents(filter(&query))
             .await
