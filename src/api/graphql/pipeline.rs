@@ -68,6 +68,7 @@ impl PipelineInput {
 
 /// Where a part sits in its pipeline.
 #[derive(Enum, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[graphql(remote = "Role")]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum PipelineRole {
     Model,
@@ -77,20 +78,9 @@ pub enum PipelineRole {
     Inferencer,
 }
 
-impl From<Role> for PipelineRole {
-    fn from(role: Role) -> Self {
-        match role {
-            Role::Model => PipelineRole::Model,
-            Role::Preprocessing => PipelineRole::Preprocessing,
-            Role::Postprocessing => PipelineRole::Postprocessing,
-            Role::Service => PipelineRole::Service,
-            Role::Inferencer => PipelineRole::Inferencer,
-        }
-    }
-}
-
 /// Why a pipeline would not start on the device.
 #[derive(Enum, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[graphql(remote = "ProblemCode")]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum PipelineProblemCode {
     /// A transformation, service or inferencer named is not in the repository.
@@ -117,25 +107,6 @@ pub enum PipelineProblemCode {
     LibraryConflict,
     /// A part needs a model version that is neither on the device nor the pipeline's model.
     ModelAbsent,
-}
-
-impl From<ProblemCode> for PipelineProblemCode {
-    fn from(code: ProblemCode) -> Self {
-        match code {
-            ProblemCode::MissingComponent => Self::MissingComponent,
-            ProblemCode::MissingModelVersion => Self::MissingModelVersion,
-            ProblemCode::NoFile => Self::NoFile,
-            ProblemCode::NoFileForPlatform => Self::NoFileForPlatform,
-            ProblemCode::GpuRequired => Self::GpuRequired,
-            ProblemCode::RamExceeded => Self::RamExceeded,
-            ProblemCode::GpuMemoryExceeded => Self::GpuMemoryExceeded,
-            ProblemCode::StorageExceeded => Self::StorageExceeded,
-            ProblemCode::LibraryMissing => Self::LibraryMissing,
-            ProblemCode::LibraryVersion => Self::LibraryVersion,
-            ProblemCode::LibraryConflict => Self::LibraryConflict,
-            ProblemCode::ModelAbsent => Self::ModelAbsent,
-        }
-    }
 }
 
 /// One problem, about one part (`component`, `role`) or the pipeline as a whole (both null).
