@@ -279,7 +279,10 @@ async fn resolve(fleet: &Fleet, url: &str, version: u8) -> anyhow::Result<(u8, b
         .client
         .get(url)
         .bearer_auth(DEVICE_TOKEN)
-        .header("if-none-match", format!("\"{}\"", fleet.digests[version as usize]))
+        .header(
+            "if-none-match",
+            format!("\"{}\"", fleet.digests[version as usize]),
+        )
         .send()
         .await?;
     match response.status().as_u16() {
@@ -307,7 +310,12 @@ async fn resolve(fleet: &Fleet, url: &str, version: u8) -> anyhow::Result<(u8, b
     }
 }
 
-async fn gql(client: &reqwest::Client, base: &str, query: &str, variables: Value) -> anyhow::Result<Value> {
+async fn gql(
+    client: &reqwest::Client,
+    base: &str,
+    query: &str,
+    variables: Value,
+) -> anyhow::Result<Value> {
     let body: Value = client
         .post(format!("{base}/graphql"))
         .bearer_auth(WRITE_TOKEN)
@@ -395,7 +403,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     raise_fd_limit();
     let period = Duration::from_secs_f64(args.period);
     // Three periods: a device that missed a wake is still live, one that stopped is gone soon after.
-    let ttl = format!("--device-report-ttl={}s", (args.period * 3.0).ceil().max(1.0));
+    let ttl = format!(
+        "--device-report-ttl={}s",
+        (args.period * 3.0).ceil().max(1.0)
+    );
     let tokens = [
         format!("--write-tokens={WRITE_TOKEN}"),
         format!("--device-tokens={DEVICE_TOKEN}"),
@@ -573,7 +584,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
     );
     println!(
         "\n{:<13} {:<28} {:>7} {:>9} {:>10} {:>10} {:>8} {:>8}  shares on {} at each step's last poll",
-        "kind", "hardware class", "devices", "state", "100 % at", "done at", "on new", "wrong", VERSIONS[1]
+        "kind",
+        "hardware class",
+        "devices",
+        "state",
+        "100 % at",
+        "done at",
+        "on new",
+        "wrong",
+        VERSIONS[1]
     );
     for (t, kind) in fleet.templates.iter().enumerate() {
         let w = &watch[t];
@@ -617,9 +636,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
         {
             println!("{:<13} figures: new {candidate}, old {baseline}", "");
         }
-        let expected = if t == args.bad_class { "REVERTED" } else { "COMPLETED" };
+        let expected = if t == args.bad_class {
+            "REVERTED"
+        } else {
+            "COMPLETED"
+        };
         if w.state != expected {
-            problems.push(format!("{} ended {} instead of {expected}", kind.label, w.state));
+            problems.push(format!(
+                "{} ended {} instead of {expected}",
+                kind.label, w.state
+            ));
         }
         if wrong > 0 {
             problems.push(format!(
@@ -627,7 +653,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 kind.label
             ));
         }
-        let expected_on_new = if expected == "COMPLETED" { of_kind.len() } else { 0 };
+        let expected_on_new = if expected == "COMPLETED" {
+            of_kind.len()
+        } else {
+            0
+        };
         if w.state == expected && on_new != expected_on_new {
             problems.push(format!(
                 "{} of {} {} devices run {} at the end",
@@ -644,8 +674,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ));
     }
 
-    let mut resolve: Vec<f32> = logs.iter().flat_map(|l| l.resolve_ms.iter().copied()).collect();
-    let mut reports: Vec<f32> = logs.iter().flat_map(|l| l.report_ms.iter().copied()).collect();
+    let mut resolve: Vec<f32> = logs
+        .iter()
+        .flat_map(|l| l.resolve_ms.iter().copied())
+        .collect();
+    let mut reports: Vec<f32> = logs
+        .iter()
+        .flat_map(|l| l.report_ms.iter().copied())
+        .collect();
     resolve.sort_by(f32::total_cmp);
     reports.sort_by(f32::total_cmp);
     let failures: usize = logs.iter().map(|l| l.failures).sum();

@@ -605,3 +605,106 @@ async fn the_catalogue_uploads_builds_and_checks_a_pipeline() {
         json!({"platform": {"precision": "2bit"}, "needs": {"gpuMemory": 3.0, "gpu": true}})
     );
 }
+
+/// Rollouts in the catalogue (issue #26): a rollout started from a model's page, followed per hardware class while
+/// six devices (run by the script) report, one class reverting; pause, resume and abort from the page; the devices
+/// running each version; a read token sees it all without the buttons.
+#[tokio::test]
+async fn the_catalogue_starts_and_follows_a_rollout_per_hardware_class() {
+    let test = "the_catalogue_starts_and_follows_a_rollout_per_hardware_class";
+    let Some(chromium) = browser::chromium_or_skip(test) else {
+        return;
+    };
+    let (read, write, device) = (
+        "read-token-rollout",
+        "write-token-rollout",
+        "device-token-rollout",
+    );
+    let app = common::embedded(config_with(|c| {
+        c.auth = tokens(&[read], &[write], false).with_device_tokens(&[device.into()]);
+    }))
+    .await;
+    let files = [common::bytes(3_000, 51), common::bytes(3_000, 52)];
+    for (version, file) in ["1.0", "2.0"].into_iter().zip(&files) {
+        ok_as(
+            &app,
+            write,
+            r#"mutation($version: String!) {
+              createModel(input: {name: "fleet-ui", version: $version, library: "onnxruntime"}) { name } }"#,
+            json!({ "version": version }),
+        )
+        .await;
+        upload_as(
+            &app,
+            write,
+            &format!(
+                r#"mutation($file: Upload!) {{ uploadModelFile(name: "fleet-ui", version: "{version}", file: $file) {{ name }} }}"#
+            ),
+            file.clone(),
+            "fleet-ui.onnx",
+        )
+        .await;
+    }
+    ok_as(
+        &app,
+        write,
+        r#"mutation { setModelAlias(name: "fleet-ui", alias: "production", version: "1.0") { name } }"#,
+        json!({}),
+    )
+    .await;
+    browser::run_script(
+        &chromium,
+        "rollout.mjs",
+        &[
+            format!("http://{}", app.addr),
+            browser::screenshots().display().to_string(),
+            write.into(),
+            read.into(),
+            device.into(),
+            common::sha256_hex(&files[0]),
+            common::sha256_hex(&files[1]),
+        ],
+    )
+    .await;
+    // What the page did reached the store: the first rollout completed for the CPU boxes and reverted the
+    // Jetsons, the second was aborted, and production moved to 2.0 once.
+    let data = ok_as(
+        &app,
+        read,
+        r#"{ rollouts(model: "fleet-ui") { version state startedBy classes { hardwareClass state } }
+             history: modelAliasHistory(name: "fleet-ui", alias: "production") { to } }"#,
+        json!({}),
+    )
+    .await;
+    let mut rollouts = data["rollouts"].as_array().unwrap().clone();
+    rollouts.sort_by_key(|r| r["version"].as_str().unwrap().to_owned());
+    assert_eq!(rollouts[0]["state"], "ABORTED", "{data:#}");
+    assert_eq!(rollouts[1]["state"], "COMPLETED", "{data:#}");
+    let mut classes: Vec<(String, String)> = rollouts[1]["classes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["hardwareClass"].as_str().unwrap().to_owned(),
+                c["state"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    classes.sort();
+    assert_eq!(
+        classes,
+        [
+            ("linux/amd64/v1@ram16g".to_owned(), "COMPLETED".to_owned()),
+            (
+                "linux/arm64/v8+cuda@gpu8g".to_owned(),
+                "REVERTED".to_owned()
+            )
+        ]
+    );
+    assert_eq!(
+        data["history"],
+        json!([{"to": "1.0"}, {"to": "2.0"}]),
+        "{data:#}"
+    );
+}

@@ -1,11 +1,12 @@
 // A model's own page (`#/model/<name>`): its versions together, newest first by PEP 440 where the versions parse
-// (else by upload time), aliases as badges, the newest description as a model card in Markdown, and what
-// needs the model. The repository keeps versions as text; only the order here knows PEP 440.
+// (else by upload time), aliases as badges, its rollouts and the devices running each version (`rollout.js`), the
+// newest description as a model card in Markdown, and what needs the model. The repository keeps versions as text; only the order here knows PEP 440.
 
 import { useEffect, useState } from "preact/hooks";
 import { gql, token } from "./api.js";
 import { LiveBadge, useLiveReload } from "./live.js";
 import { Markdown } from "./markdown.js";
+import { DevicesByVersion, Rollouts } from "./rollout.js";
 import { Breakable, ErrorBox, KINDS, bytes, componentHref, html, plural, time } from "./format.js";
 
 const PHASES = { dev: 0, a: 1, b: 2, rc: 3, final: 4, post: 5 };
@@ -89,11 +90,16 @@ async function allVersions(name) {
   return found;
 }
 
-export function ModelPage({ name, access }) {
+export function ModelPage({ name, access, notify }) {
   const [versions, setVersions] = useState(null);
   const [users, setUsers] = useState(null);
   const [error, setError] = useState(null);
+  // Bumped by every reload, so the rollouts and the devices re-read with the versions.
+  const [revision, setRevision] = useState(0);
+  // Bumped while a rollout runs: devices move between versions as it advances.
+  const [polled, setPolled] = useState(0);
   const load = () => {
+    setRevision((n) => n + 1);
     allVersions(name).then((found) => setVersions(orderVersions(found))).catch(setError);
     gql(USERS, { needs: { models: [{ name }] } })
       .then((data) => setUsers(["transformation", "service", "inferencer"]
@@ -126,6 +132,9 @@ export function ModelPage({ name, access }) {
         <td><time datetime=${model.createdAt}>${time(model.createdAt)}</time></td>
       </tr>`)}</tbody>
     </table></div>`}
+    <${Rollouts} name=${name} versions=${versions} access=${access} revision=${revision} notify=${notify}
+      onPoll=${() => setPolled((n) => n + 1)} />
+    <${DevicesByVersion} name=${name} versions=${versions} revision=${revision + polled} />
     ${newest && html`<h2>Model card <span class="muted small">(the description of ${newest.version})</span></h2>
       ${newest.description
         ? html`<div class="card-text"><${Markdown} text=${newest.description} /></div>`

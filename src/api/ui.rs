@@ -36,6 +36,7 @@ const OWN: &[(&str, &str, &[u8])] = &[
     ("markdown.js", JAVASCRIPT, file!("markdown.js")),
     ("model.js", JAVASCRIPT, file!("model.js")),
     ("pipeline.js", JAVASCRIPT, file!("pipeline.js")),
+    ("rollout.js", JAVASCRIPT, file!("rollout.js")),
     ("docs.js", JAVASCRIPT, file!("docs.js")),
     (
         "download-worker.js",
