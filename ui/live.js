@@ -9,6 +9,7 @@ import { html } from "./format.js";
 /** The event types of the feed: EventSource delivers named events only to listeners of that name. */
 const TYPES = [
   "created", "updated", "file_uploaded", "file_replaced", "deleted", "locked", "alias_set", "alias_deleted",
+  "rollout_started", "rollout_class_aborted", "rollout_ended",
 ];
 const MAX_BACKOFF_MS = 30_000;
 

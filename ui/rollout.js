@@ -32,13 +32,16 @@ function StateBadge({ state }) {
   return html`<span class=${`badge ${TONE[state] ?? "neutral"}`}>${WORDS[state] ?? state}</span>`;
 }
 
+/** 0.3 -> "30.0 %", 0.05 -> "5.00 %": three significant digits at most. */
 const percent = (fraction) => `${(fraction * 100).toFixed(fraction < 0.1 ? 2 : 1)} %`;
 
 /** A gate's figures for one version of a class, or why there are none. */
 function Figures({ figures }) {
   if (!figures || figures.devices === 0) return html`<span class="muted">no reports yet</span>`;
-  return html`<span class="figures">${plural(figures.devices, ["device", "devices"])},
-    ${plural(figures.requests, ["request", "requests"])}${figures.errorRate === null ? "" : `, ${percent(figures.errorRate)} errors`}${figures.p99Ms === null ? "" : `, p99 ${figures.p99Ms.toFixed(1)} ms`}</span>`;
+  const parts = [plural(figures.devices, ["device", "devices"]), plural(figures.requests, ["request", "requests"])];
+  if (figures.errorRate !== null) parts.push(`${percent(figures.errorRate)} errors`);
+  if (figures.p99Ms !== null) parts.push(`p99 ${figures.p99Ms.toFixed(1)} ms`);
+  return html`<span class="figures">${parts.join(", ")}</span>`;
 }
 
 function Actions({ rollout, onChanged }) {
@@ -71,8 +74,8 @@ function RolloutCard({ rollout, canWrite, onChanged }) {
   const { gate } = rollout;
   const heading = `rollout-${rollout.id}`;
   return html`<article class="card rollout" aria-labelledby=${heading}>
-    <h3 id=${heading}><span class="alias">${rollout.alias}</span>: ${rollout.fromVersion} → ${rollout.version}
-      ${" "}<${StateBadge} state=${rollout.state} /></h3>
+    <h3 id=${heading}><span><span class="alias">${rollout.alias}</span>: ${rollout.fromVersion} → ${rollout.version}</span>
+      <${StateBadge} state=${rollout.state} /></h3>
     <p class="meta">Started <time datetime=${rollout.startedAt}>${time(rollout.startedAt)}</time> by
       ${" "}${rollout.startedBy}${rollout.finishedAt && html`, finished <time datetime=${rollout.finishedAt}>${time(rollout.finishedAt)}</time>`}.
       Steps ${rollout.steps.map((step) => `${step} %`).join(" → ")}, ${plural(rollout.stepSeconds, ["second", "seconds"])} each.
@@ -86,13 +89,13 @@ function RolloutCard({ rollout, canWrite, onChanged }) {
           <th scope="col">Old version (${rollout.fromVersion})</th></tr></thead>
         <tbody>${rollout.classes.map((c) => html`<tr key=${c.hardwareClass}>
           <th scope="row"><${Breakable} text=${c.hardwareClass} /></th>
-          <td><progress max="100" value=${c.percent}
+          <td data-label=${`On ${rollout.version}`}><progress max="100" value=${c.percent}
               aria-label=${`${c.hardwareClass}: ${c.percent} % on ${rollout.version}`}></progress>
             ${" "}<span class="percent">${c.percent} %</span>
-            <span class="muted small"> step ${c.step + 1} of ${rollout.steps.length}</span></td>
-          <td><${StateBadge} state=${c.state} />${c.reason && html`<span class="reason">${c.reason}</span>`}</td>
-          <td><${Figures} figures=${c.candidate} /></td>
-          <td><${Figures} figures=${c.baseline} /></td>
+            <span class="muted small step">step ${c.step + 1} of ${rollout.steps.length}</span></td>
+          <td data-label="State"><${StateBadge} state=${c.state} />${c.reason && html`<span class="reason">${c.reason}</span>`}</td>
+          <td data-label=${`New (${rollout.version})`}><${Figures} figures=${c.candidate} /></td>
+          <td data-label=${`Old (${rollout.fromVersion})`}><${Figures} figures=${c.baseline} /></td>
         </tr>`)}</tbody>
       </table></div>`}
     ${canWrite && ACTIVE.has(rollout.state) && html`<${Actions} rollout=${rollout} onChanged=${onChanged} />`}
