@@ -380,8 +380,8 @@ struct ClassWatch {
     state: String,
     reason: Option<String>,
     figures: Option<(Value, Value)>,
-    /// Seconds from the start to the first poll that showed 100 %.
-    at_full: Option<f64>,
+    /// Seconds from the start to the first poll that showed 100 %, and when that poll was answered.
+    at_full: Option<(f64, Instant)>,
     /// When the first poll showed COMPLETED or REVERTED.
     finished: Option<(f64, Instant)>,
     /// Per step percent, the share of the class's devices on the new version at the last poll of that step.
@@ -519,7 +519,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 .iter()
                 .filter(|&&n| fleet.running[n].load(Ordering::Relaxed) == 1)
                 .count();
-            if w.finished.is_none() {
+            let state = class["state"].as_str().unwrap_or_default();
+            if w.finished.is_none() && state == "ROLLING" {
                 w.shares
                     .insert(percent, on_new as f64 / of_kind.len() as f64);
             }
@@ -528,7 +529,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             w.reason = class["reason"].as_str().map(str::to_owned);
             w.figures = Some((class["candidate"].clone(), class["baseline"].clone()));
             if percent == 100 && w.at_full.is_none() {
-                w.at_full = Some(at);
+                w.at_full = Some((at, seen));
             }
             if w.state != "ROLLING" && w.finished.is_none() {
                 w.finished = Some((at, seen));
@@ -610,6 +611,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 .filter(|(sent, version)| *sent >= seen && *version != final_version)
                 .count()
         });
+        // Answers that kept a device on the old version although its class had reached 100 % when they were sent.
+        let stale: usize = w.at_full.map_or(0, |(_, seen)| {
+            of_kind
+                .iter()
+                .flat_map(|&n| &logs[n].answers)
+                .filter(|(sent, version)| *sent >= seen && *version == 0)
+                .count()
+        });
+        if stale > 0 {
+            problems.push(format!(
+                "{stale} answers to {} devices gave {} after the class reached 100 %",
+                kind.label, VERSIONS[0]
+            ));
+        }
         let shares: Vec<String> = w
             .shares
             .iter()
@@ -622,7 +637,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             class_names[t],
             of_kind.len(),
             w.state,
-            secs(w.at_full),
+            secs(w.at_full.map(|(t, _)| t)),
             secs(w.finished.map(|(t, _)| t)),
             on_new,
             wrong,
