@@ -612,17 +612,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 .count()
         });
         // Answers that kept a device on the old version although its class had reached 100 % when they were sent.
-        let stale: usize = w.at_full.map_or(0, |(_, seen)| {
+        let stale: Vec<Duration> = w.at_full.map_or(Vec::new(), |(_, seen)| {
             of_kind
                 .iter()
                 .flat_map(|&n| &logs[n].answers)
                 .filter(|(sent, version)| *sent >= seen && *version == 0)
-                .count()
+                .map(|(sent, _)| *sent - seen)
+                .collect()
         });
-        if stale > 0 {
+        if let Some(latest) = stale.iter().max() {
             problems.push(format!(
-                "{stale} answers to {} devices gave {} after the class reached 100 %",
-                kind.label, VERSIONS[0]
+                "{} answers to {} devices gave {} after the class reached 100 % (sent up to {latest:?} after the \
+                 simulator saw 100 %)",
+                stale.len(),
+                kind.label,
+                VERSIONS[0]
             ));
         }
         let shares: Vec<String> = w
