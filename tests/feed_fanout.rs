@@ -414,6 +414,7 @@ async fn a_websocket_subscriber_that_never_reads_slows_no_other_is_cut_off_and_r
     while before_cut.len() + after_cut.len() < CHANGES {
         let data = resumed
             .next_result(Duration::from_secs(10))
+            .await
             .expect("the resumed subscription delivers the rest")
             .unwrap();
         after_cut.push(data["componentEvents"]["sequence"].as_u64().unwrap());
