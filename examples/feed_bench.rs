@@ -179,7 +179,11 @@ async fn subscribe(
     let mut latencies = Vec::with_capacity(changes);
     while latencies.len() < changes {
         let read = socket.read(&mut buffer).await?;
-        anyhow::ensure!(read > 0, "the stream ended after {} events", latencies.len());
+        anyhow::ensure!(
+            read > 0,
+            "the stream ended after {} events",
+            latencies.len()
+        );
         let arrived = chrono::Utc::now();
         raw.extend_from_slice(&buffer[..read]);
         if !in_body {
@@ -199,7 +203,11 @@ async fn subscribe(
             let size_text = std::str::from_utf8(&raw[at..at + line])?;
             let size_text = size_text.split(';').next().unwrap_or_default().trim();
             let size = usize::from_str_radix(size_text, 16)?;
-            anyhow::ensure!(size > 0, "the stream ended after {} events", latencies.len());
+            anyhow::ensure!(
+                size > 0,
+                "the stream ended after {} events",
+                latencies.len()
+            );
             let start = at + line + 2;
             if raw.len() < start + size + 2 {
                 break;
@@ -220,7 +228,8 @@ async fn subscribe(
             let until = rest.iter().position(|&b| b == b'"').unwrap_or(rest.len());
             let committed: chrono::DateTime<chrono::Utc> =
                 std::str::from_utf8(&rest[..until])?.parse()?;
-            latencies.push((arrived - committed).num_microseconds().unwrap_or_default() as f64 / 1000.0);
+            latencies
+                .push((arrived - committed).num_microseconds().unwrap_or_default() as f64 / 1000.0);
         }
         text.drain(..consumed);
     }

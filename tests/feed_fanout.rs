@@ -290,13 +290,15 @@ fn sequence_of(message: &serde_json::Value) -> Option<u64> {
 }
 
 #[tokio::test]
-async fn a_websocket_subscriber_that_never_reads_slows_no_other_is_cut_off_and_resumes_with_after() {
+async fn a_websocket_subscriber_that_never_reads_slows_no_other_is_cut_off_and_resumes_with_after()
+{
     use futures_util::SinkExt;
     use tokio_tungstenite::tungstenite::Message;
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     const CHANGES: usize = 20_000;
     const BATCH: usize = 100;
-    const FOLLOW: &str = "subscription($after: Long) { componentEvents(after: $after) { sequence id } }";
+    const FOLLOW: &str =
+        "subscription($after: Long) { componentEvents(after: $after) { sequence id } }";
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(EmbeddedStore::open(&dir.path().join("data")).await.unwrap());
     let config = common::config_with(|c| c.connections.send_idle_timeout = Duration::from_secs(1));
@@ -337,8 +339,10 @@ async fn a_websocket_subscriber_that_never_reads_slows_no_other_is_cut_off_and_r
     live.init(json!({})).await.unwrap();
     live.start("1", FOLLOW, json!({})).await;
     assert!(
-        common::eventually(Duration::from_secs(10), async || websocket_subscribers(&app)
-            .await
+        common::eventually(Duration::from_secs(10), async || websocket_subscribers(
+            &app
+        )
+        .await
             == 2.0)
         .await,
         "both subscribers follow the feed"
@@ -380,8 +384,10 @@ async fn a_websocket_subscriber_that_never_reads_slows_no_other_is_cut_off_and_r
 
     // The stalled subscriber's connection is closed (the live one has left too).
     assert!(
-        common::eventually(Duration::from_secs(15), async || websocket_subscribers(&app)
-            .await
+        common::eventually(Duration::from_secs(15), async || websocket_subscribers(
+            &app
+        )
+        .await
             == 0.0)
         .await,
         "the subscriber that read nothing was cut off after the send idle timeout"
