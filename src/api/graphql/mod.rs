@@ -13,6 +13,7 @@ mod multipart;
 mod mutation;
 pub(crate) mod pipeline;
 mod query;
+pub(crate) mod rollouts;
 pub(crate) mod types;
 mod webhooks;
 mod ws;

@@ -18,6 +18,7 @@ mod layered;
 mod mirror;
 mod open;
 mod reads;
+mod rollouts;
 mod summary;
 mod uploads;
 mod webhooks;
@@ -216,6 +217,10 @@ impl Store for EmbeddedStore {
     }
 
     fn devices(&self) -> &dyn crate::store::DeviceStore {
+        self
+    }
+
+    fn rollouts(&self) -> &dyn crate::store::RolloutStore {
         self
     }
 
