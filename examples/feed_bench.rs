@@ -2,7 +2,7 @@
 //!
 //! ```sh
 //! cargo build --release --bins --examples && \
-//!   target/release/examples/feed_bench [SUBSCRIBERS] [CHANGES] [INTERVAL_MS] [STALLED] [-- extra server flags]
+//!   target/release/examples/feed_bench [SUBSCRIBERS] [CHANGES] [INTERVAL_MS] [STALLED] [sse|ws] [-- server flags]
 //! ```
 //!
 //! Starts the server (embedded store, or `-- --store mongodb ...`), connects STALLED (default 10) SSE subscribers
@@ -10,7 +10,8 @@
 //! one every INTERVAL_MS (default 20) milliseconds, and prints the p50/p99/max latency from each event's commit
 //! time (`at`, stamped in the committing transaction) to its arrival at every reading subscriber, over all
 //! subscriber × change pairs, and the server's memory per connected idle subscriber (resident set growth divided by
-//! the subscribers). Client and server share the machine's clock and its cores: the bench prints its own CPU time
+//! the subscribers). `ws` subscribes over GraphQL WebSocket (`componentEvents`) instead of SSE; the stalled
+//! subscribers are SSE ones either way. Client and server share the machine's clock and its cores: the bench prints its own CPU time
 //! and the load average. The file-descriptor limit is raised to its maximum (the server raises its own).
 
 use std::sync::Arc;
@@ -38,6 +39,11 @@ async fn main() -> anyhow::Result<()> {
     let changes: usize = ours.get(1).map_or(Ok(200), |s| s.parse())?;
     let interval = Duration::from_millis(ours.get(2).map_or(Ok(20), |s| s.parse())?);
     let stalled: usize = ours.get(3).map_or(Ok(10), |s| s.parse())?;
+    let websocket = match ours.get(4).map_or("sse", String::as_str) {
+        "sse" => false,
+        "ws" => true,
+        other => anyhow::bail!("TRANSPORT is sse or ws, not {other}"),
+    };
     raise_fd_limit();
     let dir = tempfile::tempdir()?;
     let flags: Vec<&str> = server_flags.iter().map(String::as_str).collect();
@@ -64,10 +70,16 @@ async fn main() -> anyhow::Result<()> {
     let connected = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for _ in 0..subscribers {
-        tasks.push(tokio::spawn(subscribe(addr, changes, connected.clone())));
+        tasks.push(if websocket {
+            tokio::spawn(subscribe_websocket(addr, changes, connected.clone()))
+        } else {
+            tokio::spawn(subscribe(addr, changes, connected.clone()))
+        });
     }
     let started = Instant::now();
-    while connected.load(Ordering::SeqCst) < subscribers {
+    while connected.load(Ordering::SeqCst) < subscribers
+        || (websocket && websocket_subscribers(&client, &base).await? < subscribers)
+    {
         anyhow::ensure!(
             started.elapsed() < Duration::from_secs(120),
             "subscribers did not connect"
@@ -78,8 +90,13 @@ async fn main() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_after = rss::rss_bytes(pid).unwrap_or_default();
     println!(
-        "{subscribers} SSE subscribers connected in {:?}; server memory {:.1} KiB per idle subscriber ({:.1} MiB \
+        "{subscribers} {} subscribers connected in {:?}; server memory {:.1} KiB per idle subscriber ({:.1} MiB \
          -> {:.1} MiB)",
+        if websocket {
+            "GraphQL WebSocket"
+        } else {
+            "SSE"
+        },
         started.elapsed(),
         rss_after.saturating_sub(rss_before) as f64 / 1024.0 / subscribers as f64,
         rss_before as f64 / 1048576.0,
@@ -238,4 +255,67 @@ async fn subscribe(
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// One GraphQL WebSocket subscriber (graphql-transport-ws, tungstenite as in the tests): `componentEvents` with the
+/// fields a device uses; only the commit time is read from each message.
+async fn subscribe_websocket(
+    addr: std::net::SocketAddr,
+    changes: usize,
+    connected: Arc<AtomicUsize>,
+) -> anyhow::Result<Vec<f64>> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://{addr}/graphql").into_client_request()?;
+    request
+        .headers_mut()
+        .insert("sec-websocket-protocol", "graphql-transport-ws".parse()?);
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await?;
+    let message = |m: Value| Message::text(m.to_string());
+    socket
+        .send(message(json!({ "type": "connection_init", "payload": {} })))
+        .await?;
+    socket
+        .send(message(
+            json!({ "type": "subscribe", "id": "1", "payload": {
+            "query": "subscription { componentEvents { sequence at type kind id version } }",
+        } }),
+        ))
+        .await?;
+    connected.fetch_add(1, Ordering::SeqCst);
+    let mut latencies = Vec::with_capacity(changes);
+    while latencies.len() < changes {
+        let Some(received) = socket.next().await else {
+            anyhow::bail!("the socket closed after {} events", latencies.len());
+        };
+        let arrived = chrono::Utc::now();
+        let Message::Text(text) = received? else {
+            continue;
+        };
+        let Some((_, rest)) = text.split_once("\"at\":\"") else {
+            continue;
+        };
+        let at = rest.split_once('"').map_or(rest, |(at, _)| at);
+        let committed: chrono::DateTime<chrono::Utc> = at.parse()?;
+        latencies
+            .push((arrived - committed).num_microseconds().unwrap_or_default() as f64 / 1000.0);
+    }
+    Ok(latencies)
+}
+
+/// The server's gauge of GraphQL WebSocket subscribers: a subscription counts once the server follows the feed.
+async fn websocket_subscribers(client: &reqwest::Client, base: &str) -> anyhow::Result<usize> {
+    let text = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    Ok(text
+        .lines()
+        .find(|l| l.starts_with("repository_event_subscribers{transport=\"graphql_ws\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0) as usize)
 }
