@@ -316,6 +316,88 @@ impl Upstream {
         }
     }
 
+    /// The versions of model `name` its rollouts keep at the edge: the target of every running or paused
+    /// rollout, and that of a completed one while its alias names it (or has yet to be moved to it: the upstream
+    /// ends a rollout first and moves its alias just after, recording the outcome in the alias's history).
+    pub async fn rollout_targets(&self, name: &str) -> Result<Vec<String>, UpstreamError> {
+        let data = match self
+            .graphql(
+                "query($n: String!) { rollouts(model: $n) { id alias version state } }",
+                json!({ "n": name }),
+            )
+            .await
+        {
+            Ok(data) => data,
+            // An upstream from before rollouts has none to prefetch.
+            Err(UpstreamError::GraphQl { message, .. }) if message.starts_with("Unknown field") => {
+                return Ok(Vec::new());
+            }
+            Err(e) => return Err(e),
+        };
+        let rollouts = data["rollouts"].as_array().map_or(&[][..], Vec::as_slice);
+        let mut targets = Vec::new();
+        // Only the newest rollout of an alias may have ended without its alias moved yet.
+        let mut newest_seen = std::collections::HashSet::new();
+        for rollout in rollouts {
+            let (Some(id), Some(alias), Some(version), Some(state)) = (
+                rollout["id"].as_str(),
+                rollout["alias"].as_str(),
+                rollout["version"].as_str(),
+                rollout["state"].as_str(),
+            ) else {
+                continue;
+            };
+            let newest = newest_seen.insert(alias.to_string());
+            let kept = match state {
+                "RUNNING" | "PAUSED" => true,
+                "COMPLETED" => {
+                    self.alias_version(name, alias).await?.as_deref() == Some(version)
+                        || (newest && !self.rollout_settled(name, alias, id).await?)
+                }
+                _ => false,
+            };
+            if kept && !targets.iter().any(|t| t == version) {
+                targets.push(version.to_string());
+            }
+        }
+        Ok(targets)
+    }
+
+    /// The version alias `alias` of model `name` names upstream (the stable one: no device asks).
+    async fn alias_version(
+        &self,
+        name: &str,
+        alias: &str,
+    ) -> Result<Option<String>, UpstreamError> {
+        let data = self
+            .graphql(
+                "query($n: String!, $a: String!) { model(name: $n, alias: $a) { version } }",
+                json!({ "n": name, "a": alias }),
+            )
+            .await?;
+        Ok(data["model"]["version"].as_str().map(str::to_owned))
+    }
+
+    /// Whether the upstream applied rollout `id`'s end to its alias: the alias's history records its outcome.
+    async fn rollout_settled(
+        &self,
+        name: &str,
+        alias: &str,
+        id: &str,
+    ) -> Result<bool, UpstreamError> {
+        let data = self
+            .graphql(
+                "query($n: String!, $a: String!) { modelAliasHistory(name: $n, alias: $a) { rollout { id } } }",
+                json!({ "n": name, "a": alias }),
+            )
+            .await?;
+        Ok(data["modelAliasHistory"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|m| m["rollout"]["id"].as_str() == Some(id)))
+    }
+
     /// Up to [`EVENT_PAGE`] events after `after`, whether there are more, and the id of the feed they are of.
     pub async fn events(
         &self,
