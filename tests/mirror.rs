@@ -1406,7 +1406,8 @@ async fn a_mirror_holds_a_rollouts_target_before_the_alias_moves() {
     assert_eq!(s["lastError"], Value::Null, "{s:#}");
 }
 
-/// An aborted rollout's target leaves the mirror again when nothing else keeps it.
+/// A full sync fetches a running rollout's target too; an aborted rollout's target leaves the mirror again when
+/// nothing else keeps it.
 #[tokio::test]
 async fn an_aborted_rollout_lets_the_mirror_drop_its_target() {
     let dir = tempfile::tempdir().unwrap();
@@ -1420,6 +1421,15 @@ async fn an_aborted_rollout_lets_the_mirror_drop_its_target() {
     wait_following(&other).await;
     let id = start_rollout_to_v2(&upstream).await;
     wait_served(&site, "/model/detector/v2", &v2).await;
+    // A site whose first sync comes while the rollout runs gets the target in that sync.
+    let late_dir = tempfile::tempdir().unwrap();
+    let late = mirror(late_dir.path(), &upstream.url(""), |_| {}).await;
+    assert!(eventually(WAIT, async || late.get("/readyz").await.status() == 200).await);
+    assert_eq!(
+        download(&late, "/model/detector/v2").await.as_deref(),
+        Some(&v2[..])
+    );
+    assert_eq!(production(&late).await, "v1");
 
     let aborted = upstream
         .ok(
@@ -1436,6 +1446,11 @@ async fn an_aborted_rollout_lets_the_mirror_drop_its_target() {
     );
     assert_eq!(production(&site).await, "v1");
     assert!(download(&site, "/model/detector/v1").await.is_some());
+    assert!(
+        eventually(WAIT, async || late.get("/model/detector/v2").await.status()
+            == 404)
+        .await
+    );
 
     // Kept by something else (an extra) at the other site, it stays there once the abort is applied.
     let head = upstream.ok("{ lastSequence }", json!({})).await["lastSequence"].clone();
