@@ -338,6 +338,8 @@ impl Upstream {
         let mut targets = Vec::new();
         // Only the newest rollout of an alias may have ended without its alias moved yet.
         let mut newest_seen = std::collections::HashSet::new();
+        // Where each alias points, asked once per alias however long its history.
+        let mut alias_now = std::collections::HashMap::new();
         for rollout in rollouts {
             let (Some(id), Some(alias), Some(version), Some(state)) = (
                 rollout["id"].as_str(),
@@ -351,7 +353,11 @@ impl Upstream {
             let kept = match state {
                 "RUNNING" | "PAUSED" => true,
                 "COMPLETED" => {
-                    self.alias_version(name, alias).await?.as_deref() == Some(version)
+                    if !alias_now.contains_key(alias) {
+                        let now = self.alias_version(name, alias).await?;
+                        alias_now.insert(alias.to_string(), now);
+                    }
+                    alias_now[alias].as_deref() == Some(version)
                         || (newest && !self.rollout_settled(name, alias, id).await?)
                 }
                 _ => false,
