@@ -1340,9 +1340,14 @@ async fn a_mirror_holds_a_rollouts_target_before_the_alias_moves() {
     let dir = tempfile::tempdir().unwrap();
     let (upstream, site, v2) = rollout_site(dir.path()).await;
     let before = fetched_bytes(&site).await;
+    let started = Instant::now();
     let id = start_rollout_to_v2(&upstream).await;
 
     wait_served(&site, "/model/detector/v2", &v2).await;
+    eprintln!(
+        "the mirror held the rollout's target {} ms after startRollout",
+        started.elapsed().as_millis()
+    );
     wait_following(&site).await;
     assert_eq!(status(&site).await["pendingFiles"], 0);
     assert_eq!(production(&site).await, "v1", "the alias waits for the end");

@@ -491,3 +491,76 @@ impl Upstream {
         Ok(response)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use serde_json::{Value, json};
+
+    use super::Upstream;
+
+    /// What the upstream answers: its alias `production` and the rollout ids its history records.
+    #[derive(Default)]
+    struct Upstate {
+        production: &'static str,
+        settled: Vec<&'static str>,
+    }
+
+    /// An upstream that answers the three queries a mirror asks about rollouts: `r2` completed to v2 (the newest
+    /// of `production`), `r1` completed to v3 before it, `r3` runs to v4 on `canary`, `r4` aborted to v5.
+    async fn upstream(state: Arc<Mutex<Upstate>>) -> Upstream {
+        let graphql = async move |axum::Json(body): axum::Json<Value>| {
+            let query = body["query"].as_str().unwrap_or_default();
+            let state = state.lock().unwrap();
+            let data = if query.contains("rollouts(") {
+                json!({ "rollouts": [
+                    { "id": "r4", "alias": "beta", "version": "v5", "state": "ABORTED" },
+                    { "id": "r3", "alias": "canary", "version": "v4", "state": "RUNNING" },
+                    { "id": "r2", "alias": "production", "version": "v2", "state": "COMPLETED" },
+                    { "id": "r1", "alias": "production", "version": "v3", "state": "COMPLETED" },
+                ] })
+            } else if query.contains("modelAliasHistory") {
+                let moves: Vec<Value> = state
+                    .settled
+                    .iter()
+                    .map(|id| json!({ "rollout": { "id": id } }))
+                    .collect();
+                json!({ "modelAliasHistory": moves })
+            } else {
+                json!({ "model": { "version": state.production } })
+            };
+            axum::Json(json!({ "data": data }))
+        };
+        let app = axum::Router::new().route("/graphql", axum::routing::post(graphql));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Upstream::new(&url, None).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_completed_rollouts_target_is_kept_until_its_alias_leaves_it() {
+        let state = Arc::new(Mutex::new(Upstate {
+            production: "v1",
+            settled: vec!["r1"],
+        }));
+        let upstream = upstream(state.clone()).await;
+        // Ended, alias not moved yet: the target stays, so the move at the site needs no download.
+        assert_eq!(upstream.rollout_targets("det").await.unwrap(), ["v4", "v2"]);
+        // Moved: kept while the alias names it.
+        *state.lock().unwrap() = Upstate {
+            production: "v2",
+            settled: vec!["r1", "r2"],
+        };
+        assert_eq!(upstream.rollout_targets("det").await.unwrap(), ["v4", "v2"]);
+        // Moved elsewhere afterwards (back to v1, or to an older rollout's v3).
+        for (production, kept) in [("v1", &["v4"][..]), ("v3", &["v4", "v3"][..])] {
+            *state.lock().unwrap() = Upstate {
+                production,
+                settled: vec!["r1", "r2"],
+            };
+            assert_eq!(upstream.rollout_targets("det").await.unwrap(), kept);
+        }
+    }
+}
