@@ -359,6 +359,16 @@ impl Rollout {
         changed
     }
 
+    /// Whether a tick at `now` has a class to judge: some rolling class's step is over.
+    pub fn due(&self, now: DateTime<Utc>) -> bool {
+        let step = chrono::Duration::seconds(self.step_seconds as i64);
+        self.state == RolloutState::Running
+            && self
+                .classes
+                .iter()
+                .any(|c| c.state == ClassState::Rolling && now - c.step_started_at >= step)
+    }
+
     /// Moves the rollout on at `now`: new classes join, each rolling class whose step is over is judged on
     /// `devices` (the live reports of the fleet) and goes to its next step, waits for reports, or reverts.
     pub fn tick(&mut self, devices: &[DeviceReport], now: DateTime<Utc>) -> TickOutcome {
