@@ -152,6 +152,23 @@ pub async fn rollouts_give_each_class_its_share_and_a_degraded_class_reverts(sta
             version
         );
     }
+    // An OCI client pulling the alias's tag names itself with `X-Device-Id` (or `?device=`): its cohort's manifest.
+    for (device, version) in &given {
+        let manifest = |path: String, header: Option<&str>| {
+            let mut request = app.client.get(app.url(&path));
+            if let Some(id) = header {
+                request = request.header("x-device-id", id);
+            }
+            async move { request.send().await.unwrap().text().await.unwrap() }
+        };
+        let by_version = manifest(format!("/v2/models/det/manifests/{version}"), None).await;
+        assert_eq!(
+            manifest("/v2/models/det/manifests/production".into(), Some(device)).await,
+            by_version
+        );
+        let by_query = format!("/v2/models/det/manifests/production?device={device}");
+        assert_eq!(manifest(by_query, None).await, by_version);
+    }
     // Without a device id (or for a device that never reported), the alias's stable version.
     let plain = app.get("/model/det/@production").await;
     assert_eq!(plain.headers()["x-model-version"], "1.0");
