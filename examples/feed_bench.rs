@@ -11,8 +11,9 @@
 //! time (`at`, stamped in the committing transaction) to its arrival at every reading subscriber, over all
 //! subscriber × change pairs, and the server's memory per connected idle subscriber (resident set growth divided by
 //! the subscribers). `ws` subscribes over GraphQL WebSocket (`componentEvents`) instead of SSE; the stalled
-//! subscribers are SSE ones either way. Client and server share the machine's clock and its cores: the bench prints its own CPU time
-//! and the load average. The file-descriptor limit is raised to its maximum (the server raises its own).
+//! subscribers are SSE ones either way. Client and server share the machine's clock and its cores: the bench prints
+//! its own CPU time and the load average. The file-descriptor limit is raised to its maximum (the server raises its
+//! own).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
