@@ -186,6 +186,16 @@ pub struct ServeArgs {
     )]
     pub device_report_ttl: std::time::Duration,
 
+    /// How often rollouts step: each open rollout's classes whose step is over are judged then (s, m, h or d).
+    #[arg(
+        long,
+        env = "REPOSITORY_ROLLOUT_TICK",
+        default_value = "1s",
+        value_parser = parse_age,
+        global = true
+    )]
+    pub rollout_tick: std::time::Duration,
+
     /// A file of tokens, one per line: `read <token>`, `write <token>` or `device <token>` (`#` starts a comment).
     #[arg(long, env = "REPOSITORY_TOKENS_FILE", global = true)]
     pub tokens_file: Option<PathBuf>,

@@ -40,6 +40,8 @@ pub struct Config {
     pub signatures: Signatures,
     /// How long a device report keeps its device live (`--device-report-ttl`); older reports are ignored and swept.
     pub device_report_ttl: std::time::Duration,
+    /// How often open rollouts step (`--rollout-tick`).
+    pub rollout_tick: std::time::Duration,
 }
 
 /// Signatures of files: the trust policy (`--trust-policy`) and what to do with it (`--signatures`).
@@ -78,6 +80,7 @@ impl Default for Config {
             connections: Connections::default(),
             signatures: Signatures::default(),
             device_report_ttl: crate::service::devices::DEFAULT_REPORT_TTL,
+            rollout_tick: crate::service::rollouts::DEFAULT_ROLLOUT_TICK,
         }
     }
 }

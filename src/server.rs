@@ -280,6 +280,10 @@ fn spawn_sweeps(service: &Arc<RepositoryService>, config: &Config) {
     spawn_sweep(service, devices, "expired device reports", |s| {
         Box::pin(async move { s.expire_device_reports().await })
     });
+    let tick = config.rollout_tick.max(Duration::from_millis(100));
+    spawn_sweep(service, tick, "rollout steps", |s| {
+        Box::pin(async move { s.tick_rollouts().await })
+    });
 }
 
 /// How the server accepts, keeps and stops connections.

@@ -53,6 +53,9 @@ impl Store for CountingFeed {
     fn devices(&self) -> &dyn component_repository::store::DeviceStore {
         self.inner.devices()
     }
+    fn rollouts(&self) -> &dyn component_repository::store::RolloutStore {
+        self.inner.rollouts()
+    }
     fn mirror(&self) -> Option<&dyn MirrorStore> {
         self.inner.mirror()
     }

@@ -100,6 +100,8 @@ pub fn error_code(e: &ServiceError) -> &'static str {
         ServiceError::Unsigned(_) | ServiceError::UnsignedVersion(_) => "UNSIGNED",
         ServiceError::LimitExceeded(_) => "LIMIT_EXCEEDED",
         ServiceError::InUse { .. } => "IN_USE",
+        ServiceError::RolloutActive(_) => "ROLLOUT_ACTIVE",
+        ServiceError::RolloutFinished(_) => "ROLLOUT_FINISHED",
         ServiceError::Unavailable(_) => "UNAVAILABLE",
         ServiceError::Internal(_) => "INTERNAL",
     }
@@ -115,7 +117,9 @@ pub fn status_of(e: &ServiceError) -> StatusCode {
         | ServiceError::Conflict(_)
         | ServiceError::Immutable(_)
         | ServiceError::LimitExceeded(_)
-        | ServiceError::InUse { .. } => StatusCode::CONFLICT,
+        | ServiceError::InUse { .. }
+        | ServiceError::RolloutActive(_)
+        | ServiceError::RolloutFinished(_) => StatusCode::CONFLICT,
         ServiceError::InvalidInput(_) => StatusCode::BAD_REQUEST,
         // The tus checksum extension's own status.
         ServiceError::ChecksumMismatch(_) => {

@@ -103,6 +103,7 @@ impl TryFrom<ServeArgs> for Config {
                 shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
             },
             device_report_ttl: args.device_report_ttl,
+            rollout_tick: args.rollout_tick,
         };
         config.check()?;
         Ok(config)

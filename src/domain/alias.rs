@@ -18,6 +18,9 @@ pub struct AliasMove {
     pub at: DateTime<Utc>,
     /// The label of the token that made the move (never the token itself).
     pub by: String,
+    /// A rollout's end: the move it made (or, when it left the alias where it was, a record of the alias staying).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<super::rollout::RolloutOutcome>,
 }
 
 /// An alias as a store holds it, for moving it to another store: where it points (`None` once deleted) and
@@ -52,6 +55,7 @@ impl AliasRecord {
                 to: self.version.clone(),
                 at: super::now(),
                 by: last.map(|m| m.by.clone()).unwrap_or_default(),
+                rollout: None,
             },
         }
     }

@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::rollout::{ClassAborted, Figures, Rollout, RolloutState};
 use super::{AliasMove, Component, ComponentKey, Device, DomainError, Kind, Needs, StoredFile};
 
 /// What happened.
@@ -24,10 +25,16 @@ pub enum EventType {
     Locked,
     /// A signature was attached to one of the component's files (the event's `file`).
     SignatureAdded,
+    /// A rollout of an alias to this version began (edge mirrors fetch the version before devices switch).
+    RolloutStarted,
+    /// A hardware class failed its rollout's gate and went back to the old version; the event says why.
+    RolloutClassAborted,
+    /// A rollout to this version ended: completed, reverted or aborted.
+    RolloutEnded,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 9] = [
+    pub const ALL: [EventType; 12] = [
         EventType::Created,
         EventType::Updated,
         EventType::FileUploaded,
@@ -37,6 +44,9 @@ impl EventType {
         EventType::AliasDeleted,
         EventType::Locked,
         EventType::SignatureAdded,
+        EventType::RolloutStarted,
+        EventType::RolloutClassAborted,
+        EventType::RolloutEnded,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -50,6 +60,9 @@ impl EventType {
             EventType::AliasDeleted => "alias_deleted",
             EventType::Locked => "locked",
             EventType::SignatureAdded => "signature_added",
+            EventType::RolloutStarted => "rollout_started",
+            EventType::RolloutClassAborted => "rollout_class_aborted",
+            EventType::RolloutEnded => "rollout_ended",
         }
     }
 
@@ -77,6 +90,25 @@ pub struct EventAlias {
     pub by: String,
 }
 
+/// What a rollout event tells: which rollout, and for a class that failed its gate, which class, why and the
+/// figures it was judged on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventRollout {
+    pub id: String,
+    pub alias: String,
+    pub from_version: String,
+    pub state: RolloutState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hardware_class: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidate: Option<Figures>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<Figures>,
+}
+
 /// An event before the store has given it a sequence.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EventDraft {
@@ -93,6 +125,9 @@ pub struct EventDraft {
     /// For alias events, the move.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alias: Option<EventAlias>,
+    /// For rollout events, the rollout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<EventRollout>,
 }
 
 impl EventDraft {
@@ -107,6 +142,7 @@ impl EventDraft {
             needs: component.spec.needs().cloned(),
             previous_needs: None,
             alias: None,
+            rollout: None,
         }
     }
 
@@ -206,7 +242,30 @@ impl EventDraft {
             needs: None,
             previous_needs: None,
             alias: None,
+            rollout: None,
         }
+    }
+
+    /// An event of `rollout` (keyed by the version it rolls out): started, ended, or one class aborted.
+    pub fn rollout(
+        event_type: EventType,
+        rollout: &Rollout,
+        aborted: Option<&ClassAborted>,
+    ) -> Result<Self, DomainError> {
+        let key = ComponentKey::model(rollout.model.clone(), rollout.version.clone())?;
+        Ok(Self {
+            rollout: Some(EventRollout {
+                id: rollout.id.clone(),
+                alias: rollout.alias.clone(),
+                from_version: rollout.from_version.clone(),
+                state: rollout.state,
+                hardware_class: aborted.map(|a| a.hardware_class.clone()),
+                reason: aborted.map(|a| a.reason.clone()),
+                candidate: aborted.map(|a| a.candidate.clone()),
+                baseline: aborted.map(|a| a.baseline.clone()),
+            }),
+            ..Self::bare(event_type, key)
+        })
     }
 
     pub fn at(self, sequence: u64, at: DateTime<Utc>) -> Event {
@@ -257,6 +316,9 @@ impl Event {
             value["alias"] = serde_json::json!({
                 "alias": alias.alias, "from": alias.from, "to": alias.to, "by": alias.by,
             });
+        }
+        if let Some(rollout) = &d.rollout {
+            value["rollout"] = serde_json::to_value(rollout).unwrap_or_default();
         }
         value
     }

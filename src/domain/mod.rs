@@ -14,6 +14,7 @@ pub mod oci;
 pub mod pipeline;
 mod pipeline_file;
 mod platform;
+pub mod rollout;
 pub mod signing;
 pub mod version;
 mod webhook;
@@ -28,7 +29,7 @@ pub use device_file::parse_device;
 pub use device_report::{DeviceReport, Health, Running, hardware_class};
 pub use digest::Sha256;
 pub use error::DomainError;
-pub use event::{Event, EventAlias, EventDraft, EventFile, EventFilter, EventType};
+pub use event::{Event, EventAlias, EventDraft, EventFile, EventFilter, EventRollout, EventType};
 pub use filter::{
     ComponentFilter, Device, LibraryWanted, Matcher, ModelWanted, NeedCode, NeedsFilter, Unmet,
 };

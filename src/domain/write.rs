@@ -46,6 +46,12 @@ pub enum Refusal {
     /// A cap on what one component keeps (signatures per file) is reached.
     #[error("{0}")]
     Full(String),
+    /// A rollout is moving the alias: it cannot move (or start moving) otherwise until the rollout ends.
+    #[error("{0}")]
+    RolloutActive(String),
+    /// The rollout has ended: it cannot be paused, resumed or aborted.
+    #[error("{0}")]
+    RolloutFinished(String),
 }
 
 /// Why an update is not applied: a rule of the component, or a value that breaks the domain.

@@ -29,7 +29,7 @@ impl RepositoryService {
         self.device_report_ttl
     }
 
-    fn live_since(&self) -> DateTime<Utc> {
+    pub(super) fn live_since(&self) -> DateTime<Utc> {
         let ttl =
             chrono::Duration::from_std(self.device_report_ttl).unwrap_or(chrono::Duration::MAX);
         crate::domain::now()
@@ -103,6 +103,7 @@ impl RepositoryService {
         force: bool,
     ) -> Result<crate::domain::Component, ServiceError> {
         self.writable()?;
+        self.check_not_rolled_out(key).await?;
         if !force {
             let live = self.devices_running(key).await?;
             check_in_use(key, live, force).map_err(crate::store::StoreError::from)?;

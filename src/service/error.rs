@@ -54,6 +54,11 @@ pub enum ServiceError {
     /// Live devices report running what a delete names (device reports): `force` deletes it anyway.
     #[error("{message}")]
     InUse { message: String, devices: u64 },
+    /// A rollout holds the alias (`ROLLOUT_ACTIVE`), or has ended and cannot change (`ROLLOUT_FINISHED`).
+    #[error("{0}")]
+    RolloutActive(String),
+    #[error("{0}")]
+    RolloutFinished(String),
     /// A write to an edge mirror: its content comes from its upstream only.
     #[error("{0}")]
     ReadOnlyMirror(String),
@@ -109,6 +114,12 @@ impl From<StoreError> for ServiceError {
             },
             StoreError::Refused(Refusal::NoFile(message)) => ServiceError::NotFound(message),
             StoreError::Refused(Refusal::Full(message)) => ServiceError::LimitExceeded(message),
+            StoreError::Refused(Refusal::RolloutActive(message)) => {
+                ServiceError::RolloutActive(message)
+            }
+            StoreError::Refused(Refusal::RolloutFinished(message)) => {
+                ServiceError::RolloutFinished(message)
+            }
             StoreError::Refused(e @ Refusal::Stale { actual, .. }) => ServiceError::Stale {
                 message: e.to_string(),
                 current: actual,

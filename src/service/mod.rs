@@ -9,6 +9,7 @@ mod feed_hub;
 pub mod mirror;
 mod oci;
 mod pipelines;
+pub mod rollouts;
 pub mod signing;
 pub mod uploads;
 pub mod webhooks;
@@ -469,29 +470,41 @@ impl RepositoryService {
         self.writable()?;
         validate_alias(alias)?;
         let key = ComponentKey::model(name, version)?;
-        if self.signing.mode() == signing::SignatureMode::Enforce {
-            let target = self.get(&key).await?;
-            if target.files().next().is_none() {
-                return Err(ServiceError::UnsignedVersion(format!(
-                    "alias {alias} cannot move to {key}: it has no file yet, so no signature vouches for what \
-                     devices would get"
-                )));
-            }
-            if let Some(file) = target
-                .files()
-                .find(|file| !self.signing.verified(&key, file))
-            {
-                return Err(ServiceError::UnsignedVersion(format!(
-                    "alias {alias} cannot move to {}: devices would be refused it",
-                    signing::unsigned_message(&key, file)
-                )));
-            }
-        }
+        self.check_no_rollout(name, alias).await?;
+        self.check_alias_target(&key, alias).await?;
         self.store
             .aliases()
             .move_alias(name, alias, Some(version), by, expected)
             .await?;
         self.get(&key).await
+    }
+
+    /// Whether `alias` may name `key`: under `--signatures enforce`, only a version whose every file is verified.
+    async fn check_alias_target(
+        &self,
+        key: &ComponentKey,
+        alias: &str,
+    ) -> Result<(), ServiceError> {
+        let target = self.get(key).await?;
+        if self.signing.mode() != signing::SignatureMode::Enforce {
+            return Ok(());
+        }
+        if target.files().next().is_none() {
+            return Err(ServiceError::UnsignedVersion(format!(
+                "alias {alias} cannot move to {key}: it has no file yet, so no signature vouches for what \
+                 devices would get"
+            )));
+        }
+        if let Some(file) = target
+            .files()
+            .find(|file| !self.signing.verified(key, file))
+        {
+            return Err(ServiceError::UnsignedVersion(format!(
+                "alias {alias} cannot move to {}: devices would be refused it",
+                signing::unsigned_message(key, file)
+            )));
+        }
+        Ok(())
     }
 
     /// Removes `alias` of model `name`; [`ServiceError::NotFound`] when there is no such alias.
@@ -504,6 +517,7 @@ impl RepositoryService {
     ) -> Result<(), ServiceError> {
         self.writable()?;
         validate_alias(alias)?;
+        self.check_no_rollout(name, alias).await?;
         match self
             .store
             .aliases()

@@ -16,6 +16,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 use thiserror::Error;
 
+use crate::domain::rollout::Rollout;
 use crate::domain::{
     AliasMove, AliasRecord, Component, ComponentFilter, ComponentKey, Delivery, DeviceReport,
     DomainError, EventDraft, EventType, FilePolicy, Kind, ModelKey, Refusal, Sha256, StoredFile,
@@ -182,6 +183,7 @@ pub trait Store: Send + Sync + 'static {
     fn webhooks(&self) -> &dyn WebhookStore;
     fn uploads(&self) -> &dyn UploadStore;
     fn devices(&self) -> &dyn DeviceStore;
+    fn rollouts(&self) -> &dyn RolloutStore;
 
     /// What an edge mirror needs of its store; `None` for a backend that cannot hold one.
     fn mirror(&self) -> Option<&dyn MirrorStore> {
@@ -370,6 +372,16 @@ pub trait AliasStore: Send + Sync {
     /// the alias.
     async fn insert_alias(&self, record: AliasRecord) -> Result<(), StoreError>;
 
+    /// Records how a rollout of the alias ended in its history, beside the move it made (if any): once per
+    /// rollout, so a replica that finishes the same rollout again records nothing.
+    async fn record_rollout(
+        &self,
+        name: &str,
+        alias: &str,
+        outcome: &crate::domain::rollout::RolloutOutcome,
+        by: &str,
+    ) -> Result<(), StoreError>;
+
     /// Whether this store already knows an alias (it points somewhere, or has a history): restore only adds.
     async fn alias_known(&self, model: &str, alias: &str) -> Result<bool, StoreError> {
         Ok(self.resolve_alias(model, alias).await?.is_some()
@@ -488,6 +500,37 @@ pub trait DeviceStore: Send + Sync {
         &self,
         before: chrono::DateTime<chrono::Utc>,
     ) -> Result<u64, StoreError>;
+}
+
+/// Staged alias moves. A rollout is open from its start until its end has been applied to the alias (its
+/// `settled` flag); an alias has at most one open rollout.
+#[async_trait]
+pub trait RolloutStore: Send + Sync {
+    /// Adds `rollout`, open, with its `ROLLOUT_STARTED` event; refused ([`Refusal::RolloutActive`]) when another
+    /// rollout of the alias is open.
+    async fn insert_rollout(&self, rollout: &Rollout, event: EventDraft) -> Result<(), StoreError>;
+
+    async fn rollout(&self, id: &str) -> Result<Option<Rollout>, StoreError>;
+
+    /// The rollouts of `model`, newest first.
+    async fn rollouts(&self, model: &str) -> Result<Vec<Rollout>, StoreError>;
+
+    /// The newest rollout of an alias, open or not.
+    async fn latest_rollout(&self, model: &str, alias: &str)
+    -> Result<Option<Rollout>, StoreError>;
+
+    /// Every open rollout: those that still step, and those whose end is not applied to the alias yet.
+    async fn open_rollouts(&self) -> Result<Vec<Rollout>, StoreError>;
+
+    /// Saves `rollout` (its revision one above the stored one's) with `events`, all or nothing; `false` when the
+    /// stored rollout is no longer at `rollout.revision - 1` (another replica saved first) and nothing was saved.
+    /// `settled` closes it: the alias is free for the next rollout.
+    async fn save_rollout(
+        &self,
+        rollout: &Rollout,
+        settled: bool,
+        events: Vec<EventDraft>,
+    ) -> Result<bool, StoreError>;
 }
 
 /// What an edge mirror keeps in its store; only a backend that can hold a mirror implements it.

@@ -65,6 +65,12 @@ pub enum EventType {
     Locked,
     /// A signature was attached to one of the component's files (`addSignature`): see `file`.
     SignatureAdded,
+    /// A rollout of an alias to this version began (`startRollout`): see `rollout`.
+    RolloutStarted,
+    /// A hardware class failed its rollout's gate and went back to the old version: see `rollout` for why.
+    RolloutClassAborted,
+    /// A rollout to this version ended (completed, reverted or aborted): see `rollout`.
+    RolloutEnded,
 }
 
 impl From<EventType> for domain::EventType {
@@ -79,6 +85,9 @@ impl From<EventType> for domain::EventType {
             EventType::AliasDeleted => domain::EventType::AliasDeleted,
             EventType::Locked => domain::EventType::Locked,
             EventType::SignatureAdded => domain::EventType::SignatureAdded,
+            EventType::RolloutStarted => domain::EventType::RolloutStarted,
+            EventType::RolloutClassAborted => domain::EventType::RolloutClassAborted,
+            EventType::RolloutEnded => domain::EventType::RolloutEnded,
         }
     }
 }
@@ -95,6 +104,9 @@ impl From<domain::EventType> for EventType {
             domain::EventType::AliasDeleted => EventType::AliasDeleted,
             domain::EventType::Locked => EventType::Locked,
             domain::EventType::SignatureAdded => EventType::SignatureAdded,
+            domain::EventType::RolloutStarted => EventType::RolloutStarted,
+            domain::EventType::RolloutClassAborted => EventType::RolloutClassAborted,
+            domain::EventType::RolloutEnded => EventType::RolloutEnded,
         }
     }
 }
@@ -230,6 +242,16 @@ impl ComponentEvent {
             to: a.to.clone(),
             by: a.by.clone(),
         })
+    }
+
+    /// For `ROLLOUT_STARTED`, `ROLLOUT_CLASS_ABORTED` and `ROLLOUT_ENDED`, the rollout (and for an aborted class,
+    /// which, why and the figures); null for other events.
+    async fn rollout(&self) -> Option<super::rollouts::EventRollout> {
+        self.event
+            .draft
+            .rollout
+            .clone()
+            .map(super::rollouts::EventRollout::from)
     }
 }
 

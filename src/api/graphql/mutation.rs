@@ -228,6 +228,43 @@ impl MutationRoot {
         .await
     }
 
+    /// Starts moving an alias to a new version in stages, per hardware class, each class gated on the health its
+    /// devices report (see README "Rolling out a model"). `ROLLOUT_ACTIVE` when another rollout moves the alias.
+    async fn start_rollout(
+        &self,
+        ctx: &Context<'_>,
+        input: super::rollouts::StartRolloutInput,
+    ) -> async_graphql::Result<super::rollouts::Rollout> {
+        super::rollouts::start(ctx, input, caller(ctx)).await
+    }
+
+    /// Stops a rollout's steps; its cohorts stay where they are. `ROLLOUT_FINISHED` once it has ended.
+    async fn pause_rollout(
+        &self,
+        ctx: &Context<'_>,
+        id: async_graphql::ID,
+    ) -> async_graphql::Result<super::rollouts::Rollout> {
+        Ok(service(ctx)?.pause_rollout(&id).await.gql()?.into())
+    }
+
+    /// Runs a paused rollout's steps again; the pause does not count against the current step.
+    async fn resume_rollout(
+        &self,
+        ctx: &Context<'_>,
+        id: async_graphql::ID,
+    ) -> async_graphql::Result<super::rollouts::Rollout> {
+        Ok(service(ctx)?.resume_rollout(&id).await.gql()?.into())
+    }
+
+    /// Ends a rollout with every device back on the old version; the alias stays where it was.
+    async fn abort_rollout(
+        &self,
+        ctx: &Context<'_>,
+        id: async_graphql::ID,
+    ) -> async_graphql::Result<super::rollouts::Rollout> {
+        Ok(service(ctx)?.abort_rollout(&id).await.gql()?.into())
+    }
+
     /// Points `alias` (such as `production`) of model `name` at `version`, recording the move in the alias's
     /// history. A version that aliases name cannot be deleted until they move. With `expectedRevision` (the
     /// `revision` of `version` as you read it), refused with `CONFLICT` when that version changed since.

@@ -61,12 +61,20 @@ impl QueryRoot {
         name: String,
         version: Option<String>,
         alias: Option<String>,
+        #[graphql(
+            desc = "With `alias`: the id of the device asking (as it reports itself). While a rollout moves the \
+                    alias, the device gets its cohort's version; without it, where the alias points."
+        )]
+        device: Option<String>,
     ) -> async_graphql::Result<Option<Model>> {
         let version = match (version, alias) {
             (Some(version), None) => version,
             (None, Some(alias)) => {
                 let service = ctx.data::<Arc<RepositoryService>>()?;
-                match service.resolve_alias(&name, &alias).await {
+                match service
+                    .resolve_alias_for(&name, &alias, device.as_deref())
+                    .await
+                {
                     Ok(key) => return one(ctx, Ok(key)).await,
                     Err(ServiceError::NotFound(_)) => return Ok(None),
                     Err(e) => return Err(e).gql(),
@@ -218,6 +226,24 @@ impl QueryRoot {
         id: String,
     ) -> async_graphql::Result<Option<super::devices::ReportedDevice>> {
         super::devices::device(ctx, id).await
+    }
+
+    /// A rollout by id; null when there is none.
+    async fn rollout(
+        &self,
+        ctx: &Context<'_>,
+        id: async_graphql::ID,
+    ) -> async_graphql::Result<Option<super::rollouts::Rollout>> {
+        super::rollouts::rollout(ctx, id).await
+    }
+
+    /// The rollouts of a model, newest first.
+    async fn rollouts(
+        &self,
+        ctx: &Context<'_>,
+        model: String,
+    ) -> async_graphql::Result<Vec<super::rollouts::Rollout>> {
+        super::rollouts::rollouts(ctx, model).await
     }
 
     /// The webhooks, with their deliveries. Needs a write token.

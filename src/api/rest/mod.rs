@@ -13,7 +13,7 @@ pub const ID_KINDS: [Kind; 3] = [Kind::Transformation, Kind::Service, Kind::Infe
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Multipart, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
@@ -421,15 +421,39 @@ async fn delete_by_id(
 async fn download_model(
     State(state): State<AppState>,
     Path((name, version)): Path<(String, String)>,
-    Query(wanted): Query<PlatformQuery>,
+    Query(mut wanted): Query<PlatformQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    // `/model/{name}/@{alias}` downloads the version the alias points at.
-    let key = match version.strip_prefix('@') {
-        Some(alias) => state.service.resolve_alias(&name, alias).await?,
-        None => ComponentKey::model(name, version)?,
+    // `/model/{name}/@{alias}` downloads the version the alias points at (for `?device=`, its cohort's).
+    let device = wanted.device.take();
+    let Some(alias) = version.strip_prefix('@') else {
+        if device.is_some() {
+            return Err(ApiError::BadRequest(
+                "device= goes with an alias (/model/{name}/@{alias}?device=…): a version names its file already"
+                    .into(),
+            ));
+        }
+        return download_for(
+            &state,
+            ComponentKey::model(name, version)?,
+            wanted,
+            &headers,
+        )
+        .await;
     };
-    download_for(&state, key, wanted, &headers).await
+    let key = state
+        .service
+        .resolve_alias_for(&name, alias, device.as_deref())
+        .await?;
+    let served = match &key {
+        ComponentKey::Model(model) => HeaderValue::from_str(&model.version).ok(),
+        _ => None,
+    };
+    let mut response = download_for(&state, key, wanted, &headers).await?;
+    if let Some(version) = served {
+        response.headers_mut().insert("x-model-version", version);
+    }
+    Ok(response)
 }
 
 async fn download_by_id(
@@ -447,6 +471,8 @@ async fn download_by_id(
 /// (GB) pick among builds of one platform the biggest that fits.
 #[derive(Deserialize)]
 struct PlatformQuery {
+    /// The id of the device asking for an alias (rollout cohorts); not a property of the file.
+    device: Option<String>,
     platform: Option<String>,
     accelerator: Option<String>,
     accelerator_version: Option<String>,
@@ -555,6 +581,8 @@ struct ModelMetaQuery {
     model_name: String,
     model_version: Option<String>,
     model_alias: Option<String>,
+    /// With `model_alias`: the device asking, for its rollout cohort's version.
+    device: Option<String>,
 }
 
 /// `GET /model/meta?model_name=&model_version=`: the model object in the original's JSON shape; inference servers
@@ -568,7 +596,7 @@ async fn model_meta(
         (None, Some(alias)) => {
             state
                 .service
-                .resolve_alias(&query.model_name, &alias)
+                .resolve_alias_for(&query.model_name, &alias, query.device.as_deref())
                 .await?
         }
         _ => {

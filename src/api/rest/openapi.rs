@@ -215,13 +215,22 @@ fn kind_paths(paths: PathsBuilder, kind: &str, key: &str, key_parameters: &[&str
             .build(),
     ));
 
+    let mut download = platform_parameters(with_key(operation(
+        format!("download_{kind}"),
+        kind,
+        &format!("Downloads the file of a {kind}."),
+    )));
+    if kind == "model" {
+        download = download.parameter(described(
+            optional(query_parameter("device")),
+            "With `@alias` in place of the version: the id of the device asking, as it reports itself. While a \
+             rollout moves the alias, the device gets its cohort's version; `X-Model-Version` names the version \
+             served.",
+        ));
+    }
     let mut item = PathItem::new(
         HttpMethod::Get,
-        platform_parameters(with_key(operation(
-            format!("download_{kind}"),
-            kind,
-            &format!("Downloads the file of a {kind}."),
-        )))
+        download
         .response("200", file_response())
         .response("304", empty("Not modified (If-None-Match)."))
         .response(
@@ -682,6 +691,10 @@ pub fn document() -> OpenApi {
         .parameter(query_parameter("model_name"))
         .parameter(optional(query_parameter("model_version")))
         .parameter(optional(query_parameter("model_alias")))
+        .parameter(described(
+            optional(query_parameter("device")),
+            "With `model_alias`: the id of the device asking; during a rollout, its cohort's version.",
+        ))
         .response("200", json_response("The model.", "Model", false))
         .response("404", error("No such model."))
         .response("422", error("A parameter is missing."))

@@ -8,6 +8,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
 use super::components::{Change, read_component, write_component};
 use super::writer::Applied;
 use super::{ALIAS_HISTORY, ALIASES, EmbeddedStore, OrBackend, events};
+use crate::domain::rollout::RolloutOutcome;
 use crate::domain::{AliasMove, AliasRecord, ComponentKey, DomainError, EventDraft};
 use crate::store::AliasStore;
 use crate::store::StoreError;
@@ -114,6 +115,30 @@ pub(super) fn insert(
     Ok((Some(sequence), Change::Put(vec![(target, written)])))
 }
 
+/// Appends `record` to the history of the alias of `slot` (`model\0alias`), after its last move.
+fn append_history(
+    txn: &WriteTransaction,
+    slot: &str,
+    record: &AliasMove,
+) -> Result<(), StoreError> {
+    let mut history = txn.open_table(ALIAS_HISTORY).or_backend()?;
+    let (start, end) = (format!("{slot}\0"), format!("{slot}\u{1}"));
+    let last = history
+        .range(start.as_str()..end.as_str())
+        .or_backend()?
+        .next_back()
+        .transpose()
+        .or_backend()?
+        .and_then(|(k, _)| k.value().rsplit('\0').next()?.parse::<u64>().ok());
+    let entry = format!("{start}{:020}", last.map_or(0, |n| n + 1));
+    let json = serde_json::to_vec(record)
+        .map_err(|e| StoreError::Backend(format!("encoding an alias move: {e}")))?;
+    history
+        .insert(entry.as_str(), json.as_slice())
+        .or_backend()?;
+    Ok(())
+}
+
 #[async_trait::async_trait]
 impl AliasStore for EmbeddedStore {
     async fn move_alias(
@@ -165,6 +190,7 @@ impl AliasStore for EmbeddedStore {
                     to: version.clone(),
                     at: crate::domain::now(),
                     by,
+                    rollout: None,
                 };
                 let draft = EventDraft::alias_moved(target.as_ref(), &record)?;
                 let mut changed = Vec::new();
@@ -183,23 +209,7 @@ impl AliasStore for EmbeddedStore {
                         None => aliases.remove(slot.as_str()).or_backend()?,
                     };
                 }
-                {
-                    let mut history = txn.open_table(ALIAS_HISTORY).or_backend()?;
-                    let (start, end) = (format!("{slot}\0"), format!("{slot}\u{1}"));
-                    let last = history
-                        .range(start.as_str()..end.as_str())
-                        .or_backend()?
-                        .next_back()
-                        .transpose()
-                        .or_backend()?
-                        .and_then(|(k, _)| k.value().rsplit('\0').next()?.parse::<u64>().ok());
-                    let entry = format!("{start}{:020}", last.map_or(0, |n| n + 1));
-                    let json = serde_json::to_vec(&record)
-                        .map_err(|e| StoreError::Backend(format!("encoding an alias move: {e}")))?;
-                    history
-                        .insert(entry.as_str(), json.as_slice())
-                        .or_backend()?;
-                }
+                append_history(txn, &slot, &record)?;
                 let sequence = events::append(txn, draft)?;
                 Ok(Applied::new(Some(record), Change::Put(changed)).event(sequence))
             })
@@ -248,6 +258,54 @@ impl AliasStore for EmbeddedStore {
                     Some(sequence) => applied.event(sequence),
                     None => applied,
                 })
+            })
+            .await
+    }
+
+    async fn record_rollout(
+        &self,
+        name: &str,
+        alias: &str,
+        outcome: &RolloutOutcome,
+        by: &str,
+    ) -> Result<(), StoreError> {
+        let (name, alias, by, outcome) = (
+            name.to_string(),
+            alias.to_string(),
+            by.to_string(),
+            outcome.clone(),
+        );
+        self.writer
+            .write(Vec::new(), move |txn| {
+                let slot = format!("{name}\0{alias}");
+                let (start, end) = (format!("{slot}\0"), format!("{slot}\u{1}"));
+                let recorded = txn
+                    .open_table(ALIAS_HISTORY)
+                    .or_backend()?
+                    .range(start.as_str()..end.as_str())
+                    .or_backend()?
+                    .filter_map(Result::ok)
+                    .filter_map(|(_, v)| serde_json::from_slice::<AliasMove>(v.value()).ok())
+                    .any(|m| m.rollout.is_some_and(|r| r.id == outcome.id));
+                if !recorded {
+                    let at = txn
+                        .open_table(ALIASES)
+                        .or_backend()?
+                        .get(slot.as_str())
+                        .or_backend()?
+                        .map(|v| v.value().to_string());
+                    let record = AliasMove {
+                        model: name,
+                        alias,
+                        from: at.clone(),
+                        to: at,
+                        at: crate::domain::now(),
+                        by,
+                        rollout: Some(outcome),
+                    };
+                    append_history(txn, &slot, &record)?;
+                }
+                Ok(Applied::new((), Change::Put(Vec::new())))
             })
             .await
     }

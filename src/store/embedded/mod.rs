@@ -18,6 +18,7 @@ mod layered;
 mod mirror;
 mod open;
 mod reads;
+mod rollouts;
 mod summary;
 mod uploads;
 mod webhooks;
@@ -219,6 +220,10 @@ impl Store for EmbeddedStore {
     }
 
     fn devices(&self) -> &dyn crate::store::DeviceStore {
+        self
+    }
+
+    fn rollouts(&self) -> &dyn crate::store::RolloutStore {
         self
     }
 

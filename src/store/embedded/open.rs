@@ -225,6 +225,7 @@ impl EmbeddedStore {
         events::create_tables(&txn)?;
         webhooks::create_tables(&txn)?;
         devices::create_tables(&txn)?;
+        super::rollouts::create_tables(&txn)?;
         txn.open_table(ALIASES).or_backend()?;
         txn.open_table(ALIAS_HISTORY).or_backend()?;
         txn.commit().or_backend()?;

@@ -8,6 +8,7 @@ use mongodb::bson::{Document, doc};
 use super::components::Decision;
 use super::events::record_sequence;
 use super::{MongoStore, is_duplicate_key, map_err};
+use crate::domain::rollout::RolloutOutcome;
 use crate::domain::{AliasMove, AliasRecord, Component, ComponentKey, EventDraft};
 use crate::store::{AliasStore, ComponentStore, StoreError};
 
@@ -28,7 +29,30 @@ fn alias_move_of(model: &str, alias: &str, d: &Document) -> AliasMove {
             .and_then(|t| chrono::DateTime::from_timestamp_millis(t.timestamp_millis()))
             .unwrap_or_default(),
         by: d.get_str("by").unwrap_or_default().to_string(),
+        rollout: d
+            .get_str("rollout")
+            .ok()
+            .and_then(|json| serde_json::from_str(json).ok()),
     }
+}
+
+/// One move of an alias as `model_alias_history` records it; a rollout's outcome is kept as its JSON text.
+fn history_document(m: &AliasMove) -> Document {
+    let mut d = doc! {
+        "model_name": &m.model,
+        "alias": &m.alias,
+        "from": m.from.as_deref(),
+        "to": m.to.as_deref(),
+        "at": mongodb::bson::DateTime::from_millis(m.at.timestamp_millis()),
+        "by": &m.by,
+    };
+    if let Some(outcome) = &m.rollout {
+        d.insert(
+            "rollout",
+            serde_json::to_string(outcome).unwrap_or_default(),
+        );
+    }
+    d
 }
 
 impl MongoStore {
@@ -163,6 +187,7 @@ impl AliasStore for MongoStore {
             to: version.map(str::to_owned),
             at: crate::domain::now(),
             by: by.to_string(),
+            rollout: None,
         };
         let reservation = EventDraft::alias_moved(None, &record)?;
         let record = self
@@ -203,14 +228,7 @@ impl AliasStore for MongoStore {
             .await?;
         self.metadata
             .collection::<Document>(ALIAS_HISTORY)
-            .insert_one(doc! {
-                "model_name": name,
-                "alias": alias,
-                "from": record.from.as_deref(),
-                "to": record.to.as_deref(),
-                "at": mongodb::bson::DateTime::from_millis(record.at.timestamp_millis()),
-                "by": by,
-            })
+            .insert_one(history_document(&record))
             .await
             .map_err(map_err)?;
         Ok(Some(record))
@@ -298,14 +316,11 @@ impl AliasStore for MongoStore {
             .history
             .iter()
             .map(|m| {
-                doc! {
-                    "model_name": name,
-                    "alias": alias,
-                    "from": m.from.as_deref(),
-                    "to": m.to.as_deref(),
-                    "at": mongodb::bson::DateTime::from_millis(m.at.timestamp_millis()),
-                    "by": &m.by,
-                }
+                history_document(&AliasMove {
+                    model: name.to_string(),
+                    alias: alias.to_string(),
+                    ..m.clone()
+                })
             })
             .collect();
         if !moves.is_empty() {
@@ -330,5 +345,37 @@ impl AliasStore for MongoStore {
                 }
             })
             .await
+    }
+
+    async fn record_rollout(
+        &self,
+        name: &str,
+        alias: &str,
+        outcome: &RolloutOutcome,
+        by: &str,
+    ) -> Result<(), StoreError> {
+        let history = self.alias_history(name, alias).await?;
+        if history
+            .iter()
+            .any(|m| m.rollout.as_ref().is_some_and(|r| r.id == outcome.id))
+        {
+            return Ok(());
+        }
+        let at = self.resolve_alias(name, alias).await?;
+        let record = AliasMove {
+            model: name.to_string(),
+            alias: alias.to_string(),
+            from: at.clone(),
+            to: at,
+            at: crate::domain::now(),
+            by: by.to_string(),
+            rollout: Some(outcome.clone()),
+        };
+        self.metadata
+            .collection::<Document>(ALIAS_HISTORY)
+            .insert_one(history_document(&record))
+            .await
+            .map_err(map_err)?;
+        Ok(())
     }
 }

@@ -51,6 +51,8 @@ pub struct EventLog {
     meta: Collection<Document>,
     /// The alias records: an alias move records its sequence in its record, as a change does in its component.
     aliases: Collection<Document>,
+    /// The rollouts: a rollout's events record their sequences in its document.
+    rollouts: Collection<Document>,
     signal: EventSignal,
     polling: Arc<AtomicBool>,
     indexes: Arc<tokio::sync::OnceCell<()>>,
@@ -96,6 +98,7 @@ impl EventLog {
             events: metadata.collection("events"),
             meta: metadata.collection("event_meta"),
             aliases: metadata.collection(super::ALIASES),
+            rollouts: metadata.collection(super::rollouts::ROLLOUTS),
             signal: EventSignal::new(0),
             polling: Arc::new(AtomicBool::new(false)),
             indexes: Arc::new(tokio::sync::OnceCell::new()),
@@ -332,6 +335,24 @@ impl EventLog {
                 })
                 .unwrap_or_default()
         };
+        if let Some(rollout) = &event.draft.rollout {
+            // A rollout's event happened when the rollout's document carries the sequence.
+            let happened = self
+                .rollouts
+                .find_one(doc! { "_id": &rollout.id })
+                .await
+                .map_err(map_err)?
+                .is_some_and(|d| sequences(&d).contains(&sequence));
+            let state = if happened { COMMITTED } else { ABORTED };
+            tracing::warn!(
+                sequence,
+                state,
+                "settled a rollout event its writer left pending"
+            );
+            let draft = happened.then(|| event.draft.clone());
+            self.settle(sequence, state, draft.as_ref()).await?;
+            return Ok(());
+        }
         if let (Some(moved), ComponentKey::Model(model)) = (&event.draft.alias, &event.draft.key) {
             // An alias move happened when its record carries the sequence.
             let record = self

@@ -19,6 +19,7 @@ mod gridfs;
 mod legacy;
 mod query;
 mod reads;
+mod rollouts;
 mod uploads;
 mod webhooks;
 
@@ -218,6 +219,11 @@ impl MongoStore {
                     .create_indexes(devices::indexes())
                     .await
                     .map_err(map_err)?;
+                self.metadata
+                    .collection::<Document>(rollouts::ROLLOUTS)
+                    .create_indexes(rollouts::indexes())
+                    .await
+                    .map_err(map_err)?;
                 self.grid.ensure_indexes().await;
                 self.events.ensure_indexes().await?;
                 Ok(())
@@ -271,6 +277,10 @@ impl Store for MongoStore {
     }
 
     fn devices(&self) -> &dyn super::DeviceStore {
+        self
+    }
+
+    fn rollouts(&self) -> &dyn super::RolloutStore {
         self
     }
 }
