@@ -216,11 +216,11 @@ async fn stalled_downloads_on_the_sendfile_path_are_cut_off_and_fault_no_file_in
         "sendfile sent {sent} bytes to the stalled clients"
     );
     // Each holds up to three 4 MiB mappings of the file (240 MiB of address space in all), and nothing of them is
-    // read in userspace: no page of the file becomes resident in this process. (A copy from the mappings would
-    // fault in at least the bytes sent.)
+    // read in userspace: no page of the file becomes resident in this process. (A copy from the mappings faults in
+    // tens of MiB here: every byte sent, and the kernel's read-around.)
     let resident = mapped_file_resident_bytes().saturating_sub(resident_before);
     assert!(
-        resident < 4 * MIB as u64 && resident < sent / 4,
+        resident < 4 * MIB as u64,
         "{resident} bytes of mapped files became resident while {sent} bytes were sent"
     );
 
