@@ -88,7 +88,7 @@ cpu_ns() {
 
 names=(nginx ours)
 [ -n "$before" ] && names+=(before)
-declare -A speeds=() cpus=()
+declare -A speeds=() cpus=() ratios=()
 for name in "${names[@]}"; do curl -sf -o /dev/null "${url[$name]}"; done # page cache warm
 for round in $(seq "$rounds"); do
   for streams in 1 4; do
@@ -111,7 +111,11 @@ for round in $(seq "$rounds"); do
         'BEGIN { printf "%.0f %.3f\n", n * s / (b - a), c / 1e9 / (n * s / 1024) }')
       speeds[$name.$streams]+="$mib "
       cpus[$name.$streams]+="$cpu "
-      echo "round $round, $streams stream(s), $name: $mib MiB/s, $cpu CPU s/GiB"
+      [ "$name" = nginx ] && anchor_mib=$mib
+      # The ratio within a round too: on a shared machine the load changes between rounds more than within one.
+      ratio=$(awk -v a="$mib" -v b="$anchor_mib" 'BEGIN { printf "%.2f", a / b }')
+      ratios[$name.$streams]+="$ratio "
+      echo "round $round, $streams stream(s), $name: $mib MiB/s (${ratio}x nginx), $cpu CPU s/GiB"
     done
   done
 done
@@ -124,7 +128,8 @@ for streams in 1 4; do
   for name in "${names[@]}"; do
     m=$(echo "${speeds[$name.$streams]}" | median)
     c=$(echo "${cpus[$name.$streams]}" | median)
-    echo "  $streams stream(s) $name: $m MiB/s ($(awk -v a="$m" -v b="$anchor" 'BEGIN { printf "%.2f", a / b }')x nginx)," \
+    r=$(echo "${ratios[$name.$streams]}" | median)
+    echo "  $streams stream(s) $name: $m MiB/s ($(awk -v a="$m" -v b="$anchor" 'BEGIN { printf "%.2f", a / b }')x nginx; median of the rounds' ratios ${r}x)," \
       "$c CPU s/GiB ($(awk -v a="$c" -v b="$anchor_cpu" 'BEGIN { printf "%.2f", a / b }')x nginx's)"
   done
 done
