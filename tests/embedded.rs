@@ -454,3 +454,13 @@ async fn concurrent_writes_are_answered_one_by_one_and_all_persist() {
         "committed means on disk"
     );
 }
+
+/// A rollout's state is on disk: after a restart the server knows it, keeps the cohorts and finishes it.
+#[tokio::test]
+async fn a_rollout_survives_a_restart() {
+    let app = common::embedded(contract::rollout_config()).await;
+    let handover = contract::start_rollout_to_hand_over(&app).await;
+    let dir = app.stop_keeping_data().await;
+    let app = common::embedded_in_with(dir.path(), contract::rollout_config()).await;
+    contract::finish_handed_over_rollout(&app, &handover).await;
+}

@@ -1290,3 +1290,35 @@ async fn replicas_send_each_webhook_delivery_once() {
         "each once, in order"
     );
 }
+
+/// Two servers on one database share a rollout: the second sees it with the same cohorts while both step it (their
+/// saves are compare-and-set), and once the first is gone (a restart), the second finishes it.
+#[tokio::test]
+async fn replicas_share_a_rollout_that_survives_a_restart() {
+    let Some(target) = feed_target("replicas_share_a_rollout_that_survives_a_restart") else {
+        return;
+    };
+    let config = mongo::config(target);
+    let start = async || {
+        TestApp::start(
+            Arc::new(MongoStore::connect(&config).await.unwrap()),
+            tempfile::tempdir().unwrap(),
+            None,
+            contract::rollout_config(),
+        )
+        .await
+    };
+    let first = start().await;
+    let mut second = start().await;
+    second.guard = Some(Box::new(DropDatabases(config.clone())));
+    let handover = contract::start_rollout_to_hand_over(&first).await;
+    let third = start().await;
+    first.stop().await;
+    contract::finish_handed_over_rollout(&second, &handover).await;
+    let ended = third.get("/model/det/@production?device=pc-0").await;
+    assert_eq!(
+        ended.headers()["x-model-version"],
+        "2.0",
+        "the third replica sees it completed"
+    );
+}

@@ -16,7 +16,7 @@ fn committed_schema_matches_the_code() {
 fn the_contract_names_the_fixed_operations() {
     let sdl = component_repository::api::graphql::sdl();
     for name in [
-        "model(name: String!, version: String, alias: String): Model",
+        "model(name: String!, version: String, alias: String, device: String): Model",
         "transformation(id: ID!): Transformation",
         "runnableOn(device: DeviceInput!",
         "resolvePipeline(device: DeviceInput!, pipeline: PipelineInput!): PipelineResolution!",

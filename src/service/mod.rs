@@ -72,6 +72,8 @@ pub struct RepositoryService {
     signing: Arc<signing::Signing>,
     /// How long a device report keeps its device live (`--device-report-ttl`).
     device_report_ttl: std::time::Duration,
+    /// When open rollouts last read the fleet's reports.
+    rollout_refresh: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl RepositoryService {
@@ -91,6 +93,7 @@ impl RepositoryService {
             feed_hub: feed_hub::FeedHub::default(),
             signing: Arc::default(),
             device_report_ttl: devices::DEFAULT_REPORT_TTL,
+            rollout_refresh: std::sync::Mutex::new(None),
         }
     }
 

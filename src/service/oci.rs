@@ -58,7 +58,12 @@ impl RepositoryService {
     }
 
     /// The component a tag names: a model version, else a model alias; `latest` for the other kinds.
-    async fn oci_tagged(&self, repo: &Repository, tag: &str) -> Result<Component, ServiceError> {
+    async fn oci_tagged(
+        &self,
+        repo: &Repository,
+        tag: &str,
+        device: Option<&str>,
+    ) -> Result<Component, ServiceError> {
         let key = repo
             .key_for_tag(tag)
             .map_err(|e| ServiceError::NotFound(e.to_string()))?;
@@ -66,7 +71,9 @@ impl RepositoryService {
             return Ok(component);
         }
         if let ComponentKey::Model(model) = &key
-            && let Ok(version) = self.resolve_alias(&model.name, &model.version).await
+            && let Ok(version) = self
+                .resolve_alias_for(&model.name, &model.version, device)
+                .await
         {
             return self.get(&version).await;
         }
@@ -76,11 +83,13 @@ impl RepositoryService {
         )))
     }
 
-    /// The manifest (or image index) a tag or digest names.
+    /// The manifest (or image index) a tag or digest names; a tag that is an alias names, for `device`, the version
+    /// of its rollout cohort.
     pub async fn oci_manifest(
         &self,
         repo: &Repository,
         reference: &str,
+        device: Option<&str>,
     ) -> Result<Document, ServiceError> {
         if is_digest(reference) {
             return self
@@ -95,7 +104,7 @@ impl RepositoryService {
                     ))
                 });
         }
-        let component = self.oci_tagged(repo, reference).await?;
+        let component = self.oci_tagged(repo, reference, device).await?;
         artifact_of(&component).map(|a| a.top)
     }
 

@@ -12,6 +12,8 @@ use crate::store::{DeviceQuery, StoreError};
 
 /// How often open rollouts are stepped unless configured.
 pub const DEFAULT_ROLLOUT_TICK: Duration = Duration::from_secs(1);
+/// Longest time between two reads of the fleet's reports while a rollout is open.
+const COHORT_REFRESH: Duration = Duration::from_secs(10);
 /// Attempts at a caller's change when the ticker (or another replica) saves the rollout in between.
 const SAVE_ATTEMPTS: usize = 8;
 
@@ -126,11 +128,33 @@ impl RepositoryService {
         if open.is_empty() {
             return Ok(0);
         }
-        let devices = self.live_reports().await?;
+        // Reading the fleet's reports costs a pass over them: done when a class is due to be judged, and now and
+        // then to take in new classes and keep cohorts the right size as devices come and go.
+        let now = crate::domain::now();
+        let refresh = {
+            let mut last = self
+                .rollout_refresh
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let stale = last.is_none_or(|at| at.elapsed() >= COHORT_REFRESH);
+            let due = stale || open.iter().any(|r| r.due(now));
+            if due {
+                *last = Some(std::time::Instant::now());
+            }
+            due
+        };
+        if !refresh && open.iter().all(|r| r.state.is_active()) {
+            return Ok(0);
+        }
+        let devices = if refresh {
+            self.live_reports().await?
+        } else {
+            Vec::new()
+        };
         let mut changed = 0;
         for mut rollout in open {
-            if rollout.state.is_active() {
-                let outcome = rollout.tick(&devices, crate::domain::now());
+            if rollout.state.is_active() && refresh {
+                let outcome = rollout.tick(&devices, now);
                 if !outcome.changed {
                     continue;
                 }

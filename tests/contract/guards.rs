@@ -67,6 +67,8 @@ const OPERATIONS: &[(&str, Need, &str)] = &[
         r#"{ devices(filter: {hardwareClass: "unknown"}) { id } }"#,
     ),
     ("device", Need::Read, r#"{ device(id: "cam") { id } }"#),
+    ("rollout", Need::Read, r#"{ rollout(id: "none") { id } }"#),
+    ("rollouts", Need::Read, r#"{ rollouts(model: "m") { id } }"#),
     ("feedId", Need::Read, "{ feedId }"),
     ("mirror", Need::Read, "{ mirror { upstream } }"),
     (
@@ -113,6 +115,26 @@ const OPERATIONS: &[(&str, Need, &str)] = &[
         "setModelAlias",
         Need::Write,
         r#"mutation { setModelAlias(name: "m", alias: "prod", version: "1") { name } }"#,
+    ),
+    (
+        "startRollout",
+        Need::Write,
+        r#"mutation { startRollout(input: {model: "m", alias: "prod", version: "2", steps: [50], stepSeconds: 60}) { id } }"#,
+    ),
+    (
+        "pauseRollout",
+        Need::Write,
+        r#"mutation { pauseRollout(id: "none") { id } }"#,
+    ),
+    (
+        "resumeRollout",
+        Need::Write,
+        r#"mutation { resumeRollout(id: "none") { id } }"#,
+    ),
+    (
+        "abortRollout",
+        Need::Write,
+        r#"mutation { abortRollout(id: "none") { id } }"#,
     ),
     (
         "deleteModelAlias",

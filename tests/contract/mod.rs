@@ -14,6 +14,7 @@ mod listing;
 mod oci;
 mod pipelines;
 mod rest;
+mod rollouts;
 mod signatures;
 mod webhooks;
 
@@ -30,6 +31,7 @@ pub use listing::*;
 pub use oci::*;
 pub use pipelines::*;
 pub use rest::*;
+pub use rollouts::*;
 pub use signatures::*;
 pub use webhooks::*;
 
@@ -115,6 +117,9 @@ macro_rules! contract_suite {
             device_reports_expire_after_their_ttl,
             deleting_what_live_devices_run_is_refused_unless_forced,
             device_tokens_report_and_read_but_cannot_write,
+            rollouts_give_each_class_its_share_and_a_degraded_class_reverts,
+            rollouts_pause_resume_abort_and_hold_their_alias,
+            device_tokens_follow_rollouts_but_cannot_steer_them,
             creates_and_fetches_every_kind,
             refuses_duplicate_keys,
             concurrent_creates_have_one_winner,

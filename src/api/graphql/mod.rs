@@ -13,7 +13,7 @@ mod multipart;
 mod mutation;
 pub(crate) mod pipeline;
 mod query;
-mod rollouts;
+pub(crate) mod rollouts;
 pub(crate) mod types;
 mod webhooks;
 mod ws;

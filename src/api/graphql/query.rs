@@ -54,17 +54,15 @@ fn wants_total(ctx: &Context<'_>) -> bool {
 /// Pages take `first` (default 20, at most 100) and `after` (the `endCursor` of the previous page).
 #[Object]
 impl QueryRoot {
-    /// One model by name and either `version` or `alias` (such as `production`); null when absent.
+    /// One model by name and either `version` or `alias` (such as `production`); null when absent. With `alias`,
+    /// `device` is the id of the device asking (as it reports itself): while a rollout moves the alias, the device
+    /// gets its cohort's version.
     async fn model(
         &self,
         ctx: &Context<'_>,
         name: String,
         version: Option<String>,
         alias: Option<String>,
-        #[graphql(
-            desc = "With `alias`: the id of the device asking (as it reports itself). While a rollout moves the \
-                    alias, the device gets its cohort's version; without it, where the alias points."
-        )]
         device: Option<String>,
     ) -> async_graphql::Result<Option<Model>> {
         let version = match (version, alias) {

@@ -411,8 +411,25 @@ pub struct AliasMove {
     /// The version it points at since; null when the alias was deleted.
     pub to: Option<String>,
     pub at: DateTime<Utc>,
-    /// The label of the token that moved it (`anonymous` on a server without tokens).
+    /// The label of the token that moved it (`anonymous` on a server without tokens; `rollout <id>` for a
+    /// rollout's move).
     pub by: String,
+    /// How a rollout of the alias ended, on the entry its end left (where the alias points since: `from` equals
+    /// `to` when it stayed); null for other moves.
+    pub rollout: Option<RolloutOutcome>,
+}
+
+/// A rollout's end as an alias's history records it.
+#[derive(SimpleObject)]
+pub struct RolloutOutcome {
+    pub id: ID,
+    /// `COMPLETED`, `REVERTED` or `ABORTED`.
+    pub state: super::rollouts::RolloutState,
+    /// The version it rolled out.
+    pub version: String,
+    /// The hardware classes that completed (their devices run `version`), and those that reverted.
+    pub completed: Vec<String>,
+    pub reverted: Vec<String>,
 }
 
 impl From<domain::AliasMove> for AliasMove {
@@ -422,6 +439,13 @@ impl From<domain::AliasMove> for AliasMove {
             to: m.to,
             at: m.at,
             by: m.by,
+            rollout: m.rollout.map(|r| RolloutOutcome {
+                id: ID(r.id),
+                state: r.state.into(),
+                version: r.version,
+                completed: r.completed,
+                reverted: r.reverted,
+            }),
         }
     }
 }

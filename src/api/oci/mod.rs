@@ -186,9 +186,16 @@ async fn handle(
         Route::Manifest(name, reference) => {
             let repo = repository(name)?;
             check_reference(reference)?;
+            // A device pulling an alias's tag names itself for its rollout cohort: `?device=` or, for clients that
+            // can only add headers (containerd's hosts.toml), `X-Device-Id`.
+            let device = headers
+                .get("x-device-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+                .or(query.device.clone());
             let document = state
                 .service
-                .oci_manifest(&repo, reference)
+                .oci_manifest(&repo, reference, device.as_deref())
                 .await
                 .map_err(|e| OciError::service(e, Code::ManifestUnknown))?;
             Ok(document_response(&document, headers))
@@ -406,6 +413,7 @@ struct Query {
     last: Option<String>,
     artifact_type: Option<String>,
     digest: Option<String>,
+    device: Option<String>,
 }
 
 impl Query {
@@ -420,6 +428,7 @@ impl Query {
                 "last" => &mut parsed.last,
                 "artifactType" => &mut parsed.artifact_type,
                 "digest" => &mut parsed.digest,
+                "device" => &mut parsed.device,
                 _ => continue,
             };
             *slot = Some(value);
