@@ -1,23 +1,29 @@
 //! Latency of the change feed: from a change's commit to its arrival at subscribers, with many connected.
 //!
 //! ```sh
-//! cargo build --release --bins --examples && target/release/examples/feed_bench [SUBSCRIBERS] [CHANGES] [-- extra server flags]
+//! cargo build --release --bins --examples && \
+//!   target/release/examples/feed_bench [SUBSCRIBERS] [CHANGES] [INTERVAL_MS] [STALLED] [sse|ws] [-- server flags]
 //! ```
 //!
-//! Starts the server (embedded store, or `-- --store mongodb ...`), connects SUBSCRIBERS (default 1,000) SSE
-//! subscribers, makes CHANGES (default 200) changes one after another, and prints the p50/p99/max latency from each
-//! event's commit time (`at`, stamped in the committing transaction) to its arrival at every subscriber, over all
+//! Starts the server (embedded store, or `-- --store mongodb ...`), connects STALLED (default 10) SSE subscribers
+//! that never read a byte and SUBSCRIBERS (default 1,000) that read everything, makes CHANGES (default 200) changes,
+//! one every INTERVAL_MS (default 20) milliseconds, and prints the p50/p99/max latency from each event's commit
+//! time (`at`, stamped in the committing transaction) to its arrival at every reading subscriber, over all
 //! subscriber × change pairs, and the server's memory per connected idle subscriber (resident set growth divided by
-//! SUBSCRIBERS). Client and server share the machine's clock. The file-descriptor limit is raised to its maximum
-//! (the server raises its own).
+//! the subscribers). `ws` subscribes over GraphQL WebSocket (`componentEvents`) instead of SSE; the stalled
+//! subscribers are SSE ones either way. Client and server share the machine's clock and its cores: the bench prints
+//! its own CPU time and the load average. The file-descriptor limit is raised to its maximum (the server raises its
+//! own).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use testkit::bench::{cpu, rss, stats};
 use testkit::process;
 
-use futures_util::StreamExt;
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 fn percentile(sorted: &[f64], percent: f64) -> f64 {
     stats::percentile(sorted, percent / 100.0).unwrap_or(f64::NAN)
@@ -32,6 +38,13 @@ async fn main() -> anyhow::Result<()> {
     };
     let subscribers: usize = ours.first().map_or(Ok(1000), |s| s.parse())?;
     let changes: usize = ours.get(1).map_or(Ok(200), |s| s.parse())?;
+    let interval = Duration::from_millis(ours.get(2).map_or(Ok(20), |s| s.parse())?);
+    let stalled: usize = ours.get(3).map_or(Ok(10), |s| s.parse())?;
+    let websocket = match ours.get(4).map_or("sse", String::as_str) {
+        "sse" => false,
+        "ws" => true,
+        other => anyhow::bail!("TRANSPORT is sse or ws, not {other}"),
+    };
     raise_fd_limit();
     let dir = tempfile::tempdir()?;
     let flags: Vec<&str> = server_flags.iter().map(String::as_str).collect();
@@ -45,47 +58,29 @@ async fn main() -> anyhow::Result<()> {
     // Warm the server up (its first requests allocate what every later one reuses) before its baseline memory.
     client.get(format!("{base}/healthz")).send().await?;
     let rss_before = rss::rss_bytes(pid).unwrap_or_default();
-    let connected = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let addr: std::net::SocketAddr = base.trim_start_matches("http://").parse()?;
+    // Subscribers that never read a byte: the others must not notice them.
+    let mut stalled_sockets = Vec::with_capacity(stalled);
+    for _ in 0..stalled {
+        let mut socket = TcpStream::connect(addr).await?;
+        socket
+            .write_all(b"GET /events HTTP/1.1\r\nhost: bench\r\naccept: text/event-stream\r\n\r\n")
+            .await?;
+        stalled_sockets.push(socket);
+    }
+    let connected = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for _ in 0..subscribers {
-        let (client, base, connected) = (client.clone(), base.clone(), connected.clone());
-        tasks.push(tokio::spawn(async move {
-            let response = client.get(format!("{base}/events")).send().await?;
-            anyhow::ensure!(response.status() == 200, "{}", response.status());
-            connected.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let mut body = response.bytes_stream();
-            let mut buffer = String::new();
-            let mut seen = 0;
-            // Each subscriber keeps its own figures: one lock shared by all of them was a cost of the bench.
-            let mut latencies = Vec::with_capacity(changes);
-            while seen < changes {
-                let Some(chunk) = body.next().await else {
-                    anyhow::bail!("the stream ended after {seen} events");
-                };
-                let arrived = chrono::Utc::now();
-                buffer.push_str(std::str::from_utf8(&chunk?)?);
-                while let Some(end) = buffer.find("\n\n") {
-                    let block: String = buffer.drain(..end + 2).collect();
-                    let Some(data) = block.lines().find_map(|l| l.strip_prefix("data:")) else {
-                        continue;
-                    };
-                    // Only the commit time is read (no whole JSON parse): the bench shares the server's cores.
-                    let at: chrono::DateTime<chrono::Utc> = data
-                        .split_once("\"at\":\"")
-                        .and_then(|(_, rest)| rest.split_once('"'))
-                        .map(|(at, _)| at)
-                        .unwrap_or_default()
-                        .parse()?;
-                    let ms = (arrived - at).num_microseconds().unwrap_or_default() as f64 / 1000.0;
-                    latencies.push(ms);
-                    seen += 1;
-                }
-            }
-            Ok(latencies)
-        }));
+        tasks.push(if websocket {
+            tokio::spawn(subscribe_websocket(addr, changes, connected.clone()))
+        } else {
+            tokio::spawn(subscribe(addr, changes, connected.clone()))
+        });
     }
     let started = Instant::now();
-    while connected.load(std::sync::atomic::Ordering::SeqCst) < subscribers {
+    while connected.load(Ordering::SeqCst) < subscribers
+        || (websocket && websocket_subscribers(&client, &base).await? < subscribers)
+    {
         anyhow::ensure!(
             started.elapsed() < Duration::from_secs(120),
             "subscribers did not connect"
@@ -96,17 +91,27 @@ async fn main() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_after = rss::rss_bytes(pid).unwrap_or_default();
     println!(
-        "{subscribers} SSE subscribers connected in {:?}; server memory {:.1} KiB per idle subscriber ({:.1} MiB \
+        "{subscribers} {} subscribers connected in {:?}; server memory {:.1} KiB per idle subscriber ({:.1} MiB \
          -> {:.1} MiB)",
+        if websocket {
+            "GraphQL WebSocket"
+        } else {
+            "SSE"
+        },
         started.elapsed(),
         rss_after.saturating_sub(rss_before) as f64 / 1024.0 / subscribers as f64,
         rss_before as f64 / 1048576.0,
         rss_after as f64 / 1048576.0,
     );
 
+    let load_before = load_average();
     let writes = Instant::now();
     let (server_cpu, own_cpu) = (cpu::seconds(pid), cpu::own_seconds());
+    let schedule = tokio::time::Instant::now();
     for i in 0..changes {
+        // One change every `interval` on a fixed schedule (a slow commit does not push the next ones back), so
+        // that each is measured at the offered rate rather than at whatever rate the machine keeps up with.
+        tokio::time::sleep_until(schedule + interval * i as u32).await;
         let body: Value = client
             .post(format!("{base}/graphql"))
             .json(&json!({
@@ -118,8 +123,6 @@ async fn main() -> anyhow::Result<()> {
             .json()
             .await?;
         anyhow::ensure!(body.get("errors").is_none(), "{body}");
-        // Changes spaced out, so each is measured on its own rather than in a burst.
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let mut all = Vec::with_capacity(subscribers * changes);
     for task in tasks {
@@ -128,7 +131,7 @@ async fn main() -> anyhow::Result<()> {
     let (server_cpu, own_cpu) = (cpu::seconds(pid) - server_cpu, cpu::own_seconds() - own_cpu);
     all.sort_by(f64::total_cmp);
     println!(
-        "{changes} changes in {:?}; {} deliveries; commit -> subscriber latency: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        "{changes} changes, one every {interval:?}, in {:?}; {} deliveries; commit -> subscriber latency: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
         writes.elapsed(),
         all.len(),
         percentile(&all, 50.0),
@@ -142,8 +145,21 @@ async fn main() -> anyhow::Result<()> {
         writes.elapsed().as_secs_f64(),
         cpu::cores()
     );
+    println!(
+        "load average {load_before} before the changes, {} after; {stalled} more subscribers connected that never read",
+        load_average()
+    );
+    drop(stalled_sockets);
     drop(server);
     Ok(())
+}
+
+/// The machine's 1-minute load average, for the figures' context.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".into())
 }
 
 /// Raises this process's file-descriptor limit to its hard limit: each subscriber is a connection.
@@ -159,4 +175,148 @@ fn raise_fd_limit() {
             libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
         }
     }
+}
+
+/// One subscriber over a plain socket: a hand-written request and a minimal chunked decoder, because the bench
+/// shares the server's cores and a full HTTP client per subscriber cost about as much CPU as the server's side of
+/// a delivery. Returns the latency of each event, from its commit time (`at`) to the read that brought it.
+async fn subscribe(
+    addr: std::net::SocketAddr,
+    changes: usize,
+    connected: Arc<AtomicUsize>,
+) -> anyhow::Result<Vec<f64>> {
+    let mut socket = TcpStream::connect(addr).await?;
+    socket
+        .write_all(b"GET /events HTTP/1.1\r\nhost: bench\r\naccept: text/event-stream\r\n\r\n")
+        .await?;
+    let mut buffer = vec![0u8; 8192];
+    // Undecoded bytes (the head, then chunk framing) and the decoded SSE text not yet consumed.
+    let mut raw: Vec<u8> = Vec::with_capacity(1024);
+    let mut text: Vec<u8> = Vec::with_capacity(1024);
+    let mut in_body = false;
+    let mut latencies = Vec::with_capacity(changes);
+    while latencies.len() < changes {
+        let read = socket.read(&mut buffer).await?;
+        anyhow::ensure!(
+            read > 0,
+            "the stream ended after {} events",
+            latencies.len()
+        );
+        let arrived = chrono::Utc::now();
+        raw.extend_from_slice(&buffer[..read]);
+        if !in_body {
+            let Some(end) = find(&raw, b"\r\n\r\n") else {
+                continue;
+            };
+            let head = std::str::from_utf8(&raw[..end])?.to_ascii_lowercase();
+            anyhow::ensure!(head.starts_with("http/1.1 200"), "{head}");
+            anyhow::ensure!(head.contains("transfer-encoding: chunked"), "{head}");
+            raw.drain(..end + 4);
+            in_body = true;
+            connected.fetch_add(1, Ordering::SeqCst);
+        }
+        // Chunks: `size-in-hex\r\n`, that many bytes, `\r\n`.
+        let mut at = 0;
+        while let Some(line) = find(&raw[at..], b"\r\n") {
+            let size_text = std::str::from_utf8(&raw[at..at + line])?;
+            let size_text = size_text.split(';').next().unwrap_or_default().trim();
+            let size = usize::from_str_radix(size_text, 16)?;
+            anyhow::ensure!(
+                size > 0,
+                "the stream ended after {} events",
+                latencies.len()
+            );
+            let start = at + line + 2;
+            if raw.len() < start + size + 2 {
+                break;
+            }
+            text.extend_from_slice(&raw[start..start + size]);
+            at = start + size + 2;
+        }
+        raw.drain(..at);
+        // Events: blocks ending in a blank line; only the commit time is read (no JSON parse).
+        let mut consumed = 0;
+        while let Some(end) = find(&text[consumed..], b"\n\n") {
+            let block = &text[consumed..consumed + end];
+            consumed += end + 2;
+            let Some(from) = find(block, b"\"at\":\"") else {
+                continue;
+            };
+            let rest = &block[from + 6..];
+            let until = rest.iter().position(|&b| b == b'"').unwrap_or(rest.len());
+            let committed: chrono::DateTime<chrono::Utc> =
+                std::str::from_utf8(&rest[..until])?.parse()?;
+            latencies
+                .push((arrived - committed).num_microseconds().unwrap_or_default() as f64 / 1000.0);
+        }
+        text.drain(..consumed);
+    }
+    Ok(latencies)
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// One GraphQL WebSocket subscriber (graphql-transport-ws, tungstenite as in the tests): `componentEvents` with the
+/// fields a device uses; only the commit time is read from each message.
+async fn subscribe_websocket(
+    addr: std::net::SocketAddr,
+    changes: usize,
+    connected: Arc<AtomicUsize>,
+) -> anyhow::Result<Vec<f64>> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://{addr}/graphql").into_client_request()?;
+    request
+        .headers_mut()
+        .insert("sec-websocket-protocol", "graphql-transport-ws".parse()?);
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await?;
+    let message = |m: Value| Message::text(m.to_string());
+    socket
+        .send(message(json!({ "type": "connection_init", "payload": {} })))
+        .await?;
+    socket
+        .send(message(
+            json!({ "type": "subscribe", "id": "1", "payload": {
+            "query": "subscription { componentEvents { sequence at type kind id version } }",
+        } }),
+        ))
+        .await?;
+    connected.fetch_add(1, Ordering::SeqCst);
+    let mut latencies = Vec::with_capacity(changes);
+    while latencies.len() < changes {
+        let Some(received) = socket.next().await else {
+            anyhow::bail!("the socket closed after {} events", latencies.len());
+        };
+        let arrived = chrono::Utc::now();
+        let Message::Text(text) = received? else {
+            continue;
+        };
+        let Some((_, rest)) = text.split_once("\"at\":\"") else {
+            continue;
+        };
+        let at = rest.split_once('"').map_or(rest, |(at, _)| at);
+        let committed: chrono::DateTime<chrono::Utc> = at.parse()?;
+        latencies
+            .push((arrived - committed).num_microseconds().unwrap_or_default() as f64 / 1000.0);
+    }
+    Ok(latencies)
+}
+
+/// The server's gauge of GraphQL WebSocket subscribers: a subscription counts once the server follows the feed.
+async fn websocket_subscribers(client: &reqwest::Client, base: &str) -> anyhow::Result<usize> {
+    let text = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    Ok(text
+        .lines()
+        .find(|l| l.starts_with("repository_event_subscribers{transport=\"graphql_ws\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0) as usize)
 }

@@ -1,54 +1,67 @@
 #!/usr/bin/env bash
-# One file downloaded, in one run, three ways: through the OCI blob route (`/v2/.../blobs/sha256:...`), through
-# `/blobs/sha256/{hex}`, and from nginx (`sendfile on`) serving the very same blob file of the embedded store. Each
-# is read ROUNDS times with curl into /dev/null after one warm-up read (page cache warm); prints MiB/s per read and
-# each route's median as a ratio to nginx's.
+# One file downloaded from page cache, in one run, by our server (`/blobs/sha256/{hex}`), by nginx (`sendfile on`,
+# one worker per core) serving the very same blob file, and optionally by a second build of ours (BEFORE=binary,
+# the build before, for "back to back" figures). Each round downloads it with 1 and with 4 concurrent curl streams
+# from each server in turn; prints MiB/s and the server's CPU seconds per GiB served (from
+# /proc/PID/task/*/schedstat before and after, nanoseconds, every thread; for nginx, summed over its workers), then
+# the medians and the ratio to nginx's. (Kernel time in softirq context, where loopback delivers, is nobody's.)
 #
-#   cargo build --release --bins && scripts/bench-downloads.sh [SIZE_MIB] [ROUNDS]
+#   cargo build --release --bins && scripts/bench-downloads.sh [SIZE_MIB=1024] [ROUNDS=3]
+#   BEFORE=/path/to/older/component-repository scripts/bench-downloads.sh
 #
-# Loopback only; the server and nginx stop with the script. Needs curl, jq and nginx (Debian: nginx-light).
+# Loopback only; the servers and nginx stop with the script. curl shares the machine's cores with the servers, the
+# same for all of them. Needs curl, jq and nginx (Debian: nginx-light).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 size_mib=${1:-1024}
-rounds=${2:-4}
+rounds=${2:-3}
 binary=${BINARY:-target/release/component-repository}
+before=${BEFORE:-}
 work=$(mktemp -d)
-server_port=18731
 nginx_port=18732
+declare -A pid=() url=()
 cleanup() {
-  [ -n "${server:-}" ] && kill "$server" 2>/dev/null
+  for p in "${pid[@]}"; do kill "$p" 2>/dev/null || true; done
   [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null
   rm -rf "$work"
 }
 trap cleanup EXIT
 
-"$binary" serve --bind "127.0.0.1:$server_port" --data-dir "$work/data" --log-level warn \
-  --max-upload-size "$((size_mib + 1))MiB" >"$work/server.log" 2>&1 &
-server=$!
-base="http://127.0.0.1:$server_port"
-for _ in $(seq 100); do curl -sf "$base/readyz" >/dev/null && break; sleep 0.1; done
-
+echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) cores; $(nginx -v 2>&1)"
 head -c "$((size_mib * 1024 * 1024))" /dev/urandom >"$work/file.bin"
-curl -sf "$base/graphql" -H 'content-type: application/json' \
-  -d '{"query":"mutation { createModel(input: {name: \"bench\", version: \"1\"}) { name } }"}' >/dev/null
-curl -sf "$base/graphql" -H 'apollo-require-preflight: true' \
-  -F operations='{"query":"mutation($f: Upload!) { uploadModelFile(name: \"bench\", version: \"1\", file: $f) { file { sha256 } } }","variables":{"f":null}}' \
-  -F map='{"0":["variables.f"]}' -F 0=@"$work/file.bin" >"$work/uploaded.json"
-sha=$(jq -r '.data.uploadModelFile.file.sha256' "$work/uploaded.json")
-rm "$work/file.bin"
-blob="$work/data/blobs/${sha:0:2}/$sha"
-[ -f "$blob" ] || { echo "the blob is not at $blob" >&2; exit 1; }
-layer=$(curl -sf "$base/v2/models/bench/manifests/1" | jq -r '.layers[0].digest')
-[ "$layer" = "sha256:$sha" ] || { echo "the manifest's layer is $layer, not sha256:$sha" >&2; exit 1; }
+sha=$(sha256sum "$work/file.bin" | cut -d' ' -f1)
 
+# Starts `binary` as server `name` on `port` with a store of its own and uploads the file to it.
+start() {
+  local name=$1 binary=$2 port=$3 base="http://127.0.0.1:$3"
+  "$binary" serve --bind "127.0.0.1:$port" --data-dir "$work/$name" --log-level warn \
+    --max-upload-size "$((size_mib + 1))MiB" >"$work/$name.log" 2>&1 &
+  pid[$name]=$!
+  for _ in $(seq 100); do curl -sf "$base/readyz" >/dev/null && break; sleep 0.1; done
+  curl -sf "$base/graphql" -H 'content-type: application/json' \
+    -d '{"query":"mutation { createModel(input: {name: \"bench\", version: \"1\"}) { name } }"}' >/dev/null
+  curl -sf "$base/graphql" -H 'apollo-require-preflight: true' \
+    -F operations='{"query":"mutation($f: Upload!) { uploadModelFile(name: \"bench\", version: \"1\", file: $f) { file { sha256 } } }","variables":{"f":null}}' \
+    -F map='{"0":["variables.f"]}' -F 0=@"$work/file.bin" >"$work/$name.json"
+  local stored
+  stored=$(jq -r '.data.uploadModelFile.file.sha256' "$work/$name.json")
+  [ "$stored" = "$sha" ] || { echo "$name stored $stored, not $sha" >&2; exit 1; }
+  url[$name]="$base/blobs/sha256/$sha"
+}
+start ours "$binary" 18731
+[ -n "$before" ] && start before "$before" 18733
+rm "$work/file.bin"
+
+blob="$work/ours/blobs/${sha:0:2}/$sha"
+[ -f "$blob" ] || { echo "the blob is not at $blob" >&2; exit 1; }
 mkdir -p "$work/www"
 ln "$blob" "$work/www/blob" 2>/dev/null || cp "$blob" "$work/www/blob"
 # nginx's workers run as another user: they must be able to reach and read the file.
 chmod a+rx "$work" "$work/www"
 chmod a+r "$work/www/blob"
 cat >"$work/nginx.conf" <<EOF
-worker_processes 1;
+worker_processes auto;
 pid $work/nginx.pid;
 error_log $work/nginx.err warn;
 daemon on;
@@ -61,26 +74,62 @@ http {
 }
 EOF
 nginx -c "$work/nginx.conf" -p "$work"
+for _ in $(seq 50); do [ -s "$work/nginx.pid" ] && break; sleep 0.1; done
+url[nginx]="http://127.0.0.1:$nginx_port/blob"
 
-declare -A urls=(
-  [oci]="$base/v2/models/bench/blobs/sha256:$sha"
-  [blobs]="$base/blobs/sha256/$sha"
-  [nginx]="http://127.0.0.1:$nginx_port/blob"
-)
-declare -A speeds=()
-for name in nginx blobs oci; do curl -sf -o /dev/null "${urls[$name]}"; done
+# The processes that serve `name`'s bytes: our server, or nginx's workers.
+serving() {
+  if [ "$1" = nginx ]; then pgrep -P "$(cat "$work/nginx.pid")"; else echo "${pid[$1]}"; fi
+}
+# CPU time of the processes given (all their threads), in nanoseconds.
+cpu_ns() {
+  for p in "$@"; do cat /proc/"$p"/task/*/schedstat; done | awk '{ s += $1 } END { printf "%.0f\n", s }'
+}
+
+names=(nginx ours)
+[ -n "$before" ] && names+=(before)
+declare -A speeds=() cpus=() ratios=()
+for name in "${names[@]}"; do curl -sf -o /dev/null "${url[$name]}"; done # page cache warm
 for round in $(seq "$rounds"); do
-  for name in nginx blobs oci; do
-    bytes_per_s=$(curl -sf -o /dev/null -w '%{speed_download}' "${urls[$name]}")
-    mib=$(awk -v b="$bytes_per_s" 'BEGIN { printf "%.0f", b / 1048576 }')
-    speeds[$name]+="$mib "
-    echo "round $round $name: $mib MiB/s"
+  for streams in 1 4; do
+    for name in "${names[@]}"; do
+      mapfile -t procs < <(serving "$name")
+      cpu0=$(cpu_ns "${procs[@]}")
+      t0=$(date +%s.%N)
+      curls=()
+      for i in $(seq "$streams"); do
+        curl -sf -o /dev/null -w '%{size_download}\n' "${url[$name]}" >"$work/got.$i" &
+        curls+=($!)
+      done
+      for c in "${curls[@]}"; do wait "$c"; done
+      t1=$(date +%s.%N)
+      cpu1=$(cpu_ns "${procs[@]}")
+      for i in $(seq "$streams"); do
+        [ "$(cat "$work/got.$i")" = "$((size_mib * 1024 * 1024))" ] || { echo "$name: short download" >&2; exit 1; }
+      done
+      read -r mib cpu < <(awk -v n="$streams" -v s="$size_mib" -v a="$t0" -v b="$t1" -v c="$((cpu1 - cpu0))" \
+        'BEGIN { printf "%.0f %.3f\n", n * s / (b - a), c / 1e9 / (n * s / 1024) }')
+      speeds[$name.$streams]+="$mib "
+      cpus[$name.$streams]+="$cpu "
+      [ "$name" = nginx ] && anchor_mib=$mib
+      # The ratio within a round too: on a shared machine the load changes between rounds more than within one.
+      ratio=$(awk -v a="$mib" -v b="$anchor_mib" 'BEGIN { printf "%.2f", a / b }')
+      ratios[$name.$streams]+="$ratio "
+      echo "round $round, $streams stream(s), $name: $mib MiB/s (${ratio}x nginx), $cpu CPU s/GiB"
+    done
   done
 done
+
 median() { tr ' ' '\n' | grep . | sort -n | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
-nginx_median=$(echo "${speeds[nginx]}" | median)
-echo "$size_mib MiB from page cache, medians of $rounds reads:"
-for name in nginx blobs oci; do
-  m=$(echo "${speeds[$name]}" | median)
-  echo "  $name: $m MiB/s ($(awk -v a="$m" -v b="$nginx_median" 'BEGIN { printf "%.2f", a / b }')x nginx)"
+echo "$size_mib MiB from page cache, medians of $rounds rounds (load average now: $(cut -d' ' -f1-3 /proc/loadavg)):"
+for streams in 1 4; do
+  anchor=$(echo "${speeds[nginx.$streams]}" | median)
+  anchor_cpu=$(echo "${cpus[nginx.$streams]}" | median)
+  for name in "${names[@]}"; do
+    m=$(echo "${speeds[$name.$streams]}" | median)
+    c=$(echo "${cpus[$name.$streams]}" | median)
+    r=$(echo "${ratios[$name.$streams]}" | median)
+    echo "  $streams stream(s) $name: $m MiB/s ($(awk -v a="$m" -v b="$anchor" 'BEGIN { printf "%.2f", a / b }')x nginx; median of the rounds' ratios ${r}x)," \
+      "$c CPU s/GiB ($(awk -v a="$c" -v b="$anchor_cpu" 'BEGIN { printf "%.2f", a / b }')x nginx's)"
+  done
 done

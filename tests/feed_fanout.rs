@@ -272,3 +272,166 @@ async fn a_subscriber_that_stops_reading_is_cut_off_after_a_bounded_backlog_and_
     assert_eq!(all, sorted, "in order, none twice");
     assert_eq!(all.len(), CHANGES);
 }
+
+/// The gauge of connected GraphQL WebSocket subscribers, from `/metrics`.
+async fn websocket_subscribers(app: &common::TestApp) -> f64 {
+    let text = app.get("/metrics").await.text().await.unwrap();
+    text.lines()
+        .find(|l| l.starts_with("repository_event_subscribers{transport=\"graphql_ws\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// The sequences of the `componentEvents` results among WebSocket messages.
+fn sequence_of(message: &serde_json::Value) -> Option<u64> {
+    (message["type"] == "next").then(|| {
+        message["payload"]["data"]["componentEvents"]["sequence"]
+            .as_u64()
+            .expect("a result carries its sequence")
+    })
+}
+
+#[tokio::test]
+async fn a_websocket_subscriber_that_never_reads_slows_no_other_is_cut_off_and_resumes_with_after()
+{
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    const CHANGES: usize = 20_000;
+    const BATCH: usize = 100;
+    const FOLLOW: &str =
+        "subscription($after: Long) { componentEvents(after: $after) { sequence id } }";
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(EmbeddedStore::open(&dir.path().join("data")).await.unwrap());
+    let config = common::config_with(|c| c.connections.send_idle_timeout = Duration::from_secs(1));
+    let app = common::TestApp::start(store, dir, None, config).await;
+
+    // A client of the protocol (tungstenite, as the other WebSocket tests) with a small receive window, which
+    // subscribes and then reads not one byte more.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(app.addr).await.unwrap();
+    let mut request = format!("ws://{}/graphql", app.addr)
+        .into_client_request()
+        .unwrap();
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        "graphql-transport-ws".parse().unwrap(),
+    );
+    let (mut stalled, _) = tokio_tungstenite::client_async(request, stream)
+        .await
+        .unwrap();
+    let send = |message: serde_json::Value| Message::text(message.to_string());
+    stalled
+        .send(send(json!({ "type": "connection_init", "payload": {} })))
+        .await
+        .unwrap();
+    let ack = stalled.next().await.unwrap().unwrap();
+    assert!(ack.to_text().unwrap().contains("connection_ack"), "{ack:?}");
+    stalled
+        .send(send(json!({
+            "type": "subscribe", "id": "1", "payload": { "query": FOLLOW, "variables": {} },
+        })))
+        .await
+        .unwrap();
+
+    let mut live = common::ws::GraphqlSocket::connect(app.addr, "graphql-transport-ws")
+        .await
+        .unwrap();
+    live.init(json!({})).await.unwrap();
+    live.start("1", FOLLOW, json!({})).await;
+    assert!(
+        common::eventually(Duration::from_secs(10), async || websocket_subscribers(
+            &app
+        )
+        .await
+            == 2.0)
+        .await,
+        "both subscribers follow the feed"
+    );
+    let live = tokio::spawn(async move {
+        let mut seen = 0;
+        while seen < CHANGES {
+            match live.next_result(Duration::from_secs(10)).await {
+                Some(Ok(_)) => seen += 1,
+                other => panic!("after {seen} events: {other:?}"),
+            }
+        }
+        seen
+    });
+
+    for batch in 0..CHANGES / BATCH {
+        let operations: Vec<serde_json::Value> = (0..BATCH)
+            .map(|i| {
+                json!({
+                    "query": "mutation($id: ID!) { createService(input: {id: $id}) { id } }",
+                    "variables": { "id": format!("svc-{batch:03}-{i:03}-{}", "x".repeat(100)) },
+                })
+            })
+            .collect();
+        let response = app
+            .client
+            .post(app.url("/graphql"))
+            .json(&operations)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    }
+    let seen = tokio::time::timeout(Duration::from_secs(30), live)
+        .await
+        .expect("the reading subscriber got every event while the other read nothing")
+        .unwrap();
+    assert_eq!(seen, CHANGES);
+
+    // The stalled subscriber's connection is closed (the live one has left too).
+    assert!(
+        common::eventually(Duration::from_secs(15), async || websocket_subscribers(
+            &app
+        )
+        .await
+            == 0.0)
+        .await,
+        "the subscriber that read nothing was cut off after the send idle timeout"
+    );
+    let mut before_cut = Vec::new();
+    let drained = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(Ok(message)) = stalled.next().await {
+            if let Message::Text(text) = message {
+                let message: serde_json::Value = serde_json::from_str(&text).unwrap();
+                before_cut.extend(sequence_of(&message));
+            }
+        }
+    })
+    .await;
+    assert!(drained.is_ok(), "the cut-off connection ends");
+    assert!(
+        before_cut.len() < CHANGES,
+        "the backlog held for a stalled subscriber is bounded: {} of {CHANGES} events reached it",
+        before_cut.len()
+    );
+
+    // It resumes after the last event it got, and gets every other event once, in order.
+    let last = before_cut.last().copied().unwrap_or(0);
+    let mut resumed = common::ws::GraphqlSocket::connect(app.addr, "graphql-transport-ws")
+        .await
+        .unwrap();
+    resumed.init(json!({})).await.unwrap();
+    resumed.start("1", FOLLOW, json!({ "after": last })).await;
+    let mut after_cut = Vec::new();
+    while before_cut.len() + after_cut.len() < CHANGES {
+        let data = resumed
+            .next_result(Duration::from_secs(10))
+            .await
+            .expect("the resumed subscription delivers the rest")
+            .unwrap();
+        after_cut.push(data["componentEvents"]["sequence"].as_u64().unwrap());
+    }
+    let all: Vec<u64> = before_cut.iter().chain(&after_cut).copied().collect();
+    let mut sorted = all.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(all, sorted, "in order, none twice");
+    assert_eq!(all.len(), CHANGES);
+}

@@ -1284,3 +1284,189 @@ async fn a_pipeline_mirror_holds_exactly_what_its_pipeline_resolves_to() {
     );
     assert_eq!(status(&site).await["lastError"], Value::Null);
 }
+
+/// A site device as it reports to the upstream (its hardware class is all a rollout needs of it).
+const REPORTING_DEVICE: &str = r#"{"platform": {"os": "linux", "arch": "amd64"}, "ram": 16}"#;
+
+/// Upstream with `detector` v1 (`production`, needed by the site's service) and v2, rolling out quickly; and its
+/// mirror, following.
+async fn rollout_site(dir: &Path) -> (TestApp, TestApp, Vec<u8>) {
+    let upstream =
+        common::embedded(config_with(|c| c.rollout_tick = Duration::from_millis(200))).await;
+    model(&upstream, "detector", "v1", bytes(20_000, 1)).await;
+    let v2 = bytes(300_000, 2);
+    model(&upstream, "detector", "v2", v2.clone()).await;
+    service(
+        &upstream,
+        "small",
+        2.0,
+        json!([{ "name": "detector", "version": "v1" }]),
+    )
+    .await;
+    set_alias(&upstream, "production", Some("v1")).await;
+    let site = mirror(dir, &upstream.url(""), |_| {}).await;
+    wait_following(&site).await;
+    assert_eq!(site.get("/model/detector/v2").await.status(), 404);
+    (upstream, site, v2)
+}
+
+/// Starts rolling `production` out to v2 upstream; its id.
+async fn start_rollout_to_v2(upstream: &TestApp) -> String {
+    let started = upstream
+        .ok(
+            r#"mutation { startRollout(input: {model: "detector", alias: "production", version: "v2", steps: [50],
+                stepSeconds: 1, gate: {maxErrorRate: 0.1, maxP99Ratio: 2, minReports: 1}}) { id state } }"#,
+            json!({}),
+        )
+        .await;
+    assert_eq!(started["startRollout"]["state"], "RUNNING");
+    started["startRollout"]["id"].as_str().unwrap().to_string()
+}
+
+/// The version `production` of `detector` names on `app` (what devices that give no id get).
+async fn production(app: &TestApp) -> Value {
+    app.ok(
+        r#"{ model(name: "detector", alias: "production") { version } }"#,
+        json!({}),
+    )
+    .await["model"]["version"]
+        .clone()
+}
+
+/// The mirror fetches a rollout's target as soon as it starts upstream, keeps serving the alias's stable version
+/// while it runs, and follows the alias at the end with nothing more to download.
+#[tokio::test]
+async fn a_mirror_holds_a_rollouts_target_before_the_alias_moves() {
+    let dir = tempfile::tempdir().unwrap();
+    let (upstream, site, v2) = rollout_site(dir.path()).await;
+    let before = fetched_bytes(&site).await;
+    let started = Instant::now();
+    let id = start_rollout_to_v2(&upstream).await;
+
+    wait_served(&site, "/model/detector/v2", &v2).await;
+    eprintln!(
+        "the mirror held the rollout's target {} ms after startRollout",
+        started.elapsed().as_millis()
+    );
+    wait_following(&site).await;
+    assert_eq!(status(&site).await["pendingFiles"], 0);
+    assert_eq!(production(&site).await, "v1", "the alias waits for the end");
+    let prefetched = fetched_bytes(&site).await;
+    assert!(
+        prefetched >= before + v2.len() as u64,
+        "{before} -> {prefetched}"
+    );
+
+    // Devices report upstream on whatever version their cohort gives them, until the rollout completes.
+    let devices = ["edge-0", "edge-1", "edge-2", "edge-3"];
+    let completed = eventually(WAIT, async || {
+        for device in devices {
+            let response = upstream
+                .get(&format!("/model/detector/@production?device={device}"))
+                .await;
+            let version = response
+                .headers()
+                .get("x-model-version")
+                .map_or("v1".to_string(), |v| v.to_str().unwrap().to_string());
+            let body = json!({
+                "device": serde_json::from_str::<Value>(REPORTING_DEVICE).unwrap(),
+                "running": [{"kind": "model", "name": "detector", "version": version}],
+                "health": {"requests": 100, "errors": 0, "p99Ms": 20.0},
+            });
+            let sent = upstream
+                .client
+                .post(upstream.url(&format!("/devices/{device}/report")))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(sent.status(), 200);
+        }
+        let state = upstream
+            .ok(
+                "query($id: ID!) { rollout(id: $id) { state } }",
+                json!({ "id": id }),
+            )
+            .await;
+        state["rollout"]["state"] == "COMPLETED"
+    })
+    .await;
+    assert!(completed, "the rollout never completed upstream");
+    assert_eq!(production(&upstream).await, "v2");
+
+    assert!(
+        eventually(WAIT, async || production(&site).await == "v2").await,
+        "the mirror's alias follows the upstream's"
+    );
+    assert_eq!(aliased(&site, "production").await.as_deref(), Some(&v2[..]));
+    wait_following(&site).await;
+    assert_eq!(
+        fetched_bytes(&site).await,
+        prefetched,
+        "the alias moved at the site with no download"
+    );
+    // v1 is still needed by the service; v2 stays while the alias names it.
+    assert!(download(&site, "/model/detector/v1").await.is_some());
+    let s = status(&site).await;
+    assert_eq!(s["lastError"], Value::Null, "{s:#}");
+}
+
+/// A full sync fetches a running rollout's target too; an aborted rollout's target leaves the mirror again when
+/// nothing else keeps it.
+#[tokio::test]
+async fn an_aborted_rollout_lets_the_mirror_drop_its_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let (upstream, site, v2) = rollout_site(dir.path()).await;
+    // A second site keeps v2 as an extra.
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = mirror(other_dir.path(), &upstream.url(""), |m| {
+        m.include = vec![parse_include("model:detector/v2").unwrap()]
+    })
+    .await;
+    wait_following(&other).await;
+    let id = start_rollout_to_v2(&upstream).await;
+    wait_served(&site, "/model/detector/v2", &v2).await;
+    // A site whose first sync comes while the rollout runs gets the target in that sync.
+    let late_dir = tempfile::tempdir().unwrap();
+    let late = mirror(late_dir.path(), &upstream.url(""), |_| {}).await;
+    assert!(eventually(WAIT, async || late.get("/readyz").await.status() == 200).await);
+    assert_eq!(
+        download(&late, "/model/detector/v2").await.as_deref(),
+        Some(&v2[..])
+    );
+    assert_eq!(production(&late).await, "v1");
+
+    let aborted = upstream
+        .ok(
+            "mutation($id: ID!) { abortRollout(id: $id) { state } }",
+            json!({ "id": id }),
+        )
+        .await;
+    assert_eq!(aborted["abortRollout"]["state"], "ABORTED");
+    assert!(
+        eventually(WAIT, async || site.get("/model/detector/v2").await.status()
+            == 404)
+        .await,
+        "the aborted target is dropped"
+    );
+    assert_eq!(production(&site).await, "v1");
+    assert!(download(&site, "/model/detector/v1").await.is_some());
+    assert!(
+        eventually(WAIT, async || late.get("/model/detector/v2").await.status()
+            == 404)
+        .await
+    );
+
+    // Kept by something else (an extra) at the other site, it stays there once the abort is applied.
+    let head = upstream.ok("{ lastSequence }", json!({})).await["lastSequence"].clone();
+    assert!(
+        eventually(WAIT, async || status(&other).await["lastSequence"] == head).await,
+        "the other site never applied the upstream's feed"
+    );
+    assert_eq!(
+        download(&other, "/model/detector/v2").await.as_deref(),
+        Some(&v2[..])
+    );
+    let s = status(&site).await;
+    assert_eq!(s["lastError"], Value::Null, "{s:#}");
+}

@@ -102,6 +102,7 @@ pub struct Metrics {
     webhook_events_examined: Counter,
     webhook_cursor_saves: Counter,
     unsigned_downloads: Family<OutcomeOnly, Counter>,
+    sendfile_bytes: Counter,
     operation_names: Mutex<HashSet<String>>,
     mirror: mirror::MirrorMetrics,
 }
@@ -128,6 +129,7 @@ impl Metrics {
             webhook_events_examined: Counter::default(),
             webhook_cursor_saves: Counter::default(),
             unsigned_downloads: Family::default(),
+            sendfile_bytes: Counter::default(),
             operation_names: Mutex::default(),
             mirror: mirror::MirrorMetrics::default(),
             registry: Registry::default(),
@@ -192,6 +194,12 @@ impl Metrics {
             "Downloads of files without a signature the trust policy verifies: served (audit mode) or refused \
              (enforce mode, 403 UNSIGNED)",
             metrics.unsigned_downloads.clone(),
+        );
+        registry.register(
+            "download_sendfile_bytes",
+            "Bytes of downloads sent by sendfile(2) from page-cached stored files (embedded store, zero-copy), \
+             of the process",
+            metrics.sendfile_bytes.clone(),
         );
         metrics.mirror.register(&mut registry);
         Metrics {
@@ -305,6 +313,14 @@ impl Metrics {
         }
     }
 
+    /// Brings the zero-copy counter up to the process's total.
+    pub fn sendfile_up_to(&self, total: u64) {
+        let seen = self.sendfile_bytes.get();
+        if total > seen {
+            self.sendfile_bytes.inc_by(total - seen);
+        }
+    }
+
     pub fn events_appended(&self, last_sequence: u64) {
         self.event_sequence
             .set(i64::try_from(last_sequence).unwrap_or(i64::MAX));
@@ -360,6 +376,7 @@ pub async fn endpoint(State(state): State<super::state::AppState>) -> Response {
         let (served, refused) = state.service.signing().download_counts();
         state.metrics.unverified_downloads_up_to(served, refused);
     }
+    state.metrics.sendfile_up_to(crate::zero_copy::sent_bytes());
     if let Some(mirror) = state.service.mirror_status() {
         state.metrics.mirror.observe(&mirror.snapshot());
     }

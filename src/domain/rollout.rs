@@ -615,6 +615,11 @@ mod tests {
     use super::*;
     use crate::domain::device_report::parse_report;
 
+    fn started(id: &str, steps: &[u32], devices: &[DeviceReport], at: DateTime<Utc>) -> Rollout {
+        let plan = plan(steps).validate().unwrap();
+        Rollout::start(id.into(), plan, "1".into(), "t", devices, at).unwrap()
+    }
+
     fn plan(steps: &[u32]) -> RolloutPlan {
         RolloutPlan {
             model: "m".into(),
@@ -664,15 +669,7 @@ mod tests {
     fn cohorts_are_deterministic_and_sized_exactly() {
         let now = crate::domain::now();
         let devices = fleet(200, "arm64", "1", now);
-        let r = Rollout::start(
-            "r1".into(),
-            plan(&[10, 50]).validate().unwrap(),
-            "1".into(),
-            "t",
-            &devices,
-            now,
-        )
-        .unwrap();
+        let r = started("r1", &[10, 50], &devices, now);
         let on_new = |r: &Rollout| {
             devices
                 .iter()
@@ -680,15 +677,7 @@ mod tests {
                 .count()
         };
         assert_eq!(on_new(&r), 20);
-        let again = Rollout::start(
-            "r1".into(),
-            plan(&[10, 50]).validate().unwrap(),
-            "1".into(),
-            "t",
-            &devices,
-            now,
-        )
-        .unwrap();
+        let again = started("r1", &[10, 50], &devices, now);
         for d in &devices {
             assert_eq!(
                 r.version_for(&d.id, &d.hardware_class),
@@ -696,15 +685,7 @@ mod tests {
             );
         }
         // Another rollout slices the class otherwise.
-        let other = Rollout::start(
-            "r2".into(),
-            plan(&[10, 50]).validate().unwrap(),
-            "1".into(),
-            "t",
-            &devices,
-            now,
-        )
-        .unwrap();
+        let other = started("r2", &[10, 50], &devices, now);
         assert!(
             devices
                 .iter()
@@ -718,15 +699,7 @@ mod tests {
         let t0 = crate::domain::now();
         let mut devices = fleet(20, "arm64", "1", t0);
         devices.extend(fleet(20, "amd64", "1", t0));
-        let mut r = Rollout::start(
-            "r".into(),
-            plan(&[50]).validate().unwrap(),
-            "1".into(),
-            "t",
-            &devices,
-            t0,
-        )
-        .unwrap();
+        let mut r = started("r", &[50], &devices, t0);
         assert_eq!(r.classes.len(), 2);
         let t1 = t0 + chrono::Duration::seconds(61);
         // Each device runs what the rollout gives it; the amd64 devices on the new version fail half their requests.
@@ -783,15 +756,7 @@ mod tests {
     fn a_slow_new_version_reverts_and_missing_reports_wait() {
         let t0 = crate::domain::now();
         let devices = fleet(10, "arm64", "1", t0);
-        let mut r = Rollout::start(
-            "r".into(),
-            plan(&[50]).validate().unwrap(),
-            "1".into(),
-            "t",
-            &devices,
-            t0,
-        )
-        .unwrap();
+        let mut r = started("r", &[50], &devices, t0);
         let t1 = t0 + chrono::Duration::seconds(61);
         // Nobody reported since the step began: the class waits.
         let outcome = r.tick(&devices, t1);
@@ -832,15 +797,7 @@ mod tests {
     fn pauses_do_not_cut_steps_short_and_finished_rollouts_refuse() {
         let t0 = crate::domain::now();
         let devices = fleet(10, "arm64", "1", t0);
-        let mut r = Rollout::start(
-            "r".into(),
-            plan(&[50]).validate().unwrap(),
-            "1".into(),
-            "t",
-            &devices,
-            t0,
-        )
-        .unwrap();
+        let mut r = started("r", &[50], &devices, t0);
         r.pause(t0 + chrono::Duration::seconds(30)).unwrap();
         assert_eq!(
             r.tick(&devices, t0 + chrono::Duration::seconds(90)),

@@ -1,14 +1,18 @@
 //! Ends a connection whose client stops taking the response: a write that makes no progress for the send idle
-//! timeout fails, hyper drops the connection, and the client resumes later with `Range`.
+//! timeout fails, hyper drops the connection, and the client resumes later with `Range`. Also where downloads
+//! become zero-copy: a write of bytes that are a mapping of a stored file is sent with sendfile(2) from the file
+//! (see `crate::zero_copy`).
 
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
+
+use crate::zero_copy::{self, Sendable};
 
 /// A TCP stream whose writes fail once the socket has refused every byte for `timeout`.
 ///
@@ -55,6 +59,39 @@ impl SendIdleTimeout {
             "the client took no response bytes for the send idle timeout",
         )))
     }
+
+    /// One sendfile(2) of `bytes`, the way tokio makes a non-blocking write: wait for writability, try, and on
+    /// `WouldBlock` (readiness cleared by `try_io`) wait again.
+    fn poll_send_file(&self, cx: &mut Context<'_>, bytes: &Sendable) -> Poll<io::Result<usize>> {
+        loop {
+            std::task::ready!(self.inner.poll_write_ready(cx))?;
+            match self
+                .inner
+                .try_io(Interest::WRITABLE, || bytes.send(&self.inner))
+            {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                sent => return Poll::Ready(sent),
+            }
+        }
+    }
+
+    /// A vectored write: by sendfile(2) when it starts with mapped file bytes, else a `writev` of the slices up to
+    /// the first mapped one (hyper's queue holds the response head and the body's chunks as separate slices).
+    fn poll_write_slices(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        if let Some(first) = bufs.first().and_then(|b| zero_copy::lookup(b)) {
+            return self.poll_send_file(cx, &first);
+        }
+        let plain = 1 + bufs
+            .iter()
+            .skip(1)
+            .take_while(|b| zero_copy::lookup(b).is_none())
+            .count();
+        Pin::new(&mut self.inner).poll_write_vectored(cx, &bufs[..plain.min(bufs.len())])
+    }
 }
 
 impl AsyncRead for SendIdleTimeout {
@@ -73,7 +110,10 @@ impl AsyncWrite for SendIdleTimeout {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let outcome = Pin::new(&mut self.inner).poll_write(cx, buf);
+        let outcome = match zero_copy::lookup(buf) {
+            Some(mapped) => self.poll_send_file(cx, &mapped),
+            None => Pin::new(&mut self.inner).poll_write(cx, buf),
+        };
         self.observe(cx, outcome)
     }
 
@@ -82,7 +122,7 @@ impl AsyncWrite for SendIdleTimeout {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let outcome = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        let outcome = self.poll_write_slices(cx, bufs);
         self.observe(cx, outcome)
     }
 

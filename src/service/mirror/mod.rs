@@ -415,9 +415,27 @@ impl Mirror {
                 wanted.insert(key, model);
             }
         }
-        for name in any_version {
-            for model in self.upstream.model_versions(&name).await? {
+        for name in &any_version {
+            for model in self.upstream.model_versions(name).await? {
                 wanted.insert(model.key.clone(), model);
+            }
+        }
+        let held: BTreeSet<ModelKey> = wanted
+            .keys()
+            .filter_map(|k| match k {
+                ComponentKey::Model(m) => Some(m.clone()),
+                _ => None,
+            })
+            .collect();
+        for model in self
+            .rollout_kept(&rollout_names(&held, &any_version))
+            .await?
+        {
+            let key = ComponentKey::Model(model);
+            if !wanted.contains_key(&key)
+                && let Some(model) = self.upstream.component(&key).await?
+            {
+                wanted.insert(key, model);
             }
         }
         // What the mirror refuses is not kept: a copy held from before goes too, as the upstream moved on from it.
@@ -655,7 +673,15 @@ impl Mirror {
         match &component.key {
             ComponentKey::Model(model) => {
                 let (exact, any_version) = self.held_references().await?;
-                Ok(exact.contains(model) || any_version.contains(&model.name))
+                if exact.contains(model) || any_version.contains(&model.name) {
+                    return Ok(true);
+                }
+                let names = rollout_names(&exact, &any_version);
+                if !names.contains(&model.name) {
+                    return Ok(false);
+                }
+                let name = BTreeSet::from([model.name.clone()]);
+                Ok(self.rollout_kept(&name).await?.contains(model))
             }
             _ => Ok(self.runnable(component)),
         }
@@ -686,6 +712,21 @@ impl Mirror {
         Ok((exact, any_version))
     }
 
+    /// The versions of models `names` that the upstream's rollouts keep here: targets of running or paused
+    /// rollouts (fetched before any device's cohort is switched), and completed ones while their alias names them.
+    async fn rollout_kept(
+        &self,
+        names: &BTreeSet<String>,
+    ) -> Result<BTreeSet<ModelKey>, SyncError> {
+        let mut kept = BTreeSet::new();
+        for name in names {
+            for version in self.upstream.rollout_targets(name).await? {
+                kept.insert(ModelKey::new(name.clone(), version)?);
+            }
+        }
+        Ok(kept)
+    }
+
     /// After a change to what the mirror holds: fetches the models now referenced, removes those no longer;
     /// returns the names of the models it fetched or removed.
     async fn refresh_models(&self) -> Result<BTreeSet<String>, SyncError> {
@@ -707,12 +748,23 @@ impl Mirror {
                 }
             }
         }
+        let rollouts = self
+            .rollout_kept(&rollout_names(&exact, &any_version))
+            .await?;
+        for model in &rollouts {
+            let key = ComponentKey::Model(model.clone());
+            if self.store.components().get(&key).await?.is_none() {
+                self.apply(&key, false).await?;
+                touched.insert(model.name.clone());
+            }
+        }
         let mut models = self.store.components().scan(Kind::Model).await?;
         let mut stale = Vec::new();
         while let Some(model) = models.try_next().await? {
             if let ComponentKey::Model(m) = &model.key
                 && !exact.contains(m)
                 && !any_version.contains(&m.name)
+                && !rollouts.contains(m)
             {
                 stale.push(model.key);
             }
@@ -873,6 +925,16 @@ fn differs(held: Option<Component>, wanted: &Component) -> bool {
         }
         None => true,
     }
+}
+
+/// The models whose rollouts the mirror follows: those it holds some exact version of. Models of which it keeps
+/// every version need no rollout to have the target.
+fn rollout_names(exact: &BTreeSet<ModelKey>, any_version: &BTreeSet<String>) -> BTreeSet<String> {
+    exact
+        .iter()
+        .map(|m| m.name.clone())
+        .filter(|name| !any_version.contains(name))
+        .collect()
 }
 
 /// The models `components` need: exact versions, and names of which any version does (`*` or empty).

@@ -316,6 +316,94 @@ impl Upstream {
         }
     }
 
+    /// The versions of model `name` its rollouts keep at the edge: the target of every running or paused
+    /// rollout, and that of a completed one while its alias names it (or has yet to be moved to it: the upstream
+    /// ends a rollout first and moves its alias just after, recording the outcome in the alias's history).
+    pub async fn rollout_targets(&self, name: &str) -> Result<Vec<String>, UpstreamError> {
+        let data = match self
+            .graphql(
+                "query($n: String!) { rollouts(model: $n) { id alias version state } }",
+                json!({ "n": name }),
+            )
+            .await
+        {
+            Ok(data) => data,
+            // An upstream from before rollouts has none to prefetch.
+            Err(UpstreamError::GraphQl { message, .. }) if message.starts_with("Unknown field") => {
+                return Ok(Vec::new());
+            }
+            Err(e) => return Err(e),
+        };
+        let rollouts = data["rollouts"].as_array().map_or(&[][..], Vec::as_slice);
+        let mut targets = Vec::new();
+        // Only the newest rollout of an alias may have ended without its alias moved yet.
+        let mut newest_seen = std::collections::HashSet::new();
+        // Where each alias points, asked once per alias however long its history.
+        let mut alias_now = std::collections::HashMap::new();
+        for rollout in rollouts {
+            let (Some(id), Some(alias), Some(version), Some(state)) = (
+                rollout["id"].as_str(),
+                rollout["alias"].as_str(),
+                rollout["version"].as_str(),
+                rollout["state"].as_str(),
+            ) else {
+                continue;
+            };
+            let newest = newest_seen.insert(alias.to_string());
+            let kept = match state {
+                "RUNNING" | "PAUSED" => true,
+                "COMPLETED" => {
+                    if !alias_now.contains_key(alias) {
+                        let now = self.alias_version(name, alias).await?;
+                        alias_now.insert(alias.to_string(), now);
+                    }
+                    alias_now[alias].as_deref() == Some(version)
+                        || (newest && !self.rollout_settled(name, alias, id).await?)
+                }
+                _ => false,
+            };
+            if kept && !targets.iter().any(|t| t == version) {
+                targets.push(version.to_string());
+            }
+        }
+        Ok(targets)
+    }
+
+    /// The version alias `alias` of model `name` names upstream (the stable one: no device asks).
+    async fn alias_version(
+        &self,
+        name: &str,
+        alias: &str,
+    ) -> Result<Option<String>, UpstreamError> {
+        let data = self
+            .graphql(
+                "query($n: String!, $a: String!) { model(name: $n, alias: $a) { version } }",
+                json!({ "n": name, "a": alias }),
+            )
+            .await?;
+        Ok(data["model"]["version"].as_str().map(str::to_owned))
+    }
+
+    /// Whether the upstream applied rollout `id`'s end to its alias: the alias's history records its outcome.
+    async fn rollout_settled(
+        &self,
+        name: &str,
+        alias: &str,
+        id: &str,
+    ) -> Result<bool, UpstreamError> {
+        let data = self
+            .graphql(
+                "query($n: String!, $a: String!) { modelAliasHistory(name: $n, alias: $a) { rollout { id } } }",
+                json!({ "n": name, "a": alias }),
+            )
+            .await?;
+        Ok(data["modelAliasHistory"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|m| m["rollout"]["id"].as_str() == Some(id)))
+    }
+
     /// Up to [`EVENT_PAGE`] events after `after`, whether there are more, and the id of the feed they are of.
     pub async fn events(
         &self,
@@ -401,5 +489,78 @@ impl Upstream {
             });
         }
         Ok(response)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use serde_json::{Value, json};
+
+    use super::Upstream;
+
+    /// What the upstream answers: its alias `production` and the rollout ids its history records.
+    #[derive(Default)]
+    struct Upstate {
+        production: &'static str,
+        settled: Vec<&'static str>,
+    }
+
+    /// An upstream that answers the three queries a mirror asks about rollouts: `r2` completed to v2 (the newest
+    /// of `production`), `r1` completed to v3 before it, `r3` runs to v4 on `canary`, `r4` aborted to v5.
+    async fn upstream(state: Arc<Mutex<Upstate>>) -> Upstream {
+        let graphql = async move |axum::Json(body): axum::Json<Value>| {
+            let query = body["query"].as_str().unwrap_or_default();
+            let state = state.lock().unwrap();
+            let data = if query.contains("rollouts(") {
+                json!({ "rollouts": [
+                    { "id": "r4", "alias": "beta", "version": "v5", "state": "ABORTED" },
+                    { "id": "r3", "alias": "canary", "version": "v4", "state": "RUNNING" },
+                    { "id": "r2", "alias": "production", "version": "v2", "state": "COMPLETED" },
+                    { "id": "r1", "alias": "production", "version": "v3", "state": "COMPLETED" },
+                ] })
+            } else if query.contains("modelAliasHistory") {
+                let moves: Vec<Value> = state
+                    .settled
+                    .iter()
+                    .map(|id| json!({ "rollout": { "id": id } }))
+                    .collect();
+                json!({ "modelAliasHistory": moves })
+            } else {
+                json!({ "model": { "version": state.production } })
+            };
+            axum::Json(json!({ "data": data }))
+        };
+        let app = axum::Router::new().route("/graphql", axum::routing::post(graphql));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Upstream::new(&url, None).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_completed_rollouts_target_is_kept_until_its_alias_leaves_it() {
+        let state = Arc::new(Mutex::new(Upstate {
+            production: "v1",
+            settled: vec!["r1"],
+        }));
+        let upstream = upstream(state.clone()).await;
+        // Ended, alias not moved yet: the target stays, so the move at the site needs no download.
+        assert_eq!(upstream.rollout_targets("det").await.unwrap(), ["v4", "v2"]);
+        // Moved: kept while the alias names it.
+        *state.lock().unwrap() = Upstate {
+            production: "v2",
+            settled: vec!["r1", "r2"],
+        };
+        assert_eq!(upstream.rollout_targets("det").await.unwrap(), ["v4", "v2"]);
+        // Moved elsewhere afterwards (back to v1, or to an older rollout's v3).
+        for (production, kept) in [("v1", &["v4"][..]), ("v3", &["v4", "v3"][..])] {
+            *state.lock().unwrap() = Upstate {
+                production,
+                settled: vec!["r1", "r2"],
+            };
+            assert_eq!(upstream.rollout_targets("det").await.unwrap(), kept);
+        }
     }
 }

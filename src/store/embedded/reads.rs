@@ -11,42 +11,69 @@ use futures_util::future::Either;
 use redb::ReadableDatabase;
 use tokio::sync::Semaphore;
 
-use super::{BLOB_REFS, EmbeddedStore, OrBackend, READ_AHEAD, READ_CHUNK};
+use super::{BLOB_REFS, EmbeddedStore, MAPPED_CHUNK, OrBackend, READ_AHEAD, READ_CHUNK};
 use crate::domain::{Sha256, StoredFile};
 use crate::store::{BlobStore, ByteStream, StagedBlob, StoreError, UploadStream, stage_to_file};
 
-/// Streams `range` of `file`. A chunk already in the page cache is copied on the spot (the common case for a
-/// catalogue's popular files); any other is one short job on tokio's blocking pool (a positional read) that holds
-/// one of `readers`' permits while it runs, and no thread waits on the client. Each such read is a task of its own,
-/// so it runs to its end (and gives its permit back) even when the client has stopped taking bytes: a stalled
-/// download holds at most `READ_AHEAD` chunks in memory, plus the one the connection is sending, and nothing else.
+/// Streams `range` of `file`. A stretch of up to `MAPPED_CHUNK` bytes that the page cache holds whole is handed
+/// on as a mapping of the file, which the connection sends with sendfile(2) and nobody copies (see
+/// `crate::zero_copy`); it costs address space, not memory. Any other chunk of `READ_CHUNK` bytes is copied: on
+/// the spot if it is cached after all (a race, or a file that cannot be mapped), else by one short job on tokio's
+/// blocking pool (a positional read) that holds one of `readers`' permits while it runs, and no thread waits on the
+/// client. Each such read is a task of its own, so it runs to its end (and gives its permit back) even when the
+/// client has stopped taking bytes: a stalled download holds at most `READ_AHEAD` chunks in memory (or mapped),
+/// plus the one the connection is sending, and nothing else.
 fn read_chunks(file: std::fs::File, range: Range<u64>, readers: Arc<Semaphore>) -> ByteStream {
     let file = Arc::new(file);
-    let end = range.end;
-    let chunks = futures_util::stream::iter(range.step_by(READ_CHUNK)).map(move |offset| {
-        let len = (end - offset).min(READ_CHUNK as u64) as usize;
-        let mut chunk = match page_cache::read(&file, offset, BytesMut::zeroed(len)) {
-            Ok(cached) => return Either::Left(std::future::ready(Ok(cached))),
-            Err(buffer) => buffer,
-        };
-        let file = Arc::clone(&file);
-        let readers = Arc::clone(&readers);
-        let read = tokio::spawn(async move {
-            let permit = readers
-                .acquire_owned()
-                .await
-                .map_err(std::io::Error::other)?;
-            tokio::task::spawn_blocking(move || {
-                let _permit = permit;
-                file.read_exact_at(&mut chunk, offset)?;
-                Ok(chunk.freeze())
-            })
-            .await
-            .map_err(std::io::Error::other)?
-        });
-        Either::Right(async move { read.await.map_err(std::io::Error::other)? })
+    let (mut offset, end) = (range.start, range.end);
+    let chunks = std::iter::from_fn(move || {
+        let left = end.checked_sub(offset).filter(|&left| left > 0)?;
+        // Below a read chunk, a mapping (and a second system call on the connection) would not pay.
+        if left >= READ_CHUNK as u64 {
+            let len = left.min(MAPPED_CHUNK as u64) as usize;
+            if let Some(mapped) = crate::zero_copy::map(&file, offset, len) {
+                offset += len as u64;
+                return Some(Either::Left(std::future::ready(Ok(mapped))));
+            }
+        }
+        let len = left.min(READ_CHUNK as u64) as usize;
+        let at = offset;
+        offset += len as u64;
+        Some(copy_chunk(&file, at, len, &readers))
     });
-    Box::pin(chunks.buffered(READ_AHEAD))
+    Box::pin(futures_util::stream::iter(chunks).buffered(READ_AHEAD))
+}
+
+/// `len` bytes at `offset`, copied: at once from the page cache, or by a read on the blocking pool.
+fn copy_chunk(
+    file: &Arc<std::fs::File>,
+    offset: u64,
+    len: usize,
+    readers: &Arc<Semaphore>,
+) -> Either<
+    std::future::Ready<std::io::Result<bytes::Bytes>>,
+    impl std::future::Future<Output = std::io::Result<bytes::Bytes>> + use<>,
+> {
+    let mut chunk = match page_cache::read(file, offset, BytesMut::zeroed(len)) {
+        Ok(cached) => return Either::Left(std::future::ready(Ok(cached))),
+        Err(buffer) => buffer,
+    };
+    let file = Arc::clone(file);
+    let readers = Arc::clone(readers);
+    let read = tokio::spawn(async move {
+        let permit = readers
+            .acquire_owned()
+            .await
+            .map_err(std::io::Error::other)?;
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            file.read_exact_at(&mut chunk, offset)?;
+            Ok(chunk.freeze())
+        })
+        .await
+        .map_err(std::io::Error::other)?
+    });
+    Either::Right(async move { read.await.map_err(std::io::Error::other)? })
 }
 
 /// Reads that never wait for the disk: `preadv2(RWF_NOWAIT)` copies what the page cache holds and refuses the rest.

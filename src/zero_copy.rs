@@ -1,0 +1,237 @@
+//! Zero-copy downloads. The embedded store hands a page-cached stretch of a blob to hyper as [`Bytes`] backed by a
+//! read-only mapping of the file ([`map`]); the connection (`server::send_idle`) recognises a write of such bytes
+//! ([`lookup`]) and sends them with sendfile(2) from the file, as nginx does, instead of copying them through
+//! userspace twice. Whatever else reads those `Bytes` (another transport, a test calling the router in-process)
+//! reads the mapping: the same bytes.
+//!
+//! Mapping a file is safe here because blobs are never written in place: they are placed whole by a rename and
+//! removed by an unlink, and a mapping of an unlinked file stays valid. (A file truncated behind the server's back
+//! would fault a reader of the mapping; sendfile itself then sends nothing and the connection ends.)
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+
+/// Bytes of downloads sent by sendfile(2) since the process started (`/metrics`:
+/// `repository_download_sendfile_bytes_total`).
+pub fn sent_bytes() -> u64 {
+    SENT.load(Ordering::Relaxed)
+}
+
+static SENT: AtomicU64 = AtomicU64::new(0);
+/// How many mappings are registered: writes skip the registry's lock while there are none.
+static MAPPED: AtomicUsize = AtomicUsize::new(0);
+/// Every live mapping, by its first address.
+static REGIONS: Mutex<BTreeMap<usize, Region>> = Mutex::new(BTreeMap::new());
+
+struct Region {
+    len: usize,
+    file: Arc<File>,
+    /// Where in the file the mapping starts.
+    offset: u64,
+}
+
+/// A write that sendfile(2) can make: `len` bytes of `file` from `offset`.
+pub struct Sendable {
+    file: Arc<File>,
+    offset: u64,
+    len: usize,
+}
+
+/// The file stretch that `slice`'s bytes are a mapping of, if they are one of ours.
+pub fn lookup(slice: &[u8]) -> Option<Sendable> {
+    if slice.is_empty() || MAPPED.load(Ordering::Acquire) == 0 {
+        return None;
+    }
+    let start = slice.as_ptr() as usize;
+    let regions = REGIONS.lock().unwrap_or_else(|e| e.into_inner());
+    let (&base, region) = regions.range(..=start).next_back()?;
+    let inside = start - base;
+    (inside + slice.len() <= region.len).then(|| Sendable {
+        file: Arc::clone(&region.file),
+        offset: region.offset + inside as u64,
+        len: slice.len(),
+    })
+}
+
+/// `len` bytes of `file` from `offset` as [`Bytes`] that the connection sends with sendfile(2), if every page of
+/// them is in the page cache (sendfile on a runtime thread must never wait for the disk) and the mapping succeeds;
+/// `None` otherwise, and the caller reads them the ordinary way.
+pub fn map(file: &Arc<File>, offset: u64, len: usize) -> Option<Bytes> {
+    sys::map(file, offset, len).map(Bytes::from_owner)
+}
+
+#[cfg(target_os = "linux")]
+mod sys {
+    use std::fs::File;
+    use std::io;
+    use std::os::fd::AsRawFd;
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+
+    use super::{MAPPED, REGIONS, Region, SENT, Sendable};
+
+    /// A read-only shared mapping of a file stretch, registered while it lives.
+    pub struct Mapping {
+        base: *mut libc::c_void,
+        map_len: usize,
+        /// The bytes asked for start this far into the mapping (mappings start on a page).
+        skip: usize,
+    }
+
+    // SAFETY: the mapping is read-only and owned by this value alone; reading it from any thread is sound.
+    unsafe impl Send for Mapping {}
+    unsafe impl Sync for Mapping {}
+
+    impl AsRef<[u8]> for Mapping {
+        fn as_ref(&self) -> &[u8] {
+            // SAFETY: `base..base + map_len` is mapped readable for as long as `self` lives.
+            unsafe {
+                std::slice::from_raw_parts(
+                    (self.base as *const u8).add(self.skip),
+                    self.map_len - self.skip,
+                )
+            }
+        }
+    }
+
+    impl Drop for Mapping {
+        fn drop(&mut self) {
+            // Unregistered first: no write may find the addresses once another mapping can reuse them.
+            let mut regions = REGIONS.lock().unwrap_or_else(|e| e.into_inner());
+            if regions.remove(&(self.base as usize)).is_some() {
+                MAPPED.fetch_sub(1, Ordering::Release);
+            }
+            drop(regions);
+            // SAFETY: the mapping is ours and nothing refers to it any more.
+            unsafe { libc::munmap(self.base, self.map_len) };
+        }
+    }
+
+    fn page_size() -> usize {
+        // SAFETY: sysconf only reads a system value.
+        match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+            size if size > 0 => size as usize,
+            _ => 4096,
+        }
+    }
+
+    pub fn map(file: &Arc<File>, offset: u64, len: usize) -> Option<Mapping> {
+        if len == 0 {
+            return None;
+        }
+        let page = page_size() as u64;
+        let start = offset - offset % page;
+        let skip = (offset - start) as usize;
+        let map_len = skip + len;
+        // SAFETY: a fresh read-only mapping chosen by the kernel; nothing else is touched.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                map_len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                start as libc::off_t,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return None;
+        }
+        let mapping = Mapping {
+            base,
+            map_len,
+            skip,
+        };
+        let pages = map_len.div_ceil(page as usize);
+        let mut resident = vec![0u8; pages];
+        // SAFETY: `resident` has one byte per page of the mapping, as mincore requires.
+        let asked = unsafe { libc::mincore(base, map_len, resident.as_mut_ptr()) };
+        if asked != 0 || resident.iter().any(|page| page & 1 == 0) {
+            // Dropped unregistered: the Drop impl finds nothing to remove and unmaps.
+            return None;
+        }
+        let mut regions = REGIONS.lock().unwrap_or_else(|e| e.into_inner());
+        regions.insert(
+            base as usize,
+            Region {
+                len: map_len,
+                file: Arc::clone(file),
+                offset: start,
+            },
+        );
+        MAPPED.fetch_add(1, Ordering::Release);
+        Some(mapping)
+    }
+
+    impl Sendable {
+        /// One sendfile(2) to `socket` (non-blocking): the bytes sent, or `WouldBlock` when its buffer is full. 0
+        /// means the file ended early (it was truncated): the caller's write fails with `WriteZero`.
+        pub fn send(&self, socket: &impl AsRawFd) -> io::Result<usize> {
+            let mut offset = self.offset as libc::off_t;
+            // sendfile moves at most this much in one call.
+            let count = self.len.min(0x7fff_f000);
+            // SAFETY: both descriptors are open (the file is held by `self`); `offset` is ours.
+            let sent = unsafe {
+                libc::sendfile(
+                    socket.as_raw_fd(),
+                    self.file.as_raw_fd(),
+                    &mut offset,
+                    count,
+                )
+            };
+            if sent < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            SENT.fetch_add(sent as u64, Ordering::Relaxed);
+            Ok(sent as usize)
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+mod sys {
+    use std::fs::File;
+    use std::sync::Arc;
+
+    pub struct Mapping;
+
+    impl AsRef<[u8]> for Mapping {
+        fn as_ref(&self) -> &[u8] {
+            &[]
+        }
+    }
+
+    pub fn map(_: &Arc<File>, _: u64, _: usize) -> Option<Mapping> {
+        None
+    }
+
+    impl super::Sendable {
+        pub fn send(&self, _: &impl std::os::fd::AsRawFd) -> std::io::Result<usize> {
+            Err(std::io::ErrorKind::Unsupported.into())
+        }
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    #[test]
+    fn mapped_bytes_are_the_file_s_and_are_found_while_they_live() {
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(&data).unwrap();
+        let file = Arc::new(file);
+        let bytes = map(&file, 5000, 200_000).expect("a page-cached file maps");
+        assert_eq!(&bytes[..], &data[5000..205_000]);
+        let found = lookup(&bytes[100..300]).expect("a slice of a mapping is found");
+        assert_eq!((found.offset, found.len), (5100, 200));
+        assert!(lookup(&data[..10]).is_none(), "other memory is not");
+    }
+}

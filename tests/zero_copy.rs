@@ -1,0 +1,245 @@
+//! Zero-copy downloads: the embedded store's page-cached files go out by sendfile(2) (counted by
+//! `repository_download_sendfile_bytes_total` in `/metrics`), and every answer a client relies on stays as it was:
+//! the exact bytes of whole files and ranges, HEAD, 304, and a stalled client cut off without holding memory.
+//! Over a real port; files span several mappings (4 MiB each) and start and end off a page.
+
+mod common;
+
+use std::ops::Range;
+use std::time::Duration;
+
+use common::slow::SlowDownload;
+use common::{TestApp, bytes, config_with, eventually, test_config};
+
+const MIB: usize = 1024 * 1024;
+
+/// Bytes sent by sendfile so far (of the process: tests running beside this one may add theirs).
+async fn sendfile_bytes(app: &TestApp) -> u64 {
+    let text = app.get("/metrics").await.text().await.unwrap();
+    text.lines()
+        .find(|line| line.starts_with("repository_download_sendfile_bytes_total "))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("the counter is exported: {text}"))
+}
+
+/// The file-backed memory resident in this process's mappings (the server runs in it).
+fn mapped_file_resident_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("RssFile:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("RssFile in /proc/self/status");
+    kib * 1024
+}
+
+#[tokio::test]
+async fn whole_files_and_ranges_in_parallel_are_the_stored_bytes_sent_by_sendfile() {
+    let app = common::embedded(test_config()).await;
+    let data = bytes(10 * MIB + 12_345, 3);
+    app.create_service("svc").await;
+    app.upload_service_file("svc", data.clone()).await;
+    let len = data.len();
+    let before = sendfile_bytes(&app).await;
+
+    let requests: Vec<(Option<String>, Range<usize>)> = vec![
+        (None, 0..len),
+        (None, 0..len),
+        (Some("bytes=0-".into()), 0..len),
+        (Some("bytes=1000-5000000".into()), 1000..5_000_001),
+        // A suffix range: the last three MiB and a bit, starting off a page.
+        (Some("bytes=-3150001".into()), len - 3_150_001..len),
+        // Across the boundary of two mappings.
+        (
+            Some(format!("bytes={}-{}", 4 * MIB - 7, 8 * MIB + 9)),
+            4 * MIB - 7..8 * MIB + 10,
+        ),
+        // Small enough to be copied, as before.
+        (Some("bytes=100-99999".into()), 100..100_000),
+        (Some(format!("bytes={}-", len - 1)), len - 1..len),
+    ];
+    let downloads = requests.iter().map(|(range, _)| {
+        let app = &app;
+        async move {
+            let headers: Vec<(&str, &str)> = range.iter().map(|r| ("range", r.as_str())).collect();
+            let response = app.get_with("/service/svc", &headers).await;
+            let status = response.status().as_u16();
+            let content_range = response
+                .headers()
+                .get("content-range")
+                .map(|v| v.to_str().unwrap().to_owned());
+            (status, content_range, response.bytes().await.unwrap())
+        }
+    });
+    let answers = futures_util::future::join_all(downloads).await;
+    for ((range, expected), (status, content_range, body)) in requests.iter().zip(answers) {
+        assert!(
+            body[..] == data[expected.clone()],
+            "{range:?}: {} bytes, not the stored bytes {expected:?}",
+            body.len()
+        );
+        match range {
+            Some(_) => {
+                assert_eq!(status, 206, "{range:?}");
+                assert_eq!(
+                    content_range.as_deref(),
+                    Some(format!("bytes {}-{}/{len}", expected.start, expected.end - 1).as_str())
+                );
+            }
+            None => assert_eq!(status, 200),
+        }
+    }
+
+    // Every stretch of a read chunk (128 KiB) or more was sent from the file; only the small ones were copied.
+    let large: usize = requests
+        .iter()
+        .map(|(_, r)| r.len())
+        .filter(|&n| n >= 128 * 1024)
+        .map(|n| n - 128 * 1024)
+        .sum();
+    let sent = sendfile_bytes(&app).await - before;
+    assert!(
+        sent >= large as u64,
+        "sendfile sent {sent} bytes, not the {large} of the large downloads"
+    );
+}
+
+#[tokio::test]
+async fn head_304_and_range_answers_keep_their_headers_on_the_sendfile_path() {
+    let app = common::embedded(test_config()).await;
+    let data = bytes(6 * MIB + 1, 5);
+    app.create_service("svc").await;
+    let sha = app.upload_service_file("svc", data.clone()).await;
+    let etag = format!("\"{sha}\"");
+
+    let get = app.get("/service/svc").await;
+    assert_eq!(get.status(), 200);
+    let headers = get.headers().clone();
+    assert_eq!(get.bytes().await.unwrap(), data);
+    assert_eq!(headers["content-length"], data.len().to_string().as_str());
+    assert_eq!(headers["etag"], etag.as_str());
+    assert_eq!(headers["accept-ranges"], "bytes");
+    assert!(
+        headers["content-disposition"]
+            .to_str()
+            .unwrap()
+            .contains("f.zip")
+    );
+    assert!(headers.contains_key("last-modified"));
+
+    let head = app
+        .client
+        .head(app.url("/service/svc"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 200);
+    for name in [
+        "content-length",
+        "etag",
+        "accept-ranges",
+        "content-type",
+        "content-disposition",
+        "last-modified",
+    ] {
+        assert_eq!(head.headers().get(name), headers.get(name), "HEAD's {name}");
+    }
+    assert!(head.bytes().await.unwrap().is_empty(), "HEAD sends no body");
+
+    let ranged_head = app
+        .client
+        .head(app.url("/service/svc"))
+        .header("range", "bytes=-1000000")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ranged_head.status(), 206);
+    assert_eq!(ranged_head.headers()["content-length"], "1000000");
+    let last = data.len() - 1;
+    assert_eq!(
+        ranged_head.headers()["content-range"],
+        format!("bytes {}-{last}/{}", data.len() - 1_000_000, data.len()).as_str()
+    );
+
+    let cached = app
+        .get_with("/service/svc", &[("if-none-match", etag.as_str())])
+        .await;
+    assert_eq!(cached.status(), 304);
+    assert_eq!(cached.headers()["etag"], etag.as_str());
+    assert!(cached.bytes().await.unwrap().is_empty());
+
+    // A stale If-Range: the whole file, from the file.
+    let stale = app
+        .get_with(
+            "/service/svc",
+            &[("range", "bytes=0-99"), ("if-range", "\"other\"")],
+        )
+        .await;
+    assert_eq!(stale.status(), 200);
+    assert_eq!(stale.bytes().await.unwrap(), data);
+
+    let beyond = app
+        .get_with("/service/svc", &[("range", "bytes=99999999-")])
+        .await;
+    assert_eq!(beyond.status(), 416);
+    assert_eq!(
+        beyond.headers()["content-range"],
+        format!("bytes */{}", data.len()).as_str()
+    );
+}
+
+#[tokio::test]
+async fn stalled_downloads_on_the_sendfile_path_are_cut_off_and_fault_no_file_into_memory() {
+    const STALLED: usize = 20;
+    let app = common::embedded(config_with(|c| {
+        c.connections.send_idle_timeout = Duration::from_secs(1)
+    }))
+    .await;
+    let data = bytes(24 * MIB, 9);
+    app.create_service("svc").await;
+    app.upload_service_file("svc", data.clone()).await;
+    let resident_before = mapped_file_resident_bytes();
+    let sent_before = sendfile_bytes(&app).await;
+
+    let mut stalled = Vec::new();
+    for _ in 0..STALLED {
+        let mut download = SlowDownload::start(app.addr, "/service/svc", &[]).await;
+        assert_eq!(download.status, 200);
+        download.read_at_least(64 * 1024).await;
+        stalled.push(download);
+    }
+    // The clients now read nothing. What they got came from the file, by sendfile.
+    let sent = sendfile_bytes(&app).await - sent_before;
+    assert!(
+        sent >= (STALLED * 64 * 1024) as u64,
+        "sendfile sent {sent} bytes to the stalled clients"
+    );
+    // Each holds up to three 4 MiB mappings of the file (240 MiB of address space in all), and nothing of them is
+    // read in userspace: no page of the file becomes resident in this process. (A copy from the mappings faults in
+    // tens of MiB here: every byte sent, and the kernel's read-around.)
+    let resident = mapped_file_resident_bytes().saturating_sub(resident_before);
+    assert!(
+        resident < 4 * MIB as u64,
+        "{resident} bytes of mapped files became resident while {sent} bytes were sent"
+    );
+
+    for download in &stalled {
+        let reset = eventually(Duration::from_secs(30), async || {
+            download.stream().take_error().ok().flatten().is_some()
+        })
+        .await;
+        assert!(reset, "a stalled download was not ended");
+    }
+    for download in stalled {
+        let received = download.until_closed(Duration::from_secs(30)).await;
+        assert!(
+            received.is_some_and(|n| n < data.len()),
+            "the connection is closed before the whole file: {received:?}"
+        );
+    }
+    // The same file, whole, to a client that reads.
+    let (status, body) = app.download("/service/svc").await;
+    assert_eq!(status, 200);
+    assert!(body == data, "the whole file after the stalled ones");
+}
