@@ -192,6 +192,10 @@ pub struct Rollout {
     /// When a pause began: steps do not run while paused, so resuming moves the step clocks on by the pause.
     #[serde(default)]
     pub paused_at: Option<DateTime<Utc>>,
+    /// The rollout has ended and its end is applied to the alias (moved, history recorded): until then, an ended
+    /// rollout still decides what devices get.
+    #[serde(default)]
+    pub settled: bool,
 }
 
 /// A class whose rollout stopped early, for the feed's `rollout_class_aborted` event.
@@ -274,6 +278,7 @@ impl Rollout {
             started_by: by.to_string(),
             revision: 0,
             paused_at: None,
+            settled: false,
         };
         rollout.join_classes(devices, now);
         Ok(rollout)
@@ -313,11 +318,20 @@ impl Rollout {
         }
     }
 
+    /// Whether a device reports running some version of the rollout's model: only such devices make classes and
+    /// cohorts (a device of the fleet that does not run the model has nothing to roll out).
+    fn runs_model(&self, report: &DeviceReport) -> bool {
+        report
+            .running
+            .iter()
+            .any(|r| matches!(&r.key, super::ComponentKey::Model(m) if m.name == self.model))
+    }
+
     /// Adds the classes of `devices` not tracked yet, at the first step, and sets every rolling class's cohort
     /// for its step from the live devices of the class.
     fn join_classes(&mut self, devices: &[DeviceReport], now: DateTime<Utc>) -> bool {
         let mut points: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
-        for report in devices {
+        for report in devices.iter().filter(|r| self.runs_model(r)) {
             points
                 .entry(report.hardware_class.as_str())
                 .or_default()
@@ -377,9 +391,20 @@ impl Rollout {
             return outcome;
         }
         let step = chrono::Duration::seconds(self.step_seconds as i64);
+        let mut gone = Vec::new();
         for i in 0..self.classes.len() {
             let class = &self.classes[i];
             if class.state != ClassState::Rolling || now - class.step_started_at < step {
+                continue;
+            }
+            let members = devices
+                .iter()
+                .filter(|r| r.hardware_class == class.hardware_class && self.runs_model(r))
+                .count();
+            if members == 0 {
+                // Its devices all left (expired, or stopped running the model): it no longer holds the rollout
+                // up, and joins again at the first step if they come back.
+                gone.push(i);
                 continue;
             }
             let (candidate, baseline) = self.figures(&self.classes[i], devices);
@@ -413,6 +438,14 @@ impl Rollout {
                     class.reason = None;
                 }
             }
+        }
+        if !gone.is_empty() {
+            let mut index = 0;
+            self.classes.retain(|_| {
+                index += 1;
+                !gone.contains(&(index - 1))
+            });
+            outcome.changed = true;
         }
         outcome.changed |= self.join_classes(devices, now);
         if !self.classes.is_empty() && self.classes.iter().all(|c| c.state != ClassState::Rolling) {
@@ -815,5 +848,41 @@ mod tests {
                 .all(|d| r.version_for(&d.id, &d.hardware_class) == "1")
         );
         assert!(matches!(r.pause(t0), Err(Refusal::RolloutFinished(_))));
+    }
+
+    #[test]
+    fn classes_are_those_running_the_model_and_a_class_whose_devices_left_lets_the_rollout_end() {
+        let t0 = crate::domain::now();
+        let mut devices = fleet(4, "arm64", "1", t0);
+        // A device that runs another model makes no class.
+        let mut other = report("pc-0", "amd64", "1", 1, 0, 1.0, t0);
+        other.running[0].key = crate::domain::ComponentKey::model("other", "1").unwrap();
+        devices.push(other);
+        let mut r = started("r", &[50], &devices, t0);
+        assert_eq!(r.classes.len(), 1, "{:?}", r.classes);
+        // A class of the model appears, then its devices expire before its step ends.
+        let pc = fleet(2, "amd64", "1", t0);
+        r.tick(&[devices.clone(), pc].concat(), t0);
+        assert_eq!(r.classes.len(), 2);
+        let t1 = t0 + chrono::Duration::seconds(61);
+        let reports: Vec<DeviceReport> = devices[..4]
+            .iter()
+            .map(|d| {
+                let v = r.version_for(&d.id, &d.hardware_class).to_string();
+                report(&d.id, "arm64", &v, 100, 0, 10.0, t1)
+            })
+            .collect();
+        r.tick(&reports, t1);
+        assert_eq!(r.classes.len(), 1, "the amd64 class left with its devices");
+        let t2 = t1 + chrono::Duration::seconds(61);
+        let reports: Vec<DeviceReport> = reports
+            .iter()
+            .map(|d| DeviceReport {
+                received_at: t2,
+                ..d.clone()
+            })
+            .collect();
+        assert!(r.tick(&reports, t2).finished);
+        assert_eq!(r.state, RolloutState::Completed);
     }
 }

@@ -177,17 +177,19 @@ impl RepositoryService {
                         &rollout,
                         None,
                     )?);
+                    // The alias moves before the end is saved: whoever sees the rollout ended finds the alias
+                    // where it ended, and until then the open rollout still answers every device.
+                    self.apply_end(&rollout).await?;
+                    rollout.settled = true;
                 }
-                if !self
+                let saved = self
                     .store
                     .rollouts()
-                    .save_rollout(&rollout, false, events)
-                    .await?
-                {
-                    // Another replica stepped it first.
-                    continue;
-                }
-                changed += 1;
+                    .save_rollout(&rollout, rollout.settled, events)
+                    .await?;
+                // Not saved: another replica stepped it first.
+                changed += u64::from(saved);
+                continue;
             }
             if !rollout.state.is_active() {
                 self.settle_rollout(rollout).await?;
@@ -200,6 +202,19 @@ impl RepositoryService {
     /// Applies an ended rollout to its alias (moved when some class completed, its history told either way) and
     /// closes it. Each step is idempotent, so a replica that dies half way leaves it to the next tick.
     async fn settle_rollout(&self, mut rollout: Rollout) -> Result<Rollout, ServiceError> {
+        self.apply_end(&rollout).await?;
+        rollout.revision += 1;
+        rollout.settled = true;
+        self.store
+            .rollouts()
+            .save_rollout(&rollout, true, Vec::new())
+            .await?;
+        Ok(rollout)
+    }
+
+    /// Moves the alias to where an ended rollout leaves it and records the outcome in its history; both are
+    /// idempotent.
+    async fn apply_end(&self, rollout: &Rollout) -> Result<(), ServiceError> {
         let by = format!("rollout {}", rollout.id);
         if rollout.state == RolloutState::Completed {
             self.store
@@ -217,12 +232,7 @@ impl RepositoryService {
             .aliases()
             .record_rollout(&rollout.model, &rollout.alias, &rollout.outcome(), &by)
             .await?;
-        rollout.revision += 1;
-        self.store
-            .rollouts()
-            .save_rollout(&rollout, true, Vec::new())
-            .await?;
-        Ok(rollout)
+        Ok(())
     }
 
     /// The version of `alias` a device gets: its cohort's while a rollout moves the alias (the old version for
@@ -239,27 +249,61 @@ impl RepositoryService {
             return Ok(stable);
         };
         crate::domain::device_report::validate_device_id(device)?;
-        let Some(rollout) = self.store.rollouts().latest_rollout(name, alias).await? else {
-            return Ok(stable);
-        };
         let ComponentKey::Model(model) = &stable else {
             return Ok(stable);
         };
-        let applies = rollout.state.is_active()
-            || (rollout.state == RolloutState::Completed
-                && model.version == rollout.version
-                && rollout
-                    .classes
-                    .iter()
-                    .any(|c| c.state == ClassState::Reverted));
-        if !applies {
+        let Some(rollout) = self.deciding_rollout(name, alias, &model.version).await? else {
             return Ok(stable);
-        }
+        };
         let Some(report) = self.device(device).await? else {
             return Ok(stable);
         };
         let version = rollout.version_for(device, &report.hardware_class);
         Ok(ComponentKey::model(name, version)?)
+    }
+
+    /// The rollout that decides what a device gets of an alias now pointing at `current`: one that moves it, or
+    /// has ended without its end applied yet (so no device flips back in between), or the last that completed
+    /// with reverted classes while the alias still names its version (their pins hold until the alias moves).
+    /// Rollouts that ended without moving the alias (reverted, aborted) are passed over.
+    async fn deciding_rollout(
+        &self,
+        name: &str,
+        alias: &str,
+        current: &str,
+    ) -> Result<Option<Rollout>, ServiceError> {
+        let deciding = |r: &Rollout| {
+            if r.state.is_active() || !r.settled {
+                return Some(true);
+            }
+            match r.state {
+                RolloutState::Completed => Some(
+                    r.version == current
+                        && r.classes.iter().any(|c| c.state == ClassState::Reverted),
+                ),
+                _ => None,
+            }
+        };
+        let Some(latest) = self.store.rollouts().latest_rollout(name, alias).await? else {
+            return Ok(None);
+        };
+        match deciding(&latest) {
+            Some(true) => return Ok(Some(latest)),
+            Some(false) => return Ok(None),
+            None => {}
+        }
+        // The newest rollout left the alias where it was: an older completed one may still pin classes.
+        for rollout in self.store.rollouts().rollouts(name).await? {
+            if rollout.alias != alias || rollout.id == latest.id {
+                continue;
+            }
+            match deciding(&rollout) {
+                Some(true) => return Ok(Some(rollout)),
+                Some(false) => return Ok(None),
+                None => {}
+            }
+        }
+        Ok(None)
     }
 
     /// Refuses a move of `alias` of `model` while a rollout moves it.

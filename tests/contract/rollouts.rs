@@ -123,9 +123,25 @@ pub async fn rollouts_give_each_class_its_share_and_a_degraded_class_reverts(sta
     for (id, device) in &devices {
         assert_eq!(report(&app, None, id, device, "1.0", 0).await, 200);
     }
+    // A device that does not run the model is no part of its rollout: its class would wait for it forever.
+    let unrelated = json!({"device": {"platform": {"os": "linux", "arch": "riscv64"}},
+        "running": [{"kind": "model", "name": "other", "version": "1"}]});
+    let response = app
+        .client
+        .post(app.url("/devices/riscv-0/report"))
+        .json(&unrelated)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
     let started = start_rollout(&app, "[30, 60]", 1).await;
     let id = started["id"].as_str().unwrap().to_string();
     assert_eq!(started["state"], "RUNNING");
+    assert_eq!(
+        started["classes"].as_array().unwrap().len(),
+        2,
+        "{started:#}"
+    );
     assert_eq!(started["steps"], json!([30, 60, 100]));
     assert_eq!(class(&started, PC_CLASS)["percent"], 30);
     assert_eq!(class(&started, JETSON_CLASS)["percent"], 30);
@@ -248,7 +264,7 @@ pub async fn rollouts_give_each_class_its_share_and_a_degraded_class_reverts(sta
             json!({}),
         )
         .await;
-    let moves = history["modelAliasHistory"].as_array().unwrap();
+    let moves = history["modelAliasHistory"].as_array().unwrap().clone();
     let by = format!("rollout {id}");
     let tail = &moves[moves.len() - 2..];
     assert_eq!(
@@ -260,6 +276,27 @@ pub async fn rollouts_give_each_class_its_share_and_a_degraded_class_reverts(sta
         json!({"from": "2.0", "to": "2.0", "by": by, "rollout": {"id": id, "state": "COMPLETED", "version": "2.0",
             "completed": [PC_CLASS], "reverted": [JETSON_CLASS]}})
     );
+
+    // A later rollout that leaves the alias where it is (aborted here) does not lift the reverted class's pin.
+    let query = r#"mutation { startRollout(input: {model: "det", alias: "production", version: "1.0", steps: [50],
+        stepSeconds: 3600}) { id } }"#;
+    let again = app.ok(query, json!({})).await["startRollout"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    app.ok(
+        &format!(r#"mutation {{ abortRollout(id: "{again}") {{ state }} }}"#),
+        json!({}),
+    )
+    .await;
+    for (device, kind) in &devices {
+        let wanted = if *kind == PC { "2.0" } else { "1.0" };
+        assert_eq!(
+            version_for(&app, None, device).await,
+            wanted,
+            "{device} after an aborted rollout"
+        );
+    }
 }
 
 pub async fn rollouts_pause_resume_abort_and_hold_their_alias(start: Starter) {
