@@ -249,10 +249,14 @@ where
             let Some(service) = service.upgrade() else {
                 return;
             };
-            match sweep(service).await {
-                Ok(0) => {}
-                Ok(removed) => tracing::info!(removed, "removed {what}"),
-                Err(e) => tracing::warn!(error = %e, "removing {what} failed; retrying"),
+            // A fault of ours in one round (a panic) is logged and the next round runs: housekeeping must not
+            // stop for good behind a healthy `/healthz`.
+            let round = std::panic::AssertUnwindSafe(sweep(service));
+            match futures_util::FutureExt::catch_unwind(round).await {
+                Ok(Ok(0)) => {}
+                Ok(Ok(count)) => tracing::info!(count, "{what}"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "{what} failed; retrying"),
+                Err(_) => tracing::error!("{what} panicked; the next round runs as usual"),
             }
         }
     });
@@ -263,25 +267,28 @@ where
 fn spawn_sweeps(service: &Arc<RepositoryService>, config: &Config) {
     let every = config.events.sweep_interval.max(Duration::from_secs(1));
     let retention = config.events.retention;
-    spawn_sweep(service, every, "expired change-feed events", move |s| {
-        Box::pin(async move { s.expire_events(&retention).await })
-    });
-    spawn_sweep(service, every, "pruned webhook deliveries", |s| {
+    spawn_sweep(
+        service,
+        every,
+        "removed expired change-feed events",
+        move |s| Box::pin(async move { s.expire_events(&retention).await }),
+    );
+    spawn_sweep(service, every, "removed pruned webhook deliveries", |s| {
         Box::pin(async move { s.prune_deliveries().await })
     });
     let uploads =
         (service.upload_session_ttl() / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
-    spawn_sweep(service, uploads, "expired upload sessions", |s| {
+    spawn_sweep(service, uploads, "removed expired upload sessions", |s| {
         Box::pin(async move { s.expire_uploads().await })
     });
     // Reads ignore expired reports already: the sweep only keeps the table small.
     let devices =
         (service.device_report_ttl() / 4).clamp(Duration::from_secs(1), Duration::from_secs(300));
-    spawn_sweep(service, devices, "expired device reports", |s| {
+    spawn_sweep(service, devices, "removed expired device reports", |s| {
         Box::pin(async move { s.expire_device_reports().await })
     });
     let tick = config.rollout_tick.max(Duration::from_millis(100));
-    spawn_sweep(service, tick, "rollout steps", |s| {
+    spawn_sweep(service, tick, "stepped rollouts", |s| {
         Box::pin(async move { s.tick_rollouts().await })
     });
 }

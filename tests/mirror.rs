@@ -1384,11 +1384,12 @@ async fn a_mirror_holds_a_rollouts_target_before_the_alias_moves() {
         }
         let state = upstream
             .ok(
-                "query($id: ID!) { rollout(id: $id) { state } }",
+                "query($id: ID!) { rollout(id: $id) { state applied } }",
                 json!({ "id": id }),
             )
             .await;
-        state["rollout"]["state"] == "COMPLETED"
+        // Ended, and applied to the alias.
+        state["rollout"]["state"] == "COMPLETED" && state["rollout"]["applied"] == true
     })
     .await;
     assert!(completed, "the rollout never completed upstream");

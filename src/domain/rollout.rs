@@ -141,14 +141,16 @@ impl Figures {
     fn add(&mut self, report: &DeviceReport) {
         let health = &report.health;
         self.devices += 1;
+        // Counts are up to 2^53 each (what reports accept), so sums saturate rather than overflow; the mean is
+        // weighted in floating point, where any count fits.
         if let Some(p99) = health.p99_ms.filter(|_| health.requests > 0) {
-            let before = self.p99_ms.unwrap_or(0.0) * self.requests as f64;
-            self.p99_ms = Some(
-                (before + p99 * health.requests as f64) / (self.requests + health.requests) as f64,
-            );
+            let (had, adds) = (self.requests as f64, health.requests as f64);
+            self.p99_ms = Some((self.p99_ms.unwrap_or(0.0) * had + p99 * adds) / (had + adds));
         }
-        self.requests += health.requests;
-        self.errors += health.errors.min(health.requests);
+        self.requests = self.requests.saturating_add(health.requests);
+        self.errors = self
+            .errors
+            .saturating_add(health.errors.min(health.requests));
     }
 }
 
@@ -884,5 +886,31 @@ mod tests {
             .collect();
         assert!(r.tick(&reports, t2).finished);
         assert_eq!(r.state, RolloutState::Completed);
+    }
+
+    #[test]
+    fn huge_counts_saturate_instead_of_overflowing() {
+        let t0 = crate::domain::now();
+        let big = crate::domain::device_report::MAX_COUNT;
+        let devices: Vec<DeviceReport> = (0..6000)
+            .map(|i| report(&format!("d{i}"), "arm64", "1", big, 0, 10.0, t0))
+            .collect();
+        let mut r = started("r", &[50], &devices, t0);
+        let t1 = t0 + chrono::Duration::seconds(61);
+        let reports: Vec<DeviceReport> = devices
+            .iter()
+            .map(|d| {
+                let v = r.version_for(&d.id, &d.hardware_class).to_string();
+                report(&d.id, "arm64", &v, big, 0, 10.0, t1)
+            })
+            .collect();
+        r.tick(&reports, t1);
+        let candidate = r.classes[0].candidate.clone().unwrap();
+        assert_eq!(candidate.requests, u64::MAX);
+        assert!(
+            (candidate.p99_ms.unwrap() - 10.0).abs() < 1e-9,
+            "{candidate:?}"
+        );
+        assert_eq!(r.classes[0].step, 1, "judged and passed");
     }
 }

@@ -87,18 +87,10 @@ impl RepositoryService {
                 return Ok(rollout);
             }
             rollout.revision += 1;
-            let mut events = Vec::new();
-            if !rollout.state.is_active() {
-                events.push(EventDraft::rollout(
-                    EventType::RolloutEnded,
-                    &rollout,
-                    None,
-                )?);
-            }
             if self
                 .store
                 .rollouts()
-                .save_rollout(&rollout, false, events)
+                .save_rollout(&rollout, false, Vec::new())
                 .await?
             {
                 return Ok(rollout);
@@ -171,25 +163,19 @@ impl RepositoryService {
                         Some(aborted),
                     )?);
                 }
-                if outcome.finished {
-                    events.push(EventDraft::rollout(
-                        EventType::RolloutEnded,
-                        &rollout,
-                        None,
-                    )?);
-                    // The alias moves before the end is saved: whoever sees the rollout ended finds the alias
-                    // where it ended, and until then the open rollout still answers every device.
-                    self.apply_end(&rollout).await?;
-                    rollout.settled = true;
-                }
-                let saved = self
+                // The end is saved before it is applied to the alias: a pause or an abort saved in between wins
+                // the compare-and-set, and the alias never moves for a rollout that did not end so. Until it is
+                // applied, the ended rollout still answers every device that gives its id.
+                if !self
                     .store
                     .rollouts()
-                    .save_rollout(&rollout, rollout.settled, events)
-                    .await?;
-                // Not saved: another replica stepped it first.
-                changed += u64::from(saved);
-                continue;
+                    .save_rollout(&rollout, false, events)
+                    .await?
+                {
+                    // Another replica (or a caller) saved it first.
+                    continue;
+                }
+                changed += 1;
             }
             if !rollout.state.is_active() {
                 self.settle_rollout(rollout).await?;
@@ -205,9 +191,11 @@ impl RepositoryService {
         self.apply_end(&rollout).await?;
         rollout.revision += 1;
         rollout.settled = true;
+        // `rollout_ended` is written once the alias is where the rollout left it.
+        let ended = EventDraft::rollout(EventType::RolloutEnded, &rollout, None)?;
         self.store
             .rollouts()
-            .save_rollout(&rollout, true, Vec::new())
+            .save_rollout(&rollout, true, vec![ended])
             .await?;
         Ok(rollout)
     }
@@ -258,8 +246,46 @@ impl RepositoryService {
         let Some(report) = self.device(device).await? else {
             return Ok(stable);
         };
-        let version = rollout.version_for(device, &report.hardware_class);
+        let mut version = rollout
+            .version_for(device, &report.hardware_class)
+            .to_string();
+        if rollout.state.is_active() && version == rollout.from_version {
+            // Out of this rollout's cohort, the device stays where it was before it began: a class an earlier
+            // rollout reverted stays on that rollout's old version.
+            version = self
+                .pinned_before(&rollout, &report.hardware_class)
+                .await?
+                .unwrap_or(version);
+        }
         Ok(ComponentKey::model(name, version)?)
+    }
+
+    /// The version an earlier completed rollout pins `class` to, when the alias still named that rollout's
+    /// version as `rollout` began and the class had reverted in it.
+    async fn pinned_before(
+        &self,
+        rollout: &Rollout,
+        class: &str,
+    ) -> Result<Option<String>, ServiceError> {
+        let earlier = self.store.rollouts().rollouts(&rollout.model).await?;
+        let before = earlier.iter().filter(|r| {
+            r.alias == rollout.alias && r.id != rollout.id && r.started_at <= rollout.started_at
+        });
+        for r in before {
+            match r.state {
+                RolloutState::Completed => {
+                    let reverted = r
+                        .classes
+                        .iter()
+                        .any(|c| c.hardware_class == class && c.state == ClassState::Reverted);
+                    return Ok((r.version == rollout.from_version && reverted)
+                        .then(|| r.from_version.clone()));
+                }
+                // It left the alias where it was: look further back.
+                _ => continue,
+            }
+        }
+        Ok(None)
     }
 
     /// The rollout that decides what a device gets of an alias now pointing at `current`: one that moves it, or

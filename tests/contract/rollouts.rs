@@ -16,7 +16,7 @@ const JETSON: &str = r#"{"platform": {"os": "linux", "arch": "arm64",
 const PC_CLASS: &str = "linux/amd64/v1@ram16g";
 const JETSON_CLASS: &str = "linux/arm64/v8+cuda@gpu8g";
 
-const ROLLOUT_FIELDS: &str = "id state fromVersion version steps classes { hardwareClass percent step state reason \
+const ROLLOUT_FIELDS: &str = "id state applied fromVersion version steps classes { hardwareClass percent step state reason \
     candidate { devices requests errors errorRate p99Ms } baseline { devices errorRate p99Ms } }";
 
 fn fast() -> Config {
@@ -185,6 +185,17 @@ pub async fn rollouts_give_each_class_its_share_and_a_degraded_class_reverts(sta
         let by_query = format!("/v2/models/det/manifests/production?device={device}");
         assert_eq!(manifest(by_query, None).await, by_version);
     }
+    // Caches in front of the registry must key tag answers on the device; a malformed device id is a 400.
+    let tagged = app.get("/v2/models/det/manifests/production").await;
+    assert_eq!(tagged.headers()["vary"], "X-Device-Id");
+    let bad = app
+        .client
+        .get(app.url("/v2/models/det/manifests/production"))
+        .header("x-device-id", "a/b")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
     // Without a device id (or for a device that never reported), the alias's stable version.
     let plain = app.get("/model/det/@production").await;
     assert_eq!(plain.headers()["x-model-version"], "1.0");
@@ -201,7 +212,8 @@ pub async fn rollouts_give_each_class_its_share_and_a_degraded_class_reverts(sta
             };
             report(&app, None, device, kind, &version, errors).await;
         }
-        rollout(&app, &id).await["state"] != "RUNNING"
+        // Ended, and its end applied to the alias (a moment after).
+        rollout(&app, &id).await["applied"] == true
     })
     .await;
     assert!(finished, "{:#}", rollout(&app, &id).await);
@@ -277,13 +289,32 @@ pub async fn rollouts_give_each_class_its_share_and_a_degraded_class_reverts(sta
             "completed": [PC_CLASS], "reverted": [JETSON_CLASS]}})
     );
 
-    // A later rollout that leaves the alias where it is (aborted here) does not lift the reverted class's pin.
-    let query = r#"mutation { startRollout(input: {model: "det", alias: "production", version: "1.0", steps: [50],
+    // A later rollout does not lift the reverted class's pin: out of its cohort, a Jetson stays on 1.0 (not the
+    // 2.0 that failed its class), and after it was aborted, too.
+    app.create_model("det", "3.0", "onnx").await;
+    let response = app
+        .upload(
+            r#"mutation($file: Upload!) { uploadModelFile(name: "det", version: "3.0", file: $file) { name } }"#,
+            json!({}),
+            b"weights 3.0".to_vec(),
+            "det.onnx",
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    let query = r#"mutation { startRollout(input: {model: "det", alias: "production", version: "3.0", steps: [50],
         stepSeconds: 3600}) { id } }"#;
     let again = app.ok(query, json!({})).await["startRollout"]["id"]
         .as_str()
         .unwrap()
         .to_string();
+    for (device, kind) in &devices {
+        let version = version_for(&app, None, device).await;
+        let outside = if *kind == PC { "2.0" } else { "1.0" };
+        assert!(
+            version == "3.0" || version == outside,
+            "{device} got {version} during the later rollout"
+        );
+    }
     app.ok(
         &format!(r#"mutation {{ abortRollout(id: "{again}") {{ state }} }}"#),
         json!({}),
@@ -550,7 +581,8 @@ pub async fn finish_handed_over_rollout(app: &TestApp, handover: &Handover) {
             let version = version_for(app, None, &device).await;
             report(app, None, &device, kind, &version, 0).await;
         }
-        rollout(app, id).await["state"] == "COMPLETED"
+        let now = rollout(app, id).await;
+        now["state"] == "COMPLETED" && now["applied"] == true
     })
     .await;
     assert!(finished, "{:#}", rollout(app, id).await);

@@ -117,6 +117,8 @@ pub struct Rollout {
     pub finished_at: Option<DateTime<Utc>>,
     /// The label of the token that started it.
     pub started_by: String,
+    /// Its end is applied: the alias is where it left it and its history says so (a moment after the end).
+    pub applied: bool,
 }
 
 impl From<domain::Rollout> for Rollout {
@@ -154,6 +156,7 @@ impl From<domain::Rollout> for Rollout {
             updated_at: r.updated_at,
             finished_at: r.finished_at,
             started_by: r.started_by,
+            applied: r.settled,
         }
     }
 }

@@ -193,12 +193,26 @@ async fn handle(
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned)
                 .or(query.device.clone());
+            if let Some(id) = &device {
+                crate::domain::device_report::validate_device_id(id).map_err(|e| {
+                    OciError::new(
+                        Code::Other(StatusCode::BAD_REQUEST, "INVALID_INPUT"),
+                        e.to_string(),
+                    )
+                })?;
+            }
             let document = state
                 .service
                 .oci_manifest(&repo, reference, device.as_deref())
                 .await
                 .map_err(|e| OciError::service(e, Code::ManifestUnknown))?;
-            Ok(document_response(&document, headers))
+            let mut response = document_response(&document, headers);
+            if !reference.contains(':') {
+                // What a tag (not a digest) names may differ by device (rollout cohorts): caches must key on the
+                // header too.
+                set(&mut response, header::VARY.as_str(), "X-Device-Id");
+            }
+            Ok(response)
         }
         Route::Blob(name, digest) => {
             let repo = repository(name)?;
