@@ -45,7 +45,8 @@ async fn main() -> anyhow::Result<()> {
         "ws" => true,
         other => anyhow::bail!("TRANSPORT is sse or ws, not {other}"),
     };
-    raise_fd_limit();
+    // Each device request or subscriber is a connection: the hard limit, as the server raises its own.
+    component_repository::server::raise_fd_limit();
     let dir = tempfile::tempdir()?;
     let flags: Vec<&str> = server_flags.iter().map(String::as_str).collect();
     let server = process::ServerProcess::start(&dir.path().join("data"), &flags);
@@ -160,21 +161,6 @@ fn load_average() -> String {
         .ok()
         .and_then(|l| l.split_whitespace().next().map(str::to_string))
         .unwrap_or_else(|| "?".into())
-}
-
-/// Raises this process's file-descriptor limit to its hard limit: each subscriber is a connection.
-fn raise_fd_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the structs we pass.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
-    }
 }
 
 /// One subscriber over a plain socket: a hand-written request and a minimal chunked decoder, because the bench

@@ -400,7 +400,8 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    raise_fd_limit();
+    // Each device request or subscriber is a connection: the hard limit, as the server raises its own.
+    component_repository::server::raise_fd_limit();
     let period = Duration::from_secs_f64(args.period);
     // Three periods: a device that missed a wake is still live, one that stopped is gone soon after.
     let ttl = format!(
@@ -750,20 +751,5 @@ async fn run(args: Args) -> anyhow::Result<()> {
             println!("FAIL: {problem}");
         }
         std::process::exit(1)
-    }
-}
-
-/// Raises this process's file-descriptor limit to its hard limit: devices' requests are connections.
-fn raise_fd_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the structs we pass.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
     }
 }

@@ -200,25 +200,7 @@ async fn a_subscriber_that_stops_reading_is_cut_off_after_a_bounded_backlog_and_
     );
     let live = tokio::spawn(receive(live, CHANGES));
 
-    // Creates in GraphQL batches, with long ids: many bytes of events quickly, as a busy fleet makes them.
-    for batch in 0..CHANGES / BATCH {
-        let operations: Vec<serde_json::Value> = (0..BATCH)
-            .map(|i| {
-                json!({
-                    "query": "mutation($id: ID!) { createService(input: {id: $id}) { id } }",
-                    "variables": { "id": format!("svc-{batch:03}-{i:03}-{}", "x".repeat(100)) },
-                })
-            })
-            .collect();
-        let response = app
-            .client
-            .post(app.url("/graphql"))
-            .json(&operations)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
-    }
+    create_services_in_batches(&app, CHANGES, BATCH).await;
     let seen = tokio::time::timeout(Duration::from_secs(20), live)
         .await
         .expect("the reading subscriber got every event while the other read nothing")
@@ -361,24 +343,7 @@ async fn a_websocket_subscriber_that_never_reads_slows_no_other_is_cut_off_and_r
         seen
     });
 
-    for batch in 0..CHANGES / BATCH {
-        let operations: Vec<serde_json::Value> = (0..BATCH)
-            .map(|i| {
-                json!({
-                    "query": "mutation($id: ID!) { createService(input: {id: $id}) { id } }",
-                    "variables": { "id": format!("svc-{batch:03}-{i:03}-{}", "x".repeat(100)) },
-                })
-            })
-            .collect();
-        let response = app
-            .client
-            .post(app.url("/graphql"))
-            .json(&operations)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
-    }
+    create_services_in_batches(&app, CHANGES, BATCH).await;
     let seen = tokio::time::timeout(Duration::from_secs(30), live)
         .await
         .expect("the reading subscriber got every event while the other read nothing")
@@ -434,4 +399,27 @@ async fn a_websocket_subscriber_that_never_reads_slows_no_other_is_cut_off_and_r
     sorted.dedup();
     assert_eq!(all, sorted, "in order, none twice");
     assert_eq!(all.len(), CHANGES);
+}
+
+/// Creates `count` services in GraphQL batches of `batch_size`, with long ids: many bytes of events quickly, as a
+/// busy fleet makes them.
+async fn create_services_in_batches(app: &common::TestApp, count: usize, batch_size: usize) {
+    for batch in 0..count / batch_size {
+        let operations: Vec<serde_json::Value> = (0..batch_size)
+            .map(|i| {
+                json!({
+                    "query": "mutation($id: ID!) { createService(input: {id: $id}) { id } }",
+                    "variables": { "id": format!("svc-{batch:03}-{i:03}-{}", "x".repeat(100)) },
+                })
+            })
+            .collect();
+        let response = app
+            .client
+            .post(app.url("/graphql"))
+            .json(&operations)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    }
 }

@@ -616,15 +616,6 @@ impl Rollout {
             reverted: of(ClassState::Reverted),
         }
     }
-
-    /// The version the alias names once the rollout has ended as it did.
-    pub fn final_version(&self) -> &str {
-        if self.state == RolloutState::Completed {
-            &self.version
-        } else {
-            &self.from_version
-        }
-    }
 }
 
 /// A rollout's end, as the alias's history records it.
@@ -653,6 +644,17 @@ mod tests {
     fn started(id: &str, steps: &[u32], devices: &[DeviceReport], at: DateTime<Utc>) -> Rollout {
         let plan = plan(steps).validate().unwrap();
         Rollout::start(id.into(), plan, "1".into(), "t", devices, at).unwrap()
+    }
+
+    /// The same reports, as received again at `at`.
+    fn received_at(reports: &[DeviceReport], at: DateTime<Utc>) -> Vec<DeviceReport> {
+        reports
+            .iter()
+            .map(|d| DeviceReport {
+                received_at: at,
+                ..d.clone()
+            })
+            .collect()
     }
 
     fn plan(steps: &[u32]) -> RolloutPlan {
@@ -774,13 +776,7 @@ mod tests {
         );
         assert_eq!(r.percent(&r.classes[1]), 100);
         let t2 = t1 + chrono::Duration::seconds(61);
-        let reports: Vec<DeviceReport> = reports
-            .iter()
-            .map(|d| DeviceReport {
-                received_at: t2,
-                ..d.clone()
-            })
-            .collect();
+        let reports = received_at(&reports, t2);
         let outcome = r.tick(&reports, t2);
         assert!(outcome.finished);
         assert_eq!(r.state, RolloutState::Completed);
@@ -825,7 +821,10 @@ mod tests {
             outcome.aborted[0].reason
         );
         assert_eq!(r.state, RolloutState::Reverted);
-        assert_eq!(r.final_version(), "1");
+        assert!(
+            r.outcome().completed.is_empty(),
+            "no class completed: the alias stays on 1"
+        );
     }
 
     #[test]
@@ -877,13 +876,7 @@ mod tests {
         r.tick(&reports, t1);
         assert_eq!(r.classes.len(), 1, "the amd64 class left with its devices");
         let t2 = t1 + chrono::Duration::seconds(61);
-        let reports: Vec<DeviceReport> = reports
-            .iter()
-            .map(|d| DeviceReport {
-                received_at: t2,
-                ..d.clone()
-            })
-            .collect();
+        let reports = received_at(&reports, t2);
         assert!(r.tick(&reports, t2).finished);
         assert_eq!(r.state, RolloutState::Completed);
     }
