@@ -248,6 +248,12 @@ impl Access {
         }
     }
 
+    /// What the access allows and how a refusal would read, without who it is: two senders with the same scope get
+    /// the same answer to the same read-only operation (the label only records who made a change).
+    pub fn scope(&self) -> String {
+        format!("{:?}/{}", self.grant, self.token)
+    }
+
     pub fn allows(&self, need: Need) -> bool {
         self.grant.is_some_and(|grant| grant >= need)
     }

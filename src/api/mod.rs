@@ -57,6 +57,7 @@ pub fn router(service: Arc<RepositoryService>, config: ApiConfig) -> Router {
         service,
         schema,
         subscriptions: graphql::OperationCounts::new(limits.max_subscriptions_per_token),
+        feeds: Arc::default(),
         tokens: tokens.clone(),
         limits: Arc::new(limits),
         metrics: metrics.clone(),

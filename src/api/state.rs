@@ -80,6 +80,8 @@ pub struct AppState {
     pub links: Links,
     /// GraphQL operations running over WebSocket, per token.
     pub subscriptions: Arc<graphql::OperationCounts>,
+    /// Live tails of the change feed over WebSocket that share one execution.
+    pub feeds: Arc<graphql::SharedFeeds>,
 }
 
 #[cfg(test)]

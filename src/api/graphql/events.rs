@@ -338,7 +338,14 @@ impl SubscriptionRoot {
                 .gql()?,
         };
         let stream = service.follow(after.map(|a| a.0), filter).await.gql()?;
-        let connected = metrics.subscriber("graphql_ws");
+        // A shared execution counts each of its subscribers instead (`share.rs`).
+        let connected = match ctx.data_opt::<super::share::SharedRun>() {
+            Some(shared) => {
+                shared.following();
+                None
+            }
+            None => Some(metrics.subscriber("graphql_ws")),
+        };
         Ok(stream.map(move |item| {
             let _connected = &connected;
             item.map(|event| ComponentEvent::new(event, &links)).gql()

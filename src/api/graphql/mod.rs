@@ -15,6 +15,7 @@ pub(crate) mod pipeline;
 mod query;
 pub(crate) mod rollouts;
 pub(crate) mod types;
+mod share;
 mod webhooks;
 mod ws;
 
@@ -27,6 +28,7 @@ use self::events::SubscriptionRoot;
 pub use self::http::graphql_post;
 use self::mutation::MutationRoot;
 use self::query::QueryRoot;
+pub use self::share::SharedFeeds;
 pub use self::ws::{OperationCounts, graphql_ws};
 use crate::api::limits::Limits;
 use crate::api::metrics::Metrics;

@@ -21,10 +21,12 @@ use tokio::sync::mpsc;
 
 use super::AppSchema;
 use super::multipart::MAX_OPERATIONS_BYTES;
+use super::share::{BACKLOG, Deliveries, Delivery, Membership, SharedFeeds, share_key};
 use crate::api::auth::{Access, Tokens};
 use crate::api::error::ApiError;
 use crate::api::lease::ConnectionLease;
 use crate::api::limits::check_websocket_origin;
+use crate::api::metrics::Metrics;
 use crate::api::state::AppState;
 
 /// The code of the error a client gets for an operation over a cap.
@@ -86,6 +88,8 @@ pub async fn graphql_ws(State(state): State<AppState>, request: Request) -> Resp
         tokens: state.tokens.clone(),
         per_token: state.subscriptions.clone(),
         per_connection: OperationCounts::new(state.limits.max_subscriptions_per_connection),
+        feeds: state.feeds.clone(),
+        metrics: state.metrics.clone(),
         protocol,
         init_timeout: state.limits.ws_init_timeout,
         idle_timeout: state.limits.ws_idle_timeout,
@@ -179,6 +183,8 @@ struct Connection {
     tokens: Tokens,
     per_token: Arc<OperationCounts>,
     per_connection: Arc<OperationCounts>,
+    feeds: Arc<SharedFeeds>,
+    metrics: Arc<Metrics>,
     protocol: WebSocketProtocols,
     init_timeout: Duration,
     idle_timeout: Duration,
@@ -191,6 +197,8 @@ enum Step {
     Forward(Box<ClientMessage>),
     /// Answer it ourselves and go on.
     Answer(String),
+    /// Nothing to send now (the operation joined a share).
+    Done,
     /// Close the connection with this code and reason.
     Close(u16, String),
 }
@@ -203,14 +211,31 @@ struct Session {
     counted_as: Option<String>,
     running: RunningIds,
     generations: u64,
+    /// The access `connection_init` established, for the operations that join a share.
+    shared_access: Option<Access>,
+    /// The operations that joined a share, and where their shares deliver.
+    shared: Vec<SharedOperation>,
+    deliveries: Deliveries,
+    /// Whether `connection_ack` went out: nothing of an operation may precede it.
+    acked: bool,
+}
+
+/// An operation of this connection that joined a share: its places under the caps and its membership.
+struct SharedOperation {
+    id: String,
+    membership: Membership,
+    _ticket: Ticket,
 }
 
 impl Connection {
     async fn serve(self, socket: WebSocket) {
         let (mut sink, mut incoming) = socket.split();
         // The protocol engine reads the messages this connection lets through.
-        let (tx, mut rx) = mpsc::channel::<serde_json::Result<ClientMessage>>(8);
-        let messages = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+        // Boxed: the channel allocates its slots up front, and a message (a whole request) is large.
+        let (tx, mut rx) = mpsc::channel::<Box<ClientMessage>>(8);
+        let messages =
+            futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|m| m.map(|m| Ok(*m))));
+        let (deliveries, mut delivered) = mpsc::unbounded_channel();
         let session_access = Arc::new(Mutex::new(None::<Access>));
         let engine_access = session_access.clone();
         let mut engine = async_graphql::http::WebSocket::from_message_stream(
@@ -233,6 +258,10 @@ impl Connection {
             counted_as: None,
             running: RunningIds::default(),
             generations: 0,
+            shared_access: None,
+            shared: Vec::new(),
+            deliveries,
+            acked: false,
         };
         let init_deadline = tokio::time::sleep(self.init_timeout);
         tokio::pin!(init_deadline);
@@ -266,7 +295,8 @@ impl Connection {
                         Some(Ok(Message::Close(_))) | None => break None,
                     };
                     match self.step(&mut session, &bytes) {
-                        Step::Forward(message) => permit.send(Ok(*message)),
+                        Step::Forward(message) => permit.send(message),
+                        Step::Done => {}
                         Step::Answer(text) => {
                             if sink.send(Message::text(text)).await.is_err() {
                                 break None;
@@ -277,6 +307,7 @@ impl Connection {
                 }
                 out = engine.next() => match out {
                     Some(WsMessage::Text(text)) => {
+                        session.acked |= text.starts_with("{\"type\":\"connection_ack\"");
                         if sink.send(Message::text(text)).await.is_err() {
                             break None;
                         }
@@ -284,6 +315,23 @@ impl Connection {
                     Some(WsMessage::Close(code, reason)) => break Some((code, reason)),
                     None => break Some((1000, String::new())),
                 },
+                Some((slot, delivery)) = delivered.recv(), if session.acked => {
+                    // Writes this and whatever else is waiting, then flushes once.
+                    let mut next = Some((slot, delivery));
+                    let mut written = true;
+                    while let Some((slot, delivery)) = next.take() {
+                        if let Some(text) = session.frame(slot, delivery, self.protocol) {
+                            if sink.feed(Message::text(text)).await.is_err() {
+                                written = false;
+                                break;
+                            }
+                        }
+                        next = delivered.try_recv().ok();
+                    }
+                    if !written || sink.flush().await.is_err() {
+                        break None;
+                    }
+                }
                 () = &mut init_deadline, if session.counted_as.is_none() => {
                     break Some((4408, "Connection initialisation timeout".into()));
                 }
@@ -337,6 +385,7 @@ impl Connection {
                             (Some(lease), "anonymous") => format!("anonymous@{}", lease.peer_ip()),
                             (_, caller) => caller.to_string(),
                         });
+                        session.shared_access = Some(access.clone());
                         *session.access.lock().unwrap_or_else(|e| e.into_inner()) = Some(access);
                         Step::Forward(Box::new(ClientMessage::ConnectionInit { payload }))
                     }
@@ -376,13 +425,34 @@ impl Connection {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .insert(id.clone(), session.generations);
-                payload.data.insert(Ticket {
+                let ticket = Ticket {
                     _per_connection: per_connection,
                     _per_token: per_token,
                     running: session.running.clone(),
                     id: id.clone(),
                     generation: session.generations,
-                });
+                };
+                let shared = session
+                    .shared_access
+                    .as_ref()
+                    .and_then(|access| Some((share_key(&payload, access)?, access)));
+                if let Some((key, access)) = shared {
+                    let membership = self.feeds.join(
+                        &self.schema,
+                        &self.metrics,
+                        key,
+                        payload,
+                        access,
+                        &session.deliveries,
+                    );
+                    session.shared.push(SharedOperation {
+                        id,
+                        membership,
+                        _ticket: ticket,
+                    });
+                    return Step::Done;
+                }
+                payload.data.insert(ticket);
                 Step::Forward(Box::new(ClientMessage::Start { id, payload }))
             }
             ClientMessage::Stop { id } => {
@@ -392,6 +462,11 @@ impl Connection {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .remove(&id);
+                if let Some(at) = session.shared.iter().position(|op| op.id == id) {
+                    // As the engine does for its own operations: the leaving operation's `complete`.
+                    session.shared.swap_remove(at);
+                    return Step::Answer(json!({ "type": "complete", "id": id }).to_string());
+                }
                 Step::Forward(Box::new(ClientMessage::Stop { id }))
             }
             other => Step::Forward(Box::new(other)),
@@ -422,16 +497,58 @@ impl Connection {
 
     /// The protocol's error message for one operation that is not run.
     fn refusal(&self, id: &str, message: String) -> String {
-        let error = json!({ "message": message, "extensions": { "code": LIMIT_CODE } });
-        let payload = match self.protocol {
-            WebSocketProtocols::GraphQLWS => json!([error]),
-            WebSocketProtocols::SubscriptionsTransportWS => error,
-        };
-        json!({ "type": "error", "id": id, "payload": payload }).to_string()
+        error_message(self.protocol, id, LIMIT_CODE, message)
     }
 }
 
+/// The protocol's error message for one operation, which ends it.
+fn error_message(protocol: WebSocketProtocols, id: &str, code: &str, message: String) -> String {
+    let error = json!({ "message": message, "extensions": { "code": code } });
+    let payload = match protocol {
+        WebSocketProtocols::GraphQLWS => json!([error]),
+        WebSocketProtocols::SubscriptionsTransportWS => error,
+    };
+    json!({ "type": "error", "id": id, "payload": payload }).to_string()
+}
+
 impl Session {
+    /// The message a share's delivery makes for the client; none when the operation is gone already.
+    fn frame(&mut self, slot: u64, delivery: Delivery, protocol: WebSocketProtocols) -> Option<String> {
+        let at = self
+            .shared
+            .iter()
+            .position(|op| op.membership.slot == slot)?;
+        let id = serde_json::to_string(&self.shared[at].id).unwrap_or_default();
+        match delivery {
+            Delivery::Next(payload) => {
+                let operation = &self.shared[at];
+                operation.membership.pending.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                let kind = match protocol {
+                    WebSocketProtocols::GraphQLWS => "next",
+                    WebSocketProtocols::SubscriptionsTransportWS => "data",
+                };
+                // The shared payload as it is: only the envelope is this subscriber's.
+                Some(format!(r#"{{"type":"{kind}","id":{id},"payload":{payload}}}"#))
+            }
+            Delivery::Complete => {
+                self.shared.swap_remove(at);
+                Some(format!(r#"{{"type":"complete","id":{id}}}"#))
+            }
+            Delivery::CutOff => {
+                let operation = self.shared.swap_remove(at);
+                Some(error_message(
+                    protocol,
+                    &operation.id,
+                    "SUBSCRIBER_TOO_SLOW",
+                    format!(
+                        "this subscriber fell {BACKLOG} results behind the feed and was cut off; subscribe again \
+                         with `after` set to the last sequence it received"
+                    ),
+                ))
+            }
+        }
+    }
+
     fn is_running(&self, id: &str) -> bool {
         self.running
             .lock()
