@@ -444,6 +444,170 @@ pub async fn websocket_subscription_resumes_and_filters(start: Starter) {
     }
 }
 
+/// Reads `socket` until each operation of `wanted` has had its number of results; the `componentEvents` of each.
+async fn results_by_operation(
+    socket: &mut GraphqlSocket,
+    wanted: &[(&str, usize)],
+) -> std::collections::HashMap<String, Vec<Value>> {
+    let mut results: std::collections::HashMap<String, Vec<Value>> = wanted
+        .iter()
+        .map(|(id, _)| (id.to_string(), Vec::new()))
+        .collect();
+    while wanted.iter().any(|(id, count)| results[*id].len() < *count) {
+        let message = socket.receive().await.expect("the connection stays open");
+        match message["type"].as_str() {
+            Some("next" | "data") => {}
+            Some("ka" | "pong") => continue,
+            _ => panic!("only results are expected: {message}"),
+        }
+        let id = message["id"]
+            .as_str()
+            .expect("a result names its operation");
+        assert!(message["payload"]["errors"].is_null(), "{message}");
+        results
+            .get_mut(id)
+            .unwrap_or_else(|| panic!("a result for an operation not running: {message}"))
+            .push(message["payload"]["data"]["componentEvents"].clone());
+    }
+    results
+}
+
+/// Subscribers that follow the feed live with the same operation (on several connections, twice on one, over
+/// both protocols) share its execution: each still gets every event once, in order, under its own operation id,
+/// counts as a subscriber, and can leave without disturbing the others; subscribers with other filters or a
+/// replay get only theirs.
+pub async fn identical_websocket_subscribers_each_get_every_event_once(start: Starter) {
+    let app = start(test_config()).await;
+    const ALL: &str = "subscription { componentEvents { sequence type kind id } }";
+    const SERVICES: &str =
+        "subscription { componentEvents(kinds: [SERVICE]) { sequence type kind id } }";
+    const RUNNABLE: &str = "subscription($device: DeviceInput) {
+        componentEvents(kinds: [TRANSFORMATION], runnableOn: $device) { sequence type kind id } }";
+    let from = last_sequence(&app).await;
+    let open = async |protocol: &str| {
+        let mut socket = GraphqlSocket::connect(app.addr, protocol).await.unwrap();
+        socket.init(json!({})).await.unwrap();
+        socket
+    };
+    let mut a = open("graphql-transport-ws").await;
+    a.start("a1", ALL, json!({})).await;
+    a.start("a2", ALL, json!({})).await;
+    a.start("a3", SERVICES, json!({})).await;
+    let mut b = open("graphql-ws").await;
+    b.start("b", ALL, json!({})).await;
+    b.start("s", SERVICES, json!({})).await;
+    let mut c = open("graphql-transport-ws").await;
+    c.start("c", ALL, json!({ "after": null })).await;
+    c.start(
+        "t",
+        RUNNABLE,
+        json!({ "device": { "gpu": false, "ram": 4 } }),
+    )
+    .await;
+    let mut replay = open("graphql-transport-ws").await;
+    replay
+        .start(
+            "r",
+            &format!(
+                "subscription {{ componentEvents(after: {from}) {{ sequence type kind id }} }}"
+            ),
+            json!({}),
+        )
+        .await;
+    let subscribers = async || {
+        let text = app.get("/metrics").await.text().await.unwrap();
+        text.lines()
+            .find(|l| l.starts_with("repository_event_subscribers{transport=\"graphql_ws\"}"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(
+        crate::common::eventually(Duration::from_secs(10), async || subscribers().await == 8.0)
+            .await,
+        "each subscription counts as a subscriber once it follows the feed: {}",
+        subscribers().await
+    );
+
+    let mut all = Vec::new();
+    for i in 0..2 {
+        for (kind, id, ram) in [
+            ("Service", format!("share.svc{i}"), 2),
+            ("Transformation", format!("share.tr{i}"), 1),
+            ("Transformation", format!("share.trbig{i}"), 64),
+            ("Service", format!("share.svcbig{i}"), 64),
+        ] {
+            app.ok(
+                &format!("mutation($id: ID!, $ram: Int) {{ create{kind}(input: {{id: $id, needs: {{ram: $ram}}}}) {{ id }} }}"),
+                json!({ "id": id, "ram": ram }),
+            )
+            .await;
+            all.push(id);
+        }
+    }
+    let services: Vec<&String> = all.iter().filter(|id| id.contains(".svc")).collect();
+    let runnable: Vec<&String> = all
+        .iter()
+        .filter(|id| id.starts_with("share.tr") && !id.contains("big"))
+        .collect();
+    let n = all.len();
+    let check = |results: &std::collections::HashMap<String, Vec<Value>>,
+                 id: &str,
+                 expected: &[&String]| {
+        let got: Vec<&str> = results[id]
+            .iter()
+            .map(|e| e["id"].as_str().unwrap())
+            .collect();
+        let expected: Vec<&str> = expected.iter().map(|s| s.as_str()).collect();
+        assert_eq!(
+            got, expected,
+            "operation {id}: every event it follows, once, in order"
+        );
+        let sequences: Vec<u64> = results[id]
+            .iter()
+            .map(|e| e["sequence"].as_u64().unwrap())
+            .collect();
+        assert!(
+            sequences.windows(2).all(|w| w[0] < w[1]),
+            "{id}: {sequences:?}"
+        );
+        assert!(sequences.iter().all(|s| *s > from));
+    };
+    let everything: Vec<&String> = all.iter().collect();
+    let on_a = results_by_operation(&mut a, &[("a1", n), ("a2", n), ("a3", services.len())]).await;
+    check(&on_a, "a1", &everything);
+    check(&on_a, "a2", &everything);
+    check(&on_a, "a3", &services);
+    let on_b = results_by_operation(&mut b, &[("b", n), ("s", services.len())]).await;
+    check(&on_b, "b", &everything);
+    check(&on_b, "s", &services);
+    let on_c = results_by_operation(&mut c, &[("c", n), ("t", runnable.len())]).await;
+    check(&on_c, "c", &everything);
+    check(&on_c, "t", &runnable);
+    let on_replay = results_by_operation(&mut replay, &[("r", n)]).await;
+    check(&on_replay, "r", &everything);
+
+    // One leaves: it gets its `complete` and nothing more; the others with the same operation go on.
+    a.stop("a1").await;
+    let complete = a.receive().await.unwrap();
+    assert_eq!(complete, json!({ "type": "complete", "id": "a1" }));
+    assert!(
+        crate::common::eventually(Duration::from_secs(10), async || subscribers().await == 7.0)
+            .await,
+        "the subscriber that left is not counted"
+    );
+    app.ok(
+        "mutation { createService(input: {id: \"share.late\"}) { id } }",
+        json!({}),
+    )
+    .await;
+    let late = results_by_operation(&mut a, &[("a1", 0), ("a2", 1), ("a3", 1)]).await;
+    assert_eq!(late["a2"][0]["id"], "share.late");
+    assert_eq!(late["a3"][0]["id"], "share.late");
+    let late = results_by_operation(&mut b, &[("b", 1), ("s", 1)]).await;
+    assert_eq!(late["b"][0]["id"], "share.late");
+}
+
 pub async fn expired_feed_positions_answer_events_expired(start: Starter) {
     let app = start(config_with(|c| {
         c.events.retention.max_count = 3;

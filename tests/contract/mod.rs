@@ -158,6 +158,7 @@ macro_rules! contract_suite {
             concurrent_writers_feed_subscribers_in_order,
             sse_resumes_with_last_event_id,
             websocket_subscription_resumes_and_filters,
+            identical_websocket_subscribers_each_get_every_event_once,
             expired_feed_positions_answer_events_expired,
             cursors_beyond_the_head_answer_events_ahead,
             webhooks_deliver_signed_events_in_order_with_retries,

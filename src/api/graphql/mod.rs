@@ -14,8 +14,8 @@ mod mutation;
 pub(crate) mod pipeline;
 mod query;
 pub(crate) mod rollouts;
-pub(crate) mod types;
 mod share;
+pub(crate) mod types;
 mod webhooks;
 mod ws;
 

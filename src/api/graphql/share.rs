@@ -82,7 +82,13 @@ pub fn share_key(request: &Request, access: &Access) -> Option<String> {
         let replays = field.node.arguments.iter().any(|(name, value)| {
             // A literal or a variable: null or absent follows from now.
             let given = value.node.clone().into_const_with(|variable| {
-                Ok::<_, ()>(request.variables.get(&variable).cloned().unwrap_or_default())
+                Ok::<_, ()>(
+                    request
+                        .variables
+                        .get(&variable)
+                        .cloned()
+                        .unwrap_or_default(),
+                )
             });
             name.node == "after" && given != Ok(Value::Null)
         });
@@ -300,4 +306,116 @@ async fn run(share: Arc<Share>, stream: impl Stream<Item = Response>) {
         share.broadcast(payload.into());
     }
     share.end();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(query: &str, variables: serde_json::Value) -> Request {
+        Request::new(query).variables(async_graphql::Variables::from_json(variables))
+    }
+
+    #[test]
+    fn only_live_tails_of_the_same_operation_and_scope_share() {
+        let open = Access::open();
+        let key = |query: &str, variables| share_key(&request(query, variables), &open);
+        let tail = "subscription { componentEvents { sequence } }";
+        assert!(key(tail, serde_json::json!({})).is_some());
+        assert_eq!(
+            key(tail, serde_json::json!({})),
+            key(tail, serde_json::json!({}))
+        );
+        // A replay starts at its own place: never shared; a null `after` is a live tail.
+        assert!(
+            key(
+                "subscription { componentEvents(after: 3) { sequence } }",
+                serde_json::json!({})
+            )
+            .is_none()
+        );
+        let with_after = "subscription($a: Long) { componentEvents(after: $a) { sequence } }";
+        assert!(key(with_after, serde_json::json!({ "a": 3 })).is_none());
+        assert!(key(with_after, serde_json::json!({})).is_some());
+        assert!(key(with_after, serde_json::json!({ "a": null })).is_some());
+        // Other variables, other results.
+        let filtered =
+            "subscription($k: [ComponentKind!]) { componentEvents(kinds: $k) { sequence } }";
+        assert_ne!(
+            key(filtered, serde_json::json!({ "k": ["SERVICE"] })),
+            key(filtered, serde_json::json!({ "k": ["MODEL"] }))
+        );
+        // Anything else runs on its own.
+        assert!(key("query { lastSequence }", serde_json::json!({})).is_none());
+        assert!(
+            key(
+                "subscription { pipelineResolutions { lock } }",
+                serde_json::json!({})
+            )
+            .is_none()
+        );
+        assert!(
+            key(
+                "subscription { ... on SubscriptionRoot { componentEvents { sequence } } }",
+                serde_json::json!({})
+            )
+            .is_none()
+        );
+        assert!(key("subscription {", serde_json::json!({})).is_none());
+        let deep = format!(
+            "subscription {}{}",
+            "{ a ".repeat(10_000),
+            "}".repeat(10_000)
+        );
+        assert!(key(&deep, serde_json::json!({})).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_that_does_not_keep_up_is_cut_off_and_the_others_get_everything() {
+        let metrics = Arc::new(Metrics::new());
+        let share = Share {
+            key: String::new(),
+            state: Mutex::new(ShareState {
+                members: HashMap::new(),
+                live: true,
+                closed: false,
+                task: None,
+            }),
+            metrics: metrics.clone(),
+            feeds: Weak::new(),
+        };
+        let (reader_to, mut reader) = mpsc::unbounded_channel();
+        let (stalled_to, mut stalled) = mpsc::unbounded_channel();
+        let reader_pending = Arc::new(AtomicUsize::new(0));
+        for (slot, to, pending) in [
+            (1, reader_to, reader_pending.clone()),
+            (2, stalled_to, Arc::new(AtomicUsize::new(0))),
+        ] {
+            let member = Member {
+                to,
+                pending,
+                counted: None,
+            };
+            lock(&share.state).members.insert(slot, member);
+        }
+        for i in 0..BACKLOG + 10 {
+            share.broadcast(i.to_string().into());
+            // The reader's connection writes each as it comes; the stalled one writes nothing.
+            let (slot, delivery) = reader.try_recv().unwrap();
+            assert_eq!(slot, 1);
+            assert!(matches!(delivery, Delivery::Next(text) if *text == *i.to_string()));
+            reader_pending.fetch_sub(1, Ordering::Relaxed);
+        }
+        let mut held = 0;
+        while let Ok((_, delivery)) = stalled.try_recv() {
+            match delivery {
+                Delivery::Next(_) => held += 1,
+                Delivery::CutOff => break,
+                Delivery::Complete => panic!("cut off, not completed"),
+            }
+        }
+        assert_eq!(held, BACKLOG, "the backlog held for it is bounded");
+        assert!(stalled.try_recv().is_err(), "nothing after the cut");
+        assert_eq!(lock(&share.state).members.len(), 1);
+    }
 }

@@ -513,7 +513,12 @@ fn error_message(protocol: WebSocketProtocols, id: &str, code: &str, message: St
 
 impl Session {
     /// The message a share's delivery makes for the client; none when the operation is gone already.
-    fn frame(&mut self, slot: u64, delivery: Delivery, protocol: WebSocketProtocols) -> Option<String> {
+    fn frame(
+        &mut self,
+        slot: u64,
+        delivery: Delivery,
+        protocol: WebSocketProtocols,
+    ) -> Option<String> {
         let at = self
             .shared
             .iter()
@@ -522,13 +527,18 @@ impl Session {
         match delivery {
             Delivery::Next(payload) => {
                 let operation = &self.shared[at];
-                operation.membership.pending.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                operation
+                    .membership
+                    .pending
+                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                 let kind = match protocol {
                     WebSocketProtocols::GraphQLWS => "next",
                     WebSocketProtocols::SubscriptionsTransportWS => "data",
                 };
                 // The shared payload as it is: only the envelope is this subscriber's.
-                Some(format!(r#"{{"type":"{kind}","id":{id},"payload":{payload}}}"#))
+                Some(format!(
+                    r#"{{"type":"{kind}","id":{id},"payload":{payload}}}"#
+                ))
             }
             Delivery::Complete => {
                 self.shared.swap_remove(at);
