@@ -10,8 +10,8 @@
 //! one every INTERVAL_MS (default 20) milliseconds, and prints the p50/p99/max latency from each event's commit
 //! time (`at`, stamped in the committing transaction) to its arrival at every reading subscriber, over all
 //! subscriber × change pairs, and the server's memory per connected idle subscriber (resident set growth divided by
-//! the subscribers). `ws` subscribes over GraphQL WebSocket (`componentEvents`) instead of SSE; the stalled
-//! subscribers are SSE ones either way. Client and server share the machine's clock and its cores: the bench prints
+//! the subscribers). `ws` subscribes over GraphQL WebSocket (`componentEvents`) instead of SSE, the stalled
+//! subscribers too. Client and server share the machine's clock and its cores: the bench prints
 //! its own CPU time and the load average. The file-descriptor limit is raised to its maximum (the server raises its
 //! own).
 
@@ -60,13 +60,19 @@ async fn main() -> anyhow::Result<()> {
     client.get(format!("{base}/healthz")).send().await?;
     let rss_before = rss::rss_bytes(pid).unwrap_or_default();
     let addr: std::net::SocketAddr = base.trim_start_matches("http://").parse()?;
-    // Subscribers that never read a byte: the others must not notice them.
+    // Subscribers that never read a byte (of the transport measured): the others must not notice them.
     let mut stalled_sockets = Vec::with_capacity(stalled);
     for _ in 0..stalled {
         let mut socket = TcpStream::connect(addr).await?;
-        socket
-            .write_all(b"GET /events HTTP/1.1\r\nhost: bench\r\naccept: text/event-stream\r\n\r\n")
-            .await?;
+        if websocket {
+            socket.write_all(&websocket_hello()).await?;
+        } else {
+            socket
+                .write_all(
+                    b"GET /events HTTP/1.1\r\nhost: bench\r\naccept: text/event-stream\r\n\r\n",
+                )
+                .await?;
+        }
         stalled_sockets.push(socket);
     }
     let connected = Arc::new(AtomicUsize::new(0));
@@ -80,7 +86,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let started = Instant::now();
     while connected.load(Ordering::SeqCst) < subscribers
-        || (websocket && websocket_subscribers(&client, &base).await? < subscribers)
+        || (websocket && websocket_subscribers(&client, &base).await? < subscribers + stalled)
     {
         anyhow::ensure!(
             started.elapsed() < Duration::from_secs(120),
@@ -255,32 +261,8 @@ async fn subscribe_websocket(
     changes: usize,
     connected: Arc<AtomicUsize>,
 ) -> anyhow::Result<Vec<f64>> {
-    /// A client frame: FIN, `opcode`, masked with the zero key.
-    fn frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
-        let mut frame = vec![0x80 | opcode];
-        match payload.len() {
-            n if n < 126 => frame.push(0x80 | n as u8),
-            n => {
-                frame.push(0x80 | 126);
-                frame.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-        }
-        frame.extend_from_slice(&[0; 4]);
-        frame.extend_from_slice(payload);
-        frame
-    }
     let mut socket = TcpStream::connect(addr).await?;
-    let mut hello =
-        b"GET /graphql HTTP/1.1\r\nhost: bench\r\nupgrade: websocket\r\nconnection: upgrade\r\n\
-        sec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
-        sec-websocket-protocol: graphql-transport-ws\r\n\r\n"
-            .to_vec();
-    hello.extend(frame(1, br#"{"type":"connection_init","payload":{}}"#));
-    hello.extend(frame(
-        1,
-        br#"{"type":"subscribe","id":"1","payload":{"query":"subscription { componentEvents { sequence at type kind id version } }"}}"#,
-    ));
-    socket.write_all(&hello).await?;
+    socket.write_all(&websocket_hello()).await?;
     connected.fetch_add(1, Ordering::SeqCst);
     let mut buffer = vec![0u8; 8192];
     let mut raw: Vec<u8> = Vec::with_capacity(1024);
@@ -348,6 +330,36 @@ async fn subscribe_websocket(
         raw.drain(..at);
     }
     Ok(latencies)
+}
+
+/// A client frame: FIN, `opcode`, masked with the zero key.
+fn frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mut frame = vec![0x80 | opcode];
+    match payload.len() {
+        n if n < 126 => frame.push(0x80 | n as u8),
+        n => {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+    }
+    frame.extend_from_slice(&[0; 4]);
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// The upgrade request, `connection_init` and the subscription, in one write.
+fn websocket_hello() -> Vec<u8> {
+    let mut hello =
+        b"GET /graphql HTTP/1.1\r\nhost: bench\r\nupgrade: websocket\r\nconnection: upgrade\r\n\
+        sec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+        sec-websocket-protocol: graphql-transport-ws\r\n\r\n"
+            .to_vec();
+    hello.extend(frame(1, br#"{"type":"connection_init","payload":{}}"#));
+    hello.extend(frame(
+        1,
+        br#"{"type":"subscribe","id":"1","payload":{"query":"subscription { componentEvents { sequence at type kind id version } }"}}"#,
+    ));
+    hello
 }
 
 /// The server's gauge of GraphQL WebSocket subscribers: a subscription counts once the server follows the feed.
