@@ -401,6 +401,151 @@ async fn a_websocket_subscriber_that_never_reads_slows_no_other_is_cut_off_and_r
     assert_eq!(all.len(), CHANGES);
 }
 
+#[tokio::test]
+async fn a_websocket_subscriber_that_falls_a_bounded_backlog_behind_is_told_and_the_others_go_on() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    // More than the backlog a subscriber may have waiting plus what the socket buffers hold (the kernel lets the
+    // server's grow to 4 MiB): results of about 1.5 KiB (the id ten times over), 10,000 of them.
+    const CHANGES: usize = 10_000;
+    const BATCH: usize = 100;
+    const FOLLOW: &str = "subscription { componentEvents { sequence id i1: id i2: id i3: id i4: id i5: id \
+        i6: id i7: id i8: id i9: id } }";
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(EmbeddedStore::open(&dir.path().join("data")).await.unwrap());
+    // The connection itself is not cut for not reading within the test: only the subscription is.
+    let config =
+        common::config_with(|c| c.connections.send_idle_timeout = Duration::from_secs(600));
+    let app = common::TestApp::start(store, dir, None, config).await;
+
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(app.addr).await.unwrap();
+    let mut request = format!("ws://{}/graphql", app.addr)
+        .into_client_request()
+        .unwrap();
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        "graphql-transport-ws".parse().unwrap(),
+    );
+    let (mut stalled, _) = tokio_tungstenite::client_async(request, stream)
+        .await
+        .unwrap();
+    let send = |message: serde_json::Value| Message::text(message.to_string());
+    stalled
+        .send(send(json!({ "type": "connection_init", "payload": {} })))
+        .await
+        .unwrap();
+    let ack = stalled.next().await.unwrap().unwrap();
+    assert!(ack.to_text().unwrap().contains("connection_ack"), "{ack:?}");
+    stalled
+        .send(send(
+            json!({ "type": "subscribe", "id": "1", "payload": { "query": FOLLOW } }),
+        ))
+        .await
+        .unwrap();
+    // The same operation: the two share its execution.
+    let mut live = common::ws::GraphqlSocket::connect(app.addr, "graphql-transport-ws")
+        .await
+        .unwrap();
+    live.init(json!({})).await.unwrap();
+    live.start("1", FOLLOW, json!({})).await;
+    assert!(
+        common::eventually(Duration::from_secs(10), async || websocket_subscribers(
+            &app
+        )
+        .await
+            == 2.0)
+        .await,
+        "both subscribers follow the feed"
+    );
+    let live = tokio::spawn(async move {
+        let mut seen = 0;
+        while seen < CHANGES {
+            match live.next_result(Duration::from_secs(10)).await {
+                Some(Ok(_)) => seen += 1,
+                other => panic!("after {seen} events: {other:?}"),
+            }
+        }
+        live
+    });
+    create_services_in_batches(&app, CHANGES, BATCH).await;
+    let live = tokio::time::timeout(Duration::from_secs(30), live)
+        .await
+        .expect("the reading subscriber got every event while the other read nothing")
+        .unwrap();
+
+    // While it still reads nothing, the stalled subscriber no longer counts: the server let it go.
+    assert!(
+        common::eventually(Duration::from_secs(10), async || websocket_subscribers(
+            &app
+        )
+        .await
+            == 1.0)
+        .await,
+        "the subscriber that fell behind was cut off"
+    );
+    drop(live);
+    // It reads what was written for it, then learns why it got no more.
+    let mut before_cut = Vec::new();
+    let told = loop {
+        let message = tokio::time::timeout(Duration::from_secs(10), stalled.next())
+            .await
+            .expect("the messages written before the cut arrive")
+            .expect("the connection stays open")
+            .unwrap();
+        let Message::Text(text) = message else {
+            continue;
+        };
+        let message: serde_json::Value = serde_json::from_str(&text).unwrap();
+        if message["type"] == "error" {
+            break message;
+        }
+        before_cut.extend(sequence_of(&message));
+    };
+    assert_eq!(told["id"], "1");
+    assert_eq!(
+        told["payload"][0]["extensions"]["code"], "SUBSCRIBER_TOO_SLOW",
+        "{told}"
+    );
+    assert!(
+        !before_cut.is_empty() && before_cut.len() < CHANGES,
+        "the backlog is bounded: {} of {CHANGES} events reached it",
+        before_cut.len()
+    );
+    assert!(
+        before_cut.windows(2).all(|w| w[0] < w[1]),
+        "in order, none twice"
+    );
+
+    // It resumes after the last event it got, and gets every other event once, in order.
+    let last = *before_cut.last().unwrap();
+    let mut resumed = common::ws::GraphqlSocket::connect(app.addr, "graphql-transport-ws")
+        .await
+        .unwrap();
+    resumed.init(json!({})).await.unwrap();
+    resumed
+        .start(
+            "1",
+            "subscription($after: Long) { componentEvents(after: $after) { sequence } }",
+            json!({ "after": last }),
+        )
+        .await;
+    let mut after_cut = Vec::new();
+    while before_cut.len() + after_cut.len() < CHANGES {
+        let data = resumed
+            .next_result(Duration::from_secs(10))
+            .await
+            .expect("the resumed subscription delivers the rest")
+            .unwrap();
+        after_cut.push(data["componentEvents"]["sequence"].as_u64().unwrap());
+    }
+    let all: Vec<u64> = before_cut.iter().chain(&after_cut).copied().collect();
+    assert!(all.windows(2).all(|w| w[0] < w[1]), "in order, none twice");
+    assert_eq!(all.len(), CHANGES);
+}
+
 /// Creates `count` services in GraphQL batches of `batch_size`, with long ids: many bytes of events quickly, as a
 /// busy fleet makes them.
 async fn create_services_in_batches(app: &common::TestApp, count: usize, batch_size: usize) {

@@ -231,7 +231,7 @@ struct SharedOperation {
 
 impl Connection {
     async fn serve(self, socket: WebSocket) {
-        let (mut sink, mut incoming) = socket.split();
+        let (mut sink, incoming) = socket.split();
         // The protocol engine reads the messages this connection lets through.
         // Boxed: the channel allocates its slots up front, and a message (a whole request) is large.
         let (tx, mut rx) = mpsc::channel::<Box<ClientMessage>>(8);
@@ -240,7 +240,7 @@ impl Connection {
         let (deliveries, mut delivered) = mpsc::unbounded_channel();
         let session_access = Arc::new(Mutex::new(None::<Access>));
         let engine_access = session_access.clone();
-        let mut engine = async_graphql::http::WebSocket::from_message_stream(
+        let engine = async_graphql::http::WebSocket::from_message_stream(
             self.schema.clone(),
             messages,
             self.protocol,
@@ -255,6 +255,15 @@ impl Connection {
             data.insert(access);
             Ok(data)
         });
+        // The client's messages, each with the place in the engine's queue it will take.
+        let reads = futures_util::stream::unfold((tx, incoming), |(tx, mut incoming)| async move {
+            let permit = tx.clone().reserve_owned().await.ok()?;
+            let message = incoming.next().await;
+            Some(((permit, message), (tx, incoming)))
+        });
+        // Polled only when they have something: a delivery wakes the connection without polling these.
+        let mut reads = WokenOnly::new(Box::pin(reads));
+        let mut engine = WokenOnly::new(engine);
         let mut session = Session {
             access: session_access,
             counted_as: None,
@@ -303,10 +312,7 @@ impl Connection {
                         break None;
                     }
                 }
-                next = async {
-                    let permit = tx.reserve().await.ok()?;
-                    Some((permit, incoming.next().await))
-                } => {
+                next = reads.next() => {
                     let Some((permit, message)) = next else { break None };
                     last_heard = tokio::time::Instant::now();
                     idle_deadline.as_mut().reset(last_heard + self.idle_timeout);
@@ -318,7 +324,9 @@ impl Connection {
                         Some(Ok(Message::Close(_))) | None => break None,
                     };
                     match self.step(&mut session, &bytes) {
-                        Step::Forward(message) => permit.send(message),
+                        Step::Forward(message) => {
+                            permit.send(message);
+                        }
                         Step::Done => {}
                         Step::Answer(text) => {
                             if sink.send(Message::text(text)).await.is_err() {
@@ -587,6 +595,71 @@ impl Session {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .is_empty()
+    }
+}
+
+/// A stream polled only once something woke it since it last had nothing (or after it yielded): the connection's
+/// loop polls every source each time it waits, and at 10,000 subscribers it waits once per event each, so polling
+/// the socket's reader and the engine every time was a fifth of the server's CPU per delivery.
+struct WokenOnly<S> {
+    inner: S,
+    wake: Arc<WakeFlag>,
+}
+
+struct WakeFlag {
+    woken: std::sync::atomic::AtomicBool,
+    waker: futures_util::task::AtomicWaker,
+}
+
+impl std::task::Wake for WakeFlag {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.waker.wake();
+    }
+}
+
+impl<S> WokenOnly<S> {
+    fn new(inner: S) -> Self {
+        WokenOnly {
+            inner,
+            wake: Arc::new(WakeFlag {
+                woken: std::sync::atomic::AtomicBool::new(true),
+                waker: futures_util::task::AtomicWaker::new(),
+            }),
+        }
+    }
+}
+
+impl<S: futures_util::Stream + Unpin> futures_util::Stream for WokenOnly<S> {
+    type Item = S::Item;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<S::Item>> {
+        self.wake.waker.register(cx.waker());
+        if !self
+            .wake
+            .woken
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            return std::task::Poll::Pending;
+        }
+        let waker = std::task::Waker::from(self.wake.clone());
+        let polled = self
+            .inner
+            .poll_next_unpin(&mut std::task::Context::from_waker(&waker));
+        if polled.is_ready() {
+            // It may have more at once.
+            self.wake
+                .woken
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        polled
     }
 }
 
