@@ -11,13 +11,19 @@
 //! behind.
 //!
 //! ```sh
-//! cargo build --release --bins --examples && target/release/examples/load [phase-seconds=10] [-- server flags]
+//! cargo build --release --bins --examples && target/release/examples/load [phase-seconds=10] [--capacity N] [-- server flags]
 //! ```
 //!
-//! The anchor, measured in the same run on the filesystem of the server's data: the raw write + fsync + rename +
-//! directory fsync of 100 KiB, at the start and again right before the 50 % phase (the ratio uses the latter). The goal at 50 % of capacity: uploads p99 under twice the raw p99, downloads and
-//! lists p99 under 10 ms, no error. The generator runs on the server's cores; it prints the CPU it took. It fails
-//! (exit 1) on any error or hash mismatch at the measured rates.
+//! `--capacity N` skips the sweep and measures at 25, 50 and 75 % of N (the same rates for two builds compared back
+//! to back).
+//!
+//! The uploads' anchor, measured in the same run on the filesystem of the server's data: the 50 % phase's schedule
+//! again (the same seed) with each upload replaced by the raw write + fsync + rename + directory fsync of its bytes,
+//! made by the generator at the upload's moment beside the same downloads and lists, so the raw stores meet the
+//! same machine and disk; and the raw store alone, before the phases and after. The goal at 50 % of capacity:
+//! uploads p99 under twice the raw stores' p99 under the same load, downloads and lists p99 under 10 ms, no error.
+//! The generator runs on the server's cores; it prints the CPU it took. It fails (exit 1) on any error or hash
+//! mismatch at the measured rates.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
