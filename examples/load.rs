@@ -11,13 +11,19 @@
 //! behind.
 //!
 //! ```sh
-//! cargo build --release --bins --examples && target/release/examples/load [phase-seconds=10] [-- server flags]
+//! cargo build --release --bins --examples && target/release/examples/load [phase-seconds=10] [--capacity N] [-- server flags]
 //! ```
 //!
-//! The anchor, measured in the same run on the filesystem of the server's data: the raw write + fsync + rename +
-//! directory fsync of 100 KiB, at the start and again right before the 50 % phase (the ratio uses the latter). The goal at 50 % of capacity: uploads p99 under twice the raw p99, downloads and
-//! lists p99 under 10 ms, no error. The generator runs on the server's cores; it prints the CPU it took. It fails
-//! (exit 1) on any error or hash mismatch at the measured rates.
+//! `--capacity N` skips the sweep and measures at 25, 50 and 75 % of N (the same rates for two builds compared back
+//! to back).
+//!
+//! The uploads' anchor, measured in the same run on the filesystem of the server's data: the 50 % phase's schedule
+//! again (the same seed) with each upload replaced by the raw write + fsync + rename + directory fsync of its bytes,
+//! made by the generator at the upload's moment beside the same downloads and lists, so the raw stores meet the
+//! same machine and disk; and the raw store alone, before the phases and after. The goal at 50 % of capacity:
+//! uploads p99 under twice the raw stores' p99 under the same load, downloads and lists p99 under 10 ms, no error.
+//! The generator runs on the server's cores; it prints the CPU it took. It fails (exit 1) on any error or hash
+//! mismatch at the measured rates.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -78,6 +84,8 @@ impl Kind {
 
 struct Target {
     base: String,
+    /// Where the anchor's raw stores go: `staging/` and `placed/`, on the filesystem of the server's data.
+    raw_dir: std::path::PathBuf,
     client: reqwest::Client,
     shared: Vec<(String, String)>,
 }
@@ -139,6 +147,8 @@ impl Phase {
 /// One request; an upload carries its payload and the payload's sha256, made before the clock starts.
 enum Work {
     Upload(Vec<u8>, String),
+    /// The anchor in place of an upload: the raw durable store of the same bytes, by the generator.
+    RawStore(Vec<u8>),
     Download,
     List,
 }
@@ -148,6 +158,17 @@ async fn request(target: &Target, work: Work, n: u64) -> anyhow::Result<()> {
         Work::Upload(data, expected) => {
             let id = format!("load.up-{:02}", n % UPLOAD_TARGETS as u64);
             upload_service_file(&target.client, &target.base, &id, data, &expected).await
+        }
+        Work::RawStore(data) => {
+            let (staging, placed) = (
+                target.raw_dir.join("staging"),
+                target.raw_dir.join("placed"),
+            );
+            tokio::task::spawn_blocking(move || {
+                baseline::store_durably(&staging, &placed, &format!("{n:016x}"), &data)
+            })
+            .await??;
+            Ok(())
         }
         Work::Download => {
             let (id, expected) = &target.shared[(n % target.shared.len() as u64) as usize];
@@ -188,6 +209,16 @@ async fn request(target: &Target, work: Work, n: u64) -> anyhow::Result<()> {
     }
 }
 
+/// What the upload share of a phase does.
+#[derive(Clone, Copy, PartialEq)]
+enum Uploads {
+    /// Uploads to the server.
+    Server,
+    /// The anchor: the same bytes stored durably by the generator, at the same moments, beside the same downloads
+    /// and lists.
+    RawStores,
+}
+
 /// Offers `rate` requests per second for `seconds`, of `only` one kind or of the mix.
 async fn phase(
     target: &Arc<Target>,
@@ -195,6 +226,7 @@ async fn phase(
     rate: f64,
     seconds: f64,
     only: Option<Kind>,
+    uploads: Uploads,
     seed: u64,
 ) -> Phase {
     let offered = (rate * seconds).round().max(1.0) as usize;
@@ -207,6 +239,9 @@ async fn phase(
             let kind = only.unwrap_or_else(|| Kind::of(rng.next_u64()));
             let n = rng.next_u64();
             let work = match kind {
+                Kind::Upload if uploads == Uploads::RawStores => {
+                    Work::RawStore(random::bytes(UPLOAD_BYTES, n))
+                }
                 Kind::Upload => {
                     let data = random::bytes(UPLOAD_BYTES, n);
                     let sha = sha256_hex(&data);
@@ -314,7 +349,16 @@ async fn kept_up(
     seed: u64,
 ) -> bool {
     for attempt in 0..2 {
-        let run = phase(target, server, rate, seconds, None, seed + 1000 * attempt).await;
+        let run = phase(
+            target,
+            server,
+            rate,
+            seconds,
+            None,
+            Uploads::Server,
+            seed + 1000 * attempt,
+        )
+        .await;
         show(label, &run);
         if run.sustained() {
             return true;
@@ -352,11 +396,23 @@ async fn setup(base: &str, client: &reqwest::Client) -> anyhow::Result<Vec<(Stri
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let seconds: f64 = std::env::args()
-        .nth(1)
-        .filter(|a| a != "--")
-        .map_or(Ok(10.0), |a| a.parse())?;
-    let server_args: Vec<String> = std::env::args().skip_while(|a| a != "--").skip(1).collect();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let ours = args.iter().position(|a| a == "--").unwrap_or(args.len());
+    let (ours, server_args) = (&args[..ours], args.get(ours + 1..).unwrap_or_default());
+    let mut seconds = 10.0;
+    let mut given_capacity: Option<f64> = None;
+    let mut ours = ours.iter();
+    while let Some(arg) = ours.next() {
+        match arg.as_str() {
+            "--capacity" => {
+                let value = ours
+                    .next()
+                    .ok_or_else(|| anyhow::anyhow!("--capacity needs a rate"))?;
+                given_capacity = Some(value.parse()?);
+            }
+            value => seconds = value.parse()?,
+        }
+    }
 
     let dir = tempfile::tempdir_in(".")?;
     let flags: Vec<&str> = server_args.iter().map(String::as_str).collect();
@@ -367,25 +423,142 @@ async fn main() -> anyhow::Result<()> {
         .timeout(Duration::from_secs(30))
         .build()?;
     let shared = setup(&server.base, &client).await?;
+    let raw_dir = dir.path().join("raw");
     let target = Arc::new(Target {
         base: server.base.clone(),
+        raw_dir: raw_dir.clone(),
         client,
         shared,
     });
     let raw = baseline::raw_baseline(dir.path(), 1, UPLOAD_BYTES, 300)?;
     println!(
-        "load: open loop against {} (loopback), {seconds} s phases; raw write+fsync+rename+dir fsync of 100 KiB: p50 {:.2} ms, p99 {:.2} ms",
+        "load: open loop against {} (loopback), {seconds} s phases; raw write+fsync+rename+dir fsync of 100 KiB, \
+         alone: p50 {:.2} ms, p99 {:.2} ms",
         server.base, raw.p50, raw.p99
     );
 
-    // The sweep: the rate grows by half until the server no longer keeps up, then two halvings of the interval
-    // between the last rate kept up with and the first missed; capacity is the highest rate kept up with.
+    let capacity = match given_capacity {
+        Some(capacity) => {
+            println!("capacity: {capacity:.0} requests/s (given, no sweep)");
+            capacity
+        }
+        None => sweep(&target, pid, seconds).await?,
+    };
+
+    let mut failed = false;
+    let mut at_half = None;
+    for percent in [25.0, 50.0, 75.0] {
+        let rate = capacity * percent / 100.0;
+        let run = phase(
+            &target,
+            pid,
+            rate,
+            seconds,
+            None,
+            Uploads::Server,
+            100 + percent as u64,
+        )
+        .await;
+        show(&format!("{percent:.0} % of capacity ({rate:.0}/s)"), &run);
+        failed |= !run.outcomes.errors.is_empty();
+        if percent == 50.0 {
+            at_half = Some(run);
+        }
+    }
+    // The anchor under the same load: the 50 % phase's schedule again (same seed), each upload replaced by the raw
+    // durable store of its bytes, so the raw stores meet the same downloads, lists, generator and disk.
+    std::fs::create_dir_all(raw_dir.join("staging"))?;
+    std::fs::create_dir_all(raw_dir.join("placed"))?;
+    let anchor = phase(
+        &target,
+        pid,
+        capacity * 0.5,
+        seconds,
+        None,
+        Uploads::RawStores,
+        150,
+    )
+    .await;
+    std::fs::remove_dir_all(&raw_dir)?;
+    show(
+        &format!(
+            "50 % of capacity ({:.0}/s), uploads replaced by raw write+fsync+rename+dir fsync",
+            capacity * 0.5
+        ),
+        &anchor,
+    );
+    failed |= !anchor.outcomes.errors.is_empty();
+    let raw_again = baseline::raw_baseline(dir.path(), 1, UPLOAD_BYTES, 300)?;
+    println!(
+        "raw write+fsync+rename+dir fsync of 100 KiB alone, again: p50 {:.2} ms, p99 {:.2} ms",
+        raw_again.p50, raw_again.p99
+    );
+
+    println!(
+        "server CPU per request at 50 % of capacity, each kind alone at its share of the rate:"
+    );
+    for kind in KINDS {
+        let run = phase(
+            &target,
+            pid,
+            capacity * 0.5 * kind.share(),
+            seconds,
+            Some(kind),
+            Uploads::Server,
+            200 + kind as u64,
+        )
+        .await;
+        failed |= !run.outcomes.errors.is_empty();
+        println!(
+            "  {:<9} {:.3} ms CPU per request ({} requests)",
+            format!("{kind:?}").to_lowercase(),
+            1000.0 * run.server_cpu / run.answered().max(1) as f64,
+            run.answered()
+        );
+    }
+    if let Some(half) = at_half {
+        let p99 = |kind| ms_at(&half.sorted(Some(kind)), 0.99);
+        let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
+        let anchor_p99 = ms_at(&anchor.sorted(Some(Kind::Upload)), 0.99);
+        let uploads = p99(Kind::Upload) / anchor_p99;
+        println!("goal at 50 %:");
+        println!(
+            "  uploads p99 {:.2} ms = {uploads:.2}x the raw stores' p99 under the same load, {anchor_p99:.2} ms (< 2x): {}",
+            p99(Kind::Upload),
+            verdict(uploads < 2.0)
+        );
+        println!(
+            "    ({:.1}x the raw p99 alone, {:.2} ms before the phases and {:.2} ms after)",
+            p99(Kind::Upload) / raw.p99.max(raw_again.p99),
+            raw.p99,
+            raw_again.p99
+        );
+        for kind in [Kind::Download, Kind::List] {
+            println!(
+                "  {:<9} p99 {:.2} ms (< 10 ms): {}",
+                format!("{kind:?}").to_lowercase(),
+                p99(kind),
+                verdict(p99(kind) < 10.0)
+            );
+        }
+        let errors = half.offered - half.answered();
+        println!("  errors {errors} (0): {}", verdict(errors == 0));
+    }
+    if failed {
+        bail!("requests failed at the measured rates");
+    }
+    Ok(())
+}
+
+/// The sweep: the rate grows by half until the server no longer keeps up, then two halvings of the interval between
+/// the last rate kept up with and the first missed; the capacity is the highest rate kept up with.
+async fn sweep(target: &Arc<Target>, pid: u32, seconds: f64) -> anyhow::Result<f64> {
     let mut rate = 100.0;
     let mut capacity = 0.0;
     let mut missed = None;
     for step in 0..14 {
         if !kept_up(
-            &target,
+            target,
             pid,
             rate,
             seconds,
@@ -407,7 +580,7 @@ async fn main() -> anyhow::Result<()> {
         for step in 0..2 {
             let rate = (capacity + above) / 2.0;
             if kept_up(
-                &target,
+                target,
                 pid,
                 rate,
                 seconds,
@@ -427,86 +600,5 @@ async fn main() -> anyhow::Result<()> {
          than {} ms after their scheduled start)",
         LATE.as_millis()
     );
-
-    let mut failed = false;
-    let mut at_half = None;
-    let mut raw_at_half = None;
-    for percent in [25.0, 50.0, 75.0] {
-        if percent == 50.0 {
-            // The disk is shared too: the anchor of the goal is measured again right before the phase it judges.
-            let again = baseline::raw_baseline(dir.path(), 1, UPLOAD_BYTES, 300)?;
-            println!(
-                "raw write+fsync+rename+dir fsync of 100 KiB again: p50 {:.2} ms, p99 {:.2} ms",
-                again.p50, again.p99
-            );
-            raw_at_half = Some(again);
-        }
-        let run = phase(
-            &target,
-            pid,
-            capacity * percent / 100.0,
-            seconds,
-            None,
-            100 + percent as u64,
-        )
-        .await;
-        show(
-            &format!(
-                "{percent:.0} % of capacity ({:.0}/s)",
-                capacity * percent / 100.0
-            ),
-            &run,
-        );
-        failed |= !run.outcomes.errors.is_empty();
-        if percent == 50.0 {
-            at_half = Some(run);
-        }
-    }
-    println!(
-        "server CPU per request at 50 % of capacity, each kind alone at its share of the rate:"
-    );
-    for kind in KINDS {
-        let run = phase(
-            &target,
-            pid,
-            capacity * 0.5 * kind.share(),
-            seconds,
-            Some(kind),
-            200 + kind as u64,
-        )
-        .await;
-        failed |= !run.outcomes.errors.is_empty();
-        println!(
-            "  {:<9} {:.3} ms CPU per request ({} requests)",
-            format!("{kind:?}").to_lowercase(),
-            1000.0 * run.server_cpu / run.answered().max(1) as f64,
-            run.answered()
-        );
-    }
-    if let Some(half) = at_half {
-        let p99 = |kind| ms_at(&half.sorted(Some(kind)), 0.99);
-        let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
-        let anchor = raw_at_half.as_ref().unwrap_or(&raw);
-        let uploads = p99(Kind::Upload) / anchor.p99;
-        println!("goal at 50 %:");
-        println!(
-            "  uploads p99 {:.2} ms = {uploads:.2}x raw p99 (< 2x): {}",
-            p99(Kind::Upload),
-            verdict(uploads < 2.0)
-        );
-        for kind in [Kind::Download, Kind::List] {
-            println!(
-                "  {:<9} p99 {:.2} ms (< 10 ms): {}",
-                format!("{kind:?}").to_lowercase(),
-                p99(kind),
-                verdict(p99(kind) < 10.0)
-            );
-        }
-        let errors = half.offered - half.answered();
-        println!("  errors {errors} (0): {}", verdict(errors == 0));
-    }
-    if failed {
-        bail!("requests failed at the measured rates");
-    }
-    Ok(())
+    Ok(capacity)
 }

@@ -146,11 +146,11 @@ mod sys {
             map_len,
             skip,
         };
-        let pages = map_len.div_ceil(page as usize);
-        let mut resident = vec![0u8; pages];
-        // SAFETY: `resident` has one byte per page of the mapping, as mincore requires.
-        let asked = unsafe { libc::mincore(base, map_len, resident.as_mut_ptr()) };
-        if asked != 0 || resident.iter().any(|page| page & 1 == 0) {
+        let cached = match cached_pages(file, start, map_len as u64) {
+            Some(cached) => cached == map_len.div_ceil(page as usize) as u64,
+            None => mapped_pages_resident(&mapping, page as usize),
+        };
+        if !cached {
             // Dropped unregistered: the Drop impl finds nothing to remove and unmaps.
             return None;
         }
@@ -165,6 +165,52 @@ mod sys {
         );
         MAPPED.fetch_add(1, Ordering::Release);
         Some(mapping)
+    }
+
+    /// cachestat(2)'s system call number, the same on every architecture (Linux 6.5 and later).
+    const SYS_CACHESTAT: libc::c_long = 451;
+
+    #[repr(C)]
+    struct CachestatRange {
+        offset: u64,
+        len: u64,
+    }
+
+    #[repr(C)]
+    #[derive(Default)]
+    struct Cachestat {
+        cache: u64,
+        dirty: u64,
+        writeback: u64,
+        evicted: u64,
+        recently_evicted: u64,
+    }
+
+    /// How many pages of `len` bytes of `file` from `offset` (a page boundary) the page cache holds, by one
+    /// cachestat(2), which walks the cache's tree once; `None` where the kernel lacks it. (mincore(2), the
+    /// fallback, looks each page up afresh: it took 15 % of the server's CPU on 4-stream downloads.)
+    fn cached_pages(file: &File, offset: u64, len: u64) -> Option<u64> {
+        let range = CachestatRange { offset, len };
+        let mut stat = Cachestat::default();
+        // SAFETY: both structs are `repr(C)` as the kernel defines them and live across the call; flags must be 0.
+        let done = unsafe {
+            libc::syscall(
+                SYS_CACHESTAT,
+                file.as_raw_fd(),
+                &range as *const CachestatRange,
+                &mut stat as *mut Cachestat,
+                0,
+            )
+        };
+        (done == 0).then_some(stat.cache)
+    }
+
+    /// Whether every page of `mapping` is in the page cache, by mincore(2).
+    fn mapped_pages_resident(mapping: &Mapping, page: usize) -> bool {
+        let mut resident = vec![0u8; mapping.map_len.div_ceil(page)];
+        // SAFETY: `resident` has one byte per page of the mapping, as mincore requires.
+        let asked = unsafe { libc::mincore(mapping.base, mapping.map_len, resident.as_mut_ptr()) };
+        asked == 0 && resident.iter().all(|page| page & 1 == 1)
     }
 
     impl Sendable {
@@ -233,5 +279,30 @@ mod tests {
         let found = lookup(&bytes[100..300]).expect("a slice of a mapping is found");
         assert_eq!((found.offset, found.len), (5100, 200));
         assert!(lookup(&data[..10]).is_none(), "other memory is not");
+    }
+
+    #[test]
+    fn a_file_the_page_cache_dropped_is_not_mapped() {
+        let data = vec![7u8; 1 << 20];
+        // On the disk's file system: tmpfs pages never leave the cache.
+        let mut file = tempfile::tempfile_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+        file.write_all(&data).unwrap();
+        file.sync_all().unwrap();
+        let file = Arc::new(file);
+        assert!(map(&file, 0, data.len()).is_some(), "written, it is cached");
+        // SAFETY: advice on our own open file.
+        let advised = unsafe {
+            libc::posix_fadvise(
+                std::os::fd::AsRawFd::as_raw_fd(&*file),
+                0,
+                0,
+                libc::POSIX_FADV_DONTNEED,
+            )
+        };
+        assert_eq!(advised, 0);
+        assert!(
+            map(&file, 0, data.len()).is_none(),
+            "dropped from the cache (synced pages are clean), it is read the ordinary way"
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! Zero-copy downloads: the embedded store's page-cached files go out by sendfile(2) (counted by
 //! `repository_download_sendfile_bytes_total` in `/metrics`), and every answer a client relies on stays as it was:
 //! the exact bytes of whole files and ranges, HEAD, 304, and a stalled client cut off without holding memory.
-//! Over a real port; files span several mappings (4 MiB each) and start and end off a page.
+//! Over a real port; files span several mappings (16 MiB each) and start and end off a page.
 
 mod common;
 
@@ -37,7 +37,7 @@ fn mapped_file_resident_bytes() -> u64 {
 #[tokio::test]
 async fn whole_files_and_ranges_in_parallel_are_the_stored_bytes_sent_by_sendfile() {
     let app = common::embedded(test_config()).await;
-    let data = bytes(10 * MIB + 12_345, 3);
+    let data = bytes(40 * MIB + 12_345, 3);
     app.create_service("svc").await;
     app.upload_service_file("svc", data.clone()).await;
     let len = data.len();
@@ -52,8 +52,8 @@ async fn whole_files_and_ranges_in_parallel_are_the_stored_bytes_sent_by_sendfil
         (Some("bytes=-3150001".into()), len - 3_150_001..len),
         // Across the boundary of two mappings.
         (
-            Some(format!("bytes={}-{}", 4 * MIB - 7, 8 * MIB + 9)),
-            4 * MIB - 7..8 * MIB + 10,
+            Some(format!("bytes={}-{}", 16 * MIB - 7, 32 * MIB + 9)),
+            16 * MIB - 7..32 * MIB + 10,
         ),
         // Small enough to be copied, as before.
         (Some("bytes=100-99999".into()), 100..100_000),
@@ -196,7 +196,7 @@ async fn stalled_downloads_on_the_sendfile_path_are_cut_off_and_fault_no_file_in
         c.connections.send_idle_timeout = Duration::from_secs(1)
     }))
     .await;
-    let data = bytes(24 * MIB, 9);
+    let data = bytes(40 * MIB, 9);
     app.create_service("svc").await;
     app.upload_service_file("svc", data.clone()).await;
     let resident_before = mapped_file_resident_bytes();
@@ -215,7 +215,7 @@ async fn stalled_downloads_on_the_sendfile_path_are_cut_off_and_fault_no_file_in
         sent >= (STALLED * 64 * 1024) as u64,
         "sendfile sent {sent} bytes to the stalled clients"
     );
-    // Each holds up to three 4 MiB mappings of the file (240 MiB of address space in all), and nothing of them is
+    // Each holds up to three 16 MiB mappings of the file (960 MiB of address space in all), and nothing of them is
     // read in userspace: no page of the file becomes resident in this process. (A copy from the mappings faults in
     // tens of MiB here: every byte sent, and the kernel's read-around.)
     let resident = mapped_file_resident_bytes().saturating_sub(resident_before);

@@ -13,8 +13,12 @@ pub struct ServerProcess {
 }
 
 /// The server binary, built beside what runs this code: an integration test (`<target>/<profile>/deps/`) or an
-/// example (`<target>/<profile>/examples/`). Cargo builds the binary before either.
+/// example (`<target>/<profile>/examples/`). Cargo builds the binary before either. `SERVER_BINARY` names another
+/// (a benchmark run against the build before, with the same client).
 pub fn binary() -> PathBuf {
+    if let Some(other) = std::env::var_os("SERVER_BINARY") {
+        return PathBuf::from(other);
+    }
     let exe = std::env::current_exe().expect("the running executable has a path");
     let profile_dir = exe
         .parent()

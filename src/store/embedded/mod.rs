@@ -59,7 +59,7 @@ const CACHE_BYTES: usize = 16 * 1024 * 1024;
 const READ_CHUNK: usize = 128 * 1024;
 /// Largest stretch of a download handed to the connection as one mapping of the file (sent with sendfile):
 /// few enough system calls per GiB, and a stalled download maps little.
-const MAPPED_CHUNK: usize = 4 * 1024 * 1024;
+const MAPPED_CHUNK: usize = 16 * 1024 * 1024;
 /// Chunks of a download read ahead of the network, so that the disk works while the network sends.
 const READ_AHEAD: usize = 2;
 /// Blob reads running at once across all downloads: well below tokio's blocking pool (512 threads), so that

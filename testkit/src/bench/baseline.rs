@@ -45,12 +45,7 @@ pub fn raw_baseline(
                         let data = random::bytes(size, (n * rounds + round) as u64 + 1);
                         let name = format!("{n}-{round}");
                         let begun = Instant::now();
-                        let path = staging.join(&name);
-                        let mut file = std::fs::File::create(&path)?;
-                        file.write_all(&data)?;
-                        file.sync_all()?;
-                        std::fs::rename(&path, placed.join(&name))?;
-                        std::fs::File::open(placed)?.sync_all()?;
+                        store_durably(staging, placed, &name, &data)?;
                         latencies.push(begun.elapsed());
                     }
                     Ok(latencies)
@@ -67,4 +62,20 @@ pub fn raw_baseline(
     std::fs::remove_dir_all(&staging)?;
     std::fs::remove_dir_all(&placed)?;
     Ok(figures(latencies, elapsed))
+}
+
+/// One raw durable store of `data`, as the store places a blob: write to `staging/name`, fsync, rename into
+/// `placed`, fsync `placed`.
+pub fn store_durably(
+    staging: &Path,
+    placed: &Path,
+    name: &str,
+    data: &[u8],
+) -> std::io::Result<()> {
+    let path = staging.join(name);
+    let mut file = std::fs::File::create(&path)?;
+    file.write_all(data)?;
+    file.sync_all()?;
+    std::fs::rename(&path, placed.join(name))?;
+    std::fs::File::open(placed)?.sync_all()
 }
