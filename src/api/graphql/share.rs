@@ -161,11 +161,6 @@ impl SharedFeeds {
             pending,
         }
     }
-
-    /// How many shares run (for tests).
-    pub fn running(&self) -> usize {
-        lock(&self.shares).len()
-    }
 }
 
 /// One shared execution and its subscribers.
