@@ -11,6 +11,7 @@ use common::{Config, TestApp, config_with, tokens};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
 
 async fn app_with(change: impl FnOnce(&mut Config)) -> TestApp {
     common::embedded(config_with(change)).await
@@ -607,4 +608,105 @@ async fn pings_from_a_client_that_reads_nothing_cost_bounded_memory() {
         grown < 24.0,
         "the server grew by {grown:.1} MiB for pongs nobody reads"
     );
+}
+
+/// Three services created: three events in the feed.
+async fn three_changes(app: &TestApp) {
+    for id in ["s1", "s2", "s3"] {
+        app.ok(
+            "mutation($id: ID!) { createService(input: {id: $id}) { id } }",
+            json!({ "id": id }),
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn a_replay_whose_after_comes_from_a_variable_default_gets_every_event_it_asked_for() {
+    // `after` left out of the variables takes the document's default: a replay, which must not join another
+    // client's execution of the same text midway (identical live tails share one).
+    let app = app_with(|_| {}).await;
+    three_changes(&app).await;
+    const RESUME: &str =
+        "subscription Resume($after: Long = 0) { componentEvents(after: $after) { sequence id } }";
+    let sequences = async |socket: &mut GraphqlSocket| -> Vec<serde_json::Value> {
+        let mut seen = Vec::new();
+        while seen.len() < 3 {
+            match socket.next_result(Duration::from_secs(5)).await {
+                Some(Ok(data)) => seen.push(data["componentEvents"]["id"].clone()),
+                other => panic!("after {seen:?}: {other:?}"),
+            }
+        }
+        seen
+    };
+    for protocol in PROTOCOLS {
+        let mut first = GraphqlSocket::open(app.addr, protocol, None).await.unwrap();
+        first.start("1", RESUME, json!({})).await;
+        assert_eq!(
+            sequences(&mut first).await,
+            ["s1", "s2", "s3"],
+            "{protocol}: the first client's replay"
+        );
+        // The first one still follows the feed when the second asks for the same replay.
+        let mut second = GraphqlSocket::open(app.addr, protocol, None).await.unwrap();
+        second.start("1", RESUME, json!({})).await;
+        assert_eq!(
+            sequences(&mut second).await,
+            ["s1", "s2", "s3"],
+            "{protocol}: the second client's replay"
+        );
+    }
+}
+
+#[tokio::test]
+async fn nothing_of_an_operation_precedes_connection_ack() {
+    // A client that pipelines `connection_init`, a live tail and its `complete` (a view mounted and unmounted at
+    // once), or an operation over the cap: graphql-ws clients drop a connection whose first message is not
+    // `connection_ack`.
+    let app = app_with(|c| c.limits.max_subscriptions_per_connection = 1).await;
+    let feed = "subscription { componentEvents { sequence } }";
+    for protocol in PROTOCOLS {
+        for round in 0..10 {
+            let mut socket = GraphqlSocket::connect(app.addr, protocol).await.unwrap();
+            use futures_util::SinkExt;
+            // All four in one write, as a client that pipelines sends them.
+            let (start, stop) = match protocol {
+                "graphql-ws" => ("start", "stop"),
+                _ => ("subscribe", "complete"),
+            };
+            let operation = json!({ "query": feed });
+            for message in [
+                json!({ "type": "connection_init", "payload": {} }),
+                json!({ "type": start, "id": "1", "payload": operation }),
+                json!({ "type": start, "id": "2", "payload": operation }),
+                json!({ "type": stop, "id": "1" }),
+            ] {
+                socket
+                    .raw()
+                    .feed(Message::text(message.to_string()))
+                    .await
+                    .unwrap();
+            }
+            socket.raw().flush().await.unwrap();
+            let first = socket.receive().await.expect("an answer");
+            assert_eq!(
+                first["type"], "connection_ack",
+                "{protocol} round {round}: {first}"
+            );
+            // Then both answers, each for its operation.
+            let mut answers = Vec::new();
+            while answers.len() < 2 {
+                let message = socket.receive().await.expect("the connection stays open");
+                if message["type"] != "ka" {
+                    answers.push((message["id"].clone(), message["type"].clone()));
+                }
+            }
+            answers.sort_by_key(|(id, _)| id.to_string());
+            assert_eq!(
+                answers,
+                [(json!("1"), json!("complete")), (json!("2"), json!("error"))],
+                "{protocol} round {round}"
+            );
+        }
+    }
 }
