@@ -80,13 +80,23 @@ pub fn share_key(request: &Request, access: &Access) -> Option<String> {
             return None;
         }
         let replays = field.node.arguments.iter().any(|(name, value)| {
-            // A literal or a variable: null or absent follows from now.
+            // A literal or a variable: null or absent follows from now. A variable left out takes the default
+            // its definition gives (`$after: Long = 0` is a replay).
             let given = value.node.clone().into_const_with(|variable| {
+                let default = || {
+                    operation
+                        .node
+                        .variable_definitions
+                        .iter()
+                        .find(|definition| definition.node.name.node == variable)
+                        .and_then(|definition| definition.node.default_value().cloned())
+                };
                 Ok::<_, ()>(
                     request
                         .variables
                         .get(&variable)
                         .cloned()
+                        .or_else(default)
                         .unwrap_or_default(),
                 )
             });
@@ -333,6 +343,10 @@ mod tests {
         assert!(key(with_after, serde_json::json!({ "a": 3 })).is_none());
         assert!(key(with_after, serde_json::json!({})).is_some());
         assert!(key(with_after, serde_json::json!({ "a": null })).is_some());
+        // A variable left out takes its definition's default; an explicit null overrides it.
+        let with_default = "subscription($a: Long = 0) { componentEvents(after: $a) { sequence } }";
+        assert!(key(with_default, serde_json::json!({})).is_none());
+        assert!(key(with_default, serde_json::json!({ "a": null })).is_some());
         // Other variables, other results.
         let filtered =
             "subscription($k: [ComponentKind!]) { componentEvents(kinds: $k) { sequence } }";
