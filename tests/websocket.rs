@@ -704,7 +704,10 @@ async fn nothing_of_an_operation_precedes_connection_ack() {
             answers.sort_by_key(|(id, _)| id.to_string());
             assert_eq!(
                 answers,
-                [(json!("1"), json!("complete")), (json!("2"), json!("error"))],
+                [
+                    (json!("1"), json!("complete")),
+                    (json!("2"), json!("error"))
+                ],
                 "{protocol} round {round}"
             );
         }

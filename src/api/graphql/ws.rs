@@ -218,6 +218,8 @@ struct Session {
     deliveries: Deliveries,
     /// Whether `connection_ack` went out: nothing of an operation may precede it.
     acked: bool,
+    /// Answers to operations that came before `connection_ack` went out, in order: sent right behind it.
+    held: Vec<String>,
 }
 
 /// An operation of this connection that joined a share: its places under the caps and its membership.
@@ -273,6 +275,7 @@ impl Connection {
             shared: Vec::new(),
             deliveries,
             acked: false,
+            held: Vec::new(),
         };
         let init_deadline = tokio::time::sleep(self.init_timeout);
         tokio::pin!(init_deadline);
@@ -328,6 +331,9 @@ impl Connection {
                             permit.send(message);
                         }
                         Step::Done => {}
+                        // Before the engine's `connection_ack`, held for it (the client would drop the
+                        // connection for any other first message).
+                        Step::Answer(text) if !session.acked => session.held.push(text),
                         Step::Answer(text) => {
                             if sink.send(Message::text(text)).await.is_err() {
                                 break None;
@@ -339,7 +345,12 @@ impl Connection {
                 out = engine.next() => match out {
                     Some(WsMessage::Text(text)) => {
                         session.acked |= text.starts_with("{\"type\":\"connection_ack\"");
-                        if sink.send(Message::text(text)).await.is_err() {
+                        let held = if session.acked { std::mem::take(&mut session.held) } else { Vec::new() };
+                        let mut written = sink.feed(Message::text(text)).await.is_ok();
+                        for text in held {
+                            written = written && sink.feed(Message::text(text)).await.is_ok();
+                        }
+                        if !written || sink.flush().await.is_err() {
                             break None;
                         }
                     }
