@@ -243,3 +243,48 @@ async fn stalled_downloads_on_the_sendfile_path_are_cut_off_and_fault_no_file_in
     assert_eq!(status, 200);
     assert!(body == data, "the whole file after the stalled ones");
 }
+
+/// Drops every file of the store's blobs from the page cache (as memory pressure would), after writing back
+/// whatever is dirty.
+fn evict_blobs(dir: &std::path::Path) {
+    use std::os::fd::AsRawFd;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            evict_blobs(&path);
+            continue;
+        }
+        let file = std::fs::File::open(&path).unwrap();
+        file.sync_all().unwrap();
+        // SAFETY: advice on a file of our own, open for the call.
+        let advised =
+            unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        assert_eq!(advised, 0);
+    }
+}
+
+#[tokio::test]
+async fn a_file_dropped_from_the_page_cache_mid_download_still_arrives_whole() {
+    let app = common::embedded(test_config()).await;
+    let data = bytes(40 * MIB + 4_321, 13);
+    app.create_service("svc").await;
+    app.upload_service_file("svc", data.clone()).await;
+    let len = data.len();
+    let range = format!("bytes={}-", 16 * MIB - 3);
+    let mut whole = SlowDownload::start(app.addr, "/service/svc", &[]).await;
+    let mut ranged = SlowDownload::start(app.addr, "/service/svc", &[("range", &range)]).await;
+    assert_eq!((whole.status, ranged.status), (200, 206));
+    whole.read_at_least(MIB).await;
+    ranged.read_at_least(MIB).await;
+    // Mid-download, the cache lets the file go: what is mapped already is read back from the disk, the rest of
+    // it is read the ordinary way.
+    evict_blobs(app.data_dir.as_deref().unwrap());
+    let (whole, ranged) = (whole.finish().await, ranged.finish().await);
+    assert!(whole == data, "the whole file, byte for byte");
+    assert!(ranged[..] == data[16 * MIB - 3..len], "the range, byte for byte");
+    // And again from a cold cache.
+    evict_blobs(app.data_dir.as_deref().unwrap());
+    let (status, body) = app.download("/service/svc").await;
+    assert_eq!(status, 200);
+    assert!(body == data, "the whole file from a cold cache");
+}
