@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::ws::{GraphqlSocket, Outcome, PROTOCOLS};
-use common::{Config, TestApp, config_with, tokens};
+use common::{Config, TestApp, config_with, eventually, tokens};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -711,5 +711,161 @@ async fn nothing_of_an_operation_precedes_connection_ack() {
                 "{protocol} round {round}"
             );
         }
+    }
+}
+
+async fn websocket_subscribers(app: &TestApp) -> f64 {
+    let text = app.get("/metrics").await.text().await.unwrap();
+    text.lines()
+        .find(|l| l.starts_with("repository_event_subscribers{transport=\"graphql_ws\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn members_of_a_shared_live_tail_leave_and_fail_on_their_own() {
+    let app = app_with(|_| {}).await;
+    let feed = "subscription { componentEvents { id } }";
+    let bad = r#"subscription { componentEvents(runnableOn: {platform: {os: "linux", arch: "no such arch"}}) { id } }"#;
+    let create = async |id: &str| {
+        app.ok(
+            "mutation($id: ID!) { createService(input: {id: $id}) { id } }",
+            json!({ "id": id }),
+        )
+        .await;
+    };
+    for protocol in PROTOCOLS {
+        let mut a = GraphqlSocket::open(app.addr, protocol, None).await.unwrap();
+        let mut b = GraphqlSocket::open(app.addr, protocol, None).await.unwrap();
+        a.start("1", feed, json!({})).await;
+        b.start("1", feed, json!({})).await;
+        assert!(
+            eventually(Duration::from_secs(10), async || websocket_subscribers(
+                &app
+            )
+            .await
+                == 2.0)
+            .await,
+            "{protocol}: both follow"
+        );
+        let first = format!("{protocol}-1");
+        create(&first).await;
+        for socket in [&mut a, &mut b] {
+            let data = socket.next_result(Duration::from_secs(10)).await;
+            assert_eq!(
+                data,
+                Some(Ok(json!({ "componentEvents": { "id": first } })))
+            );
+        }
+        // One completes its own id and takes it again at once: the other goes on, and each gets the next
+        // event once.
+        a.stop("1").await;
+        let message = a.receive().await.unwrap();
+        assert_eq!(
+            (&message["type"], &message["id"]),
+            (&json!("complete"), &json!("1"))
+        );
+        a.start("1", feed, json!({})).await;
+        assert!(
+            eventually(Duration::from_secs(10), async || websocket_subscribers(
+                &app
+            )
+            .await
+                == 2.0)
+            .await,
+            "{protocol}: both follow again"
+        );
+        let second = format!("{protocol}-2");
+        create(&second).await;
+        for socket in [&mut a, &mut b] {
+            let data = socket.next_result(Duration::from_secs(10)).await;
+            assert_eq!(
+                data,
+                Some(Ok(json!({ "componentEvents": { "id": second } })))
+            );
+        }
+        // Input no device could be fails for each that sends it, with its code, and leaves the others be.
+        for socket in [&mut a, &mut b] {
+            let outcome = socket.run("2", bad, json!({})).await;
+            assert_eq!(
+                outcome.code().as_deref(),
+                Some("INVALID_INPUT"),
+                "{protocol}: {outcome:?}"
+            );
+            // Then its end.
+            let message = socket.receive().await.unwrap();
+            assert_eq!(
+                (&message["type"], &message["id"]),
+                (&json!("complete"), &json!("2"))
+            );
+        }
+        let third = format!("{protocol}-3");
+        create(&third).await;
+        for socket in [&mut a, &mut b] {
+            let data = socket.next_result(Duration::from_secs(10)).await;
+            assert_eq!(
+                data,
+                Some(Ok(json!({ "componentEvents": { "id": third } })))
+            );
+        }
+        drop((a, b));
+        assert!(
+            eventually(Duration::from_secs(10), async || websocket_subscribers(
+                &app
+            )
+            .await
+                == 0.0)
+            .await,
+            "{protocol}: both gone"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_token_never_shares_an_operation_it_may_not_run() {
+    // The same text under a write token and a read token: the read token's is refused, not joined to the other.
+    let app = app_with(|c| c.auth = tokens(&["r"], &["w"], false)).await;
+    let document =
+        "subscription S { componentEvents { id } } mutation M { deleteService(id: \"x\") }";
+    for protocol in PROTOCOLS {
+        let mut writer = GraphqlSocket::open(app.addr, protocol, Some("w"))
+            .await
+            .unwrap();
+        writer
+            .send(json!({ "type": if protocol == "graphql-ws" { "start" } else { "subscribe" }, "id": "1",
+                "payload": { "query": document, "operationName": "S" } }))
+            .await;
+        assert!(
+            eventually(Duration::from_secs(10), async || websocket_subscribers(
+                &app
+            )
+            .await
+                == 1.0)
+            .await,
+            "{protocol}: the writer follows"
+        );
+        let mut reader = GraphqlSocket::open(app.addr, protocol, Some("r"))
+            .await
+            .unwrap();
+        reader
+            .send(json!({ "type": if protocol == "graphql-ws" { "start" } else { "subscribe" }, "id": "1",
+                "payload": { "query": document, "operationName": "S" } }))
+            .await;
+        let outcome = reader.outcome_of("1").await;
+        assert_eq!(
+            outcome.code().as_deref(),
+            Some("FORBIDDEN"),
+            "{protocol}: {outcome:?}"
+        );
+        drop((writer, reader));
+        assert!(
+            eventually(Duration::from_secs(10), async || websocket_subscribers(
+                &app
+            )
+            .await
+                == 0.0)
+            .await
+        );
     }
 }

@@ -281,7 +281,10 @@ async fn a_file_dropped_from_the_page_cache_mid_download_still_arrives_whole() {
     evict_blobs(app.data_dir.as_deref().unwrap());
     let (whole, ranged) = (whole.finish().await, ranged.finish().await);
     assert!(whole == data, "the whole file, byte for byte");
-    assert!(ranged[..] == data[16 * MIB - 3..len], "the range, byte for byte");
+    assert!(
+        ranged[..] == data[16 * MIB - 3..len],
+        "the range, byte for byte"
+    );
     // And again from a cold cache.
     evict_blobs(app.data_dir.as_deref().unwrap());
     let (status, body) = app.download("/service/svc").await;
