@@ -306,6 +306,11 @@ impl Share {
 async fn run(share: Arc<Share>, stream: impl Stream<Item = Response>) {
     let mut stream = std::pin::pin!(stream);
     while let Some(response) = stream.next().await {
+        // Errors without data end the execution: from now on a subscriber starts its own, instead of joining
+        // this one between its last result and its end and getting a bare `complete`.
+        if response.data == Value::Null && response.is_err() {
+            share.forget();
+        }
         // A `Response` always serialises.
         let payload = serde_json::to_string(&response).unwrap_or_default();
         share.broadcast(payload.into());
@@ -377,6 +382,41 @@ mod tests {
             "}".repeat(10_000)
         );
         assert!(key(&deep, serde_json::json!({})).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_that_comes_after_the_error_that_ends_a_share_starts_its_own() {
+        let feeds = Arc::new(SharedFeeds::default());
+        let share = Arc::new(Share {
+            key: "k".into(),
+            state: Mutex::new(ShareState {
+                members: HashMap::new(),
+                live: false,
+                closed: false,
+                task: None,
+            }),
+            metrics: Arc::new(Metrics::new()),
+            feeds: Arc::downgrade(&feeds),
+        });
+        lock(&feeds.shares).insert("k".into(), share.clone());
+        let (to, mut delivered) = mpsc::unbounded_channel();
+        let member = Member {
+            to,
+            pending: Arc::new(AtomicUsize::new(0)),
+            counted: None,
+        };
+        lock(&share.state).members.insert(1, member);
+        // The error, and the execution has not yet said it ended.
+        let error = Response::from_errors(vec![async_graphql::ServerError::new("bad", None)]);
+        let stream = futures_util::stream::iter([error]).chain(futures_util::stream::pending());
+        let task = tokio::spawn(run(share.clone(), stream));
+        let (_, delivery) = delivered.recv().await.unwrap();
+        assert!(matches!(delivery, Delivery::Next(text) if text.contains("bad")));
+        assert!(
+            lock(&feeds.shares).get("k").is_none(),
+            "nobody joins the share once its error went out"
+        );
+        task.abort();
     }
 
     #[tokio::test]
