@@ -214,12 +214,17 @@ mod sys {
     }
 
     impl Sendable {
+        /// The bytes one [`Sendable::send`] asks for: fewer sent means the socket's buffer filled up.
+        pub fn asked(&self) -> usize {
+            // sendfile moves at most this much in one call.
+            self.len.min(0x7fff_f000)
+        }
+
         /// One sendfile(2) to `socket` (non-blocking): the bytes sent, or `WouldBlock` when its buffer is full. 0
         /// means the file ended early (it was truncated): the caller's write fails with `WriteZero`.
         pub fn send(&self, socket: &impl AsRawFd) -> io::Result<usize> {
             let mut offset = self.offset as libc::off_t;
-            // sendfile moves at most this much in one call.
-            let count = self.len.min(0x7fff_f000);
+            let count = self.asked();
             // SAFETY: both descriptors are open (the file is held by `self`); `offset` is ours.
             let sent = unsafe {
                 libc::sendfile(
@@ -256,6 +261,10 @@ mod sys {
     }
 
     impl super::Sendable {
+        pub fn asked(&self) -> usize {
+            self.len
+        }
+
         pub fn send(&self, _: &impl std::os::fd::AsRawFd) -> std::io::Result<usize> {
             Err(std::io::ErrorKind::Unsupported.into())
         }

@@ -105,6 +105,38 @@ async fn whole_files_and_ranges_in_parallel_are_the_stored_bytes_sent_by_sendfil
     );
 }
 
+/// A send cut short by a full socket buffer waits for the kernel's next "writable" before it goes on (fewer and
+/// larger sendfile calls): clients on slow links, whose buffers fill again and again, still get every byte, and
+/// promptly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downloads_whose_socket_fills_again_and_again_get_every_byte() {
+    let app = common::embedded(test_config()).await;
+    let data = bytes(40 * MIB + 777, 5);
+    app.create_service("svc").await;
+    app.upload_service_file("svc", data.clone()).await;
+    let before = sendfile_bytes(&app).await;
+
+    let started = std::time::Instant::now();
+    let downloads = (0..4).map(|_| async {
+        let download = SlowDownload::start(app.addr, "/service/svc", &[]).await;
+        assert_eq!(download.status, 200);
+        download.finish().await
+    });
+    for body in futures_util::future::join_all(downloads).await {
+        assert!(body == data, "a download got other bytes than the file's");
+    }
+    assert!(
+        sendfile_bytes(&app).await - before >= 4 * 40 * MIB as u64,
+        "the downloads went by sendfile"
+    );
+    // A lost wake-up would leave a download waiting for the send idle timeout (60 s).
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "4 x 40 MiB over loopback took {:?}",
+        started.elapsed()
+    );
+}
+
 #[tokio::test]
 async fn head_304_and_range_answers_keep_their_headers_on_the_sendfile_path() {
     let app = common::embedded(test_config()).await;
