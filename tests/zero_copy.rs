@@ -323,3 +323,55 @@ async fn a_file_dropped_from_the_page_cache_mid_download_still_arrives_whole() {
     assert_eq!(status, 200);
     assert!(body == data, "the whole file from a cold cache");
 }
+
+#[tokio::test]
+async fn ranges_that_start_or_end_on_a_mapping_or_read_chunk_boundary_are_exact() {
+    // A file of exactly two mappings: the edges where one stretch ends and the next begins, and stretches of
+    // exactly one read chunk (mapped) and one byte less (copied).
+    let app = common::embedded(test_config()).await;
+    let data = bytes(32 * MIB, 17);
+    app.create_service("svc").await;
+    app.upload_service_file("svc", data.clone()).await;
+    let len = data.len();
+    let chunk = 128 * 1024;
+    let cases: Vec<(String, Range<usize>)> = vec![
+        (format!("bytes={}-", 16 * MIB), 16 * MIB..len),
+        (format!("bytes=0-{}", 16 * MIB - 1), 0..16 * MIB),
+        (
+            format!("bytes={}-{}", 16 * MIB - 1, 16 * MIB),
+            16 * MIB - 1..16 * MIB + 1,
+        ),
+        (format!("bytes=-{chunk}"), len - chunk..len),
+        (format!("bytes=-{}", chunk - 1), len - chunk + 1..len),
+        (
+            format!("bytes={}-{}", 16 * MIB - chunk, 16 * MIB + chunk - 1),
+            16 * MIB - chunk..16 * MIB + chunk,
+        ),
+        (format!("bytes={}-{}", len - 1, len + 100), len - 1..len),
+    ];
+    for (range, expected) in cases {
+        let response = app
+            .get_with("/service/svc", &[("range", range.as_str())])
+            .await;
+        assert_eq!(response.status(), 206, "{range}");
+        let content_range = response.headers()["content-range"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(
+            content_range,
+            format!("bytes {}-{}/{len}", expected.start, expected.end - 1),
+            "{range}"
+        );
+        let body = response.bytes().await.unwrap();
+        assert!(
+            body[..] == data[expected.clone()],
+            "{range}: {} bytes, not {expected:?}",
+            body.len()
+        );
+    }
+    let response = app
+        .get_with("/service/svc", &[("range", &format!("bytes={len}-"))])
+        .await;
+    assert_eq!(response.status(), 416, "a range starting at the end");
+}
