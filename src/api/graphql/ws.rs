@@ -344,7 +344,10 @@ impl Connection {
                 }
                 out = engine.next() => match out {
                     Some(WsMessage::Text(text)) => {
-                        session.acked |= text.starts_with("{\"type\":\"connection_ack\"");
+                        // Parsed only until the ack: whatever the engine's field order.
+                        session.acked = session.acked
+                            || serde_json::from_str::<serde_json::Value>(&text)
+                                .is_ok_and(|m| m["type"] == "connection_ack");
                         let held = if session.acked { std::mem::take(&mut session.held) } else { Vec::new() };
                         let mut written = sink.feed(Message::text(text)).await.is_ok();
                         for text in held {
