@@ -161,16 +161,6 @@ fn take_event_ids(text: &mut String) -> Vec<u64> {
         .collect()
 }
 
-/// The gauge of connected SSE subscribers, from `/metrics`.
-async fn sse_subscribers(app: &common::TestApp) -> f64 {
-    let text = app.get("/metrics").await.text().await.unwrap();
-    text.lines()
-        .find(|l| l.starts_with("repository_event_subscribers{transport=\"sse\"}"))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
 #[tokio::test]
 async fn a_subscriber_that_stops_reading_is_cut_off_after_a_bounded_backlog_and_resumes_with_last_event_id()
  {
@@ -192,10 +182,7 @@ async fn a_subscriber_that_stops_reading_is_cut_off_after_a_bounded_backlog_and_
         .unwrap();
     let live = app.get_with("/events", &[]).await;
     assert!(
-        common::eventually(Duration::from_secs(10), async || sse_subscribers(&app)
-            .await
-            == 2.0)
-        .await,
+        app.until_event_subscribers("sse", 2.0).await,
         "both subscribers follow the feed"
     );
     let live = tokio::spawn(receive(live, CHANGES));
@@ -209,7 +196,8 @@ async fn a_subscriber_that_stops_reading_is_cut_off_after_a_bounded_backlog_and_
 
     // The stalled subscriber's connection is closed: the gauge shows only nobody (the live one has left too).
     assert!(
-        common::eventually(Duration::from_secs(15), async || sse_subscribers(&app)
+        common::eventually(Duration::from_secs(15), async || app
+            .event_subscribers("sse")
             .await
             == 0.0)
         .await,
@@ -255,42 +243,20 @@ async fn a_subscriber_that_stops_reading_is_cut_off_after_a_bounded_backlog_and_
     assert_eq!(all.len(), CHANGES);
 }
 
-/// The gauge of connected GraphQL WebSocket subscribers, from `/metrics`.
-async fn websocket_subscribers(app: &common::TestApp) -> f64 {
-    let text = app.get("/metrics").await.text().await.unwrap();
-    text.lines()
-        .find(|l| l.starts_with("repository_event_subscribers{transport=\"graphql_ws\"}"))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
-/// The sequences of the `componentEvents` results among WebSocket messages.
-fn sequence_of(message: &serde_json::Value) -> Option<u64> {
-    (message["type"] == "next").then(|| {
-        message["payload"]["data"]["componentEvents"]["sequence"]
-            .as_u64()
-            .expect("a result carries its sequence")
-    })
-}
-
-#[tokio::test]
-async fn a_websocket_subscriber_that_never_reads_slows_no_other_is_cut_off_and_resumes_with_after()
-{
+/// Two WebSocket subscribers to `query`, both following the feed once this returns: one on a connection with a
+/// small receive window that reads not one byte after `connection_ack` (tungstenite, as the other WebSocket tests),
+/// and one that reads.
+async fn stalled_and_reading_subscribers(
+    app: &common::TestApp,
+    query: &str,
+    variables: serde_json::Value,
+) -> (
+    tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+    common::ws::GraphqlSocket,
+) {
     use futures_util::SinkExt;
     use tokio_tungstenite::tungstenite::Message;
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    const CHANGES: usize = 20_000;
-    const BATCH: usize = 100;
-    const FOLLOW: &str =
-        "subscription($after: Long) { componentEvents(after: $after) { sequence id } }";
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(EmbeddedStore::open(&dir.path().join("data")).await.unwrap());
-    let config = common::config_with(|c| c.connections.send_idle_timeout = Duration::from_secs(1));
-    let app = common::TestApp::start(store, dir, None, config).await;
-
-    // A client of the protocol (tungstenite, as the other WebSocket tests) with a small receive window, which
-    // subscribes and then reads not one byte more.
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let stream = socket.connect(app.addr).await.unwrap();
@@ -313,7 +279,7 @@ async fn a_websocket_subscriber_that_never_reads_slows_no_other_is_cut_off_and_r
     assert!(ack.to_text().unwrap().contains("connection_ack"), "{ack:?}");
     stalled
         .send(send(json!({
-            "type": "subscribe", "id": "1", "payload": { "query": FOLLOW, "variables": {} },
+            "type": "subscribe", "id": "1", "payload": { "query": query, "variables": variables },
         })))
         .await
         .unwrap();
@@ -322,40 +288,89 @@ async fn a_websocket_subscriber_that_never_reads_slows_no_other_is_cut_off_and_r
         .await
         .unwrap();
     live.init(json!({})).await.unwrap();
-    live.start("1", FOLLOW, json!({})).await;
+    live.start("1", query, variables).await;
     assert!(
-        common::eventually(Duration::from_secs(10), async || websocket_subscribers(
-            &app
-        )
-        .await
-            == 2.0)
-        .await,
+        app.until_event_subscribers("graphql_ws", 2.0).await,
         "both subscribers follow the feed"
     );
-    let live = tokio::spawn(async move {
+    (stalled, live)
+}
+
+/// Makes `count` changes (in batches of `batch`) while `live` reads them, each within 10 s of the one before;
+/// gives the socket back.
+async fn changes_read_by(
+    app: &common::TestApp,
+    mut live: common::ws::GraphqlSocket,
+    count: usize,
+    batch: usize,
+) -> common::ws::GraphqlSocket {
+    let reader = tokio::spawn(async move {
         let mut seen = 0;
-        while seen < CHANGES {
+        while seen < count {
             match live.next_result(Duration::from_secs(10)).await {
                 Some(Ok(_)) => seen += 1,
                 other => panic!("after {seen} events: {other:?}"),
             }
         }
-        seen
+        live
     });
-
-    create_services_in_batches(&app, CHANGES, BATCH).await;
-    let seen = tokio::time::timeout(Duration::from_secs(30), live)
+    create_services_in_batches(app, count, batch).await;
+    tokio::time::timeout(Duration::from_secs(30), reader)
         .await
         .expect("the reading subscriber got every event while the other read nothing")
+        .unwrap()
+}
+
+/// The sequences of the next `count` results of `query` (which takes `$after`) followed from after `last`, over a
+/// new WebSocket connection.
+async fn resumed_after(app: &common::TestApp, query: &str, last: u64, count: usize) -> Vec<u64> {
+    let mut resumed = common::ws::GraphqlSocket::connect(app.addr, "graphql-transport-ws")
+        .await
         .unwrap();
-    assert_eq!(seen, CHANGES);
+    resumed.init(json!({})).await.unwrap();
+    resumed.start("1", query, json!({ "after": last })).await;
+    let mut sequences = Vec::with_capacity(count);
+    while sequences.len() < count {
+        let data = resumed
+            .next_result(Duration::from_secs(10))
+            .await
+            .expect("the resumed subscription delivers the rest")
+            .unwrap();
+        sequences.push(data["componentEvents"]["sequence"].as_u64().unwrap());
+    }
+    sequences
+}
+
+/// The sequences of the `componentEvents` results among WebSocket messages.
+fn sequence_of(message: &serde_json::Value) -> Option<u64> {
+    (message["type"] == "next").then(|| {
+        message["payload"]["data"]["componentEvents"]["sequence"]
+            .as_u64()
+            .expect("a result carries its sequence")
+    })
+}
+
+#[tokio::test]
+async fn a_websocket_subscriber_that_never_reads_slows_no_other_is_cut_off_and_resumes_with_after()
+{
+    use tokio_tungstenite::tungstenite::Message;
+    const CHANGES: usize = 20_000;
+    const BATCH: usize = 100;
+    const FOLLOW: &str =
+        "subscription($after: Long) { componentEvents(after: $after) { sequence id } }";
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(EmbeddedStore::open(&dir.path().join("data")).await.unwrap());
+    let config = common::config_with(|c| c.connections.send_idle_timeout = Duration::from_secs(1));
+    let app = common::TestApp::start(store, dir, None, config).await;
+
+    let (mut stalled, live) = stalled_and_reading_subscribers(&app, FOLLOW, json!({})).await;
+    drop(changes_read_by(&app, live, CHANGES, BATCH).await);
 
     // The stalled subscriber's connection is closed (the live one has left too).
     assert!(
-        common::eventually(Duration::from_secs(15), async || websocket_subscribers(
-            &app
-        )
-        .await
+        common::eventually(Duration::from_secs(15), async || app
+            .event_subscribers("graphql_ws")
+            .await
             == 0.0)
         .await,
         "the subscriber that read nothing was cut off after the send idle timeout"
@@ -379,20 +394,7 @@ async fn a_websocket_subscriber_that_never_reads_slows_no_other_is_cut_off_and_r
 
     // It resumes after the last event it got, and gets every other event once, in order.
     let last = before_cut.last().copied().unwrap_or(0);
-    let mut resumed = common::ws::GraphqlSocket::connect(app.addr, "graphql-transport-ws")
-        .await
-        .unwrap();
-    resumed.init(json!({})).await.unwrap();
-    resumed.start("1", FOLLOW, json!({ "after": last })).await;
-    let mut after_cut = Vec::new();
-    while before_cut.len() + after_cut.len() < CHANGES {
-        let data = resumed
-            .next_result(Duration::from_secs(10))
-            .await
-            .expect("the resumed subscription delivers the rest")
-            .unwrap();
-        after_cut.push(data["componentEvents"]["sequence"].as_u64().unwrap());
-    }
+    let after_cut = resumed_after(&app, FOLLOW, last, CHANGES - before_cut.len()).await;
     let all: Vec<u64> = before_cut.iter().chain(&after_cut).copied().collect();
     let mut sorted = all.clone();
     sorted.sort();
@@ -403,9 +405,7 @@ async fn a_websocket_subscriber_that_never_reads_slows_no_other_is_cut_off_and_r
 
 #[tokio::test]
 async fn a_websocket_subscriber_that_falls_a_bounded_backlog_behind_is_told_and_the_others_go_on() {
-    use futures_util::SinkExt;
     use tokio_tungstenite::tungstenite::Message;
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     // More than the backlog a subscriber may have waiting plus what the socket buffers hold (the kernel lets the
     // server's grow to 4 MiB): results of about 1.5 KiB (the id ten times over), 10,000 of them.
     const CHANGES: usize = 10_000;
@@ -419,71 +419,13 @@ async fn a_websocket_subscriber_that_falls_a_bounded_backlog_behind_is_told_and_
         common::config_with(|c| c.connections.send_idle_timeout = Duration::from_secs(600));
     let app = common::TestApp::start(store, dir, None, config).await;
 
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let stream = socket.connect(app.addr).await.unwrap();
-    let mut request = format!("ws://{}/graphql", app.addr)
-        .into_client_request()
-        .unwrap();
-    request.headers_mut().insert(
-        "sec-websocket-protocol",
-        "graphql-transport-ws".parse().unwrap(),
-    );
-    let (mut stalled, _) = tokio_tungstenite::client_async(request, stream)
-        .await
-        .unwrap();
-    let send = |message: serde_json::Value| Message::text(message.to_string());
-    stalled
-        .send(send(json!({ "type": "connection_init", "payload": {} })))
-        .await
-        .unwrap();
-    let ack = stalled.next().await.unwrap().unwrap();
-    assert!(ack.to_text().unwrap().contains("connection_ack"), "{ack:?}");
-    stalled
-        .send(send(
-            json!({ "type": "subscribe", "id": "1", "payload": { "query": FOLLOW } }),
-        ))
-        .await
-        .unwrap();
     // The same operation: the two share its execution.
-    let mut live = common::ws::GraphqlSocket::connect(app.addr, "graphql-transport-ws")
-        .await
-        .unwrap();
-    live.init(json!({})).await.unwrap();
-    live.start("1", FOLLOW, json!({})).await;
-    assert!(
-        common::eventually(Duration::from_secs(10), async || websocket_subscribers(
-            &app
-        )
-        .await
-            == 2.0)
-        .await,
-        "both subscribers follow the feed"
-    );
-    let live = tokio::spawn(async move {
-        let mut seen = 0;
-        while seen < CHANGES {
-            match live.next_result(Duration::from_secs(10)).await {
-                Some(Ok(_)) => seen += 1,
-                other => panic!("after {seen} events: {other:?}"),
-            }
-        }
-        live
-    });
-    create_services_in_batches(&app, CHANGES, BATCH).await;
-    let live = tokio::time::timeout(Duration::from_secs(30), live)
-        .await
-        .expect("the reading subscriber got every event while the other read nothing")
-        .unwrap();
+    let (mut stalled, live) = stalled_and_reading_subscribers(&app, FOLLOW, json!({})).await;
+    let live = changes_read_by(&app, live, CHANGES, BATCH).await;
 
     // While it still reads nothing, the stalled subscriber no longer counts: the server let it go.
     assert!(
-        common::eventually(Duration::from_secs(10), async || websocket_subscribers(
-            &app
-        )
-        .await
-            == 1.0)
-        .await,
+        app.until_event_subscribers("graphql_ws", 1.0).await,
         "the subscriber that fell behind was cut off"
     );
     drop(live);
@@ -521,26 +463,13 @@ async fn a_websocket_subscriber_that_falls_a_bounded_backlog_behind_is_told_and_
 
     // It resumes after the last event it got, and gets every other event once, in order.
     let last = *before_cut.last().unwrap();
-    let mut resumed = common::ws::GraphqlSocket::connect(app.addr, "graphql-transport-ws")
-        .await
-        .unwrap();
-    resumed.init(json!({})).await.unwrap();
-    resumed
-        .start(
-            "1",
-            "subscription($after: Long) { componentEvents(after: $after) { sequence } }",
-            json!({ "after": last }),
-        )
-        .await;
-    let mut after_cut = Vec::new();
-    while before_cut.len() + after_cut.len() < CHANGES {
-        let data = resumed
-            .next_result(Duration::from_secs(10))
-            .await
-            .expect("the resumed subscription delivers the rest")
-            .unwrap();
-        after_cut.push(data["componentEvents"]["sequence"].as_u64().unwrap());
-    }
+    let after_cut = resumed_after(
+        &app,
+        "subscription($after: Long) { componentEvents(after: $after) { sequence } }",
+        last,
+        CHANGES - before_cut.len(),
+    )
+    .await;
     let all: Vec<u64> = before_cut.iter().chain(&after_cut).copied().collect();
     assert!(all.windows(2).all(|w| w[0] < w[1]), "in order, none twice");
     assert_eq!(all.len(), CHANGES);

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::ws::{GraphqlSocket, Outcome, PROTOCOLS};
-use common::{Config, TestApp, config_with, eventually, tokens};
+use common::{Config, TestApp, config_with, tokens};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -714,15 +714,6 @@ async fn nothing_of_an_operation_precedes_connection_ack() {
     }
 }
 
-async fn websocket_subscribers(app: &TestApp) -> f64 {
-    let text = app.get("/metrics").await.text().await.unwrap();
-    text.lines()
-        .find(|l| l.starts_with("repository_event_subscribers{transport=\"graphql_ws\"}"))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
 #[tokio::test]
 async fn members_of_a_shared_live_tail_leave_and_fail_on_their_own() {
     let app = app_with(|_| {}).await;
@@ -741,12 +732,7 @@ async fn members_of_a_shared_live_tail_leave_and_fail_on_their_own() {
         a.start("1", feed, json!({})).await;
         b.start("1", feed, json!({})).await;
         assert!(
-            eventually(Duration::from_secs(10), async || websocket_subscribers(
-                &app
-            )
-            .await
-                == 2.0)
-            .await,
+            app.until_event_subscribers("graphql_ws", 2.0).await,
             "{protocol}: both follow"
         );
         let first = format!("{protocol}-1");
@@ -768,12 +754,7 @@ async fn members_of_a_shared_live_tail_leave_and_fail_on_their_own() {
         );
         a.start("1", feed, json!({})).await;
         assert!(
-            eventually(Duration::from_secs(10), async || websocket_subscribers(
-                &app
-            )
-            .await
-                == 2.0)
-            .await,
+            app.until_event_subscribers("graphql_ws", 2.0).await,
             "{protocol}: both follow again"
         );
         let second = format!("{protocol}-2");
@@ -811,12 +792,7 @@ async fn members_of_a_shared_live_tail_leave_and_fail_on_their_own() {
         }
         drop((a, b));
         assert!(
-            eventually(Duration::from_secs(10), async || websocket_subscribers(
-                &app
-            )
-            .await
-                == 0.0)
-            .await,
+            app.until_event_subscribers("graphql_ws", 0.0).await,
             "{protocol}: both gone"
         );
     }
@@ -837,12 +813,7 @@ async fn a_token_never_shares_an_operation_it_may_not_run() {
                 "payload": { "query": document, "operationName": "S" } }))
             .await;
         assert!(
-            eventually(Duration::from_secs(10), async || websocket_subscribers(
-                &app
-            )
-            .await
-                == 1.0)
-            .await,
+            app.until_event_subscribers("graphql_ws", 1.0).await,
             "{protocol}: the writer follows"
         );
         let mut reader = GraphqlSocket::open(app.addr, protocol, Some("r"))
@@ -859,13 +830,6 @@ async fn a_token_never_shares_an_operation_it_may_not_run() {
             "{protocol}: {outcome:?}"
         );
         drop((writer, reader));
-        assert!(
-            eventually(Duration::from_secs(10), async || websocket_subscribers(
-                &app
-            )
-            .await
-                == 0.0)
-            .await
-        );
+        assert!(app.until_event_subscribers("graphql_ws", 0.0).await);
     }
 }

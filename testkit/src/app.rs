@@ -301,6 +301,23 @@ impl TestApp {
             .unwrap()
     }
 
+    /// The server's gauge of change-feed subscribers over `transport` (`sse`, `graphql_ws`), from `/metrics`.
+    pub async fn event_subscribers(&self, transport: &str) -> f64 {
+        let series = format!("repository_event_subscribers{{transport=\"{transport}\"}} ");
+        let text = self.get("/metrics").await.text().await.unwrap();
+        text.lines()
+            .find_map(|line| line.strip_prefix(&series)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    /// Waits (10 s at most) until `count` subscribers over `transport` follow the feed.
+    pub async fn until_event_subscribers(&self, transport: &str, count: f64) -> bool {
+        crate::eventually(std::time::Duration::from_secs(10), async || {
+            self.event_subscribers(transport).await == count
+        })
+        .await
+    }
+
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.get_with(path, &[]).await
     }
