@@ -370,10 +370,5 @@ async fn websocket_subscribers(client: &reqwest::Client, base: &str) -> anyhow::
         .await?
         .text()
         .await?;
-    Ok(text
-        .lines()
-        .find(|l| l.starts_with("repository_event_subscribers{transport=\"graphql_ws\"}"))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(0.0) as usize)
+    Ok(testkit::app::event_subscribers_in(&text, "graphql_ws") as usize)
 }

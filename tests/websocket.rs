@@ -714,6 +714,14 @@ async fn nothing_of_an_operation_precedes_connection_ack() {
     }
 }
 
+/// Each of `sockets` gets the next `componentEvents` result, the event of component `id`.
+async fn each_gets_the_event_of(sockets: &mut [&mut GraphqlSocket], id: &str) {
+    for socket in sockets {
+        let data = socket.next_result(Duration::from_secs(10)).await;
+        assert_eq!(data, Some(Ok(json!({ "componentEvents": { "id": id } }))));
+    }
+}
+
 #[tokio::test]
 async fn members_of_a_shared_live_tail_leave_and_fail_on_their_own() {
     let app = app_with(|_| {}).await;
@@ -737,13 +745,7 @@ async fn members_of_a_shared_live_tail_leave_and_fail_on_their_own() {
         );
         let first = format!("{protocol}-1");
         create(&first).await;
-        for socket in [&mut a, &mut b] {
-            let data = socket.next_result(Duration::from_secs(10)).await;
-            assert_eq!(
-                data,
-                Some(Ok(json!({ "componentEvents": { "id": first } })))
-            );
-        }
+        each_gets_the_event_of(&mut [&mut a, &mut b], &first).await;
         // One completes its own id and takes it again at once: the other goes on, and each gets the next
         // event once.
         a.stop("1").await;
@@ -759,13 +761,7 @@ async fn members_of_a_shared_live_tail_leave_and_fail_on_their_own() {
         );
         let second = format!("{protocol}-2");
         create(&second).await;
-        for socket in [&mut a, &mut b] {
-            let data = socket.next_result(Duration::from_secs(10)).await;
-            assert_eq!(
-                data,
-                Some(Ok(json!({ "componentEvents": { "id": second } })))
-            );
-        }
+        each_gets_the_event_of(&mut [&mut a, &mut b], &second).await;
         // Input no device could be fails for each that sends it, with its code, and leaves the others be.
         for socket in [&mut a, &mut b] {
             let outcome = socket.run("2", bad, json!({})).await;
@@ -783,13 +779,7 @@ async fn members_of_a_shared_live_tail_leave_and_fail_on_their_own() {
         }
         let third = format!("{protocol}-3");
         create(&third).await;
-        for socket in [&mut a, &mut b] {
-            let data = socket.next_result(Duration::from_secs(10)).await;
-            assert_eq!(
-                data,
-                Some(Ok(json!({ "componentEvents": { "id": third } })))
-            );
-        }
+        each_gets_the_event_of(&mut [&mut a, &mut b], &third).await;
         drop((a, b));
         assert!(
             app.until_event_subscribers("graphql_ws", 0.0).await,
@@ -808,10 +798,9 @@ async fn a_token_never_shares_an_operation_it_may_not_run() {
         let mut writer = GraphqlSocket::open(app.addr, protocol, Some("w"))
             .await
             .unwrap();
-        writer
-            .send(json!({ "type": if protocol == "graphql-ws" { "start" } else { "subscribe" }, "id": "1",
-                "payload": { "query": document, "operationName": "S" } }))
-            .await;
+        let start_s = json!({ "type": if protocol == "graphql-ws" { "start" } else { "subscribe" }, "id": "1",
+            "payload": { "query": document, "operationName": "S" } });
+        writer.send(start_s.clone()).await;
         assert!(
             app.until_event_subscribers("graphql_ws", 1.0).await,
             "{protocol}: the writer follows"
@@ -819,10 +808,7 @@ async fn a_token_never_shares_an_operation_it_may_not_run() {
         let mut reader = GraphqlSocket::open(app.addr, protocol, Some("r"))
             .await
             .unwrap();
-        reader
-            .send(json!({ "type": if protocol == "graphql-ws" { "start" } else { "subscribe" }, "id": "1",
-                "payload": { "query": document, "operationName": "S" } }))
-            .await;
+        reader.send(start_s).await;
         let outcome = reader.outcome_of("1").await;
         assert_eq!(
             outcome.code().as_deref(),

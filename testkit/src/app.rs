@@ -133,6 +133,15 @@ pub async fn reopen(data: &std::path::Path) -> EmbeddedStore {
     .await
 }
 
+/// The gauge of change-feed subscribers over `transport` (`sse`, `graphql_ws`) in a `/metrics` text; 0 when absent.
+pub fn event_subscribers_in(metrics: &str, transport: &str) -> f64 {
+    let series = format!("repository_event_subscribers{{transport=\"{transport}\"}} ");
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(&series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 impl TestApp {
     pub async fn start(
         store: Arc<dyn Store>,
@@ -303,11 +312,7 @@ impl TestApp {
 
     /// The server's gauge of change-feed subscribers over `transport` (`sse`, `graphql_ws`), from `/metrics`.
     pub async fn event_subscribers(&self, transport: &str) -> f64 {
-        let series = format!("repository_event_subscribers{{transport=\"{transport}\"}} ");
-        let text = self.get("/metrics").await.text().await.unwrap();
-        text.lines()
-            .find_map(|line| line.strip_prefix(&series)?.trim().parse().ok())
-            .unwrap_or(0.0)
+        event_subscribers_in(&self.get("/metrics").await.text().await.unwrap(), transport)
     }
 
     /// Waits (10 s at most) until `count` subscribers over `transport` follow the feed.

@@ -514,14 +514,7 @@ pub async fn identical_websocket_subscribers_each_get_every_event_once(start: St
             json!({}),
         )
         .await;
-    let subscribers = async || {
-        let text = app.get("/metrics").await.text().await.unwrap();
-        text.lines()
-            .find(|l| l.starts_with("repository_event_subscribers{transport=\"graphql_ws\"}"))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
+    let subscribers = async || app.event_subscribers("graphql_ws").await;
     assert!(
         crate::common::eventually(Duration::from_secs(10), async || subscribers().await == 8.0)
             .await,
