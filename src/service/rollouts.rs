@@ -268,24 +268,20 @@ impl RepositoryService {
         class: &str,
     ) -> Result<Option<String>, ServiceError> {
         let earlier = self.store.rollouts().rollouts(&rollout.model).await?;
-        let before = earlier.iter().filter(|r| {
-            r.alias == rollout.alias && r.id != rollout.id && r.started_at <= rollout.started_at
-        });
-        for r in before {
-            match r.state {
-                RolloutState::Completed => {
-                    let reverted = r
-                        .classes
-                        .iter()
-                        .any(|c| c.hardware_class == class && c.state == ClassState::Reverted);
-                    return Ok((r.version == rollout.from_version && reverted)
-                        .then(|| r.from_version.clone()));
-                }
-                // It left the alias where it was: look further back.
-                _ => continue,
-            }
-        }
-        Ok(None)
+        // The last that completed before it; the others left the alias where it was.
+        let Some(r) = earlier.iter().find(|r| {
+            r.alias == rollout.alias
+                && r.id != rollout.id
+                && r.started_at <= rollout.started_at
+                && r.state == RolloutState::Completed
+        }) else {
+            return Ok(None);
+        };
+        let reverted = r
+            .classes
+            .iter()
+            .any(|c| c.hardware_class == class && c.state == ClassState::Reverted);
+        Ok((r.version == rollout.from_version && reverted).then(|| r.from_version.clone()))
     }
 
     /// The rollout that decides what a device gets of an alias now pointing at `current`: one that moves it, or
