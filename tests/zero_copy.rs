@@ -105,6 +105,27 @@ async fn whole_files_and_ranges_in_parallel_are_the_stored_bytes_sent_by_sendfil
     );
 }
 
+/// While a file goes out by sendfile the socket is corked (only full segments leave), and the cork is lifted once
+/// the response is written: a file's last bytes leave at once, not at the kernel's 200 ms ceiling. Thirty
+/// keep-alive downloads of a file that ends mid-segment would take six seconds otherwise.
+#[tokio::test]
+async fn a_sent_file_s_last_bytes_leave_at_once() {
+    let app = common::embedded(test_config()).await;
+    let data = bytes(128 * 1024 + 1_001, 9);
+    app.create_service("svc").await;
+    app.upload_service_file("svc", data.clone()).await;
+    let before = sendfile_bytes(&app).await;
+
+    let started = std::time::Instant::now();
+    for _ in 0..30 {
+        assert_eq!(app.get("/service/svc").await.bytes().await.unwrap(), data);
+    }
+    let took = started.elapsed();
+    let sent = sendfile_bytes(&app).await - before;
+    assert!(sent >= 30 * data.len() as u64, "sendfile sent only {sent} bytes");
+    assert!(took < Duration::from_secs(3), "30 downloads took {took:?}");
+}
+
 /// A send cut short by a full socket buffer waits for the kernel's next "writable" before it goes on (fewer and
 /// larger sendfile calls): clients on slow links, whose buffers fill again and again, still get every byte, and
 /// promptly.
