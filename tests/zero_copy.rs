@@ -122,7 +122,10 @@ async fn a_sent_file_s_last_bytes_leave_at_once() {
     }
     let took = started.elapsed();
     let sent = sendfile_bytes(&app).await - before;
-    assert!(sent >= 30 * data.len() as u64, "sendfile sent only {sent} bytes");
+    assert!(
+        sent >= 30 * data.len() as u64,
+        "sendfile sent only {sent} bytes"
+    );
     assert!(took < Duration::from_secs(3), "30 downloads took {took:?}");
 }
 
