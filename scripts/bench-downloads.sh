@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # One file downloaded from page cache, in one run, by our server (`/blobs/sha256/{hex}`), by nginx (`sendfile on`,
-# one worker per core) serving the very same blob file, and optionally by a second build of ours (BEFORE=binary,
-# the build before, for "back to back" figures). Each round downloads it with 1 and with 4 concurrent curl streams
+# one worker per core) serving the very same blob file, by `examples/sendfile_floor` (the least a tokio server can
+# do: a head, then sendfile; what our stack costs beyond it is ours, and what it cannot win the machine decides), and
+# optionally by a second build of ours (BEFORE=binary, the build before, for "back to back" figures). Each round downloads it with 1 and with 4 concurrent curl streams
 # from each server in turn; prints MiB/s and the server's CPU seconds per GiB served (from
 # /proc/PID/task/*/schedstat before and after, nanoseconds, every thread; for nginx, summed over its workers), then
 # the medians and the ratio to nginx's. (Kernel time in softirq context, where loopback delivers, is nobody's.)
 #
-#   cargo build --release --bins && scripts/bench-downloads.sh [SIZE_MIB=1024] [ROUNDS=3]
+#   cargo build --release --bins --examples && scripts/bench-downloads.sh [SIZE_MIB=1024] [ROUNDS=3]
 #   BEFORE=/path/to/older/component-repository scripts/bench-downloads.sh
 #
 # Loopback only; the servers and nginx stop with the script. curl shares the machine's cores with the servers, the
@@ -18,6 +19,7 @@ size_mib=${1:-1024}
 rounds=${2:-3}
 binary=${BINARY:-target/release/component-repository}
 before=${BEFORE:-}
+floor=${FLOOR:-target/release/examples/sendfile_floor}
 work=$(mktemp -d)
 nginx_port=18732
 declare -A pid=() url=()
@@ -76,6 +78,10 @@ EOF
 nginx -c "$work/nginx.conf" -p "$work"
 for _ in $(seq 50); do [ -s "$work/nginx.pid" ] && break; sleep 0.1; done
 url[nginx]="http://127.0.0.1:$nginx_port/blob"
+"$floor" 127.0.0.1:18735 "$work/www/blob" 2>"$work/floor.log" &
+pid[floor]=$!
+url[floor]="http://127.0.0.1:18735/"
+for _ in $(seq 50); do (echo >/dev/tcp/127.0.0.1/18735) 2>/dev/null && break; sleep 0.1; done
 
 # The processes that serve `name`'s bytes: our server, or nginx's workers.
 serving() {
@@ -86,7 +92,7 @@ cpu_ns() {
   for p in "$@"; do cat /proc/"$p"/task/*/schedstat; done | awk '{ s += $1 } END { printf "%.0f\n", s }'
 }
 
-names=(nginx ours)
+names=(nginx floor ours)
 [ -n "$before" ] && names+=(before)
 declare -A speeds=() cpus=() ratios=()
 for name in "${names[@]}"; do curl -sf -o /dev/null "${url[$name]}"; done # page cache warm
