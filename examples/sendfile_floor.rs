@@ -17,6 +17,7 @@ mod floor {
     use std::os::fd::AsRawFd;
     use std::sync::Arc;
 
+    use component_repository::zero_copy::set_cork;
     use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
     use tokio::net::{TcpListener, TcpStream};
 
@@ -70,25 +71,6 @@ mod floor {
                 }
             }
             set_cork(&stream, false)?;
-        }
-    }
-
-    fn set_cork(stream: &TcpStream, on: bool) -> io::Result<()> {
-        let value: libc::c_int = on.into();
-        // SAFETY: an int option on an open socket, passed by pointer and size for the call's duration.
-        let done = unsafe {
-            libc::setsockopt(
-                stream.as_raw_fd(),
-                libc::IPPROTO_TCP,
-                libc::TCP_CORK,
-                (&value as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if done == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
         }
     }
 }

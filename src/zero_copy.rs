@@ -57,6 +57,12 @@ pub fn lookup(slice: &[u8]) -> Option<Sendable> {
     })
 }
 
+/// Sets or lifts TCP_CORK on `socket`: while set, the kernel sends only full segments (nginx's `tcp_nopush`), so
+/// the partial one that ends each sendfile(2) waits for the next, or for the cork to be lifted.
+pub fn set_cork(socket: &impl std::os::fd::AsRawFd, on: bool) -> std::io::Result<()> {
+    sys::set_cork(socket.as_raw_fd(), on)
+}
+
 /// `len` bytes of `file` from `offset` as [`Bytes`] that the connection sends with sendfile(2), if every page of
 /// them is in the page cache (sendfile on a runtime thread must never wait for the disk) and the mapping succeeds;
 /// `None` otherwise, and the caller reads them the ordinary way.
@@ -167,6 +173,25 @@ mod sys {
         Some(mapping)
     }
 
+    pub fn set_cork(socket: std::os::fd::RawFd, on: bool) -> io::Result<()> {
+        let value: libc::c_int = on.into();
+        // SAFETY: an int option on an open socket, passed by pointer and size for the call's duration.
+        let done = unsafe {
+            libc::setsockopt(
+                socket,
+                libc::IPPROTO_TCP,
+                libc::TCP_CORK,
+                (&value as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if done == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
     /// cachestat(2)'s system call number, the same on every architecture (Linux 6.5 and later).
     const SYS_CACHESTAT: libc::c_long = 451;
 
@@ -258,6 +283,10 @@ mod sys {
 
     pub fn map(_: &Arc<File>, _: u64, _: usize) -> Option<Mapping> {
         None
+    }
+
+    pub fn set_cork(_: std::os::fd::RawFd, _: bool) -> std::io::Result<()> {
+        Err(std::io::ErrorKind::Unsupported.into())
     }
 
     impl super::Sendable {

@@ -42,7 +42,8 @@ impl SendIdleTimeout {
     fn cork(&mut self, on: bool) {
         if self.corked != on {
             self.corked = on;
-            set_cork(&self.inner, on);
+            // A failure only costs the optimisation (the socket may already be closing).
+            let _ = zero_copy::set_cork(&self.inner, on);
         }
     }
 
@@ -79,7 +80,12 @@ impl SendIdleTimeout {
     /// trying again at once moved only the few bytes freed meanwhile, twice as many calls and segments per GiB.
     /// (A file truncated behind the server's back also sends short; its connection then ends by the send idle
     /// timeout instead of at once.)
-    fn poll_send_file(&self, cx: &mut Context<'_>, bytes: &Sendable) -> Poll<io::Result<usize>> {
+    fn poll_send_file(
+        &mut self,
+        cx: &mut Context<'_>,
+        bytes: &Sendable,
+    ) -> Poll<io::Result<usize>> {
+        self.cork(true);
         loop {
             std::task::ready!(self.inner.poll_write_ready(cx))?;
             let mut filled = 0;
@@ -109,7 +115,6 @@ impl SendIdleTimeout {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         if let Some(first) = bufs.first().and_then(|b| zero_copy::lookup(b)) {
-            self.cork(true);
             return self.poll_send_file(cx, &first);
         }
         let plain = 1 + bufs
@@ -138,10 +143,7 @@ impl AsyncWrite for SendIdleTimeout {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let outcome = match zero_copy::lookup(buf) {
-            Some(mapped) => {
-                self.cork(true);
-                self.poll_send_file(cx, &mapped)
-            }
+            Some(mapped) => self.poll_send_file(cx, &mapped),
             None => Pin::new(&mut self.inner).poll_write(cx, buf),
         };
         self.observe(cx, outcome)
@@ -171,23 +173,3 @@ impl AsyncWrite for SendIdleTimeout {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
-
-/// Sets or lifts TCP_CORK. A failure only costs the optimisation (the socket may already be closing), so it is ignored.
-#[cfg(target_os = "linux")]
-fn set_cork(stream: &TcpStream, on: bool) {
-    use std::os::fd::AsRawFd;
-    let value: libc::c_int = on.into();
-    // SAFETY: an int option on a socket we own, passed by pointer and size for the call's duration.
-    unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_CORK,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn set_cork(_stream: &TcpStream, _on: bool) {}
