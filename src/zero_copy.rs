@@ -328,16 +328,7 @@ mod tests {
         file.sync_all().unwrap();
         let file = Arc::new(file);
         assert!(map(&file, 0, data.len()).is_some(), "written, it is cached");
-        // SAFETY: advice on our own open file.
-        let advised = unsafe {
-            libc::posix_fadvise(
-                std::os::fd::AsRawFd::as_raw_fd(&*file),
-                0,
-                0,
-                libc::POSIX_FADV_DONTNEED,
-            )
-        };
-        assert_eq!(advised, 0);
+        rustix::fs::fadvise(&*file, 0, None, rustix::fs::Advice::DontNeed).expect("advice taken");
         // Whether the kernel did drop them, asked the other way (mincore of a mapping, not cachestat).
         let dropped = {
             let fd = std::os::fd::AsRawFd::as_raw_fd(&*file);

@@ -303,7 +303,6 @@ async fn stalled_downloads_on_the_sendfile_path_are_cut_off_and_fault_no_file_in
 /// Drops every file of the store's blobs from the page cache (as memory pressure would), after writing back
 /// whatever is dirty.
 fn evict_blobs(dir: &std::path::Path) {
-    use std::os::fd::AsRawFd;
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
         if path.is_dir() {
@@ -312,10 +311,7 @@ fn evict_blobs(dir: &std::path::Path) {
         }
         let file = std::fs::File::open(&path).unwrap();
         file.sync_all().unwrap();
-        // SAFETY: advice on a file of our own, open for the call.
-        let advised =
-            unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-        assert_eq!(advised, 0);
+        rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed).expect("advice taken");
     }
 }
 
