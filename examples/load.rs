@@ -456,7 +456,7 @@ async fn main() -> anyhow::Result<()> {
             seconds,
             None,
             Uploads::Server,
-            100 + percent as u64,
+            schedule_seed(percent),
         )
         .await;
         show(&format!("{percent:.0} % of capacity ({rate:.0}/s)"), &run);
@@ -476,7 +476,7 @@ async fn main() -> anyhow::Result<()> {
         seconds,
         None,
         Uploads::RawStores,
-        150,
+        schedule_seed(50.0),
     )
     .await;
     std::fs::remove_dir_all(&raw_dir)?;
@@ -602,4 +602,9 @@ async fn sweep(target: &Arc<Target>, pid: u32, seconds: f64) -> anyhow::Result<f
         LATE.as_millis()
     );
     Ok(capacity)
+}
+
+/// Seed of the schedule at `percent` % of capacity: the uploads' anchor replays the 50 % phase's.
+fn schedule_seed(percent: f64) -> u64 {
+    100 + percent as u64
 }
