@@ -147,17 +147,12 @@ impl SharedFeeds {
                 };
             }
         }
-        let share = Arc::new(Share {
-            key: key.clone(),
-            state: Mutex::new(ShareState {
-                members: HashMap::from([(slot, member(false))]),
-                live: false,
-                closed: false,
-                task: None,
-            }),
-            metrics: metrics.clone(),
-            feeds: Arc::downgrade(self),
-        });
+        let share = Arc::new(Share::new(
+            key.clone(),
+            metrics.clone(),
+            Arc::downgrade(self),
+        ));
+        lock(&share.state).members.insert(slot, member(false));
         let request = request
             .data(access.clone())
             .data(SharedRun(Arc::downgrade(&share)));
@@ -249,6 +244,21 @@ fn close(state: &mut ShareState) -> bool {
 }
 
 impl Share {
+    /// A share with no members yet, not yet following the feed.
+    fn new(key: String, metrics: Arc<Metrics>, feeds: Weak<SharedFeeds>) -> Self {
+        Self {
+            key,
+            state: Mutex::new(ShareState {
+                members: HashMap::new(),
+                live: false,
+                closed: false,
+                task: None,
+            }),
+            metrics,
+            feeds,
+        }
+    }
+
     /// Removes the share from the server's shares, unless another took its place already.
     fn forget(&self) {
         let Some(feeds) = self.feeds.upgrade() else {
@@ -387,17 +397,11 @@ mod tests {
     #[tokio::test]
     async fn a_subscriber_that_comes_after_the_error_that_ends_a_share_starts_its_own() {
         let feeds = Arc::new(SharedFeeds::default());
-        let share = Arc::new(Share {
-            key: "k".into(),
-            state: Mutex::new(ShareState {
-                members: HashMap::new(),
-                live: false,
-                closed: false,
-                task: None,
-            }),
-            metrics: Arc::new(Metrics::new()),
-            feeds: Arc::downgrade(&feeds),
-        });
+        let share = Arc::new(Share::new(
+            "k".into(),
+            Arc::new(Metrics::new()),
+            Arc::downgrade(&feeds),
+        ));
         lock(&feeds.shares).insert("k".into(), share.clone());
         let (to, mut delivered) = mpsc::unbounded_channel();
         let member = Member {
@@ -422,17 +426,8 @@ mod tests {
     #[tokio::test]
     async fn a_subscriber_that_does_not_keep_up_is_cut_off_and_the_others_get_everything() {
         let metrics = Arc::new(Metrics::new());
-        let share = Share {
-            key: String::new(),
-            state: Mutex::new(ShareState {
-                members: HashMap::new(),
-                live: true,
-                closed: false,
-                task: None,
-            }),
-            metrics: metrics.clone(),
-            feeds: Weak::new(),
-        };
+        let share = Share::new(String::new(), metrics.clone(), Weak::new());
+        lock(&share.state).live = true;
         let (reader_to, mut reader) = mpsc::unbounded_channel();
         let (stalled_to, mut stalled) = mpsc::unbounded_channel();
         let reader_pending = Arc::new(AtomicUsize::new(0));
