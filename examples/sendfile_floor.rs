@@ -1,11 +1,12 @@
 //! The least a tokio server can do to serve a file: a second anchor for `scripts/bench-downloads.sh`, beside nginx.
 //!
 //! ```sh
-//! cargo build --release --examples && target/release/examples/sendfile_floor 127.0.0.1:18734 /path/to/file
+//! cargo build --release --examples && target/release/examples/sendfile_floor 127.0.0.1:18734 /path/to/file [THREADS]
 //! ```
 //!
 //! Answers every request on a connection with the whole file: a fixed head, then sendfile(2) with the socket corked,
-//! waiting for the kernel's "writable" after a send cut short, on tokio's multi-thread runtime (a worker per core).
+//! waiting for the kernel's "writable" after a send cut short. Connections are served as the server serves them:
+//! on `THREADS` connection threads (default: one per core), or with 0 on tokio's multi-thread runtime.
 //! No HTTP parsing, routing, store, mapping or timers: whatever the repository's server costs beyond this is its
 //! stack's, and where this loop cannot beat nginx either, the machine (curl's copy on the same cores) decides.
 //! Linux only.
@@ -17,18 +18,34 @@ mod floor {
     use std::os::fd::AsRawFd;
     use std::sync::Arc;
 
+    use component_repository::server::ConnectionThreads;
     use component_repository::zero_copy::set_cork;
     use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
     use tokio::net::{TcpListener, TcpStream};
 
     const END_OF_HEAD: &[u8] = b"\r\n\r\n";
 
-    pub async fn run(bind: &str, path: &str) -> io::Result<()> {
+    pub async fn run(bind: &str, path: &str, threads: usize) -> io::Result<()> {
         let file = Arc::new(File::open(path)?);
         let listener = TcpListener::bind(bind).await?;
+        let threads = (threads > 0)
+            .then(|| ConnectionThreads::start(threads))
+            .transpose()?;
         loop {
             let (stream, _) = listener.accept().await?;
-            tokio::spawn(serve(stream, Arc::clone(&file)));
+            let file = Arc::clone(&file);
+            match &threads {
+                None => drop(tokio::spawn(serve(stream, file))),
+                // As the server does: the socket moves to the thread's runtime.
+                Some(threads) => {
+                    let stream = stream.into_std()?;
+                    threads.spawn(async move {
+                        if let Ok(stream) = TcpStream::from_std(stream) {
+                            let _ = serve(stream, file).await;
+                        }
+                    });
+                }
+            }
         }
     }
 
@@ -79,11 +96,23 @@ mod floor {
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let [_, bind, path] = args.as_slice() else {
-        eprintln!("usage: sendfile_floor ADDRESS FILE");
-        std::process::exit(2);
+    let (bind, path, threads) = match args.as_slice() {
+        [_, bind, path] => (bind, path, None),
+        [_, bind, path, threads] => match threads.parse() {
+            Ok(threads) => (bind, path, Some(threads)),
+            Err(_) => {
+                eprintln!("THREADS must be a number, not {threads:?}");
+                std::process::exit(2);
+            }
+        },
+        _ => {
+            eprintln!("usage: sendfile_floor ADDRESS FILE [THREADS]");
+            std::process::exit(2);
+        }
     };
-    floor::run(bind, path).await
+    let threads = threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |cores| cores.get()));
+    floor::run(bind, path, threads).await
 }
 
 #[cfg(not(target_os = "linux"))]

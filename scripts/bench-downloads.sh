@@ -3,7 +3,7 @@
 # one worker per core) serving the very same blob file, by `examples/sendfile_floor` (the least a tokio server can
 # do: a head, then sendfile; what our stack costs beyond it is ours, and what it cannot win the machine decides), and
 # optionally by a second build of ours (BEFORE=binary, the build before, for "back to back" figures). Each round
-# downloads it with 1 and with 4 concurrent curl streams from each server in turn; prints MiB/s and the server's CPU
+# downloads it with 1 and with 4 concurrent curl streams from each server in turn (each round starting with the next); prints MiB/s and the server's CPU
 # seconds per GiB served (from /proc/PID/task/*/schedstat before and after, nanoseconds, every thread; for nginx,
 # summed over its workers), then the medians and the ratio to nginx's. (Kernel time in softirq context, where loopback delivers, is nobody's.)
 #
@@ -87,6 +87,10 @@ for _ in $(seq 50); do (echo >/dev/tcp/127.0.0.1/18735) 2>/dev/null && break; sl
 serving() {
   if [ "$1" = nginx ]; then pgrep -P "$(cat "$work/nginx.pid")"; else echo "${pid[$1]}"; fi
 }
+# CPU time of this script's waited-for children (the curls), in clock ticks: with one stream, a curl near one whole
+# core is the limit for every server alike.
+ticks=$(getconf CLK_TCK)
+client_ticks() { sed 's/.*) //' /proc/$$/stat | awk '{ print $14 + $15 }'; }
 # CPU time of the processes given (all their threads), in nanoseconds.
 cpu_ns() {
   for p in "$@"; do cat /proc/"$p"/task/*/schedstat; done | awk '{ s += $1 } END { printf "%.0f\n", s }'
@@ -98,9 +102,13 @@ declare -A speeds=() cpus=() ratios=()
 for name in "${names[@]}"; do curl -sf -o /dev/null "${url[$name]}"; done # page cache warm
 for round in $(seq "$rounds"); do
   for streams in 1 4; do
-    for name in "${names[@]}"; do
+    # Each round starts with the next server, so none always runs right after another or first.
+    order=("${names[@]:$(((round - 1) % ${#names[@]}))}" "${names[@]:0:$(((round - 1) % ${#names[@]}))}")
+    declare -A got=()
+    for name in "${order[@]}"; do
       mapfile -t procs < <(serving "$name")
       cpu0=$(cpu_ns "${procs[@]}")
+      client0=$(client_ticks)
       t0=$(date +%s.%N)
       curls=()
       for i in $(seq "$streams"); do
@@ -110,19 +118,25 @@ for round in $(seq "$rounds"); do
       for c in "${curls[@]}"; do wait "$c"; done
       t1=$(date +%s.%N)
       cpu1=$(cpu_ns "${procs[@]}")
+      client1=$(client_ticks)
       for i in $(seq "$streams"); do
         [ "$(cat "$work/got.$i")" = "$((size_mib * 1024 * 1024))" ] || { echo "$name: short download" >&2; exit 1; }
       done
-      read -r mib cpu < <(awk -v n="$streams" -v s="$size_mib" -v a="$t0" -v b="$t1" -v c="$((cpu1 - cpu0))" \
-        'BEGIN { printf "%.0f %.3f\n", n * s / (b - a), c / 1e9 / (n * s / 1024) }')
+      got[$name]=$(awk -v n="$streams" -v s="$size_mib" -v a="$t0" -v b="$t1" -v c="$((cpu1 - cpu0))" \
+        -v k="$((client1 - client0))" -v hz="$ticks" \
+        'BEGIN { printf "%.0f %.3f %.2f\n", n * s / (b - a), c / 1e9 / (n * s / 1024), k / hz / (b - a) }')
+    done
+    anchor_mib=${got[nginx]%% *}
+    for name in "${names[@]}"; do
+      read -r mib cpu cores <<<"${got[$name]}"
       speeds[$name.$streams]+="$mib "
       cpus[$name.$streams]+="$cpu "
-      [ "$name" = nginx ] && anchor_mib=$mib
       # The ratio within a round too: on a shared machine the load changes between rounds more than within one.
       ratio=$(awk -v a="$mib" -v b="$anchor_mib" 'BEGIN { printf "%.2f", a / b }')
       ratios[$name.$streams]+="$ratio "
-      echo "round $round, $streams stream(s), $name: $mib MiB/s (${ratio}x nginx), $cpu CPU s/GiB"
+      echo "round $round, $streams stream(s), $name: $mib MiB/s (${ratio}x nginx), $cpu CPU s/GiB; curl took $cores cores"
     done
+    unset got
   done
 done
 

@@ -54,7 +54,7 @@ combinations=(
   "embedded (the defaults)|"
   "embedded, ClusterIP with ingress and TLS|--set service.type=ClusterIP --set ingress.enabled=true --set ingress.className=nginx --set ingress.tls[0].secretName=repository-tls --set ingress.tls[0].hosts[0]=repository.local"
   "embedded, existing claim, seeded from a URL|--set store.embedded.persistence.existingClaim=repository-data --set seed.enabled=true --set seed.url=http://archives.internal/repository.tar"
-  "embedded, with tokens, public reads and extra settings|--set auth.writeTokens={w1,w2} --set auth.readTokens={r1} --set auth.publicReads=true --set config.extraEnv.REPOSITORY_CORS_ALLOWED_ORIGINS=https://dash.example.org --set config.maxConnections=5000"
+  "embedded, with tokens, public reads and extra settings|--set auth.writeTokens={w1,w2} --set auth.readTokens={r1} --set auth.publicReads=true --set config.extraEnv.REPOSITORY_CORS_ALLOWED_ORIGINS=https://dash.example.org --set config.maxConnections=5000 --set config.connectionThreads=0"
   "mongodb, bundled|--set store.mode=mongodb --set replicaCount=3"
   "mongodb, bundled, tokens from an existing secret|--set store.mode=mongodb --set auth.existingSecret=repository-tokens"
   "mongodb, external URI, seeded from a claim|--set store.mode=mongodb --set store.mongodb.bundled=false --set store.mongodb.uri=mongodb://db-0,db-1/?replicaSet=rs0 --set seed.enabled=true --set seed.existingClaim=archives"

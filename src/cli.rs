@@ -446,6 +446,12 @@ pub struct ServeArgs {
         global = true
     )]
     pub send_idle_timeout_secs: u64,
+
+    /// Threads that serve connections, each keeping its connections for their whole life, as nginx's workers do
+    /// (downloads go faster than on a shared pool of workers). 0: connections share the runtime's workers with
+    /// everything else. Default: one per core.
+    #[arg(long, env = "REPOSITORY_CONNECTION_THREADS", global = true)]
+    pub connection_threads: Option<usize>,
 }
 
 #[derive(Debug, Clone, clap::Args)]

@@ -246,11 +246,15 @@ pub struct Connections {
     pub send_idle_timeout: Duration,
     /// How long in-flight requests may run after shutdown begins.
     pub shutdown_grace: Duration,
+    /// Threads that serve connections, each with a single-threaded runtime (0: served on the shared runtime);
+    /// `None`: one per core.
+    pub connection_threads: Option<usize>,
 }
 
 impl Default for Connections {
     fn default() -> Self {
         Self {
+            connection_threads: None,
             max_connections: None,
             header_read_timeout: Duration::from_secs(20),
             send_idle_timeout: Duration::from_secs(60),

@@ -1,5 +1,6 @@
 //! Wiring: store -> service -> HTTP application, and serving with graceful shutdown.
 
+mod connection_threads;
 mod connections;
 mod send_idle;
 
@@ -18,6 +19,8 @@ use crate::service::{RepositoryService, ServiceError};
 use crate::store::Store;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::mongodb::MongoStore;
+
+pub use self::connection_threads::ConnectionThreads;
 
 pub use self::connections::{ConnectionLimits, raise_fd_limit};
 
@@ -313,6 +316,9 @@ impl ServeOptions {
                     .max(1),
                 header_read_timeout: config.header_read_timeout.max(Duration::from_secs(1)),
                 send_idle_timeout: config.send_idle_timeout.max(Duration::from_secs(1)),
+                connection_threads: config.connection_threads.unwrap_or_else(|| {
+                    std::thread::available_parallelism().map_or(1, |cores| cores.get())
+                }),
             },
             grace: config.shutdown_grace,
         }
@@ -327,10 +333,17 @@ pub async fn serve(
     options: ServeOptions,
 ) -> anyhow::Result<()> {
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let threads = match options.connections.connection_threads {
+        0 => None,
+        count => Some(Arc::new(
+            ConnectionThreads::start(count).context("starting the connection threads")?,
+        )),
+    };
     let server = tokio::spawn(connections::accept_loop(
         listener,
         app,
         options.connections,
+        threads.clone(),
         async move {
             shutdown.await;
             let _ = stopping_tx.send(());
@@ -344,11 +357,18 @@ pub async fn serve(
             std::future::pending::<()>().await;
         }
     };
-    tokio::select! {
-        result = server => result.context("server task")?,
-        () = deadline => tracing::warn!(?grace, "in-flight requests outlived the shutdown grace period"),
+    let served = tokio::select! {
+        result = server => result.context("server task"),
+        () = deadline => {
+            tracing::warn!(?grace, "in-flight requests outlived the shutdown grace period");
+            Ok(())
+        }
+    };
+    // The accept loop has ended (and dropped its share) or been abandoned at the deadline.
+    if let Some(threads) = threads.and_then(|threads| Arc::try_unwrap(threads).ok()) {
+        threads.stop().await;
     }
-    Ok(())
+    served
 }
 
 /// Completes on SIGTERM or Ctrl-C.

@@ -192,3 +192,33 @@ async fn a_download_cut_mid_body_resumes_with_range_to_the_same_bytes() {
     received.extend_from_slice(&rest.bytes().await.unwrap());
     assert_eq!(common::sha256_hex(&received), common::sha256_hex(&data));
 }
+
+/// Connections are served on connection threads (by default one per core) or, with 0, on the shared runtime:
+/// either way concurrent downloads arrive whole, and a stopped server leaves its store to the next one.
+#[tokio::test]
+async fn downloads_arrive_whole_on_connection_threads_or_the_shared_runtime() {
+    for threads in [0, 1, 3] {
+        let app = common::embedded(config_with(|c| {
+            c.connections.connection_threads = Some(threads)
+        }))
+        .await;
+        let data = bytes(3 << 20, threads as u64);
+        upload_service_file(&app, data.clone()).await;
+        let downloads =
+            (0..6).map(|_| async { app.get("/service/svc").await.bytes().await.unwrap() });
+        for body in futures_util::future::join_all(downloads).await {
+            assert!(
+                body == data,
+                "{threads} thread(s): a download differs from the upload"
+            );
+        }
+        let dir = app.stop_keeping_data().await;
+        let again = common::embedded_in(dir.path()).await;
+        let body = again.get("/service/svc").await.bytes().await.unwrap();
+        assert!(
+            body == data,
+            "{threads} thread(s): the reopened store serves other bytes"
+        );
+        again.stop().await;
+    }
+}

@@ -183,6 +183,37 @@ async fn a_body_that_stalls_is_cut_off() {
     assert!(started.elapsed() < Duration::from_secs(5));
 }
 
+/// A refusal sent before the request's body was read closes the connection and says so: a client that reused it
+/// would have its next request fail, whenever the server could not drain the whole body at once.
+#[tokio::test]
+async fn a_response_sent_before_the_request_body_was_read_closes_the_connection() {
+    let app = app_with(|c| c.auth = tokens(&["r"], &["w"], false)).await;
+    let body = json!({ "query": "{ services { totalCount } }", "padding": "x".repeat(64 * 1024) });
+    let refused = app
+        .client
+        .post(app.url("/graphql"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    assert_eq!(refused.headers()["connection"], "close");
+    let answered = app
+        .client
+        .post(app.url("/graphql"))
+        .bearer_auth("r")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answered.status(), 200);
+    assert!(
+        answered.headers().get("connection").is_none(),
+        "{:?}",
+        answered.headers()
+    );
+}
+
 /// Status and body of a GraphQL POST of `body` with an optional token.
 async fn post(
     app: &TestApp,

@@ -1,7 +1,13 @@
-//! Layers around every route: the request time limit and CORS.
+//! Layers around every route: the request time limit, CORS, and closing connections whose request bodies were
+//! left unread.
 
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::Request;
 use axum::http::{HeaderValue, Method, header};
 use axum::middleware::Next;
@@ -30,6 +36,59 @@ pub async fn request_timeout(
     match tokio::time::timeout(timeout, next.run(request)).await {
         Ok(response) => response,
         Err(_) => ApiError::Timeout(timeout).into_response(),
+    }
+}
+
+/// A response sent before its request's body was read to the end (a refusal, say) says `Connection: close`, and the
+/// connection closes after it (RFC 9112 9.6). hyper would keep it open if what it can drain at once is the whole
+/// body, and close it otherwise; a client that reused it then had its next request fail.
+pub async fn close_if_body_unread(request: Request, next: Next) -> Response {
+    if request.body().is_end_stream() {
+        return next.run(request).await;
+    }
+    let read = Arc::new(AtomicBool::new(false));
+    let request = request.map(|body| {
+        Body::new(ReadToTheEnd {
+            body,
+            read: Arc::clone(&read),
+        })
+    });
+    let mut response = next.run(request).await;
+    if !read.load(Ordering::Acquire) {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+/// A request body that records when it has been read to its end.
+struct ReadToTheEnd {
+    body: Body,
+    read: Arc<AtomicBool>,
+}
+
+impl HttpBody for ReadToTheEnd {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, axum::Error>>> {
+        let frame = Pin::new(&mut self.body).poll_frame(cx);
+        if matches!(frame, Poll::Ready(None)) || self.body.is_end_stream() {
+            self.read.store(true, Ordering::Release);
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
     }
 }
 

@@ -109,7 +109,9 @@ pub fn router(service: Arc<RepositoryService>, config: ApiConfig) -> Router {
         Some(cors) => router.layer(cors),
         None => router,
     };
-    let router = router.layer(axum::middleware::map_response(headers::secure));
+    let router = router
+        .layer(axum::middleware::map_response(headers::secure))
+        .layer(axum::middleware::from_fn(layers::close_if_body_unread));
     router.layer(
             tower::ServiceBuilder::new()
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))

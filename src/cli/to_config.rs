@@ -101,6 +101,7 @@ impl TryFrom<ServeArgs> for Config {
                 header_read_timeout: secs(args.header_read_timeout_secs),
                 send_idle_timeout: secs(args.send_idle_timeout_secs),
                 shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
+                connection_threads: args.connection_threads,
             },
             device_report_ttl: args.device_report_ttl,
             rollout_tick: args.rollout_tick,
@@ -205,6 +206,15 @@ mod tests {
 
     fn refusal(flags: &[&str]) -> ConfigError {
         config(flags).expect_err("refused")
+    }
+
+    #[test]
+    fn connection_threads_default_to_one_per_core_and_zero_means_the_shared_runtime() {
+        assert_eq!(config(&[]).unwrap().connections.connection_threads, None);
+        let shared = config(&["--connection-threads=0"]).unwrap();
+        assert_eq!(shared.connections.connection_threads, Some(0));
+        let three = config(&["--connection-threads=3"]).unwrap();
+        assert_eq!(three.connections.connection_threads, Some(3));
     }
 
     #[test]

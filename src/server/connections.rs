@@ -14,13 +14,14 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use crate::api::lease::ConnectionLease;
 
+use super::connection_threads::ConnectionThreads;
 use super::send_idle::SendIdleTimeout;
 
 /// Connections over the limit that are answered (with a 503, or `/healthz`) at once. A newer one takes the place
@@ -41,13 +42,18 @@ pub struct ConnectionLimits {
     pub header_read_timeout: Duration,
     /// Longest time a response may make no progress because the client takes no bytes.
     pub send_idle_timeout: Duration,
+    /// Threads that serve connections, each a single-threaded runtime; 0: connections are served on the
+    /// runtime that accepts them.
+    pub connection_threads: usize,
 }
 
-/// Accepts connections until `shutdown` completes, then waits for the open ones to finish their requests.
+/// Accepts connections until `shutdown` completes, then waits for the open ones to finish their requests. With
+/// `threads`, each connection is served on one of them; without, on the runtime this loop runs on.
 pub async fn accept_loop(
     listener: TcpListener,
     app: axum::Router,
     limits: ConnectionLimits,
+    threads: Option<Arc<ConnectionThreads>>,
     shutdown: impl Future<Output = ()>,
 ) {
     // HTTP/1, as before. (hyper-util's version-sniffing builder would wait for a first byte without any timeout.)
@@ -93,7 +99,6 @@ pub async fn accept_loop(
             Ok(slot) => {
                 warned_full = false;
                 let peer = stream.peer_addr().ok();
-                let io = TokioIo::new(SendIdleTimeout::new(stream, limits.send_idle_timeout));
                 // The connection's slot (and its part in the shutdown wait) is held by its requests' lease, so that
                 // a protocol it upgrades to keeps counting against the limit until it ends too.
                 let lease =
@@ -106,27 +111,29 @@ pub async fn accept_loop(
                 ));
                 let builder = Arc::clone(&builder);
                 let stop_tx = stop_tx.clone();
-                tokio::spawn(async move {
-                    // Upgrades: GraphQL over WebSocket.
-                    let mut connection =
-                        pin!(builder.serve_connection(io, service).with_upgrades());
-                    let mut stopping = pin!(stop_tx.closed());
-                    let mut asked_to_stop = false;
-                    loop {
-                        tokio::select! {
-                            result = connection.as_mut() => {
-                                if let Err(e) = result {
-                                    tracing::debug!(error = %e, "connection ended with an error");
-                                }
-                                break;
-                            }
-                            () = &mut stopping, if !asked_to_stop => {
-                                asked_to_stop = true;
-                                connection.as_mut().graceful_shutdown();
-                            }
-                        }
+                let send_idle_timeout = limits.send_idle_timeout;
+                match &threads {
+                    None => {
+                        let io = TokioIo::new(SendIdleTimeout::new(stream, send_idle_timeout));
+                        tokio::spawn(serve_connection(builder, io, service, stop_tx));
                     }
-                });
+                    // The socket moves to the connection thread's runtime: registered there, polled there.
+                    Some(threads) => match stream.into_std() {
+                        Ok(stream) => threads.spawn(async move {
+                            match TcpStream::from_std(stream) {
+                                Ok(stream) => {
+                                    let io = TokioIo::new(SendIdleTimeout::new(
+                                        stream,
+                                        send_idle_timeout,
+                                    ));
+                                    serve_connection(builder, io, service, stop_tx).await;
+                                }
+                                Err(e) => tracing::warn!(error = %e, "cannot serve a connection"),
+                            }
+                        }),
+                        Err(e) => tracing::warn!(error = %e, "cannot serve a connection"),
+                    },
+                }
             }
             Err(_) => {
                 if !warned_full {
@@ -165,6 +172,35 @@ pub async fn accept_loop(
     drop(stop_rx);
     drop(done_rx);
     done_tx.closed().await;
+}
+
+/// Serves one connection's requests until it ends, or finishes the request in flight once `stop_tx` is dropped.
+async fn serve_connection<S>(
+    builder: Arc<http1::Builder>,
+    io: TokioIo<SendIdleTimeout>,
+    service: S,
+    stop_tx: watch::Sender<()>,
+) where
+    S: hyper::service::HttpService<Incoming, ResBody = Body>,
+{
+    // Upgrades: GraphQL over WebSocket.
+    let mut connection = pin!(builder.serve_connection(io, service).with_upgrades());
+    let mut stopping = pin!(stop_tx.closed());
+    let mut asked_to_stop = false;
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                break;
+            }
+            () = &mut stopping, if !asked_to_stop => {
+                asked_to_stop = true;
+                connection.as_mut().graceful_shutdown();
+            }
+        }
+    }
 }
 
 /// What a connection over the limit gets: `/healthz` as usual (a liveness probe must not fail because the server
