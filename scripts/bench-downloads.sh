@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # One file downloaded from page cache, in one run, by our server (`/blobs/sha256/{hex}`), by nginx (`sendfile on`,
 # one worker per core) serving the very same blob file, by `examples/sendfile_floor` (the least a tokio server can
-# do: a head, then sendfile; what our stack costs beyond it is ours, and what it cannot win the machine decides), and
-# optionally by a second build of ours (BEFORE=binary, the build before, for "back to back" figures). Each round
-# downloads it with 1 and with 4 concurrent curl streams from each server in turn (each round starting with the next); prints MiB/s and the server's CPU
-# seconds per GiB served (from /proc/PID/task/*/schedstat before and after, nanoseconds, every thread; for nginx,
-# summed over its workers), then the medians and the ratio to nginx's. (Kernel time in softirq context, where loopback delivers, is nobody's.)
+# do: a head, then sendfile, on connection threads as ours; what our stack costs beyond it is ours, and what it
+# cannot win the machine decides), and optionally by a second build of ours (BEFORE=binary, the build before, for
+# "back to back" figures; a script that sets REPOSITORY_CONNECTION_THREADS=0 and execs ours compares the shared
+# runtime). Each round downloads it with 1 and with 4 concurrent curl streams from each server in turn, each round
+# starting with the next server; prints MiB/s, the server's CPU seconds per GiB served (from
+# /proc/PID/task/*/schedstat before and after, every thread; for nginx, summed over its workers) and the cores curl
+# took, then the medians and the ratio to nginx's. (Kernel time in softirq context, where loopback delivers, is
+# nobody's.) A 1 GiB run lasts a fraction of a second on a fast machine: 4096 gives steadier rounds.
 #
 #   cargo build --release --bins --examples && scripts/bench-downloads.sh [SIZE_MIB=1024] [ROUNDS=3]
 #   BEFORE=/path/to/older/component-repository scripts/bench-downloads.sh
