@@ -364,7 +364,8 @@ pub async fn serve(
             Ok(())
         }
     };
-    // The accept loop has ended (and dropped its share) or been abandoned at the deadline.
+    // The accept loop has ended and dropped its share. Abandoned at the deadline, it still holds it: the threads
+    // then stop when it ends (`ConnectionThreads`' drop), or with the process.
     if let Some(threads) = threads.and_then(|threads| Arc::try_unwrap(threads).ok()) {
         threads.stop().await;
     }

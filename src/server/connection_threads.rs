@@ -1,8 +1,8 @@
 //! Connections served on threads of their own, each a single-threaded runtime, the way nginx's workers serve
 //! theirs: a connection stays on one thread for its life, so the kernel's "readable"/"writable" reaches its task
-//! without a hand-off between a shared runtime's workers. With 4 downloads on 2 cores that took the server from
-//! 0.97× nginx's throughput to 1.0x (`docs/benchmarks.md`, "A thread per core for connections"). The store's
-//! housekeeping, the MongoDB driver and everything not tied to a connection stay on the main runtime.
+//! without a hand-off between a shared runtime's workers. With 4 downloads of 4 GiB on 2 cores that took the server
+//! from 0.97× nginx's throughput to 1.06–1.07× (`docs/benchmarks.md`, "A thread per core for connections"). The
+//! store's housekeeping, the MongoDB driver and everything not tied to a connection stay on the main runtime.
 
 use std::future::Future;
 use std::io;

@@ -174,7 +174,8 @@ pub async fn accept_loop(
     done_tx.closed().await;
 }
 
-/// Serves one connection's requests until it ends, or finishes the request in flight once `stop_tx` is dropped.
+/// Serves one connection's requests until it ends; once shutdown begins (`stop_tx` closed), finishes the request in
+/// flight and ends.
 async fn serve_connection<S>(
     builder: Arc<http1::Builder>,
     io: TokioIo<SendIdleTimeout>,
