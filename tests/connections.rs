@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::slow::SlowDownload;
-use common::{TestApp, bytes, config_with, eventually, test_config};
+use common::{TestApp, bytes, config_with, eventually, test_config, tokens};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -221,4 +221,39 @@ async fn downloads_arrive_whole_on_connection_threads_or_the_shared_runtime() {
         );
         again.stop().await;
     }
+}
+
+/// A request refused before its body is read: the server discards the rest of the body while the connection
+/// closes (lingering, as nginx does), so the client still sending it reads the refusal and a clean close instead of
+/// a reset that could destroy the answer.
+#[tokio::test]
+async fn a_refused_upload_s_rest_is_discarded_so_its_client_reads_the_refusal() {
+    let app = common::embedded(config_with(|c| c.auth = tokens(&["r"], &["w"], false))).await;
+    let chunk = vec![b' '; 64 * 1024];
+    let chunks = 128; // 8 MiB: far more than the socket buffers hold
+    let mut stream = TcpStream::connect(app.addr).await.unwrap();
+    let head = format!(
+        "POST /graphql HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        chunk.len() * chunks
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&chunk).await.unwrap();
+    let mut answer = Vec::new();
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        let mut buf = [0; 4096];
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed before the answer's head");
+        answer.extend_from_slice(&buf[..n]);
+    }
+    let answer = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+    assert!(answer.starts_with("http/1.1 401"), "{answer}");
+    assert!(answer.contains("connection: close"), "{answer}");
+    for sent in 1..chunks {
+        if let Err(e) = stream.write_all(&chunk).await {
+            panic!("the server reset the connection after {sent} of {chunks} chunks: {e}");
+        }
+    }
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut rest)).await;
+    assert!(matches!(closed, Ok(Ok(_))), "not a clean close: {closed:?}");
 }

@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use super::error::ApiError;
+use super::lease::ConnectionLease;
 
 /// A time limit for everything but uploads, whose length depends on the file (their bodies have the idle timeout).
 pub async fn request_timeout(
@@ -40,8 +41,9 @@ pub async fn request_timeout(
 }
 
 /// A response sent before its request's body was read to the end (a refusal, say) says `Connection: close`, and the
-/// connection closes after it (RFC 9112 9.6). hyper would keep it open if what it can drain at once is the whole
-/// body, and close it otherwise; a client that reused it then had its next request fail.
+/// connection closes after it (RFC 9112 9.6), lingering: what the client still sends is read and discarded for a
+/// while, so that it gets the response rather than a reset. (hyper kept such a connection open if it could drain the
+/// whole body at once, closed it otherwise, and a client that reused it had its next request fail.)
 pub async fn close_if_body_unread(request: Request, next: Next) -> Response {
     if request.body().is_end_stream() {
         return next.run(request).await;
@@ -53,11 +55,15 @@ pub async fn close_if_body_unread(request: Request, next: Next) -> Response {
             read: Arc::clone(&read),
         })
     });
+    let lease = request.extensions().get::<ConnectionLease>().cloned();
     let mut response = next.run(request).await;
     if !read.load(Ordering::Acquire) {
         response
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        if let Some(lease) = lease {
+            lease.linger_on_close();
+        }
     }
     response
 }

@@ -5,6 +5,7 @@
 use std::any::Any;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio_util::sync::CancellationToken;
 
@@ -14,6 +15,8 @@ pub struct ConnectionLease {
     _held: Arc<dyn Any + Send + Sync>,
     stopping: CancellationToken,
     peer: Option<SocketAddr>,
+    /// Set when a response leaves its request's body unread: the connection lingers as it closes.
+    linger: Arc<AtomicBool>,
 }
 
 impl ConnectionLease {
@@ -21,12 +24,21 @@ impl ConnectionLease {
         held: Arc<dyn Any + Send + Sync>,
         stopping: CancellationToken,
         peer: Option<SocketAddr>,
+        linger: Arc<AtomicBool>,
     ) -> ConnectionLease {
         ConnectionLease {
             _held: held,
             stopping,
             peer,
+            linger,
         }
+    }
+
+    /// Asks the connection to linger as it closes: it reads and discards what the client still sends (for a few
+    /// seconds at most) instead of answering it with a reset, which could destroy the response before the client
+    /// reads it.
+    pub fn linger_on_close(&self) {
+        self.linger.store(true, Ordering::Release);
     }
 
     /// The client's address (behind a proxy: the proxy's).

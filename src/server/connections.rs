@@ -6,6 +6,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -101,8 +102,13 @@ pub async fn accept_loop(
                 let peer = stream.peer_addr().ok();
                 // The connection's slot (and its part in the shutdown wait) is held by its requests' lease, so that
                 // a protocol it upgrades to keeps counting against the limit until it ends too.
-                let lease =
-                    ConnectionLease::new(Arc::new((slot, done_rx.clone())), stopping.clone(), peer);
+                let linger = Arc::new(AtomicBool::new(false));
+                let lease = ConnectionLease::new(
+                    Arc::new((slot, done_rx.clone())),
+                    stopping.clone(),
+                    peer,
+                    Arc::clone(&linger),
+                );
                 let service = TowerToHyperService::new(app.clone().map_request(
                     move |mut request: Request<Incoming>| {
                         request.extensions_mut().insert(lease.clone());
@@ -114,7 +120,8 @@ pub async fn accept_loop(
                 let send_idle_timeout = limits.send_idle_timeout;
                 match &threads {
                     None => {
-                        let io = TokioIo::new(SendIdleTimeout::new(stream, send_idle_timeout));
+                        let io =
+                            TokioIo::new(SendIdleTimeout::new(stream, send_idle_timeout, linger));
                         tokio::spawn(serve_connection(builder, io, service, stop_tx));
                     }
                     // The socket moves to the connection thread's runtime: registered there, polled there.
@@ -125,6 +132,7 @@ pub async fn accept_loop(
                                     let io = TokioIo::new(SendIdleTimeout::new(
                                         stream,
                                         send_idle_timeout,
+                                        linger,
                                     ));
                                     serve_connection(builder, io, service, stop_tx).await;
                                 }

@@ -5,6 +5,8 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -24,16 +26,55 @@ pub struct SendIdleTimeout {
     stalled: Option<Pin<Box<Sleep>>>,
     /// TCP_CORK is set: see [`Self::cork`].
     corked: bool,
+    /// Set by a response that left its request's body unread: see [`Self::poll_linger`].
+    linger: Arc<AtomicBool>,
+    /// While lingering: when it ends, and the bytes discarded so far.
+    lingering: Option<(Pin<Box<Sleep>>, usize)>,
 }
 
+/// Longest a closing connection reads and discards what its client still sends (nginx: `lingering_timeout`).
+const LINGER_TIME: Duration = Duration::from_secs(5);
+/// Most bytes a closing connection discards before it gives up on its client.
+const LINGER_BYTES: usize = 64 << 20;
+
 impl SendIdleTimeout {
-    pub fn new(inner: TcpStream, timeout: Duration) -> Self {
+    pub fn new(inner: TcpStream, timeout: Duration, linger: Arc<AtomicBool>) -> Self {
         Self {
             inner,
             timeout,
             stalled: None,
             corked: false,
+            linger,
+            lingering: None,
         }
+    }
+
+    /// nginx's lingering close: once the FIN is sent, read and discard what the client still sends (the rest of a
+    /// body the server refused) until it closes too, for at most `LINGER_TIME` and `LINGER_BYTES`. Closing with
+    /// its bytes unread would answer them with a reset, which can destroy the response before the client reads it.
+    fn poll_linger(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.lingering.is_none() {
+            std::task::ready!(Pin::new(&mut self.inner).poll_shutdown(cx))?;
+            self.lingering = Some((Box::pin(tokio::time::sleep(LINGER_TIME)), 0));
+        }
+        let mut scratch = [0u8; 16 * 1024];
+        loop {
+            let mut buf = ReadBuf::new(&mut scratch);
+            match Pin::new(&mut self.inner).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => return Poll::Ready(Ok(())),
+                Poll::Ready(Ok(())) => {
+                    let (_, discarded) = self.lingering.as_mut().expect("lingering");
+                    *discarded += buf.filled().len();
+                    if *discarded > LINGER_BYTES {
+                        return Poll::Ready(Ok(()));
+                    }
+                }
+                Poll::Ready(Err(_)) => return Poll::Ready(Ok(())),
+                Poll::Pending => break,
+            }
+        }
+        let (until, _) = self.lingering.as_mut().expect("lingering");
+        until.as_mut().poll(cx).map(Ok)
     }
 
     /// While a file is sent, TCP_CORK keeps the kernel from pushing the partial segment that ends each sendfile(2)
@@ -170,6 +211,9 @@ impl AsyncWrite for SendIdleTimeout {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.cork(false);
+        if self.linger.load(Ordering::Acquire) {
+            return self.poll_linger(cx);
+        }
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
