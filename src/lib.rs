@@ -7,6 +7,7 @@
 //! [`zero_copy`] is no layer: the embedded store's downloads and the server's connections meet there.
 
 pub mod api;
+pub mod blocking;
 pub mod cli;
 pub mod config;
 pub mod domain;

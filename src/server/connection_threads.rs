@@ -14,7 +14,8 @@ use std::time::Duration;
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
-/// How long a connection thread waits, once told to stop, for file work its requests started (an fsync, say).
+/// How long a connection thread waits, once told to stop, for blocking work of its own (its file and database work
+/// runs on the main runtime's pool).
 const BLOCKING_WORK_GRACE: Duration = Duration::from_secs(5);
 
 /// The connection threads; a connection goes to the one serving the fewest.
@@ -33,20 +34,23 @@ struct ConnectionThread {
 }
 
 impl ConnectionThreads {
-    /// Starts `count` threads (at least one).
+    /// Starts `count` threads (at least one). Their blocking work goes to the pool of the runtime this is called
+    /// on (`crate::blocking`).
     pub fn start(count: usize) -> io::Result<Self> {
+        let main = Handle::current();
         let stop = CancellationToken::new();
         let threads = (0..count.max(1))
             .map(|index| {
                 let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
-                    .thread_name(format!("connections-{index}-blocking"))
                     .build()?;
                 let handle = runtime.handle().clone();
                 let stop = stop.clone();
+                let main = main.clone();
                 let joined = std::thread::Builder::new()
                     .name(format!("connections-{index}"))
                     .spawn(move || {
+                        crate::blocking::use_pool_of(main);
                         runtime.block_on(stop.cancelled());
                         runtime.shutdown_timeout(BLOCKING_WORK_GRACE);
                     })?;

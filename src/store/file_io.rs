@@ -10,13 +10,14 @@ use super::StoreError;
 /// goes on the moment the work ends: a task woken from the blocking pool queues behind every runnable task, which on
 /// a saturated server cost an upload 28 ms at p50 for a 2 ms write and fsync. Elsewhere (a connection thread's
 /// runtime, which has no other worker to hand its connections to, and the tests') the work goes to the blocking
-/// pool; there a woken request queues only behind its own thread's connections. Either way it runs to its end.
+/// pool (`crate::blocking`); there a woken request queues only behind its own thread's connections. Either way it
+/// runs to its end.
 pub async fn run<T: Send + 'static>(
     work: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, StoreError> {
     match Handle::current().runtime_flavor() {
         RuntimeFlavor::MultiThread => Ok(tokio::task::block_in_place(work)),
-        _ => tokio::task::spawn_blocking(work)
+        _ => crate::blocking::spawn(work)
             .await
             .map_err(|e| StoreError::Backend(e.to_string())),
     }

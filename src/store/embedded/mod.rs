@@ -136,7 +136,7 @@ impl EmbeddedStore {
         work: impl FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let db = Arc::clone(&self.db);
-        tokio::task::spawn_blocking(move || work(&db))
+        crate::blocking::spawn(move || work(&db))
             .await
             .map_err(|e| StoreError::Backend(e.to_string()))?
     }

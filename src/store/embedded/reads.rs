@@ -65,7 +65,7 @@ fn copy_chunk(
             .acquire_owned()
             .await
             .map_err(std::io::Error::other)?;
-        tokio::task::spawn_blocking(move || {
+        crate::blocking::spawn(move || {
             let _permit = permit;
             file.read_exact_at(&mut chunk, offset)?;
             Ok(chunk.freeze())
@@ -130,7 +130,7 @@ impl BlobStore for EmbeddedStore {
             .acquire_owned()
             .await
             .map_err(|e| StoreError::Backend(e.to_string()))?;
-        let opened = tokio::task::spawn_blocking(move || {
+        let opened = crate::blocking::spawn(move || {
             let _permit = permit;
             std::fs::File::open(&path)
         })

@@ -164,7 +164,7 @@ impl EmbeddedStore {
     async fn stage_partial(&self, id: &str) -> Result<StagedBlob, AppendError> {
         let from = self.partial(id);
         let to = self.tmp_dir.join(format!("session-{id}"));
-        let hashed = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+        let hashed = crate::blocking::spawn(move || -> std::io::Result<_> {
             std::fs::rename(&from, &to)?;
             // From here on the staged file is ours: dropped unattached, it is deleted.
             let staged = tempfile::TempPath::try_from_path(&to)?;
