@@ -37,14 +37,9 @@ mod floor {
             match &threads {
                 None => drop(tokio::spawn(serve(stream, file))),
                 // As the server does: the socket moves to the thread's runtime.
-                Some(threads) => {
-                    let stream = stream.into_std()?;
-                    threads.spawn(async move {
-                        if let Ok(stream) = TcpStream::from_std(stream) {
-                            let _ = serve(stream, file).await;
-                        }
-                    });
-                }
+                Some(threads) => threads.serve(stream, |stream| async move {
+                    let _ = serve(stream, file).await;
+                })?,
             }
         }
     }

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use tokio::net::TcpStream;
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
@@ -68,9 +69,25 @@ impl ConnectionThreads {
         })
     }
 
-    /// Runs `connection` on the thread that serves the fewest connections. The future is first polled there, so
-    /// a socket it registers (`TcpStream::from_std`) belongs to that thread's runtime.
-    pub fn spawn(&self, connection: impl Future<Output = ()> + Send + 'static) {
+    /// Moves `stream` to the thread that serves the fewest connections, where its socket is registered with that
+    /// thread's runtime and polled for the connection's life, and serves it there with `serve`.
+    pub fn serve<Serve, Served>(&self, stream: TcpStream, serve: Serve) -> io::Result<()>
+    where
+        Serve: FnOnce(TcpStream) -> Served + Send + 'static,
+        Served: Future<Output = ()> + Send + 'static,
+    {
+        let stream = stream.into_std()?;
+        self.spawn(async move {
+            match TcpStream::from_std(stream) {
+                Ok(stream) => serve(stream).await,
+                Err(e) => tracing::warn!(error = %e, "cannot serve a connection"),
+            }
+        });
+        Ok(())
+    }
+
+    /// Runs `connection` on the thread that serves the fewest connections, counting it there until it ends.
+    fn spawn(&self, connection: impl Future<Output = ()> + Send + 'static) {
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let count = self.threads.len();
         let thread = (0..count)

@@ -15,7 +15,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
@@ -118,29 +118,17 @@ pub async fn accept_loop(
                 let builder = Arc::clone(&builder);
                 let stop_tx = stop_tx.clone();
                 let send_idle_timeout = limits.send_idle_timeout;
+                let serve = move |stream| {
+                    let io = TokioIo::new(SendIdleTimeout::new(stream, send_idle_timeout, linger));
+                    serve_connection(builder, io, service, stop_tx)
+                };
                 match &threads {
-                    None => {
-                        let io =
-                            TokioIo::new(SendIdleTimeout::new(stream, send_idle_timeout, linger));
-                        tokio::spawn(serve_connection(builder, io, service, stop_tx));
+                    None => drop(tokio::spawn(serve(stream))),
+                    Some(threads) => {
+                        if let Err(e) = threads.serve(stream, serve) {
+                            tracing::warn!(error = %e, "cannot serve a connection");
+                        }
                     }
-                    // The socket moves to the connection thread's runtime: registered there, polled there.
-                    Some(threads) => match stream.into_std() {
-                        Ok(stream) => threads.spawn(async move {
-                            match TcpStream::from_std(stream) {
-                                Ok(stream) => {
-                                    let io = TokioIo::new(SendIdleTimeout::new(
-                                        stream,
-                                        send_idle_timeout,
-                                        linger,
-                                    ));
-                                    serve_connection(builder, io, service, stop_tx).await;
-                                }
-                                Err(e) => tracing::warn!(error = %e, "cannot serve a connection"),
-                            }
-                        }),
-                        Err(e) => tracing::warn!(error = %e, "cannot serve a connection"),
-                    },
                 }
             }
             Err(_) => {

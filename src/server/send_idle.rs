@@ -1,7 +1,7 @@
 //! Ends a connection whose client stops taking the response: a write that makes no progress for the send idle
 //! timeout fails, hyper drops the connection, and the client resumes later with `Range`. Also where downloads
 //! become zero-copy: a write of bytes that are a mapping of a stored file is sent with sendfile(2) from the file
-//! (see `crate::zero_copy`).
+//! (see `crate::zero_copy`); and where a connection whose request body was left unread lingers as it closes.
 
 use std::io;
 use std::pin::Pin;
