@@ -63,11 +63,13 @@ pub fn set_cork(socket: &impl std::os::fd::AsRawFd, on: bool) -> std::io::Result
     sys::set_cork(socket.as_raw_fd(), on)
 }
 
-/// `len` bytes of `file` from `offset` as [`Bytes`] that the connection sends with sendfile(2), if every page of
-/// them is in the page cache (sendfile on a runtime thread must never wait for the disk) and the mapping succeeds;
-/// `None` otherwise, and the caller reads them the ordinary way.
-pub fn map(file: &Arc<File>, offset: u64, len: usize) -> Option<Bytes> {
-    sys::map(file, offset, len).map(Bytes::from_owner)
+/// The bytes of `file` from `offset` that the page cache holds without a gap, up to `len`, as [`Bytes`] that the
+/// connection sends with sendfile(2) (which on a runtime thread must never wait for the disk); `None` when that is
+/// fewer than `at_least` or the mapping fails, and the caller reads them the ordinary way. A page the kernel dropped
+/// (memory pressure, proactive reclaim) thus costs the download one ordinary read where it lies, not the copy of
+/// the whole stretch around it.
+pub fn map(file: &Arc<File>, offset: u64, len: usize, at_least: usize) -> Option<Bytes> {
+    sys::map(file, offset, len, at_least).map(Bytes::from_owner)
 }
 
 #[cfg(target_os = "linux")]
@@ -125,7 +127,7 @@ mod sys {
         }
     }
 
-    pub fn map(file: &Arc<File>, offset: u64, len: usize) -> Option<Mapping> {
+    pub fn map(file: &Arc<File>, offset: u64, len: usize, at_least: usize) -> Option<Mapping> {
         if len == 0 {
             return None;
         }
@@ -147,18 +149,29 @@ mod sys {
         if base == libc::MAP_FAILED {
             return None;
         }
-        let mapping = Mapping {
+        let mut mapping = Mapping {
             base,
             map_len,
             skip,
         };
-        let cached = match cached_pages(file, start, map_len as u64) {
-            Some(cached) => cached == map_len.div_ceil(page as usize) as u64,
-            None => mapped_pages_resident(&mapping, page as usize),
+        // One cachestat answers for the common case, a stretch cached whole; else mincore finds the first gap.
+        let cached_len = match cached_pages(file, start, map_len as u64) {
+            Some(cached) if cached == map_len.div_ceil(page as usize) as u64 => map_len,
+            _ => resident_prefix(&mapping, page as usize),
         };
-        if !cached {
+        if cached_len < skip + at_least.max(1) {
             // Dropped unregistered: the Drop impl finds nothing to remove and unmaps.
             return None;
+        }
+        if cached_len < map_len {
+            // SAFETY: the tail of our own mapping, from a page boundary; nothing refers to it yet.
+            unsafe {
+                libc::munmap(
+                    base.cast::<u8>().add(cached_len).cast(),
+                    map_len - cached_len,
+                )
+            };
+            mapping.map_len = cached_len;
         }
         let mut regions = REGIONS.lock().unwrap_or_else(|e| e.into_inner());
         regions.insert(
@@ -230,12 +243,19 @@ mod sys {
         (done == 0).then_some(stat.cache)
     }
 
-    /// Whether every page of `mapping` is in the page cache, by mincore(2).
-    fn mapped_pages_resident(mapping: &Mapping, page: usize) -> bool {
+    /// How many bytes from the start of `mapping` the page cache holds without a gap, by mincore(2): a page
+    /// boundary, or the whole mapping.
+    fn resident_prefix(mapping: &Mapping, page: usize) -> usize {
         let mut resident = vec![0u8; mapping.map_len.div_ceil(page)];
         // SAFETY: `resident` has one byte per page of the mapping, as mincore requires.
         let asked = unsafe { libc::mincore(mapping.base, mapping.map_len, resident.as_mut_ptr()) };
-        asked == 0 && resident.iter().all(|page| page & 1 == 1)
+        if asked != 0 {
+            return 0;
+        }
+        resident
+            .iter()
+            .position(|page| page & 1 == 0)
+            .map_or(mapping.map_len, |gap| gap * page)
     }
 
     impl Sendable {
@@ -281,7 +301,7 @@ mod sys {
         }
     }
 
-    pub fn map(_: &Arc<File>, _: u64, _: usize) -> Option<Mapping> {
+    pub fn map(_: &Arc<File>, _: u64, _: usize, _: usize) -> Option<Mapping> {
         None
     }
 
@@ -312,44 +332,94 @@ mod tests {
         let mut file = tempfile::tempfile().unwrap();
         file.write_all(&data).unwrap();
         let file = Arc::new(file);
-        let bytes = map(&file, 5000, 200_000).expect("a page-cached file maps");
+        let bytes = map(&file, 5000, 200_000, 1).expect("a page-cached file maps");
         assert_eq!(&bytes[..], &data[5000..205_000]);
         let found = lookup(&bytes[100..300]).expect("a slice of a mapping is found");
         assert_eq!((found.offset, found.len), (5100, 200));
         assert!(lookup(&data[..10]).is_none(), "other memory is not");
     }
 
+    /// The first page of `len` bytes of `file` from `offset` (a page boundary) that the page cache lacks, asked the
+    /// other way (mincore of a mapping of its own, not cachestat), as a byte offset from `offset`.
+    fn first_dropped(file: &File, offset: usize, len: usize) -> Option<usize> {
+        let fd = std::os::fd::AsRawFd::as_raw_fd(file);
+        // SAFETY: a fresh read-only mapping of our file, unmapped below; mincore writes one byte per page.
+        let resident = unsafe {
+            let base = libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                fd,
+                offset as libc::off_t,
+            );
+            assert_ne!(base, libc::MAP_FAILED);
+            let mut resident = vec![0u8; len.div_ceil(4096)];
+            assert_eq!(libc::mincore(base, len, resident.as_mut_ptr()), 0);
+            libc::munmap(base, len);
+            resident
+        };
+        resident
+            .iter()
+            .position(|page| page & 1 == 0)
+            .map(|page| page * 4096)
+    }
+
+    /// A synced file on the disk's file system (tmpfs pages never leave the cache).
+    fn on_disk(data: &[u8]) -> Arc<File> {
+        let mut file = tempfile::tempfile_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+        file.write_all(data).unwrap();
+        file.sync_all().unwrap();
+        Arc::new(file)
+    }
+
+    #[test]
+    fn a_stretch_with_dropped_pages_is_mapped_up_to_the_first_of_them() {
+        let data: Vec<u8> = (0..4u32 << 20).map(|i| (i % 251) as u8).collect();
+        let file = on_disk(&data);
+        // Dropped from 2 MiB on: the kernel drops whole folios, and these may be that large.
+        let advised = 2 << 20;
+        rustix::fs::fadvise(&*file, advised as u64, None, rustix::fs::Advice::DontNeed)
+            .expect("advice taken");
+        let gap = match first_dropped(&file, 0, data.len()) {
+            Some(gap) if gap > 100 + 4096 => gap,
+            _ => {
+                eprintln!(
+                    "SKIPPED a_stretch_with_dropped_pages_is_mapped_up_to_the_first_of_them: this file system kept \
+                     the pages advised with POSIX_FADV_DONTNEED, or dropped the file's start too"
+                );
+                return;
+            }
+        };
+        let bytes = map(&file, 100, data.len() - 100, 4096).expect("the cached prefix maps");
+        assert_eq!(
+            bytes.len(),
+            gap - 100,
+            "up to the first missing page, not beyond"
+        );
+        assert_eq!(&bytes[..], &data[100..gap]);
+        let found = lookup(&bytes[bytes.len() - 10..]).expect("its end is still ours");
+        assert_eq!((found.offset, found.len), (gap as u64 - 10, 10));
+        assert!(
+            map(&file, 100, data.len() - 100, gap).is_none(),
+            "a prefix shorter than asked for is not mapped"
+        );
+        assert!(
+            map(&file, gap as u64, 4 * 4096, 1).is_none(),
+            "a stretch that starts at a missing page is read the ordinary way"
+        );
+    }
+
     #[test]
     fn a_file_the_page_cache_dropped_is_not_mapped() {
         let data = vec![7u8; 1 << 20];
-        // On the disk's file system: tmpfs pages never leave the cache.
-        let mut file = tempfile::tempfile_in(env!("CARGO_MANIFEST_DIR")).unwrap();
-        file.write_all(&data).unwrap();
-        file.sync_all().unwrap();
-        let file = Arc::new(file);
-        assert!(map(&file, 0, data.len()).is_some(), "written, it is cached");
+        let file = on_disk(&data);
+        assert!(
+            map(&file, 0, data.len(), 1).is_some(),
+            "written, it is cached"
+        );
         rustix::fs::fadvise(&*file, 0, None, rustix::fs::Advice::DontNeed).expect("advice taken");
-        // Whether the kernel did drop them, asked the other way (mincore of a mapping, not cachestat).
-        let dropped = {
-            let fd = std::os::fd::AsRawFd::as_raw_fd(&*file);
-            // SAFETY: a fresh read-only mapping of our file, unmapped below; mincore writes one byte per page.
-            unsafe {
-                let base = libc::mmap(
-                    std::ptr::null_mut(),
-                    data.len(),
-                    libc::PROT_READ,
-                    libc::MAP_SHARED,
-                    fd,
-                    0,
-                );
-                assert_ne!(base, libc::MAP_FAILED);
-                let mut resident = vec![0u8; data.len().div_ceil(4096)];
-                assert_eq!(libc::mincore(base, data.len(), resident.as_mut_ptr()), 0);
-                libc::munmap(base, data.len());
-                resident.iter().any(|page| page & 1 == 0)
-            }
-        };
-        if !dropped {
+        if first_dropped(&file, 0, data.len()).is_none() {
             eprintln!(
                 "SKIPPED a_file_the_page_cache_dropped_is_not_mapped: this file system kept the pages after \
                  POSIX_FADV_DONTNEED"
@@ -357,7 +427,7 @@ mod tests {
             return;
         }
         assert!(
-            map(&file, 0, data.len()).is_none(),
+            map(&file, 0, data.len(), 1).is_none(),
             "dropped from the cache (synced pages are clean), it is read the ordinary way"
         );
     }

@@ -15,9 +15,10 @@ use super::{BLOB_REFS, EmbeddedStore, MAPPED_CHUNK, OrBackend, READ_AHEAD, READ_
 use crate::domain::{Sha256, StoredFile};
 use crate::store::{BlobStore, ByteStream, StagedBlob, StoreError, UploadStream, stage_to_file};
 
-/// Streams `range` of `file`. A stretch of up to `MAPPED_CHUNK` bytes that the page cache holds whole is handed
-/// on as a mapping of the file, which the connection sends with sendfile(2) and nobody copies (see
-/// `crate::zero_copy`); it costs address space, not memory. Any other chunk of `READ_CHUNK` bytes is copied: on
+/// Streams `range` of `file`. A stretch of up to `MAPPED_CHUNK` bytes that the page cache holds without a gap (at
+/// least `READ_CHUNK` of them) is handed on as a mapping of the file, which the connection sends with sendfile(2)
+/// and nobody copies (see `crate::zero_copy`); it costs address space, not memory. Any other chunk (where a page
+/// is missing) of `READ_CHUNK` bytes is copied: on
 /// the spot if it is cached after all (a race, or a file that cannot be mapped), else by one short job on tokio's
 /// blocking pool (a positional read) that holds one of `readers`' permits while it runs, and no thread waits on the
 /// client. Each such read is a task of its own, so it runs to its end (and gives its permit back) even when the
@@ -31,8 +32,8 @@ fn read_chunks(file: std::fs::File, range: Range<u64>, readers: Arc<Semaphore>) 
         // Below a read chunk, a mapping (and a second system call on the connection) would not pay.
         if left >= READ_CHUNK as u64 {
             let len = left.min(MAPPED_CHUNK as u64) as usize;
-            if let Some(mapped) = crate::zero_copy::map(&file, offset, len) {
-                offset += len as u64;
+            if let Some(mapped) = crate::zero_copy::map(&file, offset, len, READ_CHUNK) {
+                offset += mapped.len() as u64;
                 return Some(Either::Left(std::future::ready(Ok(mapped))));
             }
         }
@@ -228,6 +229,11 @@ mod download_tests {
         fadvise(&file, 0, None, Advice::DontNeed).expect("advice taken");
         assert_eq!(read(&file, inside).await, data[start..end]);
         fadvise(&file, 0, None, Advice::DontNeed).expect("advice taken");
+        assert_eq!(read(&file, whole.clone()).await, data);
+        // Dropped from the middle on: the cached stretch before is mapped (whole folios go, so not one page), the
+        // rest read from the disk; were the mapping's length taken for the stretch asked, bytes would go missing.
+        let gap = (READ_CHUNK * 2) as u64;
+        fadvise(&file, gap, None, Advice::DontNeed).expect("advice taken");
         assert_eq!(read(&file, whole).await, data);
     }
 
