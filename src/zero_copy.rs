@@ -32,6 +32,8 @@ struct Region {
     file: Arc<File>,
     /// Where in the file the mapping starts.
     offset: u64,
+    /// The mapping reaches the end of the stream it belongs to (the response's last file bytes).
+    last: bool,
 }
 
 /// A write that sendfile(2) can make: `len` bytes of `file` from `offset`.
@@ -39,6 +41,15 @@ pub struct Sendable {
     file: Arc<File>,
     offset: u64,
     len: usize,
+    ends_stream: bool,
+}
+
+impl Sendable {
+    /// Whether these bytes end the stream that was mapped (see [`map`]'s `stream_end`): until they go out, more of
+    /// the file follows on the same connection.
+    pub fn ends_stream(&self) -> bool {
+        self.ends_stream
+    }
 }
 
 /// The file stretch that `slice`'s bytes are a mapping of, if they are one of ours.
@@ -54,6 +65,7 @@ pub fn lookup(slice: &[u8]) -> Option<Sendable> {
         file: Arc::clone(&region.file),
         offset: region.offset + inside as u64,
         len: slice.len(),
+        ends_stream: region.last && inside + slice.len() == region.len,
     })
 }
 
@@ -67,9 +79,16 @@ pub fn set_cork(socket: &impl std::os::fd::AsRawFd, on: bool) -> std::io::Result
 /// connection sends with sendfile(2) (which on a runtime thread must never wait for the disk); `None` when that is
 /// fewer than `at_least` or the mapping fails, and the caller reads them the ordinary way. A page the kernel dropped
 /// (memory pressure, proactive reclaim) thus costs the download one ordinary read where it lies, not the copy of
-/// the whole stretch around it.
-pub fn map(file: &Arc<File>, offset: u64, len: usize, at_least: usize) -> Option<Bytes> {
-    sys::map(file, offset, len, at_least).map(Bytes::from_owner)
+/// the whole stretch around it. `stream_end` is where in the file the stream these bytes belong to ends: the
+/// connection keeps its socket corked across the stretches before it (see `server::send_idle`).
+pub fn map(
+    file: &Arc<File>,
+    offset: u64,
+    len: usize,
+    at_least: usize,
+    stream_end: u64,
+) -> Option<Bytes> {
+    sys::map(file, offset, len, at_least, stream_end).map(Bytes::from_owner)
 }
 
 #[cfg(target_os = "linux")]
@@ -127,7 +146,13 @@ mod sys {
         }
     }
 
-    pub fn map(file: &Arc<File>, offset: u64, len: usize, at_least: usize) -> Option<Mapping> {
+    pub fn map(
+        file: &Arc<File>,
+        offset: u64,
+        len: usize,
+        at_least: usize,
+        stream_end: u64,
+    ) -> Option<Mapping> {
         if len == 0 {
             return None;
         }
@@ -177,9 +202,10 @@ mod sys {
         regions.insert(
             base as usize,
             Region {
-                len: map_len,
+                len: mapping.map_len,
                 file: Arc::clone(file),
                 offset: start,
+                last: start + mapping.map_len as u64 >= stream_end,
             },
         );
         MAPPED.fetch_add(1, Ordering::Release);
@@ -301,7 +327,7 @@ mod sys {
         }
     }
 
-    pub fn map(_: &Arc<File>, _: u64, _: usize, _: usize) -> Option<Mapping> {
+    pub fn map(_: &Arc<File>, _: u64, _: usize, _: usize, _: u64) -> Option<Mapping> {
         None
     }
 
@@ -332,11 +358,30 @@ mod tests {
         let mut file = tempfile::tempfile().unwrap();
         file.write_all(&data).unwrap();
         let file = Arc::new(file);
-        let bytes = map(&file, 5000, 200_000, 1).expect("a page-cached file maps");
+        let bytes = map(&file, 5000, 200_000, 1, 205_000).expect("a page-cached file maps");
         assert_eq!(&bytes[..], &data[5000..205_000]);
         let found = lookup(&bytes[100..300]).expect("a slice of a mapping is found");
         assert_eq!((found.offset, found.len), (5100, 200));
+        assert!(
+            !found.ends_stream(),
+            "more of the stream follows this slice"
+        );
+        assert!(
+            lookup(&bytes[300..]).unwrap().ends_stream(),
+            "the rest of the mapping ends the stream"
+        );
         assert!(lookup(&data[..10]).is_none(), "other memory is not");
+
+        let first = map(&file, 0, 100_000, 1, 250_000).expect("maps");
+        assert!(
+            !lookup(&first).unwrap().ends_stream(),
+            "the stream goes on after this stretch"
+        );
+        let rest = map(&file, 100_000, 150_000, 1, 250_000).expect("maps");
+        assert!(
+            lookup(&rest).unwrap().ends_stream(),
+            "a range that ends mid-file ends with it"
+        );
     }
 
     /// The first page of `len` bytes of `file` from `offset` (a page boundary) that the page cache lacks, asked the
@@ -391,21 +436,26 @@ mod tests {
                 return;
             }
         };
-        let bytes = map(&file, 100, data.len() - 100, 4096).expect("the cached prefix maps");
+        let bytes = map(&file, 100, data.len() - 100, 4096, data.len() as u64)
+            .expect("the cached prefix maps");
         assert_eq!(
             bytes.len(),
             gap - 100,
             "up to the first missing page, not beyond"
         );
+        assert!(
+            !lookup(&bytes).unwrap().ends_stream(),
+            "the stream goes on past the gap"
+        );
         assert_eq!(&bytes[..], &data[100..gap]);
         let found = lookup(&bytes[bytes.len() - 10..]).expect("its end is still ours");
         assert_eq!((found.offset, found.len), (gap as u64 - 10, 10));
         assert!(
-            map(&file, 100, data.len() - 100, gap).is_none(),
+            map(&file, 100, data.len() - 100, gap, data.len() as u64).is_none(),
             "a prefix shorter than asked for is not mapped"
         );
         assert!(
-            map(&file, gap as u64, 4 * 4096, 1).is_none(),
+            map(&file, gap as u64, 4 * 4096, 1, data.len() as u64).is_none(),
             "a stretch that starts at a missing page is read the ordinary way"
         );
     }
@@ -415,7 +465,7 @@ mod tests {
         let data = vec![7u8; 1 << 20];
         let file = on_disk(&data);
         assert!(
-            map(&file, 0, data.len(), 1).is_some(),
+            map(&file, 0, data.len(), 1, data.len() as u64).is_some(),
             "written, it is cached"
         );
         rustix::fs::fadvise(&*file, 0, None, rustix::fs::Advice::DontNeed).expect("advice taken");
@@ -427,7 +477,7 @@ mod tests {
             return;
         }
         assert!(
-            map(&file, 0, data.len(), 1).is_none(),
+            map(&file, 0, data.len(), 1, data.len() as u64).is_none(),
             "dropped from the cache (synced pages are clean), it is read the ordinary way"
         );
     }

@@ -32,7 +32,7 @@ fn read_chunks(file: std::fs::File, range: Range<u64>, readers: Arc<Semaphore>) 
         // Below a read chunk, a mapping (and a second system call on the connection) would not pay.
         if left >= READ_CHUNK as u64 {
             let len = left.min(MAPPED_CHUNK as u64) as usize;
-            if let Some(mapped) = crate::zero_copy::map(&file, offset, len, READ_CHUNK) {
+            if let Some(mapped) = crate::zero_copy::map(&file, offset, len, READ_CHUNK, end) {
                 offset += mapped.len() as u64;
                 return Some(Either::Left(std::future::ready(Ok(mapped))));
             }
