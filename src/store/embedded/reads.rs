@@ -17,11 +17,10 @@ use crate::store::{BlobStore, ByteStream, StagedBlob, StoreError, UploadStream, 
 
 /// Streams `range` of `file`. A stretch of up to `MAPPED_CHUNK` bytes that the page cache holds without a gap (at
 /// least `READ_CHUNK` of them) is handed on as a mapping of the file, which the connection sends with sendfile(2)
-/// and nobody copies (see `crate::zero_copy`); it costs address space, not memory. Any other chunk (where a page
-/// is missing) of `READ_CHUNK` bytes is copied: on
-/// the spot if it is cached after all (a race, or a file that cannot be mapped), else by one short job on tokio's
-/// blocking pool (a positional read) that holds one of `readers`' permits while it runs, and no thread waits on the
-/// client. Each such read is a task of its own, so it runs to its end (and gives its permit back) even when the
+/// and nobody copies (see `crate::zero_copy`); it costs address space, not memory. Any other chunk of `READ_CHUNK`
+/// bytes (where a page is missing) is copied: on the spot if it is cached after all (a race, or a file that cannot
+/// be mapped), else by one short job on the process's blocking pool (`crate::blocking`: a positional read) that
+/// holds one of `readers`' permits while it runs, and no thread waits on the client. Each such read is a task of its own, so it runs to its end (and gives its permit back) even when the
 /// client has stopped taking bytes: a stalled download holds at most `READ_AHEAD` chunks in memory (or mapped),
 /// plus the one the connection is sending, and nothing else.
 fn read_chunks(file: std::fs::File, range: Range<u64>, readers: Arc<Semaphore>) -> ByteStream {
