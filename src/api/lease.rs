@@ -51,4 +51,9 @@ impl ConnectionLease {
     pub fn stopping(&self) -> impl Future<Output = ()> + Send + 'static {
         self.stopping.clone().cancelled_owned()
     }
+
+    /// The same signal, for a stream that checks it on every poll ([`CancellationToken::is_cancelled`]).
+    pub fn stopping_token(&self) -> CancellationToken {
+        self.stopping.clone()
+    }
 }

@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 pub use self::error::ServiceError;
 // What transports hand to the use cases and get back, named here so that `api` needs no `store`.
-pub use self::events::{EventPage, EventStream, MAX_EVENT_PAGE};
+pub use self::events::{EventPage, EventStream, FeedEvent, MAX_EVENT_PAGE, SharedEventStream};
 use crate::domain::{
     AliasMove, Component, ComponentFilter, ComponentKey, Device, FileNeeds, FilePolicy, Kind,
     ModelKey, NeedsFilter, Platform, Sha256, Spec, StoredFile, validate_alias,
