@@ -7,13 +7,46 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+
+/// The server's "stopping" as connections see it: a flag read with one atomic load, for streams that check it on
+/// every poll (`CancellationToken::is_cancelled` takes a lock every stream shares), and the token that wakes those
+/// that wait.
+#[derive(Clone, Default)]
+pub struct StopSignal(Arc<StopState>);
+
+#[derive(Default)]
+struct StopState {
+    stopping: AtomicBool,
+    token: CancellationToken,
+}
+
+impl StopSignal {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Raises the flag, then wakes the waiters: whoever is woken sees the flag raised.
+    pub fn stop(&self) {
+        self.0.stopping.store(true, Ordering::Release);
+        self.0.token.cancel();
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.0.stopping.load(Ordering::Acquire)
+    }
+
+    /// Completes once the server begins to stop.
+    pub fn stopped(&self) -> WaitForCancellationFutureOwned {
+        self.0.token.clone().cancelled_owned()
+    }
+}
 
 #[derive(Clone)]
 pub struct ConnectionLease {
     /// Whatever the accept loop counts a connection by; released when the last clone is dropped.
     _held: Arc<dyn Any + Send + Sync>,
-    stopping: CancellationToken,
+    stopping: StopSignal,
     peer: Option<SocketAddr>,
     /// Set when a response leaves its request's body unread: the connection lingers as it closes.
     linger: Arc<AtomicBool>,
@@ -22,7 +55,7 @@ pub struct ConnectionLease {
 impl ConnectionLease {
     pub fn new(
         held: Arc<dyn Any + Send + Sync>,
-        stopping: CancellationToken,
+        stopping: StopSignal,
         peer: Option<SocketAddr>,
         linger: Arc<AtomicBool>,
     ) -> ConnectionLease {
@@ -49,11 +82,11 @@ impl ConnectionLease {
 
     /// Completes once the server begins to stop (event streams and WebSockets end then).
     pub fn stopping(&self) -> impl Future<Output = ()> + Send + 'static {
-        self.stopping.clone().cancelled_owned()
+        self.stopping.stopped()
     }
 
-    /// The same signal, for a stream that checks it on every poll ([`CancellationToken::is_cancelled`]).
-    pub fn stopping_token(&self) -> CancellationToken {
+    /// The same signal, for a stream that checks it on every poll.
+    pub fn stop_signal(&self) -> StopSignal {
         self.stopping.clone()
     }
 }

@@ -24,11 +24,11 @@ use futures_util::Stream;
 use serde::Deserialize;
 use serde_json::json;
 use tokio::time::Sleep;
-use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::error::ApiError;
 use super::state::AppState;
-use crate::api::lease::ConnectionLease;
+use crate::api::lease::{ConnectionLease, StopSignal};
 use crate::api::metrics::Subscribed;
 use crate::domain::{EventFilter, EventType, Kind};
 use crate::service::ServiceError;
@@ -116,12 +116,14 @@ async fn events(
     }
     let feed_id = state.service.feed_id().await?;
     let events = state.service.follow_shared(after, filter).await?;
+    let due = tokio::time::Instant::now() + HEARTBEAT;
     let body = EventsBody {
         events,
-        heartbeat: Box::pin(tokio::time::sleep(HEARTBEAT)),
+        heartbeat: Box::pin(tokio::time::sleep_until(due)),
+        heartbeat_due: due,
         every: HEARTBEAT,
         heartbeat_waker: None,
-        stopping: lease.map(|Extension(lease)| Stopping::new(lease.stopping_token())),
+        stopping: lease.map(|Extension(lease)| Stopping::new(lease.stop_signal())),
         _subscribed: state.metrics.subscriber("sse"),
     };
     let mut response = Response::new(Body::from_stream(body));
@@ -170,26 +172,26 @@ fn frame_of(item: Result<Arc<FeedEvent>, ServiceError>) -> Bytes {
     }
 }
 
-/// The server's stop signal as one stream watches it: registered with the stream's task once, then read with an
-/// atomic load per poll (each poll of the shared signal takes a lock all streams share).
+/// The server's stop signal as one stream watches it: a flag read on every poll, and a waiter registered with the
+/// stream's task only when its waker changes (each poll of the waiter takes a lock all streams share).
 struct Stopping {
-    token: CancellationToken,
+    signal: StopSignal,
     stopped: Pin<Box<WaitForCancellationFutureOwned>>,
     registered: Option<Waker>,
 }
 
 impl Stopping {
-    fn new(token: CancellationToken) -> Self {
+    fn new(signal: StopSignal) -> Self {
         Stopping {
-            stopped: Box::pin(token.clone().cancelled_owned()),
-            token,
+            stopped: Box::pin(signal.stopped()),
+            signal,
             registered: None,
         }
     }
 
     /// Whether the server is stopping; when not, the task polling is woken once it does.
     fn poll_stopping(&mut self, cx: &mut Context<'_>) -> bool {
-        if self.token.is_cancelled() {
+        if self.signal.is_stopping() {
             return true;
         }
         if !self
@@ -214,6 +216,8 @@ impl Stopping {
 struct EventsBody {
     events: SharedEventStream,
     heartbeat: Pin<Box<Sleep>>,
+    /// When `heartbeat` is due.
+    heartbeat_due: tokio::time::Instant,
     every: Duration,
     /// The waker the heartbeat last registered: polled again only when the task's waker changes or it fires.
     heartbeat_waker: Option<Waker>,
@@ -236,14 +240,16 @@ impl Stream for EventsBody {
             Poll::Ready(None) => return Poll::Ready(None),
             Poll::Pending => {}
         }
+        // The clock, not the timer, is read on a poll: the timer's state would be one more line of memory per
+        // subscriber to fetch on every event.
         let registered = this
             .heartbeat_waker
             .as_ref()
             .is_some_and(|w| w.will_wake(cx.waker()));
-        if !registered || this.heartbeat.is_elapsed() {
+        if !registered || tokio::time::Instant::now() >= this.heartbeat_due {
             if this.heartbeat.as_mut().poll(cx).is_ready() {
-                let next = tokio::time::Instant::now() + this.every;
-                this.heartbeat.as_mut().reset(next);
+                this.heartbeat_due = tokio::time::Instant::now() + this.every;
+                this.heartbeat.as_mut().reset(this.heartbeat_due);
                 this.heartbeat_waker = None;
                 return Poll::Ready(Some(Ok(Bytes::from_static(b": heartbeat\n\n"))));
             }
@@ -262,11 +268,13 @@ mod tests {
     fn body(
         events: SharedEventStream,
         every: Duration,
-        stopping: Option<CancellationToken>,
+        stopping: Option<StopSignal>,
     ) -> EventsBody {
+        let due = tokio::time::Instant::now() + every;
         EventsBody {
             events,
-            heartbeat: Box::pin(tokio::time::sleep(every)),
+            heartbeat: Box::pin(tokio::time::sleep_until(due)),
+            heartbeat_due: due,
             every,
             heartbeat_waker: None,
             stopping: stopping.map(Stopping::new),
@@ -322,11 +330,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_stream_ends_when_the_server_begins_to_stop_though_it_was_waiting() {
-        let token = CancellationToken::new();
+        let signal = StopSignal::new();
         let mut stream = body(
             Box::pin(futures_util::stream::pending()),
             Duration::from_secs(3600),
-            Some(token.clone()),
+            Some(signal.clone()),
         );
         // The stream first waits (its task registered with the signal), then the server stops.
         let (waiting_tx, waiting_rx) = tokio::sync::oneshot::channel();
@@ -344,7 +352,7 @@ mod tests {
             .await
         });
         waiting_rx.await.unwrap();
-        token.cancel();
+        signal.stop();
         let ended = tokio::time::timeout(Duration::from_secs(5), ended)
             .await
             .expect("the stop wakes the stream")

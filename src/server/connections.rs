@@ -20,7 +20,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-use crate::api::lease::ConnectionLease;
+use crate::api::lease::{ConnectionLease, StopSignal};
 
 use super::connection_threads::ConnectionThreads;
 use super::send_idle::SendIdleTimeout;
@@ -77,7 +77,7 @@ pub async fn accept_loop(
     // The overflow connections being answered, oldest first; each token is cancelled when its connection ends.
     let mut overflow: VecDeque<CancellationToken> = VecDeque::new();
     // Upgraded connections (WebSocket) outlive their HTTP connection task: they learn of shutdown from this.
-    let stopping = CancellationToken::new();
+    let stopping = StopSignal::new();
     // Connection tasks watch `stop_rx`'s sender: dropping the receiver asks them to finish. Each holds a clone of
     // `done_rx`, so `done_tx.closed()` completes once the last one has ended.
     let (stop_tx, stop_rx) = watch::channel(());
@@ -164,7 +164,7 @@ pub async fn accept_loop(
         }
     }
     drop(listener);
-    stopping.cancel();
+    stopping.stop();
     drop(stop_rx);
     drop(done_rx);
     done_tx.closed().await;
