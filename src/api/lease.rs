@@ -4,14 +4,15 @@
 
 use std::any::Any;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Waker};
 
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-/// The server's "stopping" as connections see it: a flag read with one atomic load, for streams that check it on
-/// every poll (`CancellationToken::is_cancelled` takes a lock every stream shares), and the token that wakes those
-/// that wait.
+/// The server's "stopping" as connections see it: a flag read with one atomic load (`CancellationToken::is_cancelled`
+/// takes a lock every connection shares), and the token that wakes those that wait.
 #[derive(Clone, Default)]
 pub struct StopSignal(Arc<StopState>);
 
@@ -37,8 +38,42 @@ impl StopSignal {
     }
 
     /// Completes once the server begins to stop.
-    pub fn stopped(&self) -> WaitForCancellationFutureOwned {
-        self.0.token.clone().cancelled_owned()
+    pub fn stopped(&self) -> Stopped {
+        Stopped {
+            waiter: Box::pin(self.0.token.clone().cancelled_owned()),
+            signal: self.clone(),
+            registered: None,
+        }
+    }
+}
+
+/// The server's stop as a future that long-lived answers poll whenever they have nothing to send: the flag is read
+/// with one atomic load, and the waiter (each poll of which takes a lock every connection shares) is polled again
+/// only when the polling task's waker changes.
+pub struct Stopped {
+    signal: StopSignal,
+    waiter: Pin<Box<WaitForCancellationFutureOwned>>,
+    registered: Option<Waker>,
+}
+
+impl Future for Stopped {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.signal.is_stopping() {
+            return Poll::Ready(());
+        }
+        let registered = self
+            .registered
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()));
+        if !registered {
+            if self.waiter.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(());
+            }
+            self.registered = Some(cx.waker().clone());
+        }
+        Poll::Pending
     }
 }
 
@@ -81,12 +116,47 @@ impl ConnectionLease {
     }
 
     /// Completes once the server begins to stop (event streams and WebSockets end then).
-    pub fn stopping(&self) -> impl Future<Output = ()> + Send + 'static {
+    pub fn stopping(&self) -> Stopped {
         self.stopping.stopped()
     }
+}
 
-    /// The same signal, for a stream that checks it on every poll.
-    pub fn stop_signal(&self) -> StopSignal {
-        self.stopping.clone()
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// Polls `stopped` once from a task of its own, which then gives it back still pending.
+    async fn pending_in_a_task(mut stopped: Stopped) -> Stopped {
+        tokio::spawn(async move {
+            assert!(futures_util::poll!(&mut stopped).is_pending());
+            (stopped,)
+        })
+        .await
+        .unwrap()
+        .0
+    }
+
+    #[tokio::test]
+    async fn a_stop_wakes_the_task_that_polled_last_though_another_polled_first() {
+        let signal = StopSignal::new();
+        // Registered with a first task's waker, which then ends: the next poller must be woken, not that one.
+        let stopped = pending_in_a_task(signal.stopped()).await;
+        let (waiting_tx, waiting_rx) = tokio::sync::oneshot::channel();
+        let waiter = tokio::spawn(async move {
+            let mut stopped = stopped;
+            assert!(futures_util::poll!(&mut stopped).is_pending());
+            waiting_tx.send(()).unwrap();
+            stopped.await;
+        });
+        waiting_rx.await.unwrap();
+        signal.stop();
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("the stop wakes the task waiting now")
+            .unwrap();
+        assert!(signal.is_stopping());
+        // One made after the stop is ready at once.
+        assert!(futures_util::poll!(signal.stopped()).is_ready());
     }
 }

@@ -24,11 +24,10 @@ use futures_util::Stream;
 use serde::Deserialize;
 use serde_json::json;
 use tokio::time::Sleep;
-use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::error::ApiError;
 use super::state::AppState;
-use crate::api::lease::{ConnectionLease, StopSignal};
+use crate::api::lease::{ConnectionLease, Stopped};
 use crate::api::metrics::Subscribed;
 use crate::domain::{EventFilter, EventType, Kind};
 use crate::service::ServiceError;
@@ -123,7 +122,7 @@ async fn events(
         heartbeat_due: due,
         every: HEARTBEAT,
         heartbeat_waker: None,
-        stopping: lease.map(|Extension(lease)| Stopping::new(lease.stop_signal())),
+        stopping: lease.map(|Extension(lease)| lease.stopping()),
         _subscribed: state.metrics.subscriber("sse"),
     };
     let mut response = Response::new(Body::from_stream(body));
@@ -172,42 +171,6 @@ fn frame_of(item: Result<Arc<FeedEvent>, ServiceError>) -> Bytes {
     }
 }
 
-/// The server's stop signal as one stream watches it: a flag read on every poll, and a waiter registered with the
-/// stream's task only when its waker changes (each poll of the waiter takes a lock all streams share).
-struct Stopping {
-    signal: StopSignal,
-    stopped: Pin<Box<WaitForCancellationFutureOwned>>,
-    registered: Option<Waker>,
-}
-
-impl Stopping {
-    fn new(signal: StopSignal) -> Self {
-        Stopping {
-            stopped: Box::pin(signal.stopped()),
-            signal,
-            registered: None,
-        }
-    }
-
-    /// Whether the server is stopping; when not, the task polling is woken once it does.
-    fn poll_stopping(&mut self, cx: &mut Context<'_>) -> bool {
-        if self.signal.is_stopping() {
-            return true;
-        }
-        if !self
-            .registered
-            .as_ref()
-            .is_some_and(|w| w.will_wake(cx.waker()))
-        {
-            if self.stopped.as_mut().poll(cx).is_ready() {
-                return true;
-            }
-            self.registered = Some(cx.waker().clone());
-        }
-        false
-    }
-}
-
 /// One subscriber's response body: its events as SSE frames, and every [`HEARTBEAT`] a comment line that keeps an
 /// idle stream open through proxies (not reset by events: a reset per event and subscriber was a measurable cost of
 /// fanning out, so a busy stream gets a spare comment now and then). Ends with the events or when the server begins
@@ -221,7 +184,7 @@ struct EventsBody {
     every: Duration,
     /// The waker the heartbeat last registered: polled again only when the task's waker changes or it fires.
     heartbeat_waker: Option<Waker>,
-    stopping: Option<Stopping>,
+    stopping: Option<Stopped>,
     _subscribed: Subscribed,
 }
 
@@ -231,7 +194,7 @@ impl Stream for EventsBody {
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
         if let Some(stopping) = &mut this.stopping
-            && stopping.poll_stopping(cx)
+            && Pin::new(stopping).poll(cx).is_ready()
         {
             return Poll::Ready(None);
         }
@@ -262,6 +225,7 @@ impl Stream for EventsBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::lease::StopSignal;
     use crate::domain::{ComponentKey, EventDraft};
     use futures_util::StreamExt;
 
@@ -277,7 +241,7 @@ mod tests {
             heartbeat_due: due,
             every,
             heartbeat_waker: None,
-            stopping: stopping.map(Stopping::new),
+            stopping: stopping.map(|signal| signal.stopped()),
             _subscribed: Arc::new(crate::api::metrics::Metrics::new()).subscriber("sse"),
         }
     }
