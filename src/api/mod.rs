@@ -123,7 +123,7 @@ pub fn router(service: Arc<RepositoryService>, config: ApiConfig) -> Router {
                         .unwrap_or_default();
                     // An event stream's body enters its span on every poll: at 10,000 subscribers that was 4 % of a
                     // delivery's CPU, so event streams get a span only when debug logging asks for one.
-                    if request.uri().path() == "/events" {
+                    if request.uri().path() == sse::PATH {
                         return tracing::debug_span!("request", method = %request.method(), uri = %request.uri(), request_id);
                     }
                     tracing::info_span!("request", method = %request.method(), uri = %request.uri(), request_id)

@@ -35,6 +35,8 @@ use crate::service::{FeedEvent, SharedEventStream};
 
 /// How often a stream sends a comment line (an idle one needs it; a busy one gets it anyway).
 const HEARTBEAT: Duration = Duration::from_secs(15);
+/// The route's path (the request span is chosen by it, see `api::router`).
+pub const PATH: &str = "/events";
 /// The response header that carries the feed's id.
 pub const FEED_ID_HEADER: &str = "feed-id";
 
@@ -49,7 +51,7 @@ pub struct EventsQuery {
 }
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/events", get(events))
+    Router::new().route(PATH, get(events))
 }
 
 fn parse_list<T>(

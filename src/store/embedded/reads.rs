@@ -20,9 +20,10 @@ use crate::store::{BlobStore, ByteStream, StagedBlob, StoreError, UploadStream, 
 /// and nobody copies (see `crate::zero_copy`); it costs address space, not memory. Any other chunk of `READ_CHUNK`
 /// bytes (where a page is missing) is copied: on the spot if it is cached after all (a race, or a file that cannot
 /// be mapped), else by one short job on the process's blocking pool (`crate::blocking`: a positional read) that
-/// holds one of `readers`' permits while it runs, and no thread waits on the client. Each such read is a task of its own, so it runs to its end (and gives its permit back) even when the
-/// client has stopped taking bytes: a stalled download holds at most `READ_AHEAD` chunks in memory (or mapped),
-/// plus the one the connection is sending, and nothing else.
+/// holds one of `readers`' permits while it runs, and no thread waits on the client. Each such read is a task of
+/// its own, so it runs to its end (and gives its permit back) even when the client has stopped taking bytes: a
+/// stalled download holds at most `READ_AHEAD` chunks in memory (or mapped), plus the one the connection is
+/// sending, and nothing else.
 fn read_chunks(file: std::fs::File, range: Range<u64>, readers: Arc<Semaphore>) -> ByteStream {
     let file = Arc::new(file);
     let (mut offset, end) = (range.start, range.end);
