@@ -159,12 +159,14 @@ fn frame(id: &str, event: &str, data: &[u8]) -> Bytes {
 /// Frames an item of the feed: an event, or the error that ended the stream.
 fn frame_of(item: Result<Arc<FeedEvent>, ServiceError>) -> Bytes {
     match item {
-        // The JSON is the one every subscriber shares; only the few header bytes are this stream's.
-        Ok(event) => frame(
-            &event.event.sequence.to_string(),
-            event.event.draft.event_type.as_str(),
-            event.json(),
-        ),
+        // Framed once per event, whatever the number of subscribers.
+        Ok(event) => event.frame(|event, json| {
+            frame(
+                &event.sequence.to_string(),
+                event.draft.event_type.as_str(),
+                json,
+            )
+        }),
         Err(e) => {
             super::error::log_if_server_fault(&e);
             let body = json!({ "code": super::error::error_code(&e), "message": e.to_string() });
@@ -292,6 +294,30 @@ mod tests {
             "{error:?}"
         );
         assert!(next(&mut busy).await.is_none(), "ends with its frames");
+    }
+
+    #[tokio::test]
+    async fn the_subscribers_of_an_event_are_written_one_shared_frame() {
+        let event = created(7).unwrap();
+        let mut streams = [(); 2].map(|()| {
+            body(
+                Box::pin(futures_util::stream::iter([Ok(event.clone())])),
+                Duration::from_secs(3600),
+                None,
+            )
+        });
+        let first = next(&mut streams[0]).await.unwrap();
+        let second = next(&mut streams[1]).await.unwrap();
+        assert!(
+            first.starts_with(b"id: 7\nevent: created\ndata: {"),
+            "{first:?}"
+        );
+        assert_eq!(first, second);
+        assert_eq!(
+            first.as_ptr(),
+            second.as_ptr(),
+            "framed once, not per subscriber"
+        );
     }
 
     #[tokio::test]

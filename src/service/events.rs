@@ -49,6 +49,7 @@ pub type SharedEventStream =
 pub struct FeedEvent {
     pub event: Event,
     json: OnceLock<Bytes>,
+    frame: OnceLock<Bytes>,
 }
 
 impl FeedEvent {
@@ -56,6 +57,7 @@ impl FeedEvent {
         FeedEvent {
             event,
             json: OnceLock::new(),
+            frame: OnceLock::new(),
         }
     }
 
@@ -65,6 +67,14 @@ impl FeedEvent {
             // A `Value` always serialises.
             Bytes::from(serde_json::to_vec(&self.event.to_json()).unwrap_or_default())
         })
+    }
+
+    /// The event as the transport that writes it whole to every subscriber frames it (the SSE route), made by the
+    /// first subscriber that asks and shared by the rest: each delivery is then a reference count, not a copy.
+    pub fn frame(&self, make: impl FnOnce(&Event, &Bytes) -> Bytes) -> Bytes {
+        self.frame
+            .get_or_init(|| make(&self.event, self.json()))
+            .clone()
     }
 }
 
@@ -244,11 +254,13 @@ impl Follower {
             if self.after >= window.first_after {
                 // Live: the window has everything after `after`, or will have once the reader gets there.
                 if self.after < window.head {
-                    let (events, next) = window.after(self.after, FOLLOW_BATCH);
-                    self.after = next;
                     let filter = &self.filter;
-                    self.ready
-                        .extend(events.into_iter().filter(|e| filter.matches(&e.event)));
+                    self.after = window.read_after(
+                        self.after,
+                        FOLLOW_BATCH,
+                        |e| filter.matches(&e.event),
+                        &mut self.ready,
+                    );
                     continue;
                 }
                 drop(window);
