@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use tokio::net::TcpStream;
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
@@ -95,10 +96,10 @@ impl ConnectionThreads {
             .min_by_key(|thread| thread.serving.load(Ordering::Relaxed))
             .expect("at least one connection thread");
         let serving = Counted::new(Arc::clone(&thread.serving));
-        thread.runtime.spawn(async move {
-            let _serving = serving;
-            connection.await;
-        });
+        // A map, not an async block awaiting `connection`: that block would hold the connection's future twice (its
+        // captured copy and the one it awaits), 1.2 KiB more for every connection.
+        let task = connection.map(move |()| drop(serving));
+        thread.runtime.spawn(task);
     }
 
     /// Connections each thread serves now, in thread order.

@@ -81,8 +81,14 @@ pub(super) struct FeedHub {
 
 impl FeedHub {
     /// A subscription to the window, starting the reader (after `from`, the store's newest settled sequence) when
-    /// none runs.
+    /// none runs. On a single-threaded runtime (a connection thread) its head signal comes through that thread's
+    /// relay ([`super::feed_relay`]).
     pub fn subscribe(&self, store: &Arc<dyn Store>, from: u64) -> Subscription {
+        super::feed_relay::on_this_thread(self.shared(store, from))
+    }
+
+    /// A subscription to the reader's own head signal.
+    fn shared(&self, store: &Arc<dyn Store>, from: u64) -> Subscription {
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(subscription) = running.as_ref()
             && subscription.head.has_changed().is_ok()

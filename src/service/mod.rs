@@ -6,6 +6,7 @@ pub mod devices;
 mod error;
 mod events;
 mod feed_hub;
+mod feed_relay;
 pub mod mirror;
 mod oci;
 mod pipelines;
