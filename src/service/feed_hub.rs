@@ -14,6 +14,8 @@ use crate::store::{Store, StoreError};
 
 /// Events kept in memory: a follower this far behind reads the store instead.
 const WINDOW: usize = 4096;
+/// How far behind the head a follower is looked for from the end of the window before a binary search.
+const NEAR_HEAD: usize = 8;
 /// Events read from the store at a time.
 const READ_BATCH: usize = 512;
 /// The reader re-reads the store at least this often, even without a signal: an event of another replica that
@@ -39,26 +41,40 @@ impl Window {
         keep: impl Fn(&FeedEvent) -> bool,
         out: &mut impl Extend<Arc<FeedEvent>>,
     ) -> u64 {
-        let start = match self
-            .events
-            .binary_search_by(|e| e.event.sequence.cmp(&after))
-        {
-            Ok(at) => at + 1,
-            Err(at) => at,
-        };
-        // Indexes through a focus rather than `skip`, which copies the tree's path for every follower woken.
-        let end = self.events.len().min(start.saturating_add(limit));
-        let mut focus = self.events.focus();
-        for i in start..end {
-            let event = focus.index(i);
+        let events = &self.events;
+        let sequence = |i: usize| events[i].event.sequence;
+        // Nearly every follower woken is at or just behind the head, whose events the vector keeps in its last chunk:
+        // a few steps back from the end find the start without the binary search's walks down the tree.
+        let mut start = events.len();
+        let mut steps = 0;
+        while start > 0 && steps < NEAR_HEAD && sequence(start - 1) > after {
+            start -= 1;
+            steps += 1;
+        }
+        if start > 0 && sequence(start - 1) > after {
+            start = match events.binary_search_by(|e| e.event.sequence.cmp(&after)) {
+                Ok(at) => at + 1,
+                Err(at) => at,
+            };
+        }
+        let end = events.len().min(start.saturating_add(limit));
+        let mut take = |event: &Arc<FeedEvent>| {
             if keep(event) {
                 out.extend(std::iter::once(event.clone()));
             }
+        };
+        if end - start <= NEAR_HEAD {
+            // Indexed: a focus clones the tree's root and chunk pointers, shared counts every follower would touch.
+            (start..end).for_each(|i| take(&events[i]));
+        } else {
+            // Through a focus rather than `skip`, which copies the tree's path for every follower woken.
+            let mut focus = events.focus();
+            (start..end).for_each(|i| take(focus.index(i)));
         }
-        let next = if end == self.events.len() {
+        let next = if end == events.len() {
             self.head
         } else if end > start {
-            focus.index(end - 1).event.sequence
+            sequence(end - 1)
         } else {
             after
         };
@@ -184,6 +200,34 @@ mod tests {
             EventDraft::bare(crate::domain::EventType::Created, key)
                 .at(sequence, crate::domain::now()),
         ))
+    }
+
+    proptest::proptest! {
+        /// From the end, through the binary search, indexed or through a focus: the same events as a plain scan.
+        #[test]
+        fn reading_a_window_agrees_with_a_scan(
+            gaps in proptest::collection::vec(1u64..4, 0..300),
+            behind in 0u64..400,
+            limit in 1usize..40,
+            odd_only: bool,
+        ) {
+            let sequences: Vec<u64> = gaps.iter().scan(10, |at, gap| { *at += gap; Some(*at) }).collect();
+            let head = sequences.last().copied().unwrap_or(10) + 1;
+            let window = Window { first_after: 10, head, events: sequences.iter().map(|&s| event(s)).collect() };
+            let after = head.saturating_sub(behind).max(10);
+            let keep = |s: u64| !odd_only || s % 2 == 1;
+
+            let mut read = Vec::new();
+            let next = window.read_after(after, limit, |e| keep(e.event.sequence), &mut read);
+            let read: Vec<u64> = read.iter().map(|e| e.event.sequence).collect();
+
+            let following: Vec<u64> = sequences.iter().copied().filter(|&s| s > after).collect();
+            let taken = &following[..following.len().min(limit)];
+            let expected: Vec<u64> = taken.iter().copied().filter(|&s| keep(s)).collect();
+            let expected_next = if taken.len() == following.len() { head } else { *taken.last().unwrap() };
+            proptest::prop_assert_eq!(read, expected);
+            proptest::prop_assert_eq!(next, expected_next);
+        }
     }
 
     #[test]
