@@ -421,7 +421,7 @@ async fn a_websocket_subscriber_that_falls_a_bounded_backlog_behind_is_told_and_
         common::config_with(|c| c.connections.send_idle_timeout = Duration::from_secs(600));
     let app = common::TestApp::start(store, dir, None, config).await;
 
-    // The same operation: the two share its execution.
+    // The same operation: the two share its execution (when their connections are on one connection thread).
     let (mut stalled, live) = stalled_and_reading_subscribers(&app, FOLLOW, json!({})).await;
     let live = changes_read_by(&app, live, CHANGES, BATCH).await;
 

@@ -127,6 +127,7 @@ impl SharedFeeds {
         access: &Access,
         to: &Deliveries,
     ) -> Membership {
+        let key = on_this_thread(key);
         let slot = self.slots.fetch_add(1, Ordering::Relaxed);
         let pending = Arc::new(AtomicUsize::new(0));
         let member = |live: bool| Member {
@@ -166,6 +167,20 @@ impl SharedFeeds {
             pending,
         }
     }
+}
+
+/// `key`, for this thread when it runs a single-threaded runtime (a connection thread): each connection thread has
+/// its own share of an operation, whose task runs there and wakes its members' connections from their own thread.
+/// Waking a task of another single-threaded runtime costs a lock and a write to its event fd, once per member and
+/// result; an execution more per thread costs once per result.
+fn on_this_thread(key: String) -> String {
+    let single_threaded = tokio::runtime::Handle::try_current().is_ok_and(|runtime| {
+        runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread
+    });
+    if !single_threaded {
+        return key;
+    }
+    format!("{key}\n{:?}", std::thread::current().id())
 }
 
 /// One shared execution and its subscribers.
@@ -334,6 +349,27 @@ mod tests {
 
     fn request(query: &str, variables: serde_json::Value) -> Request {
         Request::new(query).variables(async_graphql::Variables::from_json(variables))
+    }
+
+    #[test]
+    fn each_connection_thread_has_its_own_share_of_an_operation() {
+        let on_a_connection_thread = || {
+            std::thread::spawn(|| {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .build()
+                    .unwrap();
+                runtime.block_on(async { [on_this_thread("k".into()), on_this_thread("k".into())] })
+            })
+            .join()
+            .unwrap()
+        };
+        let [first, again] = on_a_connection_thread();
+        assert_eq!(first, again, "one share per operation on a thread");
+        let [other, _] = on_a_connection_thread();
+        assert_ne!(first, other, "another thread, another share");
+        // Tasks of a multi-threaded runtime move between its threads: one share for all of them.
+        let shared = tokio::runtime::Builder::new_multi_thread().build().unwrap();
+        assert_eq!(shared.block_on(async { on_this_thread("k".into()) }), "k");
     }
 
     #[test]
