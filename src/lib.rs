@@ -11,6 +11,7 @@ pub mod blocking;
 pub mod cli;
 pub mod config;
 pub mod domain;
+pub mod runtime;
 pub mod server;
 pub mod service;
 pub mod store;

@@ -6,7 +6,6 @@
 use std::cell::RefCell;
 use std::sync::{Arc, Weak};
 
-use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio::sync::watch;
 
 use arc_swap::ArcSwap;
@@ -27,9 +26,7 @@ thread_local! {
 
 /// `shared`, or on a single-threaded runtime the same window with its head signal relayed by a task of this thread.
 pub(super) fn on_this_thread(shared: Subscription) -> Subscription {
-    let single_threaded = Handle::try_current()
-        .is_ok_and(|runtime| runtime.runtime_flavor() == RuntimeFlavor::CurrentThread);
-    if !single_threaded {
+    if !crate::runtime::on_single_threaded_runtime() {
         return shared;
     }
     RELAYS.with(|relays| {

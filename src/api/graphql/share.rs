@@ -174,10 +174,7 @@ impl SharedFeeds {
 /// Waking a task of another single-threaded runtime costs a lock and a write to its event fd, once per member and
 /// result; an execution more per thread costs once per result.
 fn on_this_thread(key: String) -> String {
-    let single_threaded = tokio::runtime::Handle::try_current().is_ok_and(|runtime| {
-        runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread
-    });
-    if !single_threaded {
+    if !crate::runtime::on_single_threaded_runtime() {
         return key;
     }
     format!("{key}\n{:?}", std::thread::current().id())
