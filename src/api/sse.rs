@@ -9,6 +9,7 @@
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -117,16 +118,12 @@ async fn events(
     }
     let feed_id = state.service.feed_id().await?;
     let events = state.service.follow_shared(after, filter).await?;
-    let due = tokio::time::Instant::now() + HEARTBEAT;
-    let body = EventsBody {
+    let body = EventsBody::new(
         events,
-        heartbeat: Box::pin(tokio::time::sleep_until(due)),
-        heartbeat_due: due,
-        every: HEARTBEAT,
-        heartbeat_waker: None,
-        stopping: lease.map(|Extension(lease)| lease.stopping()),
-        _subscribed: state.metrics.subscriber("sse"),
-    };
+        HEARTBEAT,
+        lease.map(|Extension(lease)| lease.stopping()),
+        state.metrics.subscriber("sse"),
+    );
     let mut response = Response::new(Body::from_stream(body));
     let headers = response.headers_mut();
     headers.insert(
@@ -175,11 +172,16 @@ fn frame_of(item: Result<Arc<FeedEvent>, ServiceError>) -> Bytes {
     }
 }
 
-/// One subscriber's response body: its events as SSE frames, and every [`HEARTBEAT`] a comment line that keeps an
-/// idle stream open through proxies (not reset by events: a reset per event and subscriber was a measurable cost of
-/// fanning out, so a busy stream gets a spare comment now and then). Ends with the events or when the server begins
-/// to stop. Written out rather than composed from stream combinators: at 10,000 subscribers their boxes, and polling
-/// the timer and the stop signal on every event, cost 8 % of a delivery's CPU.
+/// One subscriber's response body: its events as SSE frames, and a comment line when [`HEARTBEAT`] passed without
+/// one, which keeps an idle stream open through proxies. Ends with the events or when the server begins to stop.
+/// Written out rather than composed from stream combinators: at 10,000 subscribers their boxes, and polling the
+/// timer and the stop signal on every event, cost 8 % of a delivery's CPU.
+///
+/// The timer is not reset by events (a reset per event and subscriber was a measurable cost of fanning out): an
+/// event sets a flag, and a heartbeat due on a stream that sent something since the last one is skipped. Written
+/// to 10,000 busy streams at once, those spare comments had been a burst that delayed the event it met by a fan-out's
+/// length. The first one is due somewhere in the second half of the period, spread evenly over the streams, so that
+/// subscribers that connected together (after a restart) do not beat in step.
 struct EventsBody {
     events: SharedEventStream,
     heartbeat: Pin<Box<Sleep>>,
@@ -188,8 +190,44 @@ struct EventsBody {
     every: Duration,
     /// The waker the heartbeat last registered: polled again only when the task's waker changes or it fires.
     heartbeat_waker: Option<Waker>,
+    /// An event was sent since the last heartbeat was due: the next is not needed.
+    sent: bool,
     stopping: Option<Stopped>,
     _subscribed: Subscribed,
+}
+
+impl EventsBody {
+    fn new(
+        events: SharedEventStream,
+        every: Duration,
+        stopping: Option<Stopped>,
+        subscribed: Subscribed,
+    ) -> Self {
+        let due = tokio::time::Instant::now() + first_heartbeat(every);
+        EventsBody {
+            events,
+            heartbeat: Box::pin(tokio::time::sleep_until(due)),
+            heartbeat_due: due,
+            every,
+            heartbeat_waker: None,
+            sent: false,
+            stopping,
+            _subscribed: subscribed,
+        }
+    }
+}
+
+/// When a new stream's first heartbeat is due: between half the period and the period, the streams' phases spread
+/// evenly by the golden ratio's sequence (each new stream falls in the widest gap the others left).
+fn first_heartbeat(every: Duration) -> Duration {
+    static STREAMS: AtomicU64 = AtomicU64::new(0);
+    every.mul_f64(0.5 + phase(STREAMS.fetch_add(1, Ordering::Relaxed)) / 2.0)
+}
+
+/// The `n`th stream's phase, in [0, 1).
+fn phase(n: u64) -> f64 {
+    const GOLDEN: f64 = 0.618_033_988_749_895;
+    (n as f64 * GOLDEN).fract()
 }
 
 impl Stream for EventsBody {
@@ -203,7 +241,10 @@ impl Stream for EventsBody {
             return Poll::Ready(None);
         }
         match this.events.as_mut().poll_next(cx) {
-            Poll::Ready(Some(item)) => return Poll::Ready(Some(Ok(frame_of(item)))),
+            Poll::Ready(Some(item)) => {
+                this.sent = true;
+                return Poll::Ready(Some(Ok(frame_of(item))));
+            }
             Poll::Ready(None) => return Poll::Ready(None),
             Poll::Pending => {}
         }
@@ -214,11 +255,13 @@ impl Stream for EventsBody {
             .as_ref()
             .is_some_and(|w| w.will_wake(cx.waker()));
         if !registered || tokio::time::Instant::now() >= this.heartbeat_due {
-            if this.heartbeat.as_mut().poll(cx).is_ready() {
+            while this.heartbeat.as_mut().poll(cx).is_ready() {
                 this.heartbeat_due = tokio::time::Instant::now() + this.every;
                 this.heartbeat.as_mut().reset(this.heartbeat_due);
-                this.heartbeat_waker = None;
-                return Poll::Ready(Some(Ok(Bytes::from_static(b": heartbeat\n\n"))));
+                if !std::mem::take(&mut this.sent) {
+                    this.heartbeat_waker = None;
+                    return Poll::Ready(Some(Ok(Bytes::from_static(b": heartbeat\n\n"))));
+                }
             }
             this.heartbeat_waker = Some(cx.waker().clone());
         }
@@ -238,16 +281,12 @@ mod tests {
         every: Duration,
         stopping: Option<StopSignal>,
     ) -> EventsBody {
-        let due = tokio::time::Instant::now() + every;
-        EventsBody {
+        EventsBody::new(
             events,
-            heartbeat: Box::pin(tokio::time::sleep_until(due)),
-            heartbeat_due: due,
             every,
-            heartbeat_waker: None,
-            stopping: stopping.map(|signal| signal.stopped()),
-            _subscribed: Arc::new(crate::api::metrics::Metrics::new()).subscriber("sse"),
-        }
+            stopping.map(|signal| signal.stopped()),
+            Arc::new(crate::api::metrics::Metrics::new()).subscriber("sse"),
+        )
     }
 
     fn created(sequence: u64) -> Result<Arc<FeedEvent>, ServiceError> {
@@ -294,6 +333,75 @@ mod tests {
             "{error:?}"
         );
         assert!(next(&mut busy).await.is_none(), "ends with its frames");
+    }
+
+    /// A waker that says when it was woken.
+    struct Woken(tokio::sync::Notify);
+
+    impl std::task::Wake for Woken {
+        fn wake(self: Arc<Self>) {
+            self.0.notify_one();
+        }
+    }
+
+    /// What the stream has ready now (`None`: it would wait), polled with `woken`'s waker.
+    fn ready(stream: &mut EventsBody, woken: &Arc<Woken>) -> Option<Bytes> {
+        let waker = Waker::from(woken.clone());
+        match Pin::new(stream).poll_next(&mut Context::from_waker(&waker)) {
+            Poll::Ready(item) => Some(item.expect("a frame, not the end").unwrap()),
+            Poll::Pending => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_sent_an_event_skips_the_next_heartbeat() {
+        let (events, mut feed) = tokio::sync::mpsc::unbounded_channel();
+        let feed = futures_util::stream::poll_fn(move |cx| feed.poll_recv(cx));
+        let mut stream = body(Box::pin(feed), Duration::from_millis(200), None);
+        let woken = Arc::new(Woken(tokio::sync::Notify::new()));
+        let wake_up = || async {
+            tokio::time::timeout(Duration::from_secs(5), woken.0.notified())
+                .await
+                .expect("woken by the event or the heartbeat's timer")
+        };
+        assert_eq!(ready(&mut stream, &woken), None);
+        events.send(created(1)).unwrap();
+        wake_up().await;
+        let frame = ready(&mut stream, &woken).expect("the event");
+        assert!(frame.starts_with(b"id: 1\n"), "{frame:?}");
+        assert_eq!(ready(&mut stream, &woken), None);
+        // The heartbeat falls due: an event went out since, so nothing is sent.
+        wake_up().await;
+        assert_eq!(
+            ready(&mut stream, &woken),
+            None,
+            "a busy stream needs no heartbeat"
+        );
+        // A whole period without an event: the heartbeat, and again the period after.
+        for _ in 0..2 {
+            wake_up().await;
+            assert_eq!(
+                ready(&mut stream, &woken).as_deref(),
+                Some(&b": heartbeat\n\n"[..])
+            );
+            assert_eq!(ready(&mut stream, &woken), None);
+        }
+    }
+
+    #[test]
+    fn streams_opened_together_have_their_first_heartbeats_spread_over_half_a_period() {
+        for streams in [2, 10, 1000] {
+            let mut phases: Vec<f64> = (0..streams).map(phase).collect();
+            assert!(phases.iter().all(|p| (0.0..1.0).contains(p)));
+            phases.sort_by(f64::total_cmp);
+            phases.push(1.0 + phases[0]);
+            let widest = phases.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
+            // The golden ratio's sequence leaves no gap wider than about 2.6 / n.
+            assert!(
+                widest <= 3.0 / streams as f64,
+                "{streams} streams: a gap of {widest}"
+            );
+        }
     }
 
     #[tokio::test]
