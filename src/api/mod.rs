@@ -7,6 +7,7 @@ mod download;
 pub mod error;
 pub mod graphql;
 pub mod headers;
+mod keepalive;
 pub mod layers;
 pub mod lease;
 pub mod limits;

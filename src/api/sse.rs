@@ -9,7 +9,6 @@
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -180,8 +179,7 @@ fn frame_of(item: Result<Arc<FeedEvent>, ServiceError>) -> Bytes {
 /// The timer is not reset by events (a reset per event and subscriber was a measurable cost of fanning out): an
 /// event sets a flag, and a heartbeat due on a stream that sent something since the last one is skipped. Written
 /// to 10,000 busy streams at once, those spare comments had been a burst that delayed the event it met by a fan-out's
-/// length. The first one is due somewhere in the second half of the period, spread evenly over the streams, so that
-/// subscribers that connected together (after a restart) do not beat in step.
+/// length. The first one is due somewhere in the second half of the period ([`super::keepalive`]).
 struct EventsBody {
     events: SharedEventStream,
     heartbeat: Pin<Box<Sleep>>,
@@ -203,7 +201,7 @@ impl EventsBody {
         stopping: Option<Stopped>,
         subscribed: Subscribed,
     ) -> Self {
-        let due = tokio::time::Instant::now() + first_heartbeat(every);
+        let due = tokio::time::Instant::now() + super::keepalive::first_due(every);
         EventsBody {
             events,
             heartbeat: Box::pin(tokio::time::sleep_until(due)),
@@ -215,19 +213,6 @@ impl EventsBody {
             _subscribed: subscribed,
         }
     }
-}
-
-/// When a new stream's first heartbeat is due: between half the period and the period, the streams' phases spread
-/// evenly by the golden ratio's sequence (each new stream falls in the widest gap the others left).
-fn first_heartbeat(every: Duration) -> Duration {
-    static STREAMS: AtomicU64 = AtomicU64::new(0);
-    every.mul_f64(0.5 + phase(STREAMS.fetch_add(1, Ordering::Relaxed)) / 2.0)
-}
-
-/// The `n`th stream's phase, in [0, 1).
-fn phase(n: u64) -> f64 {
-    const GOLDEN: f64 = 0.618_033_988_749_895;
-    (n as f64 * GOLDEN).fract()
 }
 
 impl Stream for EventsBody {
@@ -385,22 +370,6 @@ mod tests {
                 Some(&b": heartbeat\n\n"[..])
             );
             assert_eq!(ready(&mut stream, &woken), None);
-        }
-    }
-
-    #[test]
-    fn streams_opened_together_have_their_first_heartbeats_spread_over_half_a_period() {
-        for streams in [2, 10, 1000] {
-            let mut phases: Vec<f64> = (0..streams).map(phase).collect();
-            assert!(phases.iter().all(|p| (0.0..1.0).contains(p)));
-            phases.sort_by(f64::total_cmp);
-            phases.push(1.0 + phases[0]);
-            let widest = phases.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
-            // The golden ratio's sequence leaves no gap wider than about 2.6 / n.
-            assert!(
-                widest <= 3.0 / streams as f64,
-                "{streams} streams: a gap of {widest}"
-            );
         }
     }
 

@@ -33,7 +33,8 @@ use crate::api::state::AppState;
 const LIMIT_CODE: &str = "LIMIT_EXCEEDED";
 /// How long the close frame may take to leave.
 const GOODBYE: Duration = Duration::from_secs(2);
-/// How often the server pings; a peer that answers nothing for two of these is gone.
+/// How often the server pings (the first time sooner: `api::keepalive`); a peer that answers nothing for two of these
+/// is gone.
 const KEEPALIVE: Duration = Duration::from_secs(30);
 /// Most bytes waiting to be written to a client that does not read (pongs to its pings included): then the
 /// connection fails instead of growing. Far above the largest answer the limits allow.
@@ -281,8 +282,10 @@ impl Connection {
         tokio::pin!(init_deadline);
         let idle_deadline = tokio::time::sleep(self.idle_timeout);
         tokio::pin!(idle_deadline);
-        let mut keepalive =
-            tokio::time::interval_at(tokio::time::Instant::now() + KEEPALIVE, KEEPALIVE);
+        let mut keepalive = tokio::time::interval_at(
+            tokio::time::Instant::now() + crate::api::keepalive::first_due(KEEPALIVE),
+            KEEPALIVE,
+        );
         let mut last_heard = tokio::time::Instant::now();
         let stopping = async {
             match &self.lease {
