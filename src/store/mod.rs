@@ -25,7 +25,10 @@ use crate::domain::{
 
 pub use feed::{EventBatch, EventRetention, EventSignal};
 
-pub use staging::{RemoteBlob, StagedBlob, StagedLocation, stage_to_file};
+pub use staging::{
+    HeldBytes, LocalBlob, MemoryBudget, RemoteBlob, StagedBlob, StagedLocation, new_staging_file,
+    stage_to_file,
+};
 pub use uploads::UploadStore;
 
 /// A stream of bytes coming out of a store.

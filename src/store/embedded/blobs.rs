@@ -1,20 +1,25 @@
 //! Content-addressed blob files: `blobs/<first two hex digits>/<sha256>`.
 
 use crate::domain::Sha256;
-use std::io;
+use crate::store::{LocalBlob, new_staging_file};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use tempfile::TempPath;
-
-/// The directory that holds every stored file, named by its sha256.
+/// The directory that holds every stored file, named by its sha256, and the staging directory its files are
+/// written in before they are renamed into it.
 #[derive(Debug, Clone)]
 pub struct BlobDir {
     root: PathBuf,
+    staging: PathBuf,
 }
 
 impl BlobDir {
-    pub fn new(root: PathBuf) -> Self {
-        Self { root }
+    pub fn new(root: PathBuf, staging: PathBuf) -> Self {
+        Self { root, staging }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
     }
 
     /// Where the blob with this digest lives; `None` for anything that is not a sha256 in lower-case hex, so that
@@ -28,30 +33,76 @@ impl BlobDir {
         self.root.join(&text[..2]).join(text)
     }
 
-    /// Moves a temporary file into place, atomically, and makes its bytes and its name durable. When the same
-    /// bytes are already stored the temporary file is dropped instead (identical content is kept once), and the
-    /// stored file is synced all the same: the upload that placed it may not have synced it yet.
+    /// Moves a staged blob into place, atomically, and makes its bytes and its name durable; bytes held in memory
+    /// are written to a staging file first. When the same bytes are already stored the staged ones are dropped
+    /// instead (identical content is kept once), and the stored file is synced all the same: the upload that placed
+    /// it may not have synced it yet.
     ///
     /// The rename comes before the syncs: on a journaling file system the file's sync then commits the rename with
     /// the bytes, and the directory's sync finds nothing left to do, so an upload waits for one journal commit
     /// instead of two. A crash in between leaves a blob that no record refers to, removed at the next start-up.
-    pub fn place(&self, sha256: &str, temp: TempPath) -> io::Result<()> {
+    pub fn place(&self, sha256: &str, blob: LocalBlob) -> io::Result<()> {
         let dest = self
             .path_of(sha256)
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a sha256 digest"))?;
         let parent = dest.parent().expect("blob paths have a parent");
         if dest.exists() {
-            drop(temp);
+            drop(blob);
         } else {
-            if !parent.exists() {
-                std::fs::create_dir_all(parent)?;
-                // A new shard directory's own name must be durable too.
-                sync_dir(&self.root)?;
-            }
+            let temp = match blob {
+                LocalBlob::File(temp) => temp,
+                LocalBlob::Memory(held) => {
+                    let mut file = new_staging_file(&self.staging)?;
+                    file.write_all(held.bytes())?;
+                    file.into_temp_path()
+                }
+            };
+            // A new shard directory's own name must be durable too.
+            self.make_shard(&dest)?;
             temp.persist(&dest).map_err(|e| e.error)?;
         }
         std::fs::File::open(&dest)?.sync_data()?;
         sync_dir(parent)
+    }
+
+    /// Moves `bytes` into place as the blob `sha256` without syncing them (see [`super::journal`], which makes
+    /// them durable by other means); nothing is written when the same bytes are already stored.
+    pub fn place_unsynced(&self, sha256: &str, bytes: &[u8]) -> io::Result<()> {
+        let dest = self
+            .path_of(sha256)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a sha256 digest"))?;
+        if dest.exists() {
+            return Ok(());
+        }
+        self.make_shard(&dest)?;
+        let mut file = new_staging_file(&self.staging)?;
+        file.write_all(bytes)?;
+        file.persist(&dest).map_err(|e| e.error)?;
+        Ok(())
+    }
+
+    /// Writes `bytes` as the blob `sha256` through a synced staging file renamed over whatever is there, and
+    /// syncs its directory: how a journalled blob is restored after a crash.
+    pub fn write_durably(&self, sha256: &str, bytes: &[u8]) -> io::Result<()> {
+        let dest = self
+            .path_of(sha256)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a sha256 digest"))?;
+        self.make_shard(&dest)?;
+        let mut file = new_staging_file(&self.staging)?;
+        file.write_all(bytes)?;
+        file.as_file().sync_data()?;
+        file.persist(&dest).map_err(|e| e.error)?;
+        sync_dir(dest.parent().expect("blob paths have a parent"))
+    }
+
+    /// Creates the shard directory of `dest` if it is missing, its name durable.
+    fn make_shard(&self, dest: &Path) -> io::Result<()> {
+        let parent = dest.parent().expect("blob paths have a parent");
+        if !parent.exists() {
+            std::fs::create_dir_all(parent)?;
+            sync_dir(&self.root)?;
+        }
+        Ok(())
     }
 
     pub fn remove(&self, sha256: &str) -> io::Result<()> {
@@ -103,10 +154,10 @@ pub fn clear_dir(dir: &Path) -> io::Result<usize> {
 mod tests {
     use super::*;
 
-    fn staged(dir: &Path, bytes: &[u8]) -> TempPath {
+    fn staged(dir: &Path, bytes: &[u8]) -> LocalBlob {
         let mut file = tempfile::NamedTempFile::new_in(dir).expect("a temporary file");
         std::io::Write::write_all(&mut file, bytes).expect("written");
-        file.into_temp_path()
+        LocalBlob::File(file.into_temp_path())
     }
 
     #[test]
@@ -114,7 +165,7 @@ mod tests {
         let root = tempfile::tempdir().expect("a directory");
         let (tmp, blobs) = (
             root.path().join("tmp"),
-            BlobDir::new(root.path().join("blobs")),
+            BlobDir::new(root.path().join("blobs"), root.path().join("tmp")),
         );
         std::fs::create_dir_all(&tmp).expect("tmp");
         std::fs::create_dir_all(root.path().join("blobs")).expect("blobs");
@@ -142,11 +193,42 @@ mod tests {
     #[test]
     fn a_name_that_is_not_a_digest_is_refused_and_its_file_removed() {
         let root = tempfile::tempdir().expect("a directory");
-        let blobs = BlobDir::new(root.path().join("blobs"));
+        let blobs = BlobDir::new(root.path().join("blobs"), root.path().join("tmp"));
         let error = blobs
             .place("../escape", staged(root.path(), b"x"))
             .expect_err("refused");
         assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
         assert_eq!(std::fs::read_dir(root.path()).expect("root").count(), 0);
+    }
+
+    #[test]
+    fn bytes_held_in_memory_are_placed_through_a_staging_file_and_give_their_budget_back() {
+        let root = tempfile::tempdir().expect("a directory");
+        let tmp = root.path().join("tmp");
+        std::fs::create_dir_all(&tmp).expect("tmp");
+        let blobs = BlobDir::new(root.path().join("blobs"), tmp.clone());
+        let budget = crate::store::MemoryBudget::new(4096);
+        let digest = "cd".repeat(32);
+
+        let held = budget.hold(&[7u8; 3000]).expect("room for 3 KiB");
+        assert!(budget.hold(&[7u8; 2000]).is_none(), "3 of 4 KiB are held");
+        blobs
+            .place(&digest, LocalBlob::Memory(held))
+            .expect("placed");
+        let path = blobs.path_of(&digest).expect("a digest");
+        assert_eq!(std::fs::read(&path).expect("stored"), vec![7u8; 3000]);
+        assert_eq!(std::fs::read_dir(&tmp).expect("tmp").count(), 0);
+        assert!(
+            budget.hold(&[7u8; 4096]).is_some(),
+            "placing gave the budget back"
+        );
+
+        // The same bytes again are not written at all.
+        let again = budget.hold(&[8u8; 10]).expect("room");
+        blobs
+            .place(&digest, LocalBlob::Memory(again))
+            .expect("placed again");
+        assert_eq!(std::fs::read(&path).expect("stored"), vec![7u8; 3000]);
+        assert_eq!(std::fs::read_dir(&tmp).expect("tmp").count(), 0);
     }
 }

@@ -82,7 +82,7 @@ impl EmbeddedStore {
     async fn modify<T: Send + 'static>(
         &self,
         key: &ComponentKey,
-        staged: Vec<(String, tempfile::TempPath)>,
+        staged: Vec<(String, crate::store::LocalBlob)>,
         decide: impl FnOnce(Component) -> Result<Result<Decided<T>, T>, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let key = key.clone();
@@ -332,7 +332,7 @@ impl ComponentStore for EmbeddedStore {
         staged: StagedBlob,
         meta: FileMeta,
     ) -> Result<Component, StoreError> {
-        let (sha256, size, temp) = staged.into_file()?;
+        let (sha256, size, temp) = staged.into_local()?;
         let now = crate::domain::now();
         let file = StoredFile {
             blob_id: sha256.clone(),
@@ -370,7 +370,7 @@ impl ComponentStore for EmbeddedStore {
         files.check(&component)?;
         let mut temps = Vec::new();
         for staged in files.default.into_iter().chain(files.variants) {
-            let (sha256, _, temp) = staged.into_file()?;
+            let (sha256, _, temp) = staged.into_local()?;
             temps.push((sha256, temp));
         }
         // This store names blobs by their sha256; aliases come with their own records.

@@ -23,7 +23,7 @@ impl EmbeddedStore {
     ) -> Result<(), StoreError> {
         let mut placing = Vec::new();
         for blob in staged {
-            let (sha256, _, temp) = blob.into_file()?;
+            let (sha256, _, temp) = blob.into_local()?;
             placing.push((sha256, temp));
         }
         let blobs = self.blobs.clone();

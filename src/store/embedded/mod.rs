@@ -1,9 +1,10 @@
 //! The default store: metadata in redb (a pure-Rust ACID database), files as content-addressed blobs beside it.
 //!
 //! Crash safety rests on one ordering: a blob is written to `tmp/`, renamed into `blobs/` and fsynced (the file and
-//! its directory) *before* the metadata transaction that refers to it commits, and an old blob is deleted only
-//! *after* the transaction that dropped its last reference commits. A crash can therefore leave an unreferenced
-//! blob (removed at the next start-up) but never metadata that points at a missing or partial one. Reference counts
+//! its directory) *before* the metadata transaction that refers to it commits, or its bytes are written in that
+//! very transaction ([`journal`], for small uploads: start-up writes their files back), and an old blob is deleted
+//! only *after* the transaction that dropped its last reference commits. A crash can therefore leave an
+//! unreferenced blob (removed at the next start-up) but never metadata that points at a missing or partial one. Reference counts
 //! live in the same transactions as the metadata, so identical bytes are stored once and reclaimed when nothing
 //! uses them.
 //! Every write goes through one writer thread that commits many writes at once ([`writer`]).
@@ -14,6 +15,7 @@ mod catalog;
 mod components;
 mod devices;
 mod events;
+mod journal;
 mod layered;
 mod mirror;
 mod open;
@@ -36,8 +38,8 @@ use self::catalog::Catalog;
 use self::components::Change;
 use self::writer::{Applied, Pins, Writer};
 use super::{
-    AliasStore, BlobStore, ComponentStore, EventSignal, FeedStore, MirrorStore, Store, StoreError,
-    UploadStore, WebhookStore,
+    AliasStore, BlobStore, ComponentStore, EventSignal, FeedStore, LocalBlob, MemoryBudget,
+    MirrorStore, Store, StoreError, UploadStore, WebhookStore,
 };
 use crate::domain::{Component, Kind};
 
@@ -65,6 +67,9 @@ const READ_AHEAD: usize = 2;
 /// Blob reads running at once across all downloads: well below tokio's blocking pool (512 threads), so that
 /// metadata work (redb) always finds a thread however many downloads are in flight.
 const BLOB_READERS: usize = 32;
+/// Memory all small uploads (at most 256 KiB each) may hold between their last byte and their placing: then the
+/// write of their file and its sync are one blocking step. An upload that finds it full is staged in a file.
+const HELD_UPLOAD_BYTES: usize = 64 * 1024 * 1024;
 /// Records per batch handed from the reader to the decoders while the catalogue loads.
 const LOAD_BATCH: usize = 1024;
 /// Components per step of a scan: each step looks its start up again in the snapshot, O(log n).
@@ -118,6 +123,10 @@ pub struct EmbeddedStore {
     signal: Arc<EventSignal>,
     /// Permits for blob reads (`BLOB_READERS`): downloads can never take the whole blocking pool.
     readers: Arc<Semaphore>,
+    /// Memory that small uploads may hold until they are placed (`HELD_UPLOAD_BYTES`); past it they wait in files.
+    held_uploads: MemoryBudget,
+    /// Small uploads whose bytes are in the journal and whose files are not synced yet; see [`journal`].
+    journal: Arc<journal::Journal>,
     /// Resumable upload sessions being appended to now.
     uploads: uploads::Active,
 }
@@ -141,21 +150,37 @@ impl EmbeddedStore {
             .map_err(|e| StoreError::Backend(e.to_string()))?
     }
 
-    /// Places staged blobs in `blobs/` (renamed atomically, then fsynced) and queues `work`, which refers to them,
-    /// with their digests pinned until `work` has committed. Placing and queueing run as one blocking step, so a
-    /// caller that goes away in between cannot leave a placed blob that nothing will check.
+    /// Places staged blobs in `blobs/` and queues `work`, which refers to them, with their digests pinned until
+    /// `work` has committed. Placing and queueing run as one blocking step, so a caller that goes away in between
+    /// cannot leave a placed blob that nothing will check.
+    ///
+    /// A blob held in memory goes into the journal if it has room: its file is placed without a sync and its bytes
+    /// are written in `work`'s transaction, so that the commit alone makes it durable ([`journal`]). Any other is
+    /// written out, renamed atomically and fsynced (the file and its directory) before `work` is queued.
     async fn attaching<T: Send + 'static>(
         &self,
-        staged: Vec<(String, tempfile::TempPath)>,
+        staged: Vec<(String, LocalBlob)>,
         work: impl FnOnce(&WriteTransaction) -> Result<Applied<T>, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let (pins, queue) = (Arc::clone(&self.pins), self.writer.queue()?);
-        let blobs = self.blobs.clone();
+        let (blobs, journal) = (self.blobs.clone(), Arc::clone(&self.journal));
         let answer = super::file_io::run(move || {
             let mut held = Vec::with_capacity(staged.len());
-            for (digest, temp) in staged {
+            let mut entries = Vec::new();
+            for (digest, blob) in staged {
                 held.push(pins.pin(&digest));
-                if let Err(e) = blobs.place(&digest, temp) {
+                let placed = match blob {
+                    LocalBlob::Memory(bytes) => match journal.admit(&digest, bytes) {
+                        Ok(entry) => {
+                            let placed = blobs.place_unsynced(&digest, entry.bytes());
+                            entries.push(entry);
+                            placed
+                        }
+                        Err(bytes) => blobs.place(&digest, LocalBlob::Memory(bytes)),
+                    },
+                    file => blobs.place(&digest, file),
+                };
+                if let Err(e) = placed {
                     // Blobs placed so far (and a rename that happened before a failed directory sync) are left
                     // to the writer, which reclaims what nothing refers to.
                     let nothing =
@@ -164,7 +189,17 @@ impl EmbeddedStore {
                     return Err(e.into());
                 }
             }
-            queue.submit(held, work)
+            if entries.is_empty() {
+                return queue.submit(held, work);
+            }
+            queue.submit(held, move |txn| {
+                // After `work`, which refuses before it writes anything: a refused write leaves no entry.
+                let applied = work(txn)?;
+                for entry in &mut entries {
+                    entry.record(txn)?;
+                }
+                Ok(applied.journaled(entries))
+            })
         })
         .await??;
         writer::wait(answer).await

@@ -11,11 +11,11 @@ use super::blobs::{BlobDir, clear_dir};
 use super::catalog::{Builder, Catalog, Snapshot};
 use super::writer::{self, Pins, Writer};
 use super::{
-    ALIAS_HISTORY, ALIASES, BLOB_READERS, BLOB_REFS, CACHE_BYTES, EmbeddedStore, LOAD_BATCH,
-    Loading, OrBackend, damaged, devices, events, table, uploads, webhooks,
+    ALIAS_HISTORY, ALIASES, BLOB_READERS, BLOB_REFS, CACHE_BYTES, EmbeddedStore, HELD_UPLOAD_BYTES,
+    LOAD_BATCH, Loading, OrBackend, damaged, devices, events, journal, table, uploads, webhooks,
 };
 use crate::domain::Kind;
-use crate::store::{EventSignal, StoreError};
+use crate::store::{EventSignal, MemoryBudget, StoreError};
 
 /// What the catalogue's load reads of a record: the needs, through their own serde code, skipping the rest (key,
 /// descriptions, parameters, file) without building it; the key is the table's.
@@ -222,6 +222,7 @@ impl EmbeddedStore {
             txn.open_table(table(kind)).or_backend()?;
         }
         txn.open_table(BLOB_REFS).or_backend()?;
+        journal::create_table(&txn)?;
         events::create_tables(&txn)?;
         webhooks::create_tables(&txn)?;
         devices::create_tables(&txn)?;
@@ -234,7 +235,14 @@ impl EmbeddedStore {
         let db = Arc::new(db);
         let catalog = Arc::new(Catalog::default());
         let (loading, loaded) = tokio::sync::watch::channel(Loading::InProgress);
-        let blobs = BlobDir::new(blob_root);
+        let blobs = BlobDir::new(blob_root, tmp_dir.clone());
+        let restored = journal::recover(&db, &blobs)?;
+        if restored > 0 {
+            tracing::info!(
+                restored,
+                "wrote the files of journalled uploads again after an unclean stop"
+            );
+        }
         let pins = Arc::new(Pins::default());
         let signal = Arc::new(EventSignal::new(last_event));
         let writer = Writer::start(writer::Shared {
@@ -254,6 +262,8 @@ impl EmbeddedStore {
             loaded,
             signal,
             readers: Arc::new(Semaphore::new(BLOB_READERS)),
+            held_uploads: MemoryBudget::new(HELD_UPLOAD_BYTES),
+            journal: Arc::default(),
             uploads: uploads::Active::default(),
         };
         store.remove_unreferenced_blobs()?;

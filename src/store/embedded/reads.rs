@@ -115,7 +115,7 @@ mod page_cache {
 #[async_trait]
 impl BlobStore for EmbeddedStore {
     async fn stage(&self, body: UploadStream<'_>, limit: u64) -> Result<StagedBlob, StoreError> {
-        stage_to_file(&self.tmp_dir, body, limit).await
+        stage_to_file(&self.tmp_dir, &self.held_uploads, body, limit).await
     }
 
     async fn read_blob(

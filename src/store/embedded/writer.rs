@@ -17,11 +17,12 @@
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Condvar, Mutex};
 
-use redb::{Database, ReadableDatabase, WriteTransaction};
+use redb::{Database, Durability, ReadableDatabase, WriteTransaction};
 use tokio::sync::{mpsc, oneshot};
 
 use super::blobs::BlobDir;
 use super::catalog::Catalog;
+use super::journal::{self, Committed, Entry};
 use super::{BLOB_REFS, Change, OrBackend};
 use crate::store::{EventSignal, StoreError};
 
@@ -37,6 +38,8 @@ pub(super) struct Applied<T> {
     pub event: Option<u64>,
     /// Digests whose reference count it lowered: removed after the commit unless something still uses them.
     pub released: Vec<String>,
+    /// Blobs whose bytes it wrote into the journal: their files are synced after the commit.
+    pub journaled: Vec<Entry>,
 }
 
 impl<T> Applied<T> {
@@ -46,6 +49,7 @@ impl<T> Applied<T> {
             change,
             event: None,
             released: Vec::new(),
+            journaled: Vec::new(),
         }
     }
 
@@ -56,6 +60,11 @@ impl<T> Applied<T> {
 
     pub fn released(mut self, digests: impl IntoIterator<Item = String>) -> Self {
         self.released.extend(digests);
+        self
+    }
+
+    pub fn journaled(mut self, entries: Vec<Entry>) -> Self {
+        self.journaled.extend(entries);
         self
     }
 }
@@ -120,6 +129,7 @@ enum Step {
         change: Change,
         event: Option<u64>,
         released: Vec<String>,
+        journaled: Vec<Entry>,
         answer: Box<dyn FnOnce(Result<(), StoreError>) + Send>,
     },
     Refused {
@@ -153,6 +163,7 @@ where
                     change: applied.change,
                     event: applied.event,
                     released: applied.released,
+                    journaled: applied.journaled,
                     answer: Box::new(move |committed| {
                         let _ = reply.send(committed.map(|()| value));
                     }),
@@ -175,17 +186,30 @@ where
 struct Job {
     work: Box<dyn Work>,
     pins: Vec<Pin>,
+    /// Whether its answer means "on disk": a transaction of housekeeping only commits without a flush.
+    durable: bool,
 }
 
-/// The writer thread and the queue into it; dropping it lets the thread finish what is queued and stop.
+/// The writer thread and the queue into it, and the journal's syncer; dropping it lets the writer finish what is
+/// queued and stop, and then the syncer.
 pub(super) struct Writer {
     queue: Option<Queue>,
     thread: Option<std::thread::JoinHandle<()>>,
+    syncer: Option<std::thread::JoinHandle<()>>,
 }
 
 /// A handle on the writer's queue, usable from any thread.
 #[derive(Clone)]
 pub(super) struct Queue(mpsc::UnboundedSender<Job>);
+
+/// A handle on the writer's queue that does not keep the writer running.
+pub(super) struct WeakQueue(mpsc::WeakUnboundedSender<Job>);
+
+impl WeakQueue {
+    pub fn upgrade(&self) -> Option<Queue> {
+        self.0.upgrade().map(Queue)
+    }
+}
 
 /// The answer to a queued write, once its transaction has committed and its change is visible to readers.
 pub(super) type Answer<T> = oneshot::Receiver<Result<T, StoreError>>;
@@ -199,6 +223,12 @@ pub(super) struct Shared {
     pub pins: Arc<Pins>,
 }
 
+/// What the writer thread works with, the syncer's end included.
+struct Running {
+    shared: Shared,
+    committed: Committed,
+}
+
 fn stopped() -> StoreError {
     StoreError::Backend("the store's writer has stopped".into())
 }
@@ -206,12 +236,16 @@ fn stopped() -> StoreError {
 impl Writer {
     pub fn start(shared: Shared) -> std::io::Result<Self> {
         let (queue, jobs) = mpsc::unbounded_channel();
+        let (committed, syncer) =
+            journal::start_syncer(shared.blobs.clone(), WeakQueue(queue.downgrade()))?;
+        let running = Running { shared, committed };
         let thread = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || run(shared, jobs))?;
+            .spawn(move || run(running, jobs))?;
         Ok(Self {
             queue: Some(Queue(queue)),
             thread: Some(thread),
+            syncer: Some(syncer),
         })
     }
 
@@ -242,9 +276,33 @@ impl Queue {
         pins: Vec<Pin>,
         work: impl FnOnce(&WriteTransaction) -> Result<Applied<T>, StoreError> + Send + 'static,
     ) -> Result<Answer<T>, StoreError> {
+        self.send(pins, work, true)
+    }
+
+    /// Queues housekeeping that a crash may undo (the next durable commit persists it): a transaction of such
+    /// writes alone commits without waiting for the disk.
+    pub fn submit_lazy(
+        &self,
+        work: impl FnOnce(&WriteTransaction) -> Result<Applied<()>, StoreError> + Send + 'static,
+    ) -> Result<Answer<()>, StoreError> {
+        self.send(Vec::new(), work, false)
+    }
+
+    fn send<T: Send + 'static>(
+        &self,
+        pins: Vec<Pin>,
+        work: impl FnOnce(&WriteTransaction) -> Result<Applied<T>, StoreError> + Send + 'static,
+        durable: bool,
+    ) -> Result<Answer<T>, StoreError> {
         let (reply, answer) = oneshot::channel();
         let work = Box::new(Queued { work, reply });
-        self.0.send(Job { work, pins }).map_err(|_| stopped())?;
+        self.0
+            .send(Job {
+                work,
+                pins,
+                durable,
+            })
+            .map_err(|_| stopped())?;
         Ok(answer)
     }
 }
@@ -256,10 +314,14 @@ impl Drop for Writer {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+        // The writer's end of the syncer went with its thread: the syncer finishes its round and stops.
+        if let Some(syncer) = self.syncer.take() {
+            let _ = syncer.join();
+        }
     }
 }
 
-fn run(shared: Shared, mut jobs: mpsc::UnboundedReceiver<Job>) {
+fn run(running: Running, mut jobs: mpsc::UnboundedReceiver<Job>) {
     let mut pending = VecDeque::new();
     loop {
         if pending.is_empty() {
@@ -275,7 +337,7 @@ fn run(shared: Shared, mut jobs: mpsc::UnboundedReceiver<Job>) {
                 Err(_) => break,
             }
         }
-        commit_batch(&shared, &mut pending);
+        commit_batch(&running, &mut pending);
     }
 }
 
@@ -286,7 +348,8 @@ fn is_failure(error: &StoreError) -> bool {
 
 /// Applies the writes at the front of `pending` in one transaction and commits it; writes not applied because
 /// a storage failure aborted the transaction stay in `pending`.
-fn commit_batch(shared: &Shared, pending: &mut VecDeque<Job>) {
+fn commit_batch(running: &Running, pending: &mut VecDeque<Job>) {
+    let shared = &running.shared;
     let writer = shared.catalog.writer();
     let txn = match shared.db.begin_write().or_backend() {
         Ok(txn) => txn,
@@ -302,17 +365,22 @@ fn commit_batch(shared: &Shared, pending: &mut VecDeque<Job>) {
     let mut refused = Vec::new();
     let mut pins = Vec::new();
     let mut candidates = BTreeSet::new();
+    let mut journaled = Vec::new();
+    let mut durable = false;
     let mut failure = None;
     while let Some(job) = pending.pop_front() {
         pins.extend(job.pins);
+        durable |= job.durable;
         match job.work.run(&txn) {
             Step::Applied {
                 change,
                 event,
                 released,
+                journaled: entries,
                 answer,
             } => {
                 candidates.extend(released);
+                journaled.extend(entries);
                 applied.push((change, event, answer));
             }
             Step::Refused { error, answer } if is_failure(&error) => {
@@ -332,7 +400,7 @@ fn commit_batch(shared: &Shared, pending: &mut VecDeque<Job>) {
             drop(txn);
             Err(failure)
         }
-        None => txn.commit().or_backend().map_err(|e| e.to_string()),
+        None => commit(txn, durable),
     };
     let mut last_event = None;
     let answers = match committed {
@@ -349,6 +417,7 @@ fn commit_batch(shared: &Shared, pending: &mut VecDeque<Job>) {
                     change.apply_to(snapshot);
                 }
             });
+            running.committed.send(std::mem::take(&mut journaled));
             Ok(answers)
         }
         Err(failure) => Err((failure, applied)),
@@ -373,6 +442,14 @@ fn commit_batch(shared: &Shared, pending: &mut VecDeque<Job>) {
     if let Err(e) = reclaim(shared, candidates) {
         tracing::warn!(error = %e, "removing unreferenced blobs failed; the next start-up removes them");
     }
+}
+
+fn commit(mut txn: WriteTransaction, durable: bool) -> Result<(), String> {
+    if !durable {
+        txn.set_durability(Durability::None)
+            .map_err(|e| e.to_string())?;
+    }
+    txn.commit().or_backend().map_err(|e| e.to_string())
 }
 
 /// Removes each blob among `digests` that no committed record refers to and no write in flight pins.
