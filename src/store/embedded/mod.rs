@@ -4,9 +4,9 @@
 //! its directory) *before* the metadata transaction that refers to it commits, or its bytes are written in that
 //! very transaction ([`journal`], for small uploads: start-up writes their files back), and an old blob is deleted
 //! only *after* the transaction that dropped its last reference commits. A crash can therefore leave an
-//! unreferenced blob (removed at the next start-up) but never metadata that points at a missing or partial one. Reference counts
-//! live in the same transactions as the metadata, so identical bytes are stored once and reclaimed when nothing
-//! uses them.
+//! unreferenced blob (removed at the next start-up) but never metadata that points at a missing or partial one.
+//! Reference counts live in the same transactions as the metadata, so identical bytes are stored once and
+//! reclaimed when nothing uses them.
 //! Every write goes through one writer thread that commits many writes at once ([`writer`]).
 
 mod aliases;
@@ -67,8 +67,9 @@ const READ_AHEAD: usize = 2;
 /// Blob reads running at once across all downloads: well below tokio's blocking pool (512 threads), so that
 /// metadata work (redb) always finds a thread however many downloads are in flight.
 const BLOB_READERS: usize = 32;
-/// Memory all small uploads (at most 256 KiB each) may hold between their last byte and their placing: then the
-/// write of their file and its sync are one blocking step. An upload that finds it full is staged in a file.
+/// Memory all small uploads (at most 256 KiB each) may hold between their last byte and their placing: then their
+/// file is written where it is placed, in one blocking step, and their bytes can go into the journal. An upload
+/// that finds it full is staged in a file.
 const HELD_UPLOAD_BYTES: usize = 64 * 1024 * 1024;
 /// Records per batch handed from the reader to the decoders while the catalogue loads.
 const LOAD_BATCH: usize = 1024;
