@@ -1,8 +1,9 @@
 //! The blob journal: a small upload's bytes are written into the metadata transaction that refers to them, so that
 //! one flush (the commit) makes both durable, instead of the blob's file and directory syncs and then the commit.
 //! The blob's file is placed as usual (renamed into `blobs/`, readable at once) but not synced on the upload's
-//! path: the syncer thread ([`start_syncer`]) syncs it afterwards and then drops its journal entry. After a crash, start-up writes every
-//! journalled blob that a record refers to back to its file, durably, before anything is served ([`recover`]).
+//! path: the syncer thread ([`start_syncer`]) syncs it afterwards and then drops its journal entry. After a crash,
+//! start-up writes every journalled blob that a record refers to back to its file, durably, before anything is
+//! served ([`recover`]).
 //!
 //! An entry is `sha256 → sequence ‖ bytes`. The sequence tells the syncer whether the entry it synced is still the
 //! one in the table: if the blob was reclaimed and uploaded again meanwhile, the newer entry stays until its own
