@@ -43,20 +43,34 @@ pub(super) fn create_table(txn: &WriteTransaction) -> Result<(), StoreError> {
 }
 
 /// What the journal holds now, shared by the uploads that admit entries and the syncer that retires them.
-#[derive(Default)]
 pub(super) struct Journal {
     bytes: AtomicU64,
     sequence: AtomicU64,
+    limit: u64,
+}
+
+impl Default for Journal {
+    fn default() -> Self {
+        Self::with_limit(JOURNAL_BYTES)
+    }
 }
 
 impl Journal {
+    fn with_limit(limit: u64) -> Self {
+        Self {
+            bytes: AtomicU64::default(),
+            sequence: AtomicU64::default(),
+            limit,
+        }
+    }
+
     /// Admits `held` into the journal if it has room; the entry is counted until [`Entry`] is dropped.
     pub fn admit(self: &Arc<Self>, digest: &str, held: HeldBytes) -> Result<Entry, HeldBytes> {
         let len = held.bytes().len() as u64;
         let admitted = self
             .bytes
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {
-                (now + len <= JOURNAL_BYTES).then_some(now + len)
+                (now + len <= self.limit).then_some(now + len)
             })
             .is_ok();
         if !admitted {
@@ -281,6 +295,26 @@ mod tests {
 
     fn sha256_hex(bytes: &[u8]) -> String {
         hex::encode(Sha256::digest(bytes))
+    }
+
+    #[test]
+    fn a_full_journal_hands_the_bytes_back_until_entries_are_retired() {
+        let journal = Arc::new(Journal::with_limit(10 * 1024));
+        let memory = crate::store::MemoryBudget::new(1024 * 1024);
+        let Ok(first) = journal.admit("a", memory.hold(&[1u8; 6 * 1024]).expect("room")) else {
+            panic!("the first entry fits");
+        };
+        let Err(refused) = journal.admit("b", memory.hold(&[2u8; 6 * 1024]).expect("room")) else {
+            panic!("no room for the second: its upload syncs its own file");
+        };
+        assert_eq!(refused.bytes(), &[2u8; 6 * 1024][..]);
+        assert_eq!(journal.held_bytes(), 6 * 1024);
+        drop(first);
+        assert_eq!(journal.held_bytes(), 0);
+        assert!(
+            journal.admit("b", refused).is_ok(),
+            "room again once retired"
+        );
     }
 
     #[test]
