@@ -5,6 +5,8 @@ use crate::store::{LocalBlob, new_staging_file};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+use tempfile::{NamedTempFile, TempPath};
+
 /// The directory that holds every stored file, named by its sha256, and the staging directory its files are
 /// written in before they are renamed into it.
 #[derive(Debug, Clone)]
@@ -42,57 +44,60 @@ impl BlobDir {
     /// the bytes, and the directory's sync finds nothing left to do, so an upload waits for one journal commit
     /// instead of two. A crash in between leaves a blob that no record refers to, removed at the next start-up.
     pub fn place(&self, sha256: &str, blob: LocalBlob) -> io::Result<()> {
-        let dest = self
-            .path_of(sha256)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a sha256 digest"))?;
-        let parent = dest.parent().expect("blob paths have a parent");
-        if dest.exists() {
-            drop(blob);
-        } else {
-            let temp = match blob {
-                LocalBlob::File(temp) => temp,
-                LocalBlob::Memory(held) => {
-                    let mut file = new_staging_file(&self.staging)?;
-                    file.write_all(held.bytes())?;
-                    file.into_temp_path()
-                }
-            };
-            // A new shard directory's own name must be durable too.
-            self.make_shard(&dest)?;
-            temp.persist(&dest).map_err(|e| e.error)?;
-        }
+        let dest = self.destination(sha256)?;
+        self.put(&dest, || match blob {
+            LocalBlob::File(temp) => Ok(temp),
+            LocalBlob::Memory(held) => self
+                .staged_copy(held.bytes())
+                .map(NamedTempFile::into_temp_path),
+        })?;
         std::fs::File::open(&dest)?.sync_data()?;
-        sync_dir(parent)
+        sync_dir(dest.parent().expect("blob paths have a parent"))
     }
 
     /// Moves `bytes` into place as the blob `sha256` without syncing them (see [`super::journal`], which makes
     /// them durable by other means); nothing is written when the same bytes are already stored.
     pub fn place_unsynced(&self, sha256: &str, bytes: &[u8]) -> io::Result<()> {
-        let dest = self
-            .path_of(sha256)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a sha256 digest"))?;
-        if dest.exists() {
-            return Ok(());
-        }
-        self.make_shard(&dest)?;
-        let mut file = new_staging_file(&self.staging)?;
-        file.write_all(bytes)?;
-        file.persist(&dest).map_err(|e| e.error)?;
-        Ok(())
+        let dest = self.destination(sha256)?;
+        self.put(&dest, || {
+            self.staged_copy(bytes).map(NamedTempFile::into_temp_path)
+        })
     }
 
     /// Writes `bytes` as the blob `sha256` through a synced staging file renamed over whatever is there, and
     /// syncs its directory: how a journalled blob is restored after a crash.
     pub fn write_durably(&self, sha256: &str, bytes: &[u8]) -> io::Result<()> {
-        let dest = self
-            .path_of(sha256)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a sha256 digest"))?;
+        let dest = self.destination(sha256)?;
         self.make_shard(&dest)?;
-        let mut file = new_staging_file(&self.staging)?;
-        file.write_all(bytes)?;
+        let file = self.staged_copy(bytes)?;
         file.as_file().sync_data()?;
         file.persist(&dest).map_err(|e| e.error)?;
         sync_dir(dest.parent().expect("blob paths have a parent"))
+    }
+
+    /// [`Self::path_of`], refusing anything that is not a digest.
+    fn destination(&self, sha256: &str) -> io::Result<PathBuf> {
+        self.path_of(sha256)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a sha256 digest"))
+    }
+
+    /// Renames the file `staged` gives to `dest`, unless the same bytes are there already: then `staged` is dropped
+    /// without being called (a staged file with it).
+    fn put(&self, dest: &Path, staged: impl FnOnce() -> io::Result<TempPath>) -> io::Result<()> {
+        if dest.exists() {
+            return Ok(());
+        }
+        let temp = staged()?;
+        // A new shard directory's own name must be durable too.
+        self.make_shard(dest)?;
+        temp.persist(dest).map_err(|e| e.error)
+    }
+
+    /// A new staging file holding `bytes`, not synced.
+    fn staged_copy(&self, bytes: &[u8]) -> io::Result<NamedTempFile> {
+        let mut file = new_staging_file(&self.staging)?;
+        file.write_all(bytes)?;
+        Ok(file)
     }
 
     /// Creates the shard directory of `dest` if it is missing, its name durable.
