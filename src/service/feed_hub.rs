@@ -10,6 +10,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
 use super::events::FeedEvent;
+use super::feed_waiters::Waiters;
 use crate::store::{Store, StoreError};
 
 /// Events kept in memory: a follower this far behind reads the store instead.
@@ -82,12 +83,14 @@ impl Window {
     }
 }
 
-/// What a follower holds of the hub: the window, and a signal raised when its head moves. Holding one keeps the
-/// reader running; the reader stops when nobody follows.
+/// What a follower holds of the hub: the window, a signal raised when its head moves (closed when the reader
+/// stops), and the tasks woken when it is raised. Holding one keeps the reader running; the reader stops when
+/// nobody follows.
 #[derive(Clone)]
 pub(super) struct Subscription {
     pub window: Arc<ArcSwap<Window>>,
     pub head: watch::Receiver<u64>,
+    pub waiters: Arc<Waiters>,
 }
 
 #[derive(Default)]
@@ -120,8 +123,15 @@ impl FeedHub {
         let subscription = Subscription {
             window: window.clone(),
             head,
+            waiters: Arc::default(),
         };
-        tokio::spawn(read(Arc::downgrade(store), window, head_tx, from));
+        tokio::spawn(read(
+            Arc::downgrade(store),
+            window,
+            head_tx,
+            subscription.waiters.clone(),
+            from,
+        ));
         // The hub keeps no receiver of its own for long: a clone handed out keeps the reader alive, and the one kept
         // here is only to hand out more; it is replaced once the reader has stopped.
         *running = Some(subscription.clone());
@@ -130,11 +140,24 @@ impl FeedHub {
 }
 
 /// The reader: appends what the store commits to the window until no follower is left (only the hub's own
-/// receiver) or the store is gone.
+/// receiver) or the store is gone, and then wakes the followers, which find the signal closed.
 async fn read(
     store: std::sync::Weak<dyn Store>,
     window: Arc<ArcSwap<Window>>,
     head: watch::Sender<u64>,
+    waiters: Arc<Waiters>,
+    after: u64,
+) {
+    follow_store(store, &window, &head, &waiters, after).await;
+    drop(head);
+    waiters.wake_all();
+}
+
+async fn follow_store(
+    store: std::sync::Weak<dyn Store>,
+    window: &ArcSwap<Window>,
+    head: &watch::Sender<u64>,
+    waiters: &Waiters,
     mut after: u64,
 ) {
     let Some(mut signal) = store.upgrade().map(|s| s.feed().event_signal()) else {
@@ -166,6 +189,7 @@ async fn read(
                 next.head = after;
                 window.store(Arc::new(next));
                 head.send_replace(after);
+                waiters.wake_all();
                 continue;
             }
             Ok(_) => {}
@@ -178,6 +202,7 @@ async fn read(
                     events: imbl::Vector::new(),
                 }));
                 head.send_replace(floor);
+                waiters.wake_all();
                 continue;
             }
             Err(e) => tracing::warn!(error = %e, "reading the change feed failed; retrying"),

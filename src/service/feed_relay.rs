@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use arc_swap::ArcSwap;
 
 use super::feed_hub::{Subscription, Window};
+use super::feed_waiters::Waiters;
 
 /// A thread's relay of one hub's signal; the relay's task holds the only strong reference to its sender, so the
 /// sender goes (and its followers see the signal closed) when the task ends.
@@ -18,6 +19,8 @@ struct Relay {
     /// The hub's window (which the reader replaces when it starts again): whose signal this relays.
     window: Weak<ArcSwap<Window>>,
     head: Weak<watch::Sender<u64>>,
+    /// This thread's followers waiting for the head to move.
+    waiters: Arc<Waiters>,
 }
 
 thread_local! {
@@ -35,11 +38,12 @@ pub(super) fn on_this_thread(shared: Subscription) -> Subscription {
         let running = relays
             .iter()
             .find(|relay| std::ptr::eq(relay.window.as_ptr(), Arc::as_ptr(&shared.window)))
-            .and_then(|relay| relay.head.upgrade());
-        if let Some(sender) = running {
+            .and_then(|relay| Some((relay.head.upgrade()?, relay.waiters.clone())));
+        if let Some((sender, waiters)) = running {
             return Subscription {
                 window: shared.window,
                 head: sender.subscribe(),
+                waiters,
             };
         }
         let mut upstream = shared.head;
@@ -48,19 +52,35 @@ pub(super) fn on_this_thread(shared: Subscription) -> Subscription {
         let subscription = Subscription {
             window: shared.window,
             head,
+            waiters: Arc::default(),
         };
         relays.push(Relay {
             window: Arc::downgrade(&subscription.window),
             head: Arc::downgrade(&sender),
+            waiters: subscription.waiters.clone(),
         });
-        tokio::spawn(relay(upstream, sender));
+        tokio::spawn(relay(upstream, sender, subscription.waiters.clone()));
         subscription
     })
 }
 
 /// Passes each move of the hub's head on to this thread's followers, until the reader stops or no follower on this
-/// thread is left.
-async fn relay(mut upstream: watch::Receiver<u64>, local: Arc<watch::Sender<u64>>) {
+/// thread is left; then wakes those left, which find the signal closed.
+async fn relay(
+    upstream: watch::Receiver<u64>,
+    local: Arc<watch::Sender<u64>>,
+    waiters: Arc<Waiters>,
+) {
+    pass_on(upstream, &local, &waiters).await;
+    drop(local);
+    waiters.wake_all();
+}
+
+async fn pass_on(
+    mut upstream: watch::Receiver<u64>,
+    local: &watch::Sender<u64>,
+    waiters: &Waiters,
+) {
     loop {
         tokio::select! {
             changed = upstream.changed() => {
@@ -68,6 +88,7 @@ async fn relay(mut upstream: watch::Receiver<u64>, local: Arc<watch::Sender<u64>
                     return;
                 }
                 local.send_replace(*upstream.borrow_and_update());
+                waiters.wake_all();
             }
             () = local.closed() => return,
         }
@@ -76,6 +97,8 @@ async fn relay(mut upstream: watch::Receiver<u64>, local: Arc<watch::Sender<u64>
 
 #[cfg(test)]
 mod tests {
+    use std::pin::Pin;
+    use std::task::Poll;
     use std::time::Duration;
 
     use super::*;
@@ -83,16 +106,44 @@ mod tests {
     fn hub() -> (watch::Sender<u64>, Subscription) {
         let (sender, head) = watch::channel(0);
         let window = Arc::new(ArcSwap::from_pointee(Window::default()));
-        (sender, Subscription { window, head })
+        let waiters = Arc::default();
+        (
+            sender,
+            Subscription {
+                window,
+                head,
+                waiters,
+            },
+        )
     }
 
-    /// The head the follower is woken with, or `None` when the signal closed.
-    async fn woken(head: &mut watch::Receiver<u64>) -> Option<u64> {
-        tokio::time::timeout(Duration::from_secs(5), head.changed())
-            .await
-            .expect("the follower is woken")
-            .ok()?;
-        Some(*head.borrow_and_update())
+    /// The head the follower is woken with, waiting as a follower does (registered with the subscription's
+    /// waiters), or `None` when the signal closed.
+    async fn woken(follower: &mut Subscription) -> Option<u64> {
+        let mut place = None;
+        let wait = std::future::poll_fn(|cx| {
+            follower.waiters.register(cx, &mut place);
+            match follower.head.has_changed() {
+                Ok(true) => Poll::Ready(Some(())),
+                Ok(false) => Poll::Pending,
+                Err(_) => Poll::Ready(None),
+            }
+        });
+        // The timer first: a timeout would poll the wait once more when it fires and let a lost wake-up pass.
+        tokio::select! {
+            biased;
+            () = tokio::time::sleep(Duration::from_secs(5)) => panic!("the follower is not woken"),
+            woken = wait => woken?,
+        }
+        Some(*follower.head.borrow_and_update())
+    }
+
+    /// Polls `wait` once: it must be waiting, so that what comes next is what wakes it.
+    async fn waiting<F: Future>(wait: Pin<&mut F>) {
+        assert!(
+            futures_util::poll!(wait).is_pending(),
+            "nothing to wake it for yet"
+        );
     }
 
     #[tokio::test]
@@ -108,9 +159,15 @@ mod tests {
         // The hub's receiver and the relay's.
         assert_eq!(reader.receiver_count(), 2);
 
-        reader.send_replace(7);
-        assert_eq!(woken(&mut first.head).await, Some(7));
-        assert_eq!(woken(&mut second.head).await, Some(7));
+        {
+            let mut first = std::pin::pin!(woken(&mut first));
+            let mut second = std::pin::pin!(woken(&mut second));
+            waiting(first.as_mut()).await;
+            waiting(second.as_mut()).await;
+            reader.send_replace(7);
+            assert_eq!(first.await, Some(7));
+            assert_eq!(second.await, Some(7));
+        }
 
         drop((first, second));
         let relay_gone = async {
@@ -122,16 +179,20 @@ mod tests {
             .await
             .expect("the relay lets the reader go once its followers have left");
         let mut again = on_this_thread(shared);
+        let mut again = std::pin::pin!(woken(&mut again));
+        waiting(again.as_mut()).await;
         reader.send_replace(8);
-        assert_eq!(woken(&mut again.head).await, Some(8), "a new relay starts");
+        assert_eq!(again.await, Some(8), "a new relay starts");
     }
 
     #[tokio::test]
     async fn a_relays_followers_learn_that_the_reader_stopped() {
         let (reader, shared) = hub();
         let mut follower = on_this_thread(shared);
+        let mut follower = std::pin::pin!(woken(&mut follower));
+        waiting(follower.as_mut()).await;
         drop(reader);
-        assert_eq!(woken(&mut follower.head).await, None);
+        assert_eq!(follower.await, None);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -139,5 +200,6 @@ mod tests {
         let (_reader, shared) = hub();
         let follower = on_this_thread(shared.clone());
         assert!(follower.head.same_channel(&shared.head));
+        assert!(Arc::ptr_eq(&follower.waiters, &shared.waiters));
     }
 }

@@ -7,6 +7,7 @@ mod error;
 mod events;
 mod feed_hub;
 mod feed_relay;
+mod feed_waiters;
 pub mod mirror;
 mod oci;
 mod pipelines;
