@@ -10,7 +10,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
 use super::events::FeedEvent;
-use super::feed_waiters::Waiters;
+use super::feed_waiters::{CloseAndWake, Waiters};
 use crate::store::{Store, StoreError};
 
 /// Events kept in memory: a follower this far behind reads the store instead.
@@ -125,13 +125,9 @@ impl FeedHub {
             head,
             waiters: Arc::default(),
         };
-        tokio::spawn(read(
-            Arc::downgrade(store),
-            window,
-            head_tx,
-            subscription.waiters.clone(),
-            from,
-        ));
+        // The guard is made here, not in the task: a task dropped before it first runs still wakes the followers.
+        let closing = CloseAndWake::new(head_tx, subscription.waiters.clone());
+        tokio::spawn(read(Arc::downgrade(store), window, closing, from));
         // The hub keeps no receiver of its own for long: a clone handed out keeps the reader alive, and the one kept
         // here is only to hand out more; it is replaced once the reader has stopped.
         *running = Some(subscription.clone());
@@ -140,17 +136,14 @@ impl FeedHub {
 }
 
 /// The reader: appends what the store commits to the window until no follower is left (only the hub's own
-/// receiver) or the store is gone, and then wakes the followers, which find the signal closed.
+/// receiver) or the store is gone; however it ends, the followers are woken and find the signal closed.
 async fn read(
     store: std::sync::Weak<dyn Store>,
     window: Arc<ArcSwap<Window>>,
-    head: watch::Sender<u64>,
-    waiters: Arc<Waiters>,
+    closing: CloseAndWake<watch::Sender<u64>>,
     after: u64,
 ) {
-    follow_store(store, &window, &head, &waiters, after).await;
-    drop(head);
-    waiters.wake_all();
+    follow_store(store, &window, closing.sender(), closing.waiters(), after).await;
 }
 
 async fn follow_store(
@@ -216,8 +209,58 @@ async fn follow_store(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+    use std::task::{Context, Poll, Wake, Waker};
+
     use super::*;
     use crate::domain::{ComponentKey, EventDraft, Kind};
+
+    /// A follower's task that records, when woken, whether the head signal had closed by then.
+    struct Follower {
+        head: Mutex<watch::Receiver<u64>>,
+        woken_closed: Mutex<Option<bool>>,
+    }
+
+    impl Wake for Follower {
+        fn wake(self: Arc<Self>) {
+            let closed = self.head.lock().unwrap().has_changed().is_err();
+            *self.woken_closed.lock().unwrap() = Some(closed);
+        }
+    }
+
+    /// A reader whose store is gone, and a follower registered with its waiters.
+    fn reader_and_follower() -> (impl Future<Output = ()>, Arc<Follower>) {
+        let (head, receiver) = watch::channel(0);
+        let waiters = Arc::new(Waiters::default());
+        let follower = Arc::new(Follower {
+            head: Mutex::new(receiver),
+            woken_closed: Mutex::new(None),
+        });
+        waiters.register(
+            &Context::from_waker(&Waker::from(follower.clone())),
+            &mut None,
+        );
+        let gone: std::sync::Weak<dyn Store> =
+            std::sync::Weak::<crate::store::embedded::EmbeddedStore>::new();
+        let reader = read(gone, Arc::default(), CloseAndWake::new(head, waiters), 0);
+        (reader, follower)
+    }
+
+    #[test]
+    fn followers_are_woken_with_the_signal_closed_however_the_reader_ends() {
+        // It returns (its store is gone).
+        let (reader, follower) = reader_and_follower();
+        let mut reader = std::pin::pin!(reader);
+        let polled = reader
+            .as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()));
+        assert_eq!(polled, Poll::Ready(()));
+        assert_eq!(*follower.woken_closed.lock().unwrap(), Some(true));
+        // It is dropped before it ever ran (a runtime shutting down, a panic elsewhere in its task).
+        let (reader, follower) = reader_and_follower();
+        drop(reader);
+        assert_eq!(*follower.woken_closed.lock().unwrap(), Some(true));
+    }
 
     fn event(sequence: u64) -> Arc<FeedEvent> {
         let key = ComponentKey::with_id(Kind::Service, "svc").unwrap();

@@ -1,5 +1,6 @@
-//! Per-thread relays of the feed hub's head signal. The hub's reader runs on the main runtime, and most followers on
-//! the connection threads, each a single-threaded runtime: waking a task of another runtime takes a lock and a
+//! Per-thread relays of the feed hub's head signal. The hub's reader runs on one runtime (that of the follower that
+//! started it), and most followers on the connection threads, each a single-threaded runtime: waking a task of
+//! another runtime takes a lock and a
 //! syscall (its thread's event fd), 10,000 of each per event at 10,000 subscribers. With a relay per connection
 //! thread the reader wakes one task per thread, and that task wakes its thread's followers from their own thread.
 
@@ -11,7 +12,7 @@ use tokio::sync::watch;
 use arc_swap::ArcSwap;
 
 use super::feed_hub::{Subscription, Window};
-use super::feed_waiters::Waiters;
+use super::feed_waiters::{CloseAndWake, Waiters};
 
 /// A thread's relay of one hub's signal; the relay's task holds the only strong reference to its sender, so the
 /// sender goes (and its followers see the signal closed) when the task ends.
@@ -20,7 +21,7 @@ struct Relay {
     window: Weak<ArcSwap<Window>>,
     head: Weak<watch::Sender<u64>>,
     /// This thread's followers waiting for the head to move.
-    waiters: Arc<Waiters>,
+    waiters: Weak<Waiters>,
 }
 
 thread_local! {
@@ -38,7 +39,7 @@ pub(super) fn on_this_thread(shared: Subscription) -> Subscription {
         let running = relays
             .iter()
             .find(|relay| std::ptr::eq(relay.window.as_ptr(), Arc::as_ptr(&shared.window)))
-            .and_then(|relay| Some((relay.head.upgrade()?, relay.waiters.clone())));
+            .and_then(|relay| Some((relay.head.upgrade()?, relay.waiters.upgrade()?)));
         if let Some((sender, waiters)) = running {
             return Subscription {
                 window: shared.window,
@@ -57,23 +58,19 @@ pub(super) fn on_this_thread(shared: Subscription) -> Subscription {
         relays.push(Relay {
             window: Arc::downgrade(&subscription.window),
             head: Arc::downgrade(&sender),
-            waiters: subscription.waiters.clone(),
+            waiters: Arc::downgrade(&subscription.waiters),
         });
-        tokio::spawn(relay(upstream, sender, subscription.waiters.clone()));
+        // The guard is made here, not in the task: a task dropped before it first runs still wakes the followers.
+        let closing = CloseAndWake::new(sender, subscription.waiters.clone());
+        tokio::spawn(relay(upstream, closing));
         subscription
     })
 }
 
 /// Passes each move of the hub's head on to this thread's followers, until the reader stops or no follower on this
-/// thread is left; then wakes those left, which find the signal closed.
-async fn relay(
-    upstream: watch::Receiver<u64>,
-    local: Arc<watch::Sender<u64>>,
-    waiters: Arc<Waiters>,
-) {
-    pass_on(upstream, &local, &waiters).await;
-    drop(local);
-    waiters.wake_all();
+/// thread is left; however it ends, those left are woken and find the signal closed.
+async fn relay(upstream: watch::Receiver<u64>, closing: CloseAndWake<Arc<watch::Sender<u64>>>) {
+    pass_on(upstream, closing.sender(), closing.waiters()).await;
 }
 
 async fn pass_on(

@@ -3,7 +3,7 @@
 //! at 10,000 subscribers a `watch::Receiver::changed()` future per follower and delivery, and the async state
 //! machine around it, were about a tenth of a delivery's CPU.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Waker};
 
 #[derive(Default)]
@@ -16,6 +16,9 @@ struct List {
     /// How many times the list was woken: a place of an earlier round is no longer in it.
     round: u64,
     wakers: Vec<Waker>,
+    /// Slots of this round let go by followers that went away, taken again before the list grows: subscribers that
+    /// come and go while no event comes do not lengthen it.
+    free: Vec<usize>,
     /// The last round's vector, emptied, kept for its capacity.
     spare: Vec<Waker>,
 }
@@ -41,20 +44,31 @@ impl Waiters {
             }
             return;
         }
+        let index = match list.free.pop() {
+            Some(index) => {
+                list.wakers[index].clone_from(cx.waker());
+                index
+            }
+            None => {
+                list.wakers.push(cx.waker().clone());
+                list.wakers.len() - 1
+            }
+        };
         *place = Some(Place {
             round: list.round,
-            index: list.wakers.len(),
+            index,
         });
-        list.wakers.push(cx.waker().clone());
     }
 
-    /// Lets go of a follower's waker (it is going away): a task that ended is not held until the next event.
+    /// Lets go of a follower's waker (it is going away): a task that ended is not held until the next event, and
+    /// its slot is taken by the next follower to register.
     pub fn forget(&self, place: Place) {
         let mut list = self.list.lock().unwrap_or_else(|e| e.into_inner());
         if place.round == list.round
             && let Some(waker) = list.wakers.get_mut(place.index)
         {
             *waker = Waker::noop().clone();
+            list.free.push(place.index);
         }
     }
 
@@ -63,6 +77,7 @@ impl Waiters {
         let mut wakers = {
             let mut list = self.list.lock().unwrap_or_else(|e| e.into_inner());
             list.round += 1;
+            list.free.clear();
             let spare = std::mem::take(&mut list.spare);
             std::mem::replace(&mut list.wakers, spare)
         };
@@ -76,6 +91,41 @@ impl Waiters {
     #[cfg(test)]
     fn registered(&self) -> usize {
         self.list.lock().unwrap().wakers.len()
+    }
+}
+
+/// Owns a head signal's sender (a `watch::Sender`, or the `Arc` that is its only strong reference) for the task
+/// that moves the head, and when that task ends in any way (it returns, panics, or is dropped with its runtime)
+/// drops the sender, then wakes the waiters: they find the signal closed and read the store themselves.
+pub(super) struct CloseAndWake<S> {
+    /// Declared first, so dropped first: the signal is closed before anyone is woken to look at it.
+    sender: S,
+    wake: WakeAll,
+}
+
+/// Wakes every waiter when dropped.
+struct WakeAll(Arc<Waiters>);
+
+impl Drop for WakeAll {
+    fn drop(&mut self) {
+        self.0.wake_all();
+    }
+}
+
+impl<S> CloseAndWake<S> {
+    pub fn new(sender: S, waiters: Arc<Waiters>) -> Self {
+        CloseAndWake {
+            sender,
+            wake: WakeAll(waiters),
+        }
+    }
+
+    pub fn sender(&self) -> &S {
+        &self.sender
+    }
+
+    pub fn waiters(&self) -> &Waiters {
+        &self.wake.0
     }
 }
 
@@ -139,6 +189,25 @@ mod tests {
         assert_eq!(waiters.registered(), 1);
         waiters.wake_all();
         assert_eq!(woken(&first), 2);
+    }
+
+    #[test]
+    fn followers_that_come_and_go_between_events_do_not_lengthen_the_list() {
+        let waiters = Waiters::default();
+        let staying = Arc::new(Counted::default());
+        let mut staying_place = None;
+        waiters.register(
+            &Context::from_waker(&staying.clone().into()),
+            &mut staying_place,
+        );
+        for _ in 0..10_000 {
+            let mut place = None;
+            waiters.register(&Context::from_waker(Waker::noop()), &mut place);
+            waiters.forget(place.unwrap());
+        }
+        assert_eq!(waiters.registered(), 2, "the slot let go is taken again");
+        waiters.wake_all();
+        assert_eq!(woken(&staying), 1);
     }
 
     #[test]
