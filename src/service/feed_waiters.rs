@@ -150,6 +150,11 @@ mod tests {
         task.0.load(Ordering::SeqCst)
     }
 
+    /// Registers `task` as a follower whose registration is recorded in `place`.
+    fn register(waiters: &Waiters, task: &Arc<Counted>, place: &mut Option<Place>) {
+        waiters.register(&Context::from_waker(&task.clone().into()), place);
+    }
+
     #[test]
     fn a_follower_polled_again_is_woken_once_and_through_its_latest_task() {
         let waiters = Waiters::default();
@@ -160,20 +165,11 @@ mod tests {
         );
         let (mut first_place, mut second_place) = (None, None);
         for _ in 0..3 {
-            waiters.register(
-                &Context::from_waker(&first.clone().into()),
-                &mut first_place,
-            );
+            register(&waiters, &first, &mut first_place);
         }
-        waiters.register(
-            &Context::from_waker(&second.clone().into()),
-            &mut second_place,
-        );
+        register(&waiters, &second, &mut second_place);
         // The second follower's stream is now polled by another task: that one is woken, not the first.
-        waiters.register(
-            &Context::from_waker(&moved_to.clone().into()),
-            &mut second_place,
-        );
+        register(&waiters, &moved_to, &mut second_place);
         assert_eq!(waiters.registered(), 2, "one waker per follower");
 
         waiters.wake_all();
@@ -182,10 +178,7 @@ mod tests {
         assert_eq!(woken(&first), 1, "woken once per registration");
 
         // A place of an earlier round is stale: registering again adds the follower anew.
-        waiters.register(
-            &Context::from_waker(&first.clone().into()),
-            &mut first_place,
-        );
+        register(&waiters, &first, &mut first_place);
         assert_eq!(waiters.registered(), 1);
         waiters.wake_all();
         assert_eq!(woken(&first), 2);
@@ -196,10 +189,7 @@ mod tests {
         let waiters = Waiters::default();
         let staying = Arc::new(Counted::default());
         let mut staying_place = None;
-        waiters.register(
-            &Context::from_waker(&staying.clone().into()),
-            &mut staying_place,
-        );
+        register(&waiters, &staying, &mut staying_place);
         for _ in 0..10_000 {
             let mut place = None;
             waiters.register(&Context::from_waker(Waker::noop()), &mut place);
@@ -215,21 +205,15 @@ mod tests {
         let waiters = Waiters::default();
         let (leaving, staying) = (Arc::new(Counted::default()), Arc::new(Counted::default()));
         let (mut leaving_place, mut staying_place) = (None, None);
-        waiters.register(
-            &Context::from_waker(&leaving.clone().into()),
-            &mut leaving_place,
-        );
-        waiters.register(
-            &Context::from_waker(&staying.clone().into()),
-            &mut staying_place,
-        );
+        register(&waiters, &leaving, &mut leaving_place);
+        register(&waiters, &staying, &mut staying_place);
         waiters.forget(leaving_place.unwrap());
         assert_eq!(Arc::strong_count(&leaving), 1, "its waker was let go");
         waiters.wake_all();
         assert_eq!((woken(&leaving), woken(&staying)), (0, 1));
         // Forgetting a place of a round already woken touches nobody else's.
         let mut again = None;
-        waiters.register(&Context::from_waker(&staying.clone().into()), &mut again);
+        register(&waiters, &staying, &mut again);
         waiters.forget(staying_place.unwrap());
         waiters.wake_all();
         assert_eq!(woken(&staying), 2);
